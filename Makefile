@@ -1,0 +1,29 @@
+# Every target creates .venv on first use, so a fresh machine needs only python3 and make.
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+
+.PHONY: demo test lint bench clean
+
+$(BIN)/activate:
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+
+$(VENV)/.installed: pyproject.toml $(BIN)/activate
+	$(BIN)/pip install -q -e ".[test,bench]"
+	touch $@
+
+demo: $(VENV)/.installed  ## record a multi-agent conversation into ./lmg-data and summarise it
+	$(BIN)/lmg demo
+
+test: $(VENV)/.installed  ## lint, type-check, then every test (crash and concurrency tests included)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+	$(BIN)/pytest -q
+
+bench: $(VENV)/.installed  ## the benchmarks of docs/benchmarks.md (several minutes)
+	$(BIN)/python -m tests.benchmarks.run
+
+clean:
+	rm -rf $(VENV) lmg-data .pytest_cache .mypy_cache .ruff_cache

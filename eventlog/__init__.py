@@ -1,0 +1,78 @@
+"""llm-memory-graph's write side: a durable, segmented, zstd-compressed event log for agents.
+
+import eventlog
+with eventlog.open("./data") as log:
+    s = log.create_session(metadata={"user": "42"})
+    p = log.add_prompt(s.id, "What is Rust?")
+    log.add_response(p, "A systems language.", eventlog.TokenUsage(5, 30))
+"""
+
+from ._commands import AppendOptions
+from ._reader import Record
+from ._store import Appended
+from .errors import (
+    AppendConflict,
+    BrokenReference,
+    CorruptionError,
+    DeletedNodeReference,
+    EventLogError,
+    IdempotencyKeyReused,
+    InvalidEvent,
+    LogClosed,
+    LogFailed,
+    MissingVariable,
+    StorageFull,
+    StoreLocked,
+    TornTailTruncated,
+    UnknownNode,
+    WrongNodeKind,
+)
+from .events import (
+    EdgeType,
+    Event,
+    EventBase,
+    NodeKind,
+    PromptMetadata,
+    TokenUsage,
+    VariableSpec,
+)
+from .log import AsyncEventLog, EventLog, Stats, open, open_async
+from .options import Durability, Options
+from .verify import Problem, verify
+
+__all__ = [
+    "AppendConflict",
+    "AppendOptions",
+    "Appended",
+    "AsyncEventLog",
+    "BrokenReference",
+    "CorruptionError",
+    "DeletedNodeReference",
+    "Durability",
+    "EdgeType",
+    "Event",
+    "EventBase",
+    "EventLog",
+    "EventLogError",
+    "IdempotencyKeyReused",
+    "InvalidEvent",
+    "LogClosed",
+    "LogFailed",
+    "MissingVariable",
+    "NodeKind",
+    "Options",
+    "Problem",
+    "PromptMetadata",
+    "Record",
+    "Stats",
+    "StorageFull",
+    "StoreLocked",
+    "TokenUsage",
+    "TornTailTruncated",
+    "UnknownNode",
+    "VariableSpec",
+    "WrongNodeKind",
+    "open",
+    "open_async",
+    "verify",
+]

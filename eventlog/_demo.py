@@ -1,0 +1,108 @@
+"""`lmg demo`: a small multi-agent conversation, recorded and then read back as a summary.
+
+The summary is built by reading the log, not by echoing what was written, so it shows a
+newcomer both halves: the typed append helpers and what the log holds afterwards.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections import Counter
+from collections.abc import Callable
+
+from . import events as ev
+from .log import EventLog
+
+__all__ = ["record_demo", "summarise"]
+
+
+def record_demo(log: EventLog) -> uuid.UUID:
+    """Record one support conversation with a triage agent, a handoff, templates and tools."""
+    triage = log.add_agent("triage", "routes questions", ["classify"], model="small-1")
+    coder = log.add_agent("coder", "answers programming questions", ["python", "sql"], model="large-2")
+    base = log.create_template(
+        "answer", "Answer as {{persona}}: {{question}}",
+        [ev.VariableSpec(name="persona", required=False, default="a helpful assistant"),
+         ev.VariableSpec(name="question")],
+    )
+    expert = log.create_template_from_parent(
+        base, "expert-answer", "Answer as a senior {{language}} engineer: {{question}}",
+        [ev.VariableSpec(name="language"), ev.VariableSpec(name="question")],
+    )
+    session = log.create_session(metadata={"user": "ada", "channel": "chat"}, tags=["demo"])
+
+    ask = "How do I count rows per day in DuckDB?"
+    p1 = log.add_prompt(session.id, template_id=base, variables={"question": ask}, actor="user:ada")
+    log.assign_agent_to_prompt(p1, triage)
+    r1 = log.add_response(
+        p1, "This is a SQL question; handing over to the coder agent.", ev.TokenUsage(31, 12),
+        finish_reason="stop", latency_ms=180.0, model="small-1", actor="agent:triage",
+    )
+    log.transfer_to_agent(
+        r1, coder, from_agent_id=triage, reason="needs SQL expertise",
+        context_summary="user wants a per-day row count in DuckDB",
+    )
+    p2 = log.add_prompt(
+        session.id, template_id=expert, variables={"language": "SQL", "question": ask},
+        parent_prompt_id=p1, actor="agent:triage",
+    )
+    log.assign_agent_to_prompt(p2, coder)
+    r2 = log.add_response(
+        p2, "SELECT date_trunc('day', ts) AS day, count(*) FROM events GROUP BY day ORDER BY day;",
+        ev.TokenUsage(58, 41), finish_reason="stop", latency_ms=920.0, model="large-2",
+        actor="agent:coder",
+    )
+    check = log.add_tool_invocation(r2, "run_sql", {"query": "SELECT 1"}, actor="agent:coder")
+    log.complete_tool_invocation(check, result={"rows": 1}, duration_ms=3.2)
+    lookup = log.add_tool_invocation(r2, "search_docs", {"q": "date_trunc"}, actor="agent:coder")
+    log.complete_tool_invocation(lookup, error="docs index offline", duration_ms=1500.0)
+    feedback = log.add_node("feedback", "Worked first time, thanks!", data={"rating": 5}, session_id=session.id)
+    log.add_edge(feedback, r2, ev.EdgeType.REFERENCES, {"relevance": 1.0})
+    return session.id
+
+
+def summarise(log: EventLog, session_id: uuid.UUID, say: Callable[[str], None]) -> None:
+    """Describe a session as the log holds it, then the whole store."""
+    names: dict[uuid.UUID, str] = {}
+    lines: list[str] = []
+    counts: Counter[str] = Counter()
+    for record in log.read():
+        event = record.event
+        counts[ev.tag_of(event)] += 1
+        match event:
+            case ev.AgentRegistered():
+                names[event.id] = event.name
+            case ev.PromptAdded() if event.session_id == session_id:
+                via = f" (template v{event.template_version})" if event.template_id else ""
+                lines.append(f"  [{record.lsn:>4}] prompt{via}: {event.content}")
+            case ev.AgentAssigned() if event.session_id == session_id:
+                lines.append(f"  [{record.lsn:>4}]   handled by {names.get(event.agent_id, '?')}")
+            case ev.ResponseAdded() if event.session_id == session_id:
+                lines.append(
+                    f"  [{record.lsn:>4}] response ({event.model}, {event.usage.total_tokens} tokens, "
+                    f"{event.latency_ms:.0f} ms): {event.content}"
+                )
+            case ev.AgentHandoff() if event.session_id == session_id:
+                lines.append(
+                    f"  [{record.lsn:>4}]   handoff {names.get(event.from_agent_id or event.to_agent_id, '?')}"
+                    f" -> {names.get(event.to_agent_id, '?')}: {event.reason}"
+                )
+            case ev.ToolInvoked() if event.session_id == session_id:
+                lines.append(f"  [{record.lsn:>4}]   tool call {event.tool_name}({event.parameters})")
+            case ev.ToolCompleted() if event.session_id == session_id:
+                outcome = f"failed: {event.error}" if event.error else f"ok: {event.result}"
+                lines.append(f"  [{record.lsn:>4}]   tool {outcome} in {event.duration_ms} ms")
+            case ev.NodeAdded() if event.session_id == session_id:
+                lines.append(f"  [{record.lsn:>4}] {event.kind}: {event.content}")
+            case _:
+                pass
+    say(f"Session {session_id}, as recorded in the log:")
+    for line in lines:
+        say(line)
+    stats = log.stats()
+    say("")
+    say(
+        f"Store {stats.path}: {stats.events} events in {stats.segments} segment(s), "
+        f"{stats.stored_bytes} bytes of frames ({stats.compression_ratio}x compression)."
+    )
+    say("Events by type: " + ", ".join(f"{tag} {n}" for tag, n in sorted(counts.items())))

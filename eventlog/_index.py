@@ -1,0 +1,210 @@
+"""Per-segment index files, written when a segment is sealed and rebuilt from it when needed.
+
+``{first_lsn:020d}.idx``: a summary of the segment (LSN range, size, counts by event type,
+raw and stored bytes) and a sparse index, one (first LSN, min ts, offset) entry per
+`index_interval_bytes` of frames. Seeking to an LSN or a time is a bisect, then a short scan.
+
+``{first_lsn:020d}.ids``: the id index of the segment, fixed 40-byte records sorted by id::
+
+    0  16 id      node id, or blake2b-128 of an idempotency key
+    16 16 aux     the node's session id (nodes), or the request's count and type digest (keys)
+    32  8 packed  lsn << 16 | kind << 8 | flags
+
+A record holds the state a node reached within the segment (created, touched, updated,
+deleted); the newest segment holding an id has its current state. The file is mmapped and
+searched by bisect, so its memory belongs to the page cache, not the process.
+
+Both files open with an 8-byte magic and end with a CRC32C of everything before it; a file
+that fails its check is treated as missing and rebuilt. Not thread-safe: the store guards them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import mmap
+import os
+import struct
+from bisect import bisect_left, bisect_right
+from collections.abc import Iterable
+from pathlib import Path
+from typing import NamedTuple
+
+import google_crc32c
+import msgspec
+
+__all__ = [
+    "Entry",
+    "IdTable",
+    "SegmentSummary",
+    "load_summary",
+    "save_summary",
+    "write_atomically",
+]
+
+_IDX_MAGIC = b"LMGIDX\r\n"
+_IDS_MAGIC = b"LMGIDS\r\n"
+_IDS_HEADER = struct.Struct("<8sQQ")  # magic, record count, next_lsn of the segment
+_RECORD = struct.Struct("<16s16sQ")
+RECORD = _RECORD.size  # 40
+
+FLAG_DELETED = 1
+FLAG_COMPLETED = 2
+KIND_KEY = 255  # an idempotency key, not a node
+
+
+class Entry(NamedTuple):
+    """What the id index knows of one id."""
+
+    kind: int
+    flags: int
+    lsn: int
+    aux: bytes
+
+
+class SegmentSummary(msgspec.Struct, kw_only=True):
+    first_lsn: int
+    next_lsn: int
+    size: int
+    frames: int = 0
+    min_ts: int = 0
+    max_ts: int = 0
+    raw_bytes: int = 0
+    stored_bytes: int = 0
+    type_counts: dict[str, int] = {}
+    sparse: list[tuple[int, int, int]] = []  # (first lsn, min ts, offset) of a frame
+
+    def seek_lsn(self, lsn: int) -> int:
+        """Offset of a frame at or before the one holding `lsn`."""
+        i = bisect_right([e[0] for e in self.sparse], lsn) - 1
+        return self.sparse[i][2] if i >= 0 else 0
+
+    def seek_time(self, ts: int) -> int:
+        """Offset of a frame at or before the first holding an event at or after `ts`."""
+        i = bisect_left([e[1] for e in self.sparse], ts) - 1
+        return self.sparse[max(i, 0)][2] if self.sparse else 0
+
+
+_SUMMARY_ENCODER = msgspec.msgpack.Encoder()
+_SUMMARY_DECODER = msgspec.msgpack.Decoder(SegmentSummary)
+
+
+def write_atomically(path: Path, data: bytes) -> None:
+    """Write a file whole or not at all: temp file, fsync, rename, fsync the directory."""
+    tmp = path.with_name(path.name + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    try:
+        _write_all(fd, data)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+    fsync_dir(path.parent)
+
+
+def fsync_dir(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+
+
+def _sealed(magic: bytes, payload: bytes) -> bytes:
+    body = magic + payload
+    return body + struct.pack("<I", google_crc32c.value(body))
+
+
+def _unsealed(magic: bytes, data: bytes) -> bytes | None:
+    if len(data) < len(magic) + 4 or not data.startswith(magic):
+        return None
+    (crc,) = struct.unpack_from("<I", data, len(data) - 4)
+    if crc != google_crc32c.value(data[:-4]):
+        return None
+    return data[len(magic) : -4]
+
+
+def save_summary(path: Path, summary: SegmentSummary) -> None:
+    write_atomically(path, _sealed(_IDX_MAGIC, _SUMMARY_ENCODER.encode(summary)))
+
+
+def load_summary(path: Path) -> SegmentSummary | None:
+    """The summary stored at `path`, or None if it is missing or damaged."""
+    try:
+        payload = _unsealed(_IDX_MAGIC, path.read_bytes())
+        return None if payload is None else _SUMMARY_DECODER.decode(payload)
+    except (OSError, msgspec.DecodeError):
+        return None
+
+
+def pack_entry(entry: Entry) -> bytes:
+    return entry.aux
+
+
+class IdTable:
+    """A sealed segment's id index: sorted fixed records in an mmapped file."""
+
+    def __init__(self, mapped: mmap.mmap | bytes, count: int, next_lsn: int) -> None:
+        self._data = mapped
+        self._count = count
+        self.next_lsn = next_lsn
+        self._keys = _Keys(mapped, count)
+
+    @staticmethod
+    def write(path: Path, entries: Iterable[tuple[bytes, Entry]], next_lsn: int) -> None:
+        items = sorted(entries, key=lambda item: item[0])
+        records = b"".join(
+            _RECORD.pack(key, e.aux.ljust(16, b"\0"), e.lsn << 16 | e.kind << 8 | e.flags)
+            for key, e in items
+        )
+        header = _IDS_HEADER.pack(_IDS_MAGIC, len(items), next_lsn)[len(_IDS_MAGIC) :]
+        write_atomically(path, _sealed(_IDS_MAGIC, header + records))
+
+    @classmethod
+    def load(cls, path: Path) -> IdTable | None:
+        """The table at `path` (checksum verified), or None if missing or damaged."""
+        try:
+            with open(path, "rb") as f:
+                mapped = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+        except (OSError, ValueError):
+            return None
+        if _unsealed(_IDS_MAGIC, mapped[:]) is None:
+            mapped.close()
+            return None
+        _magic, count, next_lsn = _IDS_HEADER.unpack_from(mapped)
+        if len(mapped) != _IDS_HEADER.size + count * RECORD + 4:
+            mapped.close()
+            return None
+        return cls(mapped, count, next_lsn)
+
+    def get(self, key: bytes) -> Entry | None:
+        i = bisect_left(self._keys, key)
+        if i == self._count or self._keys[i] != key:
+            return None
+        _key, aux, packed = _RECORD.unpack_from(self._data, _IDS_HEADER.size + i * RECORD)
+        return Entry(packed >> 8 & 0xFF, packed & 0xFF, packed >> 16, aux)
+
+    def close(self) -> None:
+        if isinstance(self._data, mmap.mmap):
+            with contextlib.suppress(BufferError):
+                self._data.close()
+
+
+class _Keys:
+    """A sequence view of the records' ids, for bisect."""
+
+    def __init__(self, data: mmap.mmap | bytes, count: int) -> None:
+        self._data = data
+        self._count = count
+
+    def __len__(self) -> int:
+        return self._count
+
+    def __getitem__(self, i: int) -> bytes:
+        start = _IDS_HEADER.size + i * RECORD
+        return self._data[start : start + 16]

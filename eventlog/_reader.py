@@ -1,0 +1,205 @@
+"""Reading the log: a cursor that walks segments from an LSN or a time, and followers.
+
+A `Cursor` seeks with the sealed segments' sparse indexes (a bisect, then at most one index
+interval of frames), then yields `Record`s in LSN order. It reads with `pread` and takes no
+lock, so it runs beside appenders in this or other processes. At the end of the last segment,
+a frame still being written, or a torn tail no appender has truncated yet, reads as the end
+of the log; a bad frame with an intact one after it, or anywhere in a sealed segment, is
+damage and raises `CorruptionError`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import os
+import threading
+from collections.abc import AsyncIterator, Iterator
+from typing import TYPE_CHECKING, NamedTuple
+
+import msgspec
+import watchfiles
+
+from . import events as ev
+from ._format import SEGMENT_HEADER, FrameError, decode_body, unpack_body
+from ._segment import BadFrame, Frame, is_torn_tail, read_frame
+from .errors import CorruptionError
+
+if TYPE_CHECKING:
+    from ._store import Store
+
+__all__ = ["Cursor", "Record", "follow", "follow_async"]
+
+
+class Record(NamedTuple):
+    """An event and its LSN."""
+
+    lsn: int
+    event: ev.EventBase
+
+
+class Cursor:
+    """A position in the log; `records()` yields what is there now and keeps its place."""
+
+    def __init__(
+        self,
+        store: Store,
+        *,
+        start: int = 0,
+        stop: int | None = None,
+        start_ts: int | None = None,
+        stop_ts: int | None = None,
+    ) -> None:
+        self._store = store
+        self._stop, self._start_ts, self._stop_ts = stop, start_ts, stop_ts
+        self.next_lsn = start  # the next record wanted
+        self._fd: int | None = None
+        self.done = False
+        self._segment, self._offset, self._frame_lsn = self._seek(start, start_ts)
+
+    def _seek(self, lsn: int, ts: int | None) -> tuple[int, int, int | None]:
+        """Segment, frame offset and that frame's LSN (None if not known) to start from."""
+        firsts = self._store.segments()
+        if not firsts:
+            return 0, SEGMENT_HEADER, 0
+        candidates = [f for f in firsts[:-1] if self._store.summary(f).next_lsn > lsn]
+        if ts is not None:
+            candidates = [f for f in candidates if self._store.summary(f).max_ts >= ts]
+        if not candidates:
+            last = firsts[-1]
+            return last, SEGMENT_HEADER, last
+        first = candidates[0]
+        summary = self._store.summary(first)
+        offset = (
+            summary.seek_lsn(lsn)
+            if ts is None
+            else max(summary.seek_lsn(lsn), summary.seek_time(ts))
+        )
+        if offset <= SEGMENT_HEADER:
+            return first, SEGMENT_HEADER, first
+        return first, offset, None
+
+    def close(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+    def records(self) -> Iterator[Record]:
+        """Records from the current position to the end of the log as it is now (or `stop`)."""
+        while not self.done:
+            path = self._store.segment_path(self._segment)
+            if self._fd is None:
+                try:
+                    self._fd = os.open(path, os.O_RDONLY)
+                except FileNotFoundError:
+                    return
+            size = os.fstat(self._fd).st_size
+            try:
+                while self._offset < size and not self.done:
+                    frame = read_frame(self._fd, self._offset, size, self._frame_lsn)
+                    yield from self._take(frame, str(path))
+                    self._offset += frame.head.size
+                    self._frame_lsn = frame.head.next_lsn
+            except BadFrame as bad:
+                if self._successor_exists() or not is_torn_tail(self._fd, bad.offset, size):
+                    raise CorruptionError(
+                        f"damaged frame ({bad.reason})", str(path), bad.offset, bad.lsn
+                    ) from None
+                return  # a frame being written, or a torn tail recovery will cut
+            if self.done or not self._successor_exists():
+                return
+            self.close()
+            assert self._frame_lsn is not None
+            self._segment, self._offset = self._frame_lsn, SEGMENT_HEADER
+
+    def _successor_exists(self) -> bool:
+        return self._frame_lsn is not None and self._store.segment_path(self._frame_lsn).exists()
+
+    def _take(self, frame: Frame, path: str) -> Iterator[Record]:
+        head = frame.head
+        if head.next_lsn <= self.next_lsn or (
+            self._start_ts is not None and head.max_ts < self._start_ts
+        ):
+            return
+        try:
+            requests = decode_body(unpack_body(head, frame.body))
+        except (FrameError, msgspec.DecodeError) as exc:
+            raise CorruptionError(
+                f"frame does not decode ({exc})", path, frame.offset, head.first_lsn
+            ) from None
+        lsn = head.first_lsn
+        for event in itertools.chain.from_iterable(r.events for r in requests):
+            if (self._stop is not None and lsn >= self._stop) or (
+                self._stop_ts is not None and event.ts >= self._stop_ts
+            ):
+                self.done = True
+                return
+            if lsn >= self.next_lsn and (self._start_ts is None or event.ts >= self._start_ts):
+                self.next_lsn = lsn + 1
+                yield Record(lsn, event)
+            lsn += 1
+
+
+def _segments_only(change: watchfiles.Change, path: str) -> bool:
+    return path.endswith(".seg")
+
+
+def follow(
+    cursor: Cursor, stop: threading.Event | None = None, poll_s: float = 1.0
+) -> Iterator[Record]:
+    """Records as they arrive: drain the cursor, then sleep until a segment file changes.
+
+    The watcher stays open between drains, so a change made while draining wakes the next
+    wait; a timeout of `poll_s` re-checks anyway, as a safety net for missed notifications.
+    """
+    watcher = watchfiles.watch(
+        cursor._store.path,
+        watch_filter=_segments_only,
+        debounce=0,
+        step=5,
+        rust_timeout=int(poll_s * 1000),
+        yield_on_timeout=True,
+        stop_event=stop,
+    )
+    try:
+        while not cursor.done and not (stop is not None and stop.is_set()):
+            yield from cursor.records()
+            if not cursor.done:
+                next(watcher, None)
+    finally:
+        with contextlib.suppress(Exception):
+            watcher.close()
+        cursor.close()
+
+
+async def follow_async(
+    cursor: Cursor, stop: asyncio.Event | None = None, poll_s: float = 1.0, chunk: int = 4096
+) -> AsyncIterator[Record]:
+    """The asyncio twin of `follow`: reads in a worker thread, waits with `watchfiles.awatch`."""
+    watcher = watchfiles.awatch(
+        cursor._store.path,
+        watch_filter=_segments_only,
+        debounce=0,
+        step=5,
+        rust_timeout=int(poll_s * 1000),
+        yield_on_timeout=True,
+        stop_event=stop,
+    )
+    source = cursor.records()
+    try:
+        while not cursor.done and not (stop is not None and stop.is_set()):
+            batch = await asyncio.to_thread(_take_some, source, chunk)
+            for record in batch:
+                yield record
+            if len(batch) < chunk and not cursor.done:
+                source = cursor.records()
+                await anext(watcher, None)
+    finally:
+        cursor.close()
+        with contextlib.suppress(Exception):
+            await watcher.aclose()
+
+
+def _take_some(source: Iterator[Record], count: int) -> list[Record]:
+    return list(itertools.islice(source, count))

@@ -1,0 +1,91 @@
+"""Reading and checking the frames of one segment file.
+
+Functions here take an open file descriptor and read with `os.pread`, so several threads may
+read one segment at once; writing is the store's business. A frame is returned only after
+its header, LSN and checksum all pass. A bad frame raises `BadFrame`, and `is_torn_tail`
+tells the two ways a frame can be bad apart:
+
+- a torn tail: nothing valid follows it. A crash cut the last write short, or appended
+  garbage; recovery truncates the segment there, since no fsync can have acknowledged it.
+- damage: a valid frame follows it. Bytes the log once acknowledged have changed; this is
+  never repaired silently.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from typing import NamedTuple
+
+from ._format import (
+    FRAME_HEADER,
+    FRAME_MAGIC,
+    SEGMENT_HEADER,
+    FrameError,
+    FrameHeader,
+    check_frame,
+    parse_frame_header,
+    parse_segment_header,
+)
+
+__all__ = ["BadFrame", "Frame", "is_torn_tail", "iter_frames", "read_segment_header"]
+
+
+class Frame(NamedTuple):
+    offset: int
+    head: FrameHeader
+    body: bytes  # as stored: checked, still compressed
+
+
+class BadFrame(Exception):
+    """The frame at `offset`, expected to start at `lsn`, failed a check."""
+
+    def __init__(self, offset: int, lsn: int, reason: str) -> None:
+        super().__init__(f"{reason} at offset {offset} (LSN {lsn})")
+        self.offset = offset
+        self.lsn = lsn
+        self.reason = reason
+
+
+def read_segment_header(fd: int) -> int:
+    """First LSN of the segment; FrameError if its header is not intact."""
+    return parse_segment_header(os.pread(fd, SEGMENT_HEADER, 0))
+
+
+def iter_frames(fd: int, offset: int, end: int, lsn: int) -> Iterator[Frame]:
+    """Checked frames from `offset` (a frame boundary holding `lsn`) up to byte `end`."""
+    while offset < end:
+        frame = read_frame(fd, offset, end, lsn)
+        yield frame
+        offset += frame.head.size
+        lsn = frame.head.next_lsn
+
+
+def read_frame(fd: int, offset: int, end: int, lsn: int | None) -> Frame:
+    """The checked frame at `offset`; BadFrame if it is torn, damaged or out of sequence."""
+    expected = -1 if lsn is None else lsn
+    raw_head = os.pread(fd, FRAME_HEADER, offset)
+    try:
+        head = parse_frame_header(raw_head)
+        if offset + head.size > end:
+            raise FrameError("frame extends past the end of the segment")
+        if lsn is not None and head.first_lsn != lsn:
+            raise FrameError(f"frame starts at LSN {head.first_lsn}, expected {lsn}")
+        body = os.pread(fd, head.length, offset + FRAME_HEADER)
+        check_frame(raw_head, head, body)
+    except FrameError as exc:
+        raise BadFrame(offset, expected, str(exc)) from None
+    return Frame(offset, head, body)
+
+
+def is_torn_tail(fd: int, offset: int, end: int) -> bool:
+    """True when no intact frame starts anywhere in (offset, end): the bad bytes are a tail."""
+    data = os.pread(fd, end - offset, offset)
+    at = data.find(FRAME_MAGIC, 1)
+    while at != -1:
+        try:
+            read_frame(fd, offset + at, end, None)
+            return False
+        except BadFrame:
+            at = data.find(FRAME_MAGIC, at + 1)
+    return True

@@ -1,0 +1,732 @@
+"""The store: a directory of segments, the append lock, recovery, and the write path.
+
+Invariants the code keeps:
+
+1. LSNs are dense from 0: segment ``N.seg`` starts at LSN N, where the one before it ends.
+2. Only the last segment is written, and only under an exclusive `flock` on ``LOCK``, so
+   frames of several processes never interleave. Before writing, a process reads the frames
+   others appended since it last held the lock (one `fstat` tells if there are any).
+3. A frame is the unit of atomicity: one group commit of whole requests. An append is
+   acknowledged only after its frame is written and, in the default mode, fsynced; a new
+   segment's directory entry is fsynced before anything in it is acknowledged.
+4. ``ts`` never decreases along the log: it is max(now, last ts) taken under the lock.
+5. A failed fsync stops the handle (`LogFailed`): it is never retried as if it had worked.
+6. Damage is never skipped: a torn tail of the last segment is truncated and reported; any
+   other bad frame is a `CorruptionError` naming file, offset and LSN.
+
+Thread-safety: `commit` serialises on an in-process mutex, then the flock; readers use
+`pread` and need neither.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import hashlib
+import itertools
+import json
+import os
+import re
+import struct
+import threading
+import time
+import warnings
+from collections import OrderedDict
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import NamedTuple, cast
+
+import msgspec
+import zstandard
+
+from . import events as ev
+from ._format import (
+    SEGMENT_HEADER,
+    FrameError,
+    FrameHeader,
+    Request,
+    decode_body,
+    encode_body,
+    encode_frame,
+    encode_segment_header,
+    parse_frame_header,
+    segment_name,
+    unpack_body,
+)
+from ._index import (
+    KIND_KEY,
+    Entry,
+    IdTable,
+    SegmentSummary,
+    fsync_dir,
+    load_summary,
+    save_summary,
+)
+from ._reader import Cursor
+from ._resolve import Resolver, session_of
+from ._segment import BadFrame, Frame, is_torn_tail, iter_frames, read_segment_header
+from .errors import (
+    AppendConflict,
+    CorruptionError,
+    EventLogError,
+    IdempotencyKeyReused,
+    InvalidEvent,
+    LogClosed,
+    LogFailed,
+    StorageFull,
+    StoreLocked,
+    TornTailTruncated,
+)
+from .options import Durability, Options
+
+__all__ = ["Appended", "PendingRequest", "Store"]
+
+_SEGMENT_FILE = re.compile(r"^(\d{20})\.seg$")
+_FULL_DISK = (errno.ENOSPC, errno.EFBIG, errno.EDQUOT)
+RECOVERY_LOG = "recovery.jsonl"
+
+
+class Appended(NamedTuple):
+    """What one request stored: its first LSN and its events as stored (with ts, derived ids)."""
+
+    first_lsn: int
+    events: list[ev.EventBase]
+    duplicate: bool = False  # an idempotent retry: these events were stored earlier
+
+    @property
+    def last_lsn(self) -> int:
+        return self.first_lsn + len(self.events) - 1
+
+
+@dataclass
+class PendingRequest:
+    """One caller's append, type-checked, waiting for the lock."""
+
+    events: list[ev.EventBase]
+    key: str | None = None
+    expect_store_lsn: int | None = None
+    expect_session_lsn: int | None = None
+
+
+@dataclass
+class _Active:
+    """The last segment as this process knows it."""
+
+    first_lsn: int
+    fd: int
+    path: Path
+    end: int = SEGMENT_HEADER  # bytes of checked frames
+    next_lsn: int = 0
+    last_ts: int = 0
+    summary: SegmentSummary = field(init=False)
+    entries: dict[bytes, Entry] | None = None  # built on first append
+    decoded_to: int = SEGMENT_HEADER
+
+    def __post_init__(self) -> None:
+        self.next_lsn = self.first_lsn
+        self.summary = SegmentSummary(
+            first_lsn=self.first_lsn, next_lsn=self.first_lsn, size=self.end
+        )
+
+
+def key_digest(key: str) -> bytes:
+    return hashlib.blake2b(key.encode(), digest_size=16).digest()
+
+
+def _types_digest(events: Sequence[ev.EventBase]) -> bytes:
+    tags = ",".join(map(ev.tag_of, events))
+    return struct.pack("<Q", len(events)) + hashlib.blake2b(tags.encode(), digest_size=8).digest()
+
+
+class Store:
+    """A log directory opened by this process. See the module docstring for its invariants."""
+
+    def __init__(self, path: Path, options: Options) -> None:
+        self.path = path
+        self.options = options
+        self._mutex = threading.RLock()
+        self._closed = False
+        self._failed: BaseException | None = None
+        self._summaries: dict[int, SegmentSummary] = {}
+        self._id_tables: dict[int, IdTable | _MemoryTable] = {}
+        self._cache: OrderedDict[bytes, Entry | None] = OrderedDict()
+        self._compressor = zstandard.ZstdCompressor(level=options.compression_level)
+        self._dirty_since: float | None = None  # unsynced writes (INTERVAL/NONE)
+        self._timer: threading.Timer | None = None
+        self.recovered_bytes = 0
+        self._active: _Active | None = None
+        self._firsts: list[int] = []  # segments known to this handle (appenders only)
+        self._lock_fd = -1
+        if options.readonly:
+            if not (path / "LOCK").exists():
+                raise EventLogError(f"{path} is not an event log store (no LOCK file)")
+            return
+        path.mkdir(parents=True, exist_ok=True)
+        self._lock_fd = os.open(path / "LOCK", os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            with self._flock():
+                self._recover()
+        except BaseException:
+            self.close()
+            raise
+
+    # -- lock and lifecycle -------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def _flock(self) -> Iterator[None]:
+        try:
+            fcntl.flock(self._lock_fd, fcntl.LOCK_EX)
+        except OSError as exc:
+            raise StoreLocked(f"cannot lock {self.path / 'LOCK'}: {exc}") from exc
+        try:
+            yield
+        finally:
+            fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
+
+    def close(self) -> None:
+        with self._mutex:
+            if self._closed:
+                return
+            self._closed = True
+            if self._timer is not None:
+                self._timer.cancel()
+            if self._active is not None:
+                if self._dirty_since is not None and self._failed is None:
+                    with contextlib.suppress(OSError):
+                        os.fsync(self._active.fd)
+                os.close(self._active.fd)
+            for table in self._id_tables.values():
+                table.close()
+            if self._lock_fd >= 0:
+                os.close(self._lock_fd)
+
+    def _check_usable(self) -> None:
+        if self._closed:
+            raise LogClosed(f"the log at {self.path} is closed")
+        if self._failed is not None:
+            raise LogFailed(
+                f"the log at {self.path} stopped after a failed write or fsync ({self._failed}); "
+                "reopen it to recover from what is on disk"
+            ) from self._failed
+        if self.options.readonly:
+            raise EventLogError(f"the log at {self.path} is open read-only")
+
+    # -- segments -----------------------------------------------------------------------------
+
+    def segments(self) -> list[int]:
+        """First LSNs of the segment files, in order; stray temp files are ignored."""
+        found = (_SEGMENT_FILE.match(name) for name in os.listdir(self.path))
+        return sorted(int(m.group(1)) for m in found if m)
+
+    def segment_path(self, first_lsn: int) -> Path:
+        return self.path / segment_name(first_lsn)
+
+    def summary(self, first_lsn: int) -> SegmentSummary:
+        """Summary and sparse index of a sealed segment: loaded, or rebuilt from the segment."""
+        found = self._summaries.get(first_lsn)
+        if found is None:
+            idx = self.path / f"{first_lsn:020d}.idx"
+            found = load_summary(idx)
+            size = self.segment_path(first_lsn).stat().st_size
+            if found is None or found.first_lsn != first_lsn or found.size != size:
+                found, entries = self._rebuild(first_lsn)
+                if not self.options.readonly:
+                    save_summary(idx, found)
+                    IdTable.write(
+                        self.path / f"{first_lsn:020d}.ids", entries.items(), found.next_lsn
+                    )
+            self._summaries[first_lsn] = found
+        return found
+
+    def _rebuild(self, first_lsn: int) -> tuple[SegmentSummary, dict[bytes, Entry]]:
+        """Scan a sealed segment whole: its summary and id entries. Damage is an error."""
+        path = self.segment_path(first_lsn)
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            active = _Active(first_lsn, fd, path)
+            active.entries = {}
+            self._check_header(active)
+            size = os.fstat(fd).st_size
+            self._advance(active, size, repair=False, sealed=True)
+            active.summary.size = size
+            return active.summary, active.entries
+        finally:
+            os.close(fd)
+
+    def _check_header(self, active: _Active) -> None:
+        try:
+            declared = read_segment_header(active.fd)
+        except FrameError as exc:
+            raise CorruptionError(
+                f"bad segment header ({exc})", str(active.path), 0, active.first_lsn
+            ) from None
+        if declared != active.first_lsn:
+            raise CorruptionError(
+                f"segment header says LSN {declared}, file name says {active.first_lsn}",
+                str(active.path),
+                0,
+                active.first_lsn,
+            )
+
+    def id_table(self, first_lsn: int) -> IdTable | _MemoryTable:
+        table = self._id_tables.get(first_lsn)
+        if table is None:
+            ids = self.path / f"{first_lsn:020d}.ids"
+            table = IdTable.load(ids)
+            if table is None or table.next_lsn != self.summary(first_lsn).next_lsn:
+                table = self._rebuild_id_table(first_lsn, ids)
+            self._id_tables[first_lsn] = table
+        return table
+
+    def _rebuild_id_table(self, first_lsn: int, ids: Path) -> IdTable | _MemoryTable:
+        summary, entries = self._rebuild(first_lsn)
+        if not self.options.readonly:
+            IdTable.write(ids, entries.items(), summary.next_lsn)
+            table = IdTable.load(ids)
+            if table is not None:
+                return table
+        return _MemoryTable(entries, summary.next_lsn)
+
+    # -- recovery -----------------------------------------------------------------------------
+
+    def _recover(self) -> None:
+        """Under the lock: remove temp files, check the chain of segments, repair the tail."""
+        for name in os.listdir(self.path):
+            if name.endswith(".tmp"):
+                os.unlink(self.path / name)
+        firsts = self.segments()
+        if not firsts:
+            self._create_segment(0)
+            firsts = [0]
+        if firsts[0] != 0:
+            raise CorruptionError(
+                "the log does not start at LSN 0 (first segment missing)",
+                str(self.segment_path(firsts[0])),
+                None,
+                firsts[0],
+            )
+        for first, following in itertools.pairwise(firsts):
+            ends = self.summary(first).next_lsn
+            if ends != following:
+                raise CorruptionError(
+                    f"segment ends at LSN {ends} but the next one starts at {following} "
+                    f"(missing or extra segment)",
+                    str(self.segment_path(following)),
+                    None,
+                    ends,
+                )
+        self._firsts = firsts
+        self._active = self._open_active(firsts[-1])
+
+    def _open_active(self, first_lsn: int) -> _Active:
+        path = self.segment_path(first_lsn)
+        fd = os.open(path, os.O_RDWR)
+        active = _Active(first_lsn, fd, path)
+        try:
+            self._check_header(active)
+            self._advance(active, os.fstat(fd).st_size, repair=True)
+        except BaseException:
+            os.close(fd)
+            raise
+        return active
+
+    def _advance(self, active: _Active, size: int, *, repair: bool, sealed: bool = False) -> None:
+        """Take in the frames between `active.end` and `size`: check, summarise, index them."""
+        try:
+            for frame in iter_frames(active.fd, active.end, size, active.next_lsn):
+                self._take_frame(active, frame)
+        except BadFrame as bad:
+            if sealed or not is_torn_tail(active.fd, bad.offset, size):
+                raise CorruptionError(
+                    f"damaged frame ({bad.reason})", str(active.path), bad.offset, bad.lsn
+                ) from None
+            if repair:
+                self._truncate_tail(active, bad.offset, size)
+
+    def _take_frame(self, active: _Active, frame: Frame) -> None:
+        self._summarise(active, frame.offset, frame.head)
+        if active.entries is not None:
+            self._index_frame(active, frame)
+
+    def _summarise(self, active: _Active, offset: int, head: FrameHeader) -> None:
+        s = active.summary
+        if not s.sparse or offset - s.sparse[-1][2] >= self.options.index_interval_bytes:
+            s.sparse.append((head.first_lsn, head.min_ts, offset))
+        s.frames += 1
+        s.min_ts = head.min_ts if s.frames == 1 else s.min_ts
+        s.max_ts = max(s.max_ts, head.max_ts)
+        s.raw_bytes += head.raw_length
+        s.stored_bytes += head.size
+        s.next_lsn = head.next_lsn
+        s.size = offset + head.size
+        active.end, active.next_lsn = s.size, head.next_lsn
+        active.last_ts = max(active.last_ts, head.max_ts)
+
+    def _index_frame(self, active: _Active, frame: Frame) -> None:
+        entries = active.entries
+        assert entries is not None
+        resolver = Resolver(
+            lambda key: entries.get(key) or self._lookup_sealed(key, active.first_lsn),
+            self.event_at,
+        )
+        counts = active.summary.type_counts
+        lsn = frame.head.first_lsn
+        for request in self._decode(active, frame):
+            if request.key is not None:
+                resolver.put(
+                    key_digest(request.key), Entry(KIND_KEY, 0, lsn, _types_digest(request.events))
+                )
+            for event in request.events:
+                resolver.record(event, lsn)
+                tag = ev.tag_of(event)
+                counts[tag] = counts.get(tag, 0) + 1
+                lsn += 1
+        resolver.commit_request()
+        entries.update(resolver.staged)
+        active.decoded_to = frame.offset + frame.head.size
+
+    def _decode(self, active: _Active, frame: Frame) -> list[Request]:
+        try:
+            return decode_body(unpack_body(frame.head, frame.body))
+        except (FrameError, msgspec.DecodeError) as exc:
+            raise CorruptionError(
+                f"frame does not decode ({exc})",
+                str(active.path),
+                frame.offset,
+                frame.head.first_lsn,
+            ) from None
+
+    def _truncate_tail(self, active: _Active, offset: int, size: int) -> None:
+        dropped = size - offset
+        os.ftruncate(active.fd, offset)
+        os.fsync(active.fd)
+        self.recovered_bytes += dropped
+        note = {
+            "time": time.time_ns(),
+            "file": active.path.name,
+            "offset": offset,
+            "bytes": dropped,
+            "next_lsn": active.next_lsn,
+        }
+        with open(self.path / RECOVERY_LOG, "a") as f:
+            f.write(json.dumps(note) + "\n")
+        warnings.warn(
+            TornTailTruncated(
+                f"recovered {active.path}: dropped a torn tail of {dropped} bytes "
+                f"at offset {offset} "
+                f"(LSN {active.next_lsn} onward was never acknowledged)"
+            ),
+            stacklevel=2,
+        )
+
+    def _ensure_entries(self, active: _Active) -> dict[bytes, Entry]:
+        if active.entries is None:
+            active.entries = {}
+            active.summary.type_counts = {}
+            for frame in iter_frames(active.fd, SEGMENT_HEADER, active.end, active.first_lsn):
+                self._index_frame(active, frame)
+        return active.entries
+
+    # -- id lookups ---------------------------------------------------------------------------
+
+    def _lookup(self, key: bytes) -> Entry | None:
+        """Current state of an id: the active segment first, then sealed ones, newest first."""
+        active = self._active
+        assert active is not None and active.entries is not None
+        found = active.entries.get(key)
+        if found is not None:
+            return found
+        return self._lookup_sealed(key, active.first_lsn)
+
+    def _lookup_sealed(self, key: bytes, before: int) -> Entry | None:
+        cacheable = self._active is not None and before == self._active.first_lsn
+        if cacheable and key in self._cache:
+            self._cache.move_to_end(key)
+            return self._cache[key]
+        found = None
+        for first in reversed([f for f in self._firsts if f < before]):
+            found = self.id_table(first).get(key)
+            if found is not None:
+                break
+        if cacheable and self.options.id_cache_entries:
+            self._cache[key] = found
+            if len(self._cache) > self.options.id_cache_entries:
+                self._cache.popitem(last=False)
+        return found
+
+    def event_at(self, lsn: int) -> ev.EventBase:
+        """The stored event at `lsn` (used for templates and idempotent retries)."""
+        for record in Cursor(self, start=lsn).records():
+            return record.event
+        raise InvalidEvent(f"LSN {lsn} is beyond the end of the log")
+
+    # -- the write path -----------------------------------------------------------------------
+
+    def commit(self, requests: list[PendingRequest]) -> list[Appended | EventLogError]:
+        """Check, frame, write and (per the durability mode) fsync a group of requests."""
+        with self._mutex:
+            self._check_usable()
+            with self._flock():
+                active = self._catch_up()
+                if active.end >= self.options.segment_bytes:
+                    active = self._rotate(active)
+                return self._write_group(active, requests)
+
+    def _catch_up(self) -> _Active:
+        """Take in what other processes appended, following their rotations."""
+        active = self._active
+        assert active is not None
+        self._ensure_entries(active)
+        while True:
+            size = os.fstat(active.fd).st_size
+            if size < active.end:
+                raise CorruptionError(
+                    "segment shrank under the log", str(active.path), size, active.next_lsn
+                )
+            if size > active.end:
+                self._advance(active, size, repair=True)
+            successor = self.segment_path(active.next_lsn)
+            if active.end < self.options.segment_bytes or not successor.exists():
+                return active
+            os.close(active.fd)
+            self._cache.clear()
+            self._summaries[active.first_lsn] = active.summary
+            self._firsts.append(active.next_lsn)
+            self._active = active = self._open_active(active.next_lsn)
+            self._ensure_entries(active)
+
+    def _rotate(self, active: _Active) -> _Active:
+        """Seal the active segment (write its index files) and start the next one."""
+        entries = self._ensure_entries(active)
+        save_summary(self.path / f"{active.first_lsn:020d}.idx", active.summary)
+        IdTable.write(self.path / f"{active.first_lsn:020d}.ids", entries.items(), active.next_lsn)
+        self._create_segment(active.next_lsn)
+        self._summaries[active.first_lsn] = active.summary
+        self._firsts.append(active.next_lsn)
+        os.close(active.fd)
+        self._cache.clear()
+        last_ts = active.last_ts
+        self._active = active = self._open_active(active.next_lsn)
+        active.last_ts = last_ts
+        self._ensure_entries(active)
+        return active
+
+    def _create_segment(self, first_lsn: int) -> None:
+        path = self.segment_path(first_lsn)
+        tmp = path.with_name(path.name + ".tmp")
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+            try:
+                os.write(fd, encode_segment_header(first_lsn))
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            os.rename(tmp, path)
+            fsync_dir(self.path)
+        except OSError as exc:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            if exc.errno in _FULL_DISK:
+                raise StorageFull(
+                    exc.errno, f"no space to start segment {path.name}: {exc}"
+                ) from exc
+            raise
+
+    def _write_group(
+        self, active: _Active, requests: list[PendingRequest]
+    ) -> list[Appended | EventLogError]:
+        entries = self._ensure_entries(active)
+        resolver = Resolver(self._lookup, self.event_at)
+        now = max(time.time_ns(), active.last_ts)
+        next_lsn = active.next_lsn
+        results: list[Appended | EventLogError] = []
+        accepted: list[Request] = []
+        for request in requests:
+            try:
+                result = self._resolve_request(resolver, request, next_lsn, now)
+            except EventLogError as exc:
+                resolver.abort_request()
+                results.append(exc)
+                continue
+            resolver.commit_request()
+            results.append(result)
+            if not result.duplicate:
+                accepted.append(Request(cast(list[ev.Event], result.events), request.key))
+                next_lsn += len(result.events)
+        if not accepted:
+            return results
+        try:
+            self._write_frame(active, accepted, next_lsn, now)
+        except EventLogError as exc:
+            return [exc if isinstance(r, Appended) and not r.duplicate else r for r in results]
+        entries.update(resolver.staged)
+        counts = active.summary.type_counts
+        for stored in accepted:
+            for event in stored.events:
+                tag = ev.tag_of(event)
+                counts[tag] = counts.get(tag, 0) + 1
+        active.decoded_to = active.end
+        return results
+
+    def _resolve_request(
+        self, resolver: Resolver, request: PendingRequest, first_lsn: int, now: int
+    ) -> Appended:
+        if request.key is not None:
+            digest = _types_digest(request.events)
+            known = resolver.get(key_digest(request.key))
+            if known is not None:
+                if known.aux != digest:
+                    raise IdempotencyKeyReused(
+                        f"idempotency key {request.key!r} was used for a different request "
+                        f"at LSN {known.lsn}"
+                    )
+                count = len(request.events)
+                return Appended(
+                    known.lsn, [resolver.event_at(known.lsn + i) for i in range(count)], True
+                )
+        if request.expect_store_lsn is not None and request.expect_store_lsn != first_lsn - 1:
+            raise AppendConflict("the store", request.expect_store_lsn, first_lsn - 1)
+        if request.key is not None:
+            resolver.put(key_digest(request.key), Entry(KIND_KEY, 0, first_lsn, digest))
+        for i, event in enumerate(request.events):
+            event.ts = now
+            resolver.resolve(event, first_lsn + i)
+        if request.expect_session_lsn is not None:
+            self._check_session(resolver, request)
+        return Appended(first_lsn, request.events)
+
+    def _check_session(self, resolver: Resolver, request: PendingRequest) -> None:
+        sessions = {s for s in map(session_of, request.events) if s is not None}
+        if len(sessions) != 1:
+            raise InvalidEvent(
+                "expect_session_lsn needs a request whose events touch exactly one session"
+            )
+        session = sessions.pop()
+        before = resolver.staged.get(session.bytes) or self._lookup(session.bytes)
+        actual = before.lsn if before is not None else None
+        if actual != request.expect_session_lsn:
+            raise AppendConflict(f"session {session}", request.expect_session_lsn, actual)
+
+    def _write_frame(
+        self, active: _Active, accepted: list[Request], next_lsn: int, now: int
+    ) -> None:
+        count = next_lsn - active.next_lsn
+        body = encode_body(accepted)
+        if len(body) > self.options.max_request_bytes:
+            raise InvalidEvent(f"append of {len(body)} bytes exceeds max_request_bytes")
+        frame = encode_frame(
+            body,
+            first_lsn=active.next_lsn,
+            count=count,
+            min_ts=now,
+            max_ts=now,
+            compressor=self._compressor,
+        )
+        offset = active.end
+        try:
+            _pwrite_all(active.fd, frame, offset)
+        except OSError as exc:
+            self._undo_write(active, offset, exc)
+        self._sync(active, offset, count)
+        self._summarise(active, offset, parse_frame_header(frame))
+
+    def _undo_write(self, active: _Active, offset: int, exc: OSError) -> None:
+        try:
+            os.ftruncate(active.fd, offset)
+        except OSError as undo:
+            self._failed = undo
+            raise LogFailed(
+                f"write failed ({exc}) and the partial frame could not be removed ({undo})"
+            ) from exc
+        if exc.errno in _FULL_DISK:
+            raise StorageFull(
+                exc.errno, f"{active.path}: {exc.strerror}; nothing was written"
+            ) from exc
+        self._failed = exc
+        raise LogFailed(f"write to {active.path} failed: {exc}") from exc
+
+    def _sync(self, active: _Active, offset: int, count: int) -> None:
+        mode = self.options.durability
+        if mode is Durability.FSYNC or (
+            mode is Durability.INTERVAL
+            and self._dirty_since is not None
+            and time.monotonic() - self._dirty_since >= self.options.fsync_interval_ms / 1000
+        ):
+            try:
+                os.fsync(active.fd)
+            except OSError as exc:
+                self._failed = exc
+                raise LogFailed(
+                    f"fsync of {active.path} failed ({exc}): LSNs {active.next_lsn}.."
+                    f"{active.next_lsn + count - 1} "
+                    "may or may not be stored; the log stops here"
+                ) from exc
+            self._dirty_since = None
+            return
+        if self._dirty_since is None:
+            self._dirty_since = time.monotonic()
+            if mode is Durability.INTERVAL:
+                self._timer = threading.Timer(self.options.fsync_interval_ms / 1000, self.sync)
+                self._timer.daemon = True
+                self._timer.start()
+
+    def sync(self) -> None:
+        """fsync whatever is written but not yet synced (INTERVAL and NONE modes)."""
+        with self._mutex:
+            if self._closed or self._dirty_since is None or self._active is None:
+                return
+            try:
+                os.fsync(self._active.fd)
+            except OSError as exc:
+                self._failed = exc
+                raise LogFailed(f"fsync of {self._active.path} failed: {exc}") from exc
+            self._dirty_since = None
+
+    # -- facts for readers and stats ----------------------------------------------------------
+
+    def active_summary(self) -> SegmentSummary:
+        """Summary of the last segment, with counts by type (scans it if needed)."""
+        with self._mutex:
+            if self._active is None or self.options.readonly:
+                first = self.segments()[-1]
+                return self._rebuild_lenient(first)
+            with self._flock():
+                active = self._catch_up()
+            return msgspec.structs.replace(
+                active.summary, type_counts=dict(active.summary.type_counts)
+            )
+
+    def _rebuild_lenient(self, first_lsn: int) -> SegmentSummary:
+        path = self.segment_path(first_lsn)
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            active = _Active(first_lsn, fd, path)
+            active.entries = {}
+            self._check_header(active)
+            self._advance(active, os.fstat(fd).st_size, repair=False)
+            return active.summary
+        finally:
+            os.close(fd)
+
+
+class _MemoryTable:
+    """A rebuilt id table kept in memory when the store is read-only."""
+
+    def __init__(self, entries: dict[bytes, Entry], next_lsn: int) -> None:
+        self._entries = entries
+        self.next_lsn = next_lsn
+
+    def get(self, key: bytes) -> Entry | None:
+        return self._entries.get(key)
+
+    def close(self) -> None:
+        pass
+
+
+def _pwrite_all(fd: int, data: bytes, offset: int) -> None:
+    view = memoryview(data)
+    while view:
+        written = os.pwrite(fd, view, offset)
+        view, offset = view[written:], offset + written

@@ -1,0 +1,243 @@
+"""The event log's commands of the `lmg` CLI: demo, append, tail, verify, stats.
+
+Library errors become one-line `click.ClickException`s here and nowhere else. Every command
+takes the store as an optional argument defaulting to ``$LMG_STORE`` or ``./lmg-data``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import json
+import os
+import sys
+import threading
+from collections.abc import Callable, Iterator
+from typing import Any, ParamSpec, TypeVar
+
+import click
+import msgspec
+
+from . import events as ev
+from ._demo import record_demo, summarise
+from ._ids import new_id
+from ._reader import Record
+from .errors import EventLogError, InvalidEvent
+from .log import EventLog
+from .log import open as open_log
+from .options import Durability
+from .verify import verify
+
+__all__ = ["commands", "default_store"]
+
+P = ParamSpec("P")
+R = TypeVar("R")
+_JSON = msgspec.json.Encoder()
+
+
+def default_store() -> str:
+    return os.environ.get("LMG_STORE", "lmg-data")
+
+
+def store_argument(fn: Callable[P, R]) -> Callable[P, R]:
+    """The STORE argument shared by every command."""
+    return click.argument(
+        "store", required=False, default=None, type=click.Path(file_okay=False), metavar="[STORE]"
+    )(fn)
+
+
+def cli_errors(fn: Callable[P, R]) -> Callable[P, R]:
+    """Turn library and OS errors into one-line CLI errors (no tracebacks)."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return fn(*args, **kwargs)
+        except (EventLogError, OSError) as exc:
+            raise click.ClickException(f"{type(exc).__name__}: {exc}") from None
+
+    return wrapper
+
+
+def _position(value: str | None) -> tuple[int | None, str | None]:
+    """An LSN (digits) or a time (ISO 8601)."""
+    if value is None:
+        return None, None
+    return (int(value), None) if value.isdigit() else (None, value)
+
+
+def record_json(record: Record) -> bytes:
+    """One JSON line: the LSN, then the event's own fields (the same shape `append` reads)."""
+    body = _JSON.encode(record.event)
+    return b'{"lsn":' + str(record.lsn).encode() + b"," + body[1:]
+
+
+@click.command()
+@store_argument
+@cli_errors
+def demo(store: str | None) -> None:
+    """Record a small multi-agent conversation and show what the log holds.
+
+    Two agents, a template and a child template, a handoff, two tool calls (one fails) and
+    user feedback are appended to STORE, then read back and summarised.
+
+    Example: lmg demo ./my-store
+    """
+    path = store or default_store()
+    with open_log(path) as log:
+        session = record_demo(log)
+        summarise(log, session, click.echo)
+    click.echo(f"\nNext: lmg tail {path} | head   ·   lmg stats {path}   ·   lmg verify {path}")
+
+
+@click.command()
+@store_argument
+@click.option("--batch", is_flag=True, help="Append all lines as one all-or-nothing request.")
+@click.option(
+    "--durability", type=click.Choice([d.value for d in Durability]), default="fsync", show_default=True,
+    help="When appends are acknowledged (see docs/operations.md).",
+)
+@cli_errors
+def append(store: str | None, batch: bool, durability: str) -> None:
+    """Append events given as JSON lines on stdin; print one JSON result line per input line.
+
+    Each line is an event ({"type": "prompt.added", "session_id": ..., "content": ...}), a list
+    of events (one all-or-nothing request), or {"events": [...], "idempotency_key": ...,
+    "expect_session_lsn": ..., "expect_store_lsn": ...}. Ids of new nodes are made if absent.
+    Stops at the first bad line with an error naming it; earlier lines stay appended.
+
+    Example: echo '{"type": "session.created"}' | lmg append ./my-store
+    """
+    with open_log(store or default_store(), durability=Durability(durability)) as log:
+        if batch:
+            requests = [_parse_line(line, n) for n, line in _lines()]
+            events = [e for evs, _ in requests for e in evs]
+            if events:
+                _append_line(log, 1, (events, {}))
+            return
+        for n, line in _lines():
+            _append_line(log, n, _parse_line(line, n))
+
+
+def _lines() -> Iterator[tuple[int, str]]:
+    for n, line in enumerate(sys.stdin, 1):
+        if line.strip():
+            yield n, line
+
+
+def _parse_line(line: str, n: int) -> tuple[list[ev.EventBase], dict[str, Any]]:
+    try:
+        data = json.loads(line)
+    except json.JSONDecodeError as exc:
+        raise click.ClickException(f"line {n}: not JSON ({exc})") from None
+    options: dict[str, Any] = {}
+    if isinstance(data, dict) and "events" in data:
+        options = {k: v for k, v in data.items() if k != "events"}
+        data = data["events"]
+    items = data if isinstance(data, list) else [data]
+    types = ev.event_types()
+    events: list[ev.EventBase] = []
+    for item in items:
+        if not isinstance(item, dict) or item.get("type") not in types:
+            raise click.ClickException(f"line {n}: not an event (needs a known \"type\"): {item!r}"[:300])
+        cls = types[item["type"]]
+        if "id" in cls.__struct_fields__ and "id" not in item:
+            item = {**item, "id": str(new_id())}
+        try:
+            events.append(msgspec.convert(item, cls, strict=False))
+        except msgspec.ValidationError as exc:
+            raise click.ClickException(f"line {n}: {exc}") from None
+    return events, options
+
+
+def _append_line(log: EventLog, n: int, parsed: tuple[list[ev.EventBase], dict[str, Any]]) -> None:
+    events, options = parsed
+    try:
+        result = log.append(events, **options)
+    except EventLogError as exc:
+        raise click.ClickException(f"line {n}: {type(exc).__name__}: {exc}") from None
+    ids = [str(getattr(e, "id", "")) or None for e in result.events]
+    out = {"lsn": result.first_lsn, "count": len(result.events), "ids": ids, "duplicate": result.duplicate}
+    click.echo(json.dumps(out))
+
+
+@click.command()
+@store_argument
+@click.option("--from", "start", metavar="LSN|TIME", help="First LSN, or ISO 8601 time.")
+@click.option("--to", "stop", metavar="LSN|TIME", help="Stop before this LSN or time.")
+@click.option("--follow", "-f", is_flag=True, help="Keep printing new events as they are appended.")
+@cli_errors
+def tail(store: str | None, start: str | None, stop: str | None, follow: bool) -> None:
+    """Print events as JSON lines: {"lsn": N, "type": ..., "ts": ..., ...fields}.
+
+    Example: lmg tail ./my-store --from 2026-11-20T10:00:00Z --follow
+    """
+    start_lsn, start_time = _position(start)
+    stop_lsn, stop_time = _position(stop)
+    out = sys.stdout.buffer
+    with open_log(store or default_store(), readonly=True) as log:
+        if follow:
+            if stop is not None:
+                raise InvalidEvent("--follow and --to do not go together")
+            halt = threading.Event()
+            records = log.follow(start_lsn or 0, start_time=start_time, stop=halt)
+        else:
+            records = log.read(start_lsn or 0, stop_lsn, start_time=start_time, stop_time=stop_time)
+        try:
+            for record in records:
+                out.write(record_json(record) + b"\n")
+                if follow:
+                    out.flush()
+        except (KeyboardInterrupt, BrokenPipeError):
+            pass
+        finally:
+            with contextlib.suppress(BrokenPipeError):  # `lmg tail | head` closed the pipe
+                out.flush()
+
+
+@click.command(name="verify")
+@store_argument
+@cli_errors
+def verify_command(store: str | None) -> None:
+    """Check every frame of every segment; report damage with file, offset and LSN.
+
+    Exits 1 if anything is damaged. Warnings (a torn tail recovery will cut, a stale index
+    that will be rebuilt, a stray file) are printed but do not fail.
+
+    Example: lmg verify ./my-store
+    """
+    path = store or default_store()
+    problems = verify(path)
+    for problem in problems:
+        click.echo(str(problem), err=problem.severity == "error")
+    errors = sum(p.severity == "error" for p in problems)
+    if errors:
+        raise click.ClickException(f"{errors} damaged place(s) in {path}")
+    click.echo(f"ok: {path} verified ({len(problems)} warning(s))")
+
+
+@click.command()
+@store_argument
+@click.option("--json", "as_json", is_flag=True, help="Print the stats as one JSON object.")
+@cli_errors
+def stats(store: str | None, as_json: bool) -> None:
+    """Segments, events by type, bytes, compression ratio, recovered bytes.
+
+    Example: lmg stats ./my-store --json
+    """
+    with open_log(store or default_store(), readonly=True) as log:
+        s = log.stats()
+    if as_json:
+        click.echo(_JSON.encode(s).decode())
+        return
+    click.echo(f"store            {s.path}")
+    click.echo(f"segments         {s.segments}")
+    click.echo(f"events           {s.events}")
+    click.echo(f"stored bytes     {s.stored_bytes} (frames), {s.disk_bytes} on disk with indexes")
+    click.echo(f"raw bytes        {s.raw_bytes} (compression ratio {s.compression_ratio}x)")
+    click.echo(f"recovered bytes  {s.recovered_bytes} (torn tails cut by recovery, ever)")
+    for tag, n in s.events_by_type.items():
+        click.echo(f"  {tag:<18} {n}")
+
+
+commands: list[click.Command] = [demo, append, tail, verify_command, stats]

@@ -1,0 +1,378 @@
+"""The append API: `EventLog` for threads, `AsyncEventLog` for asyncio, same methods.
+
+Each typed helper of `_commands` becomes a method of both classes, so they never drift.
+Appends from many threads share one write and one fsync: the first waiting thread becomes
+the leader, takes everything queued, commits it as one frame and wakes the others (group
+commit). Asyncio appends queue on the loop and one committer thread drains the queue, so
+64 concurrent agents cost one fsync per batch, and the loop never blocks on the disk.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import json
+import os
+import threading
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Concatenate, ParamSpec, Self, TypeVar
+
+import msgspec
+
+from . import _commands as c
+from ._reader import Cursor, Record, follow, follow_async
+from ._store import RECOVERY_LOG, Appended, PendingRequest, Store
+from ._time import TimeLike, to_ns
+from .errors import EventLogError, InvalidEvent
+from .options import Options
+
+__all__ = ["AsyncEventLog", "EventLog", "Stats", "open", "open_async"]
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+class Stats(msgspec.Struct, kw_only=True):
+    """What a store holds: seed 000's `stats`, for a log."""
+
+    path: str
+    segments: int
+    events: int
+    events_by_type: dict[str, int]
+    first_ts: int | None
+    last_ts: int | None
+    stored_bytes: int  # frames as on disk (headers and compressed bodies)
+    raw_bytes: int  # the same events as uncompressed MessagePack
+    disk_bytes: int  # every file of the store, indexes included
+    compression_ratio: float
+    recovered_bytes: int  # torn-tail bytes recovery has ever dropped (recovery.jsonl)
+    durability: str
+
+
+@dataclass
+class _Slot:
+    request: PendingRequest
+    result: Appended | BaseException | None = None
+
+
+class _GroupCommit:
+    """Leader/follower group commit for threads (see the module docstring)."""
+
+    def __init__(self, store: Store) -> None:
+        self._store = store
+        self._cv = threading.Condition()
+        self._queue: list[_Slot] = []
+        self._leading = False
+
+    def submit(self, request: PendingRequest) -> Appended:
+        slot = _Slot(request)
+        with self._cv:
+            self._queue.append(slot)
+            while slot.result is None:
+                if self._leading:
+                    self._cv.wait()
+                    continue
+                self._leading, batch, self._queue = True, self._queue, []
+                self._cv.release()
+                try:
+                    results = _commit(self._store, [s.request for s in batch])
+                finally:
+                    self._cv.acquire()
+                    self._leading = False
+                for s, result in zip(batch, results, strict=True):
+                    s.result = result
+                self._cv.notify_all()
+        if isinstance(slot.result, BaseException):
+            raise slot.result
+        return slot.result
+
+
+def _commit(store: Store, requests: list[PendingRequest]) -> list[Appended | BaseException]:
+    try:
+        return list(store.commit(requests))
+    except BaseException as exc:  # the whole group failed; every caller hears it
+        return [exc] * len(requests)
+
+
+def _sync_method(build: Callable[P, c.Command[R]]) -> Callable[Concatenate[EventLog, P], R]:
+    @functools.wraps(build)
+    def method(self: EventLog, /, *args: P.args, **kwargs: P.kwargs) -> R:
+        command = build(*args, **kwargs)
+        return command.result(self._committer.submit(command.request))
+
+    return method
+
+
+def _async_method(
+    build: Callable[P, c.Command[R]],
+) -> Callable[Concatenate[AsyncEventLog, P], Coroutine[Any, Any, R]]:
+    @functools.wraps(build)
+    async def method(self: AsyncEventLog, /, *args: P.args, **kwargs: P.kwargs) -> R:
+        command = build(*args, **kwargs)
+        return command.result(await self._submit(command.request))
+
+    return method
+
+
+class _Reads:
+    """Reading and facts, shared by both front ends (all non-blocking or cheap)."""
+
+    _store: Store
+
+    @property
+    def path(self) -> Path:
+        return self._store.path
+
+    def read(
+        self,
+        start: int = 0,
+        stop: int | None = None,
+        *,
+        start_time: TimeLike | None = None,
+        stop_time: TimeLike | None = None,
+    ) -> Iterator[Record]:
+        """Events from LSN `start` (or the first at/after `start_time`), up to but excluding
+        LSN `stop` (or the first event at/after `stop_time`), as (lsn, event) records."""
+        cursor = self._cursor(start, stop, start_time, stop_time)
+        try:
+            yield from cursor.records()
+        finally:
+            cursor.close()
+
+    def _cursor(
+        self, start: int, stop: int | None, start_time: TimeLike | None, stop_time: TimeLike | None
+    ) -> Cursor:
+        for name, value in (("start", start), ("stop", stop)):
+            if value is not None and (
+                not isinstance(value, int) or isinstance(value, bool) or value < 0
+            ):
+                raise InvalidEvent(f"{name} must be a non-negative int LSN, got {value!r}")
+        return Cursor(
+            self._store,
+            start=start,
+            stop=stop,
+            start_ts=None if start_time is None else to_ns(start_time, "start_time"),
+            stop_ts=None if stop_time is None else to_ns(stop_time, "stop_time"),
+        )
+
+    def stats(self) -> Stats:
+        """Segments, events by type, bytes, compression ratio, recovered bytes."""
+        store = self._store
+        firsts = store.segments()
+        summaries = [store.summary(f) for f in firsts[:-1]] + [store.active_summary()]
+        by_type: dict[str, int] = {}
+        for s in summaries:
+            for tag, n in s.type_counts.items():
+                by_type[tag] = by_type.get(tag, 0) + n
+        stored = sum(s.stored_bytes for s in summaries)
+        raw = sum(s.raw_bytes for s in summaries)
+        with_events = [s for s in summaries if s.frames]
+        return Stats(
+            path=str(store.path),
+            segments=len(firsts),
+            events=summaries[-1].next_lsn,
+            events_by_type=dict(sorted(by_type.items())),
+            first_ts=with_events[0].min_ts if with_events else None,
+            last_ts=with_events[-1].max_ts if with_events else None,
+            stored_bytes=stored,
+            raw_bytes=raw,
+            disk_bytes=sum(e.stat().st_size for e in os.scandir(store.path) if e.is_file()),
+            compression_ratio=round(raw / stored, 3) if stored else 0.0,
+            recovered_bytes=_recovered_bytes(store.path),
+            durability=store.options.durability.value,
+        )
+
+
+def _recovered_bytes(path: Path) -> int:
+    try:
+        lines = (path / RECOVERY_LOG).read_text().splitlines()
+    except FileNotFoundError:
+        return 0
+    return sum(int(json.loads(line)["bytes"]) for line in lines if line.strip())
+
+
+class EventLog(_Reads):
+    """An open store, for appending and reading from threads. Use `eventlog.open`."""
+
+    def __init__(self, store: Store) -> None:
+        self._store = store
+        self._committer = _GroupCommit(store)
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Sync anything unsynced (non-default modes), release files. Idempotent."""
+        self._store.close()
+
+    def flush(self) -> None:
+        """fsync whatever is written but not yet synced; a no-op in the default mode."""
+        self._store.sync()
+
+    def follow(
+        self,
+        start: int = 0,
+        *,
+        start_time: TimeLike | None = None,
+        stop: threading.Event | None = None,
+    ) -> Iterator[Record]:
+        """Like `read`, then waits for new events (woken by file changes) until `stop` is set."""
+        return follow(self._cursor(start, None, start_time, None), stop)
+
+    append = _sync_method(c.append)
+    create_session = _sync_method(c.create_session)
+    create_sessions_batch = _sync_method(c.create_sessions_batch)
+    update_session = _sync_method(c.update_session)
+    fork_session = _sync_method(c.fork_session)
+    add_prompt = _sync_method(c.add_prompt)
+    add_prompts_batch = _sync_method(c.add_prompts_batch)
+    add_response = _sync_method(c.add_response)
+    add_responses_batch = _sync_method(c.add_responses_batch)
+    add_conversations_batch = _sync_method(c.add_conversations_batch)
+    add_agent = _sync_method(c.add_agent)
+    update_agent = _sync_method(c.update_agent)
+    assign_agent_to_prompt = _sync_method(c.assign_agent_to_prompt)
+    transfer_to_agent = _sync_method(c.transfer_to_agent)
+    create_template = _sync_method(c.create_template)
+    create_template_from_parent = _sync_method(c.create_template_from_parent)
+    update_template = _sync_method(c.update_template)
+    link_prompt_to_template = _sync_method(c.link_prompt_to_template)
+    add_tool_invocation = _sync_method(c.add_tool_invocation)
+    complete_tool_invocation = _sync_method(c.complete_tool_invocation)
+    add_edge = _sync_method(c.add_edge)
+    add_node = _sync_method(c.add_node)
+    delete_node = _sync_method(c.delete_node)
+    delete_nodes_batch = _sync_method(c.delete_nodes_batch)
+
+
+class AsyncEventLog(_Reads):
+    """The asyncio twin of `EventLog`: every append method is a coroutine. Use `open_async`."""
+
+    def __init__(self, store: Store) -> None:
+        self._store = store
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="eventlog-commit")
+        self._queue: list[tuple[PendingRequest, asyncio.Future[Appended]]] = []
+        self._committer: asyncio.Task[None] | None = None
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        if self._committer is not None:
+            await asyncio.shield(self._committer)
+        await asyncio.get_running_loop().run_in_executor(self._executor, self._store.close)
+        self._executor.shutdown(wait=False)
+
+    async def flush(self) -> None:
+        await asyncio.get_running_loop().run_in_executor(self._executor, self._store.sync)
+
+    async def _submit(self, request: PendingRequest) -> Appended:
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Appended] = loop.create_future()
+        self._queue.append((request, future))
+        if self._committer is None or self._committer.done():
+            self._committer = loop.create_task(self._drain())
+        return await future
+
+    async def _drain(self) -> None:
+        loop = asyncio.get_running_loop()
+        while self._queue:
+            batch, self._queue = self._queue, []
+            results = await loop.run_in_executor(
+                self._executor, _commit, self._store, [r for r, _ in batch]
+            )
+            for (_, future), result in zip(batch, results, strict=True):
+                if future.done():
+                    continue  # the caller was cancelled; the outcome stands in the log
+                if isinstance(result, BaseException):
+                    future.set_exception(result)
+                else:
+                    future.set_result(result)
+
+    def follow(
+        self,
+        start: int = 0,
+        *,
+        start_time: TimeLike | None = None,
+        stop: asyncio.Event | None = None,
+    ) -> AsyncIterator[Record]:
+        """Async iterator over events from `start`, then new ones as they arrive."""
+        return follow_async(self._cursor(start, None, start_time, None), stop)
+
+    append = _async_method(c.append)
+    create_session = _async_method(c.create_session)
+    create_sessions_batch = _async_method(c.create_sessions_batch)
+    update_session = _async_method(c.update_session)
+    fork_session = _async_method(c.fork_session)
+    add_prompt = _async_method(c.add_prompt)
+    add_prompts_batch = _async_method(c.add_prompts_batch)
+    add_response = _async_method(c.add_response)
+    add_responses_batch = _async_method(c.add_responses_batch)
+    add_conversations_batch = _async_method(c.add_conversations_batch)
+    add_agent = _async_method(c.add_agent)
+    update_agent = _async_method(c.update_agent)
+    assign_agent_to_prompt = _async_method(c.assign_agent_to_prompt)
+    transfer_to_agent = _async_method(c.transfer_to_agent)
+    create_template = _async_method(c.create_template)
+    create_template_from_parent = _async_method(c.create_template_from_parent)
+    update_template = _async_method(c.update_template)
+    link_prompt_to_template = _async_method(c.link_prompt_to_template)
+    add_tool_invocation = _async_method(c.add_tool_invocation)
+    complete_tool_invocation = _async_method(c.complete_tool_invocation)
+    add_edge = _async_method(c.add_edge)
+    add_node = _async_method(c.add_node)
+    delete_node = _async_method(c.delete_node)
+    delete_nodes_batch = _async_method(c.delete_nodes_batch)
+
+
+def _options(options: Options | None, overrides: dict[str, Any]) -> Options:
+    base = options or Options()
+    try:
+        return msgspec.structs.replace(base, **overrides) if overrides else base
+    except (TypeError, ValueError) as exc:
+        raise InvalidEvent(f"bad option: {exc}") from None
+
+
+def open(
+    path: str | os.PathLike[str], options: Options | None = None, **overrides: Any
+) -> EventLog:
+    """Open (creating if needed) the store at `path` for appending and reading.
+
+    Recovery runs here: a torn tail of the last segment is cut (a `TornTailTruncated`
+    warning); any other damage raises `CorruptionError`. Keyword overrides set `Options`
+    fields: ``eventlog.open(path, durability=Durability.INTERVAL)``.
+    """
+    return EventLog(Store(_store_path(path), _options(options, overrides)))
+
+
+async def open_async(
+    path: str | os.PathLike[str], options: Options | None = None, **overrides: Any
+) -> AsyncEventLog:
+    """The asyncio twin of `open`; recovery runs in a worker thread."""
+    opts = _options(options, overrides)
+    store = await asyncio.to_thread(Store, _store_path(path), opts)
+    return AsyncEventLog(store)
+
+
+def _store_path(path: str | os.PathLike[str]) -> Path:
+    if not isinstance(path, str | os.PathLike):
+        raise InvalidEvent(f"path must be a str or path, not {type(path).__name__}")
+    resolved = Path(path)
+    if resolved.exists() and not resolved.is_dir():
+        raise EventLogError(f"{resolved} exists and is not a directory")
+    return resolved
