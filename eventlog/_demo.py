@@ -19,14 +19,21 @@ __all__ = ["record_demo", "summarise"]
 def record_demo(log: EventLog) -> uuid.UUID:
     """Record one support conversation with a triage agent, a handoff, templates and tools."""
     triage = log.add_agent("triage", "routes questions", ["classify"], model="small-1")
-    coder = log.add_agent("coder", "answers programming questions", ["python", "sql"], model="large-2")
+    coder = log.add_agent(
+        "coder", "answers programming questions", ["python", "sql"], model="large-2"
+    )
     base = log.create_template(
-        "answer", "Answer as {{persona}}: {{question}}",
-        [ev.VariableSpec(name="persona", required=False, default="a helpful assistant"),
-         ev.VariableSpec(name="question")],
+        "answer",
+        "Answer as {{persona}}: {{question}}",
+        [
+            ev.VariableSpec(name="persona", required=False, default="a helpful assistant"),
+            ev.VariableSpec(name="question"),
+        ],
     )
     expert = log.create_template_from_parent(
-        base, "expert-answer", "Answer as a senior {{language}} engineer: {{question}}",
+        base,
+        "expert-answer",
+        "Answer as a senior {{language}} engineer: {{question}}",
         [ev.VariableSpec(name="language"), ev.VariableSpec(name="question")],
     )
     session = log.create_session(metadata={"user": "ada", "channel": "chat"}, tags=["demo"])
@@ -35,28 +42,45 @@ def record_demo(log: EventLog) -> uuid.UUID:
     p1 = log.add_prompt(session.id, template_id=base, variables={"question": ask}, actor="user:ada")
     log.assign_agent_to_prompt(p1, triage)
     r1 = log.add_response(
-        p1, "This is a SQL question; handing over to the coder agent.", ev.TokenUsage(31, 12),
-        finish_reason="stop", latency_ms=180.0, model="small-1", actor="agent:triage",
+        p1,
+        "This is a SQL question; handing over to the coder agent.",
+        ev.TokenUsage(31, 12),
+        finish_reason="stop",
+        latency_ms=180.0,
+        model="small-1",
+        actor="agent:triage",
     )
     log.transfer_to_agent(
-        r1, coder, from_agent_id=triage, reason="needs SQL expertise",
+        r1,
+        coder,
+        from_agent_id=triage,
+        reason="needs SQL expertise",
         context_summary="user wants a per-day row count in DuckDB",
     )
     p2 = log.add_prompt(
-        session.id, template_id=expert, variables={"language": "SQL", "question": ask},
-        parent_prompt_id=p1, actor="agent:triage",
+        session.id,
+        template_id=expert,
+        variables={"language": "SQL", "question": ask},
+        parent_prompt_id=p1,
+        actor="agent:triage",
     )
     log.assign_agent_to_prompt(p2, coder)
     r2 = log.add_response(
-        p2, "SELECT date_trunc('day', ts) AS day, count(*) FROM events GROUP BY day ORDER BY day;",
-        ev.TokenUsage(58, 41), finish_reason="stop", latency_ms=920.0, model="large-2",
+        p2,
+        "SELECT date_trunc('day', ts) AS day, count(*) FROM events GROUP BY day ORDER BY day;",
+        ev.TokenUsage(58, 41),
+        finish_reason="stop",
+        latency_ms=920.0,
+        model="large-2",
         actor="agent:coder",
     )
     check = log.add_tool_invocation(r2, "run_sql", {"query": "SELECT 1"}, actor="agent:coder")
     log.complete_tool_invocation(check, result={"rows": 1}, duration_ms=3.2)
     lookup = log.add_tool_invocation(r2, "search_docs", {"q": "date_trunc"}, actor="agent:coder")
     log.complete_tool_invocation(lookup, error="docs index offline", duration_ms=1500.0)
-    feedback = log.add_node("feedback", "Worked first time, thanks!", data={"rating": 5}, session_id=session.id)
+    feedback = log.add_node(
+        "feedback", "Worked first time, thanks!", data={"rating": 5}, session_id=session.id
+    )
     log.add_edge(feedback, r2, ev.EdgeType.REFERENCES, {"relevance": 1.0})
     return session.id
 
@@ -78,17 +102,19 @@ def summarise(log: EventLog, session_id: uuid.UUID, say: Callable[[str], None]) 
             case ev.AgentAssigned() if event.session_id == session_id:
                 lines.append(f"  [{record.lsn:>4}]   handled by {names.get(event.agent_id, '?')}")
             case ev.ResponseAdded() if event.session_id == session_id:
+                tokens = event.usage.total_tokens
                 lines.append(
-                    f"  [{record.lsn:>4}] response ({event.model}, {event.usage.total_tokens} tokens, "
+                    f"  [{record.lsn:>4}] response ({event.model}, {tokens} tokens, "
                     f"{event.latency_ms:.0f} ms): {event.content}"
                 )
             case ev.AgentHandoff() if event.session_id == session_id:
-                lines.append(
-                    f"  [{record.lsn:>4}]   handoff {names.get(event.from_agent_id or event.to_agent_id, '?')}"
-                    f" -> {names.get(event.to_agent_id, '?')}: {event.reason}"
-                )
+                source = names.get(event.from_agent_id or event.to_agent_id, "?")
+                target = names.get(event.to_agent_id, "?")
+                lines.append(f"  [{record.lsn:>4}]   handoff {source} -> {target}: {event.reason}")
             case ev.ToolInvoked() if event.session_id == session_id:
-                lines.append(f"  [{record.lsn:>4}]   tool call {event.tool_name}({event.parameters})")
+                lines.append(
+                    f"  [{record.lsn:>4}]   tool call {event.tool_name}({event.parameters})"
+                )
             case ev.ToolCompleted() if event.session_id == session_id:
                 outcome = f"failed: {event.error}" if event.error else f"ok: {event.result}"
                 lines.append(f"  [{record.lsn:>4}]   tool {outcome} in {event.duration_ms} ms")

@@ -68,6 +68,11 @@ class Cursor:
             candidates = [f for f in candidates if self._store.summary(f).max_ts >= ts]
         if not candidates:
             last = firsts[-1]
+            live = self._store.live_summary(last)  # an appender knows its segment's frames
+            if live is not None and live.sparse and ts is None:
+                offset = live.seek_lsn(lsn)
+                if offset > SEGMENT_HEADER:
+                    return last, offset, None
             return last, SEGMENT_HEADER, last
         first = candidates[0]
         summary = self._store.summary(first)

@@ -86,6 +86,7 @@ __all__ = ["Appended", "PendingRequest", "Store"]
 _SEGMENT_FILE = re.compile(r"^(\d{20})\.seg$")
 _FULL_DISK = (errno.ENOSPC, errno.EFBIG, errno.EDQUOT)
 RECOVERY_LOG = "recovery.jsonl"
+_EVENT_CACHE = 1024  # stored events kept for event_at: templates are read on every use
 
 
 class Appended(NamedTuple):
@@ -152,6 +153,7 @@ class Store:
         self._summaries: dict[int, SegmentSummary] = {}
         self._id_tables: dict[int, IdTable | _MemoryTable] = {}
         self._cache: OrderedDict[bytes, Entry | None] = OrderedDict()
+        self._events: OrderedDict[int, ev.EventBase] = OrderedDict()  # event_at's cache
         self._compressor = zstandard.ZstdCompressor(level=options.compression_level)
         self._dirty_since: float | None = None  # unsynced writes (INTERVAL/NONE)
         self._timer: threading.Timer | None = None
@@ -457,10 +459,27 @@ class Store:
         return found
 
     def event_at(self, lsn: int) -> ev.EventBase:
-        """The stored event at `lsn` (used for templates and idempotent retries)."""
-        for record in Cursor(self, start=lsn).records():
-            return record.event
-        raise InvalidEvent(f"LSN {lsn} is beyond the end of the log")
+        """The stored event at `lsn` (templates, idempotent retries), via a small LRU cache."""
+        found = self._events.get(lsn)
+        if found is not None:
+            self._events.move_to_end(lsn)
+            return found
+        cursor = Cursor(self, start=lsn, stop=lsn + 1)
+        try:
+            found = next((r.event for r in cursor.records()), None)
+        finally:
+            cursor.close()
+        if found is None:
+            raise InvalidEvent(f"LSN {lsn} is beyond the end of the log")
+        self._events[lsn] = found
+        if len(self._events) > _EVENT_CACHE:
+            self._events.popitem(last=False)
+        return found
+
+    def live_summary(self, first_lsn: int) -> SegmentSummary | None:
+        """The in-memory summary of the active segment, if this handle appends to it."""
+        active = self._active
+        return active.summary if active is not None and active.first_lsn == first_lsn else None
 
     # -- the write path -----------------------------------------------------------------------
 
@@ -683,6 +702,17 @@ class Store:
                 self._failed = exc
                 raise LogFailed(f"fsync of {self._active.path} failed: {exc}") from exc
             self._dirty_since = None
+
+    def last_lsn(self, session: bytes | None = None) -> int | None:
+        """The log's last LSN, or a session's (None: empty log, or no such session)."""
+        with self._mutex:
+            self._check_usable()
+            with self._flock():
+                active = self._catch_up()
+            if session is None:
+                return active.next_lsn - 1 if active.next_lsn else None
+            found = self._lookup(session)
+            return found.lsn if found is not None and found.kind == ev.NodeKind.SESSION else None
 
     # -- facts for readers and stats ----------------------------------------------------------
 

@@ -94,7 +94,10 @@ def demo(store: str | None) -> None:
 @store_argument
 @click.option("--batch", is_flag=True, help="Append all lines as one all-or-nothing request.")
 @click.option(
-    "--durability", type=click.Choice([d.value for d in Durability]), default="fsync", show_default=True,
+    "--durability",
+    type=click.Choice([d.value for d in Durability]),
+    default="fsync",
+    show_default=True,
     help="When appends are acknowledged (see docs/operations.md).",
 )
 @cli_errors
@@ -139,15 +142,20 @@ def _parse_line(line: str, n: int) -> tuple[list[ev.EventBase], dict[str, Any]]:
     events: list[ev.EventBase] = []
     for item in items:
         if not isinstance(item, dict) or item.get("type") not in types:
-            raise click.ClickException(f"line {n}: not an event (needs a known \"type\"): {item!r}"[:300])
+            raise click.ClickException(
+                f'line {n}: not an event (needs a known "type"): {item!r}'[:300]
+            )
         cls = types[item["type"]]
-        if "id" in cls.__struct_fields__ and "id" not in item:
-            item = {**item, "id": str(new_id())}
+        fields = {**item, "id": str(new_id())} if _needs_id(cls, item) else item
         try:
-            events.append(msgspec.convert(item, cls, strict=False))
+            events.append(msgspec.convert(fields, cls, strict=False))
         except msgspec.ValidationError as exc:
             raise click.ClickException(f"line {n}: {exc}") from None
     return events, options
+
+
+def _needs_id(cls: type[ev.EventBase], item: dict[str, Any]) -> bool:
+    return "id" in cls.__struct_fields__ and "id" not in item
 
 
 def _append_line(log: EventLog, n: int, parsed: tuple[list[ev.EventBase], dict[str, Any]]) -> None:
@@ -157,7 +165,12 @@ def _append_line(log: EventLog, n: int, parsed: tuple[list[ev.EventBase], dict[s
     except EventLogError as exc:
         raise click.ClickException(f"line {n}: {type(exc).__name__}: {exc}") from None
     ids = [str(getattr(e, "id", "")) or None for e in result.events]
-    out = {"lsn": result.first_lsn, "count": len(result.events), "ids": ids, "duplicate": result.duplicate}
+    out = {
+        "lsn": result.first_lsn,
+        "count": len(result.events),
+        "ids": ids,
+        "duplicate": result.duplicate,
+    }
     click.echo(json.dumps(out))
 
 

@@ -14,6 +14,7 @@ import functools
 import json
 import os
 import threading
+import uuid
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -187,6 +188,14 @@ class _Reads:
         )
 
 
+def _session_key(session_id: uuid.UUID | None) -> bytes | None:
+    if session_id is None:
+        return None
+    if not isinstance(session_id, uuid.UUID):
+        raise InvalidEvent(f"session_id must be a UUID, not {type(session_id).__name__}")
+    return session_id.bytes
+
+
 def _recovered_bytes(path: Path) -> int:
     try:
         lines = (path / RECOVERY_LOG).read_text().splitlines()
@@ -215,6 +224,11 @@ class EventLog(_Reads):
     def flush(self) -> None:
         """fsync whatever is written but not yet synced; a no-op in the default mode."""
         self._store.sync()
+
+    def last_lsn(self, session_id: uuid.UUID | None = None) -> int | None:
+        """The last LSN of the log, or of a session's events: what `expect_store_lsn` and
+        `expect_session_lsn` compare with. None for an empty log or an unknown session."""
+        return self._store.last_lsn(_session_key(session_id))
 
     def follow(
         self,
@@ -303,6 +317,12 @@ class AsyncEventLog(_Reads):
                     future.set_exception(result)
                 else:
                     future.set_result(result)
+
+    async def last_lsn(self, session_id: uuid.UUID | None = None) -> int | None:
+        """The async twin of `EventLog.last_lsn`."""
+        key = _session_key(session_id)
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, self._store.last_lsn, key)
 
     def follow(
         self,
