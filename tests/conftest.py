@@ -1,0 +1,36 @@
+"""Fixtures shared by every test: small and obvious."""
+
+from __future__ import annotations
+
+import os
+import random
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+import eventlog
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Path:
+    """A path for a new store (not yet created)."""
+    return tmp_path / "store"
+
+
+@pytest.fixture
+def log(store: Path) -> Iterator[eventlog.EventLog]:
+    """An open log on a fresh store, closed after the test."""
+    with eventlog.open(store) as opened:
+        yield opened
+
+
+@pytest.fixture
+def rng(request: pytest.FixtureRequest) -> random.Random:
+    """A seeded RNG; the seed is printed so a failing random test can be replayed.
+
+    Set LMG_TEST_SEED to replay one.
+    """
+    seed = int(os.environ.get("LMG_TEST_SEED", random.randrange(2**32)))
+    print(f"{request.node.nodeid}: random seed {seed} (LMG_TEST_SEED={seed} to replay)")
+    return random.Random(seed)
