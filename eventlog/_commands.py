@@ -115,7 +115,7 @@ def append(
     events: ev.EventBase | Iterable[ev.EventBase], **opts: Unpack[AppendOptions]
 ) -> Command[Appended]:
     """Append events as one all-or-nothing request; returns them as stored, with their LSNs."""
-    batch = [events] if isinstance(events, ev.EventBase) else list(events)
+    batch = [events] if isinstance(events, ev.EventBase) else _list(events, "events")
     return Command(prepare(batch, opts), lambda r: r)
 
 
@@ -123,7 +123,7 @@ def create_session(
     metadata: dict[str, Any] | None = None, tags: Sequence[str] = (), **opts: Unpack[AppendOptions]
 ) -> Command[ev.SessionCreated]:
     """Start a session; returns the stored event (its `id`, `ts`, metadata and tags)."""
-    event = ev.SessionCreated(id=new_id(), metadata=metadata or {}, tags=list(tags))
+    event = ev.SessionCreated(id=new_id(), metadata=metadata or {}, tags=_list(tags, "tags"))
     return Command(_one(event, opts), _first)
 
 
@@ -144,7 +144,7 @@ def update_session(
     **opts: Unpack[AppendOptions],
 ) -> Command[int]:
     """Merge metadata into a session (a None value removes a key); replace its tags if given."""
-    tag_list = None if tags is None else list(tags)
+    tag_list = None if tags is None else _list(tags, "tags")
     return Command(
         _one(
             ev.SessionUpdated(session_id=session_id, metadata=metadata or {}, tags=tag_list), opts
@@ -166,7 +166,7 @@ def fork_session(
         parent_session_id=session_id,
         fork_point=fork_point,
         metadata=metadata or {},
-        tags=list(tags),
+        tags=_list(tags, "tags"),
     )
     return Command(_one(event, opts), _first)
 
@@ -246,12 +246,13 @@ def add_conversations_batch(
     """Add prompts, each with an optional response, in one all-or-nothing request."""
     events: list[ev.EventBase] = []
     pairs: list[tuple[uuid.UUID, uuid.UUID | None]] = []
-    for (session_id, prompt), answer in conversations:
+    for question, answer in _pairs(conversations, 2):
+        session_id, prompt = _pairs([question], 2)[0]
         prompt_event = ev.PromptAdded(id=new_id(), session_id=session_id, content=prompt)
         events.append(prompt_event)
         response_id = None
         if answer is not None:
-            content, usage = answer
+            content, usage = _pairs([answer], 2)[0]
             response_id = new_id()
             events.append(
                 ev.ResponseAdded(
@@ -276,7 +277,7 @@ def add_agent(
         id=new_id(),
         name=name,
         role=role,
-        capabilities=list(capabilities),
+        capabilities=_list(capabilities, "capabilities"),
         model=model,
         metadata=metadata or {},
     )
@@ -300,7 +301,7 @@ def update_agent(
         role=role,
         model=model,
         metadata=metadata,
-        capabilities=None if capabilities is None else list(capabilities),
+        capabilities=None if capabilities is None else _list(capabilities, "capabilities"),
     )
     return Command(_one(event, opts), _lsn)
 
@@ -349,7 +350,7 @@ def create_template(
         id=new_id(),
         name=name,
         text=text,
-        variables=list(variables),
+        variables=_list(variables, "variables"),
         description=description,
         metadata=metadata or {},
     )
@@ -371,7 +372,7 @@ def create_template_from_parent(
         id=new_id(),
         name=name,
         text=text,
-        variables=list(variables),
+        variables=_list(variables, "variables"),
         parent_id=parent_id,
         description=description,
         metadata=metadata or {},
@@ -392,7 +393,7 @@ def update_template(
     event = ev.TemplateUpdated(
         template_id=template_id,
         text=text,
-        variables=list(variables),
+        variables=_list(variables, "variables"),
         name=name,
         description=description,
     )
@@ -479,12 +480,19 @@ def delete_nodes_batch(
     node_ids: Iterable[uuid.UUID], **opts: Unpack[AppendOptions]
 ) -> Command[int]:
     """Tombstone many nodes in one all-or-nothing request. Returns the last LSN."""
-    events = [ev.NodeDeleted(node_id=n) for n in node_ids]
+    events = [ev.NodeDeleted(node_id=n) for n in _list(node_ids, "node_ids")]
     return Command(prepare(events, opts), lambda r: r.last_lsn)
 
 
+def _list(items: Iterable[Any], name: str) -> list[Any]:
+    try:
+        return list(items)
+    except TypeError:
+        raise InvalidEvent(f"{name} must be iterable, got {items!r}"[:300]) from None
+
+
 def _pairs(items: Iterable[Any], width: int) -> list[Any]:
-    out = list(items)
+    out = _list(items, "a batch")
     for item in out:
         if not isinstance(item, tuple | list) or len(item) != width:
             raise InvalidEvent(f"each batch item must be a tuple of {width}, got {item!r}")

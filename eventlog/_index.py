@@ -6,7 +6,8 @@ raw and stored bytes) and a sparse index, one (first LSN, min ts, offset) entry 
 
 ``{first_lsn:020d}.ids``: the id index of the segment, fixed 40-byte records sorted by id::
 
-    0  16 id      node id, or blake2b-128 of an idempotency key
+    0  16 id      node id, or blake2b-128 of an idempotency key (big-endian, so sorted
+                  bytes are sorted UUID.int values)
     16 16 aux     the node's session id (nodes), or the request's count and type digest (keys)
     32  8 packed  lsn << 16 | kind << 8 | flags
 
@@ -53,12 +54,12 @@ KIND_KEY = 255  # an idempotency key, not a node
 
 
 class Entry(NamedTuple):
-    """What the id index knows of one id."""
+    """What the id index knows of one id (ids are keyed by `UUID.int`)."""
 
     kind: int
     flags: int
     lsn: int
-    aux: bytes
+    aux: int  # the node's session as UUID.int (0: none), or a key's request digest
 
 
 class SegmentSummary(msgspec.Struct, kw_only=True):
@@ -142,10 +143,6 @@ def load_summary(path: Path) -> SegmentSummary | None:
         return None
 
 
-def pack_entry(entry: Entry) -> bytes:
-    return entry.aux
-
-
 class IdTable:
     """A sealed segment's id index: sorted fixed records in an mmapped file."""
 
@@ -154,12 +151,14 @@ class IdTable:
         self._count = count
         self.next_lsn = next_lsn
         self._keys = _Keys(mapped, count)
+        self.min_key = int.from_bytes(self._keys[0]) if count else 1
+        self.max_key = int.from_bytes(self._keys[count - 1]) if count else 0
 
     @staticmethod
-    def write(path: Path, entries: Iterable[tuple[bytes, Entry]], next_lsn: int) -> None:
+    def write(path: Path, entries: Iterable[tuple[int, Entry]], next_lsn: int) -> None:
         items = sorted(entries, key=lambda item: item[0])
         records = b"".join(
-            _RECORD.pack(key, e.aux.ljust(16, b"\0"), e.lsn << 16 | e.kind << 8 | e.flags)
+            _RECORD.pack(key.to_bytes(16), e.aux.to_bytes(16), e.lsn << 16 | e.kind << 8 | e.flags)
             for key, e in items
         )
         header = _IDS_HEADER.pack(_IDS_MAGIC, len(items), next_lsn)[len(_IDS_MAGIC) :]
@@ -182,12 +181,15 @@ class IdTable:
             return None
         return cls(mapped, count, next_lsn)
 
-    def get(self, key: bytes) -> Entry | None:
-        i = bisect_left(self._keys, key)
-        if i == self._count or self._keys[i] != key:
+    def get(self, key: int) -> Entry | None:
+        if not self.min_key <= key <= self.max_key:
+            return None
+        wanted = key.to_bytes(16)
+        i = bisect_left(self._keys, wanted)
+        if i == self._count or self._keys[i] != wanted:
             return None
         _key, aux, packed = _RECORD.unpack_from(self._data, _IDS_HEADER.size + i * RECORD)
-        return Entry(packed >> 8 & 0xFF, packed & 0xFF, packed >> 16, aux)
+        return Entry(packed >> 8 & 0xFF, packed & 0xFF, packed >> 16, int.from_bytes(aux))
 
     def close(self) -> None:
         if isinstance(self._data, mmap.mmap):

@@ -27,6 +27,7 @@ from ._segment import BadFrame, Frame, is_torn_tail, read_frame
 from .errors import CorruptionError
 
 if TYPE_CHECKING:
+    from ._index import SegmentSummary
     from ._store import Store
 
 __all__ = ["Cursor", "Record", "follow", "follow_async"]
@@ -72,7 +73,7 @@ class Cursor:
             if live is not None and live.sparse and ts is None:
                 offset = live.seek_lsn(lsn)
                 if offset > SEGMENT_HEADER:
-                    return last, offset, None
+                    return last, offset, _lsn_at(live, offset)
             return last, SEGMENT_HEADER, last
         first = candidates[0]
         summary = self._store.summary(first)
@@ -83,7 +84,7 @@ class Cursor:
         )
         if offset <= SEGMENT_HEADER:
             return first, SEGMENT_HEADER, first
-        return first, offset, None
+        return first, offset, _lsn_at(summary, offset)
 
     def close(self) -> None:
         if self._fd is not None:
@@ -107,7 +108,12 @@ class Cursor:
                     self._offset += frame.head.size
                     self._frame_lsn = frame.head.next_lsn
             except BadFrame as bad:
-                if self._successor_exists() or not is_torn_tail(self._fd, bad.offset, size):
+                # A later segment means this one is sealed: a bad frame in it is damage, even
+                # its last one. Unless it grew meanwhile (written, then sealed): read again.
+                sealed = any(f > self._segment for f in self._store.segments())
+                if sealed and os.fstat(self._fd).st_size != size:
+                    continue
+                if sealed or not is_torn_tail(self._fd, bad.offset, size):
                     raise CorruptionError(
                         f"damaged frame ({bad.reason})", str(path), bad.offset, bad.lsn
                     ) from None
@@ -119,7 +125,13 @@ class Cursor:
             self._segment, self._offset = self._frame_lsn, SEGMENT_HEADER
 
     def _successor_exists(self) -> bool:
-        return self._frame_lsn is not None and self._store.segment_path(self._frame_lsn).exists()
+        # A segment without frames (a new store, a fresh rotation) has no successor; without
+        # the `!= self._segment` test it would name itself and `records` would loop forever.
+        return (
+            self._frame_lsn is not None
+            and self._frame_lsn != self._segment
+            and self._store.segment_path(self._frame_lsn).exists()
+        )
 
     def _take(self, frame: Frame, path: str) -> Iterator[Record]:
         head = frame.head
@@ -144,6 +156,12 @@ class Cursor:
                 self.next_lsn = lsn + 1
                 yield Record(lsn, event)
             lsn += 1
+
+
+def _lsn_at(summary: SegmentSummary, offset: int) -> int | None:
+    """The first LSN of the frame a sparse index entry puts at `offset`, so that a bad frame
+    there is reported with its LSN (and a stale index is caught by the LSN check)."""
+    return next((lsn for lsn, _ts, at in summary.sparse if at == offset), None)
 
 
 def _segments_only(change: watchfiles.Change, path: str) -> bool:

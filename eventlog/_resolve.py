@@ -3,9 +3,12 @@
 `Resolver.resolve` runs under the append lock for each new event: it checks every id the
 event names (exists, right kind, not deleted), fills what the log derives (the session of a
 response, a template's next version, a prompt rendered from its template), and stages the
-index entries the event creates. `Resolver.record` applies the same entries for events
-already in the log (written by another process, or found while rebuilding an index) without
-checking them. Staged entries join the index only when the frame is durably written.
+index entries the event creates. `Resolver.record` stages the same entries for events
+already in the log (written by another process, or met while rebuilding an index) without
+checking them. Staged entries join the index only once the frame is durably written.
+
+This runs once per appended event, so it dispatches on the event's type through a table
+rather than a `match`, and keys the index by `UUID.int`.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from __future__ import annotations
 import re
 import uuid
 from collections.abc import Callable
+from typing import Any
 
 from . import events as ev
 from ._index import FLAG_COMPLETED, FLAG_DELETED, Entry
@@ -27,11 +31,13 @@ from .events import NodeKind
 
 __all__ = ["Resolver", "render_template", "session_of"]
 
-_NO_SESSION = bytes(16)
 _EDGE_TYPE = re.compile(r"^[A-Z][A-Z0-9_]{0,63}$")
 _PLACEHOLDER = re.compile(r"\{\{\s*([A-Za-z_][A-Za-z0-9_]*)\s*\}\}")
+_IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_SESSION, _PROMPT, _RESPONSE = NodeKind.SESSION, NodeKind.PROMPT, NodeKind.RESPONSE
+_AGENT, _TEMPLATE, _TOOL = NodeKind.AGENT, NodeKind.TEMPLATE, NodeKind.TOOL_INVOCATION
 
-Lookup = Callable[[bytes], Entry | None]
+Lookup = Callable[[int], Entry | None]
 LoadEvent = Callable[[int], ev.EventBase]
 
 
@@ -40,76 +46,127 @@ def render_template(text: str, values: dict[str, object]) -> str:
     return _PLACEHOLDER.sub(lambda m: str(values.get(m.group(1), m.group(0))), text)
 
 
+def _int(node: uuid.UUID | None) -> int:
+    return 0 if node is None else node.int
+
+
+def _uuid(value: int) -> uuid.UUID | None:
+    return uuid.UUID(int=value) if value else None
+
+
 class Resolver:
-    """Checks and index updates for one group commit. Not thread-safe: used under the lock."""
+    """Checks and index updates for one group commit. Not thread-safe: used under the lock.
+
+    Entries are staged per request (`_request`), then per group (`staged`) when the request
+    is accepted; the caller publishes `staged` after the frame is written.
+    """
 
     def __init__(self, lookup: Lookup, load_event: LoadEvent) -> None:
         self._lookup = lookup
         self._load_event = load_event
-        self.staged: dict[bytes, Entry] = {}
+        self.staged: dict[int, Entry] = {}
+        self.touched: dict[int, int] = {}  # session -> last LSN of the group's events in it
         self.pending: dict[int, ev.EventBase] = {}  # events of this group, by LSN
-        self._request: dict[bytes, Entry] = {}
+        self._request: dict[int, Entry] = {}
+        self._request_touched: dict[int, int] = {}
         self._request_pending: dict[int, ev.EventBase] = {}
 
-    # -- the request transaction --------------------------------------------------------------
+    # -- the request transaction -----------------------------------------------------------
 
     def commit_request(self) -> None:
         self.staged.update(self._request)
+        self.touched.update(self._request_touched)
         self.pending.update(self._request_pending)
         self.abort_request()
 
     def abort_request(self) -> None:
         self._request = {}
+        self._request_touched = {}
         self._request_pending = {}
 
-    def get(self, key: bytes) -> Entry | None:
-        return self._request.get(key) or self.staged.get(key) or self._lookup(key)
+    def publish(self, entries: dict[int, Entry]) -> None:
+        """Merge the group's entries into `entries`; touched sessions get their last LSN."""
+        entries.update(self.staged)
+        for session, lsn in self.touched.items():
+            old = entries.get(session) or self._lookup(session)
+            if old is not None and old.kind == _SESSION and old.lsn < lsn:
+                entries[session] = Entry(old.kind, old.flags, lsn, old.aux)
 
-    def put(self, key: bytes, entry: Entry) -> None:
+    def session_lsn(self, session: int) -> int | None:
+        """A session's last LSN before the current request."""
+        touched = self.touched.get(session)
+        if touched is not None:
+            return touched
+        entry = self.staged.get(session) or self._lookup(session)
+        return entry.lsn if entry is not None and entry.kind == _SESSION else None
+
+    def get(self, key: int) -> Entry | None:
+        found = self._request.get(key)
+        if found is None:
+            found = self.staged.get(key)
+            if found is None:
+                found = self._lookup(key)
+        return found
+
+    def put(self, key: int, entry: Entry) -> None:
         self._request[key] = entry
 
     def event_at(self, lsn: int) -> ev.EventBase:
         found = self._request_pending.get(lsn) or self.pending.get(lsn)
         return found if found is not None else self._load_event(lsn)
 
-    # -- checks -------------------------------------------------------------------------------
+    # -- the two entry points --------------------------------------------------------------
 
-    def _node(self, node_id: uuid.UUID, *kinds: NodeKind) -> Entry:
-        entry = self.get(node_id.bytes)
-        expected = " or ".join(k.name.lower() for k in kinds) if kinds else "node"
+    def resolve(self, event: ev.EventBase, lsn: int) -> ev.EventBase:
+        """Check `event` against the index, fill derived fields, stage its entries."""
+        check = _CHECKS.get(type(event))
+        if check is None:
+            raise InvalidEvent(f"not an event: {type(event).__name__}")
+        check(self, event)
+        self.record(event, lsn)
+        self._request_pending[lsn] = event
+        return event
+
+    def record(self, event: ev.EventBase, lsn: int) -> None:
+        """Stage the index entries an (already valid) event implies."""
+        _RECORDS[type(event)](self, event, lsn)
+        field = _SESSION_FIELD.get(type(event))
+        if field is not None:
+            session = getattr(event, field)
+            if session is not None:
+                self._request_touched[session.int] = lsn
+
+    # -- checks ----------------------------------------------------------------------------
+
+    def node(self, node_id: uuid.UUID, *kinds: NodeKind) -> Entry:
+        """The entry of a live node of one of `kinds` (any kind if none given)."""
+        entry = self.get(node_id.int)
         if entry is None or entry.kind > NodeKind.NODE:
-            raise UnknownNode(node_id, expected)
+            raise UnknownNode(node_id, _expected(kinds))
         if kinds and entry.kind not in kinds:
-            raise WrongNodeKind(node_id, expected, NodeKind(entry.kind).name.lower())
+            raise WrongNodeKind(node_id, _expected(kinds), NodeKind(entry.kind).name.lower())
         if entry.flags & FLAG_DELETED:
             raise DeletedNodeReference(node_id)
         return entry
 
-    def _new(self, node_id: uuid.UUID) -> None:
-        if self.get(node_id.bytes) is not None:
+    def new(self, node_id: uuid.UUID) -> None:
+        if self.get(node_id.int) is not None:
             raise InvalidEvent(f"id {node_id} is already used by another node")
 
-    @staticmethod
-    def _same_session(event_session: uuid.UUID | None, derived: bytes) -> uuid.UUID | None:
-        session = uuid.UUID(bytes=derived) if derived != _NO_SESSION else None
-        if event_session is not None and event_session != session:
-            raise InvalidEvent(f"session_id {event_session} does not match the node's {session}")
-        return session
-
-    def _template(
+    def template(
         self, template_id: uuid.UUID
     ) -> tuple[int, ev.TemplateCreated | ev.TemplateUpdated]:
-        entry = self._node(template_id, NodeKind.TEMPLATE)
-        latest = self.event_at(entry.lsn)
+        """The current version number and defining event of a template."""
+        latest = self.event_at(self.node(template_id, _TEMPLATE).lsn)
         assert isinstance(latest, ev.TemplateCreated | ev.TemplateUpdated)
         version = latest.version if isinstance(latest, ev.TemplateUpdated) else 1
         return version, latest
 
-    def _bind(
-        self, template_id: uuid.UUID, variables: dict[str, object]
-    ) -> tuple[int, str, dict[str, object]]:
+    def bind(
+        self, template_id: uuid.UUID, variables: dict[str, Any]
+    ) -> tuple[int, str, dict[str, Any]]:
         """Version, text and full bindings (defaults applied) of a template instantiation."""
-        version, latest = self._template(template_id)
+        version, latest = self.template(template_id)
         missing = [v.name for v in latest.variables if v.required and v.name not in variables]
         if missing:
             raise MissingVariable(template_id, missing)
@@ -117,184 +174,266 @@ class Resolver:
         bound.update(variables)
         return version, latest.text, bound
 
-    def resolve(self, event: ev.EventBase, lsn: int) -> ev.EventBase:
-        """Check `event` against the index, fill derived fields, stage its entries."""
-        match event:
-            case ev.SessionCreated() | ev.AgentRegistered() | ev.NodeAdded():
-                self._new(event.id)
-                if isinstance(event, ev.NodeAdded):
-                    if not event.kind:
-                        raise InvalidEvent("a node needs a kind (document, context, ...)")
-                    if event.session_id is not None:
-                        self._node(event.session_id, NodeKind.SESSION)
-            case ev.SessionForked():
-                self._new(event.id)
-                self._node(event.parent_session_id, NodeKind.SESSION)
-                if event.fork_point is not None:
-                    point = self._node(event.fork_point)
-                    if point.aux != event.parent_session_id.bytes:
-                        raise InvalidEvent(
-                            f"fork point {event.fork_point} is not in the parent session"
-                        )
-            case ev.SessionUpdated():
-                self._node(event.session_id, NodeKind.SESSION)
-            case ev.PromptAdded():
-                self._new(event.id)
-                self._node(event.session_id, NodeKind.SESSION)
-                if event.parent_prompt_id is not None:
-                    parent = self._node(event.parent_prompt_id, NodeKind.PROMPT)
-                    if parent.aux != event.session_id.bytes:
-                        raise InvalidEvent("parent_prompt_id is a prompt of another session")
-                if event.template_id is not None:
-                    version, text, bound = self._bind(event.template_id, event.variables)
-                    if event.template_version not in (None, version):
-                        raise InvalidEvent(
-                            f"template {event.template_id} is at version {version}, "
-                            f"not {event.template_version}"
-                        )
-                    event.template_version = version
-                    event.variables = bound
-                    if not event.content:
-                        event.content = render_template(text, bound)
-                elif not event.content:
-                    raise InvalidEvent("a prompt needs content or a template")
-            case ev.ResponseAdded():
-                self._new(event.id)
-                prompt = self._node(event.prompt_id, NodeKind.PROMPT)
-                event.session_id = self._same_session(event.session_id, prompt.aux)
-            case ev.AgentUpdated():
-                self._node(event.agent_id, NodeKind.AGENT)
-            case ev.AgentAssigned():
-                self._new(event.id)
-                prompt = self._node(event.prompt_id, NodeKind.PROMPT)
-                self._node(event.agent_id, NodeKind.AGENT)
-                event.session_id = self._same_session(event.session_id, prompt.aux)
-            case ev.AgentHandoff():
-                self._new(event.id)
-                response = self._node(event.response_id, NodeKind.RESPONSE)
-                self._node(event.to_agent_id, NodeKind.AGENT)
-                if event.from_agent_id is not None:
-                    self._node(event.from_agent_id, NodeKind.AGENT)
-                event.session_id = self._same_session(event.session_id, response.aux)
-            case ev.TemplateCreated():
-                self._new(event.id)
-                _check_variables(event.variables)
-                if event.parent_id is not None:
-                    self._node(event.parent_id, NodeKind.TEMPLATE)
-            case ev.TemplateUpdated():
-                version, _latest = self._template(event.template_id)
-                _check_variables(event.variables)
-                event.version = version + 1
-            case ev.TemplateLinked():
-                self._new(event.id)
-                prompt = self._node(event.prompt_id, NodeKind.PROMPT)
-                version, _text, bound = self._bind(event.template_id, event.variables)
-                event.template_version, event.variables = version, bound
-                event.session_id = self._same_session(event.session_id, prompt.aux)
-            case ev.ToolInvoked():
-                self._new(event.id)
-                if not event.tool_name:
-                    raise InvalidEvent("a tool invocation needs a tool_name")
-                response = self._node(event.response_id, NodeKind.RESPONSE)
-                event.session_id = self._same_session(event.session_id, response.aux)
-            case ev.ToolCompleted():
-                tool = self._node(event.tool_id, NodeKind.TOOL_INVOCATION)
-                if tool.flags & FLAG_COMPLETED:
-                    raise InvalidEvent(f"tool invocation {event.tool_id} is already completed")
-                event.session_id = self._same_session(event.session_id, tool.aux)
-            case ev.EdgeAdded():
-                self._new(event.id)
-                if not _EDGE_TYPE.match(event.edge_type):
-                    raise InvalidEvent(
-                        f"edge type {event.edge_type!r} must be upper case letters, digits, _"
-                    )
-                source = self._node(event.from_id)
-                target = self._node(event.to_id)
-                derived = source.aux if source.aux != _NO_SESSION else target.aux
-                event.session_id = self._same_session(event.session_id, derived)
-            case ev.NodeDeleted():
-                node = self._node(event.node_id)
-                event.session_id = self._same_session(event.session_id, node.aux)
-            case _:
-                raise InvalidEvent(f"not an event: {type(event).__name__}")
-        self.record(event, lsn)
-        self._request_pending[lsn] = event
-        return event
 
-    # -- index entries ------------------------------------------------------------------------
-
-    def record(self, event: ev.EventBase, lsn: int) -> None:
-        """Stage the index entries an (already valid) event implies."""
-        match event:
-            case ev.SessionCreated() | ev.SessionForked():
-                self.put(event.id.bytes, Entry(NodeKind.SESSION, 0, lsn, event.id.bytes))
-            case ev.PromptAdded():
-                self.put(event.id.bytes, Entry(NodeKind.PROMPT, 0, lsn, event.session_id.bytes))
-            case ev.ResponseAdded():
-                self._put_node(event.id, NodeKind.RESPONSE, lsn, event.session_id)
-            case ev.AgentRegistered():
-                self._put_node(event.id, NodeKind.AGENT, lsn, None)
-            case ev.AgentUpdated():
-                self._put_node(event.agent_id, NodeKind.AGENT, lsn, None)
-            case ev.AgentAssigned() | ev.AgentHandoff() | ev.TemplateLinked() | ev.EdgeAdded():
-                self._put_node(event.id, NodeKind.EDGE, lsn, event.session_id)
-            case ev.TemplateCreated():
-                self._put_node(event.id, NodeKind.TEMPLATE, lsn, None)
-            case ev.TemplateUpdated():
-                self._put_node(event.template_id, NodeKind.TEMPLATE, lsn, None)
-            case ev.ToolInvoked():
-                self._put_node(event.id, NodeKind.TOOL_INVOCATION, lsn, event.session_id)
-            case ev.ToolCompleted():
-                key = event.tool_id.bytes
-                self.put(
-                    key,
-                    Entry(NodeKind.TOOL_INVOCATION, FLAG_COMPLETED, lsn, _aux(event.session_id)),
-                )
-            case ev.NodeAdded():
-                self._put_node(event.id, NodeKind.NODE, lsn, event.session_id)
-            case ev.NodeDeleted():
-                old = self.get(event.node_id.bytes)
-                if old is not None:
-                    self.put(
-                        event.node_id.bytes, old._replace(flags=old.flags | FLAG_DELETED, lsn=lsn)
-                    )
-            case _:
-                pass
-        self._touch(session_of(event), lsn)
-
-    def _touch(self, session: uuid.UUID | None, lsn: int) -> None:
-        if session is None:
-            return
-        old = self.get(session.bytes)
-        if old is not None and old.kind == NodeKind.SESSION:
-            self.put(session.bytes, old._replace(lsn=max(old.lsn, lsn)))
-
-    def _put_node(
-        self, node_id: uuid.UUID, kind: NodeKind, lsn: int, session: uuid.UUID | None
-    ) -> None:
-        self.put(node_id.bytes, Entry(kind, 0, lsn, _aux(session)))
+def _expected(kinds: tuple[NodeKind, ...]) -> str:
+    return " or ".join(k.name.lower() for k in kinds) if kinds else "node"
 
 
-def _aux(session: uuid.UUID | None) -> bytes:
-    return _NO_SESSION if session is None else session.bytes
-
-
-def session_of(event: ev.EventBase) -> uuid.UUID | None:
-    """The session an event belongs to, if any (the session it creates counts)."""
-    match event:
-        case ev.SessionCreated() | ev.SessionForked():
-            return event.id
-        case ev.SessionUpdated():
-            return event.session_id
-        case _:
-            session = getattr(event, "session_id", None)
-            return session if isinstance(session, uuid.UUID) else None
+def _same_session(given: uuid.UUID | None, derived: int) -> uuid.UUID | None:
+    """The session the log derives, which a caller-given session_id must match."""
+    session = _uuid(derived)
+    if given is not None and given != session:
+        raise InvalidEvent(f"session_id {given} does not match the node's session {session}")
+    return session
 
 
 def _check_variables(variables: list[ev.VariableSpec]) -> None:
     names = [v.name for v in variables]
     if len(set(names)) != len(names):
         raise InvalidEvent(f"template variables must have distinct names, got {names}")
-    bad = [n for n in names if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", n)]
+    bad = [n for n in names if not _IDENTIFIER.fullmatch(n)]
     if bad:
         raise InvalidEvent(f"template variable names must be identifiers, got {bad}")
+
+
+# -- per-type checks: raise if the event may not be stored; fill derived fields -------------
+
+
+def _check_new_session(r: Resolver, e: ev.SessionCreated) -> None:
+    r.new(e.id)
+
+
+def _check_session_updated(r: Resolver, e: ev.SessionUpdated) -> None:
+    r.node(e.session_id, _SESSION)
+
+
+def _check_session_forked(r: Resolver, e: ev.SessionForked) -> None:
+    r.new(e.id)
+    r.node(e.parent_session_id, _SESSION)
+    if e.fork_point is not None and r.node(e.fork_point).aux != e.parent_session_id.int:
+        raise InvalidEvent(f"fork point {e.fork_point} is not a node of the parent session")
+
+
+def _check_prompt(r: Resolver, e: ev.PromptAdded) -> None:
+    r.new(e.id)
+    r.node(e.session_id, _SESSION)
+    if (
+        e.parent_prompt_id is not None
+        and r.node(e.parent_prompt_id, _PROMPT).aux != e.session_id.int
+    ):
+        raise InvalidEvent("parent_prompt_id is a prompt of another session")
+    if e.template_id is not None:
+        version, text, bound = r.bind(e.template_id, e.variables)
+        if e.template_version not in (None, version):
+            raise InvalidEvent(
+                f"template {e.template_id} is at version {version}, not {e.template_version}"
+            )
+        e.template_version, e.variables = version, bound
+        if not e.content:
+            e.content = render_template(text, bound)
+    elif not e.content:
+        raise InvalidEvent("a prompt needs content or a template")
+
+
+def _check_response(r: Resolver, e: ev.ResponseAdded) -> None:
+    r.new(e.id)
+    e.session_id = _same_session(e.session_id, r.node(e.prompt_id, _PROMPT).aux)
+
+
+def _check_agent(r: Resolver, e: ev.AgentRegistered) -> None:
+    r.new(e.id)
+
+
+def _check_agent_updated(r: Resolver, e: ev.AgentUpdated) -> None:
+    r.node(e.agent_id, _AGENT)
+
+
+def _check_assigned(r: Resolver, e: ev.AgentAssigned) -> None:
+    r.new(e.id)
+    prompt = r.node(e.prompt_id, _PROMPT)
+    r.node(e.agent_id, _AGENT)
+    e.session_id = _same_session(e.session_id, prompt.aux)
+
+
+def _check_handoff(r: Resolver, e: ev.AgentHandoff) -> None:
+    r.new(e.id)
+    response = r.node(e.response_id, _RESPONSE)
+    r.node(e.to_agent_id, _AGENT)
+    if e.from_agent_id is not None:
+        r.node(e.from_agent_id, _AGENT)
+    e.session_id = _same_session(e.session_id, response.aux)
+
+
+def _check_template(r: Resolver, e: ev.TemplateCreated) -> None:
+    r.new(e.id)
+    _check_variables(e.variables)
+    if e.parent_id is not None:
+        r.node(e.parent_id, _TEMPLATE)
+
+
+def _check_template_updated(r: Resolver, e: ev.TemplateUpdated) -> None:
+    version, _latest = r.template(e.template_id)
+    _check_variables(e.variables)
+    e.version = version + 1
+
+
+def _check_linked(r: Resolver, e: ev.TemplateLinked) -> None:
+    r.new(e.id)
+    prompt = r.node(e.prompt_id, _PROMPT)
+    e.template_version, _text, e.variables = r.bind(e.template_id, e.variables)
+    e.session_id = _same_session(e.session_id, prompt.aux)
+
+
+def _check_tool(r: Resolver, e: ev.ToolInvoked) -> None:
+    r.new(e.id)
+    if not e.tool_name:
+        raise InvalidEvent("a tool invocation needs a tool_name")
+    e.session_id = _same_session(e.session_id, r.node(e.response_id, _RESPONSE).aux)
+
+
+def _check_tool_completed(r: Resolver, e: ev.ToolCompleted) -> None:
+    tool = r.node(e.tool_id, _TOOL)
+    if tool.flags & FLAG_COMPLETED:
+        raise InvalidEvent(f"tool invocation {e.tool_id} is already completed")
+    e.session_id = _same_session(e.session_id, tool.aux)
+
+
+def _check_edge(r: Resolver, e: ev.EdgeAdded) -> None:
+    r.new(e.id)
+    if not _EDGE_TYPE.match(e.edge_type):
+        raise InvalidEvent(f"edge type {e.edge_type!r} must be upper-case letters, digits and _")
+    source, target = r.node(e.from_id), r.node(e.to_id)
+    e.session_id = _same_session(e.session_id, source.aux or target.aux)
+
+
+def _check_node(r: Resolver, e: ev.NodeAdded) -> None:
+    r.new(e.id)
+    if not e.kind:
+        raise InvalidEvent("a node needs a kind (document, context, feedback, ...)")
+    if e.session_id is not None:
+        r.node(e.session_id, _SESSION)
+
+
+def _check_deleted(r: Resolver, e: ev.NodeDeleted) -> None:
+    e.session_id = _same_session(e.session_id, r.node(e.node_id).aux)
+
+
+# -- per-type entries: what the index learns from a stored event -----------------------------
+
+
+def _entry(kind: NodeKind, lsn: int, session: uuid.UUID | None, flags: int = 0) -> Entry:
+    return Entry(kind, flags, lsn, _int(session))
+
+
+def _record_session(r: Resolver, e: ev.SessionCreated | ev.SessionForked, lsn: int) -> None:
+    r.put(e.id.int, Entry(_SESSION, 0, lsn, e.id.int))
+
+
+def _record_prompt(r: Resolver, e: ev.PromptAdded, lsn: int) -> None:
+    r.put(e.id.int, Entry(_PROMPT, 0, lsn, e.session_id.int))
+
+
+def _record_response(r: Resolver, e: ev.ResponseAdded, lsn: int) -> None:
+    r.put(e.id.int, _entry(_RESPONSE, lsn, e.session_id))
+
+
+def _record_agent(r: Resolver, e: ev.AgentRegistered, lsn: int) -> None:
+    r.put(e.id.int, _entry(_AGENT, lsn, None))
+
+
+def _record_agent_updated(r: Resolver, e: ev.AgentUpdated, lsn: int) -> None:
+    r.put(e.agent_id.int, _entry(_AGENT, lsn, None))
+
+
+def _record_edge(
+    r: Resolver, e: ev.AgentAssigned | ev.AgentHandoff | ev.TemplateLinked | ev.EdgeAdded, lsn: int
+) -> None:
+    r.put(e.id.int, _entry(NodeKind.EDGE, lsn, e.session_id))
+
+
+def _record_template(r: Resolver, e: ev.TemplateCreated, lsn: int) -> None:
+    r.put(e.id.int, _entry(_TEMPLATE, lsn, None))
+
+
+def _record_template_updated(r: Resolver, e: ev.TemplateUpdated, lsn: int) -> None:
+    r.put(e.template_id.int, _entry(_TEMPLATE, lsn, None))
+
+
+def _record_tool(r: Resolver, e: ev.ToolInvoked, lsn: int) -> None:
+    r.put(e.id.int, _entry(_TOOL, lsn, e.session_id))
+
+
+def _record_tool_completed(r: Resolver, e: ev.ToolCompleted, lsn: int) -> None:
+    r.put(e.tool_id.int, _entry(_TOOL, lsn, e.session_id, FLAG_COMPLETED))
+
+
+def _record_node(r: Resolver, e: ev.NodeAdded, lsn: int) -> None:
+    r.put(e.id.int, _entry(NodeKind.NODE, lsn, e.session_id))
+
+
+def _record_deleted(r: Resolver, e: ev.NodeDeleted, lsn: int) -> None:
+    old = r.get(e.node_id.int)
+    if old is not None:
+        r.put(e.node_id.int, old._replace(flags=old.flags | FLAG_DELETED, lsn=lsn))
+
+
+def _record_nothing(r: Resolver, e: ev.EventBase, lsn: int) -> None:
+    """Session updates change no entry but the session's last LSN (done by `record`)."""
+
+
+_Handler = Callable[[Resolver, Any], None]
+_Recorder = Callable[[Resolver, Any, int], None]
+_CHECKS: dict[type[ev.EventBase], _Handler] = {
+    ev.SessionCreated: _check_new_session,
+    ev.SessionUpdated: _check_session_updated,
+    ev.SessionForked: _check_session_forked,
+    ev.PromptAdded: _check_prompt,
+    ev.ResponseAdded: _check_response,
+    ev.AgentRegistered: _check_agent,
+    ev.AgentUpdated: _check_agent_updated,
+    ev.AgentAssigned: _check_assigned,
+    ev.AgentHandoff: _check_handoff,
+    ev.TemplateCreated: _check_template,
+    ev.TemplateUpdated: _check_template_updated,
+    ev.TemplateLinked: _check_linked,
+    ev.ToolInvoked: _check_tool,
+    ev.ToolCompleted: _check_tool_completed,
+    ev.EdgeAdded: _check_edge,
+    ev.NodeAdded: _check_node,
+    ev.NodeDeleted: _check_deleted,
+}
+_RECORDS: dict[type[ev.EventBase], _Recorder] = {
+    ev.SessionCreated: _record_session,
+    ev.SessionUpdated: _record_nothing,
+    ev.SessionForked: _record_session,
+    ev.PromptAdded: _record_prompt,
+    ev.ResponseAdded: _record_response,
+    ev.AgentRegistered: _record_agent,
+    ev.AgentUpdated: _record_agent_updated,
+    ev.AgentAssigned: _record_edge,
+    ev.AgentHandoff: _record_edge,
+    ev.TemplateCreated: _record_template,
+    ev.TemplateUpdated: _record_template_updated,
+    ev.TemplateLinked: _record_edge,
+    ev.ToolInvoked: _record_tool,
+    ev.ToolCompleted: _record_tool_completed,
+    ev.EdgeAdded: _record_edge,
+    ev.NodeAdded: _record_node,
+    ev.NodeDeleted: _record_deleted,
+}
+assert set(_CHECKS) == set(_RECORDS) == set(ev.event_types().values()), (
+    "every event type needs both"
+)
+
+_SESSION_FIELD: dict[type[ev.EventBase], str] = {
+    ev.SessionCreated: "id",
+    ev.SessionForked: "id",
+    **{t: "session_id" for t in _CHECKS if "session_id" in t.__struct_fields__},
+}
+
+
+def session_of(event: ev.EventBase) -> uuid.UUID | None:
+    """The session an event belongs to, if any (the session it creates counts)."""
+    field = _SESSION_FIELD.get(type(event))
+    found: uuid.UUID | None = None if field is None else getattr(event, field)
+    return found

@@ -28,7 +28,6 @@ import itertools
 import json
 import os
 import re
-import struct
 import threading
 import time
 import warnings
@@ -122,7 +121,7 @@ class _Active:
     next_lsn: int = 0
     last_ts: int = 0
     summary: SegmentSummary = field(init=False)
-    entries: dict[bytes, Entry] | None = None  # built on first append
+    entries: dict[int, Entry] | None = None  # built on first append
     decoded_to: int = SEGMENT_HEADER
 
     def __post_init__(self) -> None:
@@ -132,13 +131,17 @@ class _Active:
         )
 
 
-def key_digest(key: str) -> bytes:
-    return hashlib.blake2b(key.encode(), digest_size=16).digest()
+def key_digest(key: str) -> int:
+    """The id-index key of an idempotency key."""
+    return int.from_bytes(hashlib.blake2b(key.encode(), digest_size=16).digest())
 
 
-def _types_digest(events: Sequence[ev.EventBase]) -> bytes:
+def _types_digest(events: Sequence[ev.EventBase]) -> int:
+    """What a keyed request was: its event count and a digest of its types."""
     tags = ",".join(map(ev.tag_of, events))
-    return struct.pack("<Q", len(events)) + hashlib.blake2b(tags.encode(), digest_size=8).digest()
+    return len(events) << 64 | int.from_bytes(
+        hashlib.blake2b(tags.encode(), digest_size=8).digest()
+    )
 
 
 class Store:
@@ -152,8 +155,10 @@ class Store:
         self._failed: BaseException | None = None
         self._summaries: dict[int, SegmentSummary] = {}
         self._id_tables: dict[int, IdTable | _MemoryTable] = {}
-        self._cache: OrderedDict[bytes, Entry | None] = OrderedDict()
+        self._cache: OrderedDict[int, Entry | None] = OrderedDict()
         self._events: OrderedDict[int, ev.EventBase] = OrderedDict()  # event_at's cache
+        self._max_keys: dict[int, int] = {}  # newest sealed segment -> largest sealed key
+        self._sealed_bound: int | None = None  # largest key of any sealed segment; None: unknown
         self._compressor = zstandard.ZstdCompressor(level=options.compression_level)
         self._dirty_since: float | None = None  # unsynced writes (INTERVAL/NONE)
         self._timer: threading.Timer | None = None
@@ -242,7 +247,7 @@ class Store:
             self._summaries[first_lsn] = found
         return found
 
-    def _rebuild(self, first_lsn: int) -> tuple[SegmentSummary, dict[bytes, Entry]]:
+    def _rebuild(self, first_lsn: int) -> tuple[SegmentSummary, dict[int, Entry]]:
         """Scan a sealed segment whole: its summary and id entries. Damage is an error."""
         path = self.segment_path(first_lsn)
         fd = os.open(path, os.O_RDONLY)
@@ -320,6 +325,7 @@ class Store:
                     ends,
                 )
         self._firsts = firsts
+        self._sealed_bound = None
         self._active = self._open_active(firsts[-1])
 
     def _open_active(self, first_lsn: int) -> _Active:
@@ -386,7 +392,7 @@ class Store:
                 counts[tag] = counts.get(tag, 0) + 1
                 lsn += 1
         resolver.commit_request()
-        entries.update(resolver.staged)
+        resolver.publish(entries)
         active.decoded_to = frame.offset + frame.head.size
 
     def _decode(self, active: _Active, frame: Frame) -> list[Request]:
@@ -423,7 +429,7 @@ class Store:
             stacklevel=2,
         )
 
-    def _ensure_entries(self, active: _Active) -> dict[bytes, Entry]:
+    def _ensure_entries(self, active: _Active) -> dict[int, Entry]:
         if active.entries is None:
             active.entries = {}
             active.summary.type_counts = {}
@@ -433,22 +439,35 @@ class Store:
 
     # -- id lookups ---------------------------------------------------------------------------
 
-    def _lookup(self, key: bytes) -> Entry | None:
+    def _lookup(self, key: int) -> Entry | None:
         """Current state of an id: the active segment first, then sealed ones, newest first."""
         active = self._active
         assert active is not None and active.entries is not None
         found = active.entries.get(key)
-        if found is not None:
+        bound = self._sealed_bound
+        if bound is None:
+            sealed = self._firsts[:-1]
+            bound = self._sealed_bound = self._sealed_max_key(sealed) if sealed else -1
+        if found is not None or key > bound:
             return found
         return self._lookup_sealed(key, active.first_lsn)
 
-    def _lookup_sealed(self, key: bytes, before: int) -> Entry | None:
+    def _lookup_sealed(self, key: int, before: int) -> Entry | None:
+        """An id's state in the sealed segments before `before`, newest first.
+
+        UUIDv7 ids grow with time, so an id newer than every sealed record (a node being
+        created now) is answered by one comparison; others hit an LRU cache, then a bisect
+        per segment whose key range holds the id.
+        """
+        sealed = [f for f in self._firsts if f < before]
+        if not sealed or key > self._sealed_max_key(sealed):
+            return None
         cacheable = self._active is not None and before == self._active.first_lsn
         if cacheable and key in self._cache:
             self._cache.move_to_end(key)
             return self._cache[key]
         found = None
-        for first in reversed([f for f in self._firsts if f < before]):
+        for first in reversed(sealed):
             found = self.id_table(first).get(key)
             if found is not None:
                 break
@@ -457,6 +476,13 @@ class Store:
             if len(self._cache) > self.options.id_cache_entries:
                 self._cache.popitem(last=False)
         return found
+
+    def _sealed_max_key(self, sealed: list[int]) -> int:
+        known = self._max_keys.get(sealed[-1])
+        if known is None:
+            known = max(self.id_table(f).max_key for f in sealed)
+            self._max_keys[sealed[-1]] = known
+        return known
 
     def event_at(self, lsn: int) -> ev.EventBase:
         """The stored event at `lsn` (templates, idempotent retries), via a small LRU cache."""
@@ -507,23 +533,39 @@ class Store:
             if size > active.end:
                 self._advance(active, size, repair=True)
             successor = self.segment_path(active.next_lsn)
-            if active.end < self.options.segment_bytes or not successor.exists():
+            # Not gated on our own segment_bytes: a handle opened with a smaller one may
+            # have rotated, and writing on here would fork the LSN chain. A segment without
+            # frames was never rotated from: its "successor" would be itself (an endless loop).
+            if active.next_lsn == active.first_lsn or not successor.exists():
                 return active
+            self._sync_before_leaving(active)
             os.close(active.fd)
             self._cache.clear()
             self._summaries[active.first_lsn] = active.summary
             self._firsts.append(active.next_lsn)
+            self._sealed_bound = None
             self._active = active = self._open_active(active.next_lsn)
             self._ensure_entries(active)
 
     def _rotate(self, active: _Active) -> _Active:
         """Seal the active segment (write its index files) and start the next one."""
+        self._sync_before_leaving(active)
         entries = self._ensure_entries(active)
-        save_summary(self.path / f"{active.first_lsn:020d}.idx", active.summary)
-        IdTable.write(self.path / f"{active.first_lsn:020d}.ids", entries.items(), active.next_lsn)
+        try:
+            save_summary(self.path / f"{active.first_lsn:020d}.idx", active.summary)
+            IdTable.write(
+                self.path / f"{active.first_lsn:020d}.ids", entries.items(), active.next_lsn
+            )
+        except OSError as exc:
+            if exc.errno in _FULL_DISK:
+                raise StorageFull(
+                    exc.errno, f"no space to seal segment {active.path} (its index files): {exc}"
+                ) from exc
+            raise
         self._create_segment(active.next_lsn)
         self._summaries[active.first_lsn] = active.summary
         self._firsts.append(active.next_lsn)
+        self._sealed_bound = None
         os.close(active.fd)
         self._cache.clear()
         last_ts = active.last_ts
@@ -531,6 +573,19 @@ class Store:
         active.last_ts = last_ts
         self._ensure_entries(active)
         return active
+
+    def _sync_before_leaving(self, active: _Active) -> None:
+        """INTERVAL/NONE: fsync unsynced frames of a segment this handle moves past. Later
+        syncs reach only the new active segment, and a sealed segment that lost its tail in
+        a power loss would break the LSN chain (the store would not open)."""
+        if self._dirty_since is None:
+            return
+        try:
+            os.fsync(active.fd)
+        except OSError as exc:
+            self._failed = exc
+            raise LogFailed(f"fsync of {active.path} failed ({exc}); the log stops here") from exc
+        self._dirty_since = None
 
     def _create_segment(self, first_lsn: int) -> None:
         path = self.segment_path(first_lsn)
@@ -579,8 +634,12 @@ class Store:
         try:
             self._write_frame(active, accepted, next_lsn, now)
         except EventLogError as exc:
-            return [exc if isinstance(r, Appended) and not r.duplicate else r for r in results]
-        entries.update(resolver.staged)
+            # Everything from this group failed, retries of its own requests included.
+            unwritten = active.next_lsn
+            return [
+                exc if isinstance(r, Appended) and r.first_lsn >= unwritten else r for r in results
+            ]
+        resolver.publish(entries)
         counts = active.summary.type_counts
         for stored in accepted:
             for event in stored.events:
@@ -623,8 +682,7 @@ class Store:
                 "expect_session_lsn needs a request whose events touch exactly one session"
             )
         session = sessions.pop()
-        before = resolver.staged.get(session.bytes) or self._lookup(session.bytes)
-        actual = before.lsn if before is not None else None
+        actual = resolver.session_lsn(session.int)
         if actual != request.expect_session_lsn:
             raise AppendConflict(f"session {session}", request.expect_session_lsn, actual)
 
@@ -703,7 +761,7 @@ class Store:
                 raise LogFailed(f"fsync of {self._active.path} failed: {exc}") from exc
             self._dirty_since = None
 
-    def last_lsn(self, session: bytes | None = None) -> int | None:
+    def last_lsn(self, session: int | None = None) -> int | None:
         """The log's last LSN, or a session's (None: empty log, or no such session)."""
         with self._mutex:
             self._check_usable()
@@ -719,6 +777,8 @@ class Store:
     def active_summary(self) -> SegmentSummary:
         """Summary of the last segment, with counts by type (scans it if needed)."""
         with self._mutex:
+            if self._closed:  # its descriptor numbers may belong to other files by now
+                raise LogClosed(f"the log at {self.path} is closed")
             if self._active is None or self.options.readonly:
                 first = self.segments()[-1]
                 return self._rebuild_lenient(first)
@@ -744,11 +804,12 @@ class Store:
 class _MemoryTable:
     """A rebuilt id table kept in memory when the store is read-only."""
 
-    def __init__(self, entries: dict[bytes, Entry], next_lsn: int) -> None:
+    def __init__(self, entries: dict[int, Entry], next_lsn: int) -> None:
         self._entries = entries
         self.next_lsn = next_lsn
+        self.max_key = max(entries, default=0)
 
-    def get(self, key: bytes) -> Entry | None:
+    def get(self, key: int) -> Entry | None:
         return self._entries.get(key)
 
     def close(self) -> None:

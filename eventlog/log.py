@@ -28,7 +28,7 @@ from . import _commands as c
 from ._reader import Cursor, Record, follow, follow_async
 from ._store import RECOVERY_LOG, Appended, PendingRequest, Store
 from ._time import TimeLike, to_ns
-from .errors import EventLogError, InvalidEvent
+from .errors import EventLogError, InvalidEvent, LogClosed
 from .options import Options
 
 __all__ = ["AsyncEventLog", "EventLog", "Stats", "open", "open_async"]
@@ -188,12 +188,12 @@ class _Reads:
         )
 
 
-def _session_key(session_id: uuid.UUID | None) -> bytes | None:
+def _session_key(session_id: uuid.UUID | None) -> int | None:
     if session_id is None:
         return None
     if not isinstance(session_id, uuid.UUID):
         raise InvalidEvent(f"session_id must be a UUID, not {type(session_id).__name__}")
-    return session_id.bytes
+    return session_id.int
 
 
 def _recovered_bytes(path: Path) -> int:
@@ -274,6 +274,7 @@ class AsyncEventLog(_Reads):
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="eventlog-commit")
         self._queue: list[tuple[PendingRequest, asyncio.Future[Appended]]] = []
         self._committer: asyncio.Task[None] | None = None
+        self._closed = False
 
     async def __aenter__(self) -> Self:
         return self
@@ -287,15 +288,22 @@ class AsyncEventLog(_Reads):
         await self.close()
 
     async def close(self) -> None:
+        if self._closed:
+            return  # idempotent, like EventLog.close (the executor is already shut down)
+        self._closed = True
         if self._committer is not None:
             await asyncio.shield(self._committer)
         await asyncio.get_running_loop().run_in_executor(self._executor, self._store.close)
         self._executor.shutdown(wait=False)
 
     async def flush(self) -> None:
+        if self._closed:
+            return  # close() synced everything, like EventLog.flush after close
         await asyncio.get_running_loop().run_in_executor(self._executor, self._store.sync)
 
     async def _submit(self, request: PendingRequest) -> Appended:
+        if self._closed:  # no committer would ever run: the caller would wait forever
+            raise LogClosed(f"the log at {self._store.path} is closed")
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Appended] = loop.create_future()
         self._queue.append((request, future))
@@ -363,7 +371,9 @@ class AsyncEventLog(_Reads):
 def _options(options: Options | None, overrides: dict[str, Any]) -> Options:
     base = options or Options()
     try:
-        return msgspec.structs.replace(base, **overrides) if overrides else base
+        merged = msgspec.structs.replace(base, **overrides) if overrides else base
+        # replace() checks no types: durability="fsync" (a str) would silently never fsync
+        return msgspec.convert(msgspec.structs.asdict(merged), Options)
     except (TypeError, ValueError) as exc:
         raise InvalidEvent(f"bad option: {exc}") from None
 
