@@ -18,7 +18,8 @@ A segment file ``{first_lsn:020d}.seg`` is a 32-byte header followed by frames::
     20  4  count      number of events in the frame (>= 1)
     24  8  min_ts     smallest `ts` of the frame's events
     32  8  max_ts     largest `ts` of the frame's events
-    40  1  codec      0: body is raw MessagePack, 1: body is a zstd frame of it
+    40  1  codec      0: raw MessagePack, 1: one zstd frame of it, 2: two zstd frames of its
+                      halves, after a 12-byte table (u32 lengths of each, u32 raw split point)
     41  1  flags      0
     42  2  reserved   0
     44  4  raw_length length of the MessagePack before compression
@@ -34,6 +35,7 @@ from __future__ import annotations
 import struct
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, NamedTuple
 
 import google_crc32c
@@ -74,7 +76,11 @@ _CRC_FROM = 12
 
 CODEC_RAW = 0
 CODEC_ZSTD = 1
+CODEC_ZSTD_SPLIT = 2
+_CODECS = (CODEC_RAW, CODEC_ZSTD, CODEC_ZSTD_SPLIT)
 MAX_BODY = 1 << 31
+SPLIT_FROM = 256 * 1024  # bodies this large are compressed as two halves, in parallel
+_CHUNKS = struct.Struct("<III")  # codec 2: stored length of the first half, of the second, raw
 
 
 class FrameError(ValueError):
@@ -155,20 +161,17 @@ def _decode_upcasting(raw: bytes) -> list[Request]:
 
 
 def encode_frame(
-    body: bytes,
-    *,
-    first_lsn: int,
-    count: int,
-    min_ts: int,
-    max_ts: int,
-    compressor: zstandard.ZstdCompressor | None,
+    body: bytes, *, first_lsn: int, count: int, min_ts: int, max_ts: int, level: int | None
 ) -> bytes:
-    """Frame a body: compress it if that saves space, checksum it, prepend the header."""
+    """Frame a body: compress it (zstd at `level`, None: never) if that saves space,
+    checksum it, prepend the header."""
     codec, stored = CODEC_RAW, body
-    if compressor is not None:
-        packed = compressor.compress(body)
+    if level is not None:
+        codec, packed = compress(body, level)
         if len(packed) < len(body):
-            codec, stored = CODEC_ZSTD, packed
+            stored = packed
+        else:
+            codec = CODEC_RAW
     if len(stored) >= MAX_BODY:
         raise FrameError("frame body too large")
     tail = _FRAME.pack(
@@ -187,7 +190,7 @@ def parse_frame_header(data: bytes | memoryview) -> FrameHeader:
     )
     if magic != FRAME_MAGIC:
         raise FrameError("bad frame magic")
-    if count < 1 or length < 1 or codec not in (CODEC_RAW, CODEC_ZSTD) or min_ts > max_ts:
+    if count < 1 or length < 1 or codec not in _CODECS or min_ts > max_ts:
         raise FrameError("frame header fields out of range")
     return FrameHeader(length, crc, first_lsn, count, min_ts, max_ts, codec, raw_length)
 
@@ -204,6 +207,15 @@ def check_frame(header_bytes: bytes | memoryview, head: FrameHeader, body: bytes
 
 
 _LOCAL = threading.local()  # zstd (de)compressors must not be shared between threads
+_POOL: list[ThreadPoolExecutor] = []  # one helper thread for the second half of big bodies
+
+
+def _compressor(level: int) -> zstandard.ZstdCompressor:
+    cache: dict[int, zstandard.ZstdCompressor] = _LOCAL.__dict__.setdefault("compressors", {})
+    found = cache.get(level)
+    if found is None:
+        found = cache[level] = zstandard.ZstdCompressor(level=level)
+    return found
 
 
 def _decompressor() -> zstandard.ZstdDecompressor:
@@ -213,11 +225,40 @@ def _decompressor() -> zstandard.ZstdDecompressor:
     return d
 
 
+def _helper() -> ThreadPoolExecutor:
+    if not _POOL:
+        _POOL.append(ThreadPoolExecutor(max_workers=1, thread_name_prefix="eventlog-zstd"))
+    return _POOL[0]
+
+
+def compress(body: bytes, level: int) -> tuple[int, bytes]:
+    """zstd `body`; a big one as two independent halves at once (zstd releases the GIL,
+    so this uses a second core: compression is the append path's bottleneck)."""
+    if len(body) < SPLIT_FROM:
+        return CODEC_ZSTD, _compressor(level).compress(body)
+    half = len(body) // 2
+    second = _helper().submit(lambda: _compressor(level).compress(body[half:]))
+    first = _compressor(level).compress(body[:half])
+    tail = second.result()
+    return CODEC_ZSTD_SPLIT, _CHUNKS.pack(len(first), len(tail), half) + first + tail
+
+
 def unpack_body(head: FrameHeader, body: bytes) -> bytes:
     """The raw MessagePack of a checked frame body."""
     if head.codec == CODEC_RAW:
         return body
     try:
-        return _decompressor().decompress(body, max_output_size=head.raw_length)
-    except zstandard.ZstdError as exc:
+        if head.codec == CODEC_ZSTD:
+            return _decompressor().decompress(body, max_output_size=head.raw_length)
+        first_len, tail_len, half = _CHUNKS.unpack_from(body)
+        start = _CHUNKS.size
+        if start + first_len + tail_len != len(body) or not 0 < half < head.raw_length:
+            raise FrameError("split body's chunk table does not match its length")
+        tail = body[start + first_len :]
+        second = _helper().submit(
+            lambda: _decompressor().decompress(tail, max_output_size=head.raw_length - half)
+        )
+        first = _decompressor().decompress(body[start : start + first_len], max_output_size=half)
+        return first + second.result()
+    except (zstandard.ZstdError, struct.error) as exc:
         raise FrameError(f"frame body does not decompress: {exc}") from exc

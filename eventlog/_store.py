@@ -38,7 +38,6 @@ from pathlib import Path
 from typing import NamedTuple, cast
 
 import msgspec
-import zstandard
 
 from . import events as ev
 from ._format import (
@@ -159,7 +158,6 @@ class Store:
         self._events: OrderedDict[int, ev.EventBase] = OrderedDict()  # event_at's cache
         self._max_keys: dict[int, int] = {}  # newest sealed segment -> largest sealed key
         self._sealed_bound: int | None = None  # largest key of any sealed segment; None: unknown
-        self._compressor = zstandard.ZstdCompressor(level=options.compression_level)
         self._dirty_since: float | None = None  # unsynced writes (INTERVAL/NONE)
         self._timer: threading.Timer | None = None
         self.recovered_bytes = 0
@@ -699,7 +697,7 @@ class Store:
             count=count,
             min_ts=now,
             max_ts=now,
-            compressor=self._compressor,
+            level=self.options.compression_level,
         )
         offset = active.end
         try:
