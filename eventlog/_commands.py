@@ -245,22 +245,30 @@ def add_conversations_batch(
 ) -> Command[list[tuple[uuid.UUID, uuid.UUID | None]]]:
     """Add prompts, each with an optional response, in one all-or-nothing request."""
     events: list[ev.EventBase] = []
-    pairs: list[tuple[uuid.UUID, uuid.UUID | None]] = []
     for question, answer in _pairs(conversations, 2):
         session_id, prompt = _pairs([question], 2)[0]
         prompt_event = ev.PromptAdded(id=new_id(), session_id=session_id, content=prompt)
         events.append(prompt_event)
-        response_id = None
         if answer is not None:
             content, usage = _pairs([answer], 2)[0]
-            response_id = new_id()
             events.append(
                 ev.ResponseAdded(
-                    id=response_id, prompt_id=prompt_event.id, content=content, usage=usage
+                    id=new_id(), prompt_id=prompt_event.id, content=content, usage=usage
                 )
             )
-        pairs.append((prompt_event.id, response_id))
-    return Command(prepare(events, opts), lambda _r: pairs)
+    return Command(prepare(events, opts), _conversation_ids)
+
+
+def _conversation_ids(result: Appended) -> list[tuple[uuid.UUID, uuid.UUID | None]]:
+    """(prompt id, response id or None) pairs, read from the stored events: an idempotent
+    retry must return the ids first stored, not the ones this call made."""
+    pairs: list[tuple[uuid.UUID, uuid.UUID | None]] = []
+    for event in result.events:
+        if isinstance(event, ev.ResponseAdded):
+            pairs[-1] = (pairs[-1][0], event.id)
+        elif isinstance(event, ev.PromptAdded):
+            pairs.append((event.id, None))
+    return pairs
 
 
 def add_agent(

@@ -23,9 +23,9 @@ class Durability(enum.Enum):
     the acknowledged appends of the last interval."""
 
     NONE = "none"
-    """Frames are written, never fsynced by us (close() still syncs). A killed process loses
-    nothing; a power loss may lose anything not yet flushed by the kernel, typically the
-    last 30 s. For bulk loads that can be redone."""
+    """Frames are written and fsynced only by flush(), close(), and when a segment is
+    sealed. A killed process loses nothing; a power loss may lose anything not yet flushed
+    by the kernel, typically the last 30 s. For bulk loads that can be redone."""
 
 
 class Options(msgspec.Struct, frozen=True, kw_only=True):

@@ -1,0 +1,201 @@
+"""A child process for the crash and disk-full tests: appends to a store and reports acks.
+
+Run as ``python _crash_child.py MODE STORE SEED SEGMENT_BYTES [LIMIT]``. Every line it prints
+is one JSON object, written and flushed only after the append it reports has returned:
+
+- ``{"ready": true, "next_lsn": N}`` once the store is open (N: events it holds);
+- ``{"lsn": L, "events": [hex, ...], "duplicate": bool}`` for an acknowledged `append`:
+  the MessagePack of each event as stored (LSNs L, L+1, ...);
+- ``{"ids": [hex, ...], "contents": [str, ...]}`` for an acknowledged typed helper, which
+  returns ids, not LSNs (mode ``diskfull`` adds ``"lsn"``: it is the only writer, so it
+  knows the LSNs its helpers' events took);
+- ``{"error": "StorageFull", "errno": 27, "message": "..."}`` (mode ``diskfull`` only).
+
+Modes:
+
+- ``crash``: append forever (the parent SIGKILLs it), mixing single events, batches,
+  session -> prompt -> response chains inside one request, references to nodes of earlier
+  runs (sealed segments), idempotent retries and typed helpers.
+- ``diskfull``: set RLIMIT_FSIZE to LIMIT with SIGXFSZ ignored, so a write past LIMIT fails
+  with EFBIG, then append small prompts until `StorageFull`; try once more, then exit 0.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import resource
+import signal
+import sys
+import uuid
+from typing import Any
+
+import msgspec
+
+import eventlog
+from eventlog import events as ev
+
+_ENCODE = msgspec.msgpack.Encoder(uuid_format="bytes").encode
+
+
+def encode(event: ev.EventBase) -> bytes:
+    """The bytes the parent compares: the MessagePack of an event as stored."""
+    return _ENCODE(event)
+
+
+def _say(record: dict[str, Any]) -> None:
+    sys.stdout.write(json.dumps(record) + "\n")
+    sys.stdout.flush()
+
+
+def _report(appended: eventlog.Appended) -> None:
+    _say(
+        {
+            "lsn": appended.first_lsn,
+            "events": [encode(e).hex() for e in appended.events],
+            "duplicate": appended.duplicate,
+        }
+    )
+
+
+def _text(rng: random.Random) -> str:
+    """Content from 1 byte to ~1.5 KiB, compressible or not, so frame sizes vary."""
+    size = rng.choice((1, 8, 40, 200, 700))
+    if rng.random() < 0.5:
+        return rng.randbytes(size).hex()[:size]
+    return ("the quick brown fox " * (size // 20 + 1))[:size]
+
+
+class _Known:
+    """Sessions and prompts in the store, so appends can refer to old nodes too."""
+
+    def __init__(self) -> None:
+        self.sessions: list[uuid.UUID] = []
+        self.prompts: list[uuid.UUID] = []
+
+    def take_in(self, event: ev.EventBase) -> None:
+        if isinstance(event, ev.SessionCreated):
+            self.sessions.append(event.id)
+        elif isinstance(event, ev.PromptAdded):
+            self.prompts.append(event.id)
+
+
+def _crash(log: eventlog.EventLog, rng: random.Random, known: _Known, next_lsn: int) -> None:
+    session = log.append(ev.SessionCreated(id=uuid.uuid4(), metadata={"run": next_lsn}))
+    _report(session)
+    known.take_in(session.events[0])
+    next_lsn = session.last_lsn + 1
+    keys: list[tuple[str, list[ev.EventBase]]] = []
+    while True:
+        choice = rng.random()
+        s = rng.choice(known.sessions[-50:] if rng.random() < 0.8 else known.sessions)
+        if choice < 0.15:
+            # One request whose events refer to each other: session -> prompt -> response.
+            sid, pid = uuid.uuid4(), uuid.uuid4()
+            events: list[ev.EventBase] = [
+                ev.SessionCreated(id=sid, tags=["chain"]),
+                ev.PromptAdded(id=pid, session_id=sid, content=_text(rng)),
+                ev.ResponseAdded(
+                    id=uuid.uuid4(), prompt_id=pid, content=_text(rng), usage=ev.TokenUsage(3, 4)
+                ),
+            ]
+        elif choice < 0.40:
+            events = [ev.PromptAdded(id=uuid.uuid4(), session_id=s, content=_text(rng))]
+        elif choice < 0.55 and known.prompts:
+            # A prompt from any run, often one in a sealed segment (the .ids tables).
+            p = rng.choice(known.prompts)
+            events = [ev.ResponseAdded(id=uuid.uuid4(), prompt_id=p, content=_text(rng))]
+        elif choice < 0.70:
+            count = rng.choice((2, 3, 5, 8, 30))  # 30 often makes a frame past segment_bytes
+            events = [
+                ev.PromptAdded(id=uuid.uuid4(), session_id=s, content=_text(rng))
+                for _ in range(count)
+            ]
+        elif choice < 0.78:
+            events = [ev.SessionUpdated(session_id=s, metadata={"n": rng.randrange(1000)})]
+        elif choice < 0.86:
+            # Typed helpers: they return ids, so report ids and contents.
+            contents = [_text(rng) for _ in range(rng.choice((1, 3)))]
+            if len(contents) == 1:
+                ids = [log.add_prompt(s, contents[0])]
+            else:
+                ids = log.add_prompts_batch([(s, c) for c in contents])
+            _say({"ids": [i.hex for i in ids], "contents": contents})
+            known.prompts.extend(ids)
+            next_lsn += len(ids)  # the only writer: they took the next LSNs
+            continue
+        elif choice < 0.93 and keys:
+            # An idempotent retry: the log answers with the events it stored the first time.
+            key, original = rng.choice(keys)
+            retried = log.append(original, idempotency_key=key)
+            assert retried.duplicate, retried
+            _report(retried)
+            continue
+        else:
+            events = [ev.PromptAdded(id=uuid.uuid4(), session_id=s, content=_text(rng))]
+            key = uuid.uuid4().hex
+            keys.append((key, events))
+            appended = log.append(events, idempotency_key=key, expect_store_lsn=next_lsn - 1)
+            _report(appended)
+            next_lsn = appended.last_lsn + 1
+            known.take_in(appended.events[0])
+            continue
+        appended = log.append(events)
+        _report(appended)
+        next_lsn = appended.last_lsn + 1
+        for event in appended.events:
+            known.take_in(event)
+
+
+def _disk_full(log: eventlog.EventLog, rng: random.Random, limit: int, next_lsn: int) -> None:
+    # Set the limit only now: the store is open, and what was imported is compiled.
+    resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    session = log.create_session()
+    _say({"lsn": next_lsn, "ids": [session.id.hex], "contents": [""]})
+    next_lsn += 1
+    failures = 0
+    for _ in range(100_000):
+        # Small prompts with short, similar contents compress to ~15 bytes each, so a
+        # segment holds hundreds of ids: sealing it writes an .ids table bigger than the
+        # segment itself, which is where a small file size limit bites at rotation.
+        contents = [f"p{rng.randrange(100)}" for _ in range(rng.choice((1, 10, 40)))]
+        try:
+            ids = log.add_prompts_batch([(session.id, c) for c in contents])
+        except eventlog.StorageFull as exc:
+            _say({"error": type(exc).__name__, "errno": exc.errno, "message": str(exc)})
+            failures += 1
+            if failures == 2:
+                return
+            continue
+        except eventlog.EventLogError as exc:
+            _say({"error": type(exc).__name__, "errno": None, "message": str(exc)})
+            return
+        except OSError as exc:  # not the documented error: let the parent see it
+            _say({"error": type(exc).__name__, "errno": exc.errno, "message": str(exc)})
+            return
+        _say({"lsn": next_lsn, "ids": [i.hex for i in ids], "contents": contents})
+        next_lsn += len(ids)
+    _say({"error": "none", "errno": None, "message": f"no error below {limit} bytes"})
+
+
+def main(argv: list[str]) -> None:
+    mode, store, seed, segment_bytes = argv[0], argv[1], int(argv[2]), int(argv[3])
+    rng = random.Random(seed)
+    with eventlog.open(store, segment_bytes=segment_bytes) as log:
+        known = _Known()
+        count = 0
+        for record in log.read():
+            known.take_in(record.event)
+            count = record.lsn + 1
+        _say({"ready": True, "next_lsn": count})
+        if mode == "crash":
+            _crash(log, rng, known, count)
+        elif mode == "diskfull":
+            _disk_full(log, rng, int(argv[4]), count)
+        else:
+            raise SystemExit(f"unknown mode {mode!r}")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
