@@ -493,6 +493,8 @@ def delete_nodes_batch(
 
 
 def _list(items: Iterable[Any], name: str) -> list[Any]:
+    if isinstance(items, str | bytes):  # list("abc") would be three tags
+        raise InvalidEvent(f"{name} must be a list, not a string: {items!r}"[:300])
     try:
         return list(items)
     except TypeError:

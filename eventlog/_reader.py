@@ -64,6 +64,13 @@ class Cursor:
         firsts = self._store.segments()
         if not firsts:
             return 0, SEGMENT_HEADER, 0
+        if lsn < firsts[0]:  # an appender's open refuses such a store; a reader must too
+            raise CorruptionError(
+                "the log does not start at LSN 0 (first segment missing)",
+                str(self._store.segment_path(firsts[0])),
+                None,
+                firsts[0],
+            )
         candidates = [f for f in firsts[:-1] if self._store.summary(f).next_lsn > lsn]
         if ts is not None:
             candidates = [f for f in candidates if self._store.summary(f).max_ts >= ts]
@@ -110,7 +117,7 @@ class Cursor:
             except BadFrame as bad:
                 # A later segment means this one is sealed: a bad frame in it is damage, even
                 # its last one. Unless it grew meanwhile (written, then sealed): read again.
-                sealed = any(f > self._segment for f in self._store.segments())
+                sealed = self._sealed()
                 if sealed and os.fstat(self._fd).st_size != size:
                     continue
                 if sealed or not is_torn_tail(self._fd, bad.offset, size):
@@ -118,11 +125,27 @@ class Cursor:
                         f"damaged frame ({bad.reason})", str(path), bad.offset, bad.lsn
                     ) from None
                 return  # a frame being written, or a torn tail recovery will cut
-            if self.done or not self._successor_exists():
+            if self.done:
                 return
+            if not self._successor_exists():
+                if not self._sealed():
+                    return  # the end of the log
+                if os.fstat(self._fd).st_size != size:
+                    continue  # frames were appended, then the segment was sealed: read them
+                missing = self._segment if self._frame_lsn is None else self._frame_lsn
+                raise CorruptionError(
+                    "segment missing: a later segment exists, but none starts here",
+                    str(self._store.segment_path(missing)),
+                    None,
+                    missing,
+                )
             self.close()
             assert self._frame_lsn is not None
             self._segment, self._offset = self._frame_lsn, SEGMENT_HEADER
+
+    def _sealed(self) -> bool:
+        """True when a later segment exists: this one is complete and never written again."""
+        return any(f > self._segment for f in self._store.segments())
 
     def _successor_exists(self) -> bool:
         # A segment without frames (a new store, a fresh rotation) has no successor; without

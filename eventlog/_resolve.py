@@ -42,8 +42,17 @@ LoadEvent = Callable[[int], ev.EventBase]
 
 
 def render_template(text: str, values: dict[str, object]) -> str:
-    """Substitute ``{{name}}`` placeholders; unknown names are left as they are."""
-    return _PLACEHOLDER.sub(lambda m: str(values.get(m.group(1), m.group(0))), text)
+    """Substitute ``{{name}}`` placeholders: unknown names stay as they are, an optional
+    variable bound to nothing (None) renders as empty."""
+
+    def value(match: re.Match[str]) -> str:
+        name = match.group(1)
+        if name not in values:
+            return match.group(0)
+        bound = values[name]
+        return "" if bound is None else str(bound)
+
+    return _PLACEHOLDER.sub(value, text)
 
 
 def _int(node: uuid.UUID | None) -> int:
@@ -144,7 +153,8 @@ class Resolver:
         if entry is None or entry.kind > NodeKind.NODE:
             raise UnknownNode(node_id, _expected(kinds))
         if kinds and entry.kind not in kinds:
-            raise WrongNodeKind(node_id, _expected(kinds), NodeKind(entry.kind).name.lower())
+            actual = NodeKind(entry.kind).name.lower().replace("_", " ")
+            raise WrongNodeKind(node_id, _expected(kinds), actual)
         if entry.flags & FLAG_DELETED:
             raise DeletedNodeReference(node_id)
         return entry
@@ -176,7 +186,7 @@ class Resolver:
 
 
 def _expected(kinds: tuple[NodeKind, ...]) -> str:
-    return " or ".join(k.name.lower() for k in kinds) if kinds else "node"
+    return " or ".join(k.name.lower().replace("_", " ") for k in kinds) if kinds else "node"
 
 
 def _same_session(given: uuid.UUID | None, derived: int) -> uuid.UUID | None:

@@ -25,6 +25,11 @@ __all__ = [
 ]
 
 
+def _a(noun: str) -> str:
+    noun = noun.replace("_", " ")
+    return ("an " if noun[0] in "aeiou" else "a ") + noun
+
+
 class EventLogError(Exception):
     """Root of every error the event log raises."""
 
@@ -50,7 +55,7 @@ class WrongNodeKind(BrokenReference):
     """An event names a node of another kind than it needs (a session where a prompt is due)."""
 
     def __init__(self, node_id: object, expected: str, actual: str) -> None:
-        super().__init__(f"node {node_id} is a {actual}, not a {expected}")
+        super().__init__(f"node {node_id} is {_a(actual)}, not {_a(expected)}")
         self.node_id = node_id
         self.expected = expected
         self.actual = actual

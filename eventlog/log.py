@@ -329,6 +329,8 @@ class AsyncEventLog(_Reads):
     async def last_lsn(self, session_id: uuid.UUID | None = None) -> int | None:
         """The async twin of `EventLog.last_lsn`."""
         key = _session_key(session_id)
+        if self._closed:
+            raise LogClosed(f"the log at {self._store.path} is closed")
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._executor, self._store.last_lsn, key)
 
