@@ -32,9 +32,9 @@ class AppendOptions(TypedDict, total=False):
 
     idempotency_key: str
     """Retrying with the same key after an unknown outcome returns the first result."""
-    expect_session_lsn: int
+    expect_session_lsn: int | None
     """Optimistic concurrency: fail with AppendConflict unless this is the session's last LSN."""
-    expect_store_lsn: int
+    expect_store_lsn: int | None
     """Optimistic concurrency on the whole log (-1 for an empty log)."""
     actor: str
     """Which agent or user caused the events."""

@@ -37,8 +37,10 @@ async def main(path: str) -> None:
         await asyncio.gather(*(agent(log, n, turns) for n in range(agents)))
         elapsed = time.perf_counter() - started
         total = agents * (1 + 2 * turns)
-        print(f"{total} durable appends from {agents} agents in {elapsed:.2f} s "
-              f"({total / elapsed:,.0f}/s, each fsynced before it returned)")
+        print(
+            f"{total} durable appends from {agents} agents in {elapsed:.2f} s "
+            f"({total / elapsed:,.0f}/s, each fsynced before it returned)"
+        )
         while seen < total:
             await asyncio.sleep(0.05)
         stop.set()

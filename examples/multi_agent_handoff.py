@@ -21,7 +21,10 @@ def specialist(log: eventlog.EventLog, session: uuid.UUID, me: uuid.UUID, topic:
         seen = log.last_lsn(session)
         try:
             prompt = log.add_prompt(
-                session, f"Explain {topic} briefly.", expect_session_lsn=seen, actor=f"agent:{topic}"
+                session,
+                f"Explain {topic} briefly.",
+                expect_session_lsn=seen,
+                actor=f"agent:{topic}",
             )
         except eventlog.AppendConflict:
             continue  # the conversation moved on: look again before speaking

@@ -28,7 +28,12 @@ def python_blocks(page: Path) -> list[str]:
 def test_doc_code_block_runs(page: Path, index: int, tmp_path: Path) -> None:
     code = python_blocks(page)[index]
     result = subprocess.run(
-        [sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=60
+        [sys.executable, "-c", code],
+        check=False,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert result.returncode == 0, f"{page.name} block {index} failed:\n{result.stderr}"
 
@@ -43,7 +48,10 @@ def test_every_event_type_is_documented() -> None:
 def test_example_runs(example: Path, tmp_path: Path) -> None:
     result = subprocess.run(
         [sys.executable, str(example), str(tmp_path / "store")],
-        capture_output=True, text=True, timeout=120,
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip(), "an example should show what it did"
