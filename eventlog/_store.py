@@ -237,11 +237,7 @@ class Store:
             size = self.segment_path(first_lsn).stat().st_size
             if found is None or found.first_lsn != first_lsn or found.size != size:
                 found, entries = self._rebuild(first_lsn)
-                if not self.options.readonly:
-                    save_summary(idx, found)
-                    IdTable.write(
-                        self.path / f"{first_lsn:020d}.ids", entries.items(), found.next_lsn
-                    )
+                self._save_indexes(first_lsn, found, entries)
             self._summaries[first_lsn] = found
         return found
 
@@ -287,12 +283,25 @@ class Store:
 
     def _rebuild_id_table(self, first_lsn: int, ids: Path) -> IdTable | _MemoryTable:
         summary, entries = self._rebuild(first_lsn)
-        if not self.options.readonly:
-            IdTable.write(ids, entries.items(), summary.next_lsn)
+        if self._save_indexes(first_lsn, summary, entries):
             table = IdTable.load(ids)
             if table is not None:
                 return table
         return _MemoryTable(entries, summary.next_lsn)
+
+    def _save_indexes(
+        self, first_lsn: int, summary: SegmentSummary, entries: dict[int, Entry]
+    ) -> bool:
+        """Write a sealed segment's index files if we may; they are only a cache of the
+        segment, so a full disk or a read-only handle just keeps them in memory."""
+        if self.options.readonly:
+            return False
+        try:
+            save_summary(self.path / f"{first_lsn:020d}.idx", summary)
+            IdTable.write(self.path / f"{first_lsn:020d}.ids", entries.items(), summary.next_lsn)
+        except OSError:
+            return False
+        return True
 
     # -- recovery -----------------------------------------------------------------------------
 
@@ -303,6 +312,13 @@ class Store:
                 os.unlink(self.path / name)
         firsts = self.segments()
         if not firsts:
+            if any(name.endswith((".idx", ".ids")) for name in os.listdir(self.path)):
+                raise CorruptionError(
+                    "index files but no segment: the log's segments are gone",
+                    str(self.path),
+                    None,
+                    None,
+                )
             self._create_segment(0)
             firsts = [0]
         if firsts[0] != 0:
@@ -322,9 +338,18 @@ class Store:
                     None,
                     ends,
                 )
+        last = firsts[-1]
+        if (self.path / f"{last:020d}.idx").exists() or (self.path / f"{last:020d}.ids").exists():
+            raise CorruptionError(
+                "the last segment was sealed (it has index files) but the segment after it is "
+                "missing",
+                str(self.segment_path(last)),
+                None,
+                last,
+            )
         self._firsts = firsts
         self._sealed_bound = None
-        self._active = self._open_active(firsts[-1])
+        self._active = self._open_active(last)
 
     def _open_active(self, first_lsn: int) -> _Active:
         path = self.segment_path(first_lsn)
@@ -546,21 +571,15 @@ class Store:
             self._ensure_entries(active)
 
     def _rotate(self, active: _Active) -> _Active:
-        """Seal the active segment (write its index files) and start the next one."""
+        """Start the next segment, then seal this one by writing its index files.
+
+        In that order, index files beside the last segment can only mean its successor was
+        lost, which recovery reports; index files that fail to write are rebuilt on use.
+        """
         self._sync_before_leaving(active)
         entries = self._ensure_entries(active)
-        try:
-            save_summary(self.path / f"{active.first_lsn:020d}.idx", active.summary)
-            IdTable.write(
-                self.path / f"{active.first_lsn:020d}.ids", entries.items(), active.next_lsn
-            )
-        except OSError as exc:
-            if exc.errno in _FULL_DISK:
-                raise StorageFull(
-                    exc.errno, f"no space to seal segment {active.path} (its index files): {exc}"
-                ) from exc
-            raise
         self._create_segment(active.next_lsn)
+        self._save_indexes(active.first_lsn, active.summary, entries)
         self._summaries[active.first_lsn] = active.summary
         self._firsts.append(active.next_lsn)
         self._sealed_bound = None

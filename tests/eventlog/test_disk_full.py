@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 
 import eventlog
+import eventlog._index as index
 from eventlog import events as ev
 
 CHILD = Path(__file__).with_name("_crash_child.py")
@@ -106,22 +107,34 @@ def test_disk_full_is_a_clear_error_and_recoverable(store: Path, rng: random.Ran
 
 
 @pytest.mark.slow
-def test_disk_full_while_sealing_a_segment(store: Path, rng: random.Random) -> None:
-    """EFBIG at rotation: the frames fit in the segment, but the id table written when it
-    is sealed (40 bytes an id, for ~15 bytes of frame an id) does not fit under the limit."""
-    # Segments end below ~4.5 KB (4096 + one frame); sealing the first needs ~160 ids,
-    # 6.4 KB of .ids: a limit of 5500 lets every frame in and stops the first seal.
-    limit = 5500
-    lines = run_disk_full_child(store, rng.randrange(2**32), 4096, limit)
-    first = check_storage_full_lines(lines, store)
-    assert f"no space to seal segment {store / f'{0:020d}.seg'}" in first["message"], first
-    acked = acknowledged(lines)
-    assert len(acked) > 100
-    assert sorted(p.name for p in store.glob("*.seg")) == [f"{0:020d}.seg"]
-    # The partial .ids.tmp is left for the next open to remove: a warning, not an error.
-    assert {p.severity for p in eventlog.verify(store)} <= {"warning"}
-    check_after_reopen(store, acked, 4096)
-    assert len(list(store.glob("*.seg"))) > 1, "the rotation that failed should work now"
+def test_index_files_that_cannot_be_written_never_block_appends(
+    store: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Sealing writes a segment's .idx and .ids after its successor exists. They are a cache
+    of the segment: when the disk cannot take them, appends go on (the index lives in
+    memory), `verify` warns, and the next open with space rebuilds them."""
+
+    def no_space(path: Path, data: bytes) -> None:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+
+    with eventlog.open(store, segment_bytes=4096) as log:
+        session = log.create_session()
+        early = log.add_prompt(session.id, "in the segment that will be sealed")
+        monkeypatch.setattr(index, "write_atomically", no_space)
+        for n in range(60):
+            log.add_prompt(session.id, f"filler {n} " * 5)
+        assert len(list(store.glob("*.seg"))) > 1, "the segment should have rotated"
+        assert not list(store.glob("*.idx")) and not list(store.glob("*.ids"))
+        log.add_response(early, "refers to a prompt in a sealed, unindexed segment")
+        count = log.stats().events
+    monkeypatch.undo()
+    warnings = [p for p in eventlog.verify(store) if "index" in p.message]
+    assert warnings and {p.severity for p in warnings} == {"warning"}
+    with eventlog.open(store, segment_bytes=4096) as log:
+        assert len(list(log.read())) == count
+        log.add_response(early, "the rebuilt index still finds it")
+    assert list(store.glob("*.idx")) and list(store.glob("*.ids"))
+    assert eventlog.verify(store) == []
 
 
 def test_enospc_mid_frame_truncates_and_the_handle_recovers(
