@@ -77,7 +77,11 @@ def prepare(events: Sequence[ev.EventBase], opts: AppendOptions) -> PendingReque
     if key is not None and (not isinstance(key, str) or not key):
         raise InvalidEvent("idempotency_key must be a non-empty str")
     return PendingRequest(
-        checked, key, _int_option(opts, "expect_store_lsn"), _int_option(opts, "expect_session_lsn")
+        checked,
+        key,
+        _int_option(opts, "expect_store_lsn"),
+        _int_option(opts, "expect_session_lsn"),
+        len(raw),
     )
 
 

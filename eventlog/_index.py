@@ -25,6 +25,7 @@ import contextlib
 import mmap
 import os
 import struct
+import threading
 from bisect import bisect_left, bisect_right
 from collections.abc import Iterable
 from pathlib import Path
@@ -91,7 +92,7 @@ _SUMMARY_DECODER = msgspec.msgpack.Decoder(SegmentSummary)
 
 def write_atomically(path: Path, data: bytes) -> None:
     """Write a file whole or not at all: temp file, fsync, rename, fsync the directory."""
-    tmp = path.with_name(path.name + ".tmp")
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")  # no sharing
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
     try:
         _write_all(fd, data)

@@ -107,6 +107,7 @@ class PendingRequest:
     key: str | None = None
     expect_store_lsn: int | None = None
     expect_session_lsn: int | None = None
+    size: int = 0  # encoded bytes, checked against max_request_bytes
 
 
 @dataclass
@@ -355,6 +356,8 @@ class Store:
         path = self.segment_path(first_lsn)
         fd = os.open(path, os.O_RDWR)
         active = _Active(first_lsn, fd, path)
+        if first_lsn:  # ts never decreases: start from the sealed segments' last ts
+            active.last_ts = self.summary(self._previous_segment(first_lsn)).max_ts
         try:
             self._check_header(active)
             self._advance(active, os.fstat(fd).st_size, repair=True)
@@ -362,6 +365,14 @@ class Store:
             os.close(fd)
             raise
         return active
+
+    def _previous_segment(self, first_lsn: int) -> int:
+        earlier = [f for f in self.segments() if f < first_lsn]
+        if not earlier:
+            raise CorruptionError(
+                "no segment before this one", str(self.segment_path(first_lsn)), None, first_lsn
+            )
+        return earlier[-1]
 
     def _advance(self, active: _Active, size: int, *, repair: bool, sealed: bool = False) -> None:
         """Take in the frames between `active.end` and `size`: check, summarise, index them."""
@@ -585,9 +596,7 @@ class Store:
         self._sealed_bound = None
         os.close(active.fd)
         self._cache.clear()
-        last_ts = active.last_ts
         self._active = active = self._open_active(active.next_lsn)
-        active.last_ts = last_ts
         self._ensure_entries(active)
         return active
 
@@ -668,6 +677,11 @@ class Store:
     def _resolve_request(
         self, resolver: Resolver, request: PendingRequest, first_lsn: int, now: int
     ) -> Appended:
+        if request.size > self.options.max_request_bytes:
+            raise InvalidEvent(
+                f"an append of {request.size} bytes exceeds max_request_bytes "
+                f"({self.options.max_request_bytes})"
+            )
         if request.key is not None:
             digest = _types_digest(request.events)
             known = resolver.get(key_digest(request.key))
@@ -708,8 +722,6 @@ class Store:
     ) -> None:
         count = next_lsn - active.next_lsn
         body = encode_body(accepted)
-        if len(body) > self.options.max_request_bytes:
-            raise InvalidEvent(f"append of {len(body)} bytes exceeds max_request_bytes")
         frame = encode_frame(
             body,
             first_lsn=active.next_lsn,
