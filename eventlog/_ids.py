@@ -21,6 +21,15 @@ class _Clock:
         self.lock = threading.Lock()
         self.ms = 0
         self.counter = 0
+        self._entropy = b""  # os.urandom read 4 KiB at a time: one syscall per 512 ids
+        self._pid = os.getpid()
+
+    def random62(self) -> int:
+        with self.lock:
+            if len(self._entropy) < 8 or self._pid != os.getpid():  # never share after fork
+                self._entropy, self._pid = os.urandom(4096), os.getpid()
+            chunk, self._entropy = self._entropy[:8], self._entropy[8:]
+        return int.from_bytes(chunk) & 0x3FFF_FFFF_FFFF_FFFF
 
     def tick(self) -> tuple[int, int]:
         with self.lock:
@@ -39,7 +48,7 @@ _CLOCK = _Clock()
 
 def new_id() -> uuid.UUID:
     ms, counter = _CLOCK.tick()
-    rand = int.from_bytes(os.urandom(8)) & 0x3FFF_FFFF_FFFF_FFFF
+    rand = _CLOCK.random62()
     value = ms << 80 | 0x7 << 76 | counter << 64 | 0b10 << 62 | rand
     return uuid.UUID(int=value)
 

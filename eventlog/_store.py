@@ -41,6 +41,7 @@ import msgspec
 
 from . import events as ev
 from ._format import (
+    FRAME_HEADER,
     SEGMENT_HEADER,
     FrameError,
     FrameHeader,
@@ -149,6 +150,7 @@ class Store:
 
     def __init__(self, path: Path, options: Options) -> None:
         self.path = path
+        self._dir = str(path)
         self.options = options
         self._mutex = threading.RLock()
         self._closed = False
@@ -566,11 +568,11 @@ class Store:
                 )
             if size > active.end:
                 self._advance(active, size, repair=True)
-            successor = self.segment_path(active.next_lsn)
+            successor = os.path.join(self._dir, segment_name(active.next_lsn))  # hot: no pathlib
             # Not gated on our own segment_bytes: a handle opened with a smaller one may
             # have rotated, and writing on here would fork the LSN chain. A segment without
             # frames was never rotated from: its "successor" would be itself (an endless loop).
-            if active.next_lsn == active.first_lsn or not successor.exists():
+            if active.next_lsn == active.first_lsn or not os.path.exists(successor):
                 return active
             self._sync_before_leaving(active)
             os.close(active.fd)
@@ -736,7 +738,7 @@ class Store:
         except OSError as exc:
             self._undo_write(active, offset, exc)
         self._sync(active, offset, count)
-        self._summarise(active, offset, parse_frame_header(frame))
+        self._summarise(active, offset, parse_frame_header(memoryview(frame)[:FRAME_HEADER]))
 
     def _undo_write(self, active: _Active, offset: int, exc: OSError) -> None:
         try:
