@@ -1,0 +1,314 @@
+"""The benchmark cases: which sides run together, and the targets their ratios must reach."""
+
+from __future__ import annotations
+
+import statistics
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import msgspec
+
+import eventlog
+
+from . import _sides as s
+from ._data import ENCODER
+from ._harness import Plan, Row, Sample, Side, Target, log, remove_tree, rows_for, run_sides
+
+__all__ = ["CASES", "Case", "CaseResult", "Scale"]
+
+
+@dataclass(frozen=True)
+class Scale:
+    """Sizes of a run: `full` for `make bench`, `quick` for `--quick`."""
+
+    name: str
+    reps: int
+    slices: int
+    read_events: int
+    size_events: int
+    single_size_events: int
+
+
+FULL = Scale("full", reps=7, slices=10, read_events=200_000, size_events=200_000,
+             single_size_events=4_000)  # fmt: skip
+QUICK = Scale("quick", reps=3, slices=5, read_events=50_000, size_events=50_000,
+              single_size_events=2_000)  # fmt: skip
+
+
+@dataclass
+class CaseResult:
+    rows: list[Row]
+    notes: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Case:
+    name: str
+    title: str
+    method: str  # how the sides were run, for docs/benchmarks.md
+    run: Callable[[Plan, Scale], CaseResult]
+
+
+def _median_extra(samples: list[Sample], key: str) -> float:
+    return statistics.median(x.extra[key] for x in samples if key in x.extra)
+
+
+# -- durable single appends -------------------------------------------------------------------
+
+
+def _single(plan: Plan, scale: Scale) -> CaseResult:
+    sides = [
+        Side("log.add_prompt", "eventlog `add_prompt`, FSYNC", s.LogAddPrompt),
+        Side("log.append(event)", "eventlog `append(event)`, FSYNC", s.LogAppendOne),
+        Side("raw", "raw loop, fsync per event", s.RawSingle),
+        Side("eventsourcing", "eventsourcing SQLite, 1 event/save", s.EsSingle),
+    ]
+    samples = run_sides("single", sides, plan)
+    rows = rows_for(
+        "single",
+        sides,
+        samples,
+        [
+            Target("log.add_prompt", "raw", 0.85, "durable single appends, one agent"),
+            Target("log.add_prompt", "eventsourcing", 1.3, "durable single appends, one agent"),
+            Target("log.append(event)", "raw", None, "same, prebuilt events"),
+            Target("log.append(event)", "eventsourcing", None, "same, prebuilt events"),
+        ],
+    )
+    bpe = _median_extra(samples["log.add_prompt"], "bytes_per_event")
+    return CaseResult(
+        rows,
+        [
+            f"Single durable appends stored {bpe:,.0f} bytes per event on disk (one 48-byte "
+            "frame header and one zstd frame per event).",
+            f"eventsourcing's SQLite connections: journal_mode={s.ES_PRAGMAS.get('journal_mode')},"
+            f" synchronous={s.ES_PRAGMAS.get('synchronous')} (2 = FULL; the library leaves it at"
+            f" SQLite's default, which was {s.ES_PRAGMAS.get('library_default_synchronous')}).",
+        ],
+    )
+
+
+SINGLE = Case(
+    "single",
+    "Durable single appends, one agent",
+    "One store (or file, or database) per side, fresh each repetition. eventlog: "
+    "`log.add_prompt(session_id, text)` with the default `Durability.FSYNC` (a frame written "
+    "and fsynced per call); `log.append(event)` of prebuilt `PromptAdded` events is shown too. "
+    "Raw loop: for each prebuilt event, msgspec encode, zstd level 3, one `os.write` of a "
+    "4-byte length and the compressed body, `os.fsync`. eventsourcing: an `Application` with "
+    "`PERSISTENCE_MODULE=eventsourcing.sqlite`, `SQLITE_DBNAME`, `SQLITE_LOCK_TIMEOUT=10`, its "
+    "connections set to `synchronous=FULL` (read back), one `Aggregate` per session with a "
+    "`PromptAdded` event carrying a UUID and the text, `app.save(agg)` after every event.",
+    _single,
+)
+
+
+# -- durable appends from concurrent agents ---------------------------------------------------
+
+
+def _concurrent(plan: Plan, scale: Scale) -> CaseResult:
+    sides = [
+        Side("asyncio x64", "eventlog async, 64 tasks", s.LogAsyncAgents, unit=64, warmup=1280),
+        Side("threads x16", "eventlog sync, 16 threads", s.LogThreads, unit=16, warmup=800),
+        Side("sqlite3", "sqlite3 WAL FULL, 1 event/commit", s.SqlitePerEvent),
+    ]
+    samples = run_sides("concurrent", sides, plan)
+    rows = rows_for(
+        "concurrent",
+        sides,
+        samples,
+        [
+            Target("asyncio x64", "sqlite3", 8.0, "durable appends, 64 asyncio agents"),
+            Target("threads x16", "sqlite3", 2.0, "durable appends, 16 threads"),
+        ],
+    )
+    a = _median_extra(samples["asyncio x64"], "events_per_frame")
+    t = _median_extra(samples["threads x16"], "events_per_frame")
+    return CaseResult(
+        rows,
+        [
+            f"Group commit: {a:.1f} events per frame (one write + one fsync) with 64 asyncio "
+            f"tasks, {t:.1f} with 16 threads (medians over repetitions)."
+        ],
+    )
+
+
+CONCURRENT = Case(
+    "concurrent",
+    "Durable appends from concurrent agents",
+    "eventlog asyncio: `await eventlog.open_async(dir)`, 64 tasks on one event loop, each "
+    "awaiting `log.add_prompt(its_session, text)` in a loop (default FSYNC; the log's committer "
+    "thread writes and fsyncs one frame per group). eventlog threads: 16 threads sharing one "
+    "`EventLog` from `eventlog.open(dir)`, each calling `add_prompt` in a loop (leader/follower "
+    "group commit); the threads persist across slices and start each slice on a barrier. "
+    "sqlite3 baseline, run the natural way: one connection, `PRAGMA journal_mode=WAL`, "
+    "`PRAGMA synchronous=FULL`, table `events(lsn INTEGER PRIMARY KEY, body BLOB)`, and for "
+    "each event in turn an `INSERT` of its MessagePack followed by `commit()`: one transaction, "
+    "one WAL fsync per event, from a single thread.",
+    _concurrent,
+)
+
+
+# -- bulk appends -----------------------------------------------------------------------------
+
+
+def _bulk(plan: Plan, scale: Scale) -> CaseResult:
+    b = s.BATCH
+    sides = [
+        Side("log.append(1000)", "eventlog `append(1,000 events)`", s.LogAppendBatches, unit=b),
+        Side("add_prompts_batch", "eventlog `add_prompts_batch(1,000)`", s.LogPromptsBatch, unit=b),
+        Side("raw", "raw loop, fsync per batch", s.RawBatches, unit=b),
+        Side("eventsourcing", "eventsourcing SQLite, 1,000 events/save", s.EsBulk, unit=b),
+    ]
+    samples = run_sides("bulk", sides, plan)
+    rows = rows_for(
+        "bulk",
+        sides,
+        samples,
+        [
+            Target("log.append(1000)", "raw", 0.8, "bulk appends, batches of 1,000"),
+            Target("log.append(1000)", "eventsourcing", 4.0, "bulk appends, batches of 1,000"),
+            Target("add_prompts_batch", "raw", None, "same, the log building the events"),
+            Target("add_prompts_batch", "eventsourcing", None, "same, the log building the events"),
+        ],
+    )
+    return CaseResult(rows)
+
+
+BULK = Case(
+    "bulk",
+    "Bulk appends in batches of 1,000",
+    "Events alternate prompt and response (the response referring to the prompt before it), "
+    "over 64 sessions created first; they are built before timing with `ts` and the "
+    "response's `session_id` already set, so every side encodes the same bytes. eventlog: "
+    "`log.append(batch)` of 1,000 prebuilt events per call, default FSYNC (one frame, one "
+    "fsync per batch); `add_prompts_batch` of 1,000 (session, text) pairs is shown too (the log "
+    "builds the events). Raw loop: each batch encoded as one MessagePack array, zstd level 3, "
+    "one `os.write`, and one `os.fsync` per batch (the same durability the log gives it). "
+    "eventsourcing: one `Aggregate` given 1,000 new events (UUID + text) and then one "
+    "`app.save(agg)`, SQLite WAL, synchronous=FULL.",
+    _bulk,
+)
+
+
+# -- sequential read --------------------------------------------------------------------------
+
+
+def _read(plan: Plan, scale: Scale) -> CaseResult:
+    n = scale.read_events
+    root = Path(tempfile.mkdtemp(prefix="lmg-bench-readstore-", dir=plan.tmp_root))
+    try:
+        log(f"  read: building a store of {n:,} events")
+        store = s.build_store(root / "store", n)
+        sides = [
+            Side("log.read()", "eventlog `read()`", lambda _p, _n: s.LogRead(store), s.BATCH),
+            Side("raw", "raw read+decompress+decode", lambda _p, _n: s.RawRead(store), s.BATCH),
+        ]
+        samples = run_sides("read", sides, plan)
+        rows = rows_for(
+            "read",
+            sides,
+            samples,
+            [Target("log.read()", "raw", 0.7, f"sequential read with decode, {n:,} events")],
+        )
+        segs = len(list(store.glob("*.seg")))
+    finally:
+        remove_tree(root)
+    return CaseResult(
+        rows, [f"The store read held {n:,} events in {segs} segments, in the page cache."]
+    )
+
+
+READ = Case(
+    "read",
+    "Sequential read with decode",
+    "A store of prompt/response events appended in batches of 1,000 is built once (untimed; "
+    "frames of 1,000 events, about 16 MiB segments). eventlog: `eventlog.open(dir, "
+    "readonly=True)` then `for record in log.read()` (frame header and CRC32C checks, zstd, "
+    "typed decode, one `Record(lsn, event)` per event). Raw loop over the same segment files, "
+    "one thread: read a segment whole, then per frame unpack the 48-byte header, "
+    "zstd-decompress the body (both halves of a split body, one after the other) and decode "
+    "it with msgspec into `list[Request]` of the typed event union, touching every event; no "
+    "checksum (CRC32C costs well under 1%). Each side keeps one sequential pass going across "
+    "its slices (a new pass starts at the end of the store); both read from the page cache.",
+    _read,
+)
+
+
+# -- bytes on disk ----------------------------------------------------------------------------
+
+
+def _size(plan: Plan, scale: Scale) -> CaseResult:
+    n, n1 = scale.size_events, scale.single_size_events
+    root = Path(tempfile.mkdtemp(prefix="lmg-bench-size-", dir=plan.tmp_root))
+    try:
+        log(f"  size: storing {n:,} events in the log and in sqlite3")
+        store = s.build_store(root / "store", n)
+        with eventlog.open(store, readonly=True) as lg:
+            stats = lg.stats()
+        events = s._conversations(n - 64)
+        total = n
+        log_all, log_seg = s.store_bytes(store) / total, s.segment_bytes(store) / total
+        created, _ = s._sessions(64)
+        everything = [*created, *events]
+        (root / "mp").mkdir()
+        (root / "js").mkdir()
+        sq_mp = s.sqlite_bytes(root / "mp", everything, ENCODER.encode) / total
+        json_enc = msgspec.json.Encoder()
+        as_json = lambda e: json_enc.encode(e).decode()  # noqa: E731
+        sq_js = s.sqlite_bytes(root / "js", everything, as_json) / total
+        msgpack_mean = sum(len(ENCODER.encode(e)) for e in events) / len(events)
+        one = root / "single"
+        with eventlog.open(one, durability=eventlog.Durability.NONE) as lg:
+            lg.append(created)
+            before = s.segment_bytes(one)
+            for e in events[:n1]:
+                lg.append(e)
+        single = (s.segment_bytes(one) - before) / n1
+    finally:
+        remove_tree(root)
+
+    def row(what: str, sides: tuple[str, str], sizes: tuple[float, float], m: float | None) -> Row:
+        (subject, baseline), (mine, theirs) = sides, sizes
+        r = theirs / mine
+        return Row("size", what, subject, baseline, m, r, r, r, mine, theirs, "bytes/event", 1)
+
+    bulk, single_frames = "eventlog, batches of 1,000", "eventlog, one frame per event"
+    blob, text = "sqlite3, MessagePack blob per row", "sqlite3, JSON text per row"
+    rows = [
+        row("bytes on disk, bulk appends", (bulk, blob), (log_all, sq_mp), 2.0),
+        row("bytes on disk, bulk appends", (bulk, text), (log_all, sq_js), None),
+        row("bytes on disk, single durable appends", (single_frames, blob), (single, sq_mp), None),
+    ]
+    return CaseResult(
+        rows,
+        [
+            f"{total:,} events (64 sessions, then prompts and responses alternating): "
+            f"{msgpack_mean:,.0f} bytes of MessagePack per prompt/response event on average; "
+            f"the log's zstd ratio was {stats.compression_ratio:.2f} (raw MessagePack / frames).",
+            f"eventlog bulk: {log_all:,.0f} bytes/event counting every file of the store "
+            f"(segments, .idx and .ids of sealed segments), {log_seg:,.0f} for segments alone. "
+            f"sqlite3: {sq_mp:,.0f} bytes/event as MessagePack blobs, {sq_js:,.0f} as JSON text "
+            "(database file after a WAL checkpoint; no index beyond the rowid).",
+            f"Single appends ({n1:,} events appended one per call): {single:,.0f} bytes/event.",
+        ],
+    )
+
+
+SIZE = Case(
+    "size",
+    "Bytes on disk per event",
+    "Deterministic, so measured once per run. The same events go into an eventlog store "
+    "appended in batches of 1,000 and into sqlite3 (WAL, FULL) tables "
+    "`events(lsn INTEGER PRIMARY KEY, body BLOB|TEXT)`, one event per row, inserted 1,000 "
+    "per transaction and checkpointed before measuring the file. The ratio is sqlite3 bytes "
+    "per event / eventlog bytes per event (higher is better for the log). eventlog's bytes "
+    "count every file of the store, index files included. Single appends: "
+    "the first events appended one per call, one frame each (durability does not change the "
+    "bytes written).",
+    _size,
+)
+
+CASES: dict[str, Case] = {c.name: c for c in (SINGLE, CONCURRENT, BULK, READ, SIZE)}
