@@ -157,6 +157,7 @@ class Store:
         self._failed: BaseException | None = None
         self._summaries: dict[int, SegmentSummary] = {}
         self._id_tables: dict[int, IdTable | _MemoryTable] = {}
+        self._sealers: dict[int, threading.Thread] = {}  # index files being written
         self._cache: OrderedDict[int, Entry | None] = OrderedDict()
         self._events: OrderedDict[int, ev.EventBase] = OrderedDict()  # event_at's cache
         self._max_keys: dict[int, int] = {}  # newest sealed segment -> largest sealed key
@@ -205,6 +206,8 @@ class Store:
                     with contextlib.suppress(OSError):
                         os.fsync(self._active.fd)
                 os.close(self._active.fd)
+            for sealer in self._sealers.values():
+                sealer.join()  # the next open finds the index files
             for table in self._id_tables.values():
                 table.close()
             if self._lock_fd >= 0:
@@ -276,6 +279,12 @@ class Store:
 
     def id_table(self, first_lsn: int) -> IdTable | _MemoryTable:
         table = self._id_tables.get(first_lsn)
+        sealer = self._sealers.get(first_lsn)
+        if sealer is not None and not sealer.is_alive():  # its file is written: use the mmap
+            del self._sealers[first_lsn]
+            written = IdTable.load(self.path / f"{first_lsn:020d}.ids")
+            if written is not None and table is not None and written.next_lsn == table.next_lsn:
+                self._id_tables[first_lsn] = table = written
         if table is None:
             ids = self.path / f"{first_lsn:020d}.ids"
             table = IdTable.load(ids)
@@ -592,7 +601,7 @@ class Store:
         self._sync_before_leaving(active)
         entries = self._ensure_entries(active)
         self._create_segment(active.next_lsn)
-        self._save_indexes(active.first_lsn, active.summary, entries)
+        self._seal_in_background(active.first_lsn, active.summary, entries)
         self._summaries[active.first_lsn] = active.summary
         self._firsts.append(active.next_lsn)
         self._sealed_bound = None
@@ -601,6 +610,24 @@ class Store:
         self._active = active = self._open_active(active.next_lsn)
         self._ensure_entries(active)
         return active
+
+    def _seal_in_background(
+        self, first_lsn: int, summary: SegmentSummary, entries: dict[int, Entry]
+    ) -> None:
+        """Write a sealed segment's index files off the append path (sorting and writing a
+        segment's ids takes ~0.1 s). Until they are written the entries serve from memory;
+        `id_table` then swaps in the mmapped file, so memory stays bounded."""
+        self._id_tables[first_lsn] = _MemoryTable(entries, summary.next_lsn)
+        for done in [f for f, t in self._sealers.items() if not t.is_alive()]:
+            self.id_table(done)
+        sealer = threading.Thread(
+            target=self._save_indexes,
+            args=(first_lsn, summary, entries),
+            name=f"eventlog-seal-{first_lsn}",
+            daemon=True,
+        )
+        self._sealers[first_lsn] = sealer
+        sealer.start()
 
     def _sync_before_leaving(self, active: _Active) -> None:
         """INTERVAL/NONE: fsync unsynced frames of a segment this handle moves past. Later
