@@ -130,8 +130,8 @@ class Cursor:
             if not self._successor_exists():
                 if not self._sealed():
                     return  # the end of the log
-                if os.fstat(self._fd).st_size != size:
-                    continue  # frames were appended, then the segment was sealed: read them
+                if os.fstat(self._fd).st_size != size or self._successor_exists():
+                    continue  # appended to, or its successor created, since we looked: again
                 missing = self._segment if self._frame_lsn is None else self._frame_lsn
                 raise CorruptionError(
                     "segment missing: a later segment exists, but none starts here",
