@@ -3,20 +3,21 @@
 Each typed helper of `_commands` becomes a method of both classes, so they never drift.
 Appends from many threads share one write and one fsync: the first waiting thread becomes
 the leader, takes everything queued, commits it as one frame and wakes the others (group
-commit). Asyncio appends queue on the loop and one committer thread drains the queue, so
-64 concurrent agents cost one fsync per batch, and the loop never blocks on the disk.
+commit). Asyncio appends queue for one committer thread, which commits whatever is queued when
+its last commit ends: 64 agents cost one fsync per group, the loop builds the next group
+while the disk syncs the last one, and the loop never blocks on the disk.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import json
 import os
 import threading
 import uuid
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -196,6 +197,17 @@ def _session_key(session_id: uuid.UUID | None) -> int | None:
     return session_id.int
 
 
+def _settle(settled: list[tuple[asyncio.Future[Appended], Appended | BaseException]]) -> None:
+    """On the loop: hand each waiting append its outcome."""
+    for future, result in settled:
+        if future.done():
+            continue  # the caller was cancelled; the outcome stands in the log
+        if isinstance(result, BaseException):
+            future.set_exception(result)
+        else:
+            future.set_result(result)
+
+
 def _recovered_bytes(path: Path) -> int:
     try:
         lines = (path / RECOVERY_LOG).read_text().splitlines()
@@ -271,9 +283,10 @@ class AsyncEventLog(_Reads):
 
     def __init__(self, store: Store) -> None:
         self._store = store
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="eventlog-commit")
         self._queue: list[tuple[PendingRequest, asyncio.Future[Appended]]] = []
-        self._committer: asyncio.Task[None] | None = None
+        self._wake = threading.Condition()  # guards _queue and _stopping
+        self._stopping = False
+        self._committer: threading.Thread | None = None
         self._closed = False
 
     async def __aenter__(self) -> Self:
@@ -288,51 +301,60 @@ class AsyncEventLog(_Reads):
         await self.close()
 
     async def close(self) -> None:
+        """Let queued appends commit, then close the store. Idempotent."""
         if self._closed:
-            return  # idempotent, like EventLog.close (the executor is already shut down)
+            return
         self._closed = True
+        with self._wake:
+            self._stopping = True
+            self._wake.notify()
         if self._committer is not None:
-            await asyncio.shield(self._committer)
-        await asyncio.get_running_loop().run_in_executor(self._executor, self._store.close)
-        self._executor.shutdown(wait=False)
+            await asyncio.to_thread(self._committer.join)
+        await asyncio.to_thread(self._store.close)
 
     async def flush(self) -> None:
         if self._closed:
             return  # close() synced everything, like EventLog.flush after close
-        await asyncio.get_running_loop().run_in_executor(self._executor, self._store.sync)
+        await asyncio.to_thread(self._store.sync)
 
     async def _submit(self, request: PendingRequest) -> Appended:
         if self._closed:  # no committer would ever run: the caller would wait forever
             raise LogClosed(f"the log at {self._store.path} is closed")
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[Appended] = loop.create_future()
-        self._queue.append((request, future))
-        if self._committer is None or self._committer.done():
-            self._committer = loop.create_task(self._drain())
+        future: asyncio.Future[Appended] = asyncio.get_running_loop().create_future()
+        with self._wake:
+            self._queue.append((request, future))
+            if self._committer is None:
+                self._committer = threading.Thread(
+                    target=self._commit_forever, name="eventlog-commit", daemon=True
+                )
+                self._committer.start()
+            self._wake.notify()
         return await future
 
-    async def _drain(self) -> None:
-        loop = asyncio.get_running_loop()
-        while self._queue:
-            batch, self._queue = self._queue, []
-            results = await loop.run_in_executor(
-                self._executor, _commit, self._store, [r for r, _ in batch]
-            )
+    def _commit_forever(self) -> None:
+        """The committer thread: whatever is queued when a commit ends forms the next group,
+        so the loop builds requests while the disk syncs the previous frame."""
+        while True:
+            with self._wake:
+                while not self._queue and not self._stopping:
+                    self._wake.wait()
+                if not self._queue:
+                    return
+                batch, self._queue = self._queue, []
+            results = _commit(self._store, [request for request, _ in batch])
+            by_loop: dict[asyncio.AbstractEventLoop, list[tuple[Any, Any]]] = {}
             for (_, future), result in zip(batch, results, strict=True):
-                if future.done():
-                    continue  # the caller was cancelled; the outcome stands in the log
-                if isinstance(result, BaseException):
-                    future.set_exception(result)
-                else:
-                    future.set_result(result)
+                by_loop.setdefault(future.get_loop(), []).append((future, result))
+            for loop, settled in by_loop.items():
+                with contextlib.suppress(RuntimeError):  # that loop is closed: nobody waits
+                    loop.call_soon_threadsafe(_settle, settled)
 
     async def last_lsn(self, session_id: uuid.UUID | None = None) -> int | None:
         """The async twin of `EventLog.last_lsn`."""
         key = _session_key(session_id)
         if self._closed:
             raise LogClosed(f"the log at {self._store.path} is closed")
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, self._store.last_lsn, key)
+        return await asyncio.to_thread(self._store.last_lsn, key)
 
     def follow(
         self,
