@@ -48,6 +48,7 @@ class Command(Generic[R]):
     result: Callable[[Appended], R]
 
 
+_OPTION_NAMES = frozenset(AppendOptions.__annotations__)
 _ENCODER = msgspec.msgpack.Encoder(uuid_format="bytes")
 _DECODER = msgspec.msgpack.Decoder(list[ev.Event])
 
@@ -56,12 +57,11 @@ def prepare(events: Sequence[ev.EventBase], opts: AppendOptions) -> PendingReque
     """Type-check events by a MessagePack round trip (which also copies them) and wrap them."""
     if not events:
         raise InvalidEvent("an append needs at least one event")
-    unknown = set(opts) - set(AppendOptions.__annotations__)
-    if unknown:
-        raise InvalidEvent(f"unknown append options: {sorted(unknown)}")
+    if opts and not _OPTION_NAMES.issuperset(opts):
+        raise InvalidEvent(f"unknown append options: {sorted(set(opts) - _OPTION_NAMES)}")
     actor, occurred = opts.get("actor"), opts.get("occurred_at")
     try:
-        raw = _ENCODER.encode(list(events))
+        raw = _ENCODER.encode(events if isinstance(events, list) else list(events))
         checked = cast(list[ev.EventBase], _DECODER.decode(raw))
     except (TypeError, ValueError, OverflowError) as exc:
         where = f" ({type(events[0]).__name__})" if len(events) == 1 else ""

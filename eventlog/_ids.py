@@ -1,7 +1,9 @@
 """UUIDv7 node ids (RFC 9562): 48-bit ms time, a 12-bit counter, 62 random bits.
 
 Ids sort by creation time, so the id index and DuckDB keys stay local. Within a process the
-counter keeps ids strictly increasing even inside one millisecond; thread-safe.
+counter keeps ids strictly increasing even inside one millisecond. Random bits come from
+`os.urandom`, read 4 KiB at a time (one syscall per 512 ids) and discarded in a forked child
+so two processes never share them. Thread-safe: one lock per id.
 """
 
 from __future__ import annotations
@@ -13,44 +15,51 @@ import uuid
 
 __all__ = ["new_id", "uuid7_time_ms"]
 
+_ENTROPY_BYTES = 4096
+
 
 class _Clock:
-    """The last (ms, counter) handed out; ids never repeat or go back within a process."""
+    """The last (ms, counter) handed out, and unused random bytes."""
 
     def __init__(self) -> None:
         self.lock = threading.Lock()
         self.ms = 0
         self.counter = 0
-        self._entropy = b""  # os.urandom read 4 KiB at a time: one syscall per 512 ids
-        self._pid = os.getpid()
+        self.entropy = b""
+        self.used = 0
 
-    def random62(self) -> int:
-        with self.lock:
-            if len(self._entropy) < 8 or self._pid != os.getpid():  # never share after fork
-                self._entropy, self._pid = os.urandom(4096), os.getpid()
-            chunk, self._entropy = self._entropy[:8], self._entropy[8:]
-        return int.from_bytes(chunk) & 0x3FFF_FFFF_FFFF_FFFF
+    def forget_entropy(self) -> None:
+        self.entropy, self.used = b"", 0
 
-    def tick(self) -> tuple[int, int]:
+    def next(self) -> int:
+        """The next id's 128 bits."""
         with self.lock:
             ms = time.time_ns() // 1_000_000
             if ms > self.ms:
-                self.ms, self.counter = ms, int.from_bytes(os.urandom(2)) & 0x3FF  # room to count
+                self.ms, self.counter = ms, self._random(2) & 0x3FF  # leave room to count
             else:
                 self.counter += 1
                 if self.counter > 0xFFF:  # 4,096 ids in one ms: borrow the next ms
                     self.ms, self.counter = self.ms + 1, 0
-            return self.ms, self.counter
+            rand = self._random(8) & 0x3FFF_FFFF_FFFF_FFFF
+            return self.ms << 80 | 0x7 << 76 | self.counter << 64 | 0b10 << 62 | rand
+
+    def _random(self, size: int) -> int:
+        if self.used + size > len(self.entropy):
+            self.entropy, self.used = os.urandom(_ENTROPY_BYTES), 0
+        start, self.used = self.used, self.used + size
+        return int.from_bytes(self.entropy[start : self.used])
 
 
 _CLOCK = _Clock()
+os.register_at_fork(after_in_child=_CLOCK.forget_entropy)
 
 
 def new_id() -> uuid.UUID:
-    ms, counter = _CLOCK.tick()
-    rand = _CLOCK.random62()
-    value = ms << 80 | 0x7 << 76 | counter << 64 | 0b10 << 62 | rand
-    return uuid.UUID(int=value)
+    made = object.__new__(uuid.UUID)  # UUID(int=...) re-checks the value we just built
+    object.__setattr__(made, "int", _CLOCK.next())
+    object.__setattr__(made, "is_safe", uuid.SafeUUID.unknown)
+    return made
 
 
 def uuid7_time_ms(value: uuid.UUID) -> int:
