@@ -19,6 +19,7 @@ from collections.abc import Callable
 from typing import Any
 
 from . import events as ev
+from ._ids import uuid_from_int
 from ._index import FLAG_COMPLETED, FLAG_DELETED, Entry
 from .errors import (
     DeletedNodeReference,
@@ -60,7 +61,7 @@ def _int(node: uuid.UUID | None) -> int:
 
 
 def _uuid(value: int) -> uuid.UUID | None:
-    return uuid.UUID(int=value) if value else None
+    return uuid_from_int(value) if value else None
 
 
 class Resolver:
@@ -191,6 +192,8 @@ def _expected(kinds: tuple[NodeKind, ...]) -> str:
 
 def _same_session(given: uuid.UUID | None, derived: int) -> uuid.UUID | None:
     """The session the log derives, which a caller-given session_id must match."""
+    if given is not None and given.int == derived:
+        return given
     session = _uuid(derived)
     if given is not None and given != session:
         raise InvalidEvent(f"session_id {given} does not match the node's session {session}")
