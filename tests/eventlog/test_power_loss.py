@@ -57,6 +57,9 @@ class DurableDisk:
         self.before_sync = False  # lose power before that fsync took effect, or after
         self.frozen = False  # the power is out: nothing reaches the disk any more
         self._main = threading.get_ident()
+        # One fsync at a time, as in the kernel: a directory snapshot taken by one thread
+        # must not land after a newer one (the store seals segments on a background thread).
+        self._lock = threading.Lock()
         # The directory was just rewritten to its durable state: all of it is durable.
         self._snapshot_listing()
         for ino in self.listing.values():
@@ -76,14 +79,23 @@ class DurableDisk:
         return os.pread(fd, os.fstat(fd).st_size, 0)
 
     def _snapshot_listing(self) -> None:
-        self.listing = {
-            e.name: e.inode() if e.inode() in self._pins else self._pin(e.path)
-            for e in os.scandir(self.root)
-            if e.is_file(follow_symlinks=False)
-        }
+        listing: dict[str, int] = {}
+        with os.scandir(self.root) as entries:
+            for e in entries:
+                if not e.is_file(follow_symlinks=False):
+                    continue
+                try:
+                    listing[e.name] = e.inode() if e.inode() in self._pins else self._pin(e.path)
+                except FileNotFoundError:
+                    continue  # renamed by another thread meanwhile; its own dir fsync follows
+        self.listing = listing
 
     def fsync(self, fd: int) -> None:
         """Stands in for `os.fsync`: records what became durable, maybe loses power."""
+        with self._lock:
+            self._fsync(fd)
+
+    def _fsync(self, fd: int) -> None:
         if self.frozen:
             return
         self.calls += 1
