@@ -468,6 +468,8 @@ def test_reads_by_time(store: Path, rng: random.Random) -> None:
                 log.add_prompts_batch([(s, f"pair {i}")] * rng.randint(2, 8))
             else:
                 log.add_prompt(s, f"single {i} " + "x" * rng.randrange(200), occurred_at=i)
+        while log.stats().segments < 3:  # the random sizes above may not rotate twice
+            log.add_prompt(s, "filler " + "y" * rng.randrange(200, 400))
         log.add_prompts_batch([(s, f"last ts {i}") for i in range(30)])
         assert log.stats().segments >= 3
         records = list(log.read())
