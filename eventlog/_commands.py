@@ -511,31 +511,3 @@ def _pairs(items: Iterable[Any], width: int) -> list[Any]:
         if not isinstance(item, tuple | list) or len(item) != width:
             raise InvalidEvent(f"each batch item must be a tuple of {width}, got {item!r}")
     return out
-
-
-HELPERS = (
-    append,
-    create_session,
-    create_sessions_batch,
-    update_session,
-    fork_session,
-    add_prompt,
-    add_prompts_batch,
-    add_response,
-    add_responses_batch,
-    add_conversations_batch,
-    add_agent,
-    update_agent,
-    assign_agent_to_prompt,
-    transfer_to_agent,
-    create_template,
-    create_template_from_parent,
-    update_template,
-    link_prompt_to_template,
-    add_tool_invocation,
-    complete_tool_invocation,
-    add_edge,
-    add_node,
-    delete_node,
-    delete_nodes_batch,
-)

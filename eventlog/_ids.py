@@ -13,7 +13,7 @@ import threading
 import time
 import uuid
 
-__all__ = ["new_id", "uuid7_time_ms", "uuid_from_int"]
+__all__ = ["new_id", "uuid_from_int"]
 
 _ENTROPY_BYTES = 4096
 
@@ -65,7 +65,3 @@ def uuid_from_int(value: int) -> uuid.UUID:
     object.__setattr__(made, "int", value)
     object.__setattr__(made, "is_safe", uuid.SafeUUID.unknown)
     return made
-
-
-def uuid7_time_ms(value: uuid.UUID) -> int:
-    return value.int >> 80

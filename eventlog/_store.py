@@ -123,7 +123,6 @@ class _Active:
     last_ts: int = 0
     summary: SegmentSummary = field(init=False)
     entries: dict[int, Entry] | None = None  # built on first append
-    decoded_to: int = SEGMENT_HEADER
 
     def __post_init__(self) -> None:
         self.next_lsn = self.first_lsn
@@ -164,7 +163,6 @@ class Store:
         self._sealed_bound: int | None = None  # largest key of any sealed segment; None: unknown
         self._dirty_since: float | None = None  # unsynced writes (INTERVAL/NONE)
         self._timer: threading.Timer | None = None
-        self.recovered_bytes = 0
         self._active: _Active | None = None
         self._firsts: list[int] = []  # segments known to this handle (appenders only)
         self._lock_fd = -1
@@ -437,7 +435,6 @@ class Store:
         _count_types(active.summary.type_counts, (r.events for r in requests))
         resolver.commit_request()
         resolver.publish(entries)
-        active.decoded_to = frame.offset + frame.head.size
 
     def _decode(self, active: _Active, frame: Frame) -> list[Request]:
         try:
@@ -454,7 +451,6 @@ class Store:
         dropped = size - offset
         os.ftruncate(active.fd, offset)
         os.fsync(active.fd)
-        self.recovered_bytes += dropped
         note = {
             "time": time.time_ns(),
             "file": active.path.name,
@@ -695,7 +691,6 @@ class Store:
             ]
         resolver.publish(entries)
         _count_types(active.summary.type_counts, (r.events for r in accepted))
-        active.decoded_to = active.end
         return results
 
     def _resolve_request(
@@ -759,7 +754,7 @@ class Store:
             _pwrite_all(active.fd, frame, offset)
         except OSError as exc:
             self._undo_write(active, offset, exc)
-        self._sync(active, offset, count)
+        self._sync(active, count)
         self._summarise(active, offset, parse_frame_header(memoryview(frame)[:FRAME_HEADER]))
 
     def _undo_write(self, active: _Active, offset: int, exc: OSError) -> None:
@@ -777,7 +772,7 @@ class Store:
         self._failed = exc
         raise LogFailed(f"write to {active.path} failed: {exc}") from exc
 
-    def _sync(self, active: _Active, offset: int, count: int) -> None:
+    def _sync(self, active: _Active, count: int) -> None:
         mode = self.options.durability
         if mode is Durability.FSYNC or (
             mode is Durability.INTERVAL
