@@ -57,14 +57,12 @@ from ._format import (
 from ._index import (
     KIND_KEY,
     Entry,
-    IdTable,
     SegmentSummary,
     fsync_dir,
-    load_summary,
-    save_summary,
 )
 from ._reader import Cursor
 from ._resolve import Resolver, session_of
+from ._sealed import SealedSegments
 from ._segment import BadFrame, Frame, is_torn_tail, iter_frames, read_segment_header
 from .errors import (
     AppendConflict,
@@ -154,12 +152,8 @@ class Store:
         self._mutex = threading.RLock()
         self._closed = False
         self._failed: BaseException | None = None
-        self._summaries: dict[int, SegmentSummary] = {}
-        self._id_tables: dict[int, IdTable | _MemoryTable] = {}
-        self._sealers: dict[int, threading.Thread] = {}  # index files being written
-        self._cache: OrderedDict[int, Entry | None] = OrderedDict()
+        self._sealed = SealedSegments(path, options, self._rebuild)
         self._events: OrderedDict[int, ev.EventBase] = OrderedDict()  # event_at's cache
-        self._max_keys: dict[int, int] = {}  # newest sealed segment -> largest sealed key
         self._sealed_bound: int | None = None  # largest key of any sealed segment; None: unknown
         self._dirty_since: float | None = None  # unsynced writes (INTERVAL/NONE)
         self._timer: threading.Timer | None = None
@@ -204,10 +198,7 @@ class Store:
                     with contextlib.suppress(OSError):
                         os.fsync(self._active.fd)
                 os.close(self._active.fd)
-            for sealer in self._sealers.values():
-                sealer.join()  # the next open finds the index files
-            for table in self._id_tables.values():
-                table.close()
+            self._sealed.close()
             if self._lock_fd >= 0:
                 os.close(self._lock_fd)
 
@@ -233,17 +224,8 @@ class Store:
         return self.path / segment_name(first_lsn)
 
     def summary(self, first_lsn: int) -> SegmentSummary:
-        """Summary and sparse index of a sealed segment: loaded, or rebuilt from the segment."""
-        found = self._summaries.get(first_lsn)
-        if found is None:
-            idx = self.path / f"{first_lsn:020d}.idx"
-            found = load_summary(idx)
-            size = self.segment_path(first_lsn).stat().st_size
-            if found is None or found.first_lsn != first_lsn or found.size != size:
-                found, entries = self._rebuild(first_lsn)
-                self._save_indexes(first_lsn, found, entries)
-            self._summaries[first_lsn] = found
-        return found
+        """Summary and sparse index of a sealed segment (see `SealedSegments`)."""
+        return self._sealed.summary(first_lsn)
 
     def _rebuild(self, first_lsn: int) -> tuple[SegmentSummary, dict[int, Entry]]:
         """Scan a sealed segment whole: its summary and id entries. Damage is an error."""
@@ -274,44 +256,6 @@ class Store:
                 0,
                 active.first_lsn,
             )
-
-    def id_table(self, first_lsn: int) -> IdTable | _MemoryTable:
-        table = self._id_tables.get(first_lsn)
-        sealer = self._sealers.get(first_lsn)
-        if sealer is not None and not sealer.is_alive():  # its file is written: use the mmap
-            del self._sealers[first_lsn]
-            written = IdTable.load(self.path / f"{first_lsn:020d}.ids")
-            if written is not None and table is not None and written.next_lsn == table.next_lsn:
-                self._id_tables[first_lsn] = table = written
-        if table is None:
-            ids = self.path / f"{first_lsn:020d}.ids"
-            table = IdTable.load(ids)
-            if table is None or table.next_lsn != self.summary(first_lsn).next_lsn:
-                table = self._rebuild_id_table(first_lsn, ids)
-            self._id_tables[first_lsn] = table
-        return table
-
-    def _rebuild_id_table(self, first_lsn: int, ids: Path) -> IdTable | _MemoryTable:
-        summary, entries = self._rebuild(first_lsn)
-        if self._save_indexes(first_lsn, summary, entries):
-            table = IdTable.load(ids)
-            if table is not None:
-                return table
-        return _MemoryTable(entries, summary.next_lsn)
-
-    def _save_indexes(
-        self, first_lsn: int, summary: SegmentSummary, entries: dict[int, Entry]
-    ) -> bool:
-        """Write a sealed segment's index files if we may; they are only a cache of the
-        segment, so a full disk or a read-only handle just keeps them in memory."""
-        if self.options.readonly:
-            return False
-        try:
-            save_summary(self.path / f"{first_lsn:020d}.idx", summary)
-            IdTable.write(self.path / f"{first_lsn:020d}.ids", entries.items(), summary.next_lsn)
-        except OSError:
-            return False
-        return True
 
     # -- recovery -----------------------------------------------------------------------------
 
@@ -486,43 +430,16 @@ class Store:
         found = active.entries.get(key)
         bound = self._sealed_bound
         if bound is None:
-            sealed = self._firsts[:-1]
-            bound = self._sealed_bound = self._sealed_max_key(sealed) if sealed else -1
+            bound = self._sealed_bound = self._sealed.max_key(self._firsts[:-1])
         if found is not None or key > bound:
             return found
         return self._lookup_sealed(key, active.first_lsn)
 
     def _lookup_sealed(self, key: int, before: int) -> Entry | None:
-        """An id's state in the sealed segments before `before`, newest first.
-
-        UUIDv7 ids grow with time, so an id newer than every sealed record (a node being
-        created now) is answered by one comparison; others hit an LRU cache, then a bisect
-        per segment whose key range holds the id.
-        """
+        """An id's state in the sealed segments before `before`, newest first."""
         sealed = [f for f in self._firsts if f < before]
-        if not sealed or key > self._sealed_max_key(sealed):
-            return None
-        cacheable = self._active is not None and before == self._active.first_lsn
-        if cacheable and key in self._cache:
-            self._cache.move_to_end(key)
-            return self._cache[key]
-        found = None
-        for first in reversed(sealed):
-            found = self.id_table(first).get(key)
-            if found is not None:
-                break
-        if cacheable and self.options.id_cache_entries:
-            self._cache[key] = found
-            if len(self._cache) > self.options.id_cache_entries:
-                self._cache.popitem(last=False)
-        return found
-
-    def _sealed_max_key(self, sealed: list[int]) -> int:
-        known = self._max_keys.get(sealed[-1])
-        if known is None:
-            known = max(self.id_table(f).max_key for f in sealed)
-            self._max_keys[sealed[-1]] = known
-        return known
+        cached = self._active is not None and before == self._active.first_lsn
+        return self._sealed.lookup(key, sealed, cached=cached)
 
     def event_at(self, lsn: int) -> ev.EventBase:
         """The stored event at `lsn` (templates, idempotent retries), via a small LRU cache."""
@@ -580,8 +497,7 @@ class Store:
                 return active
             self._sync_before_leaving(active)
             os.close(active.fd)
-            self._cache.clear()
-            self._summaries[active.first_lsn] = active.summary
+            self._sealed.adopt(active.first_lsn, active.summary)
             self._firsts.append(active.next_lsn)
             self._sealed_bound = None
             self._active = active = self._open_active(active.next_lsn)
@@ -596,33 +512,13 @@ class Store:
         self._sync_before_leaving(active)
         entries = self._ensure_entries(active)
         self._create_segment(active.next_lsn)
-        self._seal_in_background(active.first_lsn, active.summary, entries)
-        self._summaries[active.first_lsn] = active.summary
+        self._sealed.seal(active.first_lsn, active.summary, entries)
         self._firsts.append(active.next_lsn)
         self._sealed_bound = None
         os.close(active.fd)
-        self._cache.clear()
         self._active = active = self._open_active(active.next_lsn)
         self._ensure_entries(active)
         return active
-
-    def _seal_in_background(
-        self, first_lsn: int, summary: SegmentSummary, entries: dict[int, Entry]
-    ) -> None:
-        """Write a sealed segment's index files off the append path (sorting and writing a
-        segment's ids takes ~0.1 s). Until they are written the entries serve from memory;
-        `id_table` then swaps in the mmapped file, so memory stays bounded."""
-        self._id_tables[first_lsn] = _MemoryTable(entries, summary.next_lsn)
-        for done in [f for f, t in self._sealers.items() if not t.is_alive()]:
-            self.id_table(done)
-        sealer = threading.Thread(
-            target=self._save_indexes,
-            args=(first_lsn, summary, entries),
-            name=f"eventlog-seal-{first_lsn}",
-            daemon=True,
-        )
-        self._sealers[first_lsn] = sealer
-        sealer.start()
 
     def _sync_before_leaving(self, active: _Active) -> None:
         """INTERVAL/NONE: fsync unsynced frames of a segment this handle moves past. Later
@@ -847,21 +743,6 @@ class Store:
             return active.summary
         finally:
             os.close(fd)
-
-
-class _MemoryTable:
-    """A rebuilt id table kept in memory when the store is read-only."""
-
-    def __init__(self, entries: dict[int, Entry], next_lsn: int) -> None:
-        self._entries = entries
-        self.next_lsn = next_lsn
-        self.max_key = max(entries, default=0)
-
-    def get(self, key: int) -> Entry | None:
-        return self._entries.get(key)
-
-    def close(self) -> None:
-        pass
 
 
 def _count_types(counts: dict[str, int], batches: Iterable[list[ev.Event]]) -> None:
