@@ -28,7 +28,15 @@ from ._format import (
     parse_segment_header,
 )
 
-__all__ = ["BadFrame", "Frame", "is_torn_tail", "iter_frames", "read_segment_header"]
+__all__ = [
+    "BadFrame",
+    "Frame",
+    "is_torn_tail",
+    "iter_frames",
+    "next_intact_frame",
+    "read_frame",
+    "read_segment_header",
+]
 
 
 class Frame(NamedTuple):
@@ -78,14 +86,18 @@ def read_frame(fd: int, offset: int, end: int, lsn: int | None) -> Frame:
     return Frame(offset, head, body)
 
 
-def is_torn_tail(fd: int, offset: int, end: int) -> bool:
-    """True when no intact frame starts anywhere in (offset, end): the bad bytes are a tail."""
+def next_intact_frame(fd: int, offset: int, end: int) -> Frame | None:
+    """The first intact frame starting in (offset, end), found by its magic, or None."""
     data = os.pread(fd, end - offset, offset)
     at = data.find(FRAME_MAGIC, 1)
     while at != -1:
         try:
-            read_frame(fd, offset + at, end, None)
-            return False
+            return read_frame(fd, offset + at, end, None)
         except BadFrame:
             at = data.find(FRAME_MAGIC, at + 1)
-    return True
+    return None
+
+
+def is_torn_tail(fd: int, offset: int, end: int) -> bool:
+    """True when no intact frame starts anywhere in (offset, end): the bad bytes are a tail."""
+    return next_intact_frame(fd, offset, end) is None

@@ -18,7 +18,13 @@ import msgspec
 
 from ._format import SEGMENT_HEADER, FrameError, decode_body, segment_name, unpack_body
 from ._index import IdTable, load_summary
-from ._segment import BadFrame, is_torn_tail, read_frame, read_segment_header
+from ._segment import (
+    BadFrame,
+    is_torn_tail,
+    next_intact_frame,
+    read_frame,
+    read_segment_header,
+)
 from .errors import EventLogError
 
 __all__ = ["Problem", "verify"]
@@ -120,26 +126,14 @@ def _verify_segment(seg: Path, first: int, *, last: bool, problems: list[Problem
                 problems.append(
                     Problem("error", str(seg), offset, lsn, f"damaged frame: {bad.reason}")
                 )
-                offset, lsn = _resync(fd, offset, size)
+                found = next_intact_frame(fd, offset, size)
+                offset, lsn = (found.offset, found.head.first_lsn) if found else (size, -1)
                 continue
             offset += frame.head.size
             lsn = frame.head.next_lsn
         return lsn
     finally:
         os.close(fd)
-
-
-def _resync(fd: int, offset: int, size: int) -> tuple[int, int]:
-    """The next intact frame after a damaged one (its offset and LSN)."""
-    data = os.pread(fd, size - offset, offset)
-    at = data.find(b"LMGF", 1)
-    while at != -1:
-        try:
-            frame = read_frame(fd, offset + at, size, None)
-            return offset + at, frame.head.first_lsn
-        except BadFrame:
-            at = data.find(b"LMGF", at + 1)
-    return size, -1
 
 
 def _verify_indexes(
