@@ -283,6 +283,24 @@ def test_power_loss_keeps_every_acknowledged_event(
     assert [p for p in problems if p.severity == "error"] == [], problems
 
 
+def cut_power_and_reopen(
+    disk: DurableDisk,
+    logs: list[eventlog.EventLog],
+    monkeypatch: pytest.MonkeyPatch,
+    acked: dict[int, bytes],
+) -> list[bytes]:
+    """The power goes out: nothing more reaches the disk, the handles die, the directory
+    reverts to what was durable. Then reopen with the real fsync and read it all back."""
+    disk.frozen = True
+    for log in logs:
+        log.close()  # releases fds and the lock; the frozen disk ignores its fsync
+    disk.lose_power()
+    monkeypatch.undo()
+    torn: list[str] = []
+    with recording_torn_tails(torn), eventlog.open(disk.root, segment_bytes=SEGMENT_BYTES) as log:
+        return check(list(log.read()), acked, [])
+
+
 def _append_some(log: eventlog.EventLog, work: Workload, count: int) -> list[bytes]:
     acked: dict[int, bytes] = {}
     for _ in range(count):
@@ -305,14 +323,8 @@ def test_power_loss_with_durability_none_may_lose_acknowledged_events(
     while len(list(store.glob("*.seg"))) < 4:  # several rotations
         acked += _append_some(log, work, 1)
     acked += _append_some(log, work, 3)  # and some in the active segment
-    disk.frozen = True
-    log.close()
-    disk.lose_power()  # the power went out before close(): nothing unsynced survives
-    monkeypatch.undo()
-
-    torn: list[str] = []
-    with recording_torn_tails(torn), eventlog.open(store, segment_bytes=SEGMENT_BYTES) as log:
-        stored = check(list(log.read()), {}, [])
+    # The power goes out before close(): nothing unsynced survives.
+    stored = cut_power_and_reopen(disk, [log], monkeypatch, {})
     assert stored == acked[: len(stored)], "what survives must be a prefix of what was appended"
     assert len(stored) < len(acked), "NONE was expected to lose the unsynced appends here"
     problems = eventlog.verify(store)
@@ -339,14 +351,7 @@ def test_power_loss_with_durability_interval_keeps_what_an_interval_ago_acknowle
     while len(list(store.glob("*.seg"))) < 3:  # rotations, quicker than the interval
         acked += _append_some(log, work, 1)
     time.sleep(10 * interval_ms / 1000)  # the interval has passed: all of it must be synced
-    disk.frozen = True
-    log.close()
-    disk.lose_power()
-    monkeypatch.undo()
-
-    torn: list[str] = []
-    with recording_torn_tails(torn), eventlog.open(store, segment_bytes=SEGMENT_BYTES) as log:
-        stored = check(list(log.read()), dict(enumerate(acked)), [])
+    stored = cut_power_and_reopen(disk, [log], monkeypatch, dict(enumerate(acked)))
     assert stored == acked
 
 
@@ -373,14 +378,7 @@ def test_power_loss_after_flush_keeps_everything(
     acked += _append_some(log, work, 2)
     log.flush()
     after_flush = _append_some(log, work, 2)  # may be lost: appended after the flush
-    disk.frozen = True
-    log.close()
-    disk.lose_power()
-    monkeypatch.undo()
-
-    torn: list[str] = []
-    with recording_torn_tails(torn), eventlog.open(store, segment_bytes=SEGMENT_BYTES) as log:
-        stored = check(list(log.read()), dict(enumerate(acked)), [])
+    stored = cut_power_and_reopen(disk, [log], monkeypatch, dict(enumerate(acked)))
     assert stored[: len(acked)] == acked
     assert stored[len(acked) :] == after_flush[: len(stored) - len(acked)]
 
@@ -409,13 +407,5 @@ def test_power_loss_after_flush_when_another_handle_sealed_the_segment(
     assert len(list(store.glob("*.seg"))) == 2
     acked += _append_some(a, work, 1)  # A follows B to the new segment
     a.flush()
-    disk.frozen = True
-    a.close()
-    b.close()
-    disk.lose_power()
-    monkeypatch.undo()
-
-    torn: list[str] = []
-    with recording_torn_tails(torn), eventlog.open(store, segment_bytes=SEGMENT_BYTES) as log:
-        stored = check(list(log.read()), dict(enumerate(acked)), [])
+    stored = cut_power_and_reopen(disk, [a, b], monkeypatch, dict(enumerate(acked)))
     assert stored == acked
