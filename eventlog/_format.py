@@ -32,6 +32,7 @@ covers everything but the magic, length and itself, so a torn or flipped frame n
 
 from __future__ import annotations
 
+import functools
 import struct
 import threading
 import time
@@ -207,7 +208,6 @@ def check_frame(header_bytes: bytes | memoryview, head: FrameHeader, body: bytes
 
 
 _LOCAL = threading.local()  # zstd (de)compressors must not be shared between threads
-_POOL: list[ThreadPoolExecutor] = []  # one helper thread for the second half of big bodies
 
 
 def _compressor(level: int) -> zstandard.ZstdCompressor:
@@ -225,10 +225,10 @@ def _decompressor() -> zstandard.ZstdDecompressor:
     return d
 
 
+@functools.cache
 def _helper() -> ThreadPoolExecutor:
-    if not _POOL:
-        _POOL.append(ThreadPoolExecutor(max_workers=1, thread_name_prefix="eventlog-zstd"))
-    return _POOL[0]
+    """One helper thread, made on first use, for the second half of big bodies."""
+    return ThreadPoolExecutor(max_workers=1, thread_name_prefix="eventlog-zstd")
 
 
 def compress(body: bytes, level: int) -> tuple[int, bytes]:

@@ -5,7 +5,8 @@ Invariants the code keeps:
 1. LSNs are dense from 0: segment ``N.seg`` starts at LSN N, where the one before it ends.
 2. Only the last segment is written, and only under an exclusive `flock` on ``LOCK``, so
    frames of several processes never interleave. Before writing, a process reads the frames
-   others appended since it last held the lock (one `fstat` tells if there are any).
+   others appended since it last held the lock, and follows their rotations (an `fstat` of
+   the segment and a `stat` of its successor's name tell if there are any).
 3. A frame is the unit of atomicity: one group commit of whole requests. An append is
    acknowledged only after its frame is written and, in the default mode, fsynced; a new
    segment's directory entry is fsynced before anything in it is acknowledged.
@@ -309,9 +310,9 @@ class Store:
         path = self.segment_path(first_lsn)
         fd = os.open(path, os.O_RDWR)
         active = _Active(first_lsn, fd, path)
-        if first_lsn:  # ts never decreases: start from the sealed segments' last ts
-            active.last_ts = self.summary(self._previous_segment(first_lsn)).max_ts
         try:
+            if first_lsn:  # ts never decreases: start from the sealed segments' last ts
+                active.last_ts = self.summary(self._previous_segment(first_lsn)).max_ts
             self._check_header(active)
             self._advance(active, os.fstat(fd).st_size, repair=True)
         except BaseException:
