@@ -1,0 +1,119 @@
+"""The fold: a pure function of (tables, events) that every projection shares.
+
+`fold(con, records)` runs in three passes over one batch, all in the caller's transaction:
+
+1. *want*: each projection names the existing rows the events refer to;
+2. *load*: one query per table fetches them;
+3. *apply*: each event changes rows in memory, in LSN order, projection by projection;
+
+then each table is written once (Arrow ``INSERT`` for new rows, ``UPDATE ... FROM`` for
+changed ones) and every projection's checkpoint moves to the batch's last LSN. The projector,
+`MemoryGraph` and `replay` all call this function; there is no other fold code.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Sequence
+from typing import Any, Protocol
+
+import duckdb
+import msgspec
+
+from eventlog import Record
+from eventlog.events import EventBase, tag_of
+
+from ._table import Row, Table, TableChanges
+from .errors import PoisonEvent
+
+__all__ = ["Batch", "Projection", "fold", "implicit_edge_id", "json_text"]
+
+_EDGE_NAMESPACE = uuid.UUID("6c6d672d-6564-6765-0000-000000000000")
+_json_encode = msgspec.json.Encoder().encode
+
+
+def implicit_edge_id(edge_type: str, from_id: uuid.UUID, to_id: uuid.UUID) -> uuid.UUID:
+    """The id of an edge the log implies but never names (RESPONDS_TO, FOLLOWS, ...).
+
+    A UUIDv5 of (type, from, to): the same in every fold, so replay and rebuilds agree.
+    """
+    return uuid.uuid5(_EDGE_NAMESPACE, f"{edge_type}:{from_id}:{to_id}")
+
+
+def json_text(value: Any) -> str | None:
+    """A JSON column value; None stays SQL NULL."""
+    return None if value is None else _json_encode(value).decode()
+
+
+def json_value(text: str | None) -> Any:
+    return None if text is None else json.loads(text)
+
+
+class Batch:
+    """The rows one fold call has loaded or made, by table name."""
+
+    def __init__(self, tables: Sequence[Table]) -> None:
+        self.tables = {t.name: TableChanges(t) for t in tables}
+
+    def __getitem__(self, name: str) -> TableChanges:
+        return self.tables[name]
+
+
+class Projection(Protocol):
+    """A named set of tables and the code that folds events into them."""
+
+    name: str
+    tables: tuple[Table, ...]
+    views: tuple[str, ...]  # CREATE OR REPLACE VIEW statements over the tables
+
+    def want(self, batch: Batch, event: EventBase) -> None:
+        """Name the existing rows `apply` will need for `event`."""
+
+    def apply(self, batch: Batch, lsn: int, event: EventBase) -> None:
+        """Change rows in memory; KeyError or ValueError means the event cannot apply."""
+
+
+def fold(
+    con: duckdb.DuckDBPyConnection,
+    projections: Sequence[Projection],
+    records: Sequence[Record],
+) -> int:
+    """Fold `records` into the tables through `con` (inside the caller's transaction).
+
+    Returns the rows written. Raises `PoisonEvent` naming the first event that cannot be
+    applied; nothing of this batch is written then, and the caller rolls back.
+    """
+    if not records:
+        return 0
+    batch = Batch([t for p in projections for t in p.tables])
+    for _lsn, event in records:
+        for p in projections:
+            p.want(batch, event)
+    for changes in batch.tables.values():
+        changes.load(con)
+    for lsn, event in records:
+        for p in projections:
+            try:
+                p.apply(batch, lsn, event)
+            except (KeyError, ValueError, TypeError) as exc:
+                raise PoisonEvent(lsn, tag_of(event), _reason(exc)) from exc
+    written = sum(changes.write(con) for changes in batch.tables.values())
+    last = records[-1]
+    con.execute(
+        "UPDATE lmg_checkpoints SET lsn = ?, ts = ? WHERE projection IN "
+        f"({', '.join('?' for _ in projections)})",
+        [last.lsn, last.event.ts, *(p.name for p in projections)],
+    )
+    return written
+
+
+def _reason(exc: BaseException) -> str:
+    if isinstance(exc, KeyError):
+        return f"it refers to {exc.args[0]}, which the projections do not hold"
+    return str(exc)
+
+
+def touch_or_none(changes: TableChanges, key: Any) -> Row | None:
+    """The row at `key` marked changed, or None when the fold does not hold it."""
+    return changes.touch(key) if changes.get(key) is not None else None

@@ -1,0 +1,64 @@
+"""The projections' catalogue: which projections exist, their DDL, and the schema version."""
+
+from __future__ import annotations
+
+import duckdb
+
+from ._fold import Projection
+from .agents import Agents
+from .conversations import Conversations
+from .errors import SchemaMismatch
+from .graph import Graph
+from .templates import Templates
+from .tools import Tools
+
+__all__ = ["PROJECTIONS", "SCHEMA_VERSION", "TABLE_NAMES", "checkpoint", "ensure_schema"]
+
+SCHEMA_VERSION = 1
+"""Bumped whenever a table's columns or a fold's meaning change; an older database is rebuilt."""
+
+PROJECTIONS: tuple[Projection, ...] = (Templates(), Agents(), Conversations(), Tools(), Graph())
+"""In fold order: a projection may read rows an earlier one made for the same event."""
+
+TABLE_NAMES = tuple(t.name for p in PROJECTIONS for t in p.tables) + ("agent_stats",)
+
+
+def ensure_schema(con: duckdb.DuckDBPyConnection) -> None:
+    """Create every table, view and checkpoint row, or check an existing database's version."""
+    (exists,) = con.execute(
+        "SELECT count(*) FROM information_schema.tables WHERE table_name = 'lmg_meta'"
+    ).fetchall()[0]
+    if exists:
+        rows = con.execute("SELECT value FROM lmg_meta WHERE key = 'schema_version'").fetchall()
+        found = int(rows[0][0]) if rows else None
+        if found != SCHEMA_VERSION:
+            raise SchemaMismatch(
+                f"the projections database has schema version {found}, this code writes "
+                f"{SCHEMA_VERSION}: rebuild it (lmg project --rebuild)"
+            )
+        return
+    con.execute("BEGIN")
+    try:
+        con.execute("CREATE TABLE lmg_meta (key VARCHAR PRIMARY KEY, value VARCHAR NOT NULL)")
+        con.execute(
+            "CREATE TABLE lmg_checkpoints (projection VARCHAR PRIMARY KEY, "
+            "lsn BIGINT NOT NULL, ts BIGINT)"
+        )
+        con.execute("INSERT INTO lmg_meta VALUES ('schema_version', ?)", [str(SCHEMA_VERSION)])
+        for p in PROJECTIONS:
+            for table in p.tables:
+                con.execute(table.ddl())
+            con.execute("INSERT INTO lmg_checkpoints VALUES (?, -1, NULL)", [p.name])
+        for p in PROJECTIONS:
+            for view in p.views:
+                con.execute(view)
+        con.execute("COMMIT")
+    except BaseException:
+        con.execute("ROLLBACK")
+        raise
+
+
+def checkpoint(con: duckdb.DuckDBPyConnection) -> int:
+    """The last LSN every projection has folded (-1: none)."""
+    (lsn,) = con.execute("SELECT min(lsn) FROM lmg_checkpoints").fetchall()[0]
+    return -1 if lsn is None else int(lsn)

@@ -1,0 +1,37 @@
+"""The projections' errors: one root, each subclass raised in one situation."""
+
+from __future__ import annotations
+
+__all__ = [
+    "DatabaseBusy",
+    "PoisonEvent",
+    "ProjectionError",
+    "ProjectorBusy",
+    "SchemaMismatch",
+]
+
+
+class ProjectionError(Exception):
+    """Root of every error the projections raise (DuckDB's own errors are translated)."""
+
+
+class ProjectorBusy(ProjectionError):
+    """Another process or handle already folds into this database: one folder per database."""
+
+
+class DatabaseBusy(ProjectionError):
+    """The database stayed held by another process for longer than the caller would wait."""
+
+
+class SchemaMismatch(ProjectionError):
+    """The database was built by a different schema version; rebuild it (`lmg project --rebuild`)."""
+
+
+class PoisonEvent(ProjectionError):
+    """An event the fold cannot apply. Everything before it is folded; the checkpoint stops there."""
+
+    def __init__(self, lsn: int, event_type: str, reason: str) -> None:
+        super().__init__(f"cannot fold event {lsn} ({event_type}): {reason}")
+        self.lsn = lsn
+        self.event_type = event_type
+        self.reason = reason

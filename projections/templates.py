@@ -1,0 +1,119 @@
+"""The templates projection: `templates`, one row per version, the newest marked current.
+
+Each row carries its template's ancestors (parent first), so the lineage of a prompt and the
+impact of a template are lookups, not recursive walks.
+"""
+
+from __future__ import annotations
+
+import uuid
+
+from eventlog import events as ev
+
+from ._fold import Batch, json_text
+from ._table import Column, Row, Table, TableChanges
+
+__all__ = ["TEMPLATES", "Templates", "current_template"]
+
+TEMPLATES = Table(
+    "templates",
+    [
+        Column("id", "UUID", "NOT NULL"),
+        Column("version", "BIGINT", "NOT NULL"),
+        Column("lsn", "BIGINT", "NOT NULL"),
+        Column("ts", "BIGINT", "NOT NULL"),
+        Column("occurred_at", "BIGINT"),
+        Column("actor", "VARCHAR"),
+        Column("name", "VARCHAR", "NOT NULL"),
+        Column("text", "VARCHAR", "NOT NULL"),
+        Column("variables", "JSON"),
+        Column("parent_id", "UUID"),
+        Column("ancestors", "UUID[]"),
+        Column("description", "VARCHAR"),
+        Column("metadata", "JSON"),
+        Column("is_current", "BOOLEAN", "NOT NULL"),
+        Column("deleted_ts", "BIGINT"),
+    ],
+    ["id", "version"],
+)
+
+_T = TEMPLATES.index
+
+
+def current_template(templates: TableChanges, template_id: uuid.UUID) -> Row:
+    """The newest version's row of a template the batch holds; KeyError if none."""
+    rows = [r for (tid, _v), r in templates.rows.items() if tid == template_id]
+    if not rows:
+        raise KeyError(f"template {template_id}")
+    return max(rows, key=lambda r: r[_T["version"]])
+
+
+def _variables(specs: list[ev.VariableSpec]) -> str | None:
+    return json_text([{"name": v.name, "type_hint": v.type_hint, "required": v.required,
+                       "default": v.default} for v in specs]) if specs else None
+
+
+class Templates:
+    name = "templates"
+    tables = (TEMPLATES,)
+    views: tuple[str, ...] = ()
+
+    def want(self, batch: Batch, event: ev.EventBase) -> None:
+        templates = batch["templates"]
+        match event:
+            case ev.TemplateCreated(parent_id=tid) | ev.TemplateUpdated(template_id=tid):
+                templates.want("id", tid)
+            case ev.PromptAdded(template_id=tid) | ev.TemplateLinked(template_id=tid):
+                templates.want("id", tid)
+            case ev.NodeDeleted(node_id=tid):
+                templates.want("id", tid)
+            case _:
+                pass
+
+    def apply(self, batch: Batch, lsn: int, event: ev.EventBase) -> None:
+        templates = batch["templates"]
+        match event:
+            case ev.TemplateCreated():
+                ancestors: list[uuid.UUID] = []
+                if event.parent_id is not None:
+                    parent = current_template(templates, event.parent_id)
+                    ancestors = [event.parent_id, *(parent[_T["ancestors"]] or [])]
+                templates.add(
+                    [
+                        event.id,
+                        1,
+                        lsn,
+                        event.ts,
+                        event.occurred_at,
+                        event.actor,
+                        event.name,
+                        event.text,
+                        _variables(event.variables),
+                        event.parent_id,
+                        ancestors,
+                        event.description,
+                        json_text(event.metadata) if event.metadata else None,
+                        True,
+                        None,
+                    ]
+                )
+            case ev.TemplateUpdated():
+                old = current_template(templates, event.template_id)
+                templates.touch((event.template_id, old[_T["version"]]))[_T["is_current"]] = False
+                new = list(old)
+                new[_T["version"]] = event.version or old[_T["version"]] + 1
+                new[_T["lsn"]], new[_T["ts"]] = lsn, event.ts
+                new[_T["occurred_at"]], new[_T["actor"]] = event.occurred_at, event.actor
+                new[_T["text"]], new[_T["variables"]] = event.text, _variables(event.variables)
+                if event.name is not None:
+                    new[_T["name"]] = event.name
+                if event.description is not None:
+                    new[_T["description"]] = event.description
+                new[_T["is_current"]] = True
+                templates.add(new)
+            case ev.NodeDeleted():
+                for key, row in templates.rows.items():
+                    if key[0] == event.node_id:
+                        templates.touch(key)[_T["deleted_ts"]] = row[_T["deleted_ts"]] or event.ts
+            case _:
+                pass
