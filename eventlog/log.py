@@ -175,6 +175,14 @@ class _Reads:
             stop_ts=None if stop_time is None else to_ns(stop_time, "stop_time"),
         )
 
+    def next_lsn(self) -> int:
+        """The LSN the next event will get: the log's length, including what other processes
+        have appended (cheap: one lock and one stat). Read-only handles scan the last segment."""
+        if self._store.options.readonly:
+            return self._store.active_summary().next_lsn if self._store.segments() else 0
+        last = self._store.last_lsn()
+        return 0 if last is None else last + 1
+
     def stats(self) -> Stats:
         """Segments, events by type, bytes, compression ratio, recovered bytes."""
         store = self._store
@@ -248,6 +256,13 @@ class EventLog(_Reads):
         self._store = store
         self._committer = _GroupCommit(store)
 
+    @classmethod
+    def open(
+        cls, path: str | os.PathLike[str], options: Options | None = None, **overrides: Any
+    ) -> Self:
+        """`eventlog.open`, for this class or a subclass (projections' MemoryGraph)."""
+        return cls(Store(_store_path(path), _options(options, overrides)))
+
     def __enter__(self) -> Self:
         return self
 
@@ -313,6 +328,14 @@ class AsyncEventLog(_Reads):
         self._stopping = False
         self._committer: threading.Thread | None = None
         self._closed = False
+
+    @classmethod
+    async def open(
+        cls, path: str | os.PathLike[str], options: Options | None = None, **overrides: Any
+    ) -> Self:
+        """`eventlog.open_async`, for this class or a subclass; recovery runs in a thread."""
+        opts = _options(options, overrides)
+        return cls(await asyncio.to_thread(Store, _store_path(path), opts))
 
     async def __aenter__(self) -> Self:
         return self
@@ -436,16 +459,14 @@ def open(
     warning); any other damage raises `CorruptionError`. Keyword overrides set `Options`
     fields: ``eventlog.open(path, durability=Durability.INTERVAL)``.
     """
-    return EventLog(Store(_store_path(path), _options(options, overrides)))
+    return EventLog.open(path, options, **overrides)
 
 
 async def open_async(
     path: str | os.PathLike[str], options: Options | None = None, **overrides: Any
 ) -> AsyncEventLog:
     """The asyncio twin of `open`; recovery runs in a worker thread."""
-    opts = _options(options, overrides)
-    store = await asyncio.to_thread(Store, _store_path(path), opts)
-    return AsyncEventLog(store)
+    return await AsyncEventLog.open(path, options, **overrides)
 
 
 def _store_path(path: str | os.PathLike[str]) -> Path:

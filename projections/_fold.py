@@ -55,6 +55,12 @@ class Batch:
 
     def __init__(self, tables: Sequence[Table]) -> None:
         self.tables = {t.name: TableChanges(t) for t in tables}
+        self.rows_written = 0
+
+    def changed(self, name: str) -> list[Row]:
+        """The rows of table `name` this batch made or changed."""
+        changes = self.tables[name]
+        return [changes.rows[k] for k in (*changes.new, *changes.dirty)]
 
     def __getitem__(self, name: str) -> TableChanges:
         return self.tables[name]
@@ -78,15 +84,15 @@ def fold(
     con: duckdb.DuckDBPyConnection,
     projections: Sequence[Projection],
     records: Sequence[Record],
-) -> int:
+) -> Batch:
     """Fold `records` into the tables through `con` (inside the caller's transaction).
 
-    Returns the rows written. Raises `PoisonEvent` naming the first event that cannot be
+    Returns the batch (what it changed, `rows_written`). Raises `PoisonEvent` naming the first event that cannot be
     applied; nothing of this batch is written then, and the caller rolls back.
     """
-    if not records:
-        return 0
     batch = Batch([t for p in projections for t in p.tables])
+    if not records:
+        return batch
     for _lsn, event in records:
         for p in projections:
             p.want(batch, event)
@@ -98,14 +104,14 @@ def fold(
                 p.apply(batch, lsn, event)
             except (KeyError, ValueError, TypeError) as exc:
                 raise PoisonEvent(lsn, tag_of(event), _reason(exc)) from exc
-    written = sum(changes.write(con) for changes in batch.tables.values())
+    batch.rows_written = sum(changes.write(con) for changes in batch.tables.values())
     last = records[-1]
     con.execute(
         "UPDATE lmg_checkpoints SET lsn = ?, ts = ? WHERE projection IN "
         f"({', '.join('?' for _ in projections)})",
         [last.lsn, last.event.ts, *(p.name for p in projections)],
     )
-    return written
+    return batch
 
 
 def _reason(exc: BaseException) -> str:

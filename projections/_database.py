@@ -1,0 +1,141 @@
+"""Who may open the projections database, and how, across processes.
+
+DuckDB lets one process open a file read-write, and refuses read-only opens elsewhere while
+it does. Three rules make a folder and many readers share one file:
+
+1. One folder per database: whoever folds (an `lmg project` process or an embedded
+   `MemoryGraph`) holds ``<db>.lock`` exclusively for its lifetime; a second is refused with
+   `ProjectorBusy`, naming the holder. It can never double-apply: its checkpoint would also
+   stop it, since the fold starts after the checkpoint it reads in its own transaction.
+2. A gate, ``<db>.gate``, is held exclusively by the folder while it has the file open and
+   shared by readers while they do. `lmg project` opens the file only to commit a batch, so
+   readers slip in between commits; an embedded `MemoryGraph` keeps it open (its reads need
+   a live connection), so other processes wait for it to close.
+3. Anything that ignores the gate (the ``duckdb`` CLI) is met by DuckDB's own lock: the folder
+   retries until it is released, and reports that it waits.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import duckdb
+
+from .errors import DatabaseBusy, ProjectionError, ProjectorBusy
+
+__all__ = ["DATABASE_FILE", "FolderLock", "Gate", "database_path", "open_database"]
+
+DATABASE_FILE = "projections.duckdb"
+
+
+def database_path(store: str | os.PathLike[str], database: str | os.PathLike[str] | None) -> Path:
+    """The database file of a store: ``<store>/projections.duckdb`` unless given."""
+    return Path(database) if database is not None else Path(store) / DATABASE_FILE
+
+
+class FolderLock:
+    """Rule 1: the exclusive right to fold into one database file."""
+
+    def __init__(self, db: Path, holder: str) -> None:
+        self.path = Path(f"{db}.lock")
+        self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            other = os.pread(self._fd, 200, 0).decode(errors="replace").strip() or "another process"
+            os.close(self._fd)
+            raise ProjectorBusy(
+                f"{db} is already folded by {other}; one folder per database "
+                "(stop it, or give this one its own database file)"
+            ) from None
+        os.ftruncate(self._fd, 0)
+        os.pwrite(self._fd, f"{holder} (pid {os.getpid()})\n".encode(), 0)
+
+    def release(self) -> None:
+        if self._fd >= 0:
+            os.ftruncate(self._fd, 0)
+            os.close(self._fd)  # closing drops the flock
+            self._fd = -1
+
+
+class Gate:
+    """Rule 2: exclusive for the folder while it has the file open, shared for readers."""
+
+    def __init__(self, db: Path) -> None:
+        self.path = Path(f"{db}.gate")
+        self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+
+    @contextlib.contextmanager
+    def hold(self, *, exclusive: bool, timeout: float | None) -> Iterator[None]:
+        self.acquire(exclusive=exclusive, timeout=timeout)
+        try:
+            yield
+        finally:
+            self.release()
+
+    def acquire(self, *, exclusive: bool, timeout: float | None) -> None:
+        mode = fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH
+        if timeout is None:
+            fcntl.flock(self._fd, mode)
+            return
+        deadline = time.monotonic() + timeout
+        delay = 0.001
+        while True:
+            try:
+                fcntl.flock(self._fd, mode | fcntl.LOCK_NB)
+                return
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    holder = _holder(self.path)
+                    raise DatabaseBusy(
+                        f"waited {timeout:g} s for {self.path.with_suffix('')} held by {holder}"
+                    ) from None
+                time.sleep(delay)
+                delay = min(delay * 2, 0.02)
+
+    def release(self) -> None:
+        fcntl.flock(self._fd, fcntl.LOCK_UN)
+
+    def close(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+
+
+def _holder(gate: Path) -> str:
+    try:
+        text = Path(str(gate).removesuffix(".gate") + ".lock").read_text().strip()
+    except OSError:
+        text = ""
+    return text or "another process"
+
+
+def open_database(
+    db: Path, *, read_only: bool, timeout: float | None, waiting: str = ""
+) -> duckdb.DuckDBPyConnection:
+    """Connect, retrying while another process (rule 3) holds DuckDB's own lock."""
+    if read_only and not db.exists():
+        raise ProjectionError(
+            f"{db} does not exist yet: build it with `lmg project` or `MemoryGraph.open`"
+        )
+    deadline = None if timeout is None else time.monotonic() + timeout
+    delay = 0.005
+    while True:
+        try:
+            return duckdb.connect(str(db), read_only=read_only)
+        except duckdb.IOException as exc:
+            if "lock" not in str(exc).lower():
+                raise ProjectionError(f"cannot open {db}: {exc}") from exc
+            if deadline is not None and time.monotonic() >= deadline:
+                raise DatabaseBusy(
+                    f"{db} stayed locked by another process{waiting}: {exc}"
+                ) from None
+            time.sleep(delay)
+            delay = min(delay * 2, 0.1)
+        except duckdb.Error as exc:
+            raise ProjectionError(f"cannot open {db}: {exc}") from exc

@@ -1,0 +1,333 @@
+"""The read side of a MemoryGraph: typed lookups, lineage, threads and context windows.
+
+Every method runs SQL on one DuckDB connection (the caller serialises access). Hot reads
+(`get_node`, `context_window`) are served from small LRU caches that the embedding graph
+clears for exactly the rows each fold changes, so a cached answer is never stale.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections import OrderedDict
+from collections.abc import Iterable, Sequence
+from typing import Any, Generic, TypeVar
+
+import duckdb
+import msgspec
+
+from . import nodes as n
+from ._fold import Batch
+
+__all__ = ["GraphReader", "Hop", "Impact", "NotFound", "TABLE_OF_TYPE"]
+
+from .errors import ProjectionError
+
+
+class NotFound(ProjectionError, LookupError):
+    """No live node, session or template has that id."""
+
+
+TABLE_OF_TYPE: dict[str, tuple[str, type[msgspec.Struct]]] = {
+    "session": ("sessions", n.Session),
+    "prompt": ("prompts", n.Prompt),
+    "response": ("responses", n.Response),
+    "tool_invocation": ("tool_invocations", n.ToolInvocation),
+    "agent": ("agents", n.Agent),
+    "template": ("templates", n.Template),
+    "node": ("nodes", n.GenericNode),
+}
+_NODE_TABLES = [(t, cls) for t, cls in TABLE_OF_TYPE.values()]
+
+_K = TypeVar("_K")
+_V = TypeVar("_V")
+
+
+class _LRU(Generic[_K, _V]):
+    def __init__(self, size: int) -> None:
+        self._size = size
+        self._items: OrderedDict[_K, _V] = OrderedDict()
+
+    def get(self, key: _K) -> _V | None:
+        value = self._items.get(key)
+        if value is not None:
+            self._items.move_to_end(key)
+        return value
+
+    def put(self, key: _K, value: _V) -> None:
+        self._items[key] = value
+        self._items.move_to_end(key)
+        if len(self._items) > self._size:
+            self._items.popitem(last=False)
+
+    def drop(self, keys: Iterable[_K]) -> None:
+        for key in keys:
+            self._items.pop(key, None)
+
+    def clear(self) -> None:
+        self._items.clear()
+
+
+class Hop(msgspec.Struct, frozen=True):
+    """One step of a lineage walk: the node reached, how far, and the edge that led there."""
+
+    depth: int
+    node_id: uuid.UUID
+    edge: n.Edge
+    node: n.Node | None  # None when the far end is not a node the projections hold
+
+
+class Impact(msgspec.Struct, frozen=True):
+    """Everything derived from a template or from any template that inherits from it."""
+
+    template_id: uuid.UUID
+    templates: list[uuid.UUID]  # the template and its live descendants
+    prompts: list[uuid.UUID]
+    responses: list[uuid.UUID]
+    tool_invocations: list[uuid.UUID]
+
+
+# Lineage runs from what is derived to what it derives from. Every edge type points that way
+# (a response RESPONDS_TO its prompt) except INVOKES, which points from a response to the
+# tool call it caused.
+_REVERSED = "INVOKES"
+
+
+class GraphReader:
+    """Typed reads over one connection; see MemoryGraph for the public face."""
+
+    def __init__(self, con: duckdb.DuckDBPyConnection, cache_size: int = 10_000) -> None:
+        self.con = con
+        self._nodes: _LRU[uuid.UUID, n.Node] = _LRU(cache_size)
+        self._windows: _LRU[tuple[uuid.UUID, int], list[n.Turn]] = _LRU(1_000)
+
+    # -- cache upkeep -------------------------------------------------------------------------
+
+    def forget(self, batch: Batch) -> None:
+        """Drop cached answers the batch may have changed."""
+        ids: set[Any] = set()
+        sessions: set[Any] = set()
+        for name, changes in batch.tables.items():
+            for key in (*changes.new, *changes.dirty):
+                ids.add(key[0] if isinstance(key, tuple) else key)
+            if name in ("prompts", "responses", "sessions"):
+                at = changes.table.index["id" if name == "sessions" else "session_id"]
+                sessions.update(row[at] for row in batch.changed(name))
+        self._nodes.drop(ids)
+        if sessions:
+            self._windows.drop([k for k in list(self._windows._items) if k[0] in sessions])
+
+    def clear(self) -> None:
+        self._nodes.clear()
+        self._windows.clear()
+
+    # -- nodes and edges ----------------------------------------------------------------------
+
+    def _rows(self, sql: str, params: Sequence[Any] = ()) -> tuple[list[str], list[tuple[Any, ...]]]:
+        cursor = self.con.execute(sql, list(params))
+        rows = cursor.fetchall()
+        names = [d[0] for d in cursor.description or ()]
+        return names, rows
+
+    def _structs(self, cls: type[msgspec.Struct], sql: str, params: Sequence[Any] = ()) -> list[Any]:
+        names, rows = self._rows(sql, params)
+        return [n.from_row(cls, names, row) for row in rows]
+
+    def get_node(self, node_id: uuid.UUID, *, include_deleted: bool = False) -> n.Node | None:
+        """The node with this id (any kind), or None. Deleted nodes are None unless asked for."""
+        _check_id(node_id)
+        node = self._nodes.get(node_id)
+        if node is None:
+            node = self._load_node(node_id)
+            if node is None:
+                return None
+            self._nodes.put(node_id, node)
+        return node if include_deleted or node.deleted_ts is None else None
+
+    def _load_node(self, node_id: uuid.UUID) -> n.Node | None:
+        union = " UNION ALL ".join(
+            f"SELECT {i} FROM {table} WHERE id = $1" for i, (table, _) in enumerate(_NODE_TABLES)
+        )
+        found = self.con.execute(f"{union} LIMIT 1", [node_id]).fetchall()
+        if not found:
+            return None
+        table, cls = _NODE_TABLES[found[0][0]]
+        current = " AND is_current" if table == "templates" else ""
+        nodes = self._structs(cls, f"SELECT * FROM {table} WHERE id = $1{current}", [node_id])
+        return nodes[0] if nodes else None
+
+    def get_nodes_batch(self, ids: Sequence[uuid.UUID]) -> list[n.Node | None]:
+        return [self.get_node(i) for i in ids]
+
+    def get_edge(self, edge_id: uuid.UUID) -> n.Edge | None:
+        _check_id(edge_id)
+        edges = self._structs(
+            n.Edge, "SELECT * FROM edges WHERE id = $1 AND deleted_ts IS NULL", [edge_id]
+        )
+        return edges[0] if edges else None
+
+    def edges(
+        self, node_id: uuid.UUID, direction: str, edge_type: str | None = None
+    ) -> list[n.Edge]:
+        _check_id(node_id)
+        column = "from_id" if direction == "out" else "to_id"
+        typed = "" if edge_type is None else " AND edge_type = $2"
+        params: list[Any] = [node_id] if edge_type is None else [node_id, edge_type]
+        return self._structs(
+            n.Edge,
+            f"SELECT * FROM edges WHERE {column} = $1 AND deleted_ts IS NULL{typed} ORDER BY lsn",
+            params,
+        )
+
+    # -- sessions and templates ---------------------------------------------------------------
+
+    def get_session(self, session_id: uuid.UUID) -> n.Session:
+        node = self.get_node(session_id)
+        if not isinstance(node, n.Session):
+            raise NotFound(f"no session {session_id}")
+        return node
+
+    def get_session_nodes(self, session_id: uuid.UUID) -> list[n.Node]:
+        """Every live prompt, response, tool call and generic node of a session, in log order."""
+        self.get_session(session_id)
+        found: list[tuple[int, n.Node]] = []
+        for table, cls in _NODE_TABLES:
+            if table in ("sessions", "agents", "templates"):
+                continue
+            for node in self._structs(
+                cls, f"SELECT * FROM {table} WHERE session_id = $1 AND deleted_ts IS NULL",
+                [session_id],
+            ):
+                found.append((node.lsn, node))
+        return [node for _, node in sorted(found, key=lambda pair: pair[0])]
+
+    def get_template(self, template_id: uuid.UUID, version: int | None = None) -> n.Template:
+        _check_id(template_id)
+        which = "is_current" if version is None else "version = $2"
+        params: list[Any] = [template_id] if version is None else [template_id, version]
+        found = self._structs(
+            n.Template,
+            f"SELECT * FROM templates WHERE id = $1 AND {which} AND deleted_ts IS NULL",
+            params,
+        )
+        if not found:
+            at = "" if version is None else f" at version {version}"
+            raise NotFound(f"no template {template_id}{at}")
+        return found[0]  # type: ignore[no-any-return]
+
+    # -- conversations ------------------------------------------------------------------------
+
+    def conversation_thread(self, session_id: uuid.UUID) -> list[n.Turn]:
+        """Every turn of a session, oldest first."""
+        self.get_session(session_id)
+        return self._turns(session_id, None)
+
+    def context_window(self, session_id: uuid.UUID, turns: int = 10) -> list[n.Turn]:
+        """The last `turns` prompt-and-responses pairs of a session, oldest first."""
+        if not isinstance(turns, int) or isinstance(turns, bool) or turns < 1:
+            raise ValueError(f"turns must be a positive int, got {turns!r}")
+        cached = self._windows.get((session_id, turns))
+        if cached is not None:
+            return cached
+        self.get_session(session_id)
+        window = self._turns(session_id, turns)
+        self._windows.put((session_id, turns), window)
+        return window
+
+    def _turns(self, session_id: uuid.UUID, last: int | None) -> list[n.Turn]:
+        limit = "" if last is None else f" ORDER BY lsn DESC LIMIT {int(last)}"
+        prompts = self._structs(
+            n.Prompt,
+            f"SELECT * FROM prompts WHERE session_id = $1 AND deleted_ts IS NULL{limit}",
+            [session_id],
+        )
+        prompts.sort(key=lambda p: p.lsn)
+        if not prompts:
+            return []
+        responses = self._structs(
+            n.Response,
+            "SELECT * FROM responses WHERE session_id = $1 AND deleted_ts IS NULL "
+            "AND lsn >= $2 AND prompt_id IN (SELECT unnest($3::UUID[])) ORDER BY lsn",
+            [session_id, prompts[0].lsn, [p.id for p in prompts]],
+        )
+        by_prompt: dict[uuid.UUID, list[n.Response]] = {p.id: [] for p in prompts}
+        for r in responses:
+            by_prompt[r.prompt_id].append(r)
+        return [n.Turn(p, by_prompt[p.id]) for p in prompts]
+
+    # -- lineage ------------------------------------------------------------------------------
+
+    def ancestors(
+        self, node_id: uuid.UUID, depth: int = 5, edge_types: Sequence[str] | None = None
+    ) -> list[Hop]:
+        """What a node derives from, breadth first, up to `depth` edges away."""
+        return self._walk(node_id, depth, edge_types, up=True)
+
+    def descendants(
+        self, node_id: uuid.UUID, depth: int = 5, edge_types: Sequence[str] | None = None
+    ) -> list[Hop]:
+        """What derives from a node, breadth first, up to `depth` edges away."""
+        return self._walk(node_id, depth, edge_types, up=False)
+
+    def _walk(
+        self, start: uuid.UUID, depth: int, edge_types: Sequence[str] | None, *, up: bool
+    ) -> list[Hop]:
+        _check_id(start)
+        if not isinstance(depth, int) or isinstance(depth, bool) or depth < 1:
+            raise ValueError(f"depth must be a positive int, got {depth!r}")
+        types = None if edge_types is None else [str(t) for t in edge_types]
+        # Going up: leave along an ordinary edge's from side, or an INVOKES edge's to side.
+        near, far = ("from_id", "to_id") if up else ("to_id", "from_id")
+        seen = {start}
+        frontier = [start]
+        hops: list[Hop] = []
+        for level in range(1, depth + 1):
+            if not frontier:
+                break
+            type_filter = "" if types is None else " AND list_contains($2, edge_type)"
+            params: list[Any] = [frontier] if types is None else [frontier, types]
+            edges = self._structs(
+                n.Edge,
+                f"SELECT * FROM edges WHERE deleted_ts IS NULL{type_filter} AND ("
+                f"({near} IN (SELECT unnest($1::UUID[])) AND edge_type <> '{_REVERSED}')"
+                f" OR ({far} IN (SELECT unnest($1::UUID[])) AND edge_type = '{_REVERSED}')"
+                ") ORDER BY lsn",
+                params,
+            )
+            frontier = []
+            for edge in edges:
+                forward = edge.edge_type != _REVERSED
+                target = getattr(edge, far if forward else near)
+                if target in seen:
+                    continue
+                seen.add(target)
+                frontier.append(target)
+                hops.append(Hop(level, target, edge, self.get_node(target)))
+        return hops
+
+    def template_impact(self, template_id: uuid.UUID) -> Impact:
+        """Every live prompt, response and tool call made from a template or its descendants."""
+        self.get_template(template_id)
+        rows = self.con.execute(
+            "SELECT node_kind, list(node_id ORDER BY lsn) FROM lineage "
+            "WHERE deleted_ts IS NULL AND (template_id = $1 OR list_contains(template_ancestors, $1)) "
+            "GROUP BY node_kind",
+            [template_id],
+        ).fetchall()
+        kinds: dict[str, list[uuid.UUID]] = {kind: ids for kind, ids in rows}
+        templates = self.con.execute(
+            "SELECT list(DISTINCT id) FROM templates WHERE deleted_ts IS NULL "
+            "AND (id = $1 OR list_contains(ancestors, $1))",
+            [template_id],
+        ).fetchall()[0][0]
+        return Impact(
+            template_id,
+            sorted(templates or []),
+            kinds.get("prompt", []),
+            kinds.get("response", []),
+            kinds.get("tool_invocation", []),
+        )
+
+
+def _check_id(value: object) -> None:
+    if not isinstance(value, uuid.UUID):
+        raise TypeError(f"an id must be a uuid.UUID, not {type(value).__name__}")

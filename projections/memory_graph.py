@@ -1,0 +1,337 @@
+"""`MemoryGraph`: the event log's append API plus live, typed reads of its projections.
+
+Embedded use: the graph folds into its database in-process and holds that database for its
+lifetime (one folder per database, see `_database`). Every read first folds whatever the log
+holds beyond the checkpoint, so a read sees every write made before it, by this process or
+any other. `AsyncMemoryGraph` is the asyncio twin: appends as in `AsyncEventLog`, reads in a
+worker thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import threading
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from pathlib import Path
+from typing import Any, Concatenate, ParamSpec, Self, TypeVar
+
+import duckdb
+import msgspec
+
+from eventlog import AsyncEventLog, EventLog, Options, Stats
+
+from . import nodes as n
+from ._database import FolderLock, Gate, database_path, open_database
+from ._fold import Batch
+from ._folder import fold_available
+from ._reads import GraphReader, Hop, Impact
+from ._schema import checkpoint, ensure_schema
+from .errors import ProjectionError
+from .query import Query
+
+__all__ = ["AsyncMemoryGraph", "AsyncQuery", "GraphStats", "MemoryGraph"]
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+class GraphStats(Stats, kw_only=True):
+    """The log's `Stats` plus the projections': checkpoint, lag, nodes and edges by type."""
+
+    checkpoint_lsn: int
+    lag_events: int
+    nodes_by_type: dict[str, int]
+    edges_by_type: dict[str, int]
+    database_bytes: int
+
+
+class _Embedded:
+    """The database side of an embedded graph: lock, gate, connection, reader, caches."""
+
+    def __init__(self, log: EventLog | AsyncEventLog, db: Path, wait_s: float) -> None:
+        self.log = log
+        self.db = db
+        self._mutex = threading.RLock()
+        self._lock: FolderLock | None = None
+        self._gate: Gate | None = None
+        if str(db) == ":memory:":  # private to this handle: nobody to share with
+            self.con = duckdb.connect()
+            ensure_schema(self.con)
+        else:
+            self._lock = FolderLock(db, "an embedded MemoryGraph")
+            self._gate = Gate(db)
+            try:
+                self._gate.acquire(exclusive=True, timeout=wait_s)
+                self.con = open_database(db, read_only=False, timeout=wait_s)
+                ensure_schema(self.con)
+            except BaseException:
+                self._gate.close()
+                self._lock.release()
+                raise
+        self.reader = GraphReader(self.con)
+        self.checkpoint = checkpoint(self.con)
+        self._closed = False
+
+    def refresh(self) -> None:
+        """Fold what the log holds beyond the checkpoint (read-your-writes)."""
+        if self.log.next_lsn() - 1 > self.checkpoint:
+            self.checkpoint = fold_available(self.con, self.log, on_batch=self._forget)
+            # (on a PoisonEvent the error propagates and the reader sees the last good state)
+
+    def _forget(self, batch: Batch, _last: object) -> None:
+        self.reader.forget(batch)
+
+    def run(self, fn: Callable[[GraphReader], R]) -> R:
+        with self._mutex:
+            if self._closed:
+                raise ProjectionError(f"the graph on {self.db} is closed")
+            try:
+                self.refresh()
+                return fn(self.reader)
+            except duckdb.Error as exc:
+                raise ProjectionError(f"DuckDB: {exc}") from exc
+
+    def close(self) -> None:
+        with self._mutex:
+            if self._closed:
+                return
+            self._closed = True
+            self.con.close()
+            if self._gate is not None:
+                self._gate.release()
+                self._gate.close()
+            if self._lock is not None:
+                self._lock.release()
+
+    def stats(self, base: Stats) -> GraphStats:
+        def count(reader: GraphReader) -> tuple[dict[str, int], dict[str, int]]:
+            nodes = {
+                kind: int(reader.con.execute(
+                    f"SELECT count(*) FROM {table} WHERE deleted_ts IS NULL"
+                ).fetchall()[0][0])
+                for kind, (table, _) in _node_tables().items()
+            }
+            edges = dict(reader.con.execute(
+                "SELECT edge_type, count(*) FROM edges WHERE deleted_ts IS NULL GROUP BY 1 ORDER BY 1"
+            ).fetchall())
+            return nodes, edges
+
+        nodes, edges = self.run(count)
+        fields = msgspec.structs.asdict(base)
+        return GraphStats(
+            **fields,
+            checkpoint_lsn=self.checkpoint,
+            lag_events=max(0, base.events - 1 - self.checkpoint),
+            nodes_by_type=nodes,
+            edges_by_type=edges,
+            database_bytes=_size(self.db),
+        )
+
+
+def _node_tables() -> dict[str, tuple[str, Any]]:
+    from ._reads import TABLE_OF_TYPE
+
+    return TABLE_OF_TYPE
+
+
+def _size(db: Path) -> int:
+    total = 0
+    for path in (db, Path(f"{db}.wal")):
+        try:
+            total += path.stat().st_size
+        except FileNotFoundError:
+            pass
+    return total
+
+
+def _read(fn: Callable[Concatenate[GraphReader, P], R]) -> Callable[Concatenate[MemoryGraph, P], R]:
+    def method(self: MemoryGraph, /, *args: P.args, **kwargs: P.kwargs) -> R:
+        return self._embedded.run(lambda reader: fn(reader, *args, **kwargs))
+
+    method.__name__, method.__doc__ = fn.__name__, fn.__doc__
+    return method
+
+
+def _aread(
+    fn: Callable[Concatenate[GraphReader, P], R],
+) -> Callable[Concatenate[AsyncMemoryGraph, P], Awaitable[R]]:
+    async def method(self: AsyncMemoryGraph, /, *args: P.args, **kwargs: P.kwargs) -> R:
+        return await asyncio.to_thread(
+            self._embedded.run, lambda reader: fn(reader, *args, **kwargs)
+        )
+
+    method.__name__, method.__doc__ = fn.__name__, fn.__doc__
+    return method
+
+
+def _outgoing(reader: GraphReader, node_id: uuid.UUID, edge_type: str | None = None) -> list[n.Edge]:
+    """Live edges leaving a node (optionally of one type), in log order."""
+    return reader.edges(node_id, "out", edge_type)
+
+
+def _incoming(reader: GraphReader, node_id: uuid.UUID, edge_type: str | None = None) -> list[n.Edge]:
+    """Live edges arriving at a node (optionally of one type), in log order."""
+    return reader.edges(node_id, "in", edge_type)
+
+
+def _rows(reader: GraphReader, query: str, params: Sequence[Any] | dict[str, Any] | None) -> list[tuple[Any, ...]]:
+    return reader.con.execute(query, params).fetchall()
+
+
+class MemoryGraph(EventLog):
+    """The log's append API (every `EventLog` method) plus reads of the live projections."""
+
+    _embedded: _Embedded
+
+    @classmethod
+    def open(
+        cls,
+        path: str | os.PathLike[str],
+        options: Options | None = None,
+        *,
+        database: str | os.PathLike[str] | None = None,
+        wait_s: float = 10.0,
+        **overrides: Any,
+    ) -> Self:
+        """Open the store at `path` (creating it) and its projections (``projections.duckdb``
+        in the store unless `database` names another file, or ``":memory:"``), folding any
+        backlog. Waits up to `wait_s` for readers of the database in other processes."""
+        graph = super().open(path, options, **overrides)
+        try:
+            db = Path(database) if database == ":memory:" else database_path(path, database)
+            graph._embedded = _Embedded(graph, db, wait_s)
+            graph._embedded.run(lambda _reader: None)
+        except BaseException:
+            EventLog.close(graph)
+            raise
+        return graph
+
+    def close(self) -> None:
+        """Close the projections, then the log. Idempotent."""
+        if hasattr(self, "_embedded"):
+            self._embedded.close()
+        super().close()
+
+    def query(self) -> Query:
+        """A query builder: ``g.query().session(s).node_type("prompt").limit(10).execute()``."""
+        return Query(self._embedded.run)
+
+    def sql(
+        self, query: str, params: Sequence[Any] | dict[str, Any] | None = None
+    ) -> duckdb.DuckDBPyRelation:
+        """Run SQL on the projections; returns a DuckDB relation (`.fetchall()`, `.df()`, ...).
+
+        Use it before the next append or read: it runs on the graph's connection."""
+        return self._embedded.run(lambda reader: reader.con.sql(query, params=params))
+
+    def rows(
+        self, query: str, params: Sequence[Any] | dict[str, Any] | None = None
+    ) -> list[tuple[Any, ...]]:
+        """Run SQL on the projections and fetch every row."""
+        return self._embedded.run(lambda reader: _rows(reader, query, params))
+
+    def stats(self) -> GraphStats:
+        """The log's stats plus the projections' checkpoint, lag and counts by type."""
+        return self._embedded.stats(super().stats())
+
+    get_node = _read(GraphReader.get_node)
+    get_nodes_batch = _read(GraphReader.get_nodes_batch)
+    get_edge = _read(GraphReader.get_edge)
+    get_outgoing_edges = _read(_outgoing)
+    get_incoming_edges = _read(_incoming)
+    get_session = _read(GraphReader.get_session)
+    get_session_nodes = _read(GraphReader.get_session_nodes)
+    get_template = _read(GraphReader.get_template)
+    conversation_thread = _read(GraphReader.conversation_thread)
+    context_window = _read(GraphReader.context_window)
+    ancestors = _read(GraphReader.ancestors)
+    descendants = _read(GraphReader.descendants)
+    template_impact = _read(GraphReader.template_impact)
+
+
+class AsyncQuery(Query):
+    """`Query` for `AsyncMemoryGraph`: `execute`, `count` and `stream` are awaited."""
+
+    async def execute(self) -> list[n.Node]:  # type: ignore[override]
+        return await asyncio.to_thread(super().execute)
+
+    async def count(self) -> int:  # type: ignore[override]
+        return await asyncio.to_thread(super().count)
+
+    async def stream(self, page: int = 1_000) -> AsyncIterator[n.Node]:  # type: ignore[override]
+        source = Query.stream(self, page)
+        while chunk := await asyncio.to_thread(_take, source, page):
+            for node in chunk:
+                yield node
+
+
+def _take(source: Any, count: int) -> list[n.Node]:
+    out: list[n.Node] = []
+    for node in source:
+        out.append(node)
+        if len(out) == count:
+            break
+    return out
+
+
+class AsyncMemoryGraph(AsyncEventLog):
+    """The asyncio twin of `MemoryGraph`: appends as `AsyncEventLog`, reads awaited."""
+
+    _embedded: _Embedded
+
+    @classmethod
+    async def open(
+        cls,
+        path: str | os.PathLike[str],
+        options: Options | None = None,
+        *,
+        database: str | os.PathLike[str] | None = None,
+        wait_s: float = 10.0,
+        **overrides: Any,
+    ) -> Self:
+        """`MemoryGraph.open` for asyncio; opening and the backlog fold run in a thread."""
+        graph = await super().open(path, options, **overrides)
+        try:
+            db = Path(database) if database == ":memory:" else database_path(path, database)
+            graph._embedded = await asyncio.to_thread(_Embedded, graph, db, wait_s)
+            await asyncio.to_thread(graph._embedded.run, lambda _reader: None)
+        except BaseException:
+            await AsyncEventLog.close(graph)
+            raise
+        return graph
+
+    async def close(self) -> None:
+        if hasattr(self, "_embedded"):
+            await asyncio.to_thread(self._embedded.close)
+        await super().close()
+
+    def query(self) -> AsyncQuery:
+        return AsyncQuery(self._embedded.run)
+
+    async def sql(
+        self, query: str, params: Sequence[Any] | dict[str, Any] | None = None
+    ) -> list[tuple[Any, ...]]:
+        """Run SQL on the projections; returns every row."""
+        return await asyncio.to_thread(self._embedded.run, lambda r: _rows(r, query, params))
+
+    async def graph_stats(self) -> GraphStats:
+        return await asyncio.to_thread(self._embedded.stats, self.stats())
+
+    get_node = _aread(GraphReader.get_node)
+    get_nodes_batch = _aread(GraphReader.get_nodes_batch)
+    get_edge = _aread(GraphReader.get_edge)
+    get_outgoing_edges = _aread(_outgoing)
+    get_incoming_edges = _aread(_incoming)
+    get_session = _aread(GraphReader.get_session)
+    get_session_nodes = _aread(GraphReader.get_session_nodes)
+    get_template = _aread(GraphReader.get_template)
+    conversation_thread = _aread(GraphReader.conversation_thread)
+    context_window = _aread(GraphReader.context_window)
+    ancestors = _aread(GraphReader.ancestors)
+    descendants = _aread(GraphReader.descendants)
+    template_impact = _aread(GraphReader.template_impact)
+
+
+__all__ += ["Hop", "Impact"]

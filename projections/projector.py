@@ -1,0 +1,235 @@
+"""The projector process: fold a store's log into its database, then follow the log.
+
+`lmg project STORE --follow` runs a `Projector`. It holds the folder lock for its lifetime
+but opens the database only to commit (see `_database`): during a catch-up it keeps the
+file for at most `hold_s` at a time, while following it opens it once per wake-up. Readers
+in other processes (`connect`, `lmg sql`, the `duckdb` CLI) get in between.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import duckdb
+import msgspec
+import watchfiles
+
+import eventlog
+from eventlog import EventLog, Record
+
+from ._database import FolderLock, Gate, database_path, open_database
+from ._fold import Batch
+from ._folder import BATCH_EVENTS, fold_available
+from ._schema import checkpoint, ensure_schema
+from .errors import ProjectionError
+
+__all__ = ["Progress", "Projector", "connect", "rebuild"]
+
+
+class Progress(msgspec.Struct, frozen=True, kw_only=True):
+    """Where a projector stands, reported after each commit."""
+
+    checkpoint: int  # the last LSN folded (-1: none)
+    log_end: int  # the log's length when last looked at
+    events_per_s: float  # over this run so far
+    lag_events: int  # how far behind the log the checkpoint is
+    lag_ms: float | None  # now minus the `ts` of the last folded event, when following
+    waited_ms: float  # time spent waiting for readers to release the database
+
+
+def _segments_only(_change: watchfiles.Change, path: str) -> bool:
+    return path.endswith(".seg")
+
+
+class Projector:
+    """Folds the log of `store` into `database` (default ``<store>/projections.duckdb``)."""
+
+    def __init__(
+        self,
+        store: str | os.PathLike[str],
+        database: str | os.PathLike[str] | None = None,
+        *,
+        batch_events: int = BATCH_EVENTS,
+        hold_s: float = 0.5,
+        wait_s: float | None = None,
+    ) -> None:
+        self.store = Path(store)
+        self.db = database_path(store, database)
+        self.batch_events = batch_events
+        self.hold_s = hold_s
+        self.wait_s = wait_s  # None: wait for readers as long as it takes
+        self._lock = FolderLock(self.db, "lmg project")
+        try:
+            self._log = eventlog.open(self.store, readonly=True)
+            self._gate = Gate(self.db)
+        except BaseException:
+            self._lock.release()
+            raise
+        self._checkpoint = -1
+        self._log_end = 0
+        self._folded = 0
+        self._started = time.monotonic()
+        self._waited = 0.0
+        self._last_ts: int | None = None
+        with self._open() as con:
+            ensure_schema(con)
+            self._checkpoint = checkpoint(con)
+
+    def close(self) -> None:
+        self._log.close()
+        self._gate.close()
+        self._lock.release()
+
+    def __enter__(self) -> Projector:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @property
+    def checkpoint(self) -> int:
+        return self._checkpoint
+
+    @contextlib.contextmanager
+    def _open(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        began = time.monotonic()
+        self._gate.acquire(exclusive=True, timeout=self.wait_s)
+        try:
+            con = open_database(
+                self.db, read_only=False, timeout=self.wait_s, waiting=" (a duckdb CLI?)"
+            )
+            self._waited += time.monotonic() - began
+            try:
+                yield con
+            finally:
+                con.close()
+        finally:
+            self._gate.release()
+
+    def progress(self, *, following: bool = False) -> Progress:
+        elapsed = max(time.monotonic() - self._started, 1e-9)
+        lag_ms = None
+        if following and self._last_ts is not None:
+            lag_ms = max(0.0, (time.time_ns() - self._last_ts) / 1e6)
+        return Progress(
+            checkpoint=self._checkpoint,
+            log_end=self._log_end,
+            events_per_s=self._folded / elapsed,
+            lag_events=max(0, self._log_end - 1 - self._checkpoint),
+            lag_ms=lag_ms,
+            waited_ms=self._waited * 1e3,
+        )
+
+    def catch_up(
+        self,
+        *,
+        stop: threading.Event | None = None,
+        on_progress: Callable[[Progress], None] | None = None,
+        following: bool = False,
+    ) -> int:
+        """Fold everything the log holds now; returns the checkpoint. Raises `PoisonEvent`
+        (after folding everything before it) at an event the fold cannot apply."""
+        self._log_end = self._log.next_lsn()
+        while self._checkpoint < self._log_end - 1 and not (stop and stop.is_set()):
+            deadline = time.monotonic() + self.hold_s
+            before = self._checkpoint
+
+            def record(batch: Batch, last: Record) -> None:
+                self._folded += last.lsn - self._checkpoint
+                self._checkpoint, self._last_ts = last.lsn, last.event.ts
+                if on_progress is not None:
+                    on_progress(self.progress(following=following))
+
+            def keep_going() -> bool:
+                return time.monotonic() < deadline and not (stop and stop.is_set())
+
+            with self._open() as con:
+                self._checkpoint = fold_available(
+                    con, self._log, batch_events=self.batch_events,
+                    keep_going=keep_going, on_batch=record,
+                )
+            if self._checkpoint == before:
+                break  # the log ends earlier than its length said (a torn tail being cut)
+            self._log_end = max(self._log_end, self._checkpoint + 1)
+        return self._checkpoint
+
+    def follow(
+        self,
+        stop: threading.Event,
+        on_progress: Callable[[Progress], None] | None = None,
+        poll_s: float = 1.0,
+    ) -> int:
+        """Catch up, then fold new events as they land until `stop` is set."""
+        watcher = watchfiles.watch(
+            self.store,
+            watch_filter=_segments_only,
+            debounce=0,
+            step=5,
+            rust_timeout=int(poll_s * 1000),
+            yield_on_timeout=True,
+            stop_event=stop,
+        )
+        try:
+            while not stop.is_set():
+                self.catch_up(stop=stop, on_progress=on_progress, following=True)
+                if stop.is_set():
+                    break
+                next(watcher, None)
+        finally:
+            with contextlib.suppress(Exception):
+                watcher.close()  # type: ignore[attr-defined]
+        return self._checkpoint
+
+
+@contextlib.contextmanager
+def connect(
+    store: str | os.PathLike[str],
+    database: str | os.PathLike[str] | None = None,
+    *,
+    wait_s: float = 10.0,
+) -> Iterator[duckdb.DuckDBPyConnection]:
+    """A read-only connection to a store's projections, safe beside a running projector.
+
+    Holds the gate (shared) until the block ends: keep the block short, since the projector
+    cannot commit meanwhile. Raises `DatabaseBusy` after `wait_s` if an embedded MemoryGraph
+    holds the database."""
+    db = database_path(store, database)
+    if not db.exists():
+        raise ProjectionError(f"{db} does not exist yet: build it with `lmg project {store}`")
+    gate = Gate(db)
+    try:
+        with gate.hold(exclusive=False, timeout=wait_s):
+            con = open_database(db, read_only=True, timeout=wait_s)
+            try:
+                yield con
+            finally:
+                con.close()
+    finally:
+        gate.close()
+
+
+def rebuild(
+    store: str | os.PathLike[str],
+    database: str | os.PathLike[str] | None = None,
+    *,
+    on_progress: Callable[[Progress], None] | None = None,
+) -> int:
+    """Delete a store's projections and fold the whole log again; returns the checkpoint."""
+    db = database_path(store, database)
+    lock = FolderLock(db, "lmg project --rebuild")
+    try:
+        for path in (db, Path(f"{db}.wal")):
+            path.unlink(missing_ok=True)
+    finally:
+        lock.release()
+    with Projector(store, database) as projector:
+        return projector.catch_up(on_progress=on_progress)
+
+
+def log_of(projector: Projector) -> EventLog:
+    return projector._log
