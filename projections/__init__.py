@@ -1,11 +1,11 @@
 """llm-memory-graph's read side: the event log folded into DuckDB tables, and MemoryGraph.
 
-    from projections import MemoryGraph
-    with MemoryGraph.open("./data") as g:
-        s = g.create_session()
-        p = g.add_prompt(s.id, "What is Rust?")
-        g.get_node(p)                      # a typed Prompt, folded on read
-        g.sql("SELECT * FROM agent_stats").fetchall()
+from projections import MemoryGraph
+with MemoryGraph.open("./data") as g:
+    s = g.create_session()
+    p = g.add_prompt(s.id, "What is Rust?")
+    g.get_node(p)                      # a typed Prompt, folded on read
+    g.sql("SELECT * FROM agent_stats").fetchall()
 """
 
 from ._database import DATABASE_FILE
@@ -47,10 +47,10 @@ __all__ = [
     "NotFound",
     "PoisonEvent",
     "Progress",
-    "Projector",
-    "Prompt",
     "ProjectionError",
+    "Projector",
     "ProjectorBusy",
+    "Prompt",
     "Query",
     "Response",
     "SchemaMismatch",

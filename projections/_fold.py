@@ -69,9 +69,16 @@ class Batch:
 class Projection(Protocol):
     """A named set of tables and the code that folds events into them."""
 
-    name: str
-    tables: tuple[Table, ...]
-    views: tuple[str, ...]  # CREATE OR REPLACE VIEW statements over the tables
+    @property
+    def name(self) -> str:
+        """The projection's name, its key in ``lmg_checkpoints``."""
+
+    @property
+    def tables(self) -> tuple[Table, ...]: ...
+
+    @property
+    def views(self) -> tuple[str, ...]:
+        """CREATE OR REPLACE VIEW statements over the tables."""
 
     def want(self, batch: Batch, event: EventBase) -> None:
         """Name the existing rows `apply` will need for `event`."""
@@ -87,8 +94,8 @@ def fold(
 ) -> Batch:
     """Fold `records` into the tables through `con` (inside the caller's transaction).
 
-    Returns the batch (what it changed, `rows_written`). Raises `PoisonEvent` naming the first event that cannot be
-    applied; nothing of this batch is written then, and the caller rolls back.
+    Returns the batch (what it changed, `rows_written`). Raises `PoisonEvent` naming the first
+    event that cannot be applied; nothing of this batch is written then: the caller rolls back.
     """
     batch = Batch([t for p in projections for t in p.tables])
     if not records:

@@ -3,20 +3,29 @@
 from __future__ import annotations
 
 import itertools
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from typing import Protocol
 
 import duckdb
 
-from eventlog import EventLog, Record
+from eventlog import Record
 
 from ._fold import Batch, fold
 from ._schema import PROJECTIONS, checkpoint
 from .errors import PoisonEvent, ProjectionError
 
-__all__ = ["BATCH_EVENTS", "commit_batch", "fold_available"]
+__all__ = ["BATCH_EVENTS", "LogReader", "commit_batch", "fold_available"]
 
 BATCH_EVENTS = 20_000
 """Events per transaction: large enough for bulk writes, small enough to bound memory."""
+
+
+class LogReader(Protocol):
+    """What folding needs of a log handle (`EventLog`, `AsyncEventLog`, read-only or not)."""
+
+    def read(self, start: int = 0, stop: int | None = None) -> Iterator[Record]: ...
+
+    def next_lsn(self) -> int: ...
 
 
 def commit_batch(con: duckdb.DuckDBPyConnection, records: Sequence[Record]) -> Batch:
@@ -49,7 +58,7 @@ def commit_batch(con: duckdb.DuckDBPyConnection, records: Sequence[Record]) -> B
 
 def fold_available(
     con: duckdb.DuckDBPyConnection,
-    log: EventLog,
+    log: LogReader,
     *,
     batch_events: int = BATCH_EVENTS,
     stop_lsn: int | None = None,
@@ -62,7 +71,7 @@ def fold_available(
     """
     start = checkpoint(con) + 1
     records = log.read(start, stop_lsn)
-    try:
+    try:  # the generator closes its cursor when closed
         while keep_going():
             chunk = list(itertools.islice(records, batch_events))
             if not chunk:
@@ -71,5 +80,7 @@ def fold_available(
             if on_batch is not None:
                 on_batch(batch, chunk[-1])
     finally:
-        records.close()  # type: ignore[attr-defined]
+        close = getattr(records, "close", None)
+        if close is not None:
+            close()
     return checkpoint(con)

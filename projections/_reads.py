@@ -18,7 +18,7 @@ import msgspec
 from . import nodes as n
 from ._fold import Batch
 
-__all__ = ["GraphReader", "Hop", "Impact", "NotFound", "TABLE_OF_TYPE"]
+__all__ = ["TABLE_OF_TYPE", "GraphReader", "Hop", "Impact", "NotFound"]
 
 from .errors import ProjectionError
 
@@ -122,13 +122,17 @@ class GraphReader:
 
     # -- nodes and edges ----------------------------------------------------------------------
 
-    def _rows(self, sql: str, params: Sequence[Any] = ()) -> tuple[list[str], list[tuple[Any, ...]]]:
+    def _rows(
+        self, sql: str, params: Sequence[Any] = ()
+    ) -> tuple[list[str], list[tuple[Any, ...]]]:
         cursor = self.con.execute(sql, list(params))
         rows = cursor.fetchall()
         names = [d[0] for d in cursor.description or ()]
         return names, rows
 
-    def _structs(self, cls: type[msgspec.Struct], sql: str, params: Sequence[Any] = ()) -> list[Any]:
+    def _structs(
+        self, cls: type[msgspec.Struct], sql: str, params: Sequence[Any] = ()
+    ) -> list[Any]:
         names, rows = self._rows(sql, params)
         return [n.from_row(cls, names, row) for row in rows]
 
@@ -194,7 +198,8 @@ class GraphReader:
             if table in ("sessions", "agents", "templates"):
                 continue
             for node in self._structs(
-                cls, f"SELECT * FROM {table} WHERE session_id = $1 AND deleted_ts IS NULL",
+                cls,
+                f"SELECT * FROM {table} WHERE session_id = $1 AND deleted_ts IS NULL",
                 [session_id],
             ):
                 found.append((node.lsn, node))
@@ -309,7 +314,8 @@ class GraphReader:
         self.get_template(template_id)
         rows = self.con.execute(
             "SELECT node_kind, list(node_id ORDER BY lsn) FROM lineage "
-            "WHERE deleted_ts IS NULL AND (template_id = $1 OR list_contains(template_ancestors, $1)) "
+            "WHERE deleted_ts IS NULL "
+            "AND (template_id = $1 OR list_contains(template_ancestors, $1)) "
             "GROUP BY node_kind",
             [template_id],
         ).fetchall()

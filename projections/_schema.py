@@ -20,7 +20,7 @@ SCHEMA_VERSION = 1
 PROJECTIONS: tuple[Projection, ...] = (Templates(), Agents(), Conversations(), Tools(), Graph())
 """In fold order: a projection may read rows an earlier one made for the same event."""
 
-TABLE_NAMES = tuple(t.name for p in PROJECTIONS for t in p.tables) + ("agent_stats",)
+TABLE_NAMES = (*(t.name for p in PROJECTIONS for t in p.tables), "agent_stats")
 
 
 def ensure_schema(con: duckdb.DuckDBPyConnection) -> None:

@@ -67,7 +67,8 @@ class Table:
 
     def ddl(self) -> str:
         cols = ",\n  ".join(f"{c.name} {c.sql_type} {c.constraint}".rstrip() for c in self.columns)
-        return f"CREATE TABLE IF NOT EXISTS {self.name} (\n  {cols},\n  PRIMARY KEY ({', '.join(self.key)})\n)"
+        key = ", ".join(self.key)
+        return f"CREATE TABLE IF NOT EXISTS {self.name} (\n  {cols},\n  PRIMARY KEY ({key})\n)"
 
     def key_of(self, row: Row) -> Key:
         if len(self._key_at) == 1:

@@ -13,7 +13,7 @@ from eventlog import events as ev
 from ._fold import Batch, json_text, touch_or_none
 from ._table import Column, Table
 
-__all__ = ["AGENTS", "AGENT_STATS", "Agents", "HANDOFFS"]
+__all__ = ["AGENTS", "AGENT_STATS", "HANDOFFS", "Agents"]
 
 AGENTS = Table(
     "agents",
@@ -114,7 +114,7 @@ _A = AGENTS.index
 
 class Agents:
     name = "agents"
-    tables = (AGENTS, HANDOFFS)
+    tables: tuple[Table, ...] = (AGENTS, HANDOFFS)
     views = (AGENT_STATS,)
 
     def want(self, batch: Batch, event: ev.EventBase) -> None:

@@ -12,7 +12,7 @@ from eventlog import events as ev
 from ._fold import Batch, json_text, json_value, touch_or_none
 from ._table import Column, Row, Table
 
-__all__ = ["Conversations", "PROMPTS", "RESPONSES", "SESSIONS"]
+__all__ = ["PROMPTS", "RESPONSES", "SESSIONS", "Conversations"]
 
 _COMMON = (
     Column("lsn", "BIGINT", "NOT NULL"),
@@ -155,7 +155,7 @@ def _response_row(e: ev.ResponseAdded, lsn: int, session_id: object) -> Row:
 
 class Conversations:
     name = "conversations"
-    tables = (SESSIONS, PROMPTS, RESPONSES)
+    tables: tuple[Table, ...] = (SESSIONS, PROMPTS, RESPONSES)
     views: tuple[str, ...] = ()
 
     def want(self, batch: Batch, event: ev.EventBase) -> None:

@@ -24,11 +24,11 @@ class DatabaseBusy(ProjectionError):
 
 
 class SchemaMismatch(ProjectionError):
-    """The database was built by a different schema version; rebuild it (`lmg project --rebuild`)."""
+    """The database was built by another schema version: rebuild it (`lmg project --rebuild`)."""
 
 
 class PoisonEvent(ProjectionError):
-    """An event the fold cannot apply. Everything before it is folded; the checkpoint stops there."""
+    """An event the fold cannot apply: everything before it is folded, the checkpoint stays."""
 
     def __init__(self, lsn: int, event_type: str, reason: str) -> None:
         super().__init__(f"cannot fold event {lsn} ({event_type}): {reason}")

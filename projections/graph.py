@@ -16,10 +16,11 @@ from typing import Any
 from eventlog import events as ev
 
 from ._fold import Batch, implicit_edge_id, json_text, touch_or_none
-from ._table import Column, Row, Table, TableChanges
+from ._table import Column, Row, Table
+from .conversations import PROMPTS
 from .templates import TEMPLATES, current_template
 
-__all__ = ["EDGES", "Graph", "LINEAGE", "NODES"]
+__all__ = ["EDGES", "LINEAGE", "NODES", "Graph"]
 
 _COMMON = (
     Column("session_id", "UUID"),
@@ -75,25 +76,27 @@ LINEAGE = Table(
 
 _L = LINEAGE.index
 _TEMPLATE_ANCESTORS = TEMPLATES.index["ancestors"]
+_PREVIOUS_PROMPT = PROMPTS.index["previous_prompt_id"]
 _TEMPLATE_COLUMNS = slice(_L["template_id"], _L["template_ancestors"] + 1)
 
 
 def _edge(
+    at: tuple[int, ev.EventBase],
     edge_id: uuid.UUID,
     edge_type: str,
-    from_id: uuid.UUID,
-    to_id: uuid.UUID,
-    properties: dict[str, Any] | None,
-    lsn: int,
-    e: ev.EventBase,
+    ends: tuple[uuid.UUID, uuid.UUID],
+    *,
     session_id: uuid.UUID | None,
+    properties: dict[str, Any] | None = None,
 ) -> Row:
+    """An `edges` row; `at` is the (LSN, event) that made it, `ends` its (from, to)."""
+    lsn, e = at
     props = {k: v for k, v in (properties or {}).items() if v is not None}
     return [
         edge_id,
         edge_type,
-        from_id,
-        to_id,
+        ends[0],
+        ends[1],
         json_text(props) if props else None,
         session_id,
         lsn,
@@ -105,14 +108,20 @@ def _edge(
 
 
 def _implied(
-    edges: TableChanges, edge_type: str, from_id: uuid.UUID, to_id: uuid.UUID, lsn: int,
-    e: ev.EventBase, session_id: uuid.UUID | None, properties: dict[str, Any] | None = None,
-) -> None:
-    edge_id = implicit_edge_id(edge_type, from_id, to_id)
-    edges.add(_edge(edge_id, edge_type, from_id, to_id, properties, lsn, e, session_id))
+    at: tuple[int, ev.EventBase],
+    edge_type: str,
+    ends: tuple[uuid.UUID, uuid.UUID],
+    session_id: uuid.UUID | None,
+    properties: dict[str, Any] | None = None,
+) -> Row:
+    """An edge the log implies, with its deterministic id."""
+    edge_id = implicit_edge_id(edge_type, *ends)
+    return _edge(at, edge_id, edge_type, ends, session_id=session_id, properties=properties)
 
 
-def _template_lineage(batch: Batch, template_id: uuid.UUID | None, version: int | None) -> list[Any]:
+def _template_lineage(
+    batch: Batch, template_id: uuid.UUID | None, version: int | None
+) -> list[Any]:
     if template_id is None:
         return [None, None, None]
     ancestors = current_template(batch["templates"], template_id)[_TEMPLATE_ANCESTORS]
@@ -121,7 +130,7 @@ def _template_lineage(batch: Batch, template_id: uuid.UUID | None, version: int 
 
 class Graph:
     name = "graph"
-    tables = (EDGES, NODES, LINEAGE)
+    tables: tuple[Table, ...] = (EDGES, NODES, LINEAGE)
     views: tuple[str, ...] = ()
 
     def want(self, batch: Batch, event: ev.EventBase) -> None:
@@ -141,65 +150,112 @@ class Graph:
                 pass
 
     def apply(self, batch: Batch, lsn: int, event: ev.EventBase) -> None:
-        edges, lineage = batch["edges"], batch["lineage"]
+        edges, lineage, at = batch["edges"], batch["lineage"], (lsn, event)
         match event:
-            case ev.PromptAdded():
-                sid = event.session_id
-                previous = batch["prompts"].rows[event.id][batch["prompts"].table.index["previous_prompt_id"]]
+            case ev.PromptAdded(id=pid, session_id=sid, template_id=tid):
+                previous = batch["prompts"].rows[pid][_PREVIOUS_PROMPT]
                 if previous is not None:
-                    _implied(edges, "FOLLOWS", event.id, previous, lsn, event, sid)
-                if event.template_id is not None:
-                    props = {"template_version": event.template_version,
-                             "variable_bindings": event.variables or None}
-                    _implied(edges, "INSTANTIATES", event.id, event.template_id, lsn, event, sid, props)
-                lineage.add([event.id, "prompt", sid, None, event.parent_prompt_id, None,
-                             *_template_lineage(batch, event.template_id, event.template_version),
-                             lsn, None])
-            case ev.ResponseAdded():
-                prompt = lineage.rows[event.prompt_id]
+                    edges.add(_implied(at, "FOLLOWS", (pid, previous), sid))
+                if tid is not None:
+                    edges.add(_implied(at, "INSTANTIATES", (pid, tid), sid, _bindings(event)))
+                template = _template_lineage(batch, tid, event.template_version)
+                lineage.add(
+                    [pid, "prompt", sid, None, event.parent_prompt_id, None, *template, lsn, None]
+                )
+            case ev.ResponseAdded(id=rid, prompt_id=pid):
+                prompt = lineage.rows[pid]
                 sid = prompt[_L["session_id"]]
                 props = {"latency_ms": event.latency_ms, "model": event.model}
-                _implied(edges, "RESPONDS_TO", event.id, event.prompt_id, lsn, event, sid, props)
-                lineage.add([event.id, "response", sid, event.prompt_id, None, None,
-                             *prompt[_TEMPLATE_COLUMNS], lsn, None])
-            case ev.ToolInvoked():
-                response = lineage.rows[event.response_id]
+                edges.add(_implied(at, "RESPONDS_TO", (rid, pid), sid, props))
+                lineage.add(
+                    [rid, "response", sid, pid, None, None, *prompt[_TEMPLATE_COLUMNS], lsn, None]
+                )
+            case ev.ToolInvoked(id=tid, response_id=rid):
+                response = lineage.rows[rid]
                 sid = response[_L["session_id"]]
-                props = {"tool_name": event.tool_name}
-                _implied(edges, "INVOKES", event.response_id, event.id, lsn, event, sid, props)
-                lineage.add([event.id, "tool_invocation", sid, response[_L["prompt_id"]], None,
-                             event.response_id, *response[_TEMPLATE_COLUMNS], lsn, None])
+                edges.add(_implied(at, "INVOKES", (rid, tid), sid, {"tool_name": event.tool_name}))
+                template = response[_TEMPLATE_COLUMNS]
+                pid = response[_L["prompt_id"]]
+                lineage.add([tid, "tool_invocation", sid, pid, None, rid, *template, lsn, None])
             case ev.TemplateCreated(parent_id=parent) if parent is not None:
-                _implied(edges, "INHERITS", event.id, parent, lsn, event, None)
+                edges.add(_implied(at, "INHERITS", (event.id, parent), None))
             case ev.AgentAssigned():
-                edges.add(_edge(event.id, "HANDLED_BY", event.prompt_id, event.agent_id, None,
-                                lsn, event, event.session_id))
+                ends = (event.prompt_id, event.agent_id)
+                edges.add(_edge(at, event.id, "HANDLED_BY", ends, session_id=event.session_id))
             case ev.AgentHandoff():
-                props = {"reason": event.reason, "context_summary": event.context_summary,
-                         "from_agent_id": None if event.from_agent_id is None else str(event.from_agent_id)}
-                edges.add(_edge(event.id, "TRANSFERS_TO", event.response_id, event.to_agent_id,
-                                props, lsn, event, event.session_id))
+                props = {
+                    "reason": event.reason,
+                    "context_summary": event.context_summary,
+                    "from_agent_id": None
+                    if event.from_agent_id is None
+                    else str(event.from_agent_id),
+                }
+                ends = (event.response_id, event.to_agent_id)
+                edges.add(
+                    _edge(
+                        at,
+                        event.id,
+                        "TRANSFERS_TO",
+                        ends,
+                        session_id=event.session_id,
+                        properties=props,
+                    )
+                )
             case ev.TemplateLinked():
-                props = {"template_version": event.template_version,
-                         "variable_bindings": event.variables or None}
-                edges.add(_edge(event.id, "INSTANTIATES", event.prompt_id, event.template_id,
-                                props, lsn, event, event.session_id))
+                ends = (event.prompt_id, event.template_id)
+                props = _bindings(event)
+                edges.add(
+                    _edge(
+                        at,
+                        event.id,
+                        "INSTANTIATES",
+                        ends,
+                        session_id=event.session_id,
+                        properties=props,
+                    )
+                )
                 template = _template_lineage(batch, event.template_id, event.template_version)
                 for key, row in list(lineage.rows.items()):
                     if key == event.prompt_id or row[_L["prompt_id"]] == event.prompt_id:
                         lineage.touch(key)[_TEMPLATE_COLUMNS] = template
             case ev.EdgeAdded():
-                edges.add(_edge(event.id, event.edge_type, event.from_id, event.to_id,
-                                event.properties, lsn, event, event.session_id))
+                ends = (event.from_id, event.to_id)
+                edges.add(
+                    _edge(
+                        at,
+                        event.id,
+                        event.edge_type,
+                        ends,
+                        session_id=event.session_id,
+                        properties=event.properties,
+                    )
+                )
             case ev.NodeAdded():
-                batch["nodes"].add([event.id, event.kind, event.content,
-                                    json_text(event.data) if event.data else None,
-                                    event.session_id, lsn, event.ts, event.occurred_at,
-                                    event.actor, None])
-            case ev.NodeDeleted():
-                for name, key in (("edges", event.node_id), ("nodes", event.node_id),
-                                  ("lineage", event.node_id)):
-                    if (row := touch_or_none(batch[name], key)) is not None:
-                        row[-1] = event.ts  # deleted_ts is the last column of all three
+                data = json_text(event.data) if event.data else None
+                batch["nodes"].add(
+                    [
+                        event.id,
+                        event.kind,
+                        event.content,
+                        data,
+                        event.session_id,
+                        lsn,
+                        event.ts,
+                        event.occurred_at,
+                        event.actor,
+                        None,
+                    ]
+                )
+            case ev.NodeDeleted(node_id=nid):
+                for name in ("edges", "nodes", "lineage"):
+                    if (gone := touch_or_none(batch[name], nid)) is not None:
+                        gone[-1] = event.ts  # deleted_ts is the last column of all three
             case _:
                 pass
+
+
+def _bindings(event: ev.PromptAdded | ev.TemplateLinked) -> dict[str, Any]:
+    return {
+        "template_version": event.template_version,
+        "variable_bindings": event.variables or None,
+    }

@@ -10,6 +10,7 @@ worker thread.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import threading
 import uuid
@@ -25,8 +26,8 @@ from eventlog import AsyncEventLog, EventLog, Options, Stats
 from . import nodes as n
 from ._database import FolderLock, Gate, database_path, open_database
 from ._fold import Batch
-from ._folder import fold_available
-from ._reads import GraphReader, Hop, Impact
+from ._folder import LogReader, fold_available
+from ._reads import TABLE_OF_TYPE, GraphReader, Hop, Impact
 from ._schema import checkpoint, ensure_schema
 from .errors import ProjectionError
 from .query import Query
@@ -50,7 +51,7 @@ class GraphStats(Stats, kw_only=True):
 class _Embedded:
     """The database side of an embedded graph: lock, gate, connection, reader, caches."""
 
-    def __init__(self, log: EventLog | AsyncEventLog, db: Path, wait_s: float) -> None:
+    def __init__(self, log: LogReader, db: Path, wait_s: float) -> None:
         self.log = log
         self.db = db
         self._mutex = threading.RLock()
@@ -108,14 +109,19 @@ class _Embedded:
     def stats(self, base: Stats) -> GraphStats:
         def count(reader: GraphReader) -> tuple[dict[str, int], dict[str, int]]:
             nodes = {
-                kind: int(reader.con.execute(
-                    f"SELECT count(*) FROM {table} WHERE deleted_ts IS NULL"
-                ).fetchall()[0][0])
-                for kind, (table, _) in _node_tables().items()
+                kind: int(
+                    reader.con.execute(
+                        f"SELECT count(*) FROM {table} WHERE deleted_ts IS NULL"
+                    ).fetchall()[0][0]
+                )
+                for kind, (table, _) in TABLE_OF_TYPE.items()
             }
-            edges = dict(reader.con.execute(
-                "SELECT edge_type, count(*) FROM edges WHERE deleted_ts IS NULL GROUP BY 1 ORDER BY 1"
-            ).fetchall())
+            edges = dict(
+                reader.con.execute(
+                    "SELECT edge_type, count(*) FROM edges WHERE deleted_ts IS NULL "
+                    "GROUP BY 1 ORDER BY 1"
+                ).fetchall()
+            )
             return nodes, edges
 
         nodes, edges = self.run(count)
@@ -130,19 +136,11 @@ class _Embedded:
         )
 
 
-def _node_tables() -> dict[str, tuple[str, Any]]:
-    from ._reads import TABLE_OF_TYPE
-
-    return TABLE_OF_TYPE
-
-
 def _size(db: Path) -> int:
     total = 0
     for path in (db, Path(f"{db}.wal")):
-        try:
+        with contextlib.suppress(FileNotFoundError):
             total += path.stat().st_size
-        except FileNotFoundError:
-            pass
     return total
 
 
@@ -166,17 +164,23 @@ def _aread(
     return method
 
 
-def _outgoing(reader: GraphReader, node_id: uuid.UUID, edge_type: str | None = None) -> list[n.Edge]:
+def _outgoing(
+    reader: GraphReader, node_id: uuid.UUID, edge_type: str | None = None
+) -> list[n.Edge]:
     """Live edges leaving a node (optionally of one type), in log order."""
     return reader.edges(node_id, "out", edge_type)
 
 
-def _incoming(reader: GraphReader, node_id: uuid.UUID, edge_type: str | None = None) -> list[n.Edge]:
+def _incoming(
+    reader: GraphReader, node_id: uuid.UUID, edge_type: str | None = None
+) -> list[n.Edge]:
     """Live edges arriving at a node (optionally of one type), in log order."""
     return reader.edges(node_id, "in", edge_type)
 
 
-def _rows(reader: GraphReader, query: str, params: Sequence[Any] | dict[str, Any] | None) -> list[tuple[Any, ...]]:
+def _rows(
+    reader: GraphReader, query: str, params: Sequence[Any] | dict[str, Any] | None
+) -> list[tuple[Any, ...]]:
     return reader.con.execute(query, params).fetchall()
 
 

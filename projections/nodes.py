@@ -40,7 +40,7 @@ class _Row(msgspec.Struct, frozen=True, kw_only=True, tag_field="node_type"):
         return self.deleted_ts is not None
 
 
-class Session(_Row, tag="session", kw_only=True):
+class Session(_Row, tag="session", kw_only=True, frozen=True):
     metadata: dict[str, Any] = {}
     tags: list[str] = []
     parent_session_id: uuid.UUID | None = None
@@ -56,7 +56,7 @@ class Session(_Row, tag="session", kw_only=True):
     updated_ts: int | None = None
 
 
-class Prompt(_Row, tag="prompt", kw_only=True):
+class Prompt(_Row, tag="prompt", kw_only=True, frozen=True):
     session_id: uuid.UUID
     content: str
     template_id: uuid.UUID | None = None
@@ -72,7 +72,7 @@ class Prompt(_Row, tag="prompt", kw_only=True):
     agent_id: uuid.UUID | None = None
 
 
-class Response(_Row, tag="response", kw_only=True):
+class Response(_Row, tag="response", kw_only=True, frozen=True):
     prompt_id: uuid.UUID
     session_id: uuid.UUID
     content: str
@@ -85,7 +85,7 @@ class Response(_Row, tag="response", kw_only=True):
     metadata: dict[str, Any] | None = None
 
 
-class ToolInvocation(_Row, tag="tool_invocation", kw_only=True):
+class ToolInvocation(_Row, tag="tool_invocation", kw_only=True, frozen=True):
     response_id: uuid.UUID
     session_id: uuid.UUID | None = None
     tool_name: str
@@ -97,7 +97,7 @@ class ToolInvocation(_Row, tag="tool_invocation", kw_only=True):
     completed_ts: int | None = None
 
 
-class Agent(_Row, tag="agent", kw_only=True):
+class Agent(_Row, tag="agent", kw_only=True, frozen=True):
     name: str
     role: str
     capabilities: list[str] = []
@@ -107,7 +107,7 @@ class Agent(_Row, tag="agent", kw_only=True):
     updated_ts: int | None = None
 
 
-class Template(_Row, tag="template", kw_only=True):
+class Template(_Row, tag="template", kw_only=True, frozen=True):
     version: int
     name: str
     text: str
@@ -119,7 +119,7 @@ class Template(_Row, tag="template", kw_only=True):
     is_current: bool = True
 
 
-class GenericNode(_Row, tag="node", kw_only=True):
+class GenericNode(_Row, tag="node", kw_only=True, frozen=True):
     """A document, context, feedback or user-kind node (`add_node`)."""
 
     kind: str
@@ -128,7 +128,7 @@ class GenericNode(_Row, tag="node", kw_only=True):
     session_id: uuid.UUID | None = None
 
 
-class Edge(_Row, tag="edge", kw_only=True):
+class Edge(_Row, tag="edge", kw_only=True, frozen=True):
     edge_type: str
     from_id: uuid.UUID
     to_id: uuid.UUID
@@ -147,9 +147,7 @@ class Turn(msgspec.Struct, frozen=True):
     responses: list[Response]
 
 
-_JSON_COLUMNS = frozenset(
-    {"metadata", "variables", "parameters", "result", "data", "properties"}
-)
+_JSON_COLUMNS = frozenset({"metadata", "variables", "parameters", "result", "data", "properties"})
 _decode_json = msgspec.json.decode
 
 

@@ -145,13 +145,16 @@ class Projector:
                 if on_progress is not None:
                     on_progress(self.progress(following=following))
 
-            def keep_going() -> bool:
+            def keep_going(deadline: float = deadline) -> bool:
                 return time.monotonic() < deadline and not (stop and stop.is_set())
 
             with self._open() as con:
                 self._checkpoint = fold_available(
-                    con, self._log, batch_events=self.batch_events,
-                    keep_going=keep_going, on_batch=record,
+                    con,
+                    self._log,
+                    batch_events=self.batch_events,
+                    keep_going=keep_going,
+                    on_batch=record,
                 )
             if self._checkpoint == before:
                 break  # the log ends earlier than its length said (a torn tail being cut)
@@ -182,7 +185,7 @@ class Projector:
                 next(watcher, None)
         finally:
             with contextlib.suppress(Exception):
-                watcher.close()  # type: ignore[attr-defined]
+                watcher.close()
         return self._checkpoint
 
 

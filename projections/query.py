@@ -173,7 +173,9 @@ class Query:
 
     def count(self) -> int:
         sql, params = self._sql()
-        rows = self._run(lambda r: r.con.execute(f"SELECT count(*) FROM ({sql})", params).fetchall())
+        rows = self._run(
+            lambda r: r.con.execute(f"SELECT count(*) FROM ({sql})", params).fetchall()
+        )
         return int(rows[0][0])
 
     def stream(self, page: int = 1_000) -> Iterator[n.Node]:

@@ -49,13 +49,26 @@ def current_template(templates: TableChanges, template_id: uuid.UUID) -> Row:
 
 
 def _variables(specs: list[ev.VariableSpec]) -> str | None:
-    return json_text([{"name": v.name, "type_hint": v.type_hint, "required": v.required,
-                       "default": v.default} for v in specs]) if specs else None
+    return (
+        json_text(
+            [
+                {
+                    "name": v.name,
+                    "type_hint": v.type_hint,
+                    "required": v.required,
+                    "default": v.default,
+                }
+                for v in specs
+            ]
+        )
+        if specs
+        else None
+    )
 
 
 class Templates:
     name = "templates"
-    tables = (TEMPLATES,)
+    tables: tuple[Table, ...] = (TEMPLATES,)
     views: tuple[str, ...] = ()
 
     def want(self, batch: Batch, event: ev.EventBase) -> None:

@@ -40,7 +40,7 @@ _T = TOOL_INVOCATIONS.index
 
 class Tools:
     name = "tools"
-    tables = (TOOL_INVOCATIONS,)
+    tables: tuple[Table, ...] = (TOOL_INVOCATIONS,)
     views: tuple[str, ...] = ()
 
     def want(self, batch: Batch, event: ev.EventBase) -> None:
@@ -81,7 +81,7 @@ class Tools:
                 t[_T["duration_ms"]] = event.duration_ms
                 t[_T["completed_ts"]] = event.ts
             case ev.NodeDeleted():
-                if (t := touch_or_none(tools, event.node_id)) is not None:
-                    t[_T["deleted_ts"]] = event.ts
+                if (gone := touch_or_none(tools, event.node_id)) is not None:
+                    gone[_T["deleted_ts"]] = event.ts
             case _:
                 pass

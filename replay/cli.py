@@ -9,6 +9,7 @@ from __future__ import annotations
 import click
 
 from eventlog.cli import commands as eventlog_commands
+from projections.cli import commands as projections_commands
 
 __all__ = ["main"]
 
@@ -22,5 +23,5 @@ def main() -> None:
     """
 
 
-for command in eventlog_commands:
+for command in [*eventlog_commands, *projections_commands]:
     main.add_command(command)

@@ -1,0 +1,234 @@
+"""The projections' commands of the `lmg` CLI: project and sql."""
+
+from __future__ import annotations
+
+import csv
+import functools
+import signal
+import sys
+import threading
+import time
+from collections.abc import Callable
+from typing import Any, ParamSpec, TypeVar
+
+import click
+import msgspec
+
+from eventlog.cli import cli_errors, default_store, store_argument
+
+from .errors import ProjectionError, ProjectorBusy
+from .projector import Progress, Projector, connect, rebuild
+
+__all__ = ["commands"]
+
+P = ParamSpec("P")
+R = TypeVar("R")
+_JSON = msgspec.json.Encoder()
+
+
+def projection_errors(fn: Callable[P, R]) -> Callable[P, R]:
+    """Projection errors become one-line CLI errors, like the log's."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return fn(*args, **kwargs)
+        except ProjectionError as exc:
+            raise click.ClickException(f"{type(exc).__name__}: {exc}") from None
+
+    return wrapper
+
+
+def _database_option(fn: Callable[P, R]) -> Callable[P, R]:
+    return click.option(
+        "--database",
+        type=click.Path(dir_okay=False),
+        default=None,
+        help="The DuckDB file (default: STORE/projections.duckdb).",
+    )(fn)
+
+
+class _Bar:
+    """A progress bar on a terminal's stderr for a long backlog; silent otherwise."""
+
+    def __init__(self, enabled: bool) -> None:
+        self.enabled = enabled
+        self._bar: Any = None
+        self._shown = -1
+
+    def update(self, p: Progress) -> None:
+        if not self.enabled or p.log_end < 50_000:
+            return
+        if self._bar is None:
+            self._bar = click.progressbar(
+                length=p.log_end, label="folding", file=sys.stderr, show_eta=True
+            )
+            self._bar.__enter__()
+            self._shown = -1
+        self._bar.update(p.checkpoint - self._shown)
+        self._shown = p.checkpoint
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.__exit__(None, None, None)
+            self._bar = None
+
+
+def _describe(p: Progress) -> str:
+    lag = "" if p.lag_ms is None else f", {p.lag_ms:.0f} ms behind the newest event"
+    return (
+        f"folded to LSN {p.checkpoint} of {p.log_end - 1}; lag {p.lag_events} events{lag}; "
+        f"{p.events_per_s:,.0f} events/s; waited {p.waited_ms:.0f} ms for readers"
+    )
+
+
+@click.command()
+@store_argument
+@_database_option
+@click.option(
+    "--follow", "-f", is_flag=True, help="After catching up, fold new events as they land."
+)
+@click.option(
+    "--rebuild",
+    "from_zero",
+    is_flag=True,
+    help="Delete the projections and fold the whole log again.",
+)
+@click.option(
+    "--report-every",
+    type=float,
+    default=10.0,
+    show_default=True,
+    metavar="SECONDS",
+    help="While following, print progress and lag this often (0: never).",
+)
+@cli_errors
+@projection_errors
+def project(
+    *, store: str | None, database: str | None, follow: bool, from_zero: bool, report_every: float
+) -> None:
+    """Fold the log into the DuckDB projections; with --follow, keep folding until stopped.
+
+    One projector per database: a second is refused. Readers (lmg sql, Python, the duckdb
+    CLI) may query while it runs: it opens the database only to commit. SIGINT or SIGTERM
+    stop it cleanly after the batch in hand. An event that cannot be folded stops it with
+    its LSN and type; everything before it stays folded.
+
+    Example: lmg project ./my-store --follow
+    """
+    path = store or default_store()
+    bar = _Bar(sys.stderr.isatty())
+    if from_zero:
+        rebuild(path, database, on_progress=bar.update)
+        bar.close()
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    with Projector(path, database) as projector:
+        try:
+            projector.catch_up(stop=stop, on_progress=bar.update)
+        finally:
+            bar.close()
+        click.echo(_describe(projector.progress()), err=True)
+        if not follow or stop.is_set():
+            return
+        last_report = time.monotonic()
+
+        def report(p: Progress) -> None:
+            nonlocal last_report
+            if report_every and time.monotonic() - last_report >= report_every:
+                click.echo(_describe(p), err=True)
+                last_report = time.monotonic()
+
+        projector.follow(stop, on_progress=report)
+        click.echo(f"stopped: {_describe(projector.progress(following=True))}", err=True)
+
+
+def _fold_if_free(path: str, database: str | None) -> None:
+    """Catch up first when no projector is running, so a one-off query sees the whole log."""
+    try:
+        with Projector(path, database) as projector:
+            projector.catch_up()
+    except ProjectorBusy:
+        pass  # a projector is following: read what it has committed
+
+
+@click.command()
+@store_argument
+@click.argument("query")
+@_database_option
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["table", "json", "csv"]),
+    default="table",
+    show_default=True,
+    help="Output: a table, JSON lines, or CSV with a header.",
+)
+@click.option(
+    "--wait",
+    "wait_s",
+    type=float,
+    default=10.0,
+    show_default=True,
+    metavar="SECONDS",
+    help="How long to wait for the database if an embedded MemoryGraph holds it.",
+)
+@click.option(
+    "--no-fold", is_flag=True, help="Do not catch up first, even when no projector is running."
+)
+@cli_errors
+@projection_errors
+def sql(
+    *, store: str | None, query: str, database: str | None, fmt: str, wait_s: float, no_fold: bool
+) -> None:
+    """Run a read-only SQL query on the projections.
+
+    Safe beside a running projector. With no projector running, it first folds what the log
+    holds, so the answer covers every event. Tables: sessions, prompts, responses,
+    tool_invocations, agents, templates, edges, lineage, handoffs, nodes, agent_stats
+    (docs/sql.md).
+
+    Example: lmg sql ./my-store "SELECT name, prompts_handled FROM agent_stats" --format json
+    """
+    path = store or default_store()
+    if not no_fold:
+        _fold_if_free(path, database)
+    with connect(path, database, wait_s=wait_s) as con:
+        try:
+            cursor = con.execute(query)
+            names = [d[0] for d in cursor.description or ()]
+            rows = cursor.fetchall()
+        except Exception as exc:  # DuckDB's parser and binder errors: show them plainly
+            raise click.ClickException(str(exc).splitlines()[0]) from None
+    _print(names, rows, fmt)
+
+
+def _print(names: list[str], rows: list[tuple[Any, ...]], fmt: str) -> None:
+    if fmt == "json":
+        for row in rows:
+            click.echo(_JSON.encode(dict(zip(names, row, strict=True))).decode())
+    elif fmt == "csv":
+        writer = csv.writer(sys.stdout, lineterminator="\n")
+        writer.writerow(names)
+        writer.writerows(_plain(row) for row in rows)
+    else:
+        cells: list[list[str]] = [names, *(_plain(row) for row in rows)]
+        widths = [min(60, max(len(r[i]) for r in cells)) for i in range(len(names))]
+        for n, line in enumerate(cells):
+            click.echo(
+                "  ".join(c[:60].ljust(w) for c, w in zip(line, widths, strict=True)).rstrip()
+            )
+            if n == 0:
+                click.echo("  ".join("-" * w for w in widths))
+        click.echo(f"({len(rows)} row{'s' if len(rows) != 1 else ''})")
+
+
+def _plain(row: tuple[Any, ...]) -> list[str]:
+    return [
+        "" if v is None else v if isinstance(v, str) else _JSON.encode(v).decode().strip('"')
+        for v in row
+    ]
+
+
+commands: list[click.Command] = [project, sql]
