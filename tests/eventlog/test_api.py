@@ -51,7 +51,9 @@ from eventlog import events as ev
 E = TypeVar("E", bound=ev.EventBase)
 AnyLog = eventlog.EventLog | eventlog.AsyncEventLog
 
-NOT_APPENDS = frozenset({"close", "flush", "follow", "last_lsn", "next_lsn", "open", "read", "stats"})
+NOT_APPENDS = frozenset(
+    {"close", "flush", "follow", "last_lsn", "next_lsn", "open", "read", "stats"}
+)
 """Public methods of a log that do not append (reads, facts, lifecycle)."""
 
 UNKNOWN = uuid.UUID("01900000-0000-7000-8000-00000000dead")
