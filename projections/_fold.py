@@ -13,10 +13,12 @@ changed ones) and every projection's checkpoint moves to the batch's last LSN. T
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import json
 import uuid
-from collections.abc import Sequence
-from typing import Any, Protocol
+from collections.abc import Callable, Sequence
+from typing import Any, Protocol, TypeAlias
 
 import duckdb
 import msgspec
@@ -27,18 +29,29 @@ from eventlog.events import EventBase, tag_of
 from ._table import Row, Table, TableChanges
 from .errors import PoisonEvent
 
-__all__ = ["Batch", "Projection", "fold", "implicit_edge_id", "json_text"]
+__all__ = ["Batch", "Projection", "fold", "implicit_edge_id", "implicit_edge_key", "json_text"]
 
-_EDGE_NAMESPACE = uuid.UUID("6c6d672d-6564-6765-0000-000000000000")
 _json_encode = msgspec.json.Encoder().encode
+
+
+def implicit_edge_key(edge_type: str, from_id: uuid.UUID, to_id: uuid.UUID) -> bytes:
+    """The 16 bytes of `implicit_edge_id`, as the fold stores them (no UUID object made)."""
+    both = (from_id.int << 128 | to_id.int).to_bytes(32, "big")
+    digest = bytearray(
+        hashlib.blake2b(both, digest_size=16, person=edge_type.encode()[:16]).digest()
+    )
+    digest[6] = digest[6] & 0x0F | 0x80  # version 8 (RFC 9562: custom)
+    digest[8] = digest[8] & 0x3F | 0x80  # the RFC variant
+    return bytes(digest)
 
 
 def implicit_edge_id(edge_type: str, from_id: uuid.UUID, to_id: uuid.UUID) -> uuid.UUID:
     """The id of an edge the log implies but never names (RESPONDS_TO, FOLLOWS, ...).
 
-    A UUIDv5 of (type, from, to): the same in every fold, so replay and rebuilds agree.
+    A hash of (type, from, to) as a version 8 UUID: the same in every fold, so replays and
+    rebuilds agree, and no event needs to carry it.
     """
-    return uuid.uuid5(_EDGE_NAMESPACE, f"{edge_type}:{from_id}:{to_id}")
+    return uuid.UUID(bytes=implicit_edge_key(edge_type, from_id, to_id))
 
 
 def json_text(value: Any) -> str | None:
@@ -80,6 +93,14 @@ class Projection(Protocol):
     def views(self) -> tuple[str, ...]:
         """CREATE OR REPLACE VIEW statements over the tables."""
 
+    @property
+    def wants(self) -> frozenset[type[EventBase]]:
+        """The event types `want` looks at (the fold calls it for no others)."""
+
+    @property
+    def applies(self) -> frozenset[type[EventBase]]:
+        """The event types `apply` changes rows for (the fold calls it for no others)."""
+
     def want(self, batch: Batch, event: EventBase) -> None:
         """Name the existing rows `apply` will need for `event`."""
 
@@ -100,17 +121,18 @@ def fold(
     batch = Batch([t for p in projections for t in p.tables])
     if not records:
         return batch
+    wants, applies = _dispatch(tuple(projections))
     for _lsn, event in records:
-        for p in projections:
-            p.want(batch, event)
+        for want in wants.get(event.__class__, ()):
+            want(batch, event)
     for changes in batch.tables.values():
         changes.load(con)
     for lsn, event in records:
-        for p in projections:
-            try:
-                p.apply(batch, lsn, event)
-            except (KeyError, ValueError, TypeError) as exc:
-                raise PoisonEvent(lsn, tag_of(event), _reason(exc)) from exc
+        try:
+            for apply in applies.get(event.__class__, ()):
+                apply(batch, lsn, event)
+        except (KeyError, ValueError, TypeError) as exc:
+            raise PoisonEvent(lsn, tag_of(event), _reason(exc)) from exc
     batch.rows_written = sum(changes.write(con) for changes in batch.tables.values())
     last = records[-1]
     con.execute(
@@ -119,6 +141,22 @@ def fold(
         [last.lsn, last.event.ts, *(p.name for p in projections)],
     )
     return batch
+
+
+_Handlers: TypeAlias = dict[type[EventBase], list[Callable[..., None]]]
+
+
+@functools.cache
+def _dispatch(projections: tuple[Projection, ...]) -> tuple[_Handlers, _Handlers]:
+    """Per event type, the `want` and `apply` methods to call, in projection order."""
+    wants: _Handlers = {}
+    applies: _Handlers = {}
+    for p in projections:
+        for cls in p.wants:
+            wants.setdefault(cls, []).append(p.want)
+        for cls in p.applies:
+            applies.setdefault(cls, []).append(p.apply)
+    return wants, applies
 
 
 def _reason(exc: BaseException) -> str:

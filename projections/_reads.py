@@ -107,11 +107,11 @@ class GraphReader:
         ids: set[Any] = set()
         sessions: set[Any] = set()
         for name, changes in batch.tables.items():
-            for key in (*changes.new, *changes.dirty):
-                ids.add(key[0] if isinstance(key, tuple) else key)
+            rows = batch.changed(name)
+            ids.update(row[0] for row in rows)  # every table's first column is its id
             if name in ("prompts", "responses", "sessions"):
                 at = changes.table.index["id" if name == "sessions" else "session_id"]
-                sessions.update(row[at] for row in batch.changed(name))
+                sessions.update(row[at] for row in rows)
         self._nodes.drop(ids)
         if sessions:
             self._windows.drop([k for k in list(self._windows._items) if k[0] in sessions])
@@ -232,11 +232,11 @@ class GraphReader:
             raise ValueError(f"turns must be a positive int, got {turns!r}")
         cached = self._windows.get((session_id, turns))
         if cached is not None:
-            return cached
+            return list(cached)  # a copy: the caller may reorder or trim it
         self.get_session(session_id)
         window = self._turns(session_id, turns)
         self._windows.put((session_id, turns), window)
-        return window
+        return list(window)
 
     def _turns(self, session_id: uuid.UUID, last: int | None) -> list[n.Turn]:
         limit = "" if last is None else f" ORDER BY lsn DESC LIMIT {int(last)}"

@@ -17,7 +17,7 @@ from typing import Any, NamedTuple, TypeAlias
 import duckdb
 import pyarrow as pa
 
-__all__ = ["Column", "Row", "Table", "TableChanges"]
+__all__ = ["Column", "Row", "Table", "TableChanges", "norm"]
 
 Row: TypeAlias = list[Any]
 Key: TypeAlias = Any  # a column value, or a tuple of them for a composite key
@@ -36,15 +36,31 @@ _ARROW: dict[str, pa.DataType] = {
 _STORAGE: dict[str, pa.DataType] = {"UUID": pa.binary(16), "UUID[]": pa.list_(pa.binary(16))}
 
 
-def _uuid_bytes(value: uuid.UUID | None) -> bytes | None:
-    return None if value is None else value.bytes
+def _uuid_bytes(values: Iterable[uuid.UUID | bytes | None]) -> list[bytes | None]:
+    # A UUID column holds UUIDs, or 16 raw bytes for ids the fold derives (implicit edges).
+    return [
+        v if v is None or v.__class__ is bytes else v.int.to_bytes(16, "big")  # type: ignore[union-attr]
+        for v in values
+    ]
 
 
-def _uuid_list_bytes(values: list[uuid.UUID] | None) -> list[bytes] | None:
-    return None if values is None else [v.bytes for v in values]
+def _uuid_lists_bytes(values: Iterable[list[uuid.UUID] | None]) -> list[list[bytes] | None]:
+    return [None if v is None else [u.int.to_bytes(16, "big") for u in v] for v in values]
 
 
-_TO_ARROW: dict[str, Callable[[Any], Any]] = {"UUID": _uuid_bytes, "UUID[]": _uuid_list_bytes}
+_TO_ARROW: dict[str, Callable[[Iterable[Any]], list[Any]]] = {
+    "UUID": _uuid_bytes,
+    "UUID[]": _uuid_lists_bytes,
+}
+
+
+def norm(key: Any) -> Any:
+    """A dict key for a row key: UUIDs by their int, whose hash is computed in C."""
+    if key.__class__ is uuid.UUID:
+        return key.int
+    if key.__class__ is tuple:
+        return tuple(k.int if k.__class__ is uuid.UUID else k for k in key)
+    return key
 
 
 class Column(NamedTuple):
@@ -71,9 +87,10 @@ class Table:
         return f"CREATE TABLE IF NOT EXISTS {self.name} (\n  {cols},\n  PRIMARY KEY ({key})\n)"
 
     def key_of(self, row: Row) -> Key:
+        """The row's key, normalised (`norm`)."""
         if len(self._key_at) == 1:
-            return row[self._key_at[0]]
-        return tuple(row[i] for i in self._key_at)
+            return norm(row[self._key_at[0]])
+        return norm(tuple(row[i] for i in self._key_at))
 
     def empty_row(self) -> Row:
         return [None] * len(self.columns)
@@ -82,9 +99,8 @@ class Table:
         columns = list(zip(*rows, strict=True)) or [() for _ in self.columns]
         arrays = []
         for column, values in zip(self.columns, columns, strict=True):
-            convert = _TO_ARROW.get(column.sql_type)
-            data = list(values) if convert is None else [convert(v) for v in values]
-            arrays.append(_array(data, column.sql_type))
+            convert = _TO_ARROW.get(column.sql_type, list)
+            arrays.append(_array(convert(values), column.sql_type))
         return pa.Table.from_arrays(arrays, schema=self._schema)
 
 
@@ -93,6 +109,7 @@ class TableChanges:
 
     def __init__(self, table: Table) -> None:
         self.table = table
+        self._key_at0 = table.index[table.key[0]]
         self.rows: dict[Key, Row] = {}  # every row the batch knows, by key
         self.new: dict[Key, None] = {}  # insertion (LSN) order
         self.dirty: set[Key] = set()
@@ -109,8 +126,8 @@ class TableChanges:
             if not values:
                 continue
             sql_type = t.columns[t.index[column]].sql_type
-            convert = _TO_ARROW.get(sql_type, _same)
-            ids = pa.table({"v": _array([convert(v) for v in values], sql_type)})
+            convert = _TO_ARROW.get(sql_type, list)
+            ids = pa.table({"v": _array(convert(values), sql_type)})
             con.register("lmg_wanted", ids)
             try:
                 found = con.execute(
@@ -124,20 +141,30 @@ class TableChanges:
         self.wanted.clear()
 
     def get(self, key: Key) -> Row | None:
-        return self.rows.get(key)
+        return self.rows.get(norm(key))
+
+    def row(self, key: Key) -> Row:
+        """The row at `key`, unchanged; KeyError if the fold never saw it."""
+        try:
+            return self.rows[norm(key)]
+        except KeyError:
+            raise KeyError(key) from None
 
     def add(self, row: Row) -> None:
         key = self.table.key_of(row)
-        if key in self.rows:
-            raise ValueError(f"{self.table.name} already has a row {key}")
-        self.rows[key] = row
+        if self.rows.setdefault(key, row) is not row:
+            raise ValueError(f"{self.table.name} already has a row {row[self._key_at0]}")
         self.new[key] = None
 
     def touch(self, key: Key) -> Row:
         """The row at `key`, marked changed; KeyError if the fold never saw it."""
-        row = self.rows[key]
-        if key not in self.new:
-            self.dirty.add(key)
+        k = norm(key)
+        try:
+            row = self.rows[k]
+        except KeyError:
+            raise KeyError(key) from None
+        if k not in self.new:
+            self.dirty.add(k)
         return row
 
     def write(self, con: duckdb.DuckDBPyConnection) -> int:
@@ -161,10 +188,6 @@ class TableChanges:
                 con.unregister("lmg_rows")
             written += len(self.dirty)
         return written
-
-
-def _same(value: Any) -> Any:
-    return value
 
 
 def _array(values: list[Any], sql_type: str) -> pa.Array:

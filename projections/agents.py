@@ -116,6 +116,10 @@ class Agents:
     name = "agents"
     tables: tuple[Table, ...] = (AGENTS, HANDOFFS)
     views = (AGENT_STATS,)
+    wants: frozenset[type[ev.EventBase]] = frozenset({ev.AgentUpdated, ev.NodeDeleted})
+    applies: frozenset[type[ev.EventBase]] = frozenset(
+        {ev.AgentRegistered, ev.AgentUpdated, ev.AgentHandoff, ev.NodeDeleted}
+    )
 
     def want(self, batch: Batch, event: ev.EventBase) -> None:
         match event:

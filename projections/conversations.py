@@ -157,6 +157,33 @@ class Conversations:
     name = "conversations"
     tables: tuple[Table, ...] = (SESSIONS, PROMPTS, RESPONSES)
     views: tuple[str, ...] = ()
+    wants: frozenset[type[ev.EventBase]] = frozenset(
+        {
+            ev.SessionUpdated,
+            ev.SessionForked,
+            ev.PromptAdded,
+            ev.ResponseAdded,
+            ev.ToolInvoked,
+            ev.ToolCompleted,
+            ev.AgentAssigned,
+            ev.TemplateLinked,
+            ev.NodeDeleted,
+        }
+    )
+    applies: frozenset[type[ev.EventBase]] = frozenset(
+        {
+            ev.SessionCreated,
+            ev.SessionForked,
+            ev.SessionUpdated,
+            ev.PromptAdded,
+            ev.ResponseAdded,
+            ev.ToolInvoked,
+            ev.ToolCompleted,
+            ev.AgentAssigned,
+            ev.TemplateLinked,
+            ev.NodeDeleted,
+        }
+    )
 
     def want(self, batch: Batch, event: ev.EventBase) -> None:
         sessions, prompts = batch["sessions"], batch["prompts"]
@@ -206,7 +233,7 @@ class Conversations:
                 s[_S["prompt_count"]] += 1
                 s[_S["last_prompt_id"]] = event.id
             case ev.ResponseAdded():
-                sid = event.session_id or prompts.rows[event.prompt_id][_P["session_id"]]
+                sid = event.session_id or prompts.row(event.prompt_id)[_P["session_id"]]
                 s = self._active(batch, sid, event.ts)
                 responses.add(_response_row(event, lsn, sid))
                 s[_S["response_count"]] += 1

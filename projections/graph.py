@@ -15,7 +15,7 @@ from typing import Any
 
 from eventlog import events as ev
 
-from ._fold import Batch, implicit_edge_id, json_text, touch_or_none
+from ._fold import Batch, implicit_edge_key, json_text, touch_or_none
 from ._table import Column, Row, Table
 from .conversations import PROMPTS
 from .templates import TEMPLATES, current_template
@@ -82,7 +82,7 @@ _TEMPLATE_COLUMNS = slice(_L["template_id"], _L["template_ancestors"] + 1)
 
 def _edge(
     at: tuple[int, ev.EventBase],
-    edge_id: uuid.UUID,
+    edge_id: uuid.UUID | bytes,
     edge_type: str,
     ends: tuple[uuid.UUID, uuid.UUID],
     *,
@@ -115,7 +115,7 @@ def _implied(
     properties: dict[str, Any] | None = None,
 ) -> Row:
     """An edge the log implies, with its deterministic id."""
-    edge_id = implicit_edge_id(edge_type, *ends)
+    edge_id = implicit_edge_key(edge_type, *ends)
     return _edge(at, edge_id, edge_type, ends, session_id=session_id, properties=properties)
 
 
@@ -132,6 +132,23 @@ class Graph:
     name = "graph"
     tables: tuple[Table, ...] = (EDGES, NODES, LINEAGE)
     views: tuple[str, ...] = ()
+    wants: frozenset[type[ev.EventBase]] = frozenset(
+        {ev.ResponseAdded, ev.ToolInvoked, ev.TemplateLinked, ev.NodeDeleted}
+    )
+    applies: frozenset[type[ev.EventBase]] = frozenset(
+        {
+            ev.PromptAdded,
+            ev.ResponseAdded,
+            ev.ToolInvoked,
+            ev.TemplateCreated,
+            ev.AgentAssigned,
+            ev.AgentHandoff,
+            ev.TemplateLinked,
+            ev.EdgeAdded,
+            ev.NodeAdded,
+            ev.NodeDeleted,
+        }
+    )
 
     def want(self, batch: Batch, event: ev.EventBase) -> None:
         lineage = batch["lineage"]
@@ -153,7 +170,7 @@ class Graph:
         edges, lineage, at = batch["edges"], batch["lineage"], (lsn, event)
         match event:
             case ev.PromptAdded(id=pid, session_id=sid, template_id=tid):
-                previous = batch["prompts"].rows[pid][_PREVIOUS_PROMPT]
+                previous = batch["prompts"].row(pid)[_PREVIOUS_PROMPT]
                 if previous is not None:
                     edges.add(_implied(at, "FOLLOWS", (pid, previous), sid))
                 if tid is not None:
@@ -163,7 +180,7 @@ class Graph:
                     [pid, "prompt", sid, None, event.parent_prompt_id, None, *template, lsn, None]
                 )
             case ev.ResponseAdded(id=rid, prompt_id=pid):
-                prompt = lineage.rows[pid]
+                prompt = lineage.row(pid)
                 sid = prompt[_L["session_id"]]
                 props = {"latency_ms": event.latency_ms, "model": event.model}
                 edges.add(_implied(at, "RESPONDS_TO", (rid, pid), sid, props))
@@ -171,7 +188,7 @@ class Graph:
                     [rid, "response", sid, pid, None, None, *prompt[_TEMPLATE_COLUMNS], lsn, None]
                 )
             case ev.ToolInvoked(id=tid, response_id=rid):
-                response = lineage.rows[rid]
+                response = lineage.row(rid)
                 sid = response[_L["session_id"]]
                 edges.add(_implied(at, "INVOKES", (rid, tid), sid, {"tool_name": event.tool_name}))
                 template = response[_TEMPLATE_COLUMNS]
@@ -215,9 +232,9 @@ class Graph:
                     )
                 )
                 template = _template_lineage(batch, event.template_id, event.template_version)
-                for key, row in list(lineage.rows.items()):
-                    if key == event.prompt_id or row[_L["prompt_id"]] == event.prompt_id:
-                        lineage.touch(key)[_TEMPLATE_COLUMNS] = template
+                for row in list(lineage.rows.values()):
+                    if event.prompt_id in (row[_L["node_id"]], row[_L["prompt_id"]]):
+                        lineage.touch(row[_L["node_id"]])[_TEMPLATE_COLUMNS] = template
             case ev.EdgeAdded():
                 ends = (event.from_id, event.to_id)
                 edges.add(

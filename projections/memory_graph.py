@@ -112,6 +112,7 @@ class _Embedded:
                 kind: int(
                     reader.con.execute(
                         f"SELECT count(*) FROM {table} WHERE deleted_ts IS NULL"
+                        + (" AND is_current" if table == "templates" else "")  # not versions
                     ).fetchall()[0][0]
                 )
                 for kind, (table, _) in TABLE_OF_TYPE.items()

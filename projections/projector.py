@@ -136,7 +136,6 @@ class Projector:
         (after folding everything before it) at an event the fold cannot apply."""
         self._log_end = self._log.next_lsn()
         while self._checkpoint < self._log_end - 1 and not (stop and stop.is_set()):
-            deadline = time.monotonic() + self.hold_s
             before = self._checkpoint
 
             def record(batch: Batch, last: Record) -> None:
@@ -145,10 +144,13 @@ class Projector:
                 if on_progress is not None:
                     on_progress(self.progress(following=following))
 
-            def keep_going(deadline: float = deadline) -> bool:
-                return time.monotonic() < deadline and not (stop and stop.is_set())
-
             with self._open() as con:
+                # Hold from here: opening may wait for readers, which is no time held.
+                deadline = time.monotonic() + self.hold_s
+
+                def keep_going(deadline: float = deadline) -> bool:
+                    return time.monotonic() < deadline and not (stop and stop.is_set())
+
                 self._checkpoint = fold_available(
                     con,
                     self._log,

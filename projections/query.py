@@ -188,7 +188,7 @@ class Query:
             want = page if limit is None else min(page, limit - taken)
             self._limit, self._offset = want, offset + taken
             try:
-                chunk = self.execute()
+                chunk = Query.execute(self)  # not an AsyncQuery override (a coroutine)
             finally:
                 self._limit, self._offset = limit, offset
             yield from chunk

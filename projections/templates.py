@@ -42,7 +42,7 @@ _T = TEMPLATES.index
 
 def current_template(templates: TableChanges, template_id: uuid.UUID) -> Row:
     """The newest version's row of a template the batch holds; KeyError if none."""
-    rows = [r for (tid, _v), r in templates.rows.items() if tid == template_id]
+    rows = [r for r in templates.rows.values() if r[0] == template_id]
     if not rows:
         raise KeyError(f"template {template_id}")
     return max(rows, key=lambda r: r[_T["version"]])
@@ -70,6 +70,12 @@ class Templates:
     name = "templates"
     tables: tuple[Table, ...] = (TEMPLATES,)
     views: tuple[str, ...] = ()
+    wants: frozenset[type[ev.EventBase]] = frozenset(
+        {ev.TemplateCreated, ev.TemplateUpdated, ev.PromptAdded, ev.TemplateLinked, ev.NodeDeleted}
+    )
+    applies: frozenset[type[ev.EventBase]] = frozenset(
+        {ev.TemplateCreated, ev.TemplateUpdated, ev.NodeDeleted}
+    )
 
     def want(self, batch: Batch, event: ev.EventBase) -> None:
         templates = batch["templates"]
@@ -125,8 +131,9 @@ class Templates:
                 new[_T["is_current"]] = True
                 templates.add(new)
             case ev.NodeDeleted():
-                for key, row in templates.rows.items():
-                    if key[0] == event.node_id:
+                for row in list(templates.rows.values()):
+                    if row[0] == event.node_id:
+                        key = (row[0], row[_T["version"]])
                         templates.touch(key)[_T["deleted_ts"]] = row[_T["deleted_ts"]] or event.ts
             case _:
                 pass

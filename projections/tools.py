@@ -42,6 +42,10 @@ class Tools:
     name = "tools"
     tables: tuple[Table, ...] = (TOOL_INVOCATIONS,)
     views: tuple[str, ...] = ()
+    wants: frozenset[type[ev.EventBase]] = frozenset({ev.ToolCompleted, ev.NodeDeleted})
+    applies: frozenset[type[ev.EventBase]] = frozenset(
+        {ev.ToolInvoked, ev.ToolCompleted, ev.NodeDeleted}
+    )
 
     def want(self, batch: Batch, event: ev.EventBase) -> None:
         match event:
