@@ -14,9 +14,12 @@ from typing import Any, ParamSpec, TypeVar
 import click
 import msgspec
 
+from eventlog._demo import record_demo, summarise
 from eventlog.cli import cli_errors, default_store, store_argument
 
+from ._demo import show_projections
 from .errors import ProjectionError, ProjectorBusy
+from .memory_graph import MemoryGraph
 from .projector import Progress, Projector, connect, rebuild
 
 __all__ = ["commands"]
@@ -231,4 +234,28 @@ def _plain(row: tuple[Any, ...]) -> list[str]:
     ]
 
 
-commands: list[click.Command] = [project, sql]
+@click.command()
+@store_argument
+@cli_errors
+@projection_errors
+def demo(store: str | None) -> None:
+    """Record a small multi-agent conversation, then show what the log and projections hold.
+
+    Two agents, a template and a child template, a handoff, two tool calls (one fails) and
+    user feedback are appended to STORE through an embedded MemoryGraph, read back from the
+    log, then queried from the DuckDB projections (context window, lineage, agent stats).
+
+    Example: lmg demo ./my-store
+    """
+    path = store or default_store()
+    with MemoryGraph.open(path) as graph:
+        session = record_demo(graph)
+        summarise(graph, session, click.echo)
+        show_projections(graph, session, click.echo)
+    click.echo(
+        f'\nNext: lmg sql {path} "SELECT * FROM agent_stats"   ·   lmg project {path} --follow'
+        f"   ·   lmg tail {path} | head"
+    )
+
+
+commands: list[click.Command] = [demo, project, sql]
