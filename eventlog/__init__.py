@@ -8,7 +8,7 @@ with eventlog.open("./data") as log:
 """
 
 from ._commands import AppendOptions
-from ._reader import Record
+from ._reader import Cursor, Record
 from ._store import Appended
 from .errors import (
     AppendConflict,
@@ -47,6 +47,7 @@ __all__ = [
     "AsyncEventLog",
     "BrokenReference",
     "CorruptionError",
+    "Cursor",
     "DeletedNodeReference",
     "Durability",
     "EdgeType",

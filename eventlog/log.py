@@ -159,6 +159,11 @@ class _Reads:
         finally:
             cursor.close()
 
+    def cursor(self, start: int = 0, *, start_time: TimeLike | None = None) -> Cursor:
+        """A position in the log for a reader that polls: each `records()` call yields what
+        the log holds now, from where the last one stopped. Close it when done."""
+        return self._cursor(start, None, start_time, None)
+
     def _cursor(
         self, start: int, stop: int | None, start_time: TimeLike | None, stop_time: TimeLike | None
     ) -> Cursor:

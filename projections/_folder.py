@@ -14,7 +14,7 @@ from ._fold import Batch, fold
 from ._schema import PROJECTIONS, checkpoint
 from .errors import PoisonEvent, ProjectionError
 
-__all__ = ["BATCH_EVENTS", "LogReader", "commit_batch", "fold_available"]
+__all__ = ["BATCH_EVENTS", "LogReader", "commit_batch", "fold_available", "fold_records"]
 
 BATCH_EVENTS = 20_000
 """Events per transaction: large enough for bulk writes, small enough to bound memory."""
@@ -69,18 +69,32 @@ def fold_available(
 
     Returns the new checkpoint. `keep_going` is asked between batches.
     """
-    start = checkpoint(con) + 1
-    records = log.read(start, stop_lsn)
-    try:  # the generator closes its cursor when closed
-        while keep_going():
-            chunk = list(itertools.islice(records, batch_events))
-            if not chunk:
-                break
-            batch = commit_batch(con, chunk)
-            if on_batch is not None:
-                on_batch(batch, chunk[-1])
-    finally:
+    records = log.read(checkpoint(con) + 1, stop_lsn)
+    try:
+        return fold_records(
+            con, records, batch_events=batch_events, keep_going=keep_going, on_batch=on_batch
+        )
+    finally:  # closing the generator closes its cursor
         close = getattr(records, "close", None)
         if close is not None:
             close()
+
+
+def fold_records(
+    con: duckdb.DuckDBPyConnection,
+    records: Iterator[Record],
+    *,
+    batch_events: int = BATCH_EVENTS,
+    keep_going: Callable[[], bool] = lambda: True,
+    on_batch: Callable[[Batch, Record], None] | None = None,
+) -> int:
+    """Fold `records` (which must start just after the checkpoint) in batches of
+    `batch_events`, one transaction each, while `keep_going()`; returns the checkpoint."""
+    while keep_going():
+        chunk = list(itertools.islice(records, batch_events))
+        if not chunk:
+            break
+        batch = commit_batch(con, chunk)
+        if on_batch is not None:
+            on_batch(batch, chunk[-1])
     return checkpoint(con)

@@ -178,7 +178,8 @@ class GraphReader:
         params: list[Any] = [node_id] if edge_type is None else [node_id, edge_type]
         return self._structs(
             n.Edge,
-            f"SELECT * FROM edges WHERE {column} = $1 AND deleted_ts IS NULL{typed} ORDER BY lsn",
+            f"SELECT * FROM edges WHERE {column} = $1 AND deleted_ts IS NULL{typed} "
+            "ORDER BY lsn, edge_type, id",
             params,
         )
 
@@ -295,7 +296,7 @@ class GraphReader:
                 f"SELECT * FROM edges WHERE deleted_ts IS NULL{type_filter} AND ("
                 f"({near} IN (SELECT unnest($1::UUID[])) AND edge_type <> '{_REVERSED}')"
                 f" OR ({far} IN (SELECT unnest($1::UUID[])) AND edge_type = '{_REVERSED}')"
-                ") ORDER BY lsn",
+                ") ORDER BY lsn, edge_type, id",
                 params,
             )
             frontier = []
@@ -305,8 +306,11 @@ class GraphReader:
                 if target in seen:
                     continue
                 seen.add(target)
+                node = self.get_node(target, include_deleted=True)
+                if node is not None and node.deleted_ts is not None:
+                    continue  # a tombstone ends the walk: nothing is reached through it
                 frontier.append(target)
-                hops.append(Hop(level, target, edge, self.get_node(target)))
+                hops.append(Hop(level, target, edge, node))
         return hops
 
     def template_impact(self, template_id: uuid.UUID) -> Impact:

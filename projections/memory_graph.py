@@ -205,7 +205,7 @@ class MemoryGraph(EventLog):
         backlog. Waits up to `wait_s` for readers of the database in other processes."""
         graph = super().open(path, options, **overrides)
         try:
-            db = Path(database) if database == ":memory:" else database_path(path, database)
+            db = Path(":memory:") if str(database) == ":memory:" else database_path(path, database)
             graph._embedded = _Embedded(graph, db, wait_s)
             graph._embedded.run(lambda _reader: None)
         except BaseException:
@@ -299,7 +299,7 @@ class AsyncMemoryGraph(AsyncEventLog):
         """`MemoryGraph.open` for asyncio; opening and the backlog fold run in a thread."""
         graph = await super().open(path, options, **overrides)
         try:
-            db = Path(database) if database == ":memory:" else database_path(path, database)
+            db = Path(":memory:") if str(database) == ":memory:" else database_path(path, database)
             graph._embedded = await asyncio.to_thread(_Embedded, graph, db, wait_s)
             await asyncio.to_thread(graph._embedded.run, lambda _reader: None)
         except BaseException:

@@ -9,6 +9,7 @@ in other processes (`connect`, `lmg sql`, the `duckdb` CLI) get in between.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import os
 import threading
 import time
@@ -24,11 +25,15 @@ from eventlog import EventLog, Record
 
 from ._database import FolderLock, Gate, database_path, open_database
 from ._fold import Batch
-from ._folder import BATCH_EVENTS, fold_available
+from ._folder import BATCH_EVENTS, fold_records
 from ._schema import checkpoint, ensure_schema
 from .errors import ProjectionError
 
 __all__ = ["Progress", "Projector", "connect", "rebuild"]
+
+READERS_TURN_S = 0.025
+"""Readers poll the gate at least every 20 ms (`Gate.acquire`): between two holds the
+projector leaves it free this long, or a backlog would lock them out until it is folded."""
 
 
 class Progress(msgspec.Struct, frozen=True, kw_only=True):
@@ -75,12 +80,15 @@ class Projector:
         self._folded = 0
         self._started = time.monotonic()
         self._waited = 0.0
+        self._released = 0.0  # when the gate was last released (monotonic)
         self._last_ts: int | None = None
         with self._open() as con:
             ensure_schema(con)
             self._checkpoint = checkpoint(con)
+        self._cursor = self._log.cursor(self._checkpoint + 1)
 
     def close(self) -> None:
+        self._cursor.close()
         self._log.close()
         self._gate.close()
         self._lock.release()
@@ -97,6 +105,9 @@ class Projector:
 
     @contextlib.contextmanager
     def _open(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        pause = self._released + READERS_TURN_S - time.monotonic()
+        if pause > 0:
+            time.sleep(pause)  # the readers' turn
         began = time.monotonic()
         self._gate.acquire(exclusive=True, timeout=self.wait_s)
         try:
@@ -110,6 +121,7 @@ class Projector:
                 con.close()
         finally:
             self._gate.release()
+            self._released = time.monotonic()
 
     def progress(self, *, following: bool = False) -> Progress:
         elapsed = max(time.monotonic() - self._started, 1e-9)
@@ -133,14 +145,25 @@ class Projector:
         following: bool = False,
     ) -> int:
         """Fold everything the log holds now; returns the checkpoint. Raises `PoisonEvent`
-        (after folding everything before it) at an event the fold cannot apply."""
-        self._log_end = self._log.next_lsn()
-        while self._checkpoint < self._log_end - 1 and not (stop and stop.is_set()):
-            before = self._checkpoint
+        (after folding everything before it) at an event the fold cannot apply.
+
+        Opens the database only when there is something to fold, for at most `hold_s` at a
+        time. While following, the log's length is not re-measured (that scans the last
+        segment): the cursor simply reads on from where it stopped."""
+        if not following or self._log_end == 0:
+            self._log_end = self._log.next_lsn()
+        while not (stop and stop.is_set()):
+            source = self._cursor.records()
+            first = next(source, None)
+            if first is None:
+                break  # nothing new: the database is not even opened
+            pending = itertools.chain([first], source)
+            held_out = False
 
             def record(batch: Batch, last: Record) -> None:
                 self._folded += last.lsn - self._checkpoint
                 self._checkpoint, self._last_ts = last.lsn, last.event.ts
+                self._log_end = max(self._log_end, last.lsn + 1)
                 if on_progress is not None:
                     on_progress(self.progress(following=following))
 
@@ -149,18 +172,28 @@ class Projector:
                 deadline = time.monotonic() + self.hold_s
 
                 def keep_going(deadline: float = deadline) -> bool:
-                    return time.monotonic() < deadline and not (stop and stop.is_set())
+                    nonlocal held_out
+                    held_out = time.monotonic() >= deadline
+                    return not held_out and not (stop and stop.is_set())
 
-                self._checkpoint = fold_available(
-                    con,
-                    self._log,
-                    batch_events=self.batch_events,
-                    keep_going=keep_going,
-                    on_batch=record,
-                )
-            if self._checkpoint == before:
-                break  # the log ends earlier than its length said (a torn tail being cut)
-            self._log_end = max(self._log_end, self._checkpoint + 1)
+                try:
+                    self._checkpoint = fold_records(
+                        con,
+                        pending,
+                        batch_events=self.batch_events,
+                        keep_going=keep_going,
+                        on_batch=record,
+                    )
+                except BaseException:
+                    # A poison event commits what precedes it: read back where we stand, and
+                    # put the cursor there, so this projector can be asked again.
+                    with contextlib.suppress(Exception):
+                        self._checkpoint = checkpoint(con)
+                    self._cursor.close()
+                    self._cursor = self._log.cursor(self._checkpoint + 1)
+                    raise
+            if not held_out:
+                break  # the log's end reached (a later wake reads on)
         return self._checkpoint
 
     def follow(

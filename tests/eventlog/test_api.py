@@ -52,7 +52,7 @@ E = TypeVar("E", bound=ev.EventBase)
 AnyLog = eventlog.EventLog | eventlog.AsyncEventLog
 
 NOT_APPENDS = frozenset(
-    {"close", "flush", "follow", "last_lsn", "next_lsn", "open", "read", "stats"}
+    {"close", "cursor", "flush", "follow", "last_lsn", "next_lsn", "open", "read", "stats"}
 )
 """Public methods of a log that do not append (reads, facts, lifecycle)."""
 
