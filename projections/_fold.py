@@ -1,13 +1,20 @@
 """The fold: a pure function of (tables, events) that every projection shares.
 
-`fold(con, records)` runs in three passes over one batch, all in the caller's transaction:
+`fold(con, projections, records)` applies one batch inside the caller's transaction, in two
+tiers:
 
-1. *want*: each projection names the existing rows the events refer to;
-2. *load*: one query per table fetches them;
-3. *apply*: each event changes rows in memory, in LSN order, projection by projection;
+1. *Rows*: the few low-volume events whose effects depend on order (a session's metadata
+   merged key by key, an agent's or a template's next version) are applied one by one to
+   rows held in memory: each projection names the existing rows it needs (*want*), one
+   query per table loads them, each event changes them (*apply*), and each table is written
+   once (Arrow ``INSERT`` for new rows, ``UPDATE ... FROM`` for changed ones).
+2. *Sets*: everything else (prompts, responses, tool calls, assignments, handoffs, links,
+   edges, generic nodes, tombstones, session totals) is staged as Arrow tables
+   (`_stage.Staged`) and applied by each projection's `bulk` SQL: inserts, last-writer-wins
+   updates ordered by LSN, and additive totals, whose results do not depend on how the log
+   is cut into batches.
 
-then each table is written once (Arrow ``INSERT`` for new rows, ``UPDATE ... FROM`` for
-changed ones) and every projection's checkpoint moves to the batch's last LSN. The projector,
+Then every projection's checkpoint moves to the batch's last LSN. The projector,
 `MemoryGraph` and `replay` all call this function; there is no other fold code.
 """
 
@@ -15,65 +22,45 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import json
 import uuid
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol, TypeAlias
 
 import duckdb
-import msgspec
 
 from eventlog import Record
 from eventlog.events import EventBase, tag_of
 
+from ._stage import STAGED_TYPES, Staged, touched_ids
 from ._table import Row, Table, TableChanges
 from .errors import PoisonEvent
 
-__all__ = ["Batch", "Projection", "fold", "implicit_edge_id", "implicit_edge_key", "json_text"]
+__all__ = ["Batch", "Projection", "first_missing", "fold", "implicit_edge_id", "implicit_edge_sql"]
 
-_json_encode = msgspec.json.Encoder().encode
-
-
-def implicit_edge_key(edge_type: str, from_id: uuid.UUID, to_id: uuid.UUID) -> bytes:
-    """The 16 bytes of `implicit_edge_id`, as the fold stores them (no UUID object made)."""
-    both = (from_id.int << 128 | to_id.int).to_bytes(32, "big")
-    digest = bytearray(
-        hashlib.blake2b(both, digest_size=16, person=edge_type.encode()[:16]).digest()
-    )
-    digest[6] = digest[6] & 0x0F | 0x80  # version 8 (RFC 9562: custom)
-    digest[8] = digest[8] & 0x3F | 0x80  # the RFC variant
-    return bytes(digest)
+_FORGET_ALL_AFTER = 5_000  # events: past this, a batch's touched ids are not listed
 
 
 def implicit_edge_id(edge_type: str, from_id: uuid.UUID, to_id: uuid.UUID) -> uuid.UUID:
     """The id of an edge the log implies but never names (RESPONDS_TO, FOLLOWS, ...).
 
-    A hash of (type, from, to) as a version 8 UUID: the same in every fold, so replays and
-    rebuilds agree, and no event needs to carry it.
+    The MD5 of ``"<type>:<from>:<to>"`` as a UUID: the same in every fold (SQL computes it
+    with `implicit_edge_sql`), so replays and rebuilds agree and no event carries it.
     """
-    return uuid.UUID(bytes=implicit_edge_key(edge_type, from_id, to_id))
+    return uuid.UUID(hashlib.md5(f"{edge_type}:{from_id}:{to_id}".encode()).hexdigest())
 
 
-def json_text(value: Any) -> str | None:
-    """A JSON column value; None stays SQL NULL."""
-    return None if value is None else _json_encode(value).decode()
-
-
-def json_value(text: str | None) -> Any:
-    return None if text is None else json.loads(text)
+def implicit_edge_sql(edge_type: str, from_sql: str, to_sql: str) -> str:
+    """`implicit_edge_id` as a DuckDB expression over two UUID expressions."""
+    return f"md5('{edge_type}:' || {from_sql}::VARCHAR || ':' || {to_sql}::VARCHAR)::UUID"
 
 
 class Batch:
-    """The rows one fold call has loaded or made, by table name."""
+    """What one fold call changed: rows of the row tier by table, and the ids it touched."""
 
     def __init__(self, tables: Sequence[Table]) -> None:
         self.tables = {t.name: TableChanges(t) for t in tables}
         self.rows_written = 0
-
-    def changed(self, name: str) -> list[Row]:
-        """The rows of table `name` this batch made or changed."""
-        changes = self.tables[name]
-        return [changes.rows[k] for k in (*changes.new, *changes.dirty)]
+        self.touched: set[uuid.UUID] | None = set()  # None: too many to list (forget all)
 
     def __getitem__(self, name: str) -> TableChanges:
         return self.tables[name]
@@ -95,17 +82,20 @@ class Projection(Protocol):
 
     @property
     def wants(self) -> frozenset[type[EventBase]]:
-        """The event types `want` looks at (the fold calls it for no others)."""
+        """The row-tier event types `want` looks at (the fold calls it for no others)."""
 
     @property
     def applies(self) -> frozenset[type[EventBase]]:
-        """The event types `apply` changes rows for (the fold calls it for no others)."""
+        """The row-tier event types `apply` handles (the fold calls it for no others)."""
 
     def want(self, batch: Batch, event: EventBase) -> None:
         """Name the existing rows `apply` will need for `event`."""
 
     def apply(self, batch: Batch, lsn: int, event: EventBase) -> None:
         """Change rows in memory; KeyError or ValueError means the event cannot apply."""
+
+    def bulk(self, con: duckdb.DuckDBPyConnection, staged: Staged) -> None:
+        """Apply the staged events with SQL; raise `PoisonEvent` for one that cannot apply."""
 
 
 def fold(
@@ -115,12 +105,40 @@ def fold(
 ) -> Batch:
     """Fold `records` into the tables through `con` (inside the caller's transaction).
 
-    Returns the batch (what it changed, `rows_written`). Raises `PoisonEvent` naming the first
-    event that cannot be applied; nothing of this batch is written then: the caller rolls back.
+    Returns the batch. Raises `PoisonEvent` naming an event that cannot be applied; the
+    caller rolls back (and may fold the events before it on their own).
     """
     batch = Batch([t for p in projections for t in p.tables])
     if not records:
         return batch
+    _fold_rows(
+        con, projections, batch, [r for r in records if r.event.__class__ not in STAGED_TYPES]
+    )
+    staged = Staged(records)
+    staged.register(con)
+    try:
+        for p in projections:
+            p.bulk(con, staged)
+    finally:
+        staged.unregister(con)
+    last = records[-1]
+    con.execute(
+        "UPDATE lmg_checkpoints SET lsn = ?, ts = ? WHERE projection IN "
+        f"({', '.join('?' for _ in projections)})",
+        [last.lsn, last.event.ts, *(p.name for p in projections)],
+    )
+    batch.touched = touched_ids(records) if len(records) <= _FORGET_ALL_AFTER else None
+    return batch
+
+
+def _fold_rows(
+    con: duckdb.DuckDBPyConnection,
+    projections: Sequence[Projection],
+    batch: Batch,
+    records: Sequence[Record],
+) -> None:
+    if not records:
+        return
     wants, applies = _dispatch(tuple(projections))
     for _lsn, event in records:
         for want in wants.get(event.__class__, ()):
@@ -134,13 +152,6 @@ def fold(
         except (KeyError, ValueError, TypeError) as exc:
             raise PoisonEvent(lsn, tag_of(event), _reason(exc)) from exc
     batch.rows_written = sum(changes.write(con) for changes in batch.tables.values())
-    last = records[-1]
-    con.execute(
-        "UPDATE lmg_checkpoints SET lsn = ?, ts = ? WHERE projection IN "
-        f"({', '.join('?' for _ in projections)})",
-        [last.lsn, last.event.ts, *(p.name for p in projections)],
-    )
-    return batch
 
 
 _Handlers: TypeAlias = dict[type[EventBase], list[Callable[..., None]]]
@@ -157,6 +168,23 @@ def _dispatch(projections: tuple[Projection, ...]) -> tuple[_Handlers, _Handlers
         for cls in p.applies:
             applies.setdefault(cls, []).append(p.apply)
     return wants, applies
+
+
+def first_missing(
+    con: duckdb.DuckDBPyConnection, staged: Staged, stage: str, column: str, table: str
+) -> None:
+    """Raise `PoisonEvent` for the first staged event whose `column` names no row of `table`."""
+    if stage not in staged:
+        return
+    found = con.execute(
+        f"SELECT s.lsn, s.{column} FROM stage_{stage} s WHERE s.{column} IS NOT NULL AND NOT "
+        f"EXISTS (SELECT 1 FROM {table} t WHERE t.id = s.{column}) ORDER BY s.lsn LIMIT 1"
+    ).fetchall()
+    if found:
+        lsn, missing = found[0]
+        raise PoisonEvent(
+            lsn, staged.types[stage], f"it refers to {missing}, which {table} does not hold"
+        )
 
 
 def _reason(exc: BaseException) -> str:

@@ -103,18 +103,14 @@ class GraphReader:
     # -- cache upkeep -------------------------------------------------------------------------
 
     def forget(self, batch: Batch) -> None:
-        """Drop cached answers the batch may have changed."""
-        ids: set[Any] = set()
-        sessions: set[Any] = set()
-        for name, changes in batch.tables.items():
-            rows = batch.changed(name)
-            ids.update(row[0] for row in rows)  # every table's first column is its id
-            if name in ("prompts", "responses", "sessions"):
-                at = changes.table.index["id" if name == "sessions" else "session_id"]
-                sessions.update(row[at] for row in rows)
-        self._nodes.drop(ids)
-        if sessions:
-            self._windows.drop([k for k in list(self._windows._items) if k[0] in sessions])
+        """Drop cached answers the batch may have changed: any naming an id it touched."""
+        touched = batch.touched
+        if touched is None:
+            self.clear()
+            return
+        self._nodes.drop(touched)
+        stale = [key for key in list(self._windows._items) if key[0] in touched]
+        self._windows.drop(stale)
 
     def clear(self) -> None:
         self._nodes.clear()

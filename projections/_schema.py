@@ -9,6 +9,7 @@ from .agents import Agents
 from .conversations import Conversations
 from .errors import SchemaMismatch
 from .graph import Graph
+from .sessions import Sessions
 from .templates import Templates
 from .tools import Tools
 
@@ -17,8 +18,16 @@ __all__ = ["PROJECTIONS", "SCHEMA_VERSION", "TABLE_NAMES", "checkpoint", "ensure
 SCHEMA_VERSION = 1
 """Bumped whenever a table's columns or a fold's meaning change; an older database is rebuilt."""
 
-PROJECTIONS: tuple[Projection, ...] = (Templates(), Agents(), Conversations(), Tools(), Graph())
-"""In fold order: a projection may read rows an earlier one made for the same event."""
+PROJECTIONS: tuple[Projection, ...] = (
+    Conversations(),
+    Tools(),
+    Agents(),
+    Templates(),
+    Graph(),
+    Sessions(),
+)
+"""In fold order: a projection's `bulk` may read rows an earlier one wrote in the same batch
+(tool calls need their responses; session totals come last, over everything)."""
 
 TABLE_NAMES = (*(t.name for p in PROJECTIONS for t in p.tables), "agent_stats")
 

@@ -15,9 +15,22 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import Any, NamedTuple, TypeAlias
 
 import duckdb
+import msgspec
 import pyarrow as pa
 
-__all__ = ["Column", "Row", "Table", "TableChanges", "norm"]
+__all__ = ["Column", "Row", "Table", "TableChanges", "json_text", "json_value", "norm"]
+
+_json_encode = msgspec.json.Encoder().encode
+
+
+def json_text(value: Any) -> str | None:
+    """A JSON column value; None stays SQL NULL."""
+    return None if value is None else _json_encode(value).decode()
+
+
+def json_value(text: str | None) -> Any:
+    return None if text is None else msgspec.json.decode(text)
+
 
 Row: TypeAlias = list[Any]
 Key: TypeAlias = Any  # a column value, or a tuple of them for a composite key

@@ -8,10 +8,13 @@ running total keeps, and a view over typed columns can never double-count. It re
 
 from __future__ import annotations
 
+import duckdb
+
 from eventlog import events as ev
 
-from ._fold import Batch, json_text, touch_or_none
-from ._table import Column, Table
+from ._fold import Batch, first_missing
+from ._stage import Staged
+from ._table import Column, Table, json_text
 
 __all__ = ["AGENTS", "AGENT_STATS", "HANDOFFS", "Agents"]
 
@@ -111,23 +114,24 @@ WHERE a.deleted_ts IS NULL
 
 _A = AGENTS.index
 
+_INSERT_HANDOFFS = """
+INSERT INTO handoffs
+SELECT id, response_id, from_agent_id, to_agent_id, reason, context_summary, session_id, lsn,
+       ts, occurred_at, actor, NULL
+FROM stage_handoffs ORDER BY lsn
+"""
+
 
 class Agents:
     name = "agents"
     tables: tuple[Table, ...] = (AGENTS, HANDOFFS)
     views = (AGENT_STATS,)
-    wants: frozenset[type[ev.EventBase]] = frozenset({ev.AgentUpdated, ev.NodeDeleted})
-    applies: frozenset[type[ev.EventBase]] = frozenset(
-        {ev.AgentRegistered, ev.AgentUpdated, ev.AgentHandoff, ev.NodeDeleted}
-    )
+    wants: frozenset[type[ev.EventBase]] = frozenset({ev.AgentUpdated})
+    applies: frozenset[type[ev.EventBase]] = frozenset({ev.AgentRegistered, ev.AgentUpdated})
 
     def want(self, batch: Batch, event: ev.EventBase) -> None:
-        match event:
-            case ev.AgentUpdated(agent_id=aid) | ev.NodeDeleted(node_id=aid):
-                batch["agents"].want("id", aid)
-                batch["handoffs"].want("id", aid)
-            case _:
-                pass
+        if isinstance(event, ev.AgentUpdated):
+            batch["agents"].want("id", event.agent_id)
 
     def apply(self, batch: Batch, lsn: int, event: ev.EventBase) -> None:
         agents = batch["agents"]
@@ -161,26 +165,17 @@ class Agents:
                     a[_A["metadata"]] = json_text(event.metadata) if event.metadata else None
                 a[_A["version"]] += 1
                 a[_A["updated_ts"]] = event.ts
-            case ev.AgentHandoff():
-                batch["handoffs"].add(
-                    [
-                        event.id,
-                        event.response_id,
-                        event.from_agent_id,
-                        event.to_agent_id,
-                        event.reason,
-                        event.context_summary,
-                        event.session_id,
-                        lsn,
-                        event.ts,
-                        event.occurred_at,
-                        event.actor,
-                        None,
-                    ]
-                )
-            case ev.NodeDeleted():
-                for changes in (agents, batch["handoffs"]):
-                    if (row := touch_or_none(changes, event.node_id)) is not None:
-                        row[-1] = event.ts  # deleted_ts is the last column of both
             case _:
                 pass
+
+    def bulk(self, con: duckdb.DuckDBPyConnection, staged: Staged) -> None:
+        if "handoffs" in staged:
+            first_missing(con, staged, "handoffs", "response_id", "responses")
+            first_missing(con, staged, "handoffs", "to_agent_id", "agents")
+            con.execute(_INSERT_HANDOFFS)
+        if "deleted" in staged:
+            for table in ("agents", "handoffs"):
+                con.execute(
+                    f"UPDATE {table} SET deleted_ts = d.ts FROM stage_deleted d "
+                    f"WHERE {table}.id = d.node_id"
+                )

@@ -6,19 +6,19 @@ template, INHERITS) get a deterministic id (`implicit_edge_id`); edges the log n
 
 `lineage` has one row per prompt, response and tool call, naming what it derives from: its
 session, prompt, parent prompt, response, template version and that template's ancestors.
+A later link of a prompt to a template rewrites the template columns of the prompt and of
+everything derived from it.
 """
 
 from __future__ import annotations
 
-import uuid
-from typing import Any
+import duckdb
 
 from eventlog import events as ev
 
-from ._fold import Batch, implicit_edge_key, json_text, touch_or_none
-from ._table import Column, Row, Table
-from .conversations import PROMPTS
-from .templates import TEMPLATES, current_template
+from ._fold import Batch, implicit_edge_id, implicit_edge_sql
+from ._stage import Staged
+from ._table import Column, Table
 
 __all__ = ["EDGES", "LINEAGE", "NODES", "Graph"]
 
@@ -74,205 +74,128 @@ LINEAGE = Table(
     ["node_id"],
 )
 
-_L = LINEAGE.index
-_TEMPLATE_ANCESTORS = TEMPLATES.index["ancestors"]
-_PREVIOUS_PROMPT = PROMPTS.index["previous_prompt_id"]
-_TEMPLATE_COLUMNS = slice(_L["template_id"], _L["template_ancestors"] + 1)
+_EDGE_SOURCES = {  # stage -> SELECT of edges rows (id, type, from, to, properties, session, ...)
+    "prompts": (
+        f"SELECT {implicit_edge_sql('INSTANTIATES', 'id', 'template_id')}, 'INSTANTIATES', id, "
+        "template_id, instantiates, session_id, lsn, ts, occurred_at, actor, NULL "
+        "FROM stage_prompts WHERE template_id IS NOT NULL"
+    ),
+    "responses": (
+        f"SELECT {implicit_edge_sql('RESPONDS_TO', 'id', 'prompt_id')}, 'RESPONDS_TO', id, "
+        "prompt_id, responds, session_id, lsn, ts, occurred_at, actor, NULL FROM stage_responses"
+    ),
+    "tools": (
+        f"SELECT {implicit_edge_sql('INVOKES', 'response_id', 'id')}, 'INVOKES', response_id, "
+        "id, invokes, session_id, lsn, ts, occurred_at, actor, NULL FROM stage_tools"
+    ),
+    "assigned": (
+        "SELECT id, 'HANDLED_BY', prompt_id, agent_id, NULL, session_id, lsn, ts, occurred_at, "
+        "actor, NULL FROM stage_assigned"
+    ),
+    "handoffs": (
+        "SELECT id, 'TRANSFERS_TO', response_id, to_agent_id, properties, session_id, lsn, ts, "
+        "occurred_at, actor, NULL FROM stage_handoffs"
+    ),
+    "linked": (
+        "SELECT id, 'INSTANTIATES', prompt_id, template_id, properties, session_id, lsn, ts, "
+        "occurred_at, actor, NULL FROM stage_linked"
+    ),
+    "edges": (
+        "SELECT id, edge_type, from_id, to_id, properties, session_id, lsn, ts, occurred_at, "
+        "actor, NULL FROM stage_edges"
+    ),
+}
 
+_FOLLOWS = (  # from the prompts just inserted, which know the prompt before them
+    f"SELECT {implicit_edge_sql('FOLLOWS', 'p.id', 'p.previous_prompt_id')}, 'FOLLOWS', p.id, "
+    "p.previous_prompt_id, NULL, p.session_id, p.lsn, p.ts, p.occurred_at, p.actor, NULL "
+    "FROM prompts p JOIN stage_prompts s ON s.id = p.id WHERE p.previous_prompt_id IS NOT NULL"
+)
 
-def _edge(
-    at: tuple[int, ev.EventBase],
-    edge_id: uuid.UUID | bytes,
-    edge_type: str,
-    ends: tuple[uuid.UUID, uuid.UUID],
-    *,
-    session_id: uuid.UUID | None,
-    properties: dict[str, Any] | None = None,
-) -> Row:
-    """An `edges` row; `at` is the (LSN, event) that made it, `ends` its (from, to)."""
-    lsn, e = at
-    props = {k: v for k, v in (properties or {}).items() if v is not None}
-    return [
-        edge_id,
-        edge_type,
-        ends[0],
-        ends[1],
-        json_text(props) if props else None,
-        session_id,
-        lsn,
-        e.ts,
-        e.occurred_at,
-        e.actor,
-        None,
-    ]
+_LINEAGE = {
+    "prompts": """
+        SELECT p.id, 'prompt', p.session_id, NULL, p.parent_prompt_id, NULL, p.template_id,
+               p.template_version,
+               CASE WHEN p.template_id IS NOT NULL THEN coalesce(t.ancestors, []) END,
+               p.lsn, NULL
+        FROM stage_prompts p LEFT JOIN templates t ON t.id = p.template_id AND t.is_current
+        ORDER BY p.lsn""",
+    "responses": """
+        SELECT r.id, 'response', l.session_id, r.prompt_id, NULL, NULL, l.template_id,
+               l.template_version, l.template_ancestors, r.lsn, NULL
+        FROM stage_responses r JOIN lineage l ON l.node_id = r.prompt_id ORDER BY r.lsn""",
+    "tools": """
+        SELECT t.id, 'tool_invocation', l.session_id, l.prompt_id, NULL, t.response_id,
+               l.template_id, l.template_version, l.template_ancestors, t.lsn, NULL
+        FROM stage_tools t JOIN lineage l ON l.node_id = t.response_id ORDER BY t.lsn""",
+}
 
-
-def _implied(
-    at: tuple[int, ev.EventBase],
-    edge_type: str,
-    ends: tuple[uuid.UUID, uuid.UUID],
-    session_id: uuid.UUID | None,
-    properties: dict[str, Any] | None = None,
-) -> Row:
-    """An edge the log implies, with its deterministic id."""
-    edge_id = implicit_edge_key(edge_type, *ends)
-    return _edge(at, edge_id, edge_type, ends, session_id=session_id, properties=properties)
-
-
-def _template_lineage(
-    batch: Batch, template_id: uuid.UUID | None, version: int | None
-) -> list[Any]:
-    if template_id is None:
-        return [None, None, None]
-    ancestors = current_template(batch["templates"], template_id)[_TEMPLATE_ANCESTORS]
-    return [template_id, version, list(ancestors or [])]
+_RELINK = """
+UPDATE lineage SET template_id = x.template_id, template_version = x.template_version,
+                   template_ancestors = coalesce(x.ancestors, [])
+FROM (
+    SELECT l.prompt_id, l.template_id, l.template_version, t.ancestors
+    FROM (SELECT * FROM stage_linked QUALIFY row_number() OVER (
+            PARTITION BY prompt_id ORDER BY lsn DESC) = 1) l
+    LEFT JOIN templates t ON t.id = l.template_id AND t.is_current
+) x
+WHERE lineage.{column} = x.prompt_id
+"""
 
 
 class Graph:
     name = "graph"
     tables: tuple[Table, ...] = (EDGES, NODES, LINEAGE)
     views: tuple[str, ...] = ()
-    wants: frozenset[type[ev.EventBase]] = frozenset(
-        {ev.ResponseAdded, ev.ToolInvoked, ev.TemplateLinked, ev.NodeDeleted}
-    )
-    applies: frozenset[type[ev.EventBase]] = frozenset(
-        {
-            ev.PromptAdded,
-            ev.ResponseAdded,
-            ev.ToolInvoked,
-            ev.TemplateCreated,
-            ev.AgentAssigned,
-            ev.AgentHandoff,
-            ev.TemplateLinked,
-            ev.EdgeAdded,
-            ev.NodeAdded,
-            ev.NodeDeleted,
-        }
-    )
+    wants: frozenset[type[ev.EventBase]] = frozenset()
+    applies: frozenset[type[ev.EventBase]] = frozenset({ev.TemplateCreated})
 
     def want(self, batch: Batch, event: ev.EventBase) -> None:
-        lineage = batch["lineage"]
-        match event:
-            case ev.ResponseAdded(prompt_id=pid):
-                lineage.want("node_id", pid)
-            case ev.ToolInvoked(response_id=rid):
-                lineage.want("node_id", rid)
-            case ev.TemplateLinked(prompt_id=pid):
-                lineage.want("node_id", pid)
-                lineage.want("prompt_id", pid)
-            case ev.NodeDeleted(node_id=nid):
-                for name in ("edges", "nodes", "lineage"):
-                    batch[name].want("node_id" if name == "lineage" else "id", nid)
-            case _:
-                pass
+        pass
 
     def apply(self, batch: Batch, lsn: int, event: ev.EventBase) -> None:
-        edges, lineage, at = batch["edges"], batch["lineage"], (lsn, event)
-        match event:
-            case ev.PromptAdded(id=pid, session_id=sid, template_id=tid):
-                previous = batch["prompts"].row(pid)[_PREVIOUS_PROMPT]
-                if previous is not None:
-                    edges.add(_implied(at, "FOLLOWS", (pid, previous), sid))
-                if tid is not None:
-                    edges.add(_implied(at, "INSTANTIATES", (pid, tid), sid, _bindings(event)))
-                template = _template_lineage(batch, tid, event.template_version)
-                lineage.add(
-                    [pid, "prompt", sid, None, event.parent_prompt_id, None, *template, lsn, None]
-                )
-            case ev.ResponseAdded(id=rid, prompt_id=pid):
-                prompt = lineage.row(pid)
-                sid = prompt[_L["session_id"]]
-                props = {"latency_ms": event.latency_ms, "model": event.model}
-                edges.add(_implied(at, "RESPONDS_TO", (rid, pid), sid, props))
-                lineage.add(
-                    [rid, "response", sid, pid, None, None, *prompt[_TEMPLATE_COLUMNS], lsn, None]
-                )
-            case ev.ToolInvoked(id=tid, response_id=rid):
-                response = lineage.row(rid)
-                sid = response[_L["session_id"]]
-                edges.add(_implied(at, "INVOKES", (rid, tid), sid, {"tool_name": event.tool_name}))
-                template = response[_TEMPLATE_COLUMNS]
-                pid = response[_L["prompt_id"]]
-                lineage.add([tid, "tool_invocation", sid, pid, None, rid, *template, lsn, None])
-            case ev.TemplateCreated(parent_id=parent) if parent is not None:
-                edges.add(_implied(at, "INHERITS", (event.id, parent), None))
-            case ev.AgentAssigned():
-                ends = (event.prompt_id, event.agent_id)
-                edges.add(_edge(at, event.id, "HANDLED_BY", ends, session_id=event.session_id))
-            case ev.AgentHandoff():
-                props = {
-                    "reason": event.reason,
-                    "context_summary": event.context_summary,
-                    "from_agent_id": None
-                    if event.from_agent_id is None
-                    else str(event.from_agent_id),
-                }
-                ends = (event.response_id, event.to_agent_id)
-                edges.add(
-                    _edge(
-                        at,
-                        event.id,
-                        "TRANSFERS_TO",
-                        ends,
-                        session_id=event.session_id,
-                        properties=props,
-                    )
-                )
-            case ev.TemplateLinked():
-                ends = (event.prompt_id, event.template_id)
-                props = _bindings(event)
-                edges.add(
-                    _edge(
-                        at,
-                        event.id,
-                        "INSTANTIATES",
-                        ends,
-                        session_id=event.session_id,
-                        properties=props,
-                    )
-                )
-                template = _template_lineage(batch, event.template_id, event.template_version)
-                for row in list(lineage.rows.values()):
-                    if event.prompt_id in (row[_L["node_id"]], row[_L["prompt_id"]]):
-                        lineage.touch(row[_L["node_id"]])[_TEMPLATE_COLUMNS] = template
-            case ev.EdgeAdded():
-                ends = (event.from_id, event.to_id)
-                edges.add(
-                    _edge(
-                        at,
-                        event.id,
-                        event.edge_type,
-                        ends,
-                        session_id=event.session_id,
-                        properties=event.properties,
-                    )
-                )
-            case ev.NodeAdded():
-                data = json_text(event.data) if event.data else None
-                batch["nodes"].add(
-                    [
-                        event.id,
-                        event.kind,
-                        event.content,
-                        data,
-                        event.session_id,
-                        lsn,
-                        event.ts,
-                        event.occurred_at,
-                        event.actor,
-                        None,
-                    ]
-                )
-            case ev.NodeDeleted(node_id=nid):
-                for name in ("edges", "nodes", "lineage"):
-                    if (gone := touch_or_none(batch[name], nid)) is not None:
-                        gone[-1] = event.ts  # deleted_ts is the last column of all three
-            case _:
-                pass
+        if isinstance(event, ev.TemplateCreated) and event.parent_id is not None:
+            edge_id = implicit_edge_id("INHERITS", event.id, event.parent_id)
+            batch["edges"].add(
+                [
+                    edge_id,
+                    "INHERITS",
+                    event.id,
+                    event.parent_id,
+                    None,
+                    None,
+                    lsn,
+                    event.ts,
+                    event.occurred_at,
+                    event.actor,
+                    None,
+                ]
+            )
 
-
-def _bindings(event: ev.PromptAdded | ev.TemplateLinked) -> dict[str, Any]:
-    return {
-        "template_version": event.template_version,
-        "variable_bindings": event.variables or None,
-    }
+    def bulk(self, con: duckdb.DuckDBPyConnection, staged: Staged) -> None:
+        if "nodes" in staged:
+            con.execute(
+                "INSERT INTO nodes SELECT id, kind, content, data, session_id, lsn, ts, "
+                "occurred_at, actor, NULL FROM stage_nodes ORDER BY lsn"
+            )
+        sources = [sql for stage, sql in _EDGE_SOURCES.items() if stage in staged]
+        if "prompts" in staged:
+            sources.append(_FOLLOWS)
+        if sources:
+            union = " UNION ALL ".join(f"({sql})" for sql in sources)
+            columns = ", ".join(EDGES.names)
+            con.execute(
+                f"INSERT INTO edges SELECT * FROM ({union}) AS u({columns}) ORDER BY lsn, edge_type"
+            )
+        for stage, sql in _LINEAGE.items():
+            if stage in staged:
+                con.execute(f"INSERT INTO lineage {sql}")
+        if "linked" in staged:
+            for column in ("node_id", "prompt_id"):
+                con.execute(_RELINK.format(column=column))
+        if "deleted" in staged:
+            for table, key in (("edges", "id"), ("nodes", "id"), ("lineage", "node_id")):
+                con.execute(
+                    f"UPDATE {table} SET deleted_ts = d.ts FROM stage_deleted d "
+                    f"WHERE {table}.{key} = d.node_id"
+                )

@@ -8,10 +8,13 @@ from __future__ import annotations
 
 import uuid
 
+import duckdb
+
 from eventlog import events as ev
 
-from ._fold import Batch, json_text
-from ._table import Column, Row, Table, TableChanges
+from ._fold import Batch
+from ._stage import Staged
+from ._table import Column, Row, Table, TableChanges, json_text
 
 __all__ = ["TEMPLATES", "Templates", "current_template"]
 
@@ -70,21 +73,13 @@ class Templates:
     name = "templates"
     tables: tuple[Table, ...] = (TEMPLATES,)
     views: tuple[str, ...] = ()
-    wants: frozenset[type[ev.EventBase]] = frozenset(
-        {ev.TemplateCreated, ev.TemplateUpdated, ev.PromptAdded, ev.TemplateLinked, ev.NodeDeleted}
-    )
-    applies: frozenset[type[ev.EventBase]] = frozenset(
-        {ev.TemplateCreated, ev.TemplateUpdated, ev.NodeDeleted}
-    )
+    wants: frozenset[type[ev.EventBase]] = frozenset({ev.TemplateCreated, ev.TemplateUpdated})
+    applies: frozenset[type[ev.EventBase]] = frozenset({ev.TemplateCreated, ev.TemplateUpdated})
 
     def want(self, batch: Batch, event: ev.EventBase) -> None:
         templates = batch["templates"]
         match event:
             case ev.TemplateCreated(parent_id=tid) | ev.TemplateUpdated(template_id=tid):
-                templates.want("id", tid)
-            case ev.PromptAdded(template_id=tid) | ev.TemplateLinked(template_id=tid):
-                templates.want("id", tid)
-            case ev.NodeDeleted(node_id=tid):
                 templates.want("id", tid)
             case _:
                 pass
@@ -130,10 +125,12 @@ class Templates:
                     new[_T["description"]] = event.description
                 new[_T["is_current"]] = True
                 templates.add(new)
-            case ev.NodeDeleted():
-                for row in list(templates.rows.values()):
-                    if row[0] == event.node_id:
-                        key = (row[0], row[_T["version"]])
-                        templates.touch(key)[_T["deleted_ts"]] = row[_T["deleted_ts"]] or event.ts
             case _:
                 pass
+
+    def bulk(self, con: duckdb.DuckDBPyConnection, staged: Staged) -> None:
+        if "deleted" in staged:  # a tombstone covers every version
+            con.execute(
+                "UPDATE templates SET deleted_ts = d.ts FROM stage_deleted d "
+                "WHERE templates.id = d.node_id"
+            )

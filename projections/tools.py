@@ -6,9 +6,12 @@ the duration and ``completed_ts``.
 
 from __future__ import annotations
 
+import duckdb
+
 from eventlog import events as ev
 
-from ._fold import Batch, json_text, touch_or_none
+from ._fold import Batch, first_missing
+from ._stage import Staged
 from ._table import Column, Table
 
 __all__ = ["TOOL_INVOCATIONS", "Tools"]
@@ -35,57 +38,45 @@ TOOL_INVOCATIONS = Table(
     ["id"],
 )
 
-_T = TOOL_INVOCATIONS.index
+_INSERT = """
+INSERT INTO tool_invocations
+SELECT id, response_id, session_id, lsn, ts, occurred_at, actor, tool_name, parameters,
+       'pending', NULL, NULL, NULL, NULL, NULL
+FROM stage_tools ORDER BY lsn
+"""
+
+_COMPLETE = """
+UPDATE tool_invocations SET
+    status = CASE WHEN c.error IS NULL THEN 'success' ELSE 'error' END,
+    result = c.result, error = c.error, duration_ms = c.duration_ms, completed_ts = c.ts
+FROM (SELECT * FROM stage_completed QUALIFY row_number() OVER (
+        PARTITION BY tool_id ORDER BY lsn DESC) = 1) c
+WHERE tool_invocations.id = c.tool_id
+"""
 
 
 class Tools:
     name = "tools"
     tables: tuple[Table, ...] = (TOOL_INVOCATIONS,)
     views: tuple[str, ...] = ()
-    wants: frozenset[type[ev.EventBase]] = frozenset({ev.ToolCompleted, ev.NodeDeleted})
-    applies: frozenset[type[ev.EventBase]] = frozenset(
-        {ev.ToolInvoked, ev.ToolCompleted, ev.NodeDeleted}
-    )
+    wants: frozenset[type[ev.EventBase]] = frozenset()
+    applies: frozenset[type[ev.EventBase]] = frozenset()
 
     def want(self, batch: Batch, event: ev.EventBase) -> None:
-        match event:
-            case ev.ToolCompleted(tool_id=tid) | ev.NodeDeleted(node_id=tid):
-                batch["tool_invocations"].want("id", tid)
-            case _:
-                pass
+        pass
 
     def apply(self, batch: Batch, lsn: int, event: ev.EventBase) -> None:
-        tools = batch["tool_invocations"]
-        match event:
-            case ev.ToolInvoked():
-                tools.add(
-                    [
-                        event.id,
-                        event.response_id,
-                        event.session_id,
-                        lsn,
-                        event.ts,
-                        event.occurred_at,
-                        event.actor,
-                        event.tool_name,
-                        json_text(event.parameters),
-                        "pending",
-                        None,
-                        None,
-                        None,
-                        None,
-                        None,
-                    ]
-                )
-            case ev.ToolCompleted():
-                t = tools.touch(event.tool_id)
-                t[_T["status"]] = "success" if event.error is None else "error"
-                t[_T["result"]] = json_text(event.result)
-                t[_T["error"]] = event.error
-                t[_T["duration_ms"]] = event.duration_ms
-                t[_T["completed_ts"]] = event.ts
-            case ev.NodeDeleted():
-                if (gone := touch_or_none(tools, event.node_id)) is not None:
-                    gone[_T["deleted_ts"]] = event.ts
-            case _:
-                pass
+        pass
+
+    def bulk(self, con: duckdb.DuckDBPyConnection, staged: Staged) -> None:
+        if "tools" in staged:
+            first_missing(con, staged, "tools", "response_id", "responses")
+            con.execute(_INSERT)
+        if "completed" in staged:
+            first_missing(con, staged, "completed", "tool_id", "tool_invocations")
+            con.execute(_COMPLETE)
+        if "deleted" in staged:
+            con.execute(
+                "UPDATE tool_invocations SET deleted_ts = d.ts FROM stage_deleted d "
+                "WHERE tool_invocations.id = d.node_id"
+            )

@@ -1,0 +1,264 @@
+"""Staging: a batch's high-volume events as Arrow tables, for the set-based half of the fold.
+
+Prompts, responses, tool calls, assignments, handoffs, template links, edges, generic nodes
+and tombstones make up nearly all of a log. Their effects within a batch commute (inserts,
+last-writer-wins updates ordered by LSN, additive totals), so the fold applies them with a
+few SQL statements over these tables instead of row by row in Python. Each staged table is
+registered on the connection as ``stage_<name>`` while the fold runs.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import duckdb
+import pyarrow as pa
+
+from eventlog import Record
+from eventlog import events as ev
+
+from ._table import json_text
+
+__all__ = ["STAGED_TYPES", "Staged"]
+
+_U, _I, _F, _S = pa.uuid(), pa.int64(), pa.float64(), pa.string()
+_LIST = pa.list_(pa.string())
+
+Getter = Callable[[Any], Any]
+_COMMON: list[tuple[str, pa.DataType, Getter]] = [
+    ("ts", _I, lambda e: e.ts),
+    ("occurred_at", _I, lambda e: e.occurred_at),
+    ("actor", _S, lambda e: e.actor),
+]
+
+
+def _json(field: str) -> Getter:
+    return lambda e: json_text(v) if (v := getattr(e, field)) else None
+
+
+def _props(**getters: Getter) -> Getter:
+    """An edge's properties as JSON text: the given fields, leaving out None; None if empty."""
+
+    def get(e: Any) -> str | None:
+        props = {k: v for k, get in getters.items() if (v := get(e)) is not None}
+        return json_text(props) if props else None
+
+    return get
+
+
+def _bindings(e: Any) -> str | None:
+    if getattr(e, "template_id", None) is None:
+        return None
+    bindings: str | None = _props(
+        template_version=lambda e: e.template_version,
+        variable_bindings=lambda e: e.variables or None,
+    )(e)
+    return bindings
+
+
+def _meta(field: str) -> Getter:
+    return lambda e: None if e.metadata is None else getattr(e.metadata, field)
+
+
+_COLUMNS: dict[type[ev.EventBase], tuple[str, list[tuple[str, pa.DataType, Getter]]]] = {
+    ev.PromptAdded: (
+        "prompts",
+        [
+            ("id", _U, lambda e: e.id),
+            ("session_id", _U, lambda e: e.session_id),
+            *_COMMON,
+            ("content", _S, lambda e: e.content),
+            ("template_id", _U, lambda e: e.template_id),
+            ("template_version", _I, lambda e: e.template_version),
+            ("variables", _S, _json("variables")),
+            ("parent_prompt_id", _U, lambda e: e.parent_prompt_id),
+            ("model", _S, _meta("model")),
+            ("temperature", _F, _meta("temperature")),
+            ("max_tokens", _I, _meta("max_tokens")),
+            ("tools_available", _LIST, _meta("tools_available")),
+            (
+                "metadata",
+                _S,
+                lambda e: (
+                    None
+                    if e.metadata is None or not e.metadata.custom
+                    else json_text(e.metadata.custom)
+                ),
+            ),
+            ("instantiates", _S, _bindings),
+        ],
+    ),
+    ev.ResponseAdded: (
+        "responses",
+        [
+            ("id", _U, lambda e: e.id),
+            ("prompt_id", _U, lambda e: e.prompt_id),
+            ("session_id", _U, lambda e: e.session_id),
+            *_COMMON,
+            ("content", _S, lambda e: e.content),
+            ("prompt_tokens", _I, lambda e: e.usage.prompt_tokens),
+            ("completion_tokens", _I, lambda e: e.usage.completion_tokens),
+            ("finish_reason", _S, lambda e: e.finish_reason),
+            ("latency_ms", _F, lambda e: e.latency_ms),
+            ("model", _S, lambda e: e.model),
+            ("metadata", _S, _json("metadata")),
+            ("responds", _S, _props(latency_ms=lambda e: e.latency_ms, model=lambda e: e.model)),
+        ],
+    ),
+    ev.AgentAssigned: (
+        "assigned",
+        [
+            ("id", _U, lambda e: e.id),
+            ("prompt_id", _U, lambda e: e.prompt_id),
+            ("agent_id", _U, lambda e: e.agent_id),
+            ("session_id", _U, lambda e: e.session_id),
+            *_COMMON,
+        ],
+    ),
+    ev.AgentHandoff: (
+        "handoffs",
+        [
+            ("id", _U, lambda e: e.id),
+            ("response_id", _U, lambda e: e.response_id),
+            ("from_agent_id", _U, lambda e: e.from_agent_id),
+            ("to_agent_id", _U, lambda e: e.to_agent_id),
+            ("reason", _S, lambda e: e.reason),
+            ("context_summary", _S, lambda e: e.context_summary),
+            ("session_id", _U, lambda e: e.session_id),
+            *_COMMON,
+            (
+                "properties",
+                _S,
+                _props(
+                    reason=lambda e: e.reason,
+                    context_summary=lambda e: e.context_summary,
+                    from_agent_id=lambda e: (
+                        None if e.from_agent_id is None else str(e.from_agent_id)
+                    ),
+                ),
+            ),
+        ],
+    ),
+    ev.TemplateLinked: (
+        "linked",
+        [
+            ("id", _U, lambda e: e.id),
+            ("prompt_id", _U, lambda e: e.prompt_id),
+            ("template_id", _U, lambda e: e.template_id),
+            ("template_version", _I, lambda e: e.template_version),
+            ("variables", _S, _json("variables")),
+            ("session_id", _U, lambda e: e.session_id),
+            *_COMMON,
+            ("properties", _S, _bindings),
+        ],
+    ),
+    ev.ToolInvoked: (
+        "tools",
+        [
+            ("id", _U, lambda e: e.id),
+            ("response_id", _U, lambda e: e.response_id),
+            ("session_id", _U, lambda e: e.session_id),
+            *_COMMON,
+            ("tool_name", _S, lambda e: e.tool_name),
+            ("parameters", _S, lambda e: json_text(e.parameters)),
+            ("invokes", _S, _props(tool_name=lambda e: e.tool_name)),
+        ],
+    ),
+    ev.ToolCompleted: (
+        "completed",
+        [
+            ("tool_id", _U, lambda e: e.tool_id),
+            ("session_id", _U, lambda e: e.session_id),
+            ("ts", _I, lambda e: e.ts),
+            ("result", _S, lambda e: json_text(e.result)),
+            ("error", _S, lambda e: e.error),
+            ("duration_ms", _F, lambda e: e.duration_ms),
+        ],
+    ),
+    ev.EdgeAdded: (
+        "edges",
+        [
+            ("id", _U, lambda e: e.id),
+            ("edge_type", _S, lambda e: e.edge_type),
+            ("from_id", _U, lambda e: e.from_id),
+            ("to_id", _U, lambda e: e.to_id),
+            ("properties", _S, _json("properties")),
+            ("session_id", _U, lambda e: e.session_id),
+            *_COMMON,
+        ],
+    ),
+    ev.NodeAdded: (
+        "nodes",
+        [
+            ("id", _U, lambda e: e.id),
+            ("kind", _S, lambda e: e.kind),
+            ("content", _S, lambda e: e.content),
+            ("data", _S, _json("data")),
+            ("session_id", _U, lambda e: e.session_id),
+            *_COMMON,
+        ],
+    ),
+    ev.NodeDeleted: (
+        "deleted",
+        [
+            ("node_id", _U, lambda e: e.node_id),
+            ("session_id", _U, lambda e: e.session_id),
+            ("ts", _I, lambda e: e.ts),
+        ],
+    ),
+}
+
+STAGED_TYPES = frozenset(_COLUMNS)
+"""The event types the fold stages and applies with SQL; the rest are applied row by row."""
+
+
+class Staged:
+    """A batch's staged events, by stage name (``prompts``, ``responses``, ...)."""
+
+    def __init__(self, records: Sequence[Record]) -> None:
+        by_type: dict[type[ev.EventBase], list[Record]] = {}
+        for record in records:
+            cls = record.event.__class__
+            if cls in _COLUMNS:
+                by_type.setdefault(cls, []).append(record)
+        self.tables: dict[str, pa.Table] = {}
+        self.types: dict[str, str] = {}  # stage name -> event tag, for poison reports
+        for cls, staged in by_type.items():
+            name, columns = _COLUMNS[cls]
+            events = [r.event for r in staged]
+            arrays = [pa.array([r.lsn for r in staged], _I)]
+            arrays += [_array([get(e) for e in events], kind) for _, kind, get in columns]
+            names = ["lsn", *(c[0] for c in columns)]
+            self.tables[name] = pa.Table.from_arrays(arrays, names=names)
+            self.types[name] = ev.tag_of(cls)
+
+    def __contains__(self, name: str) -> bool:
+        return name in self.tables
+
+    def register(self, con: duckdb.DuckDBPyConnection) -> None:
+        for name, table in self.tables.items():
+            con.register(f"stage_{name}", table)
+
+    def unregister(self, con: duckdb.DuckDBPyConnection) -> None:
+        for name in self.tables:
+            con.unregister(f"stage_{name}")
+
+
+def _array(values: list[Any], kind: pa.DataType) -> pa.Array:
+    if kind == _U:  # Arrow builds the UUID extension type from its 16-byte storage
+        data = [None if v is None else v.int.to_bytes(16, "big") for v in values]
+        return pa.array(data, pa.binary(16)).cast(_U)
+    return pa.array(values, kind)
+
+
+def touched_ids(records: Sequence[Record]) -> set[uuid.UUID]:
+    """Every id any event of the batch names: what a cache must forget after it."""
+    ids: set[uuid.UUID] = set()
+    for record in records:
+        for value in record.event.__struct_fields__:
+            v = getattr(record.event, value)
+            if v.__class__ is uuid.UUID:
+                ids.add(v)
+    return ids
