@@ -85,8 +85,11 @@ class Column(NamedTuple):
 class Table:
     """A projection table: its columns, key and DDL, and its Arrow conversion."""
 
-    def __init__(self, name: str, columns: Sequence[Column], key: Sequence[str]) -> None:
+    def __init__(
+        self, name: str, columns: Sequence[Column], key: Sequence[str], *, indexed: bool = True
+    ) -> None:
         self.name = name
+        self.indexed = indexed  # False: the key is the fold's, with no index in DuckDB
         self.columns = tuple(columns)
         self.names = tuple(c.name for c in columns)
         self.key = tuple(key)
@@ -96,6 +99,8 @@ class Table:
 
     def ddl(self) -> str:
         cols = ",\n  ".join(f"{c.name} {c.sql_type} {c.constraint}".rstrip() for c in self.columns)
+        if not self.indexed:
+            return f"CREATE TABLE IF NOT EXISTS {self.name} (\n  {cols}\n)"
         key = ", ".join(self.key)
         return f"CREATE TABLE IF NOT EXISTS {self.name} (\n  {cols},\n  PRIMARY KEY ({key})\n)"
 

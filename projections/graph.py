@@ -42,6 +42,7 @@ EDGES = Table(
         *_COMMON,
     ],
     ["id"],
+    indexed=False,  # a million edges: an index would cost more memory and time than it saves
 )
 
 NODES = Table(
@@ -72,6 +73,7 @@ LINEAGE = Table(
         Column("deleted_ts", "BIGINT"),
     ],
     ["node_id"],
+    indexed=False,  # read by scans and hash joins, never by point lookups
 )
 
 _EDGE_SOURCES = {  # stage -> SELECT of edges rows (id, type, from, to, properties, session, ...)
