@@ -86,6 +86,27 @@ class Impact(msgspec.Struct, frozen=True):
     tool_invocations: list[uuid.UUID]
 
 
+_CLASS_OF_TABLE: dict[str, type[msgspec.Struct]] = dict(_NODE_TABLES)
+# Which table the far end of an edge is in, walking up (to what a node derives from) and down.
+_UP_HINTS = {
+    "FOLLOWS": "prompts",
+    "RESPONDS_TO": "prompts",
+    "INSTANTIATES": "templates",
+    "INHERITS": "templates",
+    "HANDLED_BY": "agents",
+    "TRANSFERS_TO": "agents",
+    "INVOKES": "responses",
+}
+_DOWN_HINTS = {
+    "FOLLOWS": "prompts",
+    "RESPONDS_TO": "responses",
+    "INSTANTIATES": "prompts",
+    "INHERITS": "templates",
+    "HANDLED_BY": "prompts",
+    "TRANSFERS_TO": "responses",
+    "INVOKES": "tool_invocations",
+}
+
 # Lineage runs from what is derived to what it derives from. Every edge type points that way
 # (a response RESPONDS_TO its prompt) except INVOKES, which points from a response to the
 # tool call it caused.
@@ -277,37 +298,89 @@ class GraphReader:
         if not isinstance(depth, int) or isinstance(depth, bool) or depth < 1:
             raise ValueError(f"depth must be a positive int, got {depth!r}")
         types = None if edge_types is None else [str(t) for t in edge_types]
-        # Going up: leave along an ordinary edge's from side, or an INVOKES edge's to side.
-        near, far = ("from_id", "to_id") if up else ("to_id", "from_id")
         seen = {start}
-        frontier = [start]
-        hops: list[Hop] = []
+        first = self.get_node(start)
+        frontier: list[tuple[uuid.UUID, str | None]] = [
+            (start, None if first is None else TABLE_OF_TYPE[_type_of(first)][0])
+        ]
+        hints = _UP_HINTS if up else _DOWN_HINTS
+        reached: list[tuple[int, uuid.UUID, n.Edge]] = []
         for level in range(1, depth + 1):
             if not frontier:
                 break
-            type_filter = "" if types is None else " AND list_contains($2, edge_type)"
-            params: list[Any] = [frontier] if types is None else [frontier, types]
-            edges = self._structs(
-                n.Edge,
-                f"SELECT * FROM edges WHERE deleted_ts IS NULL{type_filter} AND ("
-                f"({near} IN (SELECT unnest($1::UUID[])) AND edge_type <> '{_REVERSED}')"
-                f" OR ({far} IN (SELECT unnest($1::UUID[])) AND edge_type = '{_REVERSED}')"
-                ") ORDER BY lsn, edge_type, id",
-                params,
-            )
+            edges = self._edges_at(frontier, up=up, types=types)
             frontier = []
             for edge in edges:
-                forward = edge.edge_type != _REVERSED
-                target = getattr(edge, far if forward else near)
-                if target in seen:
-                    continue
-                seen.add(target)
-                node = self.get_node(target, include_deleted=True)
-                if node is not None and node.deleted_ts is not None:
-                    continue  # a tombstone ends the walk: nothing is reached through it
-                frontier.append(target)
-                hops.append(Hop(level, target, edge, node))
-        return hops
+                target = edge.to_id if (edge.edge_type != _REVERSED) == up else edge.from_id
+                if target not in seen:
+                    seen.add(target)
+                    frontier.append((target, hints.get(edge.edge_type)))
+                    reached.append((level, target, edge))
+        # Tombstones took their edges out of the live graph, so no walk reaches or crosses a
+        # deleted node; the nodes are loaded once, at the end, one query per table.
+        tables = {target: hints.get(edge.edge_type) for _level, target, edge in reached}
+        nodes = self._nodes_of(tables)
+        return [
+            Hop(level, target, edge, nodes.get(target))
+            for level, target, edge in reached
+            if target not in nodes or nodes[target].deleted_ts is None  # FOLLOWS to a deleted
+        ]
+
+    def _edges_at(
+        self,
+        frontier: list[tuple[uuid.UUID, str | None]],
+        *,
+        up: bool,
+        types: list[str] | None,
+    ) -> list[n.Edge]:
+        """Live edges leaving the frontier in the walk's direction, in one round trip.
+
+        One equality branch per node (ids are UUIDs, safe to inline as literals): DuckDB
+        prunes each branch with the column's min/max zone maps, which a join or an IN list
+        would not, so a lookup reads one row group instead of the whole table. INVOKES runs
+        the other way, so only a tool call (going up) or a response (going down), or a node
+        of unknown kind, gets the branch that follows it: for an old node such as an agent,
+        that column's zone maps prune nothing."""
+        near, far = ("from_id", "to_id") if up else ("to_id", "from_id")
+        invoked = "tool_invocations" if up else "responses"
+        typed = "" if types is None else " AND list_contains($1, edge_type)"
+        branches = []
+        for node_id, table in frontier:
+            sides = [(near, "<>")]
+            if table in (None, invoked):
+                sides.append((far, "="))
+            branches += [
+                f"SELECT * FROM edges WHERE {column} = '{node_id}' AND edge_type {op} "
+                f"'{_REVERSED}' AND deleted_ts IS NULL{typed}"
+                for column, op in sides
+            ]
+        sql = " UNION ALL ".join(branches) + " ORDER BY lsn, edge_type, id"
+        return self._structs(n.Edge, sql, [] if types is None else [types])
+
+    def _nodes_of(self, wanted: dict[uuid.UUID, str | None]) -> dict[uuid.UUID, n.Node]:
+        """Nodes by id, cached or loaded, one query per table; `wanted` maps each id to the
+        table it is known to be in (from the edge type), or None if unknown."""
+        found: dict[uuid.UUID, n.Node] = {}
+        by_table: dict[str, list[uuid.UUID]] = {}
+        for node_id, table in wanted.items():
+            cached = self._nodes.get(node_id)
+            if cached is not None:
+                found[node_id] = cached
+            elif table is None:
+                if (node := self.get_node(node_id, include_deleted=True)) is not None:
+                    found[node_id] = node
+            else:
+                by_table.setdefault(table, []).append(node_id)
+        for table, ids in by_table.items():
+            cls = _CLASS_OF_TABLE[table]
+            current = " AND is_current" if table == "templates" else ""
+            sql = " UNION ALL ".join(
+                f"SELECT * FROM {table} WHERE id = '{node_id}'{current}" for node_id in ids
+            )
+            for node in self._structs(cls, sql):
+                self._nodes.put(node.id, node)
+                found[node.id] = node
+        return found
 
     def template_impact(self, template_id: uuid.UUID) -> Impact:
         """Every live prompt, response and tool call made from a template or its descendants."""
@@ -332,6 +405,10 @@ class GraphReader:
             kinds.get("response", []),
             kinds.get("tool_invocation", []),
         )
+
+
+def _type_of(node: n.Node) -> str:
+    return str(node.__struct_config__.tag)
 
 
 def _check_id(value: object) -> None:

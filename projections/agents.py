@@ -122,6 +122,19 @@ FROM stage_handoffs ORDER BY lsn
 """
 
 
+# A handoff dies with its own tombstone or with the response it followed, as its
+# TRANSFERS_TO edge does; the first tombstone wins.
+_DELETE_HANDOFFS = """
+UPDATE handoffs SET deleted_ts = x.ts
+FROM (
+    SELECT h.id, min(d.ts) AS ts FROM handoffs h JOIN stage_deleted d
+        ON d.node_id = h.id OR (d.node_id = h.response_id AND h.lsn < d.lsn)
+    WHERE h.deleted_ts IS NULL GROUP BY h.id
+) x
+WHERE handoffs.id = x.id
+"""
+
+
 class Agents:
     name = "agents"
     tables: tuple[Table, ...] = (AGENTS, HANDOFFS)
@@ -174,8 +187,8 @@ class Agents:
             first_missing(con, staged, "handoffs", "to_agent_id", "agents")
             con.execute(_INSERT_HANDOFFS)
         if "deleted" in staged:
-            for table in ("agents", "handoffs"):
-                con.execute(
-                    f"UPDATE {table} SET deleted_ts = d.ts FROM stage_deleted d "
-                    f"WHERE {table}.id = d.node_id"
-                )
+            con.execute(
+                "UPDATE agents SET deleted_ts = d.ts FROM stage_deleted d "
+                "WHERE agents.id = d.node_id"
+            )
+            con.execute(_DELETE_HANDOFFS)

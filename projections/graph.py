@@ -4,6 +4,9 @@ Edges the log implies (FOLLOWS, RESPONDS_TO, INVOKES, INSTANTIATES from a prompt
 template, INHERITS) get a deterministic id (`implicit_edge_id`); edges the log names
 (HANDLED_BY, TRANSFERS_TO, a link to a template, custom edges) keep the event's id.
 
+A tombstone marks the node's edges deleted too (``deleted_ts``), so the live graph
+(``deleted_ts IS NULL``) never leads through a deleted node.
+
 `lineage` has one row per prompt, response and tool call, naming what it derives from: its
 session, prompt, parent prompt, response, template version and that template's ancestors.
 A later link of a prompt to a template rewrites the template columns of the prompt and of
@@ -145,6 +148,25 @@ WHERE lineage.{column} = x.prompt_id
 """
 
 
+# An edge dies with its own tombstone, or with the first tombstone of an end it had then.
+# (Only FOLLOWS can reach a deleted node later: a prompt follows the one added before it.)
+_DELETE_EDGES = """
+UPDATE edges SET deleted_ts = x.ts
+FROM (
+    SELECT edge_id, min(ts) AS ts FROM (
+        SELECT e.id AS edge_id, d.ts FROM edges e JOIN stage_deleted d ON e.id = d.node_id
+        UNION ALL
+        SELECT e.id, d.ts FROM edges e JOIN stage_deleted d
+            ON e.from_id = d.node_id AND e.lsn < d.lsn
+        UNION ALL
+        SELECT e.id, d.ts FROM edges e JOIN stage_deleted d
+            ON e.to_id = d.node_id AND e.lsn < d.lsn
+    ) WHERE edge_id IN (SELECT id FROM edges WHERE deleted_ts IS NULL) GROUP BY edge_id
+) x
+WHERE edges.id = x.edge_id AND edges.deleted_ts IS NULL
+"""
+
+
 class Graph:
     name = "graph"
     tables: tuple[Table, ...] = (EDGES, NODES, LINEAGE)
@@ -196,8 +218,9 @@ class Graph:
             for column in ("node_id", "prompt_id"):
                 con.execute(_RELINK.format(column=column))
         if "deleted" in staged:
-            for table, key in (("edges", "id"), ("nodes", "id"), ("lineage", "node_id")):
+            for table, key in (("nodes", "id"), ("lineage", "node_id")):
                 con.execute(
                     f"UPDATE {table} SET deleted_ts = d.ts FROM stage_deleted d "
                     f"WHERE {table}.{key} = d.node_id"
                 )
+            con.execute(_DELETE_EDGES)
