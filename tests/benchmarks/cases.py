@@ -13,6 +13,7 @@ import msgspec
 
 import eventlog
 
+from . import _graph as g
 from . import _sides as s
 from ._data import ENCODER
 from ._harness import Plan, Row, Sample, Side, Target, log, remove_tree, rows_for, run_sides
@@ -31,12 +32,16 @@ class Scale:
     size_events: int
     single_size_events: int
     open_events: int = 1_000_000
+    graph_events: int = 1_000_000  # the store of mixed events of fold, reads and rss
+    graph_reps: int = 3  # fold and reads: a repetition over 1,000,000 events takes a minute
+    follow_seconds: float = 20.0
 
 
 FULL = Scale("full", reps=7, slices=10, read_events=200_000, size_events=200_000,
              single_size_events=4_000)  # fmt: skip
 QUICK = Scale("quick", reps=3, slices=5, read_events=50_000, size_events=50_000,
-              single_size_events=2_000, open_events=200_000)  # fmt: skip
+              single_size_events=2_000, open_events=200_000, graph_events=50_000,
+              follow_seconds=5.0)  # fmt: skip
 
 
 @dataclass
@@ -401,4 +406,88 @@ OPEN = Case(
 )
 
 
-CASES: dict[str, Case] = {c.name: c for c in (SINGLE, CONCURRENT, BULK, READ, SIZE, OPEN)}
+# -- the projections ---------------------------------------------------------------------------
+
+
+FOLD = Case(
+    "fold",
+    "Catch-up fold into DuckDB",
+    "A store of mixed events (`tests/benchmarks/_graph_data.py`: agents and templates, then "
+    "sessions of 8 turns of prompt, agent assignment and response with usage and latency, "
+    "some prompts from templates or naming a parent prompt, tool calls with their "
+    "completions in 30% of turns, handoffs in 5%) is built once per run with "
+    "`Durability.NONE` and shared with `reads` and `rss`. One warm-up fold, then each "
+    "repetition times `projections.rebuild(store, database=fresh_file)` (a `Projector`: "
+    "open the log read-only, create the schema, fold in batches, one transaction each, "
+    "closing and reopening the file every `hold_s` = 0.5 s so that readers get in) and the "
+    "baseline, in alternating order: the final tables of the warm-up fold, exported to "
+    "Arrow beforehand (`SELECT * FROM t` for every projection table), loaded into a fresh "
+    "file with the same DDL (`ensure_schema`) by `INSERT INTO t SELECT * FROM arrow_table` "
+    "for every table in one transaction. Both are timed from connect to close and reported "
+    "in events of the store per second (the CPU time of the process, all threads, is noted "
+    "too: on a shared machine it tells waiting from working). The warm-up fold's database "
+    "is kept for `reads` and "
+    "`rss`. At most 3 repetitions (`Scale.graph_reps`), not 7: a fold of a million events "
+    "takes a minute or two.",
+    lambda plan, scale: CaseResult(
+        *g.fold(plan, scale.graph_events, min(plan.reps, scale.graph_reps))
+    ),
+)
+
+FOLLOW = Case(
+    "follow",
+    "Lag of a following projector",
+    "Three processes on a store of its own: a projector child running what `lmg project "
+    "STORE --follow` runs (`Projector(store)`, `catch_up()` of a 20,000-event backlog, then "
+    "`follow(stop, on_progress=...)`, recording the time and checkpoint of every commit), "
+    f"an appender child appending {g.FOLLOW_RATE:,} events/s of the same mixed events "
+    "(one request of 20 events every 10 ms, default FSYNC durability, events built before "
+    "timing, times of each request's call and return recorded), and the benchmark itself "
+    "as a reader, opening `projections.connect(store)` every 20 ms (a pause of 20 ms "
+    "between looks) to read the checkpoint and timing its own wait. An event's lag is the "
+    "first commit (or reader look) whose checkpoint covers its LSN minus the time its "
+    "append returned (0 if folded before the append returned). After the appender stops, "
+    "the reader keeps looking until it sees the last event, then the projector is sent "
+    "SIGTERM. All times are `time.monotonic_ns()`, one clock for every process. Run once "
+    "(20 s, quick 5 s), so there is no spread.",
+    lambda plan, scale: CaseResult(*g.follow(plan, scale.follow_seconds)),
+)
+
+READS = Case(
+    "reads",
+    "Reads of an embedded MemoryGraph",
+    "The store of `fold` (quick: 50,000 events) and its folded database, opened as an "
+    "embedded `MemoryGraph.open(store, database=folded_db)`. Arguments are sampled once "
+    "(seeded): 1,000 node ids (350 prompts, 350 responses, 150 tool calls, sessions, every "
+    "agent and template), 200 sessions, 100 responses. Each repetition opens a fresh graph "
+    "and times every call with `perf_counter_ns`: first the cold pass (the first lookup of "
+    "each argument: the graph's caches and DuckDB's buffers empty, the file in the page "
+    "cache), then 3 shuffled warm passes; `SELECT * FROM agent_stats` (through `g.rows`) "
+    "once cold and 15 times warm; a pass stops early (after at least 20 calls) once it has "
+    "taken 4 s. At most 3 repetitions (`Scale.graph_reps`). A row gives the median over "
+    "repetitions of each repetition's p95 (or p50) next to the target, in microseconds; "
+    "seed 004's targets "
+    "(context window read < 1 ms p95, lineage depth 5 p95 15 ms) are shown as info rows.",
+    lambda plan, scale: CaseResult(
+        *g.reads(plan, scale.graph_events, min(plan.reps, scale.graph_reps))
+    ),
+)
+
+RSS = Case(
+    "rss",
+    "Resident memory of an embedded MemoryGraph",
+    "A child process (`python -m tests.benchmarks._graph_child rss`) imports projections, "
+    "opens `MemoryGraph.open(store, database=db)` on the store of `fold`, does 325 reads "
+    "(250 `get_node`, 50 `context_window`, 20 `ancestors`, 5 `agent_stats`, ids sampled "
+    "with SQL) and prints its peak resident set: VmHWM from /proc/self/status, in MB of "
+    "10^6 bytes (`ru_maxrss` would do in a process of its own, but a child inherits its "
+    "parent's high-water mark through the exec). Twice: on the database `fold` folded, "
+    "and on a fresh database file, so that opening folds the whole backlog in-process. "
+    "Deterministic enough to run once.",
+    lambda plan, scale: CaseResult(*g.rss(plan, scale.graph_events)),
+)
+
+
+CASES: dict[str, Case] = {
+    c.name: c for c in (SINGLE, CONCURRENT, BULK, READ, SIZE, OPEN, FOLD, FOLLOW, READS, RSS)
+}

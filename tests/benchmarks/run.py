@@ -3,6 +3,7 @@
     python -m tests.benchmarks.run                 # everything (make bench), writes the doc
     python -m tests.benchmarks.run --quick         # smaller and fewer repetitions, no doc
     python -m tests.benchmarks.run --only bulk,read --reps 7
+    python -m tests.benchmarks.run --quick --only fold,follow,reads,rss --no-write  # projections
 
 Every number is a ratio of two sides measured side by side in the same run; nothing here
 asserts, and the exit status is 0 whether targets are met or missed (use --strict to fail).
@@ -111,7 +112,7 @@ def _parse(argv: list[str]) -> argparse.Namespace:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     add = p.add_argument
-    add("--quick", action="store_true", help="smaller runs, 3 repetitions (under 2 minutes)")
+    add("--quick", action="store_true", help="smaller runs, 3 repetitions (a few minutes)")
     add("--only", action="append", metavar="NAME", help="run only these cases (repeat the "
         f"flag or comma-separate): {', '.join(CASES)}")  # fmt: skip
     add("--reps", type=int, help="repetitions per case (default 7, quick 3)")
@@ -168,10 +169,10 @@ def _filesystem(path: Path) -> str:
     return f"{best[1]} on {best[0]} ({best[2]})"
 
 
-def source_digest() -> str:
-    """A short digest of eventlog/*.py, to tell which version of the code a report measured."""
+def source_digest(package: str = "eventlog") -> str:
+    """A short digest of <package>/*.py, to tell which version of the code a report measured."""
     digest = hashlib.sha256()
-    for file in sorted((ROOT / "eventlog").glob("*.py")):
+    for file in sorted((ROOT / package).glob("*.py")):
         digest.update(file.name.encode() + b"\0" + file.read_bytes())
     return digest.hexdigest()[:12]
 
@@ -182,6 +183,7 @@ def machine_facts(tmp_root: Path | None) -> dict[str, str]:
     return {
         "date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "eventlog sources (sha256 of eventlog/*.py)": source_digest(),
+        "projections sources (sha256 of projections/*.py)": source_digest("projections"),
         "cpu count": f"{os.cpu_count()} (usable: {len(os.sched_getaffinity(0))})",
         "cpu": _cpu_model(),
         "os": f"{platform.system()} {platform.release()}",
@@ -191,6 +193,8 @@ def machine_facts(tmp_root: Path | None) -> dict[str, str]:
         "sqlite": sqlite3.sqlite_version,
         "eventsourcing": _version("eventsourcing"),
         "google-crc32c": _version("google-crc32c"),
+        "duckdb": _version("duckdb"),
+        "pyarrow": _version("pyarrow"),
         "temp dir": f"{tmp}: {_filesystem(tmp)}; same device as the project: {same}",
         "load average before": _loadavg(),
     }
@@ -201,9 +205,13 @@ def _dotted(version: tuple[int, ...]) -> str:
 
 
 def _facts_line(facts: dict[str, str]) -> str:
-    keys = ("cpu count", "python", "msgspec", "zstandard", "sqlite", "eventsourcing")
+    keys = ("cpu count", "python", "msgspec", "zstandard", "sqlite", "eventsourcing", "duckdb")
     digest = facts["eventlog sources (sha256 of eventlog/*.py)"]
-    return ", ".join(f"{k} {facts[k]}" for k in keys) + f"; eventlog sources {digest}"
+    projections = facts["projections sources (sha256 of projections/*.py)"]
+    return (
+        ", ".join(f"{k} {facts[k]}" for k in keys)
+        + f"; eventlog sources {digest}, projections sources {projections}"
+    )
 
 
 # -- output -----------------------------------------------------------------------------------
@@ -341,6 +349,10 @@ def markdown(
         "above).",
         "- eventlog compresses and decompresses frame bodies of 256 KiB or more as two halves "
         "on two threads; the raw loops use one thread, as written in the issue.",
+        "- Rows whose baseline is a fixed figure (one second, 1 ms, 250 ms, 150 MB, 100,000 "
+        "events/s: a target, or seed 004's) are not side-by-side ratios: they give the measured "
+        "value next to that figure and a ratio that is 1x exactly on it (figure / measured for "
+        "times and sizes, measured / figure for rates), so higher is better in every row.",
         "",
     ]
     return "\n".join(out)
