@@ -20,7 +20,7 @@ from eventlog.cli import cli_errors, default_store, store_argument
 from ._demo import show_projections
 from .errors import ProjectionError, ProjectorBusy
 from .memory_graph import MemoryGraph
-from .projector import Progress, Projector, connect, rebuild
+from .projector import Progress, Projector, connect
 
 __all__ = ["commands"]
 
@@ -121,13 +121,10 @@ def project(
     """
     path = store or default_store()
     bar = _Bar(sys.stderr.isatty())
-    if from_zero:
-        rebuild(path, database, on_progress=bar.update)
-        bar.close()
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
-    with Projector(path, database) as projector:
+    with Projector(path, database, rebuild=from_zero) as projector:
         try:
             projector.catch_up(stop=stop, on_progress=bar.update)
         finally:
@@ -137,13 +134,15 @@ def project(
             return
         last_report = time.monotonic()
 
-        def report(p: Progress) -> None:
+        def report(_progress: Progress) -> None:
             nonlocal last_report
             if report_every and time.monotonic() - last_report >= report_every:
-                click.echo(_describe(p), err=True)
+                projector.measure()  # the log's length now, for an honest lag
+                click.echo(_describe(projector.progress(following=True)), err=True)
                 last_report = time.monotonic()
 
         projector.follow(stop, on_progress=report)
+        projector.measure()
         click.echo(f"stopped: {_describe(projector.progress(following=True))}", err=True)
 
 

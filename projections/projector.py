@@ -21,7 +21,7 @@ import msgspec
 import watchfiles
 
 import eventlog
-from eventlog import EventLog, Record
+from eventlog import Record
 
 from ._database import FolderLock, Gate, database_path, open_database
 from ._fold import Batch
@@ -61,15 +61,21 @@ class Projector:
         *,
         batch_events: int = BATCH_EVENTS,
         hold_s: float = 0.5,
+        linger_s: float = 0.05,
         wait_s: float | None = None,
+        rebuild: bool = False,
     ) -> None:
         self.store = Path(store)
         self.db = database_path(store, database)
         self.batch_events = batch_events
         self.hold_s = hold_s
+        self.linger_s = linger_s
         self.wait_s = wait_s  # None: wait for readers as long as it takes
         self._lock = FolderLock(self.db, "lmg project")
         try:
+            if rebuild:  # under the folder lock, so no other folder starts in between
+                for path in (self.db, Path(f"{self.db}.wal")):
+                    path.unlink(missing_ok=True)
             self._log = eventlog.open(self.store, readonly=True)
             self._gate = Gate(self.db)
         except BaseException:
@@ -86,6 +92,7 @@ class Projector:
             ensure_schema(con)
             self._checkpoint = checkpoint(con)
         self._cursor = self._log.cursor(self._checkpoint + 1)
+        self._ahead: Record | None = None  # read from the cursor, not yet folded
 
     def close(self) -> None:
         self._cursor.close()
@@ -110,11 +117,11 @@ class Projector:
             time.sleep(pause)  # the readers' turn
         began = time.monotonic()
         self._gate.acquire(exclusive=True, timeout=self.wait_s)
+        self._waited += time.monotonic() - began
         try:
             con = open_database(
                 self.db, read_only=False, timeout=self.wait_s, waiting=" (a duckdb CLI?)"
             )
-            self._waited += time.monotonic() - began
             try:
                 yield con
             finally:
@@ -142,58 +149,20 @@ class Projector:
         *,
         stop: threading.Event | None = None,
         on_progress: Callable[[Progress], None] | None = None,
-        following: bool = False,
     ) -> int:
         """Fold everything the log holds now; returns the checkpoint. Raises `PoisonEvent`
         (after folding everything before it) at an event the fold cannot apply.
 
         Opens the database only when there is something to fold, for at most `hold_s` at a
-        time. While following, the log's length is not re-measured (that scans the last
-        segment): the cursor simply reads on from where it stopped."""
-        if not following or self._log_end == 0:
-            self._log_end = self._log.next_lsn()
-        while not (stop and stop.is_set()):
-            source = self._cursor.records()
-            first = next(source, None)
-            if first is None:
-                break  # nothing new: the database is not even opened
-            pending = itertools.chain([first], source)
-            held_out = False
-
-            def record(batch: Batch, last: Record) -> None:
-                self._folded += last.lsn - self._checkpoint
-                self._checkpoint, self._last_ts = last.lsn, last.event.ts
-                self._log_end = max(self._log_end, last.lsn + 1)
-                if on_progress is not None:
-                    on_progress(self.progress(following=following))
-
+        time, leaving readers their turn in between."""
+        self.measure()
+        while not (stop and stop.is_set()) and self._peek():
             with self._open() as con:
                 # Hold from here: opening may wait for readers, which is no time held.
                 deadline = time.monotonic() + self.hold_s
-
-                def keep_going(deadline: float = deadline) -> bool:
-                    nonlocal held_out
-                    held_out = time.monotonic() >= deadline
-                    return not held_out and not (stop and stop.is_set())
-
-                try:
-                    self._checkpoint = fold_records(
-                        con,
-                        pending,
-                        batch_events=self.batch_events,
-                        keep_going=keep_going,
-                        on_batch=record,
-                    )
-                except BaseException:
-                    # A poison event commits what precedes it: read back where we stand, and
-                    # put the cursor there, so this projector can be asked again.
-                    with contextlib.suppress(Exception):
-                        self._checkpoint = checkpoint(con)
-                    self._cursor.close()
-                    self._cursor = self._log.cursor(self._checkpoint + 1)
-                    raise
-            if not held_out:
-                break  # the log's end reached (a later wake reads on)
+                reached_end = self._fold_pending(con, deadline, stop, on_progress, False)
+            if reached_end:
+                break
         return self._checkpoint
 
     def follow(
@@ -202,26 +171,98 @@ class Projector:
         on_progress: Callable[[Progress], None] | None = None,
         poll_s: float = 1.0,
     ) -> int:
-        """Catch up, then fold new events as they land until `stop` is set."""
+        """Catch up, then fold new events as they land until `stop` is set.
+
+        While events keep arriving, the database stays open between wake-ups (a reopen
+        costs tens of milliseconds, most of a small batch's lag) for up to `hold_s`; when
+        the log has been quiet for `linger_s`, or `hold_s` has passed, readers get their
+        turn. With nothing arriving, it waits on file changes, checking every `poll_s`."""
         watcher = watchfiles.watch(
             self.store,
             watch_filter=_segments_only,
             debounce=0,
             step=5,
-            rust_timeout=int(poll_s * 1000),
+            rust_timeout=max(1, int(self.linger_s * 1000)),
             yield_on_timeout=True,
             stop_event=stop,
         )
         try:
+            self.catch_up(stop=stop, on_progress=on_progress)
+            idle_since = time.monotonic()
             while not stop.is_set():
-                self.catch_up(stop=stop, on_progress=on_progress, following=True)
-                if stop.is_set():
-                    break
-                next(watcher, None)
+                if not next(watcher, None) and time.monotonic() - idle_since < poll_s:
+                    continue  # nothing changed: a cheap wait, the database stays closed
+                idle_since = time.monotonic()
+                if not self._peek():
+                    continue
+                with self._open() as con:
+                    deadline = time.monotonic() + self.hold_s
+                    while not stop.is_set():
+                        self._fold_pending(con, deadline, stop, on_progress, True)
+                        if time.monotonic() >= deadline or not next(watcher, None):
+                            break  # time's up, or quiet for linger_s: the readers' turn
+                idle_since = time.monotonic()
         finally:
             with contextlib.suppress(Exception):
                 watcher.close()
         return self._checkpoint
+
+    def measure(self) -> int:
+        """Look up the log's length (for progress and lag; it scans the last segment)."""
+        self._log_end = max(self._log_end, self._log.next_lsn())
+        return self._log_end
+
+    def _peek(self) -> bool:
+        """Is there a record after the checkpoint? Keeps it for the next fold."""
+        if self._ahead is None:
+            self._ahead = next(self._cursor.records(), None)
+        return self._ahead is not None
+
+    def _fold_pending(
+        self,
+        con: duckdb.DuckDBPyConnection,
+        deadline: float,
+        stop: threading.Event | None,
+        on_progress: Callable[[Progress], None] | None,
+        following: bool,
+    ) -> bool:
+        """Fold what the log holds until its end or `deadline`; True if the end was reached."""
+        source = self._cursor.records()
+        if self._ahead is not None:
+            source = itertools.chain([self._ahead], source)
+            self._ahead = None
+        held_out = False
+
+        def record(batch: Batch, last: Record) -> None:
+            self._folded += last.lsn - self._checkpoint
+            self._checkpoint, self._last_ts = last.lsn, last.event.ts
+            self._log_end = max(self._log_end, last.lsn + 1)
+            if on_progress is not None:
+                on_progress(self.progress(following=following))
+
+        def keep_going() -> bool:
+            nonlocal held_out
+            held_out = time.monotonic() >= deadline
+            return not held_out and not (stop and stop.is_set())
+
+        try:
+            fold_records(
+                con,
+                source,
+                batch_events=self.batch_events,
+                keep_going=keep_going,
+                on_batch=record,
+            )
+        except BaseException:
+            # A poison event commits what precedes it: read back where we stand, and put the
+            # cursor there, so this projector can be asked again.
+            with contextlib.suppress(Exception):
+                self._checkpoint = checkpoint(con)
+            self._cursor.close()
+            self._cursor = self._log.cursor(self._checkpoint + 1)
+            self._ahead = None
+            raise
+        return not held_out and not (stop and stop.is_set())
 
 
 @contextlib.contextmanager
@@ -258,16 +299,5 @@ def rebuild(
     on_progress: Callable[[Progress], None] | None = None,
 ) -> int:
     """Delete a store's projections and fold the whole log again; returns the checkpoint."""
-    db = database_path(store, database)
-    lock = FolderLock(db, "lmg project --rebuild")
-    try:
-        for path in (db, Path(f"{db}.wal")):
-            path.unlink(missing_ok=True)
-    finally:
-        lock.release()
-    with Projector(store, database) as projector:
+    with Projector(store, database, rebuild=True) as projector:
         return projector.catch_up(on_progress=on_progress)
-
-
-def log_of(projector: Projector) -> EventLog:
-    return projector._log
