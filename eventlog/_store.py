@@ -477,11 +477,15 @@ class Store:
                     active = self._rotate(active)
                 return self._write_group(active, requests)
 
-    def _catch_up(self) -> _Active:
-        """Take in what other processes appended, following their rotations."""
+    def _catch_up(self, *, index: bool = True) -> _Active:
+        """Take in what other processes appended, following their rotations.
+
+        With `index` False, an id index not yet built stays unbuilt (a length is all the
+        caller wants); it is built in full whenever a lookup or an append first needs it."""
         active = self._active
         assert active is not None
-        self._ensure_entries(active)
+        if index:
+            self._ensure_entries(active)
         while True:
             size = os.fstat(active.fd).st_size
             if size < active.end:
@@ -502,7 +506,8 @@ class Store:
             self._firsts.append(active.next_lsn)
             self._sealed_bound = None
             self._active = active = self._open_active(active.next_lsn)
-            self._ensure_entries(active)
+            if index:
+                self._ensure_entries(active)
 
     def _rotate(self, active: _Active) -> _Active:
         """Start the next segment, then seal this one by writing its index files.
@@ -711,7 +716,7 @@ class Store:
         with self._mutex:
             self._check_usable()
             with self._flock():
-                active = self._catch_up()
+                active = self._catch_up(index=session is not None)
             if session is None:
                 return active.next_lsn - 1 if active.next_lsn else None
             found = self._lookup(session)

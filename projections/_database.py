@@ -8,11 +8,13 @@ it does. Three rules make a folder and many readers share one file:
    `ProjectorBusy`, naming the holder. It can never double-apply: its checkpoint would also
    stop it, since the fold starts after the checkpoint it reads in its own transaction.
 2. A gate, ``<db>.gate``, is held exclusively by the folder while it has the file open and
-   shared by readers while they do. `lmg project` opens the file only to commit a batch, so
-   readers slip in between commits; an embedded `MemoryGraph` keeps it open (its reads need
-   a live connection), so other processes wait for it to close.
+   shared by readers while they do. A turnstile (``<db>.turnstile``) in front of it gives a
+   waiting folder priority over readers who arrive after it, so readers cannot starve it.
+   `lmg project` opens the file only to commit, so readers slip in between commits; an
+   embedded `MemoryGraph` keeps it open (its reads need a live connection), so other
+   processes wait for it to close.
 3. Anything that ignores the gate (the ``duckdb`` CLI) is met by DuckDB's own lock: the folder
-   retries until it is released, and reports that it waits.
+   retries until it is released (its progress shows the time it waited).
 """
 
 from __future__ import annotations
@@ -69,6 +71,10 @@ class Gate:
     def __init__(self, db: Path) -> None:
         self.path = Path(f"{db}.gate")
         self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        # The turnstile gives the folder priority: flock has none, so a stream of readers,
+        # each taking the gate shared before the last lets go, could keep it out forever.
+        # A folder holds the turnstile while it waits for the gate; readers pass through it.
+        self._turnstile = os.open(Path(f"{db}.turnstile"), os.O_RDWR | os.O_CREAT, 0o644)
 
     @contextlib.contextmanager
     def hold(self, *, exclusive: bool, timeout: float | None) -> Iterator[None]:
@@ -79,15 +85,22 @@ class Gate:
             self.release()
 
     def acquire(self, *, exclusive: bool, timeout: float | None) -> None:
+        deadline = None if timeout is None else time.monotonic() + timeout
         mode = fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH
-        if timeout is None:
-            fcntl.flock(self._fd, mode)
+        self._lock(self._turnstile, mode, deadline, timeout)
+        try:
+            self._lock(self._fd, mode, deadline, timeout)
+        finally:
+            fcntl.flock(self._turnstile, fcntl.LOCK_UN)
+
+    def _lock(self, fd: int, mode: int, deadline: float | None, timeout: float | None) -> None:
+        if deadline is None:
+            fcntl.flock(fd, mode)
             return
-        deadline = time.monotonic() + timeout
         delay = 0.001
         while True:
             try:
-                fcntl.flock(self._fd, mode | fcntl.LOCK_NB)
+                fcntl.flock(fd, mode | fcntl.LOCK_NB)
                 return
             except BlockingIOError:
                 if time.monotonic() >= deadline:
@@ -104,6 +117,7 @@ class Gate:
     def close(self) -> None:
         if self._fd >= 0:
             os.close(self._fd)
+            os.close(self._turnstile)
             self._fd = -1
 
 

@@ -2,8 +2,9 @@
 
 `lmg project STORE --follow` runs a `Projector`. It holds the folder lock for its lifetime
 but opens the database only to commit (see `_database`): during a catch-up it keeps the
-file for at most `hold_s` at a time, while following it opens it once per wake-up. Readers
-in other processes (`connect`, `lmg sql`, the `duckdb` CLI) get in between.
+file for at most `backlog_hold_s` (2 s) at a time, while following for at most `hold_s`
+(0.5 s), and less when the log goes quiet. Readers in other processes (`connect`, `lmg sql`,
+the `duckdb` CLI) get in between, so a reader waits at most about one hold.
 """
 
 from __future__ import annotations
@@ -61,6 +62,7 @@ class Projector:
         *,
         batch_events: int = BATCH_EVENTS,
         hold_s: float = 0.5,
+        backlog_hold_s: float = 2.0,
         linger_s: float = 0.05,
         wait_s: float | None = None,
         rebuild: bool = False,
@@ -68,7 +70,8 @@ class Projector:
         self.store = Path(store)
         self.db = database_path(store, database)
         self.batch_events = batch_events
-        self.hold_s = hold_s
+        self.hold_s = hold_s  # while following
+        self.backlog_hold_s = backlog_hold_s  # while catching up (each reopen costs a checkpoint)
         self.linger_s = linger_s
         self.wait_s = wait_s  # None: wait for readers as long as it takes
         self._lock = FolderLock(self.db, "lmg project")
@@ -153,13 +156,13 @@ class Projector:
         """Fold everything the log holds now; returns the checkpoint. Raises `PoisonEvent`
         (after folding everything before it) at an event the fold cannot apply.
 
-        Opens the database only when there is something to fold, for at most `hold_s` at a
-        time, leaving readers their turn in between."""
+        Opens the database only when there is something to fold, for at most
+        `backlog_hold_s` at a time, leaving readers their turn in between."""
         self.measure()
         while not (stop and stop.is_set()) and self._peek():
             with self._open() as con:
                 # Hold from here: opening may wait for readers, which is no time held.
-                deadline = time.monotonic() + self.hold_s
+                deadline = time.monotonic() + self.backlog_hold_s
                 reached_end = self._fold_pending(con, deadline, stop, on_progress, False)
             if reached_end:
                 break
