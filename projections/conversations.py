@@ -2,7 +2,8 @@
 
 Each prompt records the prompt before it in its session (``previous_prompt_id``, the FOLLOWS
 edge) and the agent that handles it; a link to a template rewrites its template columns.
-The last assignment and the last link (by LSN) win.
+The last assignment and the last link (by LSN) win. Responses (and tool calls) carry their
+prompt's agent too, so per-agent statistics need no joins.
 """
 
 from __future__ import annotations
@@ -62,6 +63,7 @@ RESPONSES = Table(
         Column("latency_ms", "DOUBLE"),
         Column("model", "VARCHAR"),
         Column("metadata", "JSON"),
+        Column("agent_id", "UUID"),  # its prompt's agent, kept in step with assignments
         Column("deleted_ts", "BIGINT"),
     ],
     ["id"],
@@ -82,7 +84,7 @@ INSERT INTO responses
 SELECT r.id, r.prompt_id, coalesce(r.session_id, p.session_id), r.lsn, r.ts, r.occurred_at,
        r.actor, r.content, r.prompt_tokens, r.completion_tokens,
        r.prompt_tokens + r.completion_tokens, r.finish_reason, r.latency_ms, r.model,
-       r.metadata, NULL
+       r.metadata, p.agent_id, NULL
 FROM stage_responses r JOIN prompts p ON p.id = r.prompt_id
 ORDER BY r.lsn
 """
@@ -91,7 +93,9 @@ _ASSIGN = """
 UPDATE prompts SET agent_id = a.agent_id
 FROM (SELECT * FROM stage_assigned QUALIFY row_number() OVER (
         PARTITION BY prompt_id ORDER BY lsn DESC) = 1) a
-WHERE prompts.id = a.prompt_id
+WHERE prompts.id = a.prompt_id;
+UPDATE responses SET agent_id = p.agent_id FROM prompts p
+WHERE responses.prompt_id = p.id AND p.id IN (SELECT prompt_id FROM stage_assigned)
 """
 
 _LINK = """

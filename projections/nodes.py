@@ -83,6 +83,7 @@ class Response(_Row, tag="response", kw_only=True, frozen=True):
     latency_ms: float | None = None
     model: str | None = None
     metadata: dict[str, Any] | None = None
+    agent_id: uuid.UUID | None = None
 
 
 class ToolInvocation(_Row, tag="tool_invocation", kw_only=True, frozen=True):
@@ -95,6 +96,7 @@ class ToolInvocation(_Row, tag="tool_invocation", kw_only=True, frozen=True):
     error: str | None = None
     duration_ms: float | None = None
     completed_ts: int | None = None
+    agent_id: uuid.UUID | None = None
 
 
 class Agent(_Row, tag="agent", kw_only=True, frozen=True):

@@ -33,6 +33,7 @@ TOOL_INVOCATIONS = Table(
         Column("error", "VARCHAR"),
         Column("duration_ms", "DOUBLE"),
         Column("completed_ts", "BIGINT"),
+        Column("agent_id", "UUID"),  # the agent of the prompt it answers, as responses have
         Column("deleted_ts", "BIGINT"),
     ],
     ["id"],
@@ -40,9 +41,9 @@ TOOL_INVOCATIONS = Table(
 
 _INSERT = """
 INSERT INTO tool_invocations
-SELECT id, response_id, session_id, lsn, ts, occurred_at, actor, tool_name, parameters,
-       'pending', NULL, NULL, NULL, NULL, NULL
-FROM stage_tools ORDER BY lsn
+SELECT t.id, t.response_id, t.session_id, t.lsn, t.ts, t.occurred_at, t.actor, t.tool_name,
+       t.parameters, 'pending', NULL, NULL, NULL, NULL, r.agent_id, NULL
+FROM stage_tools t JOIN responses r ON r.id = t.response_id ORDER BY t.lsn
 """
 
 _COMPLETE = """
@@ -72,6 +73,12 @@ class Tools:
         if "tools" in staged:
             first_missing(con, staged, "tools", "response_id", "responses")
             con.execute(_INSERT)
+        if "assigned" in staged:  # a prompt's new agent is its tool calls' agent too
+            con.execute(
+                "UPDATE tool_invocations SET agent_id = r.agent_id FROM responses r "
+                "WHERE tool_invocations.response_id = r.id "
+                "AND r.prompt_id IN (SELECT prompt_id FROM stage_assigned)"
+            )
         if "completed" in staged:
             first_missing(con, staged, "completed", "tool_id", "tool_invocations")
             con.execute(_COMPLETE)
