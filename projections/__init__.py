@@ -12,7 +12,14 @@ from ._database import DATABASE_FILE
 from ._fold import implicit_edge_id
 from ._reads import Hop, Impact, NotFound
 from ._schema import SCHEMA_VERSION, TABLE_NAMES
-from .errors import DatabaseBusy, PoisonEvent, ProjectionError, ProjectorBusy, SchemaMismatch
+from .errors import (
+    BadArgument,
+    DatabaseBusy,
+    PoisonEvent,
+    ProjectionError,
+    ProjectorBusy,
+    SchemaMismatch,
+)
 from .memory_graph import AsyncMemoryGraph, AsyncQuery, GraphStats, MemoryGraph
 from .nodes import (
     Agent,
@@ -36,6 +43,7 @@ __all__ = [
     "Agent",
     "AsyncMemoryGraph",
     "AsyncQuery",
+    "BadArgument",
     "DatabaseBusy",
     "Edge",
     "GenericNode",

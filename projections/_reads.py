@@ -20,7 +20,7 @@ from ._fold import Batch
 
 __all__ = ["TABLE_OF_TYPE", "GraphReader", "Hop", "Impact", "NotFound"]
 
-from .errors import ProjectionError
+from .errors import BadArgument, ProjectionError
 
 
 class NotFound(ProjectionError, LookupError):
@@ -247,7 +247,7 @@ class GraphReader:
     def context_window(self, session_id: uuid.UUID, turns: int = 10) -> list[n.Turn]:
         """The last `turns` prompt-and-responses pairs of a session, oldest first."""
         if not isinstance(turns, int) or isinstance(turns, bool) or turns < 1:
-            raise ValueError(f"turns must be a positive int, got {turns!r}")
+            raise BadArgument(f"turns must be a positive int, got {turns!r}")
         cached = self._windows.get((session_id, turns))
         if cached is not None:
             return list(cached)  # a copy: the caller may reorder or trim it
@@ -296,7 +296,7 @@ class GraphReader:
     ) -> list[Hop]:
         _check_id(start)
         if not isinstance(depth, int) or isinstance(depth, bool) or depth < 1:
-            raise ValueError(f"depth must be a positive int, got {depth!r}")
+            raise BadArgument(f"depth must be a positive int, got {depth!r}")
         types = None if edge_types is None else [str(t) for t in edge_types]
         seen = {start}
         first = self.get_node(start)
@@ -413,4 +413,4 @@ def _type_of(node: n.Node) -> str:
 
 def _check_id(value: object) -> None:
     if not isinstance(value, uuid.UUID):
-        raise TypeError(f"an id must be a uuid.UUID, not {type(value).__name__}")
+        raise BadArgument(f"an id must be a uuid.UUID, not {type(value).__name__}")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 __all__ = [
+    "BadArgument",
     "DatabaseBusy",
     "PoisonEvent",
     "ProjectionError",
@@ -13,6 +14,12 @@ __all__ = [
 
 class ProjectionError(Exception):
     """Root of every error the projections raise (DuckDB's own errors are translated)."""
+
+
+class BadArgument(ProjectionError, ValueError, TypeError):
+    """A read was called with a value of the wrong type or out of range (nothing was read).
+
+    It is also a ValueError and a TypeError, so code written for either keeps working."""
 
 
 class ProjectorBusy(ProjectionError):

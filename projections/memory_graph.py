@@ -78,8 +78,9 @@ class _Embedded:
     def refresh(self) -> None:
         """Fold what the log holds beyond the checkpoint (read-your-writes)."""
         if self.log.next_lsn() - 1 > self.checkpoint:
+            # A PoisonEvent propagates: a read cannot promise the writes before it, so it fails
+            # (naming the event) until the database is rebuilt; what preceded it is folded.
             self.checkpoint = fold_available(self.con, self.log, on_batch=self._forget)
-            # (on a PoisonEvent the error propagates and the reader sees the last good state)
 
     def _forget(self, batch: Batch, _last: object) -> None:
         self.reader.forget(batch)

@@ -14,10 +14,12 @@ from typing import TYPE_CHECKING, Any, Self
 
 import msgspec
 
+from eventlog import InvalidEvent
 from eventlog._time import TimeLike, to_ns
 
 from . import nodes as n
 from ._reads import TABLE_OF_TYPE
+from .errors import BadArgument
 
 if TYPE_CHECKING:
     from ._reads import GraphReader
@@ -61,7 +63,7 @@ class Query:
     def session(self, session_id: uuid.UUID) -> Self:
         """Nodes of one session (prompts, responses, tool calls, generic nodes)."""
         if not isinstance(session_id, uuid.UUID):
-            raise TypeError(f"session_id must be a uuid.UUID, not {type(session_id).__name__}")
+            raise BadArgument(f"session_id must be a uuid.UUID, not {type(session_id).__name__}")
         self._session = session_id
         return self
 
@@ -75,7 +77,7 @@ class Query:
     def agent(self, agent_id: uuid.UUID) -> Self:
         """Prompts the agent handled, and the responses and tool calls that followed them."""
         if not isinstance(agent_id, uuid.UUID):
-            raise TypeError(f"agent_id must be a uuid.UUID, not {type(agent_id).__name__}")
+            raise BadArgument(f"agent_id must be a uuid.UUID, not {type(agent_id).__name__}")
         self._agent = agent_id
         return self
 
@@ -85,25 +87,28 @@ class Query:
         """Nodes with `start` <= time < `end`, on ``ts`` (recorded) or ``occurred_at``
         (when it happened; falls back to ``ts`` where not given)."""
         if on not in ("ts", "occurred_at"):
-            raise ValueError(f"on must be 'ts' or 'occurred_at', not {on!r}")
-        self._since = None if start is None else to_ns(start, "start")
-        self._until = None if end is None else to_ns(end, "end")
+            raise BadArgument(f"on must be 'ts' or 'occurred_at', not {on!r}")
+        try:
+            self._since = None if start is None else to_ns(start, "start")
+            self._until = None if end is None else to_ns(end, "end")
+        except InvalidEvent as exc:
+            raise BadArgument(str(exc)) from None
         self._time_column = "ts" if on == "ts" else "coalesce(occurred_at, ts)"
         return self
 
     def metadata(self, key: str, value: Any) -> Self:
         """Nodes whose metadata (``data`` for generic nodes) has `key` equal to `value`."""
         if not isinstance(key, str):
-            raise TypeError(f"a metadata key must be a str, not {type(key).__name__}")
+            raise BadArgument(f"a metadata key must be a str, not {type(key).__name__}")
         self._metadata.append((key, value))
         return self
 
     def order_by(self, column: str = "lsn", direction: str = "ASC") -> Self:
         """Log order (``lsn``/``ts``/``timestamp``), ascending or ``"DESC"``."""
         if column not in ("lsn", "ts", "timestamp"):
-            raise ValueError(f"nodes are ordered by log position; {column!r} is not supported")
+            raise BadArgument(f"nodes are ordered by log position; {column!r} is not supported")
         if direction.upper() not in ("ASC", "DESC"):
-            raise ValueError(f"direction must be ASC or DESC, not {direction!r}")
+            raise BadArgument(f"direction must be ASC or DESC, not {direction!r}")
         self._descending = direction.upper() == "DESC"
         return self
 
@@ -225,15 +230,15 @@ _SEED_NAMES = {
 
 def _type_name(name: str) -> str:
     if not isinstance(name, str):
-        raise TypeError(f"a node type is a str, not {type(name).__name__}")
+        raise BadArgument(f"a node type is a str, not {type(name).__name__}")
     key = name.lower()
     key = _SEED_NAMES.get(key, key)
     if key not in TABLE_OF_TYPE:
-        raise ValueError(f"unknown node type {name!r}; one of {', '.join(TABLE_OF_TYPE)}")
+        raise BadArgument(f"unknown node type {name!r}; one of {', '.join(TABLE_OF_TYPE)}")
     return key
 
 
 def _non_negative(value: int, name: str) -> int:
     if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-        raise ValueError(f"{name} must be a non-negative int, got {value!r}")
+        raise BadArgument(f"{name} must be a non-negative int, got {value!r}")
     return value

@@ -25,3 +25,7 @@ def main() -> None:
 
 for command in [*eventlog_commands, *projections_commands]:
     main.add_command(command)
+
+
+if __name__ == "__main__":
+    main()

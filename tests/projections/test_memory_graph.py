@@ -35,6 +35,7 @@ from projections import (
     Agent,
     AsyncMemoryGraph,
     AsyncQuery,
+    BadArgument,
     Edge,
     GenericNode,
     GraphStats,
@@ -638,7 +639,7 @@ def test_query_between_ts_and_occurred_at(graph: MemoryGraph, world: World) -> N
     assert imported in ids(g.query().between(p2.ts).node_type("prompt").execute())
     with pytest.raises(ValueError, match="on must be"):
         g.query().between(p2.ts, on="deleted_ts")
-    with pytest.raises(eventlog.InvalidEvent):
+    with pytest.raises(BadArgument):
         g.query().between("not a time")
 
 
