@@ -24,7 +24,7 @@ import functools
 import hashlib
 import uuid
 from collections.abc import Callable, Sequence
-from typing import Any, Protocol, TypeAlias
+from typing import Protocol, TypeAlias
 
 import duckdb
 
@@ -32,7 +32,7 @@ from eventlog import Record
 from eventlog.events import EventBase, tag_of
 
 from ._stage import STAGED_TYPES, Staged, touched_ids
-from ._table import Row, Table, TableChanges
+from ._table import Table, TableChanges
 from .errors import PoisonEvent
 
 __all__ = ["Batch", "Projection", "first_missing", "fold", "implicit_edge_id", "implicit_edge_sql"]
@@ -191,8 +191,3 @@ def _reason(exc: BaseException) -> str:
     if isinstance(exc, KeyError):
         return f"it refers to {exc.args[0]}, which the projections do not hold"
     return str(exc)
-
-
-def touch_or_none(changes: TableChanges, key: Any) -> Row | None:
-    """The row at `key` marked changed, or None when the fold does not hold it."""
-    return changes.touch(key) if changes.get(key) is not None else None

@@ -1,11 +1,11 @@
-"""Tables as the fold sees them: a schema, and a batch of rows changed in memory.
+"""Tables as the fold sees them: a schema, and (for the row tier) a batch of rows in memory.
 
-The fold never writes a row at a time. For each batch of events it loads the existing rows the
-events touch (one query per table), applies every event to rows held in memory as lists, then
-writes once per table: new rows with one ``INSERT ... SELECT`` from Arrow, changed rows with
-one ``UPDATE ... FROM`` Arrow. The same Python code applies an event whether its row was made
-in this batch or loaded from an earlier one, so any split of the log into batches gives the
-same tables (tests/projections/test_fold.py checks it).
+The row tier of the fold never writes a row at a time either. For each batch it loads the
+existing rows its events touch (one query per table), applies every event to rows held in
+memory as lists, then writes once per table: new rows with one ``INSERT ... SELECT`` from
+Arrow, changed rows with one ``UPDATE ... FROM`` Arrow. The same Python code applies an event
+whether its row was made in this batch or loaded from an earlier one, so any split of the log
+into batches gives the same tables (tests/projections/test_fold.py checks it).
 """
 
 from __future__ import annotations
