@@ -130,9 +130,20 @@ def _holder(gate: Path) -> str:
 
 
 def open_database(
-    db: Path, *, read_only: bool, timeout: float | None, waiting: str = ""
+    db: Path,
+    *,
+    read_only: bool,
+    timeout: float | None,
+    waiting: str = "",
+    memory_limit: str | None = None,
 ) -> duckdb.DuckDBPyConnection:
-    """Connect, retrying while another process (rule 3) holds DuckDB's own lock."""
+    """Connect, retrying while another process (rule 3) holds DuckDB's own lock.
+
+    `memory_limit` (DuckDB's syntax: ``"64MB"``) bounds DuckDB's buffers; its default is 80%
+    of RAM, which a long fold fills with cached blocks it never needs again."""
+    config: dict[str, str | bool | int | float | list[str]] = {}
+    if memory_limit is not None:
+        config["memory_limit"] = memory_limit
     if read_only and not db.exists():
         raise ProjectionError(
             f"{db} does not exist yet: build it with `lmg project` or `MemoryGraph.open`"
@@ -141,7 +152,7 @@ def open_database(
     delay = 0.005
     while True:
         try:
-            return duckdb.connect(str(db), read_only=read_only)
+            return duckdb.connect(str(db), read_only=read_only, config=config)
         except duckdb.IOException as exc:
             if "lock" not in str(exc).lower():
                 raise ProjectionError(f"cannot open {db}: {exc}") from exc

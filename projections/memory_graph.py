@@ -26,7 +26,7 @@ from eventlog import AsyncEventLog, EventLog, Options, Stats
 from . import nodes as n
 from ._database import FolderLock, Gate, database_path, open_database
 from ._fold import Batch
-from ._folder import LogReader, fold_available
+from ._folder import BATCH_EVENTS, LogReader, fold_available
 from ._reads import TABLE_OF_TYPE, GraphReader, Hop, Impact
 from ._schema import checkpoint, ensure_schema
 from .errors import ProjectionError
@@ -36,6 +36,10 @@ __all__ = ["AsyncMemoryGraph", "AsyncQuery", "GraphStats", "MemoryGraph"]
 
 P = ParamSpec("P")
 R = TypeVar("R")
+
+
+MEMORY_LIMIT = "64MB"
+"""DuckDB's memory for an embedded graph: its reads touch little, and an application embeds it."""
 
 
 class GraphStats(Stats, kw_only=True):
@@ -51,21 +55,24 @@ class GraphStats(Stats, kw_only=True):
 class _Embedded:
     """The database side of an embedded graph: lock, gate, connection, reader, caches."""
 
-    def __init__(self, log: LogReader, db: Path, wait_s: float) -> None:
+    def __init__(self, log: LogReader, db: Path, wait_s: float, memory_limit: str) -> None:
         self.log = log
         self.db = db
         self._mutex = threading.RLock()
+        self.batch_events = BATCH_EVENTS
         self._lock: FolderLock | None = None
         self._gate: Gate | None = None
         if str(db) == ":memory:":  # private to this handle: nobody to share with
-            self.con = duckdb.connect()
+            self.con = duckdb.connect(config={"memory_limit": memory_limit})
             ensure_schema(self.con)
         else:
             self._lock = FolderLock(db, "an embedded MemoryGraph")
             self._gate = Gate(db)
             try:
                 self._gate.acquire(exclusive=True, timeout=wait_s)
-                self.con = open_database(db, read_only=False, timeout=wait_s)
+                self.con = open_database(
+                    db, read_only=False, timeout=wait_s, memory_limit=memory_limit
+                )
                 ensure_schema(self.con)
             except BaseException:
                 self._gate.close()
@@ -80,7 +87,9 @@ class _Embedded:
         if self.log.next_lsn() - 1 > self.checkpoint:
             # A PoisonEvent propagates: a read cannot promise the writes before it, so it fails
             # (naming the event) until the database is rebuilt; what preceded it is folded.
-            self.checkpoint = fold_available(self.con, self.log, on_batch=self._forget)
+            self.checkpoint = fold_available(
+                self.con, self.log, batch_events=self.batch_events, on_batch=self._forget
+            )
 
     def _forget(self, batch: Batch, _last: object) -> None:
         self.reader.forget(batch)
@@ -199,15 +208,18 @@ class MemoryGraph(EventLog):
         *,
         database: str | os.PathLike[str] | None = None,
         wait_s: float = 10.0,
+        memory_limit: str = MEMORY_LIMIT,
         **overrides: Any,
     ) -> Self:
         """Open the store at `path` (creating it) and its projections (``projections.duckdb``
         in the store unless `database` names another file, or ``":memory:"``), folding any
-        backlog. Waits up to `wait_s` for readers of the database in other processes."""
+        backlog. Waits up to `wait_s` for readers of the database in other processes.
+        `memory_limit` bounds DuckDB's memory (it spills to disk beyond it); raise it for
+        heavy analytical SQL through `sql`."""
         graph = super().open(path, options, **overrides)
         try:
             db = Path(":memory:") if str(database) == ":memory:" else database_path(path, database)
-            graph._embedded = _Embedded(graph, db, wait_s)
+            graph._embedded = _Embedded(graph, db, wait_s, memory_limit)
             graph._embedded.run(lambda _reader: None)
         except BaseException:
             EventLog.close(graph)
@@ -295,13 +307,14 @@ class AsyncMemoryGraph(AsyncEventLog):
         *,
         database: str | os.PathLike[str] | None = None,
         wait_s: float = 10.0,
+        memory_limit: str = MEMORY_LIMIT,
         **overrides: Any,
     ) -> Self:
         """`MemoryGraph.open` for asyncio; opening and the backlog fold run in a thread."""
         graph = await super().open(path, options, **overrides)
         try:
             db = Path(":memory:") if str(database) == ":memory:" else database_path(path, database)
-            graph._embedded = await asyncio.to_thread(_Embedded, graph, db, wait_s)
+            graph._embedded = await asyncio.to_thread(_Embedded, graph, db, wait_s, memory_limit)
             await asyncio.to_thread(graph._embedded.run, lambda _reader: None)
         except BaseException:
             await AsyncEventLog.close(graph)

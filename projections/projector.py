@@ -66,6 +66,7 @@ class Projector:
         linger_s: float = 0.05,
         wait_s: float | None = None,
         rebuild: bool = False,
+        memory_limit: str = "256MB",
     ) -> None:
         self.store = Path(store)
         self.db = database_path(store, database)
@@ -74,6 +75,7 @@ class Projector:
         self.backlog_hold_s = backlog_hold_s  # while catching up (each reopen costs a checkpoint)
         self.linger_s = linger_s
         self.wait_s = wait_s  # None: wait for readers as long as it takes
+        self.memory_limit = memory_limit  # DuckDB's; it spills to disk beyond it
         self._lock = FolderLock(self.db, "lmg project")
         try:
             if rebuild:  # under the folder lock, so no other folder starts in between
@@ -123,7 +125,11 @@ class Projector:
         self._waited += time.monotonic() - began
         try:
             con = open_database(
-                self.db, read_only=False, timeout=self.wait_s, waiting=" (a duckdb CLI?)"
+                self.db,
+                read_only=False,
+                timeout=self.wait_s,
+                waiting=" (a duckdb CLI?)",
+                memory_limit=self.memory_limit,
             )
             try:
                 yield con
