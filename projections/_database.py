@@ -10,9 +10,10 @@ it does. Three rules make a folder and many readers share one file:
 2. A gate, ``<db>.gate``, is held exclusively by the folder while it has the file open and
    shared by readers while they do. A turnstile (``<db>.turnstile``) in front of it gives a
    waiting folder priority over readers who arrive after it, so readers cannot starve it.
-   `lmg project` opens the file only to commit, so readers slip in between commits; an
-   embedded `MemoryGraph` keeps it open (its reads need a live connection), so other
-   processes wait for it to close.
+   A waiting reader holds ``<db>.waiting`` shared, so the folder knows to let go soon.
+   `lmg project` opens the file only to fold, and ends a hold after `hold_s` when someone
+   waits, so readers slip in between; an embedded `MemoryGraph` keeps it open (its reads
+   need a live connection), so other processes wait for it to close.
 3. Anything that ignores the gate (the ``duckdb`` CLI) is met by DuckDB's own lock: the folder
    retries until it is released (its progress shows the time it waited).
 """
@@ -75,6 +76,9 @@ class Gate:
         # each taking the gate shared before the last lets go, could keep it out forever.
         # A folder holds the turnstile while it waits for the gate; readers pass through it.
         self._turnstile = os.open(Path(f"{db}.turnstile"), os.O_RDWR | os.O_CREAT, 0o644)
+        # Readers hold this one shared while they wait: a folder that sees it taken knows
+        # someone is waiting and ends its hold after the batch in hand.
+        self._waiting = os.open(Path(f"{db}.waiting"), os.O_RDWR | os.O_CREAT, 0o644)
 
     @contextlib.contextmanager
     def hold(self, *, exclusive: bool, timeout: float | None) -> Iterator[None]:
@@ -87,11 +91,26 @@ class Gate:
     def acquire(self, *, exclusive: bool, timeout: float | None) -> None:
         deadline = None if timeout is None else time.monotonic() + timeout
         mode = fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH
-        self._lock(self._turnstile, mode, deadline, timeout)
+        if not exclusive:  # announce the wait, so a folder holding the gate lets go soon
+            fcntl.flock(self._waiting, fcntl.LOCK_SH)
         try:
-            self._lock(self._fd, mode, deadline, timeout)
+            self._lock(self._turnstile, mode, deadline, timeout)
+            try:
+                self._lock(self._fd, mode, deadline, timeout)
+            finally:
+                fcntl.flock(self._turnstile, fcntl.LOCK_UN)
         finally:
-            fcntl.flock(self._turnstile, fcntl.LOCK_UN)
+            if not exclusive:
+                fcntl.flock(self._waiting, fcntl.LOCK_UN)
+
+    def readers_waiting(self) -> bool:
+        """True while a reader waits for the gate (the folder asks between batches)."""
+        try:
+            fcntl.flock(self._waiting, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        fcntl.flock(self._waiting, fcntl.LOCK_UN)
+        return False
 
     def _lock(self, fd: int, mode: int, deadline: float | None, timeout: float | None) -> None:
         if deadline is None:
@@ -118,6 +137,7 @@ class Gate:
         if self._fd >= 0:
             os.close(self._fd)
             os.close(self._turnstile)
+            os.close(self._waiting)
             self._fd = -1
 
 
@@ -136,14 +156,21 @@ def open_database(
     timeout: float | None,
     waiting: str = "",
     memory_limit: str | None = None,
+    checkpoint_threshold: str | None = None,
 ) -> duckdb.DuckDBPyConnection:
     """Connect, retrying while another process (rule 3) holds DuckDB's own lock.
 
     `memory_limit` (DuckDB's syntax: ``"64MB"``) bounds DuckDB's buffers; its default is 80%
-    of RAM, which a long fold fills with cached blocks it never needs again."""
+    of RAM, which a long fold fills with cached blocks it never needs again.
+    `checkpoint_threshold` is the WAL size at which a commit also checkpoints. DuckDB's
+    default, 16 MB, makes nearly every batch of a fold a checkpoint, and a checkpoint
+    rewrites the tables' indexes: the cost grows with the database, so a folder raises it
+    (closing the connection checkpoints anyway)."""
     config: dict[str, str | bool | int | float | list[str]] = {}
     if memory_limit is not None:
         config["memory_limit"] = memory_limit
+    if checkpoint_threshold is not None:
+        config["checkpoint_threshold"] = checkpoint_threshold
     if read_only and not db.exists():
         raise ProjectionError(
             f"{db} does not exist yet: build it with `lmg project` or `MemoryGraph.open`"

@@ -63,7 +63,7 @@ class _Embedded:
         self._lock: FolderLock | None = None
         self._gate: Gate | None = None
         if str(db) == ":memory:":  # private to this handle: nobody to share with
-            self.con = duckdb.connect(config={"memory_limit": memory_limit})
+            self.con = duckdb.connect(config={"memory_limit": memory_limit})  # no WAL
             ensure_schema(self.con)
         else:
             self._lock = FolderLock(db, "an embedded MemoryGraph")
@@ -71,7 +71,11 @@ class _Embedded:
             try:
                 self._gate.acquire(exclusive=True, timeout=wait_s)
                 self.con = open_database(
-                    db, read_only=False, timeout=wait_s, memory_limit=memory_limit
+                    db,
+                    read_only=False,
+                    timeout=wait_s,
+                    memory_limit=memory_limit,
+                    checkpoint_threshold="256MB",  # held open for long: checkpoint now and then
                 )
                 ensure_schema(self.con)
             except BaseException:

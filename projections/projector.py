@@ -1,10 +1,11 @@
 """The projector process: fold a store's log into its database, then follow the log.
 
 `lmg project STORE --follow` runs a `Projector`. It holds the folder lock for its lifetime
-but opens the database only to commit (see `_database`): during a catch-up it keeps the
-file for at most `backlog_hold_s` (2 s) at a time, while following for at most `hold_s`
-(0.5 s), and less when the log goes quiet. Readers in other processes (`connect`, `lmg sql`,
-the `duckdb` CLI) get in between, so a reader waits at most about one hold.
+but opens the database only to fold (see `_database`). A hold lasts while there is work, up
+to `backlog_hold_s` (30 s: each reopen costs a checkpoint), but only `hold_s` (0.5 s) once a
+reader is waiting, and ends when a followed log goes quiet for `linger_s`. Readers in other
+processes (`connect`, `lmg sql`) so wait about `hold_s` at most; the `duckdb` CLI, which
+does not announce itself, may wait a whole hold.
 """
 
 from __future__ import annotations
@@ -62,7 +63,7 @@ class Projector:
         *,
         batch_events: int = BATCH_EVENTS,
         hold_s: float = 0.5,
-        backlog_hold_s: float = 2.0,
+        backlog_hold_s: float = 30.0,
         linger_s: float = 0.05,
         wait_s: float | None = None,
         rebuild: bool = False,
@@ -71,8 +72,8 @@ class Projector:
         self.store = Path(store)
         self.db = database_path(store, database)
         self.batch_events = batch_events
-        self.hold_s = hold_s  # while following
-        self.backlog_hold_s = backlog_hold_s  # while catching up (each reopen costs a checkpoint)
+        self.hold_s = hold_s  # how long a hold lasts once a reader waits
+        self.backlog_hold_s = backlog_hold_s  # how long it lasts at most (a reopen checkpoints)
         self.linger_s = linger_s
         self.wait_s = wait_s  # None: wait for readers as long as it takes
         self.memory_limit = memory_limit  # DuckDB's; it spills to disk beyond it
@@ -130,6 +131,7 @@ class Projector:
                 timeout=self.wait_s,
                 waiting=" (a duckdb CLI?)",
                 memory_limit=self.memory_limit,
+                checkpoint_threshold="1GB",  # each close checkpoints: one per hold
             )
             try:
                 yield con
@@ -162,14 +164,13 @@ class Projector:
         """Fold everything the log holds now; returns the checkpoint. Raises `PoisonEvent`
         (after folding everything before it) at an event the fold cannot apply.
 
-        Opens the database only when there is something to fold, for at most
-        `backlog_hold_s` at a time, leaving readers their turn in between."""
+        Opens the database only when there is something to fold, and lets it go whenever a
+        hold is over, leaving readers their turn in between."""
         self.measure()
         while not (stop and stop.is_set()) and self._peek():
             with self._open() as con:
                 # Hold from here: opening may wait for readers, which is no time held.
-                deadline = time.monotonic() + self.backlog_hold_s
-                reached_end = self._fold_pending(con, deadline, stop, on_progress, False)
+                reached_end = self._fold_pending(con, time.monotonic(), stop, on_progress, False)
             if reached_end:
                 break
         return self._checkpoint
@@ -183,9 +184,9 @@ class Projector:
         """Catch up, then fold new events as they land until `stop` is set.
 
         While events keep arriving, the database stays open between wake-ups (a reopen
-        costs tens of milliseconds, most of a small batch's lag) for up to `hold_s`; when
-        the log has been quiet for `linger_s`, or `hold_s` has passed, readers get their
-        turn. With nothing arriving, it waits on file changes, checking every `poll_s`."""
+        costs tens of milliseconds, most of a small batch's lag) until the hold is over;
+        when the log has been quiet for `linger_s`, readers get their turn too. With nothing
+        arriving, it waits on file changes, checking every `poll_s`."""
         watcher = watchfiles.watch(
             self.store,
             watch_filter=_segments_only,
@@ -205,16 +206,21 @@ class Projector:
                 if not self._peek():
                     continue
                 with self._open() as con:
-                    deadline = time.monotonic() + self.hold_s
+                    began = time.monotonic()
                     while not stop.is_set():
-                        self._fold_pending(con, deadline, stop, on_progress, True)
-                        if time.monotonic() >= deadline or not next(watcher, None):
+                        self._fold_pending(con, began, stop, on_progress, True)
+                        if self._hold_over(began) or not next(watcher, None):
                             break  # time's up, or quiet for linger_s: the readers' turn
                 idle_since = time.monotonic()
         finally:
             with contextlib.suppress(Exception):
                 watcher.close()
         return self._checkpoint
+
+    def _hold_over(self, began: float) -> bool:
+        """A hold ends after `backlog_hold_s`, or after `hold_s` once a reader waits."""
+        held = time.monotonic() - began
+        return held >= self.backlog_hold_s or (held >= self.hold_s and self._gate.readers_waiting())
 
     def measure(self) -> int:
         """Look up the log's length (for progress and lag; it scans the last segment)."""
@@ -230,12 +236,13 @@ class Projector:
     def _fold_pending(
         self,
         con: duckdb.DuckDBPyConnection,
-        deadline: float,
+        began: float,
         stop: threading.Event | None,
         on_progress: Callable[[Progress], None] | None,
         following: bool,
     ) -> bool:
-        """Fold what the log holds until its end or `deadline`; True if the end was reached."""
+        """Fold what the log holds until its end or the hold that `began` is over; True if the
+        end was reached."""
         source = self._cursor.records()
         if self._ahead is not None:
             source = itertools.chain([self._ahead], source)
@@ -251,7 +258,7 @@ class Projector:
 
         def keep_going() -> bool:
             nonlocal held_out
-            held_out = time.monotonic() >= deadline
+            held_out = self._hold_over(began)
             return not held_out and not (stop and stop.is_set())
 
         try:
