@@ -120,6 +120,7 @@ class GraphReader:
         self.con = con
         self._nodes: _LRU[uuid.UUID, n.Node] = _LRU(cache_size)
         self._windows: _LRU[tuple[uuid.UUID, int], list[n.Turn]] = _LRU(1_000)
+        self._walks: _LRU[tuple[Any, ...], list[Hop]] = _LRU(1_000)
 
     # -- cache upkeep -------------------------------------------------------------------------
 
@@ -129,6 +130,8 @@ class GraphReader:
         if touched is None:
             self.clear()
             return
+        if touched:
+            self._walks.clear()  # a new edge may lengthen any walk: no finer rule is safe
         self._nodes.drop(touched)
         stale = [key for key in list(self._windows._items) if key[0] in touched]
         self._windows.drop(stale)
@@ -136,6 +139,7 @@ class GraphReader:
     def clear(self) -> None:
         self._nodes.clear()
         self._windows.clear()
+        self._walks.clear()
 
     # -- nodes and edges ----------------------------------------------------------------------
 
@@ -298,6 +302,16 @@ class GraphReader:
         if not isinstance(depth, int) or isinstance(depth, bool) or depth < 1:
             raise BadArgument(f"depth must be a positive int, got {depth!r}")
         types = None if edge_types is None else [str(t) for t in edge_types]
+        key = (start, depth, None if types is None else tuple(types), up)
+        cached = self._walks.get(key)
+        if cached is None:
+            cached = self._walk_uncached(start, depth, types, up=up)
+            self._walks.put(key, cached)
+        return list(cached)
+
+    def _walk_uncached(
+        self, start: uuid.UUID, depth: int, types: list[str] | None, *, up: bool
+    ) -> list[Hop]:
         seen = {start}
         first = self.get_node(start)
         frontier: list[tuple[uuid.UUID, str | None]] = [
