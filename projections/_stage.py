@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable, Sequence
+from operator import attrgetter
 from typing import Any
 
 import duckdb
@@ -28,9 +29,9 @@ _LIST = pa.list_(pa.string())
 
 Getter = Callable[[Any], Any]
 _COMMON: list[tuple[str, pa.DataType, Getter]] = [
-    ("ts", _I, lambda e: e.ts),
-    ("occurred_at", _I, lambda e: e.occurred_at),
-    ("actor", _S, lambda e: e.actor),
+    ("ts", _I, attrgetter("ts")),
+    ("occurred_at", _I, attrgetter("occurred_at")),
+    ("actor", _S, attrgetter("actor")),
 ]
 
 
@@ -66,14 +67,14 @@ _COLUMNS: dict[type[ev.EventBase], tuple[str, list[tuple[str, pa.DataType, Gette
     ev.PromptAdded: (
         "prompts",
         [
-            ("id", _U, lambda e: e.id),
-            ("session_id", _U, lambda e: e.session_id),
+            ("id", _U, attrgetter("id")),
+            ("session_id", _U, attrgetter("session_id")),
             *_COMMON,
-            ("content", _S, lambda e: e.content),
-            ("template_id", _U, lambda e: e.template_id),
-            ("template_version", _I, lambda e: e.template_version),
+            ("content", _S, attrgetter("content")),
+            ("template_id", _U, attrgetter("template_id")),
+            ("template_version", _I, attrgetter("template_version")),
             ("variables", _S, _json("variables")),
-            ("parent_prompt_id", _U, lambda e: e.parent_prompt_id),
+            ("parent_prompt_id", _U, attrgetter("parent_prompt_id")),
             ("model", _S, _meta("model")),
             ("temperature", _F, _meta("temperature")),
             ("max_tokens", _I, _meta("max_tokens")),
@@ -93,40 +94,40 @@ _COLUMNS: dict[type[ev.EventBase], tuple[str, list[tuple[str, pa.DataType, Gette
     ev.ResponseAdded: (
         "responses",
         [
-            ("id", _U, lambda e: e.id),
-            ("prompt_id", _U, lambda e: e.prompt_id),
-            ("session_id", _U, lambda e: e.session_id),
+            ("id", _U, attrgetter("id")),
+            ("prompt_id", _U, attrgetter("prompt_id")),
+            ("session_id", _U, attrgetter("session_id")),
             *_COMMON,
-            ("content", _S, lambda e: e.content),
-            ("prompt_tokens", _I, lambda e: e.usage.prompt_tokens),
-            ("completion_tokens", _I, lambda e: e.usage.completion_tokens),
-            ("finish_reason", _S, lambda e: e.finish_reason),
-            ("latency_ms", _F, lambda e: e.latency_ms),
-            ("model", _S, lambda e: e.model),
+            ("content", _S, attrgetter("content")),
+            ("prompt_tokens", _I, attrgetter("usage.prompt_tokens")),
+            ("completion_tokens", _I, attrgetter("usage.completion_tokens")),
+            ("finish_reason", _S, attrgetter("finish_reason")),
+            ("latency_ms", _F, attrgetter("latency_ms")),
+            ("model", _S, attrgetter("model")),
             ("metadata", _S, _json("metadata")),
-            ("responds", _S, _props(latency_ms=lambda e: e.latency_ms, model=lambda e: e.model)),
+            ("responds", _S, _props(latency_ms=lambda e: e.latency_ms, model=attrgetter("model"))),
         ],
     ),
     ev.AgentAssigned: (
         "assigned",
         [
-            ("id", _U, lambda e: e.id),
-            ("prompt_id", _U, lambda e: e.prompt_id),
-            ("agent_id", _U, lambda e: e.agent_id),
-            ("session_id", _U, lambda e: e.session_id),
+            ("id", _U, attrgetter("id")),
+            ("prompt_id", _U, attrgetter("prompt_id")),
+            ("agent_id", _U, attrgetter("agent_id")),
+            ("session_id", _U, attrgetter("session_id")),
             *_COMMON,
         ],
     ),
     ev.AgentHandoff: (
         "handoffs",
         [
-            ("id", _U, lambda e: e.id),
-            ("response_id", _U, lambda e: e.response_id),
-            ("from_agent_id", _U, lambda e: e.from_agent_id),
-            ("to_agent_id", _U, lambda e: e.to_agent_id),
-            ("reason", _S, lambda e: e.reason),
-            ("context_summary", _S, lambda e: e.context_summary),
-            ("session_id", _U, lambda e: e.session_id),
+            ("id", _U, attrgetter("id")),
+            ("response_id", _U, attrgetter("response_id")),
+            ("from_agent_id", _U, attrgetter("from_agent_id")),
+            ("to_agent_id", _U, attrgetter("to_agent_id")),
+            ("reason", _S, attrgetter("reason")),
+            ("context_summary", _S, attrgetter("context_summary")),
+            ("session_id", _U, attrgetter("session_id")),
             *_COMMON,
             (
                 "properties",
@@ -144,12 +145,12 @@ _COLUMNS: dict[type[ev.EventBase], tuple[str, list[tuple[str, pa.DataType, Gette
     ev.TemplateLinked: (
         "linked",
         [
-            ("id", _U, lambda e: e.id),
-            ("prompt_id", _U, lambda e: e.prompt_id),
-            ("template_id", _U, lambda e: e.template_id),
-            ("template_version", _I, lambda e: e.template_version),
+            ("id", _U, attrgetter("id")),
+            ("prompt_id", _U, attrgetter("prompt_id")),
+            ("template_id", _U, attrgetter("template_id")),
+            ("template_version", _I, attrgetter("template_version")),
             ("variables", _S, _json("variables")),
-            ("session_id", _U, lambda e: e.session_id),
+            ("session_id", _U, attrgetter("session_id")),
             *_COMMON,
             ("properties", _S, _bindings),
         ],
@@ -157,55 +158,55 @@ _COLUMNS: dict[type[ev.EventBase], tuple[str, list[tuple[str, pa.DataType, Gette
     ev.ToolInvoked: (
         "tools",
         [
-            ("id", _U, lambda e: e.id),
-            ("response_id", _U, lambda e: e.response_id),
-            ("session_id", _U, lambda e: e.session_id),
+            ("id", _U, attrgetter("id")),
+            ("response_id", _U, attrgetter("response_id")),
+            ("session_id", _U, attrgetter("session_id")),
             *_COMMON,
-            ("tool_name", _S, lambda e: e.tool_name),
+            ("tool_name", _S, attrgetter("tool_name")),
             ("parameters", _S, lambda e: json_text(e.parameters)),
-            ("invokes", _S, _props(tool_name=lambda e: e.tool_name)),
+            ("invokes", _S, _props(tool_name=attrgetter("tool_name"))),
         ],
     ),
     ev.ToolCompleted: (
         "completed",
         [
-            ("tool_id", _U, lambda e: e.tool_id),
-            ("session_id", _U, lambda e: e.session_id),
-            ("ts", _I, lambda e: e.ts),
+            ("tool_id", _U, attrgetter("tool_id")),
+            ("session_id", _U, attrgetter("session_id")),
+            ("ts", _I, attrgetter("ts")),
             ("result", _S, lambda e: json_text(e.result)),
-            ("error", _S, lambda e: e.error),
-            ("duration_ms", _F, lambda e: e.duration_ms),
+            ("error", _S, attrgetter("error")),
+            ("duration_ms", _F, attrgetter("duration_ms")),
         ],
     ),
     ev.EdgeAdded: (
         "edges",
         [
-            ("id", _U, lambda e: e.id),
-            ("edge_type", _S, lambda e: e.edge_type),
-            ("from_id", _U, lambda e: e.from_id),
-            ("to_id", _U, lambda e: e.to_id),
+            ("id", _U, attrgetter("id")),
+            ("edge_type", _S, attrgetter("edge_type")),
+            ("from_id", _U, attrgetter("from_id")),
+            ("to_id", _U, attrgetter("to_id")),
             ("properties", _S, _json("properties")),
-            ("session_id", _U, lambda e: e.session_id),
+            ("session_id", _U, attrgetter("session_id")),
             *_COMMON,
         ],
     ),
     ev.NodeAdded: (
         "nodes",
         [
-            ("id", _U, lambda e: e.id),
-            ("kind", _S, lambda e: e.kind),
-            ("content", _S, lambda e: e.content),
+            ("id", _U, attrgetter("id")),
+            ("kind", _S, attrgetter("kind")),
+            ("content", _S, attrgetter("content")),
             ("data", _S, _json("data")),
-            ("session_id", _U, lambda e: e.session_id),
+            ("session_id", _U, attrgetter("session_id")),
             *_COMMON,
         ],
     ),
     ev.NodeDeleted: (
         "deleted",
         [
-            ("node_id", _U, lambda e: e.node_id),
-            ("session_id", _U, lambda e: e.session_id),
-            ("ts", _I, lambda e: e.ts),
+            ("node_id", _U, attrgetter("node_id")),
+            ("session_id", _U, attrgetter("session_id")),
+            ("ts", _I, attrgetter("ts")),
         ],
     ),
 }
@@ -229,7 +230,7 @@ class Staged:
             name, columns = _COLUMNS[cls]
             events = [r.event for r in staged]
             arrays = [pa.array([r.lsn for r in staged], _I)]
-            arrays += [_array([get(e) for e in events], kind) for _, kind, get in columns]
+            arrays += [_array(list(map(get, events)), kind) for _, kind, get in columns]
             names = ["lsn", *(c[0] for c in columns)]
             self.tables[name] = pa.Table.from_arrays(arrays, names=names)
             self.types[name] = ev.tag_of(cls)
