@@ -35,7 +35,15 @@ from ._stage import STAGED_TYPES, Staged, touched_ids
 from ._table import Table, TableChanges
 from .errors import PoisonEvent
 
-__all__ = ["Batch", "Projection", "first_missing", "fold", "implicit_edge_id", "implicit_edge_sql"]
+__all__ = [
+    "Batch",
+    "Projection",
+    "first_missing",
+    "fold",
+    "implicit_edge_id",
+    "implicit_edge_sql",
+    "insert_joined",
+]
 
 _FORGET_ALL_AFTER = 5_000  # events: past this, a batch's touched ids are not listed
 
@@ -185,6 +193,17 @@ def first_missing(
         raise PoisonEvent(
             lsn, staged.types[stage], f"it refers to {missing}, which {table} does not hold"
         )
+
+
+def insert_joined(
+    con: duckdb.DuckDBPyConnection, staged: Staged, stage: str, sql: str, reference: tuple[str, str]
+) -> None:
+    """Run an ``INSERT ... SELECT`` whose inner join on `reference` (column, table) keeps one
+    row per staged event; a short count means a missing row, named by `first_missing`."""
+    (inserted,) = con.execute(sql).fetchall()[0]
+    if inserted != staged.tables[stage].num_rows:
+        first_missing(con, staged, stage, *reference)
+        raise PoisonEvent(-1, staged.types[stage], "a reference is missing")  # unreachable
 
 
 def _reason(exc: BaseException) -> str:

@@ -12,7 +12,7 @@ import duckdb
 
 from eventlog import events as ev
 
-from ._fold import Batch, first_missing
+from ._fold import Batch, first_missing, insert_joined
 from ._stage import Staged
 from ._table import Column, Table
 
@@ -122,12 +122,10 @@ class Conversations:
 
     def bulk(self, con: duckdb.DuckDBPyConnection, staged: Staged) -> None:
         if "prompts" in staged:
-            first_missing(con, staged, "prompts", "session_id", "sessions")
             first_missing(con, staged, "prompts", "template_id", "templates")
-            con.execute(_INSERT_PROMPTS)
+            insert_joined(con, staged, "prompts", _INSERT_PROMPTS, ("session_id", "sessions"))
         if "responses" in staged:
-            first_missing(con, staged, "responses", "prompt_id", "prompts")
-            con.execute(_INSERT_RESPONSES)
+            insert_joined(con, staged, "responses", _INSERT_RESPONSES, ("prompt_id", "prompts"))
         if "assigned" in staged:
             first_missing(con, staged, "assigned", "prompt_id", "prompts")
             first_missing(con, staged, "assigned", "agent_id", "agents")

@@ -10,7 +10,7 @@ import duckdb
 
 from eventlog import events as ev
 
-from ._fold import Batch, first_missing
+from ._fold import Batch, first_missing, insert_joined
 from ._stage import Staged
 from ._table import Column, Table
 
@@ -71,8 +71,7 @@ class Tools:
 
     def bulk(self, con: duckdb.DuckDBPyConnection, staged: Staged) -> None:
         if "tools" in staged:
-            first_missing(con, staged, "tools", "response_id", "responses")
-            con.execute(_INSERT)
+            insert_joined(con, staged, "tools", _INSERT, ("response_id", "responses"))
         if "assigned" in staged:  # a prompt's new agent is its tool calls' agent too
             con.execute(
                 "UPDATE tool_invocations SET agent_id = r.agent_id FROM responses r "
