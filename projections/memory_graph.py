@@ -75,8 +75,7 @@ class _Embedded:
                     read_only=False,
                     timeout=wait_s,
                     memory_limit=memory_limit,
-                    checkpoint_threshold="256MB",  # held open for long: checkpoint now and then
-                )
+                )  # DuckDB's checkpoint threshold stays: data not yet checkpointed stays in memory
                 ensure_schema(self.con)
             except BaseException:
                 self._gate.close()
