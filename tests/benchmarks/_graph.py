@@ -755,7 +755,7 @@ def rss(plan: Plan, n: int) -> tuple[list[Row], list[str]]:
         f"Folding from zero inside `MemoryGraph.open` took {zero['open_s']:.1f} s "
         f"({n / zero['open_s']:,.0f} events/s, one connection held throughout) and peaked at "
         f"{zero['open_kb'] * mb:,.0f} MB before the reads; the database it wrote is "
-        f"{fresh_mb:,.0f} MB. DuckDB's memory_limit was {folded['memory_limit']} (its "
-        f"default, 80% of RAM); os.cpu_count() {os.cpu_count()}.",
+        f"{fresh_mb:,.0f} MB. DuckDB's memory_limit was {folded['memory_limit']} "
+        f"(`MemoryGraph.open`'s default); os.cpu_count() {os.cpu_count()}.",
     ]
     return rows, notes
