@@ -244,27 +244,43 @@ class GraphReader:
     # -- conversations ------------------------------------------------------------------------
 
     def conversation_thread(self, session_id: uuid.UUID) -> list[n.Turn]:
-        """Every turn of a session, oldest first."""
-        self.get_session(session_id)
-        return self._turns(session_id, None)
+        """Every turn of a session, oldest first. A fork starts with its parent's turns up to
+        the fork point (and so on up, for a fork of a fork)."""
+        return self._history(self.get_session(session_id), None, None)
 
     def context_window(self, session_id: uuid.UUID, turns: int = 10) -> list[n.Turn]:
-        """The last `turns` prompt-and-responses pairs of a session, oldest first."""
+        """The last `turns` prompt-and-responses pairs of a session (a fork's inherited turns
+        included), oldest first."""
         if not isinstance(turns, int) or isinstance(turns, bool) or turns < 1:
             raise BadArgument(f"turns must be a positive int, got {turns!r}")
         cached = self._windows.get((session_id, turns))
         if cached is not None:
             return list(cached)  # a copy: the caller may reorder or trim it
-        self.get_session(session_id)
-        window = self._turns(session_id, turns)
-        self._windows.put((session_id, turns), window)
+        session = self.get_session(session_id)
+        window = self._history(session, turns, None)
+        if session.parent_session_id is None:  # a fork's inherited turns change unnamed
+            self._windows.put((session_id, turns), window)
         return list(window)
 
-    def _turns(self, session_id: uuid.UUID, last: int | None) -> list[n.Turn]:
+    def _history(self, session: n.Session, last: int | None, upto: int | None) -> list[n.Turn]:
+        """The session's turns up to LSN `upto` (None: all), its parent's before them."""
+        own = self._turns(session.id, last, upto)
+        if session.parent_session_id is None or (last is not None and len(own) >= last):
+            return own
+        parent = self.get_node(session.parent_session_id, include_deleted=True)
+        if not isinstance(parent, n.Session):
+            return own
+        point = None if session.fork_point is None else self.get_node(session.fork_point)
+        cut = session.lsn - 1 if point is None else point.lsn  # None: all it had at the fork
+        need = None if last is None else last - len(own)
+        return [*self._history(parent, need, cut), *own]
+
+    def _turns(self, session_id: uuid.UUID, last: int | None, upto: int | None) -> list[n.Turn]:
+        bound = "" if upto is None else f" AND lsn <= {int(upto)}"
         limit = "" if last is None else f" ORDER BY lsn DESC LIMIT {int(last)}"
         prompts = self._structs(
             n.Prompt,
-            f"SELECT * FROM prompts WHERE session_id = $1 AND deleted_ts IS NULL{limit}",
+            f"SELECT * FROM prompts WHERE session_id = $1 AND deleted_ts IS NULL{bound}{limit}",
             [session_id],
         )
         prompts.sort(key=lambda p: p.lsn)
@@ -273,7 +289,7 @@ class GraphReader:
         responses = self._structs(
             n.Response,
             "SELECT * FROM responses WHERE session_id = $1 AND deleted_ts IS NULL "
-            "AND lsn >= $2 AND prompt_id IN (SELECT unnest($3::UUID[])) ORDER BY lsn",
+            f"AND lsn >= $2{bound} AND prompt_id IN (SELECT unnest($3::UUID[])) ORDER BY lsn",
             [session_id, prompts[0].lsn, [p.id for p in prompts]],
         )
         by_prompt: dict[uuid.UUID, list[n.Response]] = {p.id: [] for p in prompts}

@@ -1213,3 +1213,38 @@ def test_methods_after_close(store: Path) -> None:
         assert again.get_session(w.s).prompt_count == 2
     with pytest.raises(ProjectionError):
         again.get_node(w.s)
+
+
+def test_a_fork_reads_its_parents_history_up_to_the_fork_point(graph: MemoryGraph) -> None:
+    g = graph
+    s = g.create_session()
+    prompts, responses = [], []
+    for i in range(3):
+        prompts.append(g.add_prompt(s.id, f"q{i}"))
+        responses.append(g.add_response(prompts[-1], f"a{i}", TokenUsage(1, 1)))
+
+    def thread(session: uuid.UUID) -> list[tuple[str, list[str]]]:
+        return [
+            (t.prompt.content, [r.content for r in t.responses])
+            for t in g.conversation_thread(session)
+        ]
+
+    # at a response: that turn whole; at a prompt: the prompt, to be answered anew
+    after = g.fork_session(s.id, fork_point=responses[0])
+    at_prompt = g.fork_session(s.id, fork_point=prompts[1])
+    whole = g.fork_session(s.id)  # no fork point: everything the parent had then
+    g.add_prompt(s.id, "q3, after the forks")  # not in any fork's history
+    mine = g.add_prompt(after.id, "fork q")
+    g.add_response(mine, "fork a", TokenUsage(1, 1))
+    assert thread(after.id) == [("q0", ["a0"]), ("fork q", ["fork a"])]
+    assert thread(at_prompt.id) == [("q0", ["a0"]), ("q1", [])]
+    assert [c for c, _ in thread(whole.id)] == ["q0", "q1", "q2"]
+    window = g.context_window(after.id, turns=1)
+    assert [t.prompt.content for t in window] == ["fork q"]
+    assert [t.prompt.content for t in g.context_window(after.id, turns=5)] == ["q0", "fork q"]
+    # a fork of a fork reads through both
+    deeper = g.fork_session(after.id)
+    assert [c for c, _ in thread(deeper.id)] == ["q0", "fork q"]
+    # the parent's history changes under the fork: its window is never stale
+    g.delete_node(prompts[0])
+    assert [t.prompt.content for t in g.context_window(after.id, turns=5)] == ["fork q"]
