@@ -38,6 +38,7 @@ from .errors import PoisonEvent
 __all__ = [
     "Batch",
     "Projection",
+    "SetsOnly",
     "first_missing",
     "fold",
     "implicit_edge_id",
@@ -104,6 +105,19 @@ class Projection(Protocol):
 
     def bulk(self, con: duckdb.DuckDBPyConnection, staged: Staged) -> None:
         """Apply the staged events with SQL; raise `PoisonEvent` for one that cannot apply."""
+
+
+class SetsOnly:
+    """For a projection with no row tier: it wants and applies nothing one by one."""
+
+    wants: frozenset[type[EventBase]] = frozenset()
+    applies: frozenset[type[EventBase]] = frozenset()
+
+    def want(self, batch: Batch, event: EventBase) -> None:
+        pass
+
+    def apply(self, batch: Batch, lsn: int, event: EventBase) -> None:
+        pass
 
 
 def fold(

@@ -18,7 +18,16 @@ import duckdb
 import msgspec
 import pyarrow as pa
 
-__all__ = ["Column", "Row", "Table", "TableChanges", "json_text", "json_value", "norm"]
+__all__ = [
+    "RECORDED",
+    "Column",
+    "Row",
+    "Table",
+    "TableChanges",
+    "json_text",
+    "json_value",
+    "norm",
+]
 
 _json_encode = msgspec.json.Encoder().encode
 
@@ -80,6 +89,15 @@ class Column(NamedTuple):
     name: str
     sql_type: str
     constraint: str = ""  # e.g. "NOT NULL"
+
+
+RECORDED = (
+    Column("lsn", "BIGINT", "NOT NULL"),
+    Column("ts", "BIGINT", "NOT NULL"),
+    Column("occurred_at", "BIGINT"),
+    Column("actor", "VARCHAR"),
+)
+"""Where and when the log recorded a row's event, and what the caller said about it."""
 
 
 class Table:

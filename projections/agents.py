@@ -15,7 +15,7 @@ from eventlog import events as ev
 
 from ._fold import Batch, first_missing
 from ._stage import Staged
-from ._table import Column, Table, json_text
+from ._table import RECORDED, Column, Table, json_text
 
 __all__ = ["AGENTS", "AGENT_STATS", "HANDOFFS", "Agents"]
 
@@ -23,10 +23,7 @@ AGENTS = Table(
     "agents",
     [
         Column("id", "UUID", "NOT NULL"),
-        Column("lsn", "BIGINT", "NOT NULL"),
-        Column("ts", "BIGINT", "NOT NULL"),
-        Column("occurred_at", "BIGINT"),
-        Column("actor", "VARCHAR"),
+        *RECORDED,
         Column("name", "VARCHAR", "NOT NULL"),
         Column("role", "VARCHAR", "NOT NULL"),
         Column("capabilities", "VARCHAR[]"),
@@ -49,10 +46,7 @@ HANDOFFS = Table(
         Column("reason", "VARCHAR"),
         Column("context_summary", "VARCHAR"),
         Column("session_id", "UUID"),
-        Column("lsn", "BIGINT", "NOT NULL"),
-        Column("ts", "BIGINT", "NOT NULL"),
-        Column("occurred_at", "BIGINT"),
-        Column("actor", "VARCHAR"),
+        *RECORDED,
         Column("deleted_ts", "BIGINT"),
     ],
     ["id"],

@@ -10,27 +10,18 @@ from __future__ import annotations
 
 import duckdb
 
-from eventlog import events as ev
-
-from ._fold import Batch, first_missing, insert_joined
+from ._fold import SetsOnly, first_missing, insert_joined
 from ._stage import Staged
-from ._table import Column, Table
+from ._table import RECORDED, Column, Table
 
 __all__ = ["PROMPTS", "RESPONSES", "Conversations"]
-
-_COMMON = (
-    Column("lsn", "BIGINT", "NOT NULL"),
-    Column("ts", "BIGINT", "NOT NULL"),
-    Column("occurred_at", "BIGINT"),
-    Column("actor", "VARCHAR"),
-)
 
 PROMPTS = Table(
     "prompts",
     [
         Column("id", "UUID", "NOT NULL"),
         Column("session_id", "UUID", "NOT NULL"),
-        *_COMMON,
+        *RECORDED,
         Column("content", "VARCHAR", "NOT NULL"),
         Column("template_id", "UUID"),
         Column("template_version", "BIGINT"),
@@ -54,7 +45,7 @@ RESPONSES = Table(
         Column("id", "UUID", "NOT NULL"),
         Column("prompt_id", "UUID", "NOT NULL"),
         Column("session_id", "UUID", "NOT NULL"),
-        *_COMMON,
+        *RECORDED,
         Column("content", "VARCHAR", "NOT NULL"),
         Column("prompt_tokens", "BIGINT", "NOT NULL"),
         Column("completion_tokens", "BIGINT", "NOT NULL"),
@@ -107,18 +98,10 @@ WHERE prompts.id = l.prompt_id
 """
 
 
-class Conversations:
+class Conversations(SetsOnly):
     name = "conversations"
     tables: tuple[Table, ...] = (PROMPTS, RESPONSES)
     views: tuple[str, ...] = ()
-    wants: frozenset[type[ev.EventBase]] = frozenset()
-    applies: frozenset[type[ev.EventBase]] = frozenset()
-
-    def want(self, batch: Batch, event: ev.EventBase) -> None:
-        pass
-
-    def apply(self, batch: Batch, lsn: int, event: ev.EventBase) -> None:
-        pass
 
     def bulk(self, con: duckdb.DuckDBPyConnection, staged: Staged) -> None:
         if "prompts" in staged:

@@ -14,7 +14,7 @@ from eventlog import events as ev
 
 from ._fold import Batch
 from ._stage import Staged
-from ._table import Column, Row, Table, json_text, json_value
+from ._table import RECORDED, Column, Row, Table, json_text, json_value
 
 __all__ = ["SESSIONS", "Sessions"]
 
@@ -22,10 +22,7 @@ SESSIONS = Table(
     "sessions",
     [
         Column("id", "UUID", "NOT NULL"),
-        Column("lsn", "BIGINT", "NOT NULL"),
-        Column("ts", "BIGINT", "NOT NULL"),
-        Column("occurred_at", "BIGINT"),
-        Column("actor", "VARCHAR"),
+        *RECORDED,
         Column("metadata", "JSON"),
         Column("tags", "VARCHAR[]"),
         Column("parent_session_id", "UUID"),

@@ -14,7 +14,7 @@ from eventlog import events as ev
 
 from ._fold import Batch
 from ._stage import Staged
-from ._table import Column, Row, Table, TableChanges, json_text
+from ._table import RECORDED, Column, Row, Table, TableChanges, json_text
 
 __all__ = ["TEMPLATES", "Templates", "current_template"]
 
@@ -23,10 +23,7 @@ TEMPLATES = Table(
     [
         Column("id", "UUID", "NOT NULL"),
         Column("version", "BIGINT", "NOT NULL"),
-        Column("lsn", "BIGINT", "NOT NULL"),
-        Column("ts", "BIGINT", "NOT NULL"),
-        Column("occurred_at", "BIGINT"),
-        Column("actor", "VARCHAR"),
+        *RECORDED,
         Column("name", "VARCHAR", "NOT NULL"),
         Column("text", "VARCHAR", "NOT NULL"),
         Column("variables", "JSON"),

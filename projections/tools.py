@@ -8,11 +8,9 @@ from __future__ import annotations
 
 import duckdb
 
-from eventlog import events as ev
-
-from ._fold import Batch, first_missing, insert_joined
+from ._fold import SetsOnly, first_missing, insert_joined
 from ._stage import Staged
-from ._table import Column, Table
+from ._table import RECORDED, Column, Table
 
 __all__ = ["TOOL_INVOCATIONS", "Tools"]
 
@@ -22,10 +20,7 @@ TOOL_INVOCATIONS = Table(
         Column("id", "UUID", "NOT NULL"),
         Column("response_id", "UUID", "NOT NULL"),
         Column("session_id", "UUID"),  # column 2: conversations reads it on a tombstone
-        Column("lsn", "BIGINT", "NOT NULL"),
-        Column("ts", "BIGINT", "NOT NULL"),
-        Column("occurred_at", "BIGINT"),
-        Column("actor", "VARCHAR"),
+        *RECORDED,
         Column("tool_name", "VARCHAR", "NOT NULL"),
         Column("parameters", "JSON"),
         Column("status", "VARCHAR", "NOT NULL"),
@@ -56,18 +51,10 @@ WHERE tool_invocations.id = c.tool_id
 """
 
 
-class Tools:
+class Tools(SetsOnly):
     name = "tools"
     tables: tuple[Table, ...] = (TOOL_INVOCATIONS,)
     views: tuple[str, ...] = ()
-    wants: frozenset[type[ev.EventBase]] = frozenset()
-    applies: frozenset[type[ev.EventBase]] = frozenset()
-
-    def want(self, batch: Batch, event: ev.EventBase) -> None:
-        pass
-
-    def apply(self, batch: Batch, lsn: int, event: ev.EventBase) -> None:
-        pass
 
     def bulk(self, con: duckdb.DuckDBPyConnection, staged: Staged) -> None:
         if "tools" in staged:
