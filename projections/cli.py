@@ -156,8 +156,7 @@ def _fold_if_free(path: str, database: str | None) -> None:
 
 
 @click.command()
-@store_argument
-@click.argument("query")
+@click.argument("words", nargs=-1, required=True, metavar="[STORE] QUERY")
 @_database_option
 @click.option(
     "--format",
@@ -182,17 +181,20 @@ def _fold_if_free(path: str, database: str | None) -> None:
 @cli_errors
 @projection_errors
 def sql(
-    *, store: str | None, query: str, database: str | None, fmt: str, wait_s: float, no_fold: bool
+    *, words: tuple[str, ...], database: str | None, fmt: str, wait_s: float, no_fold: bool
 ) -> None:
     """Run a read-only SQL query on the projections.
 
     Safe beside a running projector. With no projector running, it first folds what the log
     holds, so the answer covers every event. Tables: sessions, prompts, responses,
     tool_invocations, agents, templates, edges, lineage, handoffs, nodes, agent_stats
-    (docs/sql.md).
+    (docs/sql.md). With one argument, it is the query, on the default store.
 
     Example: lmg sql ./my-store "SELECT name, prompts_handled FROM agent_stats" --format json
     """
+    if len(words) > 2:
+        raise click.UsageError("give a STORE and one QUERY (quote the query)")
+    store, query = (None, words[0]) if len(words) == 1 else words
     path = store or default_store()
     if not no_fold:
         _fold_if_free(path, database)

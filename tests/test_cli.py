@@ -463,3 +463,16 @@ def test_entry_point_error_has_no_traceback(tmp_path: Path) -> None:
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("Error: "), result.stderr
     assert "not an event log store" in lines[0]
+
+
+def test_sql_takes_the_query_alone_on_the_default_store(tmp_path: Path) -> None:
+    store = str(tmp_path / "s")
+    assert lmg("demo", store).exit_code == 0
+    env = {"LMG_STORE": store}
+    alone = lmg("sql", "SELECT count(*) AS n FROM prompts", "--format", "json", env=env)
+    assert alone.exit_code == 0, alone.output
+    assert json.loads(alone.output) == {"n": 2}
+    both = lmg("sql", store, "SELECT count(*) AS n FROM prompts", "--format", "json")
+    assert both.output == alone.output
+    extra = lmg("sql", store, "SELECT 1", "SELECT 2")
+    assert extra.exit_code != 0 and "one QUERY" in extra.output
