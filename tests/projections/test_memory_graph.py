@@ -105,6 +105,11 @@ def in_other_process(store: Path, body: str) -> list[str]:
     code = f"import eventlog\nwith eventlog.open({str(store)!r}) as log:\n" + textwrap.indent(
         textwrap.dedent(body), "    "
     )
+    return python(code).split()
+
+
+def python(code: str) -> str:
+    """Run `code` in a new interpreter; its stdout (it must exit 0)."""
     done = subprocess.run(
         [sys.executable, "-c", code],
         check=False,
@@ -114,7 +119,7 @@ def in_other_process(store: Path, body: str) -> list[str]:
         cwd=ROOT,
     )
     assert done.returncode == 0, done.stderr
-    return done.stdout.split()
+    return done.stdout
 
 
 @dataclass
@@ -989,16 +994,8 @@ def test_second_open_is_refused_then_reopen_resumes(store: Path) -> None:
         "    print('busy', e)\n"
     )
     with MemoryGraph.open(store, **FAST) as g:
-        done = subprocess.run(
-            [sys.executable, "-c", code],
-            check=False,
-            capture_output=True,
-            text=True,
-            timeout=60,
-            cwd=ROOT,
-        )
-        assert done.returncode == 0, done.stderr
-        assert done.stdout.startswith("busy ") and f"pid {os.getpid()}" in done.stdout
+        out = python(code)
+        assert out.startswith("busy ") and f"pid {os.getpid()}" in out
         # reopened: resumes from the checkpoint, nothing folded twice
         assert g.stats().checkpoint_lsn == checkpoint
         assert g.get_session(w.s2) == counts
