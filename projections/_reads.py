@@ -170,14 +170,16 @@ class GraphReader:
 
     def _load_node(self, node_id: uuid.UUID) -> n.Node | None:
         union = " UNION ALL ".join(
-            f"SELECT {i} FROM {table} WHERE id = $1" for i, (table, _) in enumerate(_NODE_TABLES)
+            f"SELECT {i} FROM {table} WHERE id = {_sql(node_id)}"
+            for i, (table, _) in enumerate(_NODE_TABLES)
         )
-        found = self.con.execute(f"{union} LIMIT 1", [node_id]).fetchall()
+        found = self.con.execute(f"{union} LIMIT 1").fetchall()
         if not found:
             return None
         table, cls = _NODE_TABLES[found[0][0]]
         current = " AND is_current" if table == "templates" else ""
-        nodes = self._structs(cls, f"SELECT * FROM {table} WHERE id = $1{current}", [node_id])
+        sql = f"SELECT * FROM {table} WHERE id = {_sql(node_id)}{current}"
+        nodes = self._structs(cls, sql)
         return nodes[0] if nodes else None
 
     def get_nodes_batch(self, ids: Sequence[uuid.UUID]) -> list[n.Node | None]:
@@ -186,7 +188,7 @@ class GraphReader:
     def get_edge(self, edge_id: uuid.UUID) -> n.Edge | None:
         _check_id(edge_id)
         edges = self._structs(
-            n.Edge, "SELECT * FROM edges WHERE id = $1 AND deleted_ts IS NULL", [edge_id]
+            n.Edge, f"SELECT * FROM edges WHERE id = {_sql(edge_id)} AND deleted_ts IS NULL"
         )
         return edges[0] if edges else None
 
@@ -195,12 +197,12 @@ class GraphReader:
     ) -> list[n.Edge]:
         _check_id(node_id)
         column = "from_id" if direction == "out" else "to_id"
-        typed = "" if edge_type is None else " AND edge_type = $2"
-        params: list[Any] = [node_id] if edge_type is None else [node_id, edge_type]
+        typed = "" if edge_type is None else " AND edge_type = $1"
+        params: list[Any] = [] if edge_type is None else [edge_type]
         return self._structs(
             n.Edge,
-            f"SELECT * FROM edges WHERE {column} = $1 AND deleted_ts IS NULL{typed} "
-            "ORDER BY lsn, edge_type, id",
+            f"SELECT * FROM edges WHERE {column} = {_sql(node_id)} AND deleted_ts IS NULL"
+            f"{typed} ORDER BY lsn, edge_type, id",
             params,
         )
 
@@ -221,19 +223,20 @@ class GraphReader:
                 continue
             for node in self._structs(
                 cls,
-                f"SELECT * FROM {table} WHERE session_id = $1 AND deleted_ts IS NULL",
-                [session_id],
+                f"SELECT * FROM {table} WHERE session_id = {_sql(session_id)} "
+                "AND deleted_ts IS NULL",
             ):
                 found.append((node.lsn, node))
         return [node for _, node in sorted(found, key=lambda pair: pair[0])]
 
     def get_template(self, template_id: uuid.UUID, version: int | None = None) -> n.Template:
         _check_id(template_id)
-        which = "is_current" if version is None else "version = $2"
-        params: list[Any] = [template_id] if version is None else [template_id, version]
+        which = "is_current" if version is None else "version = $1"
+        params: list[Any] = [] if version is None else [version]
         found = self._structs(
             n.Template,
-            f"SELECT * FROM templates WHERE id = $1 AND {which} AND deleted_ts IS NULL",
+            f"SELECT * FROM templates WHERE id = {_sql(template_id)} AND {which} "
+            "AND deleted_ts IS NULL",
             params,
         )
         if not found:
@@ -278,23 +281,24 @@ class GraphReader:
     def _turns(self, session_id: uuid.UUID, last: int | None, upto: int | None) -> list[n.Turn]:
         bound = "" if upto is None else f" AND lsn <= {int(upto)}"
         limit = "" if last is None else f" ORDER BY lsn DESC LIMIT {int(last)}"
+        session = _sql(session_id)
         prompts = self._structs(
             n.Prompt,
-            f"SELECT * FROM prompts WHERE session_id = $1 AND deleted_ts IS NULL{bound}{limit}",
-            [session_id],
+            f"SELECT * FROM prompts WHERE session_id = {session} AND deleted_ts IS NULL"
+            f"{bound}{limit}",
         )
         prompts.sort(key=lambda p: p.lsn)
         if not prompts:
             return []
-        responses = self._structs(
+        responses = self._structs(  # the session's, from its first prompt in the window on
             n.Response,
-            "SELECT * FROM responses WHERE session_id = $1 AND deleted_ts IS NULL "
-            f"AND lsn >= $2{bound} AND prompt_id IN (SELECT unnest($3::UUID[])) ORDER BY lsn",
-            [session_id, prompts[0].lsn, [p.id for p in prompts]],
+            f"SELECT * FROM responses WHERE session_id = {session} AND deleted_ts IS NULL "
+            f"AND lsn >= {int(prompts[0].lsn)}{bound} ORDER BY lsn",
         )
         by_prompt: dict[uuid.UUID, list[n.Response]] = {p.id: [] for p in prompts}
         for r in responses:
-            by_prompt[r.prompt_id].append(r)
+            if r.prompt_id in by_prompt:  # (a later response to an earlier prompt: not a turn here)
+                by_prompt[r.prompt_id].append(r)
         return [n.Turn(p, by_prompt[p.id]) for p in prompts]
 
     # -- lineage ------------------------------------------------------------------------------
@@ -435,6 +439,13 @@ class GraphReader:
             kinds.get("response", []),
             kinds.get("tool_invocation", []),
         )
+
+
+def _sql(value: uuid.UUID) -> str:
+    """A UUID as a SQL literal. Literals, unlike parameters, reach DuckDB's planner, which
+    prunes row groups by their zone maps (UUIDv7 ids grow with time): about twice as fast
+    on a large table. A `uuid.UUID` formats as hex and dashes only, so it is safe inline."""
+    return f"'{uuid.UUID(int=value.int)}'"
 
 
 def _type_of(node: n.Node) -> str:
