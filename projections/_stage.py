@@ -20,15 +20,14 @@ import pyarrow as pa
 from eventlog import Record
 from eventlog import events as ev
 
-from ._table import json_text
+from ._table import json_text, to_arrow
 
 __all__ = ["STAGED_TYPES", "Staged"]
 
-_U, _I, _F, _S = pa.uuid(), pa.int64(), pa.float64(), pa.string()
-_LIST = pa.list_(pa.string())
+_U, _I, _F, _S, _LIST = "UUID", "BIGINT", "DOUBLE", "VARCHAR", "VARCHAR[]"  # DuckDB types
 
 Getter = Callable[[Any], Any]
-_COMMON: list[tuple[str, pa.DataType, Getter]] = [
+_COMMON: list[tuple[str, str, Getter]] = [
     ("ts", _I, attrgetter("ts")),
     ("occurred_at", _I, attrgetter("occurred_at")),
     ("actor", _S, attrgetter("actor")),
@@ -63,7 +62,7 @@ def _meta(field: str) -> Getter:
     return lambda e: None if e.metadata is None else getattr(e.metadata, field)
 
 
-_COLUMNS: dict[type[ev.EventBase], tuple[str, list[tuple[str, pa.DataType, Getter]]]] = {
+_COLUMNS: dict[type[ev.EventBase], tuple[str, list[tuple[str, str, Getter]]]] = {
     ev.PromptAdded: (
         "prompts",
         [
@@ -229,8 +228,8 @@ class Staged:
         for cls, staged in by_type.items():
             name, columns = _COLUMNS[cls]
             events = [r.event for r in staged]
-            arrays = [pa.array([r.lsn for r in staged], _I)]
-            arrays += [_array(list(map(get, events)), kind) for _, kind, get in columns]
+            arrays = [to_arrow([r.lsn for r in staged], _I)]
+            arrays += [to_arrow(map(get, events), kind) for _, kind, get in columns]
             names = ["lsn", *(c[0] for c in columns)]
             self.tables[name] = pa.Table.from_arrays(arrays, names=names)
             self.types[name] = ev.tag_of(cls)
@@ -245,13 +244,6 @@ class Staged:
     def unregister(self, con: duckdb.DuckDBPyConnection) -> None:
         for name in self.tables:
             con.unregister(f"stage_{name}")
-
-
-def _array(values: list[Any], kind: pa.DataType) -> pa.Array:
-    if kind == _U:  # Arrow builds the UUID extension type from its 16-byte storage
-        data = [None if v is None else v.int.to_bytes(16, "big") for v in values]
-        return pa.array(data, pa.binary(16)).cast(_U)
-    return pa.array(values, kind)
 
 
 def touched_ids(records: Sequence[Record]) -> set[uuid.UUID]:

@@ -27,6 +27,7 @@ __all__ = [
     "json_text",
     "json_value",
     "norm",
+    "to_arrow",
 ]
 
 _json_encode = msgspec.json.Encoder().encode
@@ -58,12 +59,8 @@ _ARROW: dict[str, pa.DataType] = {
 _STORAGE: dict[str, pa.DataType] = {"UUID": pa.binary(16), "UUID[]": pa.list_(pa.binary(16))}
 
 
-def _uuid_bytes(values: Iterable[uuid.UUID | bytes | None]) -> list[bytes | None]:
-    # A UUID column holds UUIDs, or 16 raw bytes for ids the fold derives (implicit edges).
-    return [
-        v if v is None or v.__class__ is bytes else v.int.to_bytes(16, "big")  # type: ignore[union-attr]
-        for v in values
-    ]
+def _uuid_bytes(values: Iterable[uuid.UUID | None]) -> list[bytes | None]:
+    return [None if v is None else v.int.to_bytes(16, "big") for v in values]
 
 
 def _uuid_lists_bytes(values: Iterable[list[uuid.UUID] | None]) -> list[list[bytes] | None]:
@@ -135,8 +132,7 @@ class Table:
         columns = list(zip(*rows, strict=True)) or [() for _ in self.columns]
         arrays = []
         for column, values in zip(self.columns, columns, strict=True):
-            convert = _TO_ARROW.get(column.sql_type, list)
-            arrays.append(_array(convert(values), column.sql_type))
+            arrays.append(to_arrow(values, column.sql_type))
         return pa.Table.from_arrays(arrays, schema=self._schema)
 
 
@@ -161,9 +157,7 @@ class TableChanges:
         for column, values in self.wanted.items():
             if not values:
                 continue
-            sql_type = t.columns[t.index[column]].sql_type
-            convert = _TO_ARROW.get(sql_type, list)
-            ids = pa.table({"v": _array(convert(values), sql_type)})
+            ids = pa.table({"v": to_arrow(values, t.columns[t.index[column]].sql_type)})
             con.register("lmg_wanted", ids)
             try:
                 found = con.execute(
@@ -226,8 +220,9 @@ class TableChanges:
         return written
 
 
-def _array(values: list[Any], sql_type: str) -> pa.Array:
+def to_arrow(values: Iterable[Any], sql_type: str) -> pa.Array:
+    """An Arrow array of Python values for a column of DuckDB type `sql_type`."""
     storage = _STORAGE.get(sql_type)
     if storage is None:
-        return pa.array(values, _ARROW[sql_type])
-    return pa.array(values, storage).cast(_ARROW[sql_type])
+        return pa.array(list(values), _ARROW[sql_type])
+    return pa.array(_TO_ARROW[sql_type](values), storage).cast(_ARROW[sql_type])
