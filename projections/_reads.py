@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import uuid
 from collections import OrderedDict
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any, Generic, TypeVar
 
 import duckdb
@@ -65,6 +65,9 @@ class _LRU(Generic[_K, _V]):
 
     def clear(self) -> None:
         self._items.clear()
+
+    def __iter__(self) -> Iterator[_K]:
+        return iter(list(self._items))  # a copy: callers drop entries while iterating
 
 
 class Hop(msgspec.Struct, frozen=True):
@@ -133,7 +136,7 @@ class GraphReader:
         if touched:
             self._walks.clear()  # a new edge may lengthen any walk: no finer rule is safe
         self._nodes.drop(touched)
-        stale = [key for key in list(self._windows._items) if key[0] in touched]
+        stale = [key for key in self._windows if key[0] in touched]
         self._windows.drop(stale)
 
     def clear(self) -> None:
