@@ -99,9 +99,10 @@ class SealedSegments:
         """Write a segment's index files if this handle may; False if they were not written."""
         if self._options.readonly:
             return False
-        try:
-            save_summary(self._file(first_lsn, "idx"), summary)
+        try:  # the .idx last: recovery rebuilds a segment whose .idx is missing, so a process
+            # killed between the two leaves no sealed segment without its .ids
             IdTable.write(self._file(first_lsn, "ids"), entries.items(), summary.next_lsn)
+            save_summary(self._file(first_lsn, "idx"), summary)
         except OSError:
             return False
         return True
