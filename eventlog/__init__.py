@@ -8,6 +8,7 @@ with eventlog.open("./data") as log:
 """
 
 from ._commands import AppendOptions
+from ._copy import Origin, copy_prefix, origin
 from ._reader import Cursor, Record
 from ._store import Appended
 from .errors import (
@@ -62,6 +63,7 @@ __all__ = [
     "MissingVariable",
     "NodeKind",
     "Options",
+    "Origin",
     "Problem",
     "PromptMetadata",
     "Record",
@@ -73,7 +75,9 @@ __all__ = [
     "UnknownNode",
     "VariableSpec",
     "WrongNodeKind",
+    "copy_prefix",
     "open",
     "open_async",
+    "origin",
     "verify",
 ]

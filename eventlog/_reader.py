@@ -55,6 +55,7 @@ class Cursor:
         self._store = store
         self._stop, self._start_ts, self._stop_ts = stop, start_ts, stop_ts
         self.next_lsn = start  # the next record wanted
+        self.bytes_read = 0  # frames read whole so far, in bytes as stored (size triggers)
         self._fd: int | None = None
         self.done = False
         self._segment, self._offset, self._frame_lsn = self._seek(start, start_ts)
@@ -113,6 +114,7 @@ class Cursor:
                     frame = read_frame(self._fd, self._offset, size, self._frame_lsn)
                     yield from self._take(frame, str(path))
                     self._offset += frame.head.size
+                    self.bytes_read += frame.head.size
                     self._frame_lsn = frame.head.next_lsn
             except BadFrame as bad:
                 # A later segment means this one is sealed: a bad frame in it is damage, even

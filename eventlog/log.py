@@ -17,7 +17,7 @@ import json
 import os
 import threading
 import uuid
-from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
+from collections.abc import AsyncIterator, Callable, Coroutine, Generator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -150,7 +150,7 @@ class _Reads:
         *,
         start_time: TimeLike | None = None,
         stop_time: TimeLike | None = None,
-    ) -> Iterator[Record]:
+    ) -> Generator[Record, None, None]:
         """Events from LSN `start` (or the first at/after `start_time`), up to but excluding
         LSN `stop` (or the first event at/after `stop_time`), as (lsn, event) records."""
         cursor = self._cursor(start, stop, start_time, stop_time)

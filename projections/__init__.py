@@ -9,9 +9,10 @@ with MemoryGraph.open("./data") as g:
 """
 
 from ._database import DATABASE_FILE
-from ._fold import implicit_edge_id
+from ._fold import Batch, implicit_edge_id
+from ._folder import BATCH_EVENTS, fold_available, fold_records
 from ._reads import Hop, Impact, NotFound
-from ._schema import SCHEMA_VERSION, TABLE_NAMES
+from ._schema import SCHEMA_VERSION, TABLE_KEYS, TABLE_NAMES, checkpoint, ensure_schema
 from .errors import (
     BadArgument,
     DatabaseBusy,
@@ -20,6 +21,7 @@ from .errors import (
     ProjectorBusy,
     SchemaMismatch,
 )
+from .graph_view import GraphReads, GraphView
 from .memory_graph import AsyncMemoryGraph, AsyncQuery, GraphStats, MemoryGraph
 from .nodes import (
     Agent,
@@ -35,19 +37,25 @@ from .nodes import (
 )
 from .projector import Progress, Projector, connect, rebuild
 from .query import Query
+from .snapshots import SnapshotInfo, SnapshotPolicy, Snapshots, SnapshotSkipped
 
 __all__ = [
+    "BATCH_EVENTS",
     "DATABASE_FILE",
     "SCHEMA_VERSION",
+    "TABLE_KEYS",
     "TABLE_NAMES",
     "Agent",
     "AsyncMemoryGraph",
     "AsyncQuery",
     "BadArgument",
+    "Batch",
     "DatabaseBusy",
     "Edge",
     "GenericNode",
+    "GraphReads",
     "GraphStats",
+    "GraphView",
     "Hop",
     "Impact",
     "MemoryGraph",
@@ -63,10 +71,18 @@ __all__ = [
     "Response",
     "SchemaMismatch",
     "Session",
+    "SnapshotInfo",
+    "SnapshotPolicy",
+    "SnapshotSkipped",
+    "Snapshots",
     "Template",
     "ToolInvocation",
     "Turn",
+    "checkpoint",
     "connect",
+    "ensure_schema",
+    "fold_available",
+    "fold_records",
     "implicit_edge_id",
     "rebuild",
 ]

@@ -13,7 +13,14 @@ from .sessions import Sessions
 from .templates import Templates
 from .tools import Tools
 
-__all__ = ["PROJECTIONS", "SCHEMA_VERSION", "TABLE_NAMES", "checkpoint", "ensure_schema"]
+__all__ = [
+    "PROJECTIONS",
+    "SCHEMA_VERSION",
+    "TABLE_KEYS",
+    "TABLE_NAMES",
+    "checkpoint",
+    "ensure_schema",
+]
 
 SCHEMA_VERSION = 1
 """Bumped whenever a table's columns or a fold's meaning change; an older database is rebuilt."""
@@ -30,6 +37,12 @@ PROJECTIONS: tuple[Projection, ...] = (
 (tool calls need their responses; session totals come last, over everything)."""
 
 TABLE_NAMES = (*(t.name for p in PROJECTIONS for t in p.tables), "agent_stats")
+
+TABLE_KEYS: dict[str, tuple[str, ...]] = {
+    **{t.name: t.key for p in PROJECTIONS for t in p.tables},
+    "agent_stats": ("agent_id",),
+}
+"""Each table's (and view's) key columns: what makes two rows the same row at two points."""
 
 
 def ensure_schema(con: duckdb.DuckDBPyConnection) -> None:

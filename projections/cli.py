@@ -20,9 +20,9 @@ from eventlog.cli import cli_errors, default_store, store_argument
 from ._demo import show_projections
 from .errors import ProjectionError, ProjectorBusy
 from .memory_graph import MemoryGraph
-from .projector import Progress, Projector, connect
+from .projector import DEFAULT_SNAPSHOTS, Progress, Projector, connect
 
-__all__ = ["commands"]
+__all__ = ["commands", "print_rows", "projection_errors"]
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -105,17 +105,32 @@ def _describe(p: Progress) -> str:
     metavar="SECONDS",
     help="While following, print progress and lag this often (0: never).",
 )
+@click.option(
+    "--snapshot-every",
+    type=int,
+    default=DEFAULT_SNAPSHOTS.every_events,
+    show_default=True,
+    metavar="EVENTS",
+    help="Save a snapshot (for fast replay) after this many events (0: never).",
+)
 @cli_errors
 @projection_errors
 def project(
-    *, store: str | None, database: str | None, follow: bool, from_zero: bool, report_every: float
+    *,
+    store: str | None,
+    database: str | None,
+    follow: bool,
+    from_zero: bool,
+    report_every: float,
+    snapshot_every: int,
 ) -> None:
     """Fold the log into the DuckDB projections; with --follow, keep folding until stopped.
 
     One projector per database: a second is refused. Readers (lmg sql, Python, the duckdb
     CLI) may query while it runs: it opens the database only to commit. SIGINT or SIGTERM
     stop it cleanly after the batch in hand. An event that cannot be folded stops it with
-    its LSN and type; everything before it stays folded.
+    its LSN and type; everything before it stays folded. Every --snapshot-every events it
+    saves a snapshot in STORE/snapshots, so `lmg replay` starts near any point.
 
     Example: lmg project ./my-store --follow
     """
@@ -124,7 +139,12 @@ def project(
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
-    with Projector(path, database, rebuild=from_zero) as projector:
+    policy = (
+        msgspec.structs.replace(DEFAULT_SNAPSHOTS, every_events=snapshot_every)
+        if snapshot_every > 0
+        else None
+    )
+    with Projector(path, database, rebuild=from_zero, snapshots=policy) as projector:
         try:
             projector.catch_up(stop=stop, on_progress=bar.update)
         finally:
@@ -205,10 +225,11 @@ def sql(
             rows = cursor.fetchall()
         except Exception as exc:  # DuckDB's parser and binder errors: show them plainly
             raise click.ClickException(str(exc).splitlines()[0]) from None
-    _print(names, rows, fmt)
+    print_rows(names, rows, fmt)
 
 
-def _print(names: list[str], rows: list[tuple[Any, ...]], fmt: str) -> None:
+def print_rows(names: list[str], rows: list[tuple[Any, ...]], fmt: str) -> None:
+    """Rows as a table, JSON lines or CSV (the shared output of `lmg sql` and `lmg replay`)."""
     if fmt == "json":
         for row in rows:
             click.echo(_JSON.encode(dict(zip(names, row, strict=True))).decode())

@@ -13,7 +13,6 @@ import asyncio
 import contextlib
 import os
 import threading
-import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any, Concatenate, ParamSpec, Self, TypeVar
@@ -30,6 +29,7 @@ from ._folder import BATCH_EVENTS, LogReader, fold_available
 from ._reads import TABLE_OF_TYPE, GraphReader, Hop, Impact
 from ._schema import checkpoint, ensure_schema
 from .errors import ProjectionError
+from .graph_view import GraphReads, fetch, incoming, outgoing
 from .query import Query
 
 __all__ = ["AsyncMemoryGraph", "AsyncQuery", "GraphStats", "MemoryGraph"]
@@ -158,14 +158,6 @@ def _size(db: Path) -> int:
     return total
 
 
-def _read(fn: Callable[Concatenate[GraphReader, P], R]) -> Callable[Concatenate[MemoryGraph, P], R]:
-    def method(self: MemoryGraph, /, *args: P.args, **kwargs: P.kwargs) -> R:
-        return self._embedded.run(lambda reader: fn(reader, *args, **kwargs))
-
-    method.__name__, method.__doc__ = fn.__name__, fn.__doc__
-    return method
-
-
 def _aread(
     fn: Callable[Concatenate[GraphReader, P], R],
 ) -> Callable[Concatenate[AsyncMemoryGraph, P], Awaitable[R]]:
@@ -178,30 +170,13 @@ def _aread(
     return method
 
 
-def _outgoing(
-    reader: GraphReader, node_id: uuid.UUID, edge_type: str | None = None
-) -> list[n.Edge]:
-    """Live edges leaving a node (optionally of one type), in log order."""
-    return reader.edges(node_id, "out", edge_type)
-
-
-def _incoming(
-    reader: GraphReader, node_id: uuid.UUID, edge_type: str | None = None
-) -> list[n.Edge]:
-    """Live edges arriving at a node (optionally of one type), in log order."""
-    return reader.edges(node_id, "in", edge_type)
-
-
-def _rows(
-    reader: GraphReader, query: str, params: Sequence[Any] | dict[str, Any] | None
-) -> list[tuple[Any, ...]]:
-    return reader.con.execute(query, params).fetchall()
-
-
-class MemoryGraph(EventLog):
+class MemoryGraph(EventLog, GraphReads):
     """The log's append API (every `EventLog` method) plus reads of the live projections."""
 
     _embedded: _Embedded
+
+    def _run(self, fn: Callable[[GraphReader], R]) -> R:
+        return self._embedded.run(fn)
 
     @classmethod
     def open(
@@ -235,41 +210,9 @@ class MemoryGraph(EventLog):
             self._embedded.close()
         super().close()
 
-    def query(self) -> Query:
-        """A query builder: ``g.query().session(s).node_type("prompt").limit(10).execute()``."""
-        return Query(self._embedded.run)
-
-    def sql(
-        self, query: str, params: Sequence[Any] | dict[str, Any] | None = None
-    ) -> duckdb.DuckDBPyRelation:
-        """Run SQL on the projections; returns a DuckDB relation (`.fetchall()`, `.df()`, ...).
-
-        Use it before the next append or read: it runs on the graph's connection."""
-        return self._embedded.run(lambda reader: reader.con.sql(query, params=params))
-
-    def rows(
-        self, query: str, params: Sequence[Any] | dict[str, Any] | None = None
-    ) -> list[tuple[Any, ...]]:
-        """Run SQL on the projections and fetch every row."""
-        return self._embedded.run(lambda reader: _rows(reader, query, params))
-
     def stats(self) -> GraphStats:
         """The log's stats plus the projections' checkpoint, lag and counts by type."""
         return self._embedded.stats(super().stats())
-
-    get_node = _read(GraphReader.get_node)
-    get_nodes_batch = _read(GraphReader.get_nodes_batch)
-    get_edge = _read(GraphReader.get_edge)
-    get_outgoing_edges = _read(_outgoing)
-    get_incoming_edges = _read(_incoming)
-    get_session = _read(GraphReader.get_session)
-    get_session_nodes = _read(GraphReader.get_session_nodes)
-    get_template = _read(GraphReader.get_template)
-    conversation_thread = _read(GraphReader.conversation_thread)
-    context_window = _read(GraphReader.context_window)
-    ancestors = _read(GraphReader.ancestors)
-    descendants = _read(GraphReader.descendants)
-    template_impact = _read(GraphReader.template_impact)
 
 
 class AsyncQuery(Query):
@@ -336,7 +279,7 @@ class AsyncMemoryGraph(AsyncEventLog):
         self, query: str, params: Sequence[Any] | dict[str, Any] | None = None
     ) -> list[tuple[Any, ...]]:
         """Run SQL on the projections; returns every row."""
-        return await asyncio.to_thread(self._embedded.run, lambda r: _rows(r, query, params))
+        return await asyncio.to_thread(self._embedded.run, lambda r: fetch(r, query, params))
 
     async def graph_stats(self) -> GraphStats:
         return await asyncio.to_thread(self._embedded.stats, self.stats())
@@ -344,8 +287,8 @@ class AsyncMemoryGraph(AsyncEventLog):
     get_node = _aread(GraphReader.get_node)
     get_nodes_batch = _aread(GraphReader.get_nodes_batch)
     get_edge = _aread(GraphReader.get_edge)
-    get_outgoing_edges = _aread(_outgoing)
-    get_incoming_edges = _aread(_incoming)
+    get_outgoing_edges = _aread(outgoing)
+    get_incoming_edges = _aread(incoming)
     get_session = _aread(GraphReader.get_session)
     get_session_nodes = _aread(GraphReader.get_session_nodes)
     get_template = _aread(GraphReader.get_template)

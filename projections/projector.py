@@ -15,6 +15,7 @@ import itertools
 import os
 import threading
 import time
+import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -30,8 +31,12 @@ from ._fold import Batch
 from ._folder import BATCH_EVENTS, fold_records
 from ._schema import checkpoint, ensure_schema
 from .errors import ProjectionError
+from .snapshots import SnapshotPolicy, Snapshots, SnapshotSkipped
 
 __all__ = ["Progress", "Projector", "connect", "rebuild"]
+
+DEFAULT_SNAPSHOTS = SnapshotPolicy()
+"""A projector takes snapshots by default (None turns them off)."""
 
 READERS_TURN_S = 0.025
 """Readers poll the gate at least every 20 ms (`Gate.acquire`): between two holds the
@@ -68,6 +73,7 @@ class Projector:
         wait_s: float | None = None,
         rebuild: bool = False,
         memory_limit: str = "256MB",
+        snapshots: SnapshotPolicy | None = DEFAULT_SNAPSHOTS,
     ) -> None:
         self.store = Path(store)
         self.db = database_path(store, database)
@@ -99,6 +105,11 @@ class Projector:
             self._checkpoint = checkpoint(con)
         self._cursor = self._log.cursor(self._checkpoint + 1)
         self._ahead: Record | None = None  # read from the cursor, not yet folded
+        self._policy = snapshots
+        self._snapshots = Snapshots(self.store)
+        taken = self._snapshots.all() if snapshots is not None else []
+        self._snapshot_lsn = taken[-1].lsn if taken else -1
+        self._snapshot_bytes = 0  # the cursor's bytes_read at the newest snapshot
 
     def close(self) -> None:
         self._cursor.close()
@@ -253,6 +264,7 @@ class Projector:
             self._folded += last.lsn - self._checkpoint
             self._checkpoint, self._last_ts = last.lsn, last.event.ts
             self._log_end = max(self._log_end, last.lsn + 1)
+            self._maybe_snapshot(con, last.event.ts)
             if on_progress is not None:
                 on_progress(self.progress(following=following))
 
@@ -279,6 +291,31 @@ class Projector:
             self._ahead = None
             raise
         return not held_out and not (stop and stop.is_set())
+
+    def _maybe_snapshot(self, con: duckdb.DuckDBPyConnection, ts: int) -> None:
+        """Take a snapshot when the policy says one is due (after a commit, between batches).
+
+        A snapshot is a cache: one that cannot be taken (a full disk) is reported with a
+        warning and the fold goes on."""
+        policy = self._policy
+        if policy is None:
+            return
+        read = self._cursor.bytes_read
+        if read < self._snapshot_bytes:  # a new cursor (after a poison event)
+            self._snapshot_bytes = 0
+        if (
+            self._checkpoint - self._snapshot_lsn < policy.every_events
+            and read - self._snapshot_bytes < policy.every_bytes
+        ):
+            return
+        try:
+            self._snapshots.take(con, self.db, ts=ts)
+            self._snapshots.prune(policy.keep)
+        except (OSError, duckdb.Error, ProjectionError) as exc:
+            warnings.warn(
+                f"no snapshot at LSN {self._checkpoint}: {exc}", SnapshotSkipped, stacklevel=2
+            )
+        self._snapshot_lsn, self._snapshot_bytes = self._checkpoint, read
 
 
 @contextlib.contextmanager

@@ -1,6 +1,49 @@
-"""Time-travel replay of the projections (not yet built; see the issue "Time-travel replay").
+"""Time travel: the projections as they were at any point of a store's history.
 
-For now this package holds the `lmg` CLI entry point, which gathers every package's commands.
+import replay
+past = replay.at("./data", time="2026-11-20T10:00:00Z")   # or lsn=1234
+past.sql("SELECT count(*) FROM prompts").fetchall()
+d = replay.diff("./data", 1200, 1234)                     # table by table, and the events
+for s in replay.step("./data", 1200, 1234): ...           # one event at a time, with the view
+replay.fork("./data", 1220, "./data-fix")                 # a new store from that point
+
+Every view equals a fold, from zero, of exactly the events up to its point; snapshots only
+make getting there cheaper (docs/replay.md).
 """
 
-__all__: list[str] = []
+from eventlog import Origin
+from projections import SnapshotInfo, SnapshotPolicy, SnapshotSkipped
+
+from ._points import Point, Time
+from ._workspace import Progress
+from .diff import Diff, RowChange, TableDiff, diff
+from .errors import BadPoint, ReplayError
+from .fork import fork, origin
+from .snapshot import prune, snapshot, snapshots
+from .step import Step, step
+from .view import View, at
+
+__all__ = [
+    "BadPoint",
+    "Diff",
+    "Origin",
+    "Point",
+    "Progress",
+    "ReplayError",
+    "RowChange",
+    "SnapshotInfo",
+    "SnapshotPolicy",
+    "SnapshotSkipped",
+    "Step",
+    "TableDiff",
+    "Time",
+    "View",
+    "at",
+    "diff",
+    "fork",
+    "origin",
+    "prune",
+    "snapshot",
+    "snapshots",
+    "step",
+]

@@ -1,0 +1,157 @@
+"""Copying a prefix of a log into a new store: the mechanism under `replay.fork`.
+
+Whole frames are copied byte for byte, so the new store holds the very same events (ids,
+times, LSNs). The one frame the cut falls inside, if any, is re-encoded with the events up
+to the cut; a request it splits loses its idempotency key, since the request is no longer
+whole. The copy is built beside the target and renamed into place, so a crash leaves either
+nothing or a complete store, and the new store is opened once (recovery) before it appears.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import time
+from pathlib import Path
+
+import msgspec
+
+from ._format import (
+    SEGMENT_HEADER,
+    Request,
+    decode_body,
+    encode_body,
+    encode_frame,
+    encode_segment_header,
+    segment_name,
+    unpack_body,
+)
+from ._segment import Frame, iter_frames
+from .errors import EventLogError, InvalidEvent
+from .log import EventLog
+from .options import Options
+
+__all__ = ["ORIGIN_FILE", "Origin", "copy_prefix", "origin"]
+
+ORIGIN_FILE = "ORIGIN"
+
+
+class Origin(msgspec.Struct, frozen=True, kw_only=True):
+    """Where a store copied by `copy_prefix` (a fork) came from."""
+
+    source: str  # the original store, as an absolute path
+    last_lsn: int  # the last event copied (-1: none); the fork's own events start after it
+    last_ts: int | None  # that event's time, ns
+    created_ns: int  # when the copy was made
+
+
+def origin(path: str | os.PathLike[str]) -> Origin | None:
+    """Where the store at `path` was copied from; None if it is not a copy."""
+    try:
+        return msgspec.json.decode((Path(path) / ORIGIN_FILE).read_bytes(), type=Origin)
+    except FileNotFoundError:
+        return None
+    except (msgspec.DecodeError, OSError) as exc:
+        raise EventLogError(f"{Path(path) / ORIGIN_FILE} is unreadable: {exc}") from exc
+
+
+def copy_prefix(
+    source: str | os.PathLike[str], target: str | os.PathLike[str], last_lsn: int
+) -> int:
+    """Create the store `target` holding exactly the events of `source` up to `last_lsn`
+    (-1: none). `target` must not exist (or be an empty directory). Returns the number of
+    events copied. `source` may be appended to meanwhile."""
+    if not isinstance(last_lsn, int) or isinstance(last_lsn, bool) or last_lsn < -1:
+        raise InvalidEvent(f"last_lsn must be an int >= -1, got {last_lsn!r}")
+    dest = Path(target)
+    if dest.exists() and (not dest.is_dir() or any(dest.iterdir())):
+        raise EventLogError(f"{dest} already exists and is not an empty directory")
+    with EventLog.open(source, readonly=True) as log:
+        end = log.next_lsn() - 1
+        if last_lsn > end:
+            raise InvalidEvent(f"the log at {log.path} ends at LSN {end}, not {last_lsn}")
+        building = dest.with_name(f".{dest.name}.copying-{os.getpid()}")
+        shutil.rmtree(building, ignore_errors=True)
+        building.mkdir(parents=True)
+        try:
+            _copy_segments(log, building, last_lsn)
+            last = next(log.read(last_lsn, last_lsn + 1), None) if last_lsn >= 0 else None
+            note = Origin(
+                source=str(Path(source).resolve()),
+                last_lsn=last_lsn,
+                last_ts=None if last is None else last.event.ts,
+                created_ns=time.time_ns(),
+            )
+            (building / ORIGIN_FILE).write_bytes(msgspec.json.encode(note))
+            EventLog.open(building).close()  # recovery and a LOCK file, before it appears
+            with contextlib.suppress(FileNotFoundError):
+                dest.rmdir()
+            os.rename(building, dest)
+        except BaseException:
+            shutil.rmtree(building, ignore_errors=True)
+            raise
+    return last_lsn + 1
+
+
+def _copy_segments(log: EventLog, dest: Path, last_lsn: int) -> None:
+    store = log._store
+    firsts = store.segments()
+    for first, successor in zip(firsts, [*firsts[1:], None], strict=True):
+        if first > last_lsn:
+            return
+        source = store.segment_path(first)
+        if successor is not None and successor - 1 < last_lsn:
+            shutil.copyfile(source, dest / source.name)  # sealed, wholly before the cut
+            for index in (source.with_suffix(".ids"), source.with_suffix(".idx")):
+                with contextlib.suppress(FileNotFoundError):  # caches: rebuilt if missing
+                    shutil.copyfile(index, dest / index.name)
+            continue
+        _copy_cut_segment(source, dest / segment_name(first), first, last_lsn)
+        return
+
+
+def _copy_cut_segment(source: Path, dest: Path, first: int, last_lsn: int) -> None:
+    """The segment the cut falls in (or ends): its frames up to `last_lsn`, the last maybe cut.
+    It is the new store's last segment, so it gets no index files (those would say a later
+    segment was lost)."""
+    fd = os.open(source, os.O_RDONLY)
+    out = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    try:
+        os.write(out, encode_segment_header(first))
+        size = os.fstat(fd).st_size
+        for frame in iter_frames(fd, SEGMENT_HEADER, size, first):
+            head = frame.head
+            if head.first_lsn > last_lsn:
+                break
+            if head.next_lsn - 1 <= last_lsn:
+                os.write(out, os.pread(fd, head.size, frame.offset))
+            else:
+                os.write(out, _cut(frame, last_lsn))
+                break
+        os.fsync(out)
+    finally:
+        os.close(fd)
+        os.close(out)
+
+
+def _cut(frame: Frame, last_lsn: int) -> bytes:
+    head = frame.head
+    keep = last_lsn - head.first_lsn + 1
+    requests: list[Request] = []
+    for request in decode_body(unpack_body(head, frame.body)):
+        if keep <= 0:
+            break
+        whole = len(request.events) <= keep
+        requests.append(Request(request.events[:keep], request.key if whole else None))
+        keep -= len(request.events)
+    count = sum(len(r.events) for r in requests)
+    times = [e.ts for r in requests for e in r.events]
+    return encode_frame(
+        encode_body(requests),
+        first_lsn=head.first_lsn,
+        count=count,
+        min_ts=min(times),
+        max_ts=max(times),
+        level=Options().compression_level,
+    )

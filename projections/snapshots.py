@@ -1,0 +1,383 @@
+"""Snapshots: the projections database saved at known LSNs, so replay starts near its target.
+
+A snapshot is a checkpointed copy of a projections database whose checkpoint is its LSN. It is
+kept in ``<store>/snapshots/`` as content-addressed chunks plus a manifest:
+
+    snapshots/00000000000000040000.snap     the manifest: LSN, schema version, chunk list, CRC
+    snapshots/chunks/3f/3fa2...e1           a chunk, named by the SHA-256 of its bytes
+
+Consecutive snapshots share most of their chunks (DuckDB rewrites only the blocks a checkpoint
+changes), so a new snapshot costs what changed, not the whole database. Every chunk carries a
+CRC32C in the manifest, and the manifest its own; a restore checks both, then that the
+database's schema version and checkpoint are what the manifest says. Anything that fails is
+skipped with a `SnapshotSkipped` warning, and the restore falls back to an older snapshot (or
+none): a snapshot is a cache of the log, never trusted over it.
+
+Writers (a projector, `lmg snapshot`) serialise on ``.writer``; a restore holds ``.readers``
+shared, and pruning takes it exclusively before deleting chunks, so no restore reads a chunk
+being deleted.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import os
+import time
+import warnings
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import BinaryIO
+
+import duckdb
+import google_crc32c
+import msgspec
+
+from ._schema import SCHEMA_VERSION, checkpoint
+from .errors import ProjectionError
+
+__all__ = ["SnapshotInfo", "SnapshotPolicy", "SnapshotSkipped", "Snapshots"]
+
+SNAPSHOT_DIR = "snapshots"
+_HEADER_BYTES = 12_288  # DuckDB's file headers; chunks after them align with its 256 KiB blocks
+_CHUNK_BYTES = 262_144
+_FORMAT = 1
+
+
+class SnapshotSkipped(UserWarning):
+    """A snapshot could not be used (damaged, missing, another schema) and was passed over."""
+
+
+class SnapshotPolicy(msgspec.Struct, frozen=True, kw_only=True):
+    """When a projector takes snapshots, and how many are kept.
+
+    A snapshot is due after `every_events` events or `every_bytes` bytes of log since the
+    newest one, whichever comes first. Beyond `keep` snapshots, pruning drops the one whose
+    neighbours are closest, so what is kept stays spread over the whole history (a replay
+    folds at most about one gap). The defaults keep `replay.at` under a second on a
+    million-event store (docs/benchmarks.md)."""
+
+    every_events: int = 20_000
+    every_bytes: int = 16 << 20
+    keep: int = 64
+
+    def __post_init__(self) -> None:
+        if self.every_events < 1 or self.every_bytes < 1 or self.keep < 1:
+            raise ProjectionError("snapshot policy values must be positive")
+
+
+class _Chunk(msgspec.Struct, array_like=True, frozen=True):
+    sha256: str
+    crc32c: int
+    length: int
+
+
+class _Manifest(msgspec.Struct, frozen=True, kw_only=True):
+    format: int
+    lsn: int
+    ts: int | None
+    schema_version: int
+    created_ns: int
+    size: int
+    chunks: list[_Chunk]
+
+
+class SnapshotInfo(msgspec.Struct, frozen=True, kw_only=True):
+    """What a manifest says about one snapshot."""
+
+    lsn: int  # the last LSN folded into it
+    ts: int | None  # that event's time (ns), when known
+    schema_version: int
+    created_ns: int
+    size: int  # bytes of the database file
+    path: str  # the manifest
+
+
+_encode = msgspec.json.Encoder().encode
+_decode = msgspec.json.Decoder(_Manifest).decode
+
+
+class Snapshots:
+    """The snapshots of one store (``<store>/snapshots``)."""
+
+    def __init__(self, store: str | os.PathLike[str]) -> None:
+        self.dir = Path(store) / SNAPSHOT_DIR
+
+    # -- reading ------------------------------------------------------------------------------
+
+    def all(self) -> list[SnapshotInfo]:
+        """Every snapshot whose manifest reads, oldest first (a damaged manifest is skipped
+        with a warning; chunks are checked only on restore)."""
+        found = []
+        for path in self._manifest_paths():
+            manifest = self._read_manifest(path)
+            if manifest is not None:
+                found.append(_info(manifest, path))
+        return found
+
+    def restore(
+        self,
+        target: Path,
+        *,
+        at_most: int,
+        config: dict[str, str | bool | int | float | list[str]] | None = None,
+    ) -> tuple[SnapshotInfo, duckdb.DuckDBPyConnection] | None:
+        """Write the newest usable snapshot with LSN <= `at_most` to `target` and open it
+        read-write; None if there is none. Damaged ones are skipped with a warning."""
+        if not self.dir.is_dir():
+            return None
+        with self._lock(".readers", fcntl.LOCK_SH):
+            candidates = [p for p in self._manifest_paths() if _lsn_of(p) <= at_most]
+            for path in reversed(candidates):
+                manifest = self._read_manifest(path)
+                if manifest is None:
+                    continue
+                if manifest.schema_version != SCHEMA_VERSION:
+                    _skip(path, f"schema version {manifest.schema_version}, not {SCHEMA_VERSION}")
+                    continue
+                con = self._materialise(path, manifest, target, config or {})
+                if con is not None:
+                    return _info(manifest, path), con
+        return None
+
+    def _materialise(
+        self,
+        path: Path,
+        manifest: _Manifest,
+        target: Path,
+        config: dict[str, str | bool | int | float | list[str]],
+    ) -> duckdb.DuckDBPyConnection | None:
+        try:
+            self._write_file(manifest, target)
+        except _Damaged as damaged:
+            _remove_database(target)
+            _skip(path, str(damaged))
+            return None
+        try:
+            con = duckdb.connect(str(target), config=config)
+        except duckdb.Error as exc:
+            _remove_database(target)
+            _skip(path, f"DuckDB cannot open it ({exc})")
+            return None
+        try:
+            rows = con.execute("SELECT value FROM lmg_meta WHERE key = 'schema_version'").fetchall()
+            found = checkpoint(con)
+            if rows != [(str(SCHEMA_VERSION),)] or found != manifest.lsn:
+                raise _Damaged(f"its database says schema {rows} at LSN {found}")
+        except (duckdb.Error, _Damaged) as exc:
+            con.close()
+            _remove_database(target)
+            _skip(path, f"its database does not match its manifest ({exc})")
+            return None
+        return con
+
+    def _write_file(self, manifest: _Manifest, target: Path) -> None:
+        fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        try:
+            offset = 0
+            for chunk in manifest.chunks:
+                data = self._read_chunk(chunk)
+                os.pwrite(fd, data, offset)
+                offset += len(data)
+            if offset != manifest.size:
+                raise _Damaged(f"its chunks hold {offset} bytes, not {manifest.size}")
+        finally:
+            os.close(fd)
+
+    def _read_chunk(self, chunk: _Chunk) -> bytes:
+        path = self._chunk_path(chunk.sha256)
+        try:
+            data = path.read_bytes()
+        except FileNotFoundError:
+            raise _Damaged(f"chunk {path.name} is missing") from None
+        if len(data) != chunk.length or google_crc32c.value(data) != chunk.crc32c:
+            raise _Damaged(f"chunk {path.name} is damaged (checksum mismatch)")
+        return data
+
+    # -- writing ------------------------------------------------------------------------------
+
+    def take(self, con: duckdb.DuckDBPyConnection, db: Path, *, ts: int | None) -> SnapshotInfo:
+        """Checkpoint the database `con` has open read-write (file `db`, no transaction open,
+        no other writer) and save it as the snapshot at its checkpoint LSN. `ts` is the time
+        of the event at that LSN. Idempotent per LSN."""
+        self.dir.mkdir(exist_ok=True)
+        (self.dir / "chunks").mkdir(exist_ok=True)
+        with self._lock(".writer", fcntl.LOCK_EX):
+            con.execute("CHECKPOINT")
+            lsn = checkpoint(con)
+            path = self._manifest_path(lsn)
+            existing = self._read_manifest(path, warn=False) if path.exists() else None
+            if existing is not None:
+                return _info(existing, path)
+            wal = Path(f"{db}.wal")
+            if wal.exists() and wal.stat().st_size > 0:
+                raise ProjectionError(f"{db} still has a write-ahead log after a checkpoint")
+            chunks, size = self._store_chunks(db)
+            manifest = _Manifest(
+                format=_FORMAT,
+                lsn=lsn,
+                ts=ts,
+                schema_version=SCHEMA_VERSION,
+                created_ns=time.time_ns(),
+                size=size,
+                chunks=chunks,
+            )
+            body = _encode(manifest)
+            _write_durably(path, body + f"\n{google_crc32c.value(body):08x}\n".encode())
+            return _info(manifest, path)
+
+    def _store_chunks(self, db: Path) -> tuple[list[_Chunk], int]:
+        with open(db, "rb") as file:
+            pieces = list(_pieces(file))
+        with ThreadPoolExecutor(2) as pool:  # hashlib lets go of the GIL
+            digests = list(pool.map(lambda b: hashlib.sha256(b).hexdigest(), pieces))
+        chunks = []
+        for data, digest in zip(pieces, digests, strict=True):
+            target = self._chunk_path(digest)
+            if not target.exists():
+                target.parent.mkdir(exist_ok=True)
+                _write_durably(target, data, sync_dir=False)
+            chunks.append(_Chunk(digest, google_crc32c.value(data), len(data)))
+        _fsync_dir(self.dir / "chunks")
+        return chunks, sum(len(p) for p in pieces)
+
+    def prune(self, keep: int) -> list[int]:
+        """Keep at most `keep` snapshots of this schema version, spread over the history;
+        drop the rest (and any of another schema version). Returns the LSNs dropped."""
+        if keep < 1:
+            raise ProjectionError(f"keep must be at least 1, got {keep}")
+        if not self.dir.is_dir():
+            return []
+        with self._lock(".writer", fcntl.LOCK_EX):
+            infos = {_lsn_of(p): self._read_manifest(p, warn=False) for p in self._manifest_paths()}
+            kept = sorted(
+                lsn for lsn, m in infos.items() if m and m.schema_version == SCHEMA_VERSION
+            )
+            while len(kept) > keep:
+                kept.remove(_closest(kept))
+            drop = [lsn for lsn in infos if lsn not in kept]
+            if not drop:
+                return []
+            with self._lock(".readers", fcntl.LOCK_EX):  # no restore reads while chunks go
+                for lsn in drop:
+                    self._manifest_path(lsn).unlink(missing_ok=True)
+                self._collect_garbage()
+            return sorted(drop)
+
+    def _collect_garbage(self) -> None:
+        live: set[str] = set()
+        for path in self._manifest_paths():
+            manifest = self._read_manifest(path, warn=False)
+            if manifest is None:  # unreadable: keep every chunk rather than guess
+                return
+            live.update(c.sha256 for c in manifest.chunks)
+        for chunk in (self.dir / "chunks").glob("*/*"):
+            if chunk.name not in live:
+                chunk.unlink(missing_ok=True)
+
+    # -- files --------------------------------------------------------------------------------
+
+    def _manifest_paths(self) -> list[Path]:
+        if not self.dir.is_dir():
+            return []
+        return sorted(p for p in self.dir.glob("*.snap") if p.stem.isdigit())
+
+    def _manifest_path(self, lsn: int) -> Path:
+        return self.dir / f"{lsn:020d}.snap"
+
+    def _chunk_path(self, digest: str) -> Path:
+        return self.dir / "chunks" / digest[:2] / digest
+
+    def _read_manifest(self, path: Path, *, warn: bool = True) -> _Manifest | None:
+        try:
+            raw = path.read_bytes()
+            body, _, crc = raw.rstrip(b"\n").rpartition(b"\n")
+            if not crc or int(crc, 16) != google_crc32c.value(body):
+                raise _Damaged("its manifest fails its checksum")
+            manifest = _decode(body)
+            if manifest.format != _FORMAT or manifest.lsn != _lsn_of(path):
+                raise _Damaged("its manifest does not match its name or format")
+        except FileNotFoundError:
+            return None
+        except (_Damaged, ValueError, msgspec.DecodeError) as exc:
+            if warn:
+                _skip(path, str(exc))
+            return None
+        return manifest
+
+    @contextlib.contextmanager
+    def _lock(self, name: str, mode: int) -> Iterator[None]:
+        fd = os.open(self.dir / name, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, mode)
+            yield
+        finally:
+            os.close(fd)
+
+
+class _Damaged(Exception):
+    pass
+
+
+def _lsn_of(path: Path) -> int:
+    return int(path.stem)
+
+
+def _info(manifest: _Manifest, path: Path) -> SnapshotInfo:
+    return SnapshotInfo(
+        lsn=manifest.lsn,
+        ts=manifest.ts,
+        schema_version=manifest.schema_version,
+        created_ns=manifest.created_ns,
+        size=manifest.size,
+        path=str(path),
+    )
+
+
+def _skip(path: Path, why: str) -> None:
+    warnings.warn(f"snapshot {path.name} skipped: {why}", SnapshotSkipped, stacklevel=3)
+
+
+def _closest(lsns: list[int]) -> int:
+    """The inner snapshot whose neighbours are closest: dropping it widens the least gap."""
+    inner = range(1, len(lsns) - 1)
+    if not inner:
+        return lsns[0]
+    return lsns[min(inner, key=lambda i: (lsns[i + 1] - lsns[i - 1], lsns[i]))]
+
+
+def _pieces(file: BinaryIO) -> Iterator[bytes]:
+    if first := file.read(_HEADER_BYTES):
+        yield first
+    while piece := file.read(_CHUNK_BYTES):
+        yield piece
+
+
+def _write_durably(path: Path, data: bytes, *, sync_dir: bool = True) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+    if sync_dir:
+        _fsync_dir(path.parent)
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _remove_database(path: Path) -> None:
+    for p in (path, Path(f"{path}.wal")):
+        p.unlink(missing_ok=True)

@@ -1,0 +1,98 @@
+"""A private projections database folded to a point: where every replay does its work.
+
+It starts from the newest usable snapshot at or before the point (or from an empty schema),
+then folds the log forward with the projections' own fold (`projections.fold_records`), one
+transaction per batch, exactly as the projector does. So a view at a point is, by
+construction, the fold of exactly the events up to it; tests/replay checks it table by table.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+import duckdb
+
+import projections
+from eventlog import EventLog, Record
+from projections import Batch, SnapshotInfo, Snapshots
+
+__all__ = ["Progress", "Workspace"]
+
+Progress = Callable[[int, int], None]
+"""Called as ``on_progress(folded, total)`` while a replay folds toward its point."""
+
+_CONFIG: dict[str, str | bool | int | float | list[str]] = {
+    "memory_limit": "512MB",
+    "checkpoint_threshold": "256MB",  # a private file: checkpoint rarely, never on close
+}
+
+
+class Workspace:
+    """A database file (a private temporary one, or `out`) holding the projections at `lsn`."""
+
+    def __init__(
+        self, log: EventLog, *, at_most: int, out: Path | None = None, snapshots: bool = True
+    ) -> None:
+        self.log = log
+        self._temp = None if out is not None else Path(tempfile.mkdtemp(prefix="lmg-replay-"))
+        self.db = out if out is not None else Path(self._temp or ".") / "view.duckdb"
+        self.snapshot: SnapshotInfo | None = None
+        try:
+            restored = (
+                Snapshots(log.path).restore(self.db, at_most=at_most, config=_CONFIG)
+                if snapshots
+                else None
+            )
+            if restored is not None:
+                self.snapshot, self.con = restored
+            else:
+                self.con = duckdb.connect(str(self.db), config=_CONFIG)
+                projections.ensure_schema(self.con)
+            if out is None:
+                self.con.execute("PRAGMA disable_checkpoint_on_shutdown")
+        except BaseException:
+            self.discard()
+            raise
+
+    @property
+    def lsn(self) -> int:
+        return projections.checkpoint(self.con)
+
+    def fold_to(
+        self,
+        lsn: int,
+        on_progress: Progress | None = None,
+        on_batch: Callable[[Batch], None] | None = None,
+    ) -> None:
+        """Fold the log forward to `lsn` (included)."""
+        start = self.lsn
+        total = lsn - start
+
+        def report(batch: Batch, last: Record) -> None:
+            if on_batch is not None:
+                on_batch(batch)
+            if on_progress is not None:
+                on_progress(last.lsn - start, total)
+
+        if total > 0:
+            projections.fold_available(self.con, self.log, stop_lsn=lsn + 1, on_batch=report)
+
+    def read_only(self, *, keep: bool) -> duckdb.DuckDBPyConnection:
+        """Close the writable connection and reopen the file read-only, for a view. With
+        `keep`, checkpoint first, so the file stands alone (no write-ahead log beside it)."""
+        if keep:
+            self.con.execute("CHECKPOINT")
+        self.con.close()
+        self.con = duckdb.connect(str(self.db), read_only=True, config={"memory_limit": "512MB"})
+        return self.con
+
+    def discard(self) -> None:
+        """Close the connection and delete the private file (an `out` file is kept)."""
+        con = getattr(self, "con", None)
+        if con is not None:
+            con.close()
+        if self._temp is not None:
+            shutil.rmtree(self._temp, ignore_errors=True)
