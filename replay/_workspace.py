@@ -24,6 +24,10 @@ __all__ = ["Progress", "Workspace"]
 Progress = Callable[[int, int], None]
 """Called as ``on_progress(folded, total)`` while a replay folds toward its point."""
 
+BATCH_EVENTS = 100_000
+"""Events per transaction of a replay's fold: a private database can take bigger batches
+than the projector's (fewer statements per event: about 1.4x faster from zero)."""
+
 _CONFIG: dict[str, str | bool | int | float | list[str]] = {
     "memory_limit": "512MB",
     "checkpoint_threshold": "256MB",  # a private file: checkpoint rarely, never on close
@@ -78,7 +82,9 @@ class Workspace:
                 on_progress(last.lsn - start, total)
 
         if total > 0:
-            projections.fold_available(self.con, self.log, stop_lsn=lsn + 1, on_batch=report)
+            projections.fold_available(
+                self.con, self.log, batch_events=BATCH_EVENTS, stop_lsn=lsn + 1, on_batch=report
+            )
 
     def read_only(self, *, keep: bool) -> duckdb.DuckDBPyConnection:
         """Close the writable connection and reopen the file read-only, for a view. With

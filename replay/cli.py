@@ -148,8 +148,9 @@ def replay(
 
     Without --sql, it prints what the view holds: the point, and each table's row count.
 
-    Examples: lmg replay ./my-store --at 1234 --sql "SELECT count(*) FROM prompts"
-              lmg replay ./my-store --at 2026-11-20T10:00:00Z --out past.duckdb
+    Example: lmg replay ./my-store --at 1234 --sql "SELECT count(*) FROM prompts"
+
+    Or: lmg replay ./my-store --at 2026-11-20T10:00:00Z --out past.duckdb
     """
     path = store or default_store()
     with _progress("replaying") as progress:
