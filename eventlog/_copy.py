@@ -3,8 +3,8 @@
 Whole frames are copied byte for byte, so the new store holds the very same events (ids,
 times, LSNs). The one frame the cut falls inside, if any, is re-encoded with the events up
 to the cut; a request it splits loses its idempotency key, since the request is no longer
-whole. The copy is built beside the target and renamed into place, so a crash leaves either
-nothing or a complete store, and the new store is opened once (recovery) before it appears.
+whole. The copy is built beside the target, opened once (recovery), fsynced, and renamed
+into place, so a crash or a power loss leaves either nothing or a complete store.
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ from ._format import (
     segment_name,
     unpack_body,
 )
+from ._index import fsync_dir
 from ._segment import Frame, iter_frames
 from .errors import EventLogError, InvalidEvent
 from .log import EventLog
@@ -85,13 +86,27 @@ def copy_prefix(
             )
             (building / ORIGIN_FILE).write_bytes(msgspec.json.encode(note))
             EventLog.open(building).close()  # recovery and a LOCK file, before it appears
+            _sync_tree(building)
             with contextlib.suppress(FileNotFoundError):
                 dest.rmdir()
             os.rename(building, dest)
+            fsync_dir(dest.parent)
         except BaseException:
             shutil.rmtree(building, ignore_errors=True)
             raise
     return last_lsn + 1
+
+
+def _sync_tree(directory: Path) -> None:
+    """fsync every file of the new store, then the directory: the copy is as durable as an
+    acknowledged append before it is renamed into place."""
+    for path in directory.iterdir():
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    fsync_dir(directory)
 
 
 def _copy_segments(log: EventLog, dest: Path, last_lsn: int) -> None:

@@ -29,7 +29,10 @@ from .errors import EventLogError
 
 __all__ = ["Problem", "verify"]
 
-_KNOWN = re.compile(r"^(\d{20}\.(seg|idx|ids)|LOCK|recovery\.jsonl)$")
+_KNOWN = re.compile(r"^(\d{20}\.(seg|idx|ids)|LOCK|ORIGIN|recovery\.jsonl)$")
+_LOG_LIKE = re.compile(r"^(\d|.*\.(seg|idx|ids|tmp)$)")
+"""Names the log could have written. Anything else in the directory belongs to someone else
+(the projections database, snapshots): not the log's to judge."""
 
 
 class Problem(msgspec.Struct, frozen=True):
@@ -54,7 +57,7 @@ def verify(path: str | os.PathLike[str]) -> list[Problem]:
         raise EventLogError(f"{root} is not an event log store (no LOCK file)")
     problems: list[Problem] = []
     for name in sorted(os.listdir(root)):
-        if not _KNOWN.match(name):
+        if _LOG_LIKE.match(name) and not _KNOWN.match(name):
             kind = (
                 "temporary file (removed on the next open)"
                 if name.endswith(".tmp")

@@ -24,6 +24,7 @@ import contextlib
 import fcntl
 import hashlib
 import os
+import re
 import time
 import warnings
 from collections.abc import Iterator
@@ -234,18 +235,32 @@ class Snapshots:
         with ThreadPoolExecutor(2) as pool:  # hashlib lets go of the GIL
             digests = list(pool.map(lambda b: hashlib.sha256(b).hexdigest(), pieces))
         chunks = []
+        written: set[Path] = set()
         for data, digest in zip(pieces, digests, strict=True):
+            chunk = _Chunk(digest, google_crc32c.value(data), len(data))
             target = self._chunk_path(digest)
-            if not target.exists():
+            if not self._intact(target, chunk):  # new, or damaged since: (re)write it
                 target.parent.mkdir(exist_ok=True)
                 _write_durably(target, data, sync_dir=False)
-            chunks.append(_Chunk(digest, google_crc32c.value(data), len(data)))
+                written.add(target.parent)
+            chunks.append(chunk)
+        for directory in written:
+            _fsync_dir(directory)
         _fsync_dir(self.dir / "chunks")
         return chunks, sum(len(p) for p in pieces)
 
+    @staticmethod
+    def _intact(path: Path, chunk: _Chunk) -> bool:
+        try:
+            data = path.read_bytes()
+        except FileNotFoundError:
+            return False
+        return len(data) == chunk.length and google_crc32c.value(data) == chunk.crc32c
+
     def prune(self, keep: int) -> list[int]:
         """Keep at most `keep` snapshots of this schema version, spread over the history;
-        drop the rest (and any of another schema version). Returns the LSNs dropped."""
+        drop the rest, and any that are unreadable or of an older schema version (a newer
+        version's belong to newer code, running beside). Returns the LSNs dropped."""
         if keep < 1:
             raise ProjectionError(f"keep must be at least 1, got {keep}")
         if not self.dir.is_dir():
@@ -257,7 +272,8 @@ class Snapshots:
             )
             while len(kept) > keep:
                 kept.remove(_closest(kept))
-            drop = [lsn for lsn in infos if lsn not in kept]
+            newer = {lsn for lsn, m in infos.items() if m and m.schema_version > SCHEMA_VERSION}
+            drop = [lsn for lsn in infos if lsn not in kept and lsn not in newer]
             if not drop:
                 return []
             with self._lock(".readers", fcntl.LOCK_EX):  # no restore reads while chunks go
@@ -294,7 +310,7 @@ class Snapshots:
         try:
             raw = path.read_bytes()
             body, _, crc = raw.rstrip(b"\n").rpartition(b"\n")
-            if not crc or int(crc, 16) != google_crc32c.value(body):
+            if not re.fullmatch(rb"[0-9a-f]{8}", crc) or int(crc, 16) != google_crc32c.value(body):
                 raise _Damaged("its manifest fails its checksum")
             manifest = _decode(body)
             if manifest.format != _FORMAT or manifest.lsn != _lsn_of(path):
@@ -309,6 +325,7 @@ class Snapshots:
 
     @contextlib.contextmanager
     def _lock(self, name: str, mode: int) -> Iterator[None]:
+        self.dir.mkdir(exist_ok=True)  # it may have been deleted since we looked
         fd = os.open(self.dir / name, os.O_RDWR | os.O_CREAT, 0o644)
         try:
             fcntl.flock(fd, mode)

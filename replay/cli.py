@@ -6,7 +6,6 @@ packages), so the CLI can gather commands from all of them without an upward imp
 
 from __future__ import annotations
 
-import datetime as dt
 import functools
 import sys
 import warnings
@@ -29,7 +28,7 @@ from .diff import Diff, diff
 from .errors import ReplayError
 from .fork import fork
 from .snapshot import snapshot, snapshots
-from .view import at
+from .view import at, datetime_of
 
 __all__ = ["main"]
 
@@ -110,7 +109,7 @@ _NO_SNAPSHOTS = click.option(
 def _when(ts: int | None) -> str:
     if ts is None:
         return "before the first event"
-    return dt.datetime.fromtimestamp(ts / 1e9, dt.UTC).isoformat().replace("+00:00", "Z")
+    return datetime_of(ts).isoformat().replace("+00:00", "Z")
 
 
 @click.command()
@@ -231,11 +230,11 @@ def _diff_json(result: Diff) -> dict[str, Any]:
 
 def _print_diff(result: Diff, shown: int) -> None:
     count = len(result.events)
-    click.echo(f"from LSN {result.start} to LSN {result.stop}: {count} events")
+    click.echo(f"from LSN {result.start} to LSN {result.stop}: {_plural(count, 'event')}")
     for record in result.events[:shown]:
         click.echo(f"  {record.lsn}  {_JSON.encode(record.event).decode()[:150]}")
     if count > shown:
-        click.echo(f"  ... {count - shown} more")
+        click.echo(f"  ... {_plural(count - shown, 'more event')}")
     for name in result.changed_tables():
         table = result.tables[name]
         click.echo(
@@ -254,6 +253,10 @@ def _print_diff(result: Diff, shown: int) -> None:
             click.echo(f"    -> {_row(after)}")
     if not result.changed_tables():
         click.echo("no table changed")
+
+
+def _plural(count: int, noun: str) -> str:
+    return f"{count} {noun}{'' if count == 1 else 's'}"
 
 
 def _row(row: dict[str, Any]) -> str:

@@ -44,8 +44,9 @@ class View(GraphView):
 
     @property
     def time(self) -> dt.datetime | None:
-        """The time of the last event the view holds, as a UTC datetime (microseconds)."""
-        return None if self.ts is None else dt.datetime.fromtimestamp(self.ts / 1e9, dt.UTC)
+        """The time of the last event the view holds, as a UTC datetime, rounded up to the
+        microsecond: ``at(time=view.time)`` holds that event (and its whole group commit)."""
+        return None if self.ts is None else datetime_of(self.ts)
 
     @property
     def database(self) -> Path | None:
@@ -112,6 +113,14 @@ def at(
                 for p in (target, Path(f"{target}.wal")):
                     p.unlink(missing_ok=True)
             raise
+
+
+def datetime_of(ts: int) -> dt.datetime:
+    """A UTC datetime no earlier than `ts` (ns): datetimes hold microseconds, so round up."""
+    return _EPOCH + dt.timedelta(microseconds=-(-ts // 1000))
+
+
+_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 
 
 def open_log(path: str | os.PathLike[str]) -> EventLog:
