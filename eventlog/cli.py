@@ -10,6 +10,7 @@ import contextlib
 import functools
 import json
 import os
+import re
 import sys
 import threading
 from collections.abc import Callable, Iterator
@@ -63,7 +64,7 @@ def _position(value: str | None) -> tuple[int | None, str | None]:
     """An LSN (digits) or a time (ISO 8601)."""
     if value is None:
         return None, None
-    return (int(value), None) if value.isdigit() else (None, value)
+    return (int(value), None) if re.fullmatch(r"[0-9]+", value) else (None, value)
 
 
 def record_json(record: Record) -> bytes:

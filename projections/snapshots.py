@@ -208,6 +208,8 @@ class Snapshots:
         with self._lock(".writer", fcntl.LOCK_EX):
             con.execute("CHECKPOINT")
             lsn = checkpoint(con)
+            if lsn < 0:
+                raise ProjectionError("an empty database needs no snapshot")
             path = self._manifest_path(lsn)
             existing = self._read_manifest(path, warn=False) if path.exists() else None
             if existing is not None:

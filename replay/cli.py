@@ -7,6 +7,7 @@ packages), so the CLI can gather commands from all of them without an upward imp
 from __future__ import annotations
 
 import functools
+import re
 import sys
 import warnings
 from collections.abc import Callable, Iterator
@@ -68,7 +69,7 @@ def _warn(message: Warning | str, category: type[Warning], *_: Any, **__: Any) -
 
 def _point(value: str) -> Point:
     """An LSN (digits, or -1 for before the first event) or a time (ISO 8601)."""
-    return int(value) if value.lstrip("-").isdigit() else value
+    return int(value) if re.fullmatch(r"-?[0-9]+", value) else value
 
 
 @contextmanager

@@ -8,6 +8,7 @@ from projections import SnapshotInfo, SnapshotPolicy, Snapshots
 
 from ._points import Point, event_ts, resolve
 from ._workspace import Progress, Workspace
+from .errors import BadPoint
 from .view import open_log
 
 __all__ = ["prune", "snapshot", "snapshots"]
@@ -27,6 +28,8 @@ def snapshot(
     for, nor disturbs, a projector or an embedded graph using the live database."""
     with open_log(path) as log:
         last = resolve(log, at)
+        if last < 0:
+            raise BadPoint("there is nothing to snapshot before the first event")
         workspace = Workspace(log, at_most=last)
         try:
             workspace.fold_to(last, on_progress)
