@@ -72,6 +72,7 @@ def copy_prefix(
         end = log.next_lsn() - 1
         if last_lsn > end:
             raise InvalidEvent(f"the log at {log.path} ends at LSN {end}, not {last_lsn}")
+        _remove_abandoned(dest)
         building = dest.with_name(f".{dest.name}.copying-{os.getpid()}")
         shutil.rmtree(building, ignore_errors=True)
         building.mkdir(parents=True)
@@ -95,6 +96,26 @@ def copy_prefix(
             shutil.rmtree(building, ignore_errors=True)
             raise
     return last_lsn + 1
+
+
+def _remove_abandoned(dest: Path) -> None:
+    """Delete copies into `dest` left by killed processes (their pid is gone)."""
+    if not dest.parent.is_dir():
+        return
+    for leftover in dest.parent.glob(f".{dest.name}.copying-*"):
+        pid = leftover.name.rsplit("-", 1)[-1]
+        if pid.isdigit() and not _alive(int(pid)):
+            shutil.rmtree(leftover, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _sync_tree(directory: Path) -> None:

@@ -70,9 +70,12 @@ def what_changed(path: Path, run: Run) -> None:
     d = replay.diff(path, run.setup, run.end)
     print(f"== replay.diff: LSN {d.start} -> {d.stop} ({len(d.events)} events)")
     print(f"  tables changed: {', '.join(d.changed_tables())}")
+    agents = d.tables["agent_stats"].changed  # every row carries the agent's name
+    names = {change.after["agent_id"]: change.after["name"] for change in agents}
     for row in d.tables["handoffs"].added:
-        print(f"  + handoff: {row['reason']!r}, summary {row['context_summary']!r}")
-    for change in d.tables["agent_stats"].changed:
+        route = f"{names[row['from_agent_id']]} -> {names[row['to_agent_id']]}"
+        print(f"  + handoff {route}: {row['reason']!r}, summary {row['context_summary']!r}")
+    for change in agents:
         moved = [
             f"{c} {change.before[c]} -> {change.after[c]}"
             for c in change.columns

@@ -212,7 +212,7 @@ class Snapshots:
                 raise ProjectionError("an empty database needs no snapshot")
             path = self._manifest_path(lsn)
             existing = self._read_manifest(path, warn=False) if path.exists() else None
-            if existing is not None:
+            if existing is not None and self._usable(existing):
                 return _info(existing, path)
             wal = Path(f"{db}.wal")
             if wal.exists() and wal.stat().st_size > 0:
@@ -250,6 +250,12 @@ class Snapshots:
             _fsync_dir(directory)
         _fsync_dir(self.dir / "chunks")
         return chunks, sum(len(p) for p in pieces)
+
+    def _usable(self, manifest: _Manifest) -> bool:
+        """Is this snapshot one a restore would take (this schema, every chunk intact)?"""
+        return manifest.schema_version == SCHEMA_VERSION and all(
+            self._intact(self._chunk_path(c.sha256), c) for c in manifest.chunks
+        )
 
     @staticmethod
     def _intact(path: Path, chunk: _Chunk) -> bool:
@@ -327,8 +333,17 @@ class Snapshots:
 
     @contextlib.contextmanager
     def _lock(self, name: str, mode: int) -> Iterator[None]:
-        self.dir.mkdir(exist_ok=True)  # it may have been deleted since we looked
-        fd = os.open(self.dir / name, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            self.dir.mkdir(exist_ok=True)  # it may have been deleted since we looked
+            fd = os.open(self.dir / name, os.O_RDWR | os.O_CREAT, 0o644)
+        except PermissionError:
+            if mode != fcntl.LOCK_SH:
+                raise
+            try:  # a reader of a store it may not write: flock works read-only too
+                fd = os.open(self.dir / name, os.O_RDONLY)
+            except FileNotFoundError:  # no writer ever ran here: nothing to keep out
+                yield
+                return
         try:
             fcntl.flock(fd, mode)
             yield

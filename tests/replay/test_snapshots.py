@@ -2,14 +2,22 @@
 
 One store is built per module: a mixed workload folded by a real `Projector` with a small
 policy (a batch of `BATCH` events, a snapshot every `EVERY`), so its snapshots sit at LSNs the
-policy predicts. Tests that damage or prune work on copies of it. Every view a test takes is
-compared, table by table over `projections.TABLE_NAMES`, with a view of the same point folded
-from zero (``snapshots=False``): a snapshot may only make a replay cheaper, never different.
+policy predicts. Tests that damage or prune work on copies of it. Views are compared, table
+by table over `projections.TABLE_NAMES`, with a view of the same point folded from zero
+(``snapshots=False``): a snapshot may only make a replay cheaper, never different.
+
+Damage is done to the files themselves (a chunk flipped, deleted or cut short; a manifest
+flipped or renamed; a manifest of another schema, or naming another checkpoint's database),
+each to the oldest snapshot and to a middle one: the replay must warn (`SnapshotSkipped`) and
+start from the next older usable snapshot, or from zero.
 """
 
 from __future__ import annotations
 
+import contextlib
 import errno
+import hashlib
+import itertools
 import json
 import random
 import re
@@ -30,9 +38,9 @@ from projections import SCHEMA_VERSION, TABLE_NAMES, SnapshotPolicy, SnapshotSki
 
 from ..projections._projector_child import Workload, populate
 
-BATCH = 100  # the projector's batch: it checks the policy after each commit
-EVERY = 300  # events between snapshots
-EVENTS = 1500  # at least this many events in the store
+BATCH = 150  # the projector's batch: it checks the policy after each commit
+EVERY = 300  # events between snapshots: every other batch
+EVENTS = 1200  # at least this many events in the store
 
 Rows = dict[str, list[tuple[Any, ...]]]
 
@@ -85,7 +93,7 @@ def base(tmp_path_factory: pytest.TempPathFactory) -> Base:
 def copy_store(base: Base, tmp: Path, *, snapshots: bool = True) -> Path:
     """A copy of the base store's log (and its snapshots, unless told not to); never the
     projector's database, which no replay reads."""
-    ignored = ["projections.duckdb*", "LOCK", *([] if snapshots else ["snapshots"])]
+    ignored = ["projections.duckdb*", *([] if snapshots else ["snapshots"])]
     target = tmp / "store"
     shutil.copytree(base.path, target, ignore=shutil.ignore_patterns(*ignored))
     return target
@@ -110,3 +118,420 @@ def newest_at_or_before(lsns: list[int], target: int) -> int | None:
     return max((s for s in lsns if s <= target), default=None)
 
 
+@contextlib.contextmanager
+def no_warnings() -> Iterator[None]:
+    """Any warning (a skipped snapshot above all) fails the block."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        yield
+
+
+# -- manifests and chunks, as files --------------------------------------------------------------
+
+
+def manifest_path(store: Path, lsn: int) -> Path:
+    return store / "snapshots" / f"{lsn:020d}.snap"
+
+
+def read_manifest(path: Path) -> dict[str, Any]:
+    body = path.read_bytes().split(b"\n", 1)[0]
+    manifest: dict[str, Any] = json.loads(body)
+    return manifest
+
+
+def write_manifest(path: Path, manifest: dict[str, Any]) -> None:
+    """A manifest with a correct checksum line: what a writer (maybe newer code) would write."""
+    body = json.dumps(manifest).encode()
+    path.write_bytes(body + f"\n{google_crc32c.value(body):08x}\n".encode())
+
+
+def chunk_path(store: Path, digest: str) -> Path:
+    return store / "snapshots" / "chunks" / digest[:2] / digest
+
+
+def chunk_files(store: Path) -> dict[str, int]:
+    """Every chunk file: name -> size."""
+    return {p.name: p.stat().st_size for p in (store / "snapshots" / "chunks").glob("*/*")}
+
+
+def live_chunks(store: Path) -> set[str]:
+    """The chunks some manifest names."""
+    return {
+        chunk[0]
+        for path in (store / "snapshots").glob("*.snap")
+        for chunk in read_manifest(path)["chunks"]
+    }
+
+
+def own_chunk(store: Path, lsn: int) -> Path:
+    """A chunk only the snapshot at `lsn` uses (damaging it damages that snapshot alone)."""
+    mine = {c[0] for c in read_manifest(manifest_path(store, lsn))["chunks"]}
+    others = {
+        c[0]
+        for path in (store / "snapshots").glob("*.snap")
+        if path != manifest_path(store, lsn)
+        for c in read_manifest(path)["chunks"]
+    }
+    candidates = sorted(mine - others)
+    assert candidates, f"every chunk of snapshot {lsn} is shared"
+    path = chunk_path(store, candidates[len(candidates) // 2])
+    assert path.stat().st_size > 1, path
+    return path
+
+
+# -- 1. where snapshots are taken and used ---------------------------------------------------------
+
+
+def test_projector_takes_snapshots_where_the_policy_says(base: Base) -> None:
+    assert base.lsns == due_lsns(base.end, BATCH, EVERY)
+    with eventlog.open(base.path, readonly=True) as log:
+        ts = {r.lsn: r.event.ts for r in log.read() if r.lsn in base.lsns}
+    for info in replay.snapshots(base.path):
+        assert info.ts == ts[info.lsn]
+        assert info.schema_version == SCHEMA_VERSION
+        manifest = read_manifest(Path(info.path))
+        assert manifest["lsn"] == info.lsn
+        assert sum(c[2] for c in manifest["chunks"]) == info.size
+    assert set(chunk_files(base.path)) == live_chunks(base.path)
+
+
+def test_replay_starts_from_the_newest_snapshot_at_or_before_its_point(base: Base) -> None:
+    first, second, newest = base.lsns[0], base.lsns[1], base.lsns[-1]
+    targets = sorted({-1, first - 1, first, (first + second) // 2, base.end})
+    compared = {(first + second) // 2}
+    with no_warnings():
+        for target in targets:
+            with replay.at(base.path, lsn=target) as view:
+                assert view.lsn == target
+                expected = newest_at_or_before(base.lsns, target)
+                assert (view.snapshot and view.snapshot.lsn) == expected, target
+                (low, high) = view.rows("SELECT min(lsn), max(lsn) FROM lmg_checkpoints")[0]
+                assert low == high == target
+                if target in compared:
+                    assert_same(read_tables(view), base.reference(target), f"at LSN {target}")
+        with replay.at(base.path) as latest:  # now: the log's end
+            assert latest.lsn == base.end
+            assert latest.snapshot is not None and latest.snapshot.lsn == newest
+        # A time point resolves to an LSN first; it starts from the same snapshot.
+        info = replay.snapshots(base.path)[1]
+        assert info.ts is not None
+        with replay.at(base.path, time=info.ts) as view:
+            assert view.lsn >= info.lsn and view.ts == info.ts
+            assert view.snapshot is not None and view.snapshot.lsn == info.lsn
+
+
+# -- 2. damaged snapshots are skipped, and the replay is still right ----------------------------
+
+
+@dataclass(frozen=True)
+class Damage:
+    """Damage done to the snapshot at `lsn`; `donor` is another snapshot's LSN."""
+
+    do: Callable[[Path, int, int], str]  # (store, lsn, donor) -> the manifest name warned about
+    listed: bool  # does `replay.snapshots` still list it (its manifest reads)?
+
+
+def flip_chunk_byte(store: Path, lsn: int, _donor: int) -> str:
+    path = own_chunk(store, lsn)
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    path.write_bytes(bytes(data))
+    return manifest_path(store, lsn).name
+
+
+def delete_chunk(store: Path, lsn: int, _donor: int) -> str:
+    own_chunk(store, lsn).unlink()
+    return manifest_path(store, lsn).name
+
+
+def truncate_chunk(store: Path, lsn: int, _donor: int) -> str:
+    path = own_chunk(store, lsn)
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    return manifest_path(store, lsn).name
+
+
+def flip_manifest_byte(store: Path, lsn: int, _donor: int) -> str:
+    path = manifest_path(store, lsn)
+    data = bytearray(path.read_bytes())
+    data[len(data) // 3] ^= 0x01  # inside the JSON body, ahead of the checksum line
+    path.write_bytes(bytes(data))
+    return path.name
+
+
+def rename_manifest(store: Path, lsn: int, _donor: int) -> str:
+    moved = manifest_path(store, lsn + 51)  # still at or before the replay's point
+    manifest_path(store, lsn).rename(moved)
+    return moved.name
+
+
+def newer_schema(store: Path, lsn: int, _donor: int) -> str:
+    path = manifest_path(store, lsn)
+    write_manifest(path, {**read_manifest(path), "schema_version": SCHEMA_VERSION + 1})
+    return path.name
+
+
+def wrong_checkpoint(store: Path, lsn: int, donor: int) -> str:
+    """A manifest for `lsn` whose chunks make an intact database at LSN `donor`."""
+    path = manifest_path(store, lsn)
+    other = read_manifest(manifest_path(store, donor))
+    write_manifest(path, {**read_manifest(path), "chunks": other["chunks"], "size": other["size"]})
+    return path.name
+
+
+DAMAGES = {
+    "chunk-byte-flipped": Damage(flip_chunk_byte, listed=True),
+    "chunk-deleted": Damage(delete_chunk, listed=True),
+    "chunk-truncated": Damage(truncate_chunk, listed=True),
+    "manifest-byte-flipped": Damage(flip_manifest_byte, listed=False),
+    "manifest-renamed": Damage(rename_manifest, listed=False),
+    "newer-schema": Damage(newer_schema, listed=True),
+    "checkpoint-not-the-manifest-lsn": Damage(wrong_checkpoint, listed=True),
+}
+
+
+@pytest.mark.parametrize("name", DAMAGES)
+def test_damaged_snapshot_is_skipped_for_an_older_one(
+    base: Base, tmp_path: Path, name: str
+) -> None:
+    damage = DAMAGES[name]
+    store = copy_store(base, tmp_path)
+    oldest, middle = base.lsns[0], base.lsns[2]
+    # Points between each damaged snapshot and the next: the damaged one is the natural start.
+    low, high = (oldest + base.lsns[1]) // 2, (middle + base.lsns[3]) // 2
+    # Damage the oldest (nothing older: fold from zero) and a middle one (an older one is
+    # usable). The donor is newer: trusting that database would show events past the point.
+    warned = {
+        low: damage.do(store, oldest, base.lsns[1]),
+        high: damage.do(store, middle, base.lsns[3]),
+    }
+
+    with warnings.catch_warnings(record=True) as listing_warnings:
+        warnings.simplefilter("always")
+        listed = replay.snapshots(store)
+    damaged = {oldest, middle}
+    if damage.listed:
+        assert [s.lsn for s in listed] == base.lsns
+        assert not listing_warnings, "chunks are checked on restore, not when listing"
+        if name == "newer-schema":
+            assert {s.lsn for s in listed if s.schema_version != SCHEMA_VERSION} == damaged
+    else:
+        assert [s.lsn for s in listed] == [s for s in base.lsns if s not in damaged]
+        assert {w.category for w in listing_warnings} == {SnapshotSkipped}
+
+    for point, fallback in ((high, base.lsns[1]), (low, None)):
+        with pytest.warns(SnapshotSkipped) as caught:
+            view = replay.at(store, lsn=point)
+        with view:
+            messages = [str(w.message) for w in caught]
+            assert any(warned[point] in m for m in messages), messages
+            if name == "newer-schema":
+                assert any(f"schema version {SCHEMA_VERSION + 1}" in m for m in messages)
+            assert (view.snapshot and view.snapshot.lsn) == fallback, (point, messages)
+            assert view.lsn == point
+            assert_same(read_tables(view), base.reference(point), f"{name}, at LSN {point}")
+
+
+def test_no_snapshots_directory_folds_from_zero_silently(base: Base, tmp_path: Path) -> None:
+    store = copy_store(base, tmp_path, snapshots=False)
+    point = (base.lsns[1] + base.lsns[2]) // 2
+    with no_warnings():
+        assert replay.snapshots(store) == []
+        assert replay.prune(store, 3) == []
+        with replay.at(store, lsn=point) as view:
+            assert view.snapshot is None
+            assert_same(read_tables(view), base.reference(point), "without snapshots")
+        (store / "snapshots").mkdir()  # an empty one is no different
+        with replay.at(store, lsn=point) as view:
+            assert view.snapshot is None
+    assert not (store / "snapshots" / "chunks").exists(), "a replay wrote into snapshots/"
+
+
+# -- 3. pruning ------------------------------------------------------------------------------------
+
+
+def test_prune_keeps_a_spread_and_collects_unreferenced_chunks(base: Base, tmp_path: Path) -> None:
+    store = copy_store(base, tmp_path)
+    oldest, newest = base.lsns[0], base.lsns[-1]
+    before = chunk_files(store)
+    with no_warnings():
+        for keep in range(len(base.lsns) - 1, 1, -1):
+            previous = [s.lsn for s in replay.snapshots(store)]
+            dropped = replay.prune(store, keep)
+            kept = [s.lsn for s in replay.snapshots(store)]
+            assert len(kept) == keep and sorted(dropped) == dropped
+            assert sorted([*kept, *dropped]) == previous
+            assert kept[0] == oldest and kept[-1] == newest, kept
+            # Spread over the history: no gap wider than twice an even share.
+            gaps = [b - a for a, b in itertools.pairwise(kept)]
+            assert max(gaps) <= 2 * (newest - oldest) / (keep - 1), kept
+            now = chunk_files(store)
+            assert set(now) == live_chunks(store), "an unreferenced chunk stayed, or one went"
+            assert len(now) < len(before) and set(now) <= set(before)
+            for lsn in kept:  # what is left restores (no chunk it needs went)
+                with replay.at(store, lsn=lsn) as view:
+                    assert view.snapshot is not None and view.snapshot.lsn == lsn
+        assert replay.prune(store, 2) == []  # nothing to do
+        assert replay.prune(store, 1) == [oldest]  # one left: the newest
+        assert [s.lsn for s in replay.snapshots(store)] == [newest]
+        assert set(chunk_files(store)) == live_chunks(store)
+    with pytest.raises(projections.ProjectionError):
+        replay.prune(store, 0)
+
+
+def test_prune_drops_older_schemas_and_leaves_newer_ones(base: Base, tmp_path: Path) -> None:
+    store = copy_store(base, tmp_path)
+    # An older code's snapshot and a newer code's (which may be running beside), each with a
+    # chunk nobody else uses, between two of ours.
+    template = read_manifest(manifest_path(store, base.lsns[1]))
+    strangers = {base.lsns[1] + 7: SCHEMA_VERSION - 1, base.lsns[1] + 8: SCHEMA_VERSION + 1}
+    own: dict[int, Path] = {}
+    for lsn, version in strangers.items():
+        odd = f"a chunk only the schema {version} snapshot uses".encode()
+        own[lsn] = chunk_path(store, hashlib.sha256(odd).hexdigest())
+        own[lsn].parent.mkdir(exist_ok=True)
+        own[lsn].write_bytes(odd)
+        write_manifest(
+            manifest_path(store, lsn),
+            {
+                **template,
+                "lsn": lsn,
+                "schema_version": version,
+                "chunks": [
+                    *template["chunks"],
+                    [own[lsn].name, google_crc32c.value(odd), len(odd)],
+                ],
+                "size": template["size"] + len(odd),
+            },
+        )
+    older, newer = sorted(strangers)
+    with no_warnings():
+        assert {older, newer} <= {s.lsn for s in replay.snapshots(store)}
+        assert replay.prune(store, 100) == [older]  # keep is not reached: it goes anyway
+        assert [s.lsn for s in replay.snapshots(store)] == sorted([*base.lsns, newer])
+        # Pruning to fewer counts this schema's snapshots only; the newer one stays.
+        dropped = replay.prune(store, 2)
+        assert newer not in dropped
+        assert [s.lsn for s in replay.snapshots(store)] == sorted(
+            [base.lsns[0], base.lsns[-1], newer]
+        )
+    assert not manifest_path(store, older).exists() and not own[older].exists()
+    assert own[newer].exists(), "a chunk of the newer schema's snapshot went"
+    assert set(chunk_files(store)) == live_chunks(store)
+    # A replay passes the newer one over with a warning, as another schema's.
+    with pytest.warns(SnapshotSkipped, match=f"schema version {SCHEMA_VERSION + 1}"):
+        view = replay.at(store, lsn=newer)
+    with view:
+        assert view.snapshot is not None and view.snapshot.lsn == base.lsns[0]
+
+
+def test_policy_and_keep_must_be_positive() -> None:
+    for bad in ({"every_events": 0}, {"every_bytes": 0}, {"keep": 0}, {"every_events": -5}):
+        with pytest.raises(projections.ProjectionError, match="positive"):
+            SnapshotPolicy(**bad)
+
+
+# -- 4. snapshots on demand ------------------------------------------------------------------------
+
+
+def test_snapshot_on_demand_is_idempotent_and_shares_chunks(base: Base, tmp_path: Path) -> None:
+    store = copy_store(base, tmp_path, snapshots=False)
+    point = (base.lsns[1] + base.lsns[2]) // 2  # a point other tests compare too
+    at = point - 9
+    with no_warnings():
+        first = replay.snapshot(store, at=at, keep=None)
+        assert first.lsn == at
+        manifest = Path(first.path).read_bytes()
+        chunks = chunk_files(store)
+        assert sum(chunks.values()) >= first.size / 2  # a first snapshot costs about its size
+
+        again = replay.snapshot(store, at=at)  # the default keep prunes nothing here
+        assert again == first, "a second snapshot at the same LSN is the first one"
+        assert Path(first.path).read_bytes() == manifest
+        assert chunk_files(store) == chunks
+
+        # A few events later most chunks are shared: DuckDB rewrote only what changed.
+        later = replay.snapshot(store, at=at + 5, keep=None)
+        added = sum(size for name, size in chunk_files(store).items() if name not in chunks)
+        print(
+            f"snapshot at {at}: {first.size:,} bytes; at {at + 5}: {later.size:,} bytes, "
+            f"{added:,} of them new chunks"
+        )
+        assert added < later.size / 2, (added, later.size)
+        assert [s.lsn for s in replay.snapshots(store)] == [at, at + 5]
+
+        with replay.at(store, lsn=point) as view:
+            assert view.snapshot == later
+            assert_same(read_tables(view), base.reference(point), "from an on-demand snapshot")
+
+
+# -- 5. a snapshot that cannot be written --------------------------------------------------------
+
+
+def test_unwritable_snapshot_warns_and_the_projector_folds_on(
+    base: Base, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = copy_store(base, tmp_path, snapshots=False)
+
+    def disk_full(path: Path, data: bytes, *, sync_dir: bool = True) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device", str(path))
+
+    # The tests run as root, where a read-only chunks directory would not stop a write.
+    monkeypatch.setattr(projections.snapshots, "_write_durably", disk_full)
+    batch = 300
+    policy = SnapshotPolicy(every_events=EVERY, keep=100)
+    with (
+        pytest.warns(SnapshotSkipped) as caught,
+        projections.Projector(store, batch_events=batch, snapshots=policy) as projector,
+    ):
+        assert projector.catch_up() == base.end
+    failed = [int(re.findall(r"no snapshot at LSN (\d+)", str(w.message))[0]) for w in caught]
+    assert failed == due_lsns(base.end, batch, EVERY), "one warning per snapshot due, no retry"
+    assert all("No space left" in str(w.message) for w in caught)
+    monkeypatch.undo()
+
+    with no_warnings():
+        assert replay.snapshots(store) == []
+        with projections.connect(store) as con:
+            found = {
+                t: con.execute(f"SELECT * FROM {t} ORDER BY ALL").fetchall() for t in TABLE_NAMES
+            }
+        assert_same(found, base.reference(base.end), "the projector's database")
+
+
+def test_a_new_snapshot_does_not_reuse_a_damaged_chunk(base: Base, tmp_path: Path) -> None:
+    """Chunks are shared by name (their SHA-256): a damaged chunk file must be written again
+    by the next snapshot that holds those bytes, not named as it is."""
+    store = copy_store(base, tmp_path, snapshots=False)
+    at = (base.lsns[1] + base.lsns[2]) // 2
+    first = replay.snapshot(store, at=at, keep=None)
+    chunks = read_manifest(Path(first.path))["chunks"]
+    for digest, _crc, _length in chunks[1:]:  # every chunk but the header
+        path = chunk_path(store, digest)
+        data = bytearray(path.read_bytes())
+        data[len(data) // 2] ^= 0xFF
+        path.write_bytes(bytes(data))
+    with pytest.warns(SnapshotSkipped):  # the new one is folded from zero, skipping `first`
+        later = replay.snapshot(store, at=at + 3, keep=None)
+    shared = {c[0] for c in chunks[1:]} & {c[0] for c in read_manifest(Path(later.path))["chunks"]}
+    assert shared, "no chunk in common: this test would prove nothing"
+    with no_warnings(), replay.at(store, lsn=at + 3) as view:
+        assert view.snapshot == later
+
+
+@pytest.mark.parametrize("stale", ["older-schema", "damaged-chunk"])
+def test_taking_a_snapshot_again_replaces_an_unusable_one(
+    base: Base, tmp_path: Path, stale: str
+) -> None:
+    store = copy_store(base, tmp_path)
+    lsn = base.lsns[2]
+    path = manifest_path(store, lsn)
+    if stale == "older-schema":  # left by the code before a schema change
+        write_manifest(path, {**read_manifest(path), "schema_version": SCHEMA_VERSION - 1})
+    else:
+        flip_chunk_byte(store, lsn, lsn)
+    with pytest.warns(SnapshotSkipped):  # folding the new one passes the stale one over
+        info = replay.snapshot(store, at=lsn, keep=None)
+    assert info.schema_version == SCHEMA_VERSION
+    with no_warnings(), replay.at(store, lsn=lsn) as view:
+        assert view.snapshot is not None and view.snapshot.lsn == lsn
