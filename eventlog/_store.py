@@ -724,26 +724,28 @@ class Store:
 
     # -- facts for readers and stats ----------------------------------------------------------
 
-    def active_summary(self) -> SegmentSummary:
-        """Summary of the last segment, with counts by type (scans it if needed)."""
+    def active_summary(self, *, counts: bool = True) -> SegmentSummary:
+        """Summary of the last segment, with counts by type (scans it if needed). Without
+        `counts`, a scan reads frame headers and checksums only, decoding no event (type
+        counts stay empty): what a reader asking for the log's length needs."""
         with self._mutex:
             if self._closed:  # its descriptor numbers may belong to other files by now
                 raise LogClosed(f"the log at {self.path} is closed")
             if self._active is None or self.options.readonly:
                 first = self.segments()[-1]
-                return self._rebuild_lenient(first)
+                return self._rebuild_lenient(first, counts=counts)
             with self._flock():
                 active = self._catch_up()
             return msgspec.structs.replace(
                 active.summary, type_counts=dict(active.summary.type_counts)
             )
 
-    def _rebuild_lenient(self, first_lsn: int) -> SegmentSummary:
+    def _rebuild_lenient(self, first_lsn: int, *, counts: bool = True) -> SegmentSummary:
         path = self.segment_path(first_lsn)
         fd = os.open(path, os.O_RDONLY)
         try:
             active = _Active(first_lsn, fd, path)
-            active.entries = {}
+            active.entries = {} if counts else None  # entries: decode, index and count
             self._check_header(active)
             self._advance(active, os.fstat(fd).st_size, repair=False)
             return active.summary

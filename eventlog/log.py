@@ -184,7 +184,8 @@ class _Reads:
         """The LSN the next event will get: the log's length, including what other processes
         have appended (cheap: one lock and one stat). Read-only handles scan the last segment."""
         if self._store.options.readonly:
-            return self._store.active_summary().next_lsn if self._store.segments() else 0
+            segments = self._store.segments()
+            return self._store.active_summary(counts=False).next_lsn if segments else 0
         last = self._store.last_lsn()
         return 0 if last is None else last + 1
 

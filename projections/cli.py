@@ -277,6 +277,8 @@ def demo(store: str | None) -> None:
     click.echo(
         f'\nNext: lmg sql {path} "SELECT * FROM agent_stats"   ·   lmg project {path} --follow'
         f"   ·   lmg tail {path} | head"
+        f"\nTime travel: lmg diff {path} --from 7 --to 8   ·   lmg replay {path} --at 8"
+        f"   ·   lmg fork {path} --at 7 {path}-fix"
     )
 
 

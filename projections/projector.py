@@ -350,7 +350,9 @@ def rebuild(
     database: str | os.PathLike[str] | None = None,
     *,
     on_progress: Callable[[Progress], None] | None = None,
+    snapshots: SnapshotPolicy | None = DEFAULT_SNAPSHOTS,
 ) -> int:
-    """Delete a store's projections and fold the whole log again; returns the checkpoint."""
-    with Projector(store, database, rebuild=True) as projector:
+    """Delete a store's projections and fold the whole log again (taking snapshots as it
+    goes, unless `snapshots` is None); returns the checkpoint."""
+    with Projector(store, database, rebuild=True, snapshots=snapshots) as projector:
         return projector.catch_up(on_progress=on_progress)

@@ -111,6 +111,7 @@ class _CatchUps:
     none_s: list[float] = field(default_factory=list)
     snap_cpu: list[float] = field(default_factory=list)
     none_cpu: list[float] = field(default_factory=list)
+    none_db_bytes: int = 0  # the database of the last catch-up without snapshots
 
 
 def _catch_ups(gs: GraphStore, work: Path, reps: int) -> _CatchUps:
@@ -131,6 +132,7 @@ def _catch_ups(gs: GraphStore, work: Path, reps: int) -> _CatchUps:
             f"{n / out.snap_s[-1]:>9,.0f} events/s ({out.snap_s[-1]:.1f} s), without "
             f"{n / out.none_s[-1]:>9,.0f} events/s ({out.none_s[-1]:.1f} s)"
         )
+    out.none_db_bytes = other.stat().st_size
     _drop_database(other)
     return out
 
@@ -142,7 +144,7 @@ class _Space:
     manifest_bytes: int
     chunk_files: int
     database_bytes: int  # <store>/projections.duckdb (and .wal, if any)
-    mean_size: float  # mean database size a manifest describes
+    median_size: float  # median database size a manifest describes
     mean_new: float  # mean bytes of chunks a snapshot added (not in an older one)
     first_new: int  # the first snapshot's (the whole file)
     lsns: list[int]
@@ -176,7 +178,7 @@ def _space(store: Path) -> _Space:
         manifest_bytes=sum(p.stat().st_size for p in manifests),
         chunk_files=sum(1 for p in (snaps / "chunks").glob("*/*") if p.is_file()),
         database_bytes=db_bytes,
-        mean_size=_median([float(s) for s in sizes]) if sizes else 0.0,
+        median_size=_median([float(s) for s in sizes]) if sizes else 0.0,
         mean_new=sum(new) / len(new) if new else 0.0,
         first_new=new[0] if new else 0,
         lsns=[int(p.stem) for p in manifests],
@@ -195,25 +197,34 @@ class _Points:
 def _pick_points(n: int, k: int) -> _Points:
     rng = random.Random(SEED)
     sample = sorted(rng.sample(range(n), min(k, n)))
-    near = [min(sample, key=lambda p, t=t: abs(p - t)) for t in (n // 3, 2 * n // 3)]
+
+    def nearest(target: int) -> int:
+        return min(sample, key=lambda p: abs(p - target))
+
+    near = [nearest(n // 3), nearest(2 * n // 3)]
     return _Points(sample, sorted({*near, n - 1}))
 
 
-def _schedule(points: _Points) -> list[tuple[int, bool]]:
-    """A warm-up call, the random points in a shuffled order, and each zero point's pair
-    (from zero and with snapshots, in alternating order) spread evenly among them."""
+def _schedule(points: _Points) -> list[tuple[int, bool, str]]:
+    """(point, snapshots, role): a warm-up call, the random points in a shuffled order, and
+    each zero point's pair (from zero and with snapshots, in alternating order) spread
+    evenly among them."""
     rng = random.Random(SEED + 1)
     shuffled = rng.sample(points.random, len(points.random))
-    calls: list[tuple[int, bool]] = [(shuffled[0], True)]  # warm-up
+    calls: list[tuple[int, bool, str]] = [(shuffled[0], True, "warm-up")]
     every = max(1, len(shuffled) // (len(points.zero) + 1))
-    z = iter(enumerate(points.zero))
+    pairs = [
+        [(q, False, "zero"), (q, True, "paired")]
+        if j % 2 == 0
+        else [(q, True, "paired"), (q, False, "zero")]
+        for j, q in enumerate(points.zero)
+    ]
     for i, p in enumerate(shuffled):
-        calls.append((p, True))
-        if (i + 1) % every == 0 and (nxt := next(z, None)) is not None:
-            j, q = nxt
-            calls += [(q, False), (q, True)] if j % 2 == 0 else [(q, True), (q, False)]
-    for j, q in z:
-        calls += [(q, False), (q, True)] if j % 2 == 0 else [(q, True), (q, False)]
+        calls.append((p, True, "random"))
+        if (i + 1) % every == 0 and pairs:
+            calls += pairs.pop(0)
+    for pair in pairs:
+        calls += pair
     return calls
 
 
@@ -234,7 +245,7 @@ class _At:
 def _run_at(store: Path, points: _Points, work: Path) -> _At:
     calls = _schedule(points)
     schedule, out = work / "schedule.json", work / "at.json"
-    schedule.write_bytes(msgspec.json.encode(calls))
+    schedule.write_bytes(msgspec.json.encode([(p, snaps) for p, snaps, _ in calls]))
     log(
         f"  replay: a child times replay.at at {len(points.random)} random points with "
         f"snapshots, and at {len(points.zero)} of them from zero"
@@ -247,7 +258,6 @@ def _run_at(store: Path, points: _Points, work: Path) -> _At:
     )  # fmt: skip
     result = msgspec.json.decode(out.read_bytes())
     timed = result["calls"][1:]  # the first is the warm-up
-    pending = {q: 0 for q in points.zero}
     random_s: list[float] = []
     random_from: list[int] = []
     random_lsn: list[int] = []
@@ -255,22 +265,16 @@ def _run_at(store: Path, points: _Points, work: Path) -> _At:
     paired_s: dict[int, float] = {}
     snap_phases: list[dict[str, float]] = []
     zero_phases: list[dict[str, float]] = []
-    # Calls come as scheduled: a zero point's two calls are adjacent, the random points not.
-    it = iter(timed)
-    for (lsn, snapshots), call in zip(calls[1:], it, strict=False):
-        if not snapshots:
+    for (lsn, _, role), call in zip(calls[1:], timed, strict=True):
+        (zero_phases if role == "zero" else snap_phases).append(call["phases"])
+        if role == "zero":
             zero_s[lsn] = call["seconds"]
-            zero_phases.append(call["phases"])
-            pending[lsn] += 1
-            continue
-        if lsn in pending and pending[lsn] < 2 and _pair_slot(calls, timed, call):
+        elif role == "paired":
             paired_s[lsn] = call["seconds"]
-            pending[lsn] += 1
         else:
             random_s.append(call["seconds"])
             random_from.append(call["snapshot_lsn"])
             random_lsn.append(lsn)
-        snap_phases.append(call["phases"])
     close = [c["close_s"] * 1e3 for c in timed]
 
     def phase_medians(rows: list[dict[str, float]]) -> dict[str, float]:
@@ -288,17 +292,6 @@ def _run_at(store: Path, points: _Points, work: Path) -> _At:
         close_ms=_median(close),
         peak_mb=result["peak_kb"] * 1024 / _MB,
         imported_s=result["imported_s"],
-    )
-
-
-def _pair_slot(calls: list[tuple[int, bool]], timed: list[Any], call: dict[str, Any]) -> bool:
-    """Is this call (with snapshots) one half of a pair, i.e. next to the call from zero at
-    the same point?"""
-    i = timed.index(call)
-    scheduled = calls[1:]
-    lsn = scheduled[i][0]
-    return any(
-        0 <= j < len(scheduled) and scheduled[j] == (lsn, False) for j in (i - 1, i + 1)
     )
 
 
@@ -352,6 +345,15 @@ def _start_side(name: str, every: int, root: Path) -> _AppendSide:
     return _AppendSide(name, every, store, err, lg, flat, proc)
 
 
+def _cpu_s(pid: int) -> float:
+    """User + system CPU seconds of a process so far (/proc/PID/stat; NaN elsewhere)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    except OSError:
+        return float("nan")
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def _stop_side(side: _AppendSide) -> int:
     """SIGCONT, SIGTERM, wait; the checkpoint it stopped at (-1 if it said nothing)."""
     proc = side.proc
@@ -374,6 +376,7 @@ def _stop_side(side: _AppendSide) -> int:
 class _AppendRep:
     rate: dict[str, float]
     folded: dict[str, int]  # checkpoint of each projector when stopped
+    cpu_s: dict[str, float]  # CPU seconds of each projector by the end of the slices
     snapshots: int  # taken by the snapshotting projector during the slices
     appended: int  # per side
 
@@ -404,11 +407,13 @@ def _append_rep(rep: int, plan: Plan, slice_batches: int, root: Path) -> _Append
                     gc.unfreeze()
                 side.appended += len(todo) * BATCH
         ended_ns = time.time_ns()
+        cpu = {s.name: _cpu_s(s.proc.pid) for s in sides}
         folded = {s.name: _stop_side(s) for s in sides}
         taken = [s for s in Snapshots(sides[0].store).all() if s.created_ns <= ended_ns]
         return _AppendRep(
             rate={s.name: s.appended / s.seconds for s in sides},
             folded=folded,
+            cpu_s=cpu,
             snapshots=len(taken),
             appended=sides[0].appended,
         )
@@ -458,14 +463,17 @@ def replay(
     finally:
         _clean_store(gs.path)
         remove_tree(work)
-    return _rows(gs, cu, space, picked, at, appends, plan, slice_batches)
+    return _rows(
+        gs=gs, cu=cu, space=space, at=at, appends=appends, plan=plan,
+        slice_batches=slice_batches,
+    )  # fmt: skip
 
 
 def _rows(
+    *,
     gs: GraphStore,
     cu: _CatchUps,
     space: _Space,
-    picked: _Points,
     at: _At,
     appends: list[_AppendRep],
     plan: Plan,
@@ -595,20 +603,23 @@ def _rows(
         f"(gaps median {_median([float(g) for g in gaps]) if gaps else 0:,.0f} events), "
         f"{space.snapshot_bytes / _MB:,.0f} MB in {space.chunk_files:,} chunk files and "
         f"{space.manifest_bytes / 1e3:,.0f} kB of manifests, against a live database of "
-        f"{space.database_bytes / _MB:,.0f} MB. A snapshot added "
+        f"{space.database_bytes / _MB:,.0f} MB (the catch-up without snapshots left a file of "
+        f"{cu.none_db_bytes / _MB:,.0f} MB). A snapshot added "
         f"{space.mean_new / _MB:,.1f} MB of new chunks on average (the first "
         f"{space.first_new / _MB:,.1f} MB, the whole file), for databases of "
-        f"{space.mean_size / _MB:,.0f} MB (median size a manifest describes): consecutive "
+        f"{space.median_size / _MB:,.0f} MB (median size a manifest describes): consecutive "
         "snapshots share the chunks DuckDB's checkpoint did not rewrite.",
         f"replay.at with snapshots at {k} random points (seeded; a child process, one warm-up "
-        f"call first): {fmt_ms(sorted(ms))} ms; it folded {_median([float(d) for d in distance]):,.0f}"
-        f" events past its snapshot (median, at most {max(distance):,}). Where the time goes "
+        f"call first): {fmt_ms(sorted(ms))} ms; it folded "
+        f"{_median([float(d) for d in distance]):,.0f} events past its snapshot (median, at "
+        f"most {max(distance):,}). Where the time goes "
         f"(medians): {phases(at.phases)}; closing a view (deleting its file) "
         f"{at.close_ms:,.0f} ms. The child peaked at {at.peak_mb:,.0f} MB (VmHWM).",
         f"From zero, next to a call with snapshots at the same point: {per_point_text}. "
         f"Phases from zero (medians): {phases(at.zero_phases)}.",
-        f"Appends: {plan.reps} repetitions; each starts two fresh stores (default FSYNC "
-        f"writer in this process, the agents and templates appended first) and two `lmg "
+        f"Appends: {plan.reps} repetition{'s' if plan.reps > 1 else ''}; each starts two "
+        "fresh stores (default FSYNC writer in this process, the agents and templates "
+        "appended first) and two `lmg "
         f"project STORE --follow` children, then {plan.slices} slices of {slice_batches} "
         f"batches of 1,000 mixed events per side ({appended:,} events per side), sides "
         "alternating, the other side's projector stopped (SIGSTOP) meanwhile. The "
@@ -616,11 +627,11 @@ def _rows(
         "snapshots during the slices (median; it folds in batches of up to 20,000, so with a "
         "backlog it takes one after every batch); when stopped, the projectors had folded to "
         f"LSN {folded_on:,.0f} (snapshots) and {folded_off:,.0f} (none) of {appended + 21:,} "
-        f"(medians): neither keeps up with a writer at full speed. Load average now: "
+        f"(medians): neither keeps up with a writer at full speed. CPU time of the projector "
+        "processes by the end of the slices (startup and catch-up included, medians): "
+        f"{_median([r.cpu_s['snapshots'] for r in appends]):.1f} s (snapshots), "
+        f"{_median([r.cpu_s['no-snapshots'] for r in appends]):.1f} s (none); the writer "
+        "shares 2 CPUs with its projector. Load average now: "
         f"{_loadavg()}.",
     ]
     return rows, notes
-
-
-with contextlib.suppress(AttributeError):  # Linux: children left stopped would hang a run
-    os.register_at_fork  # noqa: B018

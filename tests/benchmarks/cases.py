@@ -14,6 +14,7 @@ import msgspec
 import eventlog
 
 from . import _graph as g
+from . import _replay as rp
 from . import _sides as s
 from ._data import ENCODER
 from ._harness import Plan, Row, Sample, Side, Target, log, remove_tree, rows_for, run_sides
@@ -35,13 +36,17 @@ class Scale:
     graph_events: int = 1_000_000  # the store of mixed events of fold, reads and rss
     graph_reps: int = 3  # fold and reads: a repetition over 1,000,000 events takes a minute
     follow_seconds: float = 20.0
+    replay_events: int = 1_000_000  # replay: the store (the graph store when they agree)
+    replay_points: int = 25  # replay: random points timed with snapshots
+    replay_slice_batches: int = 30  # replay: batches of 1,000 per append slice
 
 
 FULL = Scale("full", reps=7, slices=10, read_events=200_000, size_events=200_000,
              single_size_events=4_000)  # fmt: skip
 QUICK = Scale("quick", reps=3, slices=5, read_events=50_000, size_events=50_000,
               single_size_events=2_000, open_events=200_000, graph_events=50_000,
-              follow_seconds=5.0)  # fmt: skip
+              follow_seconds=5.0, replay_events=100_000, replay_points=12,
+              replay_slice_batches=20)  # fmt: skip
 
 
 @dataclass
@@ -487,7 +492,50 @@ RSS = Case(
     lambda plan, scale: CaseResult(*g.rss(plan, scale.graph_events)),
 )
 
+REPLAY = Case(
+    "replay",
+    "Snapshots and time travel (`replay.at`)",
+    "On the store of `fold` (the same builder; quick: 100,000 events, a store of its own), "
+    "first the projector's catch-up from zero, timed both ways in alternating order: "
+    "`Projector(store, rebuild=True).catch_up()` into the store's own database with the "
+    "default `SnapshotPolicy` (a snapshot every 20,000 events or 16 MiB of log, keep 64: "
+    "it writes `<store>/snapshots`, emptied first each time), and the same with "
+    "`snapshots=None` into another file; the last catch-up with snapshots is kept. Space: "
+    "every file under `<store>/snapshots` (chunks and manifests) against "
+    "`<store>/projections.duckdb` after that catch-up. Then a child process "
+    "(`python -m tests.benchmarks._replay_child`) times `replay.at(store, lsn=p)` from the "
+    "call to the view in hand (closing it is timed apart), after one warm-up call, at "
+    "random points (seeded, uniform over the store; 25, quick 12) in a shuffled order; and "
+    "at 3 points (the sampled points nearest 1/3 and 2/3 of the store, and its last LSN) "
+    "`replay.at(store, lsn=p, snapshots=False)`, a fold from zero to p, each next to a call "
+    "with snapshots at the same point (alternating which goes first), spread among the "
+    "random ones. The speed-up row is the ratio of the medians over those 3 points (its "
+    "spread: per point); the rebuild rate is (p + 1) / seconds from zero, per point. The "
+    "child also times each call's phases by wrapping the functions `replay.at` calls. "
+    "Last, appends: two fresh stores, each with a writer in this process (`log.append` of "
+    "prebuilt batches of 1,000 mixed events, default FSYNC) and a projector child running "
+    f"`lmg project STORE --follow --snapshot-every {rp.APPEND_SNAPSHOT_EVERY}` on one and "
+    "`--snapshot-every 0` on the other; after both have caught up, the sides take turns in "
+    "slices (30 batches, quick 20; the order rotates), and the projector of the side whose "
+    "turn it is not is stopped with SIGSTOP (SIGCONT when its turn comes), so each writer "
+    "shares the machine with its own projector only. A side's rate is its events over its "
+    "timed slices; the ratio is taken per repetition (fresh stores each) and the target "
+    "of 'no measurable difference' is read as >= 0.9x. Catch-ups: at most 3 repetitions "
+    "(`Scale.graph_reps`); `replay.at` runs once per point, so the p95 and p50 rows have "
+    "no spread.",
+    lambda plan, scale: CaseResult(
+        *rp.replay(
+            plan,
+            scale.replay_events,
+            min(plan.reps, scale.graph_reps),
+            scale.replay_points,
+            scale.replay_slice_batches,
+        )
+    ),
+)
+
 
 CASES: dict[str, Case] = {
-    c.name: c for c in (SINGLE, CONCURRENT, BULK, READ, SIZE, OPEN, FOLD, FOLLOW, READS, RSS)
+    c.name: c
+    for c in (SINGLE, CONCURRENT, BULK, READ, SIZE, OPEN, FOLD, FOLLOW, READS, RSS, REPLAY)
 }

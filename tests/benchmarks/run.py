@@ -4,6 +4,7 @@
     python -m tests.benchmarks.run --quick         # smaller and fewer repetitions, no doc
     python -m tests.benchmarks.run --only bulk,read --reps 7
     python -m tests.benchmarks.run --quick --only fold,follow,reads,rss --no-write  # projections
+    python -m tests.benchmarks.run --quick --only replay --no-write  # snapshots and replay.at
 
 Every number is a ratio of two sides measured side by side in the same run; nothing here
 asserts, and the exit status is 0 whether targets are met or missed (use --strict to fail).
@@ -184,6 +185,7 @@ def machine_facts(tmp_root: Path | None) -> dict[str, str]:
         "date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "eventlog sources (sha256 of eventlog/*.py)": source_digest(),
         "projections sources (sha256 of projections/*.py)": source_digest("projections"),
+        "replay sources (sha256 of replay/*.py)": source_digest("replay"),
         "cpu count": f"{os.cpu_count()} (usable: {len(os.sched_getaffinity(0))})",
         "cpu": _cpu_model(),
         "os": f"{platform.system()} {platform.release()}",
