@@ -22,7 +22,7 @@ from .errors import ProjectionError, ProjectorBusy
 from .memory_graph import MemoryGraph
 from .projector import DEFAULT_SNAPSHOTS, Progress, Projector, connect
 
-__all__ = ["commands", "print_rows", "projection_errors"]
+__all__ = ["commands", "print_rows", "projection_errors", "rows_format"]
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -49,6 +49,17 @@ def _database_option(fn: Callable[P, R]) -> Callable[P, R]:
         default=None,
         help="The DuckDB file (default: STORE/projections.duckdb).",
     )(fn)
+
+
+rows_format = click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["table", "json", "csv"]),
+    default="table",
+    show_default=True,
+    help="Output: a table, JSON lines, or CSV with a header.",
+)
+"""The --format of commands that print rows (see `print_rows`)."""
 
 
 class _Bar:
@@ -178,14 +189,7 @@ def _fold_if_free(path: str, database: str | None) -> None:
 @click.command()
 @click.argument("words", nargs=-1, required=True, metavar="[STORE] QUERY")
 @_database_option
-@click.option(
-    "--format",
-    "fmt",
-    type=click.Choice(["table", "json", "csv"]),
-    default="table",
-    show_default=True,
-    help="Output: a table, JSON lines, or CSV with a header.",
-)
+@rows_format
 @click.option(
     "--wait",
     "wait_s",

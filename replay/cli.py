@@ -21,7 +21,7 @@ from eventlog.cli import cli_errors, default_store, store_argument
 from eventlog.cli import commands as eventlog_commands
 from projections import TABLE_NAMES, SnapshotPolicy
 from projections.cli import commands as projections_commands
-from projections.cli import print_rows, projection_errors
+from projections.cli import print_rows, projection_errors, rows_format
 
 from ._points import Point
 from ._workspace import Progress
@@ -123,14 +123,7 @@ def _when(ts: int | None) -> str:
     default=None,
     help="Write the view to this new DuckDB file, to open with any DuckDB client.",
 )
-@click.option(
-    "--format",
-    "fmt",
-    type=click.Choice(["table", "json", "csv"]),
-    default="table",
-    show_default=True,
-    help="Output of --sql.",
-)
+@rows_format
 @_NO_SNAPSHOTS
 @cli_errors
 @projection_errors
