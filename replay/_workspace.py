@@ -8,6 +8,7 @@ construction, the fold of exactly the events up to it; tests/replay checks it ta
 
 from __future__ import annotations
 
+import os
 import shutil
 import tempfile
 from collections.abc import Callable
@@ -34,6 +35,27 @@ _CONFIG: dict[str, str | bool | int | float | list[str]] = {
 }
 
 
+def _private_directory() -> Path:
+    """A new temporary directory named after this process; first, delete those of processes
+    that died with a view open (nothing else would)."""
+    root = Path(tempfile.gettempdir())
+    for leftover in root.glob("lmg-replay-*-*"):
+        pid = leftover.name.split("-")[2]
+        if pid.isdigit() and not _alive(int(pid)):
+            shutil.rmtree(leftover, ignore_errors=True)
+    return Path(tempfile.mkdtemp(prefix=f"lmg-replay-{os.getpid()}-"))
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's
+        return True
+    return True
+
+
 class Workspace:
     """A database file (a private temporary one, or `out`) holding the projections at `lsn`."""
 
@@ -41,7 +63,7 @@ class Workspace:
         self, log: EventLog, *, at_most: int, out: Path | None = None, snapshots: bool = True
     ) -> None:
         self.log = log
-        self._temp = None if out is not None else Path(tempfile.mkdtemp(prefix="lmg-replay-"))
+        self._temp = None if out is not None else _private_directory()
         self.db = out if out is not None else Path(self._temp or ".") / "view.duckdb"
         self.snapshot: SnapshotInfo | None = None
         try:

@@ -18,7 +18,10 @@ import datetime as dt
 import io
 import itertools
 import json
+import os
 import random
+import subprocess
+import sys
 import tempfile
 import time
 import typing
@@ -778,3 +781,34 @@ def test_a_snapshot_before_the_first_event_is_refused_or_listed(store: Path) -> 
 def test_cli_point_with_dashes_is_a_one_line_error(store: Path) -> None:
     known_store(store)
     one_line_error(lmg("replay", str(store), "--at", "--5"), "BadPoint")
+
+
+def test_a_view_left_by_a_killed_process_is_cleaned_up(store: Path, private_tmp: Path) -> None:
+    """kill -9 with a view open leaves its database; the next replay anywhere deletes it."""
+    known_store(store)
+    child = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys, time, replay\n"
+            "view = replay.at(sys.argv[1], lsn=0)\n"
+            "print(view.database, flush=True)\n"
+            "time.sleep(60)\n",
+            str(store),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "TMPDIR": str(private_tmp)},
+    )
+    try:
+        assert child.stdout is not None
+        left = Path(child.stdout.readline().strip())
+    finally:
+        child.kill()
+        child.wait()
+        if child.stdout is not None:
+            child.stdout.close()
+    assert left.exists() and left.parent.parent == private_tmp
+    with replay.at(store, lsn=1) as view:
+        assert view.database is not None and view.database.exists()
+        assert not left.parent.exists()
