@@ -105,6 +105,7 @@ class Snapshots:
 
     def __init__(self, store: str | os.PathLike[str]) -> None:
         self.dir = Path(store) / SNAPSHOT_DIR
+        self._checked: set[str] = set()  # chunks this object wrote or read back intact
 
     # -- reading ------------------------------------------------------------------------------
 
@@ -241,10 +242,15 @@ class Snapshots:
         for data, digest in zip(pieces, digests, strict=True):
             chunk = _Chunk(digest, google_crc32c.value(data), len(data))
             target = self._chunk_path(digest)
-            if not self._intact(target, chunk):  # new, or damaged since: (re)write it
+            # A chunk is read back once per object (a projector's lifetime) and rewritten if
+            # new or damaged; after that, that it still exists is enough (another process
+            # may have pruned it; a restore checks every chunk anyway).
+            checked = digest in self._checked and target.exists()
+            if not checked and not self._intact(target, chunk):
                 target.parent.mkdir(exist_ok=True)
                 _write_durably(target, data, sync_dir=False)
                 written.add(target.parent)
+            self._checked.add(digest)
             chunks.append(chunk)
         for directory in written:
             _fsync_dir(directory)
@@ -300,6 +306,7 @@ class Snapshots:
         for chunk in (self.dir / "chunks").glob("*/*"):
             if chunk.name not in live:
                 chunk.unlink(missing_ok=True)
+                self._checked.discard(chunk.name)
 
     # -- files --------------------------------------------------------------------------------
 
