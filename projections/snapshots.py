@@ -23,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import hashlib
+import itertools
 import os
 import re
 import time
@@ -233,43 +234,47 @@ class Snapshots:
             return _info(manifest, path)
 
     def _store_chunks(self, db: Path) -> tuple[list[_Chunk], int]:
-        with open(db, "rb") as file:
-            pieces = list(_pieces(file))
-        with ThreadPoolExecutor(2) as pool:  # hashlib lets go of the GIL
-            digests = list(pool.map(lambda b: hashlib.sha256(b).hexdigest(), pieces))
-        chunks = []
+        """Cut the file into chunks, 16 MiB at a time (a projector's memory stays flat),
+        hashing them on two threads, and write those not stored yet."""
+        chunks: list[_Chunk] = []
         written: set[Path] = set()
-        for data, digest in zip(pieces, digests, strict=True):
-            chunk = _Chunk(digest, google_crc32c.value(data), len(data))
-            target = self._chunk_path(digest)
-            # A chunk is read back once per object (a projector's lifetime) and rewritten if
-            # new or damaged; after that, that it still exists is enough (another process
-            # may have pruned it; a restore checks every chunk anyway).
-            checked = digest in self._checked and target.exists()
-            if not checked and not self._intact(target, chunk):
-                target.parent.mkdir(exist_ok=True)
-                _write_durably(target, data, sync_dir=False)
-                written.add(target.parent)
-            self._checked.add(digest)
-            chunks.append(chunk)
+        with open(db, "rb") as file, ThreadPoolExecutor(2) as pool:  # hashlib frees the GIL
+            pieces = _pieces(file)
+            while group := list(itertools.islice(pieces, 64)):
+                digests = pool.map(lambda b: hashlib.sha256(b).hexdigest(), group)
+                for data, digest in zip(group, digests, strict=True):
+                    chunks.append(self._store_chunk(data, digest, written))
         for directory in written:
             _fsync_dir(directory)
         _fsync_dir(self.dir / "chunks")
-        return chunks, sum(len(p) for p in pieces)
+        return chunks, sum(c.length for c in chunks)
+
+    def _store_chunk(self, data: bytes, digest: str, written: set[Path]) -> _Chunk:
+        chunk = _Chunk(digest, google_crc32c.value(data), len(data))
+        target = self._chunk_path(digest)
+        # A chunk is read back once per object (a projector's lifetime) and rewritten if new
+        # or damaged; after that, that it still exists is enough (another process may have
+        # pruned it; a restore checks every chunk anyway).
+        checked = digest in self._checked and target.exists()
+        if not checked and not self._intact(chunk):
+            target.parent.mkdir(exist_ok=True)
+            _write_durably(target, data, sync_dir=False)
+            written.add(target.parent)
+        self._checked.add(digest)
+        return chunk
 
     def _usable(self, manifest: _Manifest) -> bool:
         """Is this snapshot one a restore would take (this schema, every chunk intact)?"""
         return manifest.schema_version == SCHEMA_VERSION and all(
-            self._intact(self._chunk_path(c.sha256), c) for c in manifest.chunks
+            self._intact(c) for c in manifest.chunks
         )
 
-    @staticmethod
-    def _intact(path: Path, chunk: _Chunk) -> bool:
+    def _intact(self, chunk: _Chunk) -> bool:
         try:
-            data = path.read_bytes()
-        except FileNotFoundError:
+            self._read_chunk(chunk)
+        except _Damaged:
             return False
-        return len(data) == chunk.length and google_crc32c.value(data) == chunk.crc32c
+        return True
 
     def prune(self, keep: int) -> list[int]:
         """Keep at most `keep` snapshots of this schema version, spread over the history;
