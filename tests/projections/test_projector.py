@@ -34,80 +34,15 @@ import projections
 from eventlog import events as ev
 from projections._folder import fold_available
 from projections._schema import ensure_schema
+from tests._processes import LMG, WAIT_S, Child
 
 from ._projector_child import CONSISTENCY, Workload, check_read, log_counts, populate
 
-LMG = Path(sys.executable).with_name("lmg")
-"""The installed entry point (`replay.cli` has no ``__main__``, so ``python -m`` won't do)."""
-
 CHILD = Path(__file__).with_name("_projector_child.py")
-WAIT_S = 60.0  # the longest any child may take to answer; a hang fails, it does not block
 Rows = dict[str, list[tuple[Any, ...]]]
 
 
 # -- processes -----------------------------------------------------------------------------------
-
-
-class Child:
-    """A child process whose stdout and stderr go to files (no pipe to fill and block)."""
-
-    def __init__(self, args: list[str], tmp: Path, name: str) -> None:
-        self.args = args
-        self.out, self.err = tmp / f"{name}.out", tmp / f"{name}.err"
-        with self.out.open("wb") as stdout, self.err.open("wb") as stderr:
-            self.proc = subprocess.Popen(args, stdout=stdout, stderr=stderr)
-
-    @property
-    def pid(self) -> int:
-        return self.proc.pid
-
-    def stdout(self) -> str:
-        return self.out.read_text()
-
-    def stderr(self) -> str:
-        return self.err.read_text()
-
-    def lines(self) -> list[dict[str, Any]]:
-        """Complete JSON lines; a last line cut short by a kill was never said."""
-        return [json.loads(line) for line in self.stdout().split("\n")[:-1]]
-
-    def said_something(self) -> bool:
-        return bool(self.lines())
-
-    def wait_for(self, found: Callable[[], bool], what: str, timeout: float = WAIT_S) -> None:
-        deadline = time.monotonic() + timeout
-        while not found():
-            if self.proc.poll() is not None and not found():
-                pytest.fail(
-                    f"{self.args[1:3]} exited ({self.proc.returncode}) before {what}:\n"
-                    f"{self.stdout()}\n{self.stderr()}"
-                )
-            if time.monotonic() > deadline:
-                pytest.fail(f"{self.args[1:3]}: no {what} within {timeout} s:\n{self.stderr()}")
-            time.sleep(0.005)
-
-    def wait_stderr(self, text: str) -> None:
-        self.wait_for(lambda: text in self.stderr(), repr(text))
-
-    def signal(self, sig: signal.Signals) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(sig)
-
-    def wait(self, timeout: float = WAIT_S) -> int:
-        try:
-            return self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            if self.args[0] == sys.executable:  # our child: it dumps its stacks on SIGUSR1
-                self.proc.send_signal(signal.SIGUSR1)
-                time.sleep(0.5)
-            self.proc.kill()
-            self.proc.wait()
-            pytest.fail(f"{self.args[1:3]} did not exit within {timeout} s:\n{self.stderr()}")
-
-    def kill(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-        self.proc.wait()
 
 
 @pytest.fixture

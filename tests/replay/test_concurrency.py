@@ -31,11 +31,10 @@ import eventlog
 import projections
 import replay
 from eventlog import events as ev
+from tests._processes import LMG, WAIT_S, Child
 
 K = 5  # prompts per request, after its session
 SECONDS = 3.0  # how long the readers replay while everything runs
-WAIT_S = 60.0
-LMG = Path(sys.executable).with_name("lmg")
 EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 
 
@@ -81,42 +80,6 @@ def _append_until_sigterm(store: str, threads: int, pause_s: float) -> None:
 
 
 # -- processes -----------------------------------------------------------------------------------
-
-
-class Child:
-    """A child whose output goes to files (no pipe to fill up and block it)."""
-
-    def __init__(self, args: list[str], tmp: Path, name: str) -> None:
-        self.args = args
-        self.out, self.err = tmp / f"{name}.out", tmp / f"{name}.err"
-        with self.out.open("wb") as stdout, self.err.open("wb") as stderr:
-            self.proc = subprocess.Popen(args, stdout=stdout, stderr=stderr)
-
-    def lines(self) -> list[dict[str, Any]]:
-        return [json.loads(line) for line in self.out.read_text().split("\n")[:-1]]
-
-    def stderr(self) -> str:
-        return self.err.read_text()
-
-    def wait_for(self, what: str, found: Any) -> None:
-        deadline = time.monotonic() + WAIT_S
-        while not found():
-            if self.proc.poll() is not None and not found():
-                pytest.fail(f"{self.args[1:3]} exited before {what}:\n{self.stderr()}")
-            if time.monotonic() > deadline:
-                pytest.fail(f"{self.args[1:3]}: no {what} within {WAIT_S} s:\n{self.stderr()}")
-            time.sleep(0.01)
-
-    def stop(self) -> int:
-        """SIGTERM, then wait; a child that does not stop is killed and fails the test."""
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-        try:
-            return self.proc.wait(WAIT_S)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-            pytest.fail(f"{self.args[1:3]} ignored SIGTERM:\n{self.stderr()}")
 
 
 @pytest.fixture
@@ -168,7 +131,7 @@ def test_replays_beside_appenders_projector_and_pruning(
     started = time.monotonic()
     with eventlog.open(store):
         pass  # created, so every child opens an existing store
-    script = [sys.executable, __file__, "append", str(store)]
+    script = [sys.executable, "-m", "tests.replay.test_concurrency", "append", str(store)]
     appenders = [Child([*script, "2", "0.02"], tmp_path, f"append{n}") for n in range(2)]
     children.extend(appenders)
     projector = Child(
@@ -178,9 +141,9 @@ def test_replays_beside_appenders_projector_and_pruning(
     )
     children.append(projector)
     for appender in appenders:
-        appender.wait_for("its ready line", lambda a=appender: bool(a.lines()))
-    projector.wait_for("its first snapshot", lambda: bool(replay.snapshots(store)))
-    projector.wait_for("its first progress line", lambda: "folded to LSN" in projector.stderr())
+        appender.wait_for(appender.said_something, "its ready line")
+    projector.wait_for(lambda: bool(replay.snapshots(store)), "its first snapshot")
+    projector.wait_for(lambda: "folded to LSN" in projector.stderr(), "its first progress line")
     print(f"children ready after {time.monotonic() - started:.2f} s")
 
     # Now and then another process takes a snapshot and prunes to 3, deleting chunks.

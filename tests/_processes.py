@@ -1,0 +1,92 @@
+"""Child processes for tests that break things with real processes: output to files, waits
+that fail the test (not hang it), clean stops."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+__all__ = ["LMG", "WAIT_S", "Child"]
+
+LMG = Path(sys.executable).with_name("lmg")
+"""The installed entry point (`replay.cli` has no ``__main__``, so ``python -m`` won't do)."""
+
+ROOT = Path(__file__).resolve().parents[1]
+
+WAIT_S = 60.0  # the longest any child may take to answer; a hang fails, it does not block
+
+
+class Child:
+    """A child process whose stdout and stderr go to files (no pipe to fill and block)."""
+
+    def __init__(self, args: list[str], tmp: Path, name: str) -> None:
+        self.args = args
+        self.out, self.err = tmp / f"{name}.out", tmp / f"{name}.err"
+        with self.out.open("wb") as stdout, self.err.open("wb") as stderr:
+            # From the repository's root, so ``python -m tests....`` children find `tests`.
+            self.proc = subprocess.Popen(args, stdout=stdout, stderr=stderr, cwd=ROOT)
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def stdout(self) -> str:
+        return self.out.read_text()
+
+    def stderr(self) -> str:
+        return self.err.read_text()
+
+    def lines(self) -> list[dict[str, Any]]:
+        """Complete JSON lines; a last line cut short by a kill was never said."""
+        return [json.loads(line) for line in self.stdout().split("\n")[:-1]]
+
+    def said_something(self) -> bool:
+        return bool(self.lines())
+
+    def wait_for(self, found: Callable[[], bool], what: str, timeout: float = WAIT_S) -> None:
+        deadline = time.monotonic() + timeout
+        while not found():
+            if self.proc.poll() is not None and not found():
+                pytest.fail(
+                    f"{self.args[1:3]} exited ({self.proc.returncode}) before {what}:\n"
+                    f"{self.stdout()}\n{self.stderr()}"
+                )
+            if time.monotonic() > deadline:
+                pytest.fail(f"{self.args[1:3]}: no {what} within {timeout} s:\n{self.stderr()}")
+            time.sleep(0.005)
+
+    def wait_stderr(self, text: str) -> None:
+        self.wait_for(lambda: text in self.stderr(), repr(text))
+
+    def signal(self, sig: signal.Signals) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+
+    def wait(self, timeout: float = WAIT_S) -> int:
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            if self.args[0] == sys.executable:  # our child: it dumps its stacks on SIGUSR1
+                self.proc.send_signal(signal.SIGUSR1)
+                time.sleep(0.5)
+            self.proc.kill()
+            self.proc.wait()
+            pytest.fail(f"{self.args[1:3]} did not exit within {timeout} s:\n{self.stderr()}")
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait()
+
+    def stop(self, timeout: float = WAIT_S) -> int:
+        """SIGTERM, then wait; a child that does not stop is killed and fails the test."""
+        self.signal(signal.SIGTERM)
+        return self.wait(timeout)
