@@ -29,8 +29,10 @@ BATCH_EVENTS = 100_000
 """Events per transaction of a replay's fold: a private database can take bigger batches
 than the projector's (fewer statements per event: about 1.4x faster from zero)."""
 
+MEMORY_LIMIT = "512MB"  # DuckDB's, for a replay; it spills to disk beyond it
+
 _CONFIG: dict[str, str | bool | int | float | list[str]] = {
-    "memory_limit": "512MB",
+    "memory_limit": MEMORY_LIMIT,
     "checkpoint_threshold": "256MB",  # a private file: checkpoint rarely, never on close
 }
 
@@ -114,7 +116,8 @@ class Workspace:
         if keep:
             self.con.execute("CHECKPOINT")
         self.con.close()
-        self.con = duckdb.connect(str(self.db), read_only=True, config={"memory_limit": "512MB"})
+        config: dict[str, str | bool | int | float | list[str]] = {"memory_limit": MEMORY_LIMIT}
+        self.con = duckdb.connect(str(self.db), read_only=True, config=config)
         return self.con
 
     def discard(self) -> None:
