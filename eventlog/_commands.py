@@ -18,6 +18,7 @@ import msgspec
 
 from . import events as ev
 from ._ids import new_id
+from ._limits import check
 from ._store import Appended, PendingRequest
 from ._time import TimeLike, to_ns
 from .errors import InvalidEvent
@@ -54,25 +55,19 @@ _DECODER = msgspec.msgpack.Decoder(list[ev.Event])
 
 
 def prepare(events: Sequence[ev.EventBase], opts: AppendOptions) -> PendingRequest:
-    """Type-check events by a MessagePack round trip (which also copies them) and wrap them."""
+    """Check a request's values, then type-check its events by a MessagePack round trip (which
+    also copies them) and wrap them.
+
+    Everything a request stores is checked and encoded here, in its caller's thread, so a bad
+    value fails its own caller as `InvalidEvent` and never the group it would have joined.
+    """
     if not events:
         raise InvalidEvent("an append needs at least one event")
     if opts and not _OPTION_NAMES.issuperset(opts):
         raise InvalidEvent(f"unknown append options: {sorted(set(opts) - _OPTION_NAMES)}")
-    actor, occurred = opts.get("actor"), opts.get("occurred_at")
-    try:
-        raw = _ENCODER.encode(events if isinstance(events, list) else list(events))
-        checked = cast(list[ev.EventBase], _DECODER.decode(raw))
-    except (TypeError, ValueError, OverflowError) as exc:
-        where = f" ({type(events[0]).__name__})" if len(events) == 1 else ""
-        raise InvalidEvent(f"invalid event{where}: {exc}") from None
-    if actor is not None or occurred is not None:
-        if actor is not None and not isinstance(actor, str):
-            raise InvalidEvent("actor must be a str")
-        at = None if occurred is None else to_ns(occurred, "occurred_at")
-        for event in checked:
-            event.actor = actor if actor is not None else event.actor
-            event.occurred_at = at if at is not None else event.occurred_at
+    batch = _with_options(events if isinstance(events, list) else list(events), opts)
+    raw, checked = _round_trip(batch)
+    check(checked)
     key = opts.get("idempotency_key")
     if key is not None and (not isinstance(key, str) or not key):
         raise InvalidEvent("idempotency_key must be a non-empty str")
@@ -83,6 +78,36 @@ def prepare(events: Sequence[ev.EventBase], opts: AppendOptions) -> PendingReque
         _int_option(opts, "expect_session_lsn"),
         len(raw),
     )
+
+
+def _round_trip(batch: list[ev.EventBase]) -> tuple[bytes, list[ev.EventBase]]:
+    """The request's bytes and its events decoded from them: fresh copies, type-checked."""
+    try:
+        raw = _ENCODER.encode(batch)
+        return raw, cast(list[ev.EventBase], _DECODER.decode(raw))
+    except (TypeError, ValueError, OverflowError, RecursionError) as exc:
+        error = exc
+    if isinstance(error, UnicodeEncodeError | RecursionError | OverflowError):
+        check(batch, thorough=True)  # name the field of a bad string, int or nesting
+    where = f" ({type(batch[0]).__name__})" if len(batch) == 1 else ""
+    raise InvalidEvent(f"invalid event{where}: {error}")
+
+
+def _with_options(events: list[ev.EventBase], opts: AppendOptions) -> list[ev.EventBase]:
+    """The events with `actor` and `occurred_at` set, as copies: the caller's stay as given,
+    and the encode in `prepare` sees every value the request will store."""
+    actor, occurred = opts.get("actor"), opts.get("occurred_at")
+    if actor is None and occurred is None:
+        return events
+    if actor is not None and not isinstance(actor, str):
+        raise InvalidEvent("actor must be a str")
+    changes: dict[str, Any] = {} if actor is None else {"actor": actor}
+    if occurred is not None:
+        changes["occurred_at"] = to_ns(occurred, "occurred_at")
+    try:
+        return [msgspec.structs.replace(event, **changes) for event in events]
+    except TypeError as exc:  # not a Struct: the round trip would say so less clearly
+        raise InvalidEvent(f"invalid event: {exc}") from None
 
 
 def _int_option(opts: AppendOptions, name: str) -> int | None:

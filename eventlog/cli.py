@@ -22,11 +22,12 @@ import msgspec
 from . import events as ev
 from ._demo import record_demo, summarise
 from ._ids import new_id
+from ._limits import MAX_DEPTH
 from ._reader import Record
 from .errors import EventLogError, InvalidEvent
 from .log import EventLog
 from .log import open as open_log
-from .options import Durability
+from .options import Durability, Options
 from .verify import verify
 
 __all__ = ["commands", "default_store"]
@@ -101,39 +102,64 @@ def demo(store: str | None) -> None:
     show_default=True,
     help="When appends are acknowledged (see docs/operations.md).",
 )
+@click.option(
+    "--max-line-bytes",
+    type=click.IntRange(min=1),
+    default=Options().max_request_bytes,
+    show_default=True,
+    help="Refuse a longer line (with --batch: a longer input) before parsing it.",
+)
 @cli_errors
-def append(store: str | None, batch: bool, durability: str) -> None:
+def append(store: str | None, batch: bool, durability: str, max_line_bytes: int) -> None:
     """Append events given as JSON lines on stdin; print one JSON result line per input line.
 
     Each line is an event ({"type": "prompt.added", "session_id": ..., "content": ...}), a list
     of events (one all-or-nothing request), or {"events": [...], "idempotency_key": ...,
     "expect_session_lsn": ..., "expect_store_lsn": ...}. Ids of new nodes are made if absent.
-    Stops at the first bad line with an error naming it; earlier lines stay appended.
+    Stops at the first bad line with an error naming it; earlier lines stay appended. A line
+    is read only up to --max-line-bytes, and values must keep the limits of docs/events.md
+    (64 levels of nesting, signed 64-bit ints, no NaN).
 
     Example: echo '{"type": "session.created"}' | lmg append ./my-store
     """
     with open_log(store or default_store(), durability=Durability(durability)) as log:
         if batch:
-            requests = [_parse_line(line, n) for n, line in _lines()]
+            lines = _lines(max_line_bytes, "the input (--batch)")
+            requests = [_parse_line(line, n) for n, line in lines]
             events = [e for evs, _ in requests for e in evs]
             if events:
                 _append_line(log, 1, (events, {}))
             return
-        for n, line in _lines():
+        for n, line in _lines(max_line_bytes):
             _append_line(log, n, _parse_line(line, n))
 
 
-def _lines() -> Iterator[tuple[int, str]]:
-    for n, line in enumerate(sys.stdin, 1):
+def _lines(limit: int, total: str | None = None) -> Iterator[tuple[int, bytes]]:
+    """The non-blank lines of stdin, numbered. Each is refused once it passes `limit` bytes
+    (newline not counted), before more of it is read; with `total` named, so is the sum."""
+    stdin = sys.stdin.buffer
+    n, size = 0, 0
+    while line := stdin.readline(limit + 1):
+        n += 1
+        length = len(line) - line.endswith(b"\n")
+        if length > limit:
+            raise click.ClickException(f"line {n}: longer than {limit} bytes (--max-line-bytes)")
+        size += length
+        if total is not None and size > limit:
+            raise click.ClickException(f"{total} is longer than {limit} bytes (--max-line-bytes)")
         if line.strip():
             yield n, line
 
 
-def _parse_line(line: str, n: int) -> tuple[list[ev.EventBase], dict[str, Any]]:
+def _parse_line(line: bytes, n: int) -> tuple[list[ev.EventBase], dict[str, Any]]:
     try:
-        data = json.loads(line)
-    except json.JSONDecodeError as exc:
+        data = msgspec.json.decode(line)
+    except msgspec.DecodeError as exc:
         raise click.ClickException(f"line {n}: not JSON ({exc})") from None
+    except RecursionError:
+        raise click.ClickException(
+            f"line {n}: nested too deeply to parse (the limit is {MAX_DEPTH} levels)"
+        ) from None
     options: dict[str, Any] = {}
     if isinstance(data, dict) and "events" in data:
         options = {k: v for k, v in data.items() if k != "events"}
@@ -144,7 +170,7 @@ def _parse_line(line: str, n: int) -> tuple[list[ev.EventBase], dict[str, Any]]:
     for item in items:
         if not isinstance(item, dict) or item.get("type") not in types:
             raise click.ClickException(
-                f'line {n}: not an event (needs a known "type"): {item!r}'[:300]
+                f'line {n}: not an event (needs a known "type"): {_short(item)}'
             )
         cls = types[item["type"]]
         fields = {**item, "id": str(new_id())} if _needs_id(cls, item) else item
@@ -153,6 +179,11 @@ def _parse_line(line: str, n: int) -> tuple[list[ev.EventBase], dict[str, Any]]:
         except msgspec.ValidationError as exc:
             raise click.ClickException(f"line {n}: {exc}") from None
     return events, options
+
+
+def _short(value: object) -> str:
+    """A value for an error line: JSON, cut short (a repr could recurse as deep as it)."""
+    return _JSON.encode(value)[:300].decode(errors="replace")
 
 
 def _needs_id(cls: type[ev.EventBase], item: dict[str, Any]) -> bool:

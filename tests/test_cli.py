@@ -9,6 +9,7 @@ traceback.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import queue
@@ -221,6 +222,99 @@ def test_append_stops_at_a_bad_line_with_a_one_line_error(store: Path, case: str
     assert_one_line_error(result, "line 2", *words)
     assert len(json_lines(result.stdout)) == 1  # line 1 was answered, line 3 never read
     assert event_count(store) == 1  # earlier lines stay appended; nothing after
+
+
+def test_append_refuses_a_100000_deep_line_in_one_line(store: Path) -> None:
+    """A JSON line nested 100,000 deep is refused as it is parsed (it was a RecursionError
+    traceback); the line before it stays appended, the line after is never read."""
+    deep = "[" * 100_000 + "]" * 100_000
+    lines = ['{"type": "session.created"}', deep, '{"type": "session.created"}']
+    result = subprocess.run(
+        [str(LMG), "append", str(store)],
+        input="\n".join(lines) + "\n",
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode != 0
+    assert result.stderr.splitlines() == [
+        "Error: line 2: nested too deeply to parse (the limit is 64 levels)"
+    ]
+    assert len(json_lines(result.stdout)) == 1
+    assert event_count(store) == 1
+
+
+def test_append_refuses_values_beyond_the_limits(store: Path) -> None:
+    """Nesting the JSON parser takes but the log refuses, NaN, and ints beyond 64 bits."""
+    inner: Any = {}
+    for _ in range(100):
+        inner = {"k": inner}
+    for line, words in [
+        (json.dumps({"type": "session.created", "metadata": inner}), ("deeper than 64",)),
+        ('{"type": "session.created", "metadata": {"x": NaN}}', ("not JSON",)),
+        ('{"type": "session.created", "occurred_at": 18446744073709551616}', ("occurred_at",)),
+        ('{"type": "session.created", "metadata": {"n": 9223372036854775808}}', ("range",)),
+    ]:
+        assert_one_line_error(lmg("append", str(store), stdin=line + "\n"), "line 1", *words)
+    assert event_count(store) == 0
+
+
+def test_append_line_limit_is_exact_and_bounds_a_batch(store: Path) -> None:
+    line = '{"type": "session.created"}'
+    limit = str(len(line))
+    assert lmg("append", str(store), "--max-line-bytes", limit, stdin=line + "\n").exit_code == 0
+    too_long = lmg("append", str(store), "--max-line-bytes", str(len(line) - 1), stdin=line)
+    assert_one_line_error(too_long, "line 1", f"longer than {len(line) - 1} bytes")
+    both = f"{line}\n{line}\n"
+    batch = lmg("append", str(store), "--batch", "--max-line-bytes", limit, stdin=both)
+    assert_one_line_error(batch, "--batch", f"longer than {limit} bytes")
+    assert event_count(store) == 1
+
+
+_MEASURED = """
+import resource, subprocess, sys
+code = subprocess.run(sys.argv[1:]).returncode
+print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, file=sys.stderr)  # KiB
+sys.exit(code)
+"""
+
+
+def _append_measured(store: Path, limit: int, feed: Iterator[bytes]) -> tuple[int, str, int]:
+    """Run `lmg append` (under a parent that reports its peak RSS) on a streamed stdin:
+    (exit code, its error line, peak RSS in KiB). Stops feeding once it has exited."""
+    cmd = [sys.executable, "-c", _MEASURED, str(LMG), "append", str(store)]
+    with subprocess.Popen(
+        [*cmd, "--max-line-bytes", str(limit)],
+        bufsize=0,  # nothing left in a buffer to flush into a closed pipe
+        stdin=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    ) as child:
+        assert child.stdin is not None and child.stderr is not None
+        with contextlib.suppress(BrokenPipeError):
+            for chunk in feed:
+                child.stdin.write(chunk)
+            child.stdin.close()
+        err = child.stderr.read()
+        child.wait(timeout=120)
+    *lines, rss = err.decode().splitlines()
+    return child.returncode, "\n".join(lines), int(rss)
+
+
+@pytest.mark.slow
+def test_append_reads_an_overlong_line_only_up_to_the_limit(store: Path) -> None:
+    """A 64 MiB line with no newline, against a 1 MiB limit: refused after about 1 MiB is
+    read (it was read whole, then parsed: 1.1 GB for 500 MB). Peak memory is compared with
+    the same command appending one small line."""
+    mib = 1024 * 1024
+    code, error, small = _append_measured(store, mib, iter([b'{"type": "session.created"}\n']))
+    assert (code, error) == (0, "")
+    code, error, peak = _append_measured(store, mib, (b"x" * mib for _ in range(64)))
+    assert code != 0
+    assert error == f"Error: line 1: longer than {mib} bytes (--max-line-bytes)"
+    assert peak - small < 16 * 1024, f"peak RSS grew {peak - small} KiB for a 1 MiB limit"
+    assert event_count(store) == 1
 
 
 # -- tail ----------------------------------------------------------------------------------------

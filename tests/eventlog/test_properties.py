@@ -3,16 +3,18 @@
 Hypothesis draws a sequence of operations, each valid for the graph built so far (sessions,
 prompts, responses, agents, templates with variables, tools, edges, generic nodes, deletes,
 batches, forks), with random append options, idempotent retries, a few requests that must be
-rejected, and reopenings of the store. Every operation goes through the public helpers; a spy
-on the log's committer records what each append returned, as encoded bytes, at the moment it
-returned. Segments are tiny, so sequences cross rotations. Afterwards the store is reopened
-and read whole: each event must equal, byte for byte, what its append returned, and LSNs must
-be dense from 0.
+rejected (among them values beyond the log's limits: ints beyond 64 bits, NaN and infinity,
+lone surrogates, nesting past 64 levels, loops, huge strings), and reopenings of the store.
+Every operation goes through the public helpers; a spy on the log's committer records what
+each append returned, as encoded bytes, at the moment it returned. Segments are tiny, so
+sequences cross rotations. Afterwards the store is reopened and read whole: each event must
+equal, byte for byte, what its append returned, and LSNs must be dense from 0.
 """
 
 from __future__ import annotations
 
 import itertools
+import math
 import tempfile
 import uuid
 from collections.abc import Callable
@@ -30,10 +32,12 @@ from eventlog._store import PendingRequest, Store
 from eventlog.log import _GroupCommit
 
 _ENCODE = msgspec.msgpack.Encoder(uuid_format="bytes").encode
+MAX_REQUEST = 64 * 1024
 OPTIONS: dict[str, Any] = {
     "segment_bytes": 4096,
     "index_interval_bytes": 512,
     "durability": eventlog.Durability.NONE,  # what is tested here is the bytes, not fsync
+    "max_request_bytes": MAX_REQUEST,  # so a huge string is cheap to draw
 }
 
 # -- values --------------------------------------------------------------------------------------
@@ -44,8 +48,8 @@ identifiers = st.from_regex(r"[A-Za-z_][A-Za-z0-9_]{0,7}", fullmatch=True)
 scalars = (
     st.none()
     | st.booleans()
-    | st.integers(-(2**63), 2**64 - 1)
-    | st.floats(allow_nan=False)
+    | st.integers(-(2**63), 2**63 - 1)
+    | st.floats(allow_nan=False, allow_infinity=False)
     | texts
 )
 json_values = st.recursive(
@@ -76,6 +80,46 @@ def variable_lists(draw: st.DrawFn) -> list[ev.VariableSpec]:
         ev.VariableSpec(name=n, required=draw(st.booleans()), default=draw(json_values))
         for n in chosen
     ]
+
+
+# -- values the log must refuse (docs/events.md, "Limits") --------------------------------------
+
+bad_ints = st.integers(2**63, 2**80) | st.integers(-(2**80), -(2**63) - 1)
+surrogates = st.builds(
+    lambda before, lone, after: before + lone + after,
+    texts,
+    st.characters(min_codepoint=0xD800, max_codepoint=0xDFFF),
+    texts,
+)
+bad_scalars = bad_ints | st.sampled_from([math.nan, math.inf, -math.inf]) | surrogates
+huge_texts = st.integers(MAX_REQUEST + 1, 2 * MAX_REQUEST).map(lambda n: "x" * n)
+
+
+def wrap(value: Any, keys: list[str | None]) -> Any:
+    """`value` inside containers, innermost first: a key makes a dict, None a list."""
+    for key in keys:
+        value = [1, value] if key is None else {key: value}
+    return value
+
+
+@st.composite
+def bad_json_values(draw: st.DrawFn) -> Any:
+    """A JSON value wrong in one place: a bad scalar (or key) inside good containers,
+    nesting past 64 levels, or a container that contains itself."""
+    match draw(st.sampled_from(["scalar", "key", "deep", "loop"])):
+        case "scalar":
+            keys = draw(st.lists(st.none() | texts, max_size=6))
+            return wrap(draw(bad_scalars), keys)
+        case "key":
+            return wrap({draw(surrogates | bad_ints): 1}, draw(st.lists(texts, max_size=3)))
+        case "deep":
+            key = draw(texts)
+            levels = draw(st.integers(65, 3000))
+            return wrap(None, [key if i % 2 else None for i in range(levels)])
+        case _:
+            loop: dict[str, Any] = {}
+            loop["self"] = wrap(loop, draw(st.lists(st.none() | texts, max_size=4)))
+            return loop
 
 
 # -- the spy and the model -----------------------------------------------------------------------
@@ -492,12 +536,41 @@ def op_rejected(log: eventlog.EventLog, m: Model, data: st.DataObject) -> None:
     assert log.last_lsn() == before
 
 
+def op_bad_value(log: eventlog.EventLog, m: Model, data: st.DataObject) -> None:
+    """A request with one value the log refuses: InvalidEvent, nothing written."""
+    before = log.last_lsn()
+    bad = data.draw(bad_json_values(), label="bad value")
+    calls: list[Callable[[], Any]] = [
+        lambda: log.create_session(metadata={"k": bad}),
+        lambda: log.add_node("document", data={"k": bad}),
+        lambda: log.add_agent("a", "r", metadata={"k": bad}),
+        lambda: log.create_session(occurred_at=data.draw(bad_ints, label="occurred_at")),
+        lambda: log.create_session(actor=data.draw(surrogates, label="actor")),
+        lambda: log.add_node("document", data.draw(surrogates | huge_texts, label="content")),
+        lambda: log.create_template(data.draw(names, label="name"), data.draw(huge_texts)),
+    ]
+    if m.live(m.sessions):
+        session = data.draw(st.sampled_from(m.live(m.sessions)), label="session")
+        calls.append(lambda: log.update_session(session, metadata={"k": bad}))
+        calls.append(
+            lambda: log.add_prompt(session, "q", metadata=ev.PromptMetadata(temperature=math.nan))
+        )
+    try:
+        data.draw(st.sampled_from(calls), label="call")()
+    except eventlog.InvalidEvent:
+        pass
+    else:
+        raise AssertionError("the log accepted a value beyond its limits")
+    assert log.last_lsn() == before
+
+
 def op_reopen(log: eventlog.EventLog, m: Model, data: st.DataObject) -> None:
     """Handled by the driver (it owns the handle); listed so hypothesis can choose it."""
 
 
 def available(m: Model) -> list[Op]:
     ops: list[Op] = [op_session, op_agent, op_template, op_node, op_rejected, op_reopen]
+    ops.append(op_bad_value)
     if m.live(m.sessions):
         ops += [op_update_session, op_fork, op_prompt, op_prompts_batch, op_conversations]
     if m.live(m.prompts):
