@@ -276,6 +276,14 @@ class Store:
                 )
             self._create_segment(0)
             firsts = [0]
+        self.check_chain(firsts)
+        self._firsts = firsts
+        self._sealed_bound = None
+        self._active = self._open_active(firsts[-1])
+
+    def check_chain(self, firsts: list[int]) -> None:
+        """Raise `CorruptionError` unless the segments `firsts` (not empty) make one log from
+        LSN 0: none missing at the start, in the middle, or after a sealed last one."""
         if firsts[0] != 0:
             raise CorruptionError(
                 "the log does not start at LSN 0 (first segment missing)",
@@ -294,7 +302,12 @@ class Store:
                     ends,
                 )
         last = firsts[-1]
-        if (self.path / f"{last:020d}.idx").exists() or (self.path / f"{last:020d}.ids").exists():
+        sealed = (self.path / f"{last:020d}.idx").exists() or (
+            self.path / f"{last:020d}.ids"
+        ).exists()
+        # A rotation creates the next segment before it seals this one: listing again tells a
+        # reader racing it from a lost successor.
+        if sealed and self.segments()[-1] == last:
             raise CorruptionError(
                 "the last segment was sealed (it has index files) but the segment after it is "
                 "missing",
@@ -302,9 +315,6 @@ class Store:
                 None,
                 last,
             )
-        self._firsts = firsts
-        self._sealed_bound = None
-        self._active = self._open_active(last)
 
     def _open_active(self, first_lsn: int) -> _Active:
         path = self.segment_path(first_lsn)

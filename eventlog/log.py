@@ -190,9 +190,12 @@ class _Reads:
         return 0 if last is None else last + 1
 
     def stats(self) -> Stats:
-        """Segments, events by type, bytes, compression ratio, recovered bytes."""
+        """Segments, events by type, bytes, compression ratio, recovered bytes. Raises
+        `CorruptionError` if a segment is missing (first, middle, or after a sealed last)."""
         store = self._store
         firsts = store.segments()
+        if firsts:  # counting what is there would hide what is missing
+            store.check_chain(firsts)
         summaries = [store.summary(f) for f in firsts[:-1]] + [store.active_summary()]
         by_type: dict[str, int] = {}
         for s in summaries:

@@ -1,8 +1,9 @@
 """Check every byte of a store without changing it: the engine of `lmg verify`.
 
 Every segment header, every frame (checksum, LSN sequence, decodable body) and the chain of
-segments is checked; index files are compared with what the segment says. After damage the
-check resynchronises on the next intact frame, so one run reports every damaged place. A
+segments is checked (a sealed last segment means the one after it is lost); index files are
+compared with what the segment says. After damage the check resynchronises on the next
+intact frame, so one run reports every damaged place. A
 torn tail of the last segment is a warning (recovery on the next open cuts it); anything
 else that fails is an error. Takes no lock: a frame being written reads as a torn tail.
 """
@@ -30,6 +31,7 @@ from .errors import EventLogError
 __all__ = ["Problem", "verify"]
 
 _KNOWN = re.compile(r"^(\d{20}\.(seg|idx|ids)|LOCK|ORIGIN|recovery\.jsonl)$")
+_SEGMENT = re.compile(r"^\d{20}\.seg$")
 _LOG_LIKE = re.compile(r"^(\d|.*\.(seg|idx|ids|tmp)$)")
 """Names the log could have written. Anything else in the directory belongs to someone else
 (the projections database, snapshots): not the log's to judge."""
@@ -81,7 +83,27 @@ def verify(path: str | os.PathLike[str]) -> list[Problem]:
         expected = _verify_segment(seg, first, last=i == len(firsts) - 1, problems=problems)
         if i < len(firsts) - 1:
             _verify_indexes(root, first, expected, seg.stat().st_size, problems)
+    if firsts and _successor_lost(root, firsts[-1]):
+        problems.append(
+            Problem(
+                "error",
+                str(root / segment_name(expected)),
+                None,
+                expected,
+                f"segment missing: {segment_name(firsts[-1])} was sealed (it has index files), "
+                "so the log went on after it",
+            )
+        )
     return problems
+
+
+def _successor_lost(root: Path, last: int) -> bool:
+    """Is the last segment sealed? A rotation creates the next segment before it writes the
+    index files of this one, so index files beside the last segment mean its successor is
+    gone (listing again after seeing them tells a rotation racing us from a loss)."""
+    if not any((root / f"{last:020d}.{ext}").exists() for ext in ("idx", "ids")):
+        return False
+    return max(int(n[:20]) for n in os.listdir(root) if _SEGMENT.match(n)) == last
 
 
 def _verify_segment(seg: Path, first: int, *, last: bool, problems: list[Problem]) -> int:

@@ -11,6 +11,7 @@ with MemoryGraph.open("./data") as g:
 from ._database import DATABASE_FILE
 from ._fold import Batch, implicit_edge_id
 from ._folder import BATCH_EVENTS, fold_available, fold_records
+from ._history import HistoryChanged
 from ._reads import Hop, Impact, NotFound
 from ._schema import SCHEMA_VERSION, TABLE_KEYS, TABLE_NAMES, checkpoint, ensure_schema
 from .errors import (
@@ -56,6 +57,7 @@ __all__ = [
     "GraphReads",
     "GraphStats",
     "GraphView",
+    "HistoryChanged",
     "Hop",
     "Impact",
     "MemoryGraph",

@@ -14,7 +14,8 @@ tiers:
    updates ordered by LSN, and additive totals, whose results do not depend on how the log
    is cut into batches.
 
-Then every projection's checkpoint moves to the batch's last LSN. The projector,
+Then every projection's checkpoint moves to the batch's last LSN, with the mark of the event
+there (`_history`). The projector,
 `MemoryGraph` and `replay` all call this function; there is no other fold code.
 """
 
@@ -31,6 +32,7 @@ import duckdb
 from eventlog import Record
 from eventlog.events import EventBase, tag_of
 
+from ._history import record_mark
 from ._stage import STAGED_TYPES, Staged, touched_ids
 from ._table import Table, TableChanges
 from .errors import PoisonEvent
@@ -149,6 +151,7 @@ def fold(
         f"({', '.join('?' for _ in projections)})",
         [last.lsn, last.event.ts, *(p.name for p in projections)],
     )
+    record_mark(con, last.event)  # which history: see `_history`
     batch.touched = touched_ids(records) if len(records) <= _FORGET_ALL_AFTER else None
     return batch
 

@@ -8,6 +8,7 @@ import signal
 import sys
 import threading
 import time
+import warnings
 from collections.abc import Callable
 from typing import Any, ParamSpec, TypeVar
 
@@ -30,16 +31,23 @@ _JSON = msgspec.json.Encoder()
 
 
 def projection_errors(fn: Callable[P, R]) -> Callable[P, R]:
-    """Projection errors become one-line CLI errors, like the log's."""
+    """Projection errors become one-line CLI errors, like the log's; warnings (a rebuild, a
+    skipped snapshot) one line on stderr."""
 
     @functools.wraps(fn)
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
-        try:
-            return fn(*args, **kwargs)
-        except ProjectionError as exc:
-            raise click.ClickException(f"{type(exc).__name__}: {exc}") from None
+        with warnings.catch_warnings():
+            warnings.showwarning = _warn
+            try:
+                return fn(*args, **kwargs)
+            except ProjectionError as exc:
+                raise click.ClickException(f"{type(exc).__name__}: {exc}") from None
 
     return wrapper
+
+
+def _warn(message: Warning | str, *_: Any, **__: Any) -> None:
+    click.echo(f"warning: {message}", err=True)
 
 
 def _database_option(fn: Callable[P, R]) -> Callable[P, R]:

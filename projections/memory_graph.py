@@ -26,6 +26,7 @@ from . import nodes as n
 from ._database import FolderLock, Gate, database_path, open_database
 from ._fold import Batch
 from ._folder import BATCH_EVENTS, LogReader, fold_available
+from ._history import folded_history, forget_history, history_differs
 from ._reads import TABLE_OF_TYPE, GraphReader, Hop, Impact
 from ._schema import checkpoint, ensure_schema
 from .errors import ProjectionError
@@ -77,6 +78,10 @@ class _Embedded:
                     memory_limit=memory_limit,
                 )  # DuckDB's checkpoint threshold stays: data not yet checkpointed stays in memory
                 ensure_schema(self.con)
+                why = history_differs(log, *folded_history(self.con))
+                if why is not None:  # the log lost what was folded: never mix two histories
+                    forget_history(self.con, why)
+                    ensure_schema(self.con)
             except BaseException:
                 self._gate.close()
                 self._lock.release()

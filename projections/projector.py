@@ -29,6 +29,7 @@ from eventlog import Record
 from ._database import FolderLock, Gate, database_path, open_database
 from ._fold import Batch
 from ._folder import BATCH_EVENTS, fold_records
+from ._history import folded_history, forget_history, history_differs
 from ._schema import checkpoint, ensure_schema
 from .errors import ProjectionError
 from .snapshots import SnapshotPolicy, Snapshots, SnapshotSkipped
@@ -100,13 +101,18 @@ class Projector:
         self._waited = 0.0
         self._released = 0.0  # when the gate was last released (monotonic)
         self._last_ts: int | None = None
+        self._snapshots = Snapshots(self.store)
         with self._open() as con:
             ensure_schema(con)
+            why = history_differs(self._log, *folded_history(con))
+            if why is not None:  # the log lost what we folded: never mix two histories
+                forget_history(con, why)
+                ensure_schema(con)
+                self._snapshots.drop_other_histories(self._log)
             self._checkpoint = checkpoint(con)
         self._cursor = self._log.cursor(self._checkpoint + 1)
         self._ahead: Record | None = None  # read from the cursor, not yet folded
         self._policy = snapshots
-        self._snapshots = Snapshots(self.store)
         taken = self._snapshots.all() if snapshots is not None else []
         self._snapshot_lsn = taken[-1].lsn if taken else -1
         self._snapshot_bytes = 0  # the cursor's bytes_read at the newest snapshot

@@ -7,11 +7,14 @@ kept in ``<store>/snapshots/`` as content-addressed chunks plus a manifest:
     snapshots/chunks/3f/3fa2...e1           a chunk, named by the SHA-256 of its bytes
 
 Consecutive snapshots share most of their chunks (DuckDB rewrites only the blocks a checkpoint
-changes), so a new snapshot costs what changed, not the whole database. Every chunk carries a
-CRC32C in the manifest, and the manifest its own; a restore checks both, then that the
-database's schema version and checkpoint are what the manifest says. Anything that fails is
-skipped with a `SnapshotSkipped` warning, and the restore falls back to an older snapshot (or
-none): a snapshot is a cache of the log, never trusted over it.
+changes), so a new snapshot costs what changed, not the whole database. A chunk's name must be
+a SHA-256 digest (64 lowercase hex digits: a manifest cannot name a path) and its bytes must
+hash to it; the manifest also gives each chunk's CRC32C, and carries its own. A restore checks
+all of these, that the log still holds the history the snapshot folded (the mark of the event
+at its LSN, see `_history`), then that the database's schema version, checkpoint and mark are
+what the manifest says. Anything that fails is skipped with a `SnapshotSkipped` warning, and
+the restore falls back to an older snapshot (or none): a snapshot is a cache of the log, never
+trusted over it.
 
 Writers (a projector, `lmg snapshot`) serialise on ``.writer``; a restore holds ``.readers``
 shared, and pruning takes it exclusively before deleting chunks, so no restore reads a chunk
@@ -31,13 +34,15 @@ import warnings
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import BinaryIO
+from typing import Annotated, BinaryIO
 
 import duckdb
 import google_crc32c
 import msgspec
 
-from ._schema import SCHEMA_VERSION, checkpoint
+from ._folder import LogReader
+from ._history import folded_history, history_differs
+from ._schema import SCHEMA_VERSION
 from .errors import ProjectionError
 
 __all__ = ["SnapshotInfo", "SnapshotPolicy", "SnapshotSkipped", "Snapshots"]
@@ -70,8 +75,12 @@ class SnapshotPolicy(msgspec.Struct, frozen=True, kw_only=True):
             raise ProjectionError("snapshot policy values must be positive")
 
 
+Digest = Annotated[str, msgspec.Meta(pattern="^[0-9a-f]{64}$")]
+"""A chunk's name: what its bytes hash to, never a path (a manifest naming ``../x`` is damaged)."""
+
+
 class _Chunk(msgspec.Struct, array_like=True, frozen=True):
-    sha256: str
+    sha256: Digest
     crc32c: int
     length: int
 
@@ -84,6 +93,7 @@ class _Manifest(msgspec.Struct, frozen=True, kw_only=True):
     created_ns: int
     size: int
     chunks: list[_Chunk]
+    mark: int | None = None  # of the event at `lsn` (`_history`); None: written by older code
 
 
 class SnapshotInfo(msgspec.Struct, frozen=True, kw_only=True):
@@ -125,10 +135,12 @@ class Snapshots:
         target: Path,
         *,
         at_most: int,
+        log: LogReader,
         config: dict[str, str | bool | int | float | list[str]] | None = None,
     ) -> tuple[SnapshotInfo, duckdb.DuckDBPyConnection] | None:
         """Write the newest usable snapshot with LSN <= `at_most` to `target` and open it
-        read-write; None if there is none. Damaged ones are skipped with a warning."""
+        read-write; None if there is none. Damaged ones, and those that folded a history
+        `log` no longer holds, are skipped with a warning."""
         if not self.dir.is_dir():
             return None
         with self._lock(".readers", fcntl.LOCK_SH):
@@ -139,6 +151,10 @@ class Snapshots:
                     continue
                 if manifest.schema_version != SCHEMA_VERSION:
                     _skip(path, f"schema version {manifest.schema_version}, not {SCHEMA_VERSION}")
+                    continue
+                why = history_differs(log, manifest.lsn, manifest.ts, manifest.mark)
+                if why is not None:
+                    _skip(path, why)
                     continue
                 con = self._materialise(path, manifest, target, config or {})
                 if con is not None:
@@ -166,9 +182,9 @@ class Snapshots:
             return None
         try:
             rows = con.execute("SELECT value FROM lmg_meta WHERE key = 'schema_version'").fetchall()
-            found = checkpoint(con)
-            if rows != [(str(SCHEMA_VERSION),)] or found != manifest.lsn:
-                raise _Damaged(f"its database says schema {rows} at LSN {found}")
+            found, _ts, mark = folded_history(con)
+            if rows != [(str(SCHEMA_VERSION),)] or found != manifest.lsn or mark != manifest.mark:
+                raise _Damaged(f"its database says schema {rows} at LSN {found} (mark {mark})")
         except (duckdb.Error, _Damaged) as exc:
             con.close()
             _remove_database(target)
@@ -190,12 +206,19 @@ class Snapshots:
             os.close(fd)
 
     def _read_chunk(self, chunk: _Chunk) -> bytes:
+        """A chunk's bytes, checked against its length, CRC32C and name (its SHA-256)."""
         path = self._chunk_path(chunk.sha256)
         try:
             data = path.read_bytes()
         except FileNotFoundError:
             raise _Damaged(f"chunk {path.name} is missing") from None
-        if len(data) != chunk.length or google_crc32c.value(data) != chunk.crc32c:
+        except OSError as exc:  # a file where a directory should be, a directory, no access
+            raise _Damaged(f"chunk {path.name} is unreadable ({exc.strerror})") from None
+        if (
+            len(data) != chunk.length
+            or google_crc32c.value(data) != chunk.crc32c
+            or hashlib.sha256(data).hexdigest() != chunk.sha256
+        ):
             raise _Damaged(f"chunk {path.name} is damaged (checksum mismatch)")
         return data
 
@@ -204,17 +227,17 @@ class Snapshots:
     def take(self, con: duckdb.DuckDBPyConnection, db: Path, *, ts: int | None) -> SnapshotInfo:
         """Checkpoint the database `con` has open read-write (file `db`, no transaction open,
         no other writer) and save it as the snapshot at its checkpoint LSN. `ts` is the time
-        of the event at that LSN. Idempotent per LSN."""
-        self.dir.mkdir(exist_ok=True)
-        (self.dir / "chunks").mkdir(exist_ok=True)
+        of the event at that LSN. Idempotent per LSN (and history)."""
+        _make_directory(self.dir)
+        _make_directory(self.dir / "chunks")
         with self._lock(".writer", fcntl.LOCK_EX):
             con.execute("CHECKPOINT")
-            lsn = checkpoint(con)
+            lsn, _ts, mark = folded_history(con)
             if lsn < 0:
                 raise ProjectionError("an empty database needs no snapshot")
             path = self._manifest_path(lsn)
             existing = self._read_manifest(path, warn=False) if path.exists() else None
-            if existing is not None and self._usable(existing):
+            if existing is not None and existing.mark == mark and self._usable(existing):
                 return _info(existing, path)
             wal = Path(f"{db}.wal")
             if wal.exists() and wal.stat().st_size > 0:
@@ -228,6 +251,7 @@ class Snapshots:
                 created_ns=time.time_ns(),
                 size=size,
                 chunks=chunks,
+                mark=mark,
             )
             body = _encode(manifest)
             _write_durably(path, body + f"\n{google_crc32c.value(body):08x}\n".encode())
@@ -300,6 +324,25 @@ class Snapshots:
                     self._manifest_path(lsn).unlink(missing_ok=True)
                 self._collect_garbage()
             return sorted(drop)
+
+    def drop_other_histories(self, log: LogReader) -> list[int]:
+        """Drop the snapshots that folded events `log` no longer holds (it lost its tail and
+        new events took those LSNs): a restore would skip them every time. Returns their LSNs.
+        One log seek per snapshot: called when a projector finds its history changed."""
+        if not self.dir.is_dir():
+            return []
+        with self._lock(".writer", fcntl.LOCK_EX):
+            drop = []
+            for path in self._manifest_paths():
+                manifest = self._read_manifest(path, warn=False)
+                if manifest and history_differs(log, manifest.lsn, manifest.ts, manifest.mark):
+                    drop.append(path)
+            if drop:
+                with self._lock(".readers", fcntl.LOCK_EX):
+                    for path in drop:
+                        path.unlink(missing_ok=True)
+                    self._collect_garbage()
+            return [_lsn_of(p) for p in drop]
 
     def _collect_garbage(self) -> None:
         live: set[str] = set()
@@ -422,6 +465,14 @@ def _fsync_dir(path: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def _make_directory(path: Path) -> None:
+    """Create `path` if need be; anything else in its place is a one-line error."""
+    try:
+        path.mkdir(exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        raise ProjectionError(f"{path} is not a directory: no snapshot can be saved") from None
 
 
 def _remove_database(path: Path) -> None:

@@ -70,7 +70,7 @@ class Workspace:
         self.snapshot: SnapshotInfo | None = None
         try:
             restored = (
-                Snapshots(log.path).restore(self.db, at_most=at_most, config=_CONFIG)
+                Snapshots(log.path).restore(self.db, at_most=at_most, log=log, config=_CONFIG)
                 if snapshots
                 else None
             )

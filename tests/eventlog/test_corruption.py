@@ -373,3 +373,41 @@ def test_verify_resynchronises_after_damage(
     for frame in damaged:
         assert f"{seg} at offset {frame.offset} (LSN {frame.first_lsn})" in output
     assert "2 damaged place(s)" in output
+
+
+# -- a missing segment is reported, never counted around ------------------------------------------
+
+
+def test_verify_reports_a_lost_last_segment_after_a_sealed_one(
+    pristine: Layout, store: Path
+) -> None:
+    """The last segment deleted (or lost with a restored backup): the one before it has index
+    files, so the log went on after it. `verify` said ok; it is an error naming the place."""
+    copy_store(pristine, store)
+    lost = segment_files(store)[-1]
+    lost.unlink()
+    problems = eventlog.verify(store)
+    assert [(p.severity, p.path, p.lsn) for p in errors_of(problems)] == [
+        ("error", str(lost), int(lost.name[:20]))
+    ]
+    code, output = lmg_verify(store)
+    assert code == 1
+    assert f"error: {lost} (LSN {int(lost.name[:20])}): segment missing" in output
+
+
+@pytest.mark.parametrize("which", ["first", "middle", "last"])
+def test_stats_refuses_a_log_with_a_missing_segment(
+    which: str, pristine: Layout, store: Path
+) -> None:
+    """`lmg stats` counted the events of the segments left; a missing one is now an error."""
+    copy_store(pristine, store)
+    segment_files(store)[["first", "middle", "last"].index(which)].unlink()
+    with eventlog.open(store, readonly=True) as log, pytest.raises(eventlog.CorruptionError):
+        log.stats()
+    command = [str(Path(sys.executable).with_name("lmg")), "stats", str(store)]
+    result = subprocess.run(command, check=False, capture_output=True, text=True)
+    assert result.returncode == 1
+    assert result.stdout == ""
+    assert "Traceback" not in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert "missing" in result.stderr

@@ -22,6 +22,8 @@ import json
 import random
 import re
 import shutil
+import subprocess
+import sys
 import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -535,3 +537,73 @@ def test_taking_a_snapshot_again_replaces_an_unusable_one(
     assert info.schema_version == SCHEMA_VERSION
     with no_warnings(), replay.at(store, lsn=lsn) as view:
         assert view.snapshot is not None and view.snapshot.lsn == lsn
+
+
+# -- forged manifests and chunks, and files where directories belong -----------------------------
+
+
+def test_manifest_naming_a_chunk_outside_the_store_is_skipped(base: Base, tmp_path: Path) -> None:
+    """A manifest is protected by a CRC anyone can recompute: one that names a chunk
+    ``../../outside`` (a copy of a real chunk, so every checksum holds) must not be followed."""
+    store = copy_store(base, tmp_path)
+    lsn, older = base.lsns[1], base.lsns[0]
+    path = manifest_path(store, lsn)
+    manifest = read_manifest(path)
+    outside = tmp_path / "outside"
+    shutil.copy(chunk_path(store, manifest["chunks"][0][0]), outside)
+    before = outside.read_bytes()
+    manifest["chunks"][0][0] = "../../outside"  # snapshots/chunks/../../outside
+    write_manifest(path, manifest)
+
+    with pytest.warns(SnapshotSkipped, match=path.name):
+        view = replay.at(store, lsn=lsn)
+    with view:
+        assert view.snapshot is not None and view.snapshot.lsn == older
+        assert_same(read_tables(view), base.reference(lsn), "beside a forged manifest")
+    assert outside.read_bytes() == before
+
+
+def test_chunk_whose_bytes_do_not_hash_to_its_name_is_skipped(base: Base, tmp_path: Path) -> None:
+    """A chunk changed and its CRC32C in the manifest made to match: its SHA-256 (its name)
+    still tells, so the snapshot is skipped as damaged."""
+    store = copy_store(base, tmp_path)
+    lsn, older = base.lsns[1], base.lsns[0]
+    chunk = own_chunk(store, lsn)
+    data = bytearray(chunk.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    chunk.write_bytes(bytes(data))
+    path = manifest_path(store, lsn)
+    manifest = read_manifest(path)
+    for entry in manifest["chunks"]:
+        if entry[0] == chunk.name:
+            entry[1] = google_crc32c.value(bytes(data))
+    write_manifest(path, manifest)
+
+    with pytest.warns(SnapshotSkipped, match=f"chunk {chunk.name} is damaged"):
+        view = replay.at(store, lsn=lsn)
+    with view:
+        assert view.snapshot is not None and view.snapshot.lsn == older
+        assert_same(read_tables(view), base.reference(lsn), "beside a tampered chunk")
+
+
+def test_chunks_that_is_a_file_skips_every_snapshot(base: Base, tmp_path: Path) -> None:
+    store = copy_store(base, tmp_path)
+    shutil.rmtree(store / "snapshots" / "chunks")
+    (store / "snapshots" / "chunks").write_bytes(b"not a directory")
+    with pytest.warns(SnapshotSkipped, match="unreadable"):
+        view = replay.at(store, lsn=base.lsns[1])
+    with view:
+        assert view.snapshot is None
+        assert view.lsn == base.lsns[1]
+
+
+def test_lmg_snapshot_on_a_snapshots_file_is_a_one_line_error(base: Base, tmp_path: Path) -> None:
+    store = copy_store(base, tmp_path, snapshots=False)
+    (store / "snapshots").write_bytes(b"not a directory")
+    lmg = str(Path(sys.executable).with_name("lmg"))
+    command = [lmg, "snapshot", str(store)]
+    result = subprocess.run(command, check=False, capture_output=True, text=True)
+    assert result.returncode == 1
+    assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
+    assert "is not a directory" in result.stderr, result.stderr
+    assert (store / "snapshots").read_bytes() == b"not a directory"
