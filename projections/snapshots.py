@@ -37,6 +37,7 @@ import duckdb
 import google_crc32c
 import msgspec
 
+from ._policy import SnapshotPolicy
 from ._schema import SCHEMA_VERSION, checkpoint
 from .errors import ProjectionError
 
@@ -50,24 +51,6 @@ _FORMAT = 1
 
 class SnapshotSkipped(UserWarning):
     """A snapshot could not be used (damaged, missing, another schema) and was passed over."""
-
-
-class SnapshotPolicy(msgspec.Struct, frozen=True, kw_only=True):
-    """When a projector takes snapshots, and how many are kept.
-
-    A snapshot is due after `every_events` events or `every_bytes` bytes of log since the
-    newest one, whichever comes first. Beyond `keep` snapshots, pruning drops the one whose
-    neighbours are closest, so what is kept stays spread over the whole history (a replay
-    folds at most about one gap). The defaults keep `replay.at` under a second on a
-    million-event store (docs/benchmarks.md)."""
-
-    every_events: int = 20_000
-    every_bytes: int = 16 << 20
-    keep: int = 64
-
-    def __post_init__(self) -> None:
-        if self.every_events < 1 or self.every_bytes < 1 or self.keep < 1:
-            raise ProjectionError("snapshot policy values must be positive")
 
 
 class _Chunk(msgspec.Struct, array_like=True, frozen=True):
