@@ -215,7 +215,7 @@ def diff_command(
     if fmt == "json":
         click.echo(_JSON.encode(_diff_json(result)).decode())
         return
-    _print_diff(result, shown)
+    click.echo(result.text(shown))
 
 
 def _diff_json(result: Diff) -> dict[str, Any]:
@@ -225,41 +225,6 @@ def _diff_json(result: Diff) -> dict[str, Any]:
         "tables": {name: t for name, t in result.tables.items() if t},
         "events": [{"lsn": r.lsn, **msgspec.to_builtins(r.event)} for r in result.events],
     }
-
-
-def _print_diff(result: Diff, shown: int) -> None:
-    count = len(result.events)
-    click.echo(f"from LSN {result.start} to LSN {result.stop}: {_plural(count, 'event')}")
-    for record in result.events[:shown]:
-        click.echo(f"  {record.lsn}  {_JSON.encode(record.event).decode()[:150]}")
-    if count > shown:
-        click.echo(f"  ... {_plural(count - shown, 'more event')}")
-    for name in result.changed_tables():
-        table = result.tables[name]
-        click.echo(
-            f"{name}: {len(table.added)} added, {len(table.removed)} removed, "
-            f"{len(table.changed)} changed"
-        )
-        for row in table.added[:shown]:
-            click.echo(f"  + {_row(row)}")
-        for row in table.removed[:shown]:
-            click.echo(f"  - {_row(row)}")
-        for change in table.changed[:shown]:
-            cols = change.columns
-            before = {c: change.before[c] for c in cols}
-            after = {c: change.after[c] for c in cols}
-            click.echo(f"  ~ {_row({'key': list(change.key)})} {_row(before)}")
-            click.echo(f"    -> {_row(after)}")
-    if not result.changed_tables():
-        click.echo("no table changed")
-
-
-def _plural(count: int, noun: str) -> str:
-    return f"{count} {noun}{'' if count == 1 else 's'}"
-
-
-def _row(row: dict[str, Any]) -> str:
-    return _JSON.encode(row).decode()[:200]
 
 
 @click.command(name="fork")
