@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import statistics
 import subprocess
 import sys
@@ -435,7 +436,7 @@ def _startup(plan: Plan, scale: Scale) -> CaseResult:
         for rep in range(max(plan.reps, 5) * 3):  # interleaved, in a rotating order
             names = list(commands)
             for name in names[rep % 3 :] + names[: rep % 3]:
-                times[name].append(_timed(lambda c=commands[name]: _run_quietly(c)))
+                times[name].append(_timed(functools.partial(_run_quietly, commands[name])))
     finally:
         remove_tree(root)
     med = statistics.median
