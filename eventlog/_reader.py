@@ -19,7 +19,6 @@ from collections.abc import AsyncIterator, Iterator
 from typing import TYPE_CHECKING, NamedTuple
 
 import msgspec
-import watchfiles
 
 from . import events as ev
 from ._format import SEGMENT_HEADER, FrameError, decode_body, unpack_body
@@ -27,6 +26,8 @@ from ._segment import BadFrame, Frame, is_torn_tail, read_frame
 from .errors import CorruptionError
 
 if TYPE_CHECKING:
+    import watchfiles
+
     from ._index import SegmentSummary
     from ._store import Store
 
@@ -201,6 +202,8 @@ def follow(
     The watcher stays open between drains, so a change made while draining wakes the next
     wait; a timeout of `poll_s` re-checks anyway, as a safety net for missed notifications.
     """
+    import watchfiles  # noqa: PLC0415 (here, not at the top: reading the log never needs it)
+
     watcher = watchfiles.watch(
         cursor._store.path,
         watch_filter=_segments_only,
@@ -225,6 +228,8 @@ async def follow_async(
     cursor: Cursor, stop: asyncio.Event | None = None, poll_s: float = 1.0, chunk: int = 4096
 ) -> AsyncIterator[Record]:
     """The asyncio twin of `follow`: reads in a worker thread, waits with `watchfiles.awatch`."""
+    import watchfiles  # noqa: PLC0415 (as in `follow`)
+
     watcher = watchfiles.awatch(
         cursor._store.path,
         watch_filter=_segments_only,

@@ -79,7 +79,7 @@ from .errors import (
 )
 from .options import Durability, Options
 
-__all__ = ["Appended", "PendingRequest", "Store"]
+__all__ = ["Appended", "PendingRequest", "Store", "check_store"]
 
 _SEGMENT_FILE = re.compile(r"^(\d{20})\.seg$")
 _FULL_DISK = (errno.ENOSPC, errno.EFBIG, errno.EDQUOT)
@@ -130,6 +130,15 @@ class _Active:
         )
 
 
+def check_store(path: Path) -> None:
+    """Raise unless `path` holds a store: a missing directory and a directory that is not a
+    store are told apart, since the first is almost always a mistyped path."""
+    if not path.is_dir():
+        raise EventLogError(f"no store at {path}")
+    if not (path / "LOCK").exists():
+        raise EventLogError(f"{path} is not an event log store (no LOCK file)")
+
+
 def key_digest(key: str) -> int:
     """The id-index key of an idempotency key."""
     return int.from_bytes(hashlib.blake2b(key.encode(), digest_size=16).digest())
@@ -162,8 +171,7 @@ class Store:
         self._firsts: list[int] = []  # segments known to this handle (appenders only)
         self._lock_fd = -1
         if options.readonly:
-            if not (path / "LOCK").exists():
-                raise EventLogError(f"{path} is not an event log store (no LOCK file)")
+            check_store(path)
             return
         path.mkdir(parents=True, exist_ok=True)
         self._lock_fd = os.open(path / "LOCK", os.O_RDWR | os.O_CREAT, 0o644)

@@ -1,19 +1,20 @@
 """The event log's commands of the `lmg` CLI: demo, append, tail, verify, stats.
 
-Library errors become one-line `click.ClickException`s here and nowhere else. Every command
-takes the store as an optional argument defaulting to ``$LMG_STORE`` or ``./lmg-data``.
+Library errors become one-line messages in one place, where `replay.cli` assembles the `lmg`
+group. Every command takes the store as an optional argument defaulting to ``$LMG_STORE`` or
+``./lmg-data``.
 """
 
 from __future__ import annotations
 
 import contextlib
-import functools
 import json
 import os
 import re
 import sys
 import threading
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any, ParamSpec, TypeVar
 
 import click
@@ -24,13 +25,14 @@ from ._demo import record_demo, summarise
 from ._ids import new_id
 from ._limits import MAX_DEPTH
 from ._reader import Record
+from ._store import check_store
 from .errors import EventLogError, InvalidEvent
 from .log import EventLog
 from .log import open as open_log
 from .options import Durability, Options
 from .verify import verify
 
-__all__ = ["commands", "default_store"]
+__all__ = ["commands", "default_store", "require_store", "store_argument"]
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -48,17 +50,12 @@ def store_argument(fn: Callable[P, R]) -> Callable[P, R]:
     )(fn)
 
 
-def cli_errors(fn: Callable[P, R]) -> Callable[P, R]:
-    """Turn library and OS errors into one-line CLI errors (no tracebacks)."""
-
-    @functools.wraps(fn)
-    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
-        try:
-            return fn(*args, **kwargs)
-        except (EventLogError, OSError) as exc:
-            raise click.ClickException(f"{type(exc).__name__}: {exc}") from None
-
-    return wrapper
+def require_store(store: str | None) -> str:
+    """The store's path, checked first by commands that would otherwise create files in it
+    (a projector's lock beside the database) before finding out it is no store."""
+    path = store or default_store()
+    check_store(Path(path))
+    return path
 
 
 def _position(value: str | None) -> tuple[int | None, str | None]:
@@ -76,7 +73,6 @@ def record_json(record: Record) -> bytes:
 
 @click.command()
 @store_argument
-@cli_errors
 def demo(store: str | None) -> None:
     """Record a small multi-agent conversation and show what the log holds.
 
@@ -109,7 +105,6 @@ def demo(store: str | None) -> None:
     show_default=True,
     help="Refuse a longer line (with --batch: a longer input) before parsing it.",
 )
-@cli_errors
 def append(store: str | None, batch: bool, durability: str, max_line_bytes: int) -> None:
     """Append events given as JSON lines on stdin; print one JSON result line per input line.
 
@@ -169,8 +164,11 @@ def _parse_line(line: bytes, n: int) -> tuple[list[ev.EventBase], dict[str, Any]
     events: list[ev.EventBase] = []
     for item in items:
         if not isinstance(item, dict) or item.get("type") not in types:
+            given = item.get("type") if isinstance(item, dict) else None
             raise click.ClickException(
-                f'line {n}: not an event (needs a known "type"): {_short(item)}'
+                f"line {n}: not an event: "
+                + (f"unknown type {given!r}" if given else 'no "type"')
+                + f"; known types: {', '.join(sorted(types))}"
             )
         cls = types[item["type"]]
         fields = {**item, "id": str(new_id())} if _needs_id(cls, item) else item
@@ -195,7 +193,7 @@ def _append_line(log: EventLog, n: int, parsed: tuple[list[ev.EventBase], dict[s
     try:
         result = log.append(events, **options)
     except EventLogError as exc:
-        raise click.ClickException(f"line {n}: {type(exc).__name__}: {exc}") from None
+        raise click.ClickException(f"line {n}: {exc}") from None
     ids = [str(getattr(e, "id", "")) or None for e in result.events]
     out = {
         "lsn": result.first_lsn,
@@ -211,7 +209,6 @@ def _append_line(log: EventLog, n: int, parsed: tuple[list[ev.EventBase], dict[s
 @click.option("--from", "start", metavar="LSN|TIME", help="First LSN, or ISO 8601 time.")
 @click.option("--to", "stop", metavar="LSN|TIME", help="Stop before this LSN or time.")
 @click.option("--follow", "-f", is_flag=True, help="Keep printing new events as they are appended.")
-@cli_errors
 def tail(store: str | None, start: str | None, stop: str | None, follow: bool) -> None:
     """Print events as JSON lines: {"lsn": N, "type": ..., "ts": ..., ...fields}.
 
@@ -242,7 +239,6 @@ def tail(store: str | None, start: str | None, stop: str | None, follow: bool) -
 
 @click.command(name="verify")
 @store_argument
-@cli_errors
 def verify_command(store: str | None) -> None:
     """Check every frame of every segment; report damage with file, offset and LSN.
 
@@ -264,7 +260,6 @@ def verify_command(store: str | None) -> None:
 @click.command()
 @store_argument
 @click.option("--json", "as_json", is_flag=True, help="Print the stats as one JSON object.")
-@cli_errors
 def stats(store: str | None, as_json: bool) -> None:
     """Segments, events by type, bytes, compression ratio, recovered bytes.
 

@@ -26,7 +26,7 @@ from ._segment import (
     read_frame,
     read_segment_header,
 )
-from .errors import EventLogError
+from ._store import check_store
 
 __all__ = ["Problem", "verify"]
 
@@ -55,8 +55,7 @@ class Problem(msgspec.Struct, frozen=True):
 def verify(path: str | os.PathLike[str]) -> list[Problem]:
     """Every problem found in the store at `path`; an empty list means it is intact."""
     root = Path(path)
-    if not (root / "LOCK").exists():
-        raise EventLogError(f"{root} is not an event log store (no LOCK file)")
+    check_store(root)
     problems: list[Problem] = []
     for name in sorted(os.listdir(root)):
         if _LOG_LIKE.match(name) and not _KNOWN.match(name):

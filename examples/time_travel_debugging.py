@@ -68,22 +68,8 @@ def record_bad_run(path: Path) -> Run:
 def what_changed(path: Path, run: Run) -> None:
     """`replay.diff`: the projections before the conversation against after it."""
     d = replay.diff(path, run.setup, run.end)
-    print(f"== replay.diff: LSN {d.start} -> {d.stop} ({len(d.events)} events)")
-    print(f"  tables changed: {', '.join(d.changed_tables())}")
-    agents = d.tables["agent_stats"].changed  # every row carries the agent's name
-    names = {change.after["agent_id"]: change.after["name"] for change in agents}
-    for row in d.tables["handoffs"].added:
-        route = f"{names[row['from_agent_id']]} -> {names[row['to_agent_id']]}"
-        print(f"  + handoff {route}: {row['reason']!r}, summary {row['context_summary']!r}")
-    for change in agents:
-        moved = [
-            f"{c} {change.before[c]} -> {change.after[c]}"
-            for c in change.columns
-            if c in ("prompts_handled", "handoffs_in", "handoffs_out", "tool_failures")
-        ]
-        print(f"  ~ agent {change.after['name']}: {', '.join(moved)}")
-    for row in d.tables["tool_invocations"].added:
-        print(f"  + tool call {row['tool_name']}: {row['status']} ({row['error']})")
+    print(f"== replay.diff: tables changed: {', '.join(d.changed_tables())}")
+    print(d.text(rows=1))  # what `lmg diff` prints: agents and templates by name, not by id
 
 
 def find_the_handoff(path: Path, run: Run) -> int:

@@ -8,37 +8,42 @@ with MemoryGraph.open("./data") as g:
     g.sql("SELECT * FROM agent_stats").fetchall()
 """
 
-from ._database import DATABASE_FILE
-from ._fold import Batch, implicit_edge_id
-from ._folder import BATCH_EVENTS, fold_available, fold_records
-from ._history import HistoryChanged
-from ._reads import Hop, Impact, NotFound
-from ._schema import SCHEMA_VERSION, TABLE_KEYS, TABLE_NAMES, checkpoint, ensure_schema
-from .errors import (
-    BadArgument,
-    DatabaseBusy,
-    PoisonEvent,
-    ProjectionError,
-    ProjectorBusy,
-    SchemaMismatch,
-)
-from .graph_view import GraphReads, GraphView
-from .memory_graph import AsyncMemoryGraph, AsyncQuery, GraphStats, MemoryGraph
-from .nodes import (
-    Agent,
-    Edge,
-    GenericNode,
-    Node,
-    Prompt,
-    Response,
-    Session,
-    Template,
-    ToolInvocation,
-    Turn,
-)
-from .projector import Progress, Projector, connect, rebuild
-from .query import Query
-from .snapshots import SnapshotInfo, SnapshotPolicy, Snapshots, SnapshotSkipped
+from typing import TYPE_CHECKING
+
+from eventlog._lazy import export_lazily
+
+if TYPE_CHECKING:  # the names as mypy sees them; at run time, imported on first use
+    from ._database import DATABASE_FILE
+    from ._fold import Batch, implicit_edge_id
+    from ._folder import BATCH_EVENTS, fold_available, fold_records
+    from ._history import HistoryChanged
+    from ._reads import Hop, Impact, NotFound
+    from ._schema import SCHEMA_VERSION, TABLE_KEYS, TABLE_NAMES, checkpoint, ensure_schema
+    from .errors import (
+        BadArgument,
+        DatabaseBusy,
+        PoisonEvent,
+        ProjectionError,
+        ProjectorBusy,
+        SchemaMismatch,
+    )
+    from .graph_view import GraphReads, GraphView
+    from .memory_graph import AsyncMemoryGraph, AsyncQuery, GraphStats, MemoryGraph
+    from .nodes import (
+        Agent,
+        Edge,
+        GenericNode,
+        Node,
+        Prompt,
+        Response,
+        Session,
+        Template,
+        ToolInvocation,
+        Turn,
+    )
+    from .projector import Progress, Projector, connect, rebuild
+    from .query import Query
+    from .snapshots import SnapshotInfo, SnapshotPolicy, Snapshots, SnapshotSkipped
 
 __all__ = [
     "BATCH_EVENTS",
@@ -88,3 +93,40 @@ __all__ = [
     "implicit_edge_id",
     "rebuild",
 ]
+
+export_lazily(
+    __name__,
+    {
+        "._database": ("DATABASE_FILE",),
+        "._fold": ("Batch", "implicit_edge_id"),
+        "._folder": ("BATCH_EVENTS", "fold_available", "fold_records"),
+        "._history": ("HistoryChanged",),
+        "._reads": ("Hop", "Impact", "NotFound"),
+        "._schema": ("SCHEMA_VERSION", "TABLE_KEYS", "TABLE_NAMES", "checkpoint", "ensure_schema"),
+        ".errors": (
+            "BadArgument",
+            "DatabaseBusy",
+            "PoisonEvent",
+            "ProjectionError",
+            "ProjectorBusy",
+            "SchemaMismatch",
+        ),
+        ".graph_view": ("GraphReads", "GraphView"),
+        ".memory_graph": ("AsyncMemoryGraph", "AsyncQuery", "GraphStats", "MemoryGraph"),
+        ".nodes": (
+            "Agent",
+            "Edge",
+            "GenericNode",
+            "Node",
+            "Prompt",
+            "Response",
+            "Session",
+            "Template",
+            "ToolInvocation",
+            "Turn",
+        ),
+        ".projector": ("Progress", "Projector", "connect", "rebuild"),
+        ".query": ("Query",),
+        ".snapshots": ("SnapshotInfo", "SnapshotPolicy", "Snapshots", "SnapshotSkipped"),
+    },
+)

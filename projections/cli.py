@@ -3,51 +3,32 @@
 from __future__ import annotations
 
 import csv
-import functools
 import signal
 import sys
 import threading
 import time
-import warnings
 from collections.abc import Callable
-from typing import Any, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
 import click
 import msgspec
 
 from eventlog._demo import record_demo, summarise
-from eventlog.cli import cli_errors, default_store, store_argument
+from eventlog.cli import default_store, require_store, store_argument
 
-from ._demo import show_projections
-from .errors import ProjectionError, ProjectorBusy
-from .memory_graph import MemoryGraph
-from .projector import DEFAULT_SNAPSHOTS, Progress, Projector, connect
+from ._policy import SnapshotPolicy
+from .errors import ProjectorBusy
 
-__all__ = ["commands", "print_rows", "projection_errors", "rows_format"]
+if TYPE_CHECKING:  # imported where used: `lmg --help` must not load DuckDB
+    import duckdb
+
+    from .projector import Progress
+
+__all__ = ["commands", "print_rows", "rows_format", "run_query"]
 
 P = ParamSpec("P")
 R = TypeVar("R")
 _JSON = msgspec.json.Encoder()
-
-
-def projection_errors(fn: Callable[P, R]) -> Callable[P, R]:
-    """Projection errors become one-line CLI errors, like the log's; warnings (a rebuild, a
-    skipped snapshot) one line on stderr."""
-
-    @functools.wraps(fn)
-    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
-        with warnings.catch_warnings():
-            warnings.showwarning = _warn
-            try:
-                return fn(*args, **kwargs)
-            except ProjectionError as exc:
-                raise click.ClickException(f"{type(exc).__name__}: {exc}") from None
-
-    return wrapper
-
-
-def _warn(message: Warning | str, *_: Any, **__: Any) -> None:
-    click.echo(f"warning: {message}", err=True)
 
 
 def _database_option(fn: Callable[P, R]) -> Callable[P, R]:
@@ -127,13 +108,11 @@ def _describe(p: Progress) -> str:
 @click.option(
     "--snapshot-every",
     type=int,
-    default=DEFAULT_SNAPSHOTS.every_events,
+    default=SnapshotPolicy().every_events,
     show_default=True,
     metavar="EVENTS",
     help="Save a snapshot (for fast replay) after this many events (0: never).",
 )
-@cli_errors
-@projection_errors
 def project(
     *,
     store: str | None,
@@ -153,7 +132,9 @@ def project(
 
     Example: lmg project ./my-store --follow
     """
-    path = store or default_store()
+    from .projector import DEFAULT_SNAPSHOTS, Projector
+
+    path = require_store(store)
     bar = _Bar(sys.stderr.isatty())
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -187,6 +168,8 @@ def project(
 
 def _fold_if_free(path: str, database: str | None) -> None:
     """Catch up first when no projector is running, so a one-off query sees the whole log."""
+    from .projector import Projector
+
     try:
         with Projector(path, database) as projector:
             projector.catch_up()
@@ -210,8 +193,6 @@ def _fold_if_free(path: str, database: str | None) -> None:
 @click.option(
     "--no-fold", is_flag=True, help="Do not catch up first, even when no projector is running."
 )
-@cli_errors
-@projection_errors
 def sql(
     *, words: tuple[str, ...], database: str | None, fmt: str, wait_s: float, no_fold: bool
 ) -> None:
@@ -226,18 +207,36 @@ def sql(
     """
     if len(words) > 2:
         raise click.UsageError("give a STORE and one QUERY (quote the query)")
+    from .projector import connect
+
     store, query = (None, words[0]) if len(words) == 1 else words
-    path = store or default_store()
+    path = require_store(store)
     if not no_fold:
         _fold_if_free(path, database)
     with connect(path, database, wait_s=wait_s) as con:
-        try:
-            cursor = con.execute(query)
-            names = [d[0] for d in cursor.description or ()]
-            rows = cursor.fetchall()
-        except Exception as exc:  # DuckDB's parser and binder errors: show them plainly
-            raise click.ClickException(str(exc).splitlines()[0]) from None
+        names, rows = run_query(con, query)
     print_rows(names, rows, fmt)
+
+
+def run_query(
+    con: duckdb.DuckDBPyConnection, query: str
+) -> tuple[list[str], list[tuple[Any, ...]]]:
+    """The column names and rows of one SQL statement (`lmg sql` and `lmg replay --sql`).
+
+    Several statements are refused rather than run with only the last one's rows shown, which
+    would hide what the others returned. DuckDB's parser and binder errors become one line."""
+    try:
+        statements = con.extract_statements(query)
+        if len(statements) != 1:
+            held = "no statement" if not statements else f"{len(statements)} statements"
+            raise click.ClickException(f"give one SQL statement; the query holds {held}")
+        cursor = con.execute(statements[0])
+        names = [d[0] for d in cursor.description or ()]
+        return names, cursor.fetchall()
+    except click.ClickException:
+        raise
+    except Exception as exc:  # DuckDB's own errors ("Binder Error: ..."): their first line
+        raise click.ClickException(str(exc).splitlines()[0]) from None
 
 
 def print_rows(names: list[str], rows: list[tuple[Any, ...]], fmt: str) -> None:
@@ -270,8 +269,6 @@ def _plain(row: tuple[Any, ...]) -> list[str]:
 
 @click.command()
 @store_argument
-@cli_errors
-@projection_errors
 def demo(store: str | None) -> None:
     """Record a small multi-agent conversation, then show what the log and projections hold.
 
@@ -281,6 +278,9 @@ def demo(store: str | None) -> None:
 
     Example: lmg demo ./my-store
     """
+    from ._demo import show_projections
+    from .memory_graph import MemoryGraph
+
     path = store or default_store()
     with MemoryGraph.open(path) as graph:
         session = record_demo(graph)

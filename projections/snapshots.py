@@ -42,6 +42,7 @@ import msgspec
 
 from ._folder import LogReader
 from ._history import folded_history, history_differs
+from ._policy import SnapshotPolicy
 from ._schema import SCHEMA_VERSION
 from .errors import ProjectionError
 
@@ -55,24 +56,6 @@ _FORMAT = 1
 
 class SnapshotSkipped(UserWarning):
     """A snapshot could not be used (damaged, missing, another schema) and was passed over."""
-
-
-class SnapshotPolicy(msgspec.Struct, frozen=True, kw_only=True):
-    """When a projector takes snapshots, and how many are kept.
-
-    A snapshot is due after `every_events` events or `every_bytes` bytes of log since the
-    newest one, whichever comes first. Beyond `keep` snapshots, pruning drops the one whose
-    neighbours are closest, so what is kept stays spread over the whole history (a replay
-    folds at most about one gap). The defaults keep `replay.at` under a second on a
-    million-event store (docs/benchmarks.md)."""
-
-    every_events: int = 20_000
-    every_bytes: int = 16 << 20
-    keep: int = 64
-
-    def __post_init__(self) -> None:
-        if self.every_events < 1 or self.every_bytes < 1 or self.keep < 1:
-            raise ProjectionError("snapshot policy values must be positive")
 
 
 Digest = Annotated[str, msgspec.Meta(pattern="^[0-9a-f]{64}$")]

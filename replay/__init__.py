@@ -11,17 +11,22 @@ Every view equals a fold, from zero, of exactly the events up to its point; snap
 make getting there cheaper (docs/replay.md).
 """
 
-from eventlog import Origin
-from projections import SnapshotInfo, SnapshotPolicy, SnapshotSkipped
+from typing import TYPE_CHECKING
 
-from ._points import Point, Time
-from ._workspace import Progress
-from .diff import Diff, RowChange, TableDiff, diff
-from .errors import BadPoint, ReplayError
-from .fork import fork, origin
-from .snapshot import prune, snapshot, snapshots
-from .step import Step, step
-from .view import View, at
+from eventlog._lazy import export_lazily
+
+if TYPE_CHECKING:  # the names as mypy sees them; at run time, imported on first use
+    from eventlog import Origin
+    from projections import SnapshotInfo, SnapshotPolicy, SnapshotSkipped
+
+    from ._points import Point, Time
+    from ._workspace import Progress
+    from .diff import Diff, RowChange, TableDiff, diff
+    from .errors import BadPoint, ReplayError
+    from .fork import fork, origin
+    from .snapshot import prune, snapshot, snapshots
+    from .step import Step, step
+    from .view import View, at
 
 __all__ = [
     "BadPoint",
@@ -47,3 +52,19 @@ __all__ = [
     "snapshots",
     "step",
 ]
+
+export_lazily(
+    __name__,
+    {
+        "eventlog": ("Origin",),
+        "projections": ("SnapshotInfo", "SnapshotPolicy", "SnapshotSkipped"),
+        "._points": ("Point", "Time"),
+        "._workspace": ("Progress",),
+        ".diff": ("Diff", "RowChange", "TableDiff", "diff"),
+        ".errors": ("BadPoint", "ReplayError"),
+        ".fork": ("fork", "origin"),
+        ".snapshot": ("prune", "snapshot", "snapshots"),
+        ".step": ("Step", "step"),
+        ".view": ("View", "at"),
+    },
+)

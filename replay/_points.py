@@ -19,7 +19,7 @@ from eventlog._time import to_ns
 
 from .errors import BadPoint
 
-__all__ = ["Point", "Time", "event_ts", "resolve"]
+__all__ = ["Point", "Time", "datetime_of", "event_ts", "resolve"]
 
 
 class Time(msgspec.Struct, frozen=True):
@@ -62,3 +62,11 @@ def event_ts(log: EventLog, lsn: int) -> int | None:
         return None
     record = next(log.read(lsn, lsn + 1), None)
     return None if record is None else record.event.ts
+
+
+def datetime_of(ts: int) -> dt.datetime:
+    """A UTC datetime no earlier than `ts` (ns): datetimes hold microseconds, so round up."""
+    return _EPOCH + dt.timedelta(microseconds=-(-ts // 1000))
+
+
+_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)

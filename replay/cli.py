@@ -6,61 +6,72 @@ packages), so the CLI can gather commands from all of them without an upward imp
 
 from __future__ import annotations
 
-import functools
+import errno
 import re
 import sys
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, Any
 
 import click
 import msgspec
 
-from eventlog.cli import cli_errors, default_store, store_argument
+from eventlog import EventLogError
 from eventlog.cli import commands as eventlog_commands
-from projections import TABLE_NAMES, SnapshotPolicy
+from eventlog.cli import default_store, store_argument
+from projections._policy import SnapshotPolicy
 from projections.cli import commands as projections_commands
-from projections.cli import print_rows, projection_errors, rows_format
+from projections.cli import print_rows, rows_format, run_query
+from projections.errors import ProjectionError
 
-from ._points import Point
-from ._workspace import Progress
-from .diff import Diff, diff
+from ._points import Point, datetime_of
 from .errors import ReplayError
-from .fork import fork
-from .snapshot import snapshot, snapshots
-from .view import at, datetime_of
+
+if TYPE_CHECKING:  # the rest of replay is imported where used: `lmg --help` needs no DuckDB
+    from ._workspace import Progress
+    from .diff import Diff
 
 __all__ = ["main"]
 
-P = ParamSpec("P")
-R = TypeVar("R")
 _JSON = msgspec.json.Encoder()
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class _Lmg(click.Group):
+    """The `lmg` group: the one place where errors become what a user reads.
+
+    Library errors (the log's, the projections', replay's) and OS errors become one plain
+    line, without a Python class name or a traceback; warnings (a skipped snapshot) are said
+    on stderr. A closed pipe (`lmg stats | head -1`) is left to click, which exits quietly."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        with warnings.catch_warnings():
+            warnings.simplefilter("always")
+            warnings.showwarning = _warn
+            try:
+                return super().invoke(ctx)
+            except (EventLogError, ProjectionError, ReplayError) as exc:
+                raise click.ClickException(str(exc)) from None
+            except OSError as exc:
+                if exc.errno == errno.EPIPE:
+                    raise
+                raise click.ClickException(_os_error(exc)) from None
+
+
+def _os_error(exc: OSError) -> str:
+    """`path: No such file or directory`, as Unix tools say it."""
+    if exc.filename is None or exc.strerror is None:
+        return str(exc)
+    return f"{exc.filename}: {exc.strerror}"
+
+
+@click.group(cls=_Lmg, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="llm-memory-graph")
 def main() -> None:
     """llm-memory-graph: the memory and lineage store for LLM agents.
 
     Every command takes a STORE directory, defaulting to $LMG_STORE or ./lmg-data.
     """
-
-
-def replay_errors(fn: Callable[P, R]) -> Callable[P, R]:
-    """Replay errors become one-line CLI errors; skipped snapshots are said on stderr."""
-
-    @functools.wraps(fn)
-    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
-        with warnings.catch_warnings():
-            warnings.simplefilter("always")
-            warnings.showwarning = _warn
-            try:
-                return fn(*args, **kwargs)
-            except ReplayError as exc:
-                raise click.ClickException(f"{type(exc).__name__}: {exc}") from None
-
-    return wrapper
 
 
 def _warn(message: Warning | str, category: type[Warning], *_: Any, **__: Any) -> None:
@@ -125,9 +136,6 @@ def _when(ts: int | None) -> str:
 )
 @rows_format
 @_NO_SNAPSHOTS
-@cli_errors
-@projection_errors
-@replay_errors
 def replay(
     *,
     store: str | None,
@@ -145,6 +153,10 @@ def replay(
 
     Or: lmg replay ./my-store --at 2026-11-20T10:00:00Z --out past.duckdb
     """
+    from projections import TABLE_NAMES
+
+    from .view import at
+
     path = store or default_store()
     with _progress("replaying") as progress:
         view = at(
@@ -158,13 +170,7 @@ def replay(
         start = "from zero" if view.snapshot is None else f"from snapshot {view.snapshot.lsn}"
         click.echo(f"at LSN {view.lsn} ({_when(view.ts)}), folded {start}", err=True)
         if query is not None:
-            try:
-                cursor = view.connection.execute(query)
-                names = [d[0] for d in cursor.description or ()]
-                rows = cursor.fetchall()
-            except Exception as exc:  # DuckDB's parser and binder errors: show them plainly
-                raise click.ClickException(str(exc).splitlines()[0]) from None
-            print_rows(names, rows, fmt)
+            print_rows(*run_query(view.connection, query), fmt)
         elif out is None:
             counts = [(t, view.rows(f"SELECT count(*) FROM {t}")[0][0]) for t in TABLE_NAMES]
             print_rows(["table", "rows"], counts, "table")
@@ -192,9 +198,6 @@ def _at_kwargs(point: Point) -> dict[str, Any]:
     "--rows", "shown", type=int, default=5, show_default=True, help="Rows shown per table (text)."
 )
 @_NO_SNAPSHOTS
-@cli_errors
-@projection_errors
-@replay_errors
 def diff_command(
     *, store: str | None, start: str, stop: str, fmt: str, shown: int, no_snapshots: bool
 ) -> None:
@@ -202,6 +205,8 @@ def diff_command(
 
     Example: lmg diff ./my-store --from 1200 --to 1234
     """
+    from .diff import diff
+
     path = store or default_store()
     with _progress("replaying") as progress:
         result = diff(
@@ -210,7 +215,7 @@ def diff_command(
     if fmt == "json":
         click.echo(_JSON.encode(_diff_json(result)).decode())
         return
-    _print_diff(result, shown)
+    click.echo(result.text(shown))
 
 
 def _diff_json(result: Diff) -> dict[str, Any]:
@@ -222,48 +227,10 @@ def _diff_json(result: Diff) -> dict[str, Any]:
     }
 
 
-def _print_diff(result: Diff, shown: int) -> None:
-    count = len(result.events)
-    click.echo(f"from LSN {result.start} to LSN {result.stop}: {_plural(count, 'event')}")
-    for record in result.events[:shown]:
-        click.echo(f"  {record.lsn}  {_JSON.encode(record.event).decode()[:150]}")
-    if count > shown:
-        click.echo(f"  ... {_plural(count - shown, 'more event')}")
-    for name in result.changed_tables():
-        table = result.tables[name]
-        click.echo(
-            f"{name}: {len(table.added)} added, {len(table.removed)} removed, "
-            f"{len(table.changed)} changed"
-        )
-        for row in table.added[:shown]:
-            click.echo(f"  + {_row(row)}")
-        for row in table.removed[:shown]:
-            click.echo(f"  - {_row(row)}")
-        for change in table.changed[:shown]:
-            cols = change.columns
-            before = {c: change.before[c] for c in cols}
-            after = {c: change.after[c] for c in cols}
-            click.echo(f"  ~ {_row({'key': list(change.key)})} {_row(before)}")
-            click.echo(f"    -> {_row(after)}")
-    if not result.changed_tables():
-        click.echo("no table changed")
-
-
-def _plural(count: int, noun: str) -> str:
-    return f"{count} {noun}{'' if count == 1 else 's'}"
-
-
-def _row(row: dict[str, Any]) -> str:
-    return _JSON.encode(row).decode()[:200]
-
-
 @click.command(name="fork")
 @store_argument
 @_AT
 @click.argument("new", type=click.Path(file_okay=False))
-@cli_errors
-@projection_errors
-@replay_errors
 def fork_command(*, store: str | None, point: str, new: str) -> None:
     """Create store NEW holding STORE's history up to a point, to append another future.
 
@@ -271,6 +238,8 @@ def fork_command(*, store: str | None, point: str, new: str) -> None:
 
     Example: lmg fork ./my-store --at 1220 ./my-store-fix
     """
+    from .fork import fork
+
     path = store or default_store()
     origin = fork(path, _point(point), new)
     click.echo(
@@ -289,9 +258,6 @@ def fork_command(*, store: str | None, point: str, new: str) -> None:
     help="Then prune to this many snapshots, spread over the history.",
 )
 @click.option("--list", "listing", is_flag=True, help="List the snapshots; take none.")
-@cli_errors
-@projection_errors
-@replay_errors
 def snapshot_command(*, store: str | None, point: str | None, keep: int, listing: bool) -> None:
     """Save the projections at a point as a snapshot, so replays near it start there.
 
@@ -300,6 +266,8 @@ def snapshot_command(*, store: str | None, point: str | None, keep: int, listing
 
     Example: lmg snapshot ./my-store
     """
+    from .snapshot import snapshot, snapshots
+
     path = store or default_store()
     if not listing:
         with _progress("folding") as progress:

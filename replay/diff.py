@@ -8,6 +8,7 @@ differ in any way is changed).
 from __future__ import annotations
 
 import os
+import uuid
 from typing import Any
 
 import msgspec
@@ -15,6 +16,7 @@ import msgspec
 import projections
 from eventlog import Record
 
+from ._describe import describe
 from ._points import Point, resolve
 from ._workspace import Progress, Workspace
 from .view import open_log
@@ -53,15 +55,25 @@ class Diff(msgspec.Struct, frozen=True):
 
     `events` are the events that make the difference: LSNs start+1..stop, in log order.
     If the points were given latest first, `start` > `stop`: the tables then say what going
-    back undoes (rows the later point has and the earlier lacks are `removed`)."""
+    back undoes (rows the later point has and the earlier lacks are `removed`).
+
+    `names` maps the ids of agents and templates (by name) and of sessions (by their metadata's
+    "title" or "name", if any) at either point to what a person calls them."""
 
     start: int
     stop: int
     tables: dict[str, TableDiff]
     events: list[Record]
+    names: dict[uuid.UUID, str] = {}
 
     def changed_tables(self) -> list[str]:
         return [name for name, table in self.tables.items() if table]
+
+    def text(self, rows: int = 5) -> str:
+        """The diff as a person reads it (what `lmg diff` prints): the events, then each
+        changed table, at most `rows` rows of each kind; ids given by name where one exists,
+        times in ISO 8601, long strings elided with their length."""
+        return "\n".join(describe(self, projections.TABLE_KEYS, rows))
 
 
 def diff(
@@ -87,10 +99,23 @@ def diff(
                 con.execute(f"CREATE TABLE {_BEFORE}.{name} AS SELECT * FROM main.{name}")
             workspace.fold_to(high, on_progress)
             tables = {name: _compare(con, name, start > stop) for name in projections.TABLE_NAMES}
+            names = dict(con.execute(_NAMES).fetchall())
             events = list(log.read(low + 1, high + 1))
         finally:
             workspace.discard()
-    return Diff(start=start, stop=stop, tables=tables, events=events)
+    return Diff(start=start, stop=stop, tables=tables, events=events, names=names)
+
+
+_NAMES = " UNION ".join(
+    f"SELECT id, {label} FROM {schema}.{table} WHERE {label} IS NOT NULL"
+    for schema in ("main", _BEFORE)
+    for table, label in (
+        ("agents", "name"),
+        ("templates", "name"),
+        ("sessions", "coalesce(metadata->>'title', metadata->>'name')"),
+    )
+)
+"""What people call the ids a diff mentions, at either point (see `Diff.names`)."""
 
 
 def _compare(con: Any, name: str, backwards: bool) -> TableDiff:

@@ -42,7 +42,9 @@ def snapshot(
 
 
 def snapshots(path: str | os.PathLike[str]) -> list[SnapshotInfo]:
-    """The store's snapshots, oldest first."""
+    """The store's snapshots, oldest first. A path that holds no store is an error, not an
+    empty list, so that a mistyped path is not mistaken for a store without snapshots."""
+    open_log(path).close()
     return Snapshots(path).all()
 
 

@@ -12,7 +12,7 @@ import eventlog
 from eventlog import EventLog, EventLogError
 from projections import GraphView, SnapshotInfo
 
-from ._points import Point, Time, event_ts, resolve
+from ._points import Point, Time, datetime_of, event_ts, resolve
 from ._workspace import Progress, Workspace
 from .errors import BadPoint, ReplayError
 
@@ -113,14 +113,6 @@ def at(
                 for p in (target, Path(f"{target}.wal")):
                     p.unlink(missing_ok=True)
             raise
-
-
-def datetime_of(ts: int) -> dt.datetime:
-    """A UTC datetime no earlier than `ts` (ns): datetimes hold microseconds, so round up."""
-    return _EPOCH + dt.timedelta(microseconds=-(-ts // 1000))
-
-
-_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 
 
 def open_log(path: str | os.PathLike[str]) -> EventLog:

@@ -29,6 +29,7 @@ from click.testing import CliRunner, Result
 
 import eventlog
 from eventlog import events as ev
+from eventlog._demo import record_demo
 from replay.cli import main
 
 LMG = Path(sys.executable).with_name("lmg")
@@ -165,7 +166,7 @@ def test_append_batch_is_all_or_nothing(store: Path) -> None:
     good = json.dumps({"type": "session.created"})
     dangling = json.dumps({"type": "prompt.added", "session_id": str(uuid.uuid4()), "content": "q"})
     failed = lmg("append", str(store), "--batch", stdin=f"{good}\n{good}\n{dangling}\n")
-    assert_one_line_error(failed, "UnknownNode")
+    assert_one_line_error(failed, "unknown session")
     assert event_count(store) == 0
     done = lmg("append", str(store), "--batch", stdin=f"{good}\n\n{good}\n")
     assert done.exit_code == 0, done.output
@@ -191,20 +192,20 @@ def _bad_lines(session: uuid.UUID) -> dict[str, tuple[object, tuple[str, ...]]]:
         ),
         "unknown node": (
             {"type": "response.added", "prompt_id": missing, "content": "a"},
-            ("UnknownNode", missing),
+            ("unknown prompt", missing),
         ),
         "wrong kind": (
             {"type": "response.added", "prompt_id": s, "content": "a"},
-            ("WrongNodeKind", s),
+            ("is a session, not a prompt", s),
         ),
         "edge type": (
             {"type": "edge.added", "from_id": s, "to_id": s, "edge_type": "lower"},
-            ("InvalidEvent", "edge type"),
+            ("edge type", "upper-case"),
         ),
-        "key reused": ({"events": [agent], "idempotency_key": "k"}, ("IdempotencyKeyReused",)),
+        "key reused": ({"events": [agent], "idempotency_key": "k"}, ("idempotency key",)),
         "stale expect": (
             {"events": [{"type": "session.created"}], "expect_store_lsn": -1},
-            ("AppendConflict",),
+            ("conflict", "expected last LSN -1"),
         ),
         "unknown option": ({"events": [{"type": "session.created"}], "retries": 3}, ("retries",)),
         "empty request": ({"events": []}, ("at least one event",)),
@@ -493,7 +494,8 @@ def test_non_store_path_is_a_one_line_error(tmp_path: Path, command: str, where:
     if where == "empty dir":
         path.mkdir()
     result = lmg(command, str(path))
-    assert_one_line_error(result, "not an event log store", str(path))
+    said = "not an event log store" if where == "empty dir" else "no store at"
+    assert_one_line_error(result, said, str(path))
     assert path.exists() == (where == "empty dir")  # nothing created
     if path.exists():
         assert list(path.iterdir()) == []
@@ -518,7 +520,7 @@ def test_damaged_store_is_a_one_line_error(store: Path, command: str) -> None:
     data[40] ^= 0xFF  # inside the first frame's header; an intact frame follows it
     segment.write_bytes(bytes(data))
     result = lmg(command, str(store), stdin='{"type": "session.created"}\n')
-    assert_one_line_error(result, "CorruptionError", segment.name)
+    assert_one_line_error(result, "damaged frame", segment.name)
     assert segment.read_bytes() == bytes(data)  # damage is reported, never repaired
     verified = lmg("verify", str(store))
     assert verified.exit_code == 1
@@ -556,7 +558,7 @@ def test_entry_point_error_has_no_traceback(tmp_path: Path) -> None:
     assert "Traceback" not in result.stderr
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("Error: "), result.stderr
-    assert "not an event log store" in lines[0]
+    assert f"no store at {missing}" in lines[0]
 
 
 def test_sql_takes_the_query_alone_on_the_default_store(tmp_path: Path) -> None:
@@ -570,3 +572,144 @@ def test_sql_takes_the_query_alone_on_the_default_store(tmp_path: Path) -> None:
     assert both.output == alone.output
     extra = lmg("sql", store, "SELECT 1", "SELECT 2")
     assert extra.exit_code != 0 and "one QUERY" in extra.output
+
+
+# -- errors through the installed `lmg`: one plain line, no class name, no traceback -----------
+
+_CLASS_NAME = re.compile(r"\b[A-Z][a-z]+[A-Z]\w*\b|NoneType|Traceback")
+"""A Python class name (CamelCase: `BadPoint`, `FileNotFoundError`) or a traceback's words."""
+
+
+def run_lmg(*args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(LMG), *args], input=stdin, capture_output=True, text=True, timeout=120, check=False
+    )
+
+
+def assert_plain_error(result: subprocess.CompletedProcess[str], *words: str) -> str:
+    """Exit 1, nothing on stdout, one `Error: ...` line on stderr naming no Python class."""
+    assert result.returncode == 1, (result.returncode, result.stdout, result.stderr)
+    assert result.stdout == ""
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("Error: "), result.stderr
+    assert not _CLASS_NAME.search(lines[0]), lines[0]
+    for word in words:
+        assert word in lines[0], (word, lines[0])
+    return lines[0]
+
+
+def test_sql_on_a_missing_store_says_there_is_no_store(tmp_path: Path) -> None:
+    missing = tmp_path / "missing"
+    line = assert_plain_error(run_lmg("sql", str(missing), "SELECT 1"), f"no store at {missing}")
+    assert ".lock" not in line
+    assert not missing.exists()  # nothing created on the way to the error
+
+
+def test_sql_of_an_empty_query_is_a_plain_error(demo_store: Path) -> None:
+    assert_plain_error(run_lmg("sql", str(demo_store), ""), "no statement")
+    assert_plain_error(run_lmg("sql", str(demo_store), " ; -- nothing"), "no statement")
+
+
+def test_sql_of_several_statements_is_refused(demo_store: Path) -> None:
+    result = run_lmg("sql", str(demo_store), "SELECT 1; SELECT 2")
+    assert_plain_error(result, "one SQL statement", "2 statements")
+    replayed = run_lmg("replay", str(demo_store), "--at", "3", "--sql", "SELECT 1; SELECT 2")
+    assert replayed.returncode == 1
+    assert replayed.stderr.splitlines()[-1].endswith("the query holds 2 statements")
+
+
+def test_stats_into_a_closed_pipe_exits_quietly(demo_store: Path) -> None:
+    """`lmg stats STORE | head -1`: the reader goes away; no BrokenPipeError, no message."""
+    child = subprocess.Popen(
+        [str(LMG), "stats", str(demo_store)], stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    assert child.stdout is not None and child.stderr is not None
+    child.stdout.close()  # before the first line is written: every write meets a closed pipe
+    with child.stderr:
+        stderr = child.stderr.read().decode()
+    assert child.wait(timeout=60) == 1
+    assert stderr == ""
+
+
+def test_snapshot_list_of_a_missing_store_fails(tmp_path: Path) -> None:
+    missing = tmp_path / "missing"
+    assert_plain_error(run_lmg("snapshot", str(missing), "--list"), f"no store at {missing}")
+    assert not missing.exists()
+
+
+@pytest.mark.parametrize("command", ["tail", "stats", "verify", "project", "diff"])
+def test_a_missing_directory_is_called_missing_not_a_store_without_lock(
+    tmp_path: Path, command: str
+) -> None:
+    missing = tmp_path / "missing"
+    args = ["--from", "0", "--to", "1"] if command == "diff" else []
+    line = assert_plain_error(run_lmg(command, str(missing), *args), f"no store at {missing}")
+    assert "LOCK" not in line
+
+
+def test_append_of_an_unknown_type_lists_the_known_ones(tmp_path: Path) -> None:
+    store = tmp_path / "store"
+    line = assert_plain_error(
+        run_lmg("append", str(store), stdin='{"type": "session.exploded"}\n'),
+        "line 1",
+        "unknown type 'session.exploded'",
+    )
+    known = line.split("known types: ", 1)[1].split(", ")
+    assert known == sorted(ev.event_types())
+
+
+def test_library_errors_name_no_python_class(demo_store: Path) -> None:
+    assert_plain_error(run_lmg("replay", str(demo_store), "--at", "99"), "not in the log")
+    missing = str(uuid.uuid4())
+    line = json.dumps({"type": "response.added", "prompt_id": missing, "content": "a"})
+    assert_plain_error(run_lmg("append", str(demo_store), stdin=line + "\n"), "line 1", missing)
+
+
+@pytest.fixture
+def demo_store(tmp_path: Path) -> Path:
+    store = tmp_path / "demo"
+    with eventlog.open(store, durability=eventlog.Durability.NONE) as log:
+        record_demo(log)
+    return store
+
+
+# -- start-up: `lmg --help` and `import eventlog` load no DuckDB ---------------------------------
+
+_HEAVY = ("duckdb", "pyarrow", "numpy", "pandas", "watchfiles")
+
+
+@pytest.mark.parametrize(
+    "code",
+    [
+        "import eventlog",
+        "import projections, replay",
+        "from replay.cli import main; main(['--help'], standalone_mode=False)",
+        "from replay.cli import main; main(['tail', '--help'], standalone_mode=False)",
+    ],
+)
+def test_light_imports_load_no_heavy_module(code: str) -> None:
+    """Start-up time is mostly imports: these paths must not import DuckDB, pyarrow, watchfiles."""
+    check = f"import sys\n{code}\nprint(sorted(m for m in {_HEAVY!r} if m in sys.modules))"
+    result = subprocess.run(
+        [sys.executable, "-c", check], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert result.stdout.splitlines()[-1] == "[]", result.stdout
+
+
+_EXPORTS_CHECK = """
+import importlib, projections, replay
+for name in ("diff", "fork", "snapshot", "step"):  # the submodule first, then the name
+    importlib.import_module(f"replay.{name}")
+    assert callable(getattr(replay, name)), name
+for package in (projections, replay):
+    for name in package.__all__:
+        assert getattr(package, name) is not None, (package.__name__, name)
+    assert set(package.__all__) <= set(dir(package))
+"""
+
+
+def test_lazy_packages_export_every_name() -> None:
+    """Every name in `__all__` resolves, and a submodule never hides the function it is named
+    after (`replay.diff` stays the function once `replay/diff.py` is imported). In a fresh
+    process: here, earlier tests have imported everything already."""
+    subprocess.run([sys.executable, "-c", _EXPORTS_CHECK], timeout=60, check=True)

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import functools
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -411,6 +414,76 @@ OPEN = Case(
 )
 
 
+# -- start-up of the CLI ----------------------------------------------------------------------
+
+_STARTUP_TARGET_S = 0.3  # "lmg --help and lmg tail should start in under 0.3 s"
+
+
+def _startup(plan: Plan, scale: Scale) -> CaseResult:
+    lmg = str(Path(sys.executable).with_name("lmg"))
+    root = Path(tempfile.mkdtemp(prefix="lmg-bench-startup-", dir=plan.tmp_root))
+    try:
+        with eventlog.open(root / "store") as lg:
+            session = lg.create_session()
+            for n in range(10):
+                lg.add_prompt(session.id, f"prompt {n}")
+        commands = {
+            "`python -c pass`": [sys.executable, "-c", "pass"],
+            "`lmg --help`": [lmg, "--help"],
+            "`lmg tail STORE`": [lmg, "tail", str(root / "store")],
+        }
+        times: dict[str, list[float]] = {name: [] for name in commands}
+        for rep in range(max(plan.reps, 5) * 3):  # interleaved, in a rotating order
+            names = list(commands)
+            for name in names[rep % 3 :] + names[: rep % 3]:
+                times[name].append(_timed(functools.partial(_run_quietly, commands[name])))
+    finally:
+        remove_tree(root)
+    med = statistics.median
+    python = times["`python -c pass`"]
+
+    def row(subject: str, baseline: str, base: list[float], minimum: float | None) -> Row:
+        mine = times[subject]
+        ratios = [b / t for b, t in zip(base, mine, strict=True)]
+        return Row("startup", "start-up of the CLI", subject, baseline, minimum, med(ratios),
+                   min(ratios), max(ratios), med(mine) * 1000, med(base) * 1000, "ms",
+                   len(ratios))  # fmt: skip
+
+    target = [_STARTUP_TARGET_S] * len(python)
+    return CaseResult(
+        [
+            row("`lmg --help`", "the 0.3 s target", target, 1.0),
+            row("`lmg --help`", "`python -c pass`", python, None),
+            row("`lmg tail STORE`", "the 0.3 s target", target, 1.0),
+            row("`lmg tail STORE`", "`python -c pass`", python, None),
+        ],
+        [
+            f"Start-up medians: `python -c pass` {med(python) * 1000:.0f} ms, `lmg --help` "
+            f"{med(times['`lmg --help`']) * 1000:.0f} ms, `lmg tail` of 11 events "
+            f"{med(times['`lmg tail STORE`']) * 1000:.0f} ms (neither imports DuckDB or "
+            "pyarrow: tests/test_cli.py checks it)."
+        ],
+    )
+
+
+def _run_quietly(command: list[str]) -> None:
+    subprocess.run(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=True)
+
+
+STARTUP = Case(
+    "startup",
+    "Start-up of the CLI",
+    "A store of 11 events is made first. Then each repetition runs, as child processes of the "
+    "benchmark and in a rotating order, `python -c pass` (the interpreter's own start-up, the "
+    "floor), `lmg --help` and `lmg tail STORE` (the installed entry point next to the "
+    "interpreter), output to /dev/null, timed from spawn to exit with `perf_counter`. Rows "
+    "give the median time, as a ratio to the 0.3 s target (>= 1 meets it) and to "
+    "`python -c pass` (the share of start-up that is the interpreter's). 15 repetitions "
+    "(3 x `--reps`, at least 15): one run takes a tenth of a second.",
+    _startup,
+)
+
+
 # -- the projections ---------------------------------------------------------------------------
 
 
@@ -537,5 +610,5 @@ REPLAY = Case(
 
 CASES: dict[str, Case] = {
     c.name: c
-    for c in (SINGLE, CONCURRENT, BULK, READ, SIZE, OPEN, FOLD, FOLLOW, READS, RSS, REPLAY)
+    for c in (SINGLE, CONCURRENT, BULK, READ, SIZE, OPEN, STARTUP, FOLD, FOLLOW, READS, RSS, REPLAY)
 }

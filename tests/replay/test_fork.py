@@ -456,4 +456,4 @@ def test_lmg_fork_prints_the_origin(original: Original, tmp_path: Path) -> None:
 
     refused = runner.invoke(main, ["fork", str(original.path), "--at", "5", str(target)])
     assert refused.exit_code == 1
-    assert refused.output.startswith("Error: ReplayError: ") and "already exists" in refused.output
+    assert refused.output.startswith("Error: cannot fork ") and "already exists" in refused.output
