@@ -41,6 +41,16 @@ from typing import NamedTuple, cast
 import msgspec
 
 from . import events as ev
+from ._files import (
+    GROUP_DIR,
+    PRIVATE_DIR,
+    Modes,
+    check_store,
+    create_file,
+    make_dir,
+    open_file,
+    open_or_create,
+)
 from ._format import (
     FRAME_HEADER,
     SEGMENT_HEADER,
@@ -161,12 +171,18 @@ class Store:
         self._active: _Active | None = None
         self._firsts: list[int] = []  # segments known to this handle (appenders only)
         self._lock_fd = -1
+        self._modes = Modes()
         if options.readonly:
             if not (path / "LOCK").exists():
                 raise EventLogError(f"{path} is not an event log store (no LOCK file)")
+            check_store(path)
             return
-        path.mkdir(parents=True, exist_ok=True)
-        self._lock_fd = os.open(path / "LOCK", os.O_RDWR | os.O_CREAT, 0o644)
+        if not path.is_dir():  # a new store (the path itself may be a link the user made)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            make_dir(path, GROUP_DIR if options.group_readable else PRIVATE_DIR)
+        check_store(path)
+        self._modes = Modes.of(path)
+        self._lock_fd = open_or_create(path / "LOCK", self._modes.file)
         try:
             with self._flock():
                 self._recover()
@@ -231,7 +247,7 @@ class Store:
     def _rebuild(self, first_lsn: int) -> tuple[SegmentSummary, dict[int, Entry]]:
         """Scan a sealed segment whole: its summary and id entries. Damage is an error."""
         path = self.segment_path(first_lsn)
-        fd = os.open(path, os.O_RDONLY)
+        fd = open_file(path)
         try:
             active = _Active(first_lsn, fd, path)
             active.entries = {}
@@ -308,7 +324,7 @@ class Store:
 
     def _open_active(self, first_lsn: int) -> _Active:
         path = self.segment_path(first_lsn)
-        fd = os.open(path, os.O_RDWR)
+        fd = open_file(path, os.O_RDWR)
         active = _Active(first_lsn, fd, path)
         try:
             if first_lsn:  # ts never decreases: start from the sealed segments' last ts
@@ -403,7 +419,10 @@ class Store:
             "bytes": dropped,
             "next_lsn": active.next_lsn,
         }
-        with open(self.path / RECOVERY_LOG, "a") as f:
+        appending = os.O_WRONLY | os.O_APPEND
+        with os.fdopen(
+            open_or_create(self.path / RECOVERY_LOG, self._modes.file, appending), "a"
+        ) as f:
             f.write(json.dumps(note) + "\n")
         warnings.warn(
             TornTailTruncated(
@@ -543,7 +562,11 @@ class Store:
         path = self.segment_path(first_lsn)
         tmp = path.with_name(path.name + ".tmp")
         try:
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+            try:
+                fd = create_file(tmp, self._modes.file)
+            except FileExistsError:  # a crashed rotation's (we hold the lock), or a link
+                os.unlink(tmp)
+                fd = create_file(tmp, self._modes.file)
             try:
                 os.write(fd, encode_segment_header(first_lsn))
                 os.fsync(fd)
@@ -742,7 +765,7 @@ class Store:
 
     def _rebuild_lenient(self, first_lsn: int, *, counts: bool = True) -> SegmentSummary:
         path = self.segment_path(first_lsn)
-        fd = os.open(path, os.O_RDONLY)
+        fd = open_file(path)
         try:
             active = _Active(first_lsn, fd, path)
             active.entries = {} if counts else None  # entries: decode, index and count

@@ -16,6 +16,7 @@ from typing import Literal
 
 import msgspec
 
+from ._files import open_file
 from ._format import SEGMENT_HEADER, FrameError, decode_body, segment_name, unpack_body
 from ._index import IdTable, load_summary
 from ._segment import (
@@ -86,7 +87,7 @@ def verify(path: str | os.PathLike[str]) -> list[Problem]:
 
 def _verify_segment(seg: Path, first: int, *, last: bool, problems: list[Problem]) -> int:
     """Check one segment; return the LSN after its last intact frame."""
-    fd = os.open(seg, os.O_RDONLY)
+    fd = open_file(seg)
     try:
         try:
             declared = read_segment_header(fd)
