@@ -13,6 +13,9 @@ database's schema version and checkpoint are what the manifest says. Anything th
 skipped with a `SnapshotSkipped` warning, and the restore falls back to an older snapshot (or
 none): a snapshot is a cache of the log, never trusted over it.
 
+Snapshots are as private as their store: every file and directory here takes the modes of
+the store's directory, and none is opened through a symbolic link (`eventlog._files`).
+
 Writers (a projector, `lmg snapshot`) serialise on ``.writer``; a restore holds ``.readers``
 shared, and pruning takes it exclusively before deleting chunks, so no restore reads a chunk
 being deleted.
@@ -36,6 +39,9 @@ from typing import BinaryIO
 import duckdb
 import google_crc32c
 import msgspec
+
+from eventlog import UnsafeStore
+from eventlog._files import Modes, create_file, make_dir, open_file, open_or_create, read_bytes
 
 from ._schema import SCHEMA_VERSION, checkpoint
 from .errors import ProjectionError
@@ -106,6 +112,7 @@ class Snapshots:
 
     def __init__(self, store: str | os.PathLike[str]) -> None:
         self.dir = Path(store) / SNAPSHOT_DIR
+        self._store = Path(store)
         self._checked: set[str] = set()  # chunks this object wrote or read back intact
 
     # -- reading ------------------------------------------------------------------------------
@@ -177,7 +184,7 @@ class Snapshots:
         return con
 
     def _write_file(self, manifest: _Manifest, target: Path) -> None:
-        fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        fd = create_file(target, Modes.of(target.parent).file)
         try:
             offset = 0
             for chunk in manifest.chunks:
@@ -192,9 +199,11 @@ class Snapshots:
     def _read_chunk(self, chunk: _Chunk) -> bytes:
         path = self._chunk_path(chunk.sha256)
         try:
-            data = path.read_bytes()
+            data = read_bytes(path)
         except FileNotFoundError:
             raise _Damaged(f"chunk {path.name} is missing") from None
+        except UnsafeStore:
+            raise _Damaged(f"chunk {path.name} is a symbolic link") from None
         if len(data) != chunk.length or google_crc32c.value(data) != chunk.crc32c:
             raise _Damaged(f"chunk {path.name} is damaged (checksum mismatch)")
         return data
@@ -205,8 +214,8 @@ class Snapshots:
         """Checkpoint the database `con` has open read-write (file `db`, no transaction open,
         no other writer) and save it as the snapshot at its checkpoint LSN. `ts` is the time
         of the event at that LSN. Idempotent per LSN."""
-        self.dir.mkdir(exist_ok=True)
-        (self.dir / "chunks").mkdir(exist_ok=True)
+        self._make_dir(self.dir)
+        self._make_dir(self.dir / "chunks")
         with self._lock(".writer", fcntl.LOCK_EX):
             con.execute("CHECKPOINT")
             lsn = checkpoint(con)
@@ -238,7 +247,10 @@ class Snapshots:
         hashing them on two threads, and write those not stored yet."""
         chunks: list[_Chunk] = []
         written: set[Path] = set()
-        with open(db, "rb") as file, ThreadPoolExecutor(2) as pool:  # hashlib frees the GIL
+        with (
+            os.fdopen(open_file(db), "rb") as file,
+            ThreadPoolExecutor(2) as pool,  # hashlib frees the GIL
+        ):
             pieces = _pieces(file)
             while group := list(itertools.islice(pieces, 64)):
                 digests = pool.map(lambda b: hashlib.sha256(b).hexdigest(), group)
@@ -257,7 +269,7 @@ class Snapshots:
         # pruned it; a restore checks every chunk anyway).
         checked = digest in self._checked and target.exists()
         if not checked and not self._intact(chunk):
-            target.parent.mkdir(exist_ok=True)
+            self._make_dir(target.parent)
             _write_durably(target, data, sync_dir=False)
             written.add(target.parent)
         self._checked.add(digest)
@@ -315,6 +327,9 @@ class Snapshots:
 
     # -- files --------------------------------------------------------------------------------
 
+    def _make_dir(self, path: Path) -> None:
+        make_dir(path, Modes.of(self._store).dir)
+
     def _manifest_paths(self) -> list[Path]:
         if not self.dir.is_dir():
             return []
@@ -328,7 +343,7 @@ class Snapshots:
 
     def _read_manifest(self, path: Path, *, warn: bool = True) -> _Manifest | None:
         try:
-            raw = path.read_bytes()
+            raw = read_bytes(path)
             body, _, crc = raw.rstrip(b"\n").rpartition(b"\n")
             if not re.fullmatch(rb"[0-9a-f]{8}", crc) or int(crc, 16) != google_crc32c.value(body):
                 raise _Damaged("its manifest fails its checksum")
@@ -337,7 +352,7 @@ class Snapshots:
                 raise _Damaged("its manifest does not match its name or format")
         except FileNotFoundError:
             return None
-        except (_Damaged, ValueError, msgspec.DecodeError) as exc:
+        except (_Damaged, ValueError, msgspec.DecodeError, UnsafeStore) as exc:
             if warn:
                 _skip(path, str(exc))
             return None
@@ -346,13 +361,13 @@ class Snapshots:
     @contextlib.contextmanager
     def _lock(self, name: str, mode: int) -> Iterator[None]:
         try:
-            self.dir.mkdir(exist_ok=True)  # it may have been deleted since we looked
-            fd = os.open(self.dir / name, os.O_RDWR | os.O_CREAT, 0o644)
+            self._make_dir(self.dir)  # it may have been deleted since we looked
+            fd = open_or_create(self.dir / name, Modes.of(self._store).file)
         except PermissionError:
             if mode != fcntl.LOCK_SH:
                 raise
             try:  # a reader of a store it may not write: flock works read-only too
-                fd = os.open(self.dir / name, os.O_RDONLY)
+                fd = open_file(self.dir / name)
             except FileNotFoundError:  # no writer ever ran here: nothing to keep out
                 yield
                 return
@@ -403,7 +418,9 @@ def _pieces(file: BinaryIO) -> Iterator[bytes]:
 
 def _write_durably(path: Path, data: bytes, *, sync_dir: bool = True) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(tmp)  # a killed writer's (writers serialise on .writer), or a link
+    fd = create_file(tmp, Modes.of(path.parent).file)
     try:
         view = memoryview(data)
         while view:
