@@ -26,6 +26,7 @@ from .errors import (
     StoreLocked,
     TornTailTruncated,
     UnknownNode,
+    UnsafeStore,
     WrongNodeKind,
 )
 from .events import (
@@ -73,6 +74,7 @@ __all__ = [
     "TokenUsage",
     "TornTailTruncated",
     "UnknownNode",
+    "UnsafeStore",
     "VariableSpec",
     "WrongNodeKind",
     "copy_prefix",

@@ -4,7 +4,8 @@ Whole frames are copied byte for byte, so the new store holds the very same even
 times, LSNs). The one frame the cut falls inside, if any, is re-encoded with the events up
 to the cut; a request it splits loses its idempotency key, since the request is no longer
 whole. The copy is built beside the target, opened once (recovery), fsynced, and renamed
-into place, so a crash or a power loss leaves either nothing or a complete store.
+into place, so a crash or a power loss leaves either nothing or a complete store. It is as
+private as the store it copies (`Modes.of` its directory), whatever the umask.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from pathlib import Path
 
 import msgspec
 
+from ._files import Modes, create_file, make_dir, open_file, read_bytes
 from ._format import (
     SEGMENT_HEADER,
     Request,
@@ -50,7 +52,7 @@ class Origin(msgspec.Struct, frozen=True, kw_only=True):
 def origin(path: str | os.PathLike[str]) -> Origin | None:
     """Where the store at `path` was copied from; None if it is not a copy."""
     try:
-        return msgspec.json.decode((Path(path) / ORIGIN_FILE).read_bytes(), type=Origin)
+        return msgspec.json.decode(read_bytes(Path(path) / ORIGIN_FILE), type=Origin)
     except FileNotFoundError:
         return None
     except (msgspec.DecodeError, OSError) as exc:
@@ -75,9 +77,11 @@ def copy_prefix(
         _remove_abandoned(dest)
         building = dest.with_name(f".{dest.name}.copying-{os.getpid()}")
         shutil.rmtree(building, ignore_errors=True)
-        building.mkdir(parents=True)
+        modes = Modes.of(log.path)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        make_dir(building, modes.dir)
         try:
-            _copy_segments(log, building, last_lsn)
+            _copy_segments(log, building, last_lsn, modes.file)
             last = next(log.read(last_lsn, last_lsn + 1), None) if last_lsn >= 0 else None
             note = Origin(
                 source=str(Path(source).resolve()),
@@ -85,7 +89,7 @@ def copy_prefix(
                 last_ts=None if last is None else last.event.ts,
                 created_ns=time.time_ns(),
             )
-            (building / ORIGIN_FILE).write_bytes(msgspec.json.encode(note))
+            _write_new(building / ORIGIN_FILE, msgspec.json.encode(note), modes.file)
             EventLog.open(building).close()  # recovery and a LOCK file, before it appears
             _sync_tree(building)
             with contextlib.suppress(FileNotFoundError):
@@ -122,7 +126,7 @@ def _sync_tree(directory: Path) -> None:
     """fsync every file of the new store, then the directory: the copy is as durable as an
     acknowledged append before it is renamed into place."""
     for path in directory.iterdir():
-        fd = os.open(path, os.O_RDONLY)
+        fd = open_file(path)
         try:
             os.fsync(fd)
         finally:
@@ -130,7 +134,18 @@ def _sync_tree(directory: Path) -> None:
     fsync_dir(directory)
 
 
-def _copy_segments(log: EventLog, dest: Path, last_lsn: int) -> None:
+def _write_new(path: Path, data: bytes, mode: int) -> None:
+    with os.fdopen(create_file(path, mode), "wb") as f:
+        f.write(data)
+
+
+def _copy_file(source: Path, dest: Path, mode: int) -> None:
+    """Copy a store file into the new store: never through a link, with the copy's mode."""
+    with os.fdopen(open_file(source), "rb") as src, os.fdopen(create_file(dest, mode), "wb") as dst:
+        shutil.copyfileobj(src, dst, 1 << 20)
+
+
+def _copy_segments(log: EventLog, dest: Path, last_lsn: int, mode: int) -> None:
     store = log._store
     firsts = store.segments()
     for first, successor in zip(firsts, [*firsts[1:], None], strict=True):
@@ -138,21 +153,25 @@ def _copy_segments(log: EventLog, dest: Path, last_lsn: int) -> None:
             return
         source = store.segment_path(first)
         if successor is not None and successor - 1 < last_lsn:
-            shutil.copyfile(source, dest / source.name)  # sealed, wholly before the cut
+            _copy_file(source, dest / source.name, mode)  # sealed, wholly before the cut
             for index in (source.with_suffix(".ids"), source.with_suffix(".idx")):
                 with contextlib.suppress(FileNotFoundError):  # caches: rebuilt if missing
-                    shutil.copyfile(index, dest / index.name)
+                    _copy_file(index, dest / index.name, mode)
             continue
-        _copy_cut_segment(source, dest / segment_name(first), first, last_lsn)
+        _copy_cut_segment(source, dest / segment_name(first), first, last_lsn, mode)
         return
 
 
-def _copy_cut_segment(source: Path, dest: Path, first: int, last_lsn: int) -> None:
+def _copy_cut_segment(source: Path, dest: Path, first: int, last_lsn: int, mode: int) -> None:
     """The segment the cut falls in (or ends): its frames up to `last_lsn`, the last maybe cut.
     It is the new store's last segment, so it gets no index files (those would say a later
     segment was lost)."""
-    fd = os.open(source, os.O_RDONLY)
-    out = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    fd = open_file(source)
+    try:
+        out = create_file(dest, mode)
+    except BaseException:
+        os.close(fd)
+        raise
     try:
         os.write(out, encode_segment_header(first))
         size = os.fstat(fd).st_size

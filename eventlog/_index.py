@@ -34,6 +34,8 @@ from typing import NamedTuple
 import google_crc32c
 import msgspec
 
+from ._files import Modes, create_file, open_file, read_bytes
+
 __all__ = [
     "Entry",
     "IdTable",
@@ -91,9 +93,12 @@ _SUMMARY_DECODER = msgspec.msgpack.Decoder(SegmentSummary)
 
 
 def write_atomically(path: Path, data: bytes) -> None:
-    """Write a file whole or not at all: temp file, fsync, rename, fsync the directory."""
+    """Write a file whole or not at all: temp file, fsync, rename, fsync the directory. The
+    file gets the modes of the store it is in (`Modes.of`), and never goes through a link."""
     tmp = path.with_name(f"{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")  # no sharing
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(tmp)  # left by a killed process of the same pid, or a link: not followed
+    fd = create_file(tmp, Modes.of(path.parent).file)
     try:
         _write_all(fd, data)
         os.fsync(fd)
@@ -138,7 +143,7 @@ def save_summary(path: Path, summary: SegmentSummary) -> None:
 def load_summary(path: Path) -> SegmentSummary | None:
     """The summary stored at `path`, or None if it is missing or damaged."""
     try:
-        payload = _unsealed(_IDX_MAGIC, path.read_bytes())
+        payload = _unsealed(_IDX_MAGIC, read_bytes(path))
         return None if payload is None else _SUMMARY_DECODER.decode(payload)
     except (OSError, msgspec.DecodeError):
         return None
@@ -169,10 +174,15 @@ class IdTable:
     def load(cls, path: Path) -> IdTable | None:
         """The table at `path` (checksum verified), or None if missing or damaged."""
         try:
-            with open(path, "rb") as f:
-                mapped = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+            fd = open_file(path)
+        except OSError:
+            return None
+        try:
+            mapped = mmap.mmap(fd, 0, access=mmap.ACCESS_READ)
         except (OSError, ValueError):
             return None
+        finally:
+            os.close(fd)
         if _unsealed(_IDS_MAGIC, mapped[:]) is None:
             mapped.close()
             return None

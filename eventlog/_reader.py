@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, NamedTuple
 import msgspec
 
 from . import events as ev
+from ._files import open_file
 from ._format import SEGMENT_HEADER, FrameError, decode_body, unpack_body
 from ._segment import BadFrame, Frame, is_torn_tail, read_frame
 from .errors import CorruptionError
@@ -106,7 +107,7 @@ class Cursor:
             path = self._store.segment_path(self._segment)
             if self._fd is None:
                 try:
-                    self._fd = os.open(path, os.O_RDONLY)
+                    self._fd = open_file(path)
                 except FileNotFoundError:
                     return
             size = os.fstat(self._fd).st_size

@@ -41,6 +41,16 @@ from typing import NamedTuple, cast
 import msgspec
 
 from . import events as ev
+from ._files import (
+    GROUP_DIR,
+    PRIVATE_DIR,
+    Modes,
+    create_file,
+    make_dir,
+    open_file,
+    open_or_create,
+    refuse_linked_store,
+)
 from ._format import (
     FRAME_HEADER,
     SEGMENT_HEADER,
@@ -170,11 +180,17 @@ class Store:
         self._active: _Active | None = None
         self._firsts: list[int] = []  # segments known to this handle (appenders only)
         self._lock_fd = -1
+        self._modes = Modes()
         if options.readonly:
             check_store(path)
+            refuse_linked_store(path)
             return
-        path.mkdir(parents=True, exist_ok=True)
-        self._lock_fd = os.open(path / "LOCK", os.O_RDWR | os.O_CREAT, 0o644)
+        if not path.is_dir():  # a new store (the path itself may be a link the user made)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            make_dir(path, GROUP_DIR if options.group_readable else PRIVATE_DIR)
+        refuse_linked_store(path)
+        self._modes = Modes.of(path)
+        self._lock_fd = open_or_create(path / "LOCK", self._modes.file)
         try:
             with self._flock():
                 self._recover()
@@ -239,7 +255,7 @@ class Store:
     def _rebuild(self, first_lsn: int) -> tuple[SegmentSummary, dict[int, Entry]]:
         """Scan a sealed segment whole: its summary and id entries. Damage is an error."""
         path = self.segment_path(first_lsn)
-        fd = os.open(path, os.O_RDONLY)
+        fd = open_file(path)
         try:
             active = _Active(first_lsn, fd, path)
             active.entries = {}
@@ -326,7 +342,7 @@ class Store:
 
     def _open_active(self, first_lsn: int) -> _Active:
         path = self.segment_path(first_lsn)
-        fd = os.open(path, os.O_RDWR)
+        fd = open_file(path, os.O_RDWR)
         active = _Active(first_lsn, fd, path)
         try:
             if first_lsn:  # ts never decreases: start from the sealed segments' last ts
@@ -421,7 +437,10 @@ class Store:
             "bytes": dropped,
             "next_lsn": active.next_lsn,
         }
-        with open(self.path / RECOVERY_LOG, "a") as f:
+        appending = os.O_WRONLY | os.O_APPEND
+        with os.fdopen(
+            open_or_create(self.path / RECOVERY_LOG, self._modes.file, appending), "a"
+        ) as f:
             f.write(json.dumps(note) + "\n")
         warnings.warn(
             TornTailTruncated(
@@ -561,7 +580,11 @@ class Store:
         path = self.segment_path(first_lsn)
         tmp = path.with_name(path.name + ".tmp")
         try:
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+            try:
+                fd = create_file(tmp, self._modes.file)
+            except FileExistsError:  # a crashed rotation's (we hold the lock), or a link
+                os.unlink(tmp)
+                fd = create_file(tmp, self._modes.file)
             try:
                 os.write(fd, encode_segment_header(first_lsn))
                 os.fsync(fd)
@@ -760,7 +783,7 @@ class Store:
 
     def _rebuild_lenient(self, first_lsn: int, *, counts: bool = True) -> SegmentSummary:
         path = self.segment_path(first_lsn)
-        fd = os.open(path, os.O_RDONLY)
+        fd = open_file(path)
         try:
             active = _Active(first_lsn, fd, path)
             active.entries = {} if counts else None  # entries: decode, index and count

@@ -21,6 +21,7 @@ __all__ = [
     "StoreLocked",
     "TornTailTruncated",
     "UnknownNode",
+    "UnsafeStore",
     "WrongNodeKind",
 ]
 
@@ -95,6 +96,10 @@ class IdempotencyKeyReused(EventLogError):
 
 class StoreLocked(EventLogError):
     """The store is held in an incompatible way (another process has it open exclusively)."""
+
+
+class UnsafeStore(EventLogError):
+    """A store file is a symbolic link: the store is refused, nothing is written through it."""
 
 
 class StorageFull(EventLogError, OSError):

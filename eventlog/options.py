@@ -58,6 +58,11 @@ class Options(msgspec.Struct, frozen=True, kw_only=True):
     readonly: bool = False
     """Open for reading only: no lock taken, no recovery, appends raise."""
 
+    group_readable: bool = False
+    """Only when the store is created: make its directory 0750 instead of 0700, so its group
+    may read it (files 0640 instead of 0600). Whatever is created in a store later takes its
+    directory's owner and group bits, never bits for others (docs/operations.md, Security)."""
+
     def __post_init__(self) -> None:
         if self.segment_bytes < 4096:
             raise ValueError("segment_bytes must be at least 4096")

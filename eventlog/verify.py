@@ -17,6 +17,7 @@ from typing import Literal
 
 import msgspec
 
+from ._files import open_file
 from ._format import SEGMENT_HEADER, FrameError, decode_body, segment_name, unpack_body
 from ._index import IdTable, load_summary
 from ._segment import (
@@ -107,7 +108,7 @@ def _successor_lost(root: Path, last: int) -> bool:
 
 def _verify_segment(seg: Path, first: int, *, last: bool, problems: list[Problem]) -> int:
     """Check one segment; return the LSN after its last intact frame."""
-    fd = os.open(seg, os.O_RDONLY)
+    fd = open_file(seg)
     try:
         try:
             declared = read_segment_header(fd)

@@ -16,6 +16,10 @@ it does. Three rules make a folder and many readers share one file:
    need a live connection), so other processes wait for it to close.
 3. Anything that ignores the gate (the ``duckdb`` CLI) is met by DuckDB's own lock: the folder
    retries until it is released (its progress shows the time it waited).
+
+None of these files is opened through a symbolic link, nor is the database (`open_database`
+checks it and its ``.wal`` before DuckDB opens them); each is created with the modes of the
+directory it is in (`eventlog._files`).
 """
 
 from __future__ import annotations
@@ -28,6 +32,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import duckdb
+
+from eventlog._files import Modes, open_or_create, refuse_link
 
 from .errors import DatabaseBusy, ProjectionError, ProjectorBusy
 
@@ -46,7 +52,7 @@ class FolderLock:
 
     def __init__(self, db: Path, holder: str) -> None:
         self.path = Path(f"{db}.lock")
-        self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        self._fd = open_or_create(self.path, Modes.of(db.parent).file)
         try:
             fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -71,14 +77,20 @@ class Gate:
 
     def __init__(self, db: Path) -> None:
         self.path = Path(f"{db}.gate")
-        self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        mode = Modes.of(db.parent).file
+        self._fd = open_or_create(self.path, mode)
         # The turnstile gives the folder priority: flock has none, so a stream of readers,
         # each taking the gate shared before the last lets go, could keep it out forever.
         # A folder holds the turnstile while it waits for the gate; readers pass through it.
-        self._turnstile = os.open(Path(f"{db}.turnstile"), os.O_RDWR | os.O_CREAT, 0o644)
+        self._turnstile = open_or_create(f"{db}.turnstile", mode)
         # Readers hold this one shared while they wait: a folder that sees it taken knows
         # someone is waiting and ends its hold after the batch in hand.
-        self._waiting = os.open(Path(f"{db}.waiting"), os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            self._waiting = open_or_create(f"{db}.waiting", mode)
+        except BaseException:
+            os.close(self._fd)
+            os.close(self._turnstile)
+            raise
 
     @contextlib.contextmanager
     def hold(self, *, exclusive: bool, timeout: float | None) -> Iterator[None]:
@@ -165,13 +177,19 @@ def open_database(
     `checkpoint_threshold` is the WAL size at which a commit also checkpoints. DuckDB's
     default, 16 MB, makes nearly every batch of a fold a checkpoint, and a checkpoint
     rewrites the tables' indexes: the cost grows with the database, so a folder raises it
-    (closing the connection checkpoints anyway)."""
+    (closing the connection checkpoints anyway).
+
+    DuckDB opens the file itself, following links: a link there (or at its ``.wal``) is
+    refused first. A file DuckDB creates gets the modes of its directory, not the umask."""
     config: dict[str, str | bool | int | float | list[str]] = {}
     if memory_limit is not None:
         config["memory_limit"] = memory_limit
     if checkpoint_threshold is not None:
         config["checkpoint_threshold"] = checkpoint_threshold
-    if read_only and not db.exists():
+    for path in (db, Path(f"{db}.wal")):
+        refuse_link(path)
+    created = not db.exists()
+    if read_only and created:
         raise ProjectionError(
             f"{db} does not exist yet: build it with `lmg project` or `MemoryGraph.open`"
         )
@@ -179,7 +197,7 @@ def open_database(
     delay = 0.005
     while True:
         try:
-            return duckdb.connect(str(db), read_only=read_only, config=config)
+            con = duckdb.connect(str(db), read_only=read_only, config=config)
         except duckdb.IOException as exc:
             if "lock" not in str(exc).lower():
                 raise ProjectionError(f"cannot open {db}: {exc}") from exc
@@ -191,3 +209,6 @@ def open_database(
             delay = min(delay * 2, 0.1)
         except duckdb.Error as exc:
             raise ProjectionError(f"cannot open {db}: {exc}") from exc
+        if created:
+            os.chmod(db, Modes.of(db.parent).file)
+        return con

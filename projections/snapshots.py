@@ -16,6 +16,9 @@ what the manifest says. Anything that fails is skipped with a `SnapshotSkipped` 
 the restore falls back to an older snapshot (or none): a snapshot is a cache of the log, never
 trusted over it.
 
+Snapshots are as private as their store: every file and directory here takes the modes of
+the store's directory, and none is opened through a symbolic link (`eventlog._files`).
+
 Writers (a projector, `lmg snapshot`) serialise on ``.writer``; a restore holds ``.readers``
 shared, and pruning takes it exclusively before deleting chunks, so no restore reads a chunk
 being deleted.
@@ -39,6 +42,9 @@ from typing import Annotated, BinaryIO
 import duckdb
 import google_crc32c
 import msgspec
+
+from eventlog import UnsafeStore
+from eventlog._files import Modes, create_file, make_dir, open_file, open_or_create, read_bytes
 
 from ._folder import LogReader
 from ._history import folded_history, history_differs
@@ -99,6 +105,7 @@ class Snapshots:
 
     def __init__(self, store: str | os.PathLike[str]) -> None:
         self.dir = Path(store) / SNAPSHOT_DIR
+        self._store = Path(store)
         self._checked: set[str] = set()  # chunks this object wrote or read back intact
 
     # -- reading ------------------------------------------------------------------------------
@@ -176,7 +183,7 @@ class Snapshots:
         return con
 
     def _write_file(self, manifest: _Manifest, target: Path) -> None:
-        fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        fd = create_file(target, Modes.of(target.parent).file)
         try:
             offset = 0
             for chunk in manifest.chunks:
@@ -192,9 +199,11 @@ class Snapshots:
         """A chunk's bytes, checked against its length, CRC32C and name (its SHA-256)."""
         path = self._chunk_path(chunk.sha256)
         try:
-            data = path.read_bytes()
+            data = read_bytes(path)
         except FileNotFoundError:
             raise _Damaged(f"chunk {path.name} is missing") from None
+        except UnsafeStore:
+            raise _Damaged(f"chunk {path.name} is a symbolic link") from None
         except OSError as exc:  # a file where a directory should be, a directory, no access
             raise _Damaged(f"chunk {path.name} is unreadable ({exc.strerror})") from None
         if (
@@ -211,8 +220,8 @@ class Snapshots:
         """Checkpoint the database `con` has open read-write (file `db`, no transaction open,
         no other writer) and save it as the snapshot at its checkpoint LSN. `ts` is the time
         of the event at that LSN. Idempotent per LSN (and history)."""
-        _make_directory(self.dir)
-        _make_directory(self.dir / "chunks")
+        self._make_dir(self.dir)
+        self._make_dir(self.dir / "chunks")
         with self._lock(".writer", fcntl.LOCK_EX):
             con.execute("CHECKPOINT")
             lsn, _ts, mark = folded_history(con)
@@ -245,7 +254,10 @@ class Snapshots:
         hashing them on two threads, and write those not stored yet."""
         chunks: list[_Chunk] = []
         written: set[Path] = set()
-        with open(db, "rb") as file, ThreadPoolExecutor(2) as pool:  # hashlib frees the GIL
+        with (
+            os.fdopen(open_file(db), "rb") as file,
+            ThreadPoolExecutor(2) as pool,  # hashlib frees the GIL
+        ):
             pieces = _pieces(file)
             while group := list(itertools.islice(pieces, 64)):
                 digests = pool.map(lambda b: hashlib.sha256(b).hexdigest(), group)
@@ -264,7 +276,7 @@ class Snapshots:
         # pruned it; a restore checks every chunk anyway).
         checked = digest in self._checked and target.exists()
         if not checked and not self._intact(chunk):
-            target.parent.mkdir(exist_ok=True)
+            self._make_dir(target.parent)
             _write_durably(target, data, sync_dir=False)
             written.add(target.parent)
         self._checked.add(digest)
@@ -341,6 +353,15 @@ class Snapshots:
 
     # -- files --------------------------------------------------------------------------------
 
+    def _make_dir(self, path: Path) -> None:
+        """Create `path` if need be; anything else in its place is a one-line error."""
+        try:
+            make_dir(path, Modes.of(self._store).dir)
+        except NotADirectoryError:
+            pass  # a file where a parent directory should be: said below
+        if not path.is_dir():
+            raise ProjectionError(f"{path} is not a directory: no snapshot can be saved")
+
     def _manifest_paths(self) -> list[Path]:
         if not self.dir.is_dir():
             return []
@@ -354,7 +375,7 @@ class Snapshots:
 
     def _read_manifest(self, path: Path, *, warn: bool = True) -> _Manifest | None:
         try:
-            raw = path.read_bytes()
+            raw = read_bytes(path)
             body, _, crc = raw.rstrip(b"\n").rpartition(b"\n")
             if not re.fullmatch(rb"[0-9a-f]{8}", crc) or int(crc, 16) != google_crc32c.value(body):
                 raise _Damaged("its manifest fails its checksum")
@@ -363,7 +384,7 @@ class Snapshots:
                 raise _Damaged("its manifest does not match its name or format")
         except FileNotFoundError:
             return None
-        except (_Damaged, ValueError, msgspec.DecodeError) as exc:
+        except (_Damaged, ValueError, msgspec.DecodeError, UnsafeStore) as exc:
             if warn:
                 _skip(path, str(exc))
             return None
@@ -372,13 +393,13 @@ class Snapshots:
     @contextlib.contextmanager
     def _lock(self, name: str, mode: int) -> Iterator[None]:
         try:
-            self.dir.mkdir(exist_ok=True)  # it may have been deleted since we looked
-            fd = os.open(self.dir / name, os.O_RDWR | os.O_CREAT, 0o644)
+            self._make_dir(self.dir)  # it may have been deleted since we looked
+            fd = open_or_create(self.dir / name, Modes.of(self._store).file)
         except PermissionError:
             if mode != fcntl.LOCK_SH:
                 raise
             try:  # a reader of a store it may not write: flock works read-only too
-                fd = os.open(self.dir / name, os.O_RDONLY)
+                fd = open_file(self.dir / name)
             except FileNotFoundError:  # no writer ever ran here: nothing to keep out
                 yield
                 return
@@ -429,7 +450,9 @@ def _pieces(file: BinaryIO) -> Iterator[bytes]:
 
 def _write_durably(path: Path, data: bytes, *, sync_dir: bool = True) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(tmp)  # a killed writer's (writers serialise on .writer), or a link
+    fd = create_file(tmp, Modes.of(path.parent).file)
     try:
         view = memoryview(data)
         while view:
@@ -448,14 +471,6 @@ def _fsync_dir(path: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
-
-
-def _make_directory(path: Path) -> None:
-    """Create `path` if need be; anything else in its place is a one-line error."""
-    try:
-        path.mkdir(exist_ok=True)
-    except (FileExistsError, NotADirectoryError):
-        raise ProjectionError(f"{path} is not a directory: no snapshot can be saved") from None
 
 
 def _remove_database(path: Path) -> None:

@@ -4,10 +4,16 @@ It starts from the newest usable snapshot at or before the point (or from an emp
 then folds the log forward with the projections' own fold (`projections.fold_records`), one
 transaction per batch, exactly as the projector does. So a view at a point is, by
 construction, the fold of exactly the events up to it; tests/replay checks it table by table.
+
+The file is as private as the store (`eventlog._files.Modes`), whatever the umask. DuckDB
+makes its write-ahead log and spill files with the umask, so the database is built in a
+private directory (a temporary one, or one beside `out`) and an `out` file is linked into
+place only once it is complete: a failed replay leaves no `out` behind.
 """
 
 from __future__ import annotations
 
+import glob
 import os
 import shutil
 import tempfile
@@ -18,7 +24,10 @@ import duckdb
 
 import projections
 from eventlog import EventLog, Record
+from eventlog._files import Modes, make_dir
 from projections import Batch, SnapshotInfo, Snapshots
+
+from .errors import ReplayError
 
 __all__ = ["Progress", "Workspace"]
 
@@ -48,6 +57,20 @@ def _private_directory() -> Path:
     return Path(tempfile.mkdtemp(prefix=f"lmg-replay-{os.getpid()}-"))
 
 
+def _building_directory(out: Path, store: Path) -> Path:
+    """A new directory beside `out`, with the store's modes, where `out` is built; first,
+    delete those of processes that died building one."""
+    prefix = f".{out.name}.building-"
+    for leftover in out.parent.glob(glob.escape(prefix) + "*"):
+        pid = leftover.name.removeprefix(prefix)
+        if pid.isdigit() and not _alive(int(pid)):
+            shutil.rmtree(leftover, ignore_errors=True)
+    path = out.parent / f"{prefix}{os.getpid()}"
+    shutil.rmtree(path, ignore_errors=True)
+    make_dir(path, Modes.of(store).dir)
+    return path
+
+
 def _alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -65,8 +88,11 @@ class Workspace:
         self, log: EventLog, *, at_most: int, out: Path | None = None, snapshots: bool = True
     ) -> None:
         self.log = log
-        self._temp = None if out is not None else _private_directory()
-        self.db = out if out is not None else Path(self._temp or ".") / "view.duckdb"
+        self._out = out
+        self._temp: Path | None = (
+            _private_directory() if out is None else _building_directory(out, log.path)
+        )
+        self.db = self._temp / "view.duckdb"
         self.snapshot: SnapshotInfo | None = None
         try:
             restored = (
@@ -78,6 +104,7 @@ class Workspace:
                 self.snapshot, self.con = restored
             else:
                 self.con = duckdb.connect(str(self.db), config=_CONFIG)
+                os.chmod(self.db, Modes.of(self._temp).file)  # DuckDB created it by the umask
                 projections.ensure_schema(self.con)
             if out is None:
                 self.con.execute("PRAGMA disable_checkpoint_on_shutdown")
@@ -112,13 +139,27 @@ class Workspace:
 
     def read_only(self, *, keep: bool) -> duckdb.DuckDBPyConnection:
         """Close the writable connection and reopen the file read-only, for a view. With
-        `keep`, checkpoint first, so the file stands alone (no write-ahead log beside it)."""
+        `keep`, checkpoint first, so the file stands alone (no write-ahead log beside it);
+        an `out` file is then linked into place."""
         if keep:
             self.con.execute("CHECKPOINT")
         self.con.close()
+        if self._out is not None:
+            self._publish(self._out)
         config: dict[str, str | bool | int | float | list[str]] = {"memory_limit": MEMORY_LIMIT}
         self.con = duckdb.connect(str(self.db), read_only=True, config=config)
         return self.con
+
+    def _publish(self, out: Path) -> None:
+        """Link the complete file at `out` (never over a file that appeared there meanwhile)
+        and delete the directory it was built in."""
+        try:
+            os.link(self.db, out)
+        except FileExistsError:
+            raise ReplayError(f"{out} already exists: --out writes a new database file") from None
+        assert self._temp is not None
+        shutil.rmtree(self._temp, ignore_errors=True)
+        self._temp, self.db = None, out
 
     def discard(self) -> None:
         """Close the connection and delete the private file (an `out` file is kept)."""

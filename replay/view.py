@@ -108,10 +108,7 @@ def at(
                 workspace=workspace,
             )
         except BaseException:
-            workspace.discard()
-            if target is not None:
-                for p in (target, Path(f"{target}.wal")):
-                    p.unlink(missing_ok=True)
+            workspace.discard()  # an `out` not yet complete was never linked into place
             raise
 
 

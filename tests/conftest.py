@@ -34,3 +34,24 @@ def rng(request: pytest.FixtureRequest) -> random.Random:
     seed = int(os.environ.get("LMG_TEST_SEED", random.randrange(2**32)))
     print(f"{request.node.nodeid}: random seed {seed} (LMG_TEST_SEED={seed} to replay)")
     return random.Random(seed)
+
+
+VICTIM = b"the victim's own bytes\n"
+
+
+@pytest.fixture
+def victim(tmp_path: Path) -> Path:
+    """A file of someone else's that a planted symbolic link points at."""
+    path = tmp_path / "victim.txt"
+    path.write_bytes(VICTIM)
+    return path
+
+
+@pytest.fixture
+def umask_022() -> Iterator[None]:
+    """The usual umask, whatever the test runner's is."""
+    old = os.umask(0o022)
+    try:
+        yield
+    finally:
+        os.umask(old)

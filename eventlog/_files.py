@@ -1,0 +1,126 @@
+"""How the project opens and creates the files of a store: never through a link, never
+readable by more people than the store itself.
+
+Whoever can create a symbolic link where a store file is expected could otherwise make the
+log, a projector or a replay write to any file its user may write (a lock file is truncated
+when taken, a segment is written when rotated). So:
+
+1. An existing store file is opened with ``O_NOFOLLOW``: a link is an `UnsafeStore` error.
+2. A new file is created with ``O_CREAT | O_EXCL | O_NOFOLLOW``: a link, or anything else
+   already at a temporary name, is never written through.
+3. Opening a store refuses it if any entry of its directory is a link (`refuse_linked_store`):
+   DuckDB opens ``projections.duckdb`` and its ``.wal`` itself, so those are checked too,
+   before it connects (`refuse_link`).
+
+Permissions do not depend on the umask. A new store's directory is 0700 (0750 when created
+with ``Options(group_readable=True)``); every file and directory made in it later takes the
+owner and group bits of the store's directory, never bits for others (`Modes.of`). So a
+store is exactly as private as its directory says, and what is derived from it (projections,
+snapshots, forks, ``lmg replay --out`` files) stays as private as the store.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+from pathlib import Path
+from typing import NamedTuple
+
+from .errors import UnsafeStore
+
+__all__ = [
+    "Modes",
+    "create_file",
+    "make_dir",
+    "open_file",
+    "open_or_create",
+    "read_bytes",
+    "refuse_link",
+    "refuse_linked_store",
+]
+
+_NOFOLLOW = os.O_NOFOLLOW | os.O_CLOEXEC
+PRIVATE_DIR = 0o700
+GROUP_DIR = 0o750
+
+
+class Modes(NamedTuple):
+    """Permission bits for the files and directories created in one store."""
+
+    file: int = 0o600
+    dir: int = PRIVATE_DIR
+
+    @classmethod
+    def of(cls, directory: str | os.PathLike[str]) -> Modes:
+        """The modes of what is created in a store: its directory's owner and group bits."""
+        bits = os.stat(directory).st_mode & 0o770 | 0o700
+        return cls(file=bits & 0o666, dir=bits)
+
+
+def _unsafe(path: str | os.PathLike[str]) -> UnsafeStore:
+    return UnsafeStore(f"{path} is a symbolic link: a store's files are never links")
+
+
+def open_file(path: str | os.PathLike[str], flags: int = os.O_RDONLY) -> int:
+    """Open an existing store file, refusing a symbolic link."""
+    try:
+        return os.open(path, flags | _NOFOLLOW)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise _unsafe(path) from None
+        raise
+
+
+def create_file(path: str | os.PathLike[str], mode: int, flags: int = os.O_WRONLY) -> int:
+    """Create a new file with exactly `mode`; FileExistsError if anything (a link too) is
+    at `path`, so a predictable temporary name cannot be turned against us."""
+    fd = os.open(path, flags | os.O_CREAT | os.O_EXCL | _NOFOLLOW, mode)
+    try:
+        os.fchmod(fd, mode)  # the umask narrowed it, or widened nothing: set it exactly
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def open_or_create(path: str | os.PathLike[str], mode: int, flags: int = os.O_RDWR) -> int:
+    """Open a lock or journal file, creating it with `mode` if missing; never a link."""
+    try:
+        return create_file(path, mode, flags)
+    except FileExistsError:
+        return open_file(path, flags)
+
+
+def read_bytes(path: str | os.PathLike[str]) -> bytes:
+    """A store file's bytes, refusing a symbolic link."""
+    with os.fdopen(open_file(path), "rb") as f:
+        return f.read()
+
+
+def make_dir(path: str | os.PathLike[str], mode: int) -> bool:
+    """Create a directory with exactly `mode` (True), or find one there (False): a link
+    there is refused."""
+    try:
+        os.mkdir(path, mode)
+    except FileExistsError:
+        refuse_link(path)
+        return False
+    os.chmod(path, mode)
+    return True
+
+
+def refuse_link(path: str | os.PathLike[str]) -> None:
+    """UnsafeStore if `path` is a symbolic link (for files others open: DuckDB's)."""
+    if os.path.islink(path):
+        raise _unsafe(path)
+
+
+def refuse_linked_store(path: Path) -> None:
+    """Refuse a store any of whose entries is a symbolic link (one directory scan, on open)."""
+    try:
+        with os.scandir(path) as entries:
+            link = next((e.path for e in entries if e.is_symlink()), None)
+    except FileNotFoundError:
+        return
+    if link is not None:
+        raise _unsafe(link)

@@ -1,0 +1,108 @@
+"""Files made from a store (projections, snapshots, forks, ``--out``): never through a link,
+as private as the store whatever the umask.
+
+A link planted at ``projections.duckdb.lock`` once made `lmg project` truncate the file it
+pointed at; with the usual umask 022, everything derived from a store was world-readable.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import eventlog
+import replay
+from tests.conftest import VICTIM
+from tests.eventlog.test_file_safety import assert_private
+
+LMG = Path(sys.executable).with_name("lmg")
+
+
+def lmg(*args: str | Path) -> subprocess.CompletedProcess[str]:
+    command = [str(LMG), *map(str, args)]
+    return subprocess.run(command, check=False, capture_output=True, text=True, timeout=120)
+
+
+def assert_one_line_refusal(result: subprocess.CompletedProcess[str]) -> None:
+    assert result.returncode != 0
+    assert "Traceback" not in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert "symbolic link" in result.stderr
+
+
+def make_store(path: Path, *, group_readable: bool = False) -> Path:
+    with eventlog.open(path, segment_bytes=4096, group_readable=group_readable) as log:
+        for i in range(40):
+            s = log.create_session(metadata={"i": str(i)})
+            log.add_prompt(s.id, "p" * 300)
+    return path
+
+
+def test_symlinked_folder_lock_is_refused_and_its_target_untouched(
+    store: Path, victim: Path
+) -> None:
+    make_store(store)
+    (store / "projections.duckdb.lock").symlink_to(victim)
+    assert_one_line_refusal(lmg("project", store))
+    assert victim.read_bytes() == VICTIM
+    assert not (store / "projections.duckdb").exists()
+
+
+@pytest.mark.parametrize("suffix", ["", ".wal", ".lock", ".gate", ".turnstile", ".waiting"])
+def test_database_elsewhere_refuses_links(
+    store: Path, victim: Path, tmp_path: Path, suffix: str
+) -> None:
+    """With --database outside the store, the projections' own checks are all that stand."""
+    make_store(store)
+    db = tmp_path / "elsewhere" / "p.duckdb"
+    db.parent.mkdir()
+    Path(f"{db}{suffix}").symlink_to(victim)
+    assert_one_line_refusal(lmg("project", store, "--database", db))
+    assert victim.read_bytes() == VICTIM
+
+
+def test_projections_and_snapshots_are_private_under_umask_022(
+    store: Path, umask_022: None
+) -> None:
+    make_store(store)
+    result = lmg("project", store, "--snapshot-every", "20")
+    assert result.returncode == 0, result.stderr
+    replay.snapshot(store)
+    assert (store / "projections.duckdb").is_file() and (store / "snapshots" / "chunks").is_dir()
+    assert_private(store)
+
+
+def test_fork_is_private_under_umask_022(store: Path, tmp_path: Path, umask_022: None) -> None:
+    make_store(store)
+    replay.fork(store, 30, tmp_path / "fork")
+    assert_private(tmp_path / "fork")
+
+
+def test_replay_out_is_private_under_umask_022(
+    store: Path, tmp_path: Path, umask_022: None
+) -> None:
+    make_store(store)
+    out = tmp_path / "out" / "past.duckdb"
+    out.parent.mkdir()
+    out.parent.chmod(0o755)
+    result = lmg("replay", store, "--at", "30", "--out", out)
+    assert result.returncode == 0, result.stderr
+    assert [p.name for p in out.parent.iterdir()] == ["past.duckdb"]  # nothing left beside
+    assert_private(out.parent, 0o600, 0o755)
+
+
+def test_group_readable_store_widens_what_is_made_from_it(
+    store: Path, tmp_path: Path, umask_022: None
+) -> None:
+    make_store(store, group_readable=True)
+    replay.snapshot(store)
+    replay.fork(store, 30, tmp_path / "fork")
+    out = tmp_path / "past.duckdb"
+    with replay.at(store, lsn=30, out=out):
+        pass
+    assert_private(store, 0o640, 0o750)
+    assert_private(tmp_path / "fork", 0o640, 0o750)
+    assert out.stat().st_mode & 0o777 == 0o640
