@@ -355,10 +355,8 @@ class Snapshots:
 
     def _make_dir(self, path: Path) -> None:
         """Create `path` if need be; anything else in its place is a one-line error."""
-        try:
+        with contextlib.suppress(NotADirectoryError):  # a file where a parent should be
             make_dir(path, Modes.of(self._store).dir)
-        except NotADirectoryError:
-            pass  # a file where a parent directory should be: said below
         if not path.is_dir():
             raise ProjectionError(f"{path} is not a directory: no snapshot can be saved")
 
