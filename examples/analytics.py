@@ -1,5 +1,6 @@
 """Analytics on a multi-agent workload: typed reads, a context window, template lineage and
-impact, and seed 004's four example queries in SQL, all through one embedded MemoryGraph.
+impact, and the four example queries of the project's original build plan in SQL, all
+through one embedded MemoryGraph.
 
 Run: .venv/bin/python examples/analytics.py [STORE]   (default: a new temporary directory)
 Then, from a shell: .venv/bin/lmg sql STORE "SELECT * FROM agent_stats"
@@ -155,13 +156,13 @@ def main(path: str) -> None:
             f"{len(impact.responses)} responses, {len(impact.tool_invocations)} tool calls"
         )
 
-        print("\n== Seed 004, query 1: recent context (query builder, newest first)")
+        print("\n== Build plan query 1: recent context (query builder, newest first)")
         recent = g.query().session(first).node_type("PromptNode")
         for node in recent.order_by("timestamp", "DESC").limit(10).execute():
             assert isinstance(node, Prompt)
             print(f"  [{node.lsn:>3}] {node.content}")
 
-        print("\n== Seed 004, query 2: template lineage (SQL over `lineage`)")
+        print("\n== Build plan query 2: template lineage (SQL over `lineage`)")
         table(
             ["template", "version", "generations below 'answer'", "prompts"],
             g.rows(
@@ -176,7 +177,7 @@ def main(path: str) -> None:
             ),
         )
 
-        print("\n== Seed 004, query 3: agent performance (the agent_stats view)")
+        print("\n== Build plan query 3: agent performance (the agent_stats view)")
         table(
             ["agent", "prompts", "responses", "mean ms", "p95 ms", "tokens", "handoffs in"],
             g.rows(
@@ -185,7 +186,7 @@ def main(path: str) -> None:
             ),
         )
 
-        print("\n== Seed 004, query 4: tool success rate over the last day")
+        print("\n== Build plan query 4: tool success rate over the last day")
         table(
             ["tool", "calls", "succeeded", "success rate", "mean ms"],
             g.sql(
