@@ -36,7 +36,7 @@ ACTIVATED = {**FRESH_SHELL, "PATH": f"{BIN}:/usr/bin:/bin"}
 def shell(command: str, cwd: Path, env: dict[str, str], timeout: float = 120) -> str:
     """Run a command line as a user types it (bash); fail with its output unless it exits 0."""
     result = subprocess.run(
-        ["bash", "-c", f"set -eo pipefail; {command}"],
+        ["bash", "-c", f"set -e; {command}"],  # as typed: no pipefail
         cwd=cwd,
         env=env,
         capture_output=True,
