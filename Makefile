@@ -3,7 +3,7 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test lint bench clean
+.PHONY: demo test test-fast lint bench clean
 
 $(BIN)/activate:
 	$(PY) -m venv $(VENV)
@@ -22,8 +22,14 @@ test: $(VENV)/.installed  ## lint, type-check, then every test (crash and concur
 	$(BIN)/mypy
 	$(BIN)/pytest -q
 
+test-fast: $(VENV)/.installed  ## the quick loop: lint, type-check, every test but the slow ones
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+	$(BIN)/pytest -q -m "not slow"
+
 bench: $(VENV)/.installed  ## the benchmarks of docs/benchmarks.md (several minutes)
 	$(BIN)/python -m tests.benchmarks.run
 
 clean:
-	rm -rf $(VENV) lmg-data .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) lmg-data lmg-data-fix* .pytest_cache .mypy_cache .ruff_cache

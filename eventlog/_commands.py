@@ -137,7 +137,7 @@ def _ids(result: Appended) -> list[uuid.UUID]:
     return [e.id for e in result.events]  # type: ignore[attr-defined]
 
 
-# -- the helpers, in seed 000's order --------------------------------------------------------
+# -- the helpers, in the order of the Rust crate llm-memory-graph's API -----------------------
 
 
 def append(

@@ -6,14 +6,119 @@ newcomer both halves: the typed append helpers and what the log holds afterwards
 
 from __future__ import annotations
 
+import os
+import shlex
+import shutil
+import sys
 import uuid
 from collections import Counter
 from collections.abc import Callable
+from pathlib import Path
+
+import msgspec
 
 from . import events as ev
 from .log import EventLog
 
-__all__ = ["record_demo", "summarise"]
+__all__ = ["Demo", "lmg_command", "next_steps", "record_demo", "run_demo", "summarise"]
+
+_METADATA: dict[str, ev.JSON] = {"user": "ada", "channel": "chat"}
+_TAGS = ["demo"]
+
+
+class Demo(msgspec.Struct, frozen=True):
+    """Where the demo sits in its store: its session, and the LSN of its handoff."""
+
+    session_id: uuid.UUID
+    handoff_lsn: int
+
+
+def run_demo(log: EventLog, path: str, say: Callable[[str], None]) -> Demo:
+    """Record the demo, unless the store already holds it, then summarise it.
+
+    A rerun (`make demo` twice) shows the recorded demo again instead of recording a second
+    copy, which would double every count and leave the printed LSNs pointing at the first."""
+    demo = find_demo(log)
+    if demo is None:
+        record_demo(log)
+        demo = find_demo(log)
+        assert demo is not None, "the demo just recorded has a handoff"
+    else:
+        say(
+            f"{path} already holds the demo: showing it again, recording nothing "
+            f"(delete {path} to record it afresh)."
+        )
+        say("")
+    summarise(log, demo.session_id, say)
+    return demo
+
+
+def next_steps(path: str, demo: Demo, *, sql: bool) -> list[str]:
+    """The commands to try next, each runnable as printed from this directory in any shell.
+
+    `sql` adds those that need the projections: SQL, the projector and time travel."""
+    lmg, store = lmg_command(), shlex.quote(path)
+    lines = ["", f"Next, from this directory ({_how(lmg)}):"]
+    if sql:
+        query = shlex.quote("SELECT * FROM agent_stats")
+        lines.append(f"  {lmg} sql {store} {query}")
+        lines.append(f"  {lmg} project {store}   # add --follow to keep folding new events")
+    lines += [f"  {lmg} tail {store} | head", f"  {lmg} stats {store}", f"  {lmg} verify {store}"]
+    if sql:
+        at, before = demo.handoff_lsn, demo.handoff_lsn - 1
+        query = shlex.quote("SELECT name, handoffs_in FROM agent_stats")
+        fix = shlex.quote(_unused(f"{path.rstrip('/')}-fix"))
+        lines += [
+            f"Time travel to the handoff (LSN {at}; an LSN is an event's log sequence number):",
+            f"  {lmg} replay {store} --at {at} --sql {query}",
+            f"  {lmg} diff {store} --from {before} --to {at}",
+            f"  {lmg} fork {store} --at {before} {fix}",
+        ]
+    return lines
+
+
+def lmg_command() -> str:
+    """How to run this `lmg` again from this directory: plain `lmg` if PATH finds it (a pip
+    install in an active environment), else its path (`.venv/bin/lmg` after `make demo`)."""
+    me = Path(sys.argv[0])
+    if me.name != "lmg":  # not the console script (python -m, or a test runner)
+        return "lmg"
+    found = shutil.which("lmg")
+    if found is not None and Path(found).resolve() == me.resolve():
+        return "lmg"
+    relative = os.path.relpath(me.absolute())
+    if relative.startswith(".."):
+        return shlex.quote(str(me.absolute()))
+    return shlex.quote(relative if os.sep in relative else f".{os.sep}{relative}")
+
+
+def _how(lmg: str) -> str:
+    return "lmg is on PATH" if lmg == "lmg" else f"{lmg} is the lmg this demo ran"
+
+
+def _unused(path: str) -> str:
+    """`path`, or `path-2`, `path-3`...: the first that does not exist yet."""
+    n = 1
+    candidate = path
+    while os.path.lexists(candidate):
+        n += 1
+        candidate = f"{path}-{n}"
+    return candidate
+
+
+def find_demo(log: EventLog) -> Demo | None:
+    """The demo session last recorded in full (through its handoff) in this store, if any."""
+    session: uuid.UUID | None = None
+    for record in log.read():
+        match record.event:
+            case ev.SessionCreated(id=sid, metadata=metadata, tags=tags):
+                if metadata == _METADATA and tags == _TAGS:
+                    session = sid
+            case ev.AgentHandoff(session_id=sid) if session is not None and sid == session:
+                return Demo(session, record.lsn)
+            case _:
+                pass
+    return None
 
 
 def record_demo(log: EventLog) -> uuid.UUID:
@@ -36,7 +141,7 @@ def record_demo(log: EventLog) -> uuid.UUID:
         "Answer as a senior {{language}} engineer: {{question}}",
         [ev.VariableSpec(name="language"), ev.VariableSpec(name="question")],
     )
-    session = log.create_session(metadata={"user": "ada", "channel": "chat"}, tags=["demo"])
+    session = log.create_session(metadata=_METADATA, tags=_TAGS)
 
     ask = "How do I count rows per day in DuckDB?"
     p1 = log.add_prompt(session.id, template_id=base, variables={"question": ask}, actor="user:ada")

@@ -6,7 +6,7 @@ import datetime as dt
 
 from .errors import InvalidEvent
 
-__all__ = ["TimeLike", "to_ns"]
+__all__ = ["TimeLike", "iso_time", "to_ns"]
 
 TimeLike = dt.datetime | str | int
 
@@ -30,3 +30,12 @@ def to_ns(value: TimeLike, name: str = "time") -> int:
     raise InvalidEvent(
         f"{name} must be a datetime, an ISO 8601 string or int ns, not {type(value).__name__}"
     )
+
+
+def iso_time(ns: int) -> str:
+    """`ns` as an ISO 8601 UTC time with all nine digits (``2026-11-20T10:00:00.123456789Z``).
+
+    Printed beside raw ``ts`` values for people; `to_ns` reads it back (to the microsecond)."""
+    seconds, fraction = divmod(ns, 1_000_000_000)
+    day = dt.datetime.fromtimestamp(seconds, dt.UTC).strftime("%Y-%m-%dT%H:%M:%S")
+    return f"{day}.{fraction:09d}Z"

@@ -21,11 +21,12 @@ import click
 import msgspec
 
 from . import events as ev
-from ._demo import record_demo, summarise
+from ._demo import next_steps, run_demo
 from ._ids import new_id
 from ._limits import MAX_DEPTH
 from ._reader import Record
 from ._store import check_store
+from ._time import iso_time
 from .errors import EventLogError, InvalidEvent
 from .log import EventLog
 from .log import open as open_log
@@ -66,9 +67,11 @@ def _position(value: str | None) -> tuple[int | None, str | None]:
 
 
 def record_json(record: Record) -> bytes:
-    """One JSON line: the LSN, then the event's own fields (the same shape `append` reads)."""
+    """One JSON line: the LSN, the time as ISO 8601 (``ts_iso``, for people), then the event's
+    own fields (the same shape `append` reads; it ignores ``lsn`` and ``ts_iso``)."""
     body = _JSON.encode(record.event)
-    return b'{"lsn":' + str(record.lsn).encode() + b"," + body[1:]
+    head = f'{{"lsn":{record.lsn},"ts_iso":"{iso_time(record.event.ts)}",'
+    return head.encode() + body[1:]
 
 
 @click.command()
@@ -77,15 +80,16 @@ def demo(store: str | None) -> None:
     """Record a small multi-agent conversation and show what the log holds.
 
     Two agents, a template and a child template, a handoff, two tool calls (one fails) and
-    user feedback are appended to STORE, then read back and summarised.
+    user feedback are appended to STORE, then read back and summarised. If STORE already
+    holds the demo, it is shown again and nothing is recorded.
 
     Example: lmg demo ./my-store
     """
     path = store or default_store()
     with open_log(path) as log:
-        session = record_demo(log)
-        summarise(log, session, click.echo)
-    click.echo(f"\nNext: lmg tail {path} | head   ·   lmg stats {path}   ·   lmg verify {path}")
+        demo = run_demo(log, path, click.echo)
+    for line in next_steps(path, demo, sql=False):
+        click.echo(line)
 
 
 @click.command()
@@ -210,7 +214,7 @@ def _append_line(log: EventLog, n: int, parsed: tuple[list[ev.EventBase], dict[s
 @click.option("--to", "stop", metavar="LSN|TIME", help="Stop before this LSN or time.")
 @click.option("--follow", "-f", is_flag=True, help="Keep printing new events as they are appended.")
 def tail(store: str | None, start: str | None, stop: str | None, follow: bool) -> None:
-    """Print events as JSON lines: {"lsn": N, "type": ..., "ts": ..., ...fields}.
+    """Print events as JSON lines: {"lsn": N, "ts_iso": TIME, "type": ..., "ts": ..., ...}.
 
     Example: lmg tail ./my-store --from 2026-11-20T10:00:00Z --follow
     """
@@ -268,7 +272,11 @@ def stats(store: str | None, as_json: bool) -> None:
     with open_log(store or default_store(), readonly=True) as log:
         s = log.stats()
     if as_json:
-        click.echo(_JSON.encode(s).decode())
+        times = {
+            f"{end}_ts_iso": None if ns is None else iso_time(ns)
+            for end, ns in (("first", s.first_ts), ("last", s.last_ts))
+        }
+        click.echo(_JSON.encode({**msgspec.structs.asdict(s), **times}).decode())
         return
     click.echo(f"store            {s.path}")
     click.echo(f"segments         {s.segments}")
@@ -276,6 +284,8 @@ def stats(store: str | None, as_json: bool) -> None:
     click.echo(f"stored bytes     {s.stored_bytes} (frames), {s.disk_bytes} on disk with indexes")
     click.echo(f"raw bytes        {s.raw_bytes} (compression ratio {s.compression_ratio}x)")
     click.echo(f"recovered bytes  {s.recovered_bytes} (torn tails cut by recovery, ever)")
+    if s.first_ts is not None and s.last_ts is not None:
+        click.echo(f"times            {iso_time(s.first_ts)} to {iso_time(s.last_ts)}")
     for tag, n in s.events_by_type.items():
         click.echo(f"  {tag:<18} {n}")
 

@@ -103,7 +103,7 @@ class TokenUsage(msgspec.Struct, frozen=True, gc=False):
 
 
 class PromptMetadata(msgspec.Struct, frozen=True, omit_defaults=True, kw_only=True, gc=False):
-    """Model parameters of a prompt (seed 004's PromptMetadata)."""
+    """Model parameters of a prompt (the build plan's PromptMetadata)."""
 
     model: str | None = None
     temperature: float | None = None

@@ -39,7 +39,7 @@ R = TypeVar("R")
 
 
 class Stats(msgspec.Struct, kw_only=True):
-    """What a store holds: seed 000's `stats`, for a log."""
+    """What a store holds: `stats` of the Rust crate llm-memory-graph, for a log."""
 
     path: str
     segments: int

@@ -1,20 +1,24 @@
 """Analytics on a multi-agent workload: typed reads, a context window, template lineage and
-impact, and seed 004's four example queries in SQL, all through one embedded MemoryGraph.
+impact, and the four example queries of the project's original build plan in SQL, all
+through one embedded MemoryGraph.
 
-Run: python examples/analytics.py [STORE]   (default: a new temporary directory)
-Then, from a shell: lmg sql STORE "SELECT * FROM agent_stats"
+Run: .venv/bin/python examples/analytics.py [STORE]   (default: a new temporary directory)
+Then, from a shell: .venv/bin/lmg sql STORE "SELECT * FROM agent_stats"
+(`.venv` is what `make demo` installs into; after `pip install`, `lmg` is on your PATH.)
 """
 
 from __future__ import annotations
 
+import os
 import sys
 import tempfile
 import uuid
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from eventlog import TokenUsage, VariableSpec
-from projections import Agent, MemoryGraph, Prompt, Template
+from projections import Agent, Hop, MemoryGraph, Prompt, Template
 
 
 def record_workload(g: MemoryGraph) -> list[uuid.UUID]:
@@ -88,6 +92,31 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
             print("  " + "  ".join("-" * w for w in widths))
 
 
+def print_tree(root: uuid.UUID, hops: Sequence[Hop], level: int = 1) -> None:
+    """Each hop under the node it leaves from (a walk lists them level by level, and may cross
+    an edge backwards: a response INVOKES its tool call, so the walk up goes to_id -> from_id)."""
+    for hop in hops:
+        source = hop.edge.from_id if hop.edge.to_id == hop.node_id else hop.edge.to_id
+        if source != root:
+            continue
+        what = type(hop.node).__name__
+        if isinstance(hop.node, Template):
+            what = f"template '{hop.node.name}' v{hop.node.version}"
+        elif isinstance(hop.node, Agent):
+            what = f"agent {hop.node.name}"
+        print(f"  {'  ' * level}{hop.edge.edge_type} -> {what}")
+        print_tree(hop.node_id, hops, level + 1)
+
+
+def lmg_beside_python() -> str:
+    """The `lmg` installed with this interpreter, as a path a shell runs without PATH."""
+    lmg = Path(sys.executable).with_name("lmg")
+    if not lmg.exists():  # installed elsewhere (pip install --user): trust PATH
+        return "lmg"
+    relative = os.path.relpath(lmg)
+    return str(lmg) if relative.startswith("..") else relative
+
+
 def main(path: str) -> None:
     with MemoryGraph.open(path) as g:  # the log plus live projections, in this process
         sessions = record_workload(g)
@@ -115,13 +144,8 @@ def main(path: str) -> None:
             [sessions[1]],
         )
         lineage = ["INVOKES", "RESPONDS_TO", "HANDLED_BY", "INSTANTIATES", "INHERITS"]
-        for hop in g.ancestors(failed, depth=5, edge_types=lineage):
-            what = type(hop.node).__name__
-            if isinstance(hop.node, Template):
-                what = f"template '{hop.node.name}' v{hop.node.version}"
-            elif isinstance(hop.node, Agent):
-                what = f"agent {hop.node.name}"
-            print(f"  {'  ' * (hop.depth - 1)}{hop.edge.edge_type} -> {what}")
+        print("  tool call (failed)")
+        print_tree(failed, g.ancestors(failed, depth=5, edge_types=lineage))
 
         print("\n== Impact of the template 'answer' (and of everything inheriting from it)")
         ((base,),) = g.rows("SELECT id FROM templates WHERE name = 'answer' AND is_current")
@@ -132,13 +156,13 @@ def main(path: str) -> None:
             f"{len(impact.responses)} responses, {len(impact.tool_invocations)} tool calls"
         )
 
-        print("\n== Seed 004, query 1: recent context (query builder, newest first)")
+        print("\n== Build plan query 1: recent context (query builder, newest first)")
         recent = g.query().session(first).node_type("PromptNode")
         for node in recent.order_by("timestamp", "DESC").limit(10).execute():
             assert isinstance(node, Prompt)
             print(f"  [{node.lsn:>3}] {node.content}")
 
-        print("\n== Seed 004, query 2: template lineage (SQL over `lineage`)")
+        print("\n== Build plan query 2: template lineage (SQL over `lineage`)")
         table(
             ["template", "version", "generations below 'answer'", "prompts"],
             g.rows(
@@ -153,7 +177,7 @@ def main(path: str) -> None:
             ),
         )
 
-        print("\n== Seed 004, query 3: agent performance (the agent_stats view)")
+        print("\n== Build plan query 3: agent performance (the agent_stats view)")
         table(
             ["agent", "prompts", "responses", "mean ms", "p95 ms", "tokens", "handoffs in"],
             g.rows(
@@ -162,7 +186,7 @@ def main(path: str) -> None:
             ),
         )
 
-        print("\n== Seed 004, query 4: tool success rate over the last day")
+        print("\n== Build plan query 4: tool success rate over the last day")
         table(
             ["tool", "calls", "succeeded", "success rate", "mean ms"],
             g.sql(
@@ -177,7 +201,7 @@ def main(path: str) -> None:
         print(
             f"\n{stats.events} events in {path}, folded to LSN {stats.checkpoint_lsn} "
             f"into a {stats.database_bytes:,}-byte DuckDB file. Query it from a shell:\n"
-            f'  lmg sql {path} "SELECT * FROM agent_stats"'
+            f'  {lmg_beside_python()} sql {path} "SELECT * FROM agent_stats"'
         )
 
 

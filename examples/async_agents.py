@@ -1,7 +1,7 @@
 """64 asyncio agents append concurrently (group commit: one fsync serves many), while a
 follower task prints events as they land.
 
-Run: python examples/async_agents.py [STORE]
+Run: .venv/bin/python examples/async_agents.py [STORE]
 """
 
 from __future__ import annotations

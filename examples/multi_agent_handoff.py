@@ -1,7 +1,7 @@
 """Several agents in threads share one session: handoffs, templates, tools, and
 optimistic concurrency so an agent never answers on a stale view of the conversation.
 
-Run: python examples/multi_agent_handoff.py [STORE]
+Run: .venv/bin/python examples/multi_agent_handoff.py [STORE]
 """
 
 from __future__ import annotations

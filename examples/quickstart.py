@@ -1,10 +1,12 @@
 """Quick start: record a conversation with the append API, then read it back.
 
-Run: python examples/quickstart.py [STORE]   (default: a new temporary directory)
+Run: .venv/bin/python examples/quickstart.py [STORE]   (default: a new temporary directory)
+(`.venv` is what `make demo` installs into; with `pip install`, run your environment's python.)
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import sys
 import tempfile
 
@@ -19,8 +21,9 @@ def main(path: str) -> None:
         tool = log.add_tool_invocation(r, "web_search", {"q": "rust language"})
         log.complete_tool_invocation(tool, result={"hits": 3}, duration_ms=41.0)
 
-        for record in log.read():
-            print(record.lsn, type(record.event).__name__, record.event.ts)
+        for record in log.read():  # ts is int nanoseconds since the epoch, UTC
+            when = dt.datetime.fromtimestamp(record.event.ts / 1e9, dt.UTC).isoformat()
+            print(record.lsn, type(record.event).__name__, record.event.ts, when)
         print(log.stats().events_by_type)
 
 

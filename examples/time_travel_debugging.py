@@ -2,9 +2,12 @@
 the moment with `replay.diff` and `replay.step`, fork the store just before it with
 `replay.fork`, record the right handoff in the fork, and compare the two histories.
 
-Run: python examples/time_travel_debugging.py [STORE]   (a new directory; default: a temporary one)
-The fork is made beside it, as STORE-fix. Then, from a shell:
-  lmg diff STORE --from 2 --to 12   ·   lmg replay STORE-fix --at 7 --sql "SELECT * FROM handoffs"
+Run: .venv/bin/python examples/time_travel_debugging.py [STORE]
+(STORE: a new directory; default: a temporary one). The fork is made beside it, as STORE-fix.
+Then, from a shell:
+  .venv/bin/lmg diff STORE --from 2 --to 12
+  .venv/bin/lmg replay STORE-fix --at 7 --sql "SELECT * FROM handoffs"
+(`.venv` is what `make demo` installs into; after `pip install`, `lmg` is on your PATH.)
 """
 
 from __future__ import annotations

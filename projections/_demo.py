@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 from . import nodes as n
+from ._reads import Hop
 from .memory_graph import MemoryGraph
 
-__all__ = ["show_projections"]
+__all__ = ["lineage_tree", "show_projections"]
 
 
 def show_projections(graph: MemoryGraph, session_id: uuid.UUID, say: Callable[[str], None]) -> None:
@@ -27,9 +28,10 @@ def show_projections(graph: MemoryGraph, session_id: uuid.UUID, say: Callable[[s
         for r in turn.responses:
             say(f"  response: {r.content}")
     last = window[-1].responses[-1]
-    say("Lineage of the last response (ancestors, depth 3):")
-    for hop in graph.ancestors(last.id, depth=3):
-        say(f"  {'  ' * (hop.depth - 1)}{hop.edge.edge_type} -> {_label(hop.node)}")
+    say("Lineage of the last response (ancestors, depth 3; each edge leaves the node above it):")
+    say(f"  {_label(last)}")
+    for line in lineage_tree(last.id, graph.ancestors(last.id, depth=3)):
+        say(f"  {line}")
     say("Agent stats (SQL: SELECT * FROM agent_stats):")
     header = ["name", "prompts", "responses", "handoffs in", "out", "tokens out", "mean ms"]
     header += ["tools", "failed"]
@@ -57,8 +59,25 @@ def show_projections(graph: MemoryGraph, session_id: uuid.UUID, say: Callable[[s
         )
 
 
-def _align(cell: str, width: int, *, first: bool) -> str:
-    return cell.ljust(width) if first else cell.rjust(width)
+def lineage_tree(root: uuid.UUID, hops: list[Hop], indent: str = "  ") -> Iterator[str]:
+    """The hops of a walk as a tree: each under the node its edge starts from.
+
+    A walk lists hops level by level; printed in that order, indented by depth, a hop would
+    sit under whichever hop came last, not under its source. A walk reaches each node once,
+    so the hops form a tree."""
+    children: dict[uuid.UUID, list[Hop]] = {}
+    for hop in hops:
+        children.setdefault(_source(hop), []).append(hop)
+    stack = [(hop, 1) for hop in reversed(children.get(root, []))]
+    while stack:
+        hop, level = stack.pop()
+        yield f"{indent * level}{hop.edge.edge_type} -> {_label(hop.node)}"
+        stack += [(child, level + 1) for child in reversed(children.get(hop.node_id, []))]
+
+
+def _source(hop: Hop) -> uuid.UUID:
+    """The node the hop leaves from: its edge's other end (a walk may cross an edge backwards)."""
+    return hop.edge.from_id if hop.edge.to_id == hop.node_id else hop.edge.to_id
 
 
 def _label(node: n.Node | None) -> str:

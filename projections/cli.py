@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 import click
 import msgspec
 
-from eventlog._demo import record_demo, summarise
+from eventlog._demo import next_steps, run_demo
 from eventlog.cli import default_store, require_store, store_argument
 
 from ._policy import SnapshotPolicy
@@ -275,6 +275,7 @@ def demo(store: str | None) -> None:
     Two agents, a template and a child template, a handoff, two tool calls (one fails) and
     user feedback are appended to STORE through an embedded MemoryGraph, read back from the
     log, then queried from the DuckDB projections (context window, lineage, agent stats).
+    If STORE already holds the demo, it is shown again and nothing is recorded.
 
     Example: lmg demo ./my-store
     """
@@ -283,15 +284,10 @@ def demo(store: str | None) -> None:
 
     path = store or default_store()
     with MemoryGraph.open(path) as graph:
-        session = record_demo(graph)
-        summarise(graph, session, click.echo)
-        show_projections(graph, session, click.echo)
-    click.echo(
-        f'\nNext: lmg sql {path} "SELECT * FROM agent_stats"   ·   lmg project {path} --follow'
-        f"   ·   lmg tail {path} | head"
-        f"\nTime travel: lmg diff {path} --from 7 --to 8   ·   lmg replay {path} --at 8"
-        f"   ·   lmg fork {path} --at 7 {path}-fix"
-    )
+        demo = run_demo(graph, path, click.echo)
+        show_projections(graph, demo.session_id, click.echo)
+    for line in next_steps(path, demo, sql=True):
+        click.echo(line)
 
 
 commands: list[click.Command] = [demo, project, sql]

@@ -1,7 +1,7 @@
 """The typed read API every graph shares, and `GraphView`: that API over one connection.
 
-`GraphReads` is the read half of `MemoryGraph`: seed 000's lookups, the query builder, lineage,
-threads, context windows and SQL. A subclass says how to reach a `GraphReader` (`_run`);
+`GraphReads` is the read half of `MemoryGraph`: the Rust crate's lookups, the query builder,
+lineage, threads, context windows and SQL. A subclass says how to reach a `GraphReader` (`_run`);
 `MemoryGraph` folds the log first (read-your-writes), `GraphView` reads a database as it is
 (a connection from `projections.connect`, or a replayed past in `replay`).
 """

@@ -1,4 +1,5 @@
-"""The query builder of seed 000: filters chained, then `execute()` or `stream()`.
+"""The query builder of the Rust crate llm-memory-graph's `AsyncMemoryGraph`: filters chained,
+then `execute()` or `stream()`.
 
     g.query().session(s).node_type("prompt").between(t0, t1).limit(10).execute()
 
@@ -69,7 +70,7 @@ class Query:
 
     def node_type(self, *types: str) -> Self:
         """Only these node types: session, prompt, response, tool_invocation, agent, template,
-        node. Seed 000's names (``"PromptNode"``) are accepted too."""
+        node. The Rust crate's names (``"PromptNode"``) are accepted too."""
         wanted = [_type_name(t) for t in types]
         self._types = [t for t in TABLE_OF_TYPE if t in wanted]
         return self

@@ -126,7 +126,13 @@ def _when(ts: int | None) -> str:
 
 @click.command()
 @store_argument
-@_AT
+@click.option(
+    "--at",
+    "point",
+    default=None,
+    metavar="LSN|TIME",
+    help="An LSN (the view holds it and everything before) or an ISO 8601 time. Default: now.",
+)
 @click.option("--sql", "query", default=None, help="Run this query on the view and print it.")
 @click.option(
     "--out",
@@ -139,7 +145,7 @@ def _when(ts: int | None) -> str:
 def replay(
     *,
     store: str | None,
-    point: str,
+    point: str | None,
     query: str | None,
     out: str | None,
     fmt: str,
@@ -161,7 +167,7 @@ def replay(
     with _progress("replaying") as progress:
         view = at(
             path,
-            **_at_kwargs(_point(point)),
+            **({} if point is None else _at_kwargs(_point(point))),
             out=out,
             snapshots=not no_snapshots,
             on_progress=progress,

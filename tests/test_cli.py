@@ -30,6 +30,7 @@ from click.testing import CliRunner, Result
 import eventlog
 from eventlog import events as ev
 from eventlog._demo import record_demo
+from eventlog._time import to_ns
 from replay.cli import main
 
 LMG = Path(sys.executable).with_name("lmg")
@@ -457,7 +458,9 @@ def test_stats_text_and_json(store: Path, six_events: list[eventlog.Record]) -> 
     assert stats["first_ts"] == six_events[0].event.ts
     assert stats["last_ts"] == six_events[-1].event.ts
     with eventlog.open(store, readonly=True) as log:
-        assert stats == json.loads(json.dumps(eventlog_stats(log)))
+        times = {"first_ts_iso": stats.pop("first_ts_iso"), "last_ts_iso": stats.pop("last_ts_iso")}
+        assert stats == json.loads(json.dumps(eventlog_stats(log)))  # and the times as ISO 8601:
+    assert all(to_ns(iso) // 1000 == stats[key[:-4]] // 1000 for key, iso in times.items())
 
 
 def eventlog_stats(log: eventlog.EventLog) -> dict[str, Any]:

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import ast
+import itertools
+import os
 import re
 import subprocess
 import sys
+import tomllib
 from collections.abc import Iterator
 from pathlib import Path
 
+import msgspec
 import pytest
 
 import eventlog
@@ -20,6 +25,32 @@ ROOT = Path(__file__).resolve().parent.parent
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 EXAMPLES = sorted((ROOT / "examples").glob("*.py"))
 SQL_REFERENCE = ROOT / "docs" / "sql.md"
+BIN = Path(sys.executable).parent
+"""The environment the tests run in: `.venv/bin` under `make`."""
+FRESH_SHELL = {**os.environ, "PATH": "/usr/bin:/bin", "VIRTUAL_ENV": ""}
+"""A shell in which no virtual environment is active: `lmg` is not on its PATH."""
+ACTIVATED = {**FRESH_SHELL, "PATH": f"{BIN}:/usr/bin:/bin"}
+"""The same shell after `. .venv/bin/activate`."""
+
+
+def shell(command: str, cwd: Path, env: dict[str, str], timeout: float = 120) -> str:
+    """Run a command line as a user types it (bash); fail with its output unless it exits 0."""
+    result = subprocess.run(
+        ["bash", "-c", f"set -e; {command}"],  # as typed: no pipefail
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+    assert result.returncode == 0, f"{command!r} exited {result.returncode}:\n{result.stderr}"
+    return result.stdout
+
+
+def as_printed(command: str) -> str:
+    """A `.venv/bin/...` command as the docs print it, pointed at this test run's venv."""
+    return command.replace(".venv/bin/", f"{BIN}/")
 
 
 def python_blocks(page: Path) -> list[str]:
@@ -54,17 +85,169 @@ def test_every_event_type_is_documented() -> None:
     assert not missing, f"docs/events.md lacks sections for {missing}"
 
 
+def docstring_commands(example: Path) -> tuple[str, list[str]]:
+    """The example's own `Run:` line and the shell commands its docstring says to try after."""
+    doc = ast.get_docstring(ast.parse(example.read_text())) or ""
+    (run,) = re.findall(r"^Run: (\S+ examples/\S+\.py)", doc, flags=re.M)
+    then = re.findall(r"^(?:Then, from a shell: |  )(\.venv/bin/lmg .*)$", doc, flags=re.M)
+    return run, then
+
+
 @pytest.mark.parametrize("example", EXAMPLES, ids=lambda p: p.name)
-def test_example_runs(example: Path, tmp_path: Path) -> None:
-    result = subprocess.run(
-        [sys.executable, str(example), str(tmp_path / "store")],
-        check=False,
-        capture_output=True,
-        text=True,
-        timeout=120,
+def test_example_runs_as_its_docstring_says(example: Path, tmp_path: Path) -> None:
+    """`Run: .venv/bin/python examples/x.py [STORE]` works from the clone in a shell with no
+    environment active, and so does every command the docstring suggests next."""
+    run, then = docstring_commands(example)
+    assert run.startswith(".venv/bin/python "), f"{example.name}: {run} needs an active venv"
+    store = tmp_path / "store"
+    out = shell(f"{as_printed(run)} {store}", ROOT, FRESH_SHELL)
+    assert out.strip(), "an example should show what it did"
+    for command in then:
+        shell(as_printed(command).replace("STORE", str(store)), ROOT, FRESH_SHELL)
+
+
+# -- the README's shell commands and the demo's closing hints -------------------------------------
+
+
+def sh_blocks(page: Path) -> list[str]:
+    return re.findall(r"```sh\n(.*?)```", page.read_text(), flags=re.S)
+
+
+def _runnable(line: str) -> str:
+    """A `--follow` command never exits: it passes if it is still following after 3 s."""
+    command = line.split("#", maxsplit=1)[0].strip()
+    return f"timeout 3 {command} || test $? -eq 124" if "--follow" in command else line
+
+
+def test_readme_shell_commands_run_as_printed(tmp_path: Path) -> None:
+    """Every `lmg` block of the README, verbatim, in a shell where the README's activation
+    step was taken, on the store `make demo` records (`./lmg-data`)."""
+    setup = ("make ", "pip install")  # installs: checked by hand from a clean clone, and by CI
+    blocks = [b for b in sh_blocks(ROOT / "README.md") if not any(s in b for s in setup)]
+    assert len(blocks) >= 3, blocks
+    shell(f"{BIN}/lmg demo", tmp_path, FRESH_SHELL)
+    for block in blocks:
+        lines = [_runnable(line) for line in re.split(r"\n(?![ ]{4})", block.strip())]
+        shell("\n".join(lines), tmp_path, ACTIVATED)
+
+
+def test_readme_says_how_to_run_lmg_without_an_active_venv() -> None:
+    readme = (ROOT / "README.md").read_text()
+    assert ". .venv/bin/activate" in readme and ".venv/bin/lmg" in readme
+    assert re.search(r"^pip install \.", readme, flags=re.M), "a pip path beside make's"
+    assert "make test-fast" in readme and "make demo" in readme and "make test " in readme
+
+
+def demo_hints(output: str) -> list[str]:
+    """The commands `lmg demo` prints at its end, one an indented line."""
+    tail = output[output.index("\nNext, from this directory") :]
+    return re.findall(r"^  (\S*lmg .*)$", tail, flags=re.M)
+
+
+def test_demo_twice_then_every_printed_command_runs_in_a_fresh_shell(tmp_path: Path) -> None:
+    """`make demo` twice, then each hint it printed, pasted into a shell with no venv active."""
+    first = shell(f"{BIN}/lmg demo", tmp_path, FRESH_SHELL)
+    again = shell(f"{BIN}/lmg demo", tmp_path, FRESH_SHELL)
+    assert "already holds the demo" in again and "already holds" not in first
+    hints = demo_hints(again)
+    assert hints == demo_hints(first)
+    assert len(hints) >= 8, again
+    assert all(h.startswith(f"{BIN}/lmg ") for h in hints), "lmg is not on this shell's PATH"
+    assert f"{BIN}/lmg diff lmg-data --from 7 --to 8" in hints  # the README's LSNs still hold
+    for hint in hints:
+        shell(hint, tmp_path, FRESH_SHELL)
+    rows = shell(
+        f"{BIN}/lmg sql lmg-data 'SELECT name FROM agents' --format json", tmp_path, FRESH_SHELL
     )
-    assert result.returncode == 0, result.stderr
-    assert result.stdout.strip(), "an example should show what it did"
+    assert len(rows.splitlines()) == 2, f"the demo was recorded twice:\n{rows}"
+
+
+def lineage(output: str, heading: str) -> list[str]:
+    """The indented lines of a printed tree, from its heading to the next unindented line."""
+    lines = output[output.index(heading) :].splitlines()[1:]
+    return list(itertools.takewhile(lambda x: x.startswith("  "), lines))
+
+
+def parent(tree: list[str], line: str) -> str:
+    """The line a tree line hangs from: the nearest line above it, indented one step less."""
+    i = next(i for i, x in enumerate(tree) if line in x)
+    depth = len(tree[i]) - len(tree[i].lstrip())
+    above = [x for x in tree[:i] if len(x) - len(x.lstrip()) < depth]
+    assert above and len(above[-1]) - len(above[-1].lstrip()) == depth - 2, tree
+    return above[-1]
+
+
+def test_demo_lineage_is_a_tree(tmp_path: Path) -> None:
+    out = shell(f"{BIN}/lmg demo", tmp_path, FRESH_SHELL)
+    tree = lineage(out, "Lineage of the last response")
+    assert len(tree) == 7, tree
+    assert "INHERITS -> template 'expert-answer'" not in "".join(tree)
+    assert "template 'expert-answer'" in parent(tree, "INHERITS -> template 'answer'")
+    assert "prompt 'Answer as a helpful" in parent(tree, "HANDLED_BY -> agent triage")
+    assert "prompt 'Answer as a senior" in parent(tree, "HANDLED_BY -> agent coder")
+    assert "response 'SELECT" in parent(tree, "RESPONDS_TO -> prompt")
+
+
+def test_analytics_lineage_is_a_tree(tmp_path: Path) -> None:
+    out = shell(f"{BIN}/python examples/analytics.py {tmp_path / 's'}", ROOT, FRESH_SHELL)
+    tree = lineage(out, "== Lineage")
+    assert "template 'expert-answer'" in parent(tree, "INHERITS -> template 'answer'")
+    assert "RESPONDS_TO -> Prompt" in parent(tree, "HANDLED_BY -> agent python")
+    assert "INVOKES -> Response" in parent(tree, "RESPONDS_TO -> Prompt")
+
+
+# -- words, basics ---------------------------------------------------------------------------------
+
+
+def test_no_team_jargon_in_what_users_read() -> None:
+    """ "seed 004" meant something only to the team: the build plan, the Rust crate."""
+    texts = [*PAGES, *EXAMPLES, *(ROOT / "tests" / "benchmarks").glob("*.py")]
+    texts += [p for pkg in ("eventlog", "projections", "replay") for p in (ROOT / pkg).glob("*.py")]
+    found = [f"{p.name}: {m}" for p in texts for m in re.findall(r"seed 00\d", p.read_text(), re.I)]
+    assert not found, found
+
+
+CONCEPTS = ["LSN", "Event", "Frame", "Segment", "Fold", "Checkpoint", "Projection"]
+CONCEPTS += ["Snapshot", "View", "Fork"]
+
+
+def test_concepts_page_defines_each_word_and_the_readme_links_it() -> None:
+    page = (ROOT / "docs" / "concepts.md").read_text()
+    missing = [w for w in CONCEPTS if not re.search(rf"^\*\*{w}\b", page, flags=re.M)]
+    assert not missing, missing
+    assert "log sequence number" in page
+    readme = (ROOT / "README.md").read_text()
+    assert "(docs/concepts.md)" in readme
+    first = readme.index("LSN")
+    assert "log sequence number" in readme[first : first + 80], (
+        "say what an LSN is where it first appears"
+    )
+
+
+def test_every_log_option_is_documented() -> None:
+    page = (ROOT / "docs" / "operations.md").read_text()
+    table = dict(re.findall(r"^\| `(\w+)` \| ([^|]+) \|", page, flags=re.M))
+    fields = eventlog.Options.__struct_fields__
+    assert not [f for f in fields if f not in table], f"undocumented options: {fields}"
+    defaults = msgspec.structs.asdict(eventlog.Options())
+    assert table["compression_level"].strip() == str(defaults["compression_level"])
+
+
+def test_license_and_changelog() -> None:
+    meta = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    assert meta["project"]["license"] == "Apache-2.0"  # the SPDX form: no deprecation warnings
+    assert "Apache License" in (ROOT / "LICENSE").read_text().splitlines()[1]
+    assert "](LICENSE)" in (ROOT / "README.md").read_text()
+    changelog = (ROOT / "CHANGELOG.md").read_text()
+    assert re.search(r"^## 0\.1\.0", changelog, flags=re.M)
+
+
+def test_make_test_fast_skips_only_the_slow_marker() -> None:
+    makefile = (ROOT / "Makefile").read_text()
+    fast = makefile[makefile.index("\ntest-fast:") :].split("\n\n")[0]
+    assert '-m "not slow"' in fast
+    full = makefile[makefile.index("\ntest:") :].split("\n\n")[0]
+    assert "pytest -q\n" in full + "\n" and "not slow" not in full  # make test (CI) runs all
 
 
 # -- docs/sql.md ----------------------------------------------------------------------------------

@@ -62,7 +62,7 @@ FOLLOW_RATE = 2_000  # events/s appended while the projector follows
 FOLLOW_P95_MS = 250.0
 READ_POLL_S = 0.02  # the reader's pause between two looks at the checkpoint
 RSS_TARGET_MB = 150.0
-SEED_RSS_MB = 100.0  # seed 004: "Memory Footprint < 100MB base, embedded mode"
+SEED_RSS_MB = 100.0  # the original build plan: "Memory Footprint < 100MB base, embedded mode"
 
 T = TypeVar("T")
 
@@ -642,10 +642,10 @@ def reads(plan: Plan, n: int, reps: int) -> tuple[list[Row], list[str]]:
         (node, f"{g_} p95, warm", "1 ms (target)", 1, warm["node"], 1.0),
         (node, f"{g_} p95, cold (first lookups)", "1 ms (target)", 1, cold["node"], None),
         (win, f"{w_} p95, warm", "2 ms (target)", 2, warm["window"], 1.0),
-        (win, f"{w_} p95, warm", "1 ms (seed 004 read latency)", 1, warm["window"], None),
+        (win, f"{w_} p95, warm", "1 ms (build plan read latency)", 1, warm["window"], None),
         (win, f"{w_} p95, cold", "2 ms (target)", 2, cold["window"], None),
         (anc, f"{a_} p95, warm", "5 ms (target)", 5, warm["ancestors"], 1.0),
-        (anc, f"{a_} p95, warm", "15 ms (seed 004 lineage p95)", 15, warm["ancestors"], None),
+        (anc, f"{a_} p95, warm", "15 ms (build plan lineage p95)", 15, warm["ancestors"], None),
         (anc, f"{a_} p95, cold", "5 ms (target)", 5, cold["ancestors"], None),
         (agg, f"{s_} p95, warm", "50 ms (target)", 50, warm["stats"], 1.0),
         (agg, f"{s_} p50, warm", "50 ms (target)", 50, warm_p50["stats"], None),
@@ -675,9 +675,9 @@ def reads(plan: Plan, n: int, reps: int) -> tuple[list[Row], list[str]]:
         "arguments were used).",
         f"p50 warm: get_node {_median(warm_p50['node']):,.0f} µs, context_window "
         f"{_median(warm_p50['window']):,.0f} µs, ancestors "
-        f"{_median(warm_p50['ancestors']):,.0f} µs (seed 004: 5 ms), agent_stats "
+        f"{_median(warm_p50['ancestors']):,.0f} µs (build plan: 5 ms), agent_stats "
         f"{_median(warm_p50['stats']) / 1e3:,.1f} ms. An ancestors walk of depth 5 returned "
-        f"{hops:.0f} hops (median). Seed 004's 'graph traversal < 50 ms p95' (trace a full "
+        f"{hops:.0f} hops (median). The build plan's 'graph traversal < 50 ms p95' (trace a full "
         f"prompt lineage) compares with ancestors: {_median(warm['ancestors']) / 1e3:,.1f} ms "
         f"warm, {_median(cold['ancestors']) / 1e3:,.1f} ms cold.",
     ]
@@ -722,7 +722,7 @@ def rss(plan: Plan, n: int) -> tuple[list[Row], list[str]]:
     what = f"peak RSS, embedded MemoryGraph, {n:,} events"
     already, from_zero = "database already folded, then reads", "folding the backlog on open"
     target = f"{RSS_TARGET_MB:g} MB (target)"
-    seed = f"{SEED_RSS_MB:g} MB (seed 004 embedded base memory)"
+    seed = f"{SEED_RSS_MB:g} MB (build plan embedded base memory)"
     table: list[tuple[str, str, float, float, float | None]] = [
         (already, target, RSS_TARGET_MB, peak(folded), 1.0),
         (from_zero + ", then reads", target, RSS_TARGET_MB, peak(zero), 1.0),

@@ -544,7 +544,7 @@ READS = Case(
     "once cold and 15 times warm; a pass stops early (after at least 20 calls) once it has "
     "taken 4 s. At most 3 repetitions (`Scale.graph_reps`). A row gives the median over "
     "repetitions of each repetition's p95 (or p50) next to the target, in microseconds; "
-    "seed 004's targets "
+    "the build plan's targets "
     "(context window read < 1 ms p95, lineage depth 5 p95 15 ms) are shown as info rows.",
     lambda plan, scale: CaseResult(
         *g.reads(plan, scale.graph_events, min(plan.reps, scale.graph_reps))

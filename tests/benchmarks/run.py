@@ -352,9 +352,10 @@ def markdown(
         "- eventlog compresses and decompresses frame bodies of 256 KiB or more as two halves "
         "on two threads; the raw loops use one thread, as written in the issue.",
         "- Rows whose baseline is a fixed figure (one second, 1 ms, 250 ms, 150 MB, 100,000 "
-        "events/s: a target, or seed 004's) are not side-by-side ratios: they give the measured "
-        "value next to that figure and a ratio that is 1x exactly on it (figure / measured for "
-        "times and sizes, measured / figure for rates), so higher is better in every row.",
+        "events/s: a target, or the build plan's) are not side-by-side ratios: they give the "
+        "measured value next to that figure and a ratio that is 1x exactly on it (figure / "
+        "measured for times and sizes, measured / figure for rates), so higher is better in every "
+        "row.",
         "",
     ]
     return "\n".join(out)

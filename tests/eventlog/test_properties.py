@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import msgspec
+import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
@@ -590,6 +591,7 @@ def available(m: Model) -> list[Op]:
     return ops
 
 
+@pytest.mark.slow
 @settings(
     max_examples=50,
     deadline=None,

@@ -202,6 +202,7 @@ def check_recovered(
 # -- torn tails -----------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("which", ["several frames in the last segment", "frame opens the segment"])
 def test_torn_tail_at_every_byte_offset(
     which: str, pristine: Layout, fresh_tail: Layout, tmp_path: Path

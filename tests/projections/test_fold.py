@@ -464,6 +464,7 @@ def build_log(path: Path, history: Sequence[Op]) -> list[Record]:
 # -- the property --------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 @settings(
     max_examples=30,  # each example costs two databases and ~10 transactions
     deadline=None,

@@ -288,6 +288,7 @@ def test_kill_9_during_follow(
 # -- 3. two projectors at once -------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_second_projector_is_refused(
     store: Path, rng: random.Random, spawn: Callable[..., Child]
 ) -> None:
@@ -428,6 +429,7 @@ def test_readers_never_see_a_partial_batch(
 # -- 6. SIGTERM and SIGINT stop a follower cleanly ------------------------------------------------
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
 def test_signal_stops_a_follower_cleanly(
     tmp_path: Path,

@@ -221,6 +221,7 @@ def random_points(
 # -- 1. the differential invariant ---------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_at_equals_a_fold_from_zero_without_snapshots(store: Path, rng: random.Random) -> None:
     records = build_history(store, rng, 2_000, segment_bytes=16_384)  # over several segments
     assert {tag_of(r.event) for r in records} == ALL_TAGS  # every event type is replayed
@@ -237,6 +238,7 @@ def test_at_equals_a_fold_from_zero_without_snapshots(store: Path, rng: random.R
             assert_is_fold_from_zero(view, records, p)
 
 
+@pytest.mark.slow
 def test_at_equals_a_fold_from_zero_from_snapshots(
     store: Path, tmp_path: Path, rng: random.Random
 ) -> None:

@@ -1,4 +1,5 @@
-"""Seed 004's "Appendix A: Example Queries", each run on known data and checked exactly.
+"""The example queries of the original build plan ("LLM-Memory-Graph Technical Research and
+Build Plan", appendix A), each run on known data and checked exactly.
 
 1. recent context: the last 10 prompts of a session, newest first;
 2. template lineage: every prompt derived from a template, through INSTANTIATES and INHERITS;
@@ -110,7 +111,7 @@ def test_template_lineage_covers_instantiations_and_inheritance(graph: MemoryGra
     versions = g.rows("SELECT id, template_version FROM prompts WHERE template_id = ?", [root])
     assert dict(versions) == {from_root: 1, from_root_v2: 2, deleted: 2}
 
-    # the walk of seed 004: INSTANTIATES and INHERITS, followed from the template down
+    # the build plan's walk: INSTANTIATES and INHERITS, followed from the template down
     hops = g.descendants(root, edge_types=["INSTANTIATES", "INHERITS"])
     found = {hop.node_id: hop for hop in hops if hop.node is not None}
     assert {i for i, hop in found.items() if isinstance(hop.node, Prompt)} == set(derived)
@@ -188,7 +189,7 @@ def test_agent_performance_from_agent_stats(graph: MemoryGraph) -> None:
     assert stats[coder] == ("coder", 2, 2, 50.0, 50.0, 2, 1, 10, 14, 0, 0)
     assert stats[idle] == ("idle", 0, 0, None, None, 0, 0, 0, 0, 0, 0)
 
-    # seed 004's form: responses to the prompts each agent HANDLED, averaged per agent
+    # the build plan's form: responses to the prompts each agent HANDLED, averaged per agent
     by_edges = g.rows(
         "SELECT e.to_id, avg(r.latency_ms) FROM edges e "
         "JOIN prompts p ON p.id = e.from_id AND p.deleted_ts IS NULL "
