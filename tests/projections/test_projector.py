@@ -551,3 +551,23 @@ def test_sql_and_project_commands(tmp_path: Path, store: Path) -> None:
     assert_same(tables(store), fresh_fold(store, tmp_path / "fresh.duckdb"), "after --rebuild")
     with projections.connect(store) as con:
         assert con.execute("SELECT prompt_count FROM sessions").fetchall() == [(3,)]
+
+
+@pytest.mark.slow
+def test_two_prompts_at_the_largest_request_fold(store: Path) -> None:
+    """Two prompts of the largest size the log accepts, folded in one batch, needed more than
+    the projector's 256 MB of DuckDB memory: every `lmg project` and `lmg sql` failed for good.
+    Batches are bounded by bytes too, so each such prompt is folded in a transaction of its own."""
+    limit = eventlog.Options().max_request_bytes
+    with eventlog.open(store) as log:
+        session = log.create_session()
+        with pytest.raises(eventlog.InvalidEvent, match="max_request_bytes"):
+            log.add_prompt(session.id, "x" * limit)
+        size = limit - 1024  # the event's other fields and framing fit in the rest
+        for letter in "ab":
+            log.add_prompt(session.id, letter * size)
+    assert lmg("project", store, timeout=120).returncode == 0
+    query = "SELECT left(content, 1), length(content) FROM prompts ORDER BY lsn"
+    done = lmg("sql", store, query, "--format", "csv", timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines()[1:] == [f"a,{size}", f"b,{size}"]
