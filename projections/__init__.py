@@ -10,12 +10,13 @@ with MemoryGraph.open("./data") as g:
 
 from ._database import DATABASE_FILE
 from ._fold import Batch, implicit_edge_id
-from ._folder import BATCH_EVENTS, fold_available, fold_records
+from ._folder import BATCH_BYTES, BATCH_EVENTS, fold_available, fold_records
 from ._reads import Hop, Impact, NotFound
 from ._schema import SCHEMA_VERSION, TABLE_KEYS, TABLE_NAMES, checkpoint, ensure_schema
 from .errors import (
     BadArgument,
     DatabaseBusy,
+    FoldFailed,
     PoisonEvent,
     ProjectionError,
     ProjectorBusy,
@@ -40,6 +41,7 @@ from .query import Query
 from .snapshots import SnapshotInfo, SnapshotPolicy, Snapshots, SnapshotSkipped
 
 __all__ = [
+    "BATCH_BYTES",
     "BATCH_EVENTS",
     "DATABASE_FILE",
     "SCHEMA_VERSION",
@@ -52,6 +54,7 @@ __all__ = [
     "Batch",
     "DatabaseBusy",
     "Edge",
+    "FoldFailed",
     "GenericNode",
     "GraphReads",
     "GraphStats",

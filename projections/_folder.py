@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Iterator, Sequence
 from typing import Protocol
 
@@ -12,7 +13,7 @@ from eventlog import Record
 
 from ._fold import Batch, fold
 from ._schema import PROJECTIONS, checkpoint
-from .errors import PoisonEvent, ProjectionError
+from .errors import FoldFailed, PoisonEvent, ProjectionError
 
 __all__ = [
     "BATCH_BYTES",
@@ -58,17 +59,45 @@ def commit_batch(con: duckdb.DuckDBPyConnection, records: Sequence[Record]) -> B
                 f"batch starts at LSN {records[0].lsn} but the projections expect {expected}"
             )
         batch = fold(con, PROJECTIONS, records)
-        con.execute("COMMIT")
-        return batch
     except PoisonEvent as poison:
-        con.execute("ROLLBACK")
+        _rollback(con)
         before = [r for r in records if r.lsn < poison.lsn]
         if before:
             commit_batch(con, before)
         raise
+    except duckdb.Error as exc:
+        _rollback(con)
+        raise _failed("fold", records, exc) from exc
     except BaseException:
-        con.execute("ROLLBACK")
+        _rollback(con)
         raise
+    try:  # a COMMIT that fails has already ended the transaction: nothing to roll back
+        con.execute("COMMIT")
+    except duckdb.Error as exc:
+        raise _failed("commit", records, exc) from exc
+    return batch
+
+
+def _rollback(con: duckdb.DuckDBPyConnection) -> None:
+    """Roll back after a failure; if that fails too (DuckDB may have invalidated the
+    database), the first error is the one to report, and the next open recovers."""
+    with contextlib.suppress(duckdb.Error):
+        con.execute("ROLLBACK")
+
+
+def _failed(step: str, records: Sequence[Record], exc: duckdb.Error) -> FoldFailed:
+    span = f"LSNs {records[0].lsn}..{records[-1].lsn}" if records else "an empty batch"
+    return FoldFailed(f"cannot {step} {span}: {_cause(exc)}")
+
+
+def _cause(exc: duckdb.Error) -> str:
+    """DuckDB's message in one line: the original error where it wraps one (a failed COMMIT
+    is reported as a failed rollback, with the cause on an ``Original Error:`` line)."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    for line in lines:
+        if line.startswith("Original Error: "):
+            return line.removeprefix("Original Error: ")
+    return lines[0] if lines else type(exc).__name__
 
 
 def fold_available(

@@ -17,6 +17,7 @@ import csv
 import io
 import json
 import random
+import resource
 import signal
 import subprocess
 import sys
@@ -571,3 +572,41 @@ def test_two_prompts_at_the_largest_request_fold(store: Path) -> None:
     done = lmg("sql", store, query, "--format", "csv", timeout=120)
     assert done.returncode == 0, done.stderr
     assert done.stdout.splitlines()[1:] == [f"a,{size}", f"b,{size}"]
+
+
+def _file_size_limit(limit: int) -> Callable[[], None]:
+    """For a child: writes past `limit` bytes fail with EFBIG (a full disk, even for root)."""
+
+    def apply() -> None:
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # or the kernel kills the writer
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+    return apply
+
+
+@pytest.mark.slow
+def test_failed_commit_reports_its_cause(store: Path) -> None:
+    """A COMMIT that fails (here: the WAL cannot grow) used to be hidden by the ROLLBACK after
+    it ("cannot rollback - no transaction is active"). The cause is one line now, and the next
+    `lmg project` with room folds the batch."""
+    with eventlog.open(store) as log:
+        session = log.create_session()
+    assert lmg("project", store, "--snapshot-every", "0").returncode == 0
+    with eventlog.open(store) as log:
+        log.add_prompts_batch([(session.id, f"{n} " + "y" * 4096) for n in range(2_000)])
+    database = store / projections.DATABASE_FILE
+    limit = max(database.stat().st_size, 1 << 20) + 256 * 1024  # the WAL needs 8 MB
+    done = subprocess.run(
+        [str(LMG), "project", str(store), "--snapshot-every", "0"],
+        capture_output=True,
+        text=True,
+        timeout=WAIT_S,
+        check=False,
+        preexec_fn=_file_size_limit(limit),
+    )
+    line = one_line_error(done, "FoldFailed", "LSNs 1..2000")
+    assert "File too large" in line or "No space" in line, line
+    assert "no transaction is active" not in line
+    assert lmg("project", store, "--snapshot-every", "0").returncode == 0
+    done = lmg("sql", store, "SELECT count(*) FROM prompts", "--format", "csv")
+    assert done.stdout.splitlines() == ["count_star()", "2000"], done
