@@ -321,6 +321,32 @@ def test_second_projector_is_refused(
         assert graph.stats().checkpoint_lsn == end - 1
 
 
+@pytest.mark.slow
+def test_follower_waits_for_a_one_off_catch_up(
+    store: Path, rng: random.Random, spawn: Callable[..., Child]
+) -> None:
+    """`lmg project --follow` started while a one-off catch-up (what `lmg sql` runs before its
+    query) held the database exited with ProjectorBusy. It waits its turn now, saying so, and
+    then follows; a one-off `lmg project` behind a follower is still refused."""
+    new_store(store, rng, 300)
+    with projections.Projector(store, passing=True) as one_off:  # as `lmg sql` holds it
+        follower = spawn("lmg", "project", store, "--follow")
+        follower.wait_stderr("waiting for a one-off catch-up")
+        time.sleep(0.3)
+        assert follower.proc.poll() is None, follower.stderr()
+        one_off.catch_up()
+    follower.wait_stderr("folded to LSN")
+    with eventlog.open(store) as log:
+        log.create_session()
+        end = log.next_lsn()
+    wait_checkpoint(store, end - 1)  # it follows
+    line = one_line_error(lmg("project", store), "ProjectorBusy", "already folded by")
+    assert f"lmg project (pid {follower.pid})" in line, line
+    follower.signal(signal.SIGTERM)
+    assert follower.wait() == 0, follower.stderr()
+    assert "Traceback" not in follower.stderr()
+
+
 # -- 4. a poison event ---------------------------------------------------------------------------
 
 
