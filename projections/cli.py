@@ -124,6 +124,12 @@ def _describe(p: Progress) -> str:
     metavar="EVENTS",
     help="Save a snapshot (for fast replay) after this many events (0: never).",
 )
+@click.option(
+    "--memory-limit",
+    default="256MB",
+    show_default=True,
+    help="DuckDB's memory; raise it for a store of very long texts (docs/projections.md).",
+)
 @cli_errors
 @projection_errors
 def project(
@@ -134,6 +140,7 @@ def project(
     from_zero: bool,
     report_every: float,
     snapshot_every: int,
+    memory_limit: str,
 ) -> None:
     """Fold the log into the DuckDB projections; with --follow, keep folding until stopped.
 
@@ -163,6 +170,7 @@ def project(
             database,
             rebuild=from_zero,
             snapshots=policy,
+            memory_limit=memory_limit,
             passing=not follow,
             wait_turn=_TurnNotice(stop),
         )
