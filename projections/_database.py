@@ -67,7 +67,7 @@ class FolderLock:
         self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
             while not _try_flock(self._fd):
-                other, other_passing = self._holder()
+                other, other_passing = self._read_holder()
                 if not (other_passing and wait_turn is not None and wait_turn(other)):
                     raise ProjectorBusy(
                         f"{db} is already folded by {other}; one folder per database "
@@ -81,7 +81,7 @@ class FolderLock:
         mark = f"{_PASSING}\n" if passing else ""
         os.pwrite(self._fd, f"{holder} (pid {os.getpid()})\n{mark}".encode(), 0)
 
-    def _holder(self) -> tuple[str, bool]:
+    def _read_holder(self) -> tuple[str, bool]:
         """Who holds the lock, and whether it is passing (read from the lock file)."""
         lines = os.pread(self._fd, 200, 0).decode(errors="replace").splitlines()
         name = lines[0].strip() if lines and lines[0].strip() else "another process"
