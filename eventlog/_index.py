@@ -171,8 +171,10 @@ class IdTable:
         write_atomically(path, _sealed(_IDS_MAGIC, header + records))
 
     @classmethod
-    def load(cls, path: Path) -> IdTable | None:
-        """The table at `path` (checksum verified), or None if missing or damaged."""
+    def load(cls, path: Path, *, verify: bool = True) -> IdTable | None:
+        """The table at `path`, or None if missing or damaged. `verify` checks its checksum,
+        which reads the whole file; a caller that verified it once may map it again without
+        (a sealed segment's files are only ever replaced whole, by the same content)."""
         try:
             fd = open_file(path)
         except OSError:
@@ -183,11 +185,14 @@ class IdTable:
             return None
         finally:
             os.close(fd)
-        if _unsealed(_IDS_MAGIC, mapped[:]) is None:
+        if verify and _unsealed(_IDS_MAGIC, mapped[:]) is None:
             mapped.close()
             return None
-        _magic, count, next_lsn = _IDS_HEADER.unpack_from(mapped)
-        if len(mapped) != _IDS_HEADER.size + count * RECORD + 4:
+        if len(mapped) < _IDS_HEADER.size + 4:
+            mapped.close()
+            return None
+        magic, count, next_lsn = _IDS_HEADER.unpack_from(mapped)
+        if magic != _IDS_MAGIC or len(mapped) != _IDS_HEADER.size + count * RECORD + 4:
             mapped.close()
             return None
         return cls(mapped, count, next_lsn)

@@ -5,7 +5,11 @@ counts, sparse index) from the segment's ``.idx`` file and an id table from its 
 each rebuilt from the segment when missing, damaged or stale, and written back when the
 handle may write (they are only a cache: a full disk keeps them in memory). A segment sealed
 by this handle has its files written on a background thread; until then its entries serve
-from memory, then the mmapped file replaces them, so memory stays bounded.
+from memory, then the mmapped file replaces them, so memory stays bounded. At most
+`MAPPED_TABLES` id files are mapped at once (the least recently used is unmapped): a mapped
+file's pages count as the process's memory once touched, and a long log has thousands. Each
+segment's smallest and largest key are kept, so a lookup maps only the tables that may hold
+its key, and a file is checksummed once per handle, not at every mapping.
 
 Lookups go newest segment first, pruned by each table's key range and by the largest key of
 all (UUIDv7 ids grow with time, so a node created now costs one comparison), behind an LRU.
@@ -22,7 +26,10 @@ from pathlib import Path
 from ._index import Entry, IdTable, SegmentSummary, load_summary, save_summary
 from .options import Options
 
-__all__ = ["MemoryTable", "Rebuild", "SealedSegments"]
+__all__ = ["MAPPED_TABLES", "MemoryTable", "Rebuild", "SealedSegments"]
+
+MAPPED_TABLES = 8
+"""Id files of sealed segments mapped at once: about 2 MB each at the default segment size."""
 
 Rebuild = Callable[[int], tuple[SegmentSummary, dict[int, Entry]]]
 """Scan a sealed segment whole: its summary and id entries (damage is an error)."""
@@ -34,6 +41,7 @@ class MemoryTable:
     def __init__(self, entries: dict[int, Entry], next_lsn: int) -> None:
         self._entries = entries
         self.next_lsn = next_lsn
+        self.min_key = min(entries, default=1)
         self.max_key = max(entries, default=0)
 
     def get(self, key: int) -> Entry | None:
@@ -51,7 +59,10 @@ class SealedSegments:
         self._options = options
         self._rebuild = rebuild
         self._summaries: dict[int, SegmentSummary] = {}
-        self._tables: dict[int, IdTable | MemoryTable] = {}
+        self._tables: dict[int, MemoryTable] = {}  # just sealed, or not writable
+        self._mapped: OrderedDict[int, IdTable] = OrderedDict()  # an LRU of MAPPED_TABLES
+        self._verified: set[int] = set()  # id files checksummed by this handle
+        self._bounds: dict[int, tuple[int, int]] = {}  # smallest and largest key of each
         self._sealers: dict[int, threading.Thread] = {}  # index files being written
         self._cache: OrderedDict[int, Entry | None] = OrderedDict()
         self._max_keys: dict[int, int] = {}  # newest segment of a list -> its largest key
@@ -73,27 +84,54 @@ class SealedSegments:
 
     def table(self, first_lsn: int) -> IdTable | MemoryTable:
         """The id table of a sealed segment: mmapped from its file, or rebuilt."""
-        table = self._tables.get(first_lsn)
         sealer = self._sealers.get(first_lsn)
         if sealer is not None and not sealer.is_alive():  # its file is written: use the mmap
             del self._sealers[first_lsn]
-            written = IdTable.load(self._file(first_lsn, "ids"))
-            if written is not None and table is not None and written.next_lsn == table.next_lsn:
-                self._tables[first_lsn] = table = written
-        if table is None:
-            table = IdTable.load(self._file(first_lsn, "ids"))
-            if table is None or table.next_lsn != self.summary(first_lsn).next_lsn:
-                table = self._rebuilt_table(first_lsn)
-            self._tables[first_lsn] = table
-        return table
-
-    def _rebuilt_table(self, first_lsn: int) -> IdTable | MemoryTable:
+            written = self._map(first_lsn, self._tables[first_lsn].next_lsn)
+            if written is not None:
+                del self._tables[first_lsn]  # frees its entries
+        found = self._tables.get(first_lsn) or self._mapped.get(first_lsn)
+        if found is not None:
+            if first_lsn in self._mapped:
+                self._mapped.move_to_end(first_lsn)
+            return found
+        next_lsn = self.summary(first_lsn).next_lsn
+        mapped = self._map(first_lsn, next_lsn)
+        if mapped is not None:
+            return mapped
         summary, entries = self._rebuild(first_lsn)
         if self._save(first_lsn, summary, entries):
-            table = IdTable.load(self._file(first_lsn, "ids"))
+            self._verified.discard(first_lsn)
+            mapped = self._map(first_lsn, next_lsn)
+            if mapped is not None:
+                return mapped
+        table = self._tables[first_lsn] = MemoryTable(entries, summary.next_lsn)
+        return table
+
+    def _map(self, first_lsn: int, next_lsn: int) -> IdTable | None:
+        """Map a segment's id file if it is sound and matches; unmap the least recently used
+        beyond `MAPPED_TABLES`."""
+        verified = first_lsn in self._verified
+        table = IdTable.load(self._file(first_lsn, "ids"), verify=not verified)
+        if table is None or table.next_lsn != next_lsn:
             if table is not None:
-                return table
-        return MemoryTable(entries, summary.next_lsn)
+                table.close()
+            return None
+        self._verified.add(first_lsn)
+        self._mapped[first_lsn] = table
+        while len(self._mapped) > MAPPED_TABLES:
+            _first, oldest = self._mapped.popitem(last=False)
+            oldest.close()
+        return table
+
+    def _bound(self, first_lsn: int) -> tuple[int, int]:
+        """The smallest and largest key of a segment's table (kept: a lookup maps no table
+        that cannot hold its key)."""
+        bound = self._bounds.get(first_lsn)
+        if bound is None:
+            table = self.table(first_lsn)
+            bound = self._bounds[first_lsn] = (table.min_key, table.max_key)
+        return bound
 
     def _save(self, first_lsn: int, summary: SegmentSummary, entries: dict[int, Entry]) -> bool:
         """Write a segment's index files if this handle may; False if they were not written."""
@@ -139,8 +177,8 @@ class SealedSegments:
             return self._cache[key]
         found = None
         for first in reversed(sealed):
-            found = self.table(first).get(key)
-            if found is not None:
+            low, high = self._bound(first)
+            if low <= key <= high and (found := self.table(first).get(key)) is not None:
                 break
         if cached and self._options.id_cache_entries:
             self._cache[key] = found
@@ -154,11 +192,12 @@ class SealedSegments:
             return -1
         known = self._max_keys.get(sealed[-1])
         if known is None:
-            known = self._max_keys[sealed[-1]] = max(self.table(f).max_key for f in sealed)
+            known = self._max_keys[sealed[-1]] = max(self._bound(f)[1] for f in sealed)
         return known
 
     def close(self) -> None:
         for sealer in self._sealers.values():
             sealer.join()  # the next open finds the index files
-        for table in self._tables.values():
+        for table in self._mapped.values():
             table.close()
+        self._mapped.clear()

@@ -15,13 +15,14 @@ from eventlog._lazy import export_lazily
 if TYPE_CHECKING:  # the names as mypy sees them; at run time, imported on first use
     from ._database import DATABASE_FILE
     from ._fold import Batch, implicit_edge_id
-    from ._folder import BATCH_EVENTS, fold_available, fold_records
+    from ._folder import BATCH_BYTES, BATCH_EVENTS, fold_available, fold_records
     from ._history import HistoryChanged
     from ._reads import Hop, Impact, NotFound
     from ._schema import SCHEMA_VERSION, TABLE_KEYS, TABLE_NAMES, checkpoint, ensure_schema
     from .errors import (
         BadArgument,
         DatabaseBusy,
+        FoldFailed,
         PoisonEvent,
         ProjectionError,
         ProjectorBusy,
@@ -46,6 +47,7 @@ if TYPE_CHECKING:  # the names as mypy sees them; at run time, imported on first
     from .snapshots import SnapshotInfo, SnapshotPolicy, Snapshots, SnapshotSkipped
 
 __all__ = [
+    "BATCH_BYTES",
     "BATCH_EVENTS",
     "DATABASE_FILE",
     "SCHEMA_VERSION",
@@ -58,6 +60,7 @@ __all__ = [
     "Batch",
     "DatabaseBusy",
     "Edge",
+    "FoldFailed",
     "GenericNode",
     "GraphReads",
     "GraphStats",
@@ -99,13 +102,14 @@ export_lazily(
     {
         "._database": ("DATABASE_FILE",),
         "._fold": ("Batch", "implicit_edge_id"),
-        "._folder": ("BATCH_EVENTS", "fold_available", "fold_records"),
+        "._folder": ("BATCH_BYTES", "BATCH_EVENTS", "fold_available", "fold_records"),
         "._history": ("HistoryChanged",),
         "._reads": ("Hop", "Impact", "NotFound"),
         "._schema": ("SCHEMA_VERSION", "TABLE_KEYS", "TABLE_NAMES", "checkpoint", "ensure_schema"),
         ".errors": (
             "BadArgument",
             "DatabaseBusy",
+            "FoldFailed",
             "PoisonEvent",
             "ProjectionError",
             "ProjectorBusy",

@@ -7,6 +7,8 @@ it does. Three rules make a folder and many readers share one file:
    `MemoryGraph`) holds ``<db>.lock`` exclusively for its lifetime; a second is refused with
    `ProjectorBusy`, naming the holder. It can never double-apply: its checkpoint would also
    stop it, since the fold starts after the checkpoint it reads in its own transaction.
+   A *passing* holder (`lmg sql` catching up, `lmg project` without ``--follow``) says so in
+   the lock file; a folder that asks to (`lmg project`) waits for it to finish instead.
 2. A gate, ``<db>.gate``, is held exclusively by the folder while it has the file open and
    shared by readers while they do. A turnstile (``<db>.turnstile``) in front of it gives a
    waiting folder priority over readers who arrive after it, so readers cannot starve it.
@@ -28,7 +30,7 @@ import contextlib
 import fcntl
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import duckdb
@@ -47,23 +49,49 @@ def database_path(store: str | os.PathLike[str], database: str | os.PathLike[str
     return Path(database) if database is not None else Path(store) / DATABASE_FILE
 
 
-class FolderLock:
-    """Rule 1: the exclusive right to fold into one database file."""
+_PASSING = "passing"  # the lock file's second line when its holder only catches up
 
-    def __init__(self, db: Path, holder: str) -> None:
+
+class FolderLock:
+    """Rule 1: the exclusive right to fold into one database file.
+
+    `passing`: this holder only catches up and lets go. `wait_turn`: while a passing holder
+    has the lock, it is called with that holder's name about every `poll_s` and the lock is
+    tried again, until it returns False (then `ProjectorBusy`); a lasting holder is refused
+    at once, since it may never let go."""
+
+    def __init__(
+        self,
+        db: Path,
+        holder: str,
+        *,
+        passing: bool = False,
+        wait_turn: Callable[[str], bool] | None = None,
+        poll_s: float = 0.05,
+    ) -> None:
         self.path = Path(f"{db}.lock")
         self._fd = open_or_create(self.path, Modes.of(db.parent).file)
         try:
-            fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            other = os.pread(self._fd, 200, 0).decode(errors="replace").strip() or "another process"
+            while not _try_flock(self._fd):
+                other, other_passing = self._read_holder()
+                if not (other_passing and wait_turn is not None and wait_turn(other)):
+                    raise ProjectorBusy(
+                        f"{db} is already folded by {other}; one folder per database "
+                        "(stop it, or give this one its own database file)"
+                    )
+                time.sleep(poll_s)
+        except BaseException:
             os.close(self._fd)
-            raise ProjectorBusy(
-                f"{db} is already folded by {other}; one folder per database "
-                "(stop it, or give this one its own database file)"
-            ) from None
+            raise
         os.ftruncate(self._fd, 0)
-        os.pwrite(self._fd, f"{holder} (pid {os.getpid()})\n".encode(), 0)
+        mark = f"{_PASSING}\n" if passing else ""
+        os.pwrite(self._fd, f"{holder} (pid {os.getpid()})\n{mark}".encode(), 0)
+
+    def _read_holder(self) -> tuple[str, bool]:
+        """Who holds the lock, and whether it is passing (read from the lock file)."""
+        lines = os.pread(self._fd, 200, 0).decode(errors="replace").splitlines()
+        name = lines[0].strip() if lines and lines[0].strip() else "another process"
+        return name, _PASSING in lines[1:]
 
     def release(self) -> None:
         if self._fd >= 0:
@@ -153,12 +181,20 @@ class Gate:
             self._fd = -1
 
 
+def _try_flock(fd: int) -> bool:
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    return True
+
+
 def _holder(gate: Path) -> str:
     try:
-        text = Path(str(gate).removesuffix(".gate") + ".lock").read_text().strip()
+        lines = Path(str(gate).removesuffix(".gate") + ".lock").read_text().splitlines()
     except OSError:
-        text = ""
-    return text or "another process"
+        lines = []
+    return lines[0].strip() if lines and lines[0].strip() else "another process"
 
 
 def open_database(

@@ -21,6 +21,7 @@ there (`_history`). The projector,
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import uuid
@@ -143,8 +144,13 @@ def fold(
     try:
         for p in projections:
             p.bulk(con, staged)
-    finally:
-        staged.unregister(con)
+    except BaseException:
+        # DuckDB refuses even this in an aborted transaction: the error to report is the first
+        # (a retry registers the same names again, replacing these)
+        with contextlib.suppress(duckdb.Error):
+            staged.unregister(con)
+        raise
+    staged.unregister(con)
     last = records[-1]
     con.execute(
         "UPDATE lmg_checkpoints SET lsn = ?, ts = ? WHERE projection IN "

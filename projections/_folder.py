@@ -2,22 +2,38 @@
 
 from __future__ import annotations
 
-import itertools
+import contextlib
 from collections.abc import Callable, Iterator, Sequence
 from typing import Protocol
 
 import duckdb
+import msgspec
 
 from eventlog import Record
 
 from ._fold import Batch, fold
 from ._schema import PROJECTIONS, checkpoint
-from .errors import PoisonEvent, ProjectionError
+from .errors import FoldFailed, PoisonEvent, ProjectionError
 
-__all__ = ["BATCH_EVENTS", "LogReader", "commit_batch", "fold_available", "fold_records"]
+__all__ = [
+    "BATCH_BYTES",
+    "BATCH_EVENTS",
+    "LogReader",
+    "commit_batch",
+    "fold_available",
+    "fold_records",
+]
 
 BATCH_EVENTS = 20_000
 """Events per transaction: large enough for bulk writes, small enough to bound memory."""
+
+BATCH_BYTES = 16 * 1024 * 1024
+"""Encoded bytes per transaction: a batch closes once its events reach this much, so a batch
+holds at most this plus one event. DuckDB holds a batch's texts about three times over (the
+staged copy, the joined rows, the table's), so without it two of the largest events the log
+accepts (`max_request_bytes`, 64 MiB) would not fit in the projector's 256 MB."""
+
+_ENCODER = msgspec.msgpack.Encoder()
 
 
 class LogReader(Protocol):
@@ -43,17 +59,45 @@ def commit_batch(con: duckdb.DuckDBPyConnection, records: Sequence[Record]) -> B
                 f"batch starts at LSN {records[0].lsn} but the projections expect {expected}"
             )
         batch = fold(con, PROJECTIONS, records)
-        con.execute("COMMIT")
-        return batch
     except PoisonEvent as poison:
-        con.execute("ROLLBACK")
+        _rollback(con)
         before = [r for r in records if r.lsn < poison.lsn]
         if before:
             commit_batch(con, before)
         raise
+    except duckdb.Error as exc:
+        _rollback(con)
+        raise _failed("fold", records, exc) from exc
     except BaseException:
-        con.execute("ROLLBACK")
+        _rollback(con)
         raise
+    try:  # a COMMIT that fails has already ended the transaction: nothing to roll back
+        con.execute("COMMIT")
+    except duckdb.Error as exc:
+        raise _failed("commit", records, exc) from exc
+    return batch
+
+
+def _rollback(con: duckdb.DuckDBPyConnection) -> None:
+    """Roll back after a failure; if that fails too (DuckDB may have invalidated the
+    database), the first error is the one to report, and the next open recovers."""
+    with contextlib.suppress(duckdb.Error):
+        con.execute("ROLLBACK")
+
+
+def _failed(step: str, records: Sequence[Record], exc: duckdb.Error) -> FoldFailed:
+    span = f"LSNs {records[0].lsn}..{records[-1].lsn}" if records else "an empty batch"
+    return FoldFailed(f"cannot {step} {span}: {_cause(exc)}")
+
+
+def _cause(exc: duckdb.Error) -> str:
+    """DuckDB's message in one line: the original error where it wraps one (a failed COMMIT
+    is reported as a failed rollback, with the cause on an ``Original Error:`` line)."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    for line in lines:
+        if line.startswith("Original Error: "):
+            return line.removeprefix("Original Error: ")
+    return lines[0] if lines else type(exc).__name__
 
 
 def fold_available(
@@ -61,6 +105,7 @@ def fold_available(
     log: LogReader,
     *,
     batch_events: int = BATCH_EVENTS,
+    batch_bytes: int = BATCH_BYTES,
     stop_lsn: int | None = None,
     keep_going: Callable[[], bool] = lambda: True,
     on_batch: Callable[[Batch, Record], None] | None = None,
@@ -72,7 +117,12 @@ def fold_available(
     records = log.read(checkpoint(con) + 1, stop_lsn)
     try:
         return fold_records(
-            con, records, batch_events=batch_events, keep_going=keep_going, on_batch=on_batch
+            con,
+            records,
+            batch_events=batch_events,
+            batch_bytes=batch_bytes,
+            keep_going=keep_going,
+            on_batch=on_batch,
         )
     finally:  # closing the generator closes its cursor
         close = getattr(records, "close", None)
@@ -85,16 +135,33 @@ def fold_records(
     records: Iterator[Record],
     *,
     batch_events: int = BATCH_EVENTS,
+    batch_bytes: int = BATCH_BYTES,
     keep_going: Callable[[], bool] = lambda: True,
     on_batch: Callable[[Batch, Record], None] | None = None,
 ) -> int:
-    """Fold `records` (which must start just after the checkpoint) in batches of
-    `batch_events`, one transaction each, while `keep_going()`; returns the checkpoint."""
+    """Fold `records` (which must start just after the checkpoint) in batches of at most
+    `batch_events` events and about `batch_bytes` (see `BATCH_BYTES`), one transaction each,
+    while `keep_going()`; returns the checkpoint."""
     while keep_going():
-        chunk = list(itertools.islice(records, batch_events))
+        chunk = _take(records, batch_events, batch_bytes)
         if not chunk:
             break
         batch = commit_batch(con, chunk)
         if on_batch is not None:
             on_batch(batch, chunk[-1])
     return checkpoint(con)
+
+
+def _take(records: Iterator[Record], events: int, budget: int) -> list[Record]:
+    """The next batch: up to `events` records, closed by the one that reaches `budget` bytes.
+
+    It reads no record it does not return: a caller's cursor must stay where the fold is."""
+    chunk: list[Record] = []
+    size = 0
+    while len(chunk) < events and size < budget:
+        record = next(records, None)
+        if record is None:
+            break
+        chunk.append(record)
+        size += len(_ENCODER.encode(record.event))
+    return chunk

@@ -113,6 +113,12 @@ def _describe(p: Progress) -> str:
     metavar="EVENTS",
     help="Save a snapshot (for fast replay) after this many events (0: never).",
 )
+@click.option(
+    "--memory-limit",
+    default="256MB",
+    show_default=True,
+    help="DuckDB's memory; raise it for a store of very long texts (docs/projections.md).",
+)
 def project(
     *,
     store: str | None,
@@ -121,14 +127,17 @@ def project(
     from_zero: bool,
     report_every: float,
     snapshot_every: int,
+    memory_limit: str,
 ) -> None:
     """Fold the log into the DuckDB projections; with --follow, keep folding until stopped.
 
-    One projector per database: a second is refused. Readers (lmg sql, Python, the duckdb
-    CLI) may query while it runs: it opens the database only to commit. SIGINT or SIGTERM
-    stop it cleanly after the batch in hand. An event that cannot be folded stops it with
-    its LSN and type; everything before it stays folded. Every --snapshot-every events it
-    saves a snapshot in STORE/snapshots, so `lmg replay` starts near any point.
+    One projector per database: a second is refused, but one that finds a one-off catch-up
+    (lmg sql, or lmg project without --follow) folding waits for it to finish. Readers (lmg
+    sql, Python, the duckdb CLI) may query while it runs: it opens the database only to
+    commit. SIGINT or SIGTERM stop it cleanly after the batch in hand. An event that cannot
+    be folded stops it with its LSN and type; everything before it stays folded. Every
+    --snapshot-every events it saves a snapshot in STORE/snapshots, so `lmg replay` starts
+    near any point.
 
     Example: lmg project ./my-store --follow
     """
@@ -144,7 +153,22 @@ def project(
         if snapshot_every > 0
         else None
     )
-    with Projector(path, database, rebuild=from_zero, snapshots=policy) as projector:
+    try:
+        projector = Projector(
+            path,
+            database,
+            rebuild=from_zero,
+            snapshots=policy,
+            memory_limit=memory_limit,
+            passing=not follow,
+            wait_turn=_TurnNotice(stop),
+        )
+    except ProjectorBusy:
+        if not stop.is_set():
+            raise
+        click.echo("stopped while waiting for the database", err=True)
+        return
+    with projector:
         try:
             projector.catch_up(stop=stop, on_progress=bar.update)
         finally:
@@ -166,12 +190,28 @@ def project(
         click.echo(f"stopped: {_describe(projector.progress(following=True))}", err=True)
 
 
+class _TurnNotice:
+    """`lmg project` waits its turn behind a one-off catch-up (`lmg sql`, or `lmg project`
+    without --follow) instead of failing, saying so on stderr at once and every `every_s`."""
+
+    def __init__(self, stop: threading.Event, every_s: float = 10.0) -> None:
+        self.stop = stop
+        self.every_s = every_s
+        self._said = -every_s
+
+    def __call__(self, holder: str) -> bool:
+        if time.monotonic() - self._said >= self.every_s:
+            click.echo(f"waiting for {holder} to finish folding", err=True)
+            self._said = time.monotonic()
+        return not self.stop.is_set()
+
+
 def _fold_if_free(path: str, database: str | None) -> None:
     """Catch up first when no projector is running, so a one-off query sees the whole log."""
     from .projector import Projector
 
     try:
-        with Projector(path, database) as projector:
+        with Projector(path, database, passing=True) as projector:
             projector.catch_up()
     except ProjectorBusy:
         pass  # a projector is following: read what it has committed

@@ -5,6 +5,7 @@ from __future__ import annotations
 __all__ = [
     "BadArgument",
     "DatabaseBusy",
+    "FoldFailed",
     "PoisonEvent",
     "ProjectionError",
     "ProjectorBusy",
@@ -28,6 +29,11 @@ class ProjectorBusy(ProjectionError):
 
 class DatabaseBusy(ProjectionError):
     """The database stayed held by another process for longer than the caller would wait."""
+
+
+class FoldFailed(ProjectionError):
+    """DuckDB could not fold or commit a batch (a full disk, a read-only file, no memory left):
+    nothing of the batch is applied, and the next fold, once the cause is gone, retries it."""
 
 
 class SchemaMismatch(ProjectionError):

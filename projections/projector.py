@@ -75,6 +75,8 @@ class Projector:
         rebuild: bool = False,
         memory_limit: str = "256MB",
         snapshots: SnapshotPolicy | None = DEFAULT_SNAPSHOTS,
+        passing: bool = False,
+        wait_turn: Callable[[str], bool] | None = None,
     ) -> None:
         self.store = Path(store)
         self.db = database_path(store, database)
@@ -84,7 +86,10 @@ class Projector:
         self.linger_s = linger_s
         self.wait_s = wait_s  # None: wait for readers as long as it takes
         self.memory_limit = memory_limit  # DuckDB's; it spills to disk beyond it
-        self._lock = FolderLock(self.db, "lmg project")
+        # `passing`: it will only catch up (another folder may wait for it); `wait_turn`:
+        # wait for such a folder rather than be refused (see `FolderLock`)
+        holder = "a one-off catch-up" if passing else "lmg project"
+        self._lock = FolderLock(self.db, holder, passing=passing, wait_turn=wait_turn)
         try:
             if rebuild:  # under the folder lock, so no other folder starts in between
                 for path in (self.db, Path(f"{self.db}.wal")):

@@ -1441,3 +1441,32 @@ def test_two_handles_in_one_process_interleave(store: Path) -> None:
         a.close()
         b.close()
     assert eventlog.verify(store) == []
+
+
+def _mapped_id_files(store: Path) -> set[str]:
+    """The `.ids` files of `store` this process has mapped now (Linux: /proc/self/maps)."""
+    maps = Path("/proc/self/maps").read_text().splitlines()
+    return {line.split()[-1] for line in maps if line.endswith(".ids") and str(store) in line}
+
+
+@pytest.mark.skipif(not Path("/proc/self/maps").exists(), reason="needs /proc/self/maps")
+def test_mapped_id_files_stay_bounded(store: Path) -> None:
+    """Every sealed segment's `.ids` file an append had looked into stayed mapped until close,
+    and its pages, once read, counted as the process's memory: 4.4 MB per 100k events, without
+    bound. At most 8 are mapped at once now, however many segments a handle looks into."""
+    with eventlog.open(store, segment_bytes=4096) as log:
+        sessions: list[uuid.UUID] = []
+        while len(sessions) < 40:  # a session in each of 40 sealed segments
+            first = log.stats().segments
+            sessions.append(log.create_session().id)
+            while log.stats().segments == first:
+                log.add_prompts_batch([(sessions[-1], "x" * 200)] * 5)
+    with eventlog.open(store, segment_bytes=4096) as log:
+        seen: set[str] = set()
+        for session in sessions:  # each looks its session up in that session's segment
+            log.add_prompt(session, "again")
+            mapped = _mapped_id_files(store)
+            assert len(mapped) <= 8, sorted(mapped)
+            seen |= mapped
+        assert len(seen) >= 30, "the lookups did look into the sealed segments' files"
+    assert _mapped_id_files(store) == set()

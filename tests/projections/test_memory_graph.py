@@ -1245,3 +1245,16 @@ def test_a_fork_reads_its_parents_history_up_to_the_fork_point(graph: MemoryGrap
     # the parent's history changes under the fork: its window is never stale
     g.delete_node(prompts[0])
     assert [t.prompt.content for t in g.context_window(after.id, turns=5)] == ["fork q"]
+
+
+@pytest.mark.slow
+def test_embedded_graph_folds_prompts_at_the_largest_request(tmp_path: Path) -> None:
+    """One prompt of the largest size the log accepts did not fit in the embedded graph's
+    64 MB of DuckDB memory: every read failed. Its default is the projector's 256 MB now."""
+    size = eventlog.Options().max_request_bytes - 1024
+    with MemoryGraph.open(tmp_path / "store") as graph:
+        session = graph.create_session()
+        for letter in "ab":
+            graph.add_prompt(session.id, letter * size)
+        query = "SELECT left(content, 1), length(content) FROM prompts ORDER BY lsn"
+        assert graph.sql(query).fetchall() == [("a", size), ("b", size)]

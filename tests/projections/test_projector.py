@@ -17,6 +17,7 @@ import csv
 import io
 import json
 import random
+import resource
 import signal
 import subprocess
 import sys
@@ -321,6 +322,32 @@ def test_second_projector_is_refused(
         assert graph.stats().checkpoint_lsn == end - 1
 
 
+@pytest.mark.slow
+def test_follower_waits_for_a_one_off_catch_up(
+    store: Path, rng: random.Random, spawn: Callable[..., Child]
+) -> None:
+    """`lmg project --follow` started while a one-off catch-up (what `lmg sql` runs before its
+    query) held the database exited with ProjectorBusy. It waits its turn now, saying so, and
+    then follows; a one-off `lmg project` behind a follower is still refused."""
+    new_store(store, rng, 300)
+    with projections.Projector(store, passing=True) as one_off:  # as `lmg sql` holds it
+        follower = spawn("lmg", "project", store, "--follow")
+        follower.wait_stderr("waiting for a one-off catch-up")
+        time.sleep(0.3)
+        assert follower.proc.poll() is None, follower.stderr()
+        one_off.catch_up()
+    follower.wait_stderr("folded to LSN")
+    with eventlog.open(store) as log:
+        log.create_session()
+        end = log.next_lsn()
+    wait_checkpoint(store, end - 1)  # it follows
+    line = one_line_error(lmg("project", store), "ProjectorBusy", "already folded by")
+    assert f"lmg project (pid {follower.pid})" in line, line
+    follower.signal(signal.SIGTERM)
+    assert follower.wait() == 0, follower.stderr()
+    assert "Traceback" not in follower.stderr()
+
+
 # -- 4. a poison event ---------------------------------------------------------------------------
 
 
@@ -553,3 +580,61 @@ def test_sql_and_project_commands(tmp_path: Path, store: Path) -> None:
     assert_same(tables(store), fresh_fold(store, tmp_path / "fresh.duckdb"), "after --rebuild")
     with projections.connect(store) as con:
         assert con.execute("SELECT prompt_count FROM sessions").fetchall() == [(3,)]
+
+
+@pytest.mark.slow
+def test_two_prompts_at_the_largest_request_fold(store: Path) -> None:
+    """Two prompts of the largest size the log accepts, folded in one batch, needed more than
+    the projector's 256 MB of DuckDB memory: every `lmg project` and `lmg sql` failed for good.
+    Batches are bounded by bytes too, so each such prompt is folded in a transaction of its own."""
+    limit = eventlog.Options().max_request_bytes
+    with eventlog.open(store) as log:
+        session = log.create_session()
+        with pytest.raises(eventlog.InvalidEvent, match="max_request_bytes"):
+            log.add_prompt(session.id, "x" * limit)
+        size = limit - 1024  # the event's other fields and framing fit in the rest
+        for letter in "ab":
+            log.add_prompt(session.id, letter * size)
+    assert lmg("project", store, timeout=120).returncode == 0
+    query = "SELECT left(content, 1), length(content) FROM prompts ORDER BY lsn"
+    done = lmg("sql", store, query, "--format", "csv", timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines()[1:] == [f"a,{size}", f"b,{size}"]
+
+
+def _file_size_limit(limit: int) -> Callable[[], None]:
+    """For a child: writes past `limit` bytes fail with EFBIG (a full disk, even for root)."""
+
+    def apply() -> None:
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # or the kernel kills the writer
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+    return apply
+
+
+@pytest.mark.slow
+def test_failed_commit_reports_its_cause(store: Path) -> None:
+    """A COMMIT that fails (here: the WAL cannot grow) used to be hidden by the ROLLBACK after
+    it ("cannot rollback - no transaction is active"). The cause is one line now, and the next
+    `lmg project` with room folds the batch."""
+    with eventlog.open(store) as log:
+        session = log.create_session()
+    assert lmg("project", store, "--snapshot-every", "0").returncode == 0
+    with eventlog.open(store) as log:
+        log.add_prompts_batch([(session.id, f"{n} " + "y" * 4096) for n in range(2_000)])
+    database = store / projections.DATABASE_FILE
+    limit = max(database.stat().st_size, 1 << 20) + 256 * 1024  # the WAL needs 8 MB
+    done = subprocess.run(
+        [str(LMG), "project", str(store), "--snapshot-every", "0"],
+        capture_output=True,
+        text=True,
+        timeout=WAIT_S,
+        check=False,
+        preexec_fn=_file_size_limit(limit),
+    )
+    line = one_line_error(done, "FoldFailed", "LSNs 1..2000")
+    assert "File too large" in line or "No space" in line, line
+    assert "no transaction is active" not in line
+    assert lmg("project", store, "--snapshot-every", "0").returncode == 0
+    done = lmg("sql", store, "SELECT count(*) FROM prompts", "--format", "csv")
+    assert done.stdout.splitlines() == ["count_star()", "2000"], done
