@@ -81,6 +81,7 @@ class NodeKind(enum.IntEnum):
 class EdgeType(enum.StrEnum):
     """The edge types the data model defines; `add_edge` also accepts custom upper-case names."""
 
+    PART_OF = "PART_OF"  # prompt -> its session (implied by the prompt)
     FOLLOWS = "FOLLOWS"  # prompt -> the previous prompt of its session
     RESPONDS_TO = "RESPONDS_TO"  # response -> prompt
     INVOKES = "INVOKES"  # response -> tool invocation
