@@ -1,8 +1,9 @@
 """The graph projection: `edges` (every typed edge), `nodes` (generic nodes) and `lineage`.
 
 Edges the log implies (PART_OF from a prompt to its session, FOLLOWS, RESPONDS_TO, INVOKES,
-INSTANTIATES from a prompt's own template, INHERITS) get a deterministic id (`implicit_edge_id`); edges the log names
-(HANDLED_BY, TRANSFERS_TO, a link to a template, custom edges) keep the event's id.
+INSTANTIATES from a prompt's own template, INHERITS) get a deterministic id
+(`implicit_edge_id`); edges the log names (HANDLED_BY, TRANSFERS_TO, a link to a template,
+custom edges) keep the event's id.
 
 A tombstone marks the node's edges deleted too (``deleted_ts``), so the live graph
 (``deleted_ts IS NULL``) never leads through a deleted node.

@@ -75,8 +75,13 @@ def append_helpers(cls: type) -> set[str]:
     return {n for n in public_methods(cls) if takes_append_options(getattr(cls, n))}
 
 
+def blocking(log: AnyLog) -> eventlog.EventLog | Any:
+    """The blocking reads of either log (an async log's, as its worker threads use them)."""
+    return log.blocking() if isinstance(log, eventlog.AsyncEventLog) else log
+
+
 def events_of(log: AnyLog) -> list[ev.EventBase]:
-    return [record.event for record in log.read()]
+    return [record.event for record in blocking(log).read()]
 
 
 def last(log: AnyLog, cls: type[E]) -> E:
@@ -100,7 +105,8 @@ def is_uuid7(value: object) -> bool:
 def snapshot(log: AnyLog, path: Path) -> tuple[int, int, dict[str, bytes]]:
     """What must not change when an append is rejected: event counts and every file's bytes."""
     files = {p.name: p.read_bytes() for p in sorted(path.iterdir()) if p.is_file()}
-    return log.stats().events, len(list(log.read())), files
+    reads = blocking(log)
+    return reads.stats().events, len(list(reads.read())), files
 
 
 # -- happy paths, one helper at a time ------------------------------------------------------------
@@ -552,6 +558,8 @@ def run_every_helper(log: eventlog.EventLog) -> None:
     log.transfer_to_agent(response, agent)
     log.link_prompt_to_template(prompt, template, {"x": 2})
     tool = log.add_tool_invocation(response, "t")
+    log.complete_tool_invocation(tool, error="timeout")
+    log.retry_tool_invocation(tool)
     log.complete_tool_invocation(tool, result=[1])
     node = log.add_node("document", "d", session_id=session.id)
     log.add_edge(node, prompt, EdgeType.REFERENCES)
@@ -1183,7 +1191,7 @@ def test_async_happy_path(store: Path) -> None:
             # concurrent appends from many tasks: all stored, distinct, in one dense log
             many = await asyncio.gather(*(alog.create_session() for _ in range(20)))
             assert len({s.id for s in many}) == 20
-            stats = alog.stats()
+            stats = await alog.stats()
             assert stats.events == 15 + 20
             events = events_of(alog)
             rendered_event = [e for e in events if getattr(e, "id", None) == rendered]
