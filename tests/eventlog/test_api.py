@@ -52,7 +52,19 @@ E = TypeVar("E", bound=ev.EventBase)
 AnyLog = eventlog.EventLog | eventlog.AsyncEventLog
 
 NOT_APPENDS = frozenset(
-    {"close", "cursor", "flush", "follow", "last_lsn", "next_lsn", "open", "read", "stats"}
+    {
+        "blocking",
+        "close",
+        "cursor",
+        "flush",
+        "follow",
+        "last_lsn",
+        "next_lsn",
+        "open",
+        "read",
+        "render",
+        "stats",
+    }
 )
 """Public methods of a log that do not append (reads, facts, lifecycle)."""
 
@@ -861,6 +873,12 @@ HELPER_CASES: list[Case] = [
     Case("complete_tool_invocation", "error not a str", lambda w: call(w.tool, error=RuntimeError("x")), I, "RuntimeError|error"),
     Case("complete_tool_invocation", "unencodable result", lambda w: call(w.tool, result=object()), I, "object"),
     Case("complete_tool_invocation", "unknown tool", lambda w: call(UNKNOWN), U, "unknown tool invocation {unknown}"),
+    # retry_tool_invocation
+    Case("retry_tool_invocation", "unknown tool", lambda w: call(UNKNOWN), U, "unknown tool invocation {unknown}"),
+    Case("retry_tool_invocation", "error not a str", lambda w: call(w.tool, error=3), I, "error"),
+    Case("retry_tool_invocation", "response as tool", lambda w: call(w.response), W, "{w.response} is an? response, not an? tool invocation"),
+    Case("retry_tool_invocation", "deleted tool", lambda w: call(w.gone_tool), D, "{w.gone_tool} was deleted"),
+    Case("retry_tool_invocation", "retried after success", lambda w: call(w.done_tool), I, "{w.done_tool} succeeded: it cannot be retried"),
     Case("complete_tool_invocation", "response as tool", lambda w: call(w.response), W, "{w.response} is an? response, not an? tool invocation"),
     Case("complete_tool_invocation", "deleted tool", lambda w: call(w.gone_tool), D, "{w.gone_tool} was deleted"),
     Case("complete_tool_invocation", "completed twice", lambda w: call(w.done_tool, result=2), I, "{w.done_tool} is already completed"),
@@ -918,6 +936,7 @@ VALID: dict[str, Callable[[World], Call]] = {
     "link_prompt_to_template": lambda w: call(w.prompt, w.template, {"topic": 1}),
     "add_tool_invocation": lambda w: call(w.response, "t", {"p": 1}),
     "complete_tool_invocation": lambda w: call(w.tool, result=1),
+    "retry_tool_invocation": lambda w: call(w.tool, error="timeout"),
     "add_edge": lambda w: call(w.prompt, w.node, "REL", {"w": 1}),
     "add_node": lambda w: call("document", "d", session_id=w.session),
     "delete_node": lambda w: call(w.node),
@@ -977,6 +996,7 @@ REFERENCE_ERRORS: dict[str, set[type[eventlog.EventLogError]]] = {
     "link_prompt_to_template": {U, W, D, M},
     "add_tool_invocation": {U, W, D},
     "complete_tool_invocation": {U, W, D},
+    "retry_tool_invocation": {U, W, D},
     "add_edge": {U, D},  # any node may be an end of an edge: no wrong kind
     "add_node": {U, W, D},
     "delete_node": {U, D},  # any node may be deleted: no wrong kind

@@ -15,7 +15,15 @@ import pytest
 
 import eventlog
 from eventlog import InvalidEvent, InvalidVariable, MissingVariable, TokenUsage, VariableSpec
-from projections import AsyncMemoryGraph, MemoryGraph, Prompt, Response, Session, ToolInvocation
+from projections import (
+    AsyncMemoryGraph,
+    MemoryGraph,
+    Prompt,
+    Response,
+    Session,
+    ToolInvocation,
+    implicit_edge_id,
+)
 
 
 @pytest.fixture
@@ -52,7 +60,7 @@ def test_prompt_is_part_of_its_session_in_edges_and_walks(graph: MemoryGraph) ->
     part_of = graph.get_outgoing_edges(p1, "PART_OF")
     assert [(e.from_id, e.to_id, e.session_id) for e in part_of] == [(p1, s.id, s.id)]
     assert {e.from_id for e in graph.get_incoming_edges(s.id, "PART_OF")} == {p1, p2}
-    assert graph.get_edge(projections_edge_id("PART_OF", p2, s.id)) is not None
+    assert graph.get_edge(implicit_edge_id("PART_OF", p2, s.id)) is not None
     (count,) = graph.rows("SELECT count(*) FROM edges WHERE edge_type = 'PART_OF'")[0]
     assert count == 2
     up = graph.ancestors(r, edge_types=["RESPONDS_TO", "PART_OF"])
@@ -65,12 +73,6 @@ def test_prompt_is_part_of_its_session_in_edges_and_walks(graph: MemoryGraph) ->
     assert {h.node_id for h in down} == {p1, p2}
     graph.delete_node(p1)  # a tombstone takes the prompt's edges with it
     assert [e.from_id for e in graph.get_incoming_edges(s.id, "PART_OF")] == [p2]
-
-
-def projections_edge_id(edge_type: str, from_id: uuid.UUID, to_id: uuid.UUID) -> uuid.UUID:
-    from projections import implicit_edge_id
-
-    return implicit_edge_id(edge_type, from_id, to_id)
 
 
 # -- 13. template tags, variable validation, render ----------------------------------------------
@@ -251,7 +253,8 @@ def test_async_memory_graph_reads_and_stats(store: Path) -> None:
         try:
             s = await g.create_session()
             await g.add_prompt(s.id, "q")
-            assert [n.id for n in await g.get_session_nodes(s.id)][0] == s.id
+            first, prompt = await g.get_session_nodes(s.id)
+            assert (first.id, type(prompt)) == (s.id, Prompt)
             assert (await g.graph_stats()).edges_by_type == {"PART_OF": 1}
         finally:
             await g.close()
