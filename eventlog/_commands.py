@@ -208,15 +208,18 @@ def add_prompt(
     variables: dict[str, Any] | None = None,
     parent_prompt_id: uuid.UUID | None = None,
     metadata: ev.PromptMetadata | None = None,
+    template_version: int | None = None,
     **opts: Unpack[AppendOptions],
 ) -> Command[uuid.UUID]:
     """Add a prompt to a session. With `template_id`, the template's required variables must be
-    bound, and empty `content` is rendered from the template's current version."""
+    bound (and fit their type hints and patterns), and empty `content` is rendered from the
+    template's `template_version` (None: its current version)."""
     event = ev.PromptAdded(
         id=new_id(),
         session_id=session_id,
         content=content,
         template_id=template_id,
+        template_version=template_version,
         variables=variables or {},
         parent_prompt_id=parent_prompt_id,
         metadata=metadata,
@@ -380,9 +383,12 @@ def create_template(
     *,
     description: str | None = None,
     metadata: dict[str, Any] | None = None,
+    tags: Sequence[str] = (),
+    semver: str | None = None,
     **opts: Unpack[AppendOptions],
 ) -> Command[uuid.UUID]:
-    """Create version 1 of a prompt template with ``{{name}}`` placeholders."""
+    """Create version 1 of a prompt template with ``{{name}}`` placeholders; its semantic
+    version is `semver` (None: 1.0.0)."""
     event = ev.TemplateCreated(
         id=new_id(),
         name=name,
@@ -390,6 +396,8 @@ def create_template(
         variables=_list(variables, "variables"),
         description=description,
         metadata=metadata or {},
+        tags=_list(tags, "tags"),
+        semver=semver,
     )
     return Command(_one(event, opts), _id)
 
@@ -402,6 +410,8 @@ def create_template_from_parent(
     *,
     description: str | None = None,
     metadata: dict[str, Any] | None = None,
+    tags: Sequence[str] = (),
+    semver: str | None = None,
     **opts: Unpack[AppendOptions],
 ) -> Command[uuid.UUID]:
     """Create a template that INHERITS from `parent_id`."""
@@ -413,6 +423,8 @@ def create_template_from_parent(
         parent_id=parent_id,
         description=description,
         metadata=metadata or {},
+        tags=_list(tags, "tags"),
+        semver=semver,
     )
     return Command(_one(event, opts), _id)
 
@@ -424,15 +436,21 @@ def update_template(
     *,
     name: str | None = None,
     description: str | None = None,
+    tags: Sequence[str] | None = None,
+    bump: str = "patch",
     **opts: Unpack[AppendOptions],
 ) -> Command[int]:
-    """Store a new version of a template; returns the version number the log assigned."""
+    """Store a new version of a template; returns the version number the log assigned. Its
+    semantic version raises the `bump` part (major, minor or patch) of the previous one;
+    `tags`, if given, replace the template's."""
     event = ev.TemplateUpdated(
         template_id=template_id,
         text=text,
         variables=_list(variables, "variables"),
         name=name,
         description=description,
+        tags=None if tags is None else _list(tags, "tags"),
+        bump=bump,
     )
     return Command(_one(event, opts), lambda r: r.events[0].version)  # type: ignore[attr-defined]
 
@@ -441,23 +459,51 @@ def link_prompt_to_template(
     prompt_id: uuid.UUID,
     template_id: uuid.UUID,
     variables: dict[str, Any] | None = None,
+    template_version: int | None = None,
     **opts: Unpack[AppendOptions],
 ) -> Command[uuid.UUID]:
-    """INSTANTIATES: record that a prompt was made from a template. Returns the edge's id."""
+    """INSTANTIATES: record that a prompt was made from a template's `template_version`
+    (None: the current one). Returns the edge's id."""
     event = ev.TemplateLinked(
-        id=new_id(), prompt_id=prompt_id, template_id=template_id, variables=variables or {}
+        id=new_id(),
+        prompt_id=prompt_id,
+        template_id=template_id,
+        template_version=template_version or 0,
+        variables=variables or {},
     )
     return Command(_one(event, opts), _id)
 
 
 def add_tool_invocation(
-    response_id: uuid.UUID, tool_name: str, parameters: Any = None, **opts: Unpack[AppendOptions]
+    response_id: uuid.UUID,
+    tool_name: str,
+    parameters: Any = None,
+    *,
+    metadata: dict[str, Any] | None = None,
+    **opts: Unpack[AppendOptions],
 ) -> Command[uuid.UUID]:
     """INVOKES: a response called a tool; complete it later with `complete_tool_invocation`."""
     event = ev.ToolInvoked(
-        id=new_id(), response_id=response_id, tool_name=tool_name, parameters=parameters
+        id=new_id(),
+        response_id=response_id,
+        tool_name=tool_name,
+        parameters=parameters,
+        metadata=metadata or {},
     )
     return Command(_one(event, opts), _id)
+
+
+def retry_tool_invocation(
+    tool_id: uuid.UUID,
+    *,
+    error: str | None = None,
+    parameters: Any = None,
+    **opts: Unpack[AppendOptions],
+) -> Command[int]:
+    """Try a pending or failed tool call again (`error`: why the last attempt failed; new
+    `parameters` if not None). It is pending again, one attempt more. Returns the LSN."""
+    event = ev.ToolRetried(tool_id=tool_id, error=error, parameters=parameters)
+    return Command(_one(event, opts), _lsn)
 
 
 def complete_tool_invocation(

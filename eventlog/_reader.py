@@ -32,7 +32,7 @@ if TYPE_CHECKING:
     from ._index import SegmentSummary
     from ._store import Store
 
-__all__ = ["Cursor", "Record", "follow", "follow_async"]
+__all__ = ["AsyncCursor", "Cursor", "Record", "follow", "follow_async"]
 
 
 class Record(NamedTuple):
@@ -183,6 +183,30 @@ class Cursor:
                 self.next_lsn = lsn + 1
                 yield Record(lsn, event)
             lsn += 1
+
+
+class AsyncCursor:
+    """A `Cursor` for asyncio: `records()` reads in a worker thread, `chunk` records at a
+    time, so the event loop never waits on the disk. Close it when done."""
+
+    def __init__(self, cursor: Cursor, chunk: int = 4096) -> None:
+        self._cursor = cursor
+        self._chunk = chunk
+
+    @property
+    def next_lsn(self) -> int:
+        """The LSN of the next record wanted."""
+        return self._cursor.next_lsn
+
+    async def records(self) -> AsyncIterator[Record]:
+        """What the log holds now from where the last call stopped, like `Cursor.records`."""
+        source = self._cursor.records()
+        while batch := await asyncio.to_thread(_take_some, source, self._chunk):
+            for record in batch:
+                yield record
+
+    def close(self) -> None:
+        self._cursor.close()
 
 
 def _lsn_at(summary: SegmentSummary, offset: int) -> int | None:

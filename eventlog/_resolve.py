@@ -24,6 +24,7 @@ from ._index import FLAG_COMPLETED, FLAG_DELETED, Entry
 from .errors import (
     DeletedNodeReference,
     InvalidEvent,
+    InvalidVariable,
     MissingVariable,
     UnknownNode,
     WrongNodeKind,
@@ -35,6 +36,17 @@ __all__ = ["Resolver", "render_template", "session_of"]
 _EDGE_TYPE = re.compile(r"^[A-Z][A-Z0-9_]{0,63}$")
 _PLACEHOLDER = re.compile(r"\{\{\s*([A-Za-z_][A-Za-z0-9_]*)\s*\}\}")
 _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_SEMVER = re.compile(r"(0|[1-9][0-9]*)\.(0|[1-9][0-9]*)\.(0|[1-9][0-9]*)")
+_BUMPS = ("major", "minor", "patch")
+_TYPES: dict[str, Callable[[object], bool]] = {  # type_hint -> does a bound value fit it
+    "string": lambda v: True,  # the default, and every older template's: rendered as text
+    "integer": lambda v: isinstance(v, int) and not isinstance(v, bool),
+    "number": lambda v: isinstance(v, int | float) and not isinstance(v, bool),
+    "boolean": lambda v: isinstance(v, bool),
+    "array": lambda v: isinstance(v, list),
+    "object": lambda v: isinstance(v, dict),
+    "any": lambda v: True,
+}
 _SESSION, _PROMPT, _RESPONSE = NodeKind.SESSION, NodeKind.PROMPT, NodeKind.RESPONSE
 _AGENT, _TEMPLATE, _TOOL = NodeKind.AGENT, NodeKind.TEMPLATE, NodeKind.TOOL_INVOCATION
 
@@ -165,25 +177,44 @@ class Resolver:
             raise InvalidEvent(f"id {node_id} is already used by another node")
 
     def template(
-        self, template_id: uuid.UUID
+        self, template_id: uuid.UUID, version: int | None = None
     ) -> tuple[int, ev.TemplateCreated | ev.TemplateUpdated]:
-        """The current version number and defining event of a template."""
-        latest = self.event_at(self.node(template_id, _TEMPLATE).lsn)
-        assert isinstance(latest, ev.TemplateCreated | ev.TemplateUpdated)
-        version = latest.version if isinstance(latest, ev.TemplateUpdated) else 1
-        return version, latest
+        """The number and defining event of a template's `version` (None: the current one),
+        found by following each version's `previous_lsn` back from the current one."""
+        found = self.event_at(self.node(template_id, _TEMPLATE).lsn)
+        assert isinstance(found, ev.TemplateCreated | ev.TemplateUpdated)
+        current = _version_of(found)
+        if version is None:
+            return current, found
+        if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+            raise InvalidEvent(f"template_version must be a positive int, got {version!r}")
+        if version > current:
+            raise InvalidEvent(f"template {template_id} has no version {version} (at {current})")
+        while _version_of(found) > version:
+            if not isinstance(found, ev.TemplateUpdated) or found.previous_lsn is None:
+                raise InvalidEvent(
+                    f"version {version} of template {template_id} predates version links "
+                    "in this log: only versions after it can be named"
+                )
+            found = self.event_at(found.previous_lsn)
+        assert isinstance(found, ev.TemplateCreated | ev.TemplateUpdated)
+        return version, found
 
     def bind(
-        self, template_id: uuid.UUID, variables: dict[str, Any]
+        self, template_id: uuid.UUID, variables: dict[str, Any], version: int | None = None
     ) -> tuple[int, str, dict[str, Any]]:
-        """Version, text and full bindings (defaults applied) of a template instantiation."""
-        version, latest = self.template(template_id)
-        missing = [v.name for v in latest.variables if v.required and v.name not in variables]
+        """Version, text and full bindings (defaults applied) of a template instantiation;
+        every bound value is checked against its variable's type hint and pattern."""
+        version, found = self.template(template_id, version)
+        missing = [v.name for v in found.variables if v.required and v.name not in variables]
         if missing:
             raise MissingVariable(template_id, missing)
-        bound = {v.name: v.default for v in latest.variables if not v.required}
+        for spec in found.variables:
+            if spec.name in variables:
+                _check_value(template_id, spec, variables[spec.name])
+        bound = {v.name: v.default for v in found.variables if not v.required}
         bound.update(variables)
-        return version, latest.text, bound
+        return version, found.text, bound
 
 
 def _expected(kinds: tuple[NodeKind, ...]) -> str:
@@ -207,6 +238,43 @@ def _check_variables(variables: list[ev.VariableSpec]) -> None:
     bad = [n for n in names if not _IDENTIFIER.fullmatch(n)]
     if bad:
         raise InvalidEvent(f"template variable names must be identifiers, got {bad}")
+    for v in variables:
+        if v.type_hint not in _TYPES:
+            known = ", ".join(_TYPES)
+            raise InvalidEvent(
+                f"variable {v.name}: type_hint {v.type_hint!r} is not one of {known}"
+            )
+        if v.pattern is not None:
+            try:
+                re.compile(v.pattern)
+            except re.error as exc:
+                raise InvalidEvent(f"variable {v.name}: pattern is not a regex: {exc}") from None
+
+
+def _check_value(template_id: uuid.UUID, spec: ev.VariableSpec, value: object) -> None:
+    """A bound value fits its variable: of its type hint (an unknown hint, possible only in
+    templates older than the check, takes anything) and, as text, matching its pattern."""
+    if value is None:
+        return
+    fits = _TYPES.get(spec.type_hint)
+    if fits is not None and not fits(value):
+        raise InvalidVariable(template_id, spec.name, f"{value!r} is not of type {spec.type_hint}")
+    if spec.pattern is not None and re.fullmatch(spec.pattern, str(value)) is None:
+        raise InvalidVariable(
+            template_id, spec.name, f"{str(value)!r} does not match pattern {spec.pattern!r}"
+        )
+
+
+def _version_of(event: ev.EventBase) -> int:
+    return event.version if isinstance(event, ev.TemplateUpdated) else 1
+
+
+def bumped(semver: str, part: str) -> str:
+    """`semver` with its `part` (major, minor or patch) raised and the parts after it zeroed."""
+    major, minor, patch = (int(x) for x in semver.split("."))
+    if part == "major":
+        return f"{major + 1}.0.0"
+    return f"{major}.{minor + 1}.0" if part == "minor" else f"{major}.{minor}.{patch + 1}"
 
 
 # -- per-type checks: raise if the event may not be stored; fill derived fields -------------
@@ -236,11 +304,7 @@ def _check_prompt(r: Resolver, e: ev.PromptAdded) -> None:
     ):
         raise InvalidEvent("parent_prompt_id is a prompt of another session")
     if e.template_id is not None:
-        version, text, bound = r.bind(e.template_id, e.variables)
-        if e.template_version not in (None, version):
-            raise InvalidEvent(
-                f"template {e.template_id} is at version {version}, not {e.template_version}"
-            )
+        version, text, bound = r.bind(e.template_id, e.variables, e.template_version)
         e.template_version, e.variables = version, bound
         if not e.content:
             e.content = render_template(text, bound)
@@ -282,18 +346,30 @@ def _check_template(r: Resolver, e: ev.TemplateCreated) -> None:
     _check_variables(e.variables)
     if e.parent_id is not None:
         r.node(e.parent_id, _TEMPLATE)
+    if e.semver is None:
+        e.semver = "1.0.0"
+    elif not _SEMVER.fullmatch(e.semver):
+        raise InvalidEvent(f"semver must be MAJOR.MINOR.PATCH (like 1.0.0), got {e.semver!r}")
 
 
 def _check_template_updated(r: Resolver, e: ev.TemplateUpdated) -> None:
-    version, _latest = r.template(e.template_id)
+    version, latest = r.template(e.template_id)
     _check_variables(e.variables)
+    if e.bump is None:
+        e.bump = "patch"
+    elif e.bump not in _BUMPS:
+        raise InvalidEvent(f"bump must be one of {', '.join(_BUMPS)}, got {e.bump!r}")
     e.version = version + 1
+    e.semver = bumped(ev.template_semver(latest), e.bump)
+    e.previous_lsn = r.node(e.template_id).lsn
 
 
 def _check_linked(r: Resolver, e: ev.TemplateLinked) -> None:
     r.new(e.id)
     prompt = r.node(e.prompt_id, _PROMPT)
-    e.template_version, _text, e.variables = r.bind(e.template_id, e.variables)
+    e.template_version, _text, e.variables = r.bind(
+        e.template_id, e.variables, e.template_version or None
+    )
     e.session_id = _same_session(e.session_id, prompt.aux)
 
 
@@ -308,6 +384,15 @@ def _check_tool_completed(r: Resolver, e: ev.ToolCompleted) -> None:
     tool = r.node(e.tool_id, _TOOL)
     if tool.flags & FLAG_COMPLETED:
         raise InvalidEvent(f"tool invocation {e.tool_id} is already completed")
+    e.session_id = _same_session(e.session_id, tool.aux)
+
+
+def _check_tool_retried(r: Resolver, e: ev.ToolRetried) -> None:
+    tool = r.node(e.tool_id, _TOOL)
+    if tool.flags & FLAG_COMPLETED:
+        last = r.event_at(tool.lsn)
+        if isinstance(last, ev.ToolCompleted) and last.error is None:
+            raise InvalidEvent(f"tool invocation {e.tool_id} succeeded: it cannot be retried")
     e.session_id = _same_session(e.session_id, tool.aux)
 
 
@@ -380,6 +465,10 @@ def _record_tool_completed(r: Resolver, e: ev.ToolCompleted, lsn: int) -> None:
     r.put(e.tool_id.int, _entry(_TOOL, lsn, e.session_id, FLAG_COMPLETED))
 
 
+def _record_tool_retried(r: Resolver, e: ev.ToolRetried, lsn: int) -> None:
+    r.put(e.tool_id.int, _entry(_TOOL, lsn, e.session_id))  # pending again: not completed
+
+
 def _record_node(r: Resolver, e: ev.NodeAdded, lsn: int) -> None:
     r.put(e.id.int, _entry(NodeKind.NODE, lsn, e.session_id))
 
@@ -411,6 +500,7 @@ _CHECKS: dict[type[ev.EventBase], _Handler] = {
     ev.TemplateLinked: _check_linked,
     ev.ToolInvoked: _check_tool,
     ev.ToolCompleted: _check_tool_completed,
+    ev.ToolRetried: _check_tool_retried,
     ev.EdgeAdded: _check_edge,
     ev.NodeAdded: _check_node,
     ev.NodeDeleted: _check_deleted,
@@ -430,6 +520,7 @@ _RECORDS: dict[type[ev.EventBase], _Recorder] = {
     ev.TemplateLinked: _record_edge,
     ev.ToolInvoked: _record_tool,
     ev.ToolCompleted: _record_tool_completed,
+    ev.ToolRetried: _record_tool_retried,
     ev.EdgeAdded: _record_edge,
     ev.NodeAdded: _record_node,
     ev.NodeDeleted: _record_deleted,

@@ -31,12 +31,13 @@ import os
 import re
 import threading
 import time
+import uuid
 import warnings
 from collections import Counter, OrderedDict
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import NamedTuple, cast
+from typing import Any, NamedTuple, cast
 
 import msgspec
 
@@ -72,7 +73,7 @@ from ._index import (
     fsync_dir,
 )
 from ._reader import Cursor
-from ._resolve import Resolver, session_of
+from ._resolve import Resolver, render_template, session_of
 from ._sealed import SealedSegments
 from ._segment import BadFrame, Frame, is_torn_tail, iter_frames, read_segment_header
 from .errors import (
@@ -496,6 +497,17 @@ class Store:
         if len(self._events) > _EVENT_CACHE:
             self._events.popitem(last=False)
         return found
+
+    def render(self, template_id: uuid.UUID, variables: dict[str, Any], version: int | None) -> str:
+        """A template version rendered with `variables`, checked as a prompt's bindings are;
+        nothing is written."""
+        with self._mutex:
+            self._check_usable()
+            with self._flock():
+                self._catch_up()
+            resolver = Resolver(self._lookup, self.event_at)
+            _version, text, bound = resolver.bind(template_id, variables, version)
+        return render_template(text, bound)
 
     def live_summary(self, first_lsn: int) -> SegmentSummary | None:
         """The in-memory summary of the active segment, if this handle appends to it."""

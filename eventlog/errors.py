@@ -14,6 +14,7 @@ __all__ = [
     "EventLogError",
     "IdempotencyKeyReused",
     "InvalidEvent",
+    "InvalidVariable",
     "LogClosed",
     "LogFailed",
     "MissingVariable",
@@ -78,6 +79,17 @@ class MissingVariable(BrokenReference):
         super().__init__(f"template {template_id} requires variables not bound: {names}")
         self.template_id = template_id
         self.missing = missing
+
+
+class InvalidVariable(BrokenReference):
+    """A value bound to a template variable is not of its type hint or does not match its
+    pattern; names the template and the variable."""
+
+    def __init__(self, template_id: object, variable: str, reason: str) -> None:
+        super().__init__(f"template {template_id}, variable {variable}: {reason}")
+        self.template_id = template_id
+        self.variable = variable
+        self.reason = reason
 
 
 class AppendConflict(EventLogError):

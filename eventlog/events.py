@@ -54,9 +54,11 @@ __all__ = [
     "TokenUsage",
     "ToolCompleted",
     "ToolInvoked",
+    "ToolRetried",
     "VariableSpec",
     "event_types",
     "tag_of",
+    "template_semver",
     "upcast",
     "upcaster",
 ]
@@ -81,6 +83,7 @@ class NodeKind(enum.IntEnum):
 class EdgeType(enum.StrEnum):
     """The edge types the data model defines; `add_edge` also accepts custom upper-case names."""
 
+    PART_OF = "PART_OF"  # prompt -> its session (implied by the prompt)
     FOLLOWS = "FOLLOWS"  # prompt -> the previous prompt of its session
     RESPONDS_TO = "RESPONDS_TO"  # response -> prompt
     INVOKES = "INVOKES"  # response -> tool invocation
@@ -113,12 +116,18 @@ class PromptMetadata(msgspec.Struct, frozen=True, omit_defaults=True, kw_only=Tr
 
 
 class VariableSpec(msgspec.Struct, frozen=True, omit_defaults=True, kw_only=True, gc=False):
-    """One variable of a template: a prompt from the template must bind it when `required`."""
+    """One variable of a template: a prompt from the template must bind it when `required`.
+
+    A bound value must be of `type_hint` (``string``, the default, takes any value and renders
+    it as text; ``integer``, ``number``, ``boolean``, ``array``, ``object`` are checked; ``any``
+    takes anything) and, when `pattern` is set, its text must match that regular expression
+    in full. None, the value of an unbound optional variable, is never checked."""
 
     name: str
     type_hint: str = "string"
     required: bool = True
     default: JSON = None
+    pattern: str | None = None
 
 
 class EventBase(msgspec.Struct, tag_field="type", omit_defaults=True, kw_only=True, gc=False):
@@ -222,7 +231,8 @@ class AgentHandoff(EventBase, tag="agent.handoff"):
 
 
 class TemplateCreated(EventBase, tag="template.created"):
-    """Version 1 of a template; INHERITS from `parent_id` when set."""
+    """Version 1 of a template; INHERITS from `parent_id` when set. `semver` is its semantic
+    version (the log sets ``1.0.0`` when none is given; None in events older than the field)."""
 
     id: uuid.UUID
     name: str
@@ -231,10 +241,17 @@ class TemplateCreated(EventBase, tag="template.created"):
     parent_id: uuid.UUID | None = None
     description: str | None = None
     metadata: dict[str, JSON] = {}
+    tags: list[str] = []
+    semver: str | None = None
 
 
 class TemplateUpdated(EventBase, tag="template.updated"):
-    """A new version of a template; `version` is assigned by the log (previous + 1)."""
+    """A new version of a template; `version` is assigned by the log (previous + 1).
+
+    `bump` names the part of the semantic version that grows (``major``, ``minor`` or
+    ``patch``; None is a patch); the log sets `semver` from it and `previous_lsn`, the LSN of
+    the version before, which lets a prompt name an older version. `tags`, if given, replace
+    the template's tags."""
 
     template_id: uuid.UUID
     text: str
@@ -242,6 +259,10 @@ class TemplateUpdated(EventBase, tag="template.updated"):
     name: str | None = None
     description: str | None = None
     version: int = 0
+    tags: list[str] | None = None
+    bump: str | None = None
+    semver: str | None = None
+    previous_lsn: int | None = None
 
 
 class TemplateLinked(EventBase, tag="template.linked"):
@@ -263,6 +284,7 @@ class ToolInvoked(EventBase, tag="tool.invoked"):
     tool_name: str
     parameters: JSON = None
     session_id: uuid.UUID | None = None
+    metadata: dict[str, JSON] = {}
 
 
 class ToolCompleted(EventBase, tag="tool.completed"):
@@ -272,6 +294,17 @@ class ToolCompleted(EventBase, tag="tool.completed"):
     result: JSON = None
     error: str | None = None
     duration_ms: float | None = None
+    session_id: uuid.UUID | None = None
+
+
+class ToolRetried(EventBase, tag="tool.retried"):
+    """A tool invocation is tried again: it is pending once more, one attempt more. Allowed
+    while it is pending or after a failed completion, never after a success. `error` says why
+    the last attempt failed; `parameters`, if not None, are the new attempt's."""
+
+    tool_id: uuid.UUID
+    error: str | None = None
+    parameters: JSON = None
     session_id: uuid.UUID | None = None
 
 
@@ -319,6 +352,7 @@ Event: TypeAlias = (
     | TemplateLinked
     | ToolInvoked
     | ToolCompleted
+    | ToolRetried
     | EdgeAdded
     | NodeAdded
     | NodeDeleted
@@ -329,6 +363,14 @@ Event: TypeAlias = (
 def event_types() -> dict[str, type[EventBase]]:
     """Every current event class by its tag."""
     return {tag_of(cls): cls for cls in Event.__args__}
+
+
+def template_semver(event: TemplateCreated | TemplateUpdated) -> str:
+    """The semantic version of a template version. Events older than the field carry None:
+    a template then starts at 1.0.0, and every update before the field was a patch."""
+    if event.semver is not None:
+        return event.semver
+    return "1.0.0" if isinstance(event, TemplateCreated) else f"1.0.{max(event.version - 1, 0)}"
 
 
 def tag_of(event: EventBase | type[EventBase]) -> str:

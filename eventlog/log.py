@@ -26,7 +26,7 @@ from typing import Any, Concatenate, ParamSpec, Self, TypeVar
 import msgspec
 
 from . import _commands as c
-from ._reader import Cursor, Record, follow, follow_async
+from ._reader import AsyncCursor, Cursor, Record, follow, follow_async
 from ._store import RECOVERY_LOG, Appended, PendingRequest, Store
 from ._time import TimeLike, to_ns
 from .errors import EventLogError, InvalidEvent, LogClosed
@@ -36,6 +36,7 @@ __all__ = ["AsyncEventLog", "EventLog", "Stats", "open", "open_async"]
 
 P = ParamSpec("P")
 R = TypeVar("R")
+_ENCODE_VARIABLES = msgspec.msgpack.Encoder(uuid_format="bytes").encode
 
 
 class Stats(msgspec.Struct, kw_only=True):
@@ -134,10 +135,16 @@ def _async_method(
     return method
 
 
+_VARIABLES = msgspec.msgpack.Decoder(dict[str, Any])
+
+
 class _Reads:
-    """Reading and facts, shared by both front ends (all non-blocking or cheap)."""
+    """Reading and facts, blocking: `EventLog`'s, and what `AsyncEventLog` runs in a thread."""
 
     _store: Store
+
+    def __init__(self, store: Store) -> None:
+        self._store = store
 
     @property
     def path(self) -> Path:
@@ -179,6 +186,23 @@ class _Reads:
             start_ts=None if start_time is None else to_ns(start_time, "start_time"),
             stop_ts=None if stop_time is None else to_ns(stop_time, "stop_time"),
         )
+
+    def render(
+        self,
+        template_id: uuid.UUID,
+        variables: dict[str, Any] | None = None,
+        *,
+        version: int | None = None,
+    ) -> str:
+        """The content a prompt from the template's `version` (None: current) would get, with
+        the same checks as `add_prompt` (MissingVariable, InvalidVariable); nothing is written."""
+        if not isinstance(template_id, uuid.UUID):
+            raise InvalidEvent(f"template_id must be a UUID, not {type(template_id).__name__}")
+        try:  # the round trip an appended prompt's bindings make, so both render alike
+            bound = _VARIABLES.decode(_ENCODE_VARIABLES(variables or {}))
+        except (TypeError, ValueError, OverflowError) as exc:
+            raise InvalidEvent(f"invalid variables: {exc}") from None
+        return self._store.render(template_id, bound, version)
 
     def next_lsn(self) -> int:
         """The LSN the next event will get: the log's length, including what other processes
@@ -321,6 +345,7 @@ class EventLog(_Reads):
     link_prompt_to_template = _sync_method(c.link_prompt_to_template)
     add_tool_invocation = _sync_method(c.add_tool_invocation)
     complete_tool_invocation = _sync_method(c.complete_tool_invocation)
+    retry_tool_invocation = _sync_method(c.retry_tool_invocation)
     add_edge = _sync_method(c.add_edge)
     add_node = _sync_method(c.add_node)
     delete_node = _sync_method(c.delete_node)
@@ -423,6 +448,53 @@ class AsyncEventLog(_Reads):
         """Async iterator over events from `start`, then new ones as they arrive."""
         return follow_async(self._cursor(start, None, start_time, None), stop)
 
+    # The blocking reads, awaited: each runs in a worker thread, never on the loop.
+
+    def blocking(self) -> _Reads:
+        """The blocking reads of this log (`read`, `cursor`, `stats`, `next_lsn`, `render`),
+        for code already in a worker thread (as `AsyncMemoryGraph`'s folds are)."""
+        return _Reads(self._store)
+
+    async def read(  # type: ignore[override]
+        self,
+        start: int = 0,
+        stop: int | None = None,
+        *,
+        start_time: TimeLike | None = None,
+        stop_time: TimeLike | None = None,
+    ) -> AsyncIterator[Record]:
+        """The async twin of `EventLog.read`: records are read in a worker thread, in chunks."""
+        cursor = AsyncCursor(self._cursor(start, stop, start_time, stop_time))
+        try:
+            async for record in cursor.records():
+                yield record
+        finally:
+            cursor.close()
+
+    def cursor(  # type: ignore[override]
+        self, start: int = 0, *, start_time: TimeLike | None = None
+    ) -> AsyncCursor:
+        """The async twin of `EventLog.cursor`: ``async for record in cursor.records()``."""
+        return AsyncCursor(self._cursor(start, None, start_time, None))
+
+    async def stats(self) -> Stats:  # type: ignore[override]
+        """The async twin of `EventLog.stats`, in a worker thread."""
+        return await asyncio.to_thread(_Reads.stats, self)
+
+    async def next_lsn(self) -> int:  # type: ignore[override]
+        """The async twin of `EventLog.next_lsn`, in a worker thread."""
+        return await asyncio.to_thread(_Reads.next_lsn, self)
+
+    async def render(  # type: ignore[override]
+        self,
+        template_id: uuid.UUID,
+        variables: dict[str, Any] | None = None,
+        *,
+        version: int | None = None,
+    ) -> str:
+        """The async twin of `EventLog.render`, in a worker thread."""
+        return await asyncio.to_thread(_Reads.render, self, template_id, variables, version=version)
+
     append = _async_method(c.append)
     create_session = _async_method(c.create_session)
     create_sessions_batch = _async_method(c.create_sessions_batch)
@@ -443,6 +515,7 @@ class AsyncEventLog(_Reads):
     link_prompt_to_template = _async_method(c.link_prompt_to_template)
     add_tool_invocation = _async_method(c.add_tool_invocation)
     complete_tool_invocation = _async_method(c.complete_tool_invocation)
+    retry_tool_invocation = _async_method(c.retry_tool_invocation)
     add_edge = _async_method(c.add_edge)
     add_node = _async_method(c.add_node)
     delete_node = _async_method(c.delete_node)

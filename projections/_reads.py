@@ -92,6 +92,7 @@ class Impact(msgspec.Struct, frozen=True):
 _CLASS_OF_TABLE: dict[str, type[msgspec.Struct]] = dict(_NODE_TABLES)
 # Which table the far end of an edge is in, walking up (to what a node derives from) and down.
 _UP_HINTS = {
+    "PART_OF": "sessions",
     "FOLLOWS": "prompts",
     "RESPONDS_TO": "prompts",
     "INSTANTIATES": "templates",
@@ -101,6 +102,7 @@ _UP_HINTS = {
     "INVOKES": "responses",
 }
 _DOWN_HINTS = {
+    "PART_OF": "prompts",
     "FOLLOWS": "prompts",
     "RESPONDS_TO": "responses",
     "INSTANTIATES": "prompts",
@@ -218,8 +220,9 @@ class GraphReader:
         return node
 
     def get_session_nodes(self, session_id: uuid.UUID) -> list[n.Node]:
-        """Every live prompt, response, tool call and generic node of a session, in log order."""
-        self.get_session(session_id)
+        """The session itself, then every live prompt, response, tool call and generic node
+        of it, in log order (as the original crate's `get_session_nodes` returns them)."""
+        session = self.get_session(session_id)
         found: list[tuple[int, n.Node]] = []
         for table, cls in _NODE_TABLES:
             if table in ("sessions", "agents", "templates"):
@@ -230,7 +233,7 @@ class GraphReader:
                 "AND deleted_ts IS NULL",
             ):
                 found.append((node.lsn, node))
-        return [node for _, node in sorted(found, key=lambda pair: pair[0])]
+        return [session, *(node for _, node in sorted(found, key=lambda pair: pair[0]))]
 
     def get_template(self, template_id: uuid.UUID, version: int | None = None) -> n.Template:
         _check_id(template_id)

@@ -22,7 +22,7 @@ __all__ = [
     "ensure_schema",
 ]
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 """Bumped whenever a table's columns or a fold's meaning change; an older database is rebuilt."""
 
 PROJECTIONS: tuple[Projection, ...] = (

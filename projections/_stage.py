@@ -164,6 +164,17 @@ _COLUMNS: dict[type[ev.EventBase], tuple[str, list[tuple[str, str, Getter]]]] = 
             ("tool_name", _S, attrgetter("tool_name")),
             ("parameters", _S, lambda e: json_text(e.parameters)),
             ("invokes", _S, _props(tool_name=attrgetter("tool_name"))),
+            ("metadata", _S, _json("metadata")),
+        ],
+    ),
+    ev.ToolRetried: (
+        "retried",
+        [
+            ("tool_id", _U, attrgetter("tool_id")),
+            ("session_id", _U, attrgetter("session_id")),
+            ("ts", _I, attrgetter("ts")),
+            ("error", _S, attrgetter("error")),
+            ("parameters", _S, lambda e: None if e.parameters is None else json_text(e.parameters)),
         ],
     ),
     ev.ToolCompleted: (

@@ -1,8 +1,9 @@
 """The graph projection: `edges` (every typed edge), `nodes` (generic nodes) and `lineage`.
 
-Edges the log implies (FOLLOWS, RESPONDS_TO, INVOKES, INSTANTIATES from a prompt's own
-template, INHERITS) get a deterministic id (`implicit_edge_id`); edges the log names
-(HANDLED_BY, TRANSFERS_TO, a link to a template, custom edges) keep the event's id.
+Edges the log implies (PART_OF from a prompt to its session, FOLLOWS, RESPONDS_TO, INVOKES,
+INSTANTIATES from a prompt's own template, INHERITS) get a deterministic id
+(`implicit_edge_id`); edges the log names (HANDLED_BY, TRANSFERS_TO, a link to a template,
+custom edges) keep the event's id.
 
 A tombstone marks the node's edges deleted too (``deleted_ts``), so the live graph
 (``deleted_ts IS NULL``) never leads through a deleted node.
@@ -111,6 +112,11 @@ _EDGE_SOURCES = {  # stage -> SELECT of edges rows (id, type, from, to, properti
     ),
 }
 
+_PART_OF = (  # a prompt belongs to its session, as in the original crate's data model
+    f"SELECT {implicit_edge_sql('PART_OF', 'id', 'session_id')}, 'PART_OF', id, session_id, "
+    "NULL, session_id, lsn, ts, occurred_at, actor, NULL FROM stage_prompts"
+)
+
 _FOLLOWS = (  # from the prompts just inserted, which know the prompt before them
     f"SELECT {implicit_edge_sql('FOLLOWS', 'p.id', 'p.previous_prompt_id')}, 'FOLLOWS', p.id, "
     "p.previous_prompt_id, NULL, p.session_id, p.lsn, p.ts, p.occurred_at, p.actor, NULL "
@@ -204,7 +210,7 @@ class Graph:
             )
         sources = [sql for stage, sql in _EDGE_SOURCES.items() if stage in staged]
         if "prompts" in staged:
-            sources.append(_FOLLOWS)
+            sources += [_PART_OF, _FOLLOWS]
         if sources:
             union = " UNION ALL ".join(f"({sql})" for sql in sources)
             columns = ", ".join(EDGES.names)

@@ -266,7 +266,8 @@ class AsyncMemoryGraph(AsyncEventLog):
         graph = await super().open(path, options, **overrides)
         try:
             db = Path(":memory:") if str(database) == ":memory:" else database_path(path, database)
-            graph._embedded = await asyncio.to_thread(_Embedded, graph, db, wait_s, memory_limit)
+            reads = graph.blocking()  # folds run in worker threads: the blocking reads
+            graph._embedded = await asyncio.to_thread(_Embedded, reads, db, wait_s, memory_limit)
             await asyncio.to_thread(graph._embedded.run, lambda _reader: None)
         except BaseException:
             await AsyncEventLog.close(graph)
@@ -288,7 +289,7 @@ class AsyncMemoryGraph(AsyncEventLog):
         return await asyncio.to_thread(self._embedded.run, lambda r: fetch(r, query, params))
 
     async def graph_stats(self) -> GraphStats:
-        return await asyncio.to_thread(self._embedded.stats, self.stats())
+        return await asyncio.to_thread(self._embedded.stats, await self.stats())
 
     get_node = _aread(GraphReader.get_node)
     get_nodes_batch = _aread(GraphReader.get_nodes_batch)

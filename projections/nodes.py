@@ -97,6 +97,8 @@ class ToolInvocation(_Row, tag="tool_invocation", kw_only=True, frozen=True):
     duration_ms: float | None = None
     completed_ts: int | None = None
     agent_id: uuid.UUID | None = None
+    metadata: dict[str, Any] | None = None
+    retry_count: int = 0  # attempts beyond the first (tool.retried events)
 
 
 class Agent(_Row, tag="agent", kw_only=True, frozen=True):
@@ -119,6 +121,8 @@ class Template(_Row, tag="template", kw_only=True, frozen=True):
     description: str | None = None
     metadata: dict[str, Any] | None = None
     is_current: bool = True
+    tags: list[str] = []
+    semver: str = "1.0.0"  # MAJOR.MINOR.PATCH; `version` orders the versions
 
 
 class GenericNode(_Row, tag="node", kw_only=True, frozen=True):

@@ -51,6 +51,7 @@ _ACTIVITY = {
     "FROM stage_responses",
     "tools": "SELECT session_id, 0, 0, 1, 0, 0, ts, lsn, NULL FROM stage_tools",
     "completed": "SELECT session_id, 0, 0, 0, 0, 0, ts, lsn, NULL FROM stage_completed",
+    "retried": "SELECT session_id, 0, 0, 0, 0, 0, ts, lsn, NULL FROM stage_retried",
 }
 _REMOVALS = (  # a tombstone of a prompt, response or tool call subtracts it
     "SELECT p.session_id, -1, 0, 0, 0, 0, d.ts, d.lsn, NULL "

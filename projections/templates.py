@@ -1,5 +1,9 @@
 """The templates projection: `templates`, one row per version, the newest marked current.
 
+Each version has its integer `version` (1, 2, ...: the order) and its semantic version
+`semver` (``1.0.0`` unless the template says otherwise, then raised by each update's bump);
+`tags` are set at creation and replaced by an update that gives them.
+
 Each row carries its template's ancestors (parent first), so the lineage of a prompt and the
 impact of a template are lookups, not recursive walks.
 """
@@ -33,6 +37,8 @@ TEMPLATES = Table(
         Column("metadata", "JSON"),
         Column("is_current", "BOOLEAN", "NOT NULL"),
         Column("deleted_ts", "BIGINT"),
+        Column("tags", "VARCHAR[]"),
+        Column("semver", "VARCHAR", "NOT NULL"),
     ],
     ["id", "version"],
 )
@@ -57,6 +63,7 @@ def _variables(specs: list[ev.VariableSpec]) -> str | None:
                     "type_hint": v.type_hint,
                     "required": v.required,
                     "default": v.default,
+                    **({} if v.pattern is None else {"pattern": v.pattern}),
                 }
                 for v in specs
             ]
@@ -106,6 +113,8 @@ class Templates:
                         json_text(event.metadata) if event.metadata else None,
                         True,
                         None,
+                        list(event.tags),
+                        ev.template_semver(event),
                     ]
                 )
             case ev.TemplateUpdated():
@@ -120,6 +129,9 @@ class Templates:
                     new[_T["name"]] = event.name
                 if event.description is not None:
                     new[_T["description"]] = event.description
+                if event.tags is not None:
+                    new[_T["tags"]] = list(event.tags)
+                new[_T["semver"]] = ev.template_semver(event)
                 new[_T["is_current"]] = True
                 templates.add(new)
             case _:

@@ -1,7 +1,9 @@
 """The tools projection: `tool_invocations`, one row per call, completed in place.
 
 A call starts ``pending``; its completion sets ``success`` or ``error``, the result or error,
-the duration and ``completed_ts``.
+the duration and ``completed_ts``. A retry (``tool.retried``) counts one more attempt in
+``retry_count`` and makes the call ``pending`` again, keeping the last error until the next
+completion; the last event of a call decides its status, however the log is cut into batches.
 """
 
 from __future__ import annotations
@@ -30,6 +32,8 @@ TOOL_INVOCATIONS = Table(
         Column("completed_ts", "BIGINT"),
         Column("agent_id", "UUID"),  # the agent of the prompt it answers, as responses have
         Column("deleted_ts", "BIGINT"),
+        Column("metadata", "JSON"),
+        Column("retry_count", "BIGINT", "NOT NULL"),  # attempts are retry_count + 1
     ],
     ["id"],
 )
@@ -37,7 +41,7 @@ TOOL_INVOCATIONS = Table(
 _INSERT = """
 INSERT INTO tool_invocations
 SELECT t.id, t.response_id, t.session_id, t.lsn, t.ts, t.occurred_at, t.actor, t.tool_name,
-       t.parameters, 'pending', NULL, NULL, NULL, NULL, r.agent_id, NULL
+       t.parameters, 'pending', NULL, NULL, NULL, NULL, r.agent_id, NULL, t.metadata, 0
 FROM stage_tools t JOIN responses r ON r.id = t.response_id ORDER BY t.lsn
 """
 
@@ -49,6 +53,29 @@ FROM (SELECT * FROM stage_completed QUALIFY row_number() OVER (
         PARTITION BY tool_id ORDER BY lsn DESC) = 1) c
 WHERE tool_invocations.id = c.tool_id
 """
+
+
+# Retries after the batch's completions: a retry later than the call's last completion in the
+# batch makes it pending again; every retry counts, and the last new parameters stand.
+_RETRY = """
+UPDATE tool_invocations SET
+    retry_count = retry_count + x.n,
+    parameters = coalesce(x.parameters, tool_invocations.parameters),
+    status = CASE WHEN x.reopen THEN 'pending' ELSE tool_invocations.status END,
+    result = CASE WHEN x.reopen THEN NULL ELSE tool_invocations.result END,
+    error = coalesce(CASE WHEN x.reopen THEN x.error END, tool_invocations.error),
+    duration_ms = CASE WHEN x.reopen THEN NULL ELSE tool_invocations.duration_ms END,
+    completed_ts = CASE WHEN x.reopen THEN NULL ELSE tool_invocations.completed_ts END
+FROM (
+    SELECT r.tool_id, r.n, r.parameters, r.error, r.lsn > coalesce(c.lsn, -1) AS reopen
+    FROM (SELECT tool_id, count(*) AS n, max(lsn) AS lsn, arg_max(error, lsn) AS error,
+                 arg_max(parameters, lsn) FILTER (WHERE parameters IS NOT NULL) AS parameters
+          FROM stage_retried GROUP BY tool_id) r
+    LEFT JOIN ({completed}) c ON c.tool_id = r.tool_id
+) x
+WHERE tool_invocations.id = x.tool_id
+"""
+_NO_COMPLETIONS = "SELECT NULL::UUID AS tool_id, NULL::BIGINT AS lsn WHERE false"
 
 
 class Tools(SetsOnly):
@@ -68,6 +95,14 @@ class Tools(SetsOnly):
         if "completed" in staged:
             first_missing(con, staged, "completed", "tool_id", "tool_invocations")
             con.execute(_COMPLETE)
+        if "retried" in staged:
+            first_missing(con, staged, "retried", "tool_id", "tool_invocations")
+            completed = (
+                "SELECT tool_id, max(lsn) AS lsn FROM stage_completed GROUP BY tool_id"
+                if "completed" in staged
+                else _NO_COMPLETIONS
+            )
+            con.execute(_RETRY.format(completed=completed))
         if "deleted" in staged:
             con.execute(
                 "UPDATE tool_invocations SET deleted_ts = d.ts FROM stage_deleted d "

@@ -52,7 +52,19 @@ E = TypeVar("E", bound=ev.EventBase)
 AnyLog = eventlog.EventLog | eventlog.AsyncEventLog
 
 NOT_APPENDS = frozenset(
-    {"close", "cursor", "flush", "follow", "last_lsn", "next_lsn", "open", "read", "stats"}
+    {
+        "blocking",
+        "close",
+        "cursor",
+        "flush",
+        "follow",
+        "last_lsn",
+        "next_lsn",
+        "open",
+        "read",
+        "render",
+        "stats",
+    }
 )
 """Public methods of a log that do not append (reads, facts, lifecycle)."""
 
@@ -75,8 +87,13 @@ def append_helpers(cls: type) -> set[str]:
     return {n for n in public_methods(cls) if takes_append_options(getattr(cls, n))}
 
 
+def blocking(log: AnyLog) -> eventlog.EventLog | Any:
+    """The blocking reads of either log (an async log's, as its worker threads use them)."""
+    return log.blocking() if isinstance(log, eventlog.AsyncEventLog) else log
+
+
 def events_of(log: AnyLog) -> list[ev.EventBase]:
-    return [record.event for record in log.read()]
+    return [record.event for record in blocking(log).read()]
 
 
 def last(log: AnyLog, cls: type[E]) -> E:
@@ -100,7 +117,8 @@ def is_uuid7(value: object) -> bool:
 def snapshot(log: AnyLog, path: Path) -> tuple[int, int, dict[str, bytes]]:
     """What must not change when an append is rejected: event counts and every file's bytes."""
     files = {p.name: p.read_bytes() for p in sorted(path.iterdir()) if p.is_file()}
-    return log.stats().events, len(list(log.read())), files
+    reads = blocking(log)
+    return reads.stats().events, len(list(reads.read())), files
 
 
 # -- happy paths, one helper at a time ------------------------------------------------------------
@@ -552,6 +570,8 @@ def run_every_helper(log: eventlog.EventLog) -> None:
     log.transfer_to_agent(response, agent)
     log.link_prompt_to_template(prompt, template, {"x": 2})
     tool = log.add_tool_invocation(response, "t")
+    log.complete_tool_invocation(tool, error="timeout")
+    log.retry_tool_invocation(tool)
     log.complete_tool_invocation(tool, result=[1])
     node = log.add_node("document", "d", session_id=session.id)
     log.add_edge(node, prompt, EdgeType.REFERENCES)
@@ -853,6 +873,12 @@ HELPER_CASES: list[Case] = [
     Case("complete_tool_invocation", "error not a str", lambda w: call(w.tool, error=RuntimeError("x")), I, "RuntimeError|error"),
     Case("complete_tool_invocation", "unencodable result", lambda w: call(w.tool, result=object()), I, "object"),
     Case("complete_tool_invocation", "unknown tool", lambda w: call(UNKNOWN), U, "unknown tool invocation {unknown}"),
+    # retry_tool_invocation
+    Case("retry_tool_invocation", "unknown tool", lambda w: call(UNKNOWN), U, "unknown tool invocation {unknown}"),
+    Case("retry_tool_invocation", "error not a str", lambda w: call(w.tool, error=3), I, "error"),
+    Case("retry_tool_invocation", "response as tool", lambda w: call(w.response), W, "{w.response} is an? response, not an? tool invocation"),
+    Case("retry_tool_invocation", "deleted tool", lambda w: call(w.gone_tool), D, "{w.gone_tool} was deleted"),
+    Case("retry_tool_invocation", "retried after success", lambda w: call(w.done_tool), I, "{w.done_tool} succeeded: it cannot be retried"),
     Case("complete_tool_invocation", "response as tool", lambda w: call(w.response), W, "{w.response} is an? response, not an? tool invocation"),
     Case("complete_tool_invocation", "deleted tool", lambda w: call(w.gone_tool), D, "{w.gone_tool} was deleted"),
     Case("complete_tool_invocation", "completed twice", lambda w: call(w.done_tool, result=2), I, "{w.done_tool} is already completed"),
@@ -910,6 +936,7 @@ VALID: dict[str, Callable[[World], Call]] = {
     "link_prompt_to_template": lambda w: call(w.prompt, w.template, {"topic": 1}),
     "add_tool_invocation": lambda w: call(w.response, "t", {"p": 1}),
     "complete_tool_invocation": lambda w: call(w.tool, result=1),
+    "retry_tool_invocation": lambda w: call(w.tool, error="timeout"),
     "add_edge": lambda w: call(w.prompt, w.node, "REL", {"w": 1}),
     "add_node": lambda w: call("document", "d", session_id=w.session),
     "delete_node": lambda w: call(w.node),
@@ -969,6 +996,7 @@ REFERENCE_ERRORS: dict[str, set[type[eventlog.EventLogError]]] = {
     "link_prompt_to_template": {U, W, D, M},
     "add_tool_invocation": {U, W, D},
     "complete_tool_invocation": {U, W, D},
+    "retry_tool_invocation": {U, W, D},
     "add_edge": {U, D},  # any node may be an end of an edge: no wrong kind
     "add_node": {U, W, D},
     "delete_node": {U, D},  # any node may be deleted: no wrong kind
@@ -1183,7 +1211,7 @@ def test_async_happy_path(store: Path) -> None:
             # concurrent appends from many tasks: all stored, distinct, in one dense log
             many = await asyncio.gather(*(alog.create_session() for _ in range(20)))
             assert len({s.id for s in many}) == 20
-            stats = alog.stats()
+            stats = await alog.stats()
             assert stats.events == 15 + 20
             events = events_of(alog)
             rendered_event = [e for e in events if getattr(e, "id", None) == rendered]

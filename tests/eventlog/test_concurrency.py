@@ -212,7 +212,7 @@ def run_sync(log: eventlog.EventLog, workload: Workload, requests: int) -> None:
 async def run_async(log: eventlog.AsyncEventLog, workload: Workload, requests: int) -> None:
     for k in range(requests):
         if k % 4 == 3:
-            workload.discover(log.read(workload.read_from))
+            workload.discover([r async for r in log.read(workload.read_from)])
         call = workload.call(k)
         result = await getattr(log, call.helper)(*call.args, **call.kwargs)
         if "idempotency_key" in call.kwargs:

@@ -329,15 +329,23 @@ def test_get_edge(graph: MemoryGraph, world: World) -> None:
 
     g.delete_node(w.ref)
     assert g.get_edge(w.ref) is None
-    assert [e.edge_type for e in g.get_outgoing_edges(w.p1)] == ["HANDLED_BY"]
+    assert [e.edge_type for e in g.get_outgoing_edges(w.p1)] == ["PART_OF", "HANDLED_BY"]
 
 
 def test_outgoing_and_incoming_edges(graph: MemoryGraph, world: World) -> None:
     w, g = world, graph
     out = g.get_outgoing_edges(w.p1)
-    assert [(e.edge_type, e.to_id) for e in out] == [("HANDLED_BY", w.agent), ("REFERENCES", w.doc)]
+    assert [(e.edge_type, e.to_id) for e in out] == [
+        ("PART_OF", w.s),  # implied by the prompt itself
+        ("HANDLED_BY", w.agent),
+        ("REFERENCES", w.doc),
+    ]
     assert [e.lsn for e in out] == sorted(e.lsn for e in out)
-    assert sorted(e.edge_type for e in g.get_outgoing_edges(w.p2)) == ["FOLLOWS", "INSTANTIATES"]
+    assert sorted(e.edge_type for e in g.get_outgoing_edges(w.p2)) == [
+        "FOLLOWS",
+        "INSTANTIATES",
+        "PART_OF",
+    ]
     assert [e.to_id for e in g.get_outgoing_edges(w.p2, "INSTANTIATES")] == [w.tc]
     assert g.get_outgoing_edges(w.p2, edge_type="HANDLED_BY") == []
     assert [e.to_id for e in g.get_outgoing_edges(w.r1)] == [w.p1, w.tool1]  # + INVOKES
@@ -384,15 +392,15 @@ def test_get_session(graph: MemoryGraph, world: World) -> None:
 def test_get_session_nodes(graph: MemoryGraph, world: World) -> None:
     w, g = world, graph
     found = g.get_session_nodes(w.s)
-    assert ids(found) == [w.p1, w.r1, w.tool1, w.p2, w.r2, w.tool2, w.doc]  # log order
+    assert ids(found) == [w.s, w.p1, w.r1, w.tool1, w.p2, w.r2, w.tool2, w.doc]  # log order
     assert [n_.lsn for n_ in found] == sorted(n_.lsn for n_ in found)
-    assert ids(g.get_session_nodes(w.s2)) == [w.p3]
+    assert ids(g.get_session_nodes(w.s2)) == [w.s2, w.p3]
     g.delete_nodes_batch([w.r1, w.doc])
-    assert ids(g.get_session_nodes(w.s)) == [w.p1, w.tool1, w.p2, w.r2, w.tool2]
+    assert ids(g.get_session_nodes(w.s)) == [w.s, w.p1, w.tool1, w.p2, w.r2, w.tool2]
     with pytest.raises(NotFound):
         g.get_session_nodes(UNKNOWN)
     empty = g.create_session()
-    assert g.get_session_nodes(empty.id) == []
+    assert ids(g.get_session_nodes(empty.id)) == [empty.id]  # the session node itself
 
 
 def test_get_template(graph: MemoryGraph, world: World) -> None:
@@ -502,6 +510,7 @@ def test_ancestors(graph: MemoryGraph, world: World) -> None:
         (2, w.p2, "RESPONDS_TO"),
         (3, w.p1, "FOLLOWS"),
         (3, w.tc, "INSTANTIATES"),
+        (3, w.s, "PART_OF"),
         (4, w.t, "INHERITS"),  # tc's edge is older than p1's
         (4, w.agent, "HANDLED_BY"),
         (4, w.doc, "REFERENCES"),
@@ -591,7 +600,7 @@ def test_query_session_and_node_type(graph: MemoryGraph, world: World) -> None:
     w, g = world, graph
     q = g.query()
     assert isinstance(q, Query)
-    assert ids(g.query().session(w.s).execute()) == ids(g.get_session_nodes(w.s))
+    assert ids(g.query().session(w.s).execute()) == ids(g.get_session_nodes(w.s))[1:]
     assert ids(g.query().node_type("prompt").execute()) == [w.p1, w.p2, w.p3]
     assert ids(g.query().node_type("PromptNode").execute()) == [w.p1, w.p2, w.p3]
     assert ids(g.query().node_type("PROMPT").session(w.s).execute()) == [w.p1, w.p2]
@@ -776,6 +785,7 @@ def test_stats(graph: MemoryGraph, world: World) -> None:
         "INHERITS": 1,
         "INSTANTIATES": 1,
         "INVOKES": 2,
+        "PART_OF": 3,  # one per prompt
         "REFERENCES": 1,
         "RESPONDS_TO": 2,
     }
@@ -807,7 +817,7 @@ def test_every_append_helper_is_read_back_at_once(graph: MemoryGraph) -> None:
 
     p = g.add_prompt(s.id, "first")
     assert g.get_session(s.id).prompt_count == 1
-    assert ids(g.get_session_nodes(s.id)) == [p]
+    assert ids(g.get_session_nodes(s.id)) == [s.id, p]
     many = g.add_prompts_batch([(s.id, "second"), (s.id, "third")])
     assert [t.prompt.content for t in g.conversation_thread(s.id)] == ["first", "second", "third"]
     r = g.add_response(p, "answer", TokenUsage(2, 3), finish_reason="stop")
@@ -1079,7 +1089,7 @@ def test_async_memory_graph(store: Path) -> None:
             assert edge is not None and edge.edge_type == "RESPONDS_TO"
             assert [e.to_id for e in await g.get_outgoing_edges(r)] == [p, tool]
             assert [e.from_id for e in await g.get_incoming_edges(p, "FOLLOWS")] == [p2]
-            assert ids(await g.get_session_nodes(s.id)) == [p, r, tool, p2]
+            assert ids(await g.get_session_nodes(s.id)) == [s.id, p, r, tool, p2]
             assert (await g.get_template(t)).version == 1
             with pytest.raises(NotFound):
                 await g.get_template(UNKNOWN)

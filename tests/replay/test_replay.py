@@ -120,6 +120,9 @@ def mixed_batch(run: Interpreter, rng: random.Random) -> None:
     ]
     if done:
         events.insert(1, ev.ToolCompleted(tool_id=tool, result=[1, 2], duration_ms=1.5))
+    elif rng.random() < 0.5:  # a failed attempt, retried: pending again
+        failed = ev.ToolCompleted(tool_id=tool, error="timeout")
+        events[1:1] = [failed, ev.ToolRetried(tool_id=tool, parameters={"try": 2})]
     run.log.append(events)
     (run.w.completed if done else run.w.pending).append(tool)
     run.w.nodes.append(note)
