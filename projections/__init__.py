@@ -12,7 +12,15 @@ from ._database import DATABASE_FILE
 from ._fold import Batch, implicit_edge_id
 from ._folder import BATCH_EVENTS, fold_available, fold_records
 from ._reads import Hop, Impact, NotFound
-from ._schema import SCHEMA_VERSION, TABLE_KEYS, TABLE_NAMES, checkpoint, ensure_schema
+from ._sandbox import SANDBOX, sandbox
+from ._schema import (
+    SCHEMA_VERSION,
+    TABLE_KEYS,
+    TABLE_NAMES,
+    SchemaRepaired,
+    checkpoint,
+    ensure_schema,
+)
 from .errors import (
     BadArgument,
     DatabaseBusy,
@@ -20,6 +28,7 @@ from .errors import (
     ProjectionError,
     ProjectorBusy,
     SchemaMismatch,
+    SqlRefused,
 )
 from .graph_view import GraphReads, GraphView
 from .memory_graph import AsyncMemoryGraph, AsyncQuery, GraphStats, MemoryGraph
@@ -42,6 +51,7 @@ from .snapshots import SnapshotInfo, SnapshotPolicy, Snapshots, SnapshotSkipped
 __all__ = [
     "BATCH_EVENTS",
     "DATABASE_FILE",
+    "SANDBOX",
     "SCHEMA_VERSION",
     "TABLE_KEYS",
     "TABLE_NAMES",
@@ -70,11 +80,13 @@ __all__ = [
     "Query",
     "Response",
     "SchemaMismatch",
+    "SchemaRepaired",
     "Session",
     "SnapshotInfo",
     "SnapshotPolicy",
     "SnapshotSkipped",
     "Snapshots",
+    "SqlRefused",
     "Template",
     "ToolInvocation",
     "Turn",
@@ -85,4 +97,5 @@ __all__ = [
     "fold_records",
     "implicit_edge_id",
     "rebuild",
+    "sandbox",
 ]

@@ -29,6 +29,7 @@ from pathlib import Path
 
 import duckdb
 
+from ._sandbox import SANDBOX
 from .errors import DatabaseBusy, ProjectionError, ProjectorBusy
 
 __all__ = ["DATABASE_FILE", "FolderLock", "Gate", "database_path", "open_database"]
@@ -157,6 +158,7 @@ def open_database(
     waiting: str = "",
     memory_limit: str | None = None,
     checkpoint_threshold: str | None = None,
+    sandbox: bool = False,
 ) -> duckdb.DuckDBPyConnection:
     """Connect, retrying while another process (rule 3) holds DuckDB's own lock.
 
@@ -165,12 +167,15 @@ def open_database(
     `checkpoint_threshold` is the WAL size at which a commit also checkpoints. DuckDB's
     default, 16 MB, makes nearly every batch of a fold a checkpoint, and a checkpoint
     rewrites the tables' indexes: the cost grows with the database, so a folder raises it
-    (closing the connection checkpoints anyway)."""
+    (closing the connection checkpoints anyway). With `sandbox`, the instance is configured
+    to run a user's SQL (`_sandbox.SANDBOX`: no files, no extensions, settings locked)."""
     config: dict[str, str | bool | int | float | list[str]] = {}
     if memory_limit is not None:
         config["memory_limit"] = memory_limit
     if checkpoint_threshold is not None:
         config["checkpoint_threshold"] = checkpoint_threshold
+    if sandbox:
+        config |= SANDBOX
     if read_only and not db.exists():
         raise ProjectionError(
             f"{db} does not exist yet: build it with `lmg project` or `MemoryGraph.open`"

@@ -8,21 +8,24 @@ import signal
 import sys
 import threading
 import time
+import warnings
 from collections.abc import Callable
 from typing import Any, ParamSpec, TypeVar
 
 import click
+import duckdb
 import msgspec
 
 from eventlog._demo import record_demo, summarise
 from eventlog.cli import cli_errors, default_store, store_argument
 
 from ._demo import show_projections
+from ._sandbox import user_cursor
 from .errors import ProjectionError, ProjectorBusy
 from .memory_graph import MemoryGraph
 from .projector import DEFAULT_SNAPSHOTS, Progress, Projector, connect
 
-__all__ = ["commands", "print_rows", "projection_errors", "rows_format"]
+__all__ = ["commands", "print_rows", "projection_errors", "rows_format", "run_query"]
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -30,16 +33,24 @@ _JSON = msgspec.json.Encoder()
 
 
 def projection_errors(fn: Callable[P, R]) -> Callable[P, R]:
-    """Projection errors become one-line CLI errors, like the log's."""
+    """Projection errors become one-line CLI errors, like the log's; warnings (a skipped
+    snapshot, a repaired schema) one line each on stderr."""
 
     @functools.wraps(fn)
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
-        try:
-            return fn(*args, **kwargs)
-        except ProjectionError as exc:
-            raise click.ClickException(f"{type(exc).__name__}: {exc}") from None
+        with warnings.catch_warnings():
+            warnings.simplefilter("always")
+            warnings.showwarning = _warn
+            try:
+                return fn(*args, **kwargs)
+            except ProjectionError as exc:
+                raise click.ClickException(f"{type(exc).__name__}: {exc}") from None
 
     return wrapper
+
+
+def _warn(message: Warning | str, category: type[Warning], *_: Any, **__: Any) -> None:
+    click.echo(f"warning: {message}", err=True)
 
 
 def _database_option(fn: Callable[P, R]) -> Callable[P, R]:
@@ -209,8 +220,10 @@ def sql(
 ) -> None:
     """Run a read-only SQL query on the projections.
 
-    Safe beside a running projector. With no projector running, it first folds what the log
-    holds, so the answer covers every event. Tables: sessions, prompts, responses,
+    Only reads run (SELECT, WITH, EXPLAIN, DESCRIBE, SHOW, SUMMARIZE); writes, files,
+    extensions and settings are refused (docs/sql.md). Safe beside a running projector.
+    With no projector running, it first folds what the log holds, so the answer covers
+    every event. Tables: sessions, prompts, responses,
     tool_invocations, agents, templates, edges, lineage, handoffs, nodes, agent_stats
     (docs/sql.md). With one argument, it is the query, on the default store.
 
@@ -223,13 +236,18 @@ def sql(
     if not no_fold:
         _fold_if_free(path, database)
     with connect(path, database, wait_s=wait_s) as con:
-        try:
-            cursor = con.execute(query)
-            names = [d[0] for d in cursor.description or ()]
-            rows = cursor.fetchall()
-        except Exception as exc:  # DuckDB's parser and binder errors: show them plainly
-            raise click.ClickException(str(exc).splitlines()[0]) from None
+        names, rows = run_query(con, query)
     print_rows(names, rows, fmt)
+
+
+def run_query(con: duckdb.DuckDBPyConnection, query: str) -> tuple[list[str], list[Any]]:
+    """The column names and rows of a user's query, run in the SQL sandbox (`SqlRefused`
+    passes on; DuckDB's parser and binder errors become their first line)."""
+    try:
+        with user_cursor(con, query) as cursor:
+            return [d[0] for d in cursor.description or ()], cursor.fetchall()
+    except duckdb.Error as exc:
+        raise click.ClickException(str(exc).splitlines()[0]) from None
 
 
 def print_rows(names: list[str], rows: list[tuple[Any, ...]], fmt: str) -> None:

@@ -9,6 +9,7 @@ __all__ = [
     "ProjectionError",
     "ProjectorBusy",
     "SchemaMismatch",
+    "SqlRefused",
 ]
 
 
@@ -32,6 +33,11 @@ class DatabaseBusy(ProjectionError):
 
 class SchemaMismatch(ProjectionError):
     """The database was built by another schema version: rebuild it (`lmg project --rebuild`)."""
+
+
+class SqlRefused(ProjectionError):
+    """The caller's SQL tried something the read-only SQL sandbox refuses (a write, a file,
+    an extension, a setting; docs/sql.md): nothing of it ran."""
 
 
 class PoisonEvent(ProjectionError):

@@ -18,7 +18,7 @@ import duckdb
 
 import projections
 from eventlog import EventLog, Record
-from projections import Batch, SnapshotInfo, Snapshots
+from projections import SANDBOX, Batch, SnapshotInfo, Snapshots
 
 __all__ = ["Progress", "Workspace"]
 
@@ -81,6 +81,8 @@ class Workspace:
                 projections.ensure_schema(self.con)
             if out is None:
                 self.con.execute("PRAGMA disable_checkpoint_on_shutdown")
+            # A walk's view (`replay.step`) runs the caller's SQL on this connection.
+            projections.sandbox(self.con)
         except BaseException:
             self.discard()
             raise
@@ -111,13 +113,14 @@ class Workspace:
             )
 
     def read_only(self, *, keep: bool) -> duckdb.DuckDBPyConnection:
-        """Close the writable connection and reopen the file read-only, for a view. With
+        """Close the writable connection and reopen the file read-only and sandboxed (its
+        SQL is the caller's), for a view. With
         `keep`, checkpoint first, so the file stands alone (no write-ahead log beside it)."""
         if keep:
             self.con.execute("CHECKPOINT")
         self.con.close()
         config: dict[str, str | bool | int | float | list[str]] = {"memory_limit": MEMORY_LIMIT}
-        self.con = duckdb.connect(str(self.db), read_only=True, config=config)
+        self.con = duckdb.connect(str(self.db), read_only=True, config=config | SANDBOX)
         return self.con
 
     def discard(self) -> None:

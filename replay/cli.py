@@ -21,7 +21,7 @@ from eventlog.cli import cli_errors, default_store, store_argument
 from eventlog.cli import commands as eventlog_commands
 from projections import TABLE_NAMES, SnapshotPolicy
 from projections.cli import commands as projections_commands
-from projections.cli import print_rows, projection_errors, rows_format
+from projections.cli import print_rows, projection_errors, rows_format, run_query
 
 from ._points import Point
 from ._workspace import Progress
@@ -158,13 +158,7 @@ def replay(
         start = "from zero" if view.snapshot is None else f"from snapshot {view.snapshot.lsn}"
         click.echo(f"at LSN {view.lsn} ({_when(view.ts)}), folded {start}", err=True)
         if query is not None:
-            try:
-                cursor = view.connection.execute(query)
-                names = [d[0] for d in cursor.description or ()]
-                rows = cursor.fetchall()
-            except Exception as exc:  # DuckDB's parser and binder errors: show them plainly
-                raise click.ClickException(str(exc).splitlines()[0]) from None
-            print_rows(names, rows, fmt)
+            print_rows(*run_query(view.connection, query), fmt)
         elif out is None:
             counts = [(t, view.rows(f"SELECT count(*) FROM {t}")[0][0]) for t in TABLE_NAMES]
             print_rows(["table", "rows"], counts, "table")
