@@ -18,7 +18,15 @@ if TYPE_CHECKING:  # the names as mypy sees them; at run time, imported on first
     from ._folder import BATCH_BYTES, BATCH_EVENTS, fold_available, fold_records
     from ._history import HistoryChanged
     from ._reads import Hop, Impact, NotFound
-    from ._schema import SCHEMA_VERSION, TABLE_KEYS, TABLE_NAMES, checkpoint, ensure_schema
+    from ._sandbox import SANDBOX, sandbox
+    from ._schema import (
+        SCHEMA_VERSION,
+        TABLE_KEYS,
+        TABLE_NAMES,
+        SchemaRepaired,
+        checkpoint,
+        ensure_schema,
+    )
     from .errors import (
         BadArgument,
         DatabaseBusy,
@@ -27,6 +35,7 @@ if TYPE_CHECKING:  # the names as mypy sees them; at run time, imported on first
         ProjectionError,
         ProjectorBusy,
         SchemaMismatch,
+        SqlRefused,
     )
     from .graph_view import GraphReads, GraphView
     from .memory_graph import AsyncMemoryGraph, AsyncQuery, GraphStats, MemoryGraph
@@ -50,6 +59,7 @@ __all__ = [
     "BATCH_BYTES",
     "BATCH_EVENTS",
     "DATABASE_FILE",
+    "SANDBOX",
     "SCHEMA_VERSION",
     "TABLE_KEYS",
     "TABLE_NAMES",
@@ -80,11 +90,13 @@ __all__ = [
     "Query",
     "Response",
     "SchemaMismatch",
+    "SchemaRepaired",
     "Session",
     "SnapshotInfo",
     "SnapshotPolicy",
     "SnapshotSkipped",
     "Snapshots",
+    "SqlRefused",
     "Template",
     "ToolInvocation",
     "Turn",
@@ -95,6 +107,7 @@ __all__ = [
     "fold_records",
     "implicit_edge_id",
     "rebuild",
+    "sandbox",
 ]
 
 export_lazily(
@@ -105,7 +118,15 @@ export_lazily(
         "._folder": ("BATCH_BYTES", "BATCH_EVENTS", "fold_available", "fold_records"),
         "._history": ("HistoryChanged",),
         "._reads": ("Hop", "Impact", "NotFound"),
-        "._schema": ("SCHEMA_VERSION", "TABLE_KEYS", "TABLE_NAMES", "checkpoint", "ensure_schema"),
+        "._sandbox": ("SANDBOX", "sandbox"),
+        "._schema": (
+            "SCHEMA_VERSION",
+            "TABLE_KEYS",
+            "TABLE_NAMES",
+            "SchemaRepaired",
+            "checkpoint",
+            "ensure_schema",
+        ),
         ".errors": (
             "BadArgument",
             "DatabaseBusy",
@@ -114,6 +135,7 @@ export_lazily(
             "ProjectionError",
             "ProjectorBusy",
             "SchemaMismatch",
+            "SqlRefused",
         ),
         ".graph_view": ("GraphReads", "GraphView"),
         ".memory_graph": ("AsyncMemoryGraph", "AsyncQuery", "GraphStats", "MemoryGraph"),

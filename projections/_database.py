@@ -37,6 +37,7 @@ import duckdb
 
 from eventlog._files import Modes, open_or_create, refuse_link
 
+from ._sandbox import SANDBOX
 from .errors import DatabaseBusy, ProjectionError, ProjectorBusy
 
 __all__ = ["DATABASE_FILE", "FolderLock", "Gate", "database_path", "open_database"]
@@ -205,6 +206,7 @@ def open_database(
     waiting: str = "",
     memory_limit: str | None = None,
     checkpoint_threshold: str | None = None,
+    sandbox: bool = False,
 ) -> duckdb.DuckDBPyConnection:
     """Connect, retrying while another process (rule 3) holds DuckDB's own lock.
 
@@ -213,7 +215,8 @@ def open_database(
     `checkpoint_threshold` is the WAL size at which a commit also checkpoints. DuckDB's
     default, 16 MB, makes nearly every batch of a fold a checkpoint, and a checkpoint
     rewrites the tables' indexes: the cost grows with the database, so a folder raises it
-    (closing the connection checkpoints anyway).
+    (closing the connection checkpoints anyway). With `sandbox`, the instance is configured
+    to run a user's SQL (`_sandbox.SANDBOX`: no files, no extensions, settings locked).
 
     DuckDB opens the file itself, following links: a link there (or at its ``.wal``) is
     refused first. A file DuckDB creates gets the modes of its directory, not the umask."""
@@ -222,6 +225,8 @@ def open_database(
         config["memory_limit"] = memory_limit
     if checkpoint_threshold is not None:
         config["checkpoint_threshold"] = checkpoint_threshold
+    if sandbox:
+        config |= SANDBOX
     for path in (db, Path(f"{db}.wal")):
         refuse_link(path)
     created = not db.exists()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import duckdb
 
 from ._fold import Projection
@@ -18,6 +20,7 @@ __all__ = [
     "SCHEMA_VERSION",
     "TABLE_KEYS",
     "TABLE_NAMES",
+    "SchemaRepaired",
     "checkpoint",
     "ensure_schema",
 ]
@@ -45,11 +48,25 @@ TABLE_KEYS: dict[str, tuple[str, ...]] = {
 """Each table's (and view's) key columns: what makes two rows the same row at two points."""
 
 
+_BOOKKEEPING = ("lmg_meta", "lmg_checkpoints")
+
+
+class SchemaRepaired(UserWarning):
+    """The projections database lacked tables or checkpoints it must have (something other
+    than the fold changed it): it was emptied, and the fold starts again from the log."""
+
+
 def ensure_schema(con: duckdb.DuckDBPyConnection) -> None:
-    """Create every table, view and checkpoint row, or check an existing database's version."""
+    """Create every table, view and checkpoint row, or check an existing database's version.
+
+    A database of this version that lacks a table, a view or a checkpoint row was changed by
+    something other than the fold (``DROP TABLE`` from a DuckDB client): its rows can no
+    longer be trusted, and the log is the truth, so it is emptied in one transaction and the
+    next fold rebuilds it from LSN 0 (`SchemaRepaired` says so)."""
     (exists,) = con.execute(
         "SELECT count(*) FROM information_schema.tables WHERE table_name = 'lmg_meta'"
     ).fetchall()[0]
+    missing: list[str] = []
     if exists:
         rows = con.execute("SELECT value FROM lmg_meta WHERE key = 'schema_version'").fetchall()
         found = int(rows[0][0]) if rows else None
@@ -58,9 +75,19 @@ def ensure_schema(con: duckdb.DuckDBPyConnection) -> None:
                 f"the projections database has schema version {found}, this code writes "
                 f"{SCHEMA_VERSION}: rebuild it (lmg project --rebuild)"
             )
-        return
+        missing = _missing(con)
+        if not missing:
+            return
+        warnings.warn(
+            f"the projections database lacked {', '.join(missing)}: emptied it, "
+            "to fold the whole log again",
+            SchemaRepaired,
+            stacklevel=2,
+        )
     con.execute("BEGIN")
     try:
+        if missing:
+            _drop(con)
         con.execute("CREATE TABLE lmg_meta (key VARCHAR PRIMARY KEY, value VARCHAR NOT NULL)")
         con.execute(
             "CREATE TABLE lmg_checkpoints (projection VARCHAR PRIMARY KEY, "
@@ -78,6 +105,35 @@ def ensure_schema(con: duckdb.DuckDBPyConnection) -> None:
     except BaseException:
         con.execute("ROLLBACK")
         raise
+
+
+def _present(con: duckdb.DuckDBPyConnection) -> dict[str, str]:
+    """The main schema's tables and views: name to type (``BASE TABLE`` or ``VIEW``)."""
+    return dict(
+        con.execute(
+            "SELECT table_name, table_type FROM information_schema.tables "
+            "WHERE table_catalog = current_database() AND table_schema = 'main'"
+        ).fetchall()
+    )
+
+
+def _missing(con: duckdb.DuckDBPyConnection) -> list[str]:
+    """The tables, views (and checkpoint rows, as ``lmg_checkpoints.<name>``) not there."""
+    present = _present(con)
+    missing = [name for name in (*_BOOKKEEPING, *TABLE_NAMES) if name not in present]
+    if "lmg_checkpoints" in present:
+        rows = con.execute("SELECT projection FROM lmg_checkpoints").fetchall()
+        have = {name for (name,) in rows}
+        missing += [f"lmg_checkpoints.{p.name}" for p in PROJECTIONS if p.name not in have]
+    return missing
+
+
+def _drop(con: duckdb.DuckDBPyConnection) -> None:
+    """Drop what is left of the projections' tables and views (views first)."""
+    present = _present(con)
+    ours = [name for name in (*_BOOKKEEPING, *TABLE_NAMES) if name in present]
+    for name in sorted(ours, key=lambda n: present[n] != "VIEW"):
+        con.execute(f"DROP {'VIEW' if present[name] == 'VIEW' else 'TABLE'} {name}")
 
 
 def checkpoint(con: duckdb.DuckDBPyConnection) -> int:

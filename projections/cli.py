@@ -238,8 +238,10 @@ def sql(
 ) -> None:
     """Run a read-only SQL query on the projections.
 
-    Safe beside a running projector. With no projector running, it first folds what the log
-    holds, so the answer covers every event. Tables: sessions, prompts, responses,
+    Only reads run (SELECT, WITH, EXPLAIN, DESCRIBE, SHOW, SUMMARIZE); writes, files,
+    extensions and settings are refused (docs/sql.md). Safe beside a running projector.
+    With no projector running, it first folds what the log holds, so the answer covers
+    every event. Tables: sessions, prompts, responses,
     tool_invocations, agents, templates, edges, lineage, handoffs, nodes, agent_stats
     (docs/sql.md). With one argument, it is the query, on the default store.
 
@@ -261,21 +263,23 @@ def sql(
 def run_query(
     con: duckdb.DuckDBPyConnection, query: str
 ) -> tuple[list[str], list[tuple[Any, ...]]]:
-    """The column names and rows of one SQL statement (`lmg sql` and `lmg replay --sql`).
+    """The column names and rows of one SQL statement (`lmg sql` and `lmg replay --sql`), run
+    in the SQL sandbox (`SqlRefused` passes on).
 
     Several statements are refused rather than run with only the last one's rows shown, which
     would hide what the others returned. DuckDB's parser and binder errors become one line."""
+    import duckdb
+
+    from ._sandbox import user_cursor
+
     try:
         statements = con.extract_statements(query)
         if len(statements) != 1:
             held = "no statement" if not statements else f"{len(statements)} statements"
             raise click.ClickException(f"give one SQL statement; the query holds {held}")
-        cursor = con.execute(statements[0])
-        names = [d[0] for d in cursor.description or ()]
-        return names, cursor.fetchall()
-    except click.ClickException:
-        raise
-    except Exception as exc:  # DuckDB's own errors ("Binder Error: ..."): their first line
+        with user_cursor(con, query) as cursor:
+            return [d[0] for d in cursor.description or ()], cursor.fetchall()
+    except duckdb.Error as exc:  # DuckDB's own errors ("Binder Error: ..."): their first line
         raise click.ClickException(str(exc).splitlines()[0]) from None
 
 

@@ -10,6 +10,7 @@ __all__ = [
     "ProjectionError",
     "ProjectorBusy",
     "SchemaMismatch",
+    "SqlRefused",
 ]
 
 
@@ -38,6 +39,11 @@ class FoldFailed(ProjectionError):
 
 class SchemaMismatch(ProjectionError):
     """The database was built by another schema version: rebuild it (`lmg project --rebuild`)."""
+
+
+class SqlRefused(ProjectionError):
+    """The caller's SQL tried something the read-only SQL sandbox refuses (a write, a file,
+    an extension, a setting; docs/sql.md): nothing of it ran."""
 
 
 class PoisonEvent(ProjectionError):

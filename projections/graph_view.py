@@ -18,6 +18,7 @@ import duckdb
 from . import nodes as n
 from ._fold import Batch
 from ._reads import GraphReader
+from ._sandbox import query_rows, relation
 from .errors import ProjectionError
 from .query import Query
 
@@ -48,7 +49,8 @@ def incoming(reader: GraphReader, node_id: uuid.UUID, edge_type: str | None = No
 def fetch(
     reader: GraphReader, query: str, params: Sequence[Any] | dict[str, Any] | None
 ) -> list[tuple[Any, ...]]:
-    return reader.con.execute(query, params).fetchall()
+    """Every row of the caller's SQL, run in the SQL sandbox (`_sandbox`)."""
+    return query_rows(reader.con, query, params)
 
 
 class GraphReads:
@@ -66,13 +68,14 @@ class GraphReads:
     ) -> duckdb.DuckDBPyRelation:
         """Run SQL on the projections; returns a DuckDB relation (`.fetchall()`, `.df()`, ...).
 
-        Use it before the next read: it runs lazily on the graph's connection."""
-        return self._run(lambda reader: reader.con.sql(query, params=params))
+        It runs lazily, on a cursor of its own, and reads the projections as they were when it
+        was made. Read-only: anything else raises `SqlRefused` (docs/sql.md)."""
+        return self._run(lambda reader: relation(reader.con, query, params))
 
     def rows(
         self, query: str, params: Sequence[Any] | dict[str, Any] | None = None
     ) -> list[tuple[Any, ...]]:
-        """Run SQL on the projections and fetch every row."""
+        """Run SQL on the projections and fetch every row (read-only, as `sql`)."""
         return self._run(lambda reader: fetch(reader, query, params))
 
     get_node = _read(GraphReader.get_node)

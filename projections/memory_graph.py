@@ -28,6 +28,7 @@ from ._fold import Batch
 from ._folder import BATCH_EVENTS, LogReader, fold_available
 from ._history import folded_history, forget_history, history_differs
 from ._reads import TABLE_OF_TYPE, GraphReader, Hop, Impact
+from ._sandbox import SANDBOX
 from ._schema import checkpoint, ensure_schema
 from .errors import ProjectionError
 from .graph_view import GraphReads, fetch, incoming, outgoing
@@ -64,8 +65,10 @@ class _Embedded:
         self.batch_events = BATCH_EVENTS
         self._lock: FolderLock | None = None
         self._gate: Gate | None = None
+        # The caller's SQL runs on this instance too (`sql`, `rows`): it is sandboxed from the
+        # start, since the fold needs no files (it spills to DuckDB's own temporary files).
         if str(db) == ":memory:":  # private to this handle: nobody to share with
-            self.con = duckdb.connect(config={"memory_limit": memory_limit})  # no WAL
+            self.con = duckdb.connect(config={"memory_limit": memory_limit, **SANDBOX})  # no WAL
             ensure_schema(self.con)
         else:
             self._lock = FolderLock(db, "an embedded MemoryGraph")
@@ -77,6 +80,7 @@ class _Embedded:
                     read_only=False,
                     timeout=wait_s,
                     memory_limit=memory_limit,
+                    sandbox=True,
                 )  # DuckDB's checkpoint threshold stays: data not yet checkpointed stays in memory
                 ensure_schema(self.con)
                 why = history_differs(log, *folded_history(self.con))

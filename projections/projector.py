@@ -338,6 +338,9 @@ def connect(
 ) -> Iterator[duckdb.DuckDBPyConnection]:
     """A read-only connection to a store's projections, safe beside a running projector.
 
+    Sandboxed (docs/sql.md): DuckDB refuses anything that would read or write a file other
+    than the database, load an extension, or change a setting.
+
     Holds the gate (shared) until the block ends: keep the block short, since the projector
     cannot commit meanwhile. Raises `DatabaseBusy` after `wait_s` if an embedded MemoryGraph
     holds the database."""
@@ -347,7 +350,7 @@ def connect(
     gate = Gate(db)
     try:
         with gate.hold(exclusive=False, timeout=wait_s):
-            con = open_database(db, read_only=True, timeout=wait_s)
+            con = open_database(db, read_only=True, timeout=wait_s, sandbox=True)
             try:
                 yield con
             finally:

@@ -25,7 +25,7 @@ import duckdb
 import projections
 from eventlog import EventLog, Record
 from eventlog._files import Modes, make_dir
-from projections import Batch, SnapshotInfo, Snapshots
+from projections import SANDBOX, Batch, SnapshotInfo, Snapshots
 
 from .errors import ReplayError
 
@@ -108,6 +108,8 @@ class Workspace:
                 projections.ensure_schema(self.con)
             if out is None:
                 self.con.execute("PRAGMA disable_checkpoint_on_shutdown")
+            # A walk's view (`replay.step`) runs the caller's SQL on this connection.
+            projections.sandbox(self.con)
         except BaseException:
             self.discard()
             raise
@@ -138,16 +140,16 @@ class Workspace:
             )
 
     def read_only(self, *, keep: bool) -> duckdb.DuckDBPyConnection:
-        """Close the writable connection and reopen the file read-only, for a view. With
-        `keep`, checkpoint first, so the file stands alone (no write-ahead log beside it);
-        an `out` file is then linked into place."""
+        """Close the writable connection and reopen the file read-only and sandboxed (its
+        SQL is the caller's), for a view. With `keep`, checkpoint first, so the file stands
+        alone (no write-ahead log beside it); an `out` file is then linked into place."""
         if keep:
             self.con.execute("CHECKPOINT")
         self.con.close()
         if self._out is not None:
             self._publish(self._out)
         config: dict[str, str | bool | int | float | list[str]] = {"memory_limit": MEMORY_LIMIT}
-        self.con = duckdb.connect(str(self.db), read_only=True, config=config)
+        self.con = duckdb.connect(str(self.db), read_only=True, config=config | SANDBOX)
         return self.con
 
     def _publish(self, out: Path) -> None:

@@ -1,0 +1,117 @@
+"""The SQL sandbox: how a caller's SQL text runs on the projections.
+
+SQL from a user (`lmg sql`, `lmg replay --sql`, `sql` and `rows` of a graph or a view) may
+read the projections and nothing else. Two layers keep it there:
+
+1. The DuckDB instance it runs on is configured (`SANDBOX` at connect, or `sandbox` once open)
+   with external access off, so no statement reads or writes a file other than the database's
+   own, reaches the network, or installs or loads an extension; and with its configuration
+   locked, so no statement turns that back on. The instance's own work (folding, spilling to
+   its temporary directory, Arrow tables registered by the fold) is not affected.
+2. The text is parsed before it runs (`check`): only SELECT (with WITH, VALUES, DESCRIBE,
+   SHOW, SUMMARIZE) and EXPLAIN statements pass. It then runs on its own cursor inside a
+   READ ONLY transaction, so nothing it runs writes to the database, even where the instance
+   may write (an embedded MemoryGraph, a `replay.step` walk) and even through EXPLAIN ANALYZE.
+
+A refusal is a `SqlRefused`, one line naming what was refused.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any, TypeVar
+
+import duckdb
+
+from .errors import SqlRefused
+
+__all__ = ["SANDBOX", "check", "query_rows", "relation", "sandbox", "user_cursor"]
+
+SANDBOX: dict[str, str | bool | int | float | list[str]] = {
+    "enable_external_access": False,  # no files but the database's own, no network
+    "autoinstall_known_extensions": False,
+    "autoload_known_extensions": False,
+    "allow_community_extensions": False,
+    "lock_configuration": True,  # last: no SET, RESET or PRAGMA may change the above
+}
+"""DuckDB's configuration of an instance that runs user SQL (given at connect)."""
+
+_ALLOWED = frozenset({duckdb.StatementType.SELECT, duckdb.StatementType.EXPLAIN})
+_READ_ONLY = "SQL on the projections is read-only: SELECT, WITH, EXPLAIN, DESCRIBE, SHOW, SUMMARIZE"
+
+Params = Sequence[Any] | dict[str, Any] | None
+R = TypeVar("R")
+
+
+def sandbox(con: duckdb.DuckDBPyConnection) -> None:
+    """Apply `SANDBOX` to an instance already open, once its own setup is done (settings are
+    per instance: this covers every cursor of `con`)."""
+    for name, value in SANDBOX.items():
+        con.execute(f"SET {name} = {str(value).lower()}")
+
+
+def check(con: duckdb.DuckDBPyConnection, query: str) -> None:
+    """Parse `query` without running it; raise `SqlRefused` unless every statement reads."""
+    for statement in con.extract_statements(query):
+        try:
+            kind = statement.type
+        except ValueError:  # a type the Python API does not know (UPDATE EXTENSIONS)
+            raise SqlRefused(f"refused a statement of an unknown type: {_READ_ONLY}") from None
+        if kind not in _ALLOWED:
+            raise SqlRefused(f"refused a statement of type {kind.name}: {_READ_ONLY}")
+
+
+@contextlib.contextmanager
+def user_cursor(
+    con: duckdb.DuckDBPyConnection, query: str, params: Params = None
+) -> Iterator[duckdb.DuckDBPyConnection]:
+    """Check and run `query` on a new cursor of `con`, read-only; yields that cursor with its
+    result (`description`, `fetchall`), closed (and its transaction ended) afterwards."""
+    check(con, query)
+    cursor = con.cursor()
+    try:
+        cursor.execute("BEGIN TRANSACTION READ ONLY")
+        _translated(lambda: cursor.execute(query, params))
+        yield cursor
+    finally:
+        cursor.close()
+
+
+def query_rows(con: duckdb.DuckDBPyConnection, query: str, params: Params = None) -> list[Any]:
+    """Every row of `query`, run as `user_cursor` runs it."""
+    with user_cursor(con, query, params) as cursor:
+        return _translated(cursor.fetchall)
+
+
+def relation(
+    con: duckdb.DuckDBPyConnection, query: str, params: Params = None
+) -> duckdb.DuckDBPyRelation:
+    """`query` as a lazy DuckDB relation, checked, on its own cursor in a READ ONLY transaction.
+
+    The relation keeps its cursor, and the transaction, until it is garbage: it reads the
+    database as it was when it was made."""
+    check(con, query)
+    cursor = con.cursor()
+    try:
+        cursor.execute("BEGIN TRANSACTION READ ONLY")
+        return _translated(lambda: cursor.sql(query, params=params))
+    except BaseException:
+        cursor.close()
+        raise
+
+
+def _translated(fn: Callable[[], R]) -> R:
+    """Call `fn`; the sandbox's refusals from DuckDB become `SqlRefused` (others pass)."""
+    try:
+        return fn()
+    except duckdb.PermissionException as exc:  # external access is off
+        raise SqlRefused(f"refused: {_first_line(exc)} (docs/sql.md)") from None
+    except (duckdb.TransactionException, duckdb.InvalidInputException) as exc:
+        if "read-only" not in str(exc):  # a write the parse let through (EXPLAIN ANALYZE)
+            raise
+        raise SqlRefused(f"refused a write: {_READ_ONLY}") from None
+
+
+def _first_line(exc: Exception) -> str:
+    return str(exc).splitlines()[0] if str(exc) else type(exc).__name__

@@ -1,0 +1,235 @@
+"""The SQL sandbox (issue 9, item 1): a user's SQL reads the projections and nothing else.
+
+Each attack of the issue runs through every surface that takes SQL text: ``lmg sql`` (a real
+process), `projections.connect` (a raw DuckDB connection: DuckDB's own settings refuse),
+`GraphView` over it, and `MemoryGraph.sql` / `rows` (a connection that can write, so the
+statement check and the read-only transaction refuse). Each asserts a one-line refusal and
+that nothing changed: the log's bytes and both stores' projections (and `lmg verify`, after
+each ``lmg sql``).
+Replay's surfaces are in tests/replay/test_sql_sandbox.py.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import warnings
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import pytest
+
+import projections
+from projections import MemoryGraph, SchemaRepaired, SqlRefused
+from tests._processes import LMG, WAIT_S
+
+SEGMENT = "00000000000000000000.seg"
+
+
+def attacks(store: Path, other: Path) -> dict[str, str]:
+    """The issue's attacks, by name (`other` is a second store, the victim of ATTACH)."""
+    return {
+        "copy_to_segment": f"COPY (SELECT 'x') TO '{store / SEGMENT}' (FORMAT csv)",
+        "attach_other_store_read_write": (
+            f"ATTACH '{other / projections.DATABASE_FILE}' AS p (READ_WRITE); "
+            "UPDATE p.prompts SET content = 'forged'"
+        ),
+        "drop_table": "DROP TABLE prompts",
+        "update": "UPDATE prompts SET content = 'forged'",
+        "read_text_etc_passwd": "SELECT * FROM read_text('/etc/passwd')",
+        "read_csv": "SELECT * FROM read_csv('/etc/passwd')",
+        "install_httpfs": "INSTALL httpfs",
+        "set_config": "SET enable_external_access = true",
+        "pragma": "PRAGMA enable_profiling",
+        "explain_analyze_delete": "EXPLAIN ANALYZE DELETE FROM prompts",
+    }
+
+
+NAMES = list(attacks(Path(), Path()))
+
+
+def populate(store: Path) -> None:
+    """A small conversation, folded into the store's projections (closed afterwards)."""
+    with MemoryGraph.open(store) as g:
+        s = g.create_session(metadata={"user": "42"})
+        p = g.add_prompt(s.id, "What is Rust?")
+        g.add_response(p, "A systems language.")
+        g.stats()  # a read: folds the whole log before the graph closes
+
+
+def fingerprint(*stores: Path) -> dict[str, Any]:
+    """What must not change: every log file's bytes and every projection table's rows."""
+    found: dict[str, Any] = {}
+    for store in stores:
+        for path in sorted(store.iterdir()):
+            if path.is_file() and not path.name.startswith(projections.DATABASE_FILE):
+                found[str(path)] = path.read_bytes()
+        con = duckdb.connect(str(store / projections.DATABASE_FILE), read_only=True)
+        try:
+            for name in projections.TABLE_NAMES:
+                found[f"{store}:{name}"] = con.execute(f"FROM {name} ORDER BY ALL").fetchall()
+        finally:
+            con.close()
+    return found
+
+
+def verified(store: Path) -> bool:
+    done = subprocess.run(
+        [LMG, "verify", str(store)], check=False, capture_output=True, text=True, timeout=WAIT_S
+    )
+    return done.returncode == 0
+
+
+@pytest.fixture(scope="module")
+def stores(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    root = tmp_path_factory.mktemp("sandbox")
+    store, other = root / "store", root / "other"
+    populate(store)
+    populate(other)
+    return store, other
+
+
+@pytest.fixture
+def untouched(stores: tuple[Path, Path]) -> Iterator[tuple[Path, Path]]:
+    """The two stores, checked unchanged after the test."""
+    before = fingerprint(*stores)
+    yield stores
+    assert fingerprint(*stores) == before
+
+
+@pytest.mark.parametrize("attack", NAMES)
+def test_lmg_sql_refuses(untouched: tuple[Path, Path], attack: str) -> None:
+    store, other = untouched
+    query = attacks(store, other)[attack]
+    done = subprocess.run(
+        [LMG, "sql", str(store), query, "--no-fold"],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=WAIT_S,
+    )
+    assert done.returncode != 0, done.stdout
+    lines = done.stderr.splitlines()
+    assert len(lines) == 1, done.stderr
+    assert lines[0].startswith("Error: SqlRefused: refused"), lines[0]
+    assert done.stdout == ""
+    assert verified(store)
+
+
+@pytest.mark.parametrize("attack", NAMES)
+def test_graph_view_over_connect_refuses(untouched: tuple[Path, Path], attack: str) -> None:
+    store, other = untouched
+    query = attacks(store, other)[attack]
+    with projections.connect(store) as con:
+        view = projections.GraphView(con)
+        with pytest.raises(SqlRefused, match=r"^refused") as caught:
+            view.rows(query)
+        assert "\n" not in str(caught.value)
+        with pytest.raises(SqlRefused):
+            view.sql(query)
+
+
+# DuckDB's own error for each attack on the raw connection `connect` gives (its settings and
+# read-only open are the sandbox there: nothing parses the text first).
+RAW_REFUSALS: dict[str, tuple[type[duckdb.Error], str]] = {
+    "copy_to_segment": (duckdb.PermissionException, "disabled by configuration"),
+    "attach_other_store_read_write": (duckdb.PermissionException, "disabled by configuration"),
+    "drop_table": (duckdb.InvalidInputException, "read-only mode"),
+    "update": (duckdb.InvalidInputException, "read-only mode"),
+    "read_text_etc_passwd": (duckdb.PermissionException, "disabled by configuration"),
+    "read_csv": (duckdb.PermissionException, "disabled by configuration"),
+    "install_httpfs": (duckdb.PermissionException, "disabled by configuration"),
+    "set_config": (duckdb.InvalidInputException, "configuration has been locked"),
+    "pragma": (duckdb.InvalidInputException, "configuration has been locked"),
+    "explain_analyze_delete": (duckdb.InvalidInputException, "read-only mode"),
+}
+
+
+@pytest.mark.parametrize("attack", NAMES)
+def test_connect_refuses(untouched: tuple[Path, Path], attack: str) -> None:
+    store, other = untouched
+    error, words = RAW_REFUSALS[attack]
+    with projections.connect(store) as con, pytest.raises(error, match=words):
+        con.execute(attacks(store, other)[attack])
+
+
+@pytest.mark.parametrize("attack", NAMES)
+def test_memory_graph_refuses(untouched: tuple[Path, Path], attack: str) -> None:
+    store, other = untouched
+    query = attacks(store, other)[attack]
+    with MemoryGraph.open(store) as g:
+        with pytest.raises(SqlRefused, match=r"^refused"):
+            g.rows(query)
+        with pytest.raises(SqlRefused, match=r"^refused"):
+            g.sql(query).fetchall()
+        assert g.rows("SELECT count(*) FROM prompts") == [(1,)]
+
+
+def test_memory_graph_in_memory_refuses_drop_and_files(tmp_path: Path) -> None:
+    """The ``":memory:"`` database is sandboxed as the file is."""
+    with MemoryGraph.open(tmp_path / "s", database=":memory:") as g:
+        g.create_session()
+        with pytest.raises(SqlRefused):
+            g.rows("DROP TABLE sessions")
+        with pytest.raises(SqlRefused):
+            g.rows("SELECT * FROM read_text('/etc/passwd')")
+        assert g.rows("SELECT count(*) FROM sessions") == [(1,)]
+
+
+def test_reads_still_run(stores: tuple[Path, Path]) -> None:
+    """What the sandbox allows: SELECT, WITH, EXPLAIN, DESCRIBE, SHOW, SUMMARIZE, params."""
+    store, _ = stores
+    with MemoryGraph.open(store) as g:
+        assert g.rows("WITH p AS (SELECT * FROM prompts) SELECT count(*) FROM p") == [(1,)]
+        assert g.rows("SELECT count(*) FROM prompts WHERE content = ?", ["What is Rust?"]) == [(1,)]
+        assert g.rows("EXPLAIN SELECT * FROM prompts")
+        assert ("content",) in [r[:1] for r in g.rows("DESCRIBE prompts")]
+        assert ("prompts",) in g.rows("SHOW TABLES")
+        assert g.rows("SUMMARIZE prompts")
+        assert g.sql("SELECT 1; SELECT 2").fetchall() == [(2,)]
+
+
+def test_sql_relation_reads_the_graph_as_it_was(tmp_path: Path) -> None:
+    """`sql` runs lazily in its own read-only transaction: later writes do not leak into it."""
+    with MemoryGraph.open(tmp_path / "s") as g:
+        g.create_session()
+        relation = g.sql("SELECT count(*) FROM sessions")
+        g.create_session()
+        assert g.rows("SELECT count(*) FROM sessions") == [(2,)]
+        assert relation.fetchall() == [(1,)]
+
+
+def test_lmg_project_rebuilds_a_store_missing_a_table(tmp_path: Path) -> None:
+    """``DROP TABLE prompts`` from another DuckDB client: `lmg project` says so and refolds."""
+    store = tmp_path / "store"
+    populate(store)
+    expected = fingerprint(store)
+    con = duckdb.connect(str(store / projections.DATABASE_FILE))
+    con.execute("DROP TABLE prompts")
+    con.close()
+    done = subprocess.run(
+        [LMG, "project", str(store)], check=False, capture_output=True, text=True, timeout=WAIT_S
+    )
+    assert done.returncode == 0, done.stderr
+    warning = [line for line in done.stderr.splitlines() if line.startswith("warning:")]
+    assert warning == [
+        "warning: the projections database lacked prompts: emptied it, to fold the whole log again"
+    ]
+    assert fingerprint(store) == expected
+
+
+def test_memory_graph_rebuilds_a_store_missing_a_checkpoint(tmp_path: Path) -> None:
+    store = tmp_path / "store"
+    populate(store)
+    con = duckdb.connect(str(store / projections.DATABASE_FILE))
+    con.execute("DELETE FROM lmg_checkpoints WHERE projection = 'tools'")
+    con.execute("DROP VIEW agent_stats")
+    con.close()
+    with pytest.warns(SchemaRepaired, match="agent_stats, lmg_checkpoints.tools"):
+        g = MemoryGraph.open(store)
+    with g, warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert g.rows("SELECT count(*) FROM prompts") == [(1,)]
+        assert g.rows("SELECT count(*) FROM agent_stats") == [(0,)]
+        assert g.rows("SELECT min(lsn) FROM lmg_checkpoints") == [(g.stats().events - 1,)]
