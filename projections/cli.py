@@ -270,9 +270,10 @@ def run_query(
     would hide what the others returned. DuckDB's parser and binder errors become one line."""
     import duckdb
 
-    from ._sandbox import user_cursor
+    from ._sandbox import check, user_cursor
 
     try:
+        check(con, query)  # a refused statement is named, even among several
         statements = con.extract_statements(query)
         if len(statements) != 1:
             held = "no statement" if not statements else f"{len(statements)} statements"
