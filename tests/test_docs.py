@@ -180,7 +180,8 @@ def parent(tree: list[str], line: str) -> str:
 def test_demo_lineage_is_a_tree(tmp_path: Path) -> None:
     out = shell(f"{BIN}/lmg demo", tmp_path, FRESH_SHELL)
     tree = lineage(out, "Lineage of the last response")
-    assert len(tree) == 7, tree
+    assert len(tree) == 8, tree
+    assert "prompt 'Answer as a senior" in parent(tree, "PART_OF -> session")
     assert "INHERITS -> template 'expert-answer'" not in "".join(tree)
     assert "template 'expert-answer'" in parent(tree, "INHERITS -> template 'answer'")
     assert "prompt 'Answer as a helpful" in parent(tree, "HANDLED_BY -> agent triage")

@@ -1267,7 +1267,7 @@ def test_async_open_errors(tmp_path: Path) -> None:
     async def scenario() -> None:
         with pytest.raises(eventlog.EventLogError, match="not a directory"):
             await eventlog.open_async(a_file)
-        with pytest.raises(eventlog.EventLogError, match="not an event log store"):
+        with pytest.raises(eventlog.EventLogError, match="no store at"):
             await eventlog.open_async(tmp_path / "missing", readonly=True)
         with pytest.raises(InvalidEvent, match="segment_bytes"):
             await eventlog.open_async(tmp_path / "x", segment_bytes=100)
@@ -1296,8 +1296,11 @@ def test_open_path_of_wrong_type() -> None:
 
 
 def test_readonly_open_of_a_non_store(tmp_path: Path) -> None:
-    with pytest.raises(eventlog.EventLogError, match="not an event log store"):
+    with pytest.raises(eventlog.EventLogError, match="no store at"):
         eventlog.open(tmp_path / "missing", readonly=True)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(eventlog.EventLogError, match="not an event log store"):
+        eventlog.open(tmp_path / "empty", readonly=True)
     assert not (tmp_path / "missing").exists()  # nothing created
     (tmp_path / "empty").mkdir()
     with pytest.raises(eventlog.EventLogError, match="not an event log store"):
