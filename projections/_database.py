@@ -164,12 +164,24 @@ class Gate:
                 return
             except BlockingIOError:
                 if time.monotonic() >= deadline:
-                    holder = _holder(self.path)
-                    raise DatabaseBusy(
-                        f"waited {timeout:g} s for {self.path.with_suffix('')} held by {holder}"
-                    ) from None
+                    raise DatabaseBusy(self._busy(mode == fcntl.LOCK_EX, timeout)) from None
                 time.sleep(delay)
                 delay = min(delay * 2, 0.02)
+
+    def _busy(self, exclusive: bool, timeout: float | None) -> str:
+        """What a caller who waited `timeout` for the gate in vain is told, and what to do."""
+        db = self.path.with_suffix("")
+        if exclusive:  # a folder, kept out by readers
+            return (
+                f"waited {timeout:g} s for readers of {db} in other processes to finish: end "
+                "them (a long `projections.connect` block or `lmg sql` query), or wait longer "
+                "(wait_s)"
+            )
+        return (
+            f"waited {timeout:g} s for {db}, held by {_holder(self.path)}: it lets readers in "
+            "between folds and when idle, so it was busy reading or folding all along; try "
+            "again, or wait longer (wait_s, `lmg sql --wait`)"
+        )
 
     def release(self) -> None:
         fcntl.flock(self._fd, fcntl.LOCK_UN)
@@ -243,8 +255,9 @@ def open_database(
             if "lock" not in str(exc).lower():
                 raise ProjectionError(f"cannot open {db}: {exc}") from exc
             if deadline is not None and time.monotonic() >= deadline:
+                said = str(exc).splitlines()[0]
                 raise DatabaseBusy(
-                    f"{db} stayed locked by another process{waiting}: {exc}"
+                    f"{db} stayed locked by another process for {timeout:g} s{waiting}: {said}"
                 ) from None
             time.sleep(delay)
             delay = min(delay * 2, 0.1)
