@@ -261,6 +261,7 @@ def open_database(
                 ) from None
             time.sleep(delay)
             delay = min(delay * 2, 0.1)
+            continue
         except duckdb.Error as exc:
             raise ProjectionError(f"cannot open {db}: {exc}") from exc
         if created:
