@@ -14,10 +14,13 @@ it does. Three rules make a folder and many readers share one file:
    waiting folder priority over readers who arrive after it, so readers cannot starve it.
    A waiting reader holds ``<db>.waiting`` shared, so the folder knows to let go soon.
    `lmg project` opens the file only to fold, and ends a hold after `hold_s` when someone
-   waits, so readers slip in between; an embedded `MemoryGraph` keeps it open (its reads
-   need a live connection), so other processes wait for it to close.
-3. Anything that ignores the gate (the ``duckdb`` CLI) is met by DuckDB's own lock: the folder
-   retries until it is released (its progress shows the time it waited).
+   waits, so readers slip in between. An embedded `MemoryGraph` opens it only to read (fold,
+   then read), and ends a hold after the read during which someone came to wait, or when
+   idle: it looks for waiting readers every 50 ms, and lets go after `idle_s` without a read.
+3. Anything that ignores the gate (the ``duckdb`` CLI, a plain read-only DuckDB connection)
+   is met by DuckDB's own lock: the folder retries until it is released (the projector's
+   progress shows the time it waited; an embedded graph's read gives up after `wait_s` with
+   `DatabaseBusy`, saying to close that connection or read through the gate).
 
 None of these files is opened through a symbolic link, nor is the database (`open_database`
 checks it and its ``.wal`` before DuckDB opens them); each is created with the modes of the
