@@ -14,10 +14,13 @@ it does. Three rules make a folder and many readers share one file:
    waiting folder priority over readers who arrive after it, so readers cannot starve it.
    A waiting reader holds ``<db>.waiting`` shared, so the folder knows to let go soon.
    `lmg project` opens the file only to fold, and ends a hold after `hold_s` when someone
-   waits, so readers slip in between; an embedded `MemoryGraph` keeps it open (its reads
-   need a live connection), so other processes wait for it to close.
-3. Anything that ignores the gate (the ``duckdb`` CLI) is met by DuckDB's own lock: the folder
-   retries until it is released (its progress shows the time it waited).
+   waits, so readers slip in between. An embedded `MemoryGraph` opens it only to read (fold,
+   then read), and ends a hold after the read during which someone came to wait, or when
+   idle: it looks for waiting readers every 50 ms, and lets go after `idle_s` without a read.
+3. Anything that ignores the gate (the ``duckdb`` CLI, a plain read-only DuckDB connection)
+   is met by DuckDB's own lock: the folder retries until it is released (the projector's
+   progress shows the time it waited; an embedded graph's read gives up after `wait_s` with
+   `DatabaseBusy`, saying to close that connection or read through the gate).
 
 None of these files is opened through a symbolic link, nor is the database (`open_database`
 checks it and its ``.wal`` before DuckDB opens them); each is created with the modes of the
@@ -164,12 +167,24 @@ class Gate:
                 return
             except BlockingIOError:
                 if time.monotonic() >= deadline:
-                    holder = _holder(self.path)
-                    raise DatabaseBusy(
-                        f"waited {timeout:g} s for {self.path.with_suffix('')} held by {holder}"
-                    ) from None
+                    raise DatabaseBusy(self._busy(mode == fcntl.LOCK_EX, timeout)) from None
                 time.sleep(delay)
                 delay = min(delay * 2, 0.02)
+
+    def _busy(self, exclusive: bool, timeout: float | None) -> str:
+        """What a caller who waited `timeout` for the gate in vain is told, and what to do."""
+        db = self.path.with_suffix("")
+        if exclusive:  # a folder, kept out by readers
+            return (
+                f"waited {timeout:g} s for readers of {db} in other processes to finish: end "
+                "them (a long `projections.connect` block or `lmg sql` query), or wait longer "
+                "(wait_s)"
+            )
+        return (
+            f"waited {timeout:g} s for {db}, held by {_holder(self.path)}: it lets readers in "
+            "between folds and when idle, so it was busy reading or folding all along; try "
+            "again, or wait longer (wait_s, `lmg sql --wait`)"
+        )
 
     def release(self) -> None:
         fcntl.flock(self._fd, fcntl.LOCK_UN)
@@ -243,11 +258,13 @@ def open_database(
             if "lock" not in str(exc).lower():
                 raise ProjectionError(f"cannot open {db}: {exc}") from exc
             if deadline is not None and time.monotonic() >= deadline:
+                said = str(exc).splitlines()[0]
                 raise DatabaseBusy(
-                    f"{db} stayed locked by another process{waiting}: {exc}"
+                    f"{db} stayed locked by another process for {timeout:g} s{waiting}: {said}"
                 ) from None
             time.sleep(delay)
             delay = min(delay * 2, 0.1)
+            continue
         except duckdb.Error as exc:
             raise ProjectionError(f"cannot open {db}: {exc}") from exc
         if created:

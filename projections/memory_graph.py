@@ -1,10 +1,11 @@
 """`MemoryGraph`: the event log's append API plus live, typed reads of its projections.
 
-Embedded use: the graph folds into its database in-process and holds that database for its
-lifetime (one folder per database, see `_database`). Every read first folds whatever the log
-holds beyond the checkpoint, so a read sees every write made before it, by this process or
-any other. `AsyncMemoryGraph` is the asyncio twin: appends as in `AsyncEventLog`, reads in a
-worker thread.
+Embedded use: the graph folds into its database in-process. It is the database's one folder
+for its lifetime (see `_database`), but opens the file only to read, and lets go of it when a
+reader in another process waits or when it is idle, so `lmg sql` and `projections.connect` take
+turns with it. Every read first folds whatever the log holds beyond the checkpoint, so a read
+sees every write made before it, by this process or any other. `AsyncMemoryGraph` is the
+asyncio twin: appends as in `AsyncEventLog`, reads in a worker thread.
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ import asyncio
 import contextlib
 import os
 import threading
+import time
+import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any, Concatenate, ParamSpec, Self, TypeVar
@@ -30,7 +33,7 @@ from ._history import folded_history, forget_history, history_differs
 from ._reads import TABLE_OF_TYPE, GraphReader, Hop, Impact
 from ._sandbox import SANDBOX
 from ._schema import checkpoint, ensure_schema
-from .errors import ProjectionError
+from .errors import DatabaseBusy, ProjectionError
 from .graph_view import GraphReads, fetch, incoming, outgoing
 from .query import Query
 
@@ -45,6 +48,21 @@ MEMORY_LIMIT = "256MB"
 the log accepts (64 MiB of text) takes about three times its size."""
 
 
+IDLE_S = 0.5
+"""How long an embedded graph keeps the database open after its last read when nobody waits
+for it: reads closer together than this never reopen it (a reopen costs tens of milliseconds),
+and a reader that ignores the gate (the ``duckdb`` CLI) gets in this long after the last."""
+
+WATCH_S = 0.05
+"""How often a graph holding the database looks for readers waiting at the gate."""
+
+_FOREIGN = (
+    " (a DuckDB connection that bypasses the gate, such as the duckdb CLI or "
+    "duckdb.connect(read_only=True)? close it, or read through projections.connect or "
+    "lmg sql, which take turns with the graph)"
+)
+
+
 class GraphStats(Stats, kw_only=True):
     """The log's `Stats` plus the projections': checkpoint, lag, nodes and edges by type."""
 
@@ -56,78 +74,173 @@ class GraphStats(Stats, kw_only=True):
 
 
 class _Embedded:
-    """The database side of an embedded graph: lock, gate, connection, reader, caches."""
+    """The database side of an embedded graph: folder lock, gate, connection, reader, caches.
 
-    def __init__(self, log: LogReader, db: Path, wait_s: float, memory_limit: str) -> None:
+    The folder lock is held for life (one folder per database); the gate and the DuckDB file
+    only while the graph reads ("a hold"). A hold begins with the first read after an idle
+    spell and ends after the read during which a reader in another process came to wait, or
+    when a watcher thread sees the graph idle for `idle_s`, or sees a reader waiting. A
+    relation from `sql` keeps the hold until it is garbage (its cursor reads the file).
+    Thread-safe: reads, holds and let-gos are serialised on one lock."""
+
+    def __init__(
+        self, log: LogReader, db: Path, wait_s: float, memory_limit: str, idle_s: float = IDLE_S
+    ) -> None:
         self.log = log
         self.db = db
+        self.wait_s = wait_s
+        self.idle_s = idle_s
+        self._memory_limit = memory_limit
         self._mutex = threading.RLock()
+        self._changed = threading.Condition(self._mutex)  # a read ended, or the graph closed
         self.batch_events = BATCH_EVENTS
         self._lock: FolderLock | None = None
         self._gate: Gate | None = None
+        self.con: duckdb.DuckDBPyConnection | None = None
+        self._reader: GraphReader | None = None
+        self._relations: weakref.WeakSet[duckdb.DuckDBPyRelation] = weakref.WeakSet()
+        self._holds = 0  # holds begun: a watcher watches one
+        self._used = 0.0  # when the last read ended (monotonic)
+        self.checkpoint = -1
+        self._closed = False
         # The caller's SQL runs on this instance too (`sql`, `rows`): it is sandboxed from the
         # start, since the fold needs no files (it spills to DuckDB's own temporary files).
-        if str(db) == ":memory:":  # private to this handle: nobody to share with
+        if str(db) == ":memory:":  # private to this handle: nobody to share with, never let go
             self.con = duckdb.connect(config={"memory_limit": memory_limit, **SANDBOX})  # no WAL
             ensure_schema(self.con)
-        else:
-            self._lock = FolderLock(db, "an embedded MemoryGraph")
+            self._reader = GraphReader(self.con)
+            return
+        self._lock = FolderLock(db, "an embedded MemoryGraph")
+        try:
             self._gate = Gate(db)
-            try:
-                self._gate.acquire(exclusive=True, timeout=wait_s)
-                self.con = open_database(
-                    db,
-                    read_only=False,
-                    timeout=wait_s,
-                    memory_limit=memory_limit,
-                    sandbox=True,
-                )  # DuckDB's checkpoint threshold stays: data not yet checkpointed stays in memory
-                ensure_schema(self.con)
-                why = history_differs(log, *folded_history(self.con))
-                if why is not None:  # the log lost what was folded: never mix two histories
-                    forget_history(self.con, why)
-                    ensure_schema(self.con)
-            except BaseException:
-                self._gate.close()
-                self._lock.release()
-                raise
-        self.reader = GraphReader(self.con)
-        self.checkpoint = checkpoint(self.con)
-        self._closed = False
+        except BaseException:
+            self._lock.release()
+            raise
 
-    def refresh(self) -> None:
+    def _hold(self, wait_s: float) -> GraphReader:
+        """The reader on an open database: opened (gate exclusive, then the file read-write)
+        unless this graph holds it already."""
+        if self.con is not None and self._reader is not None:
+            return self._reader
+        assert self._gate is not None
+        self._gate.acquire(exclusive=True, timeout=wait_s)
+        try:
+            con = open_database(
+                self.db,
+                read_only=False,
+                timeout=wait_s,
+                waiting=_FOREIGN,
+                memory_limit=self._memory_limit,
+                sandbox=True,
+            )  # DuckDB's checkpoint threshold stays: data not yet checkpointed stays in memory
+            try:
+                folded = self._prepare(con)
+            except BaseException:
+                con.close()
+                raise
+        except BaseException:
+            self._gate.release()
+            raise
+        if self._reader is None:
+            self._reader = GraphReader(con)
+        else:
+            self._reader.con = con
+            if folded != self.checkpoint:  # not as this graph left it (deleted, rebuilt)
+                self._reader.clear()
+        self.con, self.checkpoint = con, folded
+        self._holds += 1
+        threading.Thread(
+            target=self._watch, args=(self._holds,), name="lmg-graph-idle", daemon=True
+        ).start()
+        return self._reader
+
+    def _prepare(self, con: duckdb.DuckDBPyConnection) -> int:
+        """Check the database as found (schema, history); returns its checkpoint.
+
+        Only this graph folds while it lives (it keeps the folder lock), so the database is
+        as it left it, unless a file was deleted or replaced meanwhile: then the caches go."""
+        ensure_schema(con)
+        why = history_differs(self.log, *folded_history(con))
+        if why is not None:  # the log lost what was folded: never mix two histories
+            forget_history(con, why)
+            ensure_schema(con)
+        return checkpoint(con)
+
+    def _let_go(self) -> None:
+        """End the hold (close the file, release the gate), unless a relation still reads."""
+        if self.con is None or self._gate is None or self._relations:
+            return
+        self.con.close()  # checkpoints the WAL into the file: readers see every fold
+        self.con = None
+        self._gate.release()
+
+    def _watch(self, hold: int) -> None:
+        """While hold number `hold` lasts: end it once a reader waits or after `idle_s`."""
+        assert self._gate is not None
+        with self._mutex:
+            while not self._closed and self.con is not None and self._holds == hold:
+                idle = time.monotonic() - self._used
+                if idle >= self.idle_s or self._gate.readers_waiting():
+                    self._let_go()
+                    if self.con is None:
+                        return
+                self._changed.wait(min(WATCH_S, max(self.idle_s - idle, 0.0) + 0.001))
+
+    def refresh(self, con: duckdb.DuckDBPyConnection) -> None:
         """Fold what the log holds beyond the checkpoint (read-your-writes)."""
         if self.log.next_lsn() - 1 > self.checkpoint:
             # A PoisonEvent propagates: a read cannot promise the writes before it, so it fails
             # (naming the event) until the database is rebuilt; what preceded it is folded.
             self.checkpoint = fold_available(
-                self.con, self.log, batch_events=self.batch_events, on_batch=self._forget
+                con, self.log, batch_events=self.batch_events, on_batch=self._forget
             )
 
     def _forget(self, batch: Batch, _last: object) -> None:
-        self.reader.forget(batch)
+        if self._reader is not None:
+            self._reader.forget(batch)
 
-    def run(self, fn: Callable[[GraphReader], R]) -> R:
+    def run(self, fn: Callable[[GraphReader], R], wait_s: float | None = None) -> R:
+        """Fold, then read with `fn`; waits up to `wait_s` (the graph's) for the database."""
         with self._mutex:
             if self._closed:
                 raise ProjectionError(f"the graph on {self.db} is closed")
             try:
-                self.refresh()
-                return fn(self.reader)
+                reader = self._hold(self.wait_s if wait_s is None else wait_s)
+                self.refresh(reader.con)
+                result = fn(reader)
+                if isinstance(result, duckdb.DuckDBPyRelation):
+                    self._relations.add(result)  # its cursor reads the file until it is garbage
+                return result
             except duckdb.Error as exc:
                 raise ProjectionError(f"DuckDB: {exc}") from exc
+            finally:
+                self._used = time.monotonic()
+                if self._gate is not None and self._gate.readers_waiting():
+                    self._let_go()  # someone waits: their turn now, ours again on the next read
+                self._changed.notify_all()
+
+    def open_fold(self) -> None:
+        """Fold the backlog at open if the database is free; if another process holds it,
+        the first read does (appends need no database)."""
+        with contextlib.suppress(DatabaseBusy):
+            self.run(lambda _reader: None, wait_s=0.0)
 
     def close(self) -> None:
         with self._mutex:
             if self._closed:
                 return
             self._closed = True
-            self.con.close()
+            self._relations.clear()  # their cursors close with the connection
+            if self.con is not None:
+                self.con.close()
+                self.con = None
+                if self._gate is not None:
+                    self._gate.release()
             if self._gate is not None:
-                self._gate.release()
                 self._gate.close()
             if self._lock is not None:
                 self._lock.release()
+            self._changed.notify_all()
 
     def stats(self, base: Stats) -> GraphStats:
         def count(reader: GraphReader) -> tuple[dict[str, int], dict[str, int]]:
@@ -197,18 +310,22 @@ class MemoryGraph(EventLog, GraphReads):
         database: str | os.PathLike[str] | None = None,
         wait_s: float = 10.0,
         memory_limit: str = MEMORY_LIMIT,
+        idle_s: float = IDLE_S,
         **overrides: Any,
     ) -> Self:
         """Open the store at `path` (creating it) and its projections (``projections.duckdb``
         in the store unless `database` names another file, or ``":memory:"``), folding any
-        backlog. Waits up to `wait_s` for readers of the database in other processes.
-        `memory_limit` bounds DuckDB's memory (it spills to disk beyond it); raise it for
-        heavy analytical SQL through `sql`."""
+        backlog if no other process reads the database (else the first read folds it).
+
+        The graph opens the database file only to read, and lets go of it once a reader in
+        another process waits, or after `idle_s` without a read. A read waits up to `wait_s`
+        for readers in other processes (`DatabaseBusy` after). `memory_limit` bounds DuckDB's
+        memory (it spills to disk beyond it); raise it for heavy analytical SQL through `sql`."""
         graph = super().open(path, options, **overrides)
         try:
             db = Path(":memory:") if str(database) == ":memory:" else database_path(path, database)
-            graph._embedded = _Embedded(graph, db, wait_s, memory_limit)
-            graph._embedded.run(lambda _reader: None)
+            graph._embedded = _Embedded(graph, db, wait_s, memory_limit, idle_s)
+            graph._embedded.open_fold()
         except BaseException:
             EventLog.close(graph)
             raise
@@ -264,6 +381,7 @@ class AsyncMemoryGraph(AsyncEventLog):
         database: str | os.PathLike[str] | None = None,
         wait_s: float = 10.0,
         memory_limit: str = MEMORY_LIMIT,
+        idle_s: float = IDLE_S,
         **overrides: Any,
     ) -> Self:
         """`MemoryGraph.open` for asyncio; opening and the backlog fold run in a thread."""
@@ -271,8 +389,10 @@ class AsyncMemoryGraph(AsyncEventLog):
         try:
             db = Path(":memory:") if str(database) == ":memory:" else database_path(path, database)
             reads = graph.blocking()  # folds run in worker threads: the blocking reads
-            graph._embedded = await asyncio.to_thread(_Embedded, reads, db, wait_s, memory_limit)
-            await asyncio.to_thread(graph._embedded.run, lambda _reader: None)
+            graph._embedded = await asyncio.to_thread(
+                _Embedded, reads, db, wait_s, memory_limit, idle_s
+            )
+            await asyncio.to_thread(graph._embedded.open_fold)
         except BaseException:
             await AsyncEventLog.close(graph)
             raise

@@ -342,8 +342,8 @@ def connect(
     than the database, load an extension, or change a setting.
 
     Holds the gate (shared) until the block ends: keep the block short, since the projector
-    cannot commit meanwhile. Raises `DatabaseBusy` after `wait_s` if an embedded MemoryGraph
-    holds the database."""
+    cannot commit meanwhile. Raises `DatabaseBusy` after `wait_s` if the folder does not let
+    go (an embedded MemoryGraph lets go after the read in hand)."""
     db = database_path(store, database)
     if not db.exists():
         raise ProjectionError(f"{db} does not exist yet: build it with `lmg project {store}`")
