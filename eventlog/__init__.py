@@ -9,6 +9,7 @@ with eventlog.open("./data") as log:
 
 from ._commands import AppendOptions
 from ._copy import Origin, copy_prefix, origin
+from ._export import Imported, export_events, import_events, read_export
 from ._reader import Cursor, Record
 from ._store import Appended
 from .errors import (
@@ -57,6 +58,7 @@ __all__ = [
     "EventLog",
     "EventLogError",
     "IdempotencyKeyReused",
+    "Imported",
     "InvalidEvent",
     "LogClosed",
     "LogFailed",
@@ -76,8 +78,11 @@ __all__ = [
     "VariableSpec",
     "WrongNodeKind",
     "copy_prefix",
+    "export_events",
+    "import_events",
     "open",
     "open_async",
     "origin",
+    "read_export",
     "verify",
 ]

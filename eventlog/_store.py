@@ -108,6 +108,7 @@ class PendingRequest:
     expect_store_lsn: int | None = None
     expect_session_lsn: int | None = None
     size: int = 0  # encoded bytes, checked against max_request_bytes
+    keep_ts: bool = False  # an import into a new store: each event keeps its own ts
 
 
 @dataclass
@@ -575,13 +576,14 @@ class Store:
     ) -> list[Appended | EventLogError]:
         entries = self._ensure_entries(active)
         resolver = Resolver(self._lookup, self.event_at)
-        now = max(time.time_ns(), active.last_ts)
+        clock, last_ts = time.time_ns(), active.last_ts
         next_lsn = active.next_lsn
         results: list[Appended | EventLogError] = []
         accepted: list[Request] = []
         for request in requests:
             try:
-                result = self._resolve_request(resolver, request, next_lsn, now)
+                now = max(clock, last_ts)
+                result = self._resolve_request(resolver, request, next_lsn, now, last_ts)
             except EventLogError as exc:
                 resolver.abort_request()
                 results.append(exc)
@@ -591,10 +593,11 @@ class Store:
             if not result.duplicate:
                 accepted.append(Request(cast(list[ev.Event], result.events), request.key))
                 next_lsn += len(result.events)
+                last_ts = max(last_ts, result.events[-1].ts)
         if not accepted:
             return results
         try:
-            self._write_frame(active, accepted, next_lsn, now)
+            self._write_frame(active, accepted, next_lsn)
         except EventLogError as exc:
             # Everything from this group failed, retries of its own requests included.
             unwritten = active.next_lsn
@@ -606,7 +609,7 @@ class Store:
         return results
 
     def _resolve_request(
-        self, resolver: Resolver, request: PendingRequest, first_lsn: int, now: int
+        self, resolver: Resolver, request: PendingRequest, first_lsn: int, now: int, last_ts: int
     ) -> Appended:
         if request.size > self.options.max_request_bytes:
             raise InvalidEvent(
@@ -630,8 +633,11 @@ class Store:
             raise AppendConflict("the store", request.expect_store_lsn, first_lsn - 1)
         if request.key is not None:
             resolver.put(key_digest(request.key), Entry(KIND_KEY, 0, first_lsn, digest))
+        if request.keep_ts:
+            _check_kept_times(request.events, last_ts)
         for i, event in enumerate(request.events):
-            event.ts = now
+            if not request.keep_ts:
+                event.ts = now
             resolver.resolve(event, first_lsn + i)
         if request.expect_session_lsn is not None:
             self._check_session(resolver, request)
@@ -648,17 +654,16 @@ class Store:
         if actual != request.expect_session_lsn:
             raise AppendConflict(f"session {session}", request.expect_session_lsn, actual)
 
-    def _write_frame(
-        self, active: _Active, accepted: list[Request], next_lsn: int, now: int
-    ) -> None:
+    def _write_frame(self, active: _Active, accepted: list[Request], next_lsn: int) -> None:
         count = next_lsn - active.next_lsn
         body = encode_body(accepted)
+        times = [e.ts for r in accepted for e in r.events]
         frame = encode_frame(
             body,
             first_lsn=active.next_lsn,
             count=count,
-            min_ts=now,
-            max_ts=now,
+            min_ts=min(times),
+            max_ts=max(times),
             level=self.options.compression_level,
         )
         offset = active.end
@@ -761,6 +766,17 @@ class Store:
             return active.summary
         finally:
             os.close(fd)
+
+
+def _check_kept_times(events: Sequence[ev.EventBase], last_ts: int) -> None:
+    """Given times must keep invariant 4: never before the log's last (`last_ts`)."""
+    for event in events:
+        if event.ts < last_ts:
+            raise InvalidEvent(
+                f"an imported event's ts {event.ts} is before the log's last ({last_ts}): "
+                "imported events must come in log order"
+            )
+        last_ts = event.ts
 
 
 def _count_types(counts: dict[str, int], batches: Iterable[list[ev.Event]]) -> None:

@@ -21,9 +21,9 @@ import msgspec
 
 from . import events as ev
 from ._demo import record_demo, summarise
+from ._export import record_json
 from ._ids import new_id
 from ._limits import MAX_DEPTH
-from ._reader import Record
 from .errors import EventLogError, InvalidEvent
 from .log import EventLog
 from .log import open as open_log
@@ -66,12 +66,6 @@ def _position(value: str | None) -> tuple[int | None, str | None]:
     if value is None:
         return None, None
     return (int(value), None) if re.fullmatch(r"[0-9]+", value) else (None, value)
-
-
-def record_json(record: Record) -> bytes:
-    """One JSON line: the LSN, then the event's own fields (the same shape `append` reads)."""
-    body = _JSON.encode(record.event)
-    return b'{"lsn":' + str(record.lsn).encode() + b"," + body[1:]
 
 
 @click.command()
