@@ -9,6 +9,7 @@ with MemoryGraph.open("./data") as g:
 """
 
 from ._database import DATABASE_FILE
+from ._export import SESSION_FORMAT, export_parquet, export_sessions, session_document
 from ._fold import Batch, implicit_edge_id
 from ._folder import BATCH_EVENTS, fold_available, fold_records
 from ._history import HistoryChanged
@@ -44,6 +45,7 @@ __all__ = [
     "BATCH_EVENTS",
     "DATABASE_FILE",
     "SCHEMA_VERSION",
+    "SESSION_FORMAT",
     "TABLE_KEYS",
     "TABLE_NAMES",
     "Agent",
@@ -83,8 +85,11 @@ __all__ = [
     "checkpoint",
     "connect",
     "ensure_schema",
+    "export_parquet",
+    "export_sessions",
     "fold_available",
     "fold_records",
     "implicit_edge_id",
     "rebuild",
+    "session_document",
 ]

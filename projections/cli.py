@@ -19,6 +19,7 @@ from eventlog._demo import record_demo, summarise
 from eventlog.cli import cli_errors, default_store, store_argument
 
 from ._demo import show_projections
+from ._lifecycle_cli import commands as lifecycle_commands
 from .errors import ProjectionError, ProjectorBusy
 from .memory_graph import MemoryGraph
 from .projector import DEFAULT_SNAPSHOTS, Progress, Projector, connect
@@ -294,4 +295,4 @@ def demo(store: str | None) -> None:
     )
 
 
-commands: list[click.Command] = [demo, project, sql]
+commands: list[click.Command] = [demo, project, sql, *lifecycle_commands]

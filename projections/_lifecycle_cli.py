@@ -1,0 +1,120 @@
+"""The data lifecycle commands of the `lmg` CLI: export and import (docs/lifecycle.md).
+
+They live with the projections because an export may be of the tables (Parquet, the session
+document); the events themselves come from `eventlog`, which knows nothing of tables.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import BinaryIO
+
+import click
+
+import eventlog
+from eventlog.cli import cli_errors, default_store, store_argument
+
+from ._export import export_parquet, export_sessions
+from .errors import ProjectionError
+
+__all__ = ["commands"]
+
+
+@contextlib.contextmanager
+def _output(path: str | None) -> Iterator[BinaryIO]:
+    """stdout, or a new private file (never over an existing one: nothing is overwritten)."""
+    if path is None or path == "-":
+        yield sys.stdout.buffer
+        sys.stdout.buffer.flush()
+        return
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+    with os.fdopen(fd, "wb") as out:
+        yield out
+
+
+@click.command(name="export")
+@store_argument
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["events", "parquet", "session"]),
+    default="events",
+    show_default=True,
+    help="JSON lines of events, Parquet tables (a directory), or session JSON documents.",
+)
+@click.option("--session", "sessions", multiple=True, metavar="ID", help="Only this session.")
+@click.option("--from", "start", metavar="TIME", help="Only events recorded at/after TIME.")
+@click.option("--to", "stop", metavar="TIME", help="Only events recorded before TIME.")
+@click.option(
+    "--output", "-o", metavar="PATH", help="A new file (a directory for parquet); default stdout."
+)
+@cli_errors
+def export(
+    store: str | None,
+    *,
+    fmt: str,
+    sessions: tuple[str, ...],
+    start: str | None,
+    stop: str | None,
+    output: str | None,
+) -> None:
+    """Export a store's events (JSON lines, the shape of `lmg tail`, with LSNs), its tables
+    (Parquet, one directory per table, by day), or sessions as seed 000's session document.
+
+    With --session (repeatable), an events export carries what those sessions refer to
+    (agents, templates, sessions their forks and edges reach), so it imports on its own.
+
+    Example: lmg export ./my-store --session 0192... -o session.jsonl
+    """
+    path = store or default_store()
+    chosen = list(sessions) or None
+    try:
+        if fmt == "parquet":
+            if output is None:
+                raise click.UsageError("--format parquet needs --output DIR")
+            counts = export_parquet(path, output, sessions=chosen, start_time=start, stop_time=stop)
+            click.echo(f"{sum(counts.values())} rows in {len(counts)} tables under {output}")
+            return
+        if fmt == "session":
+            if not sessions:
+                raise click.UsageError("--format session needs --session ID")
+            with _output(output) as out:
+                export_sessions(path, out, sessions)
+            return
+        with _output(output) as out:
+            count = eventlog.export_events(
+                path, out, sessions=chosen, start_time=start, stop_time=stop
+            )
+        if output is not None:
+            click.echo(f"{count} events written to {output}")
+    except ProjectionError as exc:
+        raise click.ClickException(f"{type(exc).__name__}: {exc}") from None
+    except FileExistsError:
+        raise click.ClickException(f"{output} already exists: not overwritten") from None
+
+
+@click.command(name="import")
+@click.argument("store", type=click.Path(file_okay=False))
+@click.argument("file", type=click.Path(dir_okay=False, allow_dash=True))
+@cli_errors
+def import_command(store: str, file: str) -> None:
+    """Import an events export (JSON lines, as `lmg export` writes) into STORE.
+
+    Into a new store (missing or empty directory), events keep their ids, ts and
+    occurred_at. Into an existing store, they are appended as new events: ids are kept and
+    checked (a duplicate id is an error), occurred_at keeps the original time.
+
+    Example: lmg import ./new-store session.jsonl
+    """
+    with contextlib.ExitStack() as stack:
+        source = sys.stdin.buffer if file == "-" else stack.enter_context(Path(file).open("rb"))
+        result = eventlog.import_events(store, source)
+    how = "ids and times kept" if result.new_store else "appended as new events"
+    click.echo(f"{result.events} events imported into {store} ({how})")
+
+
+commands: list[click.Command] = [export, import_command]
