@@ -7,6 +7,7 @@ with eventlog.open("./data") as log:
     log.add_response(p, "A systems language.", eventlog.TokenUsage(5, 30))
 """
 
+from ._backup import BackupInfo, BackupRun, backup, backup_info, restore
 from ._commands import AppendOptions
 from ._copy import Origin, copy_prefix, origin
 from ._export import Imported, export_events, import_events, read_export
@@ -47,6 +48,8 @@ __all__ = [
     "AppendOptions",
     "Appended",
     "AsyncEventLog",
+    "BackupInfo",
+    "BackupRun",
     "BrokenReference",
     "CorruptionError",
     "Cursor",
@@ -77,6 +80,8 @@ __all__ = [
     "UnknownNode",
     "VariableSpec",
     "WrongNodeKind",
+    "backup",
+    "backup_info",
     "copy_prefix",
     "export_events",
     "import_events",
@@ -84,5 +89,6 @@ __all__ = [
     "open_async",
     "origin",
     "read_export",
+    "restore",
     "verify",
 ]

@@ -100,10 +100,11 @@ def check_new_store(dest: Path) -> None:
 
 
 @contextlib.contextmanager
-def building_store(dest: Path, purpose: str) -> Iterator[Path]:
+def building_store(dest: Path, purpose: str, *, replace: bool = False) -> Iterator[Path]:
     """A directory beside `dest` to build a new store in; on leaving without an error it is
     opened once (recovery, a LOCK file), fsynced and renamed to `dest`, so a crash leaves
-    either nothing or the whole store. Leftovers of killed builders are removed first."""
+    either nothing or the whole store. Leftovers of killed builders are removed first. With
+    `replace`, a store at `dest` is moved aside just before the rename and deleted after."""
     _remove_abandoned(dest, purpose)
     building = dest.with_name(f".{dest.name}.{purpose}-{os.getpid()}")
     shutil.rmtree(building, ignore_errors=True)
@@ -112,10 +113,14 @@ def building_store(dest: Path, purpose: str) -> Iterator[Path]:
         yield building
         EventLog.open(building).close()  # recovery and a LOCK file, before it appears
         sync_tree(building)
+        old = dest.with_name(f".{dest.name}.replaced-{os.getpid()}")
+        if replace and dest.exists():
+            os.rename(dest, old)
         with contextlib.suppress(FileNotFoundError):
             dest.rmdir()
         os.rename(building, dest)
         fsync_dir(dest.parent)
+        shutil.rmtree(old, ignore_errors=True)
     except BaseException:
         shutil.rmtree(building, ignore_errors=True)
         raise

@@ -90,10 +90,10 @@ _SUMMARY_ENCODER = msgspec.msgpack.Encoder()
 _SUMMARY_DECODER = msgspec.msgpack.Decoder(SegmentSummary)
 
 
-def write_atomically(path: Path, data: bytes) -> None:
+def write_atomically(path: Path, data: bytes, *, mode: int = 0o644) -> None:
     """Write a file whole or not at all: temp file, fsync, rename, fsync the directory."""
     tmp = path.with_name(f"{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")  # no sharing
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
     try:
         _write_all(fd, data)
         os.fsync(fd)

@@ -8,6 +8,7 @@ with MemoryGraph.open("./data") as g:
     g.sql("SELECT * FROM agent_stats").fetchall()
 """
 
+from ._backup import backup, restore
 from ._database import DATABASE_FILE
 from ._export import SESSION_FORMAT, export_parquet, export_sessions, session_document
 from ._fold import Batch, implicit_edge_id
@@ -82,6 +83,7 @@ __all__ = [
     "Template",
     "ToolInvocation",
     "Turn",
+    "backup",
     "checkpoint",
     "connect",
     "ensure_schema",
@@ -91,5 +93,6 @@ __all__ = [
     "fold_records",
     "implicit_edge_id",
     "rebuild",
+    "restore",
     "session_document",
 ]

@@ -18,6 +18,7 @@ import click
 import eventlog
 from eventlog.cli import cli_errors, default_store, store_argument
 
+from ._backup import backup, restore
 from ._export import export_parquet, export_sessions
 from .errors import ProjectionError
 
@@ -117,4 +118,47 @@ def import_command(store: str, file: str) -> None:
     click.echo(f"{result.events} events imported into {store} ({how})")
 
 
-commands: list[click.Command] = [export, import_command]
+@click.command(name="backup")
+@click.argument("store", type=click.Path(file_okay=False))
+@click.argument("dest", type=click.Path(file_okay=False))
+@click.option("--link", is_flag=True, help="Hard-link sealed segments (same file system).")
+@cli_errors
+def backup_command(store: str, dest: str, *, link: bool) -> None:
+    """Back up STORE into DEST while writers and a projector run: the log up to a frame
+    boundary, verified, and the newest snapshot of the projections. Incremental when DEST
+    holds an older backup of STORE: only new segments (and the last one) are copied.
+
+    Example: lmg backup ./my-store /backups/my-store
+    """
+    run, snapshot = backup(store, dest, link=link)
+    info = run.info
+    click.echo(
+        f"backup of LSN 0..{info.last_lsn} in {dest}: {run.copied} segment(s) copied "
+        f"({run.copied_bytes} bytes), {run.reused} kept from the older backup; verified"
+    )
+    if snapshot is None:
+        click.echo("no snapshot: a restore folds the projections from the whole log")
+    else:
+        click.echo(f"projections: the snapshot at LSN {snapshot.lsn}")
+
+
+@click.command(name="restore")
+@click.argument("dest", type=click.Path(file_okay=False))
+@click.argument("store", type=click.Path(file_okay=False))
+@click.option("--force", is_flag=True, help="Replace STORE if it is not empty.")
+@cli_errors
+def restore_command(dest: str, store: str, *, force: bool) -> None:
+    """Create STORE from the backup in DEST: the log as backed up (verified), and the
+    projections from the backup's snapshot. Refuses a non-empty STORE unless --force.
+
+    Example: lmg restore /backups/my-store ./my-store
+    """
+    try:
+        info, snapshot = restore(dest, store, force=force)
+    except ProjectionError as exc:
+        raise click.ClickException(f"{type(exc).__name__}: {exc}") from None
+    where = "none: `lmg project` folds the log" if snapshot is None else f"LSN {snapshot.lsn}"
+    click.echo(f"restored LSN 0..{info.last_lsn} into {store}; projections snapshot: {where}")
+
+
+commands: list[click.Command] = [export, import_command, backup_command, restore_command]
