@@ -7,6 +7,7 @@ directory then either restores whole or is refused as interrupted, never restore
 
 from __future__ import annotations
 
+import functools
 import os
 import random
 import subprocess
@@ -36,6 +37,10 @@ def _fill(store: Path, prompts: int, size: int = 200, seed: int = 0) -> None:
         session = log.create_session()
         for _ in range(prompts):
             log.add_prompt(session.id, rng.randbytes(size // 2).hex())
+
+
+def _under_way(child: Child, dest: Path) -> bool:
+    return (dest / "BACKUP.partial").exists() or child.proc.poll() is not None
 
 
 def _assert_restores_identically(backup: Path, source: Path, target: Path) -> None:
@@ -188,10 +193,7 @@ def test_kill_9_of_backup_leaves_a_whole_backup_or_a_refused_one(
     outcomes = set()
     for attempt in range(4):
         child = Child([str(LMG), "backup", str(store), str(tmp_path / "bk")], tmp_path, "bk")
-        child.wait_for(
-            lambda: (tmp_path / "bk" / "BACKUP.partial").exists() or child.proc.poll() is not None,
-            "a backup under way",
-        )
+        child.wait_for(functools.partial(_under_way, child, tmp_path / "bk"), "a backup under way")
         time.sleep(rng.uniform(0, 0.2))
         child.kill()
         target = tmp_path / f"restored{attempt}"
