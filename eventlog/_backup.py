@@ -12,8 +12,10 @@ moment, up to a frame boundary:
    runs, ``BACKUP.partial`` marks the directory; a directory without ``BACKUP.json`` is not a
    backup, so a backup killed midway is detected, never restored from.
 4. Incremental: when the directory holds an older backup of the same store, the sealed segments
-   it already has (same name, size and tail checksum) are kept; the rest, and the segment that
-   was last then (it has grown, or been sealed since), are copied again.
+   it already has (same name, size, tail checksum and source file) are kept; the rest, and the
+   segment that was last then (it has grown, or been sealed since), are copied again. A
+   sealed segment rewritten in the source by replacing its file (as a future erasure would)
+   is a new file, so it is copied again.
 
 Restoring builds the store beside its target and renames it into place (see `_copy`), so the
 target is never half restored.
@@ -46,10 +48,13 @@ _COPY = 1 << 20
 
 
 class Segment(msgspec.Struct, frozen=True):
-    """A segment file of a backup: its size and the CRC32C of its last 4 KiB."""
+    """A segment file of a backup: its size, the CRC32C of its last 4 KiB, and which file of
+    the source it was copied from (inode and modification time: a segment rewritten in the
+    source, by replacing the file, is copied again even if its size and tail are the same)."""
 
     size: int
     tail_crc: int
+    source_file: tuple[int, int] = (0, 0)
 
 
 class BackupInfo(msgspec.Struct, frozen=True, kw_only=True):
@@ -154,7 +159,8 @@ def _copy_segments(
         target = root / name
         sealed = i < len(names) - 1
         known = reusable.get(name)
-        here = Segment(sizes[name], _tail_crc(source, sizes[name]))
+        stat = source.stat()
+        here = Segment(sizes[name], _tail_crc(source, sizes[name]), (stat.st_ino, stat.st_mtime_ns))
         if known == here and _matches(target, here):
             kept[name] = known
         elif sealed and link:
@@ -180,6 +186,7 @@ def _copy_segments(
 
 
 def _matches(path: Path, known: Segment) -> bool:
+    """Does the backup's file at `path` hold what the manifest says (size, tail)?"""
     try:
         return path.stat().st_size == known.size and _tail_crc(path, known.size) == known.tail_crc
     except FileNotFoundError:

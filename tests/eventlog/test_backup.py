@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import os
 import random
+import shutil
 import subprocess
 import sys
 import time
@@ -68,6 +69,27 @@ def test_incremental_backup_copies_only_new_segments(store: Path, tmp_path: Path
     old_segments = len(first.info.segments)
     assert second.reused == old_segments - 1  # all sealed ones; the then-last is recopied
     assert second.copied == len(second.info.segments) - second.reused
+    _assert_restores_identically(tmp_path / "bk", store, tmp_path / "restored")
+
+
+def test_incremental_backup_recopies_a_segment_replaced_in_the_source(
+    store: Path, tmp_path: Path
+) -> None:
+    """As a rewrite of a sealed segment would (same name, maybe the same size and tail)."""
+    _fill(store, 300)
+    eventlog.backup(store, tmp_path / "bk")
+    first = min(store.glob("*.seg"))
+    shutil.copyfile(first, tmp_path / "rewritten")
+    os.replace(tmp_path / "rewritten", first)
+    run = eventlog.backup(store, tmp_path / "bk")
+    assert run.copied == 2  # the replaced one and the last one
+    _assert_restores_identically(tmp_path / "bk", store, tmp_path / "restored")
+
+
+def test_backup_of_an_empty_store(store: Path, tmp_path: Path) -> None:
+    eventlog.open(store).close()
+    run = eventlog.backup(store, tmp_path / "bk")
+    assert run.info.last_lsn == -1
     _assert_restores_identically(tmp_path / "bk", store, tmp_path / "restored")
 
 
