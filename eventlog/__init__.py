@@ -12,6 +12,7 @@ from ._commands import AppendOptions
 from ._copy import Origin, copy_prefix, origin
 from ._export import Imported, export_events, import_events, read_export
 from ._reader import Cursor, Record
+from ._retention import Due, RetentionPolicy, due, retention, set_retention
 from ._store import Appended
 from .errors import (
     AppendConflict,
@@ -54,6 +55,7 @@ __all__ = [
     "CorruptionError",
     "Cursor",
     "DeletedNodeReference",
+    "Due",
     "Durability",
     "EdgeType",
     "Event",
@@ -72,6 +74,7 @@ __all__ = [
     "Problem",
     "PromptMetadata",
     "Record",
+    "RetentionPolicy",
     "Stats",
     "StorageFull",
     "StoreLocked",
@@ -83,6 +86,7 @@ __all__ = [
     "backup",
     "backup_info",
     "copy_prefix",
+    "due",
     "export_events",
     "import_events",
     "open",
@@ -90,5 +94,7 @@ __all__ = [
     "origin",
     "read_export",
     "restore",
+    "retention",
+    "set_retention",
     "verify",
 ]

@@ -10,7 +10,8 @@ Invariants the code keeps:
 3. A frame is the unit of atomicity: one group commit of whole requests. An append is
    acknowledged only after its frame is written and, in the default mode, fsynced; a new
    segment's directory entry is fsynced before anything in it is acknowledged.
-4. ``ts`` never decreases along the log: it is max(now, last ts) taken under the lock.
+4. ``ts`` never decreases along the log: it is max(now, last ts) taken under the lock, or,
+   for an import into a new store, the event's own, refused if before the last.
 5. A failed fsync stops the handle (`LogFailed`): it is never retried as if it had worked.
 6. Damage is never skipped: a torn tail of the last segment is truncated and reported; any
    other bad frame is a `CorruptionError` naming file, offset and LSN.
@@ -634,7 +635,7 @@ class Store:
         if request.key is not None:
             resolver.put(key_digest(request.key), Entry(KIND_KEY, 0, first_lsn, digest))
         if request.keep_ts:
-            _check_kept_times(request.events, last_ts)
+            _keep_times(request.events, last_ts, now)
         for i, event in enumerate(request.events):
             if not request.keep_ts:
                 event.ts = now
@@ -768,9 +769,12 @@ class Store:
             os.close(fd)
 
 
-def _check_kept_times(events: Sequence[ev.EventBase], last_ts: int) -> None:
-    """Given times must keep invariant 4: never before the log's last (`last_ts`)."""
+def _keep_times(events: Sequence[ev.EventBase], last_ts: int, now: int) -> None:
+    """Given times must keep invariant 4: never before the log's last (`last_ts`). An event
+    without one (0) gets `now`, as any append."""
     for event in events:
+        if not event.ts:
+            event.ts = now
         if event.ts < last_ts:
             raise InvalidEvent(
                 f"an imported event's ts {event.ts} is before the log's last ({last_ts}): "

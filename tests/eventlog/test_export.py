@@ -11,6 +11,8 @@ import io
 import json
 import subprocess
 import sys
+import time
+import uuid
 from pathlib import Path
 
 import pytest
@@ -197,3 +199,21 @@ def test_cli_import_of_a_bad_line_is_one_line_error(tmp_path: Path) -> None:
     assert run.returncode != 0
     assert run.stderr.strip().count("\n") == 0 and "line 2" in run.stderr, run.stderr
     assert not (tmp_path / "new").exists()
+
+
+def test_import_into_new_store_refuses_times_that_go_back(tmp_path: Path) -> None:
+    lines = [
+        json.dumps({"type": "session.created", "id": str(uuid.uuid4()), "ts": ts}).encode()
+        for ts in (2_000, 1_000)
+    ]
+    with pytest.raises(eventlog.InvalidEvent, match="before the log's last"):
+        eventlog.import_events(tmp_path / "new", lines)
+    assert not (tmp_path / "new").exists()
+
+
+def test_import_of_events_without_ts_gives_them_the_import_time(tmp_path: Path) -> None:
+    line = json.dumps({"type": "session.created", "id": str(uuid.uuid4())}).encode()
+    before = time.time_ns()
+    eventlog.import_events(tmp_path / "new", [line])
+    ((_, event),) = _records(tmp_path / "new")
+    assert before <= event.ts <= time.time_ns()
