@@ -5,6 +5,7 @@ A backup is a directory laid out as a store (segments, their index files, a LOCK
 moment, up to a frame boundary:
 
 1. Sealed segments are immutable: each is copied (or hard-linked), whole, with its index files.
+   So are the store's retention policy and fork origin, if it has them.
 2. The last segment is copied up to its last complete frame, found from the frame headers and
    checksums as a read-only reader finds it; a frame being written is left out. It gets no
    index files (beside a last segment they would say its successor was lost).
@@ -32,9 +33,10 @@ from pathlib import Path
 import google_crc32c
 import msgspec
 
-from ._copy import building_store, check_new_store, sync_tree
+from ._copy import ORIGIN_FILE, building_store, check_new_store, sync_tree
 from ._format import segment_name
 from ._index import fsync_dir, write_atomically
+from ._retention import RETENTION_FILE
 from .errors import CorruptionError, EventLogError
 from .log import EventLog
 from .verify import verify
@@ -45,6 +47,7 @@ BACKUP_FILE = "BACKUP.json"
 _PARTIAL = "BACKUP.partial"
 _TAIL = 4096  # bytes whose checksum tells one store's segment from another's of the same size
 _COPY = 1 << 20
+_STORE_FILES = (RETENTION_FILE, ORIGIN_FILE)  # small files of the store a backup carries
 
 
 class Segment(msgspec.Struct, frozen=True):
@@ -110,6 +113,10 @@ def backup(
             last_lsn = -1
         reusable = dict(list(older.segments.items())[:-1]) if older else {}
         run = _copy_segments(log, root, sizes, reusable, link=link)
+        for name in _STORE_FILES:
+            (root / name).unlink(missing_ok=True)
+            with contextlib.suppress(FileNotFoundError):  # the store has none
+                _copy_file(log.path / name, root / name, None)
         event = next(log.read(last_lsn, last_lsn + 1), None) if last_lsn >= 0 else None
     info = BackupInfo(
         source=source,

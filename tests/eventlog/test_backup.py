@@ -86,6 +86,15 @@ def test_incremental_backup_recopies_a_segment_replaced_in_the_source(
     _assert_restores_identically(tmp_path / "bk", store, tmp_path / "restored")
 
 
+def test_backup_carries_the_retention_policy(store: Path, tmp_path: Path) -> None:
+    _fill(store, 3)
+    policy = eventlog.RetentionPolicy(content_days=30)
+    eventlog.set_retention(store, policy)
+    eventlog.backup(store, tmp_path / "bk")
+    eventlog.restore(tmp_path / "bk", tmp_path / "restored")
+    assert eventlog.retention(tmp_path / "restored") == policy
+
+
 def test_backup_of_an_empty_store(store: Path, tmp_path: Path) -> None:
     eventlog.open(store).close()
     run = eventlog.backup(store, tmp_path / "bk")
