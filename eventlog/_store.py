@@ -658,13 +658,12 @@ class Store:
     def _write_frame(self, active: _Active, accepted: list[Request], next_lsn: int) -> None:
         count = next_lsn - active.next_lsn
         body = encode_body(accepted)
-        times = [e.ts for r in accepted for e in r.events]
         frame = encode_frame(
             body,
             first_lsn=active.next_lsn,
             count=count,
-            min_ts=min(times),
-            max_ts=max(times),
+            min_ts=accepted[0].events[0].ts,  # times never decrease along the log (4.)
+            max_ts=accepted[-1].events[-1].ts,
             level=self.options.compression_level,
         )
         offset = active.end

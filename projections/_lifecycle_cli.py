@@ -27,14 +27,19 @@ __all__ = ["commands"]
 
 @contextlib.contextmanager
 def _output(path: str | None) -> Iterator[BinaryIO]:
-    """stdout, or a new private file (never over an existing one: nothing is overwritten)."""
+    """stdout, or a new private file (never over an existing one: nothing is overwritten;
+    removed again if the export fails)."""
     if path is None or path == "-":
         yield sys.stdout.buffer
         sys.stdout.buffer.flush()
         return
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
-    with os.fdopen(fd, "wb") as out:
-        yield out
+    try:
+        with os.fdopen(fd, "wb") as out:
+            yield out
+    except BaseException:
+        os.unlink(path)  # a failed export leaves no partial file behind
+        raise
 
 
 @click.command(name="export")

@@ -192,6 +192,16 @@ def test_cli_export_then_import_round_trip(demo: tuple[Path, ...], tmp_path: Pat
     assert _records(tmp_path / "copy") == _records(store)
 
 
+def test_cli_export_of_an_unknown_session_leaves_no_file(
+    demo: tuple[Path, ...], tmp_path: Path
+) -> None:
+    out = tmp_path / "out.jsonl"
+    run = _lmg("export", str(demo[0]), "--session", str(uuid.uuid4()), "-o", str(out))
+    assert run.returncode != 0 and "no events of session" in run.stderr
+    assert len(run.stderr.strip().splitlines()) == 1
+    assert not out.exists()
+
+
 def test_cli_import_of_a_bad_line_is_one_line_error(tmp_path: Path) -> None:
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"type": "session.created", "id": "01900000-0000-7000-8000-000000000000"}\nx\n')
