@@ -207,8 +207,9 @@ def _tail_crc(path: Path, size: int) -> int:
 
 
 def _copy_file(source: Path, target: Path, length: int | None) -> None:
-    """Copy `length` bytes (None: all) of `source` into a private new `target`."""
-    src = os.open(source, os.O_RDONLY)
+    """Copy `length` bytes (None: all) of `source` into a private new `target`. Neither may
+    be a symbolic link (a backup holding one is refused, not followed)."""
+    src = os.open(source, os.O_RDONLY | os.O_NOFOLLOW)
     try:
         with contextlib.suppress(FileNotFoundError):
             target.unlink()
@@ -268,6 +269,8 @@ def restore(
             relative = path.relative_to(root)
             if str(relative) in (BACKUP_FILE, _PARTIAL):
                 continue
+            if path.is_symlink():
+                raise EventLogError(f"{path} is a symbolic link: a backup holds none")
             (building / relative).parent.mkdir(mode=0o700, parents=True, exist_ok=True)
             _copy_file(path, building / relative, None)
         errors = [p for p in verify(building) if p.severity == "error"]

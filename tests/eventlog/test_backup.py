@@ -139,6 +139,16 @@ def test_restore_of_an_interrupted_backup_is_refused(store: Path, tmp_path: Path
     assert not (tmp_path / "restored").exists()
 
 
+def test_restore_refuses_a_backup_holding_a_symlink(store: Path, tmp_path: Path) -> None:
+    _fill(store, 3)
+    eventlog.backup(store, tmp_path / "bk")
+    (tmp_path / "secret").write_text("not for the store")
+    (tmp_path / "bk" / "notes").symlink_to(tmp_path / "secret")
+    with pytest.raises(eventlog.EventLogError, match="symbolic link"):
+        eventlog.restore(tmp_path / "bk", tmp_path / "restored")
+    assert not (tmp_path / "restored").exists()
+
+
 def test_restore_of_a_changed_segment_is_refused(store: Path, tmp_path: Path) -> None:
     _fill(store, 300)
     eventlog.backup(store, tmp_path / "bk")
