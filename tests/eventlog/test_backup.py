@@ -72,6 +72,19 @@ def test_incremental_backup_copies_only_new_segments(store: Path, tmp_path: Path
     _assert_restores_identically(tmp_path / "bk", store, tmp_path / "restored")
 
 
+def test_backup_with_link_hard_links_sealed_segments(store: Path, tmp_path: Path) -> None:
+    _fill(store, 300)
+    run = eventlog.backup(store, tmp_path / "bk", link=True)
+    *sealed, last = sorted(run.info.segments)
+    assert sealed and all(
+        (tmp_path / "bk" / n).stat().st_ino == (store / n).stat().st_ino for n in sealed
+    )
+    assert (tmp_path / "bk" / last).stat().st_ino != (store / last).stat().st_ino  # copied
+    _fill(store, 50, seed=1)
+    assert eventlog.backup(store, tmp_path / "bk", link=True).reused == len(sealed)
+    _assert_restores_identically(tmp_path / "bk", store, tmp_path / "restored")
+
+
 def test_incremental_backup_recopies_a_segment_replaced_in_the_source(
     store: Path, tmp_path: Path
 ) -> None:

@@ -192,6 +192,18 @@ def test_cli_export_then_import_round_trip(demo: tuple[Path, ...], tmp_path: Pat
     assert _records(tmp_path / "copy") == _records(store)
 
 
+def test_cli_import_reads_stdin(demo: tuple[Path, ...], tmp_path: Path) -> None:
+    exported = _export(demo[0])
+    run = subprocess.run(
+        [LMG, "import", str(tmp_path / "copy"), "-"],
+        check=False,
+        input=exported,
+        capture_output=True,
+    )
+    assert run.returncode == 0, run.stderr
+    assert _records(tmp_path / "copy") == _records(demo[0])
+
+
 def test_cli_export_of_an_unknown_session_leaves_no_file(
     demo: tuple[Path, ...], tmp_path: Path
 ) -> None:
