@@ -124,13 +124,13 @@ def _select(scan: Callable[[], Iterator[Record]], sessions: set[int]) -> set[int
         for record in scan():
             event = record.event
             session = session_of(event)
+            if session is not None and session.int not in sessions:
+                continue
             ids = _ids(event)
             if session is None:
                 global_ids[record.lsn] = ids
                 for node in ids:
                     by_global.setdefault(node, []).append(record.lsn)
-                continue
-            if session.int not in sessions:
                 continue
             seen.add(session.int)
             chosen.add(record.lsn)
