@@ -52,7 +52,9 @@ def _output(path: str | None) -> Iterator[BinaryIO]:
     show_default=True,
     help="JSON lines of events, Parquet tables (a directory), or session JSON documents.",
 )
-@click.option("--session", "sessions", multiple=True, metavar="ID", help="Only this session.")
+@click.option(
+    "--session", "sessions", multiple=True, metavar="ID", help="Only this session (repeatable)."
+)
 @click.option("--from", "start", metavar="TIME", help="Only events recorded at/after TIME.")
 @click.option("--to", "stop", metavar="TIME", help="Only events recorded before TIME.")
 @click.option(
