@@ -195,20 +195,26 @@ def read_export(lines: Iterable[bytes]) -> Iterator[ev.EventBase]:
         yield event
 
 
-def import_events(store: str | os.PathLike[str], lines: Iterable[bytes]) -> Imported:
+def import_events(
+    store: str | os.PathLike[str], lines: Iterable[bytes], *, part_bytes: int | None = None
+) -> Imported:
     """Import an export (JSON lines, as `export_events` writes) into `store`.
 
     Into a new store, events keep their ids, ``ts`` and ``occurred_at``, and the store
     appears whole or not at all. Into an existing store, they are appended as new events:
-    ids kept and checked, ``ts`` now, ``occurred_at`` the original time; the import is one
-    all-or-nothing request unless it exceeds `Options.max_request_bytes`, in which case it
-    goes in parts, each with an idempotency key made from the input, so running the same
-    import again after a failure completes it without storing anything twice."""
+    ids kept and checked, ``ts`` now, ``occurred_at`` the original time. There the import
+    is one all-or-nothing request of up to `part_bytes` of JSON (default: half of
+    `Options.max_request_bytes`); a larger one goes in parts of that size, each with an
+    idempotency key made from the input up to its end, so running the import again after a
+    failure (with the same input, or one that differs only after the part that failed)
+    completes it without storing any part twice."""
+    if part_bytes is not None and (isinstance(part_bytes, bool) or part_bytes < 1):
+        raise InvalidEvent(f"part_bytes must be a positive int, got {part_bytes!r}")
     path = Path(store)
     events = read_export(lines)
     if not path.exists() or (path.is_dir() and not any(path.iterdir())):
         return _import_new(path, events)
-    return _import_existing(path, events)
+    return _import_existing(path, events, part_bytes)
 
 
 def _import_new(path: Path, events: Iterator[ev.EventBase]) -> Imported:
@@ -226,16 +232,20 @@ def _import_new(path: Path, events: Iterator[ev.EventBase]) -> Imported:
     return Imported(events=count, first_lsn=0 if count else -1, new_store=True)
 
 
-def _import_existing(path: Path, events: Iterator[ev.EventBase]) -> Imported:
+def _import_existing(
+    path: Path, events: Iterator[ev.EventBase], part_bytes: int | None
+) -> Imported:
     with EventLog.open(path) as log:
-        limit = log._store.options.max_request_bytes // 2  # JSON bytes, MessagePack is smaller
+        # JSON bytes; their MessagePack, what max_request_bytes limits, is smaller
+        limit = part_bytes or log._store.options.max_request_bytes // 2
         digest = hashlib.sha256()
         count, first = 0, -1
         for i, chunk in enumerate(_chunks(events, None, limit)):
             for event in chunk:
                 digest.update(_JSON.encode(event))
             fresh = [
-                msgspec.structs.replace(e, ts=0, occurred_at=e.occurred_at or e.ts) for e in chunk
+                msgspec.structs.replace(e, ts=0, occurred_at=e.occurred_at or e.ts or None)
+                for e in chunk
             ]
             result = log.append(fresh, idempotency_key=f"import:{digest.hexdigest()}:{i}")
             first = result.first_lsn if first < 0 else first

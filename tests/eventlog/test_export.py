@@ -145,6 +145,29 @@ def test_import_into_existing_store_appends_new_events(
         assert event.occurred_at == line.get("occurred_at", line["ts"])  # when it happened
 
 
+def test_import_in_parts_completes_when_run_again_after_a_failure(
+    demo: tuple[Path, ...], tmp_path: Path
+) -> None:
+    good = _export(demo[0]).splitlines()
+    dangling = json.dumps(
+        {"type": "prompt.added", "id": str(uuid.uuid4()), "session_id": str(uuid.uuid4()),
+         "content": "refers to nothing"}
+    ).encode()  # fmt: skip
+    target = tmp_path / "target"
+    eventlog.open(target).close()
+    with pytest.raises(eventlog.UnknownNode):
+        eventlog.import_events(target, [*good[:10], dangling, *good[10:]], part_bytes=1)
+    assert len(_records(target)) == 10  # one part per event: the ten before it are stored
+    result = eventlog.import_events(target, good, part_bytes=1)
+    assert result.events == len(good)
+    imported = [e for _, e in _records(target)]
+    assert len(imported) == len(good)  # nothing twice
+    ids = [getattr(e, "id", None) for e in imported]
+    assert ids == [
+        json.loads(line).get("id") and uuid.UUID(json.loads(line)["id"]) for line in good
+    ]
+
+
 def test_import_of_a_duplicate_id_is_an_error_and_writes_nothing(
     demo: tuple[Path, ...], tmp_path: Path
 ) -> None:
