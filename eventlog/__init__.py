@@ -7,9 +7,12 @@ with eventlog.open("./data") as log:
     log.add_response(p, "A systems language.", eventlog.TokenUsage(5, 30))
 """
 
+from ._backup import BackupInfo, BackupRun, backup, backup_info, restore
 from ._commands import AppendOptions
 from ._copy import Origin, copy_prefix, origin
+from ._export import Imported, export_events, import_events, read_export
 from ._reader import Cursor, Record
+from ._retention import Due, RetentionPolicy, due, retention, set_retention
 from ._store import Appended
 from .errors import (
     AppendConflict,
@@ -48,10 +51,13 @@ __all__ = [
     "AppendOptions",
     "Appended",
     "AsyncEventLog",
+    "BackupInfo",
+    "BackupRun",
     "BrokenReference",
     "CorruptionError",
     "Cursor",
     "DeletedNodeReference",
+    "Due",
     "Durability",
     "EdgeType",
     "Event",
@@ -59,6 +65,7 @@ __all__ = [
     "EventLog",
     "EventLogError",
     "IdempotencyKeyReused",
+    "Imported",
     "InvalidEvent",
     "InvalidVariable",
     "LogClosed",
@@ -70,6 +77,7 @@ __all__ = [
     "Problem",
     "PromptMetadata",
     "Record",
+    "RetentionPolicy",
     "Stats",
     "StorageFull",
     "StoreLocked",
@@ -79,9 +87,18 @@ __all__ = [
     "UnsafeStore",
     "VariableSpec",
     "WrongNodeKind",
+    "backup",
+    "backup_info",
     "copy_prefix",
+    "due",
+    "export_events",
+    "import_events",
     "open",
     "open_async",
     "origin",
+    "read_export",
+    "restore",
+    "retention",
+    "set_retention",
     "verify",
 ]

@@ -14,11 +14,12 @@ import contextlib
 import os
 import shutil
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import msgspec
 
-from ._files import Modes, create_file, make_dir, open_file, read_bytes
+from ._files import PRIVATE_DIR, Modes, create_file, make_dir, open_file, read_bytes
 from ._format import (
     SEGMENT_HEADER,
     Request,
@@ -35,7 +36,15 @@ from .errors import EventLogError, InvalidEvent
 from .log import EventLog
 from .options import Options
 
-__all__ = ["ORIGIN_FILE", "Origin", "copy_prefix", "origin"]
+__all__ = [
+    "ORIGIN_FILE",
+    "Origin",
+    "building_store",
+    "check_new_store",
+    "copy_prefix",
+    "origin",
+    "sync_tree",
+]
 
 ORIGIN_FILE = "ORIGIN"
 
@@ -68,19 +77,13 @@ def copy_prefix(
     if not isinstance(last_lsn, int) or isinstance(last_lsn, bool) or last_lsn < -1:
         raise InvalidEvent(f"last_lsn must be an int >= -1, got {last_lsn!r}")
     dest = Path(target)
-    if dest.exists() and (not dest.is_dir() or any(dest.iterdir())):
-        raise EventLogError(f"{dest} already exists and is not an empty directory")
+    check_new_store(dest)
     with EventLog.open(source, readonly=True) as log:
         end = log.next_lsn() - 1
         if last_lsn > end:
             raise InvalidEvent(f"the log at {log.path} ends at LSN {end}, not {last_lsn}")
-        _remove_abandoned(dest)
-        building = dest.with_name(f".{dest.name}.copying-{os.getpid()}")
-        shutil.rmtree(building, ignore_errors=True)
         modes = Modes.of(log.path)
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        make_dir(building, modes.dir)
-        try:
+        with building_store(dest, "copying", modes.dir) as building:
             _copy_segments(log, building, last_lsn, modes.file)
             last = next(log.read(last_lsn, last_lsn + 1), None) if last_lsn >= 0 else None
             note = Origin(
@@ -90,23 +93,51 @@ def copy_prefix(
                 created_ns=time.time_ns(),
             )
             _write_new(building / ORIGIN_FILE, msgspec.json.encode(note), modes.file)
-            EventLog.open(building).close()  # recovery and a LOCK file, before it appears
-            _sync_tree(building)
-            with contextlib.suppress(FileNotFoundError):
-                dest.rmdir()
-            os.rename(building, dest)
-            fsync_dir(dest.parent)
-        except BaseException:
-            shutil.rmtree(building, ignore_errors=True)
-            raise
     return last_lsn + 1
 
 
-def _remove_abandoned(dest: Path) -> None:
-    """Delete copies into `dest` left by killed processes (their pid is gone)."""
+def check_new_store(dest: Path) -> None:
+    """`dest` may become a new store: it does not exist, or is an empty directory."""
+    if dest.exists() and (not dest.is_dir() or any(dest.iterdir())):
+        raise EventLogError(f"{dest} already exists and is not an empty directory")
+
+
+@contextlib.contextmanager
+def building_store(
+    dest: Path, purpose: str, dir_mode: int = PRIVATE_DIR, *, replace: bool = False
+) -> Iterator[Path]:
+    """A directory beside `dest` (mode `dir_mode`, whatever the umask) to build a new store
+    in; on leaving without an error it is opened once (recovery, a LOCK file), fsynced and
+    renamed to `dest`, so a crash leaves either nothing or the whole store. Leftovers of
+    killed builders are removed first. With `replace`, a store at `dest` is moved aside just
+    before the rename and deleted after."""
+    _remove_abandoned(dest, purpose)
+    building = dest.with_name(f".{dest.name}.{purpose}-{os.getpid()}")
+    shutil.rmtree(building, ignore_errors=True)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    make_dir(building, dir_mode)
+    try:
+        yield building
+        EventLog.open(building).close()  # recovery and a LOCK file, before it appears
+        sync_tree(building)
+        old = dest.with_name(f".{dest.name}.replaced-{os.getpid()}")
+        if replace and dest.exists():
+            os.rename(dest, old)
+        with contextlib.suppress(FileNotFoundError):
+            dest.rmdir()
+        os.rename(building, dest)
+        fsync_dir(dest.parent)
+        shutil.rmtree(old, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(building, ignore_errors=True)
+        raise
+
+
+def _remove_abandoned(dest: Path, purpose: str) -> None:
+    """Delete builds of `dest` left by killed processes (their pid is gone)."""
     if not dest.parent.is_dir():
         return
-    for leftover in dest.parent.glob(f".{dest.name}.copying-*"):
+    for leftover in dest.parent.glob(f".{dest.name}.{purpose}-*"):
         pid = leftover.name.rsplit("-", 1)[-1]
         if pid.isdigit() and not _alive(int(pid)):
             shutil.rmtree(leftover, ignore_errors=True)
@@ -122,10 +153,13 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def _sync_tree(directory: Path) -> None:
+def sync_tree(directory: Path) -> None:
     """fsync every file of the new store, then the directory: the copy is as durable as an
     acknowledged append before it is renamed into place."""
     for path in directory.iterdir():
+        if path.is_dir():
+            sync_tree(path)
+            continue
         fd = open_file(path)
         try:
             os.fsync(fd)

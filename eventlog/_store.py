@@ -10,7 +10,8 @@ Invariants the code keeps:
 3. A frame is the unit of atomicity: one group commit of whole requests. An append is
    acknowledged only after its frame is written and, in the default mode, fsynced; a new
    segment's directory entry is fsynced before anything in it is acknowledged.
-4. ``ts`` never decreases along the log: it is max(now, last ts) taken under the lock.
+4. ``ts`` never decreases along the log: it is max(now, last ts) taken under the lock, or,
+   for an import into a new store, the event's own, refused if before the last.
 5. A failed fsync stops the handle (`LogFailed`): it is never retried as if it had worked.
 6. Damage is never skipped: a torn tail of the last segment is truncated and reported; any
    other bad frame is a `CorruptionError` naming file, offset and LSN.
@@ -119,6 +120,7 @@ class PendingRequest:
     expect_store_lsn: int | None = None
     expect_session_lsn: int | None = None
     size: int = 0  # encoded bytes, checked against max_request_bytes
+    keep_ts: bool = False  # an import into a new store: each event keeps its own ts
 
 
 @dataclass
@@ -618,13 +620,14 @@ class Store:
     ) -> list[Appended | EventLogError]:
         entries = self._ensure_entries(active)
         resolver = Resolver(self._lookup, self.event_at)
-        now = max(time.time_ns(), active.last_ts)
+        clock, last_ts = time.time_ns(), active.last_ts
         next_lsn = active.next_lsn
         results: list[Appended | EventLogError] = []
         accepted: list[Request] = []
         for request in requests:
             try:
-                result = self._resolve_request(resolver, request, next_lsn, now)
+                now = max(clock, last_ts)
+                result = self._resolve_request(resolver, request, next_lsn, now, last_ts)
             except EventLogError as exc:
                 resolver.abort_request()
                 results.append(exc)
@@ -634,10 +637,11 @@ class Store:
             if not result.duplicate:
                 accepted.append(Request(cast(list[ev.Event], result.events), request.key))
                 next_lsn += len(result.events)
+                last_ts = max(last_ts, result.events[-1].ts)
         if not accepted:
             return results
         try:
-            self._write_frame(active, accepted, next_lsn, now)
+            self._write_frame(active, accepted, next_lsn)
         except EventLogError as exc:
             # Everything from this group failed, retries of its own requests included.
             unwritten = active.next_lsn
@@ -649,7 +653,7 @@ class Store:
         return results
 
     def _resolve_request(
-        self, resolver: Resolver, request: PendingRequest, first_lsn: int, now: int
+        self, resolver: Resolver, request: PendingRequest, first_lsn: int, now: int, last_ts: int
     ) -> Appended:
         if request.size > self.options.max_request_bytes:
             raise InvalidEvent(
@@ -673,8 +677,11 @@ class Store:
             raise AppendConflict("the store", request.expect_store_lsn, first_lsn - 1)
         if request.key is not None:
             resolver.put(key_digest(request.key), Entry(KIND_KEY, 0, first_lsn, digest))
+        if request.keep_ts:
+            _keep_times(request.events, last_ts, now)
         for i, event in enumerate(request.events):
-            event.ts = now
+            if not request.keep_ts:
+                event.ts = now
             resolver.resolve(event, first_lsn + i)
         if request.expect_session_lsn is not None:
             self._check_session(resolver, request)
@@ -691,17 +698,15 @@ class Store:
         if actual != request.expect_session_lsn:
             raise AppendConflict(f"session {session}", request.expect_session_lsn, actual)
 
-    def _write_frame(
-        self, active: _Active, accepted: list[Request], next_lsn: int, now: int
-    ) -> None:
+    def _write_frame(self, active: _Active, accepted: list[Request], next_lsn: int) -> None:
         count = next_lsn - active.next_lsn
         body = encode_body(accepted)
         frame = encode_frame(
             body,
             first_lsn=active.next_lsn,
             count=count,
-            min_ts=now,
-            max_ts=now,
+            min_ts=accepted[0].events[0].ts,  # times never decrease along the log (4.)
+            max_ts=accepted[-1].events[-1].ts,
             level=self.options.compression_level,
         )
         offset = active.end
@@ -804,6 +809,20 @@ class Store:
             return active.summary
         finally:
             os.close(fd)
+
+
+def _keep_times(events: Sequence[ev.EventBase], last_ts: int, now: int) -> None:
+    """Given times must keep invariant 4: never before the log's last (`last_ts`). An event
+    without one (0) gets `now`, as any append."""
+    for event in events:
+        if not event.ts:
+            event.ts = now
+        if event.ts < last_ts:
+            raise InvalidEvent(
+                f"an imported event's ts {event.ts} is before the log's last ({last_ts}): "
+                "imported events must come in log order"
+            )
+        last_ts = event.ts
 
 
 def _count_types(counts: dict[str, int], batches: Iterable[list[ev.Event]]) -> None:

@@ -22,9 +22,10 @@ import msgspec
 
 from . import events as ev
 from ._demo import next_steps, run_demo
+from ._export import record_json
 from ._ids import new_id
 from ._limits import MAX_DEPTH
-from ._reader import Record
+from ._retention import RetentionPolicy, due, retention, set_retention
 from ._store import check_store
 from ._time import iso_time
 from .errors import EventLogError, InvalidEvent
@@ -64,14 +65,6 @@ def _position(value: str | None) -> tuple[int | None, str | None]:
     if value is None:
         return None, None
     return (int(value), None) if re.fullmatch(r"[0-9]+", value) else (None, value)
-
-
-def record_json(record: Record) -> bytes:
-    """One JSON line: the LSN, the time as ISO 8601 (``ts_iso``, for people), then the event's
-    own fields (the same shape `append` reads; it ignores ``lsn`` and ``ts_iso``)."""
-    body = _JSON.encode(record.event)
-    head = f'{{"lsn":{record.lsn},"ts_iso":"{iso_time(record.event.ts)}",'
-    return head.encode() + body[1:]
 
 
 @click.command()
@@ -290,4 +283,35 @@ def stats(store: str | None, as_json: bool) -> None:
         click.echo(f"  {tag:<18} {n}")
 
 
-commands: list[click.Command] = [demo, append, tail, verify_command, stats]
+@click.command(name="retention")
+@store_argument
+@click.option("--content-days", type=click.IntRange(min=1), help="Keep content this many days.")
+@click.option("--session-days", type=click.IntRange(min=1), help="Keep idle sessions this long.")
+@click.option("--clear", is_flag=True, help="Remove the policy (keep everything).")
+def retention_command(
+    store: str | None, *, content_days: int | None, session_days: int | None, clear: bool
+) -> None:
+    """Set or show STORE's retention policy, and what it makes due now. Applying it needs
+    erasure, which is not available yet: nothing is removed (docs/lifecycle.md).
+
+    Example: lmg retention ./my-store --content-days 90 --session-days 365
+    """
+    path = store or default_store()
+    if clear:
+        set_retention(path, None)
+    elif content_days is not None or session_days is not None:
+        set_retention(path, RetentionPolicy(content_days=content_days, session_days=session_days))
+    policy = retention(path)
+    if policy is None:
+        click.echo(f"{path}: no retention policy (everything is kept)")
+        return
+    click.echo(f"{path}: {_JSON.encode(policy).decode()}")
+    found = due(path)
+    click.echo(
+        f"due now: the content of {found.content_before_lsn} event(s) (LSNs before "
+        f"{found.content_before_lsn}) and {len(found.sessions)} idle session(s); "
+        "not applied: erasure is not available yet"
+    )
+
+
+commands: list[click.Command] = [demo, append, tail, verify_command, stats, retention_command]

@@ -13,7 +13,9 @@ from typing import TYPE_CHECKING
 from eventlog._lazy import export_lazily
 
 if TYPE_CHECKING:  # the names as mypy sees them; at run time, imported on first use
+    from ._backup import backup, restore
     from ._database import DATABASE_FILE
+    from ._export import SESSION_FORMAT, export_parquet, export_sessions, session_document
     from ._fold import Batch, implicit_edge_id
     from ._folder import BATCH_BYTES, BATCH_EVENTS, fold_available, fold_records
     from ._history import HistoryChanged
@@ -61,6 +63,7 @@ __all__ = [
     "DATABASE_FILE",
     "SANDBOX",
     "SCHEMA_VERSION",
+    "SESSION_FORMAT",
     "TABLE_KEYS",
     "TABLE_NAMES",
     "Agent",
@@ -100,20 +103,27 @@ __all__ = [
     "Template",
     "ToolInvocation",
     "Turn",
+    "backup",
     "checkpoint",
     "connect",
     "ensure_schema",
+    "export_parquet",
+    "export_sessions",
     "fold_available",
     "fold_records",
     "implicit_edge_id",
     "rebuild",
+    "restore",
     "sandbox",
+    "session_document",
 ]
 
 export_lazily(
     __name__,
     {
+        "._backup": ("backup", "restore"),
         "._database": ("DATABASE_FILE",),
+        "._export": ("SESSION_FORMAT", "export_parquet", "export_sessions", "session_document"),
         "._fold": ("Batch", "implicit_edge_id"),
         "._folder": ("BATCH_BYTES", "BATCH_EVENTS", "fold_available", "fold_records"),
         "._history": ("HistoryChanged",),

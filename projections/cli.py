@@ -16,6 +16,7 @@ import msgspec
 from eventlog._demo import next_steps, run_demo
 from eventlog.cli import default_store, require_store, store_argument
 
+from ._lifecycle_cli import commands as lifecycle_commands
 from ._policy import SnapshotPolicy
 from .errors import ProjectorBusy
 
@@ -335,4 +336,4 @@ def demo(store: str | None) -> None:
         click.echo(line)
 
 
-commands: list[click.Command] = [demo, project, sql]
+commands: list[click.Command] = [demo, project, sql, *lifecycle_commands]

@@ -214,6 +214,45 @@ class Snapshots:
             raise _Damaged(f"chunk {path.name} is damaged (checksum mismatch)")
         return data
 
+    def copy_to(self, store: str | os.PathLike[str], *, at_most: int) -> SnapshotInfo | None:
+        """Copy the newest intact snapshot with LSN <= `at_most` into the snapshots of `store`
+        (a backup): the chunks it lacks first, the manifest last, then drop its others. None
+        if there is no such snapshot."""
+        if not self.dir.is_dir():
+            return None
+        target = Snapshots(store)
+        with self._lock(".readers", fcntl.LOCK_SH):  # no pruning deletes a chunk meanwhile
+            for path in reversed([p for p in self._manifest_paths() if _lsn_of(p) <= at_most]):
+                manifest = self._read_manifest(path, warn=False)
+                if manifest is None or manifest.schema_version != SCHEMA_VERSION:
+                    continue
+                try:
+                    target._receive(self, manifest)
+                except _Damaged:
+                    continue
+                copy = target._manifest_path(manifest.lsn)
+                _write_durably(copy, path.read_bytes())
+                for other in target._manifest_paths():
+                    if other != copy:
+                        other.unlink()
+                target._collect_garbage()
+                return _info(manifest, copy)
+        return None
+
+    def _receive(self, source: Snapshots, manifest: _Manifest) -> None:
+        """Store the chunks of `manifest` this side lacks, read (and checked) from `source`."""
+        self._make_dir(self.dir)
+        self._make_dir(self.dir / "chunks")
+        written: set[Path] = set()
+        for chunk in manifest.chunks:
+            if not self._intact(chunk):
+                target = self._chunk_path(chunk.sha256)
+                target.parent.mkdir(exist_ok=True)
+                _write_durably(target, source._read_chunk(chunk), sync_dir=False)
+                written.add(target.parent)
+        for directory in (*written, self.dir / "chunks"):
+            _fsync_dir(directory)
+
     # -- writing ------------------------------------------------------------------------------
 
     def take(self, con: duckdb.DuckDBPyConnection, db: Path, *, ts: int | None) -> SnapshotInfo:

@@ -17,6 +17,7 @@ import msgspec
 import eventlog
 
 from . import _graph as g
+from . import _lifecycle as lc
 from . import _replay as rp
 from . import _sides as s
 from ._data import ENCODER
@@ -42,6 +43,8 @@ class Scale:
     replay_events: int = 1_000_000  # replay: the store (the graph store when they agree)
     replay_points: int = 25  # replay: random points timed with snapshots
     replay_slice_batches: int = 30  # replay: batches of 1,000 per append slice
+    lifecycle_events: int = 1_000_000  # export, backup and restore: the store
+    lifecycle_reps: int = 3  # each repetition exports and copies the whole store several times
 
 
 FULL = Scale("full", reps=7, slices=10, read_events=200_000, size_events=200_000,
@@ -49,7 +52,7 @@ FULL = Scale("full", reps=7, slices=10, read_events=200_000, size_events=200_000
 QUICK = Scale("quick", reps=3, slices=5, read_events=50_000, size_events=50_000,
               single_size_events=2_000, open_events=200_000, graph_events=50_000,
               follow_seconds=5.0, replay_events=100_000, replay_points=12,
-              replay_slice_batches=20)  # fmt: skip
+              replay_slice_batches=20, lifecycle_events=100_000)  # fmt: skip
 
 
 @dataclass
@@ -608,7 +611,29 @@ REPLAY = Case(
 )
 
 
+LIFECYCLE = Case(
+    "lifecycle",
+    "Export, backup and restore",
+    "A store of mixed prompts and responses in 64 sessions (as for `open`) is built once, "
+    "and its projections folded once (untimed). Each repetition times, whole: a full read "
+    "of the log (`log.read()` on a read-only handle, the baseline of exports); "
+    "`eventlog.export_events` of everything into memory, and of one session; "
+    "`projections.export_parquet` of every table into a new directory; `shutil.copytree` "
+    "of the log's files, each then fsynced (the baseline of backup and restore); "
+    "`eventlog.backup` into a new directory, then again into the same one (incremental); "
+    "`eventlog.restore` into a new store. Ratios are the baseline's time over the "
+    "subject's (above 1: faster than the baseline). At most 3 repetitions "
+    "(`Scale.lifecycle_reps`).",
+    lambda plan, scale: CaseResult(
+        *lc.lifecycle(plan, scale.lifecycle_events, min(plan.reps, scale.lifecycle_reps))
+    ),
+)
+
+
 CASES: dict[str, Case] = {
     c.name: c
-    for c in (SINGLE, CONCURRENT, BULK, READ, SIZE, OPEN, STARTUP, FOLD, FOLLOW, READS, RSS, REPLAY)
-}
+    for c in (
+        SINGLE, CONCURRENT, BULK, READ, SIZE, OPEN, STARTUP, FOLD, FOLLOW, READS, RSS, REPLAY,
+        LIFECYCLE,
+    )
+}  # fmt: skip

@@ -1,0 +1,288 @@
+"""Backups of a store's log, taken while writers run, and their restore.
+
+A backup is a directory laid out as a store (segments, their index files, a LOCK file) plus
+``BACKUP.json``, its manifest, written last. What it holds is the log as it was at one
+moment, up to a frame boundary:
+
+1. Sealed segments are immutable: each is copied (or hard-linked), whole, with its index files.
+   So are the store's retention policy and fork origin, if it has them.
+2. The last segment is copied up to its last complete frame, found from the frame headers and
+   checksums as a read-only reader finds it; a frame being written is left out. It gets no
+   index files (beside a last segment they would say its successor was lost).
+3. The copy is fsynced and verified (`verify`) before the manifest is written. While a backup
+   runs, ``BACKUP.partial`` marks the directory; a directory without ``BACKUP.json`` is not a
+   backup, so a backup killed midway is detected, never restored from.
+4. Incremental: when the directory holds an older backup of the same store, the sealed segments
+   it already has (same name, size, tail checksum and source file) are kept; the rest, and the
+   segment that was last then (it has grown, or been sealed since), are copied again. A
+   sealed segment rewritten in the source by replacing its file (as a future erasure would)
+   is a new file, so it is copied again.
+
+Restoring builds the store beside its target and renames it into place (see `_copy`), so the
+target is never half restored.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import google_crc32c
+import msgspec
+
+from ._copy import ORIGIN_FILE, building_store, check_new_store, sync_tree
+from ._files import Modes, create_file, open_file
+from ._format import segment_name
+from ._index import fsync_dir, write_atomically
+from ._retention import RETENTION_FILE
+from .errors import CorruptionError, EventLogError
+from .log import EventLog
+from .verify import verify
+
+__all__ = ["BACKUP_FILE", "BackupInfo", "BackupRun", "backup", "backup_info", "restore"]
+
+BACKUP_FILE = "BACKUP.json"
+_PARTIAL = "BACKUP.partial"
+_TAIL = 4096  # bytes whose checksum tells one store's segment from another's of the same size
+_COPY = 1 << 20
+_STORE_FILES = (RETENTION_FILE, ORIGIN_FILE)  # small files of the store a backup carries
+
+
+class Segment(msgspec.Struct, frozen=True):
+    """A segment file of a backup: its size, the CRC32C of its last 4 KiB, and which file of
+    the source it was copied from (inode and modification time: a segment rewritten in the
+    source, by replacing the file, is copied again even if its size and tail are the same)."""
+
+    size: int
+    tail_crc: int
+    source_file: tuple[int, int] = (0, 0)
+
+
+class BackupInfo(msgspec.Struct, frozen=True, kw_only=True):
+    """A backup's manifest (``BACKUP.json``)."""
+
+    source: str  # the store backed up, as an absolute path
+    created_ns: int
+    last_lsn: int  # the last event it holds (-1: none)
+    last_ts: int | None  # that event's time, ns
+    segments: dict[str, Segment]  # file name -> size and tail checksum
+
+
+class BackupRun(msgspec.Struct, frozen=True, kw_only=True):
+    """What one `backup` call did."""
+
+    info: BackupInfo
+    copied: int  # segments copied (or linked)
+    reused: int  # segments an older backup in the same place already held
+    copied_bytes: int
+
+
+def backup_info(dest: str | os.PathLike[str]) -> BackupInfo:
+    """The manifest of the backup at `dest`; `EventLogError` if it holds no complete one."""
+    root = Path(dest)
+    try:
+        return msgspec.json.decode((root / BACKUP_FILE).read_bytes(), type=BackupInfo)
+    except FileNotFoundError:
+        why = "an interrupted backup" if (root / _PARTIAL).exists() else "no backup"
+        raise EventLogError(f"{root} holds {why} (no {BACKUP_FILE})") from None
+    except msgspec.DecodeError as exc:
+        raise CorruptionError(
+            f"unreadable manifest ({exc})", str(root / BACKUP_FILE), None, None
+        ) from None
+
+
+def backup(
+    store: str | os.PathLike[str], dest: str | os.PathLike[str], *, link: bool = False
+) -> BackupRun:
+    """Back up the log of `store` into `dest` (see the module docstring); `link` hard-links
+    sealed segments instead of copying them (same file system only; they are immutable)."""
+    root = Path(dest)
+    source = str(Path(store).resolve())
+    with EventLog.open(store, readonly=True) as log:
+        older = _older(root, source)
+        _mark_partial(root)
+        firsts = log._store.segments()
+        sizes = {segment_name(f): log._store.segment_path(f).stat().st_size for f in firsts[:-1]}
+        if firsts:  # the last segment: up to its last complete frame, as a reader sees it
+            last = log._store._rebuild_lenient(firsts[-1], counts=False)
+            sizes[segment_name(firsts[-1])] = last.size
+            last_lsn = last.next_lsn - 1
+        else:
+            last_lsn = -1
+        reusable = dict(list(older.segments.items())[:-1]) if older else {}
+        run = _copy_segments(log, root, sizes, reusable, link=link)
+        for name in _STORE_FILES:
+            (root / name).unlink(missing_ok=True)
+            with contextlib.suppress(FileNotFoundError):  # the store has none
+                _copy_file(log.path / name, root / name, None)
+        event = next(log.read(last_lsn, last_lsn + 1), None) if last_lsn >= 0 else None
+    info = BackupInfo(
+        source=source,
+        created_ns=time.time_ns(),
+        last_lsn=last_lsn,
+        last_ts=None if event is None else event.event.ts,
+        segments=run,
+    )
+    _finish(root, info)
+    copied = sum(1 for name in run if name not in reusable or reusable[name] != run[name])
+    moved = sum(run[n].size for n in run if n not in reusable or reusable[n] != run[n])
+    return BackupRun(info=info, copied=copied, reused=len(run) - copied, copied_bytes=moved)
+
+
+def _older(root: Path, source: str) -> BackupInfo | None:
+    """The backup `root` already holds (None: it is new, empty, or an interrupted backup)."""
+    if not root.exists():
+        root.mkdir(mode=0o700, parents=True)
+        return None
+    if not root.is_dir():
+        raise EventLogError(f"{root} is not a directory")
+    if (root / BACKUP_FILE).exists():
+        older = backup_info(root)
+        if older.source != source:
+            raise EventLogError(f"{root} holds a backup of another store ({older.source})")
+        return older
+    if (root / _PARTIAL).exists() or not any(root.iterdir()):
+        return None
+    raise EventLogError(f"{root} is neither empty nor a backup: not written to")
+
+
+def _mark_partial(root: Path) -> None:
+    """From here until `_finish`, `root` is not a backup (a kill leaves it detectably so)."""
+    write_atomically(root / _PARTIAL, str(os.getpid()).encode())
+    with contextlib.suppress(FileNotFoundError):
+        (root / BACKUP_FILE).unlink()
+    fsync_dir(root)
+
+
+def _copy_segments(
+    log: EventLog, root: Path, sizes: dict[str, int], reusable: dict[str, Segment], *, link: bool
+) -> dict[str, Segment]:
+    names = list(sizes)
+    kept: dict[str, Segment] = {}
+    for i, name in enumerate(names):
+        source = log.path / name
+        target = root / name
+        sealed = i < len(names) - 1
+        known = reusable.get(name)
+        stat = source.stat()
+        here = Segment(sizes[name], _tail_crc(source, sizes[name]), (stat.st_ino, stat.st_mtime_ns))
+        if known == here and _matches(target, here):
+            kept[name] = known
+        elif sealed and link:
+            with contextlib.suppress(FileNotFoundError):
+                target.unlink()
+            os.link(source, target)
+            kept[name] = here
+        else:
+            _copy_file(source, target, sizes[name])
+            kept[name] = here
+        for suffix in (".idx", ".ids"):
+            index = Path(name).with_suffix(suffix).name
+            with contextlib.suppress(FileNotFoundError):
+                (root / index).unlink()
+            if sealed:
+                with contextlib.suppress(FileNotFoundError):  # caches: rebuilt if missing
+                    _copy_file(log.path / index, root / index, None)
+    stems = {Path(n).stem for n in names}
+    for stale in os.listdir(root):  # an older backup's files the log no longer has
+        if stale.endswith((".seg", ".idx", ".ids")) and Path(stale).stem not in stems:
+            (root / stale).unlink()
+    return kept
+
+
+def _matches(path: Path, known: Segment) -> bool:
+    """Does the backup's file at `path` hold what the manifest says (size, tail)?"""
+    try:
+        return path.stat().st_size == known.size and _tail_crc(path, known.size) == known.tail_crc
+    except FileNotFoundError:
+        return False
+
+
+def _tail_crc(path: Path, size: int) -> int:
+    with path.open("rb") as f:
+        f.seek(max(0, size - _TAIL))
+        return int(google_crc32c.value(f.read(min(size, _TAIL))))
+
+
+def _copy_file(source: Path, target: Path, length: int | None) -> None:
+    """Copy `length` bytes (None: all) of `source` into a private new `target`. Neither may
+    be a symbolic link (a backup holding one is refused, not followed)."""
+    src = open_file(source)
+    try:
+        with contextlib.suppress(FileNotFoundError):
+            target.unlink()
+        out = create_file(target, Modes.of(target.parent).file)
+        try:
+            end = os.fstat(src).st_size if length is None else length
+            offset = 0
+            while offset < end:
+                data = os.pread(src, min(_COPY, end - offset), offset)
+                if not data:
+                    raise EventLogError(f"{source} ended at {offset} bytes, not {end}")
+                _write_all(out, data)
+                offset += len(data)
+        finally:
+            os.close(out)
+    finally:
+        os.close(src)
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+
+
+def _finish(root: Path, info: BackupInfo) -> None:
+    """fsync, verify, then write the manifest: only a checked copy becomes a backup."""
+    lock = root / "LOCK"
+    if not lock.exists():
+        os.close(os.open(lock, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW, 0o600))
+    sync_tree(root)
+    errors = [p for p in verify(root) if p.severity == "error"]
+    if errors:
+        raise CorruptionError(f"the backup does not verify ({errors[0]})", str(root), None, None)
+    write_atomically(root / BACKUP_FILE, msgspec.json.encode(info))
+    (root / _PARTIAL).unlink()
+    fsync_dir(root)
+
+
+def restore(
+    dest: str | os.PathLike[str], store: str | os.PathLike[str], *, force: bool = False
+) -> BackupInfo:
+    """Create the store `store` from the backup at `dest`: every file of the backup (the log,
+    and what else it holds, such as snapshots), checked against the manifest and verified.
+    `store` must be new or empty, unless `force` (then it is replaced, whole, at the end)."""
+    root, target = Path(dest), Path(store)
+    info = backup_info(root)
+    for name, segment in info.segments.items():
+        if not _matches(root / name, segment):
+            raise CorruptionError(
+                "segment differs from the backup's manifest", str(root / name), None, None
+            )
+    if not force:
+        check_new_store(target)
+    with building_store(target, "restoring", replace=force) as building:
+        for path in _files(root):
+            relative = path.relative_to(root)
+            if str(relative) in (BACKUP_FILE, _PARTIAL):
+                continue
+            if path.is_symlink():
+                raise EventLogError(f"{path} is a symbolic link: a backup holds none")
+            (building / relative).parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            _copy_file(path, building / relative, None)
+        errors = [p for p in verify(building) if p.severity == "error"]
+        if errors:
+            raise CorruptionError(
+                f"the restored log does not verify ({errors[0]})", str(root), None, None
+            )
+    return info
+
+
+def _files(root: Path) -> Iterator[Path]:
+    for folder, _dirs, files in os.walk(root):
+        for name in sorted(files):
+            yield Path(folder) / name

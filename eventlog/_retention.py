@@ -1,0 +1,98 @@
+"""A store's retention policy, and what it makes due. Applying it needs erasure (not yet).
+
+The policy lives in ``STORE/RETENTION.json``, written atomically and readable by its owner
+only. It says how old content may get (`content_days`: events recorded longer ago lose
+their content) and how long a session may stay idle (`session_days`: a session with no
+event since is dropped whole). Ages are by ``ts``, when the store recorded an event (an
+event imported into an existing store counts from its import). `due` reports what the
+policy selects at a moment; the erasure that will apply it is not written yet.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+import uuid
+from pathlib import Path
+
+import msgspec
+
+from ._index import write_atomically
+from ._resolve import session_of
+from .errors import EventLogError, InvalidEvent
+from .log import EventLog
+
+__all__ = ["RETENTION_FILE", "Due", "RetentionPolicy", "due", "retention", "set_retention"]
+
+RETENTION_FILE = "RETENTION.json"
+_DAY_NS = 86_400 * 1_000_000_000
+
+
+class RetentionPolicy(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
+    """How long a store keeps data; None: forever."""
+
+    content_days: int | None = None  # content of events recorded longer ago is erased
+    session_days: int | None = None  # sessions idle longer (no event since) are dropped whole
+
+    def __post_init__(self) -> None:
+        for name in ("content_days", "session_days"):
+            value = getattr(self, name)
+            if value is not None and (isinstance(value, bool) or value < 1):
+                raise InvalidEvent(f"{name} must be a positive number of days, got {value!r}")
+
+
+class Due(msgspec.Struct, frozen=True, kw_only=True):
+    """What a policy selects at time `now` (ns)."""
+
+    now: int
+    content_before_lsn: int  # events before this LSN are past content_days (0: none)
+    sessions: list[uuid.UUID]  # idle past session_days, oldest activity first
+
+
+def retention(store: str | os.PathLike[str]) -> RetentionPolicy | None:
+    """The store's policy; None if it has none."""
+    path = Path(store) / RETENTION_FILE
+    try:
+        return msgspec.json.decode(path.read_bytes(), type=RetentionPolicy)
+    except FileNotFoundError:
+        return None
+    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+        raise EventLogError(f"{path} is unreadable: {exc}") from None
+
+
+def set_retention(store: str | os.PathLike[str], policy: RetentionPolicy | None) -> None:
+    """Set (or, with None, remove) the store's policy."""
+    root = Path(store)
+    if not (root / "LOCK").exists():
+        raise EventLogError(f"{root} is not an event log store (no LOCK file)")
+    if policy is None:
+        (root / RETENTION_FILE).unlink(missing_ok=True)
+        return
+    write_atomically(root / RETENTION_FILE, msgspec.json.encode(policy))
+
+
+def due(store: str | os.PathLike[str], *, now: int | None = None) -> Due:
+    """What the store's policy selects at `now` (default: the present)."""
+    at = time.time_ns() if now is None else now
+    policy = retention(store) or RetentionPolicy()
+    with EventLog.open(store, readonly=True) as log:
+        end = log.next_lsn()
+        before = 0
+        if policy.content_days is not None:
+            cutoff = at - policy.content_days * _DAY_NS
+            first = next(log.read(0, end, start_time=cutoff), None)
+            before = end if first is None else first.lsn
+        sessions: list[uuid.UUID] = []
+        if policy.session_days is not None:
+            cutoff = at - policy.session_days * _DAY_NS
+            last: dict[uuid.UUID, int] = {}  # session -> its last event before the cutoff
+            for record in log.read(0, end, stop_time=cutoff):
+                session = session_of(record.event)
+                if session is not None:
+                    last[session] = record.event.ts
+            for record in log.read(0, end, start_time=cutoff):  # active since: not idle
+                session = session_of(record.event)
+                if session is not None:
+                    last.pop(session, None)
+            sessions = [s for s, _ in sorted(last.items(), key=lambda item: item[1])]
+    return Due(now=at, content_before_lsn=before, sessions=sessions)

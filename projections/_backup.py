@@ -1,0 +1,51 @@
+"""Backup and restore of a whole store: the log (`eventlog.backup`) plus the newest snapshot.
+
+The log in a backup is consistent to one LSN (see `eventlog`'s backup). The projections are
+not copied from the live database, which a projector may be writing: a backup carries the
+newest snapshot at or before that LSN, a checked, checkpointed copy of the projections as of
+its own LSN. A restore writes that snapshot out as the store's projections database, and a
+projector folds the rest of the log from there; with no snapshot, it folds all of the log.
+"""
+
+from __future__ import annotations
+
+import os
+
+import eventlog
+from eventlog import BackupInfo, BackupRun
+
+from ._database import database_path
+from .snapshots import SnapshotInfo, Snapshots
+
+__all__ = ["backup", "restore"]
+
+
+def backup(
+    store: str | os.PathLike[str], dest: str | os.PathLike[str], *, link: bool = False
+) -> tuple[BackupRun, SnapshotInfo | None]:
+    """Back up `store` into `dest`: its log, then the newest snapshot up to the log's copy
+    (None if there is none). A kill while the snapshot is copied leaves a complete backup of
+    the log whose snapshot is the older one, or none."""
+    run = eventlog.backup(store, dest, link=link)
+    return run, Snapshots(store).copy_to(dest, at_most=run.info.last_lsn)
+
+
+def restore(
+    dest: str | os.PathLike[str],
+    store: str | os.PathLike[str],
+    *,
+    force: bool = False,
+    database: str | os.PathLike[str] | None = None,
+) -> tuple[BackupInfo, SnapshotInfo | None]:
+    """Create `store` from the backup at `dest` (see `eventlog.restore`), and its projections
+    database from the backup's snapshot, if it has one."""
+    info = eventlog.restore(dest, store, force=force)
+    with eventlog.open(store, readonly=True) as log:
+        restored = Snapshots(store).restore(
+            database_path(store, database), at_most=info.last_lsn, log=log
+        )
+    if restored is None:
+        return info, None
+    snapshot, con = restored
+    con.close()
+    return info, snapshot

@@ -1,0 +1,172 @@
+"""The data lifecycle commands of the `lmg` CLI: export and import (docs/lifecycle.md).
+
+They live with the projections because an export may be of the tables (Parquet, the session
+document); the events themselves come from `eventlog`, which knows nothing of tables.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import BinaryIO
+
+import click
+
+import eventlog
+from eventlog._files import create_file
+from eventlog.cli import default_store, store_argument
+
+from .errors import ProjectionError
+
+__all__ = ["commands"]
+
+
+@contextlib.contextmanager
+def _output(path: str | None) -> Iterator[BinaryIO]:
+    """stdout, or a new private file (never over an existing one: nothing is overwritten;
+    removed again if the export fails)."""
+    if path is None or path == "-":
+        yield sys.stdout.buffer
+        sys.stdout.buffer.flush()
+        return
+    fd = create_file(path, 0o600)
+    try:
+        with os.fdopen(fd, "wb") as out:
+            yield out
+    except BaseException:
+        os.unlink(path)  # a failed export leaves no partial file behind
+        raise
+
+
+@click.command(name="export")
+@store_argument
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["events", "parquet", "session"]),
+    default="events",
+    show_default=True,
+    help="JSON lines of events, Parquet tables (a directory), or session JSON documents.",
+)
+@click.option(
+    "--session", "sessions", multiple=True, metavar="ID", help="Only this session (repeatable)."
+)
+@click.option("--from", "start", metavar="TIME", help="Only events recorded at/after TIME.")
+@click.option("--to", "stop", metavar="TIME", help="Only events recorded before TIME.")
+@click.option(
+    "--output", "-o", metavar="PATH", help="A new file (a directory for parquet); default stdout."
+)
+def export(
+    store: str | None,
+    *,
+    fmt: str,
+    sessions: tuple[str, ...],
+    start: str | None,
+    stop: str | None,
+    output: str | None,
+) -> None:
+    """Export a store's events (JSON lines, the shape of `lmg tail`, with LSNs), its tables
+    (Parquet, one directory per table, by day), or sessions as the Rust crate's session document.
+
+    With --session (repeatable), an events export carries what those sessions refer to
+    (agents, templates, sessions their forks and edges reach), so it imports on its own.
+
+    Example: lmg export ./my-store --session 0192... -o session.jsonl
+    """
+    from ._export import export_parquet, export_sessions
+
+    path = store or default_store()
+    chosen = list(sessions) or None
+    try:
+        if fmt == "parquet":
+            if output is None:
+                raise click.UsageError("--format parquet needs --output DIR")
+            counts = export_parquet(path, output, sessions=chosen, start_time=start, stop_time=stop)
+            click.echo(f"{sum(counts.values())} rows in {len(counts)} tables under {output}")
+            return
+        if fmt == "session":
+            if not sessions:
+                raise click.UsageError("--format session needs --session ID")
+            with _output(output) as out:
+                export_sessions(path, out, sessions)
+            return
+        with _output(output) as out:
+            count = eventlog.export_events(
+                path, out, sessions=chosen, start_time=start, stop_time=stop
+            )
+        if output is not None:
+            click.echo(f"{count} events written to {output}")
+    except ProjectionError as exc:
+        raise click.ClickException(f"{type(exc).__name__}: {exc}") from None
+    except FileExistsError:
+        raise click.ClickException(f"{output} already exists: not overwritten") from None
+
+
+@click.command(name="import")
+@click.argument("store", type=click.Path(file_okay=False))
+@click.argument("file", type=click.Path(dir_okay=False, allow_dash=True))
+def import_command(store: str, file: str) -> None:
+    """Import an events export (JSON lines, as `lmg export` writes) into STORE.
+
+    Into a new store (missing or empty directory), events keep their ids, ts and
+    occurred_at. Into an existing store, they are appended as new events: ids are kept and
+    checked (a duplicate id is an error), occurred_at keeps the original time.
+
+    Example: lmg import ./new-store session.jsonl
+    """
+    with contextlib.ExitStack() as stack:
+        source = sys.stdin.buffer if file == "-" else stack.enter_context(Path(file).open("rb"))
+        result = eventlog.import_events(store, source)
+    how = "ids and times kept" if result.new_store else "appended as new events"
+    click.echo(f"{result.events} events imported into {store} ({how})")
+
+
+@click.command(name="backup")
+@click.argument("store", type=click.Path(file_okay=False))
+@click.argument("dest", type=click.Path(file_okay=False))
+@click.option("--link", is_flag=True, help="Hard-link sealed segments (same file system).")
+def backup_command(store: str, dest: str, *, link: bool) -> None:
+    """Back up STORE into DEST while writers and a projector run: the log up to a frame
+    boundary, verified, and the newest snapshot of the projections. Incremental when DEST
+    holds an older backup of STORE: only new segments (and the last one) are copied.
+
+    Example: lmg backup ./my-store /backups/my-store
+    """
+    from ._backup import backup
+
+    run, snapshot = backup(store, dest, link=link)
+    info = run.info
+    click.echo(
+        f"backup of LSN 0..{info.last_lsn} in {dest}: {run.copied} segment(s) copied "
+        f"({run.copied_bytes} bytes), {run.reused} kept from the older backup; verified"
+    )
+    if snapshot is None:
+        click.echo("no snapshot: a restore folds the projections from the whole log")
+    else:
+        click.echo(f"projections: the snapshot at LSN {snapshot.lsn}")
+
+
+@click.command(name="restore")
+@click.argument("dest", type=click.Path(file_okay=False))
+@click.argument("store", type=click.Path(file_okay=False))
+@click.option("--force", is_flag=True, help="Replace STORE if it is not empty.")
+def restore_command(dest: str, store: str, *, force: bool) -> None:
+    """Create STORE from the backup in DEST: the log as backed up (verified), and the
+    projections from the backup's snapshot. Refuses a non-empty STORE unless --force.
+
+    Example: lmg restore /backups/my-store ./my-store
+    """
+    from ._backup import restore
+
+    try:
+        info, snapshot = restore(dest, store, force=force)
+    except ProjectionError as exc:
+        raise click.ClickException(f"{type(exc).__name__}: {exc}") from None
+    where = "none: `lmg project` folds the log" if snapshot is None else f"LSN {snapshot.lsn}"
+    click.echo(f"restored LSN 0..{info.last_lsn} into {store}; projections snapshot: {where}")
+
+
+commands: list[click.Command] = [export, import_command, backup_command, restore_command]

@@ -1,0 +1,266 @@
+"""Backups of the log while it is written, and restores from them.
+
+Every restore is compared event by event with the source up to the backup's last LSN. The
+slow tests take backups while four processes append, and kill `lmg backup` midway: a backup
+directory then either restores whole or is refused as interrupted, never restored in part.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import random
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+import eventlog
+from eventlog import events as ev
+from tests._processes import LMG, Child
+
+SEGMENT_BYTES = 16_384
+CRASH_CHILD = Path(__file__).with_name("_crash_child.py")
+
+
+def _records(store: Path, stop: int | None = None) -> list[tuple[int, ev.EventBase]]:
+    with eventlog.open(store, readonly=True) as log:
+        return [(r.lsn, r.event) for r in log.read(0, stop)]
+
+
+def _fill(store: Path, prompts: int, size: int = 200, seed: int = 0) -> None:
+    """Sessions of prompts with incompressible text: many segments at SEGMENT_BYTES."""
+    rng = random.Random(seed)
+    with eventlog.open(store, segment_bytes=SEGMENT_BYTES, durability="none") as log:
+        session = log.create_session()
+        for _ in range(prompts):
+            log.add_prompt(session.id, rng.randbytes(size // 2).hex())
+
+
+def _under_way(child: Child, dest: Path) -> bool:
+    return (dest / "BACKUP.partial").exists() or child.proc.poll() is not None
+
+
+def _assert_restores_identically(backup: Path, source: Path, target: Path) -> None:
+    info = eventlog.restore(backup, target)
+    assert not [p for p in eventlog.verify(target) if p.severity == "error"]
+    assert _records(target) == _records(source, info.last_lsn + 1)
+
+
+def test_backup_and_restore_round_trip(store: Path, tmp_path: Path) -> None:
+    _fill(store, 300)
+    run = eventlog.backup(store, tmp_path / "bk")
+    assert run.info.last_lsn == 300 and run.reused == 0
+    assert (tmp_path / "bk").stat().st_mode & 0o777 == 0o700
+    assert (tmp_path / "bk" / "BACKUP.json").stat().st_mode & 0o777 == 0o600
+    _assert_restores_identically(tmp_path / "bk", store, tmp_path / "restored")
+    with eventlog.open(tmp_path / "restored") as log:  # and it goes on as a store
+        log.create_session()
+
+
+def test_incremental_backup_copies_only_new_segments(store: Path, tmp_path: Path) -> None:
+    _fill(store, 300)
+    first = eventlog.backup(store, tmp_path / "bk")
+    _fill(store, 100, seed=1)
+    second = eventlog.backup(store, tmp_path / "bk")
+    old_segments = len(first.info.segments)
+    assert second.reused == old_segments - 1  # all sealed ones; the then-last is recopied
+    assert second.copied == len(second.info.segments) - second.reused
+    _assert_restores_identically(tmp_path / "bk", store, tmp_path / "restored")
+
+
+def test_backup_with_link_hard_links_sealed_segments(store: Path, tmp_path: Path) -> None:
+    _fill(store, 300)
+    run = eventlog.backup(store, tmp_path / "bk", link=True)
+    *sealed, last = sorted(run.info.segments)
+    assert sealed and all(
+        (tmp_path / "bk" / n).stat().st_ino == (store / n).stat().st_ino for n in sealed
+    )
+    assert (tmp_path / "bk" / last).stat().st_ino != (store / last).stat().st_ino  # copied
+    _fill(store, 50, seed=1)
+    assert eventlog.backup(store, tmp_path / "bk", link=True).reused == len(sealed)
+    _assert_restores_identically(tmp_path / "bk", store, tmp_path / "restored")
+
+
+def test_incremental_backup_recopies_a_segment_replaced_in_the_source(
+    store: Path, tmp_path: Path
+) -> None:
+    """As a rewrite of a sealed segment would (same name, maybe the same size and tail)."""
+    _fill(store, 300)
+    eventlog.backup(store, tmp_path / "bk")
+    first = min(store.glob("*.seg"))
+    shutil.copyfile(first, tmp_path / "rewritten")
+    os.replace(tmp_path / "rewritten", first)
+    run = eventlog.backup(store, tmp_path / "bk")
+    assert run.copied == 2  # the replaced one and the last one
+    _assert_restores_identically(tmp_path / "bk", store, tmp_path / "restored")
+
+
+def test_backup_carries_the_retention_policy(store: Path, tmp_path: Path) -> None:
+    _fill(store, 3)
+    policy = eventlog.RetentionPolicy(content_days=30)
+    eventlog.set_retention(store, policy)
+    eventlog.backup(store, tmp_path / "bk")
+    eventlog.restore(tmp_path / "bk", tmp_path / "restored")
+    assert eventlog.retention(tmp_path / "restored") == policy
+
+
+def test_backup_of_an_empty_store(store: Path, tmp_path: Path) -> None:
+    eventlog.open(store).close()
+    run = eventlog.backup(store, tmp_path / "bk")
+    assert run.info.last_lsn == -1
+    _assert_restores_identically(tmp_path / "bk", store, tmp_path / "restored")
+
+
+def test_backup_stops_at_the_last_complete_frame(store: Path, tmp_path: Path) -> None:
+    _fill(store, 10)
+    last = max(store.glob("*.seg"))
+    with last.open("ab") as f:  # a frame being written: a header and part of a body
+        f.write(b"LMGF" + bytes(40))
+    run = eventlog.backup(store, tmp_path / "bk")
+    assert run.info.last_lsn == 10
+    assert (tmp_path / "bk" / last.name).stat().st_size == last.stat().st_size - 44
+    _assert_restores_identically(tmp_path / "bk", store, tmp_path / "restored")
+
+
+def test_backup_refuses_a_directory_that_is_not_a_backup(store: Path, tmp_path: Path) -> None:
+    _fill(store, 3)
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("keep")
+    with pytest.raises(eventlog.EventLogError, match="neither empty nor a backup"):
+        eventlog.backup(store, tmp_path / "mine")
+    assert [p.name for p in (tmp_path / "mine").iterdir()] == ["notes.txt"]
+
+
+def test_backup_refuses_a_backup_of_another_store(store: Path, tmp_path: Path) -> None:
+    _fill(store, 3)
+    _fill(tmp_path / "other", 3)
+    eventlog.backup(tmp_path / "other", tmp_path / "bk")
+    with pytest.raises(eventlog.EventLogError, match="backup of another store"):
+        eventlog.backup(store, tmp_path / "bk")
+
+
+def test_restore_of_an_interrupted_backup_is_refused(store: Path, tmp_path: Path) -> None:
+    _fill(store, 3)
+    eventlog.backup(store, tmp_path / "bk")
+    (tmp_path / "bk" / "BACKUP.json").rename(tmp_path / "bk" / "BACKUP.partial")
+    with pytest.raises(eventlog.EventLogError, match="an interrupted backup"):
+        eventlog.restore(tmp_path / "bk", tmp_path / "restored")
+    assert not (tmp_path / "restored").exists()
+
+
+def test_restore_refuses_a_backup_holding_a_symlink(store: Path, tmp_path: Path) -> None:
+    _fill(store, 3)
+    eventlog.backup(store, tmp_path / "bk")
+    (tmp_path / "secret").write_text("not for the store")
+    (tmp_path / "bk" / "notes").symlink_to(tmp_path / "secret")
+    with pytest.raises(eventlog.EventLogError, match="symbolic link"):
+        eventlog.restore(tmp_path / "bk", tmp_path / "restored")
+    assert not (tmp_path / "restored").exists()
+
+
+def test_restore_of_a_changed_segment_is_refused(store: Path, tmp_path: Path) -> None:
+    _fill(store, 300)
+    eventlog.backup(store, tmp_path / "bk")
+    first = min((tmp_path / "bk").glob("*.seg"))
+    with first.open("r+b") as f:
+        f.seek(first.stat().st_size - 10)
+        f.write(b"XXXXXXXXXX")
+    with pytest.raises(eventlog.CorruptionError, match="differs from the backup's manifest"):
+        eventlog.restore(tmp_path / "bk", tmp_path / "restored")
+    assert not (tmp_path / "restored").exists()
+
+
+def test_cli_restore_refuses_a_non_empty_store_without_force(store: Path, tmp_path: Path) -> None:
+    _fill(store, 5)
+    run = subprocess.run(
+        [LMG, "backup", str(store), str(tmp_path / "bk")],
+        check=False,
+        capture_output=True,
+        text=True,
+    )
+    assert run.returncode == 0, run.stderr
+    assert "verified" in run.stdout
+    _fill(tmp_path / "other", 2)
+    refused = subprocess.run(
+        [LMG, "restore", str(tmp_path / "bk"), str(tmp_path / "other")],
+        check=False,
+        capture_output=True,
+        text=True,
+    )
+    assert refused.returncode != 0 and "not an empty directory" in refused.stderr
+    assert len(refused.stderr.strip().splitlines()) == 1 and "Traceback" not in refused.stderr
+    assert len(_records(tmp_path / "other")) == 3
+    forced = subprocess.run(
+        [LMG, "restore", str(tmp_path / "bk"), str(tmp_path / "other"), "--force"],
+        check=False,
+        capture_output=True,
+        text=True,
+    )
+    assert forced.returncode == 0, forced.stderr
+    assert _records(tmp_path / "other") == _records(store)
+
+
+@pytest.mark.slow
+def test_backups_under_load_restore_identically(store: Path, tmp_path: Path) -> None:
+    """Four processes append (rotating segments) while backups are taken into one place."""
+    eventlog.open(store, segment_bytes=SEGMENT_BYTES).close()
+    seed = random.randrange(2**32)
+    print(f"seed {seed}")
+    children = [
+        Child(
+            [sys.executable, str(CRASH_CHILD), "crash", str(store), str(seed + i), "16384"],
+            tmp_path,
+            f"appender{i}",
+        )
+        for i in range(4)
+    ]
+    try:
+        for child in children:
+            child.wait_for(child.said_something, "ready")
+        runs = []
+        for k in range(5):
+            time.sleep(0.3)
+            run = eventlog.backup(store, tmp_path / "bk")
+            eventlog.restore(tmp_path / "bk", tmp_path / f"restored{k}")
+            runs.append(run)
+    finally:
+        for child in children:
+            child.kill()
+    assert runs[-1].info.last_lsn > runs[0].info.last_lsn  # the appenders got on meanwhile
+    assert any(run.reused for run in runs[1:])  # incremental under load
+    for k, run in enumerate(runs):
+        restored = _records(tmp_path / f"restored{k}")
+        assert restored == _records(store, run.info.last_lsn + 1), k
+        assert not [p for p in eventlog.verify(tmp_path / f"restored{k}") if p.severity == "error"]
+
+
+@pytest.mark.slow
+def test_kill_9_of_backup_leaves_a_whole_backup_or_a_refused_one(
+    store: Path, tmp_path: Path
+) -> None:
+    _fill(store, 20_000, size=400)  # ~8 MB in ~500 segments: a backup takes a while
+    rng = random.Random()
+    outcomes = set()
+    for attempt in range(4):
+        child = Child([str(LMG), "backup", str(store), str(tmp_path / "bk")], tmp_path, "bk")
+        child.wait_for(functools.partial(_under_way, child, tmp_path / "bk"), "a backup under way")
+        time.sleep(rng.uniform(0, 0.2))
+        child.kill()
+        target = tmp_path / f"restored{attempt}"
+        try:
+            eventlog.restore(tmp_path / "bk", target)
+        except eventlog.EventLogError as exc:
+            assert "interrupted backup" in str(exc)
+            assert not target.exists()
+            outcomes.add("refused")
+        else:
+            assert _records(target) == _records(store)
+            outcomes.add("whole")
+    print(f"outcomes: {outcomes}")
+    eventlog.backup(store, tmp_path / "bk")  # the next backup completes it
+    _assert_restores_identically(tmp_path / "bk", store, tmp_path / "final")
+    assert not any(name.startswith(".final") for name in os.listdir(tmp_path))
