@@ -26,7 +26,7 @@ from eventlog._time import TimeLike, to_ns
 
 from ._schema import TABLE_NAMES
 from .errors import BadArgument, ProjectionError, ProjectorBusy
-from .projector import Projector, connect
+from .projector import Projector, connect, read_connection
 
 __all__ = [
     "SESSION_FORMAT",
@@ -57,7 +57,7 @@ def export_parquet(
     if target.exists() and (not target.is_dir() or any(target.iterdir())):
         raise BadArgument(f"{target} already exists and is not an empty directory")
     _catch_up_if_free(store, database)
-    with connect(store, database) as con:
+    with read_connection(store, database, sandbox=False) as con:  # COPY writes files
         return write_parquet(
             con, target, sessions=sessions, start_time=start_time, stop_time=stop_time
         )

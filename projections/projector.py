@@ -34,7 +34,7 @@ from ._schema import checkpoint, ensure_schema
 from .errors import ProjectionError
 from .snapshots import SnapshotPolicy, Snapshots, SnapshotSkipped
 
-__all__ = ["Progress", "Projector", "connect", "rebuild"]
+__all__ = ["Progress", "Projector", "connect", "read_connection", "rebuild"]
 
 DEFAULT_SNAPSHOTS = SnapshotPolicy()
 """A projector takes snapshots by default (None turns them off)."""
@@ -344,13 +344,27 @@ def connect(
     Holds the gate (shared) until the block ends: keep the block short, since the projector
     cannot commit meanwhile. Raises `DatabaseBusy` after `wait_s` if the folder does not let
     go (an embedded MemoryGraph lets go after the read in hand)."""
+    with read_connection(store, database, wait_s=wait_s, sandbox=True) as con:
+        yield con
+
+
+@contextlib.contextmanager
+def read_connection(
+    store: str | os.PathLike[str],
+    database: str | os.PathLike[str] | None = None,
+    *,
+    wait_s: float = 10.0,
+    sandbox: bool,
+) -> Iterator[duckdb.DuckDBPyConnection]:
+    """`connect`, for the project's own code too: without `sandbox`, the connection may
+    write files (an export's Parquet), so it never runs a user's SQL."""
     db = database_path(store, database)
     if not db.exists():
         raise ProjectionError(f"{db} does not exist yet: build it with `lmg project {store}`")
     gate = Gate(db)
     try:
         with gate.hold(exclusive=False, timeout=wait_s):
-            con = open_database(db, read_only=True, timeout=wait_s, sandbox=True)
+            con = open_database(db, read_only=True, timeout=wait_s, sandbox=sandbox)
             try:
                 yield con
             finally:
