@@ -20,10 +20,7 @@ from ._reader import Record
 from ._time import iso_time
 from .errors import InvalidEvent
 
-__all__ = ["APPEND_OPTIONS", "decode_json", "parse_request", "record_json"]
-
-APPEND_OPTIONS = frozenset({"idempotency_key", "expect_session_lsn", "expect_store_lsn"})
-"""The keys a request object may carry beside ``events`` (`EventLog.append`'s options)."""
+__all__ = ["decode_json", "parse_request", "record_json"]
 
 _JSON = msgspec.json.Encoder()
 
@@ -45,10 +42,6 @@ def parse_request(data: Any) -> tuple[list[ev.EventBase], dict[str, Any]]:
     options: dict[str, Any] = {}
     if isinstance(data, dict) and "events" in data:
         options = {k: v for k, v in data.items() if k != "events"}
-        unknown = sorted(set(options) - APPEND_OPTIONS)
-        if unknown:
-            known = ", ".join(sorted(APPEND_OPTIONS))
-            raise InvalidEvent(f"unknown option(s) {', '.join(unknown)}; known: {known}")
         data = data["events"]
     items = data if isinstance(data, list) else [data]
     types = ev.event_types()
