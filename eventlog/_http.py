@@ -66,7 +66,7 @@ SCOPES = ("append", "read", "sql", "admin")
 (every scope; `/metrics` too when auth is on)."""
 
 
-class Limits(msgspec.Struct, frozen=True, kw_only=True):
+class Limits(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """The service's limits: one per input, each with a default that protects the host."""
 
     max_body_bytes: int = 8 * 1024 * 1024
@@ -83,6 +83,10 @@ class Limits(msgspec.Struct, frozen=True, kw_only=True):
     """SQL statements and typed reads running at once; more wait their turn."""
     max_follows: int = 64
     """Open follow streams (``follow=true``) at once; more are refused (429)."""
+
+    def __post_init__(self) -> None:
+        if min(msgspec.structs.astuple(self)) <= 0:
+            raise ValueError("every limit must be positive")
 
 
 class ApiError(Exception):

@@ -305,6 +305,14 @@ def snapshot_command(*, store: str | None, point: str | None, keep: int, listing
 )
 @click.option("--tls-cert", type=click.Path(dir_okay=False, exists=True), help="PEM certificate.")
 @click.option("--tls-key", type=click.Path(dir_okay=False, exists=True), help="PEM private key.")
+@click.option(
+    "--limit",
+    "limits",
+    multiple=True,
+    metavar="NAME=VALUE",
+    help="Change a limit (repeatable): max_body_bytes, body_timeout_s, max_rows, sql_time_s, "
+    "max_queries, max_follows (docs/service.md, Limits).",
+)
 def serve(
     *,
     store: str,
@@ -314,6 +322,7 @@ def serve(
     auth_file: str | None,
     tls_cert: str | None,
     tls_key: str | None,
+    limits: tuple[str, ...],
 ) -> None:
     """Serve stores over HTTP: appends, the log's feed, SQL, typed reads, diff, metrics.
 
@@ -326,7 +335,7 @@ def serve(
     from pathlib import Path
 
     try:
-        from eventlog._http import Auth
+        from eventlog._http import Auth, Limits
 
         from ._service import serve as run
     except ImportError as exc:
@@ -346,7 +355,12 @@ def serve(
         stores[name] = Path(require_store(path))
     auth = Auth.load(auth_file) if auth_file else None
     tls = (tls_cert, tls_key) if tls_cert and tls_key else None
-    run(stores, host=host, port=port, auth=auth, tls=tls)
+    changes = dict(item.partition("=")[::2] for item in limits)
+    try:
+        chosen = msgspec.convert(changes, Limits, strict=False)
+    except msgspec.ValidationError as exc:
+        raise click.UsageError(f"--limit: {exc}") from None
+    run(stores, host=host, port=port, auth=auth, tls=tls, limits=chosen)
 
 
 @click.group()
