@@ -207,6 +207,7 @@ class ServedLog:
     log: AsyncEventLog
     lag: Callable[[], tuple[int, float]] | None = None
     appended: Callable[[], None] | None = None
+    acknowledged: int = -1  # the last LSN an append through the service was answered with
 
 
 @dataclass

@@ -49,6 +49,7 @@ async def append(request: Request) -> Response:
         if name in request.query_params:
             options[name] = _int(request.query_params[name], name)
     result = await served.log.append(events, **options)
+    served.acknowledged = max(served.acknowledged, result.last_lsn)
     if served.appended is not None:
         served.appended()
     metrics = service.metrics

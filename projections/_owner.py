@@ -15,6 +15,7 @@ one sandboxed DuckDB instance, the history check, `fold_available`), with two di
 
 from __future__ import annotations
 
+import asyncio
 import sys
 import threading
 import time
@@ -53,6 +54,7 @@ class Owner:
         self._behind_since: float | None = None
         self._wake = threading.Event()
         self._stop = threading.Event()
+        self._fold()  # ready means current: the backlog is folded before the first read
         self._thread = threading.Thread(target=self._follow, name="lmg-fold", daemon=True)
         self._thread.start()
 
@@ -64,6 +66,14 @@ class Owner:
         """A cursor for one read: it sees the last committed fold; close it when done."""
         with self._cursors:
             return self._root.cursor()
+
+    async def reach(self, lsn: int, timeout_s: float) -> None:
+        """Wait (up to `timeout_s`) until the fold holds `lsn`: a read sees every append the
+        service acknowledged before it, as an embedded graph's reads see their writes."""
+        deadline = time.monotonic() + timeout_s
+        while self.checkpoint < lsn and self.error is None and time.monotonic() < deadline:
+            self.nudge()
+            await asyncio.sleep(0.002)
 
     def nudge(self) -> None:
         """The log has grown (the service appended): fold now rather than at the next poll."""

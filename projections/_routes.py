@@ -56,10 +56,12 @@ class ServedGraph(ServedLog):
     owner: Owner | None = None
 
 
-def _served(request: Request, scope: str) -> tuple[Service, Owner]:
+async def _served(request: Request, scope: str) -> tuple[Service, Owner]:
+    """The store's owner, once its fold holds every append the service has acknowledged."""
     service = service_of(request)
     served = service.store(request, request.path_params["name"], scope)
     assert isinstance(served, ServedGraph) and served.owner is not None
+    await served.owner.reach(served.acknowledged, service.limits.sql_time_s)
     return service, served.owner
 
 
@@ -87,7 +89,7 @@ async def run_read(service: Service, cursor: duckdb.DuckDBPyConnection, fn: Call
 
 
 async def _read(request: Request, scope: str, fn: Callable[[GraphReader], R]) -> Response:
-    service, owner = _served(request, scope)
+    service, owner = await _served(request, scope)
     cursor = owner.cursor()
     result = await run_read(service, cursor, lambda: fn(GraphReader(cursor, cache_size=0)))
     return json_response(result)
@@ -177,7 +179,7 @@ SqlAt = Callable[[Request, Service, SqlRequest], Awaitable[Response]]
 def _sql_route(at: SqlAt | None) -> Callable[[Request], Awaitable[Response]]:
     async def sql(request: Request) -> Response:
         """``{"query", "params", "at"}`` -> ``{"columns", "rows", "truncated"}`` or Arrow."""
-        service, owner = _served(request, "sql")
+        service, owner = await _served(request, "sql")
         body = await sql_body(request, service)
         if body.at is not None:
             if at is None:
@@ -299,7 +301,7 @@ class QueryRequest(msgspec.Struct, forbid_unknown_fields=True):
 
 
 async def query(request: Request) -> Response:
-    service, owner = _served(request, "read")
+    service, owner = await _served(request, "read")
     raw = await read_body(request, service.limits.max_body_bytes, service.limits.body_timeout_s)
     try:
         spec = msgspec.json.decode(raw, type=QueryRequest)
