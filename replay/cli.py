@@ -365,7 +365,10 @@ def serve(
 
 @click.group()
 def token() -> None:
-    """Tokens of an auth file for `lmg serve --auth`."""
+    """Tokens of an auth file for `lmg serve --auth` (docs/service.md, Auth).
+
+    Example: lmg token add --auth tokens.json --name analyst --scope sql --store default
+    """
 
 
 @token.command(name="add")
