@@ -329,3 +329,53 @@ def test_sigterm_drains_folds_to_the_end_and_exits_0(tmp_path: Path, store: Path
     assert set(results) <= set(range(stored))
     with projections.connect(store) as con:
         assert projections.checkpoint(con) == stored - 1
+
+
+@pytest.mark.slow
+def test_kill_9_under_concurrent_appenders_loses_no_acknowledged_event(
+    tmp_path: Path, store: Path
+) -> None:
+    acknowledged: dict[str, str] = {}  # id -> the text it was sent with
+    for round_ in range(3):
+        service = Service(tmp_path, [str(store)], name=f"serve{round_}")
+        halt = threading.Event()
+
+        def append(
+            worker: int, url: str = service.url, n: int = round_, halt: threading.Event = halt
+        ) -> None:
+            with httpx.Client(base_url=url, timeout=WAIT_S) as http:
+                for i in range(10_000):
+                    if halt.is_set():
+                        return
+                    text = f"round {n} worker {worker} event {i} é"
+                    body = {"type": "session.created", "metadata": {"text": text}}
+                    try:
+                        answer = http.post("/v1/stores/default/events", json=body)
+                    except httpx.TransportError:
+                        return
+                    if answer.status_code == 200:
+                        acknowledged[answer.json()["ids"][0]] = text
+
+        threads = [threading.Thread(target=append, args=(w,)) for w in range(16)]
+        for t in threads:
+            t.start()
+        time.sleep(1.0)
+        service.child.kill()  # SIGKILL, mid-append
+        halt.set()
+        for t in threads:
+            t.join()
+    with eventlog.open(store, readonly=True) as log:
+        stored = {
+            str(r.event.id): r.event.metadata["text"]  # type: ignore[attr-defined]
+            for r in log.read()
+            if r.lsn > 0
+        }
+    assert acknowledged and all(stored.get(k) == v for k, v in acknowledged.items())
+    service = Service(tmp_path, [str(store)], name="serve-last")  # resumes folding
+    try:
+        count = service.http.post(
+            "/v1/stores/default/sql", json={"query": "SELECT count(*) FROM sessions"}
+        ).json()["rows"][0][0]
+        assert count == len(stored) + 1
+    finally:
+        assert service.stop() == 0
