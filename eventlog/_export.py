@@ -29,12 +29,13 @@ from . import events as ev
 from ._copy import building_store, check_new_store
 from ._reader import Record
 from ._resolve import session_of
-from ._time import TimeLike, iso_time, to_ns
+from ._time import TimeLike, to_ns
+from ._wire import record_json
 from .errors import InvalidEvent
 from .log import EventLog
 from .options import Durability
 
-__all__ = ["Imported", "export_events", "import_events", "read_export", "record_json"]
+__all__ = ["Imported", "export_events", "import_events", "read_export"]
 
 _JSON = msgspec.json.Encoder()
 _EVENT = msgspec.json.Decoder(ev.Event)
@@ -51,14 +52,6 @@ class Imported(msgspec.Struct, frozen=True, kw_only=True):
     events: int
     first_lsn: int  # of the first imported event in the target (-1: none imported)
     new_store: bool  # True: ids, ts and occurred_at kept; False: appended as new events
-
-
-def record_json(record: Record) -> bytes:
-    """One JSON line: the LSN, the time as ISO 8601 (``ts_iso``, for people), then the event's
-    own fields (the same shape `append` reads; it ignores ``lsn`` and ``ts_iso``)."""
-    body = _JSON.encode(record.event)
-    head = f'{{"lsn":{record.lsn},"ts_iso":"{iso_time(record.event.ts)}",'
-    return head.encode() + body[1:]
 
 
 def export_events(

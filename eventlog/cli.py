@@ -22,12 +22,10 @@ import msgspec
 
 from . import events as ev
 from ._demo import next_steps, run_demo
-from ._export import record_json
-from ._ids import new_id
-from ._limits import MAX_DEPTH
 from ._retention import RetentionPolicy, due, retention, set_retention
 from ._store import check_store
 from ._time import iso_time
+from ._wire import decode_json, parse_request, record_json
 from .errors import EventLogError, InvalidEvent
 from .log import EventLog
 from .log import open as open_log
@@ -145,44 +143,9 @@ def _lines(limit: int, total: str | None = None) -> Iterator[tuple[int, bytes]]:
 
 def _parse_line(line: bytes, n: int) -> tuple[list[ev.EventBase], dict[str, Any]]:
     try:
-        data = msgspec.json.decode(line)
-    except msgspec.DecodeError as exc:
-        raise click.ClickException(f"line {n}: not JSON ({exc})") from None
-    except RecursionError:
-        raise click.ClickException(
-            f"line {n}: nested too deeply to parse (the limit is {MAX_DEPTH} levels)"
-        ) from None
-    options: dict[str, Any] = {}
-    if isinstance(data, dict) and "events" in data:
-        options = {k: v for k, v in data.items() if k != "events"}
-        data = data["events"]
-    items = data if isinstance(data, list) else [data]
-    types = ev.event_types()
-    events: list[ev.EventBase] = []
-    for item in items:
-        if not isinstance(item, dict) or item.get("type") not in types:
-            given = item.get("type") if isinstance(item, dict) else None
-            raise click.ClickException(
-                f"line {n}: not an event: "
-                + (f"unknown type {given!r}" if given else 'no "type"')
-                + f"; known types: {', '.join(sorted(types))}"
-            )
-        cls = types[item["type"]]
-        fields = {**item, "id": str(new_id())} if _needs_id(cls, item) else item
-        try:
-            events.append(msgspec.convert(fields, cls, strict=False))
-        except msgspec.ValidationError as exc:
-            raise click.ClickException(f"line {n}: {exc}") from None
-    return events, options
-
-
-def _short(value: object) -> str:
-    """A value for an error line: JSON, cut short (a repr could recurse as deep as it)."""
-    return _JSON.encode(value)[:300].decode(errors="replace")
-
-
-def _needs_id(cls: type[ev.EventBase], item: dict[str, Any]) -> bool:
-    return "id" in cls.__struct_fields__ and "id" not in item
+        return parse_request(decode_json(line))
+    except InvalidEvent as exc:
+        raise click.ClickException(f"line {n}: {exc}") from None
 
 
 def _append_line(log: EventLog, n: int, parsed: tuple[list[ev.EventBase], dict[str, Any]]) -> None:

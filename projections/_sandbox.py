@@ -26,7 +26,16 @@ import duckdb
 
 from .errors import SqlRefused
 
-__all__ = ["SANDBOX", "check", "query_rows", "relation", "sandbox", "user_cursor"]
+__all__ = [
+    "SANDBOX",
+    "check",
+    "query_rows",
+    "relation",
+    "sandbox",
+    "start",
+    "translated",
+    "user_cursor",
+]
 
 SANDBOX: dict[str, str | bool | int | float | list[str]] = {
     "enable_external_access": False,  # no files but the database's own, no network
@@ -68,20 +77,26 @@ def user_cursor(
 ) -> Iterator[duckdb.DuckDBPyConnection]:
     """Check and run `query` on a new cursor of `con`, read-only; yields that cursor with its
     result (`description`, `fetchall`), closed (and its transaction ended) afterwards."""
-    check(con, query)
     cursor = con.cursor()
     try:
-        cursor.execute("BEGIN TRANSACTION READ ONLY")
-        _translated(lambda: cursor.execute(query, params))
+        start(cursor, query, params)
         yield cursor
     finally:
         cursor.close()
 
 
+def start(cursor: duckdb.DuckDBPyConnection, query: str, params: Params = None) -> None:
+    """Check `query` and run it on `cursor`, a cursor of its own, in a READ ONLY transaction
+    (`user_cursor` makes one; the service makes its own, to `interrupt` it at its time limit)."""
+    check(cursor, query)
+    cursor.execute("BEGIN TRANSACTION READ ONLY")
+    translated(lambda: cursor.execute(query, params))
+
+
 def query_rows(con: duckdb.DuckDBPyConnection, query: str, params: Params = None) -> list[Any]:
     """Every row of `query`, run as `user_cursor` runs it."""
     with user_cursor(con, query, params) as cursor:
-        return _translated(cursor.fetchall)
+        return translated(cursor.fetchall)
 
 
 def relation(
@@ -95,14 +110,15 @@ def relation(
     cursor = con.cursor()
     try:
         cursor.execute("BEGIN TRANSACTION READ ONLY")
-        return _translated(lambda: cursor.sql(query, params=params))
+        return translated(lambda: cursor.sql(query, params=params))
     except BaseException:
         cursor.close()
         raise
 
 
-def _translated(fn: Callable[[], R]) -> R:
-    """Call `fn`; the sandbox's refusals from DuckDB become `SqlRefused` (others pass)."""
+def translated(fn: Callable[[], R]) -> R:
+    """Call `fn` (a caller's statement); the sandbox's refusals from DuckDB become
+    `SqlRefused` (others pass)."""
     try:
         return fn()
     except duckdb.PermissionException as exc:  # external access is off

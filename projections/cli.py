@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import csv
+import os
 import signal
 import sys
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
 import click
@@ -254,11 +256,44 @@ def sql(
 
     store, query = (None, words[0]) if len(words) == 1 else words
     path = require_store(store)
+    from eventlog._advert import find
+
+    service = find(Path(path))
+    if service is not None and database is None:  # its service owns the database: ask it
+        print_rows(*_remote_query(service, query), fmt)
+        return
     if not no_fold:
         _fold_if_free(path, database)
     with connect(path, database, wait_s=wait_s) as con:
         names, rows = run_query(con, query)
     print_rows(names, rows, fmt)
+
+
+def _remote_query(service: dict[str, Any], query: str) -> tuple[list[str], list[Any]]:
+    """Run `query` through the store's service (`lmg serve`), with ``$LMG_TOKEN`` if set."""
+    import urllib.error
+    import urllib.request
+
+    url = f"{service['url']}/v1/stores/{service['store']}/sql"
+    headers = {"Content-Type": "application/json"}
+    if os.environ.get("LMG_TOKEN"):
+        headers["Authorization"] = f"Bearer {os.environ['LMG_TOKEN']}"
+    request = urllib.request.Request(url, _JSON.encode({"query": query}), headers)
+    try:
+        with urllib.request.urlopen(request, timeout=60) as response:
+            answer = msgspec.json.decode(response.read())
+    except urllib.error.HTTPError as exc:
+        try:
+            message = msgspec.json.decode(exc.read())["error"]["message"]
+        except (msgspec.DecodeError, KeyError, TypeError):
+            message = f"HTTP {exc.code}"
+        raise click.ClickException(f"{message} (from the service at {service['url']})") from None
+    except OSError as exc:
+        url = service["url"]
+        raise click.ClickException(f"the service at {url} did not answer: {exc}") from None
+    if answer.get("truncated"):
+        click.echo("warning: the service cut the rows at its limit", err=True)
+    return answer["columns"], [tuple(row) for row in answer["rows"]]
 
 
 def run_query(

@@ -84,12 +84,20 @@ class _Embedded:
     Thread-safe: reads, holds and let-gos are serialised on one lock."""
 
     def __init__(
-        self, log: LogReader, db: Path, wait_s: float, memory_limit: str, idle_s: float = IDLE_S
+        self,
+        log: LogReader,
+        db: Path,
+        wait_s: float,
+        memory_limit: str,
+        idle_s: float = IDLE_S,
+        *,
+        shares: bool = True,
     ) -> None:
         self.log = log
         self.db = db
         self.wait_s = wait_s
         self.idle_s = idle_s
+        self.shares = shares  # False: a hold lasts until close (the service, which owns it)
         self._memory_limit = memory_limit
         self._mutex = threading.RLock()
         self._changed = threading.Condition(self._mutex)  # a read ended, or the graph closed
@@ -149,6 +157,8 @@ class _Embedded:
                 self._reader.clear()
         self.con, self.checkpoint = con, folded
         self._holds += 1
+        if not self.shares:
+            return self._reader
         threading.Thread(
             target=self._watch, args=(self._holds,), name="lmg-graph-idle", daemon=True
         ).start()
@@ -215,7 +225,7 @@ class _Embedded:
                 raise ProjectionError(f"DuckDB: {exc}") from exc
             finally:
                 self._used = time.monotonic()
-                if self._gate is not None and self._gate.readers_waiting():
+                if self.shares and self._gate is not None and self._gate.readers_waiting():
                     self._let_go()  # someone waits: their turn now, ours again on the next read
                 self._changed.notify_all()
 

@@ -19,7 +19,7 @@ import msgspec
 
 from eventlog import EventLogError
 from eventlog.cli import commands as eventlog_commands
-from eventlog.cli import default_store, store_argument
+from eventlog.cli import default_store, require_store, store_argument
 from projections._policy import SnapshotPolicy
 from projections.cli import commands as projections_commands
 from projections.cli import print_rows, rows_format, run_query
@@ -286,6 +286,115 @@ def snapshot_command(*, store: str | None, point: str | None, keep: int, listing
     print_rows(["lsn", "time", "bytes", "schema"], rows, "table")
 
 
+@click.command()
+@click.argument("store", type=click.Path(file_okay=False))
+@click.option(
+    "--store",
+    "more",
+    multiple=True,
+    metavar="NAME=PATH",
+    help="Serve another store under NAME (repeatable). STORE is served as `default`.",
+)
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind.")
+@click.option("--port", default=8420, show_default=True, type=click.IntRange(0, 65535))
+@click.option(
+    "--auth",
+    "auth_file",
+    type=click.Path(dir_okay=False, exists=True),
+    help="Tokens file (docs/service.md); required for a --host that is not loopback.",
+)
+@click.option("--tls-cert", type=click.Path(dir_okay=False, exists=True), help="PEM certificate.")
+@click.option("--tls-key", type=click.Path(dir_okay=False, exists=True), help="PEM private key.")
+@click.option(
+    "--limit",
+    "limits",
+    multiple=True,
+    metavar="NAME=VALUE",
+    help="Change a limit (repeatable): max_body_bytes, body_timeout_s, max_rows, sql_time_s, "
+    "max_queries, max_follows (docs/service.md, Limits).",
+)
+def serve(
+    *,
+    store: str,
+    more: tuple[str, ...],
+    host: str,
+    port: int,
+    auth_file: str | None,
+    tls_cert: str | None,
+    tls_key: str | None,
+    limits: tuple[str, ...],
+) -> None:
+    """Serve stores over HTTP: appends, the log's feed, SQL, typed reads, diff, metrics.
+
+    One process owns each store's projections and folds continuously; reads never wait for
+    a file lock. Without --auth it binds to loopback only. SIGTERM drains and exits 0.
+    Needs the serve extra: pip install 'llm-memory-graph[serve]' (docs/service.md).
+
+    Example: lmg serve ./my-store --store team=./team-store --port 8420
+    """
+    from pathlib import Path
+
+    try:
+        from eventlog._http import Auth, Limits
+
+        from ._service import serve as run
+    except ImportError as exc:
+        raise click.ClickException(
+            f"lmg serve needs the serve extra ({exc.name} is missing): "
+            "pip install 'llm-memory-graph[serve]'"
+        ) from None
+    if (tls_cert is None) != (tls_key is None):
+        raise click.UsageError("give --tls-cert and --tls-key together")
+    stores = {"default": Path(require_store(store))}
+    for item in more:
+        name, sep, path = item.partition("=")
+        if not sep or not re.fullmatch(r"[A-Za-z0-9_.-]{1,64}", name) or name in stores:
+            raise click.UsageError(
+                f"--store {item!r}: give a new NAME=PATH (NAME: letters, digits, _.-)"
+            )
+        stores[name] = Path(require_store(path))
+    auth = Auth.load(auth_file) if auth_file else None
+    tls = (tls_cert, tls_key) if tls_cert and tls_key else None
+    changes = dict(item.partition("=")[::2] for item in limits)
+    try:
+        chosen = msgspec.convert(changes, Limits, strict=False)
+    except msgspec.ValidationError as exc:
+        raise click.UsageError(f"--limit: {exc}") from None
+    run(stores, host=host, port=port, auth=auth, tls=tls, limits=chosen)
+
+
+@click.group()
+def token() -> None:
+    """Tokens of an auth file for `lmg serve --auth` (docs/service.md, Auth).
+
+    Example: lmg token add --auth tokens.json --name analyst --scope sql --store default
+    """
+
+
+@token.command(name="add")
+@click.option("--auth", "auth_file", required=True, type=click.Path(dir_okay=False))
+@click.option("--name", required=True, help="Who holds it (shown in the access log).")
+@click.option(
+    "--scope",
+    "scopes",
+    multiple=True,
+    required=True,
+    type=click.Choice(["append", "read", "sql", "admin"]),
+    help="What it may do (repeatable).",
+)
+@click.option("--store", "stores", multiple=True, required=True, help="A store name, or '*'.")
+def token_add(auth_file: str, name: str, scopes: tuple[str, ...], stores: tuple[str, ...]) -> None:
+    """Add a token to an auth file (created 0600 if missing) and print it, once.
+
+    Only its SHA-256 is stored; a lost token is replaced, never recovered.
+
+    Example: lmg token add --auth tokens.json --name agent-a --scope append --store default
+    """
+    from eventlog._tokens import add_token
+
+    click.echo(add_token(auth_file, name, list(scopes), list(stores)))
+
+
 for command in [
     *eventlog_commands,
     *projections_commands,
@@ -293,6 +402,8 @@ for command in [
     diff_command,
     fork_command,
     snapshot_command,
+    serve,
+    token,
 ]:
     main.add_command(command)
 

@@ -679,6 +679,7 @@ def demo_store(tmp_path: Path) -> Path:
 # -- start-up: `lmg --help` and `import eventlog` load no DuckDB ---------------------------------
 
 _HEAVY = ("duckdb", "pyarrow", "numpy", "pandas", "watchfiles")
+_WEB = ("starlette", "uvicorn", "prometheus_client", "httpx")  # the serve extra
 
 
 @pytest.mark.parametrize(
@@ -688,11 +689,14 @@ _HEAVY = ("duckdb", "pyarrow", "numpy", "pandas", "watchfiles")
         "import projections, replay",
         "from replay.cli import main; main(['--help'], standalone_mode=False)",
         "from replay.cli import main; main(['tail', '--help'], standalone_mode=False)",
+        "from replay.cli import main; main(['serve', '--help'], standalone_mode=False)",
     ],
 )
 def test_light_imports_load_no_heavy_module(code: str) -> None:
-    """Start-up time is mostly imports: these paths must not import DuckDB, pyarrow, watchfiles."""
-    check = f"import sys\n{code}\nprint(sorted(m for m in {_HEAVY!r} if m in sys.modules))"
+    """Start-up time is mostly imports: these paths must not import DuckDB, pyarrow, watchfiles,
+    nor the web stack of `lmg serve` (an optional extra)."""
+    heavy = _HEAVY + _WEB
+    check = f"import sys\n{code}\nprint(sorted(m for m in {heavy!r} if m in sys.modules))"
     result = subprocess.run(
         [sys.executable, "-c", check], capture_output=True, text=True, timeout=60, check=True
     )

@@ -1,0 +1,379 @@
+"""What every route of `lmg serve` shares: served stores, tokens, limits, errors, metrics.
+
+The service is assembled in `replay` (the top of the import chain); each package serves its
+own routes, as it adds its own CLI commands. This module is the bottom layer of that: it
+knows the log only, so `projections` and `replay` build on it. It imports Starlette and
+prometheus-client (the ``serve`` extra): `import eventlog` never imports it.
+
+Rules every route keeps (docs/service.md):
+
+1. A store is named, never located: a token that may not use a store gets the same 404 as
+   for a store that does not exist, and no error body carries a path.
+2. Every input has a limit (`Limits`), checked before the work it bounds.
+3. Errors are one JSON line, ``{"error": {"code": ..., "message": ...}}``, with a stable code.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import json
+import sys
+import time
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import prometheus_client as prom
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Match
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from .errors import (
+    AppendConflict,
+    EventLogError,
+    IdempotencyKeyReused,
+    InvalidEvent,
+    LogClosed,
+    LogFailed,
+    StorageFull,
+    UnknownNode,
+)
+from .log import AsyncEventLog
+
+__all__ = [
+    "SCOPES",
+    "ApiError",
+    "Auth",
+    "Limits",
+    "Metrics",
+    "ServedLog",
+    "Service",
+    "Token",
+    "access_log",
+    "error_response",
+    "hash_token",
+    "read_body",
+    "service_of",
+]
+
+SCOPES = ("append", "read", "sql", "admin")
+"""What a token may do: append events, read (the log and typed reads), run SQL, and admin
+(every scope; `/metrics` too when auth is on)."""
+
+
+class Limits(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """The service's limits: one per input, each with a default that protects the host."""
+
+    max_body_bytes: int = 8 * 1024 * 1024
+    """A request body larger than this is refused (413) as soon as it is known to be."""
+    body_timeout_s: float = 30.0
+    """A body not received in full within this time is refused (408): a slow client holds
+    no worker for longer."""
+    max_rows: int = 10_000
+    """SQL results are cut at this many rows (the response says ``"truncated": true``)."""
+    sql_time_s: float = 5.0
+    """A SQL statement or typed read running longer is interrupted (`interrupt`) and
+    refused (422); its cursor is closed, never left running."""
+    max_queries: int = 4
+    """SQL statements and typed reads running at once; more wait their turn."""
+    max_follows: int = 64
+    """Open follow streams (``follow=true``) at once; more are refused (429)."""
+
+    def __post_init__(self) -> None:
+        if min(msgspec.structs.astuple(self)) <= 0:
+            raise ValueError("every limit must be positive")
+
+
+class ApiError(Exception):
+    """A refusal with an HTTP status, a stable code and a one-line message."""
+
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+
+
+def error_response(status: int, code: str, message: str) -> Response:
+    return JSONResponse({"error": {"code": code, "message": message}}, status_code=status)
+
+
+NOT_FOUND = ApiError(404, "not_found", "no such store")
+
+
+class Token(msgspec.Struct, frozen=True, kw_only=True):
+    """One entry of the auth file: who, its hash, what it may do, and where."""
+
+    name: str
+    sha256: str  # hex digest of the token; the token itself is never stored
+    scopes: list[str]
+    stores: list[str]  # store names, or ["*"] for every store served
+
+    def allows(self, store: str) -> bool:
+        return "*" in self.stores or store in self.stores
+
+    def can(self, scope: str) -> bool:
+        return scope in self.scopes or "admin" in self.scopes
+
+
+class _AuthFile(msgspec.Struct, forbid_unknown_fields=True):
+    tokens: list[Token]
+
+
+def hash_token(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+class Auth:
+    """Bearer tokens from an auth file (JSON: ``{"tokens": [{"name", "sha256", "scopes",
+    "stores"}]}``). Compared by their SHA-256 in constant time."""
+
+    def __init__(self, tokens: Iterable[Token]) -> None:
+        self.tokens = list(tokens)
+        for token in self.tokens:
+            unknown = set(token.scopes) - set(SCOPES)
+            if unknown:
+                raise InvalidEvent(f"token {token.name}: unknown scope(s) {sorted(unknown)}")
+
+    @classmethod
+    def load(cls, path: str | Path) -> Auth:
+        try:
+            data = msgspec.json.decode(Path(path).read_bytes(), type=_AuthFile)
+        except msgspec.DecodeError as exc:
+            raise InvalidEvent(f"{path}: not an auth file ({exc})") from None
+        return cls(data.tokens)
+
+    def check(self, presented: str) -> Token | None:
+        digest = hash_token(presented)
+        found = None
+        for token in self.tokens:  # every entry is compared: the time says nothing
+            if hmac.compare_digest(digest, token.sha256.lower()):
+                found = token
+        return found
+
+
+class Metrics:
+    """The service's Prometheus metrics, on a registry of its own (docs/service.md)."""
+
+    def __init__(self) -> None:
+        self.registry = prom.CollectorRegistry()
+        r = self.registry
+        self.appends = prom.Counter(
+            "lmg_appends", "Append requests acknowledged", ["store"], registry=r
+        )
+        self.events = prom.Counter(
+            "lmg_events_appended", "Events appended, by type", ["store", "type"], registry=r
+        )
+        self.bytes = prom.Counter(
+            "lmg_request_bytes_appended", "Bytes of append bodies acknowledged", ["store"],
+            registry=r,
+        )  # fmt: skip
+        self.requests = prom.Histogram(
+            "lmg_request_seconds",
+            "Request latency, by route and status",
+            ["route", "method", "status"],
+            registry=r,
+        )
+        self.sql = prom.Histogram("lmg_sql_seconds", "SQL statement time", ["store"], registry=r)
+        self.follows = prom.Gauge(
+            "lmg_follow_streams", "Open follow streams", ["store"], registry=r
+        )
+        self.lag_events = prom.Gauge(
+            "lmg_fold_lag_events", "Events in the log not yet folded", ["store"], registry=r
+        )
+        self.lag_seconds = prom.Gauge(
+            "lmg_fold_lag_seconds",
+            "Age of the oldest event not yet folded (0 when caught up)",
+            ["store"],
+            registry=r,
+        )
+
+    def text(self) -> bytes:
+        return prom.generate_latest(self.registry)
+
+
+@dataclass
+class ServedLog:
+    """One served store as the log's routes see it. The projections' owner sets `lag` (how
+    far the fold is behind: events, seconds) and `appended` (called after each append)."""
+
+    name: str
+    path: Path
+    log: AsyncEventLog
+    lag: Callable[[], tuple[int, float]] | None = None
+    appended: Callable[[], None] | None = None
+    acknowledged: int = -1  # the last LSN an append through the service was answered with
+
+
+@dataclass
+class Service:
+    """The state every route reads (``request.app.state.service``)."""
+
+    stores: Mapping[str, ServedLog]
+    auth: Auth | None = None
+    limits: Limits = field(default_factory=Limits)
+    metrics: Metrics = field(default_factory=Metrics)
+    draining: bool = False
+    ready: bool = False
+    stops: set[asyncio.Event] = field(default_factory=set)  # one per open follow stream
+    queries: asyncio.Semaphore | None = None
+
+    def store(self, request: Request, name: str, scope: str) -> ServedLog:
+        """The store `name`, if the request's token may use it for `scope`.
+
+        401 without a valid token; 404 for a store that is not served *or* not allowed to
+        this token (the same answer: a token never learns another store exists); 403 for a
+        store it may use, but not for this."""
+        if self.draining:
+            raise ApiError(503, "shutting_down", "the service is shutting down")
+        token = self.token(request)
+        if token is not None and not token.allows(name):
+            raise NOT_FOUND
+        served = self.stores.get(name)
+        if served is None:
+            raise NOT_FOUND
+        if token is not None and not token.can(scope):
+            raise ApiError(403, "forbidden", f"this token may not {scope} here")
+        return served
+
+    def token(self, request: Request) -> Token | None:
+        """The request's token (None when auth is off); 401 if it has none or a wrong one."""
+        if self.auth is None:
+            return None
+        header = request.headers.get("authorization", "")
+        scheme, _, presented = header.partition(" ")
+        token = self.auth.check(presented.strip()) if scheme.lower() == "bearer" else None
+        if token is None:
+            raise ApiError(401, "unauthorized", "a valid bearer token is required")
+        request.scope["lmg.token"] = token.name
+        return token
+
+    def scrub(self, message: str) -> str:
+        """A message with every served store's path replaced by its name (defence in depth:
+        errors are worded without paths, and this keeps any that slipped through out)."""
+        for served in self.stores.values():
+            message = message.replace(str(served.path.resolve()), f"<{served.name}>")
+            message = message.replace(str(served.path), f"<{served.name}>")
+        return message
+
+
+def service_of(request: Request) -> Service:
+    service: Service = request.app.state.service
+    return service
+
+
+async def read_body(request: Request, limit: int, timeout_s: float) -> bytes:
+    """The body, refused (413) once it passes `limit` bytes and (408) if it takes longer than
+    `timeout_s` to arrive; a declared Content-Length over the limit is refused unread."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise _too_large(limit)
+    chunks: list[bytes] = []
+    size = 0
+    try:
+        async with asyncio.timeout(timeout_s):
+            async for chunk in request.stream():
+                size += len(chunk)
+                if size > limit:
+                    raise _too_large(limit)
+                chunks.append(chunk)
+    except TimeoutError:
+        raise ApiError(408, "body_timeout", f"the body took longer than {timeout_s:g} s") from None
+    return b"".join(chunks)
+
+
+def _too_large(limit: int) -> ApiError:
+    return ApiError(413, "too_large", f"the body is larger than {limit} bytes")
+
+
+def log_error(exc: EventLogError) -> ApiError:
+    """The log's errors as HTTP: bad input 422, conflicts 409, a full disk 507, a closed or
+    failed log 503; damage is 500 without its message (it names files)."""
+    match exc:
+        case UnknownNode():
+            return ApiError(422, "unknown_node", str(exc))
+        case InvalidEvent():
+            return ApiError(422, "invalid_event", str(exc))
+        case AppendConflict():
+            return ApiError(409, "append_conflict", str(exc))
+        case IdempotencyKeyReused():
+            return ApiError(409, "idempotency_key_reused", str(exc))
+        case StorageFull():
+            return ApiError(507, "storage_full", "the store's disk is full")
+        case LogClosed():
+            return ApiError(503, "shutting_down", "the service is shutting down")
+        case LogFailed():
+            return ApiError(503, "log_failed", "the log failed; the service must be restarted")
+    return ApiError(500, "internal", "the store could not answer (see the service's log)")
+
+
+async def handle_api_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, ApiError)
+    return error_response(exc.status, exc.code, service_of(request).scrub(exc.message))
+
+
+async def handle_log_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, EventLogError)
+    api = log_error(exc)
+    if api.status == 500:
+        print(f"lmg serve: {type(exc).__name__}: {exc}", file=sys.stderr)
+    return await handle_api_error(request, api)
+
+
+async def handle_unexpected(request: Request, exc: Exception) -> Response:
+    """Anything else: logged in full on stderr, answered 500 without a word of it."""
+    print(f"lmg serve: {request.url.path}: {type(exc).__name__}: {exc}", file=sys.stderr)
+    return error_response(500, "internal", "the service could not answer (see its log)")
+
+
+exception_handlers: dict[Any, Callable[[Request, Exception], Awaitable[Response]]] = {
+    ApiError: handle_api_error,
+    EventLogError: handle_log_error,
+    Exception: handle_unexpected,
+}
+"""The log's errors as responses (the assembled app adds each package's)."""
+
+
+def access_log(app: ASGIApp, routes: Callable[[], Iterable[Any]], metrics: Metrics) -> ASGIApp:
+    """ASGI middleware: one JSON line per request on stderr (time, method, route, status,
+    milliseconds, token name), and the request's latency in `metrics` by route and status.
+    The route is its template (``/v1/stores/{name}/sql``), so labels stay few."""
+
+    async def middleware(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await app(scope, receive, send)
+            return
+        began = time.monotonic()
+        status = 500
+
+        async def sending(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await app(scope, receive, sending)
+        finally:
+            elapsed = time.monotonic() - began
+            route = next(
+                (r.path for r in routes() if r.matches(scope)[0] == Match.FULL), "<unknown>"
+            )
+            metrics.requests.labels(route, scope["method"], str(status)).observe(elapsed)
+            line = {
+                "ts": time.time(),
+                "method": scope["method"],
+                "route": route,
+                "path": scope["path"],
+                "status": status,
+                "ms": round(elapsed * 1e3, 3),
+                "token": scope.get("lmg.token"),
+            }
+            print(json.dumps(line), file=sys.stderr, flush=True)
+
+    return middleware

@@ -1,0 +1,171 @@
+"""The log's routes of `lmg serve`: append events, read and follow the log.
+
+``POST /v1/stores/{name}/events`` takes what `lmg append` reads (`_wire`): an event, a list of
+events, an ``{"events": [...], ...options}`` object, or JSON lines of those; all of it is one
+all-or-nothing append, committed with every other request in flight (group commit).
+
+``GET /v1/stores/{name}/events`` sends records as `lmg tail` prints them: NDJSON, or
+Server-Sent Events (``id:`` is the LSN, so a reconnecting client's ``Last-Event-ID`` resumes).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections.abc import AsyncIterator
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.routing import Route
+
+from . import events as ev
+from ._http import ApiError, ServedLog, read_body, service_of
+from ._reader import Record
+from ._time import to_ns
+from ._wire import decode_json, parse_request, record_json
+from .errors import InvalidEvent
+
+__all__ = ["routes"]
+
+_SSE = "text/event-stream"
+_NDJSON = "application/x-ndjson"
+
+
+async def append(request: Request) -> Response:
+    """Append the body's events as one request; answer as `lmg append` does, one object:
+    ``{"lsn": first LSN, "count": n, "ids": [...], "duplicate": bool}``."""
+    service = service_of(request)
+    served = service.store(request, request.path_params["name"], "append")
+    limits = service.limits
+    body = await read_body(request, limits.max_body_bytes, limits.body_timeout_s)
+    events, options = _request(body)
+    key = request.headers.get("idempotency-key")
+    if key is not None:
+        if options.get("idempotency_key", key) != key:
+            raise InvalidEvent("the Idempotency-Key header and the body's idempotency_key differ")
+        options["idempotency_key"] = key
+    for name in ("expect_store_lsn", "expect_session_lsn"):
+        if name in request.query_params:
+            options[name] = _int(request.query_params[name], name)
+    result = await served.log.append(events, **options)
+    served.acknowledged = max(served.acknowledged, result.last_lsn)
+    if served.appended is not None:
+        served.appended()
+    metrics = service.metrics
+    metrics.appends.labels(served.name).inc()
+    metrics.bytes.labels(served.name).inc(len(body))
+    for event in result.events:
+        metrics.events.labels(served.name, ev.tag_of(event)).inc()
+    ids = [str(getattr(e, "id", "")) or None for e in result.events]
+    out = {
+        "lsn": result.first_lsn,
+        "count": len(result.events),
+        "ids": ids,
+        "duplicate": result.duplicate,
+    }
+    return JSONResponse(out)
+
+
+def _request(body: bytes) -> tuple[list[ev.EventBase], dict[str, Any]]:
+    """One request from a JSON document, or from JSON lines (each an event, a list, or an
+    object with options; options may come from one line only)."""
+    try:
+        body.decode()
+    except UnicodeDecodeError as exc:
+        raise InvalidEvent(f"the body is not UTF-8 (byte {exc.start})") from None
+    lines = [line for line in body.split(b"\n") if line.strip()]
+    if not lines:
+        raise InvalidEvent("the body holds no events")
+    if len(lines) == 1:
+        return parse_request(decode_json(lines[0]))
+    try:
+        return parse_request(decode_json(body))  # a document spread over lines
+    except InvalidEvent:
+        pass
+    events: list[ev.EventBase] = []
+    options: dict[str, Any] = {}
+    for n, line in enumerate(lines, 1):
+        try:
+            more, extra = parse_request(decode_json(line))
+        except InvalidEvent as exc:
+            raise InvalidEvent(f"line {n}: {exc}") from None
+        if extra and options:
+            raise InvalidEvent(f"line {n}: options are given on one line only")
+        events += more
+        options |= extra
+    return events, options
+
+
+def _int(value: str, name: str) -> int:
+    if not re.fullmatch(r"-?[0-9]{1,19}", value):
+        raise InvalidEvent(f"{name} must be an int, got {value[:40]!r}")
+    return int(value)
+
+
+async def read(request: Request) -> Response:
+    """Records from ``from`` (an LSN or an ISO 8601 time; default 0), or after the
+    ``Last-Event-ID`` header; with ``follow=true``, new ones as they are appended."""
+    service = service_of(request)
+    served = service.store(request, request.path_params["name"], "read")
+    params = request.query_params
+    start: int = 0
+    start_time: int | None = None
+    origin = params.get("from")
+    if origin is not None:
+        if re.fullmatch(r"[0-9]{1,19}", origin):
+            start = int(origin)
+        else:
+            start_time = to_ns(origin[:64], "from")  # checked here: a 422, not a broken stream
+    resume = request.headers.get("last-event-id")
+    if resume is not None:
+        start, start_time = _int(resume, "Last-Event-ID") + 1, None
+    follow = params.get("follow", "false").lower() in ("1", "true", "yes")
+    sse = _SSE in request.headers.get("accept", "")
+    if follow and len(service.stops) >= service.limits.max_follows:
+        raise ApiError(429, "too_many_follows", "too many follow streams are open; retry later")
+    if follow:
+        stop = asyncio.Event()
+        records = served.log.follow(start, start_time=start_time, stop=stop)
+    else:
+        stop = None
+        records = served.log.read(start, start_time=start_time)
+    body = _stream(served, request, records, stop, sse)
+    return StreamingResponse(body, media_type=_SSE if sse else _NDJSON)
+
+
+async def _stream(
+    served: ServedLog,
+    request: Request,
+    records: AsyncIterator[Record],
+    stop: asyncio.Event | None,
+    sse: bool,
+) -> AsyncIterator[bytes]:
+    service = service_of(request)
+    gauge = service.metrics.follows.labels(served.name)
+    if stop is not None:
+        service.stops.add(stop)
+        gauge.inc()
+    try:
+        async for record in records:
+            yield _frame(record, sse)
+    finally:
+        if stop is not None:
+            service.stops.discard(stop)
+            gauge.dec()
+        close = getattr(records, "aclose", None)
+        if close is not None:
+            await close()
+
+
+def _frame(record: Record, sse: bool) -> bytes:
+    line = record_json(record)
+    if not sse:
+        return line + b"\n"
+    return b"id: %d\nevent: %s\ndata: %s\n\n" % (record.lsn, ev.tag_of(record.event).encode(), line)
+
+
+routes = [
+    Route("/v1/stores/{name}/events", append, methods=["POST"]),
+    Route("/v1/stores/{name}/events", read, methods=["GET"]),
+]

@@ -1,0 +1,124 @@
+"""`Owner`: the service's hold on one store's projections, folding while it answers reads.
+
+An embedded `MemoryGraph` folds before each read and lets its database go when idle; the
+service holds it until it stops (`shares=False`: it owns the store's projections, and local
+`lmg sql` goes through it) and otherwise folds with the same code (`memory_graph._Embedded`:
+the folder lock, the gate, one sandboxed DuckDB instance, the history check,
+`fold_available`), with two differences:
+
+1. A thread folds continuously: woken by the service's own appends (`nudge`) and, for appends
+   that other processes make to the log directly, by looking at the log's length every
+   `poll_s` (one lock and one stat).
+2. Reads never wait for the fold, nor for a file lock: each runs on a cursor of its own
+   (`cursor`) of the same instance, and sees the last committed fold (DuckDB's MVCC).
+
+`close` stops the thread, folds to the end of the log, and lets the database go.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import threading
+import time
+from pathlib import Path
+
+import duckdb
+
+from eventlog import AsyncEventLog
+
+from ._database import database_path
+from .memory_graph import MEMORY_LIMIT, _Embedded
+
+__all__ = ["Owner"]
+
+
+class Owner:
+    """Holds and folds the projections of the store that `log` has open."""
+
+    def __init__(
+        self,
+        log: AsyncEventLog,
+        database: str | Path | None = None,
+        *,
+        memory_limit: str = MEMORY_LIMIT,
+        wait_s: float = 10.0,
+        poll_s: float = 0.1,
+    ) -> None:
+        self._reads = log.blocking()
+        db = database_path(log.path, database)
+        self._embedded = _Embedded(self._reads, db, wait_s, memory_limit, shares=False)
+        self._embedded.run(lambda _reader: None)  # holds the database until close, and folds
+        assert self._embedded.con is not None
+        self._root = self._embedded.con.cursor()  # read cursors are made from this one
+        self._cursors = threading.Lock()
+        self.poll_s = poll_s
+        self.error: str | None = None  # why the fold stopped (a poison event), if it did
+        self._log_end = 0
+        self._behind_since: float | None = None
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._fold()  # ready means current: the backlog is folded before the first read
+        self._thread = threading.Thread(target=self._follow, name="lmg-fold", daemon=True)
+        self._thread.start()
+
+    @property
+    def checkpoint(self) -> int:
+        return self._embedded.checkpoint
+
+    def cursor(self) -> duckdb.DuckDBPyConnection:
+        """A cursor for one read: it sees the last committed fold; close it when done."""
+        with self._cursors:
+            return self._root.cursor()
+
+    async def reach(self, lsn: int, timeout_s: float) -> None:
+        """Wait (up to `timeout_s`) until the fold holds `lsn`: a read sees every append the
+        service acknowledged before it, as an embedded graph's reads see their writes."""
+        deadline = time.monotonic() + timeout_s
+        while self.checkpoint < lsn and self.error is None and time.monotonic() < deadline:
+            self.nudge()
+            await asyncio.sleep(0.002)
+
+    def nudge(self) -> None:
+        """The log has grown (the service appended): fold now rather than at the next poll."""
+        self._wake.set()
+
+    def lag(self) -> tuple[int, float]:
+        """How far the fold is behind the log: events, and seconds it has been behind."""
+        events = max(0, self._log_end - 1 - self.checkpoint)
+        since = self._behind_since
+        return events, 0.0 if since is None or not events else time.monotonic() - since
+
+    def _fold(self) -> None:
+        self._log_end = self._reads.next_lsn()
+        if self._log_end - 1 <= self.checkpoint:
+            self._behind_since = None
+            return
+        if self._behind_since is None:
+            self._behind_since = time.monotonic()
+        self._embedded.run(lambda _reader: None)  # folds what the log holds beyond it
+        self._behind_since = None if self._log_end - 1 <= self.checkpoint else time.monotonic()
+
+    def _follow(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self._fold()
+            except Exception as exc:  # a poison event: reads go on, /readyz says why
+                if self.error is None:
+                    print(f"lmg serve: the fold stopped: {exc}", file=sys.stderr, flush=True)
+                self.error = str(exc)
+                self._stop.wait(5.0)
+            self._wake.wait(self.poll_s)
+            self._wake.clear()
+
+    def close(self) -> None:
+        """Stop following, fold what the log holds (the drain's last step), close."""
+        self._stop.set()
+        self._wake.set()
+        self._thread.join()
+        try:
+            if self.error is None:
+                self._fold()
+        finally:
+            self._root.close()
+            self._embedded.close()

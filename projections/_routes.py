@@ -1,0 +1,370 @@
+"""The projections' routes of `lmg serve`: SQL and the typed reads of `MemoryGraph`.
+
+Each read runs in a worker thread on a cursor of its own (`Owner.cursor`): it never waits
+for the fold or a file lock, at most for one of `Limits.max_queries` turns. A read that runs
+past `Limits.sql_time_s` is interrupted (DuckDB's `interrupt`) and refused.
+
+Typed reads answer with the JSON of the structs `MemoryGraph` returns (`nodes`), named as its
+methods are: ``GET .../nodes/{id}`` is `get_node`, ``.../sessions/{id}/context`` is
+`context_window`, ``POST .../query`` is the query builder.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import io
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import duckdb
+import msgspec
+import pyarrow as pa
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from eventlog._http import ApiError, ServedLog, Service, handle_api_error, read_body, service_of
+
+from ._owner import Owner
+from ._reads import GraphReader, NotFound
+from ._sandbox import check, start, translated
+from .errors import BadArgument, ProjectionError, SqlRefused
+from .graph_view import incoming, outgoing
+from .query import Query
+
+__all__ = [
+    "SqlRequest",
+    "exception_handlers",
+    "json_response",
+    "routes",
+    "run_read",
+    "sql_response",
+]
+
+R = TypeVar("R")
+_JSON = msgspec.json.Encoder(enc_hook=str)  # DuckDB's odd values (intervals, ...) as text
+_ARROW = "application/vnd.apache.arrow.stream"
+
+
+@dataclass
+class ServedGraph(ServedLog):
+    """A served store with its projections' owner."""
+
+    owner: Owner | None = None
+
+
+async def _served(request: Request, scope: str) -> tuple[Service, Owner]:
+    """The store's owner, once its fold holds every append the service has acknowledged."""
+    service = service_of(request)
+    served = service.store(request, request.path_params["name"], scope)
+    assert isinstance(served, ServedGraph) and served.owner is not None
+    await served.owner.reach(served.acknowledged, service.limits.sql_time_s)
+    return service, served.owner
+
+
+async def run_read(service: Service, cursor: duckdb.DuckDBPyConnection, fn: Callable[[], R]) -> R:
+    """Run `fn` (which uses `cursor`) in a worker thread, in one of the query turns, and
+    interrupt it at the time limit; the cursor is closed once it has stopped."""
+    assert service.queries is not None
+    async with service.queries:
+        task = asyncio.ensure_future(asyncio.to_thread(fn))
+        try:
+            limit = service.limits.sql_time_s
+            done, _ = await asyncio.wait({task}, timeout=limit)
+            if not done:
+                while not task.done():  # it may not have started its statement yet
+                    cursor.interrupt()
+                    await asyncio.wait({task}, timeout=0.05)
+                with contextlib.suppress(Exception):
+                    task.result()
+                raise ApiError(422, "time_limit", f"the query ran longer than {limit:g} s")
+            return task.result()
+        finally:
+            if not task.done():
+                await asyncio.wait({task})
+            cursor.close()
+
+
+async def _read(request: Request, scope: str, fn: Callable[[GraphReader], R]) -> Response:
+    service, owner = await _served(request, scope)
+    cursor = owner.cursor()
+    result = await run_read(service, cursor, lambda: fn(GraphReader(cursor, cache_size=0)))
+    return json_response(result)
+
+
+def json_response(value: Any, status: int = 200) -> Response:
+    return Response(_JSON.encode(value), status, media_type="application/json")
+
+
+def _id(request: Request, key: str = "id") -> uuid.UUID:
+    value = request.path_params[key]
+    try:
+        return uuid.UUID(value)
+    except ValueError:
+        raise ApiError(422, "bad_argument", f"{key} must be a UUID, got {value[:40]!r}") from None
+
+
+def _int(request: Request, key: str, default: int) -> int:
+    value = request.query_params.get(key)
+    if value is None:
+        return default
+    if not value.isdigit() or len(value) > 9:
+        raise ApiError(422, "bad_argument", f"{key} must be a non-negative int")
+    return int(value)
+
+
+def _found(value: R | None, what: str) -> R:
+    if value is None:
+        raise ApiError(404, "not_found", f"no such {what}")
+    return value
+
+
+# -- SQL --------------------------------------------------------------------------------------
+
+
+class SqlRequest(msgspec.Struct, forbid_unknown_fields=True):
+    """The body of ``POST .../sql``."""
+
+    query: str
+    params: list[Any] | dict[str, Any] | None = None
+    at: int | str | None = None  # an LSN or an ISO 8601 time: the replay view at that point
+
+
+def sql_response(
+    cursor: duckdb.DuckDBPyConnection, body: SqlRequest, max_rows: int, arrow: bool
+) -> Callable[[], Response]:
+    """What runs in the worker thread: check and run the query on `cursor` (sandboxed, read
+    only), fetch at most `max_rows`, answer as JSON or an Arrow IPC stream."""
+
+    def run() -> Response:
+        if arrow:  # a relation on the cursor: DuckDB streams it as Arrow without a copy
+            check(cursor, body.query)
+            cursor.execute("BEGIN TRANSACTION READ ONLY")
+            relation = translated(lambda: cursor.sql(body.query, params=body.params))
+            reader = relation.to_arrow_reader(min(max_rows + 1, 100_000))
+            batches, count = [], 0
+            for batch in reader:
+                batches.append(batch.slice(0, max_rows - count))
+                count += batches[-1].num_rows
+                if count >= max_rows:
+                    break
+            sink = io.BytesIO()
+            with pa.ipc.new_stream(sink, reader.schema) as writer:
+                for batch in batches:
+                    writer.write_batch(batch)
+            return Response(sink.getvalue(), media_type=_ARROW)
+        start(cursor, body.query, body.params)
+        rows = cursor.fetchmany(max_rows + 1)
+        columns = [d[0] for d in cursor.description or ()]
+        out = {"columns": columns, "rows": rows[:max_rows], "truncated": len(rows) > max_rows}
+        return json_response(out)
+
+    return run
+
+
+async def sql_body(request: Request, service: Service) -> SqlRequest:
+    raw = await read_body(request, service.limits.max_body_bytes, service.limits.body_timeout_s)
+    try:
+        return msgspec.json.decode(raw, type=SqlRequest)
+    except (msgspec.DecodeError, RecursionError) as exc:
+        raise ApiError(422, "bad_request", f"not a SQL request: {exc}") from None
+
+
+SqlAt = Callable[[Request, Service, SqlRequest], Awaitable[Response]]
+
+
+def _sql_route(at: SqlAt | None) -> Callable[[Request], Awaitable[Response]]:
+    async def sql(request: Request) -> Response:
+        """``{"query", "params", "at"}`` -> ``{"columns", "rows", "truncated"}`` or Arrow."""
+        service, owner = await _served(request, "sql")
+        body = await sql_body(request, service)
+        if body.at is not None:
+            if at is None:
+                raise ApiError(422, "bad_argument", "this service does not replay (no `at`)")
+            return await at(request, service, body)
+        arrow = _ARROW in request.headers.get("accept", "")
+        cursor = owner.cursor()
+        run = sql_response(cursor, body, service.limits.max_rows, arrow)
+        began = asyncio.get_running_loop().time()
+        try:
+            return await run_read(service, cursor, run)
+        finally:
+            elapsed = asyncio.get_running_loop().time() - began
+            service.metrics.sql.labels(request.path_params["name"]).observe(elapsed)
+
+    return sql
+
+
+# -- typed reads ------------------------------------------------------------------------------
+
+
+async def get_node(request: Request) -> Response:
+    node_id = _id(request)
+    return await _read(request, "read", lambda r: _found(r.get_node(node_id), "node"))
+
+
+async def get_edge(request: Request) -> Response:
+    edge_id = _id(request)
+    return await _read(request, "read", lambda r: _found(r.get_edge(edge_id), "edge"))
+
+
+async def get_edges(request: Request) -> Response:
+    """`get_outgoing_edges` (``direction=out``, the default) or `get_incoming_edges`."""
+    node_id = _id(request)
+    direction = request.query_params.get("direction", "out")
+    if direction not in ("out", "in"):
+        raise ApiError(422, "bad_argument", "direction must be out or in")
+    edge_type = request.query_params.get("type")
+    walk = outgoing if direction == "out" else incoming
+    return await _read(request, "read", lambda r: walk(r, node_id, edge_type))
+
+
+async def get_session(request: Request) -> Response:
+    session_id = _id(request)
+    return await _read(request, "read", lambda r: r.get_session(session_id))
+
+
+async def get_session_nodes(request: Request) -> Response:
+    session_id = _id(request)
+    return await _read(request, "read", lambda r: r.get_session_nodes(session_id))
+
+
+async def conversation_thread(request: Request) -> Response:
+    session_id = _id(request)
+    return await _read(request, "read", lambda r: r.conversation_thread(session_id))
+
+
+async def context_window(request: Request) -> Response:
+    session_id = _id(request)
+    turns = _int(request, "turns", 10)
+    return await _read(request, "read", lambda r: r.context_window(session_id, turns))
+
+
+def _walk(up: bool) -> Callable[[Request], Awaitable[Response]]:
+    async def walk(request: Request) -> Response:
+        node_id = _id(request)
+        depth = _int(request, "depth", 5)
+        types = request.query_params.getlist("edge_type") or None
+        method = GraphReader.ancestors if up else GraphReader.descendants
+        return await _read(request, "read", lambda r: method(r, node_id, depth, types))
+
+    walk.__name__ = "ancestors" if up else "descendants"
+    return walk
+
+
+async def get_template(request: Request) -> Response:
+    template_id = _id(request)
+    version = request.query_params.get("version")
+    number = None if version is None else _int(request, "version", 0)
+    return await _read(request, "read", lambda r: r.get_template(template_id, number))
+
+
+async def template_impact(request: Request) -> Response:
+    template_id = _id(request)
+    return await _read(request, "read", lambda r: r.template_impact(template_id))
+
+
+class QueryRequest(msgspec.Struct, forbid_unknown_fields=True):
+    """The body of ``POST .../query``: the query builder's calls, as fields."""
+
+    session: uuid.UUID | None = None
+    node_type: list[str] | None = None
+    agent: uuid.UUID | None = None
+    between: tuple[int | str | None, int | str | None] | None = None  # ns or ISO 8601
+    on: str = "ts"
+    metadata: dict[str, Any] = {}
+    order_by: str = "lsn"
+    direction: str = "ASC"
+    limit: int | None = None
+    offset: int = 0
+    include_deleted: bool = False
+    count: bool = False  # answer {"count": n} instead of the nodes
+
+    def build(self, query: Query) -> Query:
+        if self.session is not None:
+            query.session(self.session)
+        if self.node_type is not None:
+            query.node_type(*self.node_type)
+        if self.agent is not None:
+            query.agent(self.agent)
+        if self.between is not None:
+            query.between(*self.between, on=self.on)
+        for key, value in self.metadata.items():
+            query.metadata(key, value)
+        query.order_by(self.order_by, self.direction)
+        if self.limit is not None:
+            query.limit(self.limit)
+        return query.offset(self.offset).include_deleted(self.include_deleted)
+
+
+async def query(request: Request) -> Response:
+    service, owner = await _served(request, "read")
+    raw = await read_body(request, service.limits.max_body_bytes, service.limits.body_timeout_s)
+    try:
+        spec = msgspec.json.decode(raw, type=QueryRequest)
+    except (msgspec.DecodeError, RecursionError) as exc:
+        raise ApiError(422, "bad_request", f"not a query: {exc}") from None
+    limit = service.limits.max_rows
+    if not spec.count and (spec.limit is None or spec.limit > limit):
+        spec = msgspec.structs.replace(spec, limit=limit)
+    cursor = owner.cursor()
+    reader = GraphReader(cursor, cache_size=0)
+    built = spec.build(Query(lambda fn: fn(reader)))
+
+    def run() -> Any:
+        return {"count": built.count()} if spec.count else built.execute()
+
+    return json_response(await run_read(service, cursor, run))
+
+
+def routes(at: SqlAt | None = None) -> list[Route]:
+    """The routes; `at` runs SQL with ``at`` given (replay's, where the app is assembled)."""
+    base = "/v1/stores/{name}"
+    return [
+        Route(f"{base}/sql", _sql_route(at), methods=["POST"]),
+        Route(f"{base}/query", query, methods=["POST"]),
+        Route(f"{base}/nodes/{{id}}", get_node),
+        Route(f"{base}/nodes/{{id}}/edges", get_edges),
+        Route(f"{base}/nodes/{{id}}/ancestors", _walk(up=True)),
+        Route(f"{base}/nodes/{{id}}/descendants", _walk(up=False)),
+        Route(f"{base}/edges/{{id}}", get_edge),
+        Route(f"{base}/sessions/{{id}}", get_session),
+        Route(f"{base}/sessions/{{id}}/nodes", get_session_nodes),
+        Route(f"{base}/sessions/{{id}}/thread", conversation_thread),
+        Route(f"{base}/sessions/{{id}}/context", context_window),
+        Route(f"{base}/templates/{{id}}", get_template),
+        Route(f"{base}/templates/{{id}}/impact", template_impact),
+    ]
+
+
+def projection_error(exc: ProjectionError) -> ApiError:
+    """The projections' errors as HTTP: refused SQL and bad arguments 422, an unknown id 404,
+    anything else 500 without its message (it may name files)."""
+    match exc:
+        case NotFound():
+            return ApiError(404, "not_found", str(exc))
+        case SqlRefused():
+            return ApiError(422, "sql_refused", str(exc))
+        case BadArgument():
+            return ApiError(422, "bad_argument", str(exc))
+    return ApiError(500, "internal", "the projections could not answer (see the service's log)")
+
+
+async def _handle_projection_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, ProjectionError)
+    return await handle_api_error(request, projection_error(exc))
+
+
+async def _handle_duckdb_error(request: Request, exc: Exception) -> Response:
+    """A user's SQL that DuckDB refuses (a syntax error, an unknown table, an interrupt)."""
+    message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    return await handle_api_error(request, ApiError(422, "sql_error", message))
+
+
+exception_handlers: dict[Any, Callable[[Request, Exception], Awaitable[Response]]] = {
+    ProjectionError: _handle_projection_error,
+    duckdb.Error: _handle_duckdb_error,
+}

@@ -1,0 +1,207 @@
+"""`lmg serve`: the app, assembled from each package's routes, and the process that runs it.
+
+Starlette under uvicorn: Starlette keeps an application a list of routes plus middleware,
+each handler a small async function, with streaming responses (NDJSON, Server-Sent Events)
+built in; uvicorn is the well-kept ASGI server beside it (HTTP/1.1, TLS, graceful shutdown).
+Both are small and pure Python, so the ``serve`` extra stays light.
+
+Each package serves its own routes, in the layer whose imports they need (`eventlog._routes`:
+the log; `projections._routes`: SQL and typed reads; `replay._routes`: SQL at a point, diff),
+assembled here, at the top of the import chain. SIGTERM drains: new requests get 503, follow
+streams end, requests in flight finish (an append is acknowledged or refused, never lost),
+the log closes, the fold reaches the log's end, ``service.json`` goes, and the process exits 0.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ipaddress
+import os
+import sys
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import uvicorn
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+import eventlog
+from eventlog import _http
+from eventlog import _routes as log_routes
+from eventlog._advert import advertise, withdraw
+from eventlog._http import ApiError, Auth, Limits, Service, service_of
+from projections import _routes as graph_routes
+from projections._owner import Owner
+from projections._routes import ServedGraph
+
+from . import _routes as replay_routes
+
+__all__ = ["app", "serve"]
+
+
+async def healthz(request: Request) -> Response:
+    """The process answers (liveness)."""
+    return JSONResponse({"status": "ok"})
+
+
+async def readyz(request: Request) -> Response:
+    """Every store is open and folding (readiness): 503 while starting, draining, or if a
+    fold stopped at an event it cannot apply."""
+    service = service_of(request)
+    if not service.ready or service.draining:
+        return _http.error_response(503, "not_ready", "starting or shutting down")
+    for served in service.stores.values():
+        assert isinstance(served, ServedGraph) and served.owner is not None
+        if served.owner.error is not None:
+            return _http.error_response(503, "fold_stopped", "a store's fold stopped")
+    return JSONResponse({"status": "ready"})
+
+
+async def metrics(request: Request) -> Response:
+    """Prometheus text; with auth on, an admin token is needed (it names the stores)."""
+    service = service_of(request)
+    token = service.token(request)
+    if token is not None and not token.can("admin"):
+        raise ApiError(403, "forbidden", "this token may not read metrics")
+    for served in service.stores.values():
+        if served.lag is not None:
+            events, seconds = served.lag()
+            service.metrics.lag_events.labels(served.name).set(events)
+            service.metrics.lag_seconds.labels(served.name).set(seconds)
+    return Response(service.metrics.text(), media_type="text/plain; version=0.0.4")
+
+
+def app(stores: dict[str, Path], auth: Auth | None = None, limits: Limits | None = None) -> Any:
+    """The ASGI app serving `stores` (name -> path): opened on start-up, drained on exit."""
+    service = Service(stores={}, auth=auth, limits=limits or Limits())
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_app: Starlette) -> AsyncIterator[None]:
+        service.queries = asyncio.Semaphore(service.limits.max_queries)
+        opened: dict[str, ServedGraph] = {}
+        try:
+            for name, path in stores.items():
+                log = await eventlog.open_async(path)
+                served = ServedGraph(name, path, log)
+                opened[name] = served
+                served.owner = await asyncio.to_thread(Owner, log)
+                served.lag, served.appended = served.owner.lag, served.owner.nudge
+            service.stores = opened
+            service.ready = True
+            yield
+        finally:
+            service.draining = True
+            for served in opened.values():  # uvicorn has let every request finish
+                if served.owner is not None:
+                    await asyncio.to_thread(served.owner.close)  # folds to the log's end
+                await served.log.close()
+
+    routes: list[Route] = [
+        Route("/healthz", healthz),
+        Route("/readyz", readyz),
+        Route("/metrics", metrics),
+        *log_routes.routes,
+        *graph_routes.routes(at=replay_routes.sql_at),
+        *replay_routes.routes(),
+        # OTLP/HTTP traces (`POST /v1/traces`, `POST /v1/stores/{name}/otlp/v1/traces`) go
+        # here, from `eventlog.otel`'s span-to-event mapping, once it lands (issue "Ingest").
+    ]
+    handlers: dict[Any, Any] = {
+        **_http.exception_handlers,
+        **graph_routes.exception_handlers,
+        **replay_routes.exception_handlers,
+    }
+    starlette = Starlette(routes=routes, exception_handlers=handlers, lifespan=lifespan)
+    starlette.state.service = service
+    return _http.access_log(starlette, lambda: starlette.routes, service.metrics), service
+
+
+class _Server(uvicorn.Server):
+    """uvicorn's server, told to drain first: on SIGTERM or SIGINT, new requests are refused
+    (503) and follow streams end, so the in-flight requests uvicorn waits for do finish."""
+
+    service: Service
+
+    def handle_exit(self, sig: int, frame: Any) -> None:
+        self.service.draining = True
+        for stop in list(self.service.stops):
+            stop.set()
+        super().handle_exit(sig, frame)
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        """uvicorn's, without raising the signal again once drained: a drained service
+        removes its ``service.json`` and exits 0, as a service manager expects."""
+        with super().capture_signals():
+            try:
+                yield
+            finally:
+                self._captured_signals.clear()
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def serve(
+    stores: dict[str, Path],
+    *,
+    host: str = "127.0.0.1",
+    port: int = 8420,
+    auth: Auth | None = None,
+    tls: tuple[str, str] | None = None,
+    limits: Limits | None = None,
+) -> None:
+    """Serve `stores` until SIGTERM or SIGINT; advertise the service in each store meanwhile."""
+    if auth is None and not is_loopback(host):
+        raise eventlog.InvalidEvent(
+            f"--host {host} is not loopback: give --auth FILE to serve beyond this host"
+        )
+    asgi, service = app(stores, auth, limits)
+    config = uvicorn.Config(
+        asgi,
+        host=host,
+        port=port,
+        log_level="warning",
+        access_log=False,  # ours is structured (`_http.access_log`)
+        lifespan="on",
+        ssl_certfile=tls[0] if tls else None,
+        ssl_keyfile=tls[1] if tls else None,
+        timeout_keep_alive=5,
+        limit_concurrency=1024,
+    )
+    server = _Server(config)
+    server.service = service
+    scheme = "https" if tls else "http"
+
+    async def run() -> None:
+        task = asyncio.create_task(server.serve())
+        while not server.started and not task.done():
+            await asyncio.sleep(0.01)
+        if server.started:
+            bound = port
+            for s in server.servers:
+                for sock in s.sockets:
+                    bound = sock.getsockname()[1]
+            url = f"{scheme}://{'localhost' if host == 'localhost' else host}:{bound}"
+            for name, path in stores.items():
+                advertise(path, url, name, auth is not None)
+            print(f"lmg serve: {url} (pid {os.getpid()})", file=sys.stderr, flush=True)
+        try:
+            await task
+        finally:
+            for path in stores.values():
+                withdraw(path)
+
+    asyncio.run(run())
+    if not server.started:
+        raise eventlog.EventLogError(f"could not serve on {host}:{port} (see above)")

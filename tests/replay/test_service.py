@@ -1,0 +1,381 @@
+"""`lmg serve` as a real process on 127.0.0.1, driven by real clients (curl, httpx, lmg)."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import socket
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+import eventlog
+import projections
+from tests._processes import LMG, WAIT_S, Child
+
+_SESSION = {"type": "session.created"}
+_URL = re.compile(r"lmg serve: (http://127\.0\.0\.1:\d+)")
+
+
+class Service:
+    """A running `lmg serve` child and its URL."""
+
+    def __init__(self, tmp: Path, args: list[str], name: str = "serve") -> None:
+        self.child = Child([str(LMG), "serve", *args, "--port", "0"], tmp, name)
+        self.child.wait_for(lambda: _URL.search(self.child.stderr()) is not None, "its URL")
+        found = _URL.search(self.child.stderr())
+        assert found is not None
+        self.url = found.group(1)
+        self.http = httpx.Client(base_url=self.url, timeout=WAIT_S)
+
+    def stop(self) -> int:
+        self.http.close()
+        return self.child.stop()
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Path:
+    path = tmp_path / "store"
+    with eventlog.open(path) as log:
+        log.create_session(metadata={"user": "ada"})
+    return path
+
+
+@pytest.fixture
+def served(tmp_path: Path, store: Path) -> Iterator[Service]:
+    service = Service(tmp_path, [str(store), "--limit", "max_body_bytes=65536"])
+    yield service
+    assert service.stop() == 0
+
+
+def _events(store: Path) -> int:
+    with eventlog.open(store, readonly=True) as log:
+        return log.next_lsn()
+
+
+def test_curl_appends_json_and_follows_the_feed(served: Service, tmp_path: Path) -> None:
+    feed = tmp_path / "feed.out"
+    url = f"{served.url}/v1/stores/default/events"
+    with feed.open("wb") as sink:
+        follow = subprocess.Popen(
+            ["curl", "-sN", "--max-time", "4", f"{url}?follow=true"], stdout=sink
+        )
+    posted = subprocess.run(
+        [
+            "curl", "-sf", "-X", "POST", "-H", "Idempotency-Key: k1",
+            url, "-d", '[{"type": "session.created", "tags": ["curl"]}]',
+        ],
+        capture_output=True, check=True, timeout=WAIT_S,
+    )  # fmt: skip
+    answer = json.loads(posted.stdout)
+    assert answer["lsn"] == 1 and answer["count"] == 1 and not answer["duplicate"]
+    follow.wait(WAIT_S)
+    lines = [json.loads(line) for line in feed.read_text().splitlines()]
+    assert [r["lsn"] for r in lines] == [0, 1]
+    assert lines[1]["tags"] == ["curl"] and lines[1]["id"] == answer["ids"][0]
+
+
+def test_sse_resumes_after_last_event_id(served: Service) -> None:
+    headers = {"Accept": "text/event-stream", "Last-Event-ID": "0"}
+    served.http.post("/v1/stores/default/events", json={"type": "session.created"})
+    text = served.http.get("/v1/stores/default/events", headers=headers).text
+    assert text.startswith("id: 1\nevent: session.created\ndata: {")
+
+
+def test_an_idempotent_retry_adds_nothing(served: Service, store: Path) -> None:
+    body = {"type": "session.created"}
+    first = served.http.post(
+        "/v1/stores/default/events", json=body, headers={"Idempotency-Key": "a"}
+    )
+    again = served.http.post(
+        "/v1/stores/default/events", json=body, headers={"Idempotency-Key": "a"}
+    )
+    assert again.json()["duplicate"] and again.json()["ids"] == first.json()["ids"]
+    stale = served.http.post("/v1/stores/default/events?expect_store_lsn=0", json=body)
+    assert stale.status_code == 409 and stale.json()["error"]["code"] == "append_conflict"
+    assert _events(store) == 2
+
+
+def test_sql_typed_reads_and_replay_answer(served: Service) -> None:
+    appended = served.http.post("/v1/stores/default/events", json={"type": "session.created"})
+    session = appended.json()["ids"][0]
+    prompt = served.http.post(
+        "/v1/stores/default/events",
+        json={"type": "prompt.added", "session_id": session, "content": "hi"},
+    ).json()["ids"][0]
+    rows = served.http.post(
+        "/v1/stores/default/sql", json={"query": "SELECT count(*) FROM sessions"}
+    ).json()
+    assert rows == {"columns": ["count_star()"], "rows": [[2]], "truncated": False}
+    past = served.http.post(
+        "/v1/stores/default/sql", json={"query": "SELECT count(*) FROM sessions", "at": 0}
+    )
+    assert past.json()["rows"] == [[1]]
+    node = served.http.get(f"/v1/stores/default/nodes/{prompt}").json()
+    assert node["node_type"] == "prompt" and node["content"] == "hi"
+    window = served.http.get(f"/v1/stores/default/sessions/{session}/context?turns=5").json()
+    assert [t["prompt"]["id"] for t in window] == [prompt]
+    found = served.http.post(
+        "/v1/stores/default/query", json={"session": session, "node_type": ["prompt"]}
+    ).json()
+    assert [n["id"] for n in found] == [prompt]
+    diff = served.http.get("/v1/stores/default/diff?from=0&to=2").json()
+    assert diff["start"] == 0 and "prompts" in diff["tables"]
+
+
+_BAD = {
+    "not JSON": b"{",
+    "invalid UTF-8": b'{"type": "session.created", "tags": ["\xff"]}',
+    "unknown type": b'{"type": "session.exploded"}',
+    "wrong type": b'{"type": "session.created", "tags": 3}',
+    "unknown id": b'{"type": "prompt.added", "session_id": "01a23be2-53ab-72ae-aaee-94e6ee0f0365",'
+    b' "content": "x"}',
+    "huge number": b'{"type": "session.created", "metadata": {"n": 99999999999999999999999}}',
+    "deep nesting": b'{"type": "session.created", "metadata": '
+    + b'{"a": ' * 200
+    + b"1"
+    + b"}" * 201,
+    "no events": b"[]",
+    "too large": b'{"type": "session.created", "metadata": {"a": "' + b"x" * 70_000 + b'"}}',
+}
+
+
+@pytest.mark.parametrize("body", _BAD.values(), ids=list(_BAD))
+def test_bad_appends_are_refused_and_write_nothing(
+    served: Service, store: Path, body: bytes, tmp_path: Path
+) -> None:
+    answer = served.http.post("/v1/stores/default/events", content=body)
+    assert answer.status_code in (413, 422), answer.text
+    error = answer.json()["error"]
+    assert error["code"] and error["message"] and "\n" not in error["message"]
+    assert str(tmp_path) not in answer.text
+    assert _events(store) == 1
+    assert served.http.get("/healthz").status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "body"),
+    [
+        ("POST", "/v1/stores/default/sql", b'{"query": 3}'),
+        ("POST", "/v1/stores/default/sql", b'{"query": "DELETE FROM sessions"}'),
+        ("POST", "/v1/stores/default/sql", b'{"query": "SELECT * FROM read_csv(\'/etc/passwd\')"}'),
+        ("POST", "/v1/stores/default/sql", b'{"query": "SELECT nope FROM sessions"}'),
+        ("POST", "/v1/stores/default/sql", b'{"query": "SELECT 1", "at": "yesterday"}'),
+        ("POST", "/v1/stores/default/query", b'{"limit": -1}'),
+        ("POST", "/v1/stores/default/query", b'{"node_type": ["planet"]}'),
+        ("GET", "/v1/stores/default/nodes/not-a-uuid", b""),
+        ("GET", "/v1/stores/default/nodes/01a23be2-53ab-72ae-aaee-94e6ee0f0365", b""),
+        ("GET", "/v1/stores/default/events?from=never", b""),
+        ("GET", "/v1/stores/default/diff?from=0", b""),
+    ],
+)
+def test_bad_reads_are_refused_with_a_reason(
+    served: Service, method: str, path: str, body: bytes, tmp_path: Path
+) -> None:
+    answer = served.http.request(method, path, content=body)
+    assert answer.status_code in (404, 422), answer.text
+    assert answer.json()["error"]["message"]
+    assert str(tmp_path) not in answer.text
+
+
+def test_a_slow_body_is_cut_off(tmp_path: Path, store: Path) -> None:
+    service = Service(tmp_path, [str(store), "--limit", "body_timeout_s=0.5"])
+    try:
+        host, port = service.url.removeprefix("http://").split(":")
+        with socket.create_connection((host, int(port)), timeout=WAIT_S) as sock:
+            sock.sendall(
+                b"POST /v1/stores/default/events HTTP/1.1\r\nHost: x\r\n"
+                b"Content-Length: 100\r\n\r\n[{"
+            )
+            reply = sock.recv(4096)
+        assert reply.startswith(b"HTTP/1.1 408"), reply
+        assert _events(store) == 1
+    finally:
+        assert service.stop() == 0
+
+
+def test_a_long_query_is_interrupted(tmp_path: Path, store: Path) -> None:
+    service = Service(tmp_path, [str(store), "--limit", "sql_time_s=0.5"])
+    try:
+        began = time.monotonic()
+        answer = service.http.post(
+            "/v1/stores/default/sql",
+            json={"query": "SELECT count(*) FROM range(100000000000) a, range(1000) b"},
+        )
+        assert answer.status_code == 422 and answer.json()["error"]["code"] == "time_limit"
+        assert time.monotonic() - began < 10
+        ok = service.http.post("/v1/stores/default/sql", json={"query": "SELECT 1"})
+        assert ok.json()["rows"] == [[1]]
+    finally:
+        assert service.stop() == 0
+
+
+def _token(auth: Path, name: str, scopes: list[str], stores: list[str]) -> str:
+    args = [str(LMG), "token", "add", "--auth", str(auth), "--name", name]
+    args += [f"--scope={s}" for s in scopes] + [f"--store={s}" for s in stores]
+    return subprocess.run(args, capture_output=True, text=True, check=True).stdout.strip()
+
+
+_ROUTES = [
+    ("POST", "/v1/stores/{}/events", b'{"type": "session.created"}', "append"),
+    ("GET", "/v1/stores/{}/events", b"", "read"),
+    ("POST", "/v1/stores/{}/sql", b'{"query": "SELECT 1"}', "sql"),
+    ("POST", "/v1/stores/{}/query", b"{}", "read"),
+    ("GET", "/v1/stores/{}/nodes/01a23be2-53ab-72ae-aaee-94e6ee0f0365", b"", "read"),
+    ("GET", "/v1/stores/{}/diff?from=0&to=0", b"", "read"),
+]
+
+
+def _call(
+    service: Service, how: tuple[str, str, bytes], token: str | None, name: str = "default"
+) -> httpx.Response:
+    headers = {} if token is None else {"Authorization": f"Bearer {token}"}
+    method, path, body = how
+    return service.http.request(method, path.format(name), content=body, headers=headers)
+
+
+def test_every_route_checks_its_token(tmp_path: Path, store: Path) -> None:
+    secret = tmp_path / "secret-store"
+    shutil.copytree(store, secret)
+    auth = tmp_path / "tokens.json"
+    reader = _token(auth, "reader", ["read"], ["default"])
+    admin = _token(auth, "admin", ["admin"], ["default"])
+    assert auth.stat().st_mode & 0o777 == 0o600
+    assert reader not in auth.read_text()
+    service = Service(tmp_path, [str(store), "--store", f"secret={secret}", "--auth", str(auth)])
+    try:
+        for method, path, body, scope in _ROUTES:
+            how = (method, path, body)
+            assert _call(service, how, None).status_code == 401, path
+            assert _call(service, how, "lmg_wrong").status_code == 401, path
+            if scope != "read":
+                assert _call(service, how, reader).status_code == 403, path
+            hidden = _call(service, how, admin, "secret")
+            unknown = _call(service, how, admin, "nowhere")
+            assert hidden.status_code == unknown.status_code == 404, path
+            assert hidden.content == unknown.content
+            assert b"secret" not in hidden.content and str(tmp_path).encode() not in hidden.content
+        assert _events(secret) == 1
+        assert service.http.get("/metrics").status_code == 401
+        metrics = service.http.get("/metrics", headers={"Authorization": f"Bearer {admin}"})
+        assert "lmg_fold_lag_events" in metrics.text
+    finally:
+        assert service.stop() == 0
+
+
+def test_no_auth_refuses_a_public_address(store: Path) -> None:
+    result = subprocess.run(
+        [str(LMG), "serve", str(store), "--host", "0.0.0.0", "--port", "0"],
+        capture_output=True, text=True, timeout=WAIT_S, check=False,
+    )  # fmt: skip
+    assert result.returncode != 0
+    assert "--auth" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_lmg_sql_and_direct_appends_go_through_the_service(served: Service, store: Path) -> None:
+    advert = json.loads((store / "service.json").read_text())
+    assert advert["url"] == served.url and (store / "service.json").stat().st_mode & 0o077 == 0
+    subprocess.run(
+        [str(LMG), "append", str(store)], input=b'{"type": "session.created"}', check=True
+    )
+    deadline = time.monotonic() + WAIT_S
+    while True:  # folded by the service, which polls the log's length
+        began = time.monotonic()
+        out = subprocess.run(
+            [str(LMG), "sql", str(store), "SELECT count(*) AS n FROM sessions", "--format", "json"],
+            capture_output=True, text=True, check=True, timeout=WAIT_S,
+        )  # fmt: skip
+        assert time.monotonic() - began < 5  # no wait for the database file
+        if json.loads(out.stdout) == {"n": 2}:
+            break
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+
+
+def test_sigterm_drains_folds_to_the_end_and_exits_0(tmp_path: Path, store: Path) -> None:
+    service = Service(tmp_path, [str(store)])
+    results: list[int] = []
+
+    def append() -> None:
+        with httpx.Client(base_url=service.url) as http:
+            for _ in range(200):
+                try:
+                    answer = http.post(
+                        "/v1/stores/default/events", json={"type": "session.created"}
+                    )
+                except httpx.TransportError:
+                    return
+                if answer.status_code != 200:
+                    assert answer.status_code == 503, answer.text
+                    return
+                results.append(answer.json()["lsn"])
+
+    threads = [threading.Thread(target=append) for _ in range(4)]
+    for t in threads:
+        t.start()
+    time.sleep(0.3)
+    assert service.stop() == 0
+    for t in threads:
+        t.join()
+    assert not (store / "service.json").exists()
+    with eventlog.open(store, readonly=True) as log:
+        stored = log.next_lsn()
+    assert set(results) <= set(range(stored))
+    with projections.connect(store) as con:
+        assert projections.checkpoint(con) == stored - 1
+
+
+@pytest.mark.slow
+def test_kill_9_under_concurrent_appenders_loses_no_acknowledged_event(
+    tmp_path: Path, store: Path
+) -> None:
+    acknowledged: dict[str, str] = {}  # id -> the text it was sent with
+    for round_ in range(3):
+        service = Service(tmp_path, [str(store)], name=f"serve{round_}")
+        halt = threading.Event()
+
+        def append(
+            worker: int, url: str = service.url, n: int = round_, halt: threading.Event = halt
+        ) -> None:
+            with httpx.Client(base_url=url, timeout=WAIT_S) as http:
+                for i in range(10_000):
+                    if halt.is_set():
+                        return
+                    text = f"round {n} worker {worker} event {i} é"
+                    body = {"type": "session.created", "metadata": {"text": text}}
+                    try:
+                        answer = http.post("/v1/stores/default/events", json=body)
+                    except httpx.TransportError:
+                        return
+                    if answer.status_code == 200:
+                        acknowledged[answer.json()["ids"][0]] = text
+
+        threads = [threading.Thread(target=append, args=(w,)) for w in range(16)]
+        for t in threads:
+            t.start()
+        time.sleep(1.0)
+        service.child.kill()  # SIGKILL, mid-append
+        halt.set()
+        for t in threads:
+            t.join()
+    with eventlog.open(store, readonly=True) as log:
+        stored = {
+            str(r.event.id): r.event.metadata["text"]  # type: ignore[attr-defined]
+            for r in log.read()
+            if r.lsn > 0
+        }
+    assert acknowledged and all(stored.get(k) == v for k, v in acknowledged.items())
+    service = Service(tmp_path, [str(store)], name="serve-last")  # resumes folding
+    try:
+        count = service.http.post(
+            "/v1/stores/default/sql", json={"query": "SELECT count(*) FROM sessions"}
+        ).json()["rows"][0][0]
+        assert count == len(stored) + 1
+    finally:
+        assert service.stop() == 0
