@@ -10,6 +10,7 @@ from .conversations import Conversations
 from .errors import SchemaMismatch
 from .graph import Graph
 from .sessions import Sessions
+from .spans import Spans
 from .templates import Templates
 from .tools import Tools
 
@@ -22,7 +23,7 @@ __all__ = [
     "ensure_schema",
 ]
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 """Bumped whenever a table's columns or a fold's meaning change; an older database is rebuilt."""
 
 PROJECTIONS: tuple[Projection, ...] = (
@@ -32,6 +33,7 @@ PROJECTIONS: tuple[Projection, ...] = (
     Templates(),
     Graph(),
     Sessions(),
+    Spans(),
 )
 """In fold order: a projection's `bulk` may read rows an earlier one wrote in the same batch
 (tool calls need their responses; session totals come last, over everything)."""

@@ -1,0 +1,225 @@
+"""The span-to-event mapping (`eventlog._genai`) and its writer (`eventlog._ingest`).
+
+Properties: a trace's events do not depend on the order or batches its spans arrive in, and
+a retried batch adds nothing. Named cases: every span is kept, a malformed span never fails
+its neighbours, content past the limits is cut with a marker, each convention's spellings.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import random
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import eventlog
+from eventlog import events as ev
+from eventlog._ingest import Ingester
+from eventlog._spans import MAX_TEXT_BYTES, Malformed, Span, decode_json_line
+from projections import MemoryGraph
+
+from ._traces import genai_trace
+
+_PLAIN = msgspec.json.Encoder(uuid_format="canonical")
+
+
+def stored(log: eventlog.EventLog) -> list[Any]:
+    """The log's events as plain values, without `ts` (the time of the append)."""
+    out = []
+    for record in log.read():
+        raw = msgspec.json.decode(_PLAIN.encode(record.event))
+        raw.pop("ts", None)
+        out.append(raw)
+    return out
+
+
+def ingest(batches: list[list[Span]], *, on_root: bool = True) -> list[Any]:
+    with eventlog.open(tempfile.mkdtemp(), durability=eventlog.Durability.NONE) as log:
+        ingester = Ingester(log, flush_on_root=on_root)
+        for batch in batches:
+            ingester.add(batch)
+        ingester.flush()
+        before = stored(log)
+        for batch in batches:  # the exporter retries everything after a timeout
+            ingester.add(batch)
+        ingester.flush()
+        assert stored(log) == before, "a retried batch added events"
+        return before
+
+
+def _split(spans: list[Span], cuts: list[int]) -> list[list[Span]]:
+    points = sorted({c % (len(spans) + 1) for c in cuts})
+    edges = [0, *points, len(spans)]
+    return [spans[a:b] for a, b in itertools.pairwise(edges) if b > a]
+
+
+_TRACE = genai_trace(random.Random(7), conversation="c-1")
+_EXPECTED = ingest([_TRACE])
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(order=st.permutations(_TRACE[1:]), cuts=st.lists(st.integers(0, 10), max_size=4))
+def test_events_do_not_depend_on_order_or_batches_when_the_root_comes_last(
+    order: list[Span], cuts: list[int]
+) -> None:
+    """What an SDK does: children in any order and batches, the root span last."""
+    assert ingest(_split([*order, _TRACE[0]], cuts)) == _EXPECTED
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(order=st.permutations(_TRACE), cuts=st.lists(st.integers(0, 10), max_size=4))
+def test_events_do_not_depend_on_order_or_batches_read_from_files(
+    order: list[Span], cuts: list[int]
+) -> None:
+    """What a file holds: any order, the root anywhere; mapped when the files are read."""
+    assert ingest(_split(order, cuts), on_root=False) == _EXPECTED
+
+
+def test_a_trace_maps_to_sessions_prompts_responses_tools_agents_and_a_handoff(
+    tmp_path: Path,
+) -> None:
+    with MemoryGraph.open(tmp_path / "s") as g:
+        Ingester(g).add(_TRACE)
+        assert g.rows("SELECT count(*) FROM spans") == [(7,)]
+        assert g.rows(
+            "SELECT p.content, r.content, r.prompt_tokens, r.completion_tokens, r.finish_reason, "
+            "r.latency_ms, r.model FROM prompts p JOIN responses r ON r.prompt_id = p.id "
+            "ORDER BY p.occurred_at"
+        ) == [
+            ("Weather in Lima?", "", 40, 12, "tool_calls", 198.0, "gpt-4o-2024-08-06"),
+            ("sunny", "Sunny in Lima.", 60, 9, "stop", 396.0, "gpt-4o-2024-08-06"),
+        ]
+        assert g.rows(
+            "SELECT tool_name, parameters->>'city', status, result, duration_ms "
+            "FROM tool_invocations"
+        ) == [("weather", "Lima", "success", '"sunny"', 190.0)]
+        assert g.rows(
+            "SELECT name, responses, handoffs_out, handoffs_in FROM agent_stats ORDER BY name"
+        ) == [("triage", 1, 1, 0), ("writer", 1, 0, 1)]
+        assert g.rows("SELECT metadata->>'conversation_id', tags FROM sessions") == [
+            ("c-1", ["otel"])
+        ]
+
+
+def test_turns_of_one_conversation_in_two_traces_share_a_session(tmp_path: Path) -> None:
+    rng = random.Random(3)
+    with MemoryGraph.open(tmp_path / "s") as g:
+        ingester = Ingester(g)
+        ingester.add(genai_trace(rng, conversation="same"))
+        ingester.add(genai_trace(rng, 1_760_000_100_000_000_000, conversation="same"))
+        ingester.add(genai_trace(rng, 1_760_000_200_000_000_000))  # no conversation id
+        assert g.rows("SELECT prompt_count FROM sessions ORDER BY prompt_count") == [(2,), (4,)]
+
+
+def test_a_malformed_span_is_counted_and_its_neighbours_are_kept(log: eventlog.EventLog) -> None:
+    good = {"traceId": "ab" * 16, "spanId": "cd" * 8, "name": "ok"}
+    bad = {"traceId": "not hex", "spanId": "cd" * 8, "name": "bad"}
+    line = json.dumps({"resourceSpans": [{"scopeSpans": [{"spans": [bad, good]}]}]})
+    ingester = Ingester(log)
+    ingester.add(decode_json_line(line))
+    ingester.add(decode_json_line("{not json"))
+    assert (ingester.stats.malformed, ingester.stats.spans) == (2, 1)
+    assert [e.name for _, e in log.read() if isinstance(e, ev.SpanRecorded)] == ["ok"]
+
+
+def test_content_past_the_limit_is_cut_with_a_marker(log: eventlog.EventLog) -> None:
+    image = "A" * (MAX_TEXT_BYTES + 5_000)
+    span = {
+        "traceId": "ab" * 16,
+        "spanId": "cd" * 8,
+        "name": "chat",
+        "attributes": [
+            {"key": "gen_ai.operation.name", "value": {"stringValue": "chat"}},
+            {"key": "gen_ai.prompt.0.content", "value": {"stringValue": image}},
+            {"key": "big", "value": {"intValue": str(2**70)}},
+            {"key": "nan", "value": {"doubleValue": "NaN"}},
+        ],
+    }
+    line = json.dumps({"resourceSpans": [{"scopeSpans": [{"spans": [span]}]}]})
+    Ingester(log).add(decode_json_line(line))
+    prompt = next(e for _, e in log.read() if isinstance(e, ev.PromptAdded))
+    assert prompt.content.endswith("...[truncated 5000 bytes]")
+    assert len(prompt.content) < MAX_TEXT_BYTES + 100
+    recorded = next(e for _, e in log.read() if isinstance(e, ev.SpanRecorded))
+    assert recorded.attributes["big"] == str(2**70)
+
+
+def test_a_tool_result_naming_an_unknown_call_keeps_its_span(log: eventlog.EventLog) -> None:
+    messages = [
+        {"role": "tool", "parts": [{"type": "tool_call_response", "id": "x", "response": 1}]}
+    ]
+    span = Span(
+        trace_id="ab" * 16,
+        span_id="cd" * 8,
+        name="chat",
+        attributes={"gen_ai.operation.name": "chat", "gen_ai.input.messages": json.dumps(messages)},
+    )
+    ingester = Ingester(log)
+    ingester.add([span])
+    assert ingester.stats.partial == 1
+    assert {type(e).__name__ for _, e in log.read()} == {
+        "SpanRecorded",
+        "SessionCreated",
+        "PromptAdded",
+        "ResponseAdded",
+    }
+
+
+@pytest.mark.parametrize(
+    ("attributes", "expected"),
+    [
+        pytest.param(
+            {
+                "openinference.span.kind": "LLM",
+                "llm.model_name": "gpt-4o",
+                "llm.input_messages.0.message.role": "user",
+                "llm.input_messages.0.message.content": "hi",
+                "llm.output_messages.0.message.role": "assistant",
+                "llm.output_messages.0.message.content": "hello",
+                "llm.token_count.prompt": 3,
+                "llm.token_count.completion": 2,
+                "session.id": "s1",
+            },
+            ("hi", "hello", 3, 2, "gpt-4o"),
+            id="openinference",
+        ),
+        pytest.param(
+            {
+                "llm.request.type": "chat",
+                "gen_ai.system": "openai",
+                "gen_ai.request.model": "gpt-4o",
+                "gen_ai.prompt.0.role": "user",
+                "gen_ai.prompt.0.content": "hi",
+                "gen_ai.completion.0.role": "assistant",
+                "gen_ai.completion.0.content": "hello",
+                "gen_ai.completion.0.finish_reason": "stop",
+                "gen_ai.usage.prompt_tokens": 3,
+                "gen_ai.usage.completion_tokens": 2,
+            },
+            ("hi", "hello", 3, 2, "gpt-4o"),
+            id="openllmetry-legacy",
+        ),
+    ],
+)
+def test_each_convention_gives_the_same_turn(
+    tmp_path: Path, attributes: dict[str, Any], expected: tuple[Any, ...]
+) -> None:
+    span = Span(trace_id="ab" * 16, span_id="cd" * 8, name="chat", attributes=attributes)
+    with MemoryGraph.open(tmp_path / "s") as g:
+        Ingester(g).add([span])
+        assert g.rows(
+            "SELECT p.content, r.content, r.prompt_tokens, r.completion_tokens, r.model "
+            "FROM prompts p JOIN responses r ON r.prompt_id = p.id"
+        ) == [expected]
+
+
+def test_malformed_entries_are_reported_not_raised() -> None:
+    found = list(decode_json_line(b'{"resourceSpans": [{"scopeSpans": [{"spans": [1]}]}]}'))
+    assert len(found) == 1 and isinstance(found[0], Malformed)
