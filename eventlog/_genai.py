@@ -79,6 +79,12 @@ def _named_id(name: str) -> uuid.UUID:
     return uuid_from_int(value & ~(0b11 << 62) | 0b10 << 62)
 
 
+def _call_id(call: str) -> uuid.UUID:
+    """The invocation id of a model's tool call: from the call id alone (providers make them
+    unique), so a result in a later trace or session finds its call."""
+    return _named_id(f"tool:{call}")
+
+
 # -- reading attributes ---------------------------------------------------------------------
 
 
@@ -602,7 +608,14 @@ def _turn(
         custom["provider"] = provider
     if (system := _system(span)) is not None:
         custom["system"] = system
-    tools = [t.get("name") for t in _indexed(a, "gen_ai.request.functions.")] + [
+    defined = _json(a.get("gen_ai.tool.definitions"))
+    tools = [t.get("name") for t in _indexed(a, "gen_ai.request.functions.")]
+    tools += [
+        t.get("name") or (t.get("function") or {}).get("name")
+        for t in (defined if isinstance(defined, list) else [])
+        if isinstance(t, dict)
+    ]
+    tools += [
         (_json(t.get("tool.json_schema")) or {}).get("function", {}).get("name")
         for t in _indexed(a, "llm.tools.")
         if isinstance(_json(t.get("tool.json_schema")), dict)
@@ -654,32 +667,28 @@ def _turn(
         session.agent = agent
     events.append(_response(span, prompt_id, response_id, outputs, a, actor))
     turn = _Turn(span.start_ns, response_id, {})
+    units: list[Unit] = []
     for i, call in enumerate(c for m in outputs for c in m.tool_calls):
-        tool_id = (
-            _named_id(f"tool:{session.id}:{call.id}")
-            if call.id
-            else _timed_id(span.end_ns, f"{tid}:{sid}:tool:{i}")
+        tool_id = _call_id(call.id) if call.id else _timed_id(span.end_ns, f"{tid}:{sid}:tool:{i}")
+        invoked = ev.ToolInvoked(
+            id=tool_id,
+            response_id=response_id,
+            tool_name=call.name or "tool",
+            parameters=bound(_json(call.arguments)),
+            occurred_at=span.end_ns,
+            actor=actor,
         )
-        events.append(
-            ev.ToolInvoked(
-                id=tool_id,
-                response_id=response_id,
-                tool_name=call.name or "tool",
-                parameters=bound(_json(call.arguments)),
-                occurred_at=span.end_ns,
-                actor=actor,
-            )
-        )
+        units.append(Unit(f"otel:{tid}:{sid}:tool:{i}", [invoked]))
         if call.id:
             turn.calls[call.id] = tool_id
             walk.invoked[call.id] = tool_id
     session.turns.append(turn)
-    return [
+    return units + [
         Unit(
             f"otel:{tid}:{sid}:result:{m.tool_call_id}",
             [
                 ev.ToolCompleted(
-                    tool_id=_named_id(f"tool:{session.id}:{m.tool_call_id}"),
+                    tool_id=_call_id(m.tool_call_id),
                     result=bound(_json(m.text)),
                     occurred_at=span.start_ns,
                     actor=actor,
@@ -702,8 +711,10 @@ def _response(  # noqa: PLR0917 (one call site, every argument named there)
     reasons = a.get("gen_ai.response.finish_reasons")
     if isinstance(reasons, str):
         reasons = [reasons]
-    finish = (reasons[0] if isinstance(reasons, list | tuple) and reasons else None) or next(
-        (m.finish_reason for m in outputs if m.finish_reason), None
+    finish = (
+        (reasons[0] if isinstance(reasons, list | tuple) and reasons else None)
+        or next((m.finish_reason for m in outputs if m.finish_reason), None)
+        or _str(a.get("llm.finish_reason"))
     )
     usage = ev.TokenUsage(
         _int(
@@ -753,7 +764,7 @@ def _response(  # noqa: PLR0917 (one call site, every argument named there)
         prompt_id=prompt_id,
         content=bound_text("\n".join(m.text for m in outputs if m.text)),
         usage=usage,
-        finish_reason=_str(finish) or ("error" if span.status == "error" else None),
+        finish_reason=_finish_reason(finish, span),
         latency_ms=max(span.end_ns - span.start_ns, 0) / 1e6,
         model=_str(
             _first(
@@ -768,6 +779,25 @@ def _response(  # noqa: PLR0917 (one call site, every argument named there)
         occurred_at=span.end_ns,
         actor=actor,
     )
+
+
+_FINISH_REASONS = {
+    "tool_calls": "tool_call",
+    "tool_use": "tool_call",
+    "function_call": "tool_call",
+    "end_turn": "stop",
+    "stop_sequence": "stop",
+    "max_tokens": "length",
+}
+"""Providers' spellings of the GenAI conventions' finish reasons (``stop``, ``length``,
+``content_filter``, ``tool_call``, ``error``); others are kept as given."""
+
+
+def _finish_reason(given: Any, span: Span) -> str | None:
+    if given is None:
+        return "error" if span.status == "error" else None
+    text = str(given)
+    return _FINISH_REASONS.get(text, text)
 
 
 def _tool(walk: _Walk, span: Span, session: _Session, events: list[ev.EventBase]) -> list[Unit]:
@@ -792,7 +822,7 @@ def _tool(walk: _Walk, span: Span, session: _Session, events: list[ev.EventBase]
         before = [t for t in session.turns if t.start_ns <= span.start_ns]
         if before:
             tool_id = (
-                _named_id(f"tool:{session.id}:{call}")
+                _call_id(call)
                 if call
                 else _timed_id(span.start_ns, f"{span.trace_id}:{span.span_id}:tool")
             )
@@ -807,7 +837,7 @@ def _tool(walk: _Walk, span: Span, session: _Session, events: list[ev.EventBase]
                 )
             )
         elif call:
-            tool_id = _named_id(f"tool:{session.id}:{call}")  # invoked in an earlier trace
+            tool_id = _call_id(call)  # invoked in an earlier trace
         else:
             return []
     error = (span.status_message or "error") if span.status == "error" else None

@@ -93,7 +93,7 @@ def test_a_trace_maps_to_sessions_prompts_responses_tools_agents_and_a_handoff(
             "r.latency_ms, r.model FROM prompts p JOIN responses r ON r.prompt_id = p.id "
             "ORDER BY p.occurred_at"
         ) == [
-            ("Weather in Lima?", "", 40, 12, "tool_calls", 198.0, "gpt-4o-2024-08-06"),
+            ("Weather in Lima?", "", 40, 12, "tool_call", 198.0, "gpt-4o-2024-08-06"),
             ("sunny", "Sunny in Lima.", 60, 9, "stop", 396.0, "gpt-4o-2024-08-06"),
         ]
         assert g.rows(

@@ -1,0 +1,110 @@
+"""`eventlog.otel`: the exporter, `instrument`, and the session/agent/tool runs, through the
+real OpenTelemetry SDK (the ``otel`` extra; CI installs it)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("opentelemetry.sdk")
+
+from opentelemetry.sdk.trace import TracerProvider  # noqa: E402
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor  # noqa: E402
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import (  # noqa: E402
+    InMemorySpanExporter,
+)
+
+import eventlog  # noqa: E402
+import eventlog.otel as otel  # noqa: E402
+from projections import MemoryGraph  # noqa: E402
+
+
+def test_import_eventlog_does_not_import_opentelemetry() -> None:
+    code = (
+        "import sys, eventlog, projections, replay\n"
+        "loaded = [m for m in sys.modules if m.startswith(('opentelemetry', 'eventlog.otel'))]\n"
+        "assert not loaded, loaded"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_a_multi_agent_run_with_the_runs_shows_agents_handoffs_and_tools(tmp_path: Path) -> None:
+    with MemoryGraph.open(tmp_path / "s") as g:
+        with otel.instrument(g, batch=False):
+
+            @otel.tool("search")
+            def search(query: str) -> list[str]:
+                return ["rust-lang.org"]
+
+            @otel.agent("writer", description="writes answers")
+            def write(topic: str) -> str:
+                return f"An essay on {topic}."
+
+            with otel.session("conversation-1", user_id="u-7"):
+                with otel.agent("triage", input="Write about Rust.") as run:
+                    search("rust")
+                    run.output = "Passing to the writer."
+                    run.input_tokens, run.output_tokens = 5, 4
+                write("Rust")
+                with pytest.raises(ValueError, match="offline"), otel.tool("fetch"):
+                    raise ValueError("offline")
+        assert g.rows(
+            "SELECT name, role, responses, handoffs_out, handoffs_in, tool_calls, tool_failures "
+            "FROM agent_stats ORDER BY name"
+        ) == [
+            ("triage", "agent", 1, 1, 0, 1, 0),
+            ("writer", "writes answers", 1, 0, 1, 1, 1),
+        ]
+        assert g.rows(
+            "SELECT tool_name, status, parameters, result, error FROM tool_invocations "
+            "ORDER BY tool_name"
+        ) == [
+            ("fetch", "error", None, None, "ValueError: offline"),
+            ("search", "success", '{"query":"rust"}', '["rust-lang.org"]', None),
+        ]
+        assert g.rows("SELECT metadata->>'user_id', prompt_count FROM sessions") == [("u-7", 2)]
+        assert g.rows("SELECT count(*) FROM spans") == [(5,)]
+
+
+def test_the_exporter_adds_nothing_when_the_sdk_exports_a_batch_again(tmp_path: Path) -> None:
+    memory = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(memory))
+    tracer = provider.get_tracer("test")
+    with tracer.start_as_current_span("root"), tracer.start_as_current_span("child") as child:
+        child.set_attribute("gen_ai.operation.name", "chat")
+        child.set_attribute("gen_ai.usage.input_tokens", 3)
+    with eventlog.open(tmp_path / "s") as log:
+        exporter = otel.Exporter(log)
+        spans = memory.get_finished_spans()
+        assert exporter.export(spans).name == "SUCCESS"
+        events = log.next_lsn()
+        exporter.export(spans)  # a retry after a timeout
+        exporter.export(list(reversed(spans)))
+        assert log.next_lsn() == events
+        assert exporter.stats.spans == 2
+        assert exporter.stats.duplicates > 0
+
+
+def test_a_trace_without_its_root_is_written_on_force_flush(tmp_path: Path) -> None:
+    memory = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(memory))
+    tracer = provider.get_tracer("test")
+    with tracer.start_as_current_span("root"), tracer.start_as_current_span("child"):
+        pass
+    child = [s for s in memory.get_finished_spans() if s.name == "child"]
+    with eventlog.open(tmp_path / "s") as log:
+        exporter = otel.Exporter(log)
+        exporter.export(child)
+        assert log.next_lsn() == 0  # waiting for its root
+        assert exporter.force_flush()
+        assert log.next_lsn() == 1
+
+
+def test_instrument_names_an_unknown_library(log: eventlog.EventLog) -> None:
+    with pytest.raises(eventlog.EventLogError, match="unknown instrumentation 'cobol'"):
+        otel.instrument(log, "cobol")
