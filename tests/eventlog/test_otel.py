@@ -11,15 +11,15 @@ import pytest
 
 pytest.importorskip("opentelemetry.sdk")
 
-from opentelemetry.sdk.trace import TracerProvider  # noqa: E402
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor  # noqa: E402
-from opentelemetry.sdk.trace.export.in_memory_span_exporter import (  # noqa: E402
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import (
     InMemorySpanExporter,
 )
 
-import eventlog  # noqa: E402
-import eventlog.otel as otel  # noqa: E402
-from projections import MemoryGraph  # noqa: E402
+import eventlog
+from eventlog import otel
+from projections import MemoryGraph
 
 
 def test_import_eventlog_does_not_import_opentelemetry() -> None:
