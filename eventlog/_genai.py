@@ -696,7 +696,7 @@ def _turn(
             ],
         )
         for m in new
-        if m.role == "tool" and m.tool_call_id and m.tool_call_id not in walk.tool_span_calls
+        if m.tool_call_id and m.tool_call_id not in walk.tool_span_calls
     ]
 
 

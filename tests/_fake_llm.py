@@ -1,13 +1,15 @@
 """A fake model server on 127.0.0.1 answering like the OpenAI and Anthropic APIs.
 
 It plays one scripted conversation: asked about the weather with tools offered, the model
-calls ``get_weather`` (``{"city": "Paris"}``); given the tool's result, it answers. Chat
+calls ``get_weather`` (``{"city": "Paris"}``) with a fresh call id (``call_1``, ``call_2``,
+..., unique per server as a provider's are); given the tool's result, it answers. Chat
 completions stream as server-sent events when asked to. Token counts are fixed per turn,
 so tests can check them whichever instrumentation recorded them.
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 import threading
 from collections.abc import Iterator
@@ -15,9 +17,8 @@ from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-__all__ = ["ANSWER", "CALL_ID", "USAGE", "fake_llm"]
+__all__ = ["ANSWER", "USAGE", "fake_llm"]
 
-CALL_ID = "call_weather_1"
 ANSWER = "It is sunny in Paris."
 USAGE = {"ask": (20, 10), "answer": (30, 8)}  # (input, output) tokens per turn
 
@@ -33,6 +34,9 @@ def _answered(messages: list[dict[str, Any]]) -> bool:
     )
 
 
+_CALLS = itertools.count(1)
+
+
 def _openai(body: dict[str, Any]) -> dict[str, Any]:
     turn = "answer" if _answered(body["messages"]) or not body.get("tools") else "ask"
     message: dict[str, Any] = {"role": "assistant", "content": ANSWER}
@@ -41,7 +45,7 @@ def _openai(body: dict[str, Any]) -> dict[str, Any]:
         message = {
             "role": "assistant",
             "content": None,
-            "tool_calls": [{"id": CALL_ID, "type": "function", "function": call}],
+            "tool_calls": [{"id": f"call_{next(_CALLS)}", "type": "function", "function": call}],
         }
     inp, out = USAGE[turn]
     return {
@@ -85,7 +89,12 @@ def _anthropic(body: dict[str, Any]) -> dict[str, Any]:
     content: list[dict[str, Any]] = [{"type": "text", "text": ANSWER}]
     if turn == "ask":
         content = [
-            {"type": "tool_use", "id": CALL_ID, "name": "get_weather", "input": {"city": "Paris"}}
+            {
+                "type": "tool_use",
+                "id": f"call_{next(_CALLS)}",
+                "name": "get_weather",
+                "input": {"city": "Paris"},
+            }
         ]
     return {
         "id": f"msg_{turn}",
