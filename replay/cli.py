@@ -19,6 +19,7 @@ import msgspec
 
 from eventlog.cli import cli_errors, default_store, store_argument
 from eventlog.cli import commands as eventlog_commands
+from eventlog.ingest_cli import ingest
 from projections import TABLE_NAMES, SnapshotPolicy
 from projections.cli import commands as projections_commands
 from projections.cli import print_rows, projection_errors, rows_format
@@ -314,6 +315,7 @@ def snapshot_command(*, store: str | None, point: str | None, keep: int, listing
 
 for command in [
     *eventlog_commands,
+    ingest,
     *projections_commands,
     replay,
     diff_command,
