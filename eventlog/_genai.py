@@ -370,7 +370,7 @@ class _Agent:
 class _Turn:
     start_ns: int
     response_id: uuid.UUID
-    calls: dict[str, uuid.UUID]  # tool call id -> invocation id
+    calls: dict[str, str]  # tool call id -> tool name
 
 
 @dataclass
@@ -680,7 +680,7 @@ def _turn(
         )
         units.append(Unit(f"otel:{tid}:{sid}:tool:{i}", [invoked]))
         if call.id:
-            turn.calls[call.id] = tool_id
+            turn.calls[call.id] = invoked.tool_name
             walk.invoked[call.id] = tool_id
     session.turns.append(turn)
     return units + [
@@ -800,6 +800,26 @@ def _finish_reason(given: Any, span: Span) -> str | None:
     return _FINISH_REASONS.get(text, text)
 
 
+def _asked(walk: _Walk, before: list[_Turn], name: str) -> str | None:
+    """For a tool span without a call id (OpenInference's LangChain tools): the first call of
+    that tool the latest turn before it asked for that no tool span has answered yet."""
+    for turn in reversed(before[-1:]):
+        for call, tool in turn.calls.items():
+            if tool == name and call not in walk.tool_span_calls:
+                return call
+    return None
+
+
+def _unwrap(result: Any) -> Any:
+    """A LangChain ToolMessage as OpenInference records it (``{"type": "tool", "data":
+    {"content": ...}}``): its content."""
+    if isinstance(result, dict) and result.get("type") == "tool":
+        data = result.get("data")
+        if isinstance(data, dict) and "content" in data:
+            return _json(data["content"])
+    return result
+
+
 def _tool(walk: _Walk, span: Span, session: _Session, events: list[ev.EventBase]) -> list[Unit]:
     """An ``execute_tool`` span: completes the invocation its call id names, or is itself an
     invocation of the session's latest response before it."""
@@ -815,11 +835,16 @@ def _tool(walk: _Walk, span: Span, session: _Session, events: list[ev.EventBase]
             "traceloop.entity.input",
         )
     )
-    result = _json(_first(a, "gen_ai.tool.call.result", "output.value", "traceloop.entity.output"))
+    result = _unwrap(
+        _json(_first(a, "gen_ai.tool.call.result", "output.value", "traceloop.entity.output"))
+    )
     actor = events[0].actor
+    before = [t for t in session.turns if t.start_ns <= span.start_ns]
+    call = call or _asked(walk, before, name)
+    if call:
+        walk.tool_span_calls.add(call)
     tool_id = walk.invoked.get(call) if call else None
     if tool_id is None:
-        before = [t for t in session.turns if t.start_ns <= span.start_ns]
         if before:
             tool_id = (
                 _call_id(call)

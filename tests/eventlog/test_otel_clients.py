@@ -186,3 +186,41 @@ def test_an_anthropic_conversation_lands_the_same_under_every_instrumentation(
             _anthropic(server)
         _check(g, "sync", "claude-sonnet-4-5")
         assert g.rows("SELECT count(*) FROM spans") == [(3,)]  # the session and two calls
+
+
+def test_a_langchain_agent_under_openinference_lands_as_agent_turns_and_tool(
+    tmp_path: Path, server: str
+) -> None:
+    pytest.importorskip("langchain_openai")
+    pytest.importorskip("openinference.instrumentation.langchain")
+    from langchain_core.messages import BaseMessage, HumanMessage  # noqa: PLC0415
+    from langchain_core.runnables import RunnableLambda  # noqa: PLC0415
+    from langchain_core.tools import tool  # noqa: PLC0415
+    from langchain_openai import ChatOpenAI  # noqa: PLC0415
+
+    @tool
+    def get_weather(city: str) -> str:
+        """The weather in a city."""
+        return "sunny"
+
+    def agent(question: str) -> Any:
+        llm = ChatOpenAI(
+            model="gpt-4o", base_url=f"{server}/v1", api_key="test", max_retries=0
+        ).bind_tools([get_weather])
+        messages: list[BaseMessage] = [HumanMessage(question)]
+        while True:
+            reply = llm.invoke(messages)
+            messages.append(reply)
+            if not reply.tool_calls:
+                return reply.content
+            messages += [get_weather.invoke(call) for call in reply.tool_calls]
+
+    with MemoryGraph.open(tmp_path / "s") as g:
+        with otel.instrument(g, "openinference-langchain"), otel.session("sync"):
+            answer = RunnableLambda(agent).with_config(run_name="weather_agent").invoke(QUESTION)
+        assert answer == ANSWER
+        _check(g, "sync", "gpt-4o-2024-08-06")
+        assert g.rows("SELECT name, responses, tool_calls FROM agent_stats") == [
+            ("weather_agent", 2, 1)
+        ]
+        assert g.rows("SELECT duration_ms > 0 FROM tool_invocations") == [(True,)]
