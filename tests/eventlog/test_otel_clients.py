@@ -205,7 +205,7 @@ def test_a_langchain_agent_under_openinference_lands_as_agent_turns_and_tool(
 
     def agent(question: str) -> Any:
         llm = ChatOpenAI(
-            model="gpt-4o", base_url=f"{server}/v1", api_key="test", max_retries=0
+            model="gpt-4o", base_url=f"{server}/v1", api_key=lambda: "test", max_retries=0
         ).bind_tools([get_weather])
         messages: list[BaseMessage] = [HumanMessage(question)]
         while True:
