@@ -123,10 +123,11 @@ def _float(value: Any) -> float | None:
 
 def _json(value: Any) -> Any:
     """A JSON attribute (instrumentations store JSON as text) parsed; text that is not JSON
-    (or was cut by the limits) stays text."""
+    (or was cut by the limits) stays text. Its strings are no longer than the bounded text
+    they came from; what is stored of its other values goes through `bound`."""
     if isinstance(value, str) and value[:1] in ("{", "["):
         try:
-            return bound(msgspec.json.decode(value))
+            return msgspec.json.decode(value)
         except msgspec.DecodeError:
             return value
     return value
@@ -504,7 +505,7 @@ def _session(walk: _Walk, span: Span, trace_default: str | None) -> _Session:
         if (service := span.resource.get("service.name")) is not None:
             meta["service"] = service
         created = ev.SessionCreated(
-            id=session.id, metadata=bound(meta), tags=["otel"], occurred_at=span.start_ns
+            id=session.id, metadata=meta, tags=["otel"], occurred_at=span.start_ns
         )
         walk.units.append(Unit(f"otel:session:{key}", [created]))
     return walk.sessions[key]
@@ -567,6 +568,14 @@ def _is_agent_turn(walk: _Walk, span: Span) -> bool:
     return True
 
 
+def _schema_name(schema: Any) -> Any:
+    """A tool's name in a JSON schema: OpenAI's ``{"function": {"name"}}`` or ``{"name"}``."""
+    if not isinstance(schema, dict):
+        return None
+    inner = schema.get("function")
+    return (inner if isinstance(inner, dict) else schema).get("name")
+
+
 def _new_input(inputs: list[Message]) -> list[Message]:
     """The messages after the last assistant message: what this call added to the history."""
     last = max((i for i, m in enumerate(inputs) if m.role == "assistant"), default=-1)
@@ -577,7 +586,7 @@ def _message_json(m: Message) -> dict[str, Any]:
     out: dict[str, Any] = {"role": m.role, "content": m.text}
     if m.tool_calls:
         out["tool_calls"] = [
-            {"id": c.id, "name": c.name, "arguments": c.arguments} for c in m.tool_calls
+            {"id": c.id, "name": c.name, "arguments": bound(c.arguments)} for c in m.tool_calls
         ]
     if m.tool_call_id:
         out["tool_call_id"] = m.tool_call_id
@@ -609,17 +618,17 @@ def _turn(
     if (system := _system(span)) is not None:
         custom["system"] = system
     defined = _json(a.get("gen_ai.tool.definitions"))
-    tools = [t.get("name") for t in _indexed(a, "gen_ai.request.functions.")]
+    tools = []
+    if "gen_ai.request.functions.0.name" in a:
+        tools += [t.get("name") for t in _indexed(a, "gen_ai.request.functions.")]
     tools += [
         t.get("name") or (t.get("function") or {}).get("name")
         for t in (defined if isinstance(defined, list) else [])
         if isinstance(t, dict)
     ]
-    tools += [
-        (_json(t.get("tool.json_schema")) or {}).get("function", {}).get("name")
-        for t in _indexed(a, "llm.tools.")
-        if isinstance(_json(t.get("tool.json_schema")), dict)
-    ]
+    if "llm.tools.0.tool.json_schema" in a:
+        schemas = [_json(t.get("tool.json_schema")) for t in _indexed(a, "llm.tools.")]
+        tools += [_schema_name(s) for s in schemas]
     events.append(
         ev.PromptAdded(
             id=prompt_id,
@@ -636,7 +645,7 @@ def _turn(
                     or params.get("max_completion_tokens")
                 ),
                 tools_available=[str(t) for t in tools if t],
-                custom=bound(custom),
+                custom=custom,
             ),
             occurred_at=span.start_ns,
             actor=actor,
@@ -775,7 +784,7 @@ def _response(  # noqa: PLR0917 (one call site, every argument named there)
                 "gen_ai.request.model",
             )
         ),
-        metadata=bound(meta),
+        metadata=meta,
         occurred_at=span.end_ns,
         actor=actor,
     )

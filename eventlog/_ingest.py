@@ -35,6 +35,7 @@ from . import events as ev
 from ._commands import prepare
 from ._genai import Unit, map_trace
 from ._spans import Malformed, Span
+from ._store import PendingRequest
 from .errors import EventLogError, IdempotencyKeyReused, InvalidEvent
 
 if TYPE_CHECKING:
@@ -44,6 +45,25 @@ __all__ = ["IngestStats", "Ingester"]
 
 _LOG = logging.getLogger("eventlog.otel")
 _GROUP = 2_000  # requests per group commit: one frame, one fsync
+_REMEMBERED_KEYS = 100_000  # keys known stored, skipped without asking the log
+_ENCODE = msgspec.msgpack.Encoder(uuid_format="bytes").encode  # as `_commands.prepare` does
+
+
+def _request(unit: Unit) -> PendingRequest:
+    """The append request of a unit, without `prepare`'s decode and value walk.
+
+    Every value of a unit is bounded when its span is decoded (`_spans.bound`: 64-bit ints,
+    finite floats, valid UTF-8, nesting within 16 levels) or built by `_genai` from such
+    values and typed fields, so the checks `prepare` runs for callers' own objects hold by
+    construction; the encode below still sizes the request and refuses any value MessagePack
+    cannot hold, through `prepare`'s own error.
+    """
+    try:
+        size = len(_ENCODE(unit.events))
+    except (TypeError, ValueError, OverflowError):
+        prepare(unit.events, {"idempotency_key": unit.key})  # raises InvalidEvent naming it
+        raise
+    return PendingRequest(list(unit.events), unit.key, None, None, size)
 
 
 class IngestStats(msgspec.Struct, kw_only=True):
@@ -81,6 +101,7 @@ class Ingester:
         self._pending: OrderedDict[str, tuple[float, list[Span]]] = OrderedDict()
         self._pending_spans = 0
         self._done: OrderedDict[str, list[Span]] = OrderedDict()
+        self._stored: OrderedDict[str, None] = OrderedDict()  # keys known to be in the log
         self.stats = IngestStats()
 
     def add(self, items: Iterable[Span | Malformed]) -> None:
@@ -143,12 +164,17 @@ class Ingester:
 
     def _commit(self, units: list[Unit]) -> None:
         """Append each unit as its own keyed request, all in one group commit; a refused
-        unit is appended again as its span alone."""
+        unit is appended again as its span alone. Keys this ingester saw stored are skipped
+        (an agent or a session named by every trace costs one request, not one per trace)."""
         requests, kept = [], []
         retry: list[Unit] = []
         for unit in units:
+            if unit.key in self._stored:
+                self._stored.move_to_end(unit.key)
+                self.stats.duplicates += 1
+                continue
             try:
-                requests.append(prepare(unit.events, {"idempotency_key": unit.key}))
+                requests.append(_request(unit))
                 kept.append(unit)
             except InvalidEvent as exc:
                 self._refused(unit, exc, retry)
@@ -158,6 +184,7 @@ class Ingester:
                 self.stats.duplicates += 1
             elif isinstance(result, InvalidEvent):  # unknown or deleted node, bad value
                 self._refused(unit, result, retry)
+                continue
             elif isinstance(result, EventLogError):
                 raise result  # the log itself failed (closed, disk full): the caller hears it
             elif result.duplicate:
@@ -165,8 +192,14 @@ class Ingester:
             else:
                 self.stats.events += len(result.events)
                 self.stats.spans += sum(isinstance(e, ev.SpanRecorded) for e in result.events)
+            self._remember(unit.key)
         if retry:
             self._commit(retry)
+
+    def _remember(self, key: str) -> None:
+        self._stored[key] = None
+        if len(self._stored) > _REMEMBERED_KEYS:
+            self._stored.popitem(last=False)
 
     def _refused(self, unit: Unit, exc: EventLogError, retry: list[Unit]) -> None:
         self.stats.partial += 1

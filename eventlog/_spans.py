@@ -8,7 +8,8 @@ becomes a `Malformed` entry naming why, and never fails the spans beside it.
 
 Values are bounded here, once, before anything is stored (docs/ingest.md, "Limits"): a string
 longer than `MAX_TEXT_BYTES` is cut with a marker saying how much was dropped, a list longer
-than `MAX_LIST_ITEMS` keeps its head, nesting deeper than `MAX_DEPTH` is stringified, and
+than `MAX_LIST_ITEMS` keeps its head, a mapping of more than `MAX_ATTRIBUTES` keys keeps the first
+in key order, nesting deeper than `MAX_DEPTH` is stringified, and
 values the log cannot store (NaN, ints past 64 bits, bytes) become strings.
 
 Nothing here imports OpenTelemetry; `decode_protobuf` imports `opentelemetry.proto` when called.
@@ -110,21 +111,33 @@ def bound_text(text: str) -> str:
 
 
 def bound(value: Any, depth: int = 0) -> Any:
-    """A JSON value the log can store, within the limits above."""
-    if value is None or isinstance(value, bool):
-        return value
-    if isinstance(value, str):
+    """A JSON value the log can store, within the limits above. Hot (every attribute of
+    every span): exact-class checks first, and short ASCII strings pass untouched."""
+    cls = value.__class__
+    if cls is str:
+        if len(value) <= MAX_TEXT_BYTES and value.isascii():
+            return value
         return bound_text(value)
-    if isinstance(value, int):
+    if cls is int:
         return value if -_INT64 <= value < _INT64 else str(value)
-    if isinstance(value, float):
+    if value is None or cls is bool:
+        return value
+    if cls is float:
         return value if math.isfinite(value) else str(value)
+    if isinstance(value, str):
+        return bound_text(str(value))
+    if isinstance(value, int):
+        return bound(int(value), depth)
+    if isinstance(value, float):
+        return bound(float(value), depth)
     if isinstance(value, bytes | bytearray | memoryview):
         return bound_text(base64.b64encode(bytes(value)).decode())
     if depth >= MAX_DEPTH:
         return bound_text(msgspec.json.encode(value, enc_hook=repr).decode())
     if isinstance(value, Mapping):
-        items = sorted(value.items(), key=lambda kv: str(kv[0]))[:MAX_ATTRIBUTES]
+        items: Any = value.items()
+        if len(value) > MAX_ATTRIBUTES:
+            items = sorted(items, key=lambda kv: str(kv[0]))[:MAX_ATTRIBUTES]
         return {str(k): bound(v, depth + 1) for k, v in items}
     if isinstance(value, list | tuple):
         return [bound(v, depth + 1) for v in value[:MAX_LIST_ITEMS]]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from typing import Any
 
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
@@ -15,6 +16,17 @@ from .._spans import Malformed, Span, SpanEvent, bound_attributes, bound_text
 __all__ = ["Exporter", "from_readable"]
 
 _LOG = logging.getLogger("eventlog.otel")
+
+
+_RESOURCE: list[Any] = [None, {}]  # the last resource seen and its bounded attributes
+
+
+def _resource(resource: Any) -> dict[str, Any]:
+    """A resource's bounded attributes; a provider has one resource, so the last is cached."""
+    if resource is not _RESOURCE[0]:
+        _RESOURCE[:] = [resource, bound_attributes(resource.attributes)]
+    found: dict[str, Any] = _RESOURCE[1]
+    return found
 
 
 def from_readable(span: ReadableSpan) -> Span | Malformed:
@@ -40,7 +52,7 @@ def from_readable(span: ReadableSpan) -> Span | Malformed:
             SpanEvent(bound_text(e.name), e.timestamp, bound_attributes(e.attributes or {}))
             for e in span.events
         ],
-        resource=bound_attributes(span.resource.attributes),
+        resource=_resource(span.resource),
         scope=None
         if scope is None
         else (f"{scope.name}@{scope.version}" if scope.version else scope.name),
