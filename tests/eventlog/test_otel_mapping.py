@@ -22,7 +22,7 @@ from hypothesis import strategies as st
 import eventlog
 from eventlog import events as ev
 from eventlog._ingest import Ingester
-from eventlog._spans import MAX_TEXT_BYTES, Malformed, Span, decode_json_line
+from eventlog._spans import MAX_DEPTH, MAX_TEXT_BYTES, Malformed, Span, decode_json_line
 from projections import MemoryGraph
 
 from ._traces import genai_trace
@@ -223,3 +223,31 @@ def test_each_convention_gives_the_same_turn(
 def test_malformed_entries_are_reported_not_raised() -> None:
     found = list(decode_json_line(b'{"resourceSpans": [{"scopeSpans": [{"spans": [1]}]}]}'))
     assert len(found) == 1 and isinstance(found[0], Malformed)
+
+
+def test_values_the_log_refuses_are_kept_as_text(log: eventlog.EventLog) -> None:
+    """Nesting past the limit and NaN are bounded when decoded, never refused (a lone
+    surrogate cannot come through OTLP JSON: msgspec refuses the line, reported as malformed)."""
+    deep: dict[str, Any] = {"stringValue": "bottom"}
+    for _ in range(100):
+        deep = {"kvlistValue": {"values": [{"key": "k", "value": deep}]}}
+    span = {
+        "traceId": "ab" * 16,
+        "spanId": "cd" * 8,
+        "name": "odd values",
+        "attributes": [
+            {"key": "deep", "value": deep},
+            {"key": "nan", "value": {"doubleValue": "NaN"}},
+        ],
+    }
+    line = json.dumps({"resourceSpans": [{"scopeSpans": [{"spans": [span]}]}]})
+    ingester = Ingester(log)
+    ingester.add(decode_json_line(line))
+    assert (ingester.stats.spans, ingester.stats.partial) == (1, 0)
+    recorded = next(e for _, e in log.read() if isinstance(e, ev.SpanRecorded))
+    assert recorded.attributes["nan"] == "NaN"  # OTLP JSON writes it as a string
+    level, depth = recorded.attributes, 0
+    while isinstance(level, dict):
+        level, depth = level.get("deep", level.get("k")), depth + 1
+    assert depth == MAX_DEPTH
+    assert isinstance(level, str) and level.startswith('{"k":')
