@@ -246,7 +246,8 @@ def test_values_the_log_refuses_are_kept_as_text(log: eventlog.EventLog) -> None
     assert (ingester.stats.spans, ingester.stats.partial) == (1, 0)
     recorded = next(e for _, e in log.read() if isinstance(e, ev.SpanRecorded))
     assert recorded.attributes["nan"] == "NaN"  # OTLP JSON writes it as a string
-    level, depth = recorded.attributes, 0
+    level: Any = recorded.attributes
+    depth = 0
     while isinstance(level, dict):
         level, depth = level.get("deep", level.get("k")), depth + 1
     assert depth == MAX_DEPTH
