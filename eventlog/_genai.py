@@ -392,6 +392,7 @@ class _Walk:
     agents: dict[str, _Agent] = field(default_factory=dict)
     tool_span_calls: set[str] = field(default_factory=set)  # call ids an execute_tool span has
     invoked: dict[str, uuid.UUID] = field(default_factory=dict)  # call id -> invocation id
+    registered: set[str] = field(default_factory=set)  # agents this trace registered
 
     def ancestors(self, span: Span) -> Iterable[Span]:
         """`span`, then its parents up to the trace's root (as far as received)."""
@@ -513,7 +514,8 @@ def _session(walk: _Walk, span: Span, trace_default: str | None) -> _Session:
 
 def _register(walk: _Walk, agent: _Agent, span: Span) -> None:
     key = f"otel:agent:{agent.key}"
-    if not any(u.key == key for u in walk.units):
+    if key not in walk.registered:
+        walk.registered.add(key)
         walk.units.append(
             Unit(
                 key,

@@ -125,6 +125,9 @@ class Ingester:
                 self._pending_spans += 1
                 if item.is_root and self._on_root:
                     ready.append(trace)
+                if self._pending_spans > self._max_pending:  # bound memory mid-file too
+                    self._write([*ready, *self._overdue()])
+                    ready = []
             ready += self._overdue()
             self._write(ready)
 

@@ -252,3 +252,21 @@ def test_values_the_log_refuses_are_kept_as_text(log: eventlog.EventLog) -> None
         level, depth = level.get("deep", level.get("k")), depth + 1
     assert depth == MAX_DEPTH
     assert isinstance(level, str) and level.startswith('{"k":')
+
+
+def test_buffered_spans_are_bounded_while_a_file_is_read(log: eventlog.EventLog) -> None:
+    """With `max_pending_spans` reached mid-batch, the oldest traces are written at once."""
+    rng = random.Random(11)
+    traces = [genai_trace(rng, conversation=f"c{i}") for i in range(5)]
+    seen: list[int] = []
+
+    def spans() -> Any:
+        for trace in traces:
+            yield from trace
+            seen.append(log.next_lsn())
+
+    ingester = Ingester(log, flush_on_root=False, max_pending_spans=10)
+    ingester.add(spans())
+    assert seen[1] > 0  # written while the batch was still being read
+    ingester.flush()
+    assert ingester.stats.spans == 35
