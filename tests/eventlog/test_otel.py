@@ -108,3 +108,20 @@ def test_a_trace_without_its_root_is_written_on_force_flush(tmp_path: Path) -> N
 def test_instrument_names_an_unknown_library(log: eventlog.EventLog) -> None:
     with pytest.raises(eventlog.EventLogError, match="unknown instrumentation 'cobol'"):
         otel.instrument(log, "cobol")
+
+
+def test_a_span_whose_parent_is_remote_is_a_local_root(tmp_path: Path) -> None:
+    """A server span continuing a caller's trace: its trace is written when it ends."""
+    from opentelemetry import trace  # noqa: PLC0415
+    from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags  # noqa: PLC0415
+
+    caller = SpanContext(0xAB, 0xCD, is_remote=True, trace_flags=TraceFlags(TraceFlags.SAMPLED))
+    context = trace.set_span_in_context(NonRecordingSpan(caller))
+    with eventlog.open(tmp_path / "s") as log:
+        exporter = otel.Exporter(log)
+        provider = TracerProvider()
+        provider.add_span_processor(SimpleSpanProcessor(exporter))
+        with provider.get_tracer("test").start_as_current_span("POST /chat", context=context):
+            pass
+        spans = [e for _, e in log.read()]
+        assert [(s.name, s.parent_span_id) for s in spans] == [("POST /chat", f"{0xCD:016x}")]
