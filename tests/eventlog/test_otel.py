@@ -19,6 +19,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import (
 
 import eventlog
 from eventlog import otel
+from eventlog.events import SpanRecorded
 from projections import MemoryGraph
 
 
