@@ -126,3 +126,18 @@ def test_a_span_whose_parent_is_remote_is_a_local_root(tmp_path: Path) -> None:
             pass
         spans = [e for _, e in log.read() if isinstance(e, SpanRecorded)]
         assert [(s.name, s.parent_span_id) for s in spans] == [("POST /chat", f"{0xCD:016x}")]
+
+
+def test_an_export_into_a_closed_log_fails_and_says_so(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    memory = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(memory))
+    with provider.get_tracer("test").start_as_current_span("root"):
+        pass
+    log = eventlog.open(tmp_path / "s")
+    exporter = otel.Exporter(log)
+    log.close()
+    assert exporter.export(memory.get_finished_spans()).name == "FAILURE"
+    assert "spans not stored: " in caplog.text
