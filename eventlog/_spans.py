@@ -145,9 +145,24 @@ def bound(value: Any, depth: int = 0) -> Any:
 
 
 def bound_attributes(attributes: Mapping[str, Any]) -> dict[str, Any]:
-    out = bound(attributes)
-    assert isinstance(out, dict)
-    return out
+    """`bound` for a span's attributes: the flat values nearly every attribute holds are
+    checked inline (this runs for every span received)."""
+    if len(attributes) > MAX_ATTRIBUTES:
+        out = bound(attributes)
+        assert isinstance(out, dict)
+        return out
+    kept: dict[str, Any] = {}
+    for key, value in (attributes if type(attributes) is dict else dict(attributes)).items():
+        cls = value.__class__
+        if (
+            (cls is str and len(value) <= MAX_TEXT_BYTES and value.isascii())
+            or (cls is int and -_INT64 <= value < _INT64)
+            or cls is bool
+        ):
+            kept[key if key.__class__ is str else str(key)] = value
+        else:
+            kept[str(key)] = bound(value, 1)
+    return kept
 
 
 # -- OTLP JSON ------------------------------------------------------------------------------
