@@ -188,11 +188,9 @@ def test_an_anthropic_conversation_lands_the_same_under_every_instrumentation(
         assert g.rows("SELECT count(*) FROM spans") == [(3,)]  # the session and two calls
 
 
-def test_a_langchain_agent_under_openinference_lands_as_agent_turns_and_tool(
-    tmp_path: Path, server: str
-) -> None:
-    pytest.importorskip("langchain_openai")
-    pytest.importorskip("openinference.instrumentation.langchain")
+def _langchain(url: str) -> Any:
+    """A LangChain agent (a runnable named ``weather_agent``): ask, run the tools the model
+    asks for, ask again, until it answers."""
     from langchain_core.messages import BaseMessage, HumanMessage  # noqa: PLC0415
     from langchain_core.runnables import RunnableLambda  # noqa: PLC0415
     from langchain_core.tools import tool  # noqa: PLC0415
@@ -205,7 +203,7 @@ def test_a_langchain_agent_under_openinference_lands_as_agent_turns_and_tool(
 
     def agent(question: str) -> Any:
         llm = ChatOpenAI(
-            model="gpt-4o", base_url=f"{server}/v1", api_key=lambda: "test", max_retries=0
+            model="gpt-4o", base_url=f"{url}/v1", api_key=lambda: "test", max_retries=0
         ).bind_tools([get_weather])
         messages: list[BaseMessage] = [HumanMessage(question)]
         while True:
@@ -215,9 +213,17 @@ def test_a_langchain_agent_under_openinference_lands_as_agent_turns_and_tool(
                 return reply.content
             messages += [get_weather.invoke(call) for call in reply.tool_calls]
 
+    return RunnableLambda(agent).with_config(run_name="weather_agent").invoke(QUESTION)
+
+
+def test_a_langchain_agent_under_openinference_lands_as_agent_turns_and_tool(
+    tmp_path: Path, server: str
+) -> None:
+    pytest.importorskip("langchain_openai")
+    pytest.importorskip("openinference.instrumentation.langchain")
     with MemoryGraph.open(tmp_path / "s") as g:
         with otel.instrument(g, "openinference-langchain"), otel.session("sync"):
-            answer = RunnableLambda(agent).with_config(run_name="weather_agent").invoke(QUESTION)
+            answer = _langchain(server)
         assert answer == ANSWER
         _check(g, "sync", "gpt-4o-2024-08-06")
         assert g.rows("SELECT name, responses, tool_calls FROM agent_stats") == [

@@ -35,6 +35,7 @@ SOURCES = [
     "openllmetry-openai",
     "openinference-anthropic",
     "openllmetry-anthropic",
+    "openinference-langchain",
     "runs",
 ]
 TURNS = [
@@ -133,6 +134,8 @@ def record(source: str) -> str:
             with otel.session("golden"):
                 if source == "runs":
                     _runs()
+                elif source.endswith("langchain"):
+                    clients._langchain(url)
                 elif source.endswith("anthropic"):
                     clients._anthropic(url)
                 else:
