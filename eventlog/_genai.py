@@ -28,7 +28,7 @@ from . import events as ev
 from ._ids import uuid_from_int
 from ._spans import MAX_LIST_ITEMS, Span, bound, bound_text
 
-__all__ = ["Unit", "map_trace", "operation_of"]
+__all__ = ["Unit", "map_trace", "operation_of", "spans_only"]
 
 
 class Unit(NamedTuple):
@@ -485,6 +485,12 @@ def map_trace(spans: Sequence[Span]) -> list[Unit]:
     for span in ordered:
         _map_span(walk, span, trace_default)
     return walk.units
+
+
+def spans_only(spans: Sequence[Span]) -> list[Unit]:
+    """Each span's `span.recorded` alone, under the key `map_trace` gives it."""
+    unique = {s.span_id: s for s in sorted(spans, key=lambda s: (s.start_ns, s.span_id))}
+    return [Unit(f"otel:{s.trace_id}:{s.span_id}", [_recorded(s, None)]) for s in unique.values()]
 
 
 def _session(walk: _Walk, span: Span, trace_default: str | None) -> _Session:

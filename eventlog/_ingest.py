@@ -33,7 +33,7 @@ import msgspec
 
 from . import events as ev
 from ._commands import prepare
-from ._genai import Unit, map_trace
+from ._genai import Unit, map_trace, spans_only
 from ._spans import Malformed, Span
 from ._store import PendingRequest
 from .errors import EventLogError, IdempotencyKeyReused, InvalidEvent
@@ -157,13 +157,23 @@ class Ingester:
             spans = entry[1]
             self._pending_spans -= len(spans)
             self.stats.traces += 1
-            units += map_trace(spans)
+            units += self._map(spans)
             self._done[trace] = spans
             self._done.move_to_end(trace)
             while len(self._done) > self._remembered:
                 self._done.popitem(last=False)
         for start in range(0, len(units), _GROUP):
             self._commit(units[start : start + _GROUP])
+
+    def _map(self, spans: list[Span]) -> list[Unit]:
+        """`map_trace`, and if it fails on input nobody foresaw, the spans alone: a bug in
+        the mapping of one trace never loses its spans or fails the traces beside it."""
+        try:
+            return map_trace(spans)
+        except Exception:
+            _LOG.exception("trace %s stored as spans only: its mapping failed", spans[0].trace_id)
+            self.stats.partial += 1
+            return spans_only(spans)
 
     def _commit(self, units: list[Unit]) -> None:
         """Append each unit as its own keyed request, all in one group commit; a refused

@@ -270,3 +270,73 @@ def test_buffered_spans_are_bounded_while_a_file_is_read(log: eventlog.EventLog)
     assert seen[1] > 0  # written while the batch was still being read
     ingester.flush()
     assert ingester.stats.spans == 35
+
+
+_NAMES = [
+    "gen_ai.operation.name", "gen_ai.input.messages", "gen_ai.output.messages",
+    "gen_ai.system_instructions", "gen_ai.response.finish_reasons", "gen_ai.usage.input_tokens",
+    "gen_ai.usage.output_tokens", "gen_ai.conversation.id", "gen_ai.agent.name",
+    "gen_ai.tool.name", "gen_ai.tool.call.id", "gen_ai.tool.call.arguments",
+    "gen_ai.tool.call.result", "gen_ai.tool.definitions", "gen_ai.request.temperature",
+    "gen_ai.request.max_tokens", "openinference.span.kind", "llm.input_messages.0.message.role",
+    "llm.input_messages.0.message.content",
+    "llm.output_messages.0.message.tool_calls.0.tool_call.id",
+    "llm.invocation_parameters", "llm.tools.0.tool.json_schema", "llm.token_count.prompt",
+    "gen_ai.prompt.0.content", "gen_ai.completion.0.tool_calls.0.arguments", "session.id",
+    "traceloop.span.kind", "llm.request.type", "gen_ai.system", "input.value", "output.value",
+]  # fmt: skip
+_LEAF = st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text()
+_JSONISH = st.recursive(
+    _LEAF, lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(), inner, max_size=3)
+)
+_VALUES = (
+    _LEAF
+    | st.lists(_LEAF, max_size=3)
+    | _JSONISH.map(json.dumps)
+    | st.sampled_from(["chat", "execute_tool", "invoke_agent", "LLM", "TOOL", "AGENT", "tool"])
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(
+        st.tuples(st.dictionaries(st.sampled_from(_NAMES), _VALUES), st.integers(0, 3)),
+        min_size=1,
+        max_size=5,
+    )
+)
+def test_any_attribute_values_map_without_raising(spans: list[tuple[dict[str, Any], int]]) -> None:
+    """Whatever shape an instrumentation gives a known attribute, mapping never raises."""
+    from eventlog._genai import map_trace  # noqa: PLC0415
+    from eventlog._spans import bound_attributes  # noqa: PLC0415
+
+    ids = [f"{i + 1:016x}" for i in range(len(spans))]
+    trace = [
+        Span(
+            trace_id="ab" * 16,
+            span_id=ids[i],
+            parent_span_id=ids[parent] if i > 0 and parent < i else None,
+            name="s",
+            start_ns=i,
+            end_ns=i + 1,
+            attributes=bound_attributes(attributes),
+        )
+        for i, (attributes, parent) in enumerate(spans)
+    ]
+    units = map_trace(trace)
+    assert sum(isinstance(e, ev.SpanRecorded) for u in units for e in u.events) == len(trace)
+
+
+def test_a_trace_whose_mapping_fails_keeps_its_spans(
+    log: eventlog.EventLog, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    import eventlog._ingest as ingest  # noqa: PLC0415
+
+    def broken(spans: Any) -> Any:
+        raise KeyError("an attribute shape nobody foresaw")
+
+    monkeypatch.setattr(ingest, "map_trace", broken)
+    ingester = Ingester(log)
+    ingester.add(_TRACE)
+    assert (ingester.stats.spans, ingester.stats.partial) == (7, 1)
+    assert "stored as spans only" in caplog.text
