@@ -340,3 +340,18 @@ def test_a_trace_whose_mapping_fails_keeps_its_spans(
     ingester.add(_TRACE)
     assert (ingester.stats.spans, ingester.stats.partial) == (7, 1)
     assert "stored as spans only" in caplog.text
+
+
+def test_a_late_span_is_mapped_with_its_written_trace_as_context(tmp_path: Path) -> None:
+    """The tool span comes after its trace was written: the call it answers was completed
+    from the next turn's input meanwhile, so only its span is added; nothing written
+    before changes."""
+    late = next(s for s in _TRACE if s.name.startswith("execute_tool"))
+    with MemoryGraph.open(tmp_path / "s") as g:
+        ingester = Ingester(g)
+        ingester.add([s for s in _TRACE if s is not late])
+        assert g.rows("SELECT status FROM tool_invocations") == [("success",)]  # by message
+        before = g.next_lsn()
+        ingester.add([late])
+        assert [type(e).__name__ for _, e in g.read(before)] == ["SpanRecorded"]
+        assert g.rows("SELECT count(*) FROM spans") == [(7,)]
