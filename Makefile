@@ -10,7 +10,7 @@ $(BIN)/activate:
 	$(BIN)/pip install -q --upgrade pip
 
 $(VENV)/.installed: pyproject.toml $(BIN)/activate
-	$(BIN)/pip install -q -e ".[test,bench,serve]"
+	$(BIN)/pip install -q -e ".[test,bench,serve,otel,test-otel]"
 	touch $@
 
 demo: $(VENV)/.installed  ## record a multi-agent conversation into ./lmg-data and summarise it

@@ -483,6 +483,10 @@ def _record_nothing(r: Resolver, e: ev.EventBase, lsn: int) -> None:
     """Session updates change no entry but the session's last LSN (done by `record`)."""
 
 
+def _check_nothing(r: Resolver, e: ev.EventBase) -> None:
+    """A span names no node: nothing to check."""
+
+
 _Handler = Callable[[Resolver, Any], None]
 _Recorder = Callable[[Resolver, Any, int], None]
 _CHECKS: dict[type[ev.EventBase], _Handler] = {
@@ -504,6 +508,7 @@ _CHECKS: dict[type[ev.EventBase], _Handler] = {
     ev.EdgeAdded: _check_edge,
     ev.NodeAdded: _check_node,
     ev.NodeDeleted: _check_deleted,
+    ev.SpanRecorded: _check_nothing,
 }
 _RECORDS: dict[type[ev.EventBase], _Recorder] = {
     ev.SessionCreated: _record_session,
@@ -524,6 +529,7 @@ _RECORDS: dict[type[ev.EventBase], _Recorder] = {
     ev.EdgeAdded: _record_edge,
     ev.NodeAdded: _record_node,
     ev.NodeDeleted: _record_deleted,
+    ev.SpanRecorded: _record_nothing,
 }
 assert set(_CHECKS) == set(_RECORDS) == set(ev.event_types().values()), (
     "every event type needs both"

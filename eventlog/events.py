@@ -48,6 +48,7 @@ __all__ = [
     "SessionCreated",
     "SessionForked",
     "SessionUpdated",
+    "SpanRecorded",
     "TemplateCreated",
     "TemplateLinked",
     "TemplateUpdated",
@@ -337,6 +338,26 @@ class NodeDeleted(EventBase, tag="node.deleted"):
     session_id: uuid.UUID | None = None
 
 
+class SpanRecorded(EventBase, tag="span.recorded"):
+    """An OpenTelemetry span as received, GenAI or not (`eventlog.otel`): kept whole so the
+    HTTP and database spans around an agent's calls stay queryable. Ids are lower-case hex;
+    times are int ns UTC; `status` is ``unset``, ``ok`` or ``error``."""
+
+    trace_id: str
+    span_id: str
+    name: str
+    parent_span_id: str | None = None
+    kind: str = "internal"
+    start_ns: int = 0
+    end_ns: int = 0
+    status: str = "unset"
+    status_message: str | None = None
+    attributes: dict[str, JSON] = {}
+    events: list[dict[str, JSON]] = []
+    resource: dict[str, JSON] = {}
+    scope: str | None = None
+
+
 Event: TypeAlias = (
     SessionCreated
     | SessionUpdated
@@ -356,6 +377,7 @@ Event: TypeAlias = (
     | EdgeAdded
     | NodeAdded
     | NodeDeleted
+    | SpanRecorded
 )
 """The union of every current event type."""
 

@@ -12,6 +12,7 @@ from .conversations import Conversations
 from .errors import SchemaMismatch
 from .graph import Graph
 from .sessions import Sessions
+from .spans import Spans
 from .templates import Templates
 from .tools import Tools
 
@@ -35,6 +36,7 @@ PROJECTIONS: tuple[Projection, ...] = (
     Templates(),
     Graph(),
     Sessions(),
+    Spans(),
 )
 """In fold order: a projection's `bulk` may read rows an earlier one wrote in the same batch
 (tool calls need their responses; session totals come last, over everything)."""

@@ -219,6 +219,25 @@ _COLUMNS: dict[type[ev.EventBase], tuple[str, list[tuple[str, str, Getter]]]] = 
             ("ts", _I, attrgetter("ts")),
         ],
     ),
+    ev.SpanRecorded: (
+        "spans",
+        [
+            ("trace_id", _S, attrgetter("trace_id")),
+            ("span_id", _S, attrgetter("span_id")),
+            ("parent_span_id", _S, attrgetter("parent_span_id")),
+            *_COMMON,
+            ("name", _S, attrgetter("name")),
+            ("kind", _S, attrgetter("kind")),
+            ("start_ns", _I, attrgetter("start_ns")),
+            ("end_ns", _I, attrgetter("end_ns")),
+            ("status", _S, attrgetter("status")),
+            ("status_message", _S, attrgetter("status_message")),
+            ("attributes", _S, _json("attributes")),
+            ("events", _S, _json("events")),
+            ("resource", _S, _json("resource")),
+            ("scope", _S, attrgetter("scope")),
+        ],
+    ),
 }
 
 STAGED_TYPES = frozenset(_COLUMNS)

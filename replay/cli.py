@@ -20,6 +20,7 @@ import msgspec
 from eventlog import EventLogError
 from eventlog.cli import commands as eventlog_commands
 from eventlog.cli import default_store, require_store, store_argument
+from eventlog.ingest_cli import ingest
 from projections._policy import SnapshotPolicy
 from projections.cli import commands as projections_commands
 from projections.cli import print_rows, rows_format, run_query
@@ -397,6 +398,7 @@ def token_add(auth_file: str, name: str, scopes: tuple[str, ...], stores: tuple[
 
 for command in [
     *eventlog_commands,
+    ingest,
     *projections_commands,
     replay,
     diff_command,

@@ -630,10 +630,88 @@ LIFECYCLE = Case(
 )
 
 
+# -- ingest: OpenTelemetry spans into a store (docs/ingest.md) -------------------------------
+
+
+def _ingest(plan: Plan, scale: Scale) -> CaseResult:
+    from . import _otel as o  # noqa: PLC0415 (the otel extra)
+
+    sides = [
+        Side("exporter", "`otel.Exporter` into a store, FSYNC", o.ExporterIntoStore, unit=o.UNIT),
+        Side("sdk", "OTel SDK, create + export to memory", o.SdkInMemory, unit=o.UNIT),
+    ]
+    samples = run_sides("ingest", sides, plan)
+    rows = rows_for(
+        "ingest",
+        sides,
+        samples,
+        [Target("exporter", "sdk", 1.0, "ingest adds less per span than the SDK costs")],
+        unit="spans/s",
+    )
+    rate = statistics.median(x.rate for x in samples["exporter"])
+    per_span = _median_extra(samples["exporter"], "events_per_span")
+    return CaseResult(
+        rows,
+        [
+            f"Ingest through `Exporter`: {rate:,.0f} spans/s and {rate * per_span:,.0f} "
+            f"events/s ({per_span:.2f} events per span, `span.recorded` included); the "
+            "issue's target is 20,000 spans/s on two cores."
+        ],
+    )
+
+
+INGEST = Case(
+    "ingest",
+    "Ingest of GenAI traces through `eventlog.otel.Exporter`",
+    "A trace is one turn of a two-agent run in the current GenAI conventions "
+    "(`tests/benchmarks/_otel.py`: a workflow root with a conversation id, two `invoke_agent` "
+    "spans, two chat spans with JSON messages and token counts, an `execute_tool` span and an "
+    "HTTP client span under it; 7 spans). SDK side: `emit_trace` creates the spans of n / 7 "
+    "traces with a `TracerProvider` whose `SimpleSpanProcessor` exports each span as it ends "
+    "to an `InMemorySpanExporter` (cleared between slices, untimed). Exporter side: the same "
+    "kind of traces, made by the SDK before timing, exported in batches of 512 spans (the "
+    "`BatchSpanProcessor` default) through `otel.Exporter(log)` on a store opened with the "
+    "default FSYNC, then `force_flush`; each trace is mapped when its root span arrives and "
+    "its requests are appended in one group commit per export.",
+    _ingest,
+)
+
+
+def _instrument(plan: Plan, scale: Scale) -> CaseResult:
+    from . import _otel as o  # noqa: PLC0415 (the otel and test-otel extras)
+
+    sides = [
+        Side("instrumented", "`instrument(log, 'openai-v2')`", o.ChatInstrumented, unit=10),
+        Side("plain", "uninstrumented", o.ChatPlain, unit=10),
+    ]
+    samples = run_sides("instrument", sides, plan)
+    rows = rows_for(
+        "instrument",
+        sides,
+        samples,
+        [Target("instrumented", "plain", None, "instrument()'s cost on one fake chat call")],
+        unit="calls/s",
+    )
+    return CaseResult(rows)
+
+
+INSTRUMENT = Case(
+    "instrument",
+    "The cost `instrument()` adds to one chat completion",
+    "`openai.OpenAI(http_client=httpx2.Client(transport=httpx2.MockTransport(...)))` answering "
+    "a fixed chat completion in process (no socket), `client.chat.completions.create(model, "
+    "one user message)` in a loop. Instrumented side: `eventlog.otel.instrument(log, "
+    "'openai-v2')` (content capture on, a `BatchSpanProcessor` exporting into a durable store "
+    "in its thread) for the duration of its slice only, then `shutdown()` (untimed), because "
+    "an instrumentation patches the `openai` classes for every client in the process.",
+    _instrument,
+)
+
+
 CASES: dict[str, Case] = {
     c.name: c
     for c in (
         SINGLE, CONCURRENT, BULK, READ, SIZE, OPEN, STARTUP, FOLD, FOLLOW, READS, RSS, REPLAY,
-        LIFECYCLE,
+        LIFECYCLE, INGEST, INSTRUMENT,
     )
 }  # fmt: skip

@@ -578,6 +578,7 @@ def run_every_helper(log: eventlog.EventLog) -> None:
     spare = log.add_node("document", "spare")
     log.delete_node(node)
     log.delete_nodes_batch([spare])
+    log.append(ev.SpanRecorded(trace_id="ab" * 16, span_id="cd" * 8, name="GET /"))  # no helper
     log.append(ev.SessionCreated(id=uuid.uuid4()))
 
 

@@ -106,7 +106,8 @@ def conversations_batch(run: Interpreter, rng: random.Random) -> None:
 
 
 def mixed_batch(run: Interpreter, rng: random.Random) -> None:
-    """A tool call (completed in the same frame, or not), a note and an edge to a prompt."""
+    """A tool call (completed in the same frame, or not), a note, an edge to a prompt and an
+    OpenTelemetry span."""
     responses, prompts = run.w.live(run.w.responses), run.w.live(run.w.prompts)
     if not responses or not prompts:
         run.run(OPENING._replace(kind="response"))
@@ -117,6 +118,7 @@ def mixed_batch(run: Interpreter, rng: random.Random) -> None:
         ev.ToolInvoked(id=tool, response_id=rng.choice(responses), tool_name="batched"),
         ev.NodeAdded(id=note, kind="note", content="batched", data={"k": 1}),
         ev.EdgeAdded(id=edge, from_id=note, to_id=rng.choice(prompts), edge_type="CITES"),
+        ev.SpanRecorded(trace_id=tool.hex, span_id=note.hex[:16], name="batched", end_ns=1),
     ]
     if done:
         events.insert(1, ev.ToolCompleted(tool_id=tool, result=[1, 2], duration_ms=1.5))

@@ -1,0 +1,896 @@
+"""The mapping from OpenTelemetry spans to events, written once for every ingest source.
+
+`map_trace(spans)` is a pure function of one trace's spans (in any order, duplicates allowed):
+it sorts them by start time and returns `Unit`s, each one append request with an idempotency
+key derived from the trace and span ids. Every span becomes a `span.recorded` event; GenAI
+spans also become sessions, prompts, responses, agents, assignments, handoffs and tool calls.
+Node ids are derived from trace and span ids (or from a conversation, agent or tool call id),
+so mapping the same spans again yields the same events, and a retried batch adds nothing.
+
+Conventions read, and which wins where they disagree (docs/ingest.md has the whole table):
+the current OTel GenAI conventions first, then OpenInference, then OpenLLMetry's
+``traceloop.*``, then the legacy GenAI names (``gen_ai.system``, ``gen_ai.prompt.N.*``,
+``gen_ai.usage.prompt_tokens``, the ``gen_ai.*.message`` span events).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import uuid
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple
+
+import msgspec
+
+from . import events as ev
+from ._ids import uuid_from_int
+from ._spans import MAX_LIST_ITEMS, Span, bound, bound_text
+
+__all__ = ["Unit", "map_trace", "operation_of", "spans_only"]
+
+
+class Unit(NamedTuple):
+    """One append request: its idempotency key and events. `span_only` is the fallback kept
+    when the request cannot be stored whole (a tool result whose call is unknown)."""
+
+    key: str
+    events: list[ev.EventBase]
+    span_only: ev.SpanRecorded | None = None
+
+
+class ToolCall(NamedTuple):
+    id: str | None
+    name: str
+    arguments: Any
+
+
+class Message(NamedTuple):
+    role: str
+    text: str
+    tool_calls: tuple[ToolCall, ...] = ()
+    tool_call_id: str | None = None
+    finish_reason: str | None = None
+
+
+# -- ids ------------------------------------------------------------------------------------
+
+
+def _digest(text: str) -> int:
+    return int.from_bytes(hashlib.blake2b(text.encode(), digest_size=16).digest())
+
+
+def _timed_id(start_ns: int, name: str) -> uuid.UUID:
+    """A UUIDv7 whose time is `start_ns` and whose other bits hash `name`: deterministic, and
+    time-ordered like the ids the log makes."""
+    rand = _digest(name) & ((1 << 74) - 1)
+    ms = (max(start_ns, 0) // 1_000_000) & ((1 << 48) - 1)
+    return uuid_from_int(ms << 80 | 0x7 << 76 | (rand >> 62) << 64 | 0b10 << 62 | rand & _LOW62)
+
+
+_LOW62 = (1 << 62) - 1
+
+
+def _named_id(name: str) -> uuid.UUID:
+    """A UUIDv8 hashing `name`, for what has no time of its own (a conversation, an agent)."""
+    value = _digest(name)
+    value = value & ~(0xF << 76) | 0x8 << 76
+    return uuid_from_int(value & ~(0b11 << 62) | 0b10 << 62)
+
+
+def _call_id(call: str) -> uuid.UUID:
+    """The invocation id of a model's tool call: from the call id alone (providers make them
+    unique), so a result in a later trace or session finds its call."""
+    return _named_id(f"tool:{call}")
+
+
+# -- reading attributes ---------------------------------------------------------------------
+
+
+def _first(attrs: Mapping[str, Any], *names: str) -> Any:
+    for name in names:
+        value = attrs.get(name)
+        if value is not None and value != "":
+            return value
+    return None
+
+
+def _str(value: Any) -> str | None:
+    if value is None:
+        return None
+    return value if isinstance(value, str) else str(value)
+
+
+def _int(value: Any) -> int | None:
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float | str):
+        try:
+            return int(float(value))
+        except ValueError:
+            return None
+    return None
+
+
+def _float(value: Any) -> float | None:
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return float(value)
+    return None
+
+
+def _json(value: Any) -> Any:
+    """A JSON attribute (instrumentations store JSON as text) parsed; text that is not JSON
+    (or was cut by the limits) stays text. Its strings are no longer than the bounded text
+    they came from; what is stored of its other values goes through `bound`."""
+    if isinstance(value, str) and value[:1] in ("{", "["):
+        try:
+            return msgspec.json.decode(value)
+        except msgspec.DecodeError:
+            return value
+    return value
+
+
+def _invocation(attrs: Mapping[str, Any]) -> dict[str, Any]:
+    params = _json(attrs.get("llm.invocation_parameters"))
+    return params if isinstance(params, dict) else {}
+
+
+_OPENINFERENCE = {
+    "LLM": "chat",
+    "EMBEDDING": "embeddings",
+    "TOOL": "execute_tool",
+    "AGENT": "invoke_agent",
+    "CHAIN": "invoke_workflow",
+    "RETRIEVER": "retrieval",
+}
+_TRACELOOP = {"workflow": "invoke_workflow", "agent": "invoke_agent", "tool": "execute_tool"}
+_LEGACY_REQUEST = {"chat": "chat", "completion": "text_completion", "embedding": "embeddings"}
+
+
+def operation_of(span: Span) -> str | None:
+    """The GenAI operation of a span (``chat``, ``execute_tool``, ...), None if not GenAI."""
+    a = span.attributes
+    op = a.get("gen_ai.operation.name")
+    if isinstance(op, str) and op:
+        return op
+    kind = a.get("openinference.span.kind")
+    if isinstance(kind, str) and kind.upper() in _OPENINFERENCE:
+        return _OPENINFERENCE[kind.upper()]
+    kind = a.get("traceloop.span.kind")
+    if isinstance(kind, str) and kind in _TRACELOOP:
+        return _TRACELOOP[kind]
+    request = a.get("llm.request.type")
+    if isinstance(request, str) and request in _LEGACY_REQUEST:
+        return _LEGACY_REQUEST[request]
+    if ("gen_ai.system" in a or "gen_ai.provider.name" in a) and (
+        "gen_ai.request.model" in a or "gen_ai.response.model" in a
+    ):
+        return "chat"
+    return None
+
+
+_CHAT_OPS = frozenset({"chat", "text_completion", "generate_content"})
+_AGENT_OPS = frozenset({"invoke_agent", "create_agent"})
+
+
+# -- messages, in every convention ----------------------------------------------------------
+
+_INDEX = re.compile(r"^(\d+)\.(.+)$")
+
+
+def _indexed(attrs: Mapping[str, Any], prefix: str) -> list[dict[str, Any]]:
+    """``prefix.N.rest`` attributes grouped by N (in order) as ``{rest: value}``."""
+    groups: dict[int, dict[str, Any]] = {}
+    for key, value in attrs.items():
+        if key.startswith(prefix):
+            m = _INDEX.match(key[len(prefix) :])
+            if m and int(m.group(1)) < MAX_LIST_ITEMS:
+                groups.setdefault(int(m.group(1)), {})[m.group(2)] = value
+    return [groups[i] for i in sorted(groups)]
+
+
+def _text_of(content: Any) -> str:
+    if content is None:
+        return ""
+    if isinstance(content, str):
+        return content
+    return bound_text(msgspec.json.encode(content).decode())
+
+
+def _part_message(raw: Any, role: str | None = None) -> Message | None:
+    """A message of the current conventions: ``{"role", "parts": [...], "finish_reason"}``."""
+    if not isinstance(raw, dict):
+        return None
+    texts: list[str] = []
+    calls: list[ToolCall] = []
+    answered: str | None = None
+    parts = raw.get("parts")
+    if not isinstance(parts, list):  # an older shape: {"role", "content", "tool_calls"}
+        return _plain_message(raw, role)
+    for part in parts:
+        if not isinstance(part, dict):
+            continue
+        kind = part.get("type")
+        if kind == "text":
+            texts.append(_text_of(part.get("content")))
+        elif kind == "tool_call":
+            calls.append(
+                ToolCall(_str(part.get("id")), str(part.get("name", "")), part.get("arguments"))
+            )
+        elif kind == "tool_call_response":
+            answered = _str(part.get("id"))
+            texts.append(_text_of(part.get("response", part.get("result"))))
+    return Message(
+        str(raw.get("role") or role or "user"),
+        "\n".join(t for t in texts if t),
+        tuple(calls),
+        answered,
+        _str(raw.get("finish_reason")),
+    )
+
+
+def _plain_message(raw: Mapping[str, Any], role: str | None = None) -> Message:
+    """``{"role", "content", "tool_calls", "tool_call_id"}``: OpenAI's shape, used by the
+    legacy span events and many JSON attributes."""
+    calls: list[ToolCall] = []
+    for call in raw.get("tool_calls") or ():
+        if isinstance(call, dict):
+            inner = call.get("function")
+            fn: dict[str, Any] = inner if isinstance(inner, dict) else call
+            calls.append(
+                ToolCall(_str(call.get("id")), str(fn.get("name", "")), fn.get("arguments"))
+            )
+    return Message(
+        str(raw.get("role") or role or "user"),
+        _text_of(raw.get("content")),
+        tuple(calls),
+        _str(raw.get("tool_call_id") or (raw.get("id") if raw.get("role") == "tool" else None)),
+        _str(raw.get("finish_reason")),
+    )
+
+
+def _openinference_message(flat: Mapping[str, Any]) -> Message:
+    texts = [_text_of(flat.get("message.content"))] if flat.get("message.content") else []
+    texts += [
+        _text_of(c.get("message_content.text"))
+        for c in _indexed(flat, "message.contents.")
+        if c.get("message_content.text")
+    ]
+    calls = tuple(
+        ToolCall(
+            _str(c.get("tool_call.id")),
+            str(c.get("tool_call.function.name", "")),
+            _json(c.get("tool_call.function.arguments")),
+        )
+        for c in _indexed(flat, "message.tool_calls.")
+    )
+    return Message(
+        str(flat.get("message.role") or "user"),
+        "\n".join(texts),
+        calls,
+        _str(flat.get("message.tool_call_id")),
+        _str(flat.get("message.finish_reason")),
+    )
+
+
+def _legacy_message(flat: Mapping[str, Any]) -> Message:
+    calls = tuple(
+        ToolCall(_str(c.get("id")), str(c.get("name", "")), _json(c.get("arguments")))
+        for c in _indexed(flat, "tool_calls.")
+    )
+    return Message(
+        str(flat.get("role") or "user"),
+        _text_of(flat.get("content")),
+        calls,
+        _str(flat.get("tool_call_id")),
+        _str(flat.get("finish_reason")),
+    )
+
+
+def _from_events(span: Span, output: bool) -> list[Message]:
+    """Messages from span events: ``gen_ai.{system,user,assistant,tool}.message`` (input),
+    ``gen_ai.choice`` (output), ``gen_ai.content.prompt``/``completion`` (older still)."""
+    found: list[Message] = []
+    for e in span.events:
+        a = e.attributes
+        if output and e.name == "gen_ai.choice":
+            message = _json(a.get("message"))
+            raw = message if isinstance(message, dict) else {"content": message}
+            found.append(
+                _plain_message({**raw, "finish_reason": a.get("finish_reason")}, "assistant")
+            )
+        elif not output and e.name.startswith("gen_ai.") and e.name.endswith(".message"):
+            role = e.name.removeprefix("gen_ai.").removesuffix(".message")
+            raw = {k: _json(v) for k, v in a.items()}
+            found.append(_plain_message({"role": role, **raw}, role))
+        elif e.name == ("gen_ai.content.completion" if output else "gen_ai.content.prompt"):
+            listed = _json(a.get("gen_ai.completion" if output else "gen_ai.prompt"))
+            for raw in listed if isinstance(listed, list) else ():
+                if isinstance(raw, dict):
+                    found.append(_plain_message(raw, "assistant" if output else None))
+        elif "gen_ai.input.messages" in a or "gen_ai.output.messages" in a:
+            found += _current(a, output)
+    return found
+
+
+def _current(attrs: Mapping[str, Any], output: bool) -> list[Message]:
+    listed = _json(attrs.get("gen_ai.output.messages" if output else "gen_ai.input.messages"))
+    if isinstance(listed, list):
+        return [m for raw in listed if (m := _part_message(raw)) is not None]
+    if isinstance(listed, str):
+        return [Message("assistant" if output else "user", listed)]
+    return []
+
+
+def messages(span: Span, output: bool) -> list[Message]:
+    """A span's input or output messages, from the first convention that has them."""
+    a = span.attributes
+    if found := _current(a, output):
+        return found
+    prefix = "llm.output_messages." if output else "llm.input_messages."
+    if found := [_openinference_message(m) for m in _indexed(a, prefix)]:
+        return found
+    if found := [
+        _legacy_message(m)
+        for m in _indexed(a, "gen_ai.completion." if output else "gen_ai.prompt.")
+    ]:
+        return found
+    if found := _from_events(span, output):
+        return found
+    value = _first(
+        a,
+        "output.value" if output else "input.value",
+        "traceloop.entity.output" if output else "traceloop.entity.input",
+    )
+    return [Message("assistant" if output else "user", _text_of(_json(value)))] if value else []
+
+
+def _system(span: Span) -> str | None:
+    listed = _json(span.attributes.get("gen_ai.system_instructions"))
+    if isinstance(listed, list):
+        return "\n".join(_text_of(p.get("content")) for p in listed if isinstance(p, dict)) or None
+    return _str(listed)
+
+
+# -- the trace walk -------------------------------------------------------------------------
+
+
+@dataclass
+class _Agent:
+    id: uuid.UUID
+    key: str
+    name: str
+    role: str
+    model: str | None
+
+
+@dataclass
+class _Turn:
+    start_ns: int
+    response_id: uuid.UUID
+    calls: dict[str, str]  # tool call id -> tool name
+
+
+@dataclass
+class _Session:
+    id: uuid.UUID
+    turns: list[_Turn] = field(default_factory=list)
+    agent: _Agent | None = None  # the agent of the last turn, for handoffs
+
+
+@dataclass
+class _Walk:
+    """What mapping one trace has learned so far (in start order)."""
+
+    by_id: dict[str, Span]
+    ops: dict[str, str | None]
+    units: list[Unit] = field(default_factory=list)
+    sessions: dict[str, _Session] = field(default_factory=dict)
+    agents: dict[str, _Agent] = field(default_factory=dict)
+    tool_span_calls: set[str] = field(default_factory=set)  # call ids an execute_tool span has
+    invoked: dict[str, uuid.UUID] = field(default_factory=dict)  # call id -> invocation id
+    registered: set[str] = field(default_factory=set)  # agents this trace registered
+
+    def ancestors(self, span: Span) -> Iterable[Span]:
+        """`span`, then its parents up to the trace's root (as far as received)."""
+        seen: set[str] = set()
+        current: Span | None = span
+        while current is not None and current.span_id not in seen:
+            seen.add(current.span_id)
+            yield current
+            parent = current.parent_span_id
+            current = self.by_id.get(parent) if parent is not None else None
+
+
+_CONVERSATION = (
+    "gen_ai.conversation.id",
+    "session.id",
+    "traceloop.association.properties.session_id",
+    "traceloop.association.properties.conversation_id",
+)
+_AGENT_NAME = ("gen_ai.agent.name", "agent.name")
+
+
+def _conversation(walk: _Walk, span: Span, trace_default: str | None) -> str:
+    for s in walk.ancestors(span):
+        if (found := _first(s.attributes, *_CONVERSATION)) is not None:
+            return f"conversation:{found}"
+    return trace_default or f"trace:{span.trace_id}"
+
+
+def _agent_of(walk: _Walk, span: Span) -> _Agent | None:
+    """The agent of the span itself or of its nearest agent ancestor."""
+    for s in walk.ancestors(span):
+        a = s.attributes
+        op = walk.ops.get(s.span_id)
+        name = _first(a, *_AGENT_NAME)
+        if name is None and op in _AGENT_OPS:
+            name = _first(a, "traceloop.entity.name") or s.name.removeprefix("invoke_agent ")
+        if name is not None:
+            key = str(_first(a, "gen_ai.agent.id") or name)
+            if key not in walk.agents:
+                walk.agents[key] = _Agent(
+                    _named_id(f"agent:{key}"),
+                    key,
+                    str(name),
+                    str(_first(a, "gen_ai.agent.description") or "agent"),
+                    _str(_first(a, "gen_ai.request.model", "llm.model_name")),
+                )
+            return walk.agents[key]
+    return None
+
+
+def _recorded(span: Span, actor: str | None) -> ev.SpanRecorded:
+    return ev.SpanRecorded(
+        trace_id=span.trace_id,
+        span_id=span.span_id,
+        parent_span_id=span.parent_span_id,
+        name=span.name,
+        kind=span.kind,
+        start_ns=span.start_ns,
+        end_ns=span.end_ns,
+        status=span.status,
+        status_message=span.status_message,
+        attributes=span.attributes,
+        events=[
+            {"name": e.name, "time_ns": e.time_ns, "attributes": e.attributes} for e in span.events
+        ],
+        resource=span.resource,
+        scope=span.scope,
+        occurred_at=span.start_ns,
+        actor=actor,
+    )
+
+
+def map_trace(spans: Sequence[Span]) -> list[Unit]:
+    """The append requests one trace's spans make, in order: a deterministic function of the
+    set of spans, whatever order or batches they came in (duplicates are dropped)."""
+    unique: dict[str, Span] = {}
+    for span in sorted(spans, key=lambda s: (s.start_ns, s.span_id, s.end_ns)):
+        unique.setdefault(span.span_id, span)
+    ordered = list(unique.values())
+    walk = _Walk(unique, {s.span_id: operation_of(s) for s in ordered})
+    for s in ordered:
+        if walk.ops[s.span_id] == "execute_tool":
+            call = _first(s.attributes, "gen_ai.tool.call.id", "tool_call.id")
+            if call is not None:
+                walk.tool_span_calls.add(str(call))
+    trace_default = next(
+        (f"conversation:{c}" for s in ordered if (c := _first(s.attributes, *_CONVERSATION))),
+        None,
+    )
+    for span in ordered:
+        _map_span(walk, span, trace_default)
+    return walk.units
+
+
+def spans_only(spans: Sequence[Span]) -> list[Unit]:
+    """Each span's `span.recorded` alone, under the key `map_trace` gives it."""
+    unique = {s.span_id: s for s in sorted(spans, key=lambda s: (s.start_ns, s.span_id))}
+    return [Unit(f"otel:{s.trace_id}:{s.span_id}", [_recorded(s, None)]) for s in unique.values()]
+
+
+def _session(walk: _Walk, span: Span, trace_default: str | None) -> _Session:
+    key = _conversation(walk, span, trace_default)
+    if key not in walk.sessions:
+        session = _Session(_named_id(f"session:{key}"))
+        walk.sessions[key] = session
+        meta: dict[str, Any] = {"source": "opentelemetry"}
+        kind, _, value = key.partition(":")
+        meta["conversation_id" if kind == "conversation" else "trace_id"] = value
+        for s in walk.ancestors(span):
+            for name, attr in (
+                ("user_id", "user.id"),
+                ("user_id", "gen_ai.user.id"),
+                ("workflow", "traceloop.workflow.name"),
+            ):
+                if name not in meta and (found := s.attributes.get(attr)) is not None:
+                    meta[name] = found
+        if (service := span.resource.get("service.name")) is not None:
+            meta["service"] = service
+        created = ev.SessionCreated(
+            id=session.id, metadata=meta, tags=["otel"], occurred_at=span.start_ns
+        )
+        walk.units.append(Unit(f"otel:session:{key}", [created]))
+    return walk.sessions[key]
+
+
+def _register(walk: _Walk, agent: _Agent, span: Span) -> None:
+    key = f"otel:agent:{agent.key}"
+    if key not in walk.registered:
+        walk.registered.add(key)
+        walk.units.append(
+            Unit(
+                key,
+                [
+                    ev.AgentRegistered(
+                        id=agent.id,
+                        name=agent.name,
+                        role=agent.role,
+                        model=agent.model,
+                        metadata={"source": "opentelemetry"},
+                        occurred_at=span.start_ns,
+                    )
+                ],
+            )
+        )
+
+
+def _map_span(walk: _Walk, span: Span, trace_default: str | None) -> None:
+    op = walk.ops[span.span_id]
+    agent = _agent_of(walk, span) if op is not None else None
+    actor = agent.name if agent is not None else None
+    recorded = _recorded(span, actor)
+    key = f"otel:{span.trace_id}:{span.span_id}"
+    is_turn = op in _CHAT_OPS or (op in _AGENT_OPS and _is_agent_turn(walk, span))
+    if not is_turn and op != "execute_tool":
+        walk.units.append(Unit(key, [recorded]))
+        return
+    if agent is not None:
+        _register(walk, agent, span)
+    events: list[ev.EventBase] = [recorded]
+    session = _session(walk, span, trace_default)
+    if is_turn:
+        extra = _turn(walk, span, session, agent, events)
+    else:
+        extra = _tool(walk, span, session, events)
+    walk.units.append(Unit(key, events, recorded if len(events) > 1 else None))
+    walk.units.extend(extra)
+
+
+def _is_agent_turn(walk: _Walk, span: Span) -> bool:
+    """An agent span that carries its own input and output and has no chat span inside: an
+    agent not instrumented by a library (`eventlog.otel.agent`), or OpenInference's AGENT."""
+    if not (messages(span, False) or messages(span, True)):
+        return False
+    for other in walk.by_id.values():
+        if (
+            walk.ops.get(other.span_id) in _CHAT_OPS
+            and other is not span
+            and any(a.span_id == span.span_id for a in walk.ancestors(other))
+        ):
+            return False
+    return True
+
+
+def _schema_name(schema: Any) -> Any:
+    """A tool's name in a JSON schema: OpenAI's ``{"function": {"name"}}`` or ``{"name"}``."""
+    if not isinstance(schema, dict):
+        return None
+    inner = schema.get("function")
+    return (inner if isinstance(inner, dict) else schema).get("name")
+
+
+def _new_input(inputs: list[Message]) -> list[Message]:
+    """The messages after the last assistant message: what this call added to the history."""
+    last = max((i for i, m in enumerate(inputs) if m.role == "assistant"), default=-1)
+    return inputs[last + 1 :]
+
+
+def _message_json(m: Message) -> dict[str, Any]:
+    out: dict[str, Any] = {"role": m.role, "content": m.text}
+    if m.tool_calls:
+        out["tool_calls"] = [
+            {"id": c.id, "name": c.name, "arguments": bound(c.arguments)} for c in m.tool_calls
+        ]
+    if m.tool_call_id:
+        out["tool_call_id"] = m.tool_call_id
+    return out
+
+
+def _turn(
+    walk: _Walk, span: Span, session: _Session, agent: _Agent | None, events: list[ev.EventBase]
+) -> list[Unit]:
+    a = span.attributes
+    params = _invocation(a)
+    inputs, outputs = messages(span, False), messages(span, True)
+    new = _new_input(inputs)
+    tid, sid = span.trace_id, span.span_id
+    prompt_id = _timed_id(span.start_ns, f"{tid}:{sid}:prompt")
+    response_id = _timed_id(span.end_ns, f"{tid}:{sid}:response")
+    actor = agent.name if agent else None
+    provider = _str(
+        _first(a, "gen_ai.provider.name", "gen_ai.system", "llm.provider", "llm.system")
+    )
+    request_model = _str(_first(a, "gen_ai.request.model", "llm.model_name", "llm.request.model"))
+    custom: dict[str, Any] = {
+        "trace_id": tid,
+        "span_id": sid,
+        "messages": [_message_json(m) for m in inputs],
+    }
+    if provider:
+        custom["provider"] = provider
+    if (system := _system(span)) is not None:
+        custom["system"] = system
+    defined = _json(a.get("gen_ai.tool.definitions"))
+    tools = []
+    if "gen_ai.request.functions.0.name" in a:
+        tools += [t.get("name") for t in _indexed(a, "gen_ai.request.functions.")]
+    tools += [
+        t.get("name") or (t.get("function") or {}).get("name")
+        for t in (defined if isinstance(defined, list) else [])
+        if isinstance(t, dict)
+    ]
+    if "llm.tools.0.tool.json_schema" in a:
+        schemas = [_json(t.get("tool.json_schema")) for t in _indexed(a, "llm.tools.")]
+        tools += [_schema_name(s) for s in schemas]
+    events.append(
+        ev.PromptAdded(
+            id=prompt_id,
+            session_id=session.id,
+            content=bound_text("\n".join(m.text for m in new if m.text)),
+            metadata=ev.PromptMetadata(
+                model=request_model,
+                temperature=_float(
+                    _first(a, "gen_ai.request.temperature") or params.get("temperature")
+                ),
+                max_tokens=_int(
+                    _first(a, "gen_ai.request.max_tokens")
+                    or params.get("max_tokens")
+                    or params.get("max_completion_tokens")
+                ),
+                tools_available=[str(t) for t in tools if t],
+                custom=custom,
+            ),
+            occurred_at=span.start_ns,
+            actor=actor,
+        )
+    )
+    if agent is not None:
+        events.append(
+            ev.AgentAssigned(
+                id=_timed_id(span.start_ns, f"{tid}:{sid}:assigned"),
+                prompt_id=prompt_id,
+                agent_id=agent.id,
+                occurred_at=span.start_ns,
+                actor=actor,
+            )
+        )
+        previous = session.agent
+        if previous is not None and previous.id != agent.id and session.turns:
+            events.append(
+                ev.AgentHandoff(
+                    id=_timed_id(span.start_ns, f"{tid}:{sid}:handoff"),
+                    response_id=session.turns[-1].response_id,
+                    to_agent_id=agent.id,
+                    from_agent_id=previous.id,
+                    occurred_at=span.start_ns,
+                    actor=previous.name,
+                )
+            )
+        session.agent = agent
+    events.append(_response(span, prompt_id, response_id, outputs, a, actor))
+    turn = _Turn(span.start_ns, response_id, {})
+    units: list[Unit] = []
+    for i, call in enumerate(c for m in outputs for c in m.tool_calls):
+        tool_id = _call_id(call.id) if call.id else _timed_id(span.end_ns, f"{tid}:{sid}:tool:{i}")
+        invoked = ev.ToolInvoked(
+            id=tool_id,
+            response_id=response_id,
+            tool_name=call.name or "tool",
+            parameters=bound(_json(call.arguments)),
+            occurred_at=span.end_ns,
+            actor=actor,
+        )
+        units.append(Unit(f"otel:{tid}:{sid}:tool:{i}", [invoked]))
+        if call.id:
+            turn.calls[call.id] = invoked.tool_name
+            walk.invoked[call.id] = tool_id
+    session.turns.append(turn)
+    return units + [
+        Unit(
+            f"otel:{tid}:{sid}:result:{m.tool_call_id}",
+            [
+                ev.ToolCompleted(
+                    tool_id=_call_id(m.tool_call_id),
+                    result=bound(_json(m.text)),
+                    occurred_at=span.start_ns,
+                    actor=actor,
+                )
+            ],
+        )
+        for m in new
+        if m.tool_call_id and m.tool_call_id not in walk.tool_span_calls
+    ]
+
+
+def _response(  # noqa: PLR0917 (one call site, every argument named there)
+    span: Span,
+    prompt_id: uuid.UUID,
+    response_id: uuid.UUID,
+    outputs: list[Message],
+    a: Mapping[str, Any],
+    actor: str | None,
+) -> ev.ResponseAdded:
+    reasons = a.get("gen_ai.response.finish_reasons")
+    if isinstance(reasons, str):
+        reasons = [reasons]
+    finish = (
+        (reasons[0] if isinstance(reasons, list | tuple) and reasons else None)
+        or next((m.finish_reason for m in outputs if m.finish_reason), None)
+        or _str(a.get("llm.finish_reason"))
+    )
+    usage = ev.TokenUsage(
+        _int(
+            _first(
+                a,
+                "gen_ai.usage.input_tokens",
+                "gen_ai.usage.prompt_tokens",
+                "llm.token_count.prompt",
+            )
+        )
+        or 0,
+        _int(
+            _first(
+                a,
+                "gen_ai.usage.output_tokens",
+                "gen_ai.usage.completion_tokens",
+                "llm.token_count.completion",
+            )
+        )
+        or 0,
+    )
+    details = {
+        k.removeprefix("gen_ai.usage."): v
+        for k, v in a.items()
+        if k.startswith("gen_ai.usage.")
+        and k.removeprefix("gen_ai.usage.")
+        not in ("input_tokens", "output_tokens", "prompt_tokens", "completion_tokens")
+    } | {
+        k.removeprefix("llm.token_count."): v
+        for k, v in a.items()
+        if k.startswith("llm.token_count.")
+        and k
+        not in ("llm.token_count.prompt", "llm.token_count.completion", "llm.token_count.total")
+    }
+    meta: dict[str, Any] = {"trace_id": span.trace_id, "span_id": span.span_id}
+    if details:
+        meta["usage"] = details
+    if (rid := _first(a, "gen_ai.response.id")) is not None:
+        meta["response_id"] = rid
+    calls = [_message_json(m) for m in outputs if m.tool_calls]
+    if calls:
+        meta["tool_calls"] = [c for m in calls for c in m["tool_calls"]]
+    if span.status == "error":
+        meta["error"] = span.status_message or "error"
+    return ev.ResponseAdded(
+        id=response_id,
+        prompt_id=prompt_id,
+        content=bound_text("\n".join(m.text for m in outputs if m.text)),
+        usage=usage,
+        finish_reason=_finish_reason(finish, span),
+        latency_ms=max(span.end_ns - span.start_ns, 0) / 1e6,
+        model=_str(
+            _first(
+                a,
+                "gen_ai.response.model",
+                "llm.model_name",
+                "llm.response.model",
+                "gen_ai.request.model",
+            )
+        ),
+        metadata=meta,
+        occurred_at=span.end_ns,
+        actor=actor,
+    )
+
+
+_FINISH_REASONS = {
+    "tool_calls": "tool_call",
+    "tool_use": "tool_call",
+    "function_call": "tool_call",
+    "end_turn": "stop",
+    "stop_sequence": "stop",
+    "max_tokens": "length",
+}
+"""Providers' spellings of the GenAI conventions' finish reasons (``stop``, ``length``,
+``content_filter``, ``tool_call``, ``error``); others are kept as given."""
+
+
+def _finish_reason(given: Any, span: Span) -> str | None:
+    if given is None:
+        return "error" if span.status == "error" else None
+    text = str(given)
+    return _FINISH_REASONS.get(text, text)
+
+
+def _asked(walk: _Walk, before: list[_Turn], name: str) -> str | None:
+    """For a tool span without a call id (OpenInference's LangChain tools): the first call of
+    that tool the latest turn before it asked for that no tool span has answered yet."""
+    for turn in reversed(before[-1:]):
+        for call, tool in turn.calls.items():
+            if tool == name and call not in walk.tool_span_calls:
+                return call
+    return None
+
+
+def _unwrap(result: Any) -> Any:
+    """A LangChain ToolMessage as OpenInference records it (``{"type": "tool", "data":
+    {"content": ...}}``): its content."""
+    if isinstance(result, dict) and result.get("type") == "tool":
+        data = result.get("data")
+        if isinstance(data, dict) and "content" in data:
+            return _json(data["content"])
+    return result
+
+
+def _tool(walk: _Walk, span: Span, session: _Session, events: list[ev.EventBase]) -> list[Unit]:
+    """An ``execute_tool`` span: completes the invocation its call id names, or is itself an
+    invocation of the session's latest response before it."""
+    a = span.attributes
+    call = _str(_first(a, "gen_ai.tool.call.id", "tool_call.id"))
+    name = _str(_first(a, "gen_ai.tool.name", "tool.name", "traceloop.entity.name")) or span.name
+    arguments = _json(
+        _first(
+            a,
+            "gen_ai.tool.call.arguments",
+            "tool_call.function.arguments",
+            "input.value",
+            "traceloop.entity.input",
+        )
+    )
+    result = _unwrap(
+        _json(_first(a, "gen_ai.tool.call.result", "output.value", "traceloop.entity.output"))
+    )
+    actor = events[0].actor
+    before = [t for t in session.turns if t.start_ns <= span.start_ns]
+    call = call or _asked(walk, before, name)
+    if call:
+        walk.tool_span_calls.add(call)
+    tool_id = walk.invoked.get(call) if call else None
+    if tool_id is None:
+        if before:
+            tool_id = (
+                _call_id(call)
+                if call
+                else _timed_id(span.start_ns, f"{span.trace_id}:{span.span_id}:tool")
+            )
+            events.append(
+                ev.ToolInvoked(
+                    id=tool_id,
+                    response_id=before[-1].response_id,
+                    tool_name=name,
+                    parameters=bound(arguments),
+                    occurred_at=span.start_ns,
+                    actor=actor,
+                )
+            )
+        elif call:
+            tool_id = _call_id(call)  # invoked in an earlier trace
+        else:
+            return []
+    error = (span.status_message or "error") if span.status == "error" else None
+    events.append(
+        ev.ToolCompleted(
+            tool_id=tool_id,
+            result=None if error else bound(result),
+            error=error,
+            duration_ms=max(span.end_ns - span.start_ns, 0) / 1e6,
+            occurred_at=span.end_ns,
+            actor=actor,
+        )
+    )
+    return []

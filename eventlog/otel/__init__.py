@@ -1,0 +1,43 @@
+"""OpenTelemetry in, events out: the agents people already run write into the store.
+
+```python
+import eventlog
+import eventlog.otel
+
+log = eventlog.open("./lmg-data")
+handle = eventlog.otel.instrument(log, "openai")  # then use the openai SDK as usual
+...
+handle.shutdown()  # flushes every buffered trace
+```
+
+`Exporter(log)` is a standard `SpanExporter` for an app that already sets up tracing;
+`instrument(log, ...)` sets one up, turns on content capture and calls the installed
+instrumentors; `session`, `agent` and `tool` trace code no library instruments, with GenAI
+attributes, so it goes through the same mapping. Needs the ``otel`` extra
+(``pip install 'llm-memory-graph[otel]'``); `import eventlog` never imports this package.
+docs/ingest.md has the mapping, the order and retry rules, and the limits.
+"""
+
+from .._ingest import IngestStats
+from .._spans import MAX_ATTRIBUTES, MAX_DEPTH, MAX_LIST_ITEMS, MAX_TEXT_BYTES
+from ._exporter import Exporter, from_readable
+from ._instrument import INSTRUMENTATIONS, Instrumentation, instrument
+from ._runs import AgentRun, ToolRun, agent, session, tool
+
+__all__ = [
+    "INSTRUMENTATIONS",
+    "MAX_ATTRIBUTES",
+    "MAX_DEPTH",
+    "MAX_LIST_ITEMS",
+    "MAX_TEXT_BYTES",
+    "AgentRun",
+    "Exporter",
+    "IngestStats",
+    "Instrumentation",
+    "ToolRun",
+    "agent",
+    "from_readable",
+    "instrument",
+    "session",
+    "tool",
+]
