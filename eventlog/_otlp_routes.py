@@ -81,7 +81,7 @@ class Receiver:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._expiry
         for name, ingester in self._ingesters.items():
-            await self._run(name, ingester.flush)
+            await self._logged(name, ingester.flush)
 
     async def traces(self, request: Request) -> Response:
         """Into the store the token names: the first store of its list, else ``default``."""
@@ -122,10 +122,16 @@ class Receiver:
         while True:
             await asyncio.sleep(every)
             for name, ingester in self._ingesters.items():
-                try:
-                    await self._run(name, ingester.expire)
-                except EventLogError as exc:  # the log failed: appends will say so too
-                    print(f"lmg serve: OTLP traces of {name} not mapped: {exc}", file=sys.stderr)
+                await self._logged(name, ingester.expire)
+
+    async def _logged(self, name: str, work: Any) -> None:
+        """`_run`, with a failure of the log (closed, disk full) said on stderr: no request
+        waits for this work, and appends say it to their callers too. The spans are in the
+        log already; only their trace's events are missing."""
+        try:
+            await self._run(name, work)
+        except EventLogError as exc:
+            print(f"lmg serve: OTLP traces of {name} not mapped: {exc}", file=sys.stderr)
 
 
 def _decode(body: bytes, encoding: str, kind: str, limit: int) -> list[Span | Malformed]:
