@@ -83,6 +83,9 @@ class Limits(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tr
     """SQL statements and typed reads running at once; more wait their turn."""
     max_follows: int = 64
     """Open follow streams (``follow=true``) at once; more are refused (429)."""
+    otlp_trace_timeout_s: float = 30.0
+    """A trace received over OTLP whose root span has not arrived within this time is
+    mapped as it is (its spans are durable from the start; docs/service.md)."""
 
     def __post_init__(self) -> None:
         if min(msgspec.structs.astuple(self)) <= 0:

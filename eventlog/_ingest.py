@@ -18,6 +18,12 @@ of a trace already written is mapped with that trace's earlier spans as context 
 A span that cannot be decoded is counted in `stats.malformed` and logged; a request the log
 refuses (a tool result naming a call it never saw) keeps its `span.recorded` alone and is
 counted in `stats.partial`. Neither fails the spans beside it. Thread-safe.
+
+With ``record_first=True`` (the service's OTLP route), `add` returns only once every span it
+was given is durable: spans of traces still waiting for their root are appended at once as
+their `span.recorded` alone, keyed ``otel:<trace>:<span>:received``, and mapped with their
+trace later as usual. A crash in between keeps them; the `spans` table keeps a span's first
+row, so recording it twice changes no row.
 """
 
 from __future__ import annotations
@@ -39,7 +45,7 @@ from ._store import PendingRequest
 from .errors import EventLogError, IdempotencyKeyReused, InvalidEvent
 
 if TYPE_CHECKING:
-    from .log import EventLog
+    from .log import AsyncEventLog, EventLog
 
 __all__ = ["IngestStats", "Ingester"]
 
@@ -83,12 +89,13 @@ class Ingester:
 
     def __init__(
         self,
-        log: EventLog,
+        log: EventLog | AsyncEventLog,
         *,
         trace_timeout: float = 30.0,
         max_pending_spans: int = 100_000,
         remembered_traces: int = 1_024,
         flush_on_root: bool = True,
+        record_first: bool = False,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._log = log
@@ -96,6 +103,7 @@ class Ingester:
         self._max_pending = max_pending_spans
         self._remembered = remembered_traces
         self._on_root = flush_on_root
+        self._record_first = record_first
         self._clock = clock
         self._lock = threading.Lock()
         self._pending: OrderedDict[str, tuple[float, list[Span]]] = OrderedDict()
@@ -103,17 +111,22 @@ class Ingester:
         self._done: OrderedDict[str, list[Span]] = OrderedDict()
         self._stored: OrderedDict[str, None] = OrderedDict()  # keys known to be in the log
         self.stats = IngestStats()
+        self.last_lsn = -1
+        """The highest LSN this ingester's appends were answered with (-1 before any)."""
 
     def add(self, items: Iterable[Span | Malformed]) -> None:
-        """Buffer spans; map and append every trace that is now complete or overdue."""
+        """Buffer spans; map and append every trace that is now complete or overdue (and,
+        with ``record_first``, record the spans still buffered)."""
         with self._lock:
             ready: list[str] = []
+            added: list[Span] = []
             for item in items:
                 if isinstance(item, Malformed):
                     self.stats.malformed += 1
                     _LOG.warning("malformed span skipped (%s): %s", item.where, item.reason)
                     continue
                 self.stats.received += 1
+                added.append(item)
                 trace = item.trace_id
                 if trace not in self._pending:
                     earlier = self._done.pop(trace, [])
@@ -130,6 +143,15 @@ class Ingester:
                     ready = []
             ready += self._overdue()
             self._write(ready)
+            if self._record_first:
+                waiting = [s for s in added if s.trace_id in self._pending]
+                self._commit([Unit(f"{u.key}:received", u.events) for u in spans_only(waiting)])
+
+    def expire(self) -> None:
+        """Map and append every trace whose first span has waited `trace_timeout` seconds
+        (a service calls this periodically: between exports, nothing else would)."""
+        with self._lock:
+            self._write(self._overdue())
 
     def flush(self) -> None:
         """Map and append every buffered trace, complete or not."""
@@ -203,6 +225,7 @@ class Ingester:
             elif result.duplicate:
                 self.stats.duplicates += 1
             else:
+                self.last_lsn = max(self.last_lsn, result.last_lsn)
                 self.stats.events += len(result.events)
                 self.stats.spans += sum(isinstance(e, ev.SpanRecorded) for e in result.events)
             self._remember(unit.key)

@@ -368,19 +368,24 @@ def _messages(data: bytes) -> list[bytes]:
     return out if offset == len(data) and out else [data]
 
 
-def decode_protobuf(data: bytes, where: str = "file") -> Iterator[Span | Malformed]:
-    """The spans of an OTLP protobuf file (needs the `opentelemetry-proto` package)."""
+def decode_protobuf(
+    data: bytes, where: str = "file", *, stream: bool = True
+) -> Iterator[Span | Malformed]:
+    """The spans of an OTLP protobuf file (needs the `opentelemetry-proto` package). With
+    `stream` False, `data` is exactly one export request (an OTLP/HTTP body), never read as
+    the Collector's length-prefixed stream."""
     from google.protobuf.message import DecodeError  # noqa: PLC0415 (optional dependency)
     from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (  # noqa: PLC0415
         ExportTraceServiceRequest,
     )
 
-    for n, message in enumerate(_messages(data)):
+    for n, message in enumerate(_messages(data) if stream else [data]):
+        at = f"{where}, message {n}" if stream else where
         request = ExportTraceServiceRequest()
         try:
             request.ParseFromString(message)
         except DecodeError as exc:
-            yield Malformed(f"{where}, message {n}", f"not an OTLP protobuf export request: {exc}")
+            yield Malformed(at, f"not an OTLP protobuf export request: {exc}")
             continue
         for rs in request.resource_spans:
             resource = _proto_attributes(rs.resource.attributes)
@@ -390,4 +395,4 @@ def decode_protobuf(data: bytes, where: str = "file") -> Iterator[Span | Malform
                     try:
                         yield _from_proto(raw, resource, scope)
                     except (ValueError, TypeError) as exc:
-                        yield Malformed(f"{where}, message {n}, span {i}", str(exc))
+                        yield Malformed(f"{at}, span {i}", str(exc))

@@ -6,10 +6,12 @@ built in; uvicorn is the well-kept ASGI server beside it (HTTP/1.1, TLS, gracefu
 Both are small and pure Python, so the ``serve`` extra stays light.
 
 Each package serves its own routes, in the layer whose imports they need (`eventlog._routes`:
-the log; `projections._routes`: SQL and typed reads; `replay._routes`: SQL at a point, diff),
-assembled here, at the top of the import chain. SIGTERM drains: new requests get 503, follow
-streams end, requests in flight finish (an append is acknowledged or refused, never lost),
-the log closes, the fold reaches the log's end, ``service.json`` goes, and the process exits 0.
+the log; `eventlog._otlp_routes`: OTLP/HTTP traces; `projections._routes`: SQL and typed
+reads; `replay._routes`: SQL at a point, diff), assembled here, at the top of the import
+chain. SIGTERM drains: new requests get 503, follow streams end, requests in flight finish
+(an append is acknowledged or refused, never lost), traces still waiting for their root span
+are mapped, the log closes, the fold reaches the log's end, ``service.json`` goes, and the
+process exits 0.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ from eventlog import _http
 from eventlog import _routes as log_routes
 from eventlog._advert import advertise, withdraw
 from eventlog._http import ApiError, Auth, Limits, Service, service_of
+from eventlog._otlp_routes import Receiver
 from projections import _routes as graph_routes
 from projections._owner import Owner
 from projections._routes import ServedGraph
@@ -78,6 +81,7 @@ async def metrics(request: Request) -> Response:
 def app(stores: dict[str, Path], auth: Auth | None = None, limits: Limits | None = None) -> Any:
     """The ASGI app serving `stores` (name -> path): opened on start-up, drained on exit."""
     service = Service(stores={}, auth=auth, limits=limits or Limits())
+    otlp = Receiver(service)
 
     @contextlib.asynccontextmanager
     async def lifespan(_app: Starlette) -> AsyncIterator[None]:
@@ -91,10 +95,12 @@ def app(stores: dict[str, Path], auth: Auth | None = None, limits: Limits | None
                 served.owner = await asyncio.to_thread(Owner, log)
                 served.lag, served.appended = served.owner.lag, served.owner.nudge
             service.stores = opened
+            otlp.start(opened)
             service.ready = True
             yield
         finally:
             service.draining = True
+            await otlp.close()  # maps every trace still waiting for its root
             for served in opened.values():  # uvicorn has let every request finish
                 if served.owner is not None:
                     await asyncio.to_thread(served.owner.close)  # folds to the log's end
@@ -107,8 +113,7 @@ def app(stores: dict[str, Path], auth: Auth | None = None, limits: Limits | None
         *log_routes.routes,
         *graph_routes.routes(at=replay_routes.sql_at),
         *replay_routes.routes(),
-        # OTLP/HTTP traces (`POST /v1/traces`, `POST /v1/stores/{name}/otlp/v1/traces`) go
-        # here, from `eventlog.otel`'s span-to-event mapping, once it lands (issue "Ingest").
+        *otlp.routes,  # OTLP/HTTP traces, through the span-to-event mapping of ingest
     ]
     handlers: dict[Any, Any] = {
         **_http.exception_handlers,

@@ -1,0 +1,270 @@
+"""OTLP/HTTP into `lmg serve`, a real process on 127.0.0.1: the real OpenTelemetry exporter,
+curl with JSON and gzip, malformed spans, retries, tokens, a gzip bomb, kill -9 and drain."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import random
+import subprocess
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+import eventlog
+from eventlog import events as ev
+from eventlog._spans import Span
+from projections import MemoryGraph
+from tests._processes import WAIT_S
+from tests.eventlog._traces import genai_trace
+from tests.replay.test_service import Service, _token
+
+_JSON = {"Content-Type": "application/json"}
+_TABLES = {
+    "prompts": "SELECT id, session_id, content, model, occurred_at FROM prompts",
+    "responses": "SELECT id, prompt_id, content, prompt_tokens, completion_tokens, model, "
+    "finish_reason, latency_ms, occurred_at FROM responses",
+    "tool_invocations": "SELECT id, response_id, tool_name, parameters, status, result "
+    "FROM tool_invocations",
+    "agent_stats": "SELECT name, prompts_handled, responses, tool_calls, handoffs_out "
+    "FROM agent_stats",
+}
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Path:
+    path = tmp_path / "store"
+    eventlog.open(path).close()
+    return path
+
+
+@pytest.fixture
+def served(tmp_path: Path, store: Path) -> Iterator[Service]:
+    service = Service(tmp_path, [str(store), "--limit", "max_body_bytes=65536"])
+    yield service
+    assert service.stop() == 0
+
+
+def _value(value: Any) -> dict[str, Any]:
+    if isinstance(value, str):
+        return {"stringValue": value}
+    return {"intValue": str(value)} if isinstance(value, int) else {"stringValue": str(value)}
+
+
+def _body(spans: Sequence[Span], **override: Any) -> dict[str, Any]:
+    """One OTLP JSON export request of neutral spans (`override` replaces the first's
+    fields, to break it)."""
+    raw = [
+        {
+            "traceId": s.trace_id,
+            "spanId": s.span_id,
+            "parentSpanId": s.parent_span_id or "",
+            "name": s.name,
+            "kind": 3 if s.kind == "client" else 1,
+            "startTimeUnixNano": str(s.start_ns),
+            "endTimeUnixNano": str(s.end_ns),
+            "attributes": [{"key": k, "value": _value(v)} for k, v in s.attributes.items()],
+        }
+        for s in spans
+    ]
+    raw[0] |= override
+    resource = {"attributes": [{"key": "service.name", "value": {"stringValue": "agents"}}]}
+    return {"resourceSpans": [{"resource": resource, "scopeSpans": [{"spans": raw}]}]}
+
+
+def _sql(service: Service, query: str, token: str | None = None) -> list[list[Any]]:
+    headers = {} if token is None else {"Authorization": f"Bearer {token}"}
+    answer = service.http.post("/v1/stores/default/sql", json={"query": query}, headers=headers)
+    assert answer.status_code == 200, answer.text
+    rows: list[list[Any]] = answer.json()["rows"]
+    return rows
+
+
+def _stored(store: Path) -> list[ev.EventBase]:
+    with eventlog.open(store, readonly=True) as log:
+        return [r.event for r in log.read()]
+
+
+def _curl(url: str, body: Path, *headers: str) -> dict[str, Any]:
+    args = ["curl", "-sS", "-X", "POST", url, "--data-binary", f"@{body}"]
+    for header in headers:
+        args += ["-H", header]
+    out = subprocess.run(args, capture_output=True, check=True, timeout=WAIT_S).stdout
+    answer: dict[str, Any] = json.loads(out)
+    return answer
+
+
+def test_the_otlp_exporter_of_an_instrumented_conversation_lands_as_in_process(
+    tmp_path: Path, served: Service
+) -> None:
+    pytest.importorskip("openai")
+    pytest.importorskip("opentelemetry.instrumentation.openai_v2")
+    from opentelemetry.exporter.otlp.proto.http import Compression  # noqa: PLC0415
+    from opentelemetry.exporter.otlp.proto.http.trace_exporter import (  # noqa: PLC0415
+        OTLPSpanExporter,
+    )
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor  # noqa: PLC0415
+
+    from eventlog import otel  # noqa: PLC0415
+    from tests._fake_llm import fake_llm  # noqa: PLC0415
+    from tests.eventlog.test_otel_clients import _openai_sync  # noqa: PLC0415
+
+    sender = OTLPSpanExporter(endpoint=f"{served.url}/v1/traces", compression=Compression.Gzip)
+    with fake_llm() as llm, MemoryGraph.open(tmp_path / "in-process") as local:
+        with otel.instrument(local, "openai-v2") as handle:
+            handle.provider.add_span_processor(BatchSpanProcessor(sender))
+            for conversation in ("first", "second"):
+                with otel.session(conversation), otel.agent("assistant"):
+                    _openai_sync(llm, stream=conversation == "second")
+        for table, query in _TABLES.items():
+            expected = [list(json.loads(json.dumps(r, default=str))) for r in local.rows(query)]
+            assert expected, table
+            assert sorted(_sql(served, query), key=str) == sorted(expected, key=str), table
+        spans = local.rows("SELECT count(*) FROM spans")
+    assert _sql(served, "SELECT count(*) FROM spans") == [list(spans[0])]
+
+
+def test_curl_sends_json_and_gzip_and_a_retry_adds_nothing(
+    tmp_path: Path, served: Service, store: Path
+) -> None:
+    first, second = genai_trace(random.Random(1)), genai_trace(random.Random(2))
+    plain, packed = tmp_path / "plain.json", tmp_path / "packed.json.gz"
+    plain.write_text(json.dumps(_body(first)))
+    packed.write_bytes(gzip.compress(json.dumps(_body(second)).encode()))
+    route = f"{served.url}/v1/stores/default/otlp/v1/traces"
+    assert _curl(route, plain, "Content-Type: application/json") == {}
+    gzipped = ("Content-Type: application/json", "Content-Encoding: gzip")
+    assert _curl(f"{served.url}/v1/traces", packed, *gzipped) == {}
+    stored = len(_stored(store))
+    assert _curl(f"{served.url}/v1/traces", packed, *gzipped) == {}  # the exporter retries
+    assert len(_stored(store)) == stored
+    assert _sql(served, "SELECT count(*) FROM spans") == [[len(first) + len(second)]]
+    assert _sql(served, "SELECT count(*) FROM prompts") == [[4]]  # two turns per trace
+
+
+def test_malformed_spans_are_a_partial_success_beside_stored_ones(
+    served: Service, store: Path
+) -> None:
+    spans = genai_trace(random.Random(3))
+    body = _body(spans, traceId="not-hex")
+    answer = served.http.post("/v1/traces", json=body)
+    assert answer.status_code == 200
+    partial = answer.json()["partialSuccess"]
+    assert partial["rejectedSpans"] == "1" and "traceId" in partial["errorMessage"]
+    recorded = {e.span_id for e in _stored(store) if isinstance(e, ev.SpanRecorded)}
+    assert recorded == {s.span_id for s in spans[1:]}
+    metrics = served.http.get("/metrics").text
+    assert 'lmg_otlp_spans_rejected_total{store="default"} 1.0' in metrics
+    assert f'lmg_otlp_spans_received_total{{store="default"}} {len(spans) - 1}.0' in metrics
+
+
+def test_protobuf_partial_success_is_answered_in_protobuf(served: Service) -> None:
+    pb = pytest.importorskip("opentelemetry.proto.collector.trace.v1.trace_service_pb2")
+    request = pb.ExportTraceServiceRequest()
+    span = request.resource_spans.add().scope_spans.add().spans.add()
+    span.trace_id, span.span_id, span.name = b"\x01" * 16, b"\x00" * 8, "zero span id"
+    answer = served.http.post(
+        "/v1/traces",
+        content=request.SerializeToString(),
+        headers={"Content-Type": "application/x-protobuf"},
+    )
+    assert answer.status_code == 200
+    assert answer.headers["content-type"] == "application/x-protobuf"
+    response = pb.ExportTraceServiceResponse.FromString(answer.content)
+    assert response.partial_success.rejected_spans == 1
+    assert "all zeros" in response.partial_success.error_message
+
+
+def test_a_body_that_is_no_export_request_is_refused(served: Service, store: Path) -> None:
+    for body, headers, status in [
+        (b"[1, 2]", _JSON, 400),
+        (b"\x1f\x8b not gzip", {**_JSON, "Content-Encoding": "gzip"}, 400),
+        (b"{}", {"Content-Type": "text/plain"}, 415),
+        (b"{}", {**_JSON, "Content-Encoding": "br"}, 415),
+    ]:
+        answer = served.http.post("/v1/traces", content=body, headers=headers)
+        assert answer.status_code == status, answer.text
+        assert set(answer.json()["error"]) == {"code", "message"}
+    assert _stored(store) == []
+
+
+def test_a_gzip_bomb_is_cut_off(served: Service, store: Path) -> None:
+    bomb = gzip.compress(b'{"resourceSpans": []' + b" " * 50_000_000 + b"}", 9)
+    assert len(bomb) < 65536  # under the body limit: only inflating finds it
+    answer = served.http.post(
+        "/v1/traces", content=bomb, headers={**_JSON, "Content-Encoding": "gzip"}
+    )
+    assert answer.status_code == 413
+    assert answer.json()["error"]["code"] == "too_large"
+    assert _stored(store) == []
+
+
+def test_otlp_routes_check_tokens_as_every_route(tmp_path: Path, store: Path) -> None:
+    secret = tmp_path / "secret-store"
+    eventlog.open(secret).close()
+    auth = tmp_path / "tokens.json"
+    reader = _token(auth, "reader", ["read"], ["default"])
+    admin = _token(auth, "admin", ["admin"], ["default"])
+    agent = _token(auth, "agent", ["append"], ["secret"])
+    service = Service(tmp_path, [str(store), "--store", f"secret={secret}", "--auth", str(auth)])
+    body = json.dumps(_body(genai_trace(random.Random(4)))).encode()
+
+    def post(path: str, token: str | None) -> httpx.Response:
+        headers = {**_JSON, **({} if token is None else {"Authorization": f"Bearer {token}"})}
+        return service.http.post(path, content=body, headers=headers)
+
+    try:
+        for path in ("/v1/traces", "/v1/stores/default/otlp/v1/traces"):
+            assert post(path, None).status_code == 401
+            assert post(path, "lmg_wrong").status_code == 401
+            assert post(path, reader).status_code == 403
+        hidden = post("/v1/stores/secret/otlp/v1/traces", admin)
+        unknown = post("/v1/stores/nowhere/otlp/v1/traces", admin)
+        assert hidden.status_code == unknown.status_code == 404
+        assert hidden.content == unknown.content
+        assert _stored(secret) == [] and _stored(store) == []
+        assert post("/v1/traces", agent).json() == {}  # into the store its token names
+        assert len(_stored(secret)) > 0 and _stored(store) == []
+    finally:
+        assert service.stop() == 0
+
+
+def test_acknowledged_spans_of_an_incomplete_trace_survive_kill_9(
+    tmp_path: Path, store: Path
+) -> None:
+    spans = genai_trace(random.Random(5))
+    service = Service(tmp_path, [str(store)])
+    answer = service.http.post("/v1/traces", json=_body(spans[1:]))  # the root never comes
+    assert answer.status_code == 200 and answer.json() == {}
+    service.child.kill()
+    service.http.close()
+    recorded = {e.span_id for e in _stored(store) if isinstance(e, ev.SpanRecorded)}
+    assert recorded == {s.span_id for s in spans[1:]}
+
+
+def test_a_trace_without_its_root_is_mapped_after_the_trace_timeout(
+    tmp_path: Path, store: Path
+) -> None:
+    service = Service(tmp_path, [str(store), "--limit", "otlp_trace_timeout_s=0.2"])
+    try:
+        spans = genai_trace(random.Random(6))
+        assert service.http.post("/v1/traces", json=_body(spans[1:])).status_code == 200
+        deadline = time.monotonic() + WAIT_S
+        while _sql(service, "SELECT count(*) FROM prompts") != [[2]]:
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+    finally:
+        assert service.stop() == 0
+
+
+def test_sigterm_maps_traces_still_waiting_for_their_root(tmp_path: Path, store: Path) -> None:
+    service = Service(tmp_path, [str(store)])
+    spans = genai_trace(random.Random(7))
+    assert service.http.post("/v1/traces", json=_body(spans[1:])).status_code == 200
+    assert not any(isinstance(e, ev.PromptAdded) for e in _stored(store))
+    assert service.stop() == 0
+    assert sum(isinstance(e, ev.PromptAdded) for e in _stored(store)) == 2
