@@ -34,7 +34,7 @@ import google_crc32c
 import msgspec
 
 from ._copy import ORIGIN_FILE, building_store, check_new_store, sync_tree
-from ._files import Modes, create_file, open_file
+from ._files import Modes, create_file, make_dir, open_file
 from ._format import segment_name
 from ._index import fsync_dir, write_atomically
 from ._retention import RETENTION_FILE
@@ -272,7 +272,7 @@ def restore(
                 continue
             if path.is_symlink():
                 raise EventLogError(f"{path} is a symbolic link: a backup holds none")
-            (building / relative).parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            _make_dirs(building, relative.parent)
             _copy_file(path, building / relative, None)
         errors = [p for p in verify(building) if p.severity == "error"]
         if errors:
@@ -280,6 +280,14 @@ def restore(
                 f"the restored log does not verify ({errors[0]})", str(root), None, None
             )
     return info
+
+
+def _make_dirs(root: Path, relative: Path) -> None:
+    """Create `relative`'s directories under `root`, each with the store's modes (a
+    `mkdir(parents=True)` would make the intermediate ones by the umask)."""
+    mode = Modes.of(root).dir
+    for depth in range(1, len(relative.parts) + 1):
+        make_dir(root.joinpath(*relative.parts[:depth]), mode)
 
 
 def _files(root: Path) -> Iterator[Path]:

@@ -1,0 +1,97 @@
+"""Attacks and a newcomer's mistakes, through the public surfaces: `lmg` run as a process, and
+the Python API. Each test is one defect a pass over the hardened store found; it failed before
+its fix. (The attacks of the hardening issue itself live beside the code they test.)"""
+
+from __future__ import annotations
+
+import stat
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+import eventlog
+from eventlog import InvalidEvent, InvalidVariable
+from eventlog import events as ev
+from eventlog._demo import record_demo
+from projections import Projector, SnapshotPolicy
+
+LMG = Path(sys.executable).with_name("lmg")
+
+
+def run_lmg(*args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(LMG), *args], input=stdin, capture_output=True, text=True, timeout=120, check=False
+    )
+
+
+def assert_one_line_error(result: subprocess.CompletedProcess[str], *words: str) -> str:
+    """Exit 1 (or 2, click's usage error), one `Error: ...` line, no traceback."""
+    assert result.returncode in (1, 2), (result.returncode, result.stdout, result.stderr)
+    line = result.stderr.splitlines()[-1]
+    assert line.startswith("Error: ") and "Traceback" not in result.stderr, result.stderr
+    for word in words:
+        assert word in line, (word, line)
+    return line
+
+
+def not_private(root: Path) -> list[str]:
+    """Everything under `root` (itself included) that others than its owner may read."""
+    paths = [root, *root.rglob("*")]
+    return [f"{p} {stat.S_IMODE(p.stat().st_mode):o}" for p in paths if p.stat().st_mode & 0o077]
+
+
+@pytest.fixture
+def snapshotted(tmp_path: Path) -> Path:
+    """A demo store whose projections have a snapshot (so a backup carries its chunks)."""
+    store = tmp_path / "store"
+    with eventlog.open(store, durability=eventlog.Durability.NONE) as log:
+        record_demo(log)
+    with Projector(store, snapshots=SnapshotPolicy(every_events=5)) as projector:
+        projector.catch_up()
+    return store
+
+
+# -- files a backup and a restore create: private whatever the umask ---------------------------
+
+
+def test_backup_and_restore_of_snapshot_chunks_are_private_under_umask_022(
+    snapshotted: Path, tmp_path: Path, umask_022: None
+) -> None:
+    """The chunk directories of a backup's snapshot were made by the umask (0755, files 0640),
+    and so was a restore's `snapshots/chunks` (0755): a backup of a private store was not."""
+    backup, restored = tmp_path / "backup", tmp_path / "restored"
+    assert run_lmg("backup", str(snapshotted), str(backup)).returncode == 0
+    assert list((backup / "snapshots" / "chunks").iterdir())
+    assert not_private(backup) == []
+    assert run_lmg("restore", str(backup), str(restored)).returncode == 0
+    assert not_private(restored) == []
+
+
+# -- template patterns: no catastrophic backtracking -------------------------------------------
+
+
+def test_a_backtracking_pattern_renders_and_appends_in_linear_time(store: Path) -> None:
+    """`(a+)+$` against 'aaaa...b' took 1.3 s at 24 characters and doubled with each more:
+    one template made `render` (under the log's lock) and every prompt from it hang."""
+    evil = "a" * 10_000 + "b"
+    with eventlog.open(store) as log:
+        t = log.create_template("t", "say {{x}}", [ev.VariableSpec(name="x", pattern="(a+)+$")])
+        s = log.create_session()
+        started = time.monotonic()
+        with pytest.raises(InvalidVariable, match="variable x"):
+            log.render(t, {"x": evil})
+        with pytest.raises(InvalidVariable, match="variable x"):
+            log.add_prompt(s.id, "", template_id=t, variables={"x": evil})
+        assert time.monotonic() - started < 2.0
+        assert log.render(t, {"x": "a" * 10_000}) == "say " + "a" * 10_000
+
+
+def test_a_pattern_with_a_backreference_is_refused_in_one_line(store: Path) -> None:
+    """RE2 has no backreferences: such a pattern is refused when stored, with no log line."""
+    with eventlog.open(store) as log:
+        spec = ev.VariableSpec(name="x", pattern=r"(a)\1")
+        with pytest.raises(InvalidEvent, match="variable x: pattern is not a regular expr"):
+            log.create_template("t", "{{x}}", [spec])
