@@ -95,3 +95,91 @@ def test_a_pattern_with_a_backreference_is_refused_in_one_line(store: Path) -> N
         spec = ev.VariableSpec(name="x", pattern=r"(a)\1")
         with pytest.raises(InvalidEvent, match="variable x: pattern is not a regular expr"):
             log.create_template("t", "{{x}}", [spec])
+
+
+# -- the CLI's edges: closed pipes, empty paths, out-of-range numbers --------------------------
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["tail"],
+        ["tail", "--follow"],
+        ["stats"],
+        ["sql", "SELECT * FROM range(100000)"],
+        ["export"],
+        ["diff", "--from", "1", "--to", "8"],
+    ],
+    ids=lambda args: " ".join(args[:2]),
+)
+def test_every_command_into_a_closed_pipe_exits_0_quietly(
+    snapshotted: Path, args: list[str]
+) -> None:
+    """`lmg tail | head` exited 0, or 120 when Python's final flush met the closed pipe;
+    `lmg stats | head` exited 1: under `set -o pipefail` the same pipeline passed or failed
+    by command and by timing. Every command now ends the same way: status 0, nothing said."""
+    command = [str(LMG), args[0], str(snapshotted), *args[1:]]
+    child = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert child.stdout is not None and child.stderr is not None
+    child.stdout.read(1)  # some output came, then the reader goes away
+    child.stdout.close()
+    with child.stderr:
+        stderr = child.stderr.read().decode()
+    assert child.wait(timeout=60) == 0
+    assert stderr == ""
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["backup", "{store}", ""],
+        ["restore", "", "{tmp}/restored"],
+        ["fork", "{store}", "--at", "1", ""],
+        ["export", "{store}", "-o", ""],
+        ["sql", "", "SELECT 1"],
+        ["stats", ""],
+        ["append", ""],
+    ],
+    ids=lambda args: args[0],
+)
+def test_an_empty_path_is_refused_not_taken_for_the_current_directory(
+    snapshotted: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, args: list[str]
+) -> None:
+    """`Path("")` is `.`: `lmg backup STORE "$UNSET"` wrote into the current directory's
+    check, `lmg sql "" Q` and `lmg append ""` used ./lmg-data (append created it)."""
+    monkeypatch.chdir(tmp_path)
+    filled = [a.format(store=snapshotted, tmp=tmp_path) for a in args]
+    before = sorted(tmp_path.iterdir())
+    assert_one_line_error(run_lmg(*filled), "empty path")
+    assert sorted(tmp_path.iterdir()) == before
+
+
+def test_huge_numbers_are_refused_in_one_line_and_nothing_is_written(snapshotted: Path) -> None:
+    """`--max-line-bytes 10**23` was an OverflowError traceback; `--content-days 10**23` was
+    stored in RETENTION.json (beyond 106,751 days, a day count reaches before any event time)."""
+    huge = str(10**23)
+    assert_one_line_error(run_lmg("append", str(snapshotted), "--max-line-bytes", huge), "range")
+    for option in ("--content-days", "--session-days"):
+        assert_one_line_error(run_lmg("retention", str(snapshotted), option, huge), "range")
+    assert not (snapshotted / "RETENTION.json").exists()
+    with pytest.raises(InvalidEvent, match="from 1 to 106751"):
+        eventlog.RetentionPolicy(content_days=106_752)
+
+
+def test_retention_of_a_missing_store_is_an_error(tmp_path: Path) -> None:
+    """It printed 'no retention policy (everything is kept)' and exited 0 for a typo."""
+    missing = tmp_path / "missing"
+    assert_one_line_error(run_lmg("retention", str(missing)), f"no store at {missing}")
+    with pytest.raises(eventlog.EventLogError, match="no store at"):
+        eventlog.retention(missing)
+
+
+def test_replay_out_in_a_missing_directory_names_out_not_a_temporary_name(
+    snapshotted: Path, tmp_path: Path
+) -> None:
+    """It said `/missing/.x.duckdb.building-4891: No such file or directory`."""
+    out = tmp_path / "missing" / "x.duckdb"
+    line = assert_one_line_error(
+        run_lmg("replay", str(snapshotted), "--at", "1", "--out", str(out))
+    )
+    assert str(out) in line and "building" not in line
