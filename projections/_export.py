@@ -177,7 +177,7 @@ def _uuid(value: uuid.UUID | str) -> uuid.UUID:
 
 
 def session_document(con: duckdb.DuckDBPyConnection, session: uuid.UUID | str) -> dict[str, Any]:
-    """Seed 000's session export of one session (see the module docstring)."""
+    """The Rust crate's session export of one session (see the module docstring)."""
     sid = _uuid(session)
     found = _rows(con, "sessions", "id = ?", [sid])
     if not found:

@@ -16,7 +16,7 @@ import eventlog
 from eventlog import InvalidEvent, InvalidVariable
 from eventlog import events as ev
 from eventlog._demo import record_demo
-from projections import Projector, SnapshotPolicy
+from projections import MemoryGraph, Projector, SnapshotPolicy, SqlRefused
 
 LMG = Path(sys.executable).with_name("lmg")
 
@@ -183,3 +183,28 @@ def test_replay_out_in_a_missing_directory_names_out_not_a_temporary_name(
         run_lmg("replay", str(snapshotted), "--at", "1", "--out", str(out))
     )
     assert str(out) in line and "building" not in line
+
+
+# -- the SQL sandbox: EXPLAIN ANALYZE runs what it explains ------------------------------------
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        "EXPLAIN ANALYZE CHECKPOINT",
+        "EXPLAIN ANALYZE CREATE TEMP TABLE t AS SELECT 1",
+        "/* c */ explain (analyze) create temp table t as select 1",
+        "-- c\nEXPLAIN ANALYZE CHECKPOINT",
+    ],
+)
+def test_explain_analyze_of_anything_but_a_select_is_refused(store: Path, query: str) -> None:
+    """The statement check let every EXPLAIN through; EXPLAIN ANALYZE executes its statement,
+    so a CHECKPOINT ran on an embedded graph's database and a temporary table was made."""
+    with MemoryGraph.open(store) as graph:
+        graph.create_session()
+        with pytest.raises(SqlRefused, match="EXPLAIN of anything but a SELECT"):
+            graph.rows(query)
+        assert graph.rows("EXPLAIN ANALYZE SELECT count(*) FROM sessions")
+        assert graph.rows("EXPLAIN (FORMAT JSON) WITH x AS (SELECT 1) SELECT * FROM x")
+    refused = run_lmg("sql", str(store), "--", query)  # `--`: a query may start with "--"
+    assert_one_line_error(refused, "EXPLAIN of anything but a SELECT")
