@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 import eventlog
+import eventlog._export
 from eventlog import InvalidEvent, InvalidVariable
 from eventlog import events as ev
 from eventlog._demo import record_demo
@@ -208,3 +209,22 @@ def test_explain_analyze_of_anything_but_a_select_is_refused(store: Path, query:
         assert graph.rows("EXPLAIN (FORMAT JSON) WITH x AS (SELECT 1) SELECT * FROM x")
     refused = run_lmg("sql", str(store), "--", query)  # `--`: a query may start with "--"
     assert_one_line_error(refused, "EXPLAIN of anything but a SELECT")
+
+
+# -- lmg import: a line is bounded before it is read ------------------------------------------
+
+
+def test_import_bounds_a_line_before_reading_it_whole(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`lmg import` read a file's line whole before parsing it: a 600 MB file without a
+    newline used 1.2 GB (`lmg append` was bounded; import was not). Here the bound is made
+    small so the test stays small; the CLI's is `MAX_IMPORT_LINE_BYTES` (docs/lifecycle.md)."""
+    monkeypatch.setattr(eventlog._export, "MAX_IMPORT_LINE_BYTES", 1000)
+    export = tmp_path / "export.jsonl"
+    first = b'{"lsn": 0, "type": "session.created", "id": "01a23bf3-8078-700f-b372-7b513d60490a"}'
+    export.write_bytes(first + b"\n" + b"a" * 100_000)
+    store = tmp_path / "imported"
+    with export.open("rb") as f, pytest.raises(InvalidEvent, match="line 2: longer than 1000"):
+        eventlog.import_events(store, f)
+    assert not store.exists()
