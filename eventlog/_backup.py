@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -80,11 +81,14 @@ class BackupRun(msgspec.Struct, frozen=True, kw_only=True):
     copied_bytes: int
 
 
+_SEGMENT_NAME = re.compile(r"[0-9]{20}\.seg")
+
+
 def backup_info(dest: str | os.PathLike[str]) -> BackupInfo:
     """The manifest of the backup at `dest`; `EventLogError` if it holds no complete one."""
     root = Path(dest)
     try:
-        return msgspec.json.decode((root / BACKUP_FILE).read_bytes(), type=BackupInfo)
+        info = msgspec.json.decode((root / BACKUP_FILE).read_bytes(), type=BackupInfo)
     except FileNotFoundError:
         why = "an interrupted backup" if (root / _PARTIAL).exists() else "no backup"
         raise EventLogError(f"{root} holds {why} (no {BACKUP_FILE})") from None
@@ -92,6 +96,15 @@ def backup_info(dest: str | os.PathLike[str]) -> BackupInfo:
         raise CorruptionError(
             f"unreadable manifest ({exc})", str(root / BACKUP_FILE), None, None
         ) from None
+    forged = next((n for n in info.segments if not _SEGMENT_NAME.fullmatch(n)), None)
+    if forged is not None:  # `../x`: a manifest names the backup's own segments, nothing else
+        raise CorruptionError(
+            f"manifest names {forged!r}, which is no segment file",
+            str(root / BACKUP_FILE),
+            None,
+            None,
+        )
+    return info
 
 
 def backup(

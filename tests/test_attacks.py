@@ -4,6 +4,7 @@ its fix. (The attacks of the hardening issue itself live beside the code they te
 
 from __future__ import annotations
 
+import json
 import stat
 import subprocess
 import sys
@@ -228,3 +229,24 @@ def test_import_bounds_a_line_before_reading_it_whole(
     with export.open("rb") as f, pytest.raises(InvalidEvent, match="line 2: longer than 1000"):
         eventlog.import_events(store, f)
     assert not store.exists()
+
+
+# -- a forged backup manifest ------------------------------------------------------------------
+
+
+def test_restore_refuses_a_manifest_naming_a_file_outside_the_backup(
+    snapshotted: Path, tmp_path: Path, victim: Path
+) -> None:
+    """BACKUP.json named `../victim.txt` as a segment: restore opened and checksummed that file
+    outside the backup (and said so: whether it matched told the caller about it)."""
+    backup = tmp_path / "backup"
+    assert run_lmg("backup", str(snapshotted), str(backup)).returncode == 0
+    manifest = backup / "BACKUP.json"
+    info = json.loads(manifest.read_text())
+    info["segments"]["../victim.txt"] = info["segments"].pop("00000000000000000000.seg")
+    manifest.write_text(json.dumps(info))
+    restored = tmp_path / "restored"
+    assert_one_line_error(run_lmg("restore", str(backup), str(restored)), "no segment file")
+    assert not restored.exists()
+    with pytest.raises(eventlog.CorruptionError, match="no segment file"):
+        eventlog.backup_info(backup)
