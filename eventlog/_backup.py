@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -34,7 +35,7 @@ import google_crc32c
 import msgspec
 
 from ._copy import ORIGIN_FILE, building_store, check_new_store, sync_tree
-from ._files import Modes, create_file, open_file
+from ._files import Modes, create_file, make_dir, open_file
 from ._format import segment_name
 from ._index import fsync_dir, write_atomically
 from ._retention import RETENTION_FILE
@@ -80,11 +81,14 @@ class BackupRun(msgspec.Struct, frozen=True, kw_only=True):
     copied_bytes: int
 
 
+_SEGMENT_NAME = re.compile(r"[0-9]{20}\.seg")
+
+
 def backup_info(dest: str | os.PathLike[str]) -> BackupInfo:
     """The manifest of the backup at `dest`; `EventLogError` if it holds no complete one."""
     root = Path(dest)
     try:
-        return msgspec.json.decode((root / BACKUP_FILE).read_bytes(), type=BackupInfo)
+        info = msgspec.json.decode((root / BACKUP_FILE).read_bytes(), type=BackupInfo)
     except FileNotFoundError:
         why = "an interrupted backup" if (root / _PARTIAL).exists() else "no backup"
         raise EventLogError(f"{root} holds {why} (no {BACKUP_FILE})") from None
@@ -92,6 +96,15 @@ def backup_info(dest: str | os.PathLike[str]) -> BackupInfo:
         raise CorruptionError(
             f"unreadable manifest ({exc})", str(root / BACKUP_FILE), None, None
         ) from None
+    forged = next((n for n in info.segments if not _SEGMENT_NAME.fullmatch(n)), None)
+    if forged is not None:  # `../x`: a manifest names the backup's own segments, nothing else
+        raise CorruptionError(
+            f"manifest names {forged!r}, which is no segment file",
+            str(root / BACKUP_FILE),
+            None,
+            None,
+        )
+    return info
 
 
 def backup(
@@ -272,7 +285,7 @@ def restore(
                 continue
             if path.is_symlink():
                 raise EventLogError(f"{path} is a symbolic link: a backup holds none")
-            (building / relative).parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            _make_dirs(building, relative.parent)
             _copy_file(path, building / relative, None)
         errors = [p for p in verify(building) if p.severity == "error"]
         if errors:
@@ -280,6 +293,14 @@ def restore(
                 f"the restored log does not verify ({errors[0]})", str(root), None, None
             )
     return info
+
+
+def _make_dirs(root: Path, relative: Path) -> None:
+    """Create `relative`'s directories under `root`, each with the store's modes (a
+    `mkdir(parents=True)` would make the intermediate ones by the umask)."""
+    mode = Modes.of(root).dir
+    for depth in range(1, len(relative.parts) + 1):
+        make_dir(root.joinpath(*relative.parts[:depth]), mode)
 
 
 def _files(root: Path) -> Iterator[Path]:

@@ -16,6 +16,7 @@ import, and ``occurred_at`` keeps the original time (its ``occurred_at``, or els
 from __future__ import annotations
 
 import hashlib
+import io
 import os
 import uuid
 from collections.abc import Callable, Iterable, Iterator
@@ -33,7 +34,7 @@ from ._time import TimeLike, to_ns
 from ._wire import record_json
 from .errors import InvalidEvent
 from .log import EventLog
-from .options import Durability
+from .options import Durability, Options
 
 __all__ = ["Imported", "export_events", "import_events", "read_export"]
 
@@ -171,6 +172,21 @@ def _global_closure(
     return lsns
 
 
+MAX_IMPORT_LINE_BYTES = 6 * Options().max_request_bytes
+"""The longest line an import reads from a file: the JSON of the largest event the log
+accepts, were every byte of it escaped (``\\u001f`` is six bytes for one). Without a bound, a
+file with no newline was read whole (a 600 MB line used 1.2 GB)."""
+
+
+def _bounded_lines(stream: io.BufferedIOBase | io.RawIOBase, limit: int) -> Iterator[bytes]:
+    """The lines of `stream`; `InvalidEvent` once one passes `limit` bytes, before more of it
+    is read."""
+    for n, line in enumerate(iter(lambda: stream.readline(limit + 1), b""), 1):
+        if len(line.rstrip(b"\r\n")) > limit:
+            raise InvalidEvent(f"line {n}: longer than {limit} bytes: not an exported event")
+        yield line
+
+
 def read_export(lines: Iterable[bytes]) -> Iterator[ev.EventBase]:
     """The events of an export, in order; `InvalidEvent` naming the line of a bad one (a line
     that is not an event, or whose LSN is not after the one before)."""
@@ -206,6 +222,8 @@ def import_events(
     if part_bytes is not None and (isinstance(part_bytes, bool) or part_bytes < 1):
         raise InvalidEvent(f"part_bytes must be a positive int, got {part_bytes!r}")
     path = Path(store)
+    if isinstance(lines, io.BufferedIOBase | io.RawIOBase):  # a file: bound each line
+        lines = _bounded_lines(lines, MAX_IMPORT_LINE_BYTES)
     events = read_export(lines)
     if not path.exists() or (path.is_dir() and not any(path.iterdir())):
         return _import_new(path, events)

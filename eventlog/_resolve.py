@@ -13,10 +13,13 @@ rather than a `match`, and keys the index by `UUID.int`.
 
 from __future__ import annotations
 
+import functools
 import re
 import uuid
 from collections.abc import Callable
 from typing import Any
+
+import re2
 
 from . import events as ev
 from ._ids import uuid_from_int
@@ -246,9 +249,12 @@ def _check_variables(variables: list[ev.VariableSpec]) -> None:
             )
         if v.pattern is not None:
             try:
-                re.compile(v.pattern)
-            except re.error as exc:
-                raise InvalidEvent(f"variable {v.name}: pattern is not a regex: {exc}") from None
+                _pattern(v.pattern)
+            except re2.error as exc:
+                reason = exc.args[0].decode() if exc.args else "invalid"
+                raise InvalidEvent(
+                    f"variable {v.name}: pattern is not a regular expression RE2 accepts: {reason}"
+                ) from None
 
 
 def _check_value(template_id: uuid.UUID, spec: ev.VariableSpec, value: object) -> None:
@@ -259,10 +265,22 @@ def _check_value(template_id: uuid.UUID, spec: ev.VariableSpec, value: object) -
     fits = _TYPES.get(spec.type_hint)
     if fits is not None and not fits(value):
         raise InvalidVariable(template_id, spec.name, f"{value!r} is not of type {spec.type_hint}")
-    if spec.pattern is not None and re.fullmatch(spec.pattern, str(value)) is None:
+    if spec.pattern is not None and _pattern(spec.pattern).fullmatch(str(value)) is None:
         raise InvalidVariable(
             template_id, spec.name, f"{str(value)!r} does not match pattern {spec.pattern!r}"
         )
+
+
+_RE2 = re2.Options()
+_RE2.log_errors = False  # a bad pattern is our one-line InvalidEvent, not a log line on stderr
+
+
+@functools.lru_cache(maxsize=256)
+def _pattern(pattern: str) -> Any:
+    """A variable's pattern, compiled by RE2: matching takes time linear in the value, so no
+    pattern (``(a+)+$``) can make an append, or a `render`, backtrack for minutes. RE2 has
+    no backreferences or lookaround; a pattern using them is refused when stored."""
+    return re2.compile(pattern, _RE2)
 
 
 def _version_of(event: ev.EventBase) -> int:

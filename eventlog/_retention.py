@@ -19,6 +19,7 @@ import msgspec
 
 from ._index import write_atomically
 from ._resolve import session_of
+from ._store import check_store
 from .errors import EventLogError, InvalidEvent
 from .log import EventLog
 
@@ -26,6 +27,9 @@ __all__ = ["RETENTION_FILE", "Due", "RetentionPolicy", "due", "retention", "set_
 
 RETENTION_FILE = "RETENTION.json"
 _DAY_NS = 86_400 * 1_000_000_000
+MAX_DAYS = (2**63 - 1) // _DAY_NS
+"""The longest period a policy names (106,751 days): event times are signed 64-bit ns, so a
+longer one would reach before any time the log can hold; it would only mean "forever"."""
 
 
 class RetentionPolicy(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
@@ -37,8 +41,10 @@ class RetentionPolicy(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=T
     def __post_init__(self) -> None:
         for name in ("content_days", "session_days"):
             value = getattr(self, name)
-            if value is not None and (isinstance(value, bool) or value < 1):
-                raise InvalidEvent(f"{name} must be a positive number of days, got {value!r}")
+            if value is not None and (isinstance(value, bool) or not 1 <= value <= MAX_DAYS):
+                raise InvalidEvent(
+                    f"{name} must be a number of days from 1 to {MAX_DAYS}, got {value!r}"
+                )
 
 
 class Due(msgspec.Struct, frozen=True, kw_only=True):
@@ -50,7 +56,9 @@ class Due(msgspec.Struct, frozen=True, kw_only=True):
 
 
 def retention(store: str | os.PathLike[str]) -> RetentionPolicy | None:
-    """The store's policy; None if it has none."""
+    """The store's policy; None if it has none (a path that is no store is an error, not a
+    store without a policy)."""
+    check_store(Path(store))
     path = Path(store) / RETENTION_FILE
     try:
         return msgspec.json.decode(path.read_bytes(), type=RetentionPolicy)
@@ -63,8 +71,7 @@ def retention(store: str | os.PathLike[str]) -> RetentionPolicy | None:
 def set_retention(store: str | os.PathLike[str], policy: RetentionPolicy | None) -> None:
     """Set (or, with None, remove) the store's policy."""
     root = Path(store)
-    if not (root / "LOCK").exists():
-        raise EventLogError(f"{root} is not an event log store (no LOCK file)")
+    check_store(root)
     if policy is None:
         (root / RETENTION_FILE).unlink(missing_ok=True)
         return

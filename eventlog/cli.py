@@ -7,7 +7,6 @@ group. Every command takes the store as an optional argument defaulting to ``$LM
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import re
@@ -22,7 +21,7 @@ import msgspec
 
 from . import events as ev
 from ._demo import next_steps, run_demo
-from ._retention import RetentionPolicy, due, retention, set_retention
+from ._retention import MAX_DAYS, RetentionPolicy, due, retention, set_retention
 from ._store import check_store
 from ._time import iso_time
 from ._wire import decode_json, parse_request, record_json
@@ -32,7 +31,7 @@ from .log import open as open_log
 from .options import Durability, Options
 from .verify import verify
 
-__all__ = ["commands", "default_store", "require_store", "store_argument"]
+__all__ = ["PathType", "commands", "default_store", "require_store", "store_argument"]
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -43,16 +42,29 @@ def default_store() -> str:
     return os.environ.get("LMG_STORE", "lmg-data")
 
 
+class PathType(click.Path):
+    """A path argument or option of `lmg`: as `click.Path`, but an empty string is refused.
+    `Path("")` is the current directory, so `lmg backup STORE "$UNSET"` would otherwise write
+    a backup into whatever directory the command runs in."""
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        if value == "":
+            self.fail("an empty path names nothing (did a variable expand to nothing?)", param, ctx)
+        return super().convert(value, param, ctx)
+
+
 def store_argument(fn: Callable[P, R]) -> Callable[P, R]:
     """The STORE argument shared by every command."""
     return click.argument(
-        "store", required=False, default=None, type=click.Path(file_okay=False), metavar="[STORE]"
+        "store", required=False, default=None, type=PathType(file_okay=False), metavar="[STORE]"
     )(fn)
 
 
 def require_store(store: str | None) -> str:
     """The store's path, checked first by commands that would otherwise create files in it
     (a projector's lock beside the database) before finding out it is no store."""
+    if store == "":  # as PathType refuses it, for a STORE taken from free words (`lmg sql`)
+        raise EventLogError("an empty path names no store (did a variable expand to nothing?)")
     path = store or default_store()
     check_store(Path(path))
     return path
@@ -95,7 +107,7 @@ def demo(store: str | None) -> None:
 )
 @click.option(
     "--max-line-bytes",
-    type=click.IntRange(min=1),
+    type=click.IntRange(min=1, max=Options().max_request_bytes),  # the log refuses more anyway
     default=Options().max_request_bytes,
     show_default=True,
     help="Refuse a longer line (with --batch: a longer input) before parsing it.",
@@ -190,11 +202,10 @@ def tail(store: str | None, start: str | None, stop: str | None, follow: bool) -
                 out.write(record_json(record) + b"\n")
                 if follow:
                     out.flush()
-        except (KeyboardInterrupt, BrokenPipeError):
+        except KeyboardInterrupt:
             pass
         finally:
-            with contextlib.suppress(BrokenPipeError):  # `lmg tail | head` closed the pipe
-                out.flush()
+            out.flush()  # a closed pipe (`lmg tail | head`) ends here, as for every command
 
 
 @click.command(name="verify")
@@ -246,10 +257,13 @@ def stats(store: str | None, as_json: bool) -> None:
         click.echo(f"  {tag:<18} {n}")
 
 
+_DAYS = click.IntRange(min=1, max=MAX_DAYS)
+
+
 @click.command(name="retention")
 @store_argument
-@click.option("--content-days", type=click.IntRange(min=1), help="Keep content this many days.")
-@click.option("--session-days", type=click.IntRange(min=1), help="Keep idle sessions this long.")
+@click.option("--content-days", type=_DAYS, help="Keep content this many days.")
+@click.option("--session-days", type=_DAYS, help="Keep idle sessions this long (days).")
 @click.option("--clear", is_flag=True, help="Remove the policy (keep everything).")
 def retention_command(
     store: str | None, *, content_days: int | None, session_days: int | None, clear: bool

@@ -17,7 +17,7 @@ import click
 
 import eventlog
 from eventlog._files import create_file
-from eventlog.cli import default_store, store_argument
+from eventlog.cli import PathType, default_store, store_argument
 
 from .errors import ProjectionError
 
@@ -57,7 +57,11 @@ def _output(path: str | None) -> Iterator[BinaryIO]:
 @click.option("--from", "start", metavar="TIME", help="Only events recorded at/after TIME.")
 @click.option("--to", "stop", metavar="TIME", help="Only events recorded before TIME.")
 @click.option(
-    "--output", "-o", metavar="PATH", help="A new file (a directory for parquet); default stdout."
+    "--output",
+    "-o",
+    type=PathType(),
+    metavar="PATH",
+    help="A new file (a directory for parquet); default stdout.",
 )
 def export(
     store: str | None,
@@ -106,8 +110,8 @@ def export(
 
 
 @click.command(name="import")
-@click.argument("store", type=click.Path(file_okay=False))
-@click.argument("file", type=click.Path(dir_okay=False, allow_dash=True))
+@click.argument("store", type=PathType(file_okay=False))
+@click.argument("file", type=PathType(dir_okay=False, allow_dash=True))
 def import_command(store: str, file: str) -> None:
     """Import an events export (JSON lines, as `lmg export` writes) into STORE.
 
@@ -125,8 +129,8 @@ def import_command(store: str, file: str) -> None:
 
 
 @click.command(name="backup")
-@click.argument("store", type=click.Path(file_okay=False))
-@click.argument("dest", type=click.Path(file_okay=False))
+@click.argument("store", type=PathType(file_okay=False))
+@click.argument("dest", type=PathType(file_okay=False))
 @click.option("--link", is_flag=True, help="Hard-link sealed segments (same file system).")
 def backup_command(store: str, dest: str, *, link: bool) -> None:
     """Back up STORE into DEST while writers and a projector run: the log up to a frame
@@ -150,8 +154,8 @@ def backup_command(store: str, dest: str, *, link: bool) -> None:
 
 
 @click.command(name="restore")
-@click.argument("dest", type=click.Path(file_okay=False))
-@click.argument("store", type=click.Path(file_okay=False))
+@click.argument("dest", type=PathType(file_okay=False))
+@click.argument("store", type=PathType(file_okay=False))
 @click.option("--force", is_flag=True, help="Replace STORE if it is not empty.")
 def restore_command(dest: str, store: str, *, force: bool) -> None:
     """Create STORE from the backup in DEST: the log as backed up (verified), and the

@@ -9,9 +9,10 @@ read the projections and nothing else. Two layers keep it there:
    locked, so no statement turns that back on. The instance's own work (folding, spilling to
    its temporary directory, Arrow tables registered by the fold) is not affected.
 2. The text is parsed before it runs (`check`): only SELECT (with WITH, VALUES, DESCRIBE,
-   SHOW, SUMMARIZE) and EXPLAIN statements pass. It then runs on its own cursor inside a
-   READ ONLY transaction, so nothing it runs writes to the database, even where the instance
-   may write (an embedded MemoryGraph, a `replay.step` walk) and even through EXPLAIN ANALYZE.
+   SHOW, SUMMARIZE) and EXPLAIN of a SELECT pass (EXPLAIN ANALYZE runs what it explains).
+   It then runs on its own cursor inside a READ ONLY transaction, so nothing it runs writes
+   to the database, even where the instance may write (an embedded MemoryGraph, a
+   `replay.step` walk).
 
 A refusal is a `SqlRefused`, one line naming what was refused.
 """
@@ -19,6 +20,7 @@ A refusal is a `SqlRefused`, one line naming what was refused.
 from __future__ import annotations
 
 import contextlib
+import re
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any, TypeVar
 
@@ -69,6 +71,23 @@ def check(con: duckdb.DuckDBPyConnection, query: str) -> None:
             raise SqlRefused(f"refused a statement of an unknown type: {_READ_ONLY}") from None
         if kind not in _ALLOWED:
             raise SqlRefused(f"refused a statement of type {kind.name}: {_READ_ONLY}")
+        if kind == duckdb.StatementType.EXPLAIN:
+            _check_explained(con, statement.query)
+
+
+_EXPLAIN = re.compile(
+    r"\s*(?:(?:--[^\n]*(?:\n|$)|/\*.*?\*/)\s*)*EXPLAIN\s*(?:ANALYZE\b|\([^)]*\))?(.*)",
+    re.IGNORECASE | re.DOTALL,
+)
+
+
+def _check_explained(con: duckdb.DuckDBPyConnection, query: str) -> None:
+    """EXPLAIN ANALYZE runs the statement it explains, whatever its type (a CHECKPOINT, a
+    CREATE TEMP TABLE): only a SELECT may be explained."""
+    found = _EXPLAIN.fullmatch(query)
+    inner = con.extract_statements(found.group(1)) if found else []
+    if len(inner) != 1 or inner[0].type != duckdb.StatementType.SELECT:
+        raise SqlRefused(f"refused: EXPLAIN of anything but a SELECT: {_READ_ONLY}")
 
 
 @contextlib.contextmanager

@@ -16,7 +16,7 @@ import click
 import msgspec
 
 from eventlog._demo import next_steps, run_demo
-from eventlog.cli import default_store, require_store, store_argument
+from eventlog.cli import PathType, default_store, require_store, store_argument
 
 from ._lifecycle_cli import commands as lifecycle_commands
 from ._policy import SnapshotPolicy
@@ -37,7 +37,7 @@ _JSON = msgspec.json.Encoder()
 def _database_option(fn: Callable[P, R]) -> Callable[P, R]:
     return click.option(
         "--database",
-        type=click.Path(dir_okay=False),
+        type=PathType(dir_okay=False),
         default=None,
         help="The DuckDB file (default: STORE/projections.duckdb).",
     )(fn)

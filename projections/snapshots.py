@@ -247,7 +247,7 @@ class Snapshots:
         for chunk in manifest.chunks:
             if not self._intact(chunk):
                 target = self._chunk_path(chunk.sha256)
-                target.parent.mkdir(exist_ok=True)
+                self._make_dir(target.parent)  # the store's modes, never the umask's
                 _write_durably(target, source._read_chunk(chunk), sync_dir=False)
                 written.add(target.parent)
         for directory in (*written, self.dir / "chunks"):

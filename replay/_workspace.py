@@ -60,6 +60,8 @@ def _private_directory() -> Path:
 def _building_directory(out: Path, store: Path) -> Path:
     """A new directory beside `out`, with the store's modes, where `out` is built; first,
     delete those of processes that died building one."""
+    if not out.parent.is_dir():  # said of `out`, not of the building directory's name
+        raise ReplayError(f"{out}: no such directory as {out.parent} to write it in")
     prefix = f".{out.name}.building-"
     for leftover in out.parent.glob(glob.escape(prefix) + "*"):
         pid = leftover.name.removeprefix(prefix)

@@ -7,6 +7,7 @@ packages), so the CLI can gather commands from all of them without an upward imp
 from __future__ import annotations
 
 import errno
+import os
 import re
 import sys
 import warnings
@@ -18,8 +19,8 @@ import click
 import msgspec
 
 from eventlog import EventLogError
+from eventlog.cli import PathType, default_store, require_store, store_argument
 from eventlog.cli import commands as eventlog_commands
-from eventlog.cli import default_store, require_store, store_argument
 from eventlog.ingest_cli import ingest
 from projections._policy import SnapshotPolicy
 from projections.cli import commands as projections_commands
@@ -43,7 +44,9 @@ class _Lmg(click.Group):
 
     Library errors (the log's, the projections', replay's) and OS errors become one plain
     line, without a Python class name or a traceback; warnings (a skipped snapshot) are said
-    on stderr. A closed pipe (`lmg stats | head -1`) is left to click, which exits quietly."""
+    on stderr. A closed pipe (`lmg tail | head`) ends every command the same way: quietly,
+    with status 0, since the reader chose to stop (under `set -o pipefail` the pipeline's
+    status is then the reader's, as with ripgrep)."""
 
     def invoke(self, ctx: click.Context) -> Any:
         with warnings.catch_warnings():
@@ -55,8 +58,19 @@ class _Lmg(click.Group):
                 raise click.ClickException(str(exc)) from None
             except OSError as exc:
                 if exc.errno == errno.EPIPE:
-                    raise
+                    _discard_stdout()
+                    ctx.exit(0)
                 raise click.ClickException(_os_error(exc)) from None
+
+
+def _discard_stdout() -> None:
+    """Point stdout at /dev/null: what is still buffered for the closed pipe is then flushed
+    there at exit, instead of failing the exit with Python's status 120."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, sys.stdout.fileno())
+    finally:
+        os.close(devnull)
 
 
 def _os_error(exc: OSError) -> str:
@@ -137,7 +151,7 @@ def _when(ts: int | None) -> str:
 @click.option("--sql", "query", default=None, help="Run this query on the view and print it.")
 @click.option(
     "--out",
-    type=click.Path(dir_okay=False),
+    type=PathType(dir_okay=False),
     default=None,
     help="Write the view to this new DuckDB file, to open with any DuckDB client.",
 )
@@ -237,7 +251,7 @@ def _diff_json(result: Diff) -> dict[str, Any]:
 @click.command(name="fork")
 @store_argument
 @_AT
-@click.argument("new", type=click.Path(file_okay=False))
+@click.argument("new", type=PathType(file_okay=False))
 def fork_command(*, store: str | None, point: str, new: str) -> None:
     """Create store NEW holding STORE's history up to a point, to append another future.
 

@@ -55,7 +55,7 @@ def test_policy_is_kept_in_a_private_file_and_can_be_cleared(store: Path) -> Non
 
 
 def test_a_policy_of_zero_days_is_refused() -> None:
-    with pytest.raises(eventlog.InvalidEvent, match="positive number of days"):
+    with pytest.raises(eventlog.InvalidEvent, match="a number of days from 1 to"):
         eventlog.RetentionPolicy(session_days=0)
 
 

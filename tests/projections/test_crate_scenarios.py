@@ -123,7 +123,7 @@ def test_template_variables_are_checked_by_type_and_pattern(graph: MemoryGraph) 
 def test_bad_variable_specs_are_refused_at_creation(graph: MemoryGraph) -> None:
     with pytest.raises(InvalidEvent, match="type_hint 'email' is not one of"):
         graph.create_template("t", "{{a}}", [VariableSpec(name="a", type_hint="email")])
-    with pytest.raises(InvalidEvent, match="variable a: pattern is not a regex"):
+    with pytest.raises(InvalidEvent, match="variable a: pattern is not a regular expression"):
         graph.create_template("t", "{{a}}", [VariableSpec(name="a", pattern="[")])
 
 
