@@ -18,6 +18,7 @@ import click
 
 from ._ingest import Ingester
 from ._spans import Malformed, Span, decode_json_line, decode_protobuf
+from .cli import PathType
 from .errors import EventLogError
 from .log import open as open_log
 from .options import Durability, Options
@@ -73,8 +74,8 @@ def _spans(path: Path, fmt: str, limit: int, bar: _Bar | None) -> Iterator[Span 
 
 
 @click.command()
-@click.argument("store", type=click.Path(file_okay=False))
-@click.argument("files", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False))
+@click.argument("store", type=PathType(file_okay=False))
+@click.argument("files", nargs=-1, required=True, type=PathType(exists=True, dir_okay=False))
 @click.option(
     "--format",
     "fmt",

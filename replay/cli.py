@@ -302,7 +302,7 @@ def snapshot_command(*, store: str | None, point: str | None, keep: int, listing
 
 
 @click.command()
-@click.argument("store", type=click.Path(file_okay=False))
+@click.argument("store", type=PathType(file_okay=False))
 @click.option(
     "--store",
     "more",
@@ -315,11 +315,11 @@ def snapshot_command(*, store: str | None, point: str | None, keep: int, listing
 @click.option(
     "--auth",
     "auth_file",
-    type=click.Path(dir_okay=False, exists=True),
+    type=PathType(dir_okay=False, exists=True),
     help="Tokens file (docs/service.md); required for a --host that is not loopback.",
 )
-@click.option("--tls-cert", type=click.Path(dir_okay=False, exists=True), help="PEM certificate.")
-@click.option("--tls-key", type=click.Path(dir_okay=False, exists=True), help="PEM private key.")
+@click.option("--tls-cert", type=PathType(dir_okay=False, exists=True), help="PEM certificate.")
+@click.option("--tls-key", type=PathType(dir_okay=False, exists=True), help="PEM private key.")
 @click.option(
     "--limit",
     "limits",
@@ -387,7 +387,7 @@ def token() -> None:
 
 
 @token.command(name="add")
-@click.option("--auth", "auth_file", required=True, type=click.Path(dir_okay=False))
+@click.option("--auth", "auth_file", required=True, type=PathType(dir_okay=False))
 @click.option("--name", required=True, help="Who holds it (shown in the access log).")
 @click.option(
     "--scope",

@@ -141,6 +141,8 @@ def test_every_command_into_a_closed_pipe_exits_0_quietly(
         ["sql", "", "SELECT 1"],
         ["stats", ""],
         ["append", ""],
+        ["ingest", "", "{tmp}"],
+        ["serve", ""],
     ],
     ids=lambda args: args[0],
 )
