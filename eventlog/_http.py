@@ -33,15 +33,16 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from ._wire import error_code, error_details
 from .errors import (
     AppendConflict,
+    BrokenReference,
     EventLogError,
     IdempotencyKeyReused,
     InvalidEvent,
     LogClosed,
     LogFailed,
     StorageFull,
-    UnknownNode,
 )
 from .log import AsyncEventLog
 
@@ -90,20 +91,29 @@ class Limits(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tr
 
 
 class ApiError(Exception):
-    """A refusal with an HTTP status, a stable code and a one-line message."""
+    """A refusal with an HTTP status, a stable code and a one-line message; `details` are the
+    fields of the error the code names (`AppendConflict.actual`, ...), for the client."""
 
-    def __init__(self, status: int, code: str, message: str) -> None:
+    def __init__(
+        self, status: int, code: str, message: str, details: dict[str, Any] | None = None
+    ) -> None:
         super().__init__(message)
         self.status = status
         self.code = code
         self.message = message
+        self.details = details
 
 
-def error_response(status: int, code: str, message: str) -> Response:
-    return JSONResponse({"error": {"code": code, "message": message}}, status_code=status)
+def error_response(
+    status: int, code: str, message: str, details: dict[str, Any] | None = None
+) -> Response:
+    error: dict[str, Any] = {"code": code, "message": message}
+    if details:
+        error["details"] = details
+    return JSONResponse({"error": error}, status_code=status)
 
 
-NOT_FOUND = ApiError(404, "not_found", "no such store")
+NOT_FOUND = ApiError(404, "unknown_store", "no such store")
 
 
 class Token(msgspec.Struct, frozen=True, kw_only=True):
@@ -258,7 +268,8 @@ class Service:
         errors are worded without paths, and this keeps any that slipped through out)."""
         for served in self.stores.values():
             message = message.replace(str(served.path.resolve()), f"<{served.name}>")
-            message = message.replace(str(served.path), f"<{served.name}>")
+            if len(served.path.parts) > 1:  # a one-word relative path is a word, too
+                message = message.replace(str(served.path), f"<{served.name}>")
         return message
 
 
@@ -295,12 +306,10 @@ def log_error(exc: EventLogError) -> ApiError:
     """The log's errors as HTTP: bad input 422, conflicts 409, a full disk 507, a closed or
     failed log 503; damage is 500 without its message (it names files)."""
     match exc:
-        case UnknownNode():
-            return ApiError(422, "unknown_node", str(exc))
-        case InvalidEvent():
-            return ApiError(422, "invalid_event", str(exc))
+        case BrokenReference() | InvalidEvent():
+            return ApiError(422, error_code(exc), str(exc), error_details(exc))
         case AppendConflict():
-            return ApiError(409, "append_conflict", str(exc))
+            return ApiError(409, "append_conflict", str(exc), error_details(exc))
         case IdempotencyKeyReused():
             return ApiError(409, "idempotency_key_reused", str(exc))
         case StorageFull():
@@ -314,7 +323,8 @@ def log_error(exc: EventLogError) -> ApiError:
 
 async def handle_api_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, ApiError)
-    return error_response(exc.status, exc.code, service_of(request).scrub(exc.message))
+    message = service_of(request).scrub(exc.message)
+    return error_response(exc.status, exc.code, message, exc.details)
 
 
 async def handle_log_error(request: Request, exc: Exception) -> Response:
