@@ -298,6 +298,31 @@ def test_lmg_sql_and_direct_appends_go_through_the_service(served: Service, stor
         time.sleep(0.05)
 
 
+def test_lmg_replay_sql_goes_through_the_service(served: Service, store: Path) -> None:
+    out = subprocess.run(
+        [str(LMG), "replay", str(store), "--at", "0", "--format", "json",
+         "--sql", "SELECT count(*) AS n FROM sessions"],
+        capture_output=True, text=True, check=True, timeout=WAIT_S,
+    )  # fmt: skip
+    assert json.loads(out.stdout) == {"n": 1}
+    assert f"through the service at {served.url}" in out.stderr
+    assert '"route": "/v1/stores/{name}/sql"' in served.child.stderr()
+
+
+def test_projections_connect_on_a_served_store_names_the_service(
+    served: Service, store: Path
+) -> None:
+    """A DuckDB connection cannot come over HTTP: instead of waiting for the database the
+    service holds, `connect` says at once where to read through."""
+    began = time.monotonic()
+    with (
+        pytest.raises(projections.DatabaseBusy, match=re.escape(served.url)),
+        projections.connect(store, wait_s=30),
+    ):
+        pass
+    assert time.monotonic() - began < 5
+
+
 def test_sigterm_drains_folds_to_the_end_and_exits_0(tmp_path: Path, store: Path) -> None:
     service = Service(tmp_path, [str(store)])
     results: list[int] = []
