@@ -101,7 +101,8 @@ class Http:
 
     def unreachable(self, exc: Exception, appending: bool = False) -> ServiceError:
         outcome = " (the append's outcome is unknown: retry it with its idempotency_key)"
-        message = f"no answer from {self.url}: {exc}" + (outcome if appending else "")
+        reason = str(exc) or type(exc).__name__  # httpx's errors may have no message
+        message = f"no answer from {self.url}: {reason}" + (outcome if appending else "")
         return ServiceError(0, "unreachable", message)
 
 

@@ -203,6 +203,26 @@ class Metrics:
             registry=r,
         )
 
+        self.fsync = prom.Histogram(
+            "lmg_fsync_seconds", "fsync of one group commit", ["store"], registry=r,
+            buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0),
+        )  # fmt: skip
+        self.group = prom.Histogram(
+            "lmg_commit_group_requests", "Append requests committed together (one write, one "
+            "fsync)", ["store"], registry=r, buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512),
+        )  # fmt: skip
+
+    def committed(self, store: str) -> Callable[[int, int, float | None], None]:
+        """The log's `on_commit` hook for `store`: group size and fsync time."""
+        group, fsync = self.group.labels(store), self.fsync.labels(store)
+
+        def observe(requests: int, _events: int, fsync_s: float | None) -> None:
+            group.observe(requests)
+            if fsync_s is not None:
+                fsync.observe(fsync_s)
+
+        return observe
+
     def text(self) -> bytes:
         return prom.generate_latest(self.registry)
 
@@ -210,13 +230,12 @@ class Metrics:
 @dataclass
 class ServedLog:
     """One served store as the log's routes see it. The projections' owner sets `lag` (how
-    far the fold is behind: events, seconds) and `appended` (called after each append)."""
+    far the fold is behind: events, seconds)."""
 
     name: str
     path: Path
     log: AsyncEventLog
     lag: Callable[[], tuple[int, float]] | None = None
-    appended: Callable[[], None] | None = None
     acknowledged: int = -1  # the last LSN an append through the service was answered with
 
 

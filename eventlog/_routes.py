@@ -55,8 +55,6 @@ async def append(request: Request) -> Response:
             options[name] = _int(request.query_params[name], name)
     result = await served.log.append(events, **options)
     served.acknowledged = max(served.acknowledged, result.last_lsn)
-    if served.appended is not None:
-        served.appended()
     metrics = service.metrics
     metrics.appends.labels(served.name).inc()
     metrics.bytes.labels(served.name).inc(len(body))

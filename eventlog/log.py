@@ -414,6 +414,10 @@ class AsyncEventLog(_Reads, AsyncAppends):
         self._stopping = False
         self._committer: threading.Thread | None = None
         self._closed = False
+        self.on_commit: Callable[[int, int, float | None], None] | None = None
+        """Called in the committer thread after each group commit with its requests, its
+        events and its fsync's seconds (None without one): how `lmg serve` measures group
+        commit. It must be quick; it delays the next group."""
 
     @classmethod
     async def open(
@@ -476,6 +480,9 @@ class AsyncEventLog(_Reads, AsyncAppends):
                     return
                 batch, self._queue = self._queue, []
             results = _commit(self._store, [request for request, _ in batch])
+            if self.on_commit is not None:
+                events = sum(len(request.events) for request, _ in batch)
+                self.on_commit(len(batch), events, self._store.fsync_s)
             by_loop: dict[asyncio.AbstractEventLoop, list[tuple[Any, Any]]] = {}
             for (_, future), result in zip(batch, results, strict=True):
                 by_loop.setdefault(future.get_loop(), []).append((future, result))

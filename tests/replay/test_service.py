@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import concurrent.futures
 import json
 import re
 import shutil
@@ -404,3 +405,25 @@ def test_kill_9_under_concurrent_appenders_loses_no_acknowledged_event(
         assert count == len(stored) + 1
     finally:
         assert service.stop() == 0
+
+
+def test_metrics_measure_group_commits_and_their_fsyncs(served: Service) -> None:
+    """16 appends in flight at once share group commits; each group's fsync is timed."""
+    with concurrent.futures.ThreadPoolExecutor(16) as pool:
+        answers = list(pool.map(
+            lambda _: served.http.post("/v1/stores/default/events", json=_SESSION), range(32)
+        ))  # fmt: skip
+    assert all(a.status_code == 200 for a in answers)
+    text = served.http.get("/metrics").text
+
+    def value(name: str) -> float:
+        found = re.search(rf'^{name}{{store="default"}} (\S+)$', text, flags=re.M)
+        assert found is not None, name
+        return float(found.group(1))
+
+    groups, requests = (
+        value("lmg_commit_group_requests_count"),
+        value("lmg_commit_group_requests_sum"),
+    )
+    assert requests == 32 and 1 <= groups <= 32
+    assert value("lmg_fsync_seconds_count") == groups and value("lmg_fsync_seconds_sum") > 0
