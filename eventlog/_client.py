@@ -34,9 +34,14 @@ from ._wire import ERRORS
 from .errors import InvalidEvent, ServiceError
 from .log import Appends, AsyncAppends
 
-__all__ = ["AsyncRemoteLog", "Http", "RemoteLog", "connect", "connect_async"]
+__all__ = ["LIMITS", "AsyncRemoteLog", "Http", "RemoteLog", "connect", "connect_async"]
 
 _JSON = msgspec.json.Encoder()
+
+LIMITS = httpx.Limits(max_connections=256, max_keepalive_connections=64, keepalive_expiry=2.0)
+"""Connections kept open between requests are let go after 2 s idle, before the service's
+5 s (uvicorn's ``timeout_keep_alive``): a connection the service closes just as a request
+is sent on it would fail that request with no answer (an unknown outcome for an append)."""
 _EVENT = msgspec.json.Decoder(ev.Event)
 _REPRESENTATION = {"Prefer": "return=representation", "Content-Type": "application/json"}
 
@@ -174,7 +179,7 @@ class RemoteLog(Appends):
         errors: Mapping[str, type[Exception]] = ERRORS,
     ) -> None:
         self._http = Http(url, store, token, errors)
-        self._client = httpx.Client(headers=self._http.headers, timeout=timeout)
+        self._client = httpx.Client(headers=self._http.headers, timeout=timeout, limits=LIMITS)
 
     def __enter__(self) -> Self:
         return self
@@ -281,8 +286,7 @@ class AsyncRemoteLog(AsyncAppends):
         errors: Mapping[str, type[Exception]] = ERRORS,
     ) -> None:
         self._http = Http(url, store, token, errors)
-        limits = httpx.Limits(max_connections=256, max_keepalive_connections=64)
-        self._client = httpx.AsyncClient(headers=self._http.headers, timeout=timeout, limits=limits)
+        self._client = httpx.AsyncClient(headers=self._http.headers, timeout=timeout, limits=LIMITS)
 
     async def __aenter__(self) -> Self:
         return self

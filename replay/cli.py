@@ -320,7 +320,7 @@ def snapshot_command(*, store: str | None, point: str | None, keep: int, listing
     multiple=True,
     metavar="NAME=VALUE",
     help="Change a limit (repeatable): max_body_bytes, body_timeout_s, max_rows, sql_time_s, "
-    "max_queries, max_follows (docs/service.md, Limits).",
+    "replay_time_s, max_queries, max_follows (docs/service.md, Limits).",
 )
 def serve(
     *,

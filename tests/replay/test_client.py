@@ -8,8 +8,9 @@ import re
 import subprocess
 import sys
 import threading
+import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -196,8 +197,11 @@ def test_errors_come_back_as_the_embedded_classes(served: Service) -> None:
         with pytest.raises(eventlog.ServiceError) as cut:
             g.rows("SELECT * FROM range(51)")  # max_rows is 50: no silently short answer
         assert cut.value.code == "too_many_rows"
-    with pytest.raises(eventlog.ServiceError) as unknown_store:
-        eventlog.connect(served.url, "elsewhere").create_session()
+    with (
+        pytest.raises(eventlog.ServiceError) as unknown_store,
+        eventlog.connect(served.url, "elsewhere") as elsewhere,
+    ):
+        elsewhere.create_session()
     assert (unknown_store.value.status, unknown_store.value.code) == (404, "unknown_store")
 
 
@@ -252,3 +256,54 @@ def test_a_relative_store_path_does_not_rewrite_error_messages(tmp_path: Path) -
         finally:
             proc.terminate()
             proc.communicate(timeout=WAIT_S)
+
+
+@pytest.mark.slow
+def test_readers_never_wait_while_appends_stream(served: Service) -> None:
+    """8 clients query `agent_stats` and a context window in a loop while 4 others append:
+    every read answers (none waits out the SQL time limit on a lock), reads see the appends,
+    and once the appends stop the fold holds all of them."""
+    with MemoryGraph.connect(served.url) as g:
+        agent = g.add_agent("coder", "answers")
+        session = g.create_session()
+        stop = threading.Event()
+        seconds: list[float] = []
+        errors: list[BaseException] = []
+
+        def append() -> None:
+            with MemoryGraph.connect(served.url) as mine:
+                while not stop.is_set():
+                    prompt = mine.add_prompt(session.id, "q")
+                    mine.assign_agent_to_prompt(prompt, agent)
+                    mine.add_response(prompt, "a", eventlog.TokenUsage(1, 1))
+
+        def read() -> None:
+            with MemoryGraph.connect(served.url) as mine:
+                while not stop.is_set():
+                    began = time.monotonic()
+                    mine.rows("SELECT name, prompts_handled FROM agent_stats")
+                    mine.context_window(session.id, turns=10)
+                    seconds.append(time.monotonic() - began)
+
+        def guarded(fn: Callable[[], None]) -> Callable[[], None]:
+            def run() -> None:
+                try:
+                    fn()
+                except BaseException as exc:
+                    errors.append(exc)
+
+            return run
+
+        threads = [threading.Thread(target=guarded(f)) for f in [append] * 4 + [read] * 8]
+        for thread in threads:
+            thread.start()
+        time.sleep(4)
+        stop.set()
+        for thread in threads:
+            thread.join(WAIT_S)
+        assert not errors, errors
+        assert len(seconds) >= 8 and max(seconds) < 5.0  # sql_time_s: a lock wait would fail
+        last = g.last_lsn()
+        assert last is not None
+        handled = g.rows("SELECT prompts_handled FROM agent_stats")[0][0]
+        assert handled == (last - 1) // 3  # three events a turn after the agent and session

@@ -217,6 +217,21 @@ def test_a_long_query_is_interrupted(tmp_path: Path, store: Path) -> None:
         assert service.stop() == 0
 
 
+def test_a_replay_that_takes_too_long_is_abandoned(tmp_path: Path, store: Path) -> None:
+    """SQL ``at`` a point and a diff fold the log into a view first: that fold stops at
+    `replay_time_s` (here shorter than any fold), and the service answers the next request."""
+    service = Service(tmp_path, [str(store), "--limit", "replay_time_s=0.000001"])
+    try:
+        past = service.http.post("/v1/stores/default/sql", json={"query": "SELECT 1", "at": 0})
+        diff = service.http.get("/v1/stores/default/diff?from=-1&to=0")
+        for answer in (past, diff):
+            assert answer.status_code == 422 and answer.json()["error"]["code"] == "time_limit"
+        ok = service.http.post("/v1/stores/default/sql", json={"query": "SELECT 1"})
+        assert ok.json()["rows"] == [[1]]
+    finally:
+        assert service.stop() == 0
+
+
 def _token(auth: Path, name: str, scopes: list[str], stores: list[str]) -> str:
     args = [str(LMG), "token", "add", "--auth", str(auth), "--name", name]
     args += [f"--scope={s}" for s in scopes] + [f"--store={s}" for s in stores]
