@@ -30,7 +30,7 @@ from . import events as ev
 from ._reader import Record
 from ._store import Appended, PendingRequest
 from ._time import TimeLike, iso_time, to_ns
-from ._wire import ERRORS
+from ._wire import DETAILS, ERRORS
 from .errors import InvalidEvent, ServiceError
 from .log import Appends, AsyncAppends
 
@@ -117,6 +117,8 @@ def rebuilt(cls: type[Exception], message: str, details: Mapping[str, Any]) -> E
     exc = cls.__new__(cls)
     Exception.__init__(exc, message)
     for name, value in details.items():
+        if name not in DETAILS:
+            continue  # only the fields the service sends, never an attribute of its choosing
         if name.endswith("_id") and isinstance(value, str):
             with contextlib.suppress(ValueError):
                 value = uuid.UUID(value)  # noqa: PLW2901 (the value, typed again)

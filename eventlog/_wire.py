@@ -34,6 +34,7 @@ from .errors import (
 )
 
 __all__ = [
+    "DETAILS",
     "ERRORS",
     "decode_json",
     "error_code",
@@ -58,7 +59,7 @@ ERRORS: dict[str, type[EventLogError]] = {
 """The service's code for each error an append may meet, most specific first: the service
 answers with it, the client (`eventlog.connect`) raises the same class again."""
 
-_DETAILS = (
+DETAILS = (  # the fields of an error that travel beside its message (`error_details`)
     "node_id",
     "expected",
     "actual",
@@ -128,5 +129,5 @@ def error_code(exc: EventLogError) -> str:
 
 def error_details(exc: EventLogError) -> dict[str, Any]:
     """The error's own fields (ids, LSNs, names; never a path) as JSON values."""
-    fields = {name: getattr(exc, name) for name in _DETAILS if hasattr(exc, name)}
+    fields = {name: getattr(exc, name) for name in DETAILS if hasattr(exc, name)}
     return {k: v if v is None or isinstance(v, int | list) else str(v) for k, v in fields.items()}
