@@ -307,3 +307,15 @@ def test_readers_never_wait_while_appends_stream(served: Service) -> None:
         assert last is not None
         handled = g.rows("SELECT prompts_handled FROM agent_stats")[0][0]
         assert handled == (last - 1) // 3  # three events a turn after the agent and session
+
+
+def test_the_appending_client_loads_no_duckdb() -> None:
+    """An agent that only appends (`eventlog.connect`) pays for httpx, not for DuckDB."""
+    code = (
+        "import sys, eventlog\n"
+        "eventlog.connect('http://127.0.0.1:9').close()\n"
+        "heavy = ('duckdb', 'pyarrow', 'starlette', 'uvicorn')\n"
+        "print(sorted(m for m in heavy if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
