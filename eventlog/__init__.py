@@ -7,10 +7,13 @@ with eventlog.open("./data") as log:
     log.add_response(p, "A systems language.", eventlog.TokenUsage(5, 30))
 """
 
+from typing import TYPE_CHECKING
+
 from ._backup import BackupInfo, BackupRun, backup, backup_info, restore
 from ._commands import AppendOptions
 from ._copy import Origin, copy_prefix, origin
 from ._export import Imported, export_events, import_events, read_export
+from ._lazy import export_lazily
 from ._reader import Cursor, Record
 from ._retention import Due, RetentionPolicy, due, retention, set_retention
 from ._store import Appended
@@ -26,6 +29,7 @@ from .errors import (
     LogClosed,
     LogFailed,
     MissingVariable,
+    ServiceError,
     StorageFull,
     StoreLocked,
     TornTailTruncated,
@@ -51,6 +55,7 @@ __all__ = [
     "AppendOptions",
     "Appended",
     "AsyncEventLog",
+    "AsyncRemoteLog",
     "BackupInfo",
     "BackupRun",
     "BrokenReference",
@@ -77,7 +82,9 @@ __all__ = [
     "Problem",
     "PromptMetadata",
     "Record",
+    "RemoteLog",
     "RetentionPolicy",
+    "ServiceError",
     "Stats",
     "StorageFull",
     "StoreLocked",
@@ -89,6 +96,8 @@ __all__ = [
     "WrongNodeKind",
     "backup",
     "backup_info",
+    "connect",
+    "connect_async",
     "copy_prefix",
     "due",
     "export_events",
@@ -102,3 +111,8 @@ __all__ = [
     "set_retention",
     "verify",
 ]
+
+if TYPE_CHECKING:  # the client of `lmg serve` imports httpx (the serve extra): on first use
+    from ._client import AsyncRemoteLog, RemoteLog, connect, connect_async
+
+export_lazily(__name__, {"._client": ("AsyncRemoteLog", "RemoteLog", "connect", "connect_async")})

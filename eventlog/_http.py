@@ -33,15 +33,16 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from ._wire import error_code, error_details
 from .errors import (
     AppendConflict,
+    BrokenReference,
     EventLogError,
     IdempotencyKeyReused,
     InvalidEvent,
     LogClosed,
     LogFailed,
     StorageFull,
-    UnknownNode,
 )
 from .log import AsyncEventLog
 
@@ -79,6 +80,9 @@ class Limits(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tr
     sql_time_s: float = 5.0
     """A SQL statement or typed read running longer is interrupted (`interrupt`) and
     refused (422); its cursor is closed, never left running."""
+    replay_time_s: float = 30.0
+    """Building the replay view of SQL's ``at``, or a diff's two views, that takes longer is
+    abandoned (checked after each folded batch; its temporary files go) and refused (422)."""
     max_queries: int = 4
     """SQL statements and typed reads running at once; more wait their turn."""
     max_follows: int = 64
@@ -93,20 +97,29 @@ class Limits(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tr
 
 
 class ApiError(Exception):
-    """A refusal with an HTTP status, a stable code and a one-line message."""
+    """A refusal with an HTTP status, a stable code and a one-line message; `details` are the
+    fields of the error the code names (`AppendConflict.actual`, ...), for the client."""
 
-    def __init__(self, status: int, code: str, message: str) -> None:
+    def __init__(
+        self, status: int, code: str, message: str, details: dict[str, Any] | None = None
+    ) -> None:
         super().__init__(message)
         self.status = status
         self.code = code
         self.message = message
+        self.details = details
 
 
-def error_response(status: int, code: str, message: str) -> Response:
-    return JSONResponse({"error": {"code": code, "message": message}}, status_code=status)
+def error_response(
+    status: int, code: str, message: str, details: dict[str, Any] | None = None
+) -> Response:
+    error: dict[str, Any] = {"code": code, "message": message}
+    if details:
+        error["details"] = details
+    return JSONResponse({"error": error}, status_code=status)
 
 
-NOT_FOUND = ApiError(404, "not_found", "no such store")
+NOT_FOUND = ApiError(404, "unknown_store", "no such store")
 
 
 class Token(msgspec.Struct, frozen=True, kw_only=True):
@@ -196,6 +209,26 @@ class Metrics:
             registry=r,
         )
 
+        self.fsync = prom.Histogram(
+            "lmg_fsync_seconds", "fsync of one group commit", ["store"], registry=r,
+            buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0),
+        )  # fmt: skip
+        self.group = prom.Histogram(
+            "lmg_commit_group_requests", "Append requests committed together (one write, one "
+            "fsync)", ["store"], registry=r, buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512),
+        )  # fmt: skip
+
+    def committed(self, store: str) -> Callable[[int, int, float | None], None]:
+        """The log's `on_commit` hook for `store`: group size and fsync time."""
+        group, fsync = self.group.labels(store), self.fsync.labels(store)
+
+        def observe(requests: int, _events: int, fsync_s: float | None) -> None:
+            group.observe(requests)
+            if fsync_s is not None:
+                fsync.observe(fsync_s)
+
+        return observe
+
     def text(self) -> bytes:
         return prom.generate_latest(self.registry)
 
@@ -203,13 +236,12 @@ class Metrics:
 @dataclass
 class ServedLog:
     """One served store as the log's routes see it. The projections' owner sets `lag` (how
-    far the fold is behind: events, seconds) and `appended` (called after each append)."""
+    far the fold is behind: events, seconds)."""
 
     name: str
     path: Path
     log: AsyncEventLog
     lag: Callable[[], tuple[int, float]] | None = None
-    appended: Callable[[], None] | None = None
     acknowledged: int = -1  # the last LSN an append through the service was answered with
 
 
@@ -261,7 +293,8 @@ class Service:
         errors are worded without paths, and this keeps any that slipped through out)."""
         for served in self.stores.values():
             message = message.replace(str(served.path.resolve()), f"<{served.name}>")
-            message = message.replace(str(served.path), f"<{served.name}>")
+            if len(served.path.parts) > 1:  # a one-word relative path is a word, too
+                message = message.replace(str(served.path), f"<{served.name}>")
         return message
 
 
@@ -298,12 +331,10 @@ def log_error(exc: EventLogError) -> ApiError:
     """The log's errors as HTTP: bad input 422, conflicts 409, a full disk 507, a closed or
     failed log 503; damage is 500 without its message (it names files)."""
     match exc:
-        case UnknownNode():
-            return ApiError(422, "unknown_node", str(exc))
-        case InvalidEvent():
-            return ApiError(422, "invalid_event", str(exc))
+        case BrokenReference() | InvalidEvent():
+            return ApiError(422, error_code(exc), str(exc), error_details(exc))
         case AppendConflict():
-            return ApiError(409, "append_conflict", str(exc))
+            return ApiError(409, "append_conflict", str(exc), error_details(exc))
         case IdempotencyKeyReused():
             return ApiError(409, "idempotency_key_reused", str(exc))
         case StorageFull():
@@ -317,7 +348,8 @@ def log_error(exc: EventLogError) -> ApiError:
 
 async def handle_api_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, ApiError)
-    return error_response(exc.status, exc.code, service_of(request).scrub(exc.message))
+    message = service_of(request).scrub(exc.message)
+    return error_response(exc.status, exc.code, message, exc.details)
 
 
 async def handle_log_error(request: Request, exc: Exception) -> Response:

@@ -111,12 +111,11 @@ class Receiver:
         return _answer(kind, rejected)
 
     async def _run(self, name: str, work: Any) -> None:
-        """`work` on the store's ingester, in a thread (it fsyncs); then the fold is told."""
+        """`work` on the store's ingester, in a thread (it fsyncs); a read after it waits for
+        the fold to reach what it stored, as after an append."""
         await asyncio.to_thread(work)
         served = self._service.stores[name]
         served.acknowledged = max(served.acknowledged, self._ingesters[name].last_lsn)
-        if served.appended is not None:
-            served.appended()
 
     async def _expire(self, every: float) -> None:
         while True:

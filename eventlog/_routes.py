@@ -12,11 +12,13 @@ from __future__ import annotations
 
 import asyncio
 import re
+import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
+import msgspec
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
 from . import events as ev
@@ -28,13 +30,16 @@ from .errors import InvalidEvent
 
 __all__ = ["routes"]
 
+_JSON = msgspec.json.Encoder()
 _SSE = "text/event-stream"
 _NDJSON = "application/x-ndjson"
 
 
 async def append(request: Request) -> Response:
     """Append the body's events as one request; answer as `lmg append` does, one object:
-    ``{"lsn": first LSN, "count": n, "ids": [...], "duplicate": bool}``."""
+    ``{"lsn": first LSN, "count": n, "ids": [...], "duplicate": bool}``. With the header
+    ``Prefer: return=representation`` (RFC 7240), it adds ``"events"``: the records as stored
+    (the log sets `ts`, a template's version, a rendered prompt), as the feed sends them."""
     service = service_of(request)
     served = service.store(request, request.path_params["name"], "append")
     limits = service.limits
@@ -50,21 +55,22 @@ async def append(request: Request) -> Response:
             options[name] = _int(request.query_params[name], name)
     result = await served.log.append(events, **options)
     served.acknowledged = max(served.acknowledged, result.last_lsn)
-    if served.appended is not None:
-        served.appended()
     metrics = service.metrics
     metrics.appends.labels(served.name).inc()
     metrics.bytes.labels(served.name).inc(len(body))
     for event in result.events:
         metrics.events.labels(served.name, ev.tag_of(event)).inc()
     ids = [str(getattr(e, "id", "")) or None for e in result.events]
-    out = {
+    out: dict[str, Any] = {
         "lsn": result.first_lsn,
         "count": len(result.events),
         "ids": ids,
         "duplicate": result.duplicate,
     }
-    return JSONResponse(out)
+    if "return=representation" in request.headers.get("prefer", ""):
+        records = enumerate(result.events, result.first_lsn)
+        out["events"] = [msgspec.Raw(record_json(Record(*r))) for r in records]
+    return Response(_JSON.encode(out), media_type="application/json")
 
 
 def _request(body: bytes) -> tuple[list[ev.EventBase], dict[str, Any]]:
@@ -95,6 +101,13 @@ def _request(body: bytes) -> tuple[list[ev.EventBase], dict[str, Any]]:
         events += more
         options |= extra
     return events, options
+
+
+def _uuid(value: str, name: str) -> uuid.UUID:
+    try:
+        return uuid.UUID(value)
+    except ValueError:
+        raise InvalidEvent(f"{name} must be a UUID, got {value[:40]!r}") from None
 
 
 def _int(value: str, name: str) -> int:
@@ -165,7 +178,18 @@ def _frame(record: Record, sse: bool) -> bytes:
     return b"id: %d\nevent: %s\ndata: %s\n\n" % (record.lsn, ev.tag_of(record.event).encode(), line)
 
 
+async def position(request: Request) -> Response:
+    """``{"last_lsn": N or null, "next_lsn": N}``: the log's last LSN, or of the session
+    ``session_id``'s events (what ``expect_store_lsn``/``expect_session_lsn`` compare with)."""
+    served = service_of(request).store(request, request.path_params["name"], "read")
+    given = request.query_params.get("session_id")
+    last = await served.log.last_lsn(None if given is None else _uuid(given, "session_id"))
+    out = {"last_lsn": last, "next_lsn": await served.log.next_lsn()}
+    return Response(_JSON.encode(out), media_type="application/json")
+
+
 routes = [
+    Route("/v1/stores/{name}/lsn", position),
     Route("/v1/stores/{name}/events", append, methods=["POST"]),
     Route("/v1/stores/{name}/events", read, methods=["GET"]),
 ]

@@ -175,6 +175,7 @@ class Store:
         self._mutex = threading.RLock()
         self._closed = False
         self._failed: BaseException | None = None
+        self.fsync_s: float | None = None  # the last `commit`'s fsync, in seconds (if it did)
         self._sealed = SealedSegments(path, options, self._rebuild)
         self._events: OrderedDict[int, ev.EventBase] = OrderedDict()  # event_at's cache
         self._sealed_bound: int | None = None  # largest key of any sealed segment; None: unknown
@@ -522,6 +523,7 @@ class Store:
         """Check, frame, write and (per the durability mode) fsync a group of requests."""
         with self._mutex:
             self._check_usable()
+            self.fsync_s = None
             with self._flock():
                 active = self._catch_up()
                 if active.end >= self.options.segment_bytes:
@@ -740,7 +742,9 @@ class Store:
             and time.monotonic() - self._dirty_since >= self.options.fsync_interval_ms / 1000
         ):
             try:
+                began = time.perf_counter()
                 os.fsync(active.fd)
+                self.fsync_s = time.perf_counter() - began
             except OSError as exc:
                 self._failed = exc
                 raise LogFailed(

@@ -18,9 +18,57 @@ from ._ids import new_id
 from ._limits import MAX_DEPTH
 from ._reader import Record
 from ._time import iso_time
-from .errors import InvalidEvent
+from .errors import (
+    AppendConflict,
+    BrokenReference,
+    DeletedNodeReference,
+    EventLogError,
+    IdempotencyKeyReused,
+    InvalidEvent,
+    InvalidVariable,
+    LogFailed,
+    MissingVariable,
+    StorageFull,
+    UnknownNode,
+    WrongNodeKind,
+)
 
-__all__ = ["decode_json", "parse_request", "record_json"]
+__all__ = [
+    "DETAILS",
+    "ERRORS",
+    "decode_json",
+    "error_code",
+    "error_details",
+    "parse_request",
+    "record_json",
+]
+
+ERRORS: dict[str, type[EventLogError]] = {
+    "unknown_node": UnknownNode,
+    "wrong_node_kind": WrongNodeKind,
+    "deleted_node": DeletedNodeReference,
+    "missing_variable": MissingVariable,
+    "invalid_variable": InvalidVariable,
+    "broken_reference": BrokenReference,
+    "invalid_event": InvalidEvent,
+    "append_conflict": AppendConflict,
+    "idempotency_key_reused": IdempotencyKeyReused,
+    "storage_full": StorageFull,
+    "log_failed": LogFailed,
+}
+"""The service's code for each error an append may meet, most specific first: the service
+answers with it, the client (`eventlog.connect`) raises the same class again."""
+
+DETAILS = (  # the fields of an error that travel beside its message (`error_details`)
+    "node_id",
+    "expected",
+    "actual",
+    "scope",
+    "template_id",
+    "missing",
+    "variable",
+    "reason",
+)
 
 _JSON = msgspec.json.Encoder()
 
@@ -72,3 +120,14 @@ def record_json(record: Record) -> bytes:
 
 def _needs_id(cls: type[ev.EventBase], item: dict[str, Any]) -> bool:
     return "id" in cls.__struct_fields__ and "id" not in item
+
+
+def error_code(exc: EventLogError) -> str:
+    """The code of `exc`'s most specific class in `ERRORS` (``internal`` if none)."""
+    return next((code for code, cls in ERRORS.items() if isinstance(exc, cls)), "internal")
+
+
+def error_details(exc: EventLogError) -> dict[str, Any]:
+    """The error's own fields (ids, LSNs, names; never a path) as JSON values."""
+    fields = {name: getattr(exc, name) for name in DETAILS if hasattr(exc, name)}
+    return {k: v if v is None or isinstance(v, int | list) else str(v) for k, v in fields.items()}

@@ -18,6 +18,7 @@ __all__ = [
     "LogClosed",
     "LogFailed",
     "MissingVariable",
+    "ServiceError",
     "StorageFull",
     "StoreLocked",
     "TornTailTruncated",
@@ -128,6 +129,17 @@ class LogFailed(EventLogError):
 
 class LogClosed(EventLogError):
     """The log handle was closed."""
+
+
+class ServiceError(EventLogError):
+    """A client of `lmg serve` (`eventlog.connect`) got no answer, or a refusal of the
+    service's own (no such store, a token without the scope, a limit, shutting down): `status`
+    is the HTTP status (0: no answer) and `code` the error's stable code (docs/service.md)."""
+
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
 
 
 class CorruptionError(EventLogError):

@@ -32,7 +32,15 @@ from ._time import TimeLike, to_ns
 from .errors import EventLogError, InvalidEvent, LogClosed
 from .options import Options
 
-__all__ = ["AsyncEventLog", "EventLog", "Stats", "open", "open_async"]
+__all__ = [
+    "Appends",
+    "AsyncAppends",
+    "AsyncEventLog",
+    "EventLog",
+    "Stats",
+    "open",
+    "open_async",
+]
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -115,24 +123,91 @@ def _commit(store: Store, requests: list[PendingRequest]) -> list[Appended | Bas
         return [exc] * len(requests)
 
 
-def _sync_method(build: Callable[P, c.Command[R]]) -> Callable[Concatenate[EventLog, P], R]:
+def _sync_method(build: Callable[P, c.Command[R]]) -> Callable[Concatenate[Appends, P], R]:
     @functools.wraps(build)
-    def method(self: EventLog, /, *args: P.args, **kwargs: P.kwargs) -> R:
+    def method(self: Appends, /, *args: P.args, **kwargs: P.kwargs) -> R:
         command = build(*args, **kwargs)
-        return command.result(self._committer.submit(command.request))
+        return command.result(self._submit(command.request))
 
     return method
 
 
 def _async_method(
     build: Callable[P, c.Command[R]],
-) -> Callable[Concatenate[AsyncEventLog, P], Coroutine[Any, Any, R]]:
+) -> Callable[Concatenate[AsyncAppends, P], Coroutine[Any, Any, R]]:
     @functools.wraps(build)
-    async def method(self: AsyncEventLog, /, *args: P.args, **kwargs: P.kwargs) -> R:
+    async def method(self: AsyncAppends, /, *args: P.args, **kwargs: P.kwargs) -> R:
         command = build(*args, **kwargs)
         return command.result(await self._submit(command.request))
 
     return method
+
+
+class Appends:
+    """The typed append helpers (`_commands`), over `_submit`: an `EventLog` commits each
+    request to its store, a client of `lmg serve` (`eventlog.connect`) sends it there."""
+
+    def _submit(self, request: PendingRequest) -> Appended:
+        raise NotImplementedError
+
+    append = _sync_method(c.append)
+    create_session = _sync_method(c.create_session)
+    create_sessions_batch = _sync_method(c.create_sessions_batch)
+    update_session = _sync_method(c.update_session)
+    fork_session = _sync_method(c.fork_session)
+    add_prompt = _sync_method(c.add_prompt)
+    add_prompts_batch = _sync_method(c.add_prompts_batch)
+    add_response = _sync_method(c.add_response)
+    add_responses_batch = _sync_method(c.add_responses_batch)
+    add_conversations_batch = _sync_method(c.add_conversations_batch)
+    add_agent = _sync_method(c.add_agent)
+    update_agent = _sync_method(c.update_agent)
+    assign_agent_to_prompt = _sync_method(c.assign_agent_to_prompt)
+    transfer_to_agent = _sync_method(c.transfer_to_agent)
+    create_template = _sync_method(c.create_template)
+    create_template_from_parent = _sync_method(c.create_template_from_parent)
+    update_template = _sync_method(c.update_template)
+    link_prompt_to_template = _sync_method(c.link_prompt_to_template)
+    add_tool_invocation = _sync_method(c.add_tool_invocation)
+    complete_tool_invocation = _sync_method(c.complete_tool_invocation)
+    retry_tool_invocation = _sync_method(c.retry_tool_invocation)
+    add_edge = _sync_method(c.add_edge)
+    add_node = _sync_method(c.add_node)
+    delete_node = _sync_method(c.delete_node)
+    delete_nodes_batch = _sync_method(c.delete_nodes_batch)
+
+
+class AsyncAppends:
+    """The asyncio twin of `Appends`: every helper is a coroutine."""
+
+    async def _submit(self, request: PendingRequest) -> Appended:
+        raise NotImplementedError
+
+    append = _async_method(c.append)
+    create_session = _async_method(c.create_session)
+    create_sessions_batch = _async_method(c.create_sessions_batch)
+    update_session = _async_method(c.update_session)
+    fork_session = _async_method(c.fork_session)
+    add_prompt = _async_method(c.add_prompt)
+    add_prompts_batch = _async_method(c.add_prompts_batch)
+    add_response = _async_method(c.add_response)
+    add_responses_batch = _async_method(c.add_responses_batch)
+    add_conversations_batch = _async_method(c.add_conversations_batch)
+    add_agent = _async_method(c.add_agent)
+    update_agent = _async_method(c.update_agent)
+    assign_agent_to_prompt = _async_method(c.assign_agent_to_prompt)
+    transfer_to_agent = _async_method(c.transfer_to_agent)
+    create_template = _async_method(c.create_template)
+    create_template_from_parent = _async_method(c.create_template_from_parent)
+    update_template = _async_method(c.update_template)
+    link_prompt_to_template = _async_method(c.link_prompt_to_template)
+    add_tool_invocation = _async_method(c.add_tool_invocation)
+    complete_tool_invocation = _async_method(c.complete_tool_invocation)
+    retry_tool_invocation = _async_method(c.retry_tool_invocation)
+    add_edge = _async_method(c.add_edge)
+    add_node = _async_method(c.add_node)
+    delete_node = _async_method(c.delete_node)
+    delete_nodes_batch = _async_method(c.delete_nodes_batch)
 
 
 _VARIABLES = msgspec.msgpack.Decoder(dict[str, Any])
@@ -282,7 +357,7 @@ def _recovered_bytes(path: Path) -> int:
     return sum(int(json.loads(line)["bytes"]) for line in lines if line.strip())
 
 
-class EventLog(_Reads):
+class EventLog(_Reads, Appends):
     """An open store, for appending and reading from threads. Use `eventlog.open`."""
 
     def __init__(self, store: Store) -> None:
@@ -310,6 +385,9 @@ class EventLog(_Reads):
         """fsync whatever is written but not yet synced; a no-op in the default mode."""
         self._store.sync()
 
+    def _submit(self, request: PendingRequest) -> Appended:
+        return self._committer.submit(request)
+
     def last_lsn(self, session_id: uuid.UUID | None = None) -> int | None:
         """The last LSN of the log, or of a session's events: what `expect_store_lsn` and
         `expect_session_lsn` compare with. None for an empty log or an unknown session."""
@@ -325,34 +403,8 @@ class EventLog(_Reads):
         """Like `read`, then waits for new events (woken by file changes) until `stop` is set."""
         return follow(self._cursor(start, None, start_time, None), stop)
 
-    append = _sync_method(c.append)
-    create_session = _sync_method(c.create_session)
-    create_sessions_batch = _sync_method(c.create_sessions_batch)
-    update_session = _sync_method(c.update_session)
-    fork_session = _sync_method(c.fork_session)
-    add_prompt = _sync_method(c.add_prompt)
-    add_prompts_batch = _sync_method(c.add_prompts_batch)
-    add_response = _sync_method(c.add_response)
-    add_responses_batch = _sync_method(c.add_responses_batch)
-    add_conversations_batch = _sync_method(c.add_conversations_batch)
-    add_agent = _sync_method(c.add_agent)
-    update_agent = _sync_method(c.update_agent)
-    assign_agent_to_prompt = _sync_method(c.assign_agent_to_prompt)
-    transfer_to_agent = _sync_method(c.transfer_to_agent)
-    create_template = _sync_method(c.create_template)
-    create_template_from_parent = _sync_method(c.create_template_from_parent)
-    update_template = _sync_method(c.update_template)
-    link_prompt_to_template = _sync_method(c.link_prompt_to_template)
-    add_tool_invocation = _sync_method(c.add_tool_invocation)
-    complete_tool_invocation = _sync_method(c.complete_tool_invocation)
-    retry_tool_invocation = _sync_method(c.retry_tool_invocation)
-    add_edge = _sync_method(c.add_edge)
-    add_node = _sync_method(c.add_node)
-    delete_node = _sync_method(c.delete_node)
-    delete_nodes_batch = _sync_method(c.delete_nodes_batch)
 
-
-class AsyncEventLog(_Reads):
+class AsyncEventLog(_Reads, AsyncAppends):
     """The asyncio twin of `EventLog`: every append method is a coroutine. Use `open_async`."""
 
     def __init__(self, store: Store) -> None:
@@ -362,6 +414,10 @@ class AsyncEventLog(_Reads):
         self._stopping = False
         self._committer: threading.Thread | None = None
         self._closed = False
+        self.on_commit: Callable[[int, int, float | None], None] | None = None
+        """Called in the committer thread after each group commit with its requests, its
+        events and its fsync's seconds (None without one): how `lmg serve` measures group
+        commit. It must be quick; it delays the next group."""
 
     @classmethod
     async def open(
@@ -424,6 +480,9 @@ class AsyncEventLog(_Reads):
                     return
                 batch, self._queue = self._queue, []
             results = _commit(self._store, [request for request, _ in batch])
+            if self.on_commit is not None:
+                events = sum(len(request.events) for request, _ in batch)
+                self.on_commit(len(batch), events, self._store.fsync_s)
             by_loop: dict[asyncio.AbstractEventLoop, list[tuple[Any, Any]]] = {}
             for (_, future), result in zip(batch, results, strict=True):
                 by_loop.setdefault(future.get_loop(), []).append((future, result))
@@ -494,32 +553,6 @@ class AsyncEventLog(_Reads):
     ) -> str:
         """The async twin of `EventLog.render`, in a worker thread."""
         return await asyncio.to_thread(_Reads.render, self, template_id, variables, version=version)
-
-    append = _async_method(c.append)
-    create_session = _async_method(c.create_session)
-    create_sessions_batch = _async_method(c.create_sessions_batch)
-    update_session = _async_method(c.update_session)
-    fork_session = _async_method(c.fork_session)
-    add_prompt = _async_method(c.add_prompt)
-    add_prompts_batch = _async_method(c.add_prompts_batch)
-    add_response = _async_method(c.add_response)
-    add_responses_batch = _async_method(c.add_responses_batch)
-    add_conversations_batch = _async_method(c.add_conversations_batch)
-    add_agent = _async_method(c.add_agent)
-    update_agent = _async_method(c.update_agent)
-    assign_agent_to_prompt = _async_method(c.assign_agent_to_prompt)
-    transfer_to_agent = _async_method(c.transfer_to_agent)
-    create_template = _async_method(c.create_template)
-    create_template_from_parent = _async_method(c.create_template_from_parent)
-    update_template = _async_method(c.update_template)
-    link_prompt_to_template = _async_method(c.link_prompt_to_template)
-    add_tool_invocation = _async_method(c.add_tool_invocation)
-    complete_tool_invocation = _async_method(c.complete_tool_invocation)
-    retry_tool_invocation = _async_method(c.retry_tool_invocation)
-    add_edge = _async_method(c.add_edge)
-    add_node = _async_method(c.add_node)
-    delete_node = _async_method(c.delete_node)
-    delete_nodes_batch = _async_method(c.delete_nodes_batch)
 
 
 def _options(options: Options | None, overrides: dict[str, Any]) -> Options:

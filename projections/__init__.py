@@ -20,6 +20,7 @@ if TYPE_CHECKING:  # the names as mypy sees them; at run time, imported on first
     from ._folder import BATCH_BYTES, BATCH_EVENTS, fold_available, fold_records
     from ._history import HistoryChanged
     from ._reads import Hop, Impact, NotFound
+    from ._remote import AsyncRemoteGraph, AsyncRemoteQuery, RemoteGraph, RemoteQuery
     from ._sandbox import SANDBOX, sandbox
     from ._schema import (
         SCHEMA_VERSION,
@@ -69,6 +70,8 @@ __all__ = [
     "Agent",
     "AsyncMemoryGraph",
     "AsyncQuery",
+    "AsyncRemoteGraph",
+    "AsyncRemoteQuery",
     "BadArgument",
     "Batch",
     "DatabaseBusy",
@@ -91,6 +94,8 @@ __all__ = [
     "ProjectorBusy",
     "Prompt",
     "Query",
+    "RemoteGraph",
+    "RemoteQuery",
     "Response",
     "SchemaMismatch",
     "SchemaRepaired",
@@ -163,6 +168,7 @@ export_lazily(
         ),
         ".projector": ("Progress", "Projector", "connect", "rebuild"),
         ".query": ("Query",),
+        "._remote": ("AsyncRemoteGraph", "AsyncRemoteQuery", "RemoteGraph", "RemoteQuery"),
         ".snapshots": ("SnapshotInfo", "SnapshotPolicy", "Snapshots", "SnapshotSkipped"),
     },
 )

@@ -6,9 +6,11 @@ service holds it until it stops (`shares=False`: it owns the store's projections
 the folder lock, the gate, one sandboxed DuckDB instance, the history check,
 `fold_available`), with two differences:
 
-1. A thread folds continuously: woken by the service's own appends (`nudge`) and, for appends
-   that other processes make to the log directly, by looking at the log's length every
-   `poll_s` (one lock and one stat).
+1. A thread folds continuously, in batches: it looks at the log's length every `poll_s` (one
+   lock and one stat; appends through the service and by other processes alike) and folds
+   what is new, resting longer after a long fold (`REST`), so that folding takes at most a
+   quarter of a core however fast appends arrive. A read that needs appends the fold does not
+   hold yet wakes it at once (`reach`).
 2. Reads never wait for the fold, nor for a file lock: each runs on a cursor of its own
    (`cursor`) of the same instance, and sees the last committed fold (DuckDB's MVCC).
 
@@ -31,6 +33,11 @@ from ._database import database_path
 from .memory_graph import MEMORY_LIMIT, _Embedded
 
 __all__ = ["Owner"]
+
+REST = 3.0
+"""After a fold that took d seconds, the next waits max(`poll_s`, REST x d) unless a read
+needs it: a fold costs tens of milliseconds whatever its size (a few dozen statements and a
+commit), and folding after every append would take a core from the appends themselves."""
 
 
 class Owner:
@@ -80,7 +87,7 @@ class Owner:
             await asyncio.sleep(0.002)
 
     def nudge(self) -> None:
-        """The log has grown (the service appended): fold now rather than at the next poll."""
+        """A read waits for the fold (`reach`): fold now rather than at the next poll."""
         self._wake.set()
 
     def lag(self) -> tuple[int, float]:
@@ -100,15 +107,18 @@ class Owner:
         self._behind_since = None if self._log_end - 1 <= self.checkpoint else time.monotonic()
 
     def _follow(self) -> None:
+        rest = self.poll_s
         while not self._stop.is_set():
             try:
+                began = time.monotonic()
                 self._fold()
+                rest = max(self.poll_s, REST * (time.monotonic() - began))
             except Exception as exc:  # a poison event: reads go on, /readyz says why
                 if self.error is None:
                     print(f"lmg serve: the fold stopped: {exc}", file=sys.stderr, flush=True)
                 self.error = str(exc)
                 self._stop.wait(5.0)
-            self._wake.wait(self.poll_s)
+            self._wake.wait(rest)
             self._wake.clear()
 
     def close(self) -> None:

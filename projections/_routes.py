@@ -36,6 +36,7 @@ from .graph_view import incoming, outgoing
 from .query import Query
 
 __all__ = [
+    "TRUNCATED",
     "SqlRequest",
     "exception_handlers",
     "json_response",
@@ -47,6 +48,8 @@ __all__ = [
 R = TypeVar("R")
 _JSON = msgspec.json.Encoder(enc_hook=str)  # DuckDB's odd values (intervals, ...) as text
 _ARROW = "application/vnd.apache.arrow.stream"
+TRUNCATED = "LMG-Truncated"
+"""The header of an Arrow answer saying whether `max_rows` cut it (JSON says it in its body)."""
 
 
 @dataclass
@@ -145,17 +148,21 @@ def sql_response(
             cursor.execute("BEGIN TRANSACTION READ ONLY")
             relation = translated(lambda: cursor.sql(body.query, params=body.params))
             reader = relation.to_arrow_reader(min(max_rows + 1, 100_000))
-            batches, count = [], 0
+            batches, count, truncated = [], 0, False
             for batch in reader:
                 batches.append(batch.slice(0, max_rows - count))
                 count += batches[-1].num_rows
                 if count >= max_rows:
+                    truncated = batch.num_rows > batches[-1].num_rows or any(
+                        b.num_rows for b in reader
+                    )
                     break
             sink = io.BytesIO()
             with pa.ipc.new_stream(sink, reader.schema) as writer:
                 for batch in batches:
                     writer.write_batch(batch)
-            return Response(sink.getvalue(), media_type=_ARROW)
+            headers = {TRUNCATED: "true" if truncated else "false"}
+            return Response(sink.getvalue(), media_type=_ARROW, headers=headers)
         start(cursor, body.query, body.params)
         rows = cursor.fetchmany(max_rows + 1)
         columns = [d[0] for d in cursor.description or ()]
@@ -203,7 +210,10 @@ def _sql_route(at: SqlAt | None) -> Callable[[Request], Awaitable[Response]]:
 
 async def get_node(request: Request) -> Response:
     node_id = _id(request)
-    return await _read(request, "read", lambda r: _found(r.get_node(node_id), "node"))
+    deleted = request.query_params.get("include_deleted", "false").lower() in ("1", "true")
+    return await _read(
+        request, "read", lambda r: _found(r.get_node(node_id, include_deleted=deleted), "node")
+    )
 
 
 async def get_edge(request: Request) -> Response:

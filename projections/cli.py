@@ -260,7 +260,7 @@ def sql(
 
     service = find(Path(path))
     if service is not None and database is None:  # its service owns the database: ask it
-        print_rows(*_remote_query(service, query), fmt)
+        print_rows(*remote_query(service, query), fmt)
         return
     if not no_fold:
         _fold_if_free(path, database)
@@ -269,8 +269,11 @@ def sql(
     print_rows(names, rows, fmt)
 
 
-def _remote_query(service: dict[str, Any], query: str) -> tuple[list[str], list[Any]]:
-    """Run `query` through the store's service (`lmg serve`), with ``$LMG_TOKEN`` if set."""
+def remote_query(
+    service: dict[str, Any], query: str, at: int | str | None = None
+) -> tuple[list[str], list[Any]]:
+    """Run `query` through the store's service (`lmg serve`), with ``$LMG_TOKEN`` if set;
+    with `at` (an LSN or a time), on its replay view of that point."""
     import urllib.error
     import urllib.request
 
@@ -278,7 +281,8 @@ def _remote_query(service: dict[str, Any], query: str) -> tuple[list[str], list[
     headers = {"Content-Type": "application/json"}
     if os.environ.get("LMG_TOKEN"):
         headers["Authorization"] = f"Bearer {os.environ['LMG_TOKEN']}"
-    request = urllib.request.Request(url, _JSON.encode({"query": query}), headers)
+    body = {"query": query} if at is None else {"query": query, "at": at}
+    request = urllib.request.Request(url, _JSON.encode(body), headers)
     try:
         with urllib.request.urlopen(request, timeout=60) as response:
             answer = msgspec.json.decode(response.read())

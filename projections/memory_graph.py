@@ -18,7 +18,7 @@ import time
 import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from pathlib import Path
-from typing import Any, Concatenate, ParamSpec, Self, TypeVar
+from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, Self, TypeVar
 
 import duckdb
 import msgspec
@@ -36,6 +36,9 @@ from ._schema import checkpoint, ensure_schema
 from .errors import DatabaseBusy, ProjectionError
 from .graph_view import GraphReads, fetch, incoming, outgoing
 from .query import Query
+
+if TYPE_CHECKING:
+    from ._remote import AsyncRemoteGraph, RemoteGraph
 
 __all__ = ["AsyncMemoryGraph", "AsyncQuery", "GraphStats", "MemoryGraph"]
 
@@ -341,6 +344,17 @@ class MemoryGraph(EventLog, GraphReads):
             raise
         return graph
 
+    @staticmethod
+    def connect(
+        url: str, store: str = "default", *, token: str | None = None, timeout: float = 30.0
+    ) -> RemoteGraph:
+        """The store `store` of the `lmg serve` at `url`, with this class's methods over
+        HTTP (`RemoteGraph`): an agent moves from embedded to shared by changing only how it
+        opens the store. `token` defaults to ``$LMG_TOKEN``; `timeout` bounds each request."""
+        from ._remote import RemoteGraph  # noqa: PLC0415 (httpx, the serve extra: on use)
+
+        return RemoteGraph(url, store, token=token, timeout=timeout)
+
     def close(self) -> None:
         """Close the projections, then the log. Idempotent."""
         if hasattr(self, "_embedded"):
@@ -407,6 +421,16 @@ class AsyncMemoryGraph(AsyncEventLog):
             await AsyncEventLog.close(graph)
             raise
         return graph
+
+    @staticmethod
+    async def connect(
+        url: str, store: str = "default", *, token: str | None = None, timeout: float = 30.0
+    ) -> AsyncRemoteGraph:
+        """The asyncio twin of `MemoryGraph.connect`:
+        ``async with await AsyncMemoryGraph.connect(url) as g``."""
+        from ._remote import AsyncRemoteGraph  # noqa: PLC0415 (as in MemoryGraph.connect)
+
+        return AsyncRemoteGraph(url, store, token=token, timeout=timeout)
 
     async def close(self) -> None:
         if hasattr(self, "_embedded"):

@@ -25,13 +25,14 @@ import watchfiles
 
 import eventlog
 from eventlog import Record
+from eventlog._advert import find
 
 from ._database import FolderLock, Gate, database_path, open_database
 from ._fold import Batch
 from ._folder import BATCH_EVENTS, fold_records
 from ._history import folded_history, forget_history, history_differs
 from ._schema import checkpoint, ensure_schema
-from .errors import ProjectionError
+from .errors import DatabaseBusy, ProjectionError
 from .snapshots import SnapshotPolicy, Snapshots, SnapshotSkipped
 
 __all__ = ["Progress", "Projector", "connect", "read_connection", "rebuild"]
@@ -343,9 +344,23 @@ def connect(
 
     Holds the gate (shared) until the block ends: keep the block short, since the projector
     cannot commit meanwhile. Raises `DatabaseBusy` after `wait_s` if the folder does not let
-    go (an embedded MemoryGraph lets go after the read in hand)."""
+    go (an embedded MemoryGraph lets go after the read in hand), and at once if `lmg serve`
+    owns the store: it holds its database while it runs, and a DuckDB connection cannot come
+    over HTTP, so the error names the service to read through instead."""
+    if database is None:
+        _refuse_if_served(Path(store))
     with read_connection(store, database, wait_s=wait_s, sandbox=True) as con:
         yield con
+
+
+def _refuse_if_served(store: Path) -> None:
+    service = find(store)
+    if service is not None:
+        url, name = service["url"], service["store"]
+        raise DatabaseBusy(
+            f"the service at {url} owns these projections (lmg serve): read them through it, "
+            f"with projections.MemoryGraph.connect({url!r}, {name!r}) (sql, rows, typed reads)"
+        )
 
 
 @contextlib.contextmanager

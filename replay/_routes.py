@@ -8,7 +8,9 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+import time
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from starlette.requests import Request
 from starlette.responses import Response
@@ -26,19 +28,48 @@ from .view import at
 __all__ = ["exception_handlers", "routes", "sql_at"]
 
 _ARROW = "application/vnd.apache.arrow.stream"
+R = TypeVar("R")
 
 
 def _point(value: int | str) -> dict[str, Any]:
     return {"lsn": value} if isinstance(value, int) else {"time": value}
 
 
+class _OutOfTime(Exception):
+    """Raised from a replay's progress report once its time is up: the fold stops there."""
+
+
+def _deadline(limit_s: float) -> Callable[[int, int], None]:
+    """A progress report (called after each folded batch) that stops a fold at `limit_s`."""
+    end = time.monotonic() + limit_s
+
+    def report(_done: int, _total: int) -> None:
+        if time.monotonic() > end:
+            raise _OutOfTime
+
+    return report
+
+
+async def _bounded(service: Service, fn: Callable[..., R], *args: Any, **kwargs: Any) -> R:
+    """`fn` (a replay: `at` or `diff`) in a worker thread, in a query turn, stopped once it
+    has folded for `replay_time_s`: what it built is discarded, and the answer is a 422."""
+    assert service.queries is not None
+    limit = service.limits.replay_time_s
+    async with service.queries:
+        try:
+            return await asyncio.to_thread(fn, *args, on_progress=_deadline(limit), **kwargs)
+        except _OutOfTime:
+            raise ApiError(
+                422, "time_limit", f"replaying to the point took longer than {limit:g} s"
+            ) from None
+
+
 async def sql_at(request: Request, service: Service, body: SqlRequest) -> Response:
-    """Build the view at ``body.at`` (in a query turn), then run the SQL on it in time."""
+    """Build the view at ``body.at`` (in a query turn, within `replay_time_s`), then run the
+    SQL on it in time."""
     served = service.stores[request.path_params["name"]]
     assert body.at is not None
-    assert service.queries is not None
-    async with service.queries:
-        view = await asyncio.to_thread(at, served.path, **_point(body.at))
+    view = await _bounded(service, at, served.path, **_point(body.at))
     try:
         cursor = view.connection.cursor()
         arrow = _ARROW in request.headers.get("accept", "")
@@ -59,9 +90,7 @@ async def diff(request: Request) -> Response:
         if value is None:
             raise ApiError(422, "bad_argument", f"{key} (an LSN or an ISO 8601 time) is required")
         points.append(int(value) if value.lstrip("-").isdigit() and len(value) < 20 else value)
-    assert service.queries is not None
-    async with service.queries:
-        result = await asyncio.to_thread(run_diff, served.path, points[0], points[1])
+    result = await _bounded(service, run_diff, served.path, points[0], points[1])
     return json_response(_diff_json(result))
 
 

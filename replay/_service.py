@@ -90,10 +90,11 @@ def app(stores: dict[str, Path], auth: Auth | None = None, limits: Limits | None
         try:
             for name, path in stores.items():
                 log = await eventlog.open_async(path)
+                log.on_commit = service.metrics.committed(name)
                 served = ServedGraph(name, path, log)
                 opened[name] = served
                 served.owner = await asyncio.to_thread(Owner, log)
-                served.lag, served.appended = served.owner.lag, served.owner.nudge
+                served.lag = served.owner.lag
             service.stores = opened
             otlp.start(opened)
             service.ready = True

@@ -13,18 +13,20 @@ import sys
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import click
 import msgspec
 
 from eventlog import EventLogError
+from eventlog._advert import find
 from eventlog.cli import PathType, default_store, require_store, store_argument
 from eventlog.cli import commands as eventlog_commands
 from eventlog.ingest_cli import ingest
 from projections._policy import SnapshotPolicy
 from projections.cli import commands as projections_commands
-from projections.cli import print_rows, rows_format, run_query
+from projections.cli import print_rows, remote_query, rows_format, run_query
 from projections.errors import ProjectionError
 
 from ._points import Point, datetime_of
@@ -169,6 +171,7 @@ def replay(
     """The projections as they were at a point: query them, or save them to a file.
 
     Without --sql, it prints what the view holds: the point, and each table's row count.
+    With --sql on a store that `lmg serve` owns, the service runs it (``$LMG_TOKEN``).
 
     Example: lmg replay ./my-store --at 1234 --sql "SELECT count(*) FROM prompts"
 
@@ -179,6 +182,12 @@ def replay(
     from .view import at
 
     path = store or default_store()
+    service = find(Path(path)) if query is not None and out is None else None
+    if service is not None:  # its service owns the store: ask it, as `lmg sql` does
+        given = None if point is None else _point(point)
+        click.echo(f"through the service at {service['url']}", err=True)
+        print_rows(*remote_query(service, query or "", given), fmt)  # type: ignore[arg-type]
+        return
     with _progress("replaying") as progress:
         view = at(
             path,
@@ -326,7 +335,7 @@ def snapshot_command(*, store: str | None, point: str | None, keep: int, listing
     multiple=True,
     metavar="NAME=VALUE",
     help="Change a limit (repeatable): max_body_bytes, body_timeout_s, max_rows, sql_time_s, "
-    "max_queries, max_follows, otlp_trace_timeout_s (docs/service.md, Limits).",
+    "replay_time_s, max_queries, max_follows, otlp_trace_timeout_s (docs/service.md, Limits).",
 )
 def serve(
     *,

@@ -19,6 +19,7 @@ import eventlog
 from . import _graph as g
 from . import _lifecycle as lc
 from . import _replay as rp
+from . import _service as sv
 from . import _sides as s
 from ._data import ENCODER
 from ._harness import Plan, Row, Sample, Side, Target, log, remove_tree, rows_for, run_sides
@@ -708,10 +709,73 @@ INSTRUMENT = Case(
 )
 
 
+# -- the service: appends over HTTP, reads while appending ------------------------------------
+
+
+def _serve(plan: Plan, scale: Scale) -> CaseResult:
+    sides = [
+        Side("http x64", "`lmg serve`, 64 async HTTP clients", sv.HttpAgents, unit=64,
+             warmup=1280),
+        Side("asyncio x64", "eventlog async in-process, 64 tasks", sv.LogAgentsTimed, unit=64,
+             warmup=1280),
+        Side("sqlite3", "sqlite3 WAL FULL, 1 event/commit", sv.SqliteTimed),
+    ]  # fmt: skip
+    samples = run_sides("serve", sides, plan)
+    rows = rows_for(
+        "serve",
+        sides,
+        samples,
+        [
+            Target("http x64", "sqlite3", None, "durable appends over HTTP, 64 clients (floor)"),
+            Target("http x64", "asyncio x64", None, "the HTTP tax (ceiling: in-process)"),
+        ],
+    )
+    notes = [
+        f"Latency of one durable append, p50 / p99 (medians over repetitions): {side.label} "
+        f"{_median_extra(samples[side.name], 'p50_ms'):.1f} / "
+        f"{_median_extra(samples[side.name], 'p99_ms'):.1f} ms."
+        for side in sides
+    ]
+    base = Path(tempfile.mkdtemp(prefix="lmg-bench-serve-reads-", dir=plan.tmp_root))
+    try:
+        reads = sv.read_latency(base, scale.follow_seconds / 2)
+    finally:
+        remove_tree(base)
+    for name in ("agent_stats", "context_window"):
+        notes.append(
+            f"`{name}` through the client, p50 / p95: "
+            f"{reads[f'idle {name} p50_ms']:.1f} / {reads[f'idle {name} p95_ms']:.1f} ms on an "
+            f"idle service, {reads[f'appending {name} p50_ms']:.1f} / "
+            f"{reads[f'appending {name} p95_ms']:.1f} ms while 16 clients append "
+            f"({reads['appends_per_s']:,.0f} events/s meanwhile)."
+        )
+    return CaseResult(rows, notes)
+
+
+SERVE = Case(
+    "serve",
+    "The service: durable appends over HTTP, reads while appending",
+    "`lmg serve STORE --port 0` as a child process on a fresh store each repetition (its "
+    "access log to a file), 64 sessions created first. HTTP: 64 asyncio tasks in this process, "
+    "each awaiting `add_prompt(its_session, text)` in a loop through one "
+    "`eventlog.connect_async(url)` client (httpx, a pool of keep-alive connections); the "
+    "service appends each request with the default FSYNC, group-committing those in flight. "
+    "In-process ceiling: the same 64 tasks on `eventlog.open_async(dir)`. Floor: sqlite3 as in "
+    "`concurrent` (WAL, synchronous=FULL, INSERT + COMMIT per event, one thread). Every call is "
+    "timed for the latency percentiles. Then reads: a store of 64 sessions of 12 turns (8 "
+    "agents) served by a fresh service; one client alternates `sql('SELECT * FROM "
+    "agent_stats')` and `context_window(session, turns=10)` (`AsyncMemoryGraph.connect`) for "
+    "half of `follow_seconds` (10 s; quick 2.5 s), first on the idle service, then while 16 "
+    "other tasks append a prompt and a response each without pause. The client, the service "
+    "and the appenders share the machine's cores.",
+    _serve,
+)
+
+
 CASES: dict[str, Case] = {
     c.name: c
     for c in (
         SINGLE, CONCURRENT, BULK, READ, SIZE, OPEN, STARTUP, FOLD, FOLLOW, READS, RSS, REPLAY,
-        LIFECYCLE, INGEST, INSTRUMENT,
+        LIFECYCLE, INGEST, INSTRUMENT, SERVE,
     )
 }  # fmt: skip

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import concurrent.futures
 import json
 import re
 import shutil
@@ -216,6 +217,21 @@ def test_a_long_query_is_interrupted(tmp_path: Path, store: Path) -> None:
         assert service.stop() == 0
 
 
+def test_a_replay_that_takes_too_long_is_abandoned(tmp_path: Path, store: Path) -> None:
+    """SQL ``at`` a point and a diff fold the log into a view first: that fold stops at
+    `replay_time_s` (here shorter than any fold), and the service answers the next request."""
+    service = Service(tmp_path, [str(store), "--limit", "replay_time_s=0.000001"])
+    try:
+        past = service.http.post("/v1/stores/default/sql", json={"query": "SELECT 1", "at": 0})
+        diff = service.http.get("/v1/stores/default/diff?from=-1&to=0")
+        for answer in (past, diff):
+            assert answer.status_code == 422 and answer.json()["error"]["code"] == "time_limit"
+        ok = service.http.post("/v1/stores/default/sql", json={"query": "SELECT 1"})
+        assert ok.json()["rows"] == [[1]]
+    finally:
+        assert service.stop() == 0
+
+
 def _token(auth: Path, name: str, scopes: list[str], stores: list[str]) -> str:
     args = [str(LMG), "token", "add", "--auth", str(auth), "--name", name]
     args += [f"--scope={s}" for s in scopes] + [f"--store={s}" for s in stores]
@@ -296,6 +312,31 @@ def test_lmg_sql_and_direct_appends_go_through_the_service(served: Service, stor
             break
         assert time.monotonic() < deadline
         time.sleep(0.05)
+
+
+def test_lmg_replay_sql_goes_through_the_service(served: Service, store: Path) -> None:
+    out = subprocess.run(
+        [str(LMG), "replay", str(store), "--at", "0", "--format", "json",
+         "--sql", "SELECT count(*) AS n FROM sessions"],
+        capture_output=True, text=True, check=True, timeout=WAIT_S,
+    )  # fmt: skip
+    assert json.loads(out.stdout) == {"n": 1}
+    assert f"through the service at {served.url}" in out.stderr
+    assert '"route": "/v1/stores/{name}/sql"' in served.child.stderr()
+
+
+def test_projections_connect_on_a_served_store_names_the_service(
+    served: Service, store: Path
+) -> None:
+    """A DuckDB connection cannot come over HTTP: instead of waiting for the database the
+    service holds, `connect` says at once where to read through."""
+    began = time.monotonic()
+    with (
+        pytest.raises(projections.DatabaseBusy, match=re.escape(served.url)),
+        projections.connect(store, wait_s=30),
+    ):
+        pass
+    assert time.monotonic() - began < 5
 
 
 def test_sigterm_drains_folds_to_the_end_and_exits_0(tmp_path: Path, store: Path) -> None:
@@ -379,3 +420,25 @@ def test_kill_9_under_concurrent_appenders_loses_no_acknowledged_event(
         assert count == len(stored) + 1
     finally:
         assert service.stop() == 0
+
+
+def test_metrics_measure_group_commits_and_their_fsyncs(served: Service) -> None:
+    """16 appends in flight at once share group commits; each group's fsync is timed."""
+    with concurrent.futures.ThreadPoolExecutor(16) as pool:
+        answers = list(pool.map(
+            lambda _: served.http.post("/v1/stores/default/events", json=_SESSION), range(32)
+        ))  # fmt: skip
+    assert all(a.status_code == 200 for a in answers)
+    text = served.http.get("/metrics").text
+
+    def value(name: str) -> float:
+        found = re.search(rf'^{name}{{store="default"}} (\S+)$', text, flags=re.M)
+        assert found is not None, name
+        return float(found.group(1))
+
+    groups, requests = (
+        value("lmg_commit_group_requests_count"),
+        value("lmg_commit_group_requests_sum"),
+    )
+    assert requests == 32 and 1 <= groups <= 32
+    assert value("lmg_fsync_seconds_count") == groups and value("lmg_fsync_seconds_sum") > 0

@@ -1,0 +1,396 @@
+"""A client of `lmg serve`: `EventLog`'s appends and log reads over HTTP, sync and async.
+
+``eventlog.connect(url)`` is to a served store what ``eventlog.open(path)`` is to a local
+one. The typed helpers are `Appends`' (the same `_commands` build and check each request);
+only `_submit` differs: it sends the request's events as JSON, all-or-nothing, with its
+idempotency key and expected LSNs, and builds the `Appended` the helper reads its result
+from out of the records the service stored (``Prefer: return=representation``). So a helper
+returns what it returns embedded, and an error comes back as the class it is embedded: the
+service answers each with a stable code (`_wire.ERRORS`), raised here again with its fields.
+
+httpx (the ``serve`` extra) is imported with this module, on first use of `eventlog.connect`,
+never by ``import eventlog``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import threading
+import uuid
+from collections.abc import AsyncIterator, Iterator, Mapping
+from types import TracebackType
+from typing import Any, Self
+from urllib.parse import quote
+
+import httpx
+import msgspec
+
+from . import events as ev
+from ._reader import Record
+from ._store import Appended, PendingRequest
+from ._time import TimeLike, iso_time, to_ns
+from ._wire import DETAILS, ERRORS
+from .errors import InvalidEvent, ServiceError
+from .log import Appends, AsyncAppends
+
+__all__ = ["LIMITS", "AsyncRemoteLog", "Http", "RemoteLog", "connect", "connect_async"]
+
+_JSON = msgspec.json.Encoder()
+
+LIMITS = httpx.Limits(max_connections=256, max_keepalive_connections=64, keepalive_expiry=2.0)
+"""Connections kept open between requests are let go after 2 s idle, before the service's
+5 s (uvicorn's ``timeout_keep_alive``): a connection the service closes just as a request
+is sent on it would fail that request with no answer (an unknown outcome for an append)."""
+_EVENT = msgspec.json.Decoder(ev.Event)
+_REPRESENTATION = {"Prefer": "return=representation", "Content-Type": "application/json"}
+
+
+class _Answer(msgspec.Struct):
+    lsn: int
+    duplicate: bool
+    events: list[ev.Event]
+
+
+class _Lsn(msgspec.Struct):
+    lsn: int
+
+
+class _Position(msgspec.Struct):
+    last_lsn: int | None
+    next_lsn: int
+
+
+class _Error(msgspec.Struct):
+    code: str
+    message: str
+    details: dict[str, Any] = {}
+
+
+class _ErrorBody(msgspec.Struct):
+    error: _Error
+
+
+class Http:
+    """What every request to one served store shares: where, who, and the errors to raise."""
+
+    def __init__(
+        self,
+        url: str,
+        store: str,
+        token: str | None,
+        errors: Mapping[str, type[Exception]] = ERRORS,
+    ) -> None:
+        if not isinstance(url, str) or not url.startswith(("http://", "https://")):
+            raise InvalidEvent(f"url must be an http:// or https:// URL, got {url!r}")
+        if not isinstance(store, str) or not store:
+            raise InvalidEvent("store must be a non-empty str")
+        self.url = url.rstrip("/")
+        self.base = f"{self.url}/v1/stores/{quote(store, safe='')}"
+        token = token if token is not None else os.environ.get("LMG_TOKEN")
+        self.headers = {"Authorization": f"Bearer {token}"} if token else {}
+        self.errors = errors
+
+    def check(self, response: httpx.Response) -> httpx.Response:
+        """The response if it is a success; else the error it names, raised as its class."""
+        if response.is_success:
+            return response
+        try:
+            error = msgspec.json.decode(response.read(), type=_ErrorBody).error
+        except msgspec.DecodeError:
+            error = _Error(f"http_{response.status_code}", response.reason_phrase or "no answer")
+        cls = self.errors.get(error.code)
+        if cls is None:
+            raise ServiceError(response.status_code, error.code, error.message)
+        raise rebuilt(cls, error.message, error.details)
+
+    def unreachable(self, exc: Exception, appending: bool = False) -> ServiceError:
+        outcome = " (the append's outcome is unknown: retry it with its idempotency_key)"
+        reason = str(exc) or type(exc).__name__  # httpx's errors may have no message
+        message = f"no answer from {self.url}: {reason}" + (outcome if appending else "")
+        return ServiceError(0, "unreachable", message)
+
+
+def rebuilt(cls: type[Exception], message: str, details: Mapping[str, Any]) -> Exception:
+    """An instance of `cls` with the service's message and fields (ids as UUIDs again), made
+    without its constructor: the message is already worded."""
+    exc = cls.__new__(cls)
+    Exception.__init__(exc, message)
+    for name, value in details.items():
+        if name not in DETAILS:
+            continue  # only the fields the service sends, never an attribute of its choosing
+        if name.endswith("_id") and isinstance(value, str):
+            with contextlib.suppress(ValueError):
+                value = uuid.UUID(value)  # noqa: PLW2901 (the value, typed again)
+        setattr(exc, name, value)
+    return exc
+
+
+def _body(request: PendingRequest) -> bytes:
+    options: dict[str, Any] = {"events": request.events}
+    for name, value in (
+        ("idempotency_key", request.key),
+        ("expect_store_lsn", request.expect_store_lsn),
+        ("expect_session_lsn", request.expect_session_lsn),
+    ):
+        if value is not None:
+            options[name] = value
+    return _JSON.encode(options)
+
+
+def _appended(content: bytes) -> Appended:
+    answer = msgspec.json.decode(content, type=_Answer)
+    return Appended(answer.lsn, list(answer.events), answer.duplicate)
+
+
+def _record(line: bytes | str) -> Record:
+    return Record(msgspec.json.decode(line, type=_Lsn).lsn, _EVENT.decode(line))
+
+
+def _read_params(start: int, start_time: TimeLike | None, follow: bool) -> dict[str, str]:
+    if not isinstance(start, int) or isinstance(start, bool) or start < 0:
+        raise InvalidEvent(f"start must be a non-negative int LSN, got {start!r}")
+    origin = str(start) if start_time is None else iso_time(to_ns(start_time, "start_time"))
+    return {"from": origin, "follow": "true" if follow else "false"}
+
+
+def _stop_at(stop: int | None, stop_time: TimeLike | None) -> tuple[int | None, int | None]:
+    if stop is not None and (not isinstance(stop, int) or isinstance(stop, bool) or stop < 0):
+        raise InvalidEvent(f"stop must be a non-negative int LSN, got {stop!r}")
+    return stop, None if stop_time is None else to_ns(stop_time, "stop_time")
+
+
+def _past(record: Record, stop: int | None, stop_ts: int | None) -> bool:
+    return (stop is not None and record.lsn >= stop) or (
+        stop_ts is not None and record.event.ts >= stop_ts
+    )
+
+
+class RemoteLog(Appends):
+    """A store served by `lmg serve`, for appending and reading from threads: every typed
+    helper of `EventLog`, `read`, `follow`, `last_lsn` and `next_lsn`. Use `eventlog.connect`.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        store: str = "default",
+        *,
+        token: str | None = None,
+        timeout: float = 30.0,
+        errors: Mapping[str, type[Exception]] = ERRORS,
+    ) -> None:
+        self._http = Http(url, store, token, errors)
+        self._client = httpx.Client(headers=self._http.headers, timeout=timeout, limits=LIMITS)
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Close the connections. Idempotent."""
+        self._client.close()
+
+    def _request(
+        self, method: str, path: str, appending: bool = False, **kw: Any
+    ) -> httpx.Response:
+        try:
+            response = self._client.request(method, self._http.base + path, **kw)
+        except httpx.TransportError as exc:
+            raise self._http.unreachable(exc, appending) from None
+        return self._http.check(response)
+
+    def _submit(self, request: PendingRequest) -> Appended:
+        body = _body(request)
+        response = self._request("POST", "/events", True, content=body, headers=_REPRESENTATION)
+        return _appended(response.content)
+
+    def last_lsn(self, session_id: uuid.UUID | None = None) -> int | None:
+        """The last LSN of the log, or of a session's events (None: empty, or no such one)."""
+        return self._position(session_id).last_lsn
+
+    def next_lsn(self) -> int:
+        """The LSN the next event will get."""
+        return self._position(None).next_lsn
+
+    def _position(self, session_id: uuid.UUID | None) -> _Position:
+        params = {} if session_id is None else {"session_id": _session(session_id)}
+        response = self._request("GET", "/lsn", params=params)
+        return msgspec.json.decode(response.content, type=_Position)
+
+    def read(
+        self,
+        start: int = 0,
+        stop: int | None = None,
+        *,
+        start_time: TimeLike | None = None,
+        stop_time: TimeLike | None = None,
+    ) -> Iterator[Record]:
+        """Events from LSN `start` (or the first at/after `start_time`), up to but excluding
+        `stop` (or the first at/after `stop_time`), as (lsn, event) records."""
+        stop, stop_ts = _stop_at(stop, stop_time)
+        for record in self._stream(_read_params(start, start_time, False), None):
+            if _past(record, stop, stop_ts):
+                return
+            yield record
+
+    def follow(
+        self,
+        start: int = 0,
+        *,
+        start_time: TimeLike | None = None,
+        stop: threading.Event | None = None,
+    ) -> Iterator[Record]:
+        """Like `read`, then new events as they are appended, until `stop` is set (looked at
+        between records, and at least once a second)."""
+        return self._stream(_read_params(start, start_time, True), stop)
+
+    def _stream(self, params: dict[str, str], stop: threading.Event | None) -> Iterator[Record]:
+        # Following with a stop to look at, a quiet stream is let go every second and
+        # resumed after the last record, so `stop` is seen.
+        read = 1.0 if stop is not None else None if params["follow"] == "true" else 30.0
+        timeout = httpx.Timeout(self._client.timeout.connect, read=read)
+        while stop is None or not stop.is_set():
+            try:
+                with self._client.stream(
+                    "GET", self._http.base + "/events", params=params, timeout=timeout
+                ) as response:
+                    self._http.check(response)
+                    for line in response.iter_lines():
+                        if line:
+                            record = _record(line)
+                            params = {**params, "from": str(record.lsn + 1)}
+                            yield record
+                        if stop is not None and stop.is_set():
+                            return
+                if params["follow"] == "false":
+                    return
+            except httpx.ReadTimeout:
+                if params["follow"] == "false":
+                    raise self._http.unreachable(TimeoutError("the read timed out")) from None
+            except httpx.TransportError as exc:
+                raise self._http.unreachable(exc) from None
+
+
+class AsyncRemoteLog(AsyncAppends):
+    """The asyncio twin of `RemoteLog`: every append helper and read is awaited. Use
+    `eventlog.connect_async`."""
+
+    def __init__(
+        self,
+        url: str,
+        store: str = "default",
+        *,
+        token: str | None = None,
+        timeout: float = 30.0,
+        errors: Mapping[str, type[Exception]] = ERRORS,
+    ) -> None:
+        self._http = Http(url, store, token, errors)
+        self._client = httpx.AsyncClient(headers=self._http.headers, timeout=timeout, limits=LIMITS)
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        """Close the connections. Idempotent."""
+        await self._client.aclose()
+
+    async def _request(
+        self, method: str, path: str, appending: bool = False, **kw: Any
+    ) -> httpx.Response:
+        try:
+            response = await self._client.request(method, self._http.base + path, **kw)
+        except httpx.TransportError as exc:
+            raise self._http.unreachable(exc, appending) from None
+        return self._http.check(response)
+
+    async def _submit(self, request: PendingRequest) -> Appended:
+        body = _body(request)
+        response = await self._request(
+            "POST", "/events", True, content=body, headers=_REPRESENTATION
+        )
+        return _appended(response.content)
+
+    async def last_lsn(self, session_id: uuid.UUID | None = None) -> int | None:
+        """The async twin of `RemoteLog.last_lsn`."""
+        return (await self._position(session_id)).last_lsn
+
+    async def next_lsn(self) -> int:
+        """The async twin of `RemoteLog.next_lsn`."""
+        return (await self._position(None)).next_lsn
+
+    async def _position(self, session_id: uuid.UUID | None) -> _Position:
+        params = {} if session_id is None else {"session_id": _session(session_id)}
+        response = await self._request("GET", "/lsn", params=params)
+        return msgspec.json.decode(response.content, type=_Position)
+
+    async def read(
+        self,
+        start: int = 0,
+        stop: int | None = None,
+        *,
+        start_time: TimeLike | None = None,
+        stop_time: TimeLike | None = None,
+    ) -> AsyncIterator[Record]:
+        """The async twin of `RemoteLog.read`."""
+        stop, stop_ts = _stop_at(stop, stop_time)
+        async for record in self._stream(_read_params(start, start_time, False)):
+            if _past(record, stop, stop_ts):
+                return
+            yield record
+
+    def follow(
+        self, start: int = 0, *, start_time: TimeLike | None = None
+    ) -> AsyncIterator[Record]:
+        """The async twin of `RemoteLog.follow`: stop by leaving the loop (or cancelling)."""
+        return self._stream(_read_params(start, start_time, True))
+
+    async def _stream(self, params: dict[str, str]) -> AsyncIterator[Record]:
+        read = None if params["follow"] == "true" else self._client.timeout.read
+        timeout = httpx.Timeout(self._client.timeout.connect, read=read)
+        try:
+            async with self._client.stream(
+                "GET", self._http.base + "/events", params=params, timeout=timeout
+            ) as response:
+                if not response.is_success:
+                    await response.aread()
+                    self._http.check(response)
+                async for line in response.aiter_lines():
+                    if line:
+                        yield _record(line)
+        except httpx.TransportError as exc:
+            raise self._http.unreachable(exc) from None
+
+
+def _session(session_id: uuid.UUID) -> str:
+    if not isinstance(session_id, uuid.UUID):
+        raise InvalidEvent(f"session_id must be a UUID, not {type(session_id).__name__}")
+    return str(session_id)
+
+
+def connect(
+    url: str, store: str = "default", *, token: str | None = None, timeout: float = 30.0
+) -> RemoteLog:
+    """The store `store` of the `lmg serve` at `url`, with `EventLog`'s methods over HTTP.
+
+    `token` is the bearer token (default: ``$LMG_TOKEN``, if set); `timeout` bounds each
+    request, in seconds. Errors are the embedded ones (`UnknownNode`, `AppendConflict`, ...);
+    the service's own refusals, and no answer, are `ServiceError`."""
+    return RemoteLog(url, store, token=token, timeout=timeout)
+
+
+async def connect_async(
+    url: str, store: str = "default", *, token: str | None = None, timeout: float = 30.0
+) -> AsyncRemoteLog:
+    """The asyncio twin of `connect`: ``async with await eventlog.connect_async(url) as log``."""
+    return AsyncRemoteLog(url, store, token=token, timeout=timeout)

@@ -1,0 +1,396 @@
+"""A client of `lmg serve` for reads: `MemoryGraph`'s methods over HTTP, sync and async.
+
+`RemoteGraph` is to `eventlog.RemoteLog` what `MemoryGraph` is to `EventLog`: every append
+helper, plus the typed reads, the query builder and SQL, answered by the service from the
+projections it holds and folds (a read sees every append the service acknowledged before
+it). Each read is written once, as the request it makes and the type it answers (`_Read`);
+`RemoteGraph` and `AsyncRemoteGraph` send it, so the two cannot drift apart. Answers decode
+into the same msgspec types (`nodes`); errors are the embedded classes (`NotFound`,
+`BadArgument`, `SqlRefused`, DuckDB's error for SQL it cannot run).
+
+Where the embedded API cannot be matched, it says so: `sql` answers a DuckDB relation over
+the rows fetched (UUIDs arrive as text), and an answer the service cut at its ``max_rows``
+is refused (`ServiceError` ``too_many_rows``) rather than returned short.
+"""
+
+from __future__ import annotations
+
+import functools
+import uuid
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Concatenate, Generic, ParamSpec, TypeVar
+
+import duckdb
+import msgspec
+import pyarrow as pa
+
+from eventlog import ServiceError
+from eventlog._client import AsyncRemoteLog, RemoteLog
+from eventlog._wire import ERRORS
+
+from . import nodes as n
+from ._reads import Hop, Impact, NotFound, _check_id
+from .errors import BadArgument, SqlRefused
+from .query import Query
+
+__all__ = ["AsyncRemoteGraph", "AsyncRemoteQuery", "RemoteGraph", "RemoteQuery"]
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+_ERRORS: dict[str, type[Exception]] = {
+    **ERRORS,
+    "not_found": NotFound,
+    "bad_argument": BadArgument,
+    "sql_refused": SqlRefused,
+    "sql_error": duckdb.Error,
+}
+_ARROW = "application/vnd.apache.arrow.stream"
+_TRUNCATED = "lmg-truncated"  # projections._routes.TRUNCATED (that module imports Starlette)
+
+
+@dataclass(frozen=True)
+class _Read(Generic[R]):
+    """One typed read: its path under the store, its query, the type it answers, and whether
+    "not found" is an answer (None, as `get_node` gives) rather than an error."""
+
+    path: str
+    type: Any
+    params: dict[str, str] = field(default_factory=dict)
+    none_if_missing: bool = False
+
+
+def _id(value: uuid.UUID) -> str:
+    _check_id(value)  # a str would reach the URL's path: only a UUID does
+    return str(value)
+
+
+def _depth(depth: int, edge_types: Sequence[str] | None) -> dict[str, Any]:
+    if not isinstance(depth, int) or isinstance(depth, bool) or depth < 1:
+        raise BadArgument(f"depth must be a positive int, got {depth!r}")
+    types = [] if edge_types is None else [str(t) for t in edge_types]
+    return {"depth": str(depth), "edge_type": types}
+
+
+def get_node(node_id: uuid.UUID, *, include_deleted: bool = False) -> _Read[n.Node | None]:
+    """The node with this id, typed, or None."""
+    params = {"include_deleted": "true"} if include_deleted else {}
+    return _Read(f"/nodes/{_id(node_id)}", n.Node, params, none_if_missing=True)
+
+
+def get_edge(edge_id: uuid.UUID) -> _Read[n.Edge | None]:
+    """The edge with this id, or None."""
+    return _Read(f"/edges/{_id(edge_id)}", n.Edge, none_if_missing=True)
+
+
+def get_outgoing_edges(node_id: uuid.UUID, edge_type: str | None = None) -> _Read[list[n.Edge]]:
+    """Live edges leaving a node (optionally of one type), in log order."""
+    params = {"direction": "out"} | ({} if edge_type is None else {"type": str(edge_type)})
+    return _Read(f"/nodes/{_id(node_id)}/edges", list[n.Edge], params)
+
+
+def get_incoming_edges(node_id: uuid.UUID, edge_type: str | None = None) -> _Read[list[n.Edge]]:
+    """Live edges reaching a node (optionally of one type), in log order."""
+    params = {"direction": "in"} | ({} if edge_type is None else {"type": str(edge_type)})
+    return _Read(f"/nodes/{_id(node_id)}/edges", list[n.Edge], params)
+
+
+def get_session(session_id: uuid.UUID) -> _Read[n.Session]:
+    """The session (`NotFound` if none)."""
+    return _Read(f"/sessions/{_id(session_id)}", n.Session)
+
+
+def get_session_nodes(session_id: uuid.UUID) -> _Read[list[n.Node]]:
+    """The session's nodes, in log order."""
+    return _Read(f"/sessions/{_id(session_id)}/nodes", list[n.Node])
+
+
+def get_template(template_id: uuid.UUID, version: int | None = None) -> _Read[n.Template]:
+    """A template, at `version` (None: its current one)."""
+    params = {} if version is None else {"version": str(version)}
+    return _Read(f"/templates/{_id(template_id)}", n.Template, params)
+
+
+def conversation_thread(session_id: uuid.UUID) -> _Read[list[n.Turn]]:
+    """Every turn of a session (forks include their parent's turns up to the fork point)."""
+    return _Read(f"/sessions/{_id(session_id)}/thread", list[n.Turn])
+
+
+def context_window(session_id: uuid.UUID, turns: int = 10) -> _Read[list[n.Turn]]:
+    """The last `turns` turns of a session, oldest first."""
+    if not isinstance(turns, int) or isinstance(turns, bool) or turns < 0:
+        raise BadArgument(f"turns must be a non-negative int, got {turns!r}")
+    return _Read(f"/sessions/{_id(session_id)}/context", list[n.Turn], {"turns": str(turns)})
+
+
+def ancestors(
+    node_id: uuid.UUID, depth: int = 5, edge_types: Sequence[str] | None = None
+) -> _Read[list[Hop]]:
+    """What a node derives from, breadth first, up to `depth` edges away."""
+    return _Read(f"/nodes/{_id(node_id)}/ancestors", list[Hop], _depth(depth, edge_types))
+
+
+def descendants(
+    node_id: uuid.UUID, depth: int = 5, edge_types: Sequence[str] | None = None
+) -> _Read[list[Hop]]:
+    """What derives from a node, breadth first, up to `depth` edges away."""
+    return _Read(f"/nodes/{_id(node_id)}/descendants", list[Hop], _depth(depth, edge_types))
+
+
+def template_impact(template_id: uuid.UUID) -> _Read[Impact]:
+    """Everything derived from a template or any template inheriting from it."""
+    return _Read(f"/templates/{_id(template_id)}/impact", Impact)
+
+
+def _spec(query: Query, count: bool) -> dict[str, Any]:
+    """The builder's calls as the body of ``POST .../query`` (docs/service.md). The builder
+    itself checked each (the same `BadArgument` as embedded)."""
+    spec: dict[str, Any] = {
+        "node_type": query._types,
+        "direction": "DESC" if query._descending else "ASC",
+        "offset": query._offset,
+        "include_deleted": query._deleted,
+        "count": count,
+        "metadata": dict(query._metadata),
+        "limit": query._limit,
+        "session": query._session,
+        "agent": query._agent,
+    }
+    if query._since is not None or query._until is not None:
+        spec["between"] = [query._since, query._until]
+        spec["on"] = "ts" if query._time_column == "ts" else "occurred_at"
+    return spec
+
+
+def _no_reader(_fn: Callable[[Any], Any]) -> Any:
+    raise AssertionError("a remote query runs on the service")
+
+
+class RemoteQuery(Query):
+    """`Query` over HTTP: the same builder, run by the service (at most its ``max_rows``
+    nodes per `execute`; `stream` pages through more)."""
+
+    def __init__(self, post: Callable[[dict[str, Any], Any], Any]) -> None:
+        super().__init__(_no_reader)
+        self._post = post
+
+    def execute(self) -> list[n.Node]:
+        return self._post(_spec(self, False), list[n.Node])  # type: ignore[no-any-return]
+
+    def count(self) -> int:
+        return int(self._post(_spec(self, True), _Count).count)
+
+    def stream(self, page: int = 1_000) -> Iterator[n.Node]:
+        for spec in _pages(self, page):
+            chunk: list[n.Node] = self._post(spec, list[n.Node])
+            yield from chunk
+            if len(chunk) < spec["limit"]:
+                return
+
+
+class AsyncRemoteQuery(Query):
+    """`RemoteQuery` for `AsyncRemoteGraph`: `execute`, `count` and `stream` are awaited."""
+
+    def __init__(self, post: Callable[[dict[str, Any], Any], Coroutine[Any, Any, Any]]) -> None:
+        super().__init__(_no_reader)
+        self._post = post
+
+    async def execute(self) -> list[n.Node]:  # type: ignore[override]
+        return await self._post(_spec(self, False), list[n.Node])  # type: ignore[no-any-return]
+
+    async def count(self) -> int:  # type: ignore[override]
+        return int((await self._post(_spec(self, True), _Count)).count)
+
+    async def stream(self, page: int = 1_000) -> AsyncIterator[n.Node]:  # type: ignore[override]
+        for spec in _pages(self, page):
+            chunk: list[n.Node] = await self._post(spec, list[n.Node])
+            for node in chunk:
+                yield node
+            if len(chunk) < spec["limit"]:
+                return
+
+
+class _Count(msgspec.Struct):
+    count: int
+
+
+def _pages(query: Query, page: int) -> Iterator[dict[str, Any]]:
+    """The specs of `query`'s pages of `page` nodes, up to its limit (if any)."""
+    if not isinstance(page, int) or isinstance(page, bool) or page < 1:
+        raise BadArgument(f"page must be a positive int, got {page!r}")
+    spec = _spec(query, False)
+    limit, offset, taken = spec["limit"], spec["offset"], 0
+    while limit is None or taken < limit:
+        want = page if limit is None else min(page, limit - taken)
+        yield {**spec, "limit": want, "offset": offset + taken}
+        taken += want
+
+
+class _Sql(msgspec.Struct, omit_defaults=True):
+    query: str
+    params: list[Any] | dict[str, Any] | None = None
+
+
+def _sql_body(query: str, params: Sequence[Any] | dict[str, Any] | None) -> bytes:
+    if not isinstance(query, str):
+        raise BadArgument(f"query must be a str, not {type(query).__name__}")
+    listed = params if params is None or isinstance(params, dict) else list(params)
+    return msgspec.json.encode(_Sql(query, listed))
+
+
+def _table(content: bytes, truncated: str | None) -> pa.Table:
+    if truncated == "true":
+        raise ServiceError(
+            200,
+            "too_many_rows",
+            "the answer has more rows than the service's max_rows: add a LIMIT",
+        )
+    return pa.ipc.open_stream(content).read_all()
+
+
+def _sync_read(spec: Callable[P, _Read[R]]) -> Callable[Concatenate[RemoteGraph, P], R]:
+    @functools.wraps(spec)
+    def method(self: RemoteGraph, /, *args: P.args, **kwargs: P.kwargs) -> R:
+        return self._get(spec(*args, **kwargs))
+
+    return method
+
+
+def _async_read(
+    spec: Callable[P, _Read[R]],
+) -> Callable[Concatenate[AsyncRemoteGraph, P], Coroutine[Any, Any, R]]:
+    @functools.wraps(spec)
+    async def method(self: AsyncRemoteGraph, /, *args: P.args, **kwargs: P.kwargs) -> R:
+        return await self._get(spec(*args, **kwargs))
+
+    return method
+
+
+class RemoteGraph(RemoteLog):
+    """A store served by `lmg serve`: `MemoryGraph`'s methods (appends, typed reads, the
+    query builder, SQL) over HTTP. Use `MemoryGraph.connect` (or this class's constructor:
+    ``RemoteGraph(url, store="default", token=None, timeout=30.0)``)."""
+
+    def __init__(
+        self,
+        url: str,
+        store: str = "default",
+        *,
+        token: str | None = None,
+        timeout: float = 30.0,
+    ) -> None:
+        super().__init__(url, store, token=token, timeout=timeout, errors=_ERRORS)
+        self._duckdb: duckdb.DuckDBPyConnection | None = None
+
+    def close(self) -> None:
+        """Close the connections (and the relations `sql` answered). Idempotent."""
+        if self._duckdb is not None:
+            self._duckdb.close()
+        super().close()
+
+    def _get(self, read: _Read[R]) -> R:
+        try:
+            content = self._request("GET", read.path, params=read.params).content
+        except NotFound:
+            if read.none_if_missing:
+                return None  # type: ignore[return-value]
+            raise
+        return msgspec.json.decode(content, type=read.type)  # type: ignore[no-any-return]
+
+    def _post_query(self, spec: dict[str, Any], answer: Any) -> Any:
+        response = self._request("POST", "/query", content=msgspec.json.encode(spec))
+        return msgspec.json.decode(response.content, type=answer)
+
+    def _arrow(self, query: str, params: Sequence[Any] | dict[str, Any] | None) -> pa.Table:
+        body = _sql_body(query, params)
+        response = self._request("POST", "/sql", content=body, headers={"Accept": _ARROW})
+        return _table(response.content, response.headers.get(_TRUNCATED))
+
+    def query(self) -> RemoteQuery:
+        """A query builder: ``g.query().session(s).node_type("prompt").limit(10).execute()``."""
+        return RemoteQuery(self._post_query)
+
+    def sql(
+        self, query: str, params: Sequence[Any] | dict[str, Any] | None = None
+    ) -> duckdb.DuckDBPyRelation:
+        """Run SQL on the service's projections (read-only, sandboxed, limited as its SQL
+        route is); a DuckDB relation over the rows it answered (`.fetchall()`, `.df()`)."""
+        table = self._arrow(query, params)
+        if self._duckdb is None:
+            self._duckdb = duckdb.connect()
+        return self._duckdb.from_arrow(table)
+
+    def rows(
+        self, query: str, params: Sequence[Any] | dict[str, Any] | None = None
+    ) -> list[tuple[Any, ...]]:
+        """Run SQL on the service's projections and fetch every row (as `sql`)."""
+        return self.sql(query, params).fetchall()
+
+    get_node = _sync_read(get_node)
+    get_edge = _sync_read(get_edge)
+    get_outgoing_edges = _sync_read(get_outgoing_edges)
+    get_incoming_edges = _sync_read(get_incoming_edges)
+    get_session = _sync_read(get_session)
+    get_session_nodes = _sync_read(get_session_nodes)
+    get_template = _sync_read(get_template)
+    conversation_thread = _sync_read(conversation_thread)
+    context_window = _sync_read(context_window)
+    ancestors = _sync_read(ancestors)
+    descendants = _sync_read(descendants)
+    template_impact = _sync_read(template_impact)
+
+
+class AsyncRemoteGraph(AsyncRemoteLog):
+    """The asyncio twin of `RemoteGraph`: appends and reads are awaited. Use
+    `AsyncMemoryGraph.connect`."""
+
+    def __init__(
+        self,
+        url: str,
+        store: str = "default",
+        *,
+        token: str | None = None,
+        timeout: float = 30.0,
+    ) -> None:
+        super().__init__(url, store, token=token, timeout=timeout, errors=_ERRORS)
+
+    async def _get(self, read: _Read[R]) -> R:
+        try:
+            response = await self._request("GET", read.path, params=read.params)
+        except NotFound:
+            if read.none_if_missing:
+                return None  # type: ignore[return-value]
+            raise
+        return msgspec.json.decode(response.content, type=read.type)  # type: ignore[no-any-return]
+
+    async def _post_query(self, spec: dict[str, Any], answer: Any) -> Any:
+        response = await self._request("POST", "/query", content=msgspec.json.encode(spec))
+        return msgspec.json.decode(response.content, type=answer)
+
+    def query(self) -> AsyncRemoteQuery:
+        """A query builder whose `execute`, `count` and `stream` are awaited."""
+        return AsyncRemoteQuery(self._post_query)
+
+    async def sql(
+        self, query: str, params: Sequence[Any] | dict[str, Any] | None = None
+    ) -> list[tuple[Any, ...]]:
+        """Run SQL on the service's projections; returns every row (as `AsyncMemoryGraph`)."""
+        body = _sql_body(query, params)
+        response = await self._request("POST", "/sql", content=body, headers={"Accept": _ARROW})
+        table = _table(response.content, response.headers.get(_TRUNCATED))
+        with duckdb.connect() as con:
+            return con.from_arrow(table).fetchall()
+
+    get_node = _async_read(get_node)
+    get_edge = _async_read(get_edge)
+    get_outgoing_edges = _async_read(get_outgoing_edges)
+    get_incoming_edges = _async_read(get_incoming_edges)
+    get_session = _async_read(get_session)
+    get_session_nodes = _async_read(get_session_nodes)
+    get_template = _async_read(get_template)
+    conversation_thread = _async_read(conversation_thread)
+    context_window = _async_read(context_window)
+    ancestors = _async_read(ancestors)
+    descendants = _async_read(descendants)
+    template_impact = _async_read(template_impact)

@@ -1,0 +1,321 @@
+"""The Python client of `lmg serve` (`eventlog.connect`, `MemoryGraph.connect`), sync and async,
+against a real service: the same answers and the same errors as the embedded API."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import pytest
+
+import eventlog
+import projections
+from projections import AsyncMemoryGraph, MemoryGraph
+from tests._processes import LMG, WAIT_S
+from tests.replay.test_service import Service
+
+ROOT = Path(__file__).resolve().parents[2]
+README = ROOT / "README.md"
+SERVICE_PAGES = [README, ROOT / "docs" / "service.md"]
+
+
+@pytest.fixture
+def served(tmp_path: Path) -> Iterator[Service]:
+    store = tmp_path / "store"
+    eventlog.open(store).close()
+    service = Service(tmp_path, [str(store), "--limit", "max_rows=50"])
+    yield service
+    assert service.stop() == 0
+
+
+def _normal(text: str) -> str:
+    """Output with ids and times replaced by their order of first appearance: two runs of
+    the same program on two fresh stores print the same."""
+    ids: dict[str, str] = {}
+
+    def number(found: re.Match[str]) -> str:
+        return ids.setdefault(found.group(0), f"<id{len(ids)}>")
+
+    text = re.sub(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}", number, text)
+    return re.sub(r"(ts=)\d+", r"\1<ts>", text)
+
+
+_REMOTE = {
+    "eventlog.open(tempfile.mkdtemp())": "eventlog.connect(sys.argv[1])",
+    "await eventlog.open_async(tempfile.mkdtemp())": "await eventlog.connect_async(sys.argv[1])",
+    "MemoryGraph.open(tempfile.mkdtemp())": "MemoryGraph.connect(sys.argv[1])",
+}
+
+
+def _readme_block(index: int) -> str:
+    blocks: list[str] = re.findall(r"```python\n(.*?)```", README.read_text(), flags=re.S)
+    return blocks[index]
+
+
+@pytest.mark.parametrize(("index", "opens"), [(0, "open("), (1, "open_async("), (2, "open(")])
+def test_readme_examples_answer_through_the_service_as_embedded(
+    served: Service, tmp_path: Path, index: int, opens: str
+) -> None:
+    """The README's quick start (sync, asyncio) and its MemoryGraph example, with only the
+    line that opens the store changed, print what they print embedded."""
+    code = "import sys\n" + _readme_block(index)
+    remote = code
+    for embedded, shared in _REMOTE.items():
+        remote = remote.replace(embedded, shared)
+    assert remote != code and f".{opens}" in code
+
+    def run(program: str) -> str:
+        result = subprocess.run(
+            [sys.executable, "-c", program, served.url],
+            cwd=tmp_path, capture_output=True, text=True, timeout=WAIT_S, check=False,
+        )  # fmt: skip
+        assert result.returncode == 0, result.stderr
+        return _normal(result.stdout)
+
+    assert run(remote) == run(code)
+
+
+def _service_blocks() -> list[tuple[Path, int]]:
+    return [(page, i) for page in SERVICE_PAGES for i in range(len(_py_blocks(page)))]
+
+
+def _py_blocks(page: Path) -> list[str]:
+    blocks: list[str] = re.findall(r"```py\n(.*?)```", page.read_text(), flags=re.S)
+    return blocks
+
+
+@pytest.mark.parametrize(("page", "index"), _service_blocks(), ids=str)
+def test_client_examples_in_the_docs_run(
+    served: Service, tmp_path: Path, page: Path, index: int
+) -> None:
+    """The docs' client examples are fenced ``py``, not ``python``: they need a service
+    (tests/test_docs.py runs the ``python`` blocks alone), so they run here, against one."""
+    code = _py_blocks(page)[index].replace('"http://127.0.0.1:8420"', "sys.argv[1]")
+    assert "sys.argv[1]" in code
+    result = subprocess.run(
+        [sys.executable, "-c", "import sys\n" + code, served.url],
+        cwd=tmp_path, capture_output=True, text=True, timeout=WAIT_S, check=False,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+
+
+def _builtins(value: Any) -> Any:
+    """`value` as JSON values, ids numbered (`_normal`) and times (``ts``, ``*_ts``) left out."""
+
+    def timeless(item: Any) -> Any:
+        if isinstance(item, dict):
+            return {k: timeless(v) for k, v in item.items() if k != "ts" and not k.endswith("_ts")}
+        if isinstance(item, list):
+            return [timeless(v) for v in item]
+        return item
+
+    return timeless(msgspec.json.decode(_normal(msgspec.json.encode(value).decode())))
+
+
+def _async_reads(url: str | Path, remote: bool) -> Any:
+    async def main() -> Any:
+        if remote:
+            g: Any = await AsyncMemoryGraph.connect(str(url))
+        else:
+            g = await AsyncMemoryGraph.open(url)
+        async with g:
+            s = await g.create_session(tags=["a"])
+            prompts = [await g.add_prompt(s.id, f"q{i}") for i in range(4)]
+            await g.add_responses_batch([(p, "a", eventlog.TokenUsage(1, 2)) for p in prompts])
+            window = await g.context_window(s.id, turns=2)
+            count = await g.query().session(s.id).node_type("prompt").count()
+            streamed = [x async for x in g.query().session(s.id).stream(page=3)]
+            rows = await g.sql("SELECT prompt_count, response_count FROM sessions")
+            return [window, count, streamed, rows, await g.get_session_nodes(s.id)]
+
+    return asyncio.run(main())
+
+
+def test_async_graph_reads_answer_as_embedded(served: Service, tmp_path: Path) -> None:
+    embedded = _async_reads(tmp_path / "embedded", remote=False)
+    assert _builtins(_async_reads(served.url, remote=True)) == _builtins(embedded)
+
+
+def test_appends_return_what_they_return_embedded(served: Service) -> None:
+    with eventlog.connect(served.url) as log:
+        session = log.create_session(metadata={"user": "42"}, actor="ada")
+        assert isinstance(session, eventlog.events.SessionCreated)
+        assert session.ts > 0 and session.actor == "ada"
+        template = log.create_template("t", "Hello {{who}}", [eventlog.VariableSpec(name="who")])
+        assert log.update_template(template, "Hi {{who}}", [eventlog.VariableSpec(name="who")]) == 2
+        prompt = log.add_prompt(session.id, template_id=template, variables={"who": "Ada"})
+        pairs = log.add_conversations_batch([((session.id, "q"), ("a", eventlog.TokenUsage(1, 1)))])
+        again = (
+            log.add_conversations_batch([((session.id, "q"), None)], idempotency_key="k"),
+            log.add_conversations_batch([((session.id, "q"), None)], idempotency_key="k"),
+        )
+        assert again[0] == again[1]
+        records = list(log.read(start=2))
+        assert records[0].lsn == 2 and len(records) == log.next_lsn() - 2
+        assert list(log.read(stop=1)) == [eventlog.Record(0, session)]
+        stored = next(r.event for r in records if getattr(r.event, "id", None) == prompt)
+        assert isinstance(stored, eventlog.events.PromptAdded)
+        assert stored.content == "Hi Ada"  # rendered by the service's log, as embedded
+        assert log.last_lsn(session.id) == log.last_lsn() and isinstance(pairs[0][1], uuid.UUID)
+
+
+def test_errors_come_back_as_the_embedded_classes(served: Service) -> None:
+    with MemoryGraph.connect(served.url) as g:
+        session = g.create_session()
+        prompt = g.add_prompt(session.id, "q")
+        with pytest.raises(eventlog.UnknownNode) as unknown:
+            g.add_response(uuid.uuid4(), "a")
+        assert unknown.value.expected == "prompt" and isinstance(unknown.value.node_id, uuid.UUID)
+        with pytest.raises(eventlog.WrongNodeKind) as kind:
+            g.add_response(session.id, "a")
+        assert kind.value.actual == "session"
+        with pytest.raises(eventlog.AppendConflict) as conflict:
+            g.add_prompt(session.id, "q2", expect_session_lsn=0)
+        assert (conflict.value.expected, conflict.value.actual) == (0, g.last_lsn(session.id))
+        assert str(conflict.value).endswith(f"expected last LSN 0, log has {conflict.value.actual}")
+        g.create_session(idempotency_key="once")
+        with pytest.raises(eventlog.IdempotencyKeyReused):
+            g.add_prompt(session.id, "other", idempotency_key="once")
+        with pytest.raises(eventlog.InvalidEvent):
+            g.create_session(metadata={"n": 2**70})  # refused before it is sent
+        with pytest.raises(projections.SqlRefused):
+            g.rows("DELETE FROM sessions")
+        with pytest.raises(projections.NotFound):
+            g.get_session(prompt)
+        with pytest.raises(projections.BadArgument):
+            g.get_node("../sql")  # type: ignore[arg-type]
+        assert g.get_node(uuid.uuid4()) is None
+        with pytest.raises(eventlog.ServiceError) as cut:
+            g.rows("SELECT * FROM range(51)")  # max_rows is 50: no silently short answer
+        assert cut.value.code == "too_many_rows"
+    with (
+        pytest.raises(eventlog.ServiceError) as unknown_store,
+        eventlog.connect(served.url, "elsewhere") as elsewhere,
+    ):
+        elsewhere.create_session()
+    assert (unknown_store.value.status, unknown_store.value.code) == (404, "unknown_store")
+
+
+def test_no_answer_is_a_service_error_that_says_to_retry(tmp_path: Path) -> None:
+    with (
+        pytest.raises(eventlog.ServiceError) as none,
+        eventlog.connect("http://127.0.0.1:9") as log,
+    ):
+        log.create_session(idempotency_key="k")
+    assert none.value.status == 0 and "retry it with its idempotency_key" in str(none.value)
+
+
+def test_follow_yields_new_appends_until_stopped(served: Service) -> None:
+    stop = threading.Event()
+    seen: list[int] = []
+    with eventlog.connect(served.url) as log:
+
+        def follow() -> None:
+            for record in log.follow(stop=stop):
+                seen.append(record.lsn)
+
+        thread = threading.Thread(target=follow)
+        thread.start()
+        for _ in range(3):
+            log.create_session()
+        while len(seen) < 3 and thread.is_alive():
+            threading.Event().wait(0.01)
+        stop.set()
+        thread.join(WAIT_S)
+        assert not thread.is_alive() and seen == [0, 1, 2]
+
+
+def test_a_relative_store_path_does_not_rewrite_error_messages(tmp_path: Path) -> None:
+    """The service hides its stores' paths in error messages; a store served as the one-word
+    relative path ``store`` once turned "conflict on the store" into "conflict on the
+    <default>"."""
+    eventlog.open(tmp_path / "store").close()
+    with subprocess.Popen(
+        [str(LMG), "serve", "store", "--port", "0"],
+        cwd=tmp_path, stderr=subprocess.PIPE, text=True,
+    ) as proc:  # fmt: skip
+        assert proc.stderr is not None
+        line = proc.stderr.readline()
+        found = re.search(r"http://127\.0\.0\.1:\d+", line)
+        assert found is not None, line
+        try:
+            with eventlog.connect(found.group(0)) as log:
+                log.create_session()
+                with pytest.raises(eventlog.AppendConflict) as conflict:
+                    log.create_session(expect_store_lsn=5)
+            assert str(conflict.value) == "conflict on the store: expected last LSN 5, log has 0"
+        finally:
+            proc.terminate()
+            proc.communicate(timeout=WAIT_S)
+
+
+@pytest.mark.slow
+def test_readers_never_wait_while_appends_stream(served: Service) -> None:
+    """8 clients query `agent_stats` and a context window in a loop while 4 others append:
+    every read answers (none waits out the SQL time limit on a lock), reads see the appends,
+    and once the appends stop the fold holds all of them."""
+    with MemoryGraph.connect(served.url) as g:
+        agent = g.add_agent("coder", "answers")
+        session = g.create_session()
+        stop = threading.Event()
+        seconds: list[float] = []
+        errors: list[BaseException] = []
+
+        def append() -> None:
+            with MemoryGraph.connect(served.url) as mine:
+                while not stop.is_set():
+                    prompt = mine.add_prompt(session.id, "q")
+                    mine.assign_agent_to_prompt(prompt, agent)
+                    mine.add_response(prompt, "a", eventlog.TokenUsage(1, 1))
+
+        def read() -> None:
+            with MemoryGraph.connect(served.url) as mine:
+                while not stop.is_set():
+                    began = time.monotonic()
+                    mine.rows("SELECT name, prompts_handled FROM agent_stats")
+                    mine.context_window(session.id, turns=10)
+                    seconds.append(time.monotonic() - began)
+
+        def guarded(fn: Callable[[], None]) -> Callable[[], None]:
+            def run() -> None:
+                try:
+                    fn()
+                except BaseException as exc:
+                    errors.append(exc)
+
+            return run
+
+        threads = [threading.Thread(target=guarded(f)) for f in [append] * 4 + [read] * 8]
+        for thread in threads:
+            thread.start()
+        time.sleep(4)
+        stop.set()
+        for thread in threads:
+            thread.join(WAIT_S)
+        assert not errors, errors
+        assert len(seconds) >= 8 and max(seconds) < 5.0  # sql_time_s: a lock wait would fail
+        last = g.last_lsn()
+        assert last is not None
+        handled = g.rows("SELECT prompts_handled FROM agent_stats")[0][0]
+        assert handled == (last - 1) // 3  # three events a turn after the agent and session
+
+
+def test_the_appending_client_loads_no_duckdb() -> None:
+    """An agent that only appends (`eventlog.connect`) pays for httpx, not for DuckDB."""
+    code = (
+        "import sys, eventlog\n"
+        "eventlog.connect('http://127.0.0.1:9').close()\n"
+        "heavy = ('duckdb', 'pyarrow', 'starlette', 'uvicorn')\n"
+        "print(sorted(m for m in heavy if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
