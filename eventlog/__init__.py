@@ -10,6 +10,16 @@ with eventlog.open("./data") as log:
 from ._backup import BackupInfo, BackupRun, backup, backup_info, restore
 from ._commands import AppendOptions
 from ._copy import Origin, copy_prefix, origin
+from ._erase import (
+    Erasure,
+    Selected,
+    Selector,
+    end_erasure,
+    erase,
+    pending_erasure,
+    resume_erasure,
+    select,
+)
 from ._export import Imported, export_events, import_events, read_export
 from ._reader import Cursor, Record
 from ._retention import Due, RetentionPolicy, due, retention, set_retention
@@ -35,6 +45,7 @@ from .errors import (
 )
 from .events import (
     EdgeType,
+    ErasureApplied,
     Event,
     EventBase,
     NodeKind,
@@ -60,6 +71,8 @@ __all__ = [
     "Due",
     "Durability",
     "EdgeType",
+    "Erasure",
+    "ErasureApplied",
     "Event",
     "EventBase",
     "EventLog",
@@ -78,6 +91,8 @@ __all__ = [
     "PromptMetadata",
     "Record",
     "RetentionPolicy",
+    "Selected",
+    "Selector",
     "Stats",
     "StorageFull",
     "StoreLocked",
@@ -91,14 +106,19 @@ __all__ = [
     "backup_info",
     "copy_prefix",
     "due",
+    "end_erasure",
+    "erase",
     "export_events",
     "import_events",
     "open",
     "open_async",
     "origin",
+    "pending_erasure",
     "read_export",
     "restore",
+    "resume_erasure",
     "retention",
+    "select",
     "set_retention",
     "verify",
 ]

@@ -480,7 +480,12 @@ def _record_deleted(r: Resolver, e: ev.NodeDeleted, lsn: int) -> None:
 
 
 def _record_nothing(r: Resolver, e: ev.EventBase, lsn: int) -> None:
-    """Session updates change no entry but the session's last LSN (done by `record`)."""
+    """Session updates change no entry but the session's last LSN (done by `record`);
+    an erasure's record changes none at all."""
+
+
+def _check_nothing(r: Resolver, e: ev.EventBase) -> None:
+    """An erasure's record refers to nothing the index must hold (erased nodes may be gone)."""
 
 
 _Handler = Callable[[Resolver, Any], None]
@@ -504,6 +509,7 @@ _CHECKS: dict[type[ev.EventBase], _Handler] = {
     ev.EdgeAdded: _check_edge,
     ev.NodeAdded: _check_node,
     ev.NodeDeleted: _check_deleted,
+    ev.ErasureApplied: _check_nothing,
 }
 _RECORDS: dict[type[ev.EventBase], _Recorder] = {
     ev.SessionCreated: _record_session,
@@ -524,6 +530,7 @@ _RECORDS: dict[type[ev.EventBase], _Recorder] = {
     ev.EdgeAdded: _record_edge,
     ev.NodeAdded: _record_node,
     ev.NodeDeleted: _record_deleted,
+    ev.ErasureApplied: _record_nothing,
 }
 assert set(_CHECKS) == set(_RECORDS) == set(ev.event_types().values()), (
     "every event type needs both"

@@ -162,6 +162,13 @@ class SealedSegments:
         self._sealers[first_lsn] = sealer
         sealer.start()
 
+    def forget(self, first_lsn: int) -> None:
+        """Drop what is known of a segment that was rewritten (-1: none), once its index files
+        are written; a segment's id table stays valid (ids and LSNs never change)."""
+        for sealer in self._sealers.values():
+            sealer.join()
+        self._summaries.pop(first_lsn, None)
+
     def adopt(self, first_lsn: int, summary: SegmentSummary) -> None:
         """Take in a segment another process sealed (its files are that process's job)."""
         self._summaries[first_lsn] = summary

@@ -255,6 +255,11 @@ class Store:
         """Summary and sparse index of a sealed segment (see `SealedSegments`)."""
         return self._sealed.summary(first_lsn)
 
+    def forget_summary(self, first_lsn: int) -> None:
+        """Drop a sealed segment's cached summary (it was rewritten: an erasure)."""
+        with self._mutex:
+            self._sealed.forget(first_lsn)
+
     def _rebuild(self, first_lsn: int) -> tuple[SegmentSummary, dict[int, Entry]]:
         """Scan a sealed segment whole: its summary and id entries. Damage is an error."""
         path = self.segment_path(first_lsn)
@@ -576,6 +581,44 @@ class Store:
         self._active = active = self._open_active(active.next_lsn)
         self._ensure_entries(active)
         return active
+
+    def seal_active(self) -> int:
+        """Rotate if the last segment holds any frame, so every event appended so far is in a
+        sealed segment (an erasure rewrites only those); returns the log's next LSN."""
+        with self._mutex:
+            self._check_usable()
+            with self._flock():
+                active = self._catch_up()
+                if active.next_lsn > active.first_lsn:
+                    active = self._rotate(active)
+                self._sealed.forget(-1)  # waits for the index files of what was just sealed
+                return active.next_lsn
+
+    def replace_sealed(self, first_lsn: int, data: bytes) -> None:
+        """Replace sealed segment `first_lsn` with `data` (a whole segment holding the same
+        LSNs) with the crash safety of an append: a temp file beside it, fsynced, renamed
+        over it, the directory fsynced. Under the lock, so no recovery deletes the temp file;
+        readers holding the old file keep reading it. Its ``.idx`` is rewritten after."""
+        path = self.segment_path(first_lsn)
+        tmp = path.with_name(path.name + ".erase.tmp")
+        with self._mutex:
+            self._check_usable()
+            with self._flock():
+                if first_lsn not in self._firsts[:-1]:
+                    raise EventLogError(f"segment {path.name} is not sealed")
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(tmp)
+                fd = create_file(tmp, self._modes.file)
+                try:
+                    _pwrite_all(fd, data, 0)
+                    os.fsync(fd)
+                finally:
+                    os.close(fd)
+                os.rename(tmp, path)
+                fsync_dir(self.path)
+            self._sealed.forget(first_lsn)
+            self._events.clear()
+        self.summary(first_lsn)  # the new file's size no longer matches the old .idx: rebuilt
 
     def _sync_before_leaving(self, active: _Active) -> None:
         """INTERVAL/NONE: fsync unsynced frames of a segment this handle moves past. Later
