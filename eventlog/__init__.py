@@ -12,6 +12,7 @@ from ._commands import AppendOptions
 from ._copy import Origin, copy_prefix, origin
 from ._erase import (
     Erasure,
+    ErasureRunning,
     Selected,
     Selector,
     end_erasure,
@@ -73,6 +74,7 @@ __all__ = [
     "EdgeType",
     "Erasure",
     "ErasureApplied",
+    "ErasureRunning",
     "Event",
     "EventBase",
     "EventLog",

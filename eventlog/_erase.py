@@ -52,7 +52,7 @@ from ._format import (
     unpack_body,
 )
 from ._ids import new_id
-from ._index import write_atomically
+from ._index import fsync_dir, write_atomically
 from ._resolve import session_of
 from ._segment import BadFrame, Frame, iter_frames
 from ._store import PendingRequest, Store, check_store
@@ -63,6 +63,7 @@ from .log import EventLog
 __all__ = [
     "JOURNAL_FILE",
     "Erasure",
+    "ErasureRunning",
     "Selected",
     "Selector",
     "end_erasure",
@@ -76,6 +77,10 @@ JOURNAL_FILE = "ERASURE.json"
 _LOCK_FILE = "ERASURE.lock"
 _SUBJECT_FIELDS = ("id", "agent_id", "template_id", "tool_id", "node_id", "session_id")
 _SESSION_EVENTS = (ev.SessionCreated, ev.SessionUpdated, ev.SessionForked)
+
+
+class ErasureRunning(EventLogError):
+    """Another process is erasing from this store (it holds ``ERASURE.lock``)."""
 
 
 class Selector(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
@@ -217,13 +222,23 @@ def resume_erasure(store: str | os.PathLike[str]) -> Erasure | None:
         return _finish(log, pending_erasure(root))
 
 
-def end_erasure(store: str | os.PathLike[str]) -> None:
-    """Remove the journal once the projections' part is done too (`projections.erase`)."""
+def end_erasure(store: str | os.PathLike[str], erasure_id: uuid.UUID) -> bool:
+    """Remove the journal of erasure `erasure_id` once its projections' part is done too
+    (`projections.erase`). False, leaving it, if the journal holds another erasure or one
+    still in its log phase, or an erasure is running (its journal is not for us to end)."""
     root = Path(store)
-    pending = pending_erasure(root)
-    if pending is not None and pending.phase == "log":
-        raise EventLogError(f"the erasure in {root} has not finished with the log")
-    (root / JOURNAL_FILE).unlink(missing_ok=True)
+    try:
+        with _erasure_lock(root):
+            pending = pending_erasure(root)
+            if pending is None or pending.phase != "projections":
+                return False
+            if pending.record.erasure_id != erasure_id:
+                return False
+            (root / JOURNAL_FILE).unlink()
+            fsync_dir(root)
+            return True
+    except ErasureRunning:
+        return False
 
 
 # -- selecting ----------------------------------------------------------------------------------
@@ -454,7 +469,7 @@ def _erasure_lock(root: Path) -> Iterator[None]:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            raise EventLogError(f"an erasure is already running on {root}") from None
+            raise ErasureRunning(f"an erasure is already running on {root}") from None
         yield
     finally:
         os.close(fd)

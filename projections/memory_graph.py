@@ -27,6 +27,7 @@ from eventlog import AsyncEventLog, EventLog, Options, Stats
 
 from . import nodes as n
 from ._database import FolderLock, Gate, database_path, open_database
+from ._erasure import apply_pending
 from ._fold import Batch
 from ._folder import BATCH_EVENTS, LogReader, fold_available
 from ._history import folded_history, forget_history, history_differs
@@ -125,6 +126,7 @@ class _Embedded:
         assert self._gate is not None
         self._gate.acquire(exclusive=True, timeout=wait_s)
         try:
+            apply_pending(self.db.parent, self.db)  # an erasure dropped it: fold anew
             con = open_database(
                 self.db,
                 read_only=False,
