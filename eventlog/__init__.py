@@ -11,6 +11,7 @@ from ._backup import BackupInfo, BackupRun, backup, backup_info, restore
 from ._commands import AppendOptions
 from ._copy import Origin, copy_prefix, origin
 from ._erase import (
+    JOURNAL_FILE,
     Erasure,
     ErasureRunning,
     Selected,
@@ -59,6 +60,7 @@ from .options import Durability, Options
 from .verify import Problem, verify
 
 __all__ = [
+    "JOURNAL_FILE",
     "AppendConflict",
     "AppendOptions",
     "Appended",

@@ -167,12 +167,13 @@ def erase(
     now: int | None = None,
 ) -> Erasure:
     """Erase the content of the events `selector` chooses from the log (steps 1 to 6 of the
-    module docstring), first finishing an erasure a crash interrupted. Returns the erasure in
-    phase ``projections`` (``done`` with nothing selected): the projections' part is left to
-    `projections.erase`, which calls this."""
+    module docstring), first finishing the log's part of an erasure a crash interrupted.
+    Returns the erasure in phase ``projections`` (``done`` with nothing selected, whose
+    record is not appended): the projections' part is left to `projections.erase`, which
+    calls this."""
     root = _root(store)
     with _erasure_lock(root), EventLog.open(root) as log:
-        pending = _finish(log, pending_erasure(root))
+        pending = _finish(log, pending_erasure(root))  # its projections' part may be due
         chosen = _select(log, selector, log.next_lsn())
         marked_at = time.time_ns() if now is None else now
         record = ev.ErasureApplied(
@@ -188,8 +189,8 @@ def erase(
             before=selector.before,
             actor=actor,
         )
-        if not chosen:
-            return pending or Erasure(record=record, ranges=[], phase="done")
+        if not chosen:  # (a pending erasure's projections' part stays due)
+            return Erasure(record=record, ranges=[], phase="done")
         due = [chosen[0].lsn]
         if pending is not None and pending.projections_from is not None:
             due.append(pending.projections_from)

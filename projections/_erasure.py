@@ -22,7 +22,6 @@ import time
 from pathlib import Path
 
 import eventlog
-from eventlog._erase import JOURNAL_FILE
 
 from ._database import FolderLock, Gate, database_path
 from .errors import ProjectionError, ProjectorBusy
@@ -33,7 +32,7 @@ __all__ = ["apply_pending", "erase", "erasure_due", "resume_erasure"]
 
 def erasure_due(store: Path, db: Path) -> bool:
     """Is the projections' part of an erasure due on `db` (the store's own database)?"""
-    if not (store / JOURNAL_FILE).exists():  # the common case: one stat
+    if not (store / eventlog.JOURNAL_FILE).exists():  # the common case: one stat
         return False
     if Path(db).resolve() != database_path(store, None).resolve():
         return False
@@ -69,7 +68,11 @@ def erase(
     erasure (phase ``done``). Raises `ProjectionError` if a folder holds the database and has
     not dropped it within `wait_s` (the log is erased by then; it drops it at its next fold)."""
     erasure = eventlog.erase(store, selector, actor=actor)
-    return _finish(Path(store), erasure, wait_s)
+    pending = eventlog.pending_erasure(store)  # this one, or an earlier one still due
+    if pending is not None:
+        _finish(Path(store), pending, wait_s)
+    erasure.phase = "done"
+    return erasure
 
 
 def resume_erasure(

@@ -246,8 +246,8 @@ class Projector:
                 if not next(watcher, None) and time.monotonic() - idle_since < poll_s:
                     continue  # nothing changed: a cheap wait, the database stays closed
                 idle_since = time.monotonic()
-                if not self._peek():
-                    continue
+                if not self._peek() and not erasure_due(self.store, self.db):
+                    continue  # (an erasure's journal may turn due after its record is folded)
                 with self._open() as con:
                     began = time.monotonic()
                     while not stop.is_set():
