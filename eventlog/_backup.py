@@ -34,6 +34,7 @@ import google_crc32c
 import msgspec
 
 from ._copy import ORIGIN_FILE, building_store, check_new_store, sync_tree
+from ._erase import JOURNAL_FILE
 from ._files import Modes, create_file, open_file
 from ._format import segment_name
 from ._index import fsync_dir, write_atomically
@@ -48,7 +49,9 @@ BACKUP_FILE = "BACKUP.json"
 _PARTIAL = "BACKUP.partial"
 _TAIL = 4096  # bytes whose checksum tells one store's segment from another's of the same size
 _COPY = 1 << 20
-_STORE_FILES = (RETENTION_FILE, ORIGIN_FILE)  # small files of the store a backup carries
+# Small files of the store a backup carries: an erasure's journal too, so that a backup
+# taken while one runs is finished by `lmg erase --resume` on it (or on its restore).
+_STORE_FILES = (RETENTION_FILE, ORIGIN_FILE, JOURNAL_FILE)
 
 
 class Segment(msgspec.Struct, frozen=True):
