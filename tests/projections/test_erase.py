@@ -43,12 +43,14 @@ _ENCODE = msgspec.msgpack.Encoder(uuid_format="bytes").encode
 class Fixture:
     """A store where user `user` (alice) said secret things among bob's ordinary ones."""
 
-    def __init__(self, path: Path, turns: int = 30, segment_bytes: int = 8192) -> None:
+    def __init__(
+        self, path: Path, turns: int = 30, segment_bytes: int = 8192, **options: Any
+    ) -> None:
         self.path = path
         self.user = f"u-{secrets.token_hex(6)}"
         self.secrets: list[str] = []
         self.kept: list[str] = []
-        with eventlog.open(path, segment_bytes=segment_bytes) as log:
+        with eventlog.open(path, segment_bytes=segment_bytes, **options) as log:
             agent = log.add_agent("helper", "answers")
             alice = log.create_session(metadata={"user": self.user}, tags=["vip"])
             bob = log.create_session(metadata={"user": "bob"})
@@ -253,9 +255,10 @@ def test_erase_by_node_actor_and_age(tmp_path: Path) -> None:
 
 
 def test_a_reader_opened_before_the_erasure_reads_the_rewritten_segment(tmp_path: Path) -> None:
-    fx = Fixture(tmp_path / "store", turns=20, segment_bytes=64 * 1024)
-    with eventlog.open(fx.path, readonly=True, index_interval_bytes=512) as log:
-        middle = len(fx.before) // 3  # inside the first (sealed) segment, past its first frame
+    fx = Fixture(tmp_path / "store", turns=40, segment_bytes=32 * 1024, index_interval_bytes=256)
+    with eventlog.open(fx.path, readonly=True) as log:
+        middle = 40  # inside the first (sealed) segment, many frames past its first
+        assert log._store.summary(0).next_lsn > middle and log._store.summary(0).seek_lsn(middle)
         assert next(log.read(middle)).lsn == middle  # its summary (offsets) is cached now
         projections.erase(fx.path, eventlog.Selector.of(sessions=[fx.alice]))
         records = list(log.read(middle))  # seeks with the old offsets: must notice and re-seek
