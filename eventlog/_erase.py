@@ -246,47 +246,42 @@ def end_erasure(store: str | os.PathLike[str], erasure_id: uuid.UUID) -> bool:
 
 
 def _select(log: EventLog, selector: Selector, end: int) -> list[Selected]:
+    """The events to erase, in LSN order: one scan of the log, two with `metadata` (the
+    first finds the sessions and nodes it matches). Memory holds only what is chosen."""
     if selector.is_empty():
         raise InvalidEvent("an erasure needs at least one criterion (session, node, ...)")
-    seen: list[tuple[Selected, str | None, bool]] = []  # event, actor, metadata matched
-    sessions_known: set[uuid.UUID] = set()
-    nodes_known: set[uuid.UUID] = set()
+    sessions, nodes = set(selector.sessions), set(selector.nodes)
+    if selector.metadata:
+        for _lsn, event in log.read(0, end):
+            subject = _subject(event)
+            if subject is not None and _metadata_matches(event, selector.metadata):
+                (sessions if isinstance(event, _SESSION_EVENTS) else nodes).add(subject)
+    wanted = set(selector.sessions) | set(selector.nodes)
+    created: dict[uuid.UUID, bool] = {}  # wanted ids seen created: is it a session?
+    whole = sessions | nodes  # a node that is a session: every event of it
+    actors, before = set(selector.actors), selector.before
+    chosen: list[Selected] = []
     for lsn, event in log.read(0, end):
-        if isinstance(event, ev.ErasureApplied):
+        subject = _subject(event)
+        if subject in wanted and getattr(event, "id", None) == subject:
+            created[subject] = isinstance(event, ev.SessionCreated | ev.SessionForked)
+        if event.erased_at is not None or isinstance(event, ev.ErasureApplied):
             continue
-        subject, session = _subject(event), session_of(event)
-        if isinstance(event, ev.SessionCreated | ev.SessionForked):
-            sessions_known.add(event.id)
-        if subject is not None and getattr(event, "id", None) == subject:
-            nodes_known.add(subject)
-        if event.erased_at is None:
-            matched = bool(selector.metadata) and _metadata_matches(event, selector.metadata)
-            seen.append(
-                (Selected(lsn, ev.tag_of(event), subject, session, event.ts), event.actor, matched)
-            )
+        session = session_of(event)
+        if (
+            session in whole
+            or subject in nodes
+            or (event.actor is not None and event.actor in actors)
+            or (before is not None and event.ts < before)
+        ):
+            chosen.append(Selected(lsn, ev.tag_of(event), subject, session, event.ts))
     for node in selector.nodes:
-        if node not in nodes_known:
+        if node not in created:
             raise UnknownNode(node, "node")
     for session in selector.sessions:
-        if session not in sessions_known:
+        if not created.get(session, False):
             raise UnknownNode(session, "session")
-    sessions = set(selector.sessions) | (set(selector.nodes) & sessions_known)
-    nodes = set(selector.nodes)
-    for item, _actor, matched in seen:
-        if matched:
-            if item.type.startswith("session.") and item.node_id is not None:
-                sessions.add(item.node_id)
-            elif item.node_id is not None:
-                nodes.add(item.node_id)
-    actors, before = set(selector.actors), selector.before
-    return [
-        item
-        for item, actor, _matched in seen
-        if item.session_id in sessions
-        or item.node_id in nodes
-        or (actor is not None and actor in actors)
-        or (before is not None and item.ts < before)
-    ]
+    return chosen
 
 
 def _subject(event: ev.EventBase) -> uuid.UUID | None:

@@ -598,7 +598,8 @@ class Store:
         """Replace sealed segment `first_lsn` with `data` (a whole segment holding the same
         LSNs) with the crash safety of an append: a temp file beside it, fsynced, renamed
         over it, the directory fsynced. Under the lock, so no recovery deletes the temp file;
-        readers holding the old file keep reading it. Its ``.idx`` is rewritten after."""
+        readers holding the old file keep reading it. Its ``.idx`` is rewritten after (its
+        offsets moved); its ``.ids`` stays valid (ids and LSNs do not move)."""
         path = self.segment_path(first_lsn)
         tmp = path.with_name(path.name + ".erase.tmp")
         with self._mutex:
@@ -606,6 +607,7 @@ class Store:
             with self._flock():
                 if first_lsn not in self._firsts[:-1]:
                     raise EventLogError(f"segment {path.name} is not sealed")
+                counts = self.summary(first_lsn).type_counts  # the same events, the same types
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(tmp)
                 fd = create_file(tmp, self._modes.file)
@@ -618,7 +620,23 @@ class Store:
                 fsync_dir(self.path)
             self._sealed.forget(first_lsn)
             self._events.clear()
-        self.summary(first_lsn)  # the new file's size no longer matches the old .idx: rebuilt
+            self._sealed.replace(first_lsn, self._summarise_headers(first_lsn, counts))
+
+    def _summarise_headers(self, first_lsn: int, counts: dict[str, int]) -> SegmentSummary:
+        """A sealed segment's summary from its frame headers and checksums alone, with the
+        type counts given (a rewrite changed no event's type: no event is decoded)."""
+        path = self.segment_path(first_lsn)
+        fd = open_file(path)
+        try:
+            active = _Active(first_lsn, fd, path)
+            self._check_header(active)
+            size = os.fstat(fd).st_size
+            self._advance(active, size, repair=False, sealed=True)
+        finally:
+            os.close(fd)
+        active.summary.size = size
+        active.summary.type_counts = dict(counts)
+        return active.summary
 
     def _sync_before_leaving(self, active: _Active) -> None:
         """INTERVAL/NONE: fsync unsynced frames of a segment this handle moves past. Later
