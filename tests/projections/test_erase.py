@@ -332,8 +332,10 @@ def test_kill_9_mid_erasure_then_resume(tmp_path: Path, seed: int) -> None:
     eraser.wait()
     print("journal left by the kill:", eventlog.pending_erasure(fx.path) is not None)
     assert lmg("verify", str(fx.path)).returncode == 0  # every segment wholly old or new
-    again = lmg("erase", str(fx.path), "--metadata", f"user={fx.user}", check=False)
+    finish = ["--resume"] if seed % 2 else ["--metadata", f"user={fx.user}"]  # both finish it
+    again = lmg("erase", str(fx.path), *finish, check=False)
     assert again.returncode == 0, again.stderr
+    assert eventlog.pending_erasure(fx.path) is None
     appender.signal(signal.SIGKILL)
     appender.wait()
     fx.project()
