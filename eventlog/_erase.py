@@ -30,6 +30,7 @@ from __future__ import annotations
 import bisect
 import contextlib
 import fcntl
+import functools
 import os
 import time
 import uuid
@@ -286,10 +287,14 @@ def _select(log: EventLog, selector: Selector, end: int) -> list[Selected]:
 
 def _subject(event: ev.EventBase) -> uuid.UUID | None:
     """The node an event creates or changes (a session update's session, a completion's tool)."""
-    fields = event.__struct_fields__
-    name = next((f for f in _SUBJECT_FIELDS if f in fields), None)
+    name = _subject_field(type(event))
     found: uuid.UUID | None = None if name is None else getattr(event, name)
     return found
+
+
+@functools.cache
+def _subject_field(cls: type[ev.EventBase]) -> str | None:
+    return next((f for f in _SUBJECT_FIELDS if f in cls.__struct_fields__), None)
 
 
 def _metadata_matches(event: ev.EventBase, wanted: dict[str, str]) -> bool:
