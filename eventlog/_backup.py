@@ -135,6 +135,30 @@ def backup(
     return BackupRun(info=info, copied=copied, reused=len(run) - copied, copied_bytes=moved)
 
 
+def redescribe(root: Path) -> None:
+    """Write the manifest of the backup at `root` anew from its files, after an erasure ran
+    on it (a backup is a store; `lmg erase BACKUP`): its segments were rewritten and it
+    holds the erasure's record, so a restore checks them against what they are now. A
+    segment is no longer the copy of a source file: the next backup into `root` copies it
+    again, from the store backed up (erase that store too)."""
+    older = backup_info(root)
+    with EventLog.open(root, readonly=True) as log:
+        last_lsn = log.next_lsn() - 1
+        event = next(log.read(last_lsn, last_lsn + 1), None) if last_lsn >= 0 else None
+        names = [segment_name(f) for f in log._store.segments()]
+    segments = {}
+    for name in names:
+        size = (root / name).stat().st_size
+        segments[name] = Segment(size, _tail_crc(root / name, size))
+    info = msgspec.structs.replace(
+        older,
+        last_lsn=last_lsn,
+        last_ts=None if event is None else event.event.ts,
+        segments=segments,
+    )
+    write_atomically(root / BACKUP_FILE, msgspec.json.encode(info))
+
+
 def _older(root: Path, source: str) -> BackupInfo | None:
     """The backup `root` already holds (None: it is new, empty, or an interrupted backup)."""
     if not root.exists():

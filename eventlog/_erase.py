@@ -375,8 +375,17 @@ def _finish(log: EventLog, erasure: Erasure | None) -> Erasure | None:
     erasure.record = cast(ev.ErasureApplied, result.events[0])
     erasure.phase = "projections"
     erasure.segments_rewritten += rewritten
+    _redescribe_backup(store.path)
     _write_journal(store.path, erasure)
     return erasure
+
+
+def _redescribe_backup(root: Path) -> None:
+    """A backup is a store, and may be erased: its manifest must then say what it holds."""
+    from ._backup import BACKUP_FILE, redescribe  # noqa: PLC0415 (_backup imports this module)
+
+    if (root / BACKUP_FILE).exists():
+        redescribe(root)
 
 
 def _rewrite(store: Store, first: int, targets: _Targets, marked_at: int) -> bool:

@@ -302,6 +302,19 @@ def test_retention_due_is_applied_by_erase(tmp_path: Path) -> None:
     assert "nothing to erase" in lmg("erase", str(store), "--due").stdout  # done already
 
 
+def test_a_backup_is_erased_by_its_path_and_still_restores(tmp_path: Path) -> None:
+    fx = Fixture(tmp_path / "store", turns=3)
+    fx.project()
+    backup = tmp_path / "backup"
+    lmg("backup", str(fx.path), str(backup))
+    done = lmg("erase", str(backup), "--session", str(fx.alice))
+    assert "erased the content of" in done.stdout
+    restored = tmp_path / "restored"
+    lmg("restore", str(backup), str(restored))  # its manifest says what it holds now
+    assert scan(backup, fx.secrets) == [] and scan(restored, fx.secrets) == []
+    assert scan(fx.path, fx.secrets)  # the store backed up is another store
+
+
 # -- crashes and concurrent appends ------------------------------------------------------------
 
 _APPENDER = """
