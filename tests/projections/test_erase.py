@@ -286,6 +286,31 @@ def test_a_following_projector_drops_its_database_at_the_erasure(tmp_path: Path)
     assert scan(fx.path, fx.secrets) == []
 
 
+def test_an_embedded_graph_drops_its_database_at_its_next_hold(tmp_path: Path) -> None:
+    fx = Fixture(tmp_path / "store", turns=2)
+    errors: list[BaseException] = []
+
+    def erase() -> None:
+        try:
+            projections.erase(fx.path, eventlog.Selector.of(sessions=[fx.alice]), wait_s=30)
+        except BaseException as exc:  # reported below, not lost in the thread
+            errors.append(exc)
+
+    with MemoryGraph.open(fx.path) as g:
+        prompt = g.get_node(fx.prompt)
+        assert isinstance(prompt, projections.Prompt) and fx.secrets[-8] in prompt.content
+        eraser = threading.Thread(target=erase)
+        eraser.start()
+        deadline = time.monotonic() + WAIT_S
+        while eraser.is_alive() and time.monotonic() < deadline:
+            time.sleep(0.1)
+            prompt = g.get_node(fx.prompt)  # a read after the graph let go holds it anew
+        eraser.join()
+        prompt = g.get_node(fx.prompt)
+        assert isinstance(prompt, projections.Prompt) and prompt.content.startswith("[erased ")
+    assert not errors and eventlog.pending_erasure(fx.path) is None
+
+
 def test_retention_due_is_applied_by_erase(tmp_path: Path) -> None:
     fx = Fixture(tmp_path / "source", turns=2)
     old = time.time_ns() - 40 * 86_400 * 1_000_000_000
