@@ -43,10 +43,9 @@ def erasure_due(store: Path, db: Path) -> bool:
 def apply_pending(store: Path, db: Path) -> bool:
     """If an erasure's projections' part is due, do it; True if it was. The caller holds the
     folder lock of `db` and its gate exclusively (no reader has the file open)."""
-    if not erasure_due(store, db):
+    pending = eventlog.pending_erasure(store) if erasure_due(store, db) else None
+    if pending is None:  # (or ended meanwhile by another folder)
         return False
-    pending = eventlog.pending_erasure(store)
-    assert pending is not None
     for path in (db, Path(f"{db}.wal")):
         path.unlink(missing_ok=True)
     shutil.rmtree(f"{db}.tmp", ignore_errors=True)  # DuckDB's spill files
