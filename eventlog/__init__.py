@@ -12,6 +12,18 @@ from typing import TYPE_CHECKING
 from ._backup import BackupInfo, BackupRun, backup, backup_info, restore
 from ._commands import AppendOptions
 from ._copy import Origin, copy_prefix, origin
+from ._erase import (
+    JOURNAL_FILE,
+    Erasure,
+    ErasureRunning,
+    Selected,
+    Selector,
+    end_erasure,
+    erase,
+    pending_erasure,
+    resume_erasure,
+    select,
+)
 from ._export import Imported, export_events, import_events, read_export
 from ._lazy import export_lazily
 from ._reader import Cursor, Record
@@ -39,6 +51,7 @@ from .errors import (
 )
 from .events import (
     EdgeType,
+    ErasureApplied,
     Event,
     EventBase,
     NodeKind,
@@ -51,6 +64,7 @@ from .options import Durability, Options
 from .verify import Problem, verify
 
 __all__ = [
+    "JOURNAL_FILE",
     "AppendConflict",
     "AppendOptions",
     "Appended",
@@ -65,6 +79,9 @@ __all__ = [
     "Due",
     "Durability",
     "EdgeType",
+    "Erasure",
+    "ErasureApplied",
+    "ErasureRunning",
     "Event",
     "EventBase",
     "EventLog",
@@ -84,6 +101,8 @@ __all__ = [
     "Record",
     "RemoteLog",
     "RetentionPolicy",
+    "Selected",
+    "Selector",
     "ServiceError",
     "Stats",
     "StorageFull",
@@ -100,14 +119,19 @@ __all__ = [
     "connect_async",
     "copy_prefix",
     "due",
+    "end_erasure",
+    "erase",
     "export_events",
     "import_events",
     "open",
     "open_async",
     "origin",
+    "pending_erasure",
     "read_export",
     "restore",
+    "resume_erasure",
     "retention",
+    "select",
     "set_retention",
     "verify",
 ]

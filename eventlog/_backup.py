@@ -35,6 +35,7 @@ import google_crc32c
 import msgspec
 
 from ._copy import ORIGIN_FILE, building_store, check_new_store, sync_tree
+from ._erase import JOURNAL_FILE
 from ._files import Modes, create_file, make_dir, open_file
 from ._format import segment_name
 from ._index import fsync_dir, write_atomically
@@ -49,7 +50,9 @@ BACKUP_FILE = "BACKUP.json"
 _PARTIAL = "BACKUP.partial"
 _TAIL = 4096  # bytes whose checksum tells one store's segment from another's of the same size
 _COPY = 1 << 20
-_STORE_FILES = (RETENTION_FILE, ORIGIN_FILE)  # small files of the store a backup carries
+# Small files of the store a backup carries: an erasure's journal too, so that a backup
+# taken while one runs is finished by `lmg erase --resume` on it (or on its restore).
+_STORE_FILES = (RETENTION_FILE, ORIGIN_FILE, JOURNAL_FILE)
 
 
 class Segment(msgspec.Struct, frozen=True):
@@ -143,6 +146,30 @@ def backup(
     copied = sum(1 for name in run if name not in reusable or reusable[name] != run[name])
     moved = sum(run[n].size for n in run if n not in reusable or reusable[n] != run[n])
     return BackupRun(info=info, copied=copied, reused=len(run) - copied, copied_bytes=moved)
+
+
+def redescribe(root: Path) -> None:
+    """Write the manifest of the backup at `root` anew from its files, after an erasure ran
+    on it (a backup is a store; `lmg erase BACKUP`): its segments were rewritten and it
+    holds the erasure's record, so a restore checks them against what they are now. A
+    segment is no longer the copy of a source file: the next backup into `root` copies it
+    again, from the store backed up (erase that store too)."""
+    older = backup_info(root)
+    with EventLog.open(root, readonly=True) as log:
+        last_lsn = log.next_lsn() - 1
+        event = next(log.read(last_lsn, last_lsn + 1), None) if last_lsn >= 0 else None
+        names = [segment_name(f) for f in log._store.segments()]
+    segments = {}
+    for name in names:
+        size = (root / name).stat().st_size
+        segments[name] = Segment(size, _tail_crc(root / name, size))
+    info = msgspec.structs.replace(
+        older,
+        last_lsn=last_lsn,
+        last_ts=None if event is None else event.event.ts,
+        segments=segments,
+    )
+    write_atomically(root / BACKUP_FILE, msgspec.json.encode(info))
 
 
 def _older(root: Path, source: str) -> BackupInfo | None:

@@ -60,6 +60,7 @@ class Cursor:
         self.bytes_read = 0  # frames read whole so far, in bytes as stored (size triggers)
         self._fd: int | None = None
         self.done = False
+        self._seek_size: int | None = None  # the size of the sealed segment the seek used
         self._segment, self._offset, self._frame_lsn = self._seek(start, start_ts)
 
     def _seek(self, lsn: int, ts: int | None) -> tuple[int, int, int | None]:
@@ -87,6 +88,7 @@ class Cursor:
             return last, SEGMENT_HEADER, last
         first = candidates[0]
         summary = self._store.summary(first)
+        self._seek_size = summary.size
         offset = (
             summary.seek_lsn(lsn)
             if ts is None
@@ -111,6 +113,8 @@ class Cursor:
                 except FileNotFoundError:
                     return
             size = os.fstat(self._fd).st_size
+            if self._seek_size is not None and self._reseek(size):
+                continue
             try:
                 while self._offset < size and not self.done:
                     frame = read_frame(self._fd, self._offset, size, self._frame_lsn)
@@ -146,6 +150,17 @@ class Cursor:
             self.close()
             assert self._frame_lsn is not None
             self._segment, self._offset = self._frame_lsn, SEGMENT_HEADER
+
+    def _reseek(self, size: int) -> bool:
+        """True if the seek used the summary of a segment since rewritten (an erasure: its
+        offsets moved; it is told by its size): seek again with the new one."""
+        known, self._seek_size = self._seek_size, None
+        if size == known:
+            return False
+        self._store.forget_summary(self._segment)
+        self.close()
+        self._segment, self._offset, self._frame_lsn = self._seek(self.next_lsn, self._start_ts)
+        return True
 
     def _sealed(self) -> bool:
         """True when a later segment exists: this one is complete and never written again."""

@@ -498,11 +498,13 @@ def _record_deleted(r: Resolver, e: ev.NodeDeleted, lsn: int) -> None:
 
 
 def _record_nothing(r: Resolver, e: ev.EventBase, lsn: int) -> None:
-    """Session updates change no entry but the session's last LSN (done by `record`)."""
+    """Session updates change no entry but the session's last LSN (done by `record`);
+    an erasure's record changes none at all."""
 
 
 def _check_nothing(r: Resolver, e: ev.EventBase) -> None:
-    """A span names no node: nothing to check."""
+    """A span names no node, and an erasure's record refers to nothing the index must hold
+    (erased nodes may be gone): nothing to check."""
 
 
 _Handler = Callable[[Resolver, Any], None]
@@ -527,6 +529,7 @@ _CHECKS: dict[type[ev.EventBase], _Handler] = {
     ev.NodeAdded: _check_node,
     ev.NodeDeleted: _check_deleted,
     ev.SpanRecorded: _check_nothing,
+    ev.ErasureApplied: _check_nothing,
 }
 _RECORDS: dict[type[ev.EventBase], _Recorder] = {
     ev.SessionCreated: _record_session,
@@ -548,6 +551,7 @@ _RECORDS: dict[type[ev.EventBase], _Recorder] = {
     ev.NodeAdded: _record_node,
     ev.NodeDeleted: _record_deleted,
     ev.SpanRecorded: _record_nothing,
+    ev.ErasureApplied: _record_nothing,
 }
 assert set(_CHECKS) == set(_RECORDS) == set(ev.event_types().values()), (
     "every event type needs both"

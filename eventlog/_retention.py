@@ -1,11 +1,12 @@
-"""A store's retention policy, and what it makes due. Applying it needs erasure (not yet).
+"""A store's retention policy, and what it makes due; ``lmg erase --due`` applies it.
 
 The policy lives in ``STORE/RETENTION.json``, written atomically and readable by its owner
 only. It says how old content may get (`content_days`: events recorded longer ago lose
 their content) and how long a session may stay idle (`session_days`: a session with no
 event since is dropped whole). Ages are by ``ts``, when the store recorded an event (an
 event imported into an existing store counts from its import). `due` reports what the
-policy selects at a moment; the erasure that will apply it is not written yet.
+policy selects at a moment; an erasure (`projections.erase`, ``lmg erase --due``) applies
+it, blanking the content of what is due and keeping its structure.
 """
 
 from __future__ import annotations

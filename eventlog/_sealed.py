@@ -18,6 +18,7 @@ Not thread-safe: the store calls it under its mutex; readers only call `summary`
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from collections import OrderedDict
 from collections.abc import Callable
@@ -161,6 +162,20 @@ class SealedSegments:
         )
         self._sealers[first_lsn] = sealer
         sealer.start()
+
+    def forget(self, first_lsn: int) -> None:
+        """Drop what is known of a segment that was rewritten (-1: none), once its index files
+        are written; a segment's id table stays valid (ids and LSNs never change)."""
+        for sealer in self._sealers.values():
+            sealer.join()
+        self._summaries.pop(first_lsn, None)
+
+    def replace(self, first_lsn: int, summary: SegmentSummary) -> None:
+        """Take in the summary of a rewritten segment, and write its ``.idx`` if we may."""
+        self._summaries[first_lsn] = summary
+        if not self._options.readonly:
+            with contextlib.suppress(OSError):  # a cache: rebuilt on use if it is not written
+                save_summary(self._file(first_lsn, "idx"), summary)
 
     def adopt(self, first_lsn: int, summary: SegmentSummary) -> None:
         """Take in a segment another process sealed (its files are that process's job)."""

@@ -256,6 +256,11 @@ class Store:
         """Summary and sparse index of a sealed segment (see `SealedSegments`)."""
         return self._sealed.summary(first_lsn)
 
+    def forget_summary(self, first_lsn: int) -> None:
+        """Drop a sealed segment's cached summary (it was rewritten: an erasure)."""
+        with self._mutex:
+            self._sealed.forget(first_lsn)
+
     def _rebuild(self, first_lsn: int) -> tuple[SegmentSummary, dict[int, Entry]]:
         """Scan a sealed segment whole: its summary and id entries. Damage is an error."""
         path = self.segment_path(first_lsn)
@@ -578,6 +583,62 @@ class Store:
         self._active = active = self._open_active(active.next_lsn)
         self._ensure_entries(active)
         return active
+
+    def seal_active(self) -> int:
+        """Rotate if the last segment holds any frame, so every event appended so far is in a
+        sealed segment (an erasure rewrites only those); returns the log's next LSN."""
+        with self._mutex:
+            self._check_usable()
+            with self._flock():
+                active = self._catch_up()
+                if active.next_lsn > active.first_lsn:
+                    active = self._rotate(active)
+                self._sealed.forget(-1)  # waits for the index files of what was just sealed
+                return active.next_lsn
+
+    def replace_sealed(self, first_lsn: int, data: bytes) -> None:
+        """Replace sealed segment `first_lsn` with `data` (a whole segment holding the same
+        LSNs) with the crash safety of an append: a temp file beside it, fsynced, renamed
+        over it, the directory fsynced. Under the lock, so no recovery deletes the temp file;
+        readers holding the old file keep reading it. Its ``.idx`` is rewritten after (its
+        offsets moved); its ``.ids`` stays valid (ids and LSNs do not move)."""
+        path = self.segment_path(first_lsn)
+        tmp = path.with_name(path.name + ".erase.tmp")
+        with self._mutex:
+            self._check_usable()
+            with self._flock():
+                if first_lsn not in self._firsts[:-1]:
+                    raise EventLogError(f"segment {path.name} is not sealed")
+                counts = self.summary(first_lsn).type_counts  # the same events, the same types
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(tmp)
+                fd = create_file(tmp, self._modes.file)
+                try:
+                    _pwrite_all(fd, data, 0)
+                    os.fsync(fd)
+                finally:
+                    os.close(fd)
+                os.rename(tmp, path)
+                fsync_dir(self.path)
+            self._sealed.forget(first_lsn)
+            self._events.clear()
+            self._sealed.replace(first_lsn, self._summarise_headers(first_lsn, counts))
+
+    def _summarise_headers(self, first_lsn: int, counts: dict[str, int]) -> SegmentSummary:
+        """A sealed segment's summary from its frame headers and checksums alone, with the
+        type counts given (a rewrite changed no event's type: no event is decoded)."""
+        path = self.segment_path(first_lsn)
+        fd = open_file(path)
+        try:
+            active = _Active(first_lsn, fd, path)
+            self._check_header(active)
+            size = os.fstat(fd).st_size
+            self._advance(active, size, repair=False, sealed=True)
+        finally:
+            os.close(fd)
+        active.summary.size = size
+        active.summary.type_counts = dict(counts)
+        return active.summary
 
     def _sync_before_leaving(self, active: _Active) -> None:
         """INTERVAL/NONE: fsync unsynced frames of a segment this handle moves past. Later

@@ -268,8 +268,8 @@ _DAYS = click.IntRange(min=1, max=MAX_DAYS)
 def retention_command(
     store: str | None, *, content_days: int | None, session_days: int | None, clear: bool
 ) -> None:
-    """Set or show STORE's retention policy, and what it makes due now. Applying it needs
-    erasure, which is not available yet: nothing is removed (docs/lifecycle.md).
+    """Set or show STORE's retention policy, and what it makes due now. Nothing is removed
+    here: `lmg erase STORE --due` applies it (docs/lifecycle.md).
 
     Example: lmg retention ./my-store --content-days 90 --session-days 365
     """
@@ -287,7 +287,7 @@ def retention_command(
     click.echo(
         f"due now: the content of {found.content_before_lsn} event(s) (LSNs before "
         f"{found.content_before_lsn}) and {len(found.sessions)} idle session(s); "
-        "not applied: erasure is not available yet"
+        "apply with: lmg erase STORE --due"
     )
 
 

@@ -19,10 +19,14 @@ Schema evolution rules (the stored bytes of every past version must decode forev
    of upcasters run in order, so the newest class is the only one code has to handle.
 4. ``tests/eventlog/golden/`` holds the encoded bytes of the first version of every event;
    a test decodes them on every run.
+5. Every event type has an entry in `CONTENT_FIELDS`, naming the fields that hold people's
+   words (texts, parameters, results, metadata values): erasure blanks exactly those, and
+   keeps every other field (ids, times, kinds, edges, numbers). A new type adds its line.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import enum
 import uuid
 from collections.abc import Callable
@@ -31,12 +35,14 @@ from typing import Any, TypeAlias
 import msgspec
 
 __all__ = [
+    "CONTENT_FIELDS",
     "AgentAssigned",
     "AgentHandoff",
     "AgentRegistered",
     "AgentUpdated",
     "EdgeAdded",
     "EdgeType",
+    "ErasureApplied",
     "Event",
     "EventBase",
     "NodeAdded",
@@ -57,6 +63,8 @@ __all__ = [
     "ToolInvoked",
     "ToolRetried",
     "VariableSpec",
+    "erase_content",
+    "erased_marker",
     "event_types",
     "tag_of",
     "template_semver",
@@ -132,11 +140,15 @@ class VariableSpec(msgspec.Struct, frozen=True, omit_defaults=True, kw_only=True
 
 
 class EventBase(msgspec.Struct, tag_field="type", omit_defaults=True, kw_only=True, gc=False):
-    """Fields every event has. `ts` is set by the log; callers set the other two."""
+    """Fields every event has. `ts` is set by the log; callers set `occurred_at` and `actor`.
+
+    `erased_at` (ns UTC) is set only by an erasure, when it blanked the event's content
+    (`erase_content`); None: the event is as it was appended."""
 
     ts: int = 0
     occurred_at: int | None = None
     actor: str | None = None
+    erased_at: int | None = None
 
 
 class SessionCreated(EventBase, tag="session.created"):
@@ -358,6 +370,25 @@ class SpanRecorded(EventBase, tag="span.recorded"):
     scope: str | None = None
 
 
+class ErasureApplied(EventBase, tag="erasure.applied"):
+    """An erasure blanked the content of `events` events between `first_lsn` and `last_lsn`
+    (inclusive), setting their `erased_at` to `marked_at`. The selector is recorded, never
+    the content: which sessions, nodes and actors, the cut-off time `before` (ns), and the
+    metadata keys it matched (their values are content, so they are left out). `actor` is
+    who erased."""
+
+    erasure_id: uuid.UUID
+    marked_at: int
+    events: int
+    first_lsn: int | None = None
+    last_lsn: int | None = None
+    sessions: list[uuid.UUID] = []
+    nodes: list[uuid.UUID] = []
+    actors: list[str] = []
+    metadata_keys: list[str] = []
+    before: int | None = None
+
+
 Event: TypeAlias = (
     SessionCreated
     | SessionUpdated
@@ -378,6 +409,7 @@ Event: TypeAlias = (
     | NodeAdded
     | NodeDeleted
     | SpanRecorded
+    | ErasureApplied
 )
 """The union of every current event type."""
 
@@ -385,6 +417,71 @@ Event: TypeAlias = (
 def event_types() -> dict[str, type[EventBase]]:
     """Every current event class by its tag."""
     return {tag_of(cls): cls for cls in Event.__args__}
+
+
+CONTENT_FIELDS: dict[str, tuple[str, ...]] = {
+    "session.created": ("metadata", "tags"),
+    "session.updated": ("metadata", "tags"),
+    "session.forked": ("metadata", "tags"),
+    "prompt.added": ("content", "variables", "metadata.custom"),
+    "response.added": ("content", "metadata"),
+    "agent.registered": ("metadata",),
+    "agent.updated": ("metadata",),
+    "agent.assigned": (),
+    "agent.handoff": ("reason", "context_summary"),
+    "template.created": ("text", "description", "metadata"),
+    "template.updated": ("text", "description"),
+    "template.linked": ("variables",),
+    "tool.invoked": ("parameters", "metadata"),
+    "tool.completed": ("result", "error"),
+    "tool.retried": ("error", "parameters"),
+    "edge.added": ("properties",),
+    "node.added": ("content", "data"),
+    "node.deleted": ("reason",),
+    "span.recorded": ("attributes", "events", "status_message"),
+    "erasure.applied": (),
+}
+"""Per event tag, the fields erasure blanks (``a.b``: field `b` of the struct in field `a`).
+
+Blanking keeps a field's shape where it has one: a text (or any other JSON value) becomes the
+marker (`erased_marker`), a mapping becomes empty (its keys go too: a key can be content), a
+list becomes empty, and None stays None (an absent error stays a success). Names, roles, tool
+names, models, kinds, ids, times and numbers are structure and stay."""
+assert set(CONTENT_FIELDS) == {c.__struct_config__.tag for c in Event.__args__}, "one line a type"
+
+
+def erased_marker(erased_at: int) -> str:
+    """The text that replaces erased content: ``[erased 2026-12-03T10:00:00Z]``."""
+    when = dt.datetime.fromtimestamp(erased_at // 1_000_000_000, dt.UTC)
+    return f"[erased {when.strftime('%Y-%m-%dT%H:%M:%SZ')}]"
+
+
+def _blank(value: Any, marker: str) -> Any:
+    if value is None:
+        return None
+    if isinstance(value, dict):
+        return {}
+    if isinstance(value, list):
+        return []
+    return marker
+
+
+def _blanked(struct: Any, path: list[str], marker: str) -> Any:
+    name, rest = path[0], path[1:]
+    value = getattr(struct, name)
+    new = _blank(value, marker) if not rest or value is None else _blanked(value, rest, marker)
+    return msgspec.structs.replace(struct, **{name: new})
+
+
+def erase_content(event: EventBase, erased_at: int) -> EventBase:
+    """A copy of `event` with its `CONTENT_FIELDS` blanked and `erased_at` set. An event
+    already erased comes back as it is: erasing twice changes nothing."""
+    if event.erased_at is not None:
+        return event
+    marker = erased_marker(erased_at)
+    for field in CONTENT_FIELDS[tag_of(event)]:
+        event = _blanked(event, field.split("."), marker)
+    return msgspec.structs.replace(event, erased_at=erased_at)
 
 
 def template_semver(event: TemplateCreated | TemplateUpdated) -> str:

@@ -15,6 +15,7 @@ from eventlog._lazy import export_lazily
 if TYPE_CHECKING:  # the names as mypy sees them; at run time, imported on first use
     from ._backup import backup, restore
     from ._database import DATABASE_FILE
+    from ._erasure import erase, resume_erasure
     from ._export import SESSION_FORMAT, export_parquet, export_sessions, session_document
     from ._fold import Batch, implicit_edge_id
     from ._folder import BATCH_BYTES, BATCH_EVENTS, fold_available, fold_records
@@ -112,6 +113,7 @@ __all__ = [
     "checkpoint",
     "connect",
     "ensure_schema",
+    "erase",
     "export_parquet",
     "export_sessions",
     "fold_available",
@@ -119,6 +121,7 @@ __all__ = [
     "implicit_edge_id",
     "rebuild",
     "restore",
+    "resume_erasure",
     "sandbox",
     "session_document",
 ]
@@ -128,6 +131,7 @@ export_lazily(
     {
         "._backup": ("backup", "restore"),
         "._database": ("DATABASE_FILE",),
+        "._erasure": ("erase", "resume_erasure"),
         "._export": ("SESSION_FORMAT", "export_parquet", "export_sessions", "session_document"),
         "._fold": ("Batch", "implicit_edge_id"),
         "._folder": ("BATCH_BYTES", "BATCH_EVENTS", "fold_available", "fold_records"),

@@ -17,6 +17,7 @@ import click
 
 import eventlog
 from eventlog._files import create_file
+from eventlog._time import iso_time as eventlog_iso
 from eventlog.cli import PathType, default_store, store_argument
 
 from .errors import ProjectionError
@@ -173,4 +174,142 @@ def restore_command(dest: str, store: str, *, force: bool) -> None:
     click.echo(f"restored LSN 0..{info.last_lsn} into {store}; projections snapshot: {where}")
 
 
-commands: list[click.Command] = [export, import_command, backup_command, restore_command]
+_DAY_NS = 86_400 * 1_000_000_000
+_OTHER_COPIES = (
+    "forks, backups and databases outside the store are other copies: erase them by path "
+    "(lmg erase PATH ...)"
+)
+
+
+@click.command(name="erase")
+@store_argument
+@click.option("--session", "sessions", multiple=True, metavar="ID", help="A session (repeatable).")
+@click.option("--node", "nodes", multiple=True, metavar="ID", help="A node (repeatable).")
+@click.option("--actor", "actors", multiple=True, metavar="NAME", help="An actor (repeatable).")
+@click.option(
+    "--metadata",
+    "pairs",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="Sessions and nodes whose metadata holds KEY=VALUE, e.g. user=42 (repeatable).",
+)
+@click.option("--before", metavar="TIME", help="Events the log recorded before TIME (ISO 8601).")
+@click.option("--due", is_flag=True, help="What the store's retention policy makes due now.")
+@click.option("--dry-run", is_flag=True, help="List what would be erased; change nothing.")
+@click.option("--resume", is_flag=True, help="Finish an interrupted erasure, and nothing else.")
+@click.option("--by", "by", metavar="NAME", help="Who erases (recorded in the log).")
+@click.option(
+    "--wait",
+    "wait_s",
+    default=60.0,
+    show_default=True,
+    help="Seconds to wait for a running projector to drop its database.",
+)
+def erase_command(
+    store: str | None,
+    *,
+    sessions: tuple[str, ...],
+    nodes: tuple[str, ...],
+    actors: tuple[str, ...],
+    pairs: tuple[str, ...],
+    before: str | None,
+    due: bool,
+    dry_run: bool,
+    resume: bool,
+    by: str | None,
+    wait_s: float,
+) -> None:
+    """Erase the content (texts, tool parameters and results, metadata values) of the chosen
+    events from STORE's log, its projections database and its snapshots, for good. The
+    structure stays: LSNs, ids, times, kinds, edges, token counts and latencies; each erased
+    event is marked with the time, and the log records the erasure (never the content).
+    Criteria add up: an event matching any of them is erased. The projections are folded
+    again from the whole log on next use.
+
+    Example: lmg erase ./my-store --metadata user=42 --dry-run
+    """
+    from ._erasure import erase, resume_erasure
+
+    path = store or default_store()
+    if resume:
+        done = resume_erasure(path, wait_s=wait_s)
+        click.echo("no erasure to resume" if done is None else _report(done))
+        return
+    selector = _selector(
+        path, sessions=sessions, nodes=nodes, actors=actors, pairs=pairs, before=before, due=due
+    )
+    if dry_run:
+        chosen = eventlog.select(path, selector)
+        for item in chosen:
+            click.echo(
+                f"{item.lsn}\t{item.type}\t{item.node_id or '-'}\t{item.session_id or '-'}\t"
+                f"{eventlog_iso(item.ts)}"
+            )
+        click.echo(f"dry run: {len(chosen)} event(s) would be erased; nothing was changed")
+        return
+    click.echo(_report(erase(path, selector, actor=by, wait_s=wait_s)))
+    click.echo(_OTHER_COPIES)
+
+
+def _selector(
+    store: str,
+    *,
+    sessions: tuple[str, ...],
+    nodes: tuple[str, ...],
+    actors: tuple[str, ...],
+    pairs: tuple[str, ...],
+    before: str | None,
+    due: bool,
+) -> eventlog.Selector:
+    metadata: dict[str, str] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise click.UsageError(f"--metadata {pair!r}: expected KEY=VALUE")
+        metadata[key] = value
+    chosen_sessions = list(sessions)
+    if due:
+        if before is not None:
+            raise click.UsageError("--due and --before are exclusive")
+        policy = eventlog.retention(store)
+        if policy is None:
+            raise click.ClickException(f"{store} has no retention policy (lmg retention)")
+        found = eventlog.due(store)
+        if policy.content_days is not None:
+            before = str(found.now - policy.content_days * _DAY_NS)
+        chosen_sessions += [str(s) for s in found.sessions]
+        if before is None and not chosen_sessions:
+            raise click.ClickException("the retention policy makes nothing due now")
+    selector = eventlog.Selector.of(
+        sessions=chosen_sessions,
+        nodes=nodes,
+        actors=actors,
+        metadata=metadata,
+        before=int(before) if before is not None and before.isdigit() else before,
+    )
+    if selector.is_empty():
+        raise click.UsageError(
+            "choose what to erase: --session, --node, --actor, --metadata, --before or --due"
+        )
+    return selector
+
+
+def _report(erasure: eventlog.Erasure) -> str:
+    record = erasure.record
+    if erasure.phase == "done" and not erasure.ranges:
+        return "nothing to erase: no event matches (or all were erased before)"
+    return (
+        f"erased the content of {record.events} event(s) (LSN {record.first_lsn}.."
+        f"{record.last_lsn}), {erasure.segments_rewritten} segment(s) rewritten, recorded "
+        f"in the log at {eventlog_iso(record.ts)}; the projections database and the snapshots from "
+        f"LSN {erasure.projections_from} were dropped (the next fold rebuilds them)"
+    )
+
+
+commands: list[click.Command] = [
+    export,
+    import_command,
+    backup_command,
+    restore_command,
+    erase_command,
+]

@@ -30,6 +30,7 @@ import duckdb
 from eventlog import AsyncEventLog
 
 from ._database import database_path
+from ._erasure import erasure_due
 from .memory_graph import MEMORY_LIMIT, _Embedded
 
 __all__ = ["Owner"]
@@ -57,7 +58,8 @@ class Owner:
         self._embedded = _Embedded(self._reads, db, wait_s, memory_limit, shares=False)
         self._embedded.run(lambda _reader: None)  # holds the database until close, and folds
         assert self._embedded.con is not None
-        self._root = self._embedded.con.cursor()  # read cursors are made from this one
+        self._con = self._embedded.con
+        self._root = self._con.cursor()  # read cursors are made from this one
         self._cursors = threading.Lock()
         self.poll_s = poll_s
         self.error: str | None = None  # why the fold stopped (a poison event), if it did
@@ -98,13 +100,24 @@ class Owner:
 
     def _fold(self) -> None:
         self._log_end = self._reads.next_lsn()
-        if self._log_end - 1 <= self.checkpoint:
+        erasing = erasure_due(self._embedded.db.parent, self._embedded.db)
+        if self._log_end - 1 <= self.checkpoint and not erasing:
             self._behind_since = None
             return
         if self._behind_since is None:
             self._behind_since = time.monotonic()
         self._embedded.run(lambda _reader: None)  # folds what the log holds beyond it
+        self._reopened()
         self._behind_since = None if self._log_end - 1 <= self.checkpoint else time.monotonic()
+
+    def _reopened(self) -> None:
+        """After an erasure the graph drops its database and folds into a new one: reads
+        move to a cursor of the new connection (the old file held erased text)."""
+        con = self._embedded.con
+        if con is None or con is self._con:
+            return
+        with self._cursors:
+            self._con, self._root = con, con.cursor()
 
     def _follow(self) -> None:
         rest = self.poll_s

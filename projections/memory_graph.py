@@ -27,6 +27,7 @@ from eventlog import AsyncEventLog, EventLog, Options, Stats
 
 from . import nodes as n
 from ._database import FolderLock, Gate, database_path, open_database
+from ._erasure import apply_pending, erasure_due
 from ._fold import Batch
 from ._folder import BATCH_EVENTS, LogReader, fold_available
 from ._history import folded_history, forget_history, history_differs
@@ -136,6 +137,7 @@ class _Embedded:
         assert self._gate is not None
         self._gate.acquire(exclusive=True, timeout=wait_s)
         try:
+            apply_pending(self.db.parent, self.db)  # an erasure dropped it: fold anew
             con = open_database(
                 self.db,
                 read_only=False,
@@ -218,6 +220,8 @@ class _Embedded:
             if self._closed:
                 raise ProjectionError(f"the graph on {self.db} is closed")
             try:
+                if self.con is not None and erasure_due(self.db.parent, self.db):
+                    self._let_go()  # an erasure: the file goes at the next hold (just below)
                 reader = self._hold(self.wait_s if wait_s is None else wait_s)
                 self.refresh(reader.con)
                 result = fn(reader)

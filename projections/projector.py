@@ -28,6 +28,7 @@ from eventlog import Record
 from eventlog._advert import find
 
 from ._database import FolderLock, Gate, database_path, open_database
+from ._erasure import apply_pending, erasure_due
 from ._fold import Batch
 from ._folder import BATCH_EVENTS, fold_records
 from ._history import folded_history, forget_history, history_differs
@@ -97,9 +98,13 @@ class Projector:
                     path.unlink(missing_ok=True)
             self._log = eventlog.open(self.store, readonly=True)
             self._gate = Gate(self.db)
+            if erasure_due(self.store, self.db):  # its part of an erasure, before any fold
+                with self._gate.hold(exclusive=True, timeout=wait_s):
+                    apply_pending(self.store, self.db)
         except BaseException:
             self._lock.release()
             raise
+        self._ready = False
         self._checkpoint = -1
         self._log_end = 0
         self._folded = 0
@@ -122,6 +127,7 @@ class Projector:
         taken = self._snapshots.all() if snapshots is not None else []
         self._snapshot_lsn = taken[-1].lsn if taken else -1
         self._snapshot_bytes = 0  # the cursor's bytes_read at the newest snapshot
+        self._ready = True
 
     def close(self) -> None:
         self._cursor.close()
@@ -148,6 +154,9 @@ class Projector:
         self._gate.acquire(exclusive=True, timeout=self.wait_s)
         self._waited += time.monotonic() - began
         try:
+            erased = apply_pending(self.store, self.db)  # an erasure dropped the database
+            if erased and self._ready:  # (while opening, the checkpoint is read from the file)
+                self._start_over()
             con = open_database(
                 self.db,
                 read_only=False,
@@ -157,12 +166,24 @@ class Projector:
                 checkpoint_threshold="1GB",  # each close checkpoints: one per hold
             )
             try:
+                if erased:
+                    ensure_schema(con)
                 yield con
             finally:
                 con.close()
         finally:
             self._gate.release()
             self._released = time.monotonic()
+
+    def _start_over(self) -> None:
+        """Fold from LSN 0 into the fresh file an erasure left (it dropped the old one)."""
+        self._cursor.close()
+        self._cursor = self._log.cursor(0)
+        self._ahead = None
+        self._checkpoint = -1
+        taken = self._snapshots.all()
+        self._snapshot_lsn = taken[-1].lsn if taken else -1
+        self._snapshot_bytes = 0
 
     def progress(self, *, following: bool = False) -> Progress:
         elapsed = max(time.monotonic() - self._started, 1e-9)
@@ -226,8 +247,8 @@ class Projector:
                 if not next(watcher, None) and time.monotonic() - idle_since < poll_s:
                     continue  # nothing changed: a cheap wait, the database stays closed
                 idle_since = time.monotonic()
-                if not self._peek():
-                    continue
+                if not self._peek() and not erasure_due(self.store, self.db):
+                    continue  # (an erasure's journal may turn due after its record is folded)
                 with self._open() as con:
                     began = time.monotonic()
                     while not stop.is_set():

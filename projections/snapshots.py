@@ -378,6 +378,20 @@ class Snapshots:
                     self._collect_garbage()
             return [_lsn_of(p) for p in drop]
 
+    def drop_from(self, lsn: int) -> list[int]:
+        """Drop the snapshots at `lsn` or later, and the chunks only they used (an erasure
+        from `lsn`: those folded the erased content; older ones never saw it). Returns their
+        LSNs."""
+        if not self.dir.is_dir():
+            return []
+        with self._lock(".writer", fcntl.LOCK_EX):
+            drop = [p for p in self._manifest_paths() if _lsn_of(p) >= lsn]
+            with self._lock(".readers", fcntl.LOCK_EX):
+                for path in drop:
+                    path.unlink(missing_ok=True)
+                self._collect_garbage()
+            return [_lsn_of(p) for p in drop]
+
     def _collect_garbage(self) -> None:
         live: set[str] = set()
         for path in self._manifest_paths():

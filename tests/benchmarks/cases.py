@@ -16,6 +16,7 @@ import msgspec
 
 import eventlog
 
+from . import _erasure as er
 from . import _graph as g
 from . import _lifecycle as lc
 from . import _replay as rp
@@ -46,6 +47,7 @@ class Scale:
     replay_slice_batches: int = 30  # replay: batches of 1,000 per append slice
     lifecycle_events: int = 1_000_000  # export, backup and restore: the store
     lifecycle_reps: int = 3  # each repetition exports and copies the whole store several times
+    erasure_events: int = 200_000  # erasure: the store (a fold from zero follows each erasure)
 
 
 FULL = Scale("full", reps=7, slices=10, read_events=200_000, size_events=200_000,
@@ -53,7 +55,8 @@ FULL = Scale("full", reps=7, slices=10, read_events=200_000, size_events=200_000
 QUICK = Scale("quick", reps=3, slices=5, read_events=50_000, size_events=50_000,
               single_size_events=2_000, open_events=200_000, graph_events=50_000,
               follow_seconds=5.0, replay_events=100_000, replay_points=12,
-              replay_slice_batches=20, lifecycle_events=100_000)  # fmt: skip
+              replay_slice_batches=20, lifecycle_events=100_000,
+              erasure_events=50_000)  # fmt: skip
 
 
 @dataclass
@@ -772,10 +775,24 @@ SERVE = Case(
 )
 
 
+ERASURE = Case(
+    "erasure",
+    "Erasing one user's data",
+    "A store of mixed prompts and responses in 64 sessions (as for `open`; 200,000 events, "
+    "quick 50,000) is built once, and its projections folded once with the default "
+    "snapshots (untimed). Each repetition copies the store (untimed), then times: a full "
+    "read of the log (the baseline), `eventlog.select` of the first session (the dry run), "
+    "`projections.erase` of it (the session's events are spread over every segment, so "
+    "every segment is rewritten), and `projections.rebuild`, the fold from zero the next "
+    "use pays. At most 3 repetitions.",
+    lambda plan, scale: CaseResult(*er.erasure(plan, scale.erasure_events, min(plan.reps, 3))),
+)
+
+
 CASES: dict[str, Case] = {
     c.name: c
     for c in (
         SINGLE, CONCURRENT, BULK, READ, SIZE, OPEN, STARTUP, FOLD, FOLLOW, READS, RSS, REPLAY,
-        LIFECYCLE, INGEST, INSTRUMENT, SERVE,
+        LIFECYCLE, INGEST, INSTRUMENT, SERVE, ERASURE,
     )
 }  # fmt: skip

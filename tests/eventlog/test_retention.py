@@ -71,7 +71,7 @@ def test_cli_retention_sets_reports_and_erases_nothing(store: Path) -> None:
     assert run.returncode == 0, run.stderr
     assert '"content_days":30' in run.stdout
     assert "the content of 3 event(s)" in run.stdout and "1 idle session(s)" in run.stdout
-    assert "not applied" in run.stdout
+    assert "apply with: lmg erase STORE --due" in run.stdout
     assert (store / "00000000000000000000.seg").read_bytes() == before
     bad = subprocess.run(
         [LMG, "retention", str(store), "--content-days", "0"],

@@ -67,6 +67,15 @@ def private_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Pat
 # -- histories -----------------------------------------------------------------------------------
 
 
+def erase_a_session(store: Path, records: list[Record]) -> list[Record]:
+    """Erase the first session's content (sealed segments rewritten, an ``erasure.applied``
+    appended); returns the log's records after it."""
+    session = next(r.event.id for r in records if isinstance(r.event, ev.SessionCreated))
+    eventlog.erase(store, eventlog.Selector.of(sessions=[session]))
+    with eventlog.open(store, readonly=True) as log:
+        return list(log.read())
+
+
 def build_history(store: Path, rng: random.Random, events: int, **options: Any) -> list[Record]:
     """At least `events` events: test_fold's operations (every event type, deletions, forks)
     mixed with batch appends, several events to one frame and one ``ts``."""
@@ -229,6 +238,7 @@ def random_points(
 @pytest.mark.slow
 def test_at_equals_a_fold_from_zero_without_snapshots(store: Path, rng: random.Random) -> None:
     records = build_history(store, rng, 2_000, segment_bytes=16_384)  # over several segments
+    records = erase_a_session(store, records)  # erased events mid-history, erasure.applied
     assert {tag_of(r.event) for r in records} == ALL_TAGS  # every event type is replayed
     assert len(list(store.glob("*.seg"))) >= 3
     ts = [r.event.ts for r in records]

@@ -442,3 +442,23 @@ def test_metrics_measure_group_commits_and_their_fsyncs(served: Service) -> None
     )
     assert requests == 32 and 1 <= groups <= 32
     assert value("lmg_fsync_seconds_count") == groups and value("lmg_fsync_seconds_sum") > 0
+
+
+def test_an_erasure_reaches_the_database_the_service_holds(served: Service, store: Path) -> None:
+    """The service holds its database for life: at an erasure it must drop it, fold anew and
+    answer from the new file, or its reads (and the old file) would keep the erased text."""
+    secret = "the-secret-words-7f3a"
+    created = served.http.post("/v1/stores/default/events", json={"type": "session.created"})
+    session = created.json()["ids"][0]
+    body = {"type": "prompt.added", "session_id": session, "content": secret}
+    assert served.http.post("/v1/stores/default/events", json=body).status_code < 300
+    query = {"query": "SELECT content FROM prompts"}
+    assert served.http.post("/v1/stores/default/sql", json=query).json()["rows"] == [[secret]]
+    erased = subprocess.run(
+        [str(LMG), "erase", str(store), "--session", session, "--wait", "30"],
+        capture_output=True, text=True, timeout=WAIT_S * 4, check=False,
+    )  # fmt: skip
+    assert erased.returncode == 0, erased.stderr
+    (content,) = served.http.post("/v1/stores/default/sql", json=query).json()["rows"][0]
+    assert content.startswith("[erased ")
+    assert secret.encode() not in (store / projections.DATABASE_FILE).read_bytes()

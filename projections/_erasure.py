@@ -1,0 +1,118 @@
+"""Erasure, the projections' part: after the log is erased, drop what was folded from it.
+
+Updating rows would not do: DuckDB keeps the old bytes of updated and deleted rows in the
+freed blocks of its file, and a snapshot's chunks are copies of such files. So, once
+`eventlog.erase` has rewritten the log (its journal in phase ``projections``), whoever holds
+the store's folder lock (`FolderLock`) with the gate exclusive deletes the database file (and
+its ``.wal`` and temporary directory), drops every snapshot at or after the first erased LSN
+(older ones never folded the content) and the chunks only they used, and ends the erasure.
+The next fold starts from LSN 0 on a fresh file: the cost of an erasure is a full fold.
+
+A following `lmg project` or an embedded `MemoryGraph` does this itself at its next fold
+(`apply_pending`); `erase` does it when no folder runs, or waits for the one that does.
+Only the store's own database (``<store>/projections.duckdb``) is known to the erasure:
+databases kept elsewhere, forks and backups are other copies.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from pathlib import Path
+
+import eventlog
+
+from ._database import FolderLock, Gate, database_path
+from .errors import ProjectionError, ProjectorBusy
+from .snapshots import Snapshots
+
+__all__ = ["apply_pending", "erase", "erasure_due", "resume_erasure"]
+
+
+def erasure_due(store: Path, db: Path) -> bool:
+    """Is the projections' part of an erasure due on `db` (the store's own database)?"""
+    if not (store / eventlog.JOURNAL_FILE).exists():  # the common case: one stat
+        return False
+    if Path(db).resolve() != database_path(store, None).resolve():
+        return False
+    pending = eventlog.pending_erasure(store)
+    return pending is not None and pending.phase == "projections"
+
+
+def apply_pending(store: Path, db: Path) -> bool:
+    """If an erasure's projections' part is due, do it; True if it was. The caller holds the
+    folder lock of `db` and its gate exclusively (no reader has the file open)."""
+    pending = eventlog.pending_erasure(store) if erasure_due(store, db) else None
+    if pending is None:  # (or ended meanwhile by another folder)
+        return False
+    for path in (db, Path(f"{db}.wal")):
+        path.unlink(missing_ok=True)
+    shutil.rmtree(f"{db}.tmp", ignore_errors=True)  # DuckDB's spill files
+    if pending.projections_from is not None:
+        Snapshots(store).drop_from(pending.projections_from)
+    eventlog.end_erasure(store, pending.record.erasure_id)
+    return True
+
+
+def erase(
+    store: str | os.PathLike[str],
+    selector: eventlog.Selector,
+    *,
+    actor: str | None = None,
+    wait_s: float = 60.0,
+) -> eventlog.Erasure:
+    """Erase the content `selector` chooses from the log, the projections database and every
+    snapshot of the store (first finishing an erasure a crash interrupted). Returns the
+    erasure (phase ``done``). Raises `ProjectionError` if a folder holds the database and has
+    not dropped it within `wait_s` (the log is erased by then; it drops it at its next fold)."""
+    erasure = eventlog.erase(store, selector, actor=actor)
+    pending = eventlog.pending_erasure(store)  # this one, or an earlier one still due
+    if pending is not None:
+        _finish(Path(store), pending, wait_s)
+    erasure.phase = "done"
+    return erasure
+
+
+def resume_erasure(
+    store: str | os.PathLike[str], *, wait_s: float = 60.0
+) -> eventlog.Erasure | None:
+    """Finish an erasure a crash (or a busy folder) interrupted; None if none is pending."""
+    erasure = eventlog.resume_erasure(store)
+    return None if erasure is None else _finish(Path(store), erasure, wait_s)
+
+
+def _finish(store: Path, erasure: eventlog.Erasure, wait_s: float) -> eventlog.Erasure:
+    if erasure.phase != "projections":
+        return erasure
+    db = database_path(store, None)
+    deadline = time.monotonic() + wait_s
+    try:
+        lock = FolderLock(
+            db, "lmg erase", passing=True, wait_turn=lambda _other: time.monotonic() < deadline
+        )
+    except ProjectorBusy as busy:  # a lasting folder: it drops the database at its next fold
+        while time.monotonic() < deadline and _due(store, erasure):
+            time.sleep(0.05)
+        if _due(store, erasure):
+            raise ProjectionError(
+                f"the log is erased, but {busy}; it drops the projections at its next fold "
+                "(or stop it and run lmg erase --resume)"
+            ) from None
+    else:
+        try:
+            gate = Gate(db)
+            try:
+                with gate.hold(exclusive=True, timeout=wait_s):
+                    apply_pending(store, db)
+            finally:
+                gate.close()
+        finally:
+            lock.release()
+    erasure.phase = "done"
+    return erasure
+
+
+def _due(store: Path, erasure: eventlog.Erasure) -> bool:
+    pending = eventlog.pending_erasure(store)
+    return pending is not None and pending.record.erasure_id == erasure.record.erasure_id

@@ -1,0 +1,391 @@
+"""Erasure, end to end: the log, the projections database and the snapshots of a store.
+
+The proof is a scan of every file under the store for the erased strings (random per run):
+raw bytes, every zstd frame found anywhere in a file decompressed, and the segments' frame
+bodies decoded by the log's own reader. Before the erasure the scan must find them (so the
+scan can see), after it must not, also after a kill -9 mid-erasure and a resume.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import io
+import json
+import os
+import random
+import secrets
+import signal
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import pytest
+import zstandard
+
+import eventlog
+import projections
+import replay
+from eventlog import _format, _segment
+from eventlog import events as ev
+from projections import MemoryGraph, SnapshotPolicy
+from tests._processes import LMG, WAIT_S, Child
+
+_ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
+_ENCODE = msgspec.msgpack.Encoder(uuid_format="bytes").encode
+
+
+class Fixture:
+    """A store where user `user` (alice) said secret things among bob's ordinary ones."""
+
+    def __init__(
+        self, path: Path, turns: int = 30, segment_bytes: int = 8192, **options: Any
+    ) -> None:
+        self.path = path
+        self.user = f"u-{secrets.token_hex(6)}"
+        self.secrets: list[str] = []
+        self.kept: list[str] = []
+        with eventlog.open(path, segment_bytes=segment_bytes, **options) as log:
+            agent = log.add_agent("helper", "answers")
+            alice = log.create_session(metadata={"user": self.user}, tags=["vip"])
+            bob = log.create_session(metadata={"user": "bob"})
+            for i in range(turns):
+                p = log.add_prompt(alice.id, self._secret(f"alice asks {i}"))
+                r = log.add_response(
+                    p,
+                    self._secret("alice hears"),
+                    eventlog.TokenUsage(11, 22),
+                    latency_ms=3.5,
+                    metadata={"note": self._secret("note")},
+                )
+                t = log.add_tool_invocation(r, "search", {"q": self._secret("query")})
+                log.complete_tool_invocation(t, result=[self._secret("result")])
+                log.transfer_to_agent(r, agent, reason=self._secret("why"))
+                q = log.add_prompt(bob.id, self._kept(f"bob asks {i}"))
+                log.add_response(q, self._kept("bob hears"), eventlog.TokenUsage(1, 2))
+            doc = log.add_node("document", self._secret("doc"), session_id=alice.id)
+            log.add_edge(doc, p, "REFERENCES", {"why": self._secret("edge")})
+            self.alice, self.bob = alice.id, bob.id
+            self.prompt = p
+        self.before = self.events()
+
+    def _secret(self, label: str) -> str:
+        word = f"zq{secrets.token_hex(10)}"
+        self.secrets.append(word)
+        return f"{label} {word}"
+
+    def _kept(self, label: str) -> str:
+        word = f"kb{secrets.token_hex(10)}"
+        self.kept.append(word)
+        return f"{label} {word}"
+
+    def events(self) -> list[ev.EventBase]:
+        with eventlog.open(self.path, readonly=True) as log:
+            return [r.event for r in log.read()]
+
+    def project(self) -> None:
+        projections.rebuild(self.path, snapshots=SnapshotPolicy(every_events=60, keep=8))
+
+
+def scan(store: Path, words: list[str]) -> list[str]:
+    """Where any of `words` occurs under `store`: file bytes, zstd frames, decoded bodies."""
+    needles = [w.encode() for w in words]
+    found: list[str] = []
+    for path in sorted(p for p in store.rglob("*") if p.is_file()):
+        data = path.read_bytes()
+        blobs = [data, *_zstd_frames(data)]
+        if path.suffix == ".seg":
+            blobs += _frame_bodies(path)
+        found += [f"{path.relative_to(store)}" for b in blobs for n in needles if n in b]
+    return sorted(set(found))
+
+
+def _zstd_frames(data: bytes) -> list[bytes]:
+    out = []
+    at = data.find(_ZSTD_MAGIC)
+    while at != -1:
+        with contextlib.suppress(zstandard.ZstdError):  # not a frame after all
+            out.append(zstandard.ZstdDecompressor().decompressobj().decompress(data[at:]))
+        at = data.find(_ZSTD_MAGIC, at + 1)
+    return out
+
+
+def _frame_bodies(path: Path) -> list[bytes]:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        first = _segment.read_segment_header(fd)
+        size = os.fstat(fd).st_size
+        frames = _segment.iter_frames(fd, _format.SEGMENT_HEADER, size, first)
+        return [_format.unpack_body(f.head, f.body) for f in frames]
+    finally:
+        os.close(fd)
+
+
+def lmg(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    done = subprocess.run(
+        [str(LMG), *args], capture_output=True, text=True, timeout=WAIT_S, check=False
+    )
+    if check:
+        assert done.returncode == 0, done.stderr
+    return done
+
+
+def _digest(store: Path) -> dict[str, str]:
+    return {
+        str(p.relative_to(store)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(store.rglob("*"))
+        if p.is_file() and not p.name.endswith((".lock", ".gate", ".turnstile", ".waiting"))
+    }
+
+
+def assert_erased_as_expected(fx: Fixture, erased: set[int]) -> None:
+    """Erased events keep their structure and carry the marker; every other event is
+    byte-identical to what it was."""
+    after = fx.events()
+    assert isinstance(after[-1], ev.ErasureApplied)
+    assert after[-1].events == len(erased)
+    for lsn, (old, new) in enumerate(zip(fx.before, after, strict=False)):
+        if lsn not in erased:
+            assert _ENCODE(new) == _ENCODE(old), lsn
+            continue
+        assert new.erased_at is not None and new.ts == old.ts and type(new) is type(old)
+        assert _ENCODE(new) == _ENCODE(ev.erase_content(old, new.erased_at))
+        if isinstance(old, ev.ResponseAdded):
+            assert isinstance(new, ev.ResponseAdded)
+            assert (new.id, new.prompt_id, new.usage, new.latency_ms) == (
+                old.id,
+                old.prompt_id,
+                old.usage,
+                old.latency_ms,
+            )
+            assert new.content == ev.erased_marker(new.erased_at)
+
+
+def _alice_lsns(fx: Fixture) -> set[int]:
+    return {
+        lsn
+        for lsn, e in enumerate(fx.before)
+        if eventlog._resolve.session_of(e) == fx.alice  # every alice event names her session
+    }
+
+
+# -- the proof --------------------------------------------------------------------------------
+
+
+def test_erase_leaves_no_erased_text_in_any_file(tmp_path: Path) -> None:
+    fx = Fixture(tmp_path / "store")
+    fx.project()
+    before = scan(fx.path, fx.secrets)
+    assert any(p.endswith(".seg") for p in before) and any("snapshots" in p for p in before)
+
+    done = lmg("erase", str(fx.path), "--metadata", f"user={fx.user}", "--by", "dpo")
+    assert "erased the content of" in done.stdout and "other copies" in done.stdout
+    assert not (fx.path / "projections.duckdb").exists()
+    fx.project()  # the projections and snapshots, folded again from the erased log
+
+    assert scan(fx.path, fx.secrets) == []
+    assert scan(fx.path, fx.kept)  # bob's words are all still there
+    assert lmg("verify", str(fx.path)).returncode == 0
+    assert_erased_as_expected(fx, _alice_lsns(fx))
+    record = fx.events()[-1]
+    assert isinstance(record, ev.ErasureApplied)
+    assert (record.actor, record.metadata_keys) == ("dpo", ["user"])
+    assert fx.user.encode() not in _ENCODE(record)  # the value selected by is content
+
+
+def test_reads_replay_and_diff_show_the_marker(tmp_path: Path) -> None:
+    fx = Fixture(tmp_path / "store", turns=3)
+    projections.erase(fx.path, eventlog.Selector.of(sessions=[fx.alice]))
+    with MemoryGraph.open(fx.path) as g:
+        prompt = g.get_node(fx.prompt)
+        assert isinstance(prompt, projections.Prompt)
+        assert prompt.content.startswith("[erased ")
+        query = "SELECT content FROM prompts WHERE session_id = ? LIMIT 1"
+        ((bob_text,),) = g.sql(query, [fx.bob]).fetchall()
+        assert bob_text.startswith("bob asks")
+    lsn = next(i for i, e in enumerate(fx.before) if getattr(e, "id", None) == fx.prompt)
+    with replay.at(fx.path, lsn=lsn) as past:
+        ((content,),) = past.sql("SELECT content FROM prompts WHERE id = ?", [fx.prompt]).fetchall()
+        assert content.startswith("[erased ")
+    shown = lmg("diff", str(fx.path), "--from", str(lsn - 1), "--to", str(lsn)).stdout
+    assert "[erased " in shown and "erased_at=" in shown
+
+
+def test_dry_run_lists_and_changes_nothing(tmp_path: Path) -> None:
+    fx = Fixture(tmp_path / "store", turns=2)
+    fx.project()
+    files = _digest(fx.path)
+    done = lmg("erase", str(fx.path), "--session", str(fx.alice), "--dry-run")
+    listed = [line.split("\t")[0] for line in done.stdout.splitlines()[:-1]]
+    assert sorted(map(int, listed)) == sorted(_alice_lsns(fx))
+    assert "nothing was changed" in done.stdout and fx.secrets[0] not in done.stdout
+    assert _digest(fx.path) == files
+
+
+@pytest.mark.parametrize("flag", ["--session", "--node"])
+def test_unknown_ids_are_one_line_errors(tmp_path: Path, flag: str) -> None:
+    fx = Fixture(tmp_path / "store", turns=1)
+    files = _digest(fx.path)
+    done = lmg("erase", str(fx.path), flag, str(uuid.uuid4()), check=False)
+    assert done.returncode != 0 and "no such node in the log" in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1 and "Traceback" not in done.stderr
+    assert _digest(fx.path) == files
+    with pytest.raises(eventlog.UnknownNode):
+        eventlog.erase(fx.path, eventlog.Selector.of(sessions=[fx.prompt]))  # not a session
+
+
+def test_erase_by_node_actor_and_age(tmp_path: Path) -> None:
+    fx = Fixture(tmp_path / "store", turns=2)
+    with eventlog.open(fx.path) as log:
+        cut = time.time_ns()
+        late = log.create_session(actor="carol", metadata={"x": "carol said zqcarol"})
+    chosen = eventlog.select(fx.path, eventlog.Selector.of(before=cut))
+    assert [s.lsn for s in chosen] == list(range(len(fx.before)))
+    chosen = eventlog.select(fx.path, eventlog.Selector.of(actors=["carol"]))
+    assert [s.node_id for s in chosen] == [late.id]
+    erasure = eventlog.erase(fx.path, eventlog.Selector.of(nodes=[fx.prompt]))
+    assert erasure.record.events == 1 and erasure.phase == "projections"
+    again = eventlog.erase(fx.path, eventlog.Selector.of(nodes=[fx.prompt]))
+    assert again.record.events == 0  # erased before: nothing left to erase
+
+
+def test_a_reader_opened_before_the_erasure_reads_the_rewritten_segment(tmp_path: Path) -> None:
+    fx = Fixture(tmp_path / "store", turns=40, segment_bytes=32 * 1024, index_interval_bytes=256)
+    with eventlog.open(fx.path, readonly=True) as log:
+        middle = 40  # inside the first (sealed) segment, many frames past its first
+        assert log._store.summary(0).next_lsn > middle and log._store.summary(0).seek_lsn(middle)
+        assert next(log.read(middle)).lsn == middle  # its summary (offsets) is cached now
+        projections.erase(fx.path, eventlog.Selector.of(sessions=[fx.alice]))
+        records = list(log.read(middle))  # seeks with the old offsets: must notice and re-seek
+    assert [r.lsn for r in records] == list(range(middle, len(fx.before) + 1))
+
+
+def test_a_following_projector_drops_its_database_at_the_erasure(tmp_path: Path) -> None:
+    fx = Fixture(tmp_path / "store", turns=5)
+    stop = threading.Event()
+    with projections.Projector(fx.path, snapshots=SnapshotPolicy(every_events=20)) as projector:
+        follower = threading.Thread(target=projector.follow, args=(stop,), kwargs={"poll_s": 0.1})
+        follower.start()
+        try:
+            projections.erase(fx.path, eventlog.Selector.of(sessions=[fx.alice]), wait_s=30)
+            with eventlog.open(fx.path) as log:
+                log.add_prompt(fx.bob, "after the erasure")
+                end = log.next_lsn() - 1
+            deadline = time.monotonic() + WAIT_S
+            while projector.checkpoint < end and time.monotonic() < deadline:
+                time.sleep(0.05)
+        finally:
+            stop.set()
+            follower.join()
+    assert projector.checkpoint == end
+    assert scan(fx.path, fx.secrets) == []
+
+
+def test_an_embedded_graph_drops_its_database_at_its_next_hold(tmp_path: Path) -> None:
+    fx = Fixture(tmp_path / "store", turns=2)
+    errors: list[BaseException] = []
+
+    def erase() -> None:
+        try:
+            projections.erase(fx.path, eventlog.Selector.of(sessions=[fx.alice]), wait_s=30)
+        except BaseException as exc:  # reported below, not lost in the thread
+            errors.append(exc)
+
+    with MemoryGraph.open(fx.path) as g:
+        prompt = g.get_node(fx.prompt)
+        assert isinstance(prompt, projections.Prompt) and fx.secrets[-8] in prompt.content
+        eraser = threading.Thread(target=erase)
+        eraser.start()
+        deadline = time.monotonic() + WAIT_S
+        while eraser.is_alive() and time.monotonic() < deadline:
+            time.sleep(0.1)
+            prompt = g.get_node(fx.prompt)  # a read after the graph let go holds it anew
+        eraser.join()
+        prompt = g.get_node(fx.prompt)
+        assert isinstance(prompt, projections.Prompt) and prompt.content.startswith("[erased ")
+    assert not errors and eventlog.pending_erasure(fx.path) is None
+
+
+def test_retention_due_is_applied_by_erase(tmp_path: Path) -> None:
+    fx = Fixture(tmp_path / "source", turns=2)
+    old = time.time_ns() - 40 * 86_400 * 1_000_000_000
+    out = io.BytesIO()
+    eventlog.export_events(fx.path, out)
+    lines = [json.loads(line) for line in out.getvalue().splitlines()]
+    for line in lines:  # alice's history happened 40 days ago, bob's today
+        line["ts"] = old + line["lsn"] if line["lsn"] < 12 else line["ts"]
+    store = tmp_path / "store"
+    eventlog.import_events(store, io.BytesIO(b"\n".join(json.dumps(x).encode() for x in lines)))
+    eventlog.set_retention(store, eventlog.RetentionPolicy(content_days=30))
+    done = lmg("erase", str(store), "--due")
+    assert "erased the content of 12 event(s) (LSN 0..11)" in done.stdout
+    assert "nothing to erase" in lmg("erase", str(store), "--due").stdout  # done already
+
+
+def test_a_backup_is_erased_by_its_path_and_still_restores(tmp_path: Path) -> None:
+    fx = Fixture(tmp_path / "store", turns=3)
+    fx.project()
+    backup = tmp_path / "backup"
+    lmg("backup", str(fx.path), str(backup))
+    done = lmg("erase", str(backup), "--session", str(fx.alice))
+    assert "erased the content of" in done.stdout
+    restored = tmp_path / "restored"
+    lmg("restore", str(backup), str(restored))  # its manifest says what it holds now
+    assert scan(backup, fx.secrets) == [] and scan(restored, fx.secrets) == []
+    assert scan(fx.path, fx.secrets)  # the store backed up is another store
+
+
+# -- crashes and concurrent appends ------------------------------------------------------------
+
+_APPENDER = """
+import json, sys, eventlog
+with eventlog.open(sys.argv[1]) as log:
+    session = log.create_session()
+    while True:
+        p = log.add_prompt(session.id, "appended during the erasure")
+        print(json.dumps({"id": str(p)}), flush=True)
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("seed", [1, 2, 3, 4])
+def test_kill_9_mid_erasure_then_resume(tmp_path: Path, seed: int) -> None:
+    rng = random.Random(seed)
+    print(f"seed {seed}")
+    fx = Fixture(tmp_path / "store", turns=150, segment_bytes=4096)
+    fx.project()
+    appender = Child([sys.executable, "-c", _APPENDER, str(fx.path)], tmp_path, "appender")
+    appender.wait_for(appender.said_something, "a first append")
+    args = [str(LMG), "erase", str(fx.path), "--metadata", f"user={fx.user}"]
+    eraser = Child(args, tmp_path, "eraser")
+    journal = fx.path / eventlog.JOURNAL_FILE
+    eraser.wait_for(journal.exists, "the erasure's journal")
+    time.sleep(rng.uniform(0.0, 2.5))  # rewriting its segments takes about 3 s here
+    eraser.signal(signal.SIGKILL)
+    eraser.wait()
+    print("journal left by the kill:", eventlog.pending_erasure(fx.path) is not None)
+    assert lmg("verify", str(fx.path)).returncode == 0  # every segment wholly old or new
+    finish = ["--resume"] if seed % 2 else ["--metadata", f"user={fx.user}"]  # both finish it
+    again = lmg("erase", str(fx.path), *finish, check=False)
+    assert again.returncode == 0, again.stderr
+    assert eventlog.pending_erasure(fx.path) is None
+    appender.signal(signal.SIGKILL)
+    appender.wait()
+    fx.project()
+    assert scan(fx.path, fx.secrets) == []
+    assert lmg("verify", str(fx.path)).returncode == 0
+    acknowledged = {uuid.UUID(line["id"]) for line in appender.lines()}
+    stored = {getattr(e, "id", None) for e in fx.events()}
+    assert acknowledged <= stored  # no acknowledged append lost
+    after = fx.events()
+    alice = _alice_lsns(fx)
+    for lsn, old in enumerate(fx.before):
+        new: Any = after[lsn]
+        assert (new.erased_at is not None) == (lsn in alice), lsn
+        if lsn not in alice:
+            assert _ENCODE(new) == _ENCODE(old)
