@@ -39,6 +39,7 @@ from projections._owner import Owner
 from projections._routes import ServedGraph
 
 from . import _routes as replay_routes
+from . import _web as web_routes
 
 __all__ = ["app", "serve"]
 
@@ -107,6 +108,7 @@ def app(stores: dict[str, Path], auth: Auth | None = None, limits: Limits | None
         *log_routes.routes,
         *graph_routes.routes(at=replay_routes.sql_at),
         *replay_routes.routes(),
+        *web_routes.routes(),  # the web view (docs/web.md) and the JSON routes it reads
         # OTLP/HTTP traces (`POST /v1/traces`, `POST /v1/stores/{name}/otlp/v1/traces`) go
         # here, from `eventlog.otel`'s span-to-event mapping, once it lands (issue "Ingest").
     ]

@@ -1,0 +1,307 @@
+"""What the web view shows, as JSON-ready dicts read from the projections on one cursor.
+
+Each function runs the project's own SQL (no user text is ever spliced into it: filters are
+bound parameters, sort columns come from a fixed map), so it needs no sandbox, and works the
+same on the live database and on a replay view. The web view's routes (`replay._web`) serve
+them; a script gets the same JSON from the same routes.
+"""
+
+from __future__ import annotations
+
+import difflib
+import uuid
+from collections.abc import Sequence
+from typing import Any
+
+import duckdb
+import msgspec
+
+from ._reads import GraphReader, NotFound
+from .errors import BadArgument
+
+__all__ = [
+    "SORTS",
+    "SessionFilter",
+    "agents_view",
+    "lineage",
+    "session_view",
+    "sessions_page",
+    "template_diff",
+    "templates_view",
+]
+
+SORTS = {
+    "last_activity": "s.last_activity_ts",
+    "started": "s.first_activity_ts",
+    "turns": "s.prompt_count",
+    "tokens": "(s.prompt_tokens + s.completion_tokens)",
+    "latency": "r.latency_ms",
+    "failures": "coalesce(f.failures, 0)",
+}
+"""The sortable columns of the sessions list, by the name a request gives."""
+
+MAX_PAGE = 200
+"""The most sessions one page of the list holds."""
+
+
+class SessionFilter(msgspec.Struct, frozen=True, kw_only=True):
+    """The sessions list's search, sort and page, as a request gives them."""
+
+    q: str = ""  # in prompts, responses, session metadata, agent names and models
+    user: str = ""  # sessions.metadata->>'user' (or 'user_id'), exactly
+    agent: str = ""  # an agent's name that handled a prompt of the session
+    model: str = ""  # a model that answered in the session
+    since: int | None = None  # last activity at or after (ns)
+    until: int | None = None  # last activity before (ns)
+    sort: str = "last_activity"
+    order: str = "desc"
+    limit: int = 50
+    offset: int = 0
+
+    def __post_init__(self) -> None:
+        if self.sort not in SORTS:
+            raise BadArgument(f"sort must be one of {', '.join(SORTS)}")
+        if self.order not in ("asc", "desc"):
+            raise BadArgument("order must be asc or desc")
+        if not 1 <= self.limit <= MAX_PAGE or self.offset < 0:
+            raise BadArgument(f"limit must be 1..{MAX_PAGE} and offset >= 0")
+
+
+_JSON_COLUMNS = frozenset({"metadata", "parameters", "result", "variables"})
+
+
+def _rows(
+    cursor: duckdb.DuckDBPyConnection, sql: str, params: Sequence[Any] | dict[str, Any] = ()
+) -> list[dict[str, Any]]:
+    """The rows as dicts, JSON columns parsed (DuckDB hands them over as text)."""
+    cursor.execute(sql, params if isinstance(params, dict) else list(params))
+    names = [d[0] for d in cursor.description or ()]
+    rows = [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
+    for row in rows:
+        for name in _JSON_COLUMNS.intersection(row):
+            if isinstance(row[name], str):
+                row[name] = msgspec.json.decode(row[name])
+    return rows
+
+
+_LIST = """
+WITH r AS (
+    SELECT session_id, avg(latency_ms) AS latency_ms,
+           list(DISTINCT model) FILTER (WHERE model IS NOT NULL) AS models
+    FROM responses WHERE deleted_ts IS NULL GROUP BY session_id
+), f AS (
+    SELECT session_id, count(*) AS failures FROM tool_invocations
+    WHERE deleted_ts IS NULL AND status = 'error' GROUP BY session_id
+), a AS (
+    SELECT p.session_id, list(DISTINCT g.name) AS agents
+    FROM prompts p JOIN agents g ON g.id = p.agent_id
+    WHERE p.deleted_ts IS NULL GROUP BY p.session_id
+)
+SELECT s.id, s.first_activity_ts AS started_ts, s.last_activity_ts,
+       coalesce(s.metadata->>'user', s.metadata->>'user_id') AS "user",
+       s.metadata, s.tags, s.prompt_count AS turns,
+       s.prompt_tokens + s.completion_tokens AS tokens,
+       r.latency_ms, coalesce(f.failures, 0) AS tool_failures,
+       coalesce(a.agents, []) AS agents, coalesce(r.models, []) AS models,
+       s.parent_session_id, count(*) OVER () AS total
+FROM sessions s
+LEFT JOIN r ON r.session_id = s.id
+LEFT JOIN f ON f.session_id = s.id
+LEFT JOIN a ON a.session_id = s.id
+WHERE s.deleted_ts IS NULL
+"""
+
+_SEARCH = """
+AND (contains(lower(s.metadata::VARCHAR), $q)
+     OR list_contains(list_transform(coalesce(a.agents, []), x -> lower(x)), $q)
+     OR list_contains(list_transform(coalesce(r.models, []), x -> lower(x)), $q)
+     OR s.id IN (SELECT session_id FROM prompts
+                 WHERE deleted_ts IS NULL AND contains(lower(content), $q))
+     OR s.id IN (SELECT session_id FROM responses
+                 WHERE deleted_ts IS NULL AND contains(lower(content), $q)))
+"""
+
+
+def sessions_page(cursor: duckdb.DuckDBPyConnection, f: SessionFilter) -> dict[str, Any]:
+    """One page of live sessions, filtered and sorted, with the count of all that match."""
+    sql = _LIST
+    params: dict[str, Any] = {"limit": f.limit, "offset": f.offset}
+    if f.q:
+        sql += _SEARCH
+        params["q"] = f.q.lower()
+    if f.user:
+        sql += " AND coalesce(s.metadata->>'user', s.metadata->>'user_id') = $user"
+        params["user"] = f.user
+    if f.agent:
+        sql += " AND list_contains(coalesce(a.agents, []), $agent)"
+        params["agent"] = f.agent
+    if f.model:
+        sql += " AND list_contains(coalesce(r.models, []), $model)"
+        params["model"] = f.model
+    if f.since is not None:
+        sql += " AND s.last_activity_ts >= $since"
+        params["since"] = f.since
+    if f.until is not None:
+        sql += " AND s.last_activity_ts < $until"
+        params["until"] = f.until
+    sql += f" ORDER BY {SORTS[f.sort]} {f.order} NULLS LAST, s.id LIMIT $limit OFFSET $offset"
+    rows = _rows(cursor, sql, params)
+    total = rows[0].pop("total") if rows else 0
+    for row in rows[1:]:
+        del row["total"]
+    return {"total": total, "offset": f.offset, "limit": f.limit, "sessions": rows}
+
+
+def session_view(cursor: duckdb.DuckDBPyConnection, session_id: uuid.UUID) -> dict[str, Any]:
+    """A session with its turns in log order: each prompt with its responses, each response
+    with its tool calls and the handoff after it; the agents named; the spans of its traces."""
+    reader = GraphReader(cursor, cache_size=0)
+    session = reader.get_session(session_id)  # NotFound: 404
+    sid = [session_id]
+    prompts = _rows(
+        cursor,
+        "SELECT id, lsn, ts, actor, content, model, agent_id, template_id, template_version, "
+        "metadata FROM prompts WHERE session_id = $1 AND deleted_ts IS NULL ORDER BY lsn",
+        sid,
+    )
+    responses = _rows(
+        cursor,
+        "SELECT id, prompt_id, lsn, ts, content, model, agent_id, prompt_tokens, "
+        "completion_tokens, total_tokens, latency_ms, finish_reason FROM responses "
+        "WHERE session_id = $1 AND deleted_ts IS NULL ORDER BY lsn",
+        sid,
+    )
+    tools = _rows(
+        cursor,
+        "SELECT id, response_id, lsn, tool_name, parameters, status, result, error, "
+        "duration_ms, retry_count FROM tool_invocations "
+        "WHERE session_id = $1 AND deleted_ts IS NULL ORDER BY lsn",
+        sid,
+    )
+    handoffs = _rows(
+        cursor,
+        "SELECT id, response_id, lsn, from_agent_id, to_agent_id, reason, context_summary "
+        "FROM handoffs WHERE session_id = $1 AND deleted_ts IS NULL ORDER BY lsn",
+        sid,
+    )
+    agents = {str(row["id"]): row["name"] for row in _rows(cursor, "SELECT id, name FROM agents")}
+    by_response: dict[Any, dict[str, Any]] = {}
+    by_prompt: dict[Any, list[dict[str, Any]]] = {}
+    for response in responses:
+        response.update(tools=[], handoffs=[])
+        by_response[response["id"]] = response
+        by_prompt.setdefault(response["prompt_id"], []).append(response)
+    for tool in tools:
+        by_response[tool["response_id"]]["tools"].append(tool)
+    for handoff in handoffs:
+        by_response[handoff["response_id"]]["handoffs"].append(handoff)
+    turns = [{"prompt": p, "responses": by_prompt.get(p["id"], [])} for p in prompts]
+    traces = {str(session.metadata.get("trace_id"))} if "trace_id" in session.metadata else set()
+    traces |= {
+        str(p["metadata"]["trace_id"]) for p in prompts if "trace_id" in (p["metadata"] or {})
+    }
+    spans = (
+        _rows(
+            cursor,
+            "SELECT trace_id, span_id, parent_span_id, name, kind, start_ns, end_ns, duration_ms, "
+            "status, status_message FROM spans WHERE list_contains($1, trace_id) "
+            "ORDER BY start_ns, span_id LIMIT 2000",
+            [sorted(traces)],
+        )
+        if traces
+        else []
+    )
+    return {"session": session, "turns": turns, "agents": agents, "spans": spans}
+
+
+def lineage(cursor: duckdb.DuckDBPyConnection, node_id: uuid.UUID, depth: int) -> dict[str, Any]:
+    """A node with its ancestors and descendants up to `depth` edges away (the hops of
+    `MemoryGraph.ancestors` and `descendants`)."""
+    reader = GraphReader(cursor, cache_size=0)
+    node = reader.get_node(node_id)
+    if node is None:
+        raise NotFound(f"no node {node_id}")
+    return {
+        "node": node,
+        "ancestors": reader.ancestors(node_id, depth),
+        "descendants": reader.descendants(node_id, depth),
+    }
+
+
+def agents_view(cursor: duckdb.DuckDBPyConnection, buckets: int = 24) -> dict[str, Any]:
+    """`agent_stats`, and per agent a series over the store's time cut into `buckets` equal
+    spans: responses, tokens, p95 latency and tool failures in each."""
+    stats = _rows(cursor, "SELECT * FROM agent_stats ORDER BY name, agent_id")
+    span = cursor.execute(
+        "SELECT min(ts), max(ts) FROM responses WHERE deleted_ts IS NULL"
+    ).fetchone()
+    series: dict[str, list[dict[str, Any]]] = {}
+    if span is not None and span[0] is not None:
+        first, last = span
+        width = max(1, (last - first + 1 + buckets - 1) // buckets)
+        for row in _rows(
+            cursor,
+            """
+            WITH t AS (SELECT agent_id, (ts - $first) // $width AS b, count(*) AS failures
+                       FROM tool_invocations WHERE deleted_ts IS NULL AND status = 'error'
+                       AND agent_id IS NOT NULL GROUP BY ALL)
+            SELECT r.agent_id, (r.ts - $first) // $width AS b, count(*) AS responses,
+                   sum(r.total_tokens) AS tokens,
+                   quantile_cont(r.latency_ms, 0.95) AS p95_latency_ms,
+                   any_value(coalesce(t.failures, 0)) AS failures
+            FROM responses r LEFT JOIN t ON t.agent_id = r.agent_id
+                 AND t.b = (r.ts - $first) // $width
+            WHERE r.deleted_ts IS NULL AND r.agent_id IS NOT NULL
+            GROUP BY ALL ORDER BY b
+            """,
+            {"first": first, "width": width},
+        ):
+            series.setdefault(str(row.pop("agent_id")), []).append(row)
+        return {"agents": stats, "series": series, "first_ts": first, "bucket_ns": width}
+    return {"agents": stats, "series": series, "first_ts": None, "bucket_ns": None}
+
+
+def templates_view(cursor: duckdb.DuckDBPyConnection) -> dict[str, Any]:
+    """Every live template with its versions, oldest first, and how many prompts use each."""
+    rows = _rows(
+        cursor,
+        """
+        SELECT t.id, t.version, t.semver, t.name, t.text, t.description, t.tags, t.parent_id,
+               t.is_current, t.ts, t.lsn,
+               (SELECT count(*) FROM prompts p WHERE p.template_id = t.id
+                AND p.template_version = t.version AND p.deleted_ts IS NULL) AS prompts
+        FROM templates t WHERE t.deleted_ts IS NULL ORDER BY t.name, t.id, t.version
+        """,
+    )
+    templates: dict[str, dict[str, Any]] = {}
+    for row in rows:
+        entry = templates.setdefault(
+            str(row["id"]), {"id": row["id"], "name": row["name"], "versions": []}
+        )
+        entry["name"] = row["name"]
+        entry["versions"].append(row)
+    return {"templates": list(templates.values())}
+
+
+def template_diff(
+    cursor: duckdb.DuckDBPyConnection, template_id: uuid.UUID, old: int, new: int
+) -> dict[str, Any]:
+    """Two versions of a template side by side, and their line diff (difflib's unified)."""
+    texts = dict(
+        cursor.execute(
+            "SELECT version, text FROM templates WHERE id = $1 AND list_contains($2, version) "
+            "AND deleted_ts IS NULL",
+            [template_id, [old, new]],
+        ).fetchall()
+    )
+    for version in (old, new):
+        if version not in texts:
+            raise NotFound(f"no version {version} of template {template_id}")
+    diff = difflib.unified_diff(
+        texts[old].splitlines(), texts[new].splitlines(), f"v{old}", f"v{new}", lineterm=""
+    )
+    return {
+        "old": {"version": old, "text": texts[old]},
+        "new": {"version": new, "text": texts[new]},
+        "diff": list(diff),
+    }
