@@ -113,8 +113,8 @@ WHERE s.deleted_ts IS NULL
 
 _SEARCH = """
 AND (contains(lower(s.metadata::VARCHAR), $q)
-     OR list_contains(list_transform(coalesce(a.agents, []), x -> lower(x)), $q)
-     OR list_contains(list_transform(coalesce(r.models, []), x -> lower(x)), $q)
+     OR contains(lower(array_to_string(coalesce(a.agents, []), ' ')), $q)
+     OR contains(lower(array_to_string(coalesce(r.models, []), ' ')), $q)
      OR s.id IN (SELECT session_id FROM prompts
                  WHERE deleted_ts IS NULL AND contains(lower(content), $q))
      OR s.id IN (SELECT session_id FROM responses
