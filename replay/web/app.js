@@ -88,6 +88,12 @@ function link(href, ...children) {
   return el("a", { href: at && !href.includes("at=") ? withAt(href) : href }, ...children);
 }
 
+function lineageLink(id, what) {
+  const a = link(ui("lineage", id), "lineage");
+  a.setAttribute("aria-label", `Lineage of this ${what}`);
+  return a;
+}
+
 // -- small formatters ---------------------------------------------------------------------
 
 function when(ns) {
@@ -364,11 +370,11 @@ function renderSession(main, view) {
         el("span", { class: "agent" }, name(p.agent_id)),
         p.model ? el("span", { class: "model" }, p.model) : null),
       el("section", { class: "prompt", "aria-label": "Prompt" },
-        el("h3", {}, "Prompt ", link(ui("lineage", p.id), "lineage")),
+        el("h3", {}, "Prompt ", lineageLink(p.id, "prompt")),
         content(p.content, "Prompt")),
       turn.responses.map((r) => [
         el("section", { class: "response", "aria-label": "Response" },
-          el("h3", {}, "Response ", link(ui("lineage", r.id), "lineage")),
+          el("h3", {}, "Response ", lineageLink(r.id, "response")),
           content(r.content, "Response"),
           el("p", { class: "numbers" },
             `${num(r.prompt_tokens)} tokens in, ${num(r.completion_tokens)} out`,
@@ -383,7 +389,7 @@ function renderSession(main, view) {
   });
   replace(main,
     el("h1", {}, `Session ${short(s.id)}`),
-    el("p", {}, el("code", {}, s.id), " · ", link(ui("lineage", s.id), "lineage")),
+    el("p", {}, el("code", {}, s.id), " · ", lineageLink(s.id, "session")),
     meta,
     view.turns.length ? turns : el("p", {}, "No turns yet."),
     view.spans.length ? waterfall(view.spans) : null);
@@ -398,7 +404,7 @@ function tool(t) {
     el("h4", {}, "Arguments"), el("pre", { class: "content" }, pretty(t.parameters)),
     t.result !== null ? [el("h4", {}, "Result"), el("pre", { class: "content" }, pretty(t.result))] : null,
     t.error ? [el("h4", {}, "Error"), el("pre", { class: "content error-text" }, t.error)] : null,
-    el("p", {}, link(ui("lineage", t.id), "lineage")));
+    el("p", {}, lineageLink(t.id, "tool call")));
 }
 
 function waterfall(spans) {
@@ -534,7 +540,7 @@ async function templatesPage(main) {
     }
     const last = versions[versions.length - 1].version;
     const section = el("section", { class: "template", "aria-labelledby": `t-${t.id}` },
-      el("h2", { id: `t-${t.id}` }, t.name, " ", link(ui("lineage", t.id), "lineage")),
+      el("h2", { id: `t-${t.id}` }, t.name, " ", lineageLink(t.id, "template")),
       el("table", {}, el("thead", {}, el("tr", {}, ["Version", "Semver", "Recorded", "Prompts using it", "Tags"].map((h) => el("th", { scope: "col" }, h)))),
         el("tbody", {}, versions.map((v) => el("tr", {}, el("td", {}, `v${v.version}${v.is_current ? " (current)" : ""}`),
           el("td", {}, v.semver), el("td", {}, when(v.ts)), el("td", { class: "n" }, num(v.prompts)), el("td", {}, (v.tags || []).join(", ")))))),

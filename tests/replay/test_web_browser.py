@@ -282,3 +282,33 @@ def _token(auth: Path, name: str, scopes: list[str]) -> str:
     found = re.search(r"lmg_\S+", made.stdout)
     assert found is not None, made.stdout
     return found.group(0)
+
+
+def test_the_spans_of_a_sessions_trace_show_as_a_waterfall(
+    site: Site, page: Any, tmp_path: Path
+) -> None:
+    trace = "ab" * 16
+    session = site.append([{"type": "session.created", "metadata": {"trace_id": trace}}])[0]
+    site.append([{"type": "prompt.added", "session_id": session, "content": "traced"}])
+    t0 = 1_800_000_000_000_000_000
+    spans = [
+        ("00000000000000a1", None, "invoke_agent triage", 0, 900, "ok"),
+        ("00000000000000a2", "00000000000000a1", "chat small-1", 50, 400, "ok"),
+        ("00000000000000a3", "00000000000000a1", "execute_tool search_docs", 450, 880, "error"),
+    ]
+    site.append(
+        [
+            {"type": "span.recorded", "trace_id": trace, "span_id": span_id,
+             "parent_span_id": parent, "name": name, "start_ns": t0 + start * 1_000_000,
+             "end_ns": t0 + end * 1_000_000, "status": status}
+            for span_id, parent, name, start, end, status in spans
+        ]
+    )  # fmt: skip
+    page.goto(site.page(f"sessions/{session}"))
+    waterfall = page.get_by_role("img", name="Spans of the session's traces (3)")
+    expect(waterfall).to_contain_text("execute_tool search_docs")
+    bars = waterfall.locator("rect")
+    assert [bars.nth(i).get_attribute("class") for i in range(3)] == [
+        "span ok", "span ok", "span error"
+    ]  # fmt: skip
+    shot(page, "spans", tmp_path)
