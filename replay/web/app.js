@@ -105,9 +105,11 @@ function short(id) {
   return String(id).slice(-12);
 }
 
+const FORMATS = [0, 1].map((digits) => new Intl.NumberFormat("en", { maximumFractionDigits: digits }));
+
 function num(value, digits) {
   if (value === null || value === undefined) return "";
-  return Number(value).toLocaleString("en", { maximumFractionDigits: digits || 0 });
+  return FORMATS[digits ? 1 : 0].format(Number(value)); // one formatter: a page has thousands
 }
 
 function pretty(value) {
@@ -246,6 +248,14 @@ function live(from, changed, wanted) {
   run();
 }
 
+// Follow the log, unless the page shows the past, from just after the fold's checkpoint as
+// the time bar read it (asked before the page's data, so the data holds at least that much):
+// an event the data already holds costs one needless reload, none is missed.
+async function follow(position, changed) {
+  const known = await position;
+  if (!at && known) live(known.folded_lsn + 1, changed);
+}
+
 // -- pages --------------------------------------------------------------------------------
 
 async function storesPage(main) {
@@ -286,7 +296,7 @@ async function sessionsPage(main, position) {
     renderSessions(results, page);
   }
   await load();
-  if (!at && position) live(position.next_lsn, load);
+  follow(position, load);
 }
 
 function renderSessions(box, page) {
@@ -340,7 +350,7 @@ async function sessionPage(main, position, id) {
     }
   }
   await load();
-  if (!at && position) live(position.next_lsn, load);
+  follow(position, load);
 }
 
 function renderSession(main, view) {
@@ -610,7 +620,7 @@ async function main() {
   const box = document.getElementById("main");
   nav();
   try {
-    const position = await timebar();
+    const position = timebar(); // its request runs beside the page's own; live waits for it
     const [, , page, id] = path;
     if (!store) await storesPage(box);
     else if (page === "sessions" && id) await sessionPage(box, position, id);
