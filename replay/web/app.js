@@ -548,12 +548,19 @@ async function templatesPage(main) {
         el("pre", { class: "content udiff" }, diff.diff.length ? diff.diff.map((line) =>
           el("span", { class: line.startsWith("+") ? "add" : line.startsWith("-") ? "del" : "" }, `${line}\n`)) : "(the same text)"));
     }
+    const impact = el("p", { class: "impact" });
+    if (!at) { // `template_impact` reads the present only
+      getJson(`${api}/templates/${t.id}/impact`).then((i) => replace(impact,
+        `Impact (with the templates that inherit from it): ${num(i.prompts.length)} prompts, `
+        + `${num(i.responses.length)} responses, ${num(i.tool_invocations.length)} tool calls.`), () => {});
+    }
     const last = versions[versions.length - 1].version;
     const section = el("section", { class: "template", "aria-labelledby": `t-${t.id}` },
       el("h2", { id: `t-${t.id}` }, t.name, " ", lineageLink(t.id, "template")),
       el("table", {}, el("thead", {}, el("tr", {}, ["Version", "Semver", "Recorded", "Prompts using it", "Tags"].map((h) => el("th", { scope: "col" }, h)))),
         el("tbody", {}, versions.map((v) => el("tr", {}, el("td", {}, `v${v.version}${v.is_current ? " (current)" : ""}`),
           el("td", {}, v.semver), el("td", {}, when(v.ts)), el("td", { class: "n" }, num(v.prompts)), el("td", {}, (v.tags || []).join(", ")))))),
+      impact,
       el("form", { class: "compare", onchange: show, onsubmit: (e) => { e.preventDefault(); show(); } },
         pick(oldId, "Compare ", Math.max(1, last - 1)), pick(newId, " with ", last)),
       out);

@@ -188,6 +188,7 @@ def test_agents_and_template_versions_side_by_side(site: Site, page: Any, tmp_pa
     answer = page.locator("section.template", has_text="answer lineage").first
     expect(answer.locator(".udiff")).to_contain_text("+Answer briefly: {{q}}")
     expect(answer.locator(".udiff")).to_contain_text("-Answer as {{persona}}: {{question}}")
+    expect(answer.locator(".impact")).to_contain_text("2 prompts, 2 responses, 2 tool calls")
     shot(page, "templates", tmp_path)
 
 
