@@ -137,14 +137,22 @@ def main() -> None:
     p.add_argument("--events", type=int, default=1_000_000)
     p.add_argument("--reps", type=int, default=20)
     p.add_argument("--tmpdir", default=None)
+    p.add_argument("--store", type=Path, default=None, help="build here, or reuse if built")
     args = p.parse_args()
     with tempfile.TemporaryDirectory(dir=args.tmpdir) as tmp_name:
         tmp = Path(tmp_name)
-        store = tmp / "store"
+        store = args.store or tmp / "store"
         began = time.monotonic()
-        build_graph_store(store, args.events)
-        with eventlog.open(store, durability=eventlog.Durability.NONE) as log:
-            sessions = {200: long_session(log, 200), 1000: long_session(log, 1000)}
+        if not store.with_name(store.name + ".sessions.json").exists():
+            build_graph_store(store, args.events)
+            with eventlog.open(store, durability=eventlog.Durability.NONE) as log:
+                ids = {200: long_session(log, 200), 1000: long_session(log, 1000)}
+            store.with_name(store.name + ".sessions.json").write_text(
+                json.dumps({k: str(v) for k, v in ids.items()})
+            )
+        known = json.loads(store.with_name(store.name + ".sessions.json").read_text())
+        sessions = {int(k): uuid.UUID(v) for k, v in known.items()}
+        with eventlog.open(store, readonly=True) as log:
             total = log.next_lsn()
         print(f"built {total:,} events in {time.monotonic() - began:.0f} s", file=sys.stderr)
         began = time.monotonic()
