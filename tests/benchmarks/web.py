@@ -143,14 +143,13 @@ def main() -> None:
         tmp = Path(tmp_name)
         store = args.store or tmp / "store"
         began = time.monotonic()
-        if not store.with_name(store.name + ".sessions.json").exists():
+        ids_file = store.with_name(store.name + ".sessions.json")
+        if not ids_file.exists():
             build_graph_store(store, args.events)
             with eventlog.open(store, durability=eventlog.Durability.NONE) as log:
                 ids = {200: long_session(log, 200), 1000: long_session(log, 1000)}
-            store.with_name(store.name + ".sessions.json").write_text(
-                json.dumps({k: str(v) for k, v in ids.items()})
-            )
-        known = json.loads(store.with_name(store.name + ".sessions.json").read_text())
+            ids_file.write_text(json.dumps({k: str(v) for k, v in ids.items()}))
+        known = json.loads(ids_file.read_text())
         sessions = {int(k): uuid.UUID(v) for k, v in known.items()}
         with eventlog.open(store, readonly=True) as log:
             total = log.next_lsn()
