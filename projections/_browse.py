@@ -35,8 +35,8 @@ SORTS = {
     "started": "s.first_activity_ts",
     "turns": "s.prompt_count",
     "tokens": "(s.prompt_tokens + s.completion_tokens)",
-    "latency": "r.latency_ms",
-    "failures": "coalesce(f.failures, 0)",
+    "latency": "x.latency_ms",
+    "failures": "coalesce(x.failures, 0)",
 }
 """The sortable columns of the sessions list, by the name a request gives."""
 
@@ -84,71 +84,84 @@ def _rows(
     return rows
 
 
-_LIST = """
+_SORT_BY = {
+    "latency": "SELECT session_id, avg(latency_ms) AS latency_ms FROM responses "
+    "WHERE deleted_ts IS NULL GROUP BY session_id",
+    "failures": "SELECT session_id, count(*) AS failures FROM tool_invocations "
+    "WHERE deleted_ts IS NULL AND status = 'error' GROUP BY session_id",
+}
+"""The per-session aggregate a sort needs over every session (the others sort on columns)."""
+
+_FILTERS = {
+    "q": """AND (contains(lower(s.metadata::VARCHAR), $q)
+        OR s.id IN (SELECT session_id FROM prompts WHERE deleted_ts IS NULL
+                    AND (contains(lower(content), $q) OR agent_id IN
+                         (SELECT id FROM agents WHERE contains(lower(name), $q))))
+        OR s.id IN (SELECT session_id FROM responses WHERE deleted_ts IS NULL
+                    AND (contains(lower(content), $q) OR contains(lower(model), $q))))""",
+    "user": "AND coalesce(s.metadata->>'user', s.metadata->>'user_id') = $user",
+    "agent": """AND s.id IN (SELECT session_id FROM prompts WHERE deleted_ts IS NULL
+        AND agent_id IN (SELECT id FROM agents WHERE name = $agent))""",
+    "model": """AND s.id IN (SELECT session_id FROM responses WHERE deleted_ts IS NULL
+        AND model = $model)""",
+    "since": "AND s.last_activity_ts >= $since",
+    "until": "AND s.last_activity_ts < $until",
+}
+"""Each filter a request may give, as a clause on `sessions s` with its value bound."""
+
+_DECORATE = """
 WITH r AS (
     SELECT session_id, avg(latency_ms) AS latency_ms,
-           list(DISTINCT model) FILTER (WHERE model IS NOT NULL) AS models
-    FROM responses WHERE deleted_ts IS NULL GROUP BY session_id
+           list(DISTINCT model ORDER BY model) FILTER (WHERE model IS NOT NULL) AS models
+    FROM responses WHERE deleted_ts IS NULL AND list_contains($ids, session_id) GROUP BY ALL
 ), f AS (
     SELECT session_id, count(*) AS failures FROM tool_invocations
-    WHERE deleted_ts IS NULL AND status = 'error' GROUP BY session_id
+    WHERE deleted_ts IS NULL AND status = 'error' AND list_contains($ids, session_id) GROUP BY ALL
 ), a AS (
-    SELECT p.session_id, list(DISTINCT g.name) AS agents
-    FROM prompts p JOIN agents g ON g.id = p.agent_id
-    WHERE p.deleted_ts IS NULL GROUP BY p.session_id
+    SELECT session_id, list(name ORDER BY first) AS agents FROM (
+        SELECT p.session_id, g.name, min(p.lsn) AS first
+        FROM prompts p JOIN agents g ON g.id = p.agent_id
+        WHERE p.deleted_ts IS NULL AND list_contains($ids, p.session_id) GROUP BY ALL
+    ) GROUP BY session_id
 )
-SELECT s.id, s.first_activity_ts AS started_ts, s.last_activity_ts,
-       coalesce(s.metadata->>'user', s.metadata->>'user_id') AS "user",
-       s.metadata, s.tags, s.prompt_count AS turns,
-       s.prompt_tokens + s.completion_tokens AS tokens,
-       r.latency_ms, coalesce(f.failures, 0) AS tool_failures,
-       coalesce(a.agents, []) AS agents, coalesce(r.models, []) AS models,
-       s.parent_session_id, count(*) OVER () AS total
-FROM sessions s
+SELECT s.id, r.latency_ms, coalesce(f.failures, 0) AS tool_failures,
+       coalesce(a.agents, []) AS agents, coalesce(r.models, []) AS models
+FROM (SELECT unnest($ids) AS id) s
 LEFT JOIN r ON r.session_id = s.id
 LEFT JOIN f ON f.session_id = s.id
 LEFT JOIN a ON a.session_id = s.id
-WHERE s.deleted_ts IS NULL
-"""
-
-_SEARCH = """
-AND (contains(lower(s.metadata::VARCHAR), $q)
-     OR contains(lower(array_to_string(coalesce(a.agents, []), ' ')), $q)
-     OR contains(lower(array_to_string(coalesce(r.models, []), ' ')), $q)
-     OR s.id IN (SELECT session_id FROM prompts
-                 WHERE deleted_ts IS NULL AND contains(lower(content), $q))
-     OR s.id IN (SELECT session_id FROM responses
-                 WHERE deleted_ts IS NULL AND contains(lower(content), $q)))
 """
 
 
 def sessions_page(cursor: duckdb.DuckDBPyConnection, f: SessionFilter) -> dict[str, Any]:
-    """One page of live sessions, filtered and sorted, with the count of all that match."""
-    sql = _LIST
+    """One page of live sessions, filtered and sorted, with the count of all that match.
+
+    The page is chosen first, on the sessions table and its running totals (filters on other
+    tables are semi-joins), and only its sessions are then aggregated over responses, tool
+    calls and agents: at a million events, aggregating every session for each page would
+    take most of a second."""
+    sort_by = _SORT_BY.get(f.sort)
+    sql = "SELECT s.id, s.first_activity_ts AS started_ts, s.last_activity_ts, "
+    sql += "coalesce(s.metadata->>'user', s.metadata->>'user_id') AS \"user\", s.metadata, "
+    sql += "s.tags, s.prompt_count AS turns, s.prompt_tokens + s.completion_tokens AS tokens, "
+    sql += "s.parent_session_id, count(*) OVER () AS total FROM sessions s "
+    sql += f"LEFT JOIN ({sort_by}) x ON x.session_id = s.id " if sort_by else ""
+    sql += "WHERE s.deleted_ts IS NULL "
     params: dict[str, Any] = {"limit": f.limit, "offset": f.offset}
-    if f.q:
-        sql += _SEARCH
-        params["q"] = f.q.lower()
-    if f.user:
-        sql += " AND coalesce(s.metadata->>'user', s.metadata->>'user_id') = $user"
-        params["user"] = f.user
-    if f.agent:
-        sql += " AND list_contains(coalesce(a.agents, []), $agent)"
-        params["agent"] = f.agent
-    if f.model:
-        sql += " AND list_contains(coalesce(r.models, []), $model)"
-        params["model"] = f.model
-    if f.since is not None:
-        sql += " AND s.last_activity_ts >= $since"
-        params["since"] = f.since
-    if f.until is not None:
-        sql += " AND s.last_activity_ts < $until"
-        params["until"] = f.until
-    sql += f" ORDER BY {SORTS[f.sort]} {f.order} NULLS LAST, s.id LIMIT $limit OFFSET $offset"
+    given: dict[str, str | int | None] = {"q": f.q.lower(), "user": f.user, "agent": f.agent}
+    given |= {"model": f.model, "since": f.since, "until": f.until}
+    for name, value in given.items():
+        if value not in ("", None):
+            sql += _FILTERS[name] + " "
+            params[name] = value
+    sql += f"ORDER BY {SORTS[f.sort]} {f.order} NULLS LAST, s.id LIMIT $limit OFFSET $offset"
     rows = _rows(cursor, sql, params)
-    total = rows[0].pop("total") if rows else 0
-    for row in rows[1:]:
+    total = rows[0]["total"] if rows else 0
+    extra = _rows(cursor, _DECORATE, {"ids": [row["id"] for row in rows]}) if rows else []
+    by_id = {row.pop("id"): row for row in extra}
+    for row in rows:
         del row["total"]
+        row.update(by_id[row["id"]])
     return {"total": total, "offset": f.offset, "limit": f.limit, "sessions": rows}
 
 
