@@ -43,6 +43,9 @@ SORTS = {
 MAX_PAGE = 200
 """The most sessions one page of the list holds."""
 
+MAX_SEARCH = 200
+"""The longest search text (characters)."""
+
 
 class SessionFilter(msgspec.Struct, frozen=True, kw_only=True):
     """The sessions list's search, sort and page, as a request gives them."""
@@ -65,6 +68,8 @@ class SessionFilter(msgspec.Struct, frozen=True, kw_only=True):
             raise BadArgument("order must be asc or desc")
         if not 1 <= self.limit <= MAX_PAGE or self.offset < 0:
             raise BadArgument(f"limit must be 1..{MAX_PAGE} and offset >= 0")
+        if len(self.q) > MAX_SEARCH:
+            raise BadArgument(f"q must be at most {MAX_SEARCH} characters")
 
 
 _JSON_COLUMNS = frozenset({"metadata", "parameters", "result", "variables"})

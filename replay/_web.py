@@ -148,7 +148,7 @@ def _time(request: Request, key: str) -> int | None:
 async def sessions(request: Request) -> Response:
     q = request.query_params
     spec = _browse.SessionFilter(
-        q=q.get("q", "")[:200],
+        q=q.get("q", ""),
         user=q.get("user", ""),
         agent=q.get("agent", ""),
         model=q.get("model", ""),

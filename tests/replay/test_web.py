@@ -118,7 +118,8 @@ def test_the_sessions_list_searches_content_and_metadata(
 @pytest.mark.parametrize(
     ("query", "code"),
     [("sort=name", "bad_argument"), ("limit=500", "bad_argument"), ("order=up", "bad_argument"),
-     ("since=yesterday", "invalid_event"), ("offset=-1", "bad_argument")],
+     ("since=yesterday", "invalid_event"), ("offset=-1", "bad_argument"),
+     (f"q={'x' * 201}", "bad_argument")],
 )  # fmt: skip
 def test_a_bad_list_request_is_one_error(
     served: tuple[Service, Any], query: str, code: str

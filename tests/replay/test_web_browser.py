@@ -19,6 +19,8 @@ import pytest
 from tests._processes import LMG, ROOT, WAIT_S
 from tests.replay.test_service import Service
 
+pytestmark = pytest.mark.slow  # a browser and a service per module: seconds, not milliseconds
+
 CHROMIUM = Path("/usr/bin/chromium")
 if not CHROMIUM.exists():
     pytest.skip("no /usr/bin/chromium (apt-get install chromium)", allow_module_level=True)
