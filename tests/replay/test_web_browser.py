@@ -315,3 +315,22 @@ def test_the_spans_of_a_sessions_trace_show_as_a_waterfall(
         "span ok", "span ok", "span error"
     ]  # fmt: skip
     shot(page, "spans", tmp_path)
+
+
+def test_every_page_works_from_the_keyboard_with_labelled_fields(site: Site, page: Any) -> None:
+    """Each field has a label, and a tool call opens with the keyboard alone."""
+    for path in ("sessions", f"sessions/{site.session}", "agents", "templates", "sql"):
+        page.goto(site.page(path))
+        expect(page.locator("main h1")).to_be_visible()
+        expect(page.get_by_label("Point in history (LSN)")).to_be_visible()
+        unlabelled = page.evaluate(
+            """[...document.querySelectorAll('input:not([type=hidden]), select, textarea')]
+               .filter((e) => !e.labels.length && !e.getAttribute('aria-label'))
+               .map((e) => e.outerHTML)"""
+        )
+        assert unlabelled == [], path
+    page.goto(site.page(f"sessions/{site.session}"))
+    summary = page.locator("details.tool summary", has_text="search_docs")
+    summary.focus()
+    page.keyboard.press("Enter")
+    expect(page.locator("details.tool", has_text="search_docs")).to_have_attribute("open", "")
