@@ -43,6 +43,12 @@ SORTS = {
 MAX_PAGE = 200
 """The most sessions one page of the list holds."""
 
+MAX_TURNS = 5000
+"""The most turns a session view holds (the first ones; ``"truncated": true`` says so)."""
+
+MAX_SPANS = 2000
+"""The most spans a session view holds (the earliest)."""
+
 MAX_SEARCH = 200
 """The longest search text (characters)."""
 
@@ -179,9 +185,12 @@ def session_view(cursor: duckdb.DuckDBPyConnection, session_id: uuid.UUID) -> di
     prompts = _rows(
         cursor,
         "SELECT id, lsn, ts, actor, content, model, agent_id, template_id, template_version, "
-        "metadata FROM prompts WHERE session_id = $1 AND deleted_ts IS NULL ORDER BY lsn",
+        "metadata FROM prompts WHERE session_id = $1 AND deleted_ts IS NULL ORDER BY lsn "
+        f"LIMIT {MAX_TURNS + 1}",
         sid,
     )
+    truncated = len(prompts) > MAX_TURNS
+    del prompts[MAX_TURNS:]
     responses = _rows(
         cursor,
         "SELECT id, prompt_id, lsn, ts, content, model, agent_id, prompt_tokens, "
@@ -209,10 +218,10 @@ def session_view(cursor: duckdb.DuckDBPyConnection, session_id: uuid.UUID) -> di
         response.update(tools=[], handoffs=[])
         by_response[response["id"]] = response
         by_prompt.setdefault(response["prompt_id"], []).append(response)
-    for tool in tools:
-        by_response[tool["response_id"]]["tools"].append(tool)
-    for handoff in handoffs:
-        by_response[handoff["response_id"]]["handoffs"].append(handoff)
+    for item, key in [*((t, "tools") for t in tools), *((h, "handoffs") for h in handoffs)]:
+        parent = by_response.get(item["response_id"])
+        if parent is not None:  # a tombstone on a response leaves its tool calls live
+            parent[key].append(item)
     turns = [{"prompt": p, "responses": by_prompt.get(p["id"], [])} for p in prompts]
     traces = {str(session.metadata.get("trace_id"))} if "trace_id" in session.metadata else set()
     traces |= {
@@ -223,13 +232,19 @@ def session_view(cursor: duckdb.DuckDBPyConnection, session_id: uuid.UUID) -> di
             cursor,
             "SELECT trace_id, span_id, parent_span_id, name, kind, start_ns, end_ns, duration_ms, "
             "status, status_message FROM spans WHERE list_contains($1, trace_id) "
-            "ORDER BY start_ns, span_id LIMIT 2000",
+            f"ORDER BY start_ns, span_id LIMIT {MAX_SPANS}",
             [sorted(traces)],
         )
         if traces
         else []
     )
-    return {"session": session, "turns": turns, "agents": agents, "spans": spans}
+    return {
+        "session": session,
+        "turns": turns,
+        "truncated": truncated,
+        "agents": agents,
+        "spans": spans,
+    }
 
 
 def lineage(cursor: duckdb.DuckDBPyConnection, node_id: uuid.UUID, depth: int) -> dict[str, Any]:

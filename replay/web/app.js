@@ -402,6 +402,7 @@ function renderSession(main, view) {
     el("p", {}, el("code", {}, s.id), " · ", lineageLink(s.id, "session")),
     meta,
     view.turns.length ? turns : el("p", {}, "No turns yet."),
+    view.truncated ? el("p", { role: "note" }, `Only the first ${view.turns.length} turns are shown; the SQL console reads the rest.`) : null,
     view.spans.length ? waterfall(view.spans) : null);
 }
 

@@ -215,3 +215,27 @@ def test_a_token_sees_only_its_stores(tmp_path: Path) -> None:
             assert http.get("/v1/stores/b/sessions?at=0").status_code == 404
     finally:
         assert service.stop() == 0
+
+
+def test_a_tool_call_of_a_deleted_response_leaves_the_session_readable(tmp_path: Path) -> None:
+    """A tombstone on a response leaves its tool calls live (docs/sql.md): the session view
+    shows the turn without the response, instead of failing on the orphaned call. A session
+    longer than the view's cap is cut, and says so."""
+    store = tmp_path / "store"
+    with eventlog.open(store) as log:
+        session = log.create_session()
+        prompt = log.add_prompt(session.id, "q")
+        response = log.add_response(prompt, "a")
+        log.add_tool_invocation(response, "search", {"q": "x"})
+        log.delete_node(response)
+        long = log.create_session()
+        log.add_prompts_batch([(long.id, f"q{i}") for i in range(5001)])
+    service = Service(tmp_path, [str(store)])
+    try:
+        view = _get(service, f"/v1/stores/default/sessions/{session.id}/view")
+        assert [t["responses"] for t in view["turns"]] == [[]] and not view["truncated"]
+        cut = _get(service, f"/v1/stores/default/sessions/{long.id}/view")
+        assert len(cut["turns"]) == 5000 and cut["truncated"]
+        assert cut["turns"][-1]["prompt"]["content"] == "q4999"
+    finally:
+        assert service.stop() == 0
