@@ -150,6 +150,9 @@ def test_a_session_view_nests_tools_under_their_response(
 def test_every_page_route_answers_at_a_point(served: tuple[Service, list[uuid.UUID]]) -> None:
     service, sessions = served
     assert _get(service, "/v1/stores/default/sessions?at=-1")["total"] == 0
+    assert _get(service, "/v1/stores/default/sessions?at=2000-01-01T00:00:00Z")["total"] == 0
+    bad = _get(service, "/v1/stores/default/sessions?at=yesterday", 422)
+    assert bad["error"]["code"] == "bad_point"
     then = _get(service, "/v1/stores/default/sessions?at=2")  # two agents and one session
     assert _ids(then) == [str(sessions[0])] and then["sessions"][0]["turns"] == 0
     view = _get(service, f"/v1/stores/default/sessions/{sessions[0]}/view?at=3")
