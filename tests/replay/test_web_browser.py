@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 
+import eventlog
 from tests._processes import LMG, ROOT, WAIT_S
 from tests.replay.test_service import Service
 
@@ -334,3 +335,37 @@ def test_every_page_works_from_the_keyboard_with_labelled_fields(site: Site, pag
     summary.focus()
     page.keyboard.press("Enter")
     expect(page.locator("details.tool", has_text="search_docs")).to_have_attribute("open", "")
+
+
+def test_a_larger_store_pages_and_sorts_on_the_server(tmp_path: Path, browser: Any) -> None:
+    store = tmp_path / "store"
+    with eventlog.open(store) as log:
+        for i in range(120):
+            session = log.create_session(metadata={"user": f"user-{i:03d}"})
+            log.add_prompts_batch([(session.id, f"q{j}") for j in range(i % 7 + 1)])
+    service = Service(tmp_path, [str(store)])
+    context = browser.new_context(viewport={"width": 1280, "height": 860})
+    try:
+        page = context.new_page()
+        page.set_default_timeout(MS)
+        page.goto(f"{service.url}/ui/stores/default/sessions")
+        caption = page.locator("main caption")
+        expect(caption).to_have_text("Sessions 1\u201350 of 120")
+        page.get_by_role("link", name="Older page").click()
+        expect(caption).to_have_text("Sessions 51\u2013100 of 120")
+        page.get_by_role("link", name="Turns").click()
+        expect(caption).to_have_text("Sessions 1\u201350 of 120")
+        first = page.locator("main tbody tr").first
+        expect(first.locator("td").nth(4)).to_have_text("7")
+        expect(page.get_by_role("columnheader", name="Turns")).to_have_attribute(
+            "aria-sort", "descending"
+        )
+        page.get_by_role("link", name="Turns").click()
+        expect(first.locator("td").nth(4)).to_have_text("1")
+        page.get_by_label("User").fill("user-042")
+        page.get_by_role("button", name="Search").click()
+        expect(caption).to_have_text("Sessions 1\u20131 of 1")
+        expect(first.locator("td").nth(4)).to_have_text("1")
+    finally:
+        context.close()
+        assert service.stop() == 0
