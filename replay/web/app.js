@@ -515,15 +515,21 @@ async function agentsPage(main) {
     "Tokens out", "Mean latency (ms)", "p95 latency (ms)", "Tool calls", "Tool failures", "Last active",
     "Latency p95 over time", "Tokens over time", "Failures over time"];
   const rows = data.agents.map((a) => {
-    const series = data.series[a.agent_id] || [];
+    // One point per span of time, 0 where the agent had no response in it.
+    const spans = Math.max(0, ...Object.values(data.series).flat().map((s) => s.b)) + 1;
+    const over = (key) => {
+      const values = new Array(spans).fill(0);
+      for (const s of data.series[a.agent_id] || []) values[s.b] = s[key] || 0;
+      return values;
+    };
     return el("tr", { class: a.tool_failures ? "failed" : null },
       el("th", { scope: "row" }, link(ui("lineage", a.agent_id), a.name)), el("td", {}, a.role),
       [a.prompts_handled, a.responses, a.handoffs_in, a.handoffs_out, a.tokens_in, a.tokens_out,
         a.mean_latency_ms, a.p95_latency_ms, a.tool_calls, a.tool_failures].map((v) => el("td", { class: "n" }, num(v))),
       el("td", {}, when(a.last_active_ts)),
-      el("td", {}, sparkline(series.map((s) => s.p95_latency_ms || 0), "p95 latency")),
-      el("td", {}, sparkline(series.map((s) => s.tokens || 0), "tokens")),
-      el("td", {}, sparkline(series.map((s) => s.failures || 0), "tool failures")));
+      el("td", {}, sparkline(over("p95_latency_ms"), "p95 latency")),
+      el("td", {}, sparkline(over("tokens"), "tokens")),
+      el("td", {}, sparkline(over("failures"), "tool failures")));
   });
   replace(main, el("h1", {}, "Agents"),
     el("div", { class: "scroll" }, el("table", {}, el("caption", {}, "agent_stats, with each agent's responses over the store's time"),

@@ -369,3 +369,37 @@ def test_a_larger_store_pages_and_sorts_on_the_server(tmp_path: Path, browser: A
     finally:
         context.close()
         assert service.stop() == 0
+
+
+def test_an_agents_sparklines_have_a_point_per_span_of_time(tmp_path: Path, browser: Any) -> None:
+    """A span of time in which an agent answered nothing is a 0, not left out: the lines
+    of all agents share one time axis."""
+    store = tmp_path / "store"
+    with eventlog.open(store) as log:
+        busy, idle = log.add_agent("busy", "worker"), log.add_agent("idle", "worker")
+        session = log.create_session()
+        for i in range(3):
+            prompt = log.add_prompt(session.id, f"q{i}")
+            log.assign_agent_to_prompt(prompt, idle if i == 1 else busy)
+            log.add_response(prompt, "a", eventlog.TokenUsage(1, 10 * (i + 1)), latency_ms=1.0)
+    service = Service(tmp_path, [str(store)])
+    context = browser.new_context()
+    try:
+        page = context.new_page()
+        page.set_default_timeout(MS)
+        page.goto(f"{service.url}/ui/stores/default/agents")
+        idle_row = page.locator("main tbody tr", has_text="idle")
+        tokens = idle_row.get_by_role("img", name="tokens")
+        expect(tokens).to_have_attribute("aria-label", re.compile(r"^tokens: (0, )+21(, 0)+$"))
+        points = tokens.locator("polyline").get_attribute("points") or ""
+        busy_points = (
+            page.locator("main tbody tr", has_text="busy")
+            .get_by_role("img", name="tokens")
+            .locator("polyline")
+            .get_attribute("points")
+            or ""
+        )
+        assert len(points.split()) == len(busy_points.split()) > 2
+    finally:
+        context.close()
+        assert service.stop() == 0
