@@ -42,6 +42,7 @@ from projections._owner import Owner
 from projections._routes import ServedGraph
 
 from . import _routes as replay_routes
+from . import _web as web_routes
 
 __all__ = ["app", "serve"]
 
@@ -115,6 +116,7 @@ def app(stores: dict[str, Path], auth: Auth | None = None, limits: Limits | None
         *graph_routes.routes(at=replay_routes.sql_at),
         *replay_routes.routes(),
         *otlp.routes,  # OTLP/HTTP traces, through the span-to-event mapping of ingest
+        *web_routes.routes(),  # the web view (docs/web.md) and the JSON routes it reads
     ]
     handlers: dict[Any, Any] = {
         **_http.exception_handlers,

@@ -1,0 +1,340 @@
+"""What the web view shows, as JSON-ready dicts read from the projections on one cursor.
+
+Each function runs the project's own SQL (no user text is ever spliced into it: filters are
+bound parameters, sort columns come from a fixed map), so it needs no sandbox, and works the
+same on the live database and on a replay view. The web view's routes (`replay._web`) serve
+them; a script gets the same JSON from the same routes.
+"""
+
+from __future__ import annotations
+
+import difflib
+import uuid
+from collections.abc import Sequence
+from typing import Any
+
+import duckdb
+import msgspec
+
+from ._reads import GraphReader, NotFound
+from .errors import BadArgument
+
+__all__ = [
+    "SORTS",
+    "SessionFilter",
+    "agents_view",
+    "lineage",
+    "session_view",
+    "sessions_page",
+    "template_diff",
+    "templates_view",
+]
+
+SORTS = {
+    "last_activity": "s.last_activity_ts",
+    "started": "s.first_activity_ts",
+    "turns": "s.prompt_count",
+    "tokens": "(s.prompt_tokens + s.completion_tokens)",
+    "latency": "x.latency_ms",
+    "failures": "coalesce(x.failures, 0)",
+}
+"""The sortable columns of the sessions list, by the name a request gives."""
+
+MAX_PAGE = 200
+"""The most sessions one page of the list holds."""
+
+MAX_TURNS = 5000
+"""The most turns a session view holds (the first ones; ``"truncated": true`` says so)."""
+
+MAX_SPANS = 2000
+"""The most spans a session view holds (the earliest)."""
+
+MAX_SEARCH = 200
+"""The longest search text (characters)."""
+
+
+class SessionFilter(msgspec.Struct, frozen=True, kw_only=True):
+    """The sessions list's search, sort and page, as a request gives them."""
+
+    q: str = ""  # in prompts, responses, session metadata, agent names and models
+    user: str = ""  # sessions.metadata->>'user' (or 'user_id'), exactly
+    agent: str = ""  # an agent's name that handled a prompt of the session
+    model: str = ""  # a model that answered in the session
+    since: int | None = None  # last activity at or after (ns)
+    until: int | None = None  # last activity before (ns)
+    sort: str = "last_activity"
+    order: str = "desc"
+    limit: int = 50
+    offset: int = 0
+
+    def __post_init__(self) -> None:
+        if self.sort not in SORTS:
+            raise BadArgument(f"sort must be one of {', '.join(SORTS)}")
+        if self.order not in ("asc", "desc"):
+            raise BadArgument("order must be asc or desc")
+        if not 1 <= self.limit <= MAX_PAGE or self.offset < 0:
+            raise BadArgument(f"limit must be 1..{MAX_PAGE} and offset >= 0")
+        if len(self.q) > MAX_SEARCH:
+            raise BadArgument(f"q must be at most {MAX_SEARCH} characters")
+
+
+_JSON_COLUMNS = frozenset({"metadata", "parameters", "result", "variables"})
+
+
+def _rows(
+    cursor: duckdb.DuckDBPyConnection, sql: str, params: Sequence[Any] | dict[str, Any] = ()
+) -> list[dict[str, Any]]:
+    """The rows as dicts, JSON columns parsed (DuckDB hands them over as text)."""
+    cursor.execute(sql, params if isinstance(params, dict) else list(params))
+    names = [d[0] for d in cursor.description or ()]
+    rows = [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
+    for row in rows:
+        for name in _JSON_COLUMNS.intersection(row):
+            if isinstance(row[name], str):
+                row[name] = msgspec.json.decode(row[name])
+    return rows
+
+
+_SORT_BY = {
+    "latency": "SELECT session_id, avg(latency_ms) AS latency_ms FROM responses "
+    "WHERE deleted_ts IS NULL GROUP BY session_id",
+    "failures": "SELECT session_id, count(*) AS failures FROM tool_invocations "
+    "WHERE deleted_ts IS NULL AND status = 'error' GROUP BY session_id",
+}
+"""The per-session aggregate a sort needs over every session (the others sort on columns)."""
+
+_FILTERS = {
+    "q": """AND (contains(lower(s.metadata::VARCHAR), $q)
+        OR s.id IN (SELECT session_id FROM prompts WHERE deleted_ts IS NULL
+                    AND (contains(lower(content), $q) OR agent_id IN
+                         (SELECT id FROM agents WHERE contains(lower(name), $q))))
+        OR s.id IN (SELECT session_id FROM responses WHERE deleted_ts IS NULL
+                    AND (contains(lower(content), $q) OR contains(lower(model), $q))))""",
+    "user": "AND coalesce(s.metadata->>'user', s.metadata->>'user_id') = $user",
+    "agent": """AND s.id IN (SELECT session_id FROM prompts WHERE deleted_ts IS NULL
+        AND agent_id IN (SELECT id FROM agents WHERE name = $agent))""",
+    "model": """AND s.id IN (SELECT session_id FROM responses WHERE deleted_ts IS NULL
+        AND model = $model)""",
+    "since": "AND s.last_activity_ts >= $since",
+    "until": "AND s.last_activity_ts < $until",
+}
+"""Each filter a request may give, as a clause on `sessions s` with its value bound."""
+
+_DECORATE = """
+WITH r AS (
+    SELECT session_id, avg(latency_ms) AS latency_ms,
+           list(DISTINCT model ORDER BY model) FILTER (WHERE model IS NOT NULL) AS models
+    FROM responses WHERE deleted_ts IS NULL AND list_contains($ids, session_id) GROUP BY ALL
+), f AS (
+    SELECT session_id, count(*) AS failures FROM tool_invocations
+    WHERE deleted_ts IS NULL AND status = 'error' AND list_contains($ids, session_id) GROUP BY ALL
+), a AS (
+    SELECT session_id, list(name ORDER BY first) AS agents FROM (
+        SELECT p.session_id, g.name, min(p.lsn) AS first
+        FROM prompts p JOIN agents g ON g.id = p.agent_id
+        WHERE p.deleted_ts IS NULL AND list_contains($ids, p.session_id) GROUP BY ALL
+    ) GROUP BY session_id
+)
+SELECT s.id, r.latency_ms, coalesce(f.failures, 0) AS tool_failures,
+       coalesce(a.agents, []) AS agents, coalesce(r.models, []) AS models
+FROM (SELECT unnest($ids) AS id) s
+LEFT JOIN r ON r.session_id = s.id
+LEFT JOIN f ON f.session_id = s.id
+LEFT JOIN a ON a.session_id = s.id
+"""
+
+
+def sessions_page(cursor: duckdb.DuckDBPyConnection, f: SessionFilter) -> dict[str, Any]:
+    """One page of live sessions, filtered and sorted, with the count of all that match.
+
+    The page is chosen first, on the sessions table and its running totals (filters on other
+    tables are semi-joins), and only its sessions are then aggregated over responses, tool
+    calls and agents: at a million events, aggregating every session for each page would
+    take most of a second."""
+    sort_by = _SORT_BY.get(f.sort)
+    sql = "SELECT s.id, s.first_activity_ts AS started_ts, s.last_activity_ts, "
+    sql += "coalesce(s.metadata->>'user', s.metadata->>'user_id') AS \"user\", s.metadata, "
+    sql += "s.tags, s.prompt_count AS turns, s.prompt_tokens + s.completion_tokens AS tokens, "
+    sql += "s.parent_session_id, count(*) OVER () AS total FROM sessions s "
+    sql += f"LEFT JOIN ({sort_by}) x ON x.session_id = s.id " if sort_by else ""
+    sql += "WHERE s.deleted_ts IS NULL "
+    params: dict[str, Any] = {"limit": f.limit, "offset": f.offset}
+    given: dict[str, str | int | None] = {"q": f.q.lower(), "user": f.user, "agent": f.agent}
+    given |= {"model": f.model, "since": f.since, "until": f.until}
+    for name, value in given.items():
+        if value not in ("", None):
+            sql += _FILTERS[name] + " "
+            params[name] = value
+    sql += f"ORDER BY {SORTS[f.sort]} {f.order} NULLS LAST, s.id LIMIT $limit OFFSET $offset"
+    rows = _rows(cursor, sql, params)
+    total = rows[0]["total"] if rows else 0
+    extra = _rows(cursor, _DECORATE, {"ids": [row["id"] for row in rows]}) if rows else []
+    by_id = {row.pop("id"): row for row in extra}
+    for row in rows:
+        del row["total"]
+        row.update(by_id[row["id"]])
+    return {"total": total, "offset": f.offset, "limit": f.limit, "sessions": rows}
+
+
+def session_view(cursor: duckdb.DuckDBPyConnection, session_id: uuid.UUID) -> dict[str, Any]:
+    """A session with its turns in log order: each prompt with its responses, each response
+    with its tool calls and the handoff after it; the agents named; the spans of its traces."""
+    reader = GraphReader(cursor, cache_size=0)
+    session = reader.get_session(session_id)  # NotFound: 404
+    sid = [session_id]
+    prompts = _rows(
+        cursor,
+        "SELECT id, lsn, ts, actor, content, model, agent_id, template_id, template_version, "
+        "metadata FROM prompts WHERE session_id = $1 AND deleted_ts IS NULL ORDER BY lsn "
+        f"LIMIT {MAX_TURNS + 1}",
+        sid,
+    )
+    truncated = len(prompts) > MAX_TURNS
+    del prompts[MAX_TURNS:]
+    responses = _rows(
+        cursor,
+        "SELECT id, prompt_id, lsn, ts, content, model, agent_id, prompt_tokens, "
+        "completion_tokens, total_tokens, latency_ms, finish_reason FROM responses "
+        "WHERE session_id = $1 AND deleted_ts IS NULL ORDER BY lsn",
+        sid,
+    )
+    tools = _rows(
+        cursor,
+        "SELECT id, response_id, lsn, tool_name, parameters, status, result, error, "
+        "duration_ms, retry_count FROM tool_invocations "
+        "WHERE session_id = $1 AND deleted_ts IS NULL ORDER BY lsn",
+        sid,
+    )
+    handoffs = _rows(
+        cursor,
+        "SELECT id, response_id, lsn, from_agent_id, to_agent_id, reason, context_summary "
+        "FROM handoffs WHERE session_id = $1 AND deleted_ts IS NULL ORDER BY lsn",
+        sid,
+    )
+    agents = {str(row["id"]): row["name"] for row in _rows(cursor, "SELECT id, name FROM agents")}
+    by_response: dict[Any, dict[str, Any]] = {}
+    by_prompt: dict[Any, list[dict[str, Any]]] = {}
+    for response in responses:
+        response.update(tools=[], handoffs=[])
+        by_response[response["id"]] = response
+        by_prompt.setdefault(response["prompt_id"], []).append(response)
+    for item, key in [*((t, "tools") for t in tools), *((h, "handoffs") for h in handoffs)]:
+        parent = by_response.get(item["response_id"])
+        if parent is not None:  # a tombstone on a response leaves its tool calls live
+            parent[key].append(item)
+    turns = [{"prompt": p, "responses": by_prompt.get(p["id"], [])} for p in prompts]
+    traces = {str(session.metadata.get("trace_id"))} if "trace_id" in session.metadata else set()
+    traces |= {
+        str(p["metadata"]["trace_id"]) for p in prompts if "trace_id" in (p["metadata"] or {})
+    }
+    spans = (
+        _rows(
+            cursor,
+            "SELECT trace_id, span_id, parent_span_id, name, kind, start_ns, end_ns, duration_ms, "
+            "status, status_message FROM spans WHERE list_contains($1, trace_id) "
+            f"ORDER BY start_ns, span_id LIMIT {MAX_SPANS}",
+            [sorted(traces)],
+        )
+        if traces
+        else []
+    )
+    return {
+        "session": session,
+        "turns": turns,
+        "truncated": truncated,
+        "agents": agents,
+        "spans": spans,
+    }
+
+
+def lineage(cursor: duckdb.DuckDBPyConnection, node_id: uuid.UUID, depth: int) -> dict[str, Any]:
+    """A node with its ancestors and descendants up to `depth` edges away (the hops of
+    `MemoryGraph.ancestors` and `descendants`)."""
+    reader = GraphReader(cursor, cache_size=0)
+    node = reader.get_node(node_id)
+    if node is None:
+        raise NotFound(f"no node {node_id}")
+    return {
+        "node": node,
+        "ancestors": reader.ancestors(node_id, depth),
+        "descendants": reader.descendants(node_id, depth),
+    }
+
+
+def agents_view(cursor: duckdb.DuckDBPyConnection, buckets: int = 24) -> dict[str, Any]:
+    """`agent_stats`, and per agent a series over the store's time cut into `buckets` equal
+    spans: responses, tokens, p95 latency and tool failures in each."""
+    stats = _rows(cursor, "SELECT * FROM agent_stats ORDER BY name, agent_id")
+    span = cursor.execute(
+        "SELECT min(ts), max(ts) FROM responses WHERE deleted_ts IS NULL"
+    ).fetchone()
+    series: dict[str, list[dict[str, Any]]] = {}
+    if span is not None and span[0] is not None:
+        first, last = span
+        width = max(1, (last - first + 1 + buckets - 1) // buckets)
+        for row in _rows(
+            cursor,
+            """
+            WITH t AS (SELECT agent_id, (ts - $first) // $width AS b, count(*) AS failures
+                       FROM tool_invocations WHERE deleted_ts IS NULL AND status = 'error'
+                       AND agent_id IS NOT NULL GROUP BY ALL)
+            SELECT r.agent_id, (r.ts - $first) // $width AS b, count(*) AS responses,
+                   sum(r.total_tokens) AS tokens,
+                   quantile_cont(r.latency_ms, 0.95) AS p95_latency_ms,
+                   any_value(coalesce(t.failures, 0)) AS failures
+            FROM responses r LEFT JOIN t ON t.agent_id = r.agent_id
+                 AND t.b = (r.ts - $first) // $width
+            WHERE r.deleted_ts IS NULL AND r.agent_id IS NOT NULL
+            GROUP BY ALL ORDER BY b
+            """,
+            {"first": first, "width": width},
+        ):
+            series.setdefault(str(row.pop("agent_id")), []).append(row)
+        return {"agents": stats, "series": series, "first_ts": first, "bucket_ns": width}
+    return {"agents": stats, "series": series, "first_ts": None, "bucket_ns": None}
+
+
+def templates_view(cursor: duckdb.DuckDBPyConnection) -> dict[str, Any]:
+    """Every live template with its versions, oldest first, and how many prompts use each."""
+    rows = _rows(
+        cursor,
+        """
+        SELECT t.id, t.version, t.semver, t.name, t.text, t.description, t.tags, t.parent_id,
+               t.is_current, t.ts, t.lsn,
+               (SELECT count(*) FROM prompts p WHERE p.template_id = t.id
+                AND p.template_version = t.version AND p.deleted_ts IS NULL) AS prompts
+        FROM templates t WHERE t.deleted_ts IS NULL ORDER BY t.name, t.id, t.version
+        """,
+    )
+    templates: dict[str, dict[str, Any]] = {}
+    for row in rows:
+        entry = templates.setdefault(
+            str(row["id"]), {"id": row["id"], "name": row["name"], "versions": []}
+        )
+        entry["name"] = row["name"]
+        entry["versions"].append(row)
+    return {"templates": list(templates.values())}
+
+
+def template_diff(
+    cursor: duckdb.DuckDBPyConnection, template_id: uuid.UUID, old: int, new: int
+) -> dict[str, Any]:
+    """Two versions of a template side by side, and their line diff (difflib's unified)."""
+    texts = dict(
+        cursor.execute(
+            "SELECT version, text FROM templates WHERE id = $1 AND list_contains($2, version) "
+            "AND deleted_ts IS NULL",
+            [template_id, [old, new]],
+        ).fetchall()
+    )
+    for version in (old, new):
+        if version not in texts:
+            raise NotFound(f"no version {version} of template {template_id}")
+    diff = difflib.unified_diff(
+        texts[old].splitlines(), texts[new].splitlines(), f"v{old}", f"v{new}", lineterm=""
+    )
+    return {
+        "old": {"version": old, "text": texts[old]},
+        "new": {"version": new, "text": texts[new]},
+        "diff": list(diff),
+    }

@@ -1,0 +1,244 @@
+"""The web view's routes on a real `lmg serve`: the page and its headers, and the JSON routes
+it reads (public, so a script gets the same), each also at a point of history."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+import eventlog
+from tests._processes import LMG, WAIT_S
+from tests.replay.test_service import Service
+
+_MODELS = ["m-small", "m-large"]
+
+
+def _store(path: Path) -> list[uuid.UUID]:
+    """Five sessions: session i has i+1 turns by agent a(i%2), answered by model m-(i%2),
+    user u(i); the last response of session 3 called a tool that failed."""
+    sessions = []
+    with eventlog.open(path) as log:
+        agents = [log.add_agent(f"a{i}", "worker") for i in range(2)]
+        for i in range(5):
+            session = log.create_session(metadata={"user": f"u{i}"})
+            for turn in range(i + 1):
+                prompt = log.add_prompt(session.id, f"question {turn} of session {i}")
+                log.assign_agent_to_prompt(prompt, agents[i % 2])
+                response = log.add_response(
+                    prompt,
+                    f"answer {turn} needle{i}" if turn == i else f"answer {turn}",
+                    eventlog.TokenUsage(10, 10 * i),
+                    latency_ms=100.0 * (5 - i),
+                    model=_MODELS[i % 2],
+                )
+            if i == 3:
+                tool = log.add_tool_invocation(response, "search", {"q": "x"})
+                log.complete_tool_invocation(tool, error="offline")
+            sessions.append(session.id)
+    return sessions
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Service, list[uuid.UUID]]]:
+    tmp = tmp_path_factory.mktemp("webroutes")
+    sessions = _store(tmp / "store")
+    service = Service(tmp, [str(tmp / "store")])
+    yield service, sessions
+    assert service.stop() == 0
+
+
+def _get(service: Service, path: str, status: int = 200) -> Any:
+    answer = service.http.get(path)
+    assert answer.status_code == status, answer.text
+    return answer.json()
+
+
+def _ids(page: dict[str, Any]) -> list[str]:
+    return [s["id"] for s in page["sessions"]]
+
+
+def test_the_page_has_a_strict_content_security_policy(served: tuple[Service, Any]) -> None:
+    service, _ = served
+    assert service.http.get("/").headers["location"] == "/ui/"
+    for path in ("/ui/", "/ui/stores/default/sessions/x", "/ui/static/app.js"):
+        answer = service.http.get(path)
+        assert answer.status_code == 200
+        policy = answer.headers["content-security-policy"]
+        assert "script-src 'self';" in policy and "default-src 'none'" in policy
+        assert "unsafe" not in policy
+        assert answer.headers["x-content-type-options"] == "nosniff"
+    shell = service.http.get("/ui/").text
+    assert re.findall(r"<script[^>]*>", shell) == ['<script src="/ui/static/app.js" defer>']
+    script = service.http.get("/ui/static/app.js").text
+    assert not re.search(r"\.(inner|outer)HTML\s*=|insertAdjacentHTML|document\.write", script)
+    missing = service.http.get("/ui/static/secrets.json")
+    assert missing.status_code == 404 and missing.json()["error"]["code"] == "not_found"
+
+
+def test_the_sessions_list_sorts_and_pages(served: tuple[Service, list[uuid.UUID]]) -> None:
+    service, sessions = served
+    s = [str(i) for i in sessions]
+    by_turns = _get(service, "/v1/stores/default/sessions?sort=turns&order=asc")
+    assert _ids(by_turns) == s and by_turns["total"] == 5
+    assert [r["turns"] for r in by_turns["sessions"]] == [1, 2, 3, 4, 5]
+    page = _get(service, "/v1/stores/default/sessions?sort=tokens&order=desc&limit=2&offset=2")
+    assert _ids(page) == [s[2], s[1]] and page["total"] == 5
+    latency = _get(service, "/v1/stores/default/sessions?sort=latency&order=asc&limit=1")
+    assert _ids(latency) == [s[4]] and latency["sessions"][0]["latency_ms"] == 100.0
+    failures = _get(service, "/v1/stores/default/sessions?sort=failures&limit=1")
+    assert _ids(failures) == [s[3]] and failures["sessions"][0]["tool_failures"] == 1
+    newest = _get(service, "/v1/stores/default/sessions?limit=1")
+    assert _ids(newest) == [s[4]]
+
+
+def test_the_sessions_list_searches_content_and_metadata(
+    served: tuple[Service, list[uuid.UUID]],
+) -> None:
+    service, sessions = served
+    s = [str(i) for i in sessions]
+    base = "/v1/stores/default/sessions?sort=turns&order=asc"
+    assert _ids(_get(service, f"{base}&q=NEEDLE2")) == [s[2]]  # response content, any case
+    assert _ids(_get(service, f"{base}&q=of%20session%203")) == [s[3]]  # prompt content
+    assert _ids(_get(service, f"{base}&q=u4")) == [s[4]]  # session metadata
+    assert _ids(_get(service, f"{base}&user=u1")) == [s[1]]
+    assert _ids(_get(service, f"{base}&agent=a1")) == [s[1], s[3]]
+    assert _ids(_get(service, f"{base}&model=m-small")) == [s[0], s[2], s[4]]
+    assert _ids(_get(service, f"{base}&q=%25")) == []  # no wildcard: a literal percent sign
+    assert _ids(_get(service, f"{base}&since=2000-01-01T00:00Z&until=2001-01-01")) == []
+    assert len(_ids(_get(service, f"{base}&since=2000-01-01T00:00Z"))) == 5
+
+
+@pytest.mark.parametrize(
+    ("query", "code"),
+    [("sort=name", "bad_argument"), ("limit=500", "bad_argument"), ("order=up", "bad_argument"),
+     ("since=yesterday", "invalid_event"), ("offset=-1", "bad_argument"),
+     (f"q={'x' * 201}", "bad_argument")],
+)  # fmt: skip
+def test_a_bad_list_request_is_one_error(
+    served: tuple[Service, Any], query: str, code: str
+) -> None:
+    answer = _get(served[0], f"/v1/stores/default/sessions?{query}", 422)
+    assert answer["error"]["code"] == code
+
+
+def test_a_session_view_nests_tools_under_their_response(
+    served: tuple[Service, list[uuid.UUID]],
+) -> None:
+    service, sessions = served
+    view = _get(service, f"/v1/stores/default/sessions/{sessions[3]}/view")
+    assert len(view["turns"]) == 4 and view["spans"] == []
+    last = view["turns"][-1]["responses"][0]
+    assert [(t["tool_name"], t["status"], t["error"]) for t in last["tools"]] == [
+        ("search", "error", "offline")
+    ]
+    assert last["tools"][0]["parameters"] == {"q": "x"}
+    assert set(view["agents"].values()) == {"a0", "a1"}
+    missing = _get(service, f"/v1/stores/default/sessions/{uuid.uuid4()}/view", 404)
+    assert missing["error"]["code"] == "not_found"
+    assert _get(service, "/v1/stores/default/sessions/nope/view", 422)["error"]["code"] == (
+        "bad_argument"
+    )
+
+
+def test_every_page_route_answers_at_a_point(served: tuple[Service, list[uuid.UUID]]) -> None:
+    service, sessions = served
+    assert _get(service, "/v1/stores/default/sessions?at=-1")["total"] == 0
+    assert _get(service, "/v1/stores/default/sessions?at=2000-01-01T00:00:00Z")["total"] == 0
+    bad = _get(service, "/v1/stores/default/sessions?at=yesterday", 422)
+    assert bad["error"]["code"] == "bad_point"
+    then = _get(service, "/v1/stores/default/sessions?at=2")  # two agents and one session
+    assert _ids(then) == [str(sessions[0])] and then["sessions"][0]["turns"] == 0
+    view = _get(service, f"/v1/stores/default/sessions/{sessions[0]}/view?at=3")
+    assert len(view["turns"]) == 1 and view["turns"][0]["responses"] == []
+    assert _get(service, "/v1/stores/default/agents?at=0")["agents"][0]["name"] == "a0"
+    assert _get(service, "/v1/stores/default/templates?at=0") == {"templates": []}
+    position = _get(service, "/v1/stores/default/position")
+    assert position["next_lsn"] == position["folded_lsn"] + 1
+
+
+def test_lineage_agents_and_template_diff(tmp_path: Path) -> None:
+    store = tmp_path / "store"
+    with eventlog.open(store) as log:
+        template = log.create_template(
+            "t", "Hello {{name}}\nBye", [eventlog.VariableSpec(name="name")]
+        )
+        log.update_template(template, "Hello {{name}}!\nBye", [eventlog.VariableSpec(name="name")])
+        session = log.create_session()
+        prompt = log.add_prompt(session.id, template_id=template, variables={"name": "ada"})
+        response = log.add_response(prompt, "hi", latency_ms=5.0)
+    service = Service(tmp_path, [str(store)])
+    try:
+        lineage = _get(service, f"/v1/stores/default/nodes/{response}/lineage?depth=2")
+        assert lineage["node"]["id"] == str(response)
+        up = {(h["edge"]["edge_type"], h["depth"]) for h in lineage["ancestors"]}
+        assert {("RESPONDS_TO", 1), ("INSTANTIATES", 2), ("PART_OF", 2)} <= up
+        templates = _get(service, "/v1/stores/default/templates")["templates"]
+        assert [v["prompts"] for v in templates[0]["versions"]] == [0, 1]
+        diff = _get(service, f"/v1/stores/default/templates/{template}/diff?from=1&to=2")
+        assert diff["diff"][2:] == [
+            "@@ -1,2 +1,2 @@",
+            "-Hello {{name}}",
+            "+Hello {{name}}!",
+            " Bye",
+        ]
+        gone = _get(service, f"/v1/stores/default/templates/{template}/diff?from=1&to=9", 404)
+        assert gone["error"]["code"] == "not_found"
+    finally:
+        assert service.stop() == 0
+
+
+def test_a_token_sees_only_its_stores(tmp_path: Path) -> None:
+    for name in ("default", "b"):
+        with eventlog.open(tmp_path / name) as log:
+            log.create_session()
+    auth = tmp_path / "tokens.json"
+    made = subprocess.run(
+        [str(LMG), "token", "add", "--auth", str(auth), "--name", "t", "--scope", "read",
+         "--store", "default"],
+        capture_output=True, text=True, check=True, timeout=WAIT_S,
+    )  # fmt: skip
+    token = made.stdout.split()[0]
+    args = [str(tmp_path / "default"), "--store", f"b={tmp_path / 'b'}", "--auth", str(auth)]
+    service = Service(tmp_path, args)
+    try:
+        assert service.http.get("/ui/").status_code == 200  # the shell holds no data
+        assert _get(service, "/v1/stores", 401)["error"]["code"] == "unauthorized"
+        bearer = {"Authorization": f"Bearer {token}"}
+        with httpx.Client(base_url=service.url, headers=bearer, timeout=WAIT_S) as http:
+            assert http.get("/v1/stores").json() == {"stores": ["default"]}
+            assert http.get("/v1/stores/default/sessions").json()["total"] == 1
+            assert http.get("/v1/stores/b/sessions").status_code == 404
+            assert http.get("/v1/stores/b/sessions?at=0").status_code == 404
+    finally:
+        assert service.stop() == 0
+
+
+def test_a_tool_call_of_a_deleted_response_leaves_the_session_readable(tmp_path: Path) -> None:
+    """A tombstone on a response leaves its tool calls live (docs/sql.md): the session view
+    shows the turn without the response, instead of failing on the orphaned call. A session
+    longer than the view's cap is cut, and says so."""
+    store = tmp_path / "store"
+    with eventlog.open(store) as log:
+        session = log.create_session()
+        prompt = log.add_prompt(session.id, "q")
+        response = log.add_response(prompt, "a")
+        log.add_tool_invocation(response, "search", {"q": "x"})
+        log.delete_node(response)
+        long = log.create_session()
+        log.add_prompts_batch([(long.id, f"q{i}") for i in range(5001)])
+    service = Service(tmp_path, [str(store)])
+    try:
+        view = _get(service, f"/v1/stores/default/sessions/{session.id}/view")
+        assert [t["responses"] for t in view["turns"]] == [[]] and not view["truncated"]
+        cut = _get(service, f"/v1/stores/default/sessions/{long.id}/view")
+        assert len(cut["turns"]) == 5000 and cut["truncated"]
+        assert cut["turns"][-1]["prompt"]["content"] == "q4999"
+    finally:
+        assert service.stop() == 0
