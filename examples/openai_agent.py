@@ -6,7 +6,9 @@ responses with tokens and latency, a tool call and an agent. With OPENAI_API_KEY
 talks to the real API (model $OPENAI_MODEL, default gpt-4o-mini); without it, to a small fake
 server on 127.0.0.1 that answers like the API, so it runs with no network.
 
-Run: python examples/openai_agent.py [STORE]   (needs the otel extra and the openai SDK)
+Run: .venv/bin/python examples/openai_agent.py [STORE]   (needs the otel extra and the openai SDK)
+(`.venv` is what `make test` installs into, with both; with `pip install
+'llm-memory-graph[otel]' openai`, run your environment's python.)
 """
 
 from __future__ import annotations
