@@ -206,16 +206,17 @@ def first_missing(
 ) -> None:
     """Raise `PoisonEvent` for the first staged event whose `column` names no row of `table`.
 
-    `table`'s ids are unique, so when it holds as many of the staged ids as there are
-    distinct ones, none is missing. That semi-join builds its hash table on the staged ids;
-    the search for the first missing one is an anti-join, which builds it on the whole table
-    (at a million events, a tenth of the fold's SQL), so it runs only when one is missing.
+    When `table` holds as many of the staged ids as there are distinct ones (counted
+    distinct: a template has a row per version), none is missing. That semi-join builds its
+    hash table on the staged ids; the search for the first missing one is an anti-join,
+    which builds it on the whole table (at a million events, a sixth of the fold's SQL), so
+    it runs only when one is missing.
     """
     if stage not in staged:
         return
     (all_found,) = con.execute(
-        f"SELECT (SELECT count(DISTINCT {column}) FROM stage_{stage}) = (SELECT count(*) "
-        f"FROM {table} WHERE id IN (SELECT {column} FROM stage_{stage}))"
+        f"SELECT (SELECT count(DISTINCT {column}) FROM stage_{stage}) = (SELECT count(DISTINCT "
+        f"id) FROM {table} WHERE id IN (SELECT {column} FROM stage_{stage}))"
     ).fetchall()[0]
     if all_found:
         return
