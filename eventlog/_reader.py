@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import itertools
 import os
 import threading
@@ -40,6 +41,11 @@ class Record(NamedTuple):
 
     lsn: int
     event: ev.EventBase
+
+
+_record = functools.partial(tuple.__new__, Record)
+"""`Record(lsn, event)` without the Python frame of a named tuple's ``__new__``: the reader
+makes one per event (about 2% of a fold's time)."""
 
 
 class Cursor:
@@ -188,15 +194,14 @@ class Cursor:
                 f"frame does not decode ({exc})", path, frame.offset, head.first_lsn
             ) from None
         lsn = head.first_lsn
+        stop, start_ts, stop_ts = self._stop, self._start_ts, self._stop_ts
         for event in itertools.chain.from_iterable(r.events for r in requests):
-            if (self._stop is not None and lsn >= self._stop) or (
-                self._stop_ts is not None and event.ts >= self._stop_ts
-            ):
+            if (stop is not None and lsn >= stop) or (stop_ts is not None and event.ts >= stop_ts):
                 self.done = True
                 return
-            if lsn >= self.next_lsn and (self._start_ts is None or event.ts >= self._start_ts):
+            if lsn >= self.next_lsn and (start_ts is None or event.ts >= start_ts):
                 self.next_lsn = lsn + 1
-                yield Record(lsn, event)
+                yield _record((lsn, event))
             lsn += 1
 
 

@@ -204,12 +204,19 @@ def _dispatch(projections: tuple[Projection, ...]) -> tuple[_Handlers, _Handlers
 def first_missing(
     con: duckdb.DuckDBPyConnection, staged: Staged, stage: str, column: str, table: str
 ) -> None:
-    """Raise `PoisonEvent` for the first staged event whose `column` names no row of `table`."""
+    """Raise `PoisonEvent` for the first staged event whose `column` names no row of `table`.
+
+    A left join, not ``NOT EXISTS``: DuckDB plans ``NOT EXISTS`` as a mark join that hashes
+    the whole referenced table (at a million events 15 to 30 ms a check, a sixth of the
+    fold's SQL), and this as a right anti-join that hashes the few thousand staged rows
+    and scans the table (about 6 ms).
+    """
     if stage not in staged:
         return
     found = con.execute(
-        f"SELECT s.lsn, s.{column} FROM stage_{stage} s WHERE s.{column} IS NOT NULL AND NOT "
-        f"EXISTS (SELECT 1 FROM {table} t WHERE t.id = s.{column}) ORDER BY s.lsn LIMIT 1"
+        f"SELECT s.lsn, s.{column} FROM stage_{stage} s LEFT JOIN {table} t "
+        f"ON t.id = s.{column} WHERE t.id IS NULL AND s.{column} IS NOT NULL "
+        "ORDER BY s.lsn LIMIT 1"
     ).fetchall()
     if found:
         lsn, missing = found[0]

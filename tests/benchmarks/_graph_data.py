@@ -7,6 +7,9 @@ assigned to, a response with token usage, latency, model and finish reason, in 3
 a tool call and its completion (one in five failing), and in 5% a handoff to another agent.
 That is about 30 events per session; prompt and response texts come from the shared pool
 (`_data.pool`). Seeded, so every run builds the same events (their ids and `ts` differ).
+
+`long_chunks` is the other shape, for `fold_long`: conversations of about 1 KB a message, as
+an export of real chats holds them.
 """
 
 from __future__ import annotations
@@ -20,8 +23,17 @@ from eventlog import events as ev
 from eventlog._ids import new_id
 
 from ._data import pool
+from ._text import TextGen
 
-__all__ = ["AGENTS", "SESSIONS_PER_CHUNK", "TURNS", "build_graph_store", "mixed_chunks"]
+__all__ = [
+    "AGENTS",
+    "SESSIONS_PER_CHUNK",
+    "TURNS",
+    "build_graph_store",
+    "build_long_store",
+    "long_chunks",
+    "mixed_chunks",
+]
 
 AGENTS = 20
 TURNS = 8  # per session
@@ -130,10 +142,14 @@ def mixed_chunks(seed: int = 20240501) -> Iterator[list[ev.EventBase]]:
 def build_graph_store(path: Path, n: int, seed: int = 20240501) -> dict[str, int]:
     """A store of exactly `n` mixed events (the last chunk cut short), appended with
     `Durability.NONE` in requests of one chunk (untimed setup); returns counts by type."""
+    return _build(path, n, mixed_chunks(seed))
+
+
+def _build(path: Path, n: int, chunks: Iterator[list[ev.EventBase]]) -> dict[str, int]:
     counts: dict[str, int] = {}
     with eventlog.open(path, durability=eventlog.Durability.NONE) as log:
         left = n
-        for chunk in mixed_chunks(seed):
+        for chunk in chunks:
             if left <= 0:
                 break
             part = chunk[:left]
@@ -143,3 +159,47 @@ def build_graph_store(path: Path, n: int, seed: int = 20240501) -> dict[str, int
                 tag = ev.tag_of(e)
                 counts[tag] = counts.get(tag, 0) + 1
     return counts
+
+
+# Words a real conversation corpus mixes into English: accents, typography, units, CJK.
+_NON_ASCII = ("café", "naïve", "—", "“quoted”", "résumé", "Zürich", "日本語", "→", "µs", "€")
+
+
+def long_chunks(seed: int = 20240501) -> Iterator[list[ev.EventBase]]:
+    """Endless lists of conversations as a chat export holds them: a session, then 3 to 15
+    turns of a prompt and its response, each text 700 to 1,300 characters (about 1 KB)
+    with a few non-ASCII words; no agents, templates or tools."""
+    rng = random.Random(seed)
+    gen = TextGen(seed)
+
+    def text() -> str:
+        words = f"{gen.prompt()} {gen.response()}"[: rng.randint(700, 1300)].split(" ")
+        for _ in range(3):
+            words[rng.randrange(len(words))] = rng.choice(_NON_ASCII)
+        return " ".join(words)
+
+    while True:
+        chunk: list[ev.EventBase] = []
+        for _ in range(SESSIONS_PER_CHUNK):
+            session = ev.SessionCreated(id=new_id(), metadata={"source": "chat export"})
+            chunk.append(session)
+            for _turn in range(rng.randint(3, 15)):
+                prompt = ev.PromptAdded(id=new_id(), session_id=session.id, content=text())
+                answer = text()
+                chunk += [
+                    prompt,
+                    ev.ResponseAdded(
+                        id=new_id(),
+                        prompt_id=prompt.id,
+                        content=answer,
+                        usage=ev.TokenUsage(len(prompt.content) // 4, len(answer) // 4),
+                        model="chat-1",
+                        finish_reason="stop",
+                    ),
+                ]
+        yield chunk
+
+
+def build_long_store(path: Path, n: int, seed: int = 20240501) -> dict[str, int]:
+    """`build_graph_store` for `long_chunks`: exactly `n` events of long conversation text."""
+    return _build(path, n, long_chunks(seed))

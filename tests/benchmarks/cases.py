@@ -48,6 +48,7 @@ class Scale:
     lifecycle_events: int = 1_000_000  # export, backup and restore: the store
     lifecycle_reps: int = 3  # each repetition exports and copies the whole store several times
     erasure_events: int = 200_000  # erasure: the store (a fold from zero follows each erasure)
+    long_events: int = 95_000  # fold_long: events of long conversation text
 
 
 FULL = Scale("full", reps=7, slices=10, read_events=200_000, size_events=200_000,
@@ -56,7 +57,8 @@ QUICK = Scale("quick", reps=3, slices=5, read_events=50_000, size_events=50_000,
               single_size_events=2_000, open_events=200_000, graph_events=50_000,
               follow_seconds=5.0, replay_events=100_000, replay_points=12,
               replay_slice_batches=20, lifecycle_events=100_000,
-              erasure_events=50_000)  # fmt: skip
+              erasure_events=50_000,
+              long_events=20_000)  # fmt: skip
 
 
 @dataclass
@@ -519,6 +521,23 @@ FOLD = Case(
     ),
 )
 
+FOLD_LONG = Case(
+    "fold_long",
+    "Catch-up fold of long conversation text",
+    "A store of conversations as an export of real chats holds them "
+    "(`tests/benchmarks/_graph_data.py`, `long_chunks`: sessions of 3 to 15 turns of a prompt "
+    "and its response, each text 700 to 1,300 characters of generated English with a few "
+    "non-ASCII words), built once per run with `Durability.NONE`. One warm-up fold, then "
+    "each repetition times `projections.rebuild(store, database=fresh_file)` as `fold` does "
+    "and, in alternating order, an Arrow load of just the final `prompts` and `responses` "
+    "of the warm-up fold (the rows that carry the text) into a fresh file with the same "
+    "DDL, in one transaction. Rates are events of the store per second. At most 3 "
+    "repetitions (`Scale.graph_reps`).",
+    lambda plan, scale: CaseResult(
+        *g.fold_long(plan, scale.long_events, min(plan.reps, scale.graph_reps))
+    ),
+)
+
 FOLLOW = Case(
     "follow",
     "Lag of a following projector",
@@ -792,7 +811,7 @@ ERASURE = Case(
 CASES: dict[str, Case] = {
     c.name: c
     for c in (
-        SINGLE, CONCURRENT, BULK, READ, SIZE, OPEN, STARTUP, FOLD, FOLLOW, READS, RSS, REPLAY,
-        LIFECYCLE, INGEST, INSTRUMENT, SERVE, ERASURE,
+        SINGLE, CONCURRENT, BULK, READ, SIZE, OPEN, STARTUP, FOLD, FOLD_LONG, FOLLOW, READS,
+        RSS, REPLAY, LIFECYCLE, INGEST, INSTRUMENT, SERVE, ERASURE,
     )
 }  # fmt: skip

@@ -766,6 +766,30 @@ def test_fold_without_the_rows_an_event_refers_to_is_poison(store: Path) -> None
     assert checkpoint(con) == -1
 
 
+def test_a_missing_template_beside_one_with_two_versions_is_poison(store: Path) -> None:
+    """The reference check counts distinct ids: a template has a row per version, so two
+    rows of one template must not stand in for another template that is missing."""
+    with eventlog.open(store, **FAST) as log:
+        s = log.create_session().id
+        kept = log.create_template("kept", "Hi")
+        log.update_template(kept, "Hello")  # a second row of `kept`
+        gone = log.create_template("gone", "Bye")
+        first_batch = log.next_lsn()
+        log.add_prompt(s, template_id=kept)
+        poison_at = log.next_lsn()
+        log.add_prompt(s, template_id=gone)
+        records = list(log.read())
+
+    con = fresh_db()
+    commit_batch(con, records[:first_batch])
+    con.execute("DELETE FROM templates WHERE id = ?", [gone])
+    with pytest.raises(PoisonEvent) as e:
+        commit_batch(con, records[first_batch:])
+    assert (e.value.lsn, e.value.event_type) == (poison_at, "prompt.added")
+    assert str(gone) in e.value.reason
+    assert checkpoint(con) == poison_at - 1
+
+
 def test_poison_event_commits_the_events_before_it(store: Path) -> None:
     with eventlog.open(store, **FAST) as log:
         doomed = log.create_session().id
