@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import select
 import sys
 import threading
 from collections.abc import Callable, Iterator
@@ -194,6 +195,7 @@ def tail(store: str | None, start: str | None, stop: str | None, follow: bool) -
             if stop is not None:
                 raise InvalidEvent("--follow and --to do not go together")
             halt = threading.Event()
+            threading.Thread(target=_halt_when_reader_leaves, args=(halt,), daemon=True).start()
             records = log.follow(start_lsn or 0, start_time=start_time, stop=halt)
         else:
             records = log.read(start_lsn or 0, stop_lsn, start_time=start_time, stop_time=stop_time)
@@ -206,6 +208,16 @@ def tail(store: str | None, start: str | None, stop: str | None, follow: bool) -
             pass
         finally:
             out.flush()  # a closed pipe (`lmg tail | head`) ends here, as for every command
+
+
+def _halt_when_reader_leaves(halt: threading.Event) -> None:
+    """Stop following once stdout's reader is gone (`lmg tail --follow | head -1`): with no
+    new event to write, nothing else would notice. A pipe whose reader left polls POLLERR."""
+    poller = select.poll()
+    poller.register(sys.stdout.fileno(), 0)  # POLLERR and POLLHUP are reported regardless
+    while not halt.is_set():
+        if poller.poll(200):
+            halt.set()
 
 
 @click.command(name="verify")
