@@ -9,25 +9,9 @@ with eventlog.open("./data") as log:
 
 from typing import TYPE_CHECKING
 
-from ._backup import BackupInfo, BackupRun, backup, backup_info, restore
 from ._commands import AppendOptions
-from ._copy import Origin, copy_prefix, origin
-from ._erase import (
-    JOURNAL_FILE,
-    Erasure,
-    ErasureRunning,
-    Selected,
-    Selector,
-    end_erasure,
-    erase,
-    pending_erasure,
-    resume_erasure,
-    select,
-)
-from ._export import Imported, export_events, import_events, read_export
 from ._lazy import export_lazily
 from ._reader import Cursor, Record
-from ._retention import Due, RetentionPolicy, due, retention, set_retention
 from ._store import Appended
 from .errors import (
     AppendConflict,
@@ -136,7 +120,44 @@ __all__ = [
     "verify",
 ]
 
-if TYPE_CHECKING:  # the client of `lmg serve` imports httpx (the serve extra): on first use
+if TYPE_CHECKING:  # loaded on first use (below): the lifecycle, and the client (httpx)
+    from ._backup import BackupInfo, BackupRun, backup, backup_info, restore
     from ._client import AsyncRemoteLog, RemoteLog, connect, connect_async
+    from ._copy import Origin, copy_prefix, origin
+    from ._erase import (
+        JOURNAL_FILE,
+        Erasure,
+        ErasureRunning,
+        Selected,
+        Selector,
+        end_erasure,
+        erase,
+        pending_erasure,
+        resume_erasure,
+        select,
+    )
+    from ._export import Imported, export_events, import_events, read_export
+    from ._retention import Due, RetentionPolicy, due, retention, set_retention
 
-export_lazily(__name__, {"._client": ("AsyncRemoteLog", "RemoteLog", "connect", "connect_async")})
+export_lazily(
+    __name__,
+    {  # the lifecycle and the client load on first use: `lmg --help` starts without them
+        "._backup": ("BackupInfo", "BackupRun", "backup", "backup_info", "restore"),
+        "._client": ("AsyncRemoteLog", "RemoteLog", "connect", "connect_async"),
+        "._copy": ("Origin", "copy_prefix", "origin"),
+        "._erase": (
+            "JOURNAL_FILE",
+            "Erasure",
+            "ErasureRunning",
+            "Selected",
+            "Selector",
+            "end_erasure",
+            "erase",
+            "pending_erasure",
+            "resume_erasure",
+            "select",
+        ),
+        "._export": ("Imported", "export_events", "import_events", "read_export"),
+        "._retention": ("Due", "RetentionPolicy", "due", "retention", "set_retention"),
+    },
+)

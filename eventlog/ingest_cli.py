@@ -16,7 +16,6 @@ from typing import IO, Protocol
 
 import click
 
-from ._ingest import Ingester
 from ._spans import Malformed, Span, decode_json_line, decode_protobuf
 from .cli import PathType
 from .errors import EventLogError
@@ -114,6 +113,8 @@ def ingest(
     paths = [Path(f) for f in files]
     total = sum(p.stat().st_size for p in paths)
     with open_log(store, durability=Durability(durability)) as log:
+        from ._ingest import Ingester  # the mapping loads when a file is ingested
+
         ingester = Ingester(log, flush_on_root=False)
         bar = (
             click.progressbar(length=total, label="ingesting", file=sys.stderr, show_eta=True)

@@ -704,11 +704,11 @@ def test_light_imports_load_no_heavy_module(code: str) -> None:
 
 
 _EXPORTS_CHECK = """
-import importlib, projections, replay
+import importlib, eventlog, projections, replay
 for name in ("diff", "fork", "snapshot", "step"):  # the submodule first, then the name
     importlib.import_module(f"replay.{name}")
     assert callable(getattr(replay, name)), name
-for package in (projections, replay):
+for package in (eventlog, projections, replay):
     for name in package.__all__:
         assert getattr(package, name) is not None, (package.__name__, name)
     assert set(package.__all__) <= set(dir(package))
