@@ -25,7 +25,13 @@ def _lmg(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([LMG, *args], check=False, capture_output=True, text=True)
 
 
-_SESSION_COLUMN = {"sessions": "id", "agents": None, "templates": None, "agent_stats": None}
+_SESSION_COLUMN = {
+    "sessions": "id",
+    "agents": None,
+    "templates": None,
+    "agent_stats": None,
+    "spans": None,  # spans name traces, not sessions; the demo records none
+}
 
 
 @pytest.fixture
@@ -63,7 +69,7 @@ def test_session_import_reproduces_the_session_projections(
     for table in TABLE_NAMES:
         expected = _rows(store, table, session)
         assert _rows(tmp_path / "b", table, session) == expected, table
-        assert expected or table in {"nodes"}, f"the demo has no {table} rows: a weak test"
+        assert expected or table in {"nodes", "spans"}, f"the demo has no {table} rows: a weak test"
 
 
 def test_whole_store_import_reproduces_every_table_with_lsns(
