@@ -36,6 +36,8 @@ from eventlog import events as ev
 from projections import MemoryGraph, SnapshotPolicy
 from tests._processes import LMG, WAIT_S, Child
 
+pytestmark = pytest.mark.slow  # real processes: in `make test`, not in `make test-fast`
+
 _ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 _ENCODE = msgspec.msgpack.Encoder(uuid_format="bytes").encode
 

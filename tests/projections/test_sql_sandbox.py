@@ -24,6 +24,10 @@ import projections
 from projections import MemoryGraph, SchemaRepaired, SqlRefused
 from tests._processes import LMG, WAIT_S
 
+pytestmark = (
+    pytest.mark.slow
+)  # real server or CLI processes: `make test` runs them, `make test-fast` not
+
 SEGMENT = "00000000000000000000.seg"
 
 

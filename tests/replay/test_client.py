@@ -23,6 +23,10 @@ from projections import AsyncMemoryGraph, MemoryGraph
 from tests._processes import LMG, WAIT_S
 from tests.replay.test_service import Service
 
+pytestmark = (
+    pytest.mark.slow
+)  # real server or CLI processes: `make test` runs them, `make test-fast` not
+
 ROOT = Path(__file__).resolve().parents[2]
 README = ROOT / "README.md"
 SERVICE_PAGES = [README, ROOT / "docs" / "service.md"]

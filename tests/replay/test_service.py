@@ -20,6 +20,10 @@ import eventlog
 import projections
 from tests._processes import LMG, WAIT_S, Child
 
+pytestmark = (
+    pytest.mark.slow
+)  # real server or CLI processes: `make test` runs them, `make test-fast` not
+
 _SESSION = {"type": "session.created"}
 _URL = re.compile(r"lmg serve: (http://127\.0\.0\.1:\d+)")
 

@@ -23,6 +23,10 @@ from tests._processes import WAIT_S
 from tests.eventlog._traces import genai_trace
 from tests.replay.test_service import Service, _token
 
+pytestmark = (
+    pytest.mark.slow
+)  # real server or CLI processes: `make test` runs them, `make test-fast` not
+
 _JSON = {"Content-Type": "application/json"}
 _TABLES = {
     "prompts": "SELECT id, session_id, content, model, occurred_at FROM prompts",

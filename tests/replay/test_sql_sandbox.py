@@ -15,6 +15,10 @@ from projections import SqlRefused
 from tests._processes import LMG, WAIT_S
 from tests.projections.test_sql_sandbox import NAMES, attacks, fingerprint, populate, verified
 
+pytestmark = (
+    pytest.mark.slow
+)  # real server or CLI processes: `make test` runs them, `make test-fast` not
+
 
 @pytest.fixture(scope="module")
 def stores(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:

@@ -17,6 +17,10 @@ import eventlog
 from tests._processes import LMG, WAIT_S
 from tests.replay.test_service import Service
 
+pytestmark = (
+    pytest.mark.slow
+)  # real server or CLI processes: `make test` runs them, `make test-fast` not
+
 _MODELS = ["m-small", "m-large"]
 
 
