@@ -22,11 +22,11 @@ test: $(VENV)/.installed  ## lint, type-check, then every test (crash and concur
 	$(BIN)/mypy
 	$(BIN)/pytest -q
 
-test-fast: $(VENV)/.installed  ## the quick loop: lint, type-check, every test but the slow ones
+test-fast: $(VENV)/.installed  ## the quick loop: lint, type-check, every test but the slow ones, on every core
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
-	$(BIN)/pytest -q -m "not slow"
+	$(BIN)/pytest -q -m "not slow" -n auto
 
 bench: $(VENV)/.installed  ## the benchmarks of docs/benchmarks.md (several minutes)
 	$(BIN)/python -m tests.benchmarks.run

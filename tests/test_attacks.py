@@ -59,6 +59,7 @@ def snapshotted(tmp_path: Path) -> Path:
 # -- files a backup and a restore create: private whatever the umask ---------------------------
 
 
+@pytest.mark.slow
 def test_backup_and_restore_of_snapshot_chunks_are_private_under_umask_022(
     snapshotted: Path, tmp_path: Path, umask_022: None
 ) -> None:
@@ -114,6 +115,7 @@ def test_a_pattern_with_a_backreference_is_refused_in_one_line(store: Path) -> N
     ],
     ids=lambda args: " ".join(args[:2]),
 )
+@pytest.mark.slow
 def test_every_command_into_a_closed_pipe_exits_0_quietly(
     snapshotted: Path, args: list[str]
 ) -> None:
@@ -146,6 +148,7 @@ def test_every_command_into_a_closed_pipe_exits_0_quietly(
     ],
     ids=lambda args: args[0],
 )
+@pytest.mark.slow
 def test_an_empty_path_is_refused_not_taken_for_the_current_directory(
     snapshotted: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, args: list[str]
 ) -> None:
@@ -158,6 +161,7 @@ def test_an_empty_path_is_refused_not_taken_for_the_current_directory(
     assert sorted(tmp_path.iterdir()) == before
 
 
+@pytest.mark.slow
 def test_huge_numbers_are_refused_in_one_line_and_nothing_is_written(snapshotted: Path) -> None:
     """`--max-line-bytes 10**23` was an OverflowError traceback; `--content-days 10**23` was
     stored in RETENTION.json (beyond 106,751 days, a day count reaches before any event time)."""
@@ -178,6 +182,7 @@ def test_retention_of_a_missing_store_is_an_error(tmp_path: Path) -> None:
         eventlog.retention(missing)
 
 
+@pytest.mark.slow
 def test_replay_out_in_a_missing_directory_names_out_not_a_temporary_name(
     snapshotted: Path, tmp_path: Path
 ) -> None:
@@ -201,6 +206,7 @@ def test_replay_out_in_a_missing_directory_names_out_not_a_temporary_name(
         "-- c\nEXPLAIN ANALYZE CHECKPOINT",
     ],
 )
+@pytest.mark.slow
 def test_explain_analyze_of_anything_but_a_select_is_refused(store: Path, query: str) -> None:
     """The statement check let every EXPLAIN through; EXPLAIN ANALYZE executes its statement,
     so a CHECKPOINT ran on an embedded graph's database and a temporary table was made."""
@@ -236,6 +242,7 @@ def test_import_bounds_a_line_before_reading_it_whole(
 # -- a forged backup manifest ------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_restore_refuses_a_manifest_naming_a_file_outside_the_backup(
     snapshotted: Path, tmp_path: Path, victim: Path
 ) -> None:

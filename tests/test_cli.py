@@ -533,6 +533,7 @@ def test_damaged_store_is_a_one_line_error(store: Path, command: str) -> None:
 # -- the installed entry point, as a real process -----------------------------------------------
 
 
+@pytest.mark.slow
 def test_entry_point_runs(store: Path, six_events: list[eventlog.Record]) -> None:
     assert LMG.exists(), f"{LMG} is not installed: pip install -e ."
     version = subprocess.run(
@@ -601,6 +602,7 @@ def assert_plain_error(result: subprocess.CompletedProcess[str], *words: str) ->
     return lines[0]
 
 
+@pytest.mark.slow
 def test_sql_on_a_missing_store_says_there_is_no_store(tmp_path: Path) -> None:
     missing = tmp_path / "missing"
     line = assert_plain_error(run_lmg("sql", str(missing), "SELECT 1"), f"no store at {missing}")
@@ -608,11 +610,13 @@ def test_sql_on_a_missing_store_says_there_is_no_store(tmp_path: Path) -> None:
     assert not missing.exists()  # nothing created on the way to the error
 
 
+@pytest.mark.slow
 def test_sql_of_an_empty_query_is_a_plain_error(demo_store: Path) -> None:
     assert_plain_error(run_lmg("sql", str(demo_store), ""), "no statement")
     assert_plain_error(run_lmg("sql", str(demo_store), " ; -- nothing"), "no statement")
 
 
+@pytest.mark.slow
 def test_sql_of_several_statements_is_refused(demo_store: Path) -> None:
     result = run_lmg("sql", str(demo_store), "SELECT 1; SELECT 2")
     assert_plain_error(result, "one SQL statement", "2 statements")
@@ -641,6 +645,7 @@ def test_snapshot_list_of_a_missing_store_fails(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("command", ["tail", "stats", "verify", "project", "diff"])
+@pytest.mark.slow
 def test_a_missing_directory_is_called_missing_not_a_store_without_lock(
     tmp_path: Path, command: str
 ) -> None:
@@ -661,6 +666,7 @@ def test_append_of_an_unknown_type_lists_the_known_ones(tmp_path: Path) -> None:
     assert known == sorted(ev.event_types())
 
 
+@pytest.mark.slow
 def test_library_errors_name_no_python_class(demo_store: Path) -> None:
     assert_plain_error(run_lmg("replay", str(demo_store), "--at", "99"), "not in the log")
     missing = str(uuid.uuid4())
@@ -692,6 +698,7 @@ _WEB = ("starlette", "uvicorn", "prometheus_client", "httpx")  # the serve extra
         "from replay.cli import main; main(['serve', '--help'], standalone_mode=False)",
     ],
 )
+@pytest.mark.slow
 def test_light_imports_load_no_heavy_module(code: str) -> None:
     """Start-up time is mostly imports: these paths must not import DuckDB, pyarrow, watchfiles,
     nor the web stack of `lmg serve` (an optional extra)."""

@@ -66,6 +66,7 @@ def sql_blocks(page: Path) -> list[str]:
     [(p, i) for p in PAGES for i in range(len(python_blocks(p)))],
     ids=lambda v: v.name if isinstance(v, Path) else str(v),
 )
+@pytest.mark.slow
 def test_doc_code_block_runs(page: Path, index: int, tmp_path: Path) -> None:
     code = python_blocks(page)[index]
     result = subprocess.run(
@@ -94,6 +95,7 @@ def docstring_commands(example: Path) -> tuple[str, list[str]]:
 
 
 @pytest.mark.parametrize("example", EXAMPLES, ids=lambda p: p.name)
+@pytest.mark.slow
 def test_example_runs_as_its_docstring_says(example: Path, tmp_path: Path) -> None:
     """`Run: .venv/bin/python examples/x.py [STORE]` works from the clone in a shell with no
     environment active, and so does every command the docstring suggests next."""
@@ -119,6 +121,7 @@ def _runnable(line: str) -> str:
     return f"timeout 3 {command} || test $? -eq 124" if "--follow" in command else line
 
 
+@pytest.mark.slow
 def test_readme_shell_commands_run_as_printed(tmp_path: Path) -> None:
     """Every `lmg` block of the README, verbatim, in a shell where the README's activation
     step was taken, on the store `make demo` records (`./lmg-data`)."""
@@ -144,6 +147,7 @@ def demo_hints(output: str) -> list[str]:
     return re.findall(r"^  (\S*lmg .*)$", tail, flags=re.M)
 
 
+@pytest.mark.slow
 def test_demo_twice_then_every_printed_command_runs_in_a_fresh_shell(tmp_path: Path) -> None:
     """`make demo` twice, then each hint it printed, pasted into a shell with no venv active."""
     first = shell(f"{BIN}/lmg demo", tmp_path, FRESH_SHELL)
@@ -177,6 +181,7 @@ def parent(tree: list[str], line: str) -> str:
     return above[-1]
 
 
+@pytest.mark.slow
 def test_demo_lineage_is_a_tree(tmp_path: Path) -> None:
     out = shell(f"{BIN}/lmg demo", tmp_path, FRESH_SHELL)
     tree = lineage(out, "Lineage of the last response")
@@ -189,6 +194,7 @@ def test_demo_lineage_is_a_tree(tmp_path: Path) -> None:
     assert "response 'SELECT" in parent(tree, "RESPONDS_TO -> prompt")
 
 
+@pytest.mark.slow
 def test_analytics_lineage_is_a_tree(tmp_path: Path) -> None:
     out = shell(f"{BIN}/python examples/analytics.py {tmp_path / 's'}", ROOT, FRESH_SHELL)
     tree = lineage(out, "== Lineage")

@@ -1480,6 +1480,7 @@ def _mapped_id_files(store: Path) -> set[str]:
 
 
 @pytest.mark.skipif(not Path("/proc/self/maps").exists(), reason="needs /proc/self/maps")
+@pytest.mark.slow
 def test_mapped_id_files_stay_bounded(store: Path) -> None:
     """Every sealed segment's `.ids` file an append had looked into stayed mapped until close,
     and its pages, once read, counted as the process's memory: 4.4 MB per 100k events, without

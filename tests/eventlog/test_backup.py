@@ -174,6 +174,7 @@ def test_restore_of_a_changed_segment_is_refused(store: Path, tmp_path: Path) ->
     assert not (tmp_path / "restored").exists()
 
 
+@pytest.mark.slow
 def test_cli_restore_refuses_a_non_empty_store_without_force(store: Path, tmp_path: Path) -> None:
     _fill(store, 5)
     run = subprocess.run(

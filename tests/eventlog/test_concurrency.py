@@ -361,6 +361,7 @@ def test_sixteen_threads_share_one_log(store: Path, rng: random.Random) -> None:
     assert frames < 5 + threads * requests, "group commit never put two requests in one frame"
 
 
+@pytest.mark.slow
 def test_sixty_four_tasks_share_one_async_log(store: Path, rng: random.Random) -> None:
     tasks, requests = 64, 12
 

@@ -396,6 +396,7 @@ def test_verify_reports_a_lost_last_segment_after_a_sealed_one(
 
 
 @pytest.mark.parametrize("which", ["first", "middle", "last"])
+@pytest.mark.slow
 def test_stats_refuses_a_log_with_a_missing_segment(
     which: str, pristine: Layout, store: Path
 ) -> None:

@@ -200,6 +200,7 @@ def test_import_of_an_event_with_a_dangling_reference_creates_no_store(
     assert not (tmp_path / "new").exists()
 
 
+@pytest.mark.slow
 def test_cli_export_then_import_round_trip(demo: tuple[Path, ...], tmp_path: Path) -> None:
     store = demo[0]
     exported = tmp_path / "all.jsonl"

@@ -161,6 +161,7 @@ def _check(g: MemoryGraph, conversation: str, model: str) -> None:
 @pytest.mark.parametrize(
     "instrumentation", ["openai-v2", "openinference-openai", "openllmetry-openai"]
 )
+@pytest.mark.slow
 def test_an_openai_conversation_lands_the_same_under_every_instrumentation(
     tmp_path: Path, server: str, instrumentation: str
 ) -> None:
@@ -216,6 +217,7 @@ def _langchain(url: str) -> Any:
     return RunnableLambda(agent).with_config(run_name="weather_agent").invoke(QUESTION)
 
 
+@pytest.mark.slow
 def test_a_langchain_agent_under_openinference_lands_as_agent_turns_and_tool(
     tmp_path: Path, server: str
 ) -> None:

@@ -305,6 +305,7 @@ _VALUES = (
         max_size=5,
     )
 )
+@pytest.mark.slow
 def test_any_attribute_values_map_without_raising(spans: list[tuple[dict[str, Any], int]]) -> None:
     """Whatever shape an instrumentation gives a known attribute, mapping never raises."""
     from eventlog._genai import map_trace  # noqa: PLC0415

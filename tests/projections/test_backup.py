@@ -33,6 +33,7 @@ def _tables(store: Path) -> dict[str, list[tuple[object, ...]]]:
         return {t: con.execute(f"SELECT * FROM {t} ORDER BY ALL").fetchall() for t in TABLE_NAMES}
 
 
+@pytest.mark.slow
 def test_restore_builds_the_projections_from_the_backed_up_snapshot(tmp_path: Path) -> None:
     source = tmp_path / "source"
     with MemoryGraph.open(source) as g:
@@ -55,6 +56,7 @@ def test_restore_builds_the_projections_from_the_backed_up_snapshot(tmp_path: Pa
     assert _tables(tmp_path / "restored") == _tables(source)
 
 
+@pytest.mark.slow
 def test_backup_without_a_snapshot_says_so(tmp_path: Path) -> None:
     with eventlog.open(tmp_path / "source") as log:
         log.create_session()

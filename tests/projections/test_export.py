@@ -72,6 +72,7 @@ def test_session_import_reproduces_the_session_projections(
         assert expected or table in {"nodes", "spans"}, f"the demo has no {table} rows: a weak test"
 
 
+@pytest.mark.slow
 def test_whole_store_import_reproduces_every_table_with_lsns(
     source: tuple[Path, uuid.UUID], tmp_path: Path
 ) -> None:
@@ -123,6 +124,7 @@ def test_parquet_export_refuses_a_non_empty_directory(
     assert [p.name for p in (tmp_path / "pq").iterdir()] == ["keep"]
 
 
+@pytest.mark.slow
 def test_session_document_holds_the_session_and_its_nodes(
     source: tuple[Path, uuid.UUID],
 ) -> None:

@@ -518,6 +518,7 @@ def random_history(rng: random.Random, length: int) -> list[Op]:
     ]
 
 
+@pytest.mark.slow
 def test_every_event_alone_equals_rebuild(store: Path, rng: random.Random) -> None:
     records = build_log(store, random_history(rng, 60))
     whole = fold_in_batches(records, [])

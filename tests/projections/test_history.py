@@ -89,6 +89,7 @@ def sessions_in_log(store: Path) -> list[uuid.UUID]:
 
 
 @pytest.mark.parametrize("cut", CUTS)
+@pytest.mark.slow
 def test_lmg_project_rebuilds_when_the_log_lost_the_history_it_folded(
     tmp_path: Path, cut: str
 ) -> None:
@@ -107,6 +108,7 @@ def test_lmg_project_rebuilds_when_the_log_lost_the_history_it_folded(
 
 
 @pytest.mark.parametrize("cut", CUTS)
+@pytest.mark.slow
 def test_replay_from_a_snapshot_of_another_history_agrees_with_a_fold_from_zero(
     tmp_path: Path, cut: str
 ) -> None:
@@ -126,6 +128,7 @@ def test_replay_from_a_snapshot_of_another_history_agrees_with_a_fold_from_zero(
     assert "skipped" in replayed.stderr
 
 
+@pytest.mark.slow
 def test_embedded_graph_starts_over_when_the_log_lost_the_history_it_folded(
     tmp_path: Path,
 ) -> None:
@@ -137,6 +140,7 @@ def test_embedded_graph_starts_over_when_the_log_lost_the_history_it_folded(
     assert folded == sessions_in_log(store)
 
 
+@pytest.mark.slow
 def test_an_intact_history_is_checked_quietly(tmp_path: Path) -> None:
     store = tmp_path / "store"
     add_sessions(store, 5, "first")

@@ -979,6 +979,7 @@ def test_appends_by_another_process_are_seen(graph: MemoryGraph, world: World) -
 # -- one folder per database, reopening, other databases --------------------------------------
 
 
+@pytest.mark.slow
 def test_second_open_is_refused_then_reopen_resumes(store: Path) -> None:
     with MemoryGraph.open(store, **FAST) as g:
         w = build(g)

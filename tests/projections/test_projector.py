@@ -351,6 +351,7 @@ def test_follower_waits_for_a_one_off_catch_up(
 # -- 4. a poison event ---------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_poison_event_stops_the_fold_just_before_it(tmp_path: Path, store: Path) -> None:
     with eventlog.open(store) as log:
         kept, doomed = log.create_session(), log.create_session()
@@ -494,6 +495,7 @@ def test_signal_stops_a_follower_cleanly(
 # -- 7. the CLI ----------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_sql_and_project_commands(tmp_path: Path, store: Path) -> None:
     with eventlog.open(store) as log:
         session = log.create_session(metadata={"user": "ada"}, tags=["cli"])

@@ -52,6 +52,7 @@ def test_symlinked_folder_lock_is_refused_and_its_target_untouched(
 
 
 @pytest.mark.parametrize("suffix", ["", ".wal", ".lock", ".gate", ".turnstile", ".waiting"])
+@pytest.mark.slow
 def test_database_elsewhere_refuses_links(
     store: Path, victim: Path, tmp_path: Path, suffix: str
 ) -> None:
@@ -64,6 +65,7 @@ def test_database_elsewhere_refuses_links(
     assert victim.read_bytes() == VICTIM
 
 
+@pytest.mark.slow
 def test_projections_and_snapshots_are_private_under_umask_022(
     store: Path, umask_022: None
 ) -> None:
@@ -81,6 +83,7 @@ def test_fork_is_private_under_umask_022(store: Path, tmp_path: Path, umask_022:
     assert_private(tmp_path / "fork")
 
 
+@pytest.mark.slow
 def test_replay_out_is_private_under_umask_022(
     store: Path, tmp_path: Path, umask_022: None
 ) -> None:

@@ -214,6 +214,7 @@ CUTS = [
 
 
 @pytest.mark.parametrize("cut", CUTS)
+@pytest.mark.slow
 def test_fork_holds_exactly_the_prefix_and_goes_its_own_way(
     original: Original, tmp_path: Path, rng: random.Random, cut: str
 ) -> None:

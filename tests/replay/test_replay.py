@@ -311,6 +311,7 @@ def iso(ns: int) -> str:
     return us(ns).isoformat().replace("+00:00", "Z")
 
 
+@pytest.mark.slow
 def test_a_time_includes_whole_batches(store: Path, log: eventlog.EventLog) -> None:
     s = log.create_session().id  # 0
     time.sleep(0.002)
@@ -504,6 +505,7 @@ def test_views_read_like_a_graph_at_their_point(store: Path) -> None:
 # -- 4. diff -------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_diff_of_a_known_history(store: Path) -> None:
     k = known_store(store)
     d = replay.diff(store, k.invoked, k.deleted)
@@ -560,6 +562,7 @@ def test_diff_of_a_known_history(store: Path) -> None:
     assert [row["id"] for row in everything.tables["sessions"].added] == [k.session, k.later]
 
 
+@pytest.mark.slow
 def test_diff_equals_the_difference_of_two_views(store: Path, rng: random.Random) -> None:
     records = build_history(store, rng, 800)
     last = records[-1].lsn
@@ -609,6 +612,7 @@ def observe(view: View, ids: Sequence[uuid.UUID], sessions: Sequence[uuid.UUID])
     return seen
 
 
+@pytest.mark.slow
 def test_step_walks_one_event_at_a_time(store: Path, rng: random.Random) -> None:
     records = build_history(store, rng, 600)
     last = records[-1].lsn
@@ -681,6 +685,7 @@ def count_table(stdout: str) -> dict[str, int]:
     return {name: int(n) for name, n in (line.split() for line in lines[2:-1])}
 
 
+@pytest.mark.slow
 def test_cli_replay(store: Path, tmp_path: Path) -> None:
     k = known_store(store)
     with replay.at(store, lsn=k.invoked) as view:
@@ -764,6 +769,7 @@ def test_cli_diff(store: Path) -> None:
     one_line_error(lmg("diff", str(store), "--from", "0", "--to", "11"), "not in the log")
 
 
+@pytest.mark.slow
 def test_cli_diff_text_names_what_it_can_and_cuts_no_string(tmp_path: Path) -> None:
     """`lmg diff` (the installed entry point): agents, templates and titled sessions by name,
     times in ISO 8601, a long string elided with its length, never a raw JSON row."""
@@ -802,6 +808,7 @@ def test_cli_diff_text_names_what_it_can_and_cuts_no_string(tmp_path: Path) -> N
     assert re.search(r"last_active_ts \S+Z -> \S+Z", text)
 
 
+@pytest.mark.slow
 def test_cli_snapshot(store: Path) -> None:
     k = known_store(store)
     last = k.records[-1].lsn

@@ -184,6 +184,7 @@ def own_chunk(store: Path, lsn: int) -> Path:
 # -- 1. where snapshots are taken and used ---------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_projector_takes_snapshots_where_the_policy_says(base: Base) -> None:
     assert base.lsns == due_lsns(base.end, BATCH, EVERY)
     with eventlog.open(base.path, readonly=True) as log:
@@ -197,6 +198,7 @@ def test_projector_takes_snapshots_where_the_policy_says(base: Base) -> None:
     assert set(chunk_files(base.path)) == live_chunks(base.path)
 
 
+@pytest.mark.slow
 def test_replay_starts_from_the_newest_snapshot_at_or_before_its_point(base: Base) -> None:
     first, second, newest = base.lsns[0], base.lsns[1], base.lsns[-1]
     targets = sorted({-1, first - 1, first, (first + second) // 2, base.end})
@@ -293,6 +295,7 @@ DAMAGES = {
 
 
 @pytest.mark.parametrize("name", DAMAGES)
+@pytest.mark.slow
 def test_damaged_snapshot_is_skipped_for_an_older_one(
     base: Base, tmp_path: Path, name: str
 ) -> None:
@@ -334,6 +337,7 @@ def test_damaged_snapshot_is_skipped_for_an_older_one(
             assert_same(read_tables(view), base.reference(point), f"{name}, at LSN {point}")
 
 
+@pytest.mark.slow
 def test_no_snapshots_directory_folds_from_zero_silently(base: Base, tmp_path: Path) -> None:
     store = copy_store(base, tmp_path, snapshots=False)
     point = (base.lsns[1] + base.lsns[2]) // 2
@@ -352,6 +356,7 @@ def test_no_snapshots_directory_folds_from_zero_silently(base: Base, tmp_path: P
 # -- 3. pruning ------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_prune_keeps_a_spread_and_collects_unreferenced_chunks(base: Base, tmp_path: Path) -> None:
     store = copy_store(base, tmp_path)
     oldest, newest = base.lsns[0], base.lsns[-1]
@@ -381,6 +386,7 @@ def test_prune_keeps_a_spread_and_collects_unreferenced_chunks(base: Base, tmp_p
         replay.prune(store, 0)
 
 
+@pytest.mark.slow
 def test_prune_drops_older_schemas_and_leaves_newer_ones(base: Base, tmp_path: Path) -> None:
     store = copy_store(base, tmp_path)
     # An older code's snapshot and a newer code's (which may be running beside), each with a
@@ -436,6 +442,7 @@ def test_policy_and_keep_must_be_positive() -> None:
 # -- 4. snapshots on demand ------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_snapshot_on_demand_is_idempotent_and_shares_chunks(base: Base, tmp_path: Path) -> None:
     store = copy_store(base, tmp_path, snapshots=False)
     point = (base.lsns[1] + base.lsns[2]) // 2  # a point other tests compare too
@@ -470,6 +477,7 @@ def test_snapshot_on_demand_is_idempotent_and_shares_chunks(base: Base, tmp_path
 # -- 5. a snapshot that cannot be written --------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_unwritable_snapshot_warns_and_the_projector_folds_on(
     base: Base, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -501,6 +509,7 @@ def test_unwritable_snapshot_warns_and_the_projector_folds_on(
         assert_same(found, base.reference(base.end), "the projector's database")
 
 
+@pytest.mark.slow
 def test_a_new_snapshot_does_not_reuse_a_damaged_chunk(base: Base, tmp_path: Path) -> None:
     """Chunks are shared by name (their SHA-256): a damaged chunk file must be written again
     by the next snapshot that holds those bytes, not named as it is."""
@@ -522,6 +531,7 @@ def test_a_new_snapshot_does_not_reuse_a_damaged_chunk(base: Base, tmp_path: Pat
 
 
 @pytest.mark.parametrize("stale", ["older-schema", "damaged-chunk"])
+@pytest.mark.slow
 def test_taking_a_snapshot_again_replaces_an_unusable_one(
     base: Base, tmp_path: Path, stale: str
 ) -> None:
@@ -542,6 +552,7 @@ def test_taking_a_snapshot_again_replaces_an_unusable_one(
 # -- forged manifests and chunks, and files where directories belong -----------------------------
 
 
+@pytest.mark.slow
 def test_manifest_naming_a_chunk_outside_the_store_is_skipped(base: Base, tmp_path: Path) -> None:
     """A manifest is protected by a CRC anyone can recompute: one that names a chunk
     ``../../outside`` (a copy of a real chunk, so every checksum holds) must not be followed."""
@@ -597,6 +608,7 @@ def test_chunks_that_is_a_file_skips_every_snapshot(base: Base, tmp_path: Path) 
         assert view.lsn == base.lsns[1]
 
 
+@pytest.mark.slow
 def test_lmg_snapshot_on_a_snapshots_file_is_a_one_line_error(base: Base, tmp_path: Path) -> None:
     store = copy_store(base, tmp_path, snapshots=False)
     (store / "snapshots").write_bytes(b"not a directory")
