@@ -69,6 +69,7 @@ __all__ = [
     "Selector",
     "end_erasure",
     "erase",
+    "erase_open",
     "pending_erasure",
     "resume_erasure",
     "select",
@@ -173,7 +174,18 @@ def erase(
     record is not appended): the projections' part is left to `projections.erase`, which
     calls this."""
     root = _root(store)
-    with _erasure_lock(root), EventLog.open(root) as log:
+    with EventLog.open(root) as log:
+        return erase_open(log, selector, actor=actor, now=now)
+
+
+def erase_open(
+    log: _Reads, selector: Selector, *, actor: str | None = None, now: int | None = None
+) -> Erasure:
+    """`erase` through a log this process has open for appending. The service erases
+    through its own handle, so that handle's caches (the events it keeps for templates and
+    retries, its active segment) see the rewrite as it happens."""
+    root = log._store.path
+    with _erasure_lock(root):
         pending = _finish(log, pending_erasure(root))  # its projections' part may be due
         chosen = _select(log, selector, log.next_lsn())
         marked_at = time.time_ns() if now is None else now
@@ -386,7 +398,7 @@ class _Targets:
 # -- applying -----------------------------------------------------------------------------------
 
 
-def _finish(log: EventLog, erasure: Erasure | None) -> Erasure | None:
+def _finish(log: _Reads, erasure: Erasure | None) -> Erasure | None:
     """Steps 3 to 6 for a journaled erasure still in its log phase; others come back as is."""
     if erasure is None or erasure.phase != "log":
         return erasure
