@@ -1,5 +1,5 @@
-"""A store's retention policy: kept in the store, and what it makes due (nothing is applied:
-erasure is not written yet)."""
+"""A store's retention policy: kept in the store, and what it makes due (`lmg erase --due`
+applies it; content already erased is not due again)."""
 
 from __future__ import annotations
 
