@@ -27,6 +27,7 @@ import httpx
 import msgspec
 
 from . import events as ev
+from ._erase import Erasure, ErasureRunning, Selected, Selector
 from ._reader import Record
 from ._store import Appended, PendingRequest
 from ._time import TimeLike, iso_time, to_ns
@@ -89,7 +90,7 @@ class Http:
         self.base = f"{self.url}/v1/stores/{quote(store, safe='')}"
         token = token if token is not None else os.environ.get("LMG_TOKEN")
         self.headers = {"Authorization": f"Bearer {token}"} if token else {}
-        self.errors = errors
+        self.errors = {**errors, "erasure_running": ErasureRunning}
 
     def check(self, response: httpx.Response) -> httpx.Response:
         """The response if it is a success; else the error it names, raised as its class."""
@@ -124,6 +125,20 @@ def rebuilt(cls: type[Exception], message: str, details: Mapping[str, Any]) -> E
                 value = uuid.UUID(value)  # noqa: PLW2901 (the value, typed again)
         setattr(exc, name, value)
     return exc
+
+
+class _DryRun(msgspec.Struct):
+    selected: list[Selected]
+
+
+def _erase_body(selector: Selector, dry_run: bool, by: str | None) -> bytes:
+    """The body of ``POST .../erase``: the selector's criteria, `dry_run` and `by`."""
+    fields: dict[str, Any] = msgspec.structs.asdict(selector)
+    fields = {k: v for k, v in fields.items() if v not in ([], {}, None)}
+    fields["dry_run"] = dry_run
+    if by is not None:
+        fields["by"] = by
+    return _JSON.encode(fields)
 
 
 def _body(request: PendingRequest) -> bytes:
@@ -219,6 +234,24 @@ class RemoteLog(Appends):
         params = {} if session_id is None else {"session_id": _session(session_id)}
         response = self._request("GET", "/lsn", params=params)
         return msgspec.json.decode(response.content, type=_Position)
+
+    def select(self, selector: Selector) -> list[Selected]:
+        """What `erase` would erase now (a dry run; an admin token): `eventlog.select` on
+        the served store, cut at the service's `max_rows` events."""
+        body = _erase_body(selector, True, None)
+        response = self._request("POST", "/erase", content=body)
+        return msgspec.json.decode(response.content, type=_DryRun).selected
+
+    def erase(
+        self, selector: Selector, *, by: str | None = None, timeout: float | None = None
+    ) -> Erasure:
+        """Erase what `selector` chooses from the served store's log, projections and
+        snapshots (`projections.erase`, run by the service; an admin token). `by` is recorded
+        as who erased (default: the token's name). `timeout` (default: none) bounds the
+        request: an erasure rewrites segments and folds the projections again."""
+        body = _erase_body(selector, False, by)
+        response = self._request("POST", "/erase", content=body, timeout=timeout)
+        return msgspec.json.decode(response.content, type=Erasure)
 
     def read(
         self,
@@ -333,6 +366,19 @@ class AsyncRemoteLog(AsyncAppends):
         params = {} if session_id is None else {"session_id": _session(session_id)}
         response = await self._request("GET", "/lsn", params=params)
         return msgspec.json.decode(response.content, type=_Position)
+
+    async def select(self, selector: Selector) -> list[Selected]:
+        """The async twin of `RemoteLog.select`."""
+        response = await self._request("POST", "/erase", content=_erase_body(selector, True, None))
+        return msgspec.json.decode(response.content, type=_DryRun).selected
+
+    async def erase(
+        self, selector: Selector, *, by: str | None = None, timeout: float | None = None
+    ) -> Erasure:
+        """The async twin of `RemoteLog.erase`."""
+        body = _erase_body(selector, False, by)
+        response = await self._request("POST", "/erase", content=body, timeout=timeout)
+        return msgspec.json.decode(response.content, type=Erasure)
 
     async def read(
         self,

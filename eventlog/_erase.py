@@ -59,7 +59,7 @@ from ._segment import BadFrame, Frame, iter_frames
 from ._store import PendingRequest, Store, check_store
 from ._time import TimeLike, to_ns
 from .errors import CorruptionError, EventLogError, InvalidEvent, UnknownNode
-from .log import EventLog
+from .log import EventLog, _Reads
 
 __all__ = [
     "JOURNAL_FILE",
@@ -69,6 +69,7 @@ __all__ = [
     "Selector",
     "end_erasure",
     "erase",
+    "erase_open",
     "pending_erasure",
     "resume_erasure",
     "select",
@@ -173,7 +174,18 @@ def erase(
     record is not appended): the projections' part is left to `projections.erase`, which
     calls this."""
     root = _root(store)
-    with _erasure_lock(root), EventLog.open(root) as log:
+    with EventLog.open(root) as log:
+        return erase_open(log, selector, actor=actor, now=now)
+
+
+def erase_open(
+    log: _Reads, selector: Selector, *, actor: str | None = None, now: int | None = None
+) -> Erasure:
+    """`erase` through a log this process has open for appending. The service erases
+    through its own handle, so that handle's caches (the events it keeps for templates and
+    retries, its active segment) see the rewrite as it happens."""
+    root = log._store.path
+    with _erasure_lock(root):
         pending = _finish(log, pending_erasure(root))  # its projections' part may be due
         chosen = _select(log, selector, log.next_lsn())
         marked_at = time.time_ns() if now is None else now
@@ -246,17 +258,16 @@ def end_erasure(store: str | os.PathLike[str], erasure_id: uuid.UUID) -> bool:
 # -- selecting ----------------------------------------------------------------------------------
 
 
-def _select(log: EventLog, selector: Selector, end: int) -> list[Selected]:
+def _select(log: _Reads, selector: Selector, end: int) -> list[Selected]:
     """The events to erase, in LSN order: one scan of the log, two with `metadata` (the
     first finds the sessions and nodes it matches). Memory holds only what is chosen."""
     if selector.is_empty():
         raise InvalidEvent("an erasure needs at least one criterion (session, node, ...)")
     sessions, nodes = set(selector.sessions), set(selector.nodes)
-    if selector.metadata:
-        for _lsn, event in log.read(0, end):
-            subject = _subject(event)
-            if subject is not None and _metadata_matches(event, selector.metadata):
-                (sessions if isinstance(event, _SESSION_EVENTS) else nodes).add(subject)
+    traces: set[str] = set()
+    spans = (sessions or nodes) and log.stats().events_by_type.get("span.recorded", 0) > 0
+    if selector.metadata or spans:
+        traces = _sessions_and_traces(log, end, selector.metadata, sessions, nodes)
     wanted = set(selector.sessions) | set(selector.nodes)
     created: dict[uuid.UUID, bool] = {}  # wanted ids seen created: is it a session?
     whole = sessions | nodes  # a node that is a session: every event of it
@@ -272,6 +283,7 @@ def _select(log: EventLog, selector: Selector, end: int) -> list[Selected]:
         if (
             session in whole
             or subject in nodes
+            or (isinstance(event, ev.SpanRecorded) and event.trace_id in traces)
             or (event.actor is not None and event.actor in actors)
             or (before is not None and event.ts < before)
         ):
@@ -283,6 +295,37 @@ def _select(log: EventLog, selector: Selector, end: int) -> list[Selected]:
         if not created.get(session, False):
             raise UnknownNode(session, "session")
     return chosen
+
+
+def _sessions_and_traces(
+    log: _Reads, end: int, metadata: dict[str, str], sessions: set[uuid.UUID], nodes: set[uuid.UUID]
+) -> set[str]:
+    """The first scan: adds to `sessions` and `nodes` those whose metadata holds a pair of
+    `metadata`, and returns the traces the chosen sessions came from. Spans name traces, not
+    sessions, and their attributes hold the prompts: the ingest mapping (`_genai`) writes the
+    trace of each session, prompt and response it makes into its metadata (``trace_id``), so
+    the spans of those traces are erased with the session. A session is created before its
+    other events, so one scan finds both."""
+    traces: set[str] = set()
+    for _lsn, event in log.read(0, end):
+        subject = _subject(event)
+        if metadata and subject is not None and _metadata_matches(event, metadata):
+            (sessions if isinstance(event, _SESSION_EVENTS) else nodes).add(subject)
+        session = session_of(event)
+        if session is not None and (session in sessions or session in nodes):
+            trace = _trace_of(event)
+            if trace is not None:
+                traces.add(trace)
+    return traces
+
+
+def _trace_of(event: ev.EventBase) -> str | None:
+    """The trace the ingest mapping made `event` from (its metadata's ``trace_id``), if any."""
+    metadata: Any = getattr(event, "metadata", None)
+    if isinstance(metadata, ev.PromptMetadata):
+        metadata = metadata.custom
+    found = metadata.get("trace_id") if isinstance(metadata, dict) else None
+    return found if isinstance(found, str) else None
 
 
 def _subject(event: ev.EventBase) -> uuid.UUID | None:
@@ -355,7 +398,7 @@ class _Targets:
 # -- applying -----------------------------------------------------------------------------------
 
 
-def _finish(log: EventLog, erasure: Erasure | None) -> Erasure | None:
+def _finish(log: _Reads, erasure: Erasure | None) -> Erasure | None:
     """Steps 3 to 6 for a journaled erasure still in its log phase; others come back as is."""
     if erasure is None or erasure.phase != "log":
         return erasure

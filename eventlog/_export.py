@@ -47,6 +47,18 @@ class _Position(msgspec.Struct):
     lsn: int | None = None
 
 
+SESSION_DOCUMENT = "llm-memory-graph/session@"
+"""How the ``format`` of a session document (`projections.export_sessions`) begins."""
+
+
+class _Document(msgspec.Struct):
+    """What an import reads of a session document: its format, and the export lines of the
+    session's events (the rows beside them are what the events fold into)."""
+
+    format: str
+    events: list[msgspec.Raw] | None = None
+
+
 class Imported(msgspec.Struct, frozen=True, kw_only=True):
     """What an import stored."""
 
@@ -189,8 +201,13 @@ def _bounded_lines(stream: io.BufferedIOBase | io.RawIOBase, limit: int) -> Iter
 
 def read_export(lines: Iterable[bytes]) -> Iterator[ev.EventBase]:
     """The events of an export, in order; `InvalidEvent` naming the line of a bad one (a line
-    that is not an event, or whose LSN is not after the one before)."""
+    that is not an event, or whose LSN is not after the one before).
+
+    A file of session documents (``lmg export --format session``, one per line) gives the
+    events each carries, in the order of their LSNs in the source, an event that several
+    documents carry (an agent or template they share) once."""
     last = -1
+    documents: dict[int, bytes] = {}  # the documents' events, by their LSN in the source
     for n, line in enumerate(lines, 1):
         if not line.strip():
             continue
@@ -198,12 +215,47 @@ def read_export(lines: Iterable[bytes]) -> Iterator[ev.EventBase]:
             event = _EVENT.decode(line)
             lsn = msgspec.json.decode(line, type=_Position).lsn
         except (msgspec.DecodeError, RecursionError) as exc:
-            raise InvalidEvent(f"line {n}: not an exported event ({exc})") from None
+            found = _document_events(line, n, exc)
+            if last >= 0:
+                raise InvalidEvent(f"line {n}: a session document among events") from None
+            documents.update(found)
+            continue
+        if documents:
+            raise InvalidEvent(f"line {n}: an event among session documents")
         if lsn is not None:
             if lsn <= last:
                 raise InvalidEvent(f"line {n}: LSN {lsn} is not after {last} (out of order)")
             last = lsn
         yield event
+    for lsn in sorted(documents):
+        yield _EVENT.decode(documents[lsn])
+
+
+def _document_events(line: bytes, n: int, error: Exception) -> dict[int, bytes]:
+    """The events of the session document on line `n`, by LSN; `InvalidEvent` with `error`
+    (why the line is no event) if it is no session document either."""
+    try:
+        document = msgspec.json.decode(line, type=_Document)
+    except (msgspec.DecodeError, RecursionError):
+        raise InvalidEvent(f"line {n}: not an exported event ({error})") from None
+    if not document.format.startswith(SESSION_DOCUMENT):
+        raise InvalidEvent(f"line {n}: not an exported event ({error})")
+    if document.events is None:
+        raise InvalidEvent(
+            f"line {n}: this session document carries no events (written before they were "
+            "added): export the session again"
+        )
+    found: dict[int, bytes] = {}
+    for raw in document.events:
+        try:
+            _EVENT.decode(raw)
+            lsn = msgspec.json.decode(raw, type=_Position).lsn
+        except (msgspec.DecodeError, RecursionError) as exc:
+            raise InvalidEvent(f"line {n}: an event of the document is bad ({exc})") from None
+        if lsn is None:
+            raise InvalidEvent(f"line {n}: an event of the document has no lsn")
+        found[lsn] = bytes(raw)
+    return found
 
 
 def import_events(

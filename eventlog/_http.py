@@ -33,6 +33,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from ._erase import ErasureRunning
 from ._wire import error_code, error_details
 from .errors import (
     AppendConflict,
@@ -257,6 +258,9 @@ class Service:
     ready: bool = False
     stops: set[asyncio.Event] = field(default_factory=set)  # one per open follow stream
     queries: asyncio.Semaphore | None = None
+    erased: list[Callable[[str], None]] = field(default_factory=list)
+    """Called with a store's name after an erasure on it: each drops what the service keeps
+    in memory of that store's content (the OTLP receiver's remembered traces)."""
 
     def store(self, request: Request, name: str, scope: str) -> ServedLog:
         """The store `name`, if the request's token may use it for `scope`.
@@ -337,6 +341,8 @@ def log_error(exc: EventLogError) -> ApiError:
             return ApiError(409, "append_conflict", str(exc), error_details(exc))
         case IdempotencyKeyReused():
             return ApiError(409, "idempotency_key_reused", str(exc))
+        case ErasureRunning():
+            return ApiError(409, "erasure_running", "an erasure is already running on this store")
         case StorageFull():
             return ApiError(507, "storage_full", "the store's disk is full")
         case LogClosed():

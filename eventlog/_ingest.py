@@ -153,6 +153,13 @@ class Ingester:
         with self._lock:
             self._write(self._overdue())
 
+    def forget(self) -> None:
+        """Drop the spans of the traces already written (kept to map a late span with its
+        trace): after an erasure they may hold erased text. A late span is then mapped with
+        only the spans that come with it."""
+        with self._lock:
+            self._done.clear()
+
     def flush(self) -> None:
         """Map and append every buffered trace, complete or not."""
         with self._lock:

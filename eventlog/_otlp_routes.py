@@ -73,6 +73,13 @@ class Receiver:
         for name, served in stores.items():
             self._ingesters[name] = Ingester(served.log, trace_timeout=timeout, record_first=True)
         self._expiry = asyncio.create_task(self._expire(min(1.0, timeout / 2)))
+        self._service.erased.append(self.forget)
+
+    def forget(self, name: str) -> None:
+        """After an erasure on store `name`: its ingester forgets the traces it remembers."""
+        ingester = self._ingesters.get(name)
+        if ingester is not None:
+            ingester.forget()
 
     async def close(self) -> None:
         """Stop expiring and map every buffered trace (uvicorn has let requests finish)."""

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import msgspec
 
+from . import events as ev
 from ._index import write_atomically
 from ._resolve import session_of
 from ._store import check_store
@@ -53,6 +54,7 @@ class Due(msgspec.Struct, frozen=True, kw_only=True):
 
     now: int
     content_before_lsn: int  # events before this LSN are past content_days (0: none)
+    content_events: int  # of those, the events whose content is not erased yet
     sessions: list[uuid.UUID]  # idle past session_days, oldest activity first
 
 
@@ -80,27 +82,32 @@ def set_retention(store: str | os.PathLike[str], policy: RetentionPolicy | None)
 
 
 def due(store: str | os.PathLike[str], *, now: int | None = None) -> Due:
-    """What the store's policy selects at `now` (default: the present)."""
+    """What the store's policy selects at `now` (default: the present). Content already
+    erased is not due again: an erased event is not counted, and a session whose every event
+    is erased is not listed. One scan of the log (of its old part, with `content_days` alone)."""
     at = time.time_ns() if now is None else now
     policy = retention(store) or RetentionPolicy()
+    content_cut = None if policy.content_days is None else at - policy.content_days * _DAY_NS
+    session_cut = None if policy.session_days is None else at - policy.session_days * _DAY_NS
+    before = count = 0
+    idle: dict[uuid.UUID, int] = {}  # session -> its last event before the cutoff
+    active: set[uuid.UUID] = set()  # sessions with an event since the cutoff: not idle
+    kept: set[uuid.UUID] = set()  # sessions with content not erased yet
     with EventLog.open(store, readonly=True) as log:
-        end = log.next_lsn()
-        before = 0
-        if policy.content_days is not None:
-            cutoff = at - policy.content_days * _DAY_NS
-            first = next(log.read(0, end, start_time=cutoff), None)
-            before = end if first is None else first.lsn
-        sessions: list[uuid.UUID] = []
-        if policy.session_days is not None:
-            cutoff = at - policy.session_days * _DAY_NS
-            last: dict[uuid.UUID, int] = {}  # session -> its last event before the cutoff
-            for record in log.read(0, end, stop_time=cutoff):
-                session = session_of(record.event)
-                if session is not None:
-                    last[session] = record.event.ts
-            for record in log.read(0, end, start_time=cutoff):  # active since: not idle
-                session = session_of(record.event)
-                if session is not None:
-                    last.pop(session, None)
-            sessions = [s for s, _ in sorted(last.items(), key=lambda item: item[1])]
-    return Due(now=at, content_before_lsn=before, sessions=sessions)
+        if content_cut is not None or session_cut is not None:
+            stop_time = content_cut if session_cut is None else None
+            for lsn, event in log.read(0, log.next_lsn(), stop_time=stop_time):
+                unerased = event.erased_at is None and not isinstance(event, ev.ErasureApplied)
+                if content_cut is not None and event.ts < content_cut:
+                    before, count = lsn + 1, count + unerased
+                session = None if session_cut is None else session_of(event)
+                if session_cut is not None and session is not None:
+                    if event.ts >= session_cut:
+                        active.add(session)
+                    else:
+                        idle[session] = event.ts
+                    if unerased:
+                        kept.add(session)
+    oldest_first = sorted(idle.items(), key=lambda item: item[1])
+    sessions = [s for s, _ in oldest_first if s not in active and s in kept]
+    return Due(now=at, content_before_lsn=before, content_events=count, sessions=sessions)

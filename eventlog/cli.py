@@ -297,8 +297,9 @@ def retention_command(
     click.echo(f"{path}: {_JSON.encode(policy).decode()}")
     found = due(path)
     click.echo(
-        f"due now: the content of {found.content_before_lsn} event(s) (LSNs before "
-        f"{found.content_before_lsn}) and {len(found.sessions)} idle session(s); "
+        f"due now: the content of {found.content_events} event(s) (of the LSNs before "
+        f"{found.content_before_lsn}; content already erased is not counted) and "
+        f"{len(found.sessions)} idle session(s); "
         "apply with: lmg erase STORE --due"
     )
 

@@ -8,11 +8,14 @@ text and JSON columns as JSON text, so DuckDB, pandas, pyarrow and Spark read th
 
 The session document is the Rust crate's session export: one session with its prompts, responses,
 tool calls, handoffs, edges and nodes, and the agents and templates they use, as one JSON
-object (columns as in docs/sql.md, times as int ns).
+object (columns as in docs/sql.md, times as int ns). Beside the rows, ``events`` holds the
+session's events export (`eventlog.export_events` of the session): what `eventlog.import_events`
+reads of a document, so that its import folds into exactly the rows it shows.
 """
 
 from __future__ import annotations
 
+import io
 import os
 import uuid
 from collections.abc import Iterable
@@ -22,6 +25,7 @@ from typing import Any, BinaryIO
 import duckdb
 import msgspec
 
+import eventlog
 from eventlog._time import TimeLike, to_ns
 
 from ._schema import TABLE_NAMES
@@ -76,7 +80,11 @@ def export_sessions(
     count = 0
     with connect(store, database) as con:
         for session in sessions:
-            out.write(msgspec.json.encode(session_document(con, session)) + b"\n")
+            document = session_document(con, session)
+            events = io.BytesIO()
+            eventlog.export_events(store, events, sessions=[_uuid(session)])
+            document["events"] = [msgspec.Raw(e) for e in events.getvalue().splitlines()]
+            out.write(msgspec.json.encode(document) + b"\n")
             count += 1
     return count
 

@@ -114,7 +114,8 @@ def export(
 @click.argument("store", type=PathType(file_okay=False))
 @click.argument("file", type=PathType(dir_okay=False, allow_dash=True))
 def import_command(store: str, file: str) -> None:
-    """Import an events export (JSON lines, as `lmg export` writes) into STORE.
+    """Import an events export (JSON lines, as `lmg export` writes), or session documents
+    (`lmg export --format session`), into STORE.
 
     Into a new store (missing or empty directory), events keep their ids, ts and
     occurred_at. Into an existing store, they are appended as new events: ids are kept and

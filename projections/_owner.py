@@ -15,6 +15,13 @@ the folder lock, the gate, one sandboxed DuckDB instance, the history check,
    (`cursor`) of the same instance, and sees the last committed fold (DuckDB's MVCC).
 
 `close` stops the thread, folds to the end of the log, and lets the database go.
+
+`erase` runs an erasure through the owner (the service's admin route): the log through the
+service's own handle, then at once the projections' part, by the same fold that notices an
+erasure made by another process (`lmg erase`): the database file is closed and deleted, the
+snapshots from the first erased LSN dropped, the log folded into a new file, and reads move
+to it. While that fold runs, reads are refused as busy rather than answered from the old
+file (which held the erased text).
 """
 
 from __future__ import annotations
@@ -27,10 +34,13 @@ from pathlib import Path
 
 import duckdb
 
+import eventlog
 from eventlog import AsyncEventLog
+from eventlog._erase import erase_open
 
 from ._database import database_path
 from ._erasure import erasure_due
+from .errors import DatabaseBusy, ProjectionError
 from .memory_graph import MEMORY_LIMIT, _Embedded
 
 __all__ = ["Owner"]
@@ -61,6 +71,8 @@ class Owner:
         self._con = self._embedded.con
         self._root = self._con.cursor()  # read cursors are made from this one
         self._cursors = threading.Lock()
+        self._folding = threading.Lock()  # one fold at a time: the thread's, or an erasure's
+        self._rebuilding = False  # an erasure dropped the database; the new one is not folded
         self.poll_s = poll_s
         self.error: str | None = None  # why the fold stopped (a poison event), if it did
         self._log_end = 0
@@ -78,7 +90,22 @@ class Owner:
     def cursor(self) -> duckdb.DuckDBPyConnection:
         """A cursor for one read: it sees the last committed fold; close it when done."""
         with self._cursors:
+            if self._rebuilding:
+                raise DatabaseBusy(
+                    "the projections are being folded again after an erasure; retry shortly"
+                )
             return self._root.cursor()
+
+    def erase(self, selector: eventlog.Selector, actor: str | None) -> eventlog.Erasure:
+        """Erase what `selector` chooses from the log, the projections and the snapshots
+        (`projections.erase`, through this owner; see the module docstring). Returns once
+        reads are answered from the new database."""
+        erasure = erase_open(self._reads, selector, actor=actor)
+        self._fold()
+        if erasure_due(self._embedded.db.parent, self._embedded.db):
+            raise ProjectionError(f"the fold stopped before the erasure was done: {self.error}")
+        erasure.phase = "done"
+        return erasure
 
     async def reach(self, lsn: int, timeout_s: float) -> None:
         """Wait (up to `timeout_s`) until the fold holds `lsn`: a read sees every append the
@@ -99,16 +126,25 @@ class Owner:
         return events, 0.0 if since is None or not events else time.monotonic() - since
 
     def _fold(self) -> None:
-        self._log_end = self._reads.next_lsn()
-        erasing = erasure_due(self._embedded.db.parent, self._embedded.db)
-        if self._log_end - 1 <= self.checkpoint and not erasing:
-            self._behind_since = None
-            return
-        if self._behind_since is None:
-            self._behind_since = time.monotonic()
-        self._embedded.run(lambda _reader: None)  # folds what the log holds beyond it
-        self._reopened()
-        self._behind_since = None if self._log_end - 1 <= self.checkpoint else time.monotonic()
+        with self._folding:
+            self._log_end = self._reads.next_lsn()
+            erasing = erasure_due(self._embedded.db.parent, self._embedded.db)
+            if self._log_end - 1 <= self.checkpoint and not erasing:
+                self._behind_since = None
+                return
+            if self._behind_since is None:
+                self._behind_since = time.monotonic()
+            if erasing:
+                with self._cursors:
+                    self._rebuilding = True
+            try:
+                self._embedded.run(lambda _reader: None)  # folds what the log holds beyond it
+                self._reopened()
+            finally:
+                with self._cursors:
+                    self._rebuilding = False
+            end = self._log_end - 1
+            self._behind_since = None if end <= self.checkpoint else time.monotonic()
 
     def _reopened(self) -> None:
         """After an erasure the graph drops its database and folds into a new one: reads

@@ -26,17 +26,19 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+import eventlog
 from eventlog._http import ApiError, ServedLog, Service, handle_api_error, read_body, service_of
 
 from ._owner import Owner
 from ._reads import GraphReader, NotFound
 from ._sandbox import check, start, translated
-from .errors import BadArgument, ProjectionError, SqlRefused
+from .errors import BadArgument, DatabaseBusy, ProjectionError, SqlRefused
 from .graph_view import incoming, outgoing
 from .query import Query
 
 __all__ = [
     "TRUNCATED",
+    "EraseRequest",
     "SqlRequest",
     "exception_handlers",
     "json_response",
@@ -330,11 +332,61 @@ async def query(request: Request) -> Response:
     return json_response(await run_read(service, cursor, run))
 
 
+# -- erasure ----------------------------------------------------------------------------------
+
+
+class EraseRequest(msgspec.Struct, forbid_unknown_fields=True):
+    """The body of ``POST .../erase``: `lmg erase`'s criteria (they add up), and `dry_run`.
+    ``by`` names who erases (recorded in the log); by default the token's name."""
+
+    sessions: list[str] = []
+    nodes: list[str] = []
+    actors: list[str] = []
+    metadata: dict[str, str] = {}
+    before: int | str | None = None  # ns or ISO 8601
+    dry_run: bool = False
+    by: str | None = None
+
+
+async def erase(request: Request) -> Response:
+    """Erase the chosen content (admin only) from the store's log, projections and
+    snapshots, through the service's own owner of them, or with ``dry_run`` list what would
+    be erased (at most `max_rows` events, and their ``count``). Answers the erasure as
+    `projections.erase` returns it: its record, LSN ranges and segments rewritten."""
+    service = service_of(request)
+    served = service.store(request, request.path_params["name"], "admin")
+    assert isinstance(served, ServedGraph) and served.owner is not None
+    raw = await read_body(request, service.limits.max_body_bytes, service.limits.body_timeout_s)
+    try:
+        body = msgspec.json.decode(raw, type=EraseRequest)
+    except (msgspec.DecodeError, RecursionError) as exc:
+        raise ApiError(422, "bad_request", f"not an erasure request: {exc}") from None
+    selector = eventlog.Selector.of(
+        sessions=body.sessions,
+        nodes=body.nodes,
+        actors=body.actors,
+        metadata=body.metadata,
+        before=body.before,
+    )
+    if body.dry_run:
+        chosen = await asyncio.to_thread(eventlog.select, served.path, selector)
+        cut = chosen[: service.limits.max_rows]
+        return json_response(
+            {"selected": cut, "count": len(chosen), "truncated": len(cut) < len(chosen)}
+        )
+    by = body.by if body.by is not None else request.scope.get("lmg.token")
+    done = await asyncio.to_thread(served.owner.erase, selector, by)
+    for forget in service.erased:
+        forget(served.name)
+    return json_response(done)
+
+
 def routes(at: SqlAt | None = None) -> list[Route]:
     """The routes; `at` runs SQL with ``at`` given (replay's, where the app is assembled)."""
     base = "/v1/stores/{name}"
     return [
         Route(f"{base}/sql", _sql_route(at), methods=["POST"]),
+        Route(f"{base}/erase", erase, methods=["POST"]),
         Route(f"{base}/query", query, methods=["POST"]),
         Route(f"{base}/nodes/{{id}}", get_node),
         Route(f"{base}/nodes/{{id}}/edges", get_edges),
@@ -360,6 +412,8 @@ def projection_error(exc: ProjectionError) -> ApiError:
             return ApiError(422, "sql_refused", str(exc))
         case BadArgument():
             return ApiError(422, "bad_argument", str(exc))
+        case DatabaseBusy():
+            return ApiError(503, "busy", str(exc))
     return ApiError(500, "internal", "the projections could not answer (see the service's log)")
 
 

@@ -47,7 +47,7 @@ class Scale:
     replay_slice_batches: int = 30  # replay: batches of 1,000 per append slice
     lifecycle_events: int = 1_000_000  # export, backup and restore: the store
     lifecycle_reps: int = 3  # each repetition exports and copies the whole store several times
-    erasure_events: int = 200_000  # erasure: the store (a fold from zero follows each erasure)
+    erasure_events: int = 1_000_000  # erasure: the store (a fold from zero follows each erasure)
     long_events: int = 95_000  # fold_long: events of long conversation text
 
 

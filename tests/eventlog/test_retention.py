@@ -1,5 +1,5 @@
-"""A store's retention policy: kept in the store, and what it makes due (nothing is applied:
-erasure is not written yet)."""
+"""A store's retention policy: kept in the store, and what it makes due (`lmg erase --due`
+applies it; content already erased is not due again)."""
 
 from __future__ import annotations
 
@@ -38,7 +38,7 @@ def test_due_selects_old_content_and_idle_sessions(store: Path) -> None:
     old, _busy = _store_with_ages(store, now)
     eventlog.set_retention(store, eventlog.RetentionPolicy(content_days=30, session_days=30))
     found = eventlog.due(store, now=now)
-    assert found.content_before_lsn == 3  # the three events of 99 and 100 days ago
+    assert found.content_before_lsn == found.content_events == 3  # of 99 and 100 days ago
     assert found.sessions == [old]
     assert eventlog.due(store, now=now - 98 * DAY).content_before_lsn == 0
 
@@ -80,3 +80,29 @@ def test_cli_retention_sets_reports_and_erases_nothing(store: Path) -> None:
         text=True,
     )
     assert bad.returncode != 0 and "Traceback" not in bad.stderr
+
+
+def test_retention_does_not_report_erased_content_as_due(store: Path) -> None:
+    """Once `lmg erase --due` has run, what it erased is not due any more: neither the old
+    events' content nor the idle session whose every event is erased."""
+    now = time.time_ns()
+    old, _busy = _store_with_ages(store, now)
+    eventlog.set_retention(store, eventlog.RetentionPolicy(content_days=30, session_days=30))
+    eventlog.erase(store, eventlog.Selector.of(sessions=[old], before=now - 30 * DAY))
+    found = eventlog.due(store, now=now)
+    assert (found.content_events, found.sessions) == (0, [])
+    assert found.content_before_lsn == 3  # the boundary stays where it was
+    run = subprocess.run(
+        [LMG, "retention", str(store)], check=False, capture_output=True, text=True
+    )
+    assert run.returncode == 0, run.stderr
+    assert "the content of 0 event(s)" in run.stdout and "0 idle session(s)" in run.stdout
+
+
+def test_due_counts_only_content_not_yet_erased(store: Path) -> None:
+    now = time.time_ns()
+    _store_with_ages(store, now)
+    eventlog.set_retention(store, eventlog.RetentionPolicy(content_days=30))
+    assert eventlog.due(store, now=now).content_events == 3
+    eventlog.erase(store, eventlog.Selector.of(before=now - 99 * DAY - 1))  # the two sessions
+    assert eventlog.due(store, now=now).content_events == 1  # the prompt of 99 days ago

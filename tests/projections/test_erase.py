@@ -391,3 +391,58 @@ def test_kill_9_mid_erasure_then_resume(tmp_path: Path, seed: int) -> None:
         assert (new.erased_at is not None) == (lsn in alice), lsn
         if lsn not in alice:
             assert _ENCODE(new) == _ENCODE(old)
+
+
+# -- spans ------------------------------------------------------------------------------------
+
+
+def _secret_trace(seed: int, conversation: str, word: str) -> list[Any]:
+    """A GenAI trace of `conversation` whose prompt text (in the chat spans' attributes,
+    which become the spans' `span.recorded` and the session's prompts) holds `word`."""
+    from tests.eventlog._traces import genai_trace  # noqa: PLC0415 (a helper of another package)
+
+    def hide(value: Any) -> Any:
+        if not isinstance(value, str):
+            return value
+        return value.replace("Weather in", f"Weather {word} in")
+
+    return [
+        msgspec.structs.replace(s, attributes={k: hide(v) for k, v in s.attributes.items()})
+        for s in genai_trace(random.Random(seed), conversation=conversation)
+    ]
+
+
+def test_erasing_an_ingested_session_erases_its_traces_spans(tmp_path: Path) -> None:
+    """Spans name traces, not sessions, yet their attributes hold the prompt: erasing the
+    session must blank the spans of every trace it came from, and no other span."""
+    pytest.importorskip("opentelemetry.proto")
+    from tests.eventlog._otlp import proto_stream  # noqa: PLC0415
+
+    secret, kept = f"zq{secrets.token_hex(10)}", f"kb{secrets.token_hex(10)}"
+    store = tmp_path / "store"
+    spans = [
+        _secret_trace(1, "secret-chat", secret),
+        _secret_trace(2, "secret-chat", secret),  # a second trace of the same conversation
+        _secret_trace(3, "other-chat", kept),
+    ]
+    (tmp_path / "spans.pb").write_bytes(proto_stream(spans))
+    lmg("ingest", str(store), str(tmp_path / "spans.pb"))
+    with eventlog.open(store, readonly=True) as log:
+        events = [r.event for r in log.read()]
+    (session,) = [
+        e.id
+        for e in events
+        if isinstance(e, ev.SessionCreated) and e.metadata.get("conversation_id") == "secret-chat"
+    ]
+    lmg("project", str(store))
+    assert any(p.endswith(".seg") for p in scan(store, [secret]))
+
+    lmg("erase", str(store), "--session", str(session))
+    lmg("project", str(store))
+
+    assert scan(store, [secret]) == []
+    assert scan(store, [kept])  # the other conversation's spans and prompts stay
+    with eventlog.open(store, readonly=True) as log:
+        after = [r.event for r in log.read()]
+    erased = {e.trace_id for e in after if isinstance(e, ev.SpanRecorded) and e.erased_at}
+    assert erased == {spans[0][0].trace_id, spans[1][0].trace_id}

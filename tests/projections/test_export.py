@@ -16,7 +16,15 @@ import pytest
 
 import eventlog
 from eventlog._demo import record_demo
-from projections import TABLE_NAMES, MemoryGraph, connect, export_parquet, rebuild
+from projections import (
+    TABLE_NAMES,
+    MemoryGraph,
+    connect,
+    export_parquet,
+    export_sessions,
+    rebuild,
+    session_document,
+)
 
 LMG = Path(sys.executable).with_name("lmg")
 
@@ -141,3 +149,56 @@ def test_session_document_holds_the_session_and_its_nodes(
     assert doc["templates"]
     for table in ("prompts", "responses", "tool_invocations", "edges"):
         assert {row["session_id"] for row in doc[table]} == {str(session)}
+
+
+def test_session_document_import_reproduces_the_session_projections(
+    source: tuple[Path, uuid.UUID], tmp_path: Path
+) -> None:
+    """`lmg import` reads the session document `lmg export --format session` writes (seed
+    000's session export), and folds it into exactly the session's rows."""
+    store, session = source
+    doc = tmp_path / "session.json"
+    run = _lmg(
+        "export", str(store), "--format", "session", "--session", str(session), "-o", str(doc)
+    )
+    assert run.returncode == 0, run.stderr
+    run = _lmg("import", str(tmp_path / "b"), str(doc))
+    assert run.returncode == 0, run.stderr
+    rebuild(store, snapshots=None)
+    rebuild(tmp_path / "b", snapshots=None)
+    for table in TABLE_NAMES:
+        assert _rows(tmp_path / "b", table, session) == _rows(store, table, session), table
+
+
+def test_documents_of_two_sessions_import_their_shared_events_once(
+    source: tuple[Path, uuid.UUID], tmp_path: Path
+) -> None:
+    store, session = source
+    with MemoryGraph.open(store) as g:
+        (triage,) = g.rows("SELECT id FROM agents WHERE name = 'triage'")[0]
+        other = g.create_session()
+        g.assign_agent_to_prompt(g.add_prompt(other.id, "shared agent"), triage)
+    out = io.BytesIO()
+    assert export_sessions(store, out, [other.id, session]) == 2
+    imported = eventlog.import_events(tmp_path / "b", out.getvalue().splitlines())
+    assert imported.new_store
+    rebuild(store, snapshots=None)
+    rebuild(tmp_path / "b", snapshots=None)
+    for chosen in (session, other.id):
+        for table in TABLE_NAMES:
+            if table != "agent_stats":  # global: the source has a third session's too
+                assert _rows(tmp_path / "b", table, chosen) == _rows(store, table, chosen)
+
+
+def test_a_session_document_without_events_is_refused(
+    source: tuple[Path, uuid.UUID], tmp_path: Path
+) -> None:
+    store, session = source
+    rebuild(store, snapshots=None)
+    with connect(store) as con:
+        doc = json.dumps(session_document(con, session), default=str)  # rows only
+    (tmp_path / "old.json").write_text(doc + "\n")
+    run = _lmg("import", str(tmp_path / "b"), str(tmp_path / "old.json"))
+    assert run.returncode != 0 and "Traceback" not in run.stderr
+    assert "carries no events" in run.stderr and len(run.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "b").exists()

@@ -1,0 +1,148 @@
+"""``POST /v1/stores/{name}/erase`` on a real `lmg serve`: admin tokens only, `lmg erase`'s
+criteria, run by the service through its own handle on the log and its own owner of the
+projections, which keeps serving; every file under the store is scanned afterwards."""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+import eventlog
+from tests.projections.test_erase import scan
+
+from .test_service import Service, _events, _token
+
+pytestmark = pytest.mark.slow  # a real server process
+
+_ERASE = "/v1/stores/{}/erase"
+
+
+class Served:
+    """A store served with auth: an admin token, a reader, and one that may do all but admin."""
+
+    def __init__(self, tmp: Path) -> None:
+        self.store = tmp / "store"
+        with eventlog.open(self.store) as log:
+            log.create_session(metadata={"user": "bob"})
+        self.other = tmp / "other-store"
+        shutil.copytree(self.store, self.other)
+        auth = tmp / "tokens.json"
+        self.admin = _token(auth, "dpo", ["admin"], ["default"])
+        self.reader = _token(auth, "reader", ["read"], ["default"])
+        self.writer = _token(auth, "writer", ["append", "read", "sql"], ["default", "other"])
+        self.service = Service(
+            tmp, [str(self.store), "--store", f"other={self.other}", "--auth", str(auth)]
+        )
+        self.url = self.service.url
+
+    def post(self, body: bytes, token: str | None, name: str = "default") -> httpx.Response:
+        headers = {} if token is None else {"Authorization": f"Bearer {token}"}
+        return self.service.http.post(_ERASE.format(name), content=body, headers=headers)
+
+
+@pytest.fixture
+def served(tmp_path: Path) -> Iterator[Served]:
+    s = Served(tmp_path)
+    yield s
+    assert s.service.stop() == 0
+
+
+def test_the_erase_route_erases_through_the_service_which_keeps_serving(
+    served: Served,
+) -> None:
+    secret = f"zq{secrets.token_hex(10)}"
+    with eventlog.connect(served.url, token=served.writer) as log:
+        alice = log.create_session(metadata={"user": "alice"})
+        template = log.create_template("letter", f"Dear {{{{name}}}}, {secret}")
+        prompt = log.add_prompt(alice.id, template_id=template, variables={"name": "Al"})
+        log.add_response(prompt, f"noted {secret}", eventlog.TokenUsage(3, 4))
+    sql = {"query": "SELECT content FROM prompts"}
+    auth = {"Authorization": f"Bearer {served.writer}"}
+    assert served.service.http.post("/v1/stores/default/sql", json=sql, headers=auth).json()[
+        "rows"
+    ] == [[f"Dear Al, {secret}"]]
+    assert scan(served.store, [secret])
+    chosen = eventlog.Selector.of(metadata={"user": "alice"}, nodes=[template])
+
+    with eventlog.connect(served.url, token=served.admin) as admin:
+        listed = admin.select(chosen)
+        assert [s.lsn for s in listed] == [1, 2, 3, 4]
+        assert scan(served.store, [secret])  # a dry run changes nothing
+        done = admin.erase(chosen)
+    assert done.phase == "done" and done.record.events == 4
+    assert done.record.actor == "dpo"  # the token's name, unless `by` says otherwise
+
+    # The service keeps serving, from a new database, and its cache of the template (a
+    # prompt from it is rendered by the service) holds the erased text no more.
+    assert served.service.http.get("/readyz").status_code == 200
+    with eventlog.connect(served.url, token=served.writer) as log:
+        bob = log.create_session(metadata={"user": "bob"})
+        again = log.add_prompt(bob.id, template_id=template, variables={"name": "Bo"})
+    rows = served.service.http.post("/v1/stores/default/sql", json=sql, headers=auth).json()
+    erased, new = (r[0] for r in rows["rows"])
+    assert erased.startswith("[erased ") and secret not in new
+    node = served.service.http.get(f"/v1/stores/default/nodes/{again}", headers=auth).json()
+    assert node["id"] == str(again)
+    assert scan(served.store, [secret]) == []
+    assert eventlog.verify(served.store) == []
+
+
+def test_the_async_client_lists_and_erases(served: Served) -> None:
+    with eventlog.connect(served.url, token=served.writer) as log:
+        session = log.create_session(metadata={"user": "eve"}).id
+        log.add_prompt(session, "eve's words")
+
+    async def run() -> eventlog.Erasure:
+        async with await eventlog.connect_async(served.url, token=served.admin) as admin:
+            chosen = eventlog.Selector.of(sessions=[session])
+            assert [s.session_id for s in await admin.select(chosen)] == [session, session]
+            return await admin.erase(chosen, by="the dpo")
+
+    done = asyncio.run(run())
+    assert done.record.events == 2 and done.record.actor == "the dpo"
+
+
+def test_the_erase_route_is_for_admin_tokens_only(served: Served, tmp_path: Path) -> None:
+    body = b'{"actors": ["nobody"]}'
+    assert served.post(body, None).status_code == 401
+    assert served.post(body, "lmg_wrong").status_code == 401
+    for token in (served.reader, served.writer):
+        refused = served.post(body, token)
+        assert refused.status_code == 403 and refused.json()["error"]["code"] == "forbidden"
+    hidden = served.post(body, served.admin, "other")  # a store the admin token may not use
+    unknown = served.post(body, served.admin, "nowhere")
+    assert hidden.status_code == unknown.status_code == 404
+    assert hidden.content == unknown.content
+    assert served.post(body, served.admin).status_code == 200
+    for answer in (hidden, unknown):
+        assert str(tmp_path).encode() not in answer.content
+    assert _events(served.store) == _events(served.other) == 1  # nothing matched: no record
+
+
+@pytest.mark.parametrize(
+    ("body", "code"),
+    [
+        (b"{}", "invalid_event"),  # no criterion
+        (b"{", "bad_request"),
+        (b'{"sessions": ["not-a-uuid"]}', "invalid_event"),
+        (b'{"sessions": ["01a23be2-53ab-72ae-aaee-94e6ee0f0365"]}', "unknown_node"),
+        (b'{"nodes": ["01a23be2-53ab-72ae-aaee-94e6ee0f0365"], "dry_run": true}', "unknown_node"),
+        (b'{"before": "yesterday-ish"}', "invalid_event"),
+        (b'{"metadata": {"user": 42}}', "bad_request"),
+        (b'{"actors": ["x"], "everything": true}', "bad_request"),
+    ],
+)
+def test_bad_selectors_are_422_and_write_nothing(
+    served: Served, tmp_path: Path, body: bytes, code: str
+) -> None:
+    answer = served.post(body, served.admin)
+    assert answer.status_code == 422, answer.text
+    assert answer.json()["error"]["code"] == code
+    assert str(tmp_path).encode() not in answer.content
+    assert _events(served.store) == 1 and not (served.store / eventlog.JOURNAL_FILE).exists()
