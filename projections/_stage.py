@@ -255,6 +255,7 @@ class Staged:
                 by_type.setdefault(cls, []).append(record)
         self.tables: dict[str, pa.Table] = {}
         self.types: dict[str, str] = {}  # stage name -> event tag, for poison reports
+        self.references: list[tuple[str, str, str]] = []  # (stage, column, table): `refer`
         for cls, staged in by_type.items():
             name, columns = _COLUMNS[cls]
             events = [r.event for r in staged]
@@ -266,6 +267,13 @@ class Staged:
 
     def __contains__(self, name: str) -> bool:
         return name in self.tables
+
+    def refer(self, stage: str, column: str, table: str) -> None:
+        """Have the fold check that every staged event's `column` (when not NULL) names a
+        row of `table` once every projection has applied the batch: the checks of a batch
+        run as one query (`_fold.check_references`), not one statement each."""
+        if stage in self.tables:
+            self.references.append((stage, column, table))
 
     def register(self, con: duckdb.DuckDBPyConnection) -> None:
         for name, table in self.tables.items():

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import duckdb
 
-from ._fold import SetsOnly, first_missing, insert_joined
+from ._fold import SetsOnly, insert_joined
 from ._stage import Staged
 from ._table import RECORDED, Column, Table
 
@@ -105,17 +105,17 @@ class Conversations(SetsOnly):
 
     def bulk(self, con: duckdb.DuckDBPyConnection, staged: Staged) -> None:
         if "prompts" in staged:
-            first_missing(con, staged, "prompts", "template_id", "templates")
+            staged.refer("prompts", "template_id", "templates")
             insert_joined(con, staged, "prompts", _INSERT_PROMPTS, ("session_id", "sessions"))
         if "responses" in staged:
             insert_joined(con, staged, "responses", _INSERT_RESPONSES, ("prompt_id", "prompts"))
         if "assigned" in staged:
-            first_missing(con, staged, "assigned", "prompt_id", "prompts")
-            first_missing(con, staged, "assigned", "agent_id", "agents")
+            staged.refer("assigned", "prompt_id", "prompts")
+            staged.refer("assigned", "agent_id", "agents")
             con.execute(_ASSIGN)
         if "linked" in staged:
-            first_missing(con, staged, "linked", "prompt_id", "prompts")
-            first_missing(con, staged, "linked", "template_id", "templates")
+            staged.refer("linked", "prompt_id", "prompts")
+            staged.refer("linked", "template_id", "templates")
             con.execute(_LINK)
         if "deleted" in staged:
             for table in ("prompts", "responses"):

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import duckdb
 
-from ._fold import SetsOnly, first_missing, insert_joined
+from ._fold import SetsOnly, insert_joined
 from ._stage import Staged
 from ._table import RECORDED, Column, Table
 
@@ -93,10 +93,10 @@ class Tools(SetsOnly):
                 "AND r.prompt_id IN (SELECT prompt_id FROM stage_assigned)"
             )
         if "completed" in staged:
-            first_missing(con, staged, "completed", "tool_id", "tool_invocations")
+            staged.refer("completed", "tool_id", "tool_invocations")
             con.execute(_COMPLETE)
         if "retried" in staged:
-            first_missing(con, staged, "retried", "tool_id", "tool_invocations")
+            staged.refer("retried", "tool_id", "tool_invocations")
             completed = (
                 "SELECT tool_id, max(lsn) AS lsn FROM stage_completed GROUP BY tool_id"
                 if "completed" in staged
