@@ -523,7 +523,7 @@ FOLD = Case(
 
 FOLD_BATCHES = Case(
     "fold_batches",
-    "The fixed cost of a fold's transaction (`--only fold_batches`)",
+    "The fixed cost of a fold's transaction",
     "On the store of `fold`, the first events less 4,000 are folded into a file on one "
     "connection (checkpoint threshold 1 GB, as a folder sets it). Each repetition then "
     "folds the next events into a fresh copy of that file with `fold_records`, 40 "
