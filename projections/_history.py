@@ -55,8 +55,17 @@ def event_mark(event: EventBase) -> int:
 
 
 def record_mark(con: duckdb.DuckDBPyConnection, event: EventBase) -> None:
-    """Record the mark of the checkpoint event (inside the fold's transaction)."""
-    con.execute("INSERT OR REPLACE INTO lmg_meta VALUES (?, ?)", [_KEY, str(event_mark(event))])
+    """Record the mark of the checkpoint event (inside the fold's transaction).
+
+    An ``UPDATE`` with a literal, and an insert only the first time: every batch records a
+    mark, and DuckDB runs an ``INSERT OR REPLACE`` or a prepared statement several times
+    slower than a plain ``UPDATE`` (about 2 ms against 0.5)."""
+    mark = event_mark(event)
+    (updated,) = con.execute(
+        f"UPDATE lmg_meta SET value = '{mark}' WHERE key = '{_KEY}'"
+    ).fetchall()[0]
+    if not updated:
+        con.execute("INSERT INTO lmg_meta VALUES (?, ?)", [_KEY, str(mark)])
 
 
 def folded_history(con: duckdb.DuckDBPyConnection) -> tuple[int, int | None, int | None]:

@@ -16,6 +16,7 @@ from typing import Any
 
 import duckdb
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from eventlog import Record
 from eventlog import events as ev
@@ -255,6 +256,8 @@ class Staged:
                 by_type.setdefault(cls, []).append(record)
         self.tables: dict[str, pa.Table] = {}
         self.types: dict[str, str] = {}  # stage name -> event tag, for poison reports
+        self.references: list[tuple[str, str, str]] = []  # (stage, column, table): `refer`
+        self._within: dict[tuple[str, str, str], bool] = {}
         for cls, staged in by_type.items():
             name, columns = _COLUMNS[cls]
             events = [r.event for r in staged]
@@ -267,6 +270,29 @@ class Staged:
     def __contains__(self, name: str) -> bool:
         return name in self.tables
 
+    def within(self, stage: str, column: str, other: str) -> bool:
+        """True if every event staged in `stage` names by `column` an event of this batch
+        staged in `other` (its ``id``): then it concerns no row of an earlier batch, and
+        the projections can apply it as they insert those rows, with no ``UPDATE``."""
+        if stage not in self.tables:
+            return True
+        if other not in self.tables:
+            return False
+        key = (stage, column, other)
+        if key not in self._within:
+            values = self.tables[stage][column].combine_chunks()
+            ids = self.tables[other]["id"].combine_chunks()
+            found = pc.is_in(_storage(values), value_set=_storage(ids))
+            self._within[key] = bool(pc.all(found).as_py())
+        return self._within[key]
+
+    def refer(self, stage: str, column: str, table: str) -> None:
+        """Have the fold check that every staged event's `column` (when not NULL) names a
+        row of `table` once every projection has applied the batch: the checks of a batch
+        run as one query (`_fold.check_references`), not one statement each."""
+        if stage in self.tables:
+            self.references.append((stage, column, table))
+
     def register(self, con: duckdb.DuckDBPyConnection) -> None:
         for name, table in self.tables.items():
             con.register(f"stage_{name}", table)
@@ -274,6 +300,11 @@ class Staged:
     def unregister(self, con: duckdb.DuckDBPyConnection) -> None:
         for name in self.tables:
             con.unregister(f"stage_{name}")
+
+
+def _storage(values: pa.Array) -> pa.Array:
+    """A UUID array as its 16-byte storage (Arrow's kernels know no extension types)."""
+    return values.storage if isinstance(values, pa.ExtensionArray) else values
 
 
 def touched_ids(records: Sequence[Record]) -> set[uuid.UUID]:

@@ -13,7 +13,7 @@ import duckdb
 
 from eventlog import events as ev
 
-from ._fold import Batch, first_missing
+from ._fold import Batch
 from ._stage import Staged
 from ._table import RECORDED, Column, Table, json_text
 
@@ -167,8 +167,8 @@ class Agents:
 
     def bulk(self, con: duckdb.DuckDBPyConnection, staged: Staged) -> None:
         if "handoffs" in staged:
-            first_missing(con, staged, "handoffs", "response_id", "responses")
-            first_missing(con, staged, "handoffs", "to_agent_id", "agents")
+            staged.refer("handoffs", "response_id", "responses")
+            staged.refer("handoffs", "to_agent_id", "agents")
             con.execute(_INSERT_HANDOFFS)
         if "deleted" in staged:
             con.execute(

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import duckdb
 
-from ._fold import SetsOnly, first_missing, insert_joined
+from ._fold import SetsOnly, insert_joined
 from ._stage import Staged
 from ._table import RECORDED, Column, Table
 
@@ -65,10 +65,14 @@ INSERT INTO prompts
 SELECT p.id, p.session_id, p.lsn, p.ts, p.occurred_at, p.actor, p.content, p.template_id,
        p.template_version, p.variables, p.parent_prompt_id,
        coalesce(lag(p.id) OVER (PARTITION BY p.session_id ORDER BY p.lsn), s.last_prompt_id),
-       p.model, p.temperature, p.max_tokens, p.tools_available, p.metadata, NULL, NULL
-FROM stage_prompts p JOIN sessions s ON s.id = p.session_id
+       p.model, p.temperature, p.max_tokens, p.tools_available, p.metadata, {agent}, NULL
+FROM stage_prompts p JOIN sessions s ON s.id = p.session_id {assigned}
 ORDER BY p.lsn
 """
+_ASSIGNED = (  # the batch's last assignment of each prompt, joined as the prompts are inserted
+    "LEFT JOIN (SELECT * FROM stage_assigned QUALIFY row_number() OVER ("
+    "PARTITION BY prompt_id ORDER BY lsn DESC) = 1) a ON a.prompt_id = p.id"
+)
 
 _INSERT_RESPONSES = """
 INSERT INTO responses
@@ -105,17 +109,22 @@ class Conversations(SetsOnly):
 
     def bulk(self, con: duckdb.DuckDBPyConnection, staged: Staged) -> None:
         if "prompts" in staged:
-            first_missing(con, staged, "prompts", "template_id", "templates")
-            insert_joined(con, staged, "prompts", _INSERT_PROMPTS, ("session_id", "sessions"))
+            staged.refer("prompts", "template_id", "templates")
+            assigned = "assigned" in staged
+            sql = _INSERT_PROMPTS.format(
+                agent="a.agent_id" if assigned else "NULL", assigned=_ASSIGNED if assigned else ""
+            )
+            insert_joined(con, staged, "prompts", sql, ("session_id", "sessions"))
         if "responses" in staged:
             insert_joined(con, staged, "responses", _INSERT_RESPONSES, ("prompt_id", "prompts"))
         if "assigned" in staged:
-            first_missing(con, staged, "assigned", "prompt_id", "prompts")
-            first_missing(con, staged, "assigned", "agent_id", "agents")
-            con.execute(_ASSIGN)
+            staged.refer("assigned", "prompt_id", "prompts")
+            staged.refer("assigned", "agent_id", "agents")
+            if not staged.within("assigned", "prompt_id", "prompts"):  # else done as inserted
+                con.execute(_ASSIGN)
         if "linked" in staged:
-            first_missing(con, staged, "linked", "prompt_id", "prompts")
-            first_missing(con, staged, "linked", "template_id", "templates")
+            staged.refer("linked", "prompt_id", "prompts")
+            staged.refer("linked", "template_id", "templates")
             con.execute(_LINK)
         if "deleted" in staged:
             for table in ("prompts", "responses"):

@@ -123,23 +123,67 @@ _FOLLOWS = (  # from the prompts just inserted, which know the prompt before the
     "FROM prompts p JOIN stage_prompts s ON s.id = p.id WHERE p.previous_prompt_id IS NOT NULL"
 )
 
+# The lineage of a batch's prompts, responses and tool calls, in one statement: each part is
+# a CTE, and a response finds its prompt's row (a tool call its response's) among the rows of
+# earlier batches or the part before it. stage -> (CTE, SELECT, (column naming the parent,
+# the parents' CTE)).
 _LINEAGE = {
-    "prompts": """
-        SELECT p.id, 'prompt', p.session_id, NULL, p.parent_prompt_id, NULL, p.template_id,
-               p.template_version,
-               CASE WHEN p.template_id IS NOT NULL THEN coalesce(t.ancestors, []) END,
-               p.lsn, NULL
-        FROM stage_prompts p LEFT JOIN templates t ON t.id = p.template_id AND t.is_current
-        ORDER BY p.lsn""",
-    "responses": """
-        SELECT r.id, 'response', l.session_id, r.prompt_id, NULL, NULL, l.template_id,
-               l.template_version, l.template_ancestors, r.lsn, NULL
-        FROM stage_responses r JOIN lineage l ON l.node_id = r.prompt_id ORDER BY r.lsn""",
-    "tools": """
-        SELECT t.id, 'tool_invocation', l.session_id, l.prompt_id, NULL, t.response_id,
-               l.template_id, l.template_version, l.template_ancestors, t.lsn, NULL
-        FROM stage_tools t JOIN lineage l ON l.node_id = t.response_id ORDER BY t.lsn""",
+    "prompts": (
+        "new_prompts",
+        """SELECT p.id AS node_id, 'prompt' AS node_kind, p.session_id, NULL::UUID AS prompt_id,
+               p.parent_prompt_id, NULL::UUID AS response_id, p.template_id, p.template_version,
+               CASE WHEN p.template_id IS NOT NULL THEN coalesce(t.ancestors, []) END
+                   AS template_ancestors, p.lsn
+        FROM stage_prompts p LEFT JOIN templates t ON t.id = p.template_id AND t.is_current""",
+        None,
+    ),
+    "responses": (
+        "new_responses",
+        """SELECT r.id AS node_id, 'response' AS node_kind, l.session_id, r.prompt_id,
+               NULL::UUID AS parent_prompt_id, NULL::UUID AS response_id, l.template_id,
+               l.template_version, l.template_ancestors, r.lsn
+        FROM stage_responses r JOIN ({known}) l ON l.node_id = r.prompt_id""",
+        ("prompt_id", "new_prompts"),
+    ),
+    "tools": (
+        "new_tools",
+        """SELECT t.id AS node_id, 'tool_invocation' AS node_kind, l.session_id, l.prompt_id,
+               NULL::UUID AS parent_prompt_id, t.response_id, l.template_id,
+               l.template_version, l.template_ancestors, t.lsn
+        FROM stage_tools t JOIN ({known}) l ON l.node_id = t.response_id""",
+        ("response_id", "new_responses"),
+    ),
 }
+_KNOWN = "node_id, session_id, prompt_id, template_id, template_version, template_ancestors"
+
+
+def _lineage_sql(staged: Staged) -> str | None:
+    """One ``INSERT`` of the lineage rows of the batch (None: it has none), in the order of
+    one statement per part: prompts, responses, tool calls, each by LSN."""
+    ctes: list[str] = []
+    names: list[str] = []
+    for stage, (name, template, parent) in _LINEAGE.items():
+        if stage not in staged:
+            continue
+        select = template
+        if parent is not None:
+            column, parents = parent
+            known = f"SELECT {_KNOWN} FROM lineage WHERE node_id IN "
+            known += f"(SELECT {column} FROM stage_{stage})"
+            if parents in names:
+                known += f" UNION ALL SELECT {_KNOWN} FROM {parents}"
+            select = template.format(known=known)
+        ctes.append(f"{name} AS ({select})")
+        names.append(name)
+    if not ctes:
+        return None
+    parts = " UNION ALL ".join(f"SELECT *, {i} AS part FROM {n}" for i, n in enumerate(names))
+    columns = ", ".join(c for c in LINEAGE.names if c != "deleted_ts")
+    return (
+        f"INSERT INTO lineage WITH {', '.join(ctes)} "
+        f"SELECT {columns}, NULL FROM ({parts}) ORDER BY part, lsn"
+    )
+
 
 _RELINK = """
 UPDATE lineage SET template_id = x.template_id, template_version = x.template_version,
@@ -217,9 +261,9 @@ class Graph:
             con.execute(
                 f"INSERT INTO edges SELECT * FROM ({union}) AS u({columns}) ORDER BY lsn, edge_type"
             )
-        for stage, sql in _LINEAGE.items():
-            if stage in staged:
-                con.execute(f"INSERT INTO lineage {sql}")
+        lineage = _lineage_sql(staged)
+        if lineage is not None:
+            con.execute(lineage)
         if "linked" in staged:
             for column in ("node_id", "prompt_id"):
                 con.execute(_RELINK.format(column=column))

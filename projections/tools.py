@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import duckdb
 
-from ._fold import SetsOnly, first_missing, insert_joined
+from ._fold import SetsOnly, insert_joined
 from ._stage import Staged
 from ._table import RECORDED, Column, Table
 
@@ -43,6 +43,20 @@ INSERT INTO tool_invocations
 SELECT t.id, t.response_id, t.session_id, t.lsn, t.ts, t.occurred_at, t.actor, t.tool_name,
        t.parameters, 'pending', NULL, NULL, NULL, NULL, r.agent_id, NULL, t.metadata, 0
 FROM stage_tools t JOIN responses r ON r.id = t.response_id ORDER BY t.lsn
+"""
+
+# The same, with the batch's last completion of each call applied as it is inserted.
+_INSERT_COMPLETED = """
+INSERT INTO tool_invocations
+SELECT t.id, t.response_id, t.session_id, t.lsn, t.ts, t.occurred_at, t.actor, t.tool_name,
+       t.parameters,
+       CASE WHEN c.tool_id IS NULL THEN 'pending' WHEN c.error IS NULL THEN 'success'
+            ELSE 'error' END,
+       c.result, c.error, c.duration_ms, c.ts, r.agent_id, NULL, t.metadata, 0
+FROM stage_tools t JOIN responses r ON r.id = t.response_id
+LEFT JOIN (SELECT * FROM stage_completed QUALIFY row_number() OVER (
+        PARTITION BY tool_id ORDER BY lsn DESC) = 1) c ON c.tool_id = t.id
+ORDER BY t.lsn
 """
 
 _COMPLETE = """
@@ -84,19 +98,26 @@ class Tools(SetsOnly):
     views: tuple[str, ...] = ()
 
     def bulk(self, con: duckdb.DuckDBPyConnection, staged: Staged) -> None:
+        # Completions of calls made in this batch are applied as the calls are inserted;
+        # retries need the completions' order, so they take the statements below.
+        merge = "completed" in staged and "retried" not in staged
         if "tools" in staged:
-            insert_joined(con, staged, "tools", _INSERT, ("response_id", "responses"))
-        if "assigned" in staged:  # a prompt's new agent is its tool calls' agent too
+            sql = _INSERT_COMPLETED if merge else _INSERT
+            insert_joined(con, staged, "tools", sql, ("response_id", "responses"))
+        # A prompt's new agent is its tool calls' agent too; calls answering prompts of this
+        # batch took it from their response as they were inserted.
+        if "assigned" in staged and not staged.within("assigned", "prompt_id", "prompts"):
             con.execute(
                 "UPDATE tool_invocations SET agent_id = r.agent_id FROM responses r "
                 "WHERE tool_invocations.response_id = r.id "
                 "AND r.prompt_id IN (SELECT prompt_id FROM stage_assigned)"
             )
         if "completed" in staged:
-            first_missing(con, staged, "completed", "tool_id", "tool_invocations")
-            con.execute(_COMPLETE)
+            staged.refer("completed", "tool_id", "tool_invocations")
+            if not (merge and staged.within("completed", "tool_id", "tools")):
+                con.execute(_COMPLETE)
         if "retried" in staged:
-            first_missing(con, staged, "retried", "tool_id", "tool_invocations")
+            staged.refer("retried", "tool_id", "tool_invocations")
             completed = (
                 "SELECT tool_id, max(lsn) AS lsn FROM stage_completed GROUP BY tool_id"
                 if "completed" in staged

@@ -39,7 +39,9 @@ import msgspec
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from projections import MemoryGraph, connect, rebuild
+import eventlog
+from eventlog import Record
+from projections import MemoryGraph, connect, fold_records, rebuild
 from projections._schema import checkpoint, ensure_schema
 
 from ._graph_child import TICK_S
@@ -51,6 +53,7 @@ __all__ = [
     "FOLLOW_RATE",
     "GraphStore",
     "fold",
+    "fold_batches",
     "fold_long",
     "follow",
     "graph_store",
@@ -60,6 +63,9 @@ __all__ = [
 
 ROOT = Path(__file__).resolve().parents[2]
 FOLD_TARGET = 150_000  # events/s (issue 14)
+BATCH_COST_MS = 45.0  # CPU per small batch of a fold when issue 14 was filed, whatever its size
+BATCH_SIZES = (1, 10, 100)  # fold_batches: events per transaction
+BATCHES = 40  # fold_batches: transactions timed per size and repetition
 FOLLOW_RATE = 2_000  # events/s appended while the projector follows
 FOLLOW_P95_MS = 250.0
 READ_POLL_S = 0.02  # the reader's pause between two looks at the checkpoint
@@ -334,6 +340,70 @@ def fold(plan: Plan, n: int, reps: int) -> tuple[list[Row], list[str]]:
         f"{_loadavg()}.",
     ]
     return rows, notes
+
+
+def fold_batches(plan: Plan, n: int, reps: int) -> tuple[list[Row], list[str]]:
+    """The fixed cost of a fold's transaction: batches of 1, 10 and 100 events, as a
+    following projector and `lmg serve` fold what just landed, on a database that holds
+    all but the last events of the store."""
+    gs = graph_store(n, plan.tmp_root)
+    tail = BATCHES * max(BATCH_SIZES)
+    work = Path(tempfile.mkdtemp(prefix="lmg-bench-batches-", dir=plan.tmp_root))
+    try:
+        base = work / "base.duckdb"
+        log(f"  fold_batches: folding the first {n - tail:,} events")
+        with eventlog.open(gs.path, readonly=True) as elog:
+            con = duckdb.connect(str(base), config={"checkpoint_threshold": "1GB"})
+            try:
+                ensure_schema(con)
+                fold_records(con, elog.read(0, n - tail))
+            finally:
+                con.close()
+            records = list(elog.read(n - tail))
+        cpu_ms: dict[int, list[float]] = {k: [] for k in BATCH_SIZES}
+        wall_ms: dict[int, list[float]] = {k: [] for k in BATCH_SIZES}
+        for _ in range(reps):
+            for k in BATCH_SIZES:
+                wall, cpu = _fold_in_batches(base, work / f"b{k}.duckdb", records[: BATCHES * k], k)
+                wall_ms[k].append(wall / BATCHES * 1e3)
+                cpu_ms[k].append(cpu / BATCHES * 1e3)
+    finally:
+        remove_tree(work)
+    rows = [
+        _target_row(
+            "fold_batches",
+            f"fold of batches of {k} mixed events, {n:,} folded before",
+            f"`fold_records(..., batch_events={k})`, CPU ms per transaction",
+            baseline=f"{BATCH_COST_MS:g} ms CPU per transaction (issue 14)",
+            target=BATCH_COST_MS,
+            measured=cpu_ms[k],
+            unit="ms",
+            minimum=None,
+        )
+        for k in BATCH_SIZES
+    ]
+    notes = [
+        f"{BATCHES} transactions per size and repetition, after the first {n - tail:,} events "
+        "were folded in batches of 20,000; the records read beforehand. Wall ms per "
+        "transaction (median): "
+        + ", ".join(f"{k} events {_median(wall_ms[k]):.1f}" for k in BATCH_SIZES)
+        + f". Load average now: {_loadavg()}."
+    ]
+    return rows, notes
+
+
+def _fold_in_batches(base: Path, db: Path, records: list[Record], k: int) -> tuple[float, float]:
+    """Wall and CPU seconds to fold `records` into a copy of `base` in batches of `k`."""
+    shutil.copy(base, db)
+    con = duckdb.connect(str(db), config={"checkpoint_threshold": "1GB"})
+    try:
+        with _frozen_heap():
+            began, cpu_began = time.perf_counter(), time.process_time()
+            fold_records(con, iter(records), batch_events=k)
+            return time.perf_counter() - began, time.process_time() - cpu_began
+    finally:
+        con.close()
+        _drop_database(db)
 
 
 def fold_long(plan: Plan, n: int, reps: int) -> tuple[list[Row], list[str]]:

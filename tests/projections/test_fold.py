@@ -820,3 +820,32 @@ def test_poison_event_commits_the_events_before_it(store: Path) -> None:
     assert kept in prompts
     assert after not in prompts
     assert len(prompts) == 2  # "before" and "kept"
+
+
+def test_the_first_poison_by_lsn_is_reported_whichever_projection_checks_it(store: Path) -> None:
+    """The set tier checks every reference of a batch in one query, after all projections:
+    an assignment to a lost agent (checked by conversations) after a completion of a lost
+    tool call (checked by tools) still reports the completion, and commits what precedes it."""
+    with eventlog.open(store, **FAST) as log:
+        s = log.create_session().id
+        agent = log.add_agent("ada", "planner")
+        p = log.add_prompt(s, "q")
+        r = log.add_response(p, "a")
+        tool = log.add_tool_invocation(r, "search")
+        first_batch = log.next_lsn()
+        kept = log.add_prompt(s, "kept")
+        poison_at = log.next_lsn()
+        log.complete_tool_invocation(tool, result=1)
+        log.assign_agent_to_prompt(p, agent)
+        records = list(log.read())
+
+    con = fresh_db()
+    commit_batch(con, records[:first_batch])
+    con.execute("DELETE FROM tool_invocations WHERE id = ?", [tool])
+    con.execute("DELETE FROM agents WHERE id = ?", [agent])
+    with pytest.raises(PoisonEvent) as e:
+        commit_batch(con, records[first_batch:])
+    assert (e.value.lsn, e.value.event_type) == (poison_at, "tool.completed")
+    assert str(tool) in e.value.reason and "tool_invocations" in e.value.reason
+    assert checkpoint(con) == poison_at - 1
+    assert con.execute("SELECT count(*) FROM prompts WHERE id = ?", [kept]).fetchall() == [(1,)]
