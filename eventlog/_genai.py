@@ -3,7 +3,8 @@
 `map_trace(spans)` is a pure function of one trace's spans (in any order, duplicates allowed):
 it sorts them by start time and returns `Unit`s, each one append request with an idempotency
 key derived from the trace and span ids. Every span becomes a `span.recorded` event; GenAI
-spans also become sessions, prompts, responses, agents, assignments, handoffs and tool calls.
+spans also become sessions, prompts, responses, agents, assignments and tool calls (handoffs
+span traces, so `_handoffs` derives them from the turns of a whole session).
 Node ids are derived from trace and span ids (or from a conversation, agent or tool call id),
 so mapping the same spans again yields the same events, and a retried batch adds nothing.
 
@@ -378,7 +379,6 @@ class _Turn:
 class _Session:
     id: uuid.UUID
     turns: list[_Turn] = field(default_factory=list)
-    agent: _Agent | None = None  # the agent of the last turn, for handoffs
 
 
 @dataclass
@@ -669,19 +669,6 @@ def _turn(
                 actor=actor,
             )
         )
-        previous = session.agent
-        if previous is not None and previous.id != agent.id and session.turns:
-            events.append(
-                ev.AgentHandoff(
-                    id=_timed_id(span.start_ns, f"{tid}:{sid}:handoff"),
-                    response_id=session.turns[-1].response_id,
-                    to_agent_id=agent.id,
-                    from_agent_id=previous.id,
-                    occurred_at=span.start_ns,
-                    actor=previous.name,
-                )
-            )
-        session.agent = agent
     events.append(_response(span, prompt_id, response_id, outputs, a, actor))
     turn = _Turn(span.start_ns, response_id, {})
     units: list[Unit] = []

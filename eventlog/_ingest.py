@@ -40,6 +40,7 @@ import msgspec
 from . import events as ev
 from ._commands import prepare
 from ._genai import Unit, map_trace, spans_only
+from ._handoffs import Handoffs
 from ._spans import Malformed, Span
 from ._store import PendingRequest
 from .errors import EventLogError, IdempotencyKeyReused, InvalidEvent
@@ -110,6 +111,7 @@ class Ingester:
         self._pending_spans = 0
         self._done: OrderedDict[str, list[Span]] = OrderedDict()
         self._stored: OrderedDict[str, None] = OrderedDict()  # keys known to be in the log
+        self._handoffs = Handoffs(log._store)
         self.stats = IngestStats()
         self.last_lsn = -1
         """The highest LSN this ingester's appends were answered with (-1 before any)."""
@@ -184,6 +186,7 @@ class Ingester:
             self._done.move_to_end(trace)
             while len(self._done) > self._remembered:
                 self._done.popitem(last=False)
+        units += self._handoffs.after(units)
         for start in range(0, len(units), _GROUP):
             self._commit(units[start : start + _GROUP])
 
