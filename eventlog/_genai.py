@@ -629,6 +629,8 @@ def _turn(
     tools = []
     if "gen_ai.request.functions.0.name" in a:
         tools += [t.get("name") for t in _indexed(a, "gen_ai.request.functions.")]
+    if "llm.request.functions.0.name" in a:  # OpenLLMetry before the current conventions
+        tools += [t.get("name") for t in _indexed(a, "llm.request.functions.")]
     tools += [
         t.get("name") or (t.get("function") or {}).get("name")
         for t in (defined if isinstance(defined, list) else [])
