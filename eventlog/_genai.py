@@ -293,13 +293,16 @@ def _legacy_message(flat: Mapping[str, Any]) -> Message:
 
 def _from_events(span: Span, output: bool) -> list[Message]:
     """Messages from span events: ``gen_ai.{system,user,assistant,tool}.message`` (input),
-    ``gen_ai.choice`` (output), ``gen_ai.content.prompt``/``completion`` (older still)."""
+    ``gen_ai.choice`` (output), ``gen_ai.content.prompt``/``completion`` (older still); the
+    log records naming the span (`_logs`) are read as its events."""
     found: list[Message] = []
-    for e in span.events:
+    for e in (*span.events, *span.logs):
         a = e.attributes
         if output and e.name == "gen_ai.choice":
             message = _json(a.get("message"))
             raw = message if isinstance(message, dict) else {"content": message}
+            if "tool_calls" not in raw and "tool_calls" in a:  # OpenLLMetry's events put them
+                raw = {**raw, "tool_calls": _json(a["tool_calls"])}  # beside the message
             found.append(
                 _plain_message({**raw, "finish_reason": a.get("finish_reason")}, "assistant")
             )
@@ -314,7 +317,22 @@ def _from_events(span: Span, output: bool) -> list[Message]:
                     found.append(_plain_message(raw, "assistant" if output else None))
         elif "gen_ai.input.messages" in a or "gen_ai.output.messages" in a:
             found += _current(a, output)
-    return found
+    return found if output else _answering(found)
+
+
+def _answering(inputs: list[Message]) -> list[Message]:
+    """Tool messages without a call id (OpenLLMetry's ``gen_ai.tool.message`` events carry
+    none) given the id of the call they answer: the call of the assistant message before
+    them at their position (a model's calls are answered in order)."""
+    out: list[Message] = []
+    calls: list[ToolCall] = []
+    for m in inputs:
+        if m.role == "assistant":
+            calls = list(m.tool_calls)
+        elif m.role == "tool" and m.tool_call_id is None and calls:
+            m = m._replace(tool_call_id=calls.pop(0).id)  # noqa: PLW2901 (the filled-in copy)
+        out.append(m)
+    return out
 
 
 def _current(attrs: Mapping[str, Any], output: bool) -> list[Message]:

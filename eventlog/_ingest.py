@@ -41,6 +41,7 @@ from . import events as ev
 from ._commands import prepare
 from ._genai import Unit, map_trace, spans_only
 from ._handoffs import Handoffs
+from ._logs import LogRecord, log_units, with_logs
 from ._spans import Malformed, Span
 from ._store import PendingRequest
 from .errors import EventLogError, IdempotencyKeyReused, InvalidEvent
@@ -83,6 +84,7 @@ class IngestStats(msgspec.Struct, kw_only=True):
     duplicates: int = 0  # requests already stored (retries, files ingested again)
     partial: int = 0  # requests stored as their span alone (see the module docstring)
     traces: int = 0  # traces mapped
+    logs: int = 0  # log records decoded and accepted
 
 
 class Ingester:
@@ -112,6 +114,7 @@ class Ingester:
         self._done: OrderedDict[str, list[Span]] = OrderedDict()
         self._stored: OrderedDict[str, None] = OrderedDict()  # keys known to be in the log
         self._handoffs = Handoffs(log._store)
+        self._logs: dict[str, list[LogRecord]] = {}  # by trace, while pending or remembered
         self.stats = IngestStats()
         self.last_lsn = -1
         """The highest LSN this ingester's appends were answered with (-1 before any)."""
@@ -149,6 +152,30 @@ class Ingester:
                 waiting = [s for s in added if s.trace_id in self._pending]
                 self._commit([Unit(f"{u.key}:received", u.events) for u in spans_only(waiting)])
 
+    def add_logs(self, items: Iterable[LogRecord | Malformed]) -> None:
+        """Buffer log records with the trace they name, to be mapped with its spans and kept
+        as nodes when it is written. A record naming no trace, or a trace already written,
+        is kept at once (its content no longer reaches a turn stored without it)."""
+        with self._lock:
+            now: list[LogRecord] = []
+            for item in items:
+                if isinstance(item, Malformed):
+                    self.stats.malformed += 1
+                    _LOG.warning("malformed log record skipped (%s): %s", item.where, item.reason)
+                    continue
+                self.stats.logs += 1
+                trace = item.trace_id
+                if trace is None or (trace in self._done and trace not in self._pending):
+                    now.append(item)
+                    continue
+                self._logs.setdefault(trace, []).append(item)
+                if trace not in self._pending:  # mapped with its spans, or alone if none come
+                    self._pending[trace] = (self._clock(), [])
+                if self._record_first:
+                    now.append(item)
+            self._write(self._overdue())
+            self._commit(log_units(now))
+
     def expire(self) -> None:
         """Map and append every trace whose first span has waited `trace_timeout` seconds
         (a service calls this periodically: between exports, nothing else would)."""
@@ -181,11 +208,13 @@ class Ingester:
             spans = entry[1]
             self._pending_spans -= len(spans)
             self.stats.traces += 1
-            units += self._map(spans)
+            logs = self._logs.get(trace, [])
+            units += self._map(with_logs(spans, logs)) if spans else []
+            units += log_units(logs)
             self._done[trace] = spans
             self._done.move_to_end(trace)
             while len(self._done) > self._remembered:
-                self._done.popitem(last=False)
+                self._logs.pop(self._done.popitem(last=False)[0], None)
         units += self._handoffs.after(units)
         for start in range(0, len(units), _GROUP):
             self._commit(units[start : start + _GROUP])

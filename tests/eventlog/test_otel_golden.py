@@ -27,7 +27,7 @@ from eventlog._spans import Span, decode_json_line
 from projections import MemoryGraph
 from replay.cli import main
 
-from ._otlp import json_line, proto_stream
+from ._otlp import json_line, json_logs_line, proto_stream
 
 GOLDEN = Path(__file__).with_name("golden") / "otel"
 SOURCES = [
@@ -39,6 +39,7 @@ SOURCES = [
     "openinference-langchain",
     "runs",
     "openllmetry-openai-legacy",
+    "openllmetry-openai-events",
 ]
 LEGACY = {  # a source recorded under older packages, installed apart (`write_golden`)
     "openllmetry-openai-legacy": (
@@ -151,6 +152,10 @@ def record(source: str) -> str:
     """The OTLP JSON lines of the conversation under `source`, one span per line."""
     import tempfile  # noqa: PLC0415
 
+    from opentelemetry.sdk._logs.export import (  # noqa: PLC0415
+        InMemoryLogRecordExporter,
+        SimpleLogRecordProcessor,
+    )
     from opentelemetry.sdk.trace.export import SimpleSpanProcessor  # noqa: PLC0415
     from opentelemetry.sdk.trace.export.in_memory_span_exporter import (  # noqa: PLC0415
         InMemorySpanExporter,
@@ -161,10 +166,15 @@ def record(source: str) -> str:
     from tests.eventlog import test_otel_clients as clients  # noqa: PLC0415
 
     memory = InMemorySpanExporter()
+    logs = InMemoryLogRecordExporter()  # type: ignore[no-untyped-call] (the SDK types none)
     with fake_llm() as url, eventlog.open(tempfile.mkdtemp()) as log:
-        names = () if source == "runs" else (LEGACY.get(source, (source,))[0],)
+        names = () if source in ("runs", EVENTS) else (LEGACY.get(source, (source,))[0],)
         with otel.instrument(log, *names, batch=False) as handle:
             handle.provider.add_span_processor(SimpleSpanProcessor(memory))
+            assert handle.logger_provider is not None
+            handle.logger_provider.add_log_record_processor(SimpleLogRecordProcessor(logs))
+            if source == EVENTS:
+                _events_instrumentation(handle)
             with otel.session("golden"):
                 if source == "runs":
                     _runs()
@@ -174,7 +184,21 @@ def record(source: str) -> str:
                     clients._anthropic(url)
                 else:
                     clients._openai_sync(url, stream=False)
-    return "".join(json_line([s]) + "\n" for s in memory.get_finished_spans())
+    records = "".join(json_logs_line([r]) + "\n" for r in logs.get_finished_logs())
+    return records + "".join(json_line([s]) + "\n" for s in memory.get_finished_spans())
+
+
+EVENTS = "openllmetry-openai-events"
+
+
+def _events_instrumentation(handle: Any) -> None:
+    """OpenLLMetry's OpenAI instrumentation on its events path: the messages go through the
+    logs API as ``gen_ai.*.message``/``gen_ai.choice`` records, not onto the spans."""
+    from opentelemetry.instrumentation.openai import OpenAIInstrumentor  # noqa: PLC0415
+
+    instrumentor = OpenAIInstrumentor(use_attributes=False)
+    instrumentor.instrument(tracer_provider=handle.provider, logger_provider=handle.logger_provider)
+    handle.instrumentors.append(instrumentor)
 
 
 def _runs() -> None:
