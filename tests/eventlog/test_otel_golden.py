@@ -166,7 +166,7 @@ def record(source: str) -> str:
     from tests.eventlog import test_otel_clients as clients  # noqa: PLC0415
 
     memory = InMemorySpanExporter()
-    logs = InMemoryLogRecordExporter()  # type: ignore[no-untyped-call] (the SDK types none)
+    logs = InMemoryLogRecordExporter()  # type: ignore[no-untyped-call]
     with fake_llm() as url, eventlog.open(tempfile.mkdtemp()) as log:
         names = () if source in ("runs", EVENTS) else (LEGACY.get(source, (source,))[0],)
         with otel.instrument(log, *names, batch=False) as handle:
