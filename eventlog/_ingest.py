@@ -19,6 +19,11 @@ A span that cannot be decoded is counted in `stats.malformed` and logged; a requ
 refuses (a tool result naming a call it never saw) keeps its `span.recorded` alone and is
 counted in `stats.partial`. Neither fails the spans beside it. Thread-safe.
 
+Log records (`_logs`) are buffered with the trace they name and mapped with it. With
+`log_wait` (the service, whose logs come in requests of their own), once log records naming
+traces have come, a trace whose root arrives is mapped `log_wait` seconds later rather than at
+once, so the records of its calls sent after it still reach its turns.
+
 With ``record_first=True`` (the service's OTLP route), `add` returns only once every span it
 was given is durable: spans of traces still waiting for their root are appended at once as
 their `span.recorded` alone, keyed ``otel:<trace>:<span>:received``, and mapped with their
@@ -99,6 +104,7 @@ class Ingester:
         remembered_traces: int = 1_024,
         flush_on_root: bool = True,
         record_first: bool = False,
+        log_wait: float = 0.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._log = log
@@ -107,6 +113,8 @@ class Ingester:
         self._remembered = remembered_traces
         self._on_root = flush_on_root
         self._record_first = record_first
+        self._log_wait = log_wait
+        self._logs_seen = False  # whether a log record naming a trace has come
         self._clock = clock
         self._lock = threading.Lock()
         self._pending: OrderedDict[str, tuple[float, list[Span]]] = OrderedDict()
@@ -142,7 +150,10 @@ class Ingester:
                 self._pending[trace][1].append(item)
                 self._pending_spans += 1
                 if item.is_root and self._on_root:
-                    ready.append(trace)
+                    if self._log_wait and self._logs_seen:
+                        self._due_in(trace, self._log_wait)
+                    else:
+                        ready.append(trace)
                 if self._pending_spans > self._max_pending:  # bound memory mid-file too
                     self._write([*ready, *self._overdue()])
                     ready = []
@@ -168,6 +179,7 @@ class Ingester:
                 if trace is None or (trace in self._done and trace not in self._pending):
                     now.append(item)
                     continue
+                self._logs_seen = True
                 self._logs.setdefault(trace, []).append(item)
                 if trace not in self._pending:  # mapped with its spans, or alone if none come
                     self._pending[trace] = (self._clock(), [])
@@ -175,6 +187,11 @@ class Ingester:
                     now.append(item)
             self._write(self._overdue())
             self._commit(log_units(now))
+
+    def _due_in(self, trace: str, wait: float) -> None:
+        """Make a pending trace overdue `wait` seconds from now (or sooner, as it was)."""
+        since, spans = self._pending[trace]
+        self._pending[trace] = (min(since, self._clock() - self._timeout + wait), spans)
 
     def expire(self) -> None:
         """Map and append every trace whose first span has waited `trace_timeout` seconds

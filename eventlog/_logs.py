@@ -127,15 +127,18 @@ def _order(record: LogRecord) -> tuple[int, str, bytes]:
 def with_logs(spans: Sequence[Span], records: Sequence[LogRecord]) -> list[Span]:
     """`spans`, each with the records that name it as its `logs` (in time order, whatever
     order they came in); records naming no span of `spans` are left out."""
-    named: dict[str, list[LogRecord]] = {}
-    for r in records:
+    named: dict[str, dict[bytes, LogRecord]] = {}
+    for r in records:  # a record sent twice (a retry) is read once
         if r.span_id is not None:
-            named.setdefault(r.span_id, []).append(r)
+            named.setdefault(r.span_id, {})[_ENCODE(r)] = r
     if not named:
         return list(spans)
     return [
         msgspec.structs.replace(
-            s, logs=[_event(r) for r in sorted(named[s.span_id], key=_order)][:MAX_LIST_ITEMS]
+            s,
+            logs=[_event(r) for r in sorted(named[s.span_id].values(), key=_order)][
+                :MAX_LIST_ITEMS
+            ],
         )
         if s.span_id in named
         else s

@@ -89,6 +89,36 @@ def test_agents_in_traces_of_their_own_hand_off_within_their_session(tmp_path: P
         ) == [("Rust?", "writer"), ("Write it.", "triage")]
 
 
+def test_instrument_reads_the_genai_events_an_instrumentation_emits_as_logs(
+    tmp_path: Path,
+) -> None:
+    """What the older conventions do: the call's messages are log records naming its span,
+    emitted through the logger provider `instrument` hands the instrumentors."""
+    from opentelemetry._logs import LogRecord  # noqa: PLC0415
+
+    with MemoryGraph.open(tmp_path / "s") as g:
+        with otel.instrument(g) as handle:  # batched spans, as in production
+            assert handle.logger_provider is not None
+            logger = handle.logger_provider.get_logger("an.instrumentation")
+            tracer = handle.provider.get_tracer("an.instrumentation")
+            with tracer.start_as_current_span("chat gpt-4o") as span:
+                span.set_attributes({"gen_ai.system": "openai", "gen_ai.request.model": "gpt-4o"})
+                logger.emit(LogRecord(event_name="gen_ai.user.message", body={"content": "Hi?"}))
+                choice = {"index": 0, "finish_reason": "stop", "message": {"content": "Hello."}}
+                logger.emit(LogRecord(event_name="gen_ai.choice", body=choice))
+        assert g.rows(
+            "SELECT p.content, r.content, r.finish_reason FROM prompts p "
+            "JOIN responses r ON r.prompt_id = p.id"
+        ) == [("Hi?", "Hello.", "stop")]
+        assert g.rows(
+            "SELECT data->>'event_name', data->>'scope' FROM nodes WHERE kind = 'otel.log' "
+            "ORDER BY occurred_at"
+        ) == [
+            ("gen_ai.user.message", "an.instrumentation"),
+            ("gen_ai.choice", "an.instrumentation"),
+        ]
+
+
 def test_the_exporter_adds_nothing_when_the_sdk_exports_a_batch_again(tmp_path: Path) -> None:
     memory = InMemorySpanExporter()
     provider = TracerProvider()
