@@ -95,6 +95,7 @@ def test_instrument_reads_the_genai_events_an_instrumentation_emits_as_logs(
     """What the older conventions do: the call's messages are log records naming its span,
     emitted through the logger provider `instrument` hands the instrumentors."""
     from opentelemetry._logs import LogRecord  # noqa: PLC0415
+    from opentelemetry.util.types import AnyValue  # noqa: PLC0415
 
     with MemoryGraph.open(tmp_path / "s") as g:
         with otel.instrument(g) as handle:  # batched spans, as in production
@@ -104,7 +105,8 @@ def test_instrument_reads_the_genai_events_an_instrumentation_emits_as_logs(
             with tracer.start_as_current_span("chat gpt-4o") as span:
                 span.set_attributes({"gen_ai.system": "openai", "gen_ai.request.model": "gpt-4o"})
                 logger.emit(LogRecord(event_name="gen_ai.user.message", body={"content": "Hi?"}))
-                choice = {"index": 0, "finish_reason": "stop", "message": {"content": "Hello."}}
+                message: AnyValue = {"content": "Hello."}
+                choice: AnyValue = {"index": 0, "finish_reason": "stop", "message": message}
                 logger.emit(LogRecord(event_name="gen_ai.choice", body=choice))
         assert g.rows(
             "SELECT p.content, r.content, r.finish_reason FROM prompts p "
