@@ -51,13 +51,14 @@ def _turns(events: Iterable[ev.EventBase]) -> dict[uuid.UUID, list[_Turn]]:
     agents: dict[uuid.UUID, ev.AgentAssigned] = {}
     responses: dict[uuid.UUID, uuid.UUID] = {}
     for e in events:
-        match e:
-            case ev.PromptAdded():
-                prompts[e.id] = e
-            case ev.AgentAssigned():
-                agents[e.prompt_id] = e
-            case ev.ResponseAdded():
-                responses[e.prompt_id] = e.id
+        if isinstance(e, ev.SpanRecorded):  # most events an ingest writes
+            continue
+        if isinstance(e, ev.PromptAdded):
+            prompts[e.id] = e
+        elif isinstance(e, ev.AgentAssigned):
+            agents[e.prompt_id] = e
+        elif isinstance(e, ev.ResponseAdded):
+            responses[e.prompt_id] = e.id
     out: dict[uuid.UUID, list[_Turn]] = {}
     for pid, prompt in prompts.items():
         assigned, response = agents.get(pid), responses.get(pid)
