@@ -64,23 +64,19 @@ def _json_lines(
 
 
 def _feed(ingester: Ingester, items: Iterable[Span | LogRecord | Malformed]) -> None:
-    """Spans to `ingester.add`, log records to `ingester.add_logs`, a chunk at a time."""
-    spans: list[Span | Malformed] = []
-    logs: list[LogRecord | Malformed] = []
-    for item in items:
-        if isinstance(item, Span | Malformed):
-            spans.append(item)
-        else:
-            logs.append(item)
-        if len(spans) + len(logs) >= _CHUNK:
-            ingester.add(spans)
-            ingester.add_logs(logs)
-            spans, logs = [], []
-    ingester.add(spans)
+    """Spans streamed to `ingester.add` (one call: the file is read as one batch), log
+    records set aside on the way and given to `ingester.add_logs` after."""
+    logs: list[LogRecord] = []
+
+    def spans() -> Iterator[Span | Malformed]:
+        for item in items:
+            if isinstance(item, Span | Malformed):
+                yield item
+            else:
+                logs.append(item)
+
+    ingester.add(spans())
     ingester.add_logs(logs)
-
-
-_CHUNK = 1_000
 
 
 def _spans(

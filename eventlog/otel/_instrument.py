@@ -86,9 +86,9 @@ class Instrumentation:
         """Uninstrument, flush, and stop the provider (the log stays open)."""
         for instrumentor in self.instrumentors:
             instrumentor.uninstrument()
+        self.provider.shutdown()  # spans first: the log records wait for their traces
         if self.logger_provider is not None:
             self.logger_provider.shutdown()
-        self.provider.shutdown()
         use_provider(None, self.provider)
 
     def __enter__(self) -> Instrumentation:

@@ -60,4 +60,9 @@ class LogExporter(LogRecordExporter):
         return True  # records wait for their trace, which the span exporter writes
 
     def shutdown(self) -> None:
-        pass
+        """Write what is still buffered (shut the tracer provider down first, so that no
+        trace is mapped before its root)."""
+        try:
+            self._ingester.flush()
+        except EventLogError as exc:
+            _LOG.error("log records not stored: %s", exc)
