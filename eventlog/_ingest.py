@@ -224,7 +224,7 @@ class Ingester:
                 continue
             spans = entry[1]
             self._pending_spans -= len(spans)
-            self.stats.traces += 1
+            self.stats.traces += bool(spans)  # not the log records of a trace with no span
             logs = self._logs.get(trace, [])
             units += self._map(with_logs(spans, logs)) if spans else []
             units += log_units(logs)
