@@ -302,5 +302,17 @@ def test_log_records_sent_apart_reach_their_turns_and_are_kept(tmp_path: Path, s
         bad = {"resourceLogs": [{"scopeLogs": [{"logRecords": [{"traceId": "zz"}]}]}]}
         answer = service.http.post("/v1/logs", json=bad)
         assert answer.json()["partialSuccess"]["rejectedLogRecords"] == "1"
+        from opentelemetry.proto.collector.logs.v1 import logs_service_pb2 as pb  # noqa: PLC0415
+
+        request = pb.ExportLogsServiceRequest()
+        records = request.resource_logs.add().scope_logs.add().log_records
+        records.add(trace_id=b"\x01\x02\x03", event_name="short id")
+        records.add(event_name="app.started", time_unix_nano=1)
+        headers = {"Content-Type": "application/x-protobuf", "Content-Encoding": "gzip"}
+        body = gzip.compress(request.SerializeToString())
+        answer = service.http.post("/v1/logs", content=body, headers=headers)
+        reply = pb.ExportLogsServiceResponse.FromString(answer.content)
+        assert (answer.status_code, reply.partial_success.rejected_log_records) == (200, 1)
+        assert _sql(service, "SELECT count(*) FROM nodes WHERE kind = 'otel.log'") == [[7]]
     finally:
         assert service.stop() == 0
