@@ -3,7 +3,8 @@
 `map_trace(spans)` is a pure function of one trace's spans (in any order, duplicates allowed):
 it sorts them by start time and returns `Unit`s, each one append request with an idempotency
 key derived from the trace and span ids. Every span becomes a `span.recorded` event; GenAI
-spans also become sessions, prompts, responses, agents, assignments, handoffs and tool calls.
+spans also become sessions, prompts, responses, agents, assignments and tool calls (handoffs
+span traces, so `_handoffs` derives them from the turns of a whole session).
 Node ids are derived from trace and span ids (or from a conversation, agent or tool call id),
 so mapping the same spans again yields the same events, and a retried batch adds nothing.
 
@@ -292,13 +293,16 @@ def _legacy_message(flat: Mapping[str, Any]) -> Message:
 
 def _from_events(span: Span, output: bool) -> list[Message]:
     """Messages from span events: ``gen_ai.{system,user,assistant,tool}.message`` (input),
-    ``gen_ai.choice`` (output), ``gen_ai.content.prompt``/``completion`` (older still)."""
+    ``gen_ai.choice`` (output), ``gen_ai.content.prompt``/``completion`` (older still); the
+    log records naming the span (`_logs`) are read as its events."""
     found: list[Message] = []
-    for e in span.events:
+    for e in (*span.events, *span.logs):
         a = e.attributes
         if output and e.name == "gen_ai.choice":
             message = _json(a.get("message"))
             raw = message if isinstance(message, dict) else {"content": message}
+            if "tool_calls" not in raw and "tool_calls" in a:  # OpenLLMetry's events put them
+                raw = {**raw, "tool_calls": _json(a["tool_calls"])}  # beside the message
             found.append(
                 _plain_message({**raw, "finish_reason": a.get("finish_reason")}, "assistant")
             )
@@ -313,7 +317,22 @@ def _from_events(span: Span, output: bool) -> list[Message]:
                     found.append(_plain_message(raw, "assistant" if output else None))
         elif "gen_ai.input.messages" in a or "gen_ai.output.messages" in a:
             found += _current(a, output)
-    return found
+    return found if output else _answering(found)
+
+
+def _answering(inputs: list[Message]) -> list[Message]:
+    """Tool messages without a call id (OpenLLMetry's ``gen_ai.tool.message`` events carry
+    none) given the id of the call they answer: the call of the assistant message before
+    them at their position (a model's calls are answered in order)."""
+    out: list[Message] = []
+    calls: list[ToolCall] = []
+    for m in inputs:
+        if m.role == "assistant":
+            calls = list(m.tool_calls)
+        elif m.role == "tool" and m.tool_call_id is None and calls:
+            m = m._replace(tool_call_id=calls.pop(0).id)  # noqa: PLW2901 (the filled-in copy)
+        out.append(m)
+    return out
 
 
 def _current(attrs: Mapping[str, Any], output: bool) -> list[Message]:
@@ -378,7 +397,6 @@ class _Turn:
 class _Session:
     id: uuid.UUID
     turns: list[_Turn] = field(default_factory=list)
-    agent: _Agent | None = None  # the agent of the last turn, for handoffs
 
 
 @dataclass
@@ -629,6 +647,8 @@ def _turn(
     tools = []
     if "gen_ai.request.functions.0.name" in a:
         tools += [t.get("name") for t in _indexed(a, "gen_ai.request.functions.")]
+    if "llm.request.functions.0.name" in a:  # OpenLLMetry before the current conventions
+        tools += [t.get("name") for t in _indexed(a, "llm.request.functions.")]
     tools += [
         t.get("name") or (t.get("function") or {}).get("name")
         for t in (defined if isinstance(defined, list) else [])
@@ -669,19 +689,6 @@ def _turn(
                 actor=actor,
             )
         )
-        previous = session.agent
-        if previous is not None and previous.id != agent.id and session.turns:
-            events.append(
-                ev.AgentHandoff(
-                    id=_timed_id(span.start_ns, f"{tid}:{sid}:handoff"),
-                    response_id=session.turns[-1].response_id,
-                    to_agent_id=agent.id,
-                    from_agent_id=previous.id,
-                    occurred_at=span.start_ns,
-                    actor=previous.name,
-                )
-            )
-        session.agent = agent
     events.append(_response(span, prompt_id, response_id, outputs, a, actor))
     turn = _Turn(span.start_ns, response_id, {})
     units: list[Unit] = []

@@ -91,6 +91,10 @@ class Limits(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tr
     otlp_trace_timeout_s: float = 30.0
     """A trace received over OTLP whose root span has not arrived within this time is
     mapped as it is (its spans are durable from the start; docs/service.md)."""
+    otlp_log_wait_s: float = 2.0
+    """Once a store has received OTLP log records naming a trace, a trace whose root span
+    arrives waits this long for the log records of its calls (sent apart, on ``/v1/logs``)
+    before it is mapped, so their content reaches its turns."""
 
     def __post_init__(self) -> None:
         if min(msgspec.structs.astuple(self)) <= 0:

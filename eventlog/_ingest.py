@@ -19,6 +19,11 @@ A span that cannot be decoded is counted in `stats.malformed` and logged; a requ
 refuses (a tool result naming a call it never saw) keeps its `span.recorded` alone and is
 counted in `stats.partial`. Neither fails the spans beside it. Thread-safe.
 
+Log records (`_logs`) are buffered with the trace they name and mapped with it. With
+`log_wait` (the service, whose logs come in requests of their own), once log records naming
+traces have come, a trace whose root arrives is mapped `log_wait` seconds later rather than at
+once, so the records of its calls sent after it still reach its turns.
+
 With ``record_first=True`` (the service's OTLP route), `add` returns only once every span it
 was given is durable: spans of traces still waiting for their root are appended at once as
 their `span.recorded` alone, keyed ``otel:<trace>:<span>:received``, and mapped with their
@@ -40,6 +45,8 @@ import msgspec
 from . import events as ev
 from ._commands import prepare
 from ._genai import Unit, map_trace, spans_only
+from ._handoffs import Handoffs
+from ._logs import LogRecord, log_units, with_logs
 from ._spans import Malformed, Span
 from ._store import PendingRequest
 from .errors import EventLogError, IdempotencyKeyReused, InvalidEvent
@@ -82,6 +89,7 @@ class IngestStats(msgspec.Struct, kw_only=True):
     duplicates: int = 0  # requests already stored (retries, files ingested again)
     partial: int = 0  # requests stored as their span alone (see the module docstring)
     traces: int = 0  # traces mapped
+    logs: int = 0  # log records decoded and accepted
 
 
 class Ingester:
@@ -96,6 +104,7 @@ class Ingester:
         remembered_traces: int = 1_024,
         flush_on_root: bool = True,
         record_first: bool = False,
+        log_wait: float = 0.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._log = log
@@ -104,12 +113,16 @@ class Ingester:
         self._remembered = remembered_traces
         self._on_root = flush_on_root
         self._record_first = record_first
+        self._log_wait = log_wait
+        self._logs_seen = False  # whether a log record naming a trace has come
         self._clock = clock
         self._lock = threading.Lock()
         self._pending: OrderedDict[str, tuple[float, list[Span]]] = OrderedDict()
         self._pending_spans = 0
         self._done: OrderedDict[str, list[Span]] = OrderedDict()
         self._stored: OrderedDict[str, None] = OrderedDict()  # keys known to be in the log
+        self._handoffs = Handoffs(log._store)
+        self._logs: dict[str, list[LogRecord]] = {}  # by trace, while pending or remembered
         self.stats = IngestStats()
         self.last_lsn = -1
         """The highest LSN this ingester's appends were answered with (-1 before any)."""
@@ -137,7 +150,10 @@ class Ingester:
                 self._pending[trace][1].append(item)
                 self._pending_spans += 1
                 if item.is_root and self._on_root:
-                    ready.append(trace)
+                    if self._log_wait and self._logs_seen:
+                        self._due_in(trace, self._log_wait)
+                    else:
+                        ready.append(trace)
                 if self._pending_spans > self._max_pending:  # bound memory mid-file too
                     self._write([*ready, *self._overdue()])
                     ready = []
@@ -147,6 +163,36 @@ class Ingester:
                 waiting = [s for s in added if s.trace_id in self._pending]
                 self._commit([Unit(f"{u.key}:received", u.events) for u in spans_only(waiting)])
 
+    def add_logs(self, items: Iterable[LogRecord | Malformed]) -> None:
+        """Buffer log records with the trace they name, to be mapped with its spans and kept
+        as nodes when it is written. A record naming no trace, or a trace already written,
+        is kept at once (its content no longer reaches a turn stored without it)."""
+        with self._lock:
+            now: list[LogRecord] = []
+            for item in items:
+                if isinstance(item, Malformed):
+                    self.stats.malformed += 1
+                    _LOG.warning("malformed log record skipped (%s): %s", item.where, item.reason)
+                    continue
+                self.stats.logs += 1
+                trace = item.trace_id
+                if trace is None or (trace in self._done and trace not in self._pending):
+                    now.append(item)
+                    continue
+                self._logs_seen = True
+                self._logs.setdefault(trace, []).append(item)
+                if trace not in self._pending:  # mapped with its spans, or alone if none come
+                    self._pending[trace] = (self._clock(), [])
+                if self._record_first:
+                    now.append(item)
+            self._write(self._overdue())
+            self._commit(log_units(now))
+
+    def _due_in(self, trace: str, wait: float) -> None:
+        """Make a pending trace overdue `wait` seconds from now (or sooner, as it was)."""
+        since, spans = self._pending[trace]
+        self._pending[trace] = (min(since, self._clock() - self._timeout + wait), spans)
+
     def expire(self) -> None:
         """Map and append every trace whose first span has waited `trace_timeout` seconds
         (a service calls this periodically: between exports, nothing else would)."""
@@ -155,10 +201,12 @@ class Ingester:
 
     def forget(self) -> None:
         """Drop the spans of the traces already written (kept to map a late span with its
-        trace): after an erasure they may hold erased text. A late span is then mapped with
+        trace), and the log records of written traces: after an erasure they may hold erased
+        text. A late span is then mapped with
         only the spans that come with it."""
         with self._lock:
             self._done.clear()
+            self._logs = {t: r for t, r in self._logs.items() if t in self._pending}
 
     def flush(self) -> None:
         """Map and append every buffered trace, complete or not."""
@@ -185,12 +233,15 @@ class Ingester:
                 continue
             spans = entry[1]
             self._pending_spans -= len(spans)
-            self.stats.traces += 1
-            units += self._map(spans)
+            self.stats.traces += bool(spans)  # not the log records of a trace with no span
+            logs = self._logs.get(trace, [])
+            units += self._map(with_logs(spans, logs)) if spans else []
+            units += log_units(logs)
             self._done[trace] = spans
             self._done.move_to_end(trace)
             while len(self._done) > self._remembered:
-                self._done.popitem(last=False)
+                self._logs.pop(self._done.popitem(last=False)[0], None)
+        units += self._handoffs.after(units)
         for start in range(0, len(units), _GROUP):
             self._commit(units[start : start + _GROUP])
 

@@ -1,5 +1,8 @@
-"""OTLP/HTTP traces into the served stores: ``POST /v1/traces`` and
-``POST /v1/stores/{name}/otlp/v1/traces``.
+"""OTLP/HTTP traces and logs into the served stores: ``POST /v1/traces`` and
+``POST /v1/stores/{name}/otlp/v1/traces``; ``POST /v1/logs`` and
+``POST /v1/stores/{name}/otlp/v1/logs`` for the GenAI events some instrumentations emit
+through the logs API (an ``ExportLogsServiceRequest``; its records reach the spans they name,
+and are kept as ``otel.log`` nodes, as `_logs` says).
 
 The third ingest source (docs/ingest.md): a body is an ``ExportTraceServiceRequest`` in
 protobuf (``application/x-protobuf``) or JSON (``application/json``), optionally gzip or
@@ -33,6 +36,7 @@ from starlette.routing import Route
 
 from ._http import ApiError, ServedLog, Service, read_body, service_of
 from ._ingest import Ingester
+from ._logs import LogRecord, decode_logs_json_line, decode_logs_protobuf
 from ._spans import Malformed, Span, decode_json_line, decode_protobuf
 from .errors import EventLogError
 
@@ -63,16 +67,30 @@ class Receiver:
             "lmg_otlp_spans_rejected", "Spans received over OTLP and rejected as malformed",
             ["store"], registry=registry,
         )  # fmt: skip
+        self._logs_received = prom.Counter(
+            "lmg_otlp_log_records_received", "Log records received over OTLP and accepted",
+            ["store"], registry=registry,
+        )  # fmt: skip
+        self._logs_rejected = prom.Counter(
+            "lmg_otlp_log_records_rejected",
+            "Log records received over OTLP and rejected as malformed", ["store"],
+            registry=registry,
+        )  # fmt: skip
         self.routes = [
             Route("/v1/traces", self.traces, methods=["POST"]),
             Route("/v1/stores/{name}/otlp/v1/traces", self.store_traces, methods=["POST"]),
+            Route("/v1/logs", self.logs, methods=["POST"]),
+            Route("/v1/stores/{name}/otlp/v1/logs", self.store_logs, methods=["POST"]),
         ]
 
     def start(self, stores: Mapping[str, ServedLog]) -> None:
-        timeout = self._service.limits.otlp_trace_timeout_s
+        limits = self._service.limits
+        timeout, wait = limits.otlp_trace_timeout_s, limits.otlp_log_wait_s
         for name, served in stores.items():
-            self._ingesters[name] = Ingester(served.log, trace_timeout=timeout, record_first=True)
-        self._expiry = asyncio.create_task(self._expire(min(1.0, timeout / 2)))
+            self._ingesters[name] = Ingester(
+                served.log, trace_timeout=timeout, record_first=True, log_wait=wait
+            )
+        self._expiry = asyncio.create_task(self._expire(min(1.0, timeout / 2, wait / 2)))
         self._service.erased.append(self.forget)
 
     def forget(self, name: str) -> None:
@@ -92,14 +110,35 @@ class Receiver:
 
     async def traces(self, request: Request) -> Response:
         """Into the store the token names: the first store of its list, else ``default``."""
-        token = self._service.token(request)
-        named = [s for s in token.stores if s != "*"] if token is not None else []
-        return await self._receive(request, named[0] if named else "default")
+        return await self._receive(request, self._named(request))
 
     async def store_traces(self, request: Request) -> Response:
         return await self._receive(request, request.path_params["name"])
 
-    async def _receive(self, request: Request, name: str) -> Response:
+    async def logs(self, request: Request) -> Response:
+        """Log records into the store the token names, as `traces`."""
+        return await self._receive_logs(request, self._named(request))
+
+    async def store_logs(self, request: Request) -> Response:
+        return await self._receive_logs(request, request.path_params["name"])
+
+    def _named(self, request: Request) -> str:
+        token = self._service.token(request)
+        named = [s for s in token.stores if s != "*"] if token is not None else []
+        return named[0] if named else "default"
+
+    async def _receive_logs(self, request: Request, name: str) -> Response:
+        kind, encoding, body = await self._body(request, name)
+        limit = service_of(request).limits.max_body_bytes
+        items = await asyncio.to_thread(_decode_logs, body, encoding, kind, limit)
+        rejected = [i for i in items if isinstance(i, Malformed)]
+        self._logs_received.labels(name).inc(len(items) - len(rejected))
+        self._logs_rejected.labels(name).inc(len(rejected))
+        await self._run(name, lambda: self._ingesters[name].add_logs(items))
+        return _answer_logs(kind, rejected)
+
+    async def _body(self, request: Request, name: str) -> tuple[str, str, bytes]:
+        """The checked request's content type, encoding and body as sent (compressed)."""
         service = service_of(request)
         service.store(request, name, "append")  # 401, 403, 404 or 503 as every route
         kind = request.headers.get("content-type", "").partition(";")[0].strip().lower()
@@ -110,7 +149,12 @@ class Receiver:
             raise ApiError(415, "unsupported_media_type", "Content-Encoding: gzip or deflate")
         limits = service.limits
         body = await read_body(request, limits.max_body_bytes, limits.body_timeout_s)
-        items = await asyncio.to_thread(_decode, body, encoding, kind, limits.max_body_bytes)
+        return kind, encoding, body
+
+    async def _receive(self, request: Request, name: str) -> Response:
+        kind, encoding, body = await self._body(request, name)
+        limit = service_of(request).limits.max_body_bytes
+        items = await asyncio.to_thread(_decode, body, encoding, kind, limit)
         rejected = [i for i in items if isinstance(i, Malformed)]
         self._received.labels(name).inc(len(items) - len(rejected))
         self._rejected.labels(name).inc(len(rejected))
@@ -155,6 +199,47 @@ def _decode(body: bytes, encoding: str, kind: str, limit: int) -> list[Span | Ma
     if len(items) == 1 and isinstance(items[0], Malformed) and items[0].where == _WHERE:
         raise ApiError(400, "bad_request", items[0].reason)
     return items
+
+
+def _decode_logs(body: bytes, encoding: str, kind: str, limit: int) -> list[LogRecord | Malformed]:
+    """The body's log records, each decoded on its own; a body that is no export request
+    is 400."""
+    data = _inflate(body, encoding, limit)
+    if kind == _JSON:
+        items = list(decode_logs_json_line(data, _WHERE))
+    else:
+        try:
+            items = list(decode_logs_protobuf(data, _WHERE, stream=False))
+        except ImportError:
+            raise ApiError(
+                415, "unsupported_media_type", f"{_PROTOBUF} needs the otel extra; send {_JSON}"
+            ) from None
+    if len(items) == 1 and isinstance(items[0], Malformed) and items[0].where == _WHERE:
+        raise ApiError(400, "bad_request", items[0].reason)
+    return items
+
+
+def _answer_logs(kind: str, rejected: list[Malformed]) -> Response:
+    """The ``ExportLogsServiceResponse``: empty when every record was accepted."""
+    message = ""
+    if rejected:
+        reasons = "; ".join(f"{m.where}: {m.reason}" for m in rejected[:_REASONS])
+        message = f"{len(rejected)} malformed log record(s) rejected: {reasons}"[:_MESSAGE_CHARS]
+    if kind == _JSON:
+        partial = {"rejectedLogRecords": str(len(rejected)), "errorMessage": message}
+        return Response(msgspec.json.encode({"partialSuccess": partial} if rejected else {}), 200,
+                        media_type=_JSON)  # fmt: skip
+    from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import (  # noqa: PLC0415
+        ExportLogsPartialSuccess,
+        ExportLogsServiceResponse,
+    )
+
+    answer = ExportLogsServiceResponse()
+    if rejected:
+        answer.partial_success.CopyFrom(
+            ExportLogsPartialSuccess(rejected_log_records=len(rejected), error_message=message)
+        )
+    return Response(answer.SerializeToString(), 200, media_type=_PROTOBUF)
 
 
 def _inflate(body: bytes, encoding: str, limit: int) -> bytes:

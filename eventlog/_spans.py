@@ -79,6 +79,7 @@ class Span(msgspec.Struct, frozen=True, kw_only=True):
     events: list[SpanEvent] = []
     resource: dict[str, Any] = {}
     scope: str | None = None
+    logs: list[SpanEvent] = []  # log records naming this span (`_logs.with_logs`), not stored
 
     @property
     def is_root(self) -> bool:

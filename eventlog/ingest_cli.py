@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import contextlib
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import IO, Protocol
+from typing import IO, TYPE_CHECKING, Protocol
 
 import click
 
@@ -21,6 +21,10 @@ from .cli import PathType
 from .errors import EventLogError
 from .log import open as open_log
 from .options import Durability, Options
+
+if TYPE_CHECKING:
+    from ._ingest import Ingester
+    from ._logs import LogRecord
 
 __all__ = ["ingest"]
 
@@ -43,17 +47,41 @@ def _format_of(path: Path, head: bytes) -> str:
 
 def _json_lines(
     stream: IO[bytes], name: str, limit: int, advance: _Bar | None
-) -> Iterator[Span | Malformed]:
+) -> Iterator[Span | LogRecord | Malformed]:
+    from ._logs import decode_logs_json_line, is_logs_json
+
     for n, line in enumerate(iter(lambda: stream.readline(limit + 1), b""), 1):
         if advance is not None:
             advance.update(len(line))
         if len(line) > limit and not line.endswith(b"\n"):
             raise EventLogError(f"{name}: line {n} is longer than --max-line-bytes ({limit})")
-        if line.strip():
+        if not line.strip():
+            continue
+        if is_logs_json(line):
+            yield from decode_logs_json_line(line, f"{name}:{n}")
+        else:
             yield from decode_json_line(line, f"{name}:{n}")
 
 
-def _spans(path: Path, fmt: str, limit: int, bar: _Bar | None) -> Iterator[Span | Malformed]:
+def _feed(ingester: Ingester, items: Iterable[Span | LogRecord | Malformed]) -> None:
+    """Spans streamed to `ingester.add` (one call: the file is read as one batch), log
+    records set aside on the way and given to `ingester.add_logs` after."""
+    logs: list[LogRecord] = []
+
+    def spans() -> Iterator[Span | Malformed]:
+        for item in items:
+            if isinstance(item, Span | Malformed):
+                yield item
+            else:
+                logs.append(item)
+
+    ingester.add(spans())
+    ingester.add_logs(logs)
+
+
+def _spans(
+    path: Path, fmt: str, limit: int, bar: _Bar | None
+) -> Iterator[Span | LogRecord | Malformed]:
     with path.open("rb") as stream:
         head = stream.read(64)
         stream.seek(0)
@@ -64,7 +92,12 @@ def _spans(path: Path, fmt: str, limit: int, bar: _Bar | None) -> Iterator[Span 
     if bar is not None:
         bar.update(len(data))
     try:
-        yield from decode_protobuf(data, path.name)
+        from ._logs import decode_logs_protobuf, is_logs_protobuf
+
+        if is_logs_protobuf(data):
+            yield from decode_logs_protobuf(data, path.name)
+        else:
+            yield from decode_protobuf(data, path.name)
     except ImportError:
         raise EventLogError(
             "reading OTLP protobuf needs the opentelemetry-proto package: "
@@ -100,12 +133,15 @@ def _spans(path: Path, fmt: str, limit: int, bar: _Bar | None) -> Iterator[Span 
 def ingest(
     store: str, files: tuple[str, ...], fmt: str, durability: str, max_line_bytes: int
 ) -> None:
-    """Ingest OpenTelemetry traces from OTLP files: every span is kept (the spans table), and
-    GenAI spans become sessions, prompts, responses, agents, handoffs and tool calls.
+    """Ingest OpenTelemetry traces and logs from OTLP files: every span is kept (the spans
+    table), every log record too (nodes of kind otel.log), and GenAI spans, with the GenAI
+    events their log records carry, become sessions, prompts, responses, agents, handoffs and
+    tool calls.
 
     JSON files are what the OpenTelemetry Collector's file exporter writes: one export request
-    per line, ids in hex. Protobuf files hold one ExportTraceServiceRequest, or the
-    Collector's stream of them, each after its 4-byte big-endian length. Ingesting a file
+    (traces or logs) per line, ids in hex. Protobuf files hold one ExportTraceServiceRequest or
+    ExportLogsServiceRequest, or the Collector's stream of them, each after its 4-byte
+    big-endian length. Ingesting a file
     again adds nothing. Malformed spans are counted and skipped; see docs/ingest.md.
 
     Example: lmg ingest ./my-store traces.jsonl
@@ -123,11 +159,12 @@ def ingest(
         )
         with bar or contextlib.nullcontext():
             for path in paths:
-                ingester.add(_spans(path, fmt, max_line_bytes, bar))
+                _feed(ingester, _spans(path, fmt, max_line_bytes, bar))
         ingester.flush()
         s = ingester.stats
     click.echo(
-        f"{s.received} spans read from {len(paths)} file(s): {s.spans} spans and {s.events} "
+        f"{s.received} spans and {s.logs} log records read from {len(paths)} file(s): "
+        f"{s.spans} spans and {s.events} "
         f"events stored, {s.duplicates} requests already stored, {s.traces} traces"
     )
     if s.malformed or s.partial:

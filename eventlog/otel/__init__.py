@@ -10,7 +10,9 @@ handle = eventlog.otel.instrument(log, "openai")  # then use the openai SDK as u
 handle.shutdown()  # flushes every buffered trace
 ```
 
-`Exporter(log)` is a standard `SpanExporter` for an app that already sets up tracing;
+`Exporter(log)` is a standard `SpanExporter` for an app that already sets up tracing, and
+`LogExporter(exporter)` the `LogRecordExporter` beside it for the GenAI events some
+instrumentations emit through the logs API;
 `instrument(log, ...)` sets one up, turns on content capture and calls the installed
 instrumentors; `session`, `agent` and `tool` trace code no library instruments, with GenAI
 attributes, so it goes through the same mapping. Needs the ``otel`` extra
@@ -22,6 +24,7 @@ from .._ingest import IngestStats
 from .._spans import MAX_ATTRIBUTES, MAX_DEPTH, MAX_LIST_ITEMS, MAX_TEXT_BYTES
 from ._exporter import Exporter, from_readable
 from ._instrument import INSTRUMENTATIONS, Instrumentation, instrument
+from ._logs import LogExporter, from_readable_log
 from ._runs import AgentRun, ToolRun, agent, session, tool
 
 __all__ = [
@@ -34,9 +37,11 @@ __all__ = [
     "Exporter",
     "IngestStats",
     "Instrumentation",
+    "LogExporter",
     "ToolRun",
     "agent",
     "from_readable",
+    "from_readable_log",
     "instrument",
     "session",
     "tool",

@@ -19,12 +19,15 @@ import importlib
 import os
 from typing import Any
 
+from opentelemetry.sdk._logs import LoggerProvider
+from opentelemetry.sdk._logs.export import SimpleLogRecordProcessor
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor
 
 from .. import EventLog, EventLogError
 from ._exporter import Exporter
+from ._logs import LogExporter
 from ._runs import use_provider
 
 __all__ = ["INSTRUMENTATIONS", "Instrumentation", "instrument"]
@@ -59,12 +62,20 @@ _CONTENT_CAPTURE = {
 
 
 class Instrumentation:
-    """What `instrument` set up: the tracer provider, its exporter, the instrumentors."""
+    """What `instrument` set up: the tracer and logger providers, the span exporter, the
+    instrumentors."""
 
-    def __init__(self, provider: TracerProvider, exporter: Exporter, used: list[Any]) -> None:
+    def __init__(
+        self,
+        provider: TracerProvider,
+        exporter: Exporter,
+        used: list[Any],
+        logger_provider: LoggerProvider | None = None,
+    ) -> None:
         self.provider = provider
         self.exporter = exporter
         self.instrumentors = used
+        self.logger_provider = logger_provider
 
     def force_flush(self) -> None:
         """Export every ended span and write every buffered trace now."""
@@ -75,7 +86,9 @@ class Instrumentation:
         """Uninstrument, flush, and stop the provider (the log stays open)."""
         for instrumentor in self.instrumentors:
             instrumentor.uninstrument()
-        self.provider.shutdown()
+        self.provider.shutdown()  # spans first: the log records wait for their traces
+        if self.logger_provider is not None:
+            self.logger_provider.shutdown()
         use_provider(None, self.provider)
 
     def __enter__(self) -> Instrumentation:
@@ -112,7 +125,9 @@ def instrument(
     `log`, with content capture on; `session`, `agent` and `tool` use the same provider.
 
     With `batch` (the default) spans are exported by a background thread, as in production;
-    ``batch=False`` exports each span as it ends. Call `shutdown` (or use it as a context
+    ``batch=False`` exports each span as it ends. Instrumentations that emit GenAI events
+    through the logs API get a logger provider exporting to `LogExporter` (synchronously, so
+    a call's records are buffered before its span ends). Call `shutdown` (or use it as a context
     manager) to flush and stop.
     """
     for key, value in _CONTENT_CAPTURE.items():
@@ -122,9 +137,11 @@ def instrument(
     provider = TracerProvider(resource=Resource.create({"service.name": service_name}))
     processor = BatchSpanProcessor(exporter) if batch else SimpleSpanProcessor(exporter)
     provider.add_span_processor(processor)
+    logger_provider = LoggerProvider(resource=provider.resource)
+    logger_provider.add_log_record_processor(SimpleLogRecordProcessor(LogExporter(exporter)))
     used: list[Any] = []
     for instrumentor in instrumentors:
-        instrumentor.instrument(tracer_provider=provider)
+        instrumentor.instrument(tracer_provider=provider, logger_provider=logger_provider)
         used.append(instrumentor)
     use_provider(provider)
-    return Instrumentation(provider, exporter, used)
+    return Instrumentation(provider, exporter, used, logger_provider)

@@ -1,8 +1,9 @@
 """OTLP files as the Collector's file exporter writes them, for the ingest tests.
 
 `json_line` turns SDK spans into one OTLP JSON export request (ids in hex, 64-bit ints as
-strings, enums as numbers); `proto_stream` turns neutral spans into the Collector's protobuf
-stream (each `ExportTraceServiceRequest` after its 4-byte big-endian length).
+strings, enums as numbers), `json_logs_line` SDK log records; `proto_stream` turns neutral
+spans into the Collector's protobuf stream (each `ExportTraceServiceRequest` after its
+4-byte big-endian length).
 """
 
 from __future__ import annotations
@@ -14,13 +15,15 @@ from typing import Any
 
 from eventlog._spans import Span
 
-__all__ = ["json_line", "proto_stream"]
+__all__ = ["json_line", "json_logs_line", "proto_stream"]
 
 _STATUS = {"unset": 0, "ok": 1, "error": 2}
 _KIND = {"internal": 1, "server": 2, "client": 3, "producer": 4, "consumer": 5}
 
 
 def _value(value: Any) -> dict[str, Any]:
+    if value is None:
+        return {}  # an empty AnyValue, as the OTLP exporters write None
     if isinstance(value, bool):
         return {"boolValue": value}
     if isinstance(value, int):
@@ -76,6 +79,44 @@ def json_line(spans: Sequence[Any]) -> str:
                 "resource": {"attributes": _attributes(resource)},
                 "scopeSpans": [
                     {"scope": {"name": name, "version": version}, "spans": listed}
+                    for (name, version), listed in scopes.items()
+                ],
+            }
+        ]
+    }
+    return json.dumps(request, sort_keys=True)
+
+
+def json_logs_line(records: Sequence[Any]) -> str:
+    """One OTLP JSON logs export request holding SDK `ReadableLogRecord`s."""
+    scopes: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    resource: Mapping[str, Any] = {}
+    for readable in records:
+        resource = readable.resource.attributes
+        scope = readable.instrumentation_scope
+        key = (scope.name, scope.version or "") if scope else ("", "")
+        r = readable.log_record
+        raw: dict[str, Any] = {
+            "timeUnixNano": str(r.timestamp or 0),
+            "observedTimeUnixNano": str(r.observed_timestamp or 0),
+            "attributes": _attributes(r.attributes or {}),
+        }
+        if r.event_name:
+            raw["eventName"] = r.event_name
+        if r.body is not None:
+            raw["body"] = _value(r.body)
+        if r.trace_id:
+            raw["traceId"] = f"{r.trace_id:032x}"
+            raw["spanId"] = f"{r.span_id:016x}"
+        if r.severity_number is not None:
+            raw["severityNumber"] = r.severity_number.value
+        scopes.setdefault(key, []).append(raw)
+    request = {
+        "resourceLogs": [
+            {
+                "resource": {"attributes": _attributes(resource)},
+                "scopeLogs": [
+                    {"scope": {"name": name, "version": version}, "logRecords": listed}
                     for (name, version), listed in scopes.items()
                 ],
             }

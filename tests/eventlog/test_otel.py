@@ -70,6 +70,57 @@ def test_a_multi_agent_run_with_the_runs_shows_agents_handoffs_and_tools(tmp_pat
         assert g.rows("SELECT count(*) FROM spans") == [(5,)]
 
 
+def test_agents_in_traces_of_their_own_hand_off_within_their_session(tmp_path: Path) -> None:
+    """Each agent run is its own trace; the runs share only the conversation id. The
+    handoffs are the session's, not the trace's: triage -> writer -> triage."""
+    with MemoryGraph.open(tmp_path / "s") as g:
+        with otel.instrument(g, batch=False):
+            for name, question in [("triage", "Rust?"), ("writer", "Write it."), ("triage", "Ok?")]:
+                with otel.session("conversation-2"), otel.agent(name, input=question) as run:
+                    run.output = f"{name} answered."
+        assert g.rows("SELECT count(DISTINCT trace_id) FROM spans") == [(3,)]
+        assert g.rows(
+            "SELECT name, responses, handoffs_out, handoffs_in FROM agent_stats ORDER BY name"
+        ) == [("triage", 2, 1, 1), ("writer", 1, 1, 1)]
+        assert g.rows(
+            "SELECT p.content, a.name FROM edges e JOIN responses r ON r.id = e.from_id "
+            "JOIN prompts p ON p.id = r.prompt_id JOIN agents a ON a.id = e.to_id "
+            "WHERE e.edge_type = 'TRANSFERS_TO' ORDER BY e.occurred_at"
+        ) == [("Rust?", "writer"), ("Write it.", "triage")]
+
+
+def test_instrument_reads_the_genai_events_an_instrumentation_emits_as_logs(
+    tmp_path: Path,
+) -> None:
+    """What the older conventions do: the call's messages are log records naming its span,
+    emitted through the logger provider `instrument` hands the instrumentors."""
+    from opentelemetry._logs import LogRecord  # noqa: PLC0415
+    from opentelemetry.util.types import AnyValue  # noqa: PLC0415
+
+    with MemoryGraph.open(tmp_path / "s") as g:
+        with otel.instrument(g) as handle:  # batched spans, as in production
+            assert handle.logger_provider is not None
+            logger = handle.logger_provider.get_logger("an.instrumentation")
+            tracer = handle.provider.get_tracer("an.instrumentation")
+            with tracer.start_as_current_span("chat gpt-4o") as span:
+                span.set_attributes({"gen_ai.system": "openai", "gen_ai.request.model": "gpt-4o"})
+                logger.emit(LogRecord(event_name="gen_ai.user.message", body={"content": "Hi?"}))
+                message: AnyValue = {"content": "Hello."}
+                choice: AnyValue = {"index": 0, "finish_reason": "stop", "message": message}
+                logger.emit(LogRecord(event_name="gen_ai.choice", body=choice))
+        assert g.rows(
+            "SELECT p.content, r.content, r.finish_reason FROM prompts p "
+            "JOIN responses r ON r.prompt_id = p.id"
+        ) == [("Hi?", "Hello.", "stop")]
+        assert g.rows(
+            "SELECT data->>'event_name', data->>'scope' FROM nodes WHERE kind = 'otel.log' "
+            "ORDER BY occurred_at"
+        ) == [
+            ("gen_ai.user.message", "an.instrumentation"),
+            ("gen_ai.choice", "an.instrumentation"),
+        ]
+
+
 def test_the_exporter_adds_nothing_when_the_sdk_exports_a_batch_again(tmp_path: Path) -> None:
     memory = InMemorySpanExporter()
     provider = TracerProvider()

@@ -12,6 +12,7 @@ libraries now write. ``python -m tests.eventlog.test_otel_golden`` records any m
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -26,7 +27,7 @@ from eventlog._spans import Span, decode_json_line
 from projections import MemoryGraph
 from replay.cli import main
 
-from ._otlp import json_line, proto_stream
+from ._otlp import json_line, json_logs_line, proto_stream
 
 GOLDEN = Path(__file__).with_name("golden") / "otel"
 SOURCES = [
@@ -37,7 +38,18 @@ SOURCES = [
     "openllmetry-anthropic",
     "openinference-langchain",
     "runs",
+    "openllmetry-openai-legacy",
+    "openllmetry-openai-events",
 ]
+LEGACY = {  # a source recorded under older packages, installed apart (`write_golden`)
+    "openllmetry-openai-legacy": (
+        "openllmetry-openai",
+        [
+            "opentelemetry-instrumentation-openai==0.38.12",
+            "opentelemetry-semantic-conventions-ai==0.4.3",
+        ],
+    ),
+}
 TURNS = [
     ("What's the weather in Paris?", "", 20, 10, "tool_call"),
     ("sunny", "It is sunny in Paris.", 30, 8, "stop"),
@@ -89,6 +101,29 @@ def test_every_instrumentation_gives_the_same_turns(tmp_path: Path, source: str)
         ) == [("get_weather", "Paris", "success", '"sunny"')]
 
 
+def test_the_legacy_convention_maps_to_prompts_responses_and_tokens(tmp_path: Path) -> None:
+    """OpenLLMetry before the current conventions: ``gen_ai.system``, indexed
+    ``gen_ai.prompt.N.*``/``gen_ai.completion.N.*``, ``gen_ai.usage.prompt_tokens``."""
+    golden = GOLDEN / "openllmetry-openai-legacy.jsonl"
+    assert '"gen_ai.prompt.0.content"' in golden.read_text()
+    lmg_ingest(tmp_path / "s", golden)
+    with MemoryGraph.open(tmp_path / "s") as g:
+        assert g.rows(
+            "SELECT p.content, p.tools_available, p.metadata->>'provider', "
+            "json_array_length(p.metadata->'messages'), r.content, r.prompt_tokens, "
+            "r.completion_tokens, r.finish_reason, r.model, r.metadata->'tool_calls'->0->>'id' "
+            "FROM prompts p JOIN responses r ON r.prompt_id = p.id ORDER BY p.occurred_at"
+        ) == [
+            ("What's the weather in Paris?", ["get_weather"], "OpenAI", 1, "", 20, 10,
+             "tool_call", "gpt-4o-2024-08-06", "call_1"),
+            ("sunny", ["get_weather"], "OpenAI", 3, "It is sunny in Paris.", 30, 8, "stop",
+             "gpt-4o-2024-08-06", None),
+        ]  # fmt: skip
+        assert g.rows(
+            "SELECT tool_name, parameters->>'city', status, result FROM tool_invocations"
+        ) == [("get_weather", "Paris", "success", '"sunny"')]
+
+
 def test_a_protobuf_file_maps_like_its_json(tmp_path: Path) -> None:
     pytest.importorskip("opentelemetry.proto")
     golden = GOLDEN / "openai-v2.jsonl"
@@ -117,6 +152,10 @@ def record(source: str) -> str:
     """The OTLP JSON lines of the conversation under `source`, one span per line."""
     import tempfile  # noqa: PLC0415
 
+    from opentelemetry.sdk._logs.export import (  # noqa: PLC0415
+        InMemoryLogRecordExporter,
+        SimpleLogRecordProcessor,
+    )
     from opentelemetry.sdk.trace.export import SimpleSpanProcessor  # noqa: PLC0415
     from opentelemetry.sdk.trace.export.in_memory_span_exporter import (  # noqa: PLC0415
         InMemorySpanExporter,
@@ -127,10 +166,15 @@ def record(source: str) -> str:
     from tests.eventlog import test_otel_clients as clients  # noqa: PLC0415
 
     memory = InMemorySpanExporter()
+    logs = InMemoryLogRecordExporter()  # type: ignore[no-untyped-call]
     with fake_llm() as url, eventlog.open(tempfile.mkdtemp()) as log:
-        names = () if source == "runs" else (source,)
+        names = () if source in ("runs", EVENTS) else (LEGACY.get(source, (source,))[0],)
         with otel.instrument(log, *names, batch=False) as handle:
             handle.provider.add_span_processor(SimpleSpanProcessor(memory))
+            assert handle.logger_provider is not None
+            handle.logger_provider.add_log_record_processor(SimpleLogRecordProcessor(logs))
+            if source == EVENTS:
+                _events_instrumentation(handle)
             with otel.session("golden"):
                 if source == "runs":
                     _runs()
@@ -140,7 +184,21 @@ def record(source: str) -> str:
                     clients._anthropic(url)
                 else:
                     clients._openai_sync(url, stream=False)
-    return "".join(json_line([s]) + "\n" for s in memory.get_finished_spans())
+    records = "".join(json_logs_line([r]) + "\n" for r in logs.get_finished_logs())
+    return records + "".join(json_line([s]) + "\n" for s in memory.get_finished_spans())
+
+
+EVENTS = "openllmetry-openai-events"
+
+
+def _events_instrumentation(handle: Any) -> None:
+    """OpenLLMetry's OpenAI instrumentation on its events path: the messages go through the
+    logs API as ``gen_ai.*.message``/``gen_ai.choice`` records, not onto the spans."""
+    from opentelemetry.instrumentation.openai import OpenAIInstrumentor  # noqa: PLC0415
+
+    instrumentor = OpenAIInstrumentor(use_attributes=False)
+    instrumentor.instrument(tracer_provider=handle.provider, logger_provider=handle.logger_provider)
+    handle.instrumentors.append(instrumentor)
 
 
 def _runs() -> None:
@@ -162,11 +220,21 @@ def write_golden() -> list[Path]:
         golden = GOLDEN / f"{source}.jsonl"
         if golden.exists():
             continue
+        env = dict(os.environ)
+        if source in LEGACY:
+            packages = Path(subprocess.check_output(["mktemp", "-d"], text=True).strip())
+            subprocess.run(
+                [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target",
+                 str(packages), *LEGACY[source][1]],
+                check=True,
+            )  # fmt: skip
+            env["PYTHONPATH"] = str(packages)
         lines = subprocess.run(
             [sys.executable, "-m", "tests.eventlog.test_otel_golden", "record", source],
             check=True,
-            capture_output=True,
+            stdout=subprocess.PIPE,
             text=True,
+            env=env,
         ).stdout
         golden.write_text(lines)
         store = Path(subprocess.check_output(["mktemp", "-d"], text=True).strip()) / "s"

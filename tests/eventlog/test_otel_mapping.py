@@ -82,6 +82,69 @@ def test_events_do_not_depend_on_order_or_batches_read_from_files(
     assert ingest(_split(order, cuts), on_root=False) == _EXPECTED
 
 
+_FIRST_SEEN = ("session.created", "agent.registered")
+
+
+def live(events: list[Any]) -> list[Any]:
+    """The events as a set: tombstoned handoffs and their tombstones left out (a turn that
+    arrives late retracts the handoff it came between), the rest sorted. A session or agent
+    named by many traces is made by the first to arrive: its time is that trace's."""
+    gone = {e["node_id"] for e in events if e["type"] == "node.deleted"}
+    kept = [e for e in events if e["type"] != "node.deleted" and e.get("id") not in gone]
+    kept = [{**e, "occurred_at": None} if e["type"] in _FIRST_SEEN else e for e in kept]
+    return sorted(kept, key=lambda e: json.dumps(e, sort_keys=True))
+
+
+_SESSION_RNG = random.Random(11)
+_SESSION = [  # one conversation, three traces (turns: triage, writer in each)
+    genai_trace(_SESSION_RNG, 1_760_000_000_000_000_000 + i * 10**12, conversation="c-2")
+    for i in range(3)
+]
+_SESSION_EXPECTED = live(ingest(_SESSION))
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    traces=st.permutations(range(3)),
+    order=st.randoms(use_true_random=False),
+    cuts=st.lists(st.integers(0, 21), max_size=6),
+)
+def test_handoffs_of_a_session_over_many_traces_do_not_depend_on_order_or_batches(
+    traces: list[int], order: random.Random, cuts: list[int]
+) -> None:
+    """Traces of one session arrive in any order, their spans in any order and batches, each
+    root last: the live handoffs are those of the whole session (writer -> triage across
+    traces too), and a retried batch adds nothing."""
+    spans = [s for t in traces for s in _SESSION[t][1:]]
+    order.shuffle(spans)
+    spans += [_SESSION[t][0] for t in traces]
+    assert live(ingest(_split(spans, cuts))) == _SESSION_EXPECTED
+    handoffs = [e for e in _SESSION_EXPECTED if e["type"] == "agent.handoff"]
+    assert len(handoffs) == 5  # triage -> writer in each trace, writer -> triage between
+
+
+def test_a_session_continued_in_a_later_ingest_hands_off_from_its_stored_turns(
+    tmp_path: Path,
+) -> None:
+    """Each run of `lmg ingest` is a fresh ingester: the session's earlier turns are read
+    from the log. The later trace first, then the earlier one: the handoff the first run
+    made between them is retracted."""
+    first, second, third = _SESSION
+    with MemoryGraph.open(tmp_path / "s") as g:
+        for trace in (first, third, second):
+            Ingester(g).add(trace)
+        rows = g.rows(
+            "SELECT from_agent_id = (SELECT id FROM agents WHERE name = 'writer') "
+            "FROM handoffs WHERE deleted_ts IS NULL"
+        )
+        assert sorted(rows) == [(False,)] * 3 + [(True,)] * 2
+        assert g.rows("SELECT name, handoffs_out, handoffs_in FROM agent_stats ORDER BY name") == [
+            ("triage", 3, 2),
+            ("writer", 2, 3),
+        ]
+        assert g.rows("SELECT count(*) FROM handoffs WHERE deleted_ts IS NOT NULL") == [(1,)]
+
+
 def test_a_trace_maps_to_sessions_prompts_responses_tools_agents_and_a_handoff(
     tmp_path: Path,
 ) -> None:

@@ -272,3 +272,47 @@ def test_sigterm_maps_traces_still_waiting_for_their_root(tmp_path: Path, store:
     assert not any(isinstance(e, ev.PromptAdded) for e in _stored(store))
     assert service.stop() == 0
     assert sum(isinstance(e, ev.PromptAdded) for e in _stored(store)) == 2
+
+
+def test_log_records_sent_apart_reach_their_turns_and_are_kept(tmp_path: Path, store: Path) -> None:
+    """OpenLLMetry's events path, as a Collector forwards it: the calls' messages are log
+    records on /v1/logs, some before the trace, the rest after its root (within
+    `otlp_log_wait_s`); a retry adds nothing; a malformed record is a partial success."""
+    pytest.importorskip("opentelemetry.proto")
+    from eventlog._logs import is_logs_json  # noqa: PLC0415
+    from tests.eventlog.test_otel_golden import GOLDEN, TURNS  # noqa: PLC0415
+
+    lines = (GOLDEN / "openllmetry-openai-events.jsonl").read_bytes().splitlines()
+    logs = [json.loads(x) for x in lines if is_logs_json(x)]
+    traces = [json.loads(x) for x in lines if not is_logs_json(x)]
+    service = Service(tmp_path, [str(store), "--limit", "otlp_log_wait_s=1"])
+    try:
+        for batch, route in [(logs[:2], "logs"), (traces, "traces"), (logs[2:], "logs")] * 2:
+            for body in batch:
+                answer = service.http.post(f"/v1/stores/default/otlp/v1/{route}", json=body)
+                assert (answer.status_code, answer.json()) == (200, {})
+        query = "SELECT p.content, r.content, r.prompt_tokens, r.completion_tokens, "
+        query += "r.finish_reason FROM prompts p JOIN responses r ON r.prompt_id = p.id "
+        deadline = time.monotonic() + WAIT_S
+        while len(_sql(service, query)) < 2:
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        assert _sql(service, query + "ORDER BY p.occurred_at") == [list(t) for t in TURNS]
+        assert _sql(service, "SELECT count(*) FROM nodes WHERE kind = 'otel.log'") == [[6]]
+        bad = {"resourceLogs": [{"scopeLogs": [{"logRecords": [{"traceId": "zz"}]}]}]}
+        answer = service.http.post("/v1/logs", json=bad)
+        assert answer.json()["partialSuccess"]["rejectedLogRecords"] == "1"
+        from opentelemetry.proto.collector.logs.v1 import logs_service_pb2 as pb  # noqa: PLC0415
+
+        request = pb.ExportLogsServiceRequest()
+        records = request.resource_logs.add().scope_logs.add().log_records
+        records.add(trace_id=b"\x01\x02\x03", event_name="short id")
+        records.add(event_name="app.started", time_unix_nano=1)
+        headers = {"Content-Type": "application/x-protobuf", "Content-Encoding": "gzip"}
+        body = gzip.compress(request.SerializeToString())
+        answer = service.http.post("/v1/logs", content=body, headers=headers)
+        reply = pb.ExportLogsServiceResponse.FromString(answer.content)
+        assert (answer.status_code, reply.partial_success.rejected_log_records) == (200, 1)
+        assert _sql(service, "SELECT count(*) FROM nodes WHERE kind = 'otel.log'") == [[7]]
+    finally:
+        assert service.stop() == 0

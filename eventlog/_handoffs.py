@@ -1,0 +1,154 @@
+"""Handoffs across a whole session, whatever trace each of its turns came in.
+
+A handoff is a change of agent between two consecutive turns of one session (ordered by the
+turn's start, then its prompt id). Agents often run as traces of their own that share only a
+conversation id, and traces arrive in any order, so the handoffs cannot be read off one
+trace: `Handoffs` keeps each session's timeline of agent turns (prompt, response, agent),
+learnt from the events `map_trace` made, and after every write says what changed:
+
+- a pair of turns that became consecutive with different agents gets an ``agent.handoff``
+  (keyed ``otel:handoff:<from prompt>:<to prompt>``, its id derived from the pair);
+- a pair that stopped being consecutive, because a turn that started between them arrived
+  late, has its handoff tombstoned (``node.deleted``, keyed ``...:retracted``).
+
+Turns are never removed, so a pair stops being consecutive at most once: the live handoffs of
+a session are those of its complete timeline, whatever the arrival order or batch split, and a
+retried batch changes no timeline and adds nothing. A session this ingester has not seen that
+the log already holds (an earlier `lmg ingest`, another process) is read from the log once:
+one pass over the log for all such sessions of a write.
+"""
+
+from __future__ import annotations
+
+import itertools
+import uuid
+from collections import OrderedDict
+from collections.abc import Iterable, Sequence
+from typing import NamedTuple
+
+from . import events as ev
+from ._genai import Unit, _timed_id
+from ._reader import Cursor
+from ._store import Store
+
+__all__ = ["Handoffs"]
+
+
+class _Turn(NamedTuple):
+    start_ns: int
+    prompt_id: uuid.UUID
+    response_id: uuid.UUID
+    agent_id: uuid.UUID
+    agent_name: str | None
+
+
+_Pair = tuple[_Turn, _Turn]
+
+
+def _turns(events: Iterable[ev.EventBase]) -> dict[uuid.UUID, list[_Turn]]:
+    """The agent turns among `events`, by session: a prompt with its assignment and response."""
+    prompts: dict[uuid.UUID, ev.PromptAdded] = {}
+    agents: dict[uuid.UUID, ev.AgentAssigned] = {}
+    responses: dict[uuid.UUID, uuid.UUID] = {}
+    for e in events:
+        if isinstance(e, ev.SpanRecorded):  # most events an ingest writes
+            continue
+        if isinstance(e, ev.PromptAdded):
+            prompts[e.id] = e
+        elif isinstance(e, ev.AgentAssigned):
+            agents[e.prompt_id] = e
+        elif isinstance(e, ev.ResponseAdded):
+            responses[e.prompt_id] = e.id
+    out: dict[uuid.UUID, list[_Turn]] = {}
+    for pid, prompt in prompts.items():
+        assigned, response = agents.get(pid), responses.get(pid)
+        if assigned is not None and response is not None and prompt.session_id is not None:
+            turn = _Turn(prompt.occurred_at or 0, pid, response, assigned.agent_id, assigned.actor)
+            out.setdefault(prompt.session_id, []).append(turn)
+    return out
+
+
+def _pairs(timeline: Sequence[_Turn]) -> dict[tuple[uuid.UUID, uuid.UUID], _Pair]:
+    """The consecutive turns of a timeline whose agents differ: its handoffs."""
+    return {
+        (a.prompt_id, b.prompt_id): (a, b)
+        for a, b in itertools.pairwise(timeline)
+        if a.agent_id != b.agent_id
+    }
+
+
+def _handoff(pair: _Pair) -> tuple[str, uuid.UUID]:
+    a, b = pair
+    key = f"otel:handoff:{a.prompt_id}:{b.prompt_id}"
+    return key, _timed_id(b.start_ns, key)
+
+
+class Handoffs:
+    """Session timelines of agent turns (the last `remembered` sessions), and the handoff
+    units each write adds or retracts. Not thread-safe: the `Ingester` guards it."""
+
+    def __init__(self, store: Store, *, remembered: int = 10_000) -> None:
+        self._store = store
+        self._remembered = remembered
+        self._sessions: OrderedDict[uuid.UUID, list[_Turn]] = OrderedDict()
+
+    def after(self, units: Sequence[Unit]) -> list[Unit]:
+        """The handoff and retraction units that the turns among `units` make."""
+        found = _turns(e for u in units for e in u.events)
+        self._load([s for s in found if s not in self._sessions])
+        out: list[Unit] = []
+        for session, turns in found.items():
+            timeline = self._sessions[session]
+            self._sessions.move_to_end(session)
+            before = _pairs(timeline)
+            known = {t.prompt_id for t in timeline}
+            timeline.extend(t for t in turns if t.prompt_id not in known)
+            timeline.sort(key=lambda t: (t.start_ns, t.prompt_id))
+            after = _pairs(timeline)
+            out += [_added(p) for k, p in after.items() if k not in before]
+            out += [_retracted(p) for k, p in before.items() if k not in after]
+        while len(self._sessions) > self._remembered:
+            self._sessions.popitem(last=False)
+        return out
+
+    def _load(self, sessions: list[uuid.UUID]) -> None:
+        """Timelines of `sessions` from the log: empty for a session it does not hold yet
+        (an id lookup), else read in one pass over the log."""
+        for s in sessions:
+            self._sessions[s] = []
+        held = {s for s in sessions if self._store.last_lsn(s.int) is not None}
+        if not held:
+            return
+        cursor = Cursor(self._store, start=0)
+        try:
+            wanted = (
+                r.event
+                for r in cursor.records()
+                if isinstance(r.event, ev.PromptAdded | ev.AgentAssigned | ev.ResponseAdded)
+                and r.event.session_id in held
+            )
+            for session, turns in _turns(wanted).items():
+                self._sessions[session] = sorted(turns, key=lambda t: (t.start_ns, t.prompt_id))
+        finally:
+            cursor.close()
+
+
+def _added(pair: _Pair) -> Unit:
+    a, b = pair
+    key, handoff_id = _handoff(pair)
+    handoff = ev.AgentHandoff(
+        id=handoff_id,
+        response_id=a.response_id,
+        to_agent_id=b.agent_id,
+        from_agent_id=a.agent_id,
+        occurred_at=b.start_ns,
+        actor=a.agent_name,
+    )
+    return Unit(key, [handoff])
+
+
+def _retracted(pair: _Pair) -> Unit:
+    key, handoff_id = _handoff(pair)
+    reason = "a turn of the session that started between the two arrived later"
+    deleted = ev.NodeDeleted(node_id=handoff_id, reason=reason, occurred_at=pair[1].start_ns)
+    return Unit(f"{key}:retracted", [deleted])
