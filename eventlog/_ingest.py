@@ -202,8 +202,7 @@ class Ingester:
     def forget(self) -> None:
         """Drop the spans of the traces already written (kept to map a late span with its
         trace), and the log records of written traces: after an erasure they may hold erased
-        text. A late span is then mapped with
-        only the spans that come with it."""
+        text. A late span is then mapped with only the spans that come with it."""
         with self._lock:
             self._done.clear()
             self._logs = {t: r for t, r in self._logs.items() if t in self._pending}
