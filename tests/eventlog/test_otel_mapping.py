@@ -383,7 +383,12 @@ def test_an_otlp_request_is_stored_in_one_group_commit(
     children of a trace still waiting for its root costs one write and one fsync."""
     commits: list[int] = []
     commit = log._store.commit
-    monkeypatch.setattr(log._store, "commit", lambda rs: commits.append(len(rs)) or commit(rs))
+
+    def counted(requests: list[Any]) -> Any:
+        commits.append(len(requests))
+        return commit(requests)
+
+    monkeypatch.setattr(log._store, "commit", counted)
     waiting = genai_trace(random.Random(9), conversation="c-3")[1:]  # no root yet
     ingester = Ingester(log, record_first=True)
     ingester.add([*_TRACE, *waiting])
