@@ -165,9 +165,10 @@ def _digest_of_types(types: tuple[type[ev.EventBase], ...]) -> int:
 
 
 def _types_digest(events: Sequence[ev.EventBase]) -> int:
-    """What a keyed request was: its event count and a digest of its types (a few shapes
-    of request recur, such as an ingested span's, so each shape is digested once)."""
-    return _digest_of_types(tuple(map(type, events)))
+    """What a keyed request was: its event count and a digest of its types (a few short
+    shapes of request recur, such as an ingested span's, so each is digested once)."""
+    types = tuple(map(type, events))
+    return _digest_of_types(types) if len(types) <= 8 else _digest_of_types.__wrapped__(types)
 
 
 class Store:
