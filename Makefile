@@ -3,7 +3,7 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test test-fast lint bench clean
+.PHONY: demo test test-fast lint bench bench-phoenix clean
 
 $(BIN)/activate:
 	$(PY) -m venv $(VENV)
@@ -31,5 +31,13 @@ test-fast: $(VENV)/.installed  ## the quick loop: lint, type-check, every test b
 bench: $(VENV)/.installed  ## the benchmarks of docs/benchmarks.md (several minutes)
 	$(BIN)/python -m tests.benchmarks.run
 
+.venv-phoenix/.installed:  ## Arize Phoenix in its own venv: it pins its own versions of our dependencies
+	$(PY) -m venv .venv-phoenix
+	.venv-phoenix/bin/pip install -q arize-phoenix
+	touch $@
+
+bench-phoenix: $(VENV)/.installed .venv-phoenix/.installed  ## OTLP ingest beside Arize Phoenix, reads while ingesting (not in make test)
+	$(BIN)/python -m tests.benchmarks.otlp_phoenix --phoenix .venv-phoenix/bin/phoenix
+
 clean:
-	rm -rf $(VENV) lmg-data lmg-data-fix* .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .venv-phoenix lmg-data lmg-data-fix* .pytest_cache .mypy_cache .ruff_cache

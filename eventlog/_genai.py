@@ -16,6 +16,7 @@ the current OTel GenAI conventions first, then OpenInference, then OpenLLMetry's
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import re
 import uuid
@@ -73,8 +74,10 @@ def _timed_id(start_ns: int, name: str) -> uuid.UUID:
 _LOW62 = (1 << 62) - 1
 
 
+@functools.lru_cache(maxsize=4096)
 def _named_id(name: str) -> uuid.UUID:
-    """A UUIDv8 hashing `name`, for what has no time of its own (a conversation, an agent)."""
+    """A UUIDv8 hashing `name`, for what has no time of its own (a conversation, an agent):
+    the same few names recur in every trace, so they are remembered."""
     value = _digest(name)
     value = value & ~(0xF << 76) | 0x8 << 76
     return uuid_from_int(value & ~(0b11 << 62) | 0b10 << 62)
@@ -724,6 +727,20 @@ def _turn(
     ]
 
 
+_USAGE_MAIN = frozenset(
+    {
+        "gen_ai.usage.input_tokens",
+        "gen_ai.usage.output_tokens",
+        "gen_ai.usage.prompt_tokens",
+        "gen_ai.usage.completion_tokens",
+        "llm.token_count.prompt",
+        "llm.token_count.completion",
+        "llm.token_count.total",
+    }
+)
+"""Token counts that are `TokenUsage`'s own fields; the others go to the metadata."""
+
+
 def _response(  # noqa: PLR0917 (one call site, every argument named there)
     span: Span,
     prompt_id: uuid.UUID,
@@ -760,19 +777,14 @@ def _response(  # noqa: PLR0917 (one call site, every argument named there)
         )
         or 0,
     )
-    details = {
-        k.removeprefix("gen_ai.usage."): v
-        for k, v in a.items()
-        if k.startswith("gen_ai.usage.")
-        and k.removeprefix("gen_ai.usage.")
-        not in ("input_tokens", "output_tokens", "prompt_tokens", "completion_tokens")
-    } | {
-        k.removeprefix("llm.token_count."): v
-        for k, v in a.items()
-        if k.startswith("llm.token_count.")
-        and k
-        not in ("llm.token_count.prompt", "llm.token_count.completion", "llm.token_count.total")
-    }
+    details: dict[str, Any] = {}
+    late: dict[str, Any] = {}  # OpenInference's counts win over GenAI's of the same name
+    for k, v in a.items():
+        if k.startswith("gen_ai.usage.") and k not in _USAGE_MAIN:
+            details[k[13:]] = v
+        elif k.startswith("llm.token_count.") and k not in _USAGE_MAIN:
+            late[k[16:]] = v
+    details |= late
     meta: dict[str, Any] = {"trace_id": span.trace_id, "span_id": span.span_id}
     if details:
         meta["usage"] = details

@@ -157,11 +157,11 @@ class Ingester:
                 if self._pending_spans > self._max_pending:  # bound memory mid-file too
                     self._write([*ready, *self._overdue()])
                     ready = []
-            ready += self._overdue()
-            self._write(ready)
-            if self._record_first:
+            units = self._take([*ready, *self._overdue()])
+            if self._record_first:  # in the same group commit: one fsync per call
                 waiting = [s for s in added if s.trace_id in self._pending]
-                self._commit([Unit(f"{u.key}:received", u.events) for u in spans_only(waiting)])
+                units += [Unit(f"{u.key}:received", u.events) for u in spans_only(waiting)]
+            self._append(units)
 
     def add_logs(self, items: Iterable[LogRecord | Malformed]) -> None:
         """Buffer log records with the trace they name, to be mapped with its spans and kept
@@ -225,6 +225,10 @@ class Ingester:
         return overdue
 
     def _write(self, traces: list[str]) -> None:
+        self._append(self._take(traces))
+
+    def _take(self, traces: list[str]) -> list[Unit]:
+        """The units of `traces`, mapped and moved from pending to done."""
         units: list[Unit] = []
         for trace in dict.fromkeys(traces):
             entry = self._pending.pop(trace, None)
@@ -240,7 +244,9 @@ class Ingester:
             self._done.move_to_end(trace)
             while len(self._done) > self._remembered:
                 self._logs.pop(self._done.popitem(last=False)[0], None)
-        units += self._handoffs.after(units)
+        return units + self._handoffs.after(units)
+
+    def _append(self, units: list[Unit]) -> None:
         for start in range(0, len(units), _GROUP):
             self._commit(units[start : start + _GROUP])
 
@@ -260,11 +266,14 @@ class Ingester:
         (an agent or a session named by every trace costs one request, not one per trace)."""
         requests, kept = [], []
         retry: list[Unit] = []
+        sent: set[str] = set()
         for unit in units:
-            if unit.key in self._stored:
-                self._stored.move_to_end(unit.key)
+            if unit.key in self._stored or unit.key in sent:  # sent: the agent of every trace
+                if unit.key in self._stored:
+                    self._stored.move_to_end(unit.key)
                 self.stats.duplicates += 1
                 continue
+            sent.add(unit.key)
             try:
                 requests.append(_request(unit))
                 kept.append(unit)

@@ -62,8 +62,9 @@ class SpanEvent(msgspec.Struct, frozen=True, gc=False):
     attributes: dict[str, Any] = {}
 
 
-class Span(msgspec.Struct, frozen=True, kw_only=True):
-    """One span, decoded and bounded. Ids are lower-case hex (32 and 16 digits)."""
+class Span(msgspec.Struct, frozen=True, kw_only=True, gc=False):
+    """One span, decoded and bounded. Ids are lower-case hex (32 and 16 digits). Untracked by
+    the garbage collector (it holds plain values, never a cycle): an ingester keeps many."""
 
     trace_id: str
     span_id: str
@@ -131,6 +132,8 @@ def bound(value: Any, depth: int = 0) -> Any:
         return bound(int(value), depth)
     if isinstance(value, float):
         return bound(float(value), depth)
+    if depth < MAX_DEPTH and (cls is list or cls is tuple):  # before the ABC checks below
+        return [bound(v, depth + 1) for v in value[:MAX_LIST_ITEMS]]
     if isinstance(value, bytes | bytearray | memoryview):
         return bound_text(base64.b64encode(bytes(value)).decode())
     if depth >= MAX_DEPTH:
@@ -250,9 +253,12 @@ def _attributes(pairs: list[_KeyValue]) -> dict[str, Any]:
     return bound_attributes({kv.key: _any_value(kv.value) for kv in pairs})
 
 
+_HEX_DIGITS = frozenset("0123456789abcdef")
+
+
 def _hex(value: str, digits: int, what: str) -> str:
     text = value.lower()
-    if len(text) != digits or any(c not in "0123456789abcdef" for c in text):
+    if len(text) != digits or not _HEX_DIGITS.issuperset(text):
         raise ValueError(f"{what} {value!r} is not {digits} hex digits")
     if text == "0" * digits:
         raise ValueError(f"{what} is all zeros")
@@ -319,6 +325,8 @@ def decode_json_line(line: bytes | str, where: str = "line") -> Iterator[Span | 
 
 def _proto_value(value: Any) -> Any:
     which = value.WhichOneof("value")
+    if which == "string_value":  # nearly every attribute: no getattr by name
+        return value.string_value
     if which is None:
         return None
     found = getattr(value, which)
@@ -330,29 +338,32 @@ def _proto_value(value: Any) -> Any:
 
 
 def _proto_attributes(pairs: Any) -> dict[str, Any]:
-    return bound_attributes({kv.key: _proto_value(kv.value) for kv in pairs})
+    return bound_attributes({kv.key: _proto_value(kv.value) for kv in pairs}) if pairs else {}
 
 
 def _from_proto(raw: Any, resource: dict[str, Any], scope: str | None) -> Span:
-    as_json = _JsonSpan(
-        trace_id=raw.trace_id.hex(),
-        span_id=raw.span_id.hex(),
-        parent_span_id=raw.parent_span_id.hex(),
-        flags=raw.flags,
-        name=raw.name,
-        kind=raw.kind,
-        start_time_unix_nano=raw.start_time_unix_nano,
-        end_time_unix_nano=raw.end_time_unix_nano,
-        status=_Status(raw.status.code, raw.status.message or None),
-    )
-    span = _from_json(as_json, resource, scope)
-    return msgspec.structs.replace(
-        span,
+    """As `_from_json`, read straight from the protobuf message (ids are bytes here)."""
+    parent = raw.parent_span_id
+    status = raw.status
+    kind = _enum(raw.kind, _KINDS, "span_kind_")
+    return Span(
+        trace_id=_hex(raw.trace_id.hex(), 32, "traceId"),
+        span_id=_hex(raw.span_id.hex(), 16, "spanId"),
+        parent_span_id=_hex(parent.hex(), 16, "parentSpanId") if parent else None,
+        parent_is_remote=raw.flags & (_REMOTE_KNOWN | _REMOTE) == _REMOTE_KNOWN | _REMOTE,
+        name=bound_text(raw.name),
+        kind="internal" if kind == "unspecified" else kind,
+        start_ns=raw.start_time_unix_nano,
+        end_ns=raw.end_time_unix_nano,
+        status=_enum(status.code, _STATUSES, "status_code_"),
+        status_message=bound_text(status.message) if status.message else None,
         attributes=_proto_attributes(raw.attributes),
         events=[
             SpanEvent(bound_text(e.name), e.time_unix_nano, _proto_attributes(e.attributes))
             for e in raw.events[:MAX_LIST_ITEMS]
         ],
+        resource=resource,
+        scope=scope,
     )
 
 

@@ -25,6 +25,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
+import functools
 import hashlib
 import itertools
 import json
@@ -157,12 +158,17 @@ def key_digest(key: str) -> int:
     return int.from_bytes(hashlib.blake2b(key.encode(), digest_size=16).digest())
 
 
+@functools.lru_cache(maxsize=1024)
+def _digest_of_types(types: tuple[type[ev.EventBase], ...]) -> int:
+    tags = ",".join(map(ev.tag_of, types))
+    return len(types) << 64 | int.from_bytes(hashlib.blake2b(tags.encode(), digest_size=8).digest())
+
+
 def _types_digest(events: Sequence[ev.EventBase]) -> int:
-    """What a keyed request was: its event count and a digest of its types."""
-    tags = ",".join(map(ev.tag_of, events))
-    return len(events) << 64 | int.from_bytes(
-        hashlib.blake2b(tags.encode(), digest_size=8).digest()
-    )
+    """What a keyed request was: its event count and a digest of its types (a few short
+    shapes of request recur, such as an ingested span's, so each is digested once)."""
+    types = tuple(map(type, events))
+    return _digest_of_types(types) if len(types) <= 8 else _digest_of_types.__wrapped__(types)
 
 
 class Store:
@@ -725,7 +731,8 @@ class Store:
             )
         if request.key is not None:
             digest = _types_digest(request.events)
-            known = resolver.get(key_digest(request.key))
+            key = key_digest(request.key)
+            known = resolver.get(key)
             if known is not None:
                 if known.aux != digest:
                     raise IdempotencyKeyReused(
@@ -739,7 +746,7 @@ class Store:
         if request.expect_store_lsn is not None and request.expect_store_lsn != first_lsn - 1:
             raise AppendConflict("the store", request.expect_store_lsn, first_lsn - 1)
         if request.key is not None:
-            resolver.put(key_digest(request.key), Entry(KIND_KEY, 0, first_lsn, digest))
+            resolver.put(key, Entry(KIND_KEY, 0, first_lsn, digest))
         if request.keep_ts:
             _keep_times(request.events, last_ts, now)
         for i, event in enumerate(request.events):

@@ -8,6 +8,7 @@ from typing import Any
 
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
+from opentelemetry.trace import SpanKind, StatusCode
 
 from .. import EventLog, EventLogError
 from .._ingest import Ingester, IngestStats
@@ -18,6 +19,8 @@ __all__ = ["Exporter", "from_readable"]
 _LOG = logging.getLogger("eventlog.otel")
 
 
+_KINDS = {kind: kind.name.lower() for kind in SpanKind}  # an enum's .name costs a lookup
+_STATUSES = {code: code.name.lower() for code in StatusCode}
 _RESOURCE: list[Any] = [None, {}]  # the last resource seen and its bounded attributes
 
 
@@ -36,17 +39,18 @@ def from_readable(span: ReadableSpan) -> Span | Malformed:
         return Malformed(span.name, "the span has no context")
     parent = span.parent
     scope = span.instrumentation_scope
+    status = span.status
     return Span(
         trace_id=f"{context.trace_id:032x}",
         span_id=f"{context.span_id:016x}",
         parent_span_id=None if parent is None else f"{parent.span_id:016x}",
         parent_is_remote=parent is not None and parent.is_remote,
         name=bound_text(span.name),
-        kind=span.kind.name.lower(),
+        kind=_KINDS[span.kind],
         start_ns=span.start_time or 0,
         end_ns=span.end_time or span.start_time or 0,
-        status=span.status.status_code.name.lower(),
-        status_message=bound_text(span.status.description) if span.status.description else None,
+        status=_STATUSES[status.status_code],
+        status_message=bound_text(status.description) if status.description else None,
         attributes=bound_attributes(span.attributes or {}),
         events=[
             SpanEvent(bound_text(e.name), e.timestamp, bound_attributes(e.attributes or {}))

@@ -16,6 +16,7 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +28,7 @@ from ._data import ENCODER
 from ._harness import timer
 from ._sides import _prompts, _sessions, _Texts, sqlite_open
 
-__all__ = ["HttpAgents", "LogAgentsTimed", "Service", "SqliteTimed", "read_latency"]
+__all__ = ["HttpAgents", "Ingest", "LogAgentsTimed", "Service", "SqliteTimed", "read_latency"]
 
 LMG = Path(sys.executable).with_name("lmg")
 AGENTS = 64
@@ -158,10 +159,17 @@ class SqliteTimed:
         return latencies(self.seconds)
 
 
-def read_latency(base: Path, seconds: float, appenders: int = 16) -> dict[str, float]:
+Ingest = Callable[[str, asyncio.Event], Coroutine[Any, Any, int]]
+"""Posts to the service at this URL until the event is set; returns the spans it sent."""
+
+
+def read_latency(
+    base: Path, seconds: float, appenders: int = 16, ingest: Ingest | None = None
+) -> dict[str, float]:
     """p50/p95 of `agent_stats` and a 10-turn `context_window` through the client: first on
     an idle service, then while `appenders` tasks append prompts and responses without pause
-    (one reader, one request at a time); and the append rate meanwhile."""
+    (one reader, one request at a time); and the append rate meanwhile. With `ingest`, the
+    second phase runs while it posts OTLP traces instead (``ingesting``, and its span rate)."""
     store = base / "reads"
     sessions = _seeded(store)
     with eventlog.open(store) as log:  # agents, and turns for the context windows
@@ -173,23 +181,25 @@ def read_latency(base: Path, seconds: float, appenders: int = 16) -> dict[str, f
                 log.add_response(prompt, f"answer {i}", eventlog.TokenUsage(3, 5))
     service = Service(store)
     try:
-        return asyncio.run(_reads(service.url, sessions, seconds, appenders))
+        return asyncio.run(_reads(service.url, sessions, seconds, appenders, ingest))
     finally:
         service.stop()
 
 
 async def _reads(
-    url: str, sessions: list[uuid.UUID], seconds: float, appenders: int
+    url: str, sessions: list[uuid.UUID], seconds: float, appenders: int, ingest: Ingest | None
 ) -> dict[str, float]:
     out: dict[str, float] = {}
+    busy = "appending" if ingest is None else "ingesting"
     async with await AsyncMemoryGraph.connect(url) as g:
-        for phase in ("idle", "appending"):
+        for phase in ("idle", busy):
             stop = asyncio.Event()
             appended = [0]
             writers = [
                 asyncio.create_task(_append(g, sessions[k], stop, appended))
                 for k in range(appenders if phase == "appending" else 0)
             ]
+            posting = asyncio.create_task(ingest(url, stop)) if ingest and phase == busy else None
             stats, windows = await _reader(g, sessions, seconds)
             stop.set()
             await asyncio.gather(*writers)
@@ -198,6 +208,8 @@ async def _reads(
                 out[f"{phase} {name} p95_ms"] = percentile(values, 0.95) * 1e3
             if phase == "appending":
                 out["appends_per_s"] = appended[0] / seconds
+            if posting is not None:
+                out["spans_per_s"] = await posting / seconds
     return out
 
 

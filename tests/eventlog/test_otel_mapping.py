@@ -22,7 +22,14 @@ from hypothesis import strategies as st
 import eventlog
 from eventlog import events as ev
 from eventlog._ingest import Ingester
-from eventlog._spans import MAX_DEPTH, MAX_TEXT_BYTES, Malformed, Span, decode_json_line
+from eventlog._spans import (
+    MAX_DEPTH,
+    MAX_TEXT_BYTES,
+    Malformed,
+    Span,
+    decode_json_line,
+    decode_protobuf,
+)
 from projections import MemoryGraph
 
 from ._traces import genai_trace
@@ -419,3 +426,35 @@ def test_a_late_span_is_mapped_with_its_written_trace_as_context(tmp_path: Path)
         ingester.add([late])
         assert [type(e).__name__ for _, e in g.read(before)] == ["SpanRecorded"]
         assert g.rows("SELECT count(*) FROM spans") == [(7,)]
+
+
+def test_protobuf_and_json_requests_decode_to_the_same_spans() -> None:
+    """The protobuf decoder builds spans straight from the message (no JSON detour): the
+    same requests give the same spans, attributes, events, ids and times."""
+    pytest.importorskip("opentelemetry.proto")
+    from ._otlp import proto_stream  # noqa: PLC0415 (needs opentelemetry.proto)
+
+    spans = [*_TRACE, *genai_trace(random.Random(8), conversation="c-2")]
+    decoded = list(decode_protobuf(proto_stream([spans]), "file"))
+    as_json = msgspec.json.encode  # tuples in the test's spans are lists once decoded
+    assert msgspec.json.decode(as_json(decoded)) == msgspec.json.decode(as_json(spans))
+
+
+def test_an_otlp_request_is_stored_in_one_group_commit(
+    log: eventlog.EventLog, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With ``record_first`` (the service's route), a request holding a whole trace and the
+    children of a trace still waiting for its root costs one write and one fsync."""
+    commits: list[int] = []
+    commit = log._store.commit
+
+    def counted(requests: list[Any]) -> Any:
+        commits.append(len(requests))
+        return commit(requests)
+
+    monkeypatch.setattr(log._store, "commit", counted)
+    waiting = genai_trace(random.Random(9), conversation="c-3")[1:]  # no root yet
+    ingester = Ingester(log, record_first=True)
+    ingester.add([*_TRACE, *waiting])
+    assert len(commits) == 1
+    assert ingester.stats.spans == len(_TRACE) + len(waiting)
