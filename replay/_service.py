@@ -127,7 +127,7 @@ def app(stores: dict[str, Path], auth: Auth | None = None, limits: Limits | None
     }
     starlette = Starlette(routes=routes, exception_handlers=handlers, lifespan=lifespan)
     starlette.state.service = service
-    return _http.access_log(starlette, lambda: starlette.routes, service.metrics), service
+    return _http.access_log(starlette, service.metrics), service
 
 
 class _Server(uvicorn.Server):
