@@ -416,9 +416,10 @@ def access_log(app: ASGIApp, metrics: Metrics) -> ASGIApp:
     pending: list[bytes] = []
 
     def write() -> None:
-        sys.stderr.write(b"".join(pending).decode())
+        lines = b"".join(pending).decode()
+        pending.clear()  # first: a failed write must not stop the next turn's
+        sys.stderr.write(lines)
         sys.stderr.flush()
-        pending.clear()
 
     async def middleware(scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
