@@ -120,7 +120,7 @@ __all__ = [
     "verify",
 ]
 
-if TYPE_CHECKING:  # loaded on first use (below): the lifecycle, and the client (httpx)
+if TYPE_CHECKING:  # loaded on first use (below): the lifecycle, and the client (httpx2)
     from ._backup import BackupInfo, BackupRun, backup, backup_info, restore
     from ._client import AsyncRemoteLog, RemoteLog, connect, connect_async
     from ._copy import Origin, copy_prefix, origin

@@ -8,7 +8,7 @@ from out of the records the service stored (``Prefer: return=representation``). 
 returns what it returns embedded, and an error comes back as the class it is embedded: the
 service answers each with a stable code (`_wire.ERRORS`), raised here again with its fields.
 
-httpx (the ``serve`` extra) is imported with this module, on first use of `eventlog.connect`,
+httpx2 (the ``serve`` extra) is imported with this module, on first use of `eventlog.connect`,
 never by ``import eventlog``.
 """
 
@@ -23,7 +23,7 @@ from types import TracebackType
 from typing import Any, Self
 from urllib.parse import quote
 
-import httpx
+import httpx2
 import msgspec
 
 from . import events as ev
@@ -39,7 +39,7 @@ __all__ = ["LIMITS", "AsyncRemoteLog", "Http", "RemoteLog", "connect", "connect_
 
 _JSON = msgspec.json.Encoder()
 
-LIMITS = httpx.Limits(max_connections=256, max_keepalive_connections=64, keepalive_expiry=2.0)
+LIMITS = httpx2.Limits(max_connections=256, max_keepalive_connections=64, keepalive_expiry=2.0)
 """Connections kept open between requests are let go after 2 s idle, before the service's
 5 s (uvicorn's ``timeout_keep_alive``): a connection the service closes just as a request
 is sent on it would fail that request with no answer (an unknown outcome for an append)."""
@@ -92,7 +92,7 @@ class Http:
         self.headers = {"Authorization": f"Bearer {token}"} if token else {}
         self.errors = {**errors, "erasure_running": ErasureRunning}
 
-    def check(self, response: httpx.Response) -> httpx.Response:
+    def check(self, response: httpx2.Response) -> httpx2.Response:
         """The response if it is a success; else the error it names, raised as its class."""
         if response.is_success:
             return response
@@ -107,7 +107,7 @@ class Http:
 
     def unreachable(self, exc: Exception, appending: bool = False) -> ServiceError:
         outcome = " (the append's outcome is unknown: retry it with its idempotency_key)"
-        reason = str(exc) or type(exc).__name__  # httpx's errors may have no message
+        reason = str(exc) or type(exc).__name__  # httpx2's errors may have no message
         message = f"no answer from {self.url}: {reason}" + (outcome if appending else "")
         return ServiceError(0, "unreachable", message)
 
@@ -196,7 +196,7 @@ class RemoteLog(Appends):
         errors: Mapping[str, type[Exception]] = ERRORS,
     ) -> None:
         self._http = Http(url, store, token, errors)
-        self._client = httpx.Client(headers=self._http.headers, timeout=timeout, limits=LIMITS)
+        self._client = httpx2.Client(headers=self._http.headers, timeout=timeout, limits=LIMITS)
 
     def __enter__(self) -> Self:
         return self
@@ -210,10 +210,10 @@ class RemoteLog(Appends):
 
     def _request(
         self, method: str, path: str, appending: bool = False, **kw: Any
-    ) -> httpx.Response:
+    ) -> httpx2.Response:
         try:
             response = self._client.request(method, self._http.base + path, **kw)
-        except httpx.TransportError as exc:
+        except httpx2.TransportError as exc:
             raise self._http.unreachable(exc, appending) from None
         return self._http.check(response)
 
@@ -284,7 +284,7 @@ class RemoteLog(Appends):
         # Following with a stop to look at, a quiet stream is let go every second and
         # resumed after the last record, so `stop` is seen.
         read = 1.0 if stop is not None else None if params["follow"] == "true" else 30.0
-        timeout = httpx.Timeout(self._client.timeout.connect, read=read)
+        timeout = httpx2.Timeout(self._client.timeout.connect, read=read)
         while stop is None or not stop.is_set():
             try:
                 with self._client.stream(
@@ -300,10 +300,10 @@ class RemoteLog(Appends):
                             return
                 if params["follow"] == "false":
                     return
-            except httpx.ReadTimeout:
+            except httpx2.ReadTimeout:
                 if params["follow"] == "false":
                     raise self._http.unreachable(TimeoutError("the read timed out")) from None
-            except httpx.TransportError as exc:
+            except httpx2.TransportError as exc:
                 raise self._http.unreachable(exc) from None
 
 
@@ -321,7 +321,9 @@ class AsyncRemoteLog(AsyncAppends):
         errors: Mapping[str, type[Exception]] = ERRORS,
     ) -> None:
         self._http = Http(url, store, token, errors)
-        self._client = httpx.AsyncClient(headers=self._http.headers, timeout=timeout, limits=LIMITS)
+        self._client = httpx2.AsyncClient(
+            headers=self._http.headers, timeout=timeout, limits=LIMITS
+        )
 
     async def __aenter__(self) -> Self:
         return self
@@ -340,10 +342,10 @@ class AsyncRemoteLog(AsyncAppends):
 
     async def _request(
         self, method: str, path: str, appending: bool = False, **kw: Any
-    ) -> httpx.Response:
+    ) -> httpx2.Response:
         try:
             response = await self._client.request(method, self._http.base + path, **kw)
-        except httpx.TransportError as exc:
+        except httpx2.TransportError as exc:
             raise self._http.unreachable(exc, appending) from None
         return self._http.check(response)
 
@@ -403,7 +405,7 @@ class AsyncRemoteLog(AsyncAppends):
 
     async def _stream(self, params: dict[str, str]) -> AsyncIterator[Record]:
         read = None if params["follow"] == "true" else self._client.timeout.read
-        timeout = httpx.Timeout(self._client.timeout.connect, read=read)
+        timeout = httpx2.Timeout(self._client.timeout.connect, read=read)
         try:
             async with self._client.stream(
                 "GET", self._http.base + "/events", params=params, timeout=timeout
@@ -414,7 +416,7 @@ class AsyncRemoteLog(AsyncAppends):
                 async for line in response.aiter_lines():
                     if line:
                         yield _record(line)
-        except httpx.TransportError as exc:
+        except httpx2.TransportError as exc:
             raise self._http.unreachable(exc) from None
 
 

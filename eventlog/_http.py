@@ -18,7 +18,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import hmac
-import json
 import sys
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
@@ -30,7 +29,6 @@ import msgspec
 import prometheus_client as prom
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ._erase import ErasureRunning
@@ -183,6 +181,7 @@ class Metrics:
 
     def __init__(self) -> None:
         self.registry = prom.CollectorRegistry()
+        self._children: dict[tuple[Any, ...], Any] = {}
         r = self.registry
         self.appends = prom.Counter(
             "lmg_appends", "Append requests acknowledged", ["store"], registry=r
@@ -222,6 +221,21 @@ class Metrics:
             "lmg_commit_group_requests", "Append requests committed together (one write, one "
             "fsync)", ["store"], registry=r, buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512),
         )  # fmt: skip
+
+    def appended(self, store: str, body_bytes: int, types: Iterable[str]) -> None:
+        """Count one acknowledged append: the request, its body's bytes, its events by type.
+        Each label set's child is looked up once (`labels` costs more than the count)."""
+        self._child(self.appends, store).inc()
+        self._child(self.bytes, store).inc(body_bytes)
+        for tag in types:
+            self._child(self.events, store, tag).inc()
+
+    def _child(self, metric: Any, *labels: str) -> Any:
+        key = (metric, *labels)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = metric.labels(*labels)
+        return child
 
     def committed(self, store: str) -> Callable[[int, int, float | None], None]:
         """The log's `on_commit` hook for `store`: group size and fsync time."""
@@ -384,10 +398,38 @@ exception_handlers: dict[Any, Callable[[Request, Exception], Awaitable[Response]
 """The log's errors as responses (the assembled app adds each package's)."""
 
 
-def access_log(app: ASGIApp, routes: Callable[[], Iterable[Any]], metrics: Metrics) -> ASGIApp:
+class _Line(msgspec.Struct):
+    """One line of the access log."""
+
+    ts: float
+    method: str
+    route: str
+    path: str
+    status: int
+    ms: float
+    token: str | None
+
+
+_LINE = msgspec.json.Encoder()
+
+
+def access_log(app: ASGIApp, metrics: Metrics) -> ASGIApp:
     """ASGI middleware: one JSON line per request on stderr (time, method, route, status,
     milliseconds, token name), and the request's latency in `metrics` by route and status.
-    The route is its template (``/v1/stores/{name}/sql``), so labels stay few."""
+    The route is its template (``/v1/stores/{name}/sql``), so labels stay few: the one
+    Starlette's router dispatched to (``scope["route"]``), not a second search of the routes.
+
+    Lines are written once per turn of the event loop, together: the requests that end in
+    one turn (many, under load) cost one write, and one release of the interpreter's lock
+    to the fold's thread instead of one each.
+    """
+    pending: list[bytes] = []
+
+    def write() -> None:
+        lines = b"".join(pending).decode()
+        pending.clear()  # first: a failed write must not stop the next turn's
+        sys.stderr.write(lines)
+        sys.stderr.flush()
 
     async def middleware(scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -406,19 +448,13 @@ def access_log(app: ASGIApp, routes: Callable[[], Iterable[Any]], metrics: Metri
             await app(scope, receive, sending)
         finally:
             elapsed = time.monotonic() - began
-            route = next(
-                (r.path for r in routes() if r.matches(scope)[0] == Match.FULL), "<unknown>"
-            )
-            metrics.requests.labels(route, scope["method"], str(status)).observe(elapsed)
-            line = {
-                "ts": time.time(),
-                "method": scope["method"],
-                "route": route,
-                "path": scope["path"],
-                "status": status,
-                "ms": round(elapsed * 1e3, 3),
-                "token": scope.get("lmg.token"),
-            }
-            print(json.dumps(line), file=sys.stderr, flush=True)
+            route = getattr(scope.get("route"), "path", "<unknown>")
+            method = scope["method"]
+            metrics._child(metrics.requests, route, method, str(status)).observe(elapsed)
+            ms, token = round(elapsed * 1e3, 3), scope.get("lmg.token")
+            line = _Line(time.time(), method, route, scope["path"], status, ms, token)
+            if not pending:
+                asyncio.get_running_loop().call_soon(write)
+            pending.append(_LINE.encode(line) + b"\n")
 
     return middleware

@@ -55,11 +55,7 @@ async def append(request: Request) -> Response:
             options[name] = _int(request.query_params[name], name)
     result = await served.log.append(events, **options)
     served.acknowledged = max(served.acknowledged, result.last_lsn)
-    metrics = service.metrics
-    metrics.appends.labels(served.name).inc()
-    metrics.bytes.labels(served.name).inc(len(body))
-    for event in result.events:
-        metrics.events.labels(served.name, ev.tag_of(event)).inc()
+    service.metrics.appended(served.name, len(body), map(ev.tag_of, result.events))
     ids = [str(getattr(e, "id", "")) or None for e in result.events]
     out: dict[str, Any] = {
         "lsn": result.first_lsn,

@@ -71,6 +71,7 @@ DETAILS = (  # the fields of an error that travel beside its message (`error_det
 )
 
 _JSON = msgspec.json.Encoder()
+_TYPES = ev.event_types()  # built once: every request looks its events' types up here
 
 
 def decode_json(data: bytes | str) -> Any:
@@ -92,7 +93,7 @@ def parse_request(data: Any) -> tuple[list[ev.EventBase], dict[str, Any]]:
         options = {k: v for k, v in data.items() if k != "events"}
         data = data["events"]
     items = data if isinstance(data, list) else [data]
-    types = ev.event_types()
+    types = _TYPES
     events: list[ev.EventBase] = []
     for item in items:
         if not isinstance(item, dict) or item.get("type") not in types:

@@ -9,8 +9,8 @@ the folder lock, the gate, one sandboxed DuckDB instance, the history check,
 1. A thread folds continuously, in batches: it looks at the log's length every `poll_s` (one
    lock and one stat; appends through the service and by other processes alike) and folds
    what is new, resting longer after a long fold (`REST`), so that folding takes at most a
-   quarter of a core however fast appends arrive. A read that needs appends the fold does not
-   hold yet wakes it at once (`reach`).
+   tenth of the time however fast appends arrive. A read that needs appends the fold does not
+   hold yet wakes it at once (`reach`): reads see acknowledged writes however long it rests.
 2. Reads never wait for the fold, nor for a file lock: each runs on a cursor of its own
    (`cursor`) of the same instance, and sees the last committed fold (DuckDB's MVCC).
 
@@ -45,10 +45,11 @@ from .memory_graph import MEMORY_LIMIT, _Embedded
 
 __all__ = ["Owner"]
 
-REST = 3.0
+REST = 10.0
 """After a fold that took d seconds, the next waits max(`poll_s`, REST x d) unless a read
 needs it: a fold costs tens of milliseconds whatever its size (a few dozen statements and a
-commit), and folding after every append would take a core from the appends themselves."""
+commit), and its Python half holds the interpreter the service's requests run in: under
+append load it folds larger batches less often (docs/benchmarks.md, the service)."""
 
 
 class Owner:

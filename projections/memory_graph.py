@@ -355,7 +355,7 @@ class MemoryGraph(EventLog, GraphReads):
         """The store `store` of the `lmg serve` at `url`, with this class's methods over
         HTTP (`RemoteGraph`): an agent moves from embedded to shared by changing only how it
         opens the store. `token` defaults to ``$LMG_TOKEN``; `timeout` bounds each request."""
-        from ._remote import RemoteGraph  # noqa: PLC0415 (httpx, the serve extra: on use)
+        from ._remote import RemoteGraph  # noqa: PLC0415 (httpx2, the serve extra: on use)
 
         return RemoteGraph(url, store, token=token, timeout=timeout)
 

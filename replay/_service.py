@@ -3,7 +3,9 @@
 Starlette under uvicorn: Starlette keeps an application a list of routes plus middleware,
 each handler a small async function, with streaming responses (NDJSON, Server-Sent Events)
 built in; uvicorn is the well-kept ASGI server beside it (HTTP/1.1, TLS, graceful shutdown).
-Both are small and pure Python, so the ``serve`` extra stays light.
+Both are small and pure Python; the ``serve`` extra adds the two C parts uvicorn uses when
+installed, httptools (HTTP/1.1 parsing) and uvloop (the event loop), which halve the
+service's CPU per request (docs/benchmarks.md).
 
 Each package serves its own routes, in the layer whose imports they need (`eventlog._routes`:
 the log; `eventlog._otlp_routes`: OTLP/HTTP traces; `projections._routes`: SQL and typed
@@ -21,7 +23,7 @@ import contextlib
 import ipaddress
 import os
 import sys
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -125,7 +127,7 @@ def app(stores: dict[str, Path], auth: Auth | None = None, limits: Limits | None
     }
     starlette = Starlette(routes=routes, exception_handlers=handlers, lifespan=lifespan)
     starlette.state.service = service
-    return _http.access_log(starlette, lambda: starlette.routes, service.metrics), service
+    return _http.access_log(starlette, service.metrics), service
 
 
 class _Server(uvicorn.Server):
@@ -158,6 +160,16 @@ def is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
+
+
+def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """uvloop's event loop if it is installed (the ``serve`` extra brings it, except on
+    Windows): it runs the service's many small callbacks in C, asyncio's in Python."""
+    try:
+        import uvloop  # noqa: PLC0415 (optional)
+    except ImportError:
+        return None
+    return uvloop.new_event_loop
 
 
 def serve(
@@ -210,6 +222,7 @@ def serve(
             for path in stores.values():
                 withdraw(path)
 
-    asyncio.run(run())
+    with asyncio.Runner(loop_factory=_loop_factory()) as runner:
+        runner.run(run())
     if not server.started:
         raise eventlog.EventLogError(f"could not serve on {host}:{port} (see above)")

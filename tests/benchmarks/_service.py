@@ -10,6 +10,7 @@ with its store for every repetition; its access log goes to a file, as it would 
 from __future__ import annotations
 
 import asyncio
+import os
 import re
 import signal
 import subprocess
@@ -19,6 +20,8 @@ import uuid
 from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
+
+import httpx2
 
 import eventlog
 from eventlog import AsyncRemoteLog
@@ -74,7 +77,12 @@ def _seeded(path: Path) -> list[uuid.UUID]:
 
 class HttpAgents:
     """64 asyncio tasks, each awaiting `add_prompt` in a loop through one
-    `eventlog.connect_async` client (its pool of connections) to `lmg serve`."""
+    `eventlog.connect_async` client (its pool of connections) to `lmg serve`.
+
+    Besides latency it reports the CPU each process spent per append during the slices (the
+    service's from /proc, the client's: this process) and the requests per group commit (the
+    service's metrics): on a loaded machine the rate follows CPU per request, which the load
+    changes far less."""
 
     def __init__(self, path: Path, total: int) -> None:
         self.sessions = _seeded(path / "log")
@@ -85,16 +93,43 @@ class HttpAgents:
             eventlog.connect_async(self.service.url)
         )
         self.seconds: list[float] = []
+        self.cpu = [0.0, 0.0]  # seconds: the service's, the client's
+        self.appended = 0
 
     def run(self, n: int) -> float:
-        return self.loop.run_until_complete(_agents(self.log, self.sessions, self.texts,
-                                                    n, self.seconds))  # fmt: skip
+        service, client = _cpu_s(self.service.proc.pid), time.process_time()
+        seconds = self.loop.run_until_complete(_agents(self.log, self.sessions, self.texts,
+                                                       n, self.seconds))  # fmt: skip
+        self.cpu[0] += _cpu_s(self.service.proc.pid) - service
+        self.cpu[1] += time.process_time() - client
+        self.appended += n
+        return seconds
 
     def close(self) -> dict[str, float]:
+        metrics = httpx2.get(f"{self.service.url}/metrics").text
         self.loop.run_until_complete(self.log.close())
         self.loop.close()
         self.service.stop()
-        return latencies(self.seconds)
+        return latencies(self.seconds) | {
+            "service_cpu_ms": self.cpu[0] / max(1, self.appended) * 1e3,
+            "client_cpu_ms": self.cpu[1] / max(1, self.appended) * 1e3,
+            "group": _metric(metrics, "lmg_commit_group_requests_sum")
+            / max(1.0, _metric(metrics, "lmg_commit_group_requests_count")),
+        }
+
+
+def _cpu_s(pid: int) -> float:
+    """User and system CPU seconds of process `pid` (Linux's /proc; 0 elsewhere)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _metric(text: str, name: str) -> float:
+    found = re.search(rf"^{name}{{[^}}]*}} (\S+)$", text, re.MULTILINE)
+    return float(found.group(1)) if found else 0.0
 
 
 class LogAgentsTimed:

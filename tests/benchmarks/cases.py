@@ -773,6 +773,12 @@ def _serve(plan: Plan, scale: Scale) -> CaseResult:
         f"{_median_extra(samples[side.name], 'p99_ms'):.1f} ms."
         for side in sides
     ]
+    http = samples["http x64"]
+    notes.append(
+        f"CPU per durable append over HTTP (medians): {_median_extra(http, 'service_cpu_ms'):.2f}"
+        f" ms in `lmg serve`, {_median_extra(http, 'client_cpu_ms'):.2f} ms in the client's "
+        f"process; {_median_extra(http, 'group'):.1f} requests per group commit."
+    )
     base = Path(tempfile.mkdtemp(prefix="lmg-bench-serve-reads-", dir=plan.tmp_root))
     try:
         reads = sv.read_latency(base, scale.follow_seconds / 2)
@@ -795,7 +801,7 @@ SERVE = Case(
     "`lmg serve STORE --port 0` as a child process on a fresh store each repetition (its "
     "access log to a file), 64 sessions created first. HTTP: 64 asyncio tasks in this process, "
     "each awaiting `add_prompt(its_session, text)` in a loop through one "
-    "`eventlog.connect_async(url)` client (httpx, a pool of keep-alive connections); the "
+    "`eventlog.connect_async(url)` client (httpx2, a pool of keep-alive connections); the "
     "service appends each request with the default FSYNC, group-committing those in flight. "
     "In-process ceiling: the same 64 tasks on `eventlog.open_async(dir)`. Floor: sqlite3 as in "
     "`concurrent` (WAL, synchronous=FULL, INSERT + COMMIT per event, one thread). Every call is "

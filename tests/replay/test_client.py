@@ -314,7 +314,7 @@ def test_readers_never_wait_while_appends_stream(served: Service) -> None:
 
 
 def test_the_appending_client_loads_no_duckdb() -> None:
-    """An agent that only appends (`eventlog.connect`) pays for httpx, not for DuckDB."""
+    """An agent that only appends (`eventlog.connect`) pays for httpx2, not for DuckDB."""
     code = (
         "import sys, eventlog\n"
         "eventlog.connect('http://127.0.0.1:9').close()\n"

@@ -326,7 +326,8 @@ def test_lmg_replay_sql_goes_through_the_service(served: Service, store: Path) -
     )  # fmt: skip
     assert json.loads(out.stdout) == {"n": 1}
     assert f"through the service at {served.url}" in out.stderr
-    assert '"route": "/v1/stores/{name}/sql"' in served.child.stderr()
+    lines = [json.loads(line) for line in served.child.stderr().splitlines() if line[:1] == "{"]
+    assert any(line["route"] == "/v1/stores/{name}/sql" for line in lines)
 
 
 def test_projections_connect_on_a_served_store_names_the_service(
@@ -446,6 +447,27 @@ def test_metrics_measure_group_commits_and_their_fsyncs(served: Service) -> None
     )
     assert requests == 32 and 1 <= groups <= 32
     assert value("lmg_fsync_seconds_count") == groups and value("lmg_fsync_seconds_sum") > 0
+
+
+def test_concurrent_appends_each_get_their_access_log_line_and_counts(served: Service) -> None:
+    """Lines are written once per turn of the event loop, many together: none is lost or
+    merged, and the counters (children looked up once) count every request."""
+    with concurrent.futures.ThreadPoolExecutor(16) as pool:
+        answers = list(pool.map(
+            lambda _: served.http.post("/v1/stores/default/events", json=[_SESSION] * 2),
+            range(32),
+        ))  # fmt: skip
+    assert all(a.status_code == 200 for a in answers)
+
+    def appends() -> list[dict[str, object]]:
+        lines = [json.loads(x) for x in served.child.stderr().splitlines() if x[:1] == "{"]
+        return [x for x in lines if x["route"] == "/v1/stores/{name}/events"]
+
+    served.child.wait_for(lambda: len(appends()) >= 32, "32 access-log lines")
+    assert [(x["method"], x["status"]) for x in appends()] == [("POST", 200)] * 32
+    text = served.http.get("/metrics").text
+    assert 'lmg_appends_total{store="default"} 32.0' in text
+    assert 'lmg_events_appended_total{store="default",type="session.created"} 64.0' in text
 
 
 def test_an_erasure_reaches_the_database_the_service_holds(served: Service, store: Path) -> None:
