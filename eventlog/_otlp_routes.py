@@ -69,10 +69,15 @@ class Receiver:
         ]
 
     def start(self, stores: Mapping[str, ServedLog]) -> None:
-        timeout = self._service.limits.otlp_trace_timeout_s
         for name, served in stores.items():
-            self._ingesters[name] = Ingester(served.log, trace_timeout=timeout, record_first=True)
+            self.add(name, served)
+        timeout = self._service.limits.otlp_trace_timeout_s
         self._expiry = asyncio.create_task(self._expire(min(1.0, timeout / 2)))
+
+    def add(self, name: str, served: ServedLog) -> None:
+        """Receive traces for `name` too (a store served once the service runs: a fork)."""
+        timeout = self._service.limits.otlp_trace_timeout_s
+        self._ingesters[name] = Ingester(served.log, trace_timeout=timeout, record_first=True)
 
     async def close(self) -> None:
         """Stop expiring and map every buffered trace (uvicorn has let requests finish)."""

@@ -104,12 +104,6 @@ _SORT_BY = {
 """The per-session aggregate a sort needs over every session (the others sort on columns)."""
 
 _FILTERS = {
-    "q": """AND (contains(lower(s.metadata::VARCHAR), $q)
-        OR s.id IN (SELECT session_id FROM prompts WHERE deleted_ts IS NULL
-                    AND (contains(lower(content), $q) OR agent_id IN
-                         (SELECT id FROM agents WHERE contains(lower(name), $q))))
-        OR s.id IN (SELECT session_id FROM responses WHERE deleted_ts IS NULL
-                    AND (contains(lower(content), $q) OR contains(lower(model), $q))))""",
     "user": "AND coalesce(s.metadata->>'user', s.metadata->>'user_id') = $user",
     "agent": """AND s.id IN (SELECT session_id FROM prompts WHERE deleted_ts IS NULL
         AND agent_id IN (SELECT id FROM agents WHERE name = $agent))""",
@@ -119,6 +113,25 @@ _FILTERS = {
     "until": "AND s.last_activity_ts < $until",
 }
 """Each filter a request may give, as a clause on `sessions s` with its value bound."""
+
+_SEARCH = """
+WITH c AS (SELECT id, metadata, pos FROM ({ordered}) WHERE pos > $lo AND pos <= $hi)
+SELECT c.id FROM c WHERE contains(lower(c.metadata::VARCHAR), $q)
+    OR c.id IN (SELECT session_id FROM prompts WHERE session_id IN (SELECT id FROM c)
+                AND deleted_ts IS NULL AND (contains(lower(content), $q) OR agent_id IN
+                    (SELECT id FROM agents WHERE contains(lower(name), $q))))
+    OR c.id IN (SELECT session_id FROM responses WHERE session_id IN (SELECT id FROM c)
+                AND deleted_ts IS NULL AND (contains(lower(content), $q)
+                                            OR contains(lower(model), $q)))
+ORDER BY c.pos
+"""
+"""The sessions at positions ``lo < pos <= hi`` of the list's order that hold `q`: only
+their prompts and responses are read (DuckDB fetches the content of the rows whose
+``session_id`` is among them, not the whole column)."""
+
+SEARCH_CHUNK = 256
+"""The sessions a search looks through first, in the list's order; each further step looks
+through four times as many."""
 
 _DECORATE = """
 WITH r AS (
@@ -145,35 +158,73 @@ LEFT JOIN a ON a.session_id = s.id
 
 
 def sessions_page(cursor: duckdb.DuckDBPyConnection, f: SessionFilter) -> dict[str, Any]:
-    """One page of live sessions, filtered and sorted, with the count of all that match.
+    """One page of live sessions, filtered and sorted, with the count of all that match
+    (``"exact": false`` when a search stopped early: then ``total`` is a lower bound).
 
     The page is chosen first, on the sessions table and its running totals (filters on other
     tables are semi-joins), and only its sessions are then aggregated over responses, tool
     calls and agents: at a million events, aggregating every session for each page would
-    take most of a second."""
+    take most of a second. A search (`q`) reads content the same way, a page's worth at a
+    time (`_search`), not every prompt and response."""
     sort_by = _SORT_BY.get(f.sort)
+    order = f"ORDER BY {SORTS[f.sort]} {f.order} NULLS LAST, s.id"
+    where = f"LEFT JOIN ({sort_by}) x ON x.session_id = s.id " if sort_by else ""
+    where += "WHERE s.deleted_ts IS NULL "
+    params: dict[str, Any] = {}
+    given: dict[str, str | int | None] = {"user": f.user, "agent": f.agent, "model": f.model}
+    given |= {"since": f.since, "until": f.until}
+    for name, value in given.items():
+        if value not in ("", None):
+            where += _FILTERS[name] + " "
+            params[name] = value
     sql = "SELECT s.id, s.first_activity_ts AS started_ts, s.last_activity_ts, "
     sql += "coalesce(s.metadata->>'user', s.metadata->>'user_id') AS \"user\", s.metadata, "
     sql += "s.tags, s.prompt_count AS turns, s.prompt_tokens + s.completion_tokens AS tokens, "
-    sql += "s.parent_session_id, count(*) OVER () AS total FROM sessions s "
-    sql += f"LEFT JOIN ({sort_by}) x ON x.session_id = s.id " if sort_by else ""
-    sql += "WHERE s.deleted_ts IS NULL "
-    params: dict[str, Any] = {"limit": f.limit, "offset": f.offset}
-    given: dict[str, str | int | None] = {"q": f.q.lower(), "user": f.user, "agent": f.agent}
-    given |= {"model": f.model, "since": f.since, "until": f.until}
-    for name, value in given.items():
-        if value not in ("", None):
-            sql += _FILTERS[name] + " "
-            params[name] = value
-    sql += f"ORDER BY {SORTS[f.sort]} {f.order} NULLS LAST, s.id LIMIT $limit OFFSET $offset"
-    rows = _rows(cursor, sql, params)
-    total = rows[0]["total"] if rows else 0
+    sql += f"s.parent_session_id, count(*) OVER () AS total FROM sessions s {where}"
+    exact = True
+    if f.q:
+        ids, total, exact = _search(cursor, f, where, order, params)
+        sql += "AND list_contains($ids, s.id) "
+        params = {**params, "ids": ids[f.offset : f.offset + f.limit]}
+        rows = _rows(cursor, f"{sql}{order}", params)
+    else:
+        rows = _rows(
+            cursor,
+            f"{sql}{order} LIMIT $limit OFFSET $offset",
+            params | {"limit": f.limit, "offset": f.offset},
+        )
+        total = rows[0]["total"] if rows else 0
     extra = _rows(cursor, _DECORATE, {"ids": [row["id"] for row in rows]}) if rows else []
     by_id = {row.pop("id"): row for row in extra}
     for row in rows:
         del row["total"]
         row.update(by_id[row["id"]])
-    return {"total": total, "offset": f.offset, "limit": f.limit, "sessions": rows}
+    page = {"total": total, "exact": exact, "offset": f.offset, "limit": f.limit}
+    return page | {"sessions": rows}
+
+
+def _search(
+    cursor: duckdb.DuckDBPyConnection,
+    f: SessionFilter,
+    where: str,
+    order: str,
+    params: dict[str, Any],
+) -> tuple[list[Any], int, bool]:
+    """The sessions that hold `f.q`, in the list's order, looked for in growing steps until
+    one more than the page needs is found or every session was looked at: a common word
+    costs a few hundred sessions' content, not a million events'. Returns the ids found,
+    how many (all, or the lower bound so far), and whether that count is all."""
+    ordered = f"SELECT s.id, s.metadata, row_number() OVER ({order}) AS pos FROM sessions s "
+    ordered += where
+    (count,) = cursor.execute(f"SELECT count(*) FROM ({ordered})", params).fetchone() or (0,)
+    sql = _SEARCH.format(ordered=ordered)
+    found: list[Any] = []
+    lo, step = 0, SEARCH_CHUNK
+    while lo < count and len(found) <= f.offset + f.limit:
+        chunk = params | {"q": f.q.lower(), "lo": lo, "hi": lo + step}
+        found += [row[0] for row in cursor.execute(sql, chunk).fetchall()]
+        lo, step = lo + step, step * 4
+    return found, len(found), lo >= count
 
 
 def session_view(cursor: duckdb.DuckDBPyConnection, session_id: uuid.UUID) -> dict[str, Any]:

@@ -173,9 +173,9 @@ function signIn(main, message) {
 async function timebar() {
   const box = document.getElementById("timebar");
   if (!store) return;
-  let position;
+  let position, scopes;
   try {
-    position = await getJson(`${api}/position`);
+    [position, { scopes }] = await Promise.all([getJson(`${api}/position`), getJson("/v1/stores")]);
   } catch {
     return; // the page's own request says why
   }
@@ -201,11 +201,37 @@ async function timebar() {
   el("button", { type: "submit" }, "Go"),
   at ? el("a", { href: location.pathname, class: "now" }, "Back to now") : null,
   at ? el("a", { href: `${ui("diff")}?from=${encodeURIComponent(at)}&to=${last}` }, "Diff to now") : null);
-  replace(box, form,
+  replace(box, form, scopes.includes("admin") ? forkForm(() => input.value.trim() || slider.value) : null,
     el("p", { class: at ? "past" : "live" }, at
       ? `Showing the store as it was at ${/^\d+$/.test(at) ? "LSN " : ""}${at} (the log's end is LSN ${last}).`
       : `Now: LSN ${last}.`));
   return position;
+}
+
+// "Fork from here" (admin tokens only): a new store holding the log up to the chosen point,
+// made by the service beside this one and served under the name given.
+function forkForm(point) {
+  const name = el("input", { id: "fork-name", name: "fork-name", size: 16, required: true,
+    pattern: "[A-Za-z0-9][A-Za-z0-9_\\-]{0,63}", placeholder: "letters, digits, - _" });
+  const out = el("p", { class: "fork-result", "aria-live": "polite" });
+  async function fork(event) {
+    event.preventDefault();
+    const raw = point();
+    const body = { at: /^-?\d+$/.test(raw) ? Number(raw) : raw, name: name.value.trim() };
+    replace(out, "Forking…");
+    try {
+      const made = await getJson(`${api}/fork`, { method: "POST",
+        headers: headers({ "Content-Type": "application/json" }), body: JSON.stringify(body) });
+      replace(out, `Forked ${num(made.events)} events (up to LSN ${made.last_lsn}) into store ${made.store}: `,
+        el("a", { href: `/ui/stores/${encodeURIComponent(made.store)}/sessions` }, `open ${made.store}`));
+    } catch (error) {
+      replace(out, el("span", { class: "error-text", role: "alert" }, `${error.code}: ${error.message}`));
+    }
+  }
+  return el("details", { class: "fork" }, el("summary", {}, "Fork from here"),
+    el("form", { "aria-label": "Fork from here", onsubmit: fork },
+      el("label", { for: "fork-name" }, "New store's name"), name,
+      el("button", { type: "submit" }, "Fork")), out);
 }
 
 // Follow the log (Server-Sent Events over fetch, so the bearer token goes with it) and call
@@ -332,7 +358,7 @@ function renderSessions(box, page) {
   }
   replace(box,
     el("div", { class: "scroll" }, el("table", { class: "sessions" },
-      el("caption", {}, `Sessions ${first}–${lastShown} of ${page.total}`),
+      el("caption", {}, `Sessions ${first}–${lastShown} of ${num(page.total)}${page.exact ? "" : " or more"}`),
       el("thead", {}, head), el("tbody", {}, rows))),
     el("nav", { class: "pager", "aria-label": "Pages of sessions" },
       page.offset > 0 ? pageLink(page.offset - page.limit, "← Newer page") : null,
