@@ -20,6 +20,7 @@ from ._reads import GraphReader, NotFound
 from .errors import BadArgument
 
 __all__ = [
+    "MAX_TURNS",
     "SORTS",
     "SessionFilter",
     "agents_view",
@@ -227,40 +228,54 @@ def _search(
     return found, len(found), lo >= count
 
 
-def session_view(cursor: duckdb.DuckDBPyConnection, session_id: uuid.UUID) -> dict[str, Any]:
-    """A session with its turns in log order: each prompt with its responses, each response
-    with its tool calls and the handoff after it; the agents named; the spans of its traces."""
+def session_view(
+    cursor: duckdb.DuckDBPyConnection,
+    session_id: uuid.UUID,
+    offset: int = 0,
+    limit: int = MAX_TURNS,
+) -> dict[str, Any]:
+    """A session with `limit` of its turns from `offset`, in log order: each prompt with its
+    responses, each response with its tool calls and the handoff after it; the agents named;
+    with the first turns, the spans of its traces. ``"truncated": true`` says more follow.
+
+    The page reads its turns in steps (a first screen, then the rest), so a long session is
+    readable before all of it has arrived and been drawn."""
+    if not 1 <= limit <= MAX_TURNS or offset < 0:
+        raise BadArgument(f"limit must be 1..{MAX_TURNS} and offset >= 0")
     reader = GraphReader(cursor, cache_size=0)
     session = reader.get_session(session_id)  # NotFound: 404
-    sid = [session_id]
     prompts = _rows(
         cursor,
         "SELECT id, lsn, ts, actor, content, model, agent_id, template_id, template_version, "
         "metadata FROM prompts WHERE session_id = $1 AND deleted_ts IS NULL ORDER BY lsn "
-        f"LIMIT {MAX_TURNS + 1}",
-        sid,
+        "LIMIT $2 OFFSET $3",
+        [session_id, limit + 1, offset],
     )
-    truncated = len(prompts) > MAX_TURNS
-    del prompts[MAX_TURNS:]
+    truncated = len(prompts) > limit
+    del prompts[limit:]
+    of_prompts = [session_id, [p["id"] for p in prompts]]
     responses = _rows(
         cursor,
         "SELECT id, prompt_id, lsn, ts, content, model, agent_id, prompt_tokens, "
         "completion_tokens, total_tokens, latency_ms, finish_reason FROM responses "
-        "WHERE session_id = $1 AND deleted_ts IS NULL ORDER BY lsn",
-        sid,
+        "WHERE session_id = $1 AND list_contains($2, prompt_id) AND deleted_ts IS NULL "
+        "ORDER BY lsn",
+        of_prompts,
     )
+    of_responses = [session_id, [r["id"] for r in responses]]
     tools = _rows(
         cursor,
         "SELECT id, response_id, lsn, tool_name, parameters, status, result, error, "
-        "duration_ms, retry_count FROM tool_invocations "
-        "WHERE session_id = $1 AND deleted_ts IS NULL ORDER BY lsn",
-        sid,
+        "duration_ms, retry_count FROM tool_invocations WHERE session_id = $1 "
+        "AND list_contains($2, response_id) AND deleted_ts IS NULL ORDER BY lsn",
+        of_responses,
     )
     handoffs = _rows(
         cursor,
         "SELECT id, response_id, lsn, from_agent_id, to_agent_id, reason, context_summary "
-        "FROM handoffs WHERE session_id = $1 AND deleted_ts IS NULL ORDER BY lsn",
-        sid,
+        "FROM handoffs WHERE session_id = $1 AND list_contains($2, response_id) "
+        "AND deleted_ts IS NULL ORDER BY lsn",
+        of_responses,
     )
     agents = {str(row["id"]): row["name"] for row in _rows(cursor, "SELECT id, name FROM agents")}
     by_response: dict[Any, dict[str, Any]] = {}
@@ -274,28 +289,35 @@ def session_view(cursor: duckdb.DuckDBPyConnection, session_id: uuid.UUID) -> di
         if parent is not None:  # a tombstone on a response leaves its tool calls live
             parent[key].append(item)
     turns = [{"prompt": p, "responses": by_prompt.get(p["id"], [])} for p in prompts]
-    traces = {str(session.metadata.get("trace_id"))} if "trace_id" in session.metadata else set()
-    traces |= {
-        str(p["metadata"]["trace_id"]) for p in prompts if "trace_id" in (p["metadata"] or {})
-    }
-    spans = (
-        _rows(
-            cursor,
-            "SELECT trace_id, span_id, parent_span_id, name, kind, start_ns, end_ns, duration_ms, "
-            "status, status_message FROM spans WHERE list_contains($1, trace_id) "
-            f"ORDER BY start_ns, span_id LIMIT {MAX_SPANS}",
-            [sorted(traces)],
-        )
-        if traces
-        else []
-    )
     return {
         "session": session,
         "turns": turns,
+        "offset": offset,
         "truncated": truncated,
         "agents": agents,
-        "spans": spans,
+        "spans": _spans(cursor, session_id, session.metadata) if offset == 0 else [],
     }
+
+
+def _spans(
+    cursor: duckdb.DuckDBPyConnection, session_id: uuid.UUID, metadata: dict[str, Any]
+) -> list[dict[str, Any]]:
+    """The earliest spans of the traces the session's or its prompts' metadata name."""
+    (traces,) = cursor.execute(
+        "SELECT list(DISTINCT metadata->>'trace_id') FILTER (WHERE metadata->>'trace_id' "
+        "IS NOT NULL) FROM prompts WHERE session_id = $1 AND deleted_ts IS NULL",
+        [session_id],
+    ).fetchone() or ([],)
+    found = set(traces or []) | ({str(metadata["trace_id"])} if "trace_id" in metadata else set())
+    if not found:
+        return []
+    return _rows(
+        cursor,
+        "SELECT trace_id, span_id, parent_span_id, name, kind, start_ns, end_ns, duration_ms, "
+        "status, status_message FROM spans WHERE list_contains($1, trace_id) "
+        f"ORDER BY start_ns, span_id LIMIT {MAX_SPANS}",
+        [sorted(found)],
+    )
 
 
 def lineage(cursor: duckdb.DuckDBPyConnection, node_id: uuid.UUID, depth: int) -> dict[str, Any]:

@@ -167,7 +167,10 @@ async def sessions(request: Request) -> Response:
 
 async def session(request: Request) -> Response:
     session_id = _uuid(request)
-    return await _on_point(request, lambda cursor: _browse.session_view(cursor, session_id))
+    offset, limit = _int(request, "offset", 0), _int(request, "limit", _browse.MAX_TURNS)
+    return await _on_point(
+        request, lambda cursor: _browse.session_view(cursor, session_id, offset, limit)
+    )
 
 
 async def lineage(request: Request) -> Response:

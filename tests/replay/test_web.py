@@ -145,6 +145,17 @@ def test_a_session_view_nests_tools_under_their_response(
     ]
     assert last["tools"][0]["parameters"] == {"q": "x"}
     assert set(view["agents"].values()) == {"a0", "a1"}
+    part = _get(service, f"/v1/stores/default/sessions/{sessions[3]}/view?offset=1&limit=2")
+    assert [t["prompt"]["content"] for t in part["turns"]] == [
+        "question 1 of session 3", "question 2 of session 3"
+    ]  # fmt: skip
+    assert (part["offset"], part["truncated"], part["spans"]) == (1, True, [])
+    rest = _get(service, f"/v1/stores/default/sessions/{sessions[3]}/view?offset=3&limit=2")
+    assert rest["turns"][0]["responses"][0]["tools"][0]["error"] == "offline"
+    assert not rest["truncated"]
+    for bad in ("limit=0", "limit=5001", "offset=-1"):
+        answer = _get(service, f"/v1/stores/default/sessions/{sessions[3]}/view?{bad}", 422)
+        assert answer["error"]["code"] == "bad_argument"
     missing = _get(service, f"/v1/stores/default/sessions/{uuid.uuid4()}/view", 404)
     assert missing["error"]["code"] == "not_found"
     assert _get(service, "/v1/stores/default/sessions/nope/view", 422)["error"]["code"] == (

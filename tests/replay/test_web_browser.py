@@ -373,6 +373,36 @@ def test_a_larger_store_pages_and_sorts_on_the_server(tmp_path: Path, browser: A
         assert service.stop() == 0
 
 
+def test_a_long_session_is_readable_first_and_fills_in_steps(tmp_path: Path, browser: Any) -> None:
+    """The first screen of turns is drawn from a first, small request; the rest arrive in
+    later requests and are appended in order, each turn once."""
+    store = tmp_path / "store"
+    with eventlog.open(store) as log:
+        session = log.create_session()
+        log.add_prompts_batch([(session.id, f"question {i}") for i in range(130)])
+    service = Service(tmp_path, [str(store)])
+    context = browser.new_context(viewport={"width": 1280, "height": 860})
+    try:
+        page = context.new_page()
+        page.set_default_timeout(MS)
+        asked: list[str] = []
+        page.on("request", lambda r: asked.append(r.url) if "/view" in r.url else None)
+        page.goto(f"{service.url}/ui/stores/default/sessions/{session.id}")
+        expect(page.get_by_role("heading", name="Turn 130")).to_be_attached()
+        headings = page.locator("main article h2").all_text_contents()  # drawn or not yet
+        assert [re.findall(r"^Turn (\d+)", h) for h in headings] == [
+            [str(i)] for i in range(1, 131)
+        ]
+        assert page.locator("main").get_by_text("question 129", exact=True).count() == 1
+        expect(page.locator("main")).not_to_contain_text("Loading the other turns")
+        assert [re.findall(r"offset=\d+&limit=\d+", url) for url in asked] == [
+            ["offset=0&limit=40"], ["offset=40&limit=500"]
+        ]  # fmt: skip
+    finally:
+        context.close()
+        assert service.stop() == 0
+
+
 def test_an_agents_sparklines_have_a_point_per_span_of_time(tmp_path: Path, browser: Any) -> None:
     """A span of time in which an agent answered nothing is a 0, not left out: the lines
     of all agents share one time axis."""
