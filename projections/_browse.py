@@ -131,8 +131,8 @@ their prompts and responses are read (DuckDB fetches the content of the rows who
 ``session_id`` is among them, not the whole column)."""
 
 SEARCH_CHUNK = 256
-"""The sessions a search looks through first, in the list's order; each further step looks
-through four times as many."""
+"""The sessions a search looks through first, in the list's order (and at least in each
+further step)."""
 
 _DECORATE = """
 WITH r AS (
@@ -211,20 +211,26 @@ def _search(
     order: str,
     params: dict[str, Any],
 ) -> tuple[list[Any], int, bool]:
-    """The sessions that hold `f.q`, in the list's order, looked for in growing steps until
-    one more than the page needs is found or every session was looked at: a common word
-    costs a few hundred sessions' content, not a million events'. Returns the ids found,
-    how many (all, or the lower bound so far), and whether that count is all."""
+    """The sessions that hold `f.q`, in the list's order, looked for in steps until one more
+    than the page needs is found or every session was looked at: a common word costs a few
+    hundred sessions' content, not a million events'. Each step is sized by the share of
+    sessions that matched so far (a quarter more than that share predicts is needed; four
+    times the last step while none matched), so a deep page or rare text takes few steps.
+    Returns the ids found, how many (all, or the lower bound so far), and whether that
+    count is all."""
     ordered = f"SELECT s.id, s.metadata, row_number() OVER ({order}) AS pos FROM sessions s "
     ordered += where
     (count,) = cursor.execute(f"SELECT count(*) FROM ({ordered})", params).fetchone() or (0,)
     sql = _SEARCH.format(ordered=ordered)
     found: list[Any] = []
+    want = f.offset + f.limit + 1
     lo, step = 0, SEARCH_CHUNK
-    while lo < count and len(found) <= f.offset + f.limit:
+    while lo < count and len(found) < want:
         chunk = params | {"q": f.q.lower(), "lo": lo, "hi": lo + step}
         found += [row[0] for row in cursor.execute(sql, chunk).fetchall()]
-        lo, step = lo + step, step * 4
+        lo += step
+        guess = (want - len(found)) * lo * 5 // (4 * len(found)) if found else step * 4
+        step = max(SEARCH_CHUNK, guess)
     return found, len(found), lo >= count
 
 

@@ -380,7 +380,9 @@ async function sessionPage(main, position, id) {
   let generation = 0; // a newer load (live) abandons an older one still filling
   const view = (offset, limit) =>
     getJson(withAt(`${api}/sessions/${encodeURIComponent(id)}/view`, { offset, limit }));
-  async function load() {
+  // The first load draws a screenful at once and fills in; a live reload reads every turn
+  // before it redraws, so the page keeps its length and the reader's place.
+  async function load(first) {
     const mine = ++generation;
     const open = new Set([...main.querySelectorAll("details[open][data-key]")].map((d) => d.dataset.key));
     const reopen = () => {
@@ -388,10 +390,10 @@ async function sessionPage(main, position, id) {
         if (open.has(details.dataset.key)) details.open = true;
       }
     };
-    let page = await view(0, FIRST_TURNS);
+    let page = await view(0, first ? FIRST_TURNS : MAX_TURNS);
     if (mine !== generation) return;
     let shown = page.turns.length;
-    let more = page.truncated ? view(shown, MORE_TURNS) : null; // asked for while drawing
+    let more = page.truncated && shown < MAX_TURNS ? view(shown, MORE_TURNS) : null; // asked for while drawing
     const session = renderSession(main, page);
     reopen();
     while (more) {
@@ -409,8 +411,8 @@ async function sessionPage(main, position, id) {
     session.done(page.truncated);
     reopen();
   }
-  await load();
-  follow(position, load);
+  await load(true);
+  follow(position, () => load(false));
 }
 
 function renderSession(main, view) {
