@@ -118,17 +118,19 @@ _FILTERS = {
 _SEARCH = """
 WITH c AS (SELECT id, metadata, pos FROM ({ordered}) WHERE pos > $lo AND pos <= $hi)
 SELECT c.id FROM c WHERE contains(lower(c.metadata::VARCHAR), $q)
-    OR c.id IN (SELECT session_id FROM prompts WHERE session_id IN (SELECT id FROM c)
-                AND deleted_ts IS NULL AND (contains(lower(content), $q) OR agent_id IN
-                    (SELECT id FROM agents WHERE contains(lower(name), $q))))
-    OR c.id IN (SELECT session_id FROM responses WHERE session_id IN (SELECT id FROM c)
-                AND deleted_ts IS NULL AND (contains(lower(content), $q)
-                                            OR contains(lower(model), $q)))
+    OR c.id IN (SELECT session_id FROM prompts WHERE {within} deleted_ts IS NULL
+                AND (contains(lower(content), $q) OR agent_id IN
+                     (SELECT id FROM agents WHERE contains(lower(name), $q))))
+    OR c.id IN (SELECT session_id FROM responses WHERE {within} deleted_ts IS NULL
+                AND (contains(lower(content), $q) OR contains(lower(model), $q)))
 ORDER BY c.pos
 """
-"""The sessions at positions ``lo < pos <= hi`` of the list's order that hold `q`: only
-their prompts and responses are read (DuckDB fetches the content of the rows whose
-``session_id`` is among them, not the whole column)."""
+"""The sessions at positions ``lo < pos <= hi`` of the list's order that hold `q`. With
+`within`, only their prompts and responses are read (DuckDB fetches the content of the
+rows whose ``session_id`` is among them, not the whole column); without, every row is (a
+plain scan: cheaper once the step holds most sessions)."""
+
+_WITHIN = "session_id IN (SELECT id FROM c) AND"
 
 SEARCH_CHUNK = 256
 """The sessions a search looks through first, in the list's order (and at least in each
@@ -214,23 +216,26 @@ def _search(
     """The sessions that hold `f.q`, in the list's order, looked for in steps until one more
     than the page needs is found or every session was looked at: a common word costs a few
     hundred sessions' content, not a million events'. Each step is sized by the share of
-    sessions that matched so far (a quarter more than that share predicts is needed; four
-    times the last step while none matched), so a deep page or rare text takes few steps.
+    sessions that matched so far (a quarter more than that share predicts is needed), and
+    takes all the rest when that is more than a third of it, or none matched: a step over a
+    third of the sessions reads the content whole (picking the rows of that many costs
+    more), so rare text costs about one plain scan, as it did before steps.
     Returns the ids found, how many (all, or the lower bound so far), and whether that
     count is all."""
     ordered = f"SELECT s.id, s.metadata, row_number() OVER ({order}) AS pos FROM sessions s "
     ordered += where
     (count,) = cursor.execute(f"SELECT count(*) FROM ({ordered})", params).fetchone() or (0,)
-    sql = _SEARCH.format(ordered=ordered)
+    some, rest = (_SEARCH.format(ordered=ordered, within=w) for w in (_WITHIN, ""))
     found: list[Any] = []
     want = f.offset + f.limit + 1
     lo, step = 0, SEARCH_CHUNK
     while lo < count and len(found) < want:
         chunk = params | {"q": f.q.lower(), "lo": lo, "hi": lo + step}
+        sql = some if step * 3 < count else rest
         found += [row[0] for row in cursor.execute(sql, chunk).fetchall()]
         lo += step
-        guess = (want - len(found)) * lo * 5 // (4 * len(found)) if found else step * 4
-        step = max(SEARCH_CHUNK, guess)
+        guess = (want - len(found)) * lo * 5 // (4 * len(found)) if found else count
+        step = max(SEARCH_CHUNK, guess if guess * 3 < count - lo else count - lo)
     return found, len(found), lo >= count
 
 
