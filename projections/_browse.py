@@ -116,16 +116,16 @@ _FILTERS = {
 """Each filter a request may give, as a clause on `sessions s` with its value bound."""
 
 _SEARCH = """
-WITH c AS (SELECT id, metadata, pos FROM ({ordered}) WHERE pos > $lo AND pos <= $hi)
-SELECT c.id FROM c WHERE contains(lower(c.metadata::VARCHAR), $q)
+WITH c AS ({ordered} LIMIT $n OFFSET $lo)
+SELECT c.id FROM c JOIN sessions m ON m.id = c.id WHERE contains(lower(m.metadata::VARCHAR), $q)
     OR c.id IN (SELECT session_id FROM prompts WHERE {within} deleted_ts IS NULL
                 AND (contains(lower(content), $q) OR agent_id IN
                      (SELECT id FROM agents WHERE contains(lower(name), $q))))
     OR c.id IN (SELECT session_id FROM responses WHERE {within} deleted_ts IS NULL
                 AND (contains(lower(content), $q) OR contains(lower(model), $q)))
-ORDER BY c.pos
+ORDER BY c.k {direction} NULLS LAST, c.id
 """
-"""The sessions at positions ``lo < pos <= hi`` of the list's order that hold `q`. With
+"""The sessions of the list's order from `lo`, `n` of them, that hold `q`, in that order. With
 `within`, only their prompts and responses are read (DuckDB fetches the content of the
 rows whose ``session_id`` is among them, not the whole column); without, every row is (a
 plain scan: cheaper once the step holds most sessions)."""
@@ -222,15 +222,16 @@ def _search(
     more), so rare text costs about one plain scan, as it did before steps.
     Returns the ids found, how many (all, or the lower bound so far), and whether that
     count is all."""
-    ordered = f"SELECT s.id, s.metadata, row_number() OVER ({order}) AS pos FROM sessions s "
-    ordered += where
-    (count,) = cursor.execute(f"SELECT count(*) FROM ({ordered})", params).fetchone() or (0,)
-    some, rest = (_SEARCH.format(ordered=ordered, within=w) for w in (_WITHIN, ""))
+    ordered = f"SELECT s.id, {SORTS[f.sort]} AS k FROM sessions s {where} {order}"
+    (count,) = cursor.execute(f"SELECT count(*) FROM sessions s {where}", params).fetchone() or (0,)
+    some, rest = (
+        _SEARCH.format(ordered=ordered, within=w, direction=f.order) for w in (_WITHIN, "")
+    )
     found: list[Any] = []
     want = f.offset + f.limit + 1
     lo, step = 0, SEARCH_CHUNK
     while lo < count and len(found) < want:
-        chunk = params | {"q": f.q.lower(), "lo": lo, "hi": lo + step}
+        chunk = params | {"q": f.q.lower(), "lo": lo, "n": step}
         sql = some if step * 3 < count else rest
         found += [row[0] for row in cursor.execute(sql, chunk).fetchall()]
         lo += step
