@@ -89,11 +89,15 @@ def app(stores: dict[str, Path], auth: Auth | None = None, limits: Limits | None
     async def open_store(name: str, path: Path) -> ServedGraph:
         """Open and serve the store at `path` as `name` (at start-up, and a new fork)."""
         log = await eventlog.open_async(path)
-        log.on_commit = service.metrics.committed(name)
-        served = ServedGraph(name, path, log)
-        opened[name] = served  # closed at exit, even if its owner fails to start
-        served.owner = await asyncio.to_thread(Owner, log)
+        try:
+            log.on_commit = service.metrics.committed(name)
+            served = ServedGraph(name, path, log)
+            served.owner = await asyncio.to_thread(Owner, log)
+        except BaseException:
+            await log.close()
+            raise
         served.lag = served.owner.lag
+        opened[name] = served  # served from here on (with its owner), closed at exit
         if service.ready:
             otlp.add(name, served)
         return served
