@@ -3,6 +3,7 @@ it reads (public, so a script gets the same), each also at a point of history.""
 
 from __future__ import annotations
 
+import asyncio
 import re
 import subprocess
 import uuid
@@ -14,7 +15,7 @@ import httpx
 import pytest
 
 import eventlog
-from projections import BadArgument, RemoteGraph
+from projections import AsyncRemoteGraph, BadArgument, Forked, RemoteGraph
 from tests._processes import LMG, WAIT_S
 from tests.replay.test_service import Service
 
@@ -304,6 +305,12 @@ def test_an_admin_token_forks_at_a_point_and_the_fork_is_served(
     with RemoteGraph(service.url, "default", token=admin) as graph:
         forked = graph.fork("2000-01-01T00:00:00Z", "empty")  # before every event
         assert (forked.store, forked.events, forked.last_lsn) == ("empty", 0, -1)
+
+    async def fork_async() -> Forked:
+        async with AsyncRemoteGraph(service.url, "default", token=admin) as graph:
+            return await graph.fork(0, "first-only")
+
+    assert asyncio.run(fork_async()).events == 1
     with RemoteGraph(service.url, "try-1", token=admin) as fork:
         fork.create_session(metadata={"user": "only in the fork"})
         assert fork.rows("SELECT count(*) FROM sessions") == [(3,)]
