@@ -84,12 +84,10 @@ class Receiver:
         ]
 
     def start(self, stores: Mapping[str, ServedLog]) -> None:
+        for name, served in stores.items():
+            self.add(name, served)
         limits = self._service.limits
         timeout, wait = limits.otlp_trace_timeout_s, limits.otlp_log_wait_s
-        for name, served in stores.items():
-            self._ingesters[name] = Ingester(
-                served.log, trace_timeout=timeout, record_first=True, log_wait=wait
-            )
         self._expiry = asyncio.create_task(self._expire(min(1.0, timeout / 2, wait / 2)))
         self._service.erased.append(self.forget)
 
@@ -98,6 +96,16 @@ class Receiver:
         ingester = self._ingesters.get(name)
         if ingester is not None:
             ingester.forget()
+
+    def add(self, name: str, served: ServedLog) -> None:
+        """Receive traces for `name` too (a store served once the service runs: a fork)."""
+        limits = self._service.limits
+        self._ingesters[name] = Ingester(
+            served.log,
+            trace_timeout=limits.otlp_trace_timeout_s,
+            record_first=True,
+            log_wait=limits.otlp_log_wait_s,
+        )
 
     async def close(self) -> None:
         """Stop expiring and map every buffered trace (uvicorn has let requests finish)."""

@@ -21,7 +21,7 @@ if TYPE_CHECKING:  # the names as mypy sees them; at run time, imported on first
     from ._folder import BATCH_BYTES, BATCH_EVENTS, fold_available, fold_records
     from ._history import HistoryChanged
     from ._reads import Hop, Impact, NotFound
-    from ._remote import AsyncRemoteGraph, AsyncRemoteQuery, RemoteGraph, RemoteQuery
+    from ._remote import AsyncRemoteGraph, AsyncRemoteQuery, Forked, RemoteGraph, RemoteQuery
     from ._sandbox import SANDBOX, sandbox
     from ._schema import (
         SCHEMA_VERSION,
@@ -78,6 +78,7 @@ __all__ = [
     "DatabaseBusy",
     "Edge",
     "FoldFailed",
+    "Forked",
     "GenericNode",
     "GraphReads",
     "GraphStats",
@@ -172,7 +173,13 @@ export_lazily(
         ),
         ".projector": ("Progress", "Projector", "connect", "rebuild"),
         ".query": ("Query",),
-        "._remote": ("AsyncRemoteGraph", "AsyncRemoteQuery", "RemoteGraph", "RemoteQuery"),
+        "._remote": (
+            "AsyncRemoteGraph",
+            "AsyncRemoteQuery",
+            "Forked",
+            "RemoteGraph",
+            "RemoteQuery",
+        ),
         ".snapshots": ("SnapshotInfo", "SnapshotPolicy", "Snapshots", "SnapshotSkipped"),
     },
 )

@@ -20,6 +20,7 @@ from ._reads import GraphReader, NotFound
 from .errors import BadArgument
 
 __all__ = [
+    "MAX_TURNS",
     "SORTS",
     "SessionFilter",
     "agents_view",
@@ -104,12 +105,6 @@ _SORT_BY = {
 """The per-session aggregate a sort needs over every session (the others sort on columns)."""
 
 _FILTERS = {
-    "q": """AND (contains(lower(s.metadata::VARCHAR), $q)
-        OR s.id IN (SELECT session_id FROM prompts WHERE deleted_ts IS NULL
-                    AND (contains(lower(content), $q) OR agent_id IN
-                         (SELECT id FROM agents WHERE contains(lower(name), $q))))
-        OR s.id IN (SELECT session_id FROM responses WHERE deleted_ts IS NULL
-                    AND (contains(lower(content), $q) OR contains(lower(model), $q))))""",
     "user": "AND coalesce(s.metadata->>'user', s.metadata->>'user_id') = $user",
     "agent": """AND s.id IN (SELECT session_id FROM prompts WHERE deleted_ts IS NULL
         AND agent_id IN (SELECT id FROM agents WHERE name = $agent))""",
@@ -119,6 +114,27 @@ _FILTERS = {
     "until": "AND s.last_activity_ts < $until",
 }
 """Each filter a request may give, as a clause on `sessions s` with its value bound."""
+
+_SEARCH = """
+WITH c AS ({ordered} LIMIT $n OFFSET $lo)
+SELECT c.id FROM c JOIN sessions m ON m.id = c.id WHERE contains(lower(m.metadata::VARCHAR), $q)
+    OR c.id IN (SELECT session_id FROM prompts WHERE {within} deleted_ts IS NULL
+                AND (contains(lower(content), $q) OR agent_id IN
+                     (SELECT id FROM agents WHERE contains(lower(name), $q))))
+    OR c.id IN (SELECT session_id FROM responses WHERE {within} deleted_ts IS NULL
+                AND (contains(lower(content), $q) OR contains(lower(model), $q)))
+ORDER BY c.k {direction} NULLS LAST, c.id
+"""
+"""The sessions of the list's order from `lo`, `n` of them, that hold `q`, in that order. With
+`within`, only their prompts and responses are read (DuckDB fetches the content of the
+rows whose ``session_id`` is among them, not the whole column); without, every row is (a
+plain scan: cheaper once the step holds most sessions)."""
+
+_WITHIN = "session_id IN (SELECT id FROM c) AND"
+
+SEARCH_CHUNK = 256
+"""The sessions a search looks through first, in the list's order (and at least in each
+further step)."""
 
 _DECORATE = """
 WITH r AS (
@@ -145,71 +161,133 @@ LEFT JOIN a ON a.session_id = s.id
 
 
 def sessions_page(cursor: duckdb.DuckDBPyConnection, f: SessionFilter) -> dict[str, Any]:
-    """One page of live sessions, filtered and sorted, with the count of all that match.
+    """One page of live sessions, filtered and sorted, with the count of all that match
+    (``"exact": false`` when a search stopped early: then ``total`` is a lower bound).
 
     The page is chosen first, on the sessions table and its running totals (filters on other
     tables are semi-joins), and only its sessions are then aggregated over responses, tool
     calls and agents: at a million events, aggregating every session for each page would
-    take most of a second."""
+    take most of a second. A search (`q`) reads content the same way, a page's worth at a
+    time (`_search`), not every prompt and response."""
     sort_by = _SORT_BY.get(f.sort)
+    order = f"ORDER BY {SORTS[f.sort]} {f.order} NULLS LAST, s.id"
+    where = f"LEFT JOIN ({sort_by}) x ON x.session_id = s.id " if sort_by else ""
+    where += "WHERE s.deleted_ts IS NULL "
+    params: dict[str, Any] = {}
+    given: dict[str, str | int | None] = {"user": f.user, "agent": f.agent, "model": f.model}
+    given |= {"since": f.since, "until": f.until}
+    for name, value in given.items():
+        if value not in ("", None):
+            where += _FILTERS[name] + " "
+            params[name] = value
     sql = "SELECT s.id, s.first_activity_ts AS started_ts, s.last_activity_ts, "
     sql += "coalesce(s.metadata->>'user', s.metadata->>'user_id') AS \"user\", s.metadata, "
     sql += "s.tags, s.prompt_count AS turns, s.prompt_tokens + s.completion_tokens AS tokens, "
-    sql += "s.parent_session_id, count(*) OVER () AS total FROM sessions s "
-    sql += f"LEFT JOIN ({sort_by}) x ON x.session_id = s.id " if sort_by else ""
-    sql += "WHERE s.deleted_ts IS NULL "
-    params: dict[str, Any] = {"limit": f.limit, "offset": f.offset}
-    given: dict[str, str | int | None] = {"q": f.q.lower(), "user": f.user, "agent": f.agent}
-    given |= {"model": f.model, "since": f.since, "until": f.until}
-    for name, value in given.items():
-        if value not in ("", None):
-            sql += _FILTERS[name] + " "
-            params[name] = value
-    sql += f"ORDER BY {SORTS[f.sort]} {f.order} NULLS LAST, s.id LIMIT $limit OFFSET $offset"
-    rows = _rows(cursor, sql, params)
-    total = rows[0]["total"] if rows else 0
+    sql += f"s.parent_session_id, count(*) OVER () AS total FROM sessions s {where}"
+    exact = True
+    if f.q:
+        ids, total, exact = _search(cursor, f, where, order, params)
+        sql += "AND list_contains($ids, s.id) "
+        params = {**params, "ids": ids[f.offset : f.offset + f.limit]}
+        rows = _rows(cursor, f"{sql}{order}", params)
+    else:
+        rows = _rows(
+            cursor,
+            f"{sql}{order} LIMIT $limit OFFSET $offset",
+            params | {"limit": f.limit, "offset": f.offset},
+        )
+        total = rows[0]["total"] if rows else 0
     extra = _rows(cursor, _DECORATE, {"ids": [row["id"] for row in rows]}) if rows else []
     by_id = {row.pop("id"): row for row in extra}
     for row in rows:
         del row["total"]
         row.update(by_id[row["id"]])
-    return {"total": total, "offset": f.offset, "limit": f.limit, "sessions": rows}
+    page = {"total": total, "exact": exact, "offset": f.offset, "limit": f.limit}
+    return page | {"sessions": rows}
 
 
-def session_view(cursor: duckdb.DuckDBPyConnection, session_id: uuid.UUID) -> dict[str, Any]:
-    """A session with its turns in log order: each prompt with its responses, each response
-    with its tool calls and the handoff after it; the agents named; the spans of its traces."""
+def _search(
+    cursor: duckdb.DuckDBPyConnection,
+    f: SessionFilter,
+    where: str,
+    order: str,
+    params: dict[str, Any],
+) -> tuple[list[Any], int, bool]:
+    """The sessions that hold `f.q`, in the list's order, looked for in steps until one more
+    than the page needs is found or every session was looked at: a common word costs a few
+    hundred sessions' content, not a million events'. Each step is sized by the share of
+    sessions that matched so far (a quarter more than that share predicts is needed), and
+    takes all the rest when that is more than a third of it, or none matched: a step over a
+    third of the sessions reads the content whole (picking the rows of that many costs
+    more), so rare text costs about one plain scan, as it did before steps.
+    Returns the ids found, how many (all, or the lower bound so far), and whether that
+    count is all."""
+    ordered = f"SELECT s.id, {SORTS[f.sort]} AS k FROM sessions s {where} {order}"
+    (count,) = cursor.execute(f"SELECT count(*) FROM sessions s {where}", params).fetchone() or (0,)
+    some, rest = (
+        _SEARCH.format(ordered=ordered, within=w, direction=f.order) for w in (_WITHIN, "")
+    )
+    found: list[Any] = []
+    want = f.offset + f.limit + 1
+    lo, step = 0, SEARCH_CHUNK
+    while lo < count and len(found) < want:
+        chunk = params | {"q": f.q.lower(), "lo": lo, "n": step}
+        sql = some if step * 3 < count else rest
+        found += [row[0] for row in cursor.execute(sql, chunk).fetchall()]
+        lo += step
+        guess = (want - len(found)) * lo * 5 // (4 * len(found)) if found else count
+        step = max(SEARCH_CHUNK, guess if guess * 3 < count - lo else count - lo)
+    return found, len(found), lo >= count
+
+
+def session_view(
+    cursor: duckdb.DuckDBPyConnection,
+    session_id: uuid.UUID,
+    offset: int = 0,
+    limit: int = MAX_TURNS,
+) -> dict[str, Any]:
+    """A session with `limit` of its turns from `offset`, in log order: each prompt with its
+    responses, each response with its tool calls and the handoff after it; the agents named;
+    with the first turns, the spans of its traces. ``"truncated": true`` says more follow.
+
+    The page reads its turns in steps (a first screen, then the rest), so a long session is
+    readable before all of it has arrived and been drawn."""
+    if not 1 <= limit <= MAX_TURNS or offset < 0:
+        raise BadArgument(f"limit must be 1..{MAX_TURNS} and offset >= 0")
     reader = GraphReader(cursor, cache_size=0)
     session = reader.get_session(session_id)  # NotFound: 404
-    sid = [session_id]
     prompts = _rows(
         cursor,
         "SELECT id, lsn, ts, actor, content, model, agent_id, template_id, template_version, "
         "metadata FROM prompts WHERE session_id = $1 AND deleted_ts IS NULL ORDER BY lsn "
-        f"LIMIT {MAX_TURNS + 1}",
-        sid,
+        "LIMIT $2 OFFSET $3",
+        [session_id, limit + 1, offset],
     )
-    truncated = len(prompts) > MAX_TURNS
-    del prompts[MAX_TURNS:]
+    truncated = len(prompts) > limit
+    del prompts[limit:]
+    of_prompts = [session_id, [p["id"] for p in prompts]]
     responses = _rows(
         cursor,
         "SELECT id, prompt_id, lsn, ts, content, model, agent_id, prompt_tokens, "
         "completion_tokens, total_tokens, latency_ms, finish_reason FROM responses "
-        "WHERE session_id = $1 AND deleted_ts IS NULL ORDER BY lsn",
-        sid,
+        "WHERE session_id = $1 AND list_contains($2, prompt_id) AND deleted_ts IS NULL "
+        "ORDER BY lsn",
+        of_prompts,
     )
+    of_responses = [session_id, [r["id"] for r in responses]]
     tools = _rows(
         cursor,
         "SELECT id, response_id, lsn, tool_name, parameters, status, result, error, "
-        "duration_ms, retry_count FROM tool_invocations "
-        "WHERE session_id = $1 AND deleted_ts IS NULL ORDER BY lsn",
-        sid,
+        "duration_ms, retry_count FROM tool_invocations WHERE session_id = $1 "
+        "AND list_contains($2, response_id) AND deleted_ts IS NULL ORDER BY lsn",
+        of_responses,
     )
     handoffs = _rows(
         cursor,
         "SELECT id, response_id, lsn, from_agent_id, to_agent_id, reason, context_summary "
-        "FROM handoffs WHERE session_id = $1 AND deleted_ts IS NULL ORDER BY lsn",
-        sid,
+        "FROM handoffs WHERE session_id = $1 AND list_contains($2, response_id) "
+        "AND deleted_ts IS NULL ORDER BY lsn",
+        of_responses,
     )
     agents = {str(row["id"]): row["name"] for row in _rows(cursor, "SELECT id, name FROM agents")}
     by_response: dict[Any, dict[str, Any]] = {}
@@ -223,28 +301,35 @@ def session_view(cursor: duckdb.DuckDBPyConnection, session_id: uuid.UUID) -> di
         if parent is not None:  # a tombstone on a response leaves its tool calls live
             parent[key].append(item)
     turns = [{"prompt": p, "responses": by_prompt.get(p["id"], [])} for p in prompts]
-    traces = {str(session.metadata.get("trace_id"))} if "trace_id" in session.metadata else set()
-    traces |= {
-        str(p["metadata"]["trace_id"]) for p in prompts if "trace_id" in (p["metadata"] or {})
-    }
-    spans = (
-        _rows(
-            cursor,
-            "SELECT trace_id, span_id, parent_span_id, name, kind, start_ns, end_ns, duration_ms, "
-            "status, status_message FROM spans WHERE list_contains($1, trace_id) "
-            f"ORDER BY start_ns, span_id LIMIT {MAX_SPANS}",
-            [sorted(traces)],
-        )
-        if traces
-        else []
-    )
     return {
         "session": session,
         "turns": turns,
+        "offset": offset,
         "truncated": truncated,
         "agents": agents,
-        "spans": spans,
+        "spans": _spans(cursor, session_id, session.metadata) if offset == 0 else [],
     }
+
+
+def _spans(
+    cursor: duckdb.DuckDBPyConnection, session_id: uuid.UUID, metadata: dict[str, Any]
+) -> list[dict[str, Any]]:
+    """The earliest spans of the traces the session's or its prompts' metadata name."""
+    (traces,) = cursor.execute(
+        "SELECT list(DISTINCT metadata->>'trace_id') FILTER (WHERE metadata->>'trace_id' "
+        "IS NOT NULL) FROM prompts WHERE session_id = $1 AND deleted_ts IS NULL",
+        [session_id],
+    ).fetchone() or ([],)
+    found = set(traces or []) | ({str(metadata["trace_id"])} if "trace_id" in metadata else set())
+    if not found:
+        return []
+    return _rows(
+        cursor,
+        "SELECT trace_id, span_id, parent_span_id, name, kind, start_ns, end_ns, duration_ms, "
+        "status, status_message FROM spans WHERE list_contains($1, trace_id) "
+        f"ORDER BY start_ns, span_id LIMIT {MAX_SPANS}",
+        [sorted(found)],
+    )
 
 
 def lineage(cursor: duckdb.DuckDBPyConnection, node_id: uuid.UUID, depth: int) -> dict[str, Any]:

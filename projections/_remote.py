@@ -34,7 +34,7 @@ from ._reads import Hop, Impact, NotFound, _check_id
 from .errors import BadArgument, SqlRefused
 from .query import Query
 
-__all__ = ["AsyncRemoteGraph", "AsyncRemoteQuery", "RemoteGraph", "RemoteQuery"]
+__all__ = ["AsyncRemoteGraph", "AsyncRemoteQuery", "Forked", "RemoteGraph", "RemoteQuery"]
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -239,6 +239,20 @@ def _sql_body(query: str, params: Sequence[Any] | dict[str, Any] | None) -> byte
     return msgspec.json.encode(_Sql(query, listed))
 
 
+class Forked(msgspec.Struct, frozen=True, kw_only=True):
+    """What `RemoteGraph.fork` answers: the new store, served under its name from now on."""
+
+    store: str  # the fork's name: `MemoryGraph.connect(url, store)` reaches it
+    forked_from: str  # the store it was forked from
+    last_lsn: int  # the last event it holds (-1: none); its own events start after it
+    last_ts: int | None  # that event's time, ns
+    events: int  # how many events it holds
+
+
+def _fork_body(at: int | str, name: str) -> bytes:
+    return msgspec.json.encode({"at": at, "name": name})
+
+
 def _table(content: bytes, truncated: str | None) -> pa.Table:
     if truncated == "true":
         raise ServiceError(
@@ -327,6 +341,13 @@ class RemoteGraph(RemoteLog):
         """Run SQL on the service's projections and fetch every row (as `sql`)."""
         return self.sql(query, params).fetchall()
 
+    def fork(self, at: int | str, name: str) -> Forked:
+        """Fork this store at `at` (an LSN or an ISO 8601 time) into a new store `name`,
+        made beside it on the service's host and served at once (`replay.fork` there; an
+        admin token). A bad name is `BadArgument`; a name in use, `ServiceError`."""
+        response = self._request("POST", "/fork", content=_fork_body(at, name))
+        return msgspec.json.decode(response.content, type=Forked)
+
     get_node = _sync_read(get_node)
     get_edge = _sync_read(get_edge)
     get_outgoing_edges = _sync_read(get_outgoing_edges)
@@ -381,6 +402,11 @@ class AsyncRemoteGraph(AsyncRemoteLog):
         table = _table(response.content, response.headers.get(_TRUNCATED))
         with duckdb.connect() as con:
             return con.from_arrow(table).fetchall()
+
+    async def fork(self, at: int | str, name: str) -> Forked:
+        """As `RemoteGraph.fork`, awaited."""
+        response = await self._request("POST", "/fork", content=_fork_body(at, name))
+        return msgspec.json.decode(response.content, type=Forked)
 
     get_node = _async_read(get_node)
     get_edge = _async_read(get_edge)

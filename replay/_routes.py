@@ -1,31 +1,38 @@
-"""Replay's routes of `lmg serve`: SQL at a point of history, and the diff of two points.
+"""Replay's routes of `lmg serve`: SQL at a point of history, the diff of two points, a fork.
 
 ``POST /v1/stores/{name}/sql`` with ``"at"`` (an LSN or an ISO 8601 time) runs on
 `replay.at`'s view of that point, sandboxed and limited as the live SQL is.
 ``GET /v1/stores/{name}/diff?from=A&to=B`` answers `lmg diff --json`'s object.
+``POST /v1/stores/{name}/fork`` ``{"at", "name"}`` (scope ``admin``) forks the store at a
+point into a new store beside it, served at once under that name.
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
+import re
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, TypeVar
 
+import msgspec
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from eventlog._http import ApiError, Service, handle_api_error, service_of
+from eventlog._http import ApiError, Service, handle_api_error, read_body, service_of
 from projections._routes import SqlRequest, json_response, run_read, sql_response
 
 from ._points import Point
 from .cli import _diff_json
 from .diff import diff as run_diff
 from .errors import BadPoint, ReplayError
+from .fork import fork as run_fork
 from .view import at
 
-__all__ = ["exception_handlers", "routes", "sql_at"]
+__all__ = ["FORK_NAME", "ForkRequest", "exception_handlers", "routes", "sql_at"]
 
 _ARROW = "application/vnd.apache.arrow.stream"
 R = TypeVar("R")
@@ -94,13 +101,63 @@ async def diff(request: Request) -> Response:
     return json_response(_diff_json(result))
 
 
+FORK_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
+"""A fork's name: a store's name and its directory's, so one plain word (letters, digits,
+``-``, ``_``; at most 64): no separator, no dot, so no way out of the directory."""
+
+
+class ForkRequest(msgspec.Struct, forbid_unknown_fields=True):
+    """The body of ``POST .../fork``."""
+
+    at: int | str  # an LSN or an ISO 8601 time: the fork holds the events up to it
+    name: str  # the new store's name, and its directory's beside the forked store
+
+
+async def fork(request: Request) -> Response:
+    """Fork the store at a point into ``<the store's parent directory>/<name>``, and serve it
+    as ``name`` from now on (scope ``admin``: it writes a new store on the host's disk).
+
+    The name is checked first, and a directory or a served store of that name already there
+    is refused (409), so a fork never writes into, or over, anything that exists."""
+    service = service_of(request)
+    served = service.store(request, request.path_params["name"], "admin")
+    raw = await read_body(request, service.limits.max_body_bytes, service.limits.body_timeout_s)
+    try:
+        body = msgspec.json.decode(raw, type=ForkRequest)
+    except (msgspec.DecodeError, RecursionError) as exc:
+        raise ApiError(422, "bad_request", f"not a fork request: {exc}") from None
+    if not FORK_NAME.fullmatch(body.name):
+        raise ApiError(
+            422, "bad_argument", "name must be 1 to 64 letters, digits, '-' or '_' (no dots)"
+        )
+    target = Path(served.path).absolute().parent / body.name
+    if body.name in service.stores or os.path.lexists(target):
+        raise ApiError(409, "name_taken", f"there is already a store or a file named {body.name}")
+    assert service.queries is not None
+    async with service.queries:
+        origin = await asyncio.to_thread(run_fork, served.path, body.at, target)
+    await request.app.state.open_store(body.name, target)
+    return json_response(
+        {
+            "store": body.name,
+            "forked_from": served.name,
+            "last_lsn": origin.last_lsn,
+            "last_ts": origin.last_ts,
+            "events": origin.last_lsn + 1,
+        }
+    )
+
+
 async def _handle_replay_error(request: Request, exc: Exception) -> Response:
     code = "bad_point" if isinstance(exc, BadPoint) else "replay_error"
     return await handle_api_error(request, ApiError(422, code, str(exc)))
 
 
 def routes() -> list[Route]:
-    return [Route("/v1/stores/{name}/diff", diff)]
+    return [
+        Route("/v1/stores/{name}/diff", diff),
+        Route("/v1/stores/{name}/fork", fork, methods=["POST"]),
+    ]
 
 
 exception_handlers = {ReplayError: _handle_replay_error}

@@ -86,18 +86,30 @@ def app(stores: dict[str, Path], auth: Auth | None = None, limits: Limits | None
     service = Service(stores={}, auth=auth, limits=limits or Limits())
     otlp = Receiver(service)
 
+    opened: dict[str, ServedGraph] = {}
+
+    async def open_store(name: str, path: Path) -> ServedGraph:
+        """Open and serve the store at `path` as `name` (at start-up, and a new fork)."""
+        log = await eventlog.open_async(path)
+        try:
+            log.on_commit = service.metrics.committed(name)
+            served = ServedGraph(name, path, log)
+            served.owner = await asyncio.to_thread(Owner, log)
+        except BaseException:
+            await log.close()
+            raise
+        served.lag = served.owner.lag
+        opened[name] = served  # served from here on (with its owner), closed at exit
+        if service.ready:
+            otlp.add(name, served)
+        return served
+
     @contextlib.asynccontextmanager
     async def lifespan(_app: Starlette) -> AsyncIterator[None]:
         service.queries = asyncio.Semaphore(service.limits.max_queries)
-        opened: dict[str, ServedGraph] = {}
         try:
             for name, path in stores.items():
-                log = await eventlog.open_async(path)
-                log.on_commit = service.metrics.committed(name)
-                served = ServedGraph(name, path, log)
-                opened[name] = served
-                served.owner = await asyncio.to_thread(Owner, log)
-                served.lag = served.owner.lag
+                await open_store(name, path)
             service.stores = opened
             otlp.start(opened)
             service.ready = True
@@ -127,6 +139,7 @@ def app(stores: dict[str, Path], auth: Auth | None = None, limits: Limits | None
     }
     starlette = Starlette(routes=routes, exception_handlers=handlers, lifespan=lifespan)
     starlette.state.service = service
+    starlette.state.open_store = open_store  # `replay._routes.fork` serves its new store
     return _http.access_log(starlette, service.metrics), service
 
 

@@ -6,7 +6,7 @@ token the person gives (kept in the tab's ``sessionStorage``, sent as a bearer t
 the HTML holds no data and needs no auth, the routes enforce auth as every route does, and a
 script can fetch anything the page shows. The routes added here for the page:
 
-- ``GET /v1/stores``: the stores this token may use.
+- ``GET /v1/stores``: the stores this token may use, and its scopes.
 - ``GET /v1/stores/{name}/position``: the log's end and the fold's checkpoint (the slider).
 - ``GET /v1/stores/{name}/sessions``: the sessions list (search, filters, sort, page).
 - ``GET /v1/stores/{name}/sessions/{id}/view``: a session's turns, tools, handoffs, spans.
@@ -31,7 +31,7 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 
-from eventlog._http import ApiError, service_of
+from eventlog._http import SCOPES, ApiError, service_of
 from eventlog._time import to_ns
 from projections import _browse
 from projections._routes import ServedGraph, json_response, run_read
@@ -85,11 +85,14 @@ async def home(request: Request) -> Response:
 
 
 async def stores(request: Request) -> Response:
-    """The names of the stores this token may use (every store when auth is off)."""
+    """The names of the stores this token may use (every store when auth is off), and its
+    scopes (every scope when auth is off): what the page offers (the SQL console, "fork
+    from here") follows them; the routes still check each request."""
     service = service_of(request)
     token = service.token(request)
     names = [name for name in service.stores if token is None or token.allows(name)]
-    return json_response({"stores": sorted(names)})
+    scopes = [s for s in SCOPES if token is None or token.can(s)]
+    return json_response({"stores": sorted(names), "scopes": scopes})
 
 
 async def position(request: Request) -> Response:
@@ -164,7 +167,10 @@ async def sessions(request: Request) -> Response:
 
 async def session(request: Request) -> Response:
     session_id = _uuid(request)
-    return await _on_point(request, lambda cursor: _browse.session_view(cursor, session_id))
+    offset, limit = _int(request, "offset", 0), _int(request, "limit", _browse.MAX_TURNS)
+    return await _on_point(
+        request, lambda cursor: _browse.session_view(cursor, session_id, offset, limit)
+    )
 
 
 async def lineage(request: Request) -> Response:

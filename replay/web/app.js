@@ -173,9 +173,9 @@ function signIn(main, message) {
 async function timebar() {
   const box = document.getElementById("timebar");
   if (!store) return;
-  let position;
+  let position, scopes;
   try {
-    position = await getJson(`${api}/position`);
+    [position, { scopes }] = await Promise.all([getJson(`${api}/position`), getJson("/v1/stores")]);
   } catch {
     return; // the page's own request says why
   }
@@ -201,11 +201,37 @@ async function timebar() {
   el("button", { type: "submit" }, "Go"),
   at ? el("a", { href: location.pathname, class: "now" }, "Back to now") : null,
   at ? el("a", { href: `${ui("diff")}?from=${encodeURIComponent(at)}&to=${last}` }, "Diff to now") : null);
-  replace(box, form,
+  replace(box, form, scopes.includes("admin") ? forkForm(() => input.value.trim() || slider.value) : null,
     el("p", { class: at ? "past" : "live" }, at
       ? `Showing the store as it was at ${/^\d+$/.test(at) ? "LSN " : ""}${at} (the log's end is LSN ${last}).`
       : `Now: LSN ${last}.`));
   return position;
+}
+
+// "Fork from here" (admin tokens only): a new store holding the log up to the chosen point,
+// made by the service beside this one and served under the name given.
+function forkForm(point) {
+  const name = el("input", { id: "fork-name", name: "fork-name", size: 16, required: true,
+    pattern: "[A-Za-z0-9][A-Za-z0-9_\\-]{0,63}", placeholder: "letters, digits, - _" });
+  const out = el("p", { class: "fork-result", "aria-live": "polite" });
+  async function fork(event) {
+    event.preventDefault();
+    const raw = point();
+    const body = { at: /^-?\d+$/.test(raw) ? Number(raw) : raw, name: name.value.trim() };
+    replace(out, "Forking…");
+    try {
+      const made = await getJson(`${api}/fork`, { method: "POST",
+        headers: headers({ "Content-Type": "application/json" }), body: JSON.stringify(body) });
+      replace(out, `Forked ${num(made.events)} events (up to LSN ${made.last_lsn}) into store ${made.store}: `,
+        el("a", { href: `/ui/stores/${encodeURIComponent(made.store)}/sessions` }, `open ${made.store}`));
+    } catch (error) {
+      replace(out, el("span", { class: "error-text", role: "alert" }, `${error.code}: ${error.message}`));
+    }
+  }
+  return el("details", { class: "fork" }, el("summary", {}, "Fork from here"),
+    el("form", { "aria-label": "Fork from here", onsubmit: fork },
+      el("label", { for: "fork-name" }, "New store's name"), name,
+      el("button", { type: "submit" }, "Fork")), out);
 }
 
 // Follow the log (Server-Sent Events over fetch, so the bearer token goes with it) and call
@@ -332,25 +358,61 @@ function renderSessions(box, page) {
   }
   replace(box,
     el("div", { class: "scroll" }, el("table", { class: "sessions" },
-      el("caption", {}, `Sessions ${first}–${lastShown} of ${page.total}`),
+      el("caption", {}, `Sessions ${first}–${lastShown} of ${num(page.total)}${page.exact ? "" : " or more"}`),
       el("thead", {}, head), el("tbody", {}, rows))),
     el("nav", { class: "pager", "aria-label": "Pages of sessions" },
       page.offset > 0 ? pageLink(page.offset - page.limit, "← Newer page") : null,
       lastShown < page.total ? pageLink(lastShown, "Older page →") : null));
 }
 
+// A long session arrives in steps: the first screen of turns is drawn as soon as it
+// arrives, and the rest follows in larger requests, drawn a slice at a time between
+// frames, so the page can be read and used while it fills.
+const FIRST_TURNS = 40;
+const MORE_TURNS = 500;
+const SLICE = 100; // turns drawn between two frames
+const MAX_TURNS = 5000; // the most a page shows (the SQL console reads any)
+
+const nextFrame = () => new Promise((resolve) => setTimeout(resolve, 0));
+
 async function sessionPage(main, position, id) {
   document.title = `Session ${short(id)} · ${store}`;
-  async function load() {
+  let generation = 0; // a newer load (live) abandons an older one still filling
+  const view = (offset, limit) =>
+    getJson(withAt(`${api}/sessions/${encodeURIComponent(id)}/view`, { offset, limit }));
+  // The first load draws a screenful at once and fills in; a live reload reads every turn
+  // before it redraws, so the page keeps its length and the reader's place.
+  async function load(first) {
+    const mine = ++generation;
     const open = new Set([...main.querySelectorAll("details[open][data-key]")].map((d) => d.dataset.key));
-    const view = await getJson(withAt(`${api}/sessions/${encodeURIComponent(id)}/view`));
-    renderSession(main, view);
-    for (const details of main.querySelectorAll("details[data-key]")) {
-      if (open.has(details.dataset.key)) details.open = true;
+    const reopen = () => {
+      for (const details of main.querySelectorAll("details[data-key]")) {
+        if (open.has(details.dataset.key)) details.open = true;
+      }
+    };
+    let page = await view(0, first ? FIRST_TURNS : MAX_TURNS);
+    if (mine !== generation) return;
+    let shown = page.turns.length;
+    let more = page.truncated && shown < MAX_TURNS ? view(shown, MORE_TURNS) : null; // asked for while drawing
+    const session = renderSession(main, page);
+    reopen();
+    while (more) {
+      page = await more;
+      if (mine !== generation) return;
+      const from = shown;
+      shown += page.turns.length;
+      more = page.truncated && shown < MAX_TURNS ? view(shown, Math.min(MORE_TURNS, MAX_TURNS - shown)) : null;
+      for (let i = 0; i < page.turns.length; i += SLICE) {
+        await nextFrame();
+        if (mine !== generation) return;
+        session.add(page.turns.slice(i, i + SLICE), from + i);
+      }
     }
+    session.done(page.truncated);
+    reopen();
   }
-  await load();
-  follow(position, load);
+  await load(true);
+  follow(position, () => load(false));
 }
 
 function renderSession(main, view) {
@@ -373,8 +435,8 @@ function renderSession(main, view) {
       + `${num(s.tool_count)} tool calls, ${num(s.prompt_tokens + s.completion_tokens)} tokens`),
     s.parent_session_id ? [el("dt", {}, "Forked from"),
       el("dd", {}, link(ui("sessions", s.parent_session_id), short(s.parent_session_id)))] : null);
-  const turns = view.turns.map((turn, index) => {
-    const p = turn.prompt;
+  const turn = (t, index) => {
+    const p = t.prompt;
     return el("article", { class: `turn ${lane(p.agent_id)}`, "aria-labelledby": `turn-${index}` },
       el("h2", { id: `turn-${index}` }, `Turn ${index + 1}`,
         el("span", { class: "agent" }, name(p.agent_id)),
@@ -382,7 +444,7 @@ function renderSession(main, view) {
       el("section", { class: "prompt", "aria-label": "Prompt" },
         el("h3", {}, "Prompt ", lineageLink(p.id, "prompt")),
         content(p.content, "Prompt")),
-      turn.responses.map((r) => [
+      t.responses.map((r) => [
         el("section", { class: "response", "aria-label": "Response" },
           el("h3", {}, "Response ", lineageLink(r.id, "response")),
           content(r.content, "Response"),
@@ -390,20 +452,32 @@ function renderSession(main, view) {
             `${num(r.prompt_tokens)} tokens in, ${num(r.completion_tokens)} out`,
             r.latency_ms !== null ? `, ${num(r.latency_ms)} ms` : "",
             r.model ? `, ${r.model}` : "", r.finish_reason ? `, ${r.finish_reason}` : ""),
-          r.tools.map((t) => tool(t))),
+          r.tools.map((x) => tool(x))),
         r.handoffs.map((h) => el("p", { class: "handoff", role: "note" },
           el("strong", {}, "Handoff: "), `${name(h.from_agent_id)} → ${name(h.to_agent_id)}`,
           h.reason ? ` (${h.reason})` : "",
           h.context_summary ? el("span", { class: "summary" }, ` — ${h.context_summary}`) : null)),
       ]));
-  });
+  };
+  const turns = el("div", { class: "turns" }, view.turns.map((t, i) => turn(t, i)));
+  const note = el("div", { "aria-live": "polite" },
+    view.truncated ? el("p", { class: "filling" }, "Loading the other turns…") : null);
   replace(main,
     el("h1", {}, `Session ${short(s.id)}`),
     el("p", {}, el("code", {}, s.id), " · ", lineageLink(s.id, "session")),
     meta,
     view.turns.length ? turns : el("p", {}, "No turns yet."),
-    view.truncated ? el("p", { role: "note" }, `Only the first ${view.turns.length} turns are shown; the SQL console reads the rest.`) : null,
+    note,
     view.spans.length ? waterfall(view.spans) : null);
+  return {
+    add(more, from) {
+      append(turns, more.map((t, i) => turn(t, from + i)));
+    },
+    done(truncated) {
+      replace(note, truncated ? el("p", { role: "note" },
+        `Only the first ${turns.children.length} turns are shown; the SQL console reads the rest.`) : null);
+    },
+  };
 }
 
 function tool(t) {

@@ -3,6 +3,7 @@ it reads (public, so a script gets the same), each also at a point of history.""
 
 from __future__ import annotations
 
+import asyncio
 import re
 import subprocess
 import uuid
@@ -14,6 +15,7 @@ import httpx
 import pytest
 
 import eventlog
+from projections import AsyncRemoteGraph, BadArgument, Forked, RemoteGraph
 from tests._processes import LMG, WAIT_S
 from tests.replay.test_service import Service
 
@@ -144,6 +146,17 @@ def test_a_session_view_nests_tools_under_their_response(
     ]
     assert last["tools"][0]["parameters"] == {"q": "x"}
     assert set(view["agents"].values()) == {"a0", "a1"}
+    part = _get(service, f"/v1/stores/default/sessions/{sessions[3]}/view?offset=1&limit=2")
+    assert [t["prompt"]["content"] for t in part["turns"]] == [
+        "question 1 of session 3", "question 2 of session 3"
+    ]  # fmt: skip
+    assert (part["offset"], part["truncated"], part["spans"]) == (1, True, [])
+    rest = _get(service, f"/v1/stores/default/sessions/{sessions[3]}/view?offset=3&limit=2")
+    assert rest["turns"][0]["responses"][0]["tools"][0]["error"] == "offline"
+    assert not rest["truncated"]
+    for bad in ("limit=0", "limit=5001", "offset=-1"):
+        answer = _get(service, f"/v1/stores/default/sessions/{sessions[3]}/view?{bad}", 422)
+        assert answer["error"]["code"] == "bad_argument"
     missing = _get(service, f"/v1/stores/default/sessions/{uuid.uuid4()}/view", 404)
     assert missing["error"]["code"] == "not_found"
     assert _get(service, "/v1/stores/default/sessions/nope/view", 422)["error"]["code"] == (
@@ -216,7 +229,7 @@ def test_a_token_sees_only_its_stores(tmp_path: Path) -> None:
         assert _get(service, "/v1/stores", 401)["error"]["code"] == "unauthorized"
         bearer = {"Authorization": f"Bearer {token}"}
         with httpx.Client(base_url=service.url, headers=bearer, timeout=WAIT_S) as http:
-            assert http.get("/v1/stores").json() == {"stores": ["default"]}
+            assert http.get("/v1/stores").json() == {"stores": ["default"], "scopes": ["read"]}
             assert http.get("/v1/stores/default/sessions").json()["total"] == 1
             assert http.get("/v1/stores/b/sessions").status_code == 404
             assert http.get("/v1/stores/b/sessions?at=0").status_code == 404
@@ -244,5 +257,124 @@ def test_a_tool_call_of_a_deleted_response_leaves_the_session_readable(tmp_path:
         cut = _get(service, f"/v1/stores/default/sessions/{long.id}/view")
         assert len(cut["turns"]) == 5000 and cut["truncated"]
         assert cut["turns"][-1]["prompt"]["content"] == "q4999"
+    finally:
+        assert service.stop() == 0
+
+
+def _token(auth: Path, name: str, scopes: list[str]) -> str:
+    args = [str(LMG), "token", "add", "--auth", str(auth), "--name", name, "--store", "*"]
+    for scope in scopes:
+        args += ["--scope", scope]
+    made = subprocess.run(args, capture_output=True, text=True, check=True, timeout=WAIT_S)
+    return made.stdout.split()[0]
+
+
+@pytest.fixture(scope="module")
+def forking(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Service, Path, str, str]]:
+    """A store of three sessions served with auth: an admin token and a read-and-sql one."""
+    tmp = tmp_path_factory.mktemp("fork")
+    with eventlog.open(tmp / "store") as log:
+        for i in range(3):
+            log.create_session(metadata={"user": f"u{i}"})
+    auth = tmp / "tokens.json"
+    admin, reader = _token(auth, "admin", ["admin"]), _token(auth, "reader", ["read", "sql"])
+    service = Service(tmp, [str(tmp / "store"), "--auth", str(auth)])
+    yield service, tmp, admin, reader
+    assert service.stop() == 0
+
+
+def _post(service: Service, token: str, body: Any, status: int) -> Any:
+    bearer = {"Authorization": f"Bearer {token}"}
+    answer = service.http.post("/v1/stores/default/fork", json=body, headers=bearer)
+    assert answer.status_code == status, answer.text
+    return answer.json()
+
+
+def test_an_admin_token_forks_at_a_point_and_the_fork_is_served(
+    forking: tuple[Service, Path, str, str],
+) -> None:
+    service, tmp, admin, _ = forking
+    made = _post(service, admin, {"at": 1, "name": "try-1"}, 200)
+    assert made == {"store": "try-1", "forked_from": "default", "last_lsn": 1,
+                    "last_ts": made["last_ts"], "events": 2}  # fmt: skip
+    assert (tmp / "try-1").is_dir() and eventlog.origin(tmp / "try-1") is not None
+    bearer = {"Authorization": f"Bearer {admin}"}
+    listed = service.http.get("/v1/stores/try-1/sessions", headers=bearer).json()
+    assert [s["user"] for s in listed["sessions"]] == ["u1", "u0"]
+    assert service.http.get("/v1/stores", headers=bearer).json()["stores"] == ["default", "try-1"]
+    with RemoteGraph(service.url, "default", token=admin) as graph:
+        forked = graph.fork("2000-01-01T00:00:00Z", "empty")  # before every event
+        assert (forked.store, forked.events, forked.last_lsn) == ("empty", 0, -1)
+
+    async def fork_async() -> Forked:
+        async with AsyncRemoteGraph(service.url, "default", token=admin) as graph:
+            return await graph.fork(0, "first-only")
+
+    assert asyncio.run(fork_async()).events == 1
+    with RemoteGraph(service.url, "try-1", token=admin) as fork:
+        fork.create_session(metadata={"user": "only in the fork"})
+        assert fork.rows("SELECT count(*) FROM sessions") == [(3,)]
+    with RemoteGraph(service.url, "default", token=admin) as original:
+        assert original.rows("SELECT count(*) FROM sessions") == [(3,)]
+
+
+def test_only_an_admin_token_forks(forking: tuple[Service, Path, str, str]) -> None:
+    service, tmp, _, reader = forking
+    refused = _post(service, reader, {"at": 1, "name": "mine"}, 403)
+    assert refused["error"]["code"] == "forbidden"
+    assert not (tmp / "mine").exists()
+
+
+@pytest.mark.parametrize(
+    "name", ["../up", "a/b", "..", ".hidden", "a.b", "", "x" * 65, "tab\t", "/abs", "é"]
+)
+def test_a_bad_fork_name_is_refused_and_nothing_is_written(
+    forking: tuple[Service, Path, str, str], name: str
+) -> None:
+    service, tmp, admin, _ = forking
+    before = sorted(tmp.rglob("*"))
+    refused = _post(service, admin, {"at": 0, "name": name}, 422)
+    assert refused["error"]["code"] == "bad_argument"
+    assert sorted(tmp.rglob("*")) == before
+
+
+def test_a_fork_never_writes_over_what_exists(forking: tuple[Service, Path, str, str]) -> None:
+    service, tmp, admin, _ = forking
+    (tmp / "taken").mkdir()
+    (tmp / "link").symlink_to(tmp / "gone")  # a dangling link is there too
+    for name in ("store", "taken", "link", "default"):
+        before = sorted(tmp.rglob("*"))
+        refused = _post(service, admin, {"at": 0, "name": name}, 409)
+        assert refused["error"]["code"] == "name_taken", name
+        assert sorted(tmp.rglob("*")) == before
+    bad = _post(service, admin, {"at": 99, "name": "later"}, 422)
+    assert bad["error"]["code"] in ("bad_point", "replay_error") and not (tmp / "later").exists()
+    with RemoteGraph(service.url, "default", token=admin) as graph, pytest.raises(BadArgument):
+        graph.fork(0, "a.b")
+
+
+def test_a_search_stops_once_it_has_a_page_and_says_its_count_is_a_lower_bound(
+    tmp_path: Path,
+) -> None:
+    """A search reads content a step of sessions at a time, in the list's order: a word most
+    sessions hold costs a page's worth, and its count is then `"exact": false`."""
+    store = tmp_path / "store"
+    with eventlog.open(store) as log:
+        sessions = [log.create_session(metadata={"user": f"u{i}"}).id for i in range(300)]
+        log.add_prompts_batch([(s, f"common words, turn of {i}") for i, s in enumerate(sessions)])
+        log.add_prompts_batch([(sessions[0], "a Rare word")])
+    service = Service(tmp_path, [str(store)])
+    try:
+        base = "/v1/stores/default/sessions?sort=started&order=asc"
+        first = _get(service, f"{base}&q=COMMON&limit=10")
+        assert _ids(first) == [str(s) for s in sessions[:10]]
+        assert (first["total"], first["exact"]) == (256, False)  # the first step's sessions
+        last = _get(service, f"{base}&q=common&limit=10&offset=295")
+        assert _ids(last) == [str(s) for s in sessions[295:]]
+        assert (last["total"], last["exact"]) == (300, True)
+        rare = _get(service, f"{base}&q=rare%20word")
+        assert (_ids(rare), rare["total"], rare["exact"]) == ([str(sessions[0])], 1, True)
+        plain = _get(service, f"{base}&limit=1")
+        assert (plain["total"], plain["exact"]) == (300, True)
     finally:
         assert service.stop() == 0

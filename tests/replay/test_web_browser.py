@@ -268,6 +268,8 @@ def test_a_token_signs_in_and_its_scopes_decide(tmp_path: Path, browser: Any) ->
         page.get_by_label("Token").fill(token)
         page.get_by_role("button", name="Sign in").click()
         expect(page.locator("main table")).to_contain_text("triage, coder")
+        expect(page.locator("#timebar")).to_contain_text("Now: LSN")
+        expect(page.get_by_text("Fork from here")).to_have_count(0)  # not an admin token
         page.get_by_role("link", name="SQL").click()
         page.get_by_role("button", name="Run").click()
         expect(page.get_by_role("alert")).to_have_text(
@@ -371,6 +373,36 @@ def test_a_larger_store_pages_and_sorts_on_the_server(tmp_path: Path, browser: A
         assert service.stop() == 0
 
 
+def test_a_long_session_is_readable_first_and_fills_in_steps(tmp_path: Path, browser: Any) -> None:
+    """The first screen of turns is drawn from a first, small request; the rest arrive in
+    later requests and are appended in order, each turn once."""
+    store = tmp_path / "store"
+    with eventlog.open(store) as log:
+        session = log.create_session()
+        log.add_prompts_batch([(session.id, f"question {i}") for i in range(130)])
+    service = Service(tmp_path, [str(store)])
+    context = browser.new_context(viewport={"width": 1280, "height": 860})
+    try:
+        page = context.new_page()
+        page.set_default_timeout(MS)
+        asked: list[str] = []
+        page.on("request", lambda r: asked.append(r.url) if "/view" in r.url else None)
+        page.goto(f"{service.url}/ui/stores/default/sessions/{session.id}")
+        expect(page.get_by_role("heading", name="Turn 130")).to_be_attached()
+        headings = page.locator("main article h2").all_text_contents()  # drawn or not yet
+        assert [re.findall(r"^Turn (\d+)", h) for h in headings] == [
+            [str(i)] for i in range(1, 131)
+        ]
+        assert page.locator("main").get_by_text("question 129", exact=True).count() == 1
+        expect(page.locator("main")).not_to_contain_text("Loading the other turns")
+        assert [re.findall(r"offset=\d+&limit=\d+", url) for url in asked] == [
+            ["offset=0&limit=40"], ["offset=40&limit=500"]
+        ]  # fmt: skip
+    finally:
+        context.close()
+        assert service.stop() == 0
+
+
 def test_an_agents_sparklines_have_a_point_per_span_of_time(tmp_path: Path, browser: Any) -> None:
     """A span of time in which an agent answered nothing is a 0, not left out: the lines
     of all agents share one time axis."""
@@ -403,3 +435,30 @@ def test_an_agents_sparklines_have_a_point_per_span_of_time(tmp_path: Path, brow
     finally:
         context.close()
         assert service.stop() == 0
+
+
+def test_fork_from_the_slider_makes_a_store_without_the_handoff(
+    site: Site, page: Any, tmp_path: Path
+) -> None:
+    """Without auth every token is an admin: the time bar offers "Fork from here". (Last in
+    the module: from here on, the service serves two stores.)"""
+    page.goto(site.page(f"sessions/{site.session}"))
+    page.get_by_label("Point in history (LSN)").fill(str(site.handoff_lsn - 1))
+    expect(page.locator("#timebar")).to_contain_text(f"as it was at LSN {site.handoff_lsn - 1}")
+    page.get_by_text("Fork from here").click()
+    page.get_by_label("New store's name").fill("before-handoff")
+    page.get_by_role("button", name="Fork", exact=True).click()
+    result = page.locator("#timebar .fork-result")
+    expect(result).to_contain_text(
+        f"Forked {site.handoff_lsn} events (up to LSN {site.handoff_lsn - 1}) "
+        "into store before-handoff"
+    )
+    shot(page, "fork", tmp_path)
+    page.get_by_label("New store's name").fill("before-handoff")
+    page.get_by_role("button", name="Fork", exact=True).click()
+    expect(page.get_by_role("alert")).to_contain_text("name_taken")
+    page.goto(f"{site.url}/ui/stores/before-handoff/sessions/{site.session}")
+    main = page.locator("main")
+    expect(main.get_by_role("heading", name="Turn 1")).to_be_visible()
+    expect(main).not_to_contain_text("Handoff")
+    expect(page.locator("#timebar")).to_contain_text(f"Now: LSN {site.handoff_lsn - 1}")
