@@ -114,3 +114,21 @@ def test_a_sealed_segment_ends_at_its_last_frame(tmp_path: Path) -> None:
         sealed = sorted(store.glob("*.seg"))[:-1]
         assert all(s.stat().st_size == frames_end(s) for s in sealed)
     assert eventlog.verify(store) == []
+
+
+def test_readers_and_a_backup_of_an_open_store_stop_at_its_reserve(tmp_path: Path) -> None:
+    store, dest = tmp_path / "store", tmp_path / "backup"
+    with eventlog.open(store) as log:
+        session = log.create_session()
+        for n in range(3):
+            log.add_prompt(session.id, f"prompt {n}")
+        with eventlog.open(store, readonly=True) as reader:
+            assert len(list(reader.read())) == 4
+            log.add_prompt(session.id, "written into the reserve while a reader is open")
+            assert len(list(reader.read())) == 5
+        eventlog.backup(store, dest)
+    segment = dest / f"{0:020d}.seg"
+    assert segment.stat().st_size == frames_end(segment), "the backup has frames, no zeros"
+    assert eventlog.verify(dest) == []
+    with eventlog.open(dest, readonly=True) as copy:
+        assert len(list(copy.read())) == 5
