@@ -8,6 +8,8 @@ damage; sealed and closed segments end at their last frame.
 
 from __future__ import annotations
 
+import os
+import random
 import shutil
 import warnings
 from pathlib import Path
@@ -16,6 +18,8 @@ import pytest
 
 import eventlog
 from eventlog._format import RESERVE_ALIGN
+
+from .test_power_loss import DurableDisk, PowerLoss, Workload, check, recording_torn_tails
 
 SEGMENT_HEADER = 32
 FRAME_HEADER = 48
@@ -132,3 +136,45 @@ def test_readers_and_a_backup_of_an_open_store_stop_at_its_reserve(tmp_path: Pat
     assert eventlog.verify(dest) == []
     with eventlog.open(dest, readonly=True) as copy:
         assert len(list(copy.read())) == 5
+
+
+@pytest.mark.slow
+def test_power_loss_keeps_every_acknowledged_event_written_into_a_reserve(
+    store: Path, rng: random.Random, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`test_power_loss_keeps_every_acknowledged_event` with segments large enough for a
+    reserve: its zero-fill is fsynced, its frames only fdatasynced, and power goes out at
+    random fsyncs of either kind; every acknowledged event is still there, in order."""
+    acked: dict[int, bytes] = {}
+    seen: list[bytes] = []
+    torn: list[str] = []
+    work, reserves = Workload(rng), 0
+    store.mkdir()
+    for _cycle in range(60):
+        disk = DurableDisk(store)
+        monkeypatch.setattr(os, "fsync", disk.fsync)
+        monkeypatch.setattr(os, "fdatasync", disk.fsync)
+        disk.lose_power_at, disk.before_sync = rng.randint(1, 40), rng.random() < 0.5
+        log: eventlog.EventLog | None = None
+        try:
+            with recording_torn_tails(torn):
+                log = eventlog.open(store, segment_bytes=4 * RESERVE_ALIGN)
+            records = list(log.read())
+            seen = check(records, acked, seen, 0)
+            work.forget_from(0)
+            for record in records:
+                work.take_in(record.lsn, record.event)
+            for _ in range(rng.randint(0, 30)):
+                work.append(log, acked)
+            reserves += max(store.glob("*.seg")).stat().st_size % RESERVE_ALIGN == 0
+        except PowerLoss:
+            pass
+        disk.frozen = True
+        if log is not None:
+            log.close()
+        disk.lose_power(rng if rng.random() < 0.5 else None)
+    monkeypatch.undo()
+    with recording_torn_tails(torn), eventlog.open(store) as log:
+        check(list(log.read()), acked, seen)
+    assert reserves > 10 and len(acked) > 200 and len(list(store.glob("*.seg"))) > 1
+    assert [p for p in eventlog.verify(store) if p.severity == "error"] == []
