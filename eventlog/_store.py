@@ -664,7 +664,9 @@ class Store:
 
     def _trim(self, active: _Active) -> None:
         """Cut the reserve off a segment about to be sealed, durably before its successor
-        exists: a sealed segment ends at its last frame."""
+        exists (a sealed segment ends at its last frame), or before a frame that is not synced
+        at once (INTERVAL, NONE): frames written over zeros and synced together later could
+        reach the disk out of order, leaving zeros before an intact frame, which is damage."""
         if os.fstat(active.fd).st_size > active.end:
             try:
                 os.ftruncate(active.fd, active.end)
@@ -827,7 +829,9 @@ class Store:
             level=self.options.compression_level,
         )
         offset = active.end
-        if self.options.durability is Durability.FSYNC and len(frame) <= _RESERVE_FRAME_MAX:
+        if self.options.durability is not Durability.FSYNC:
+            self._trim(active)  # left by an FSYNC handle: see `_trim`
+        elif len(frame) <= _RESERVE_FRAME_MAX:
             self._reserve(active, offset + len(frame))
         try:
             _pwrite_all(active.fd, frame, offset)
