@@ -245,11 +245,18 @@ class Store:
 
     def _trim_on_close(self) -> None:
         """Cut the reserve off the last segment, so a closed store ends at its last frame.
-        Not synced: if the cut is lost, the reserve reads as one (see `_format`)."""
-        with self._flock():
+        Only if the lock is free at once (closing never waits for another process), and not
+        synced: a reserve left, or a cut lost, reads as a reserve (see `_format`)."""
+        try:
+            fcntl.flock(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            return
+        try:
             active = self._catch_up(index=False)
             if os.fstat(active.fd).st_size > active.end:
                 os.ftruncate(active.fd, active.end)
+        finally:
+            fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
 
     def _check_usable(self) -> None:
         if self._closed:
