@@ -68,16 +68,40 @@ def prepare(events: Sequence[ev.EventBase], opts: AppendOptions) -> PendingReque
     batch = _with_options(events if isinstance(events, list) else list(events), opts)
     raw, checked = _round_trip(batch)
     check(checked)
+    return _request(checked, opts, len(raw))
+
+
+def _request(events: list[ev.EventBase], opts: AppendOptions, size: int) -> PendingRequest:
     key = opts.get("idempotency_key")
     if key is not None and (not isinstance(key, str) or not key):
         raise InvalidEvent("idempotency_key must be a non-empty str")
     return PendingRequest(
-        checked,
+        events,
         key,
         _int_option(opts, "expect_store_lsn"),
         _int_option(opts, "expect_session_lsn"),
-        len(raw),
+        size,
     )
+
+
+_PLAIN_OPTIONS = frozenset({"idempotency_key", "expect_store_lsn", "expect_session_lsn"})
+
+
+def _prepare_prompts(events: list[ev.PromptAdded], opts: AppendOptions) -> PendingRequest:
+    """`prepare` for prompts this module built from a session id and a text alone: when
+    every one is exactly a `uuid.UUID` and a `str` and no option sets a field, their types
+    are the schema's, so the events are encoded once (for the request's size, and to refuse
+    a string that is not valid UTF-8) and not decoded again. Otherwise, `prepare`."""
+    plain = _PLAIN_OPTIONS.issuperset(opts) and all(
+        type(e.session_id) is uuid.UUID and type(e.content) is str for e in events
+    )
+    if not plain or not events:
+        return prepare(events, opts)
+    try:
+        size = len(_ENCODER.encode(events))
+    except ValueError:  # a lone surrogate: `prepare` names the field
+        return prepare(events, opts)
+    return _request(cast(list[ev.EventBase], events), opts, size)
 
 
 def _round_trip(batch: list[ev.EventBase]) -> tuple[bytes, list[ev.EventBase]]:
@@ -224,6 +248,8 @@ def add_prompt(
         parent_prompt_id=parent_prompt_id,
         metadata=metadata,
     )
+    if template_id is None and not variables and parent_prompt_id is None and metadata is None:
+        return Command(_prepare_prompts([event], opts), _id)
     return Command(_one(event, opts), _id)
 
 
@@ -232,7 +258,7 @@ def add_prompts_batch(
 ) -> Command[list[uuid.UUID]]:
     """Add many prompts in one all-or-nothing request."""
     events = [ev.PromptAdded(id=new_id(), session_id=s, content=c) for s, c in _pairs(prompts, 2)]
-    return Command(prepare(events, opts), _ids)
+    return Command(_prepare_prompts(events, opts), _ids)
 
 
 def add_response(

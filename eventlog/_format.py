@@ -25,6 +25,13 @@ A segment file ``{first_lsn:020d}.seg`` is a 32-byte header followed by frames::
     44  4  raw_length length of the MessagePack before compression
     48  .. body
 
+The last segment may end in a reserve: zeros from the end of its last frame to a file size
+that is a multiple of `RESERVE_ALIGN` (64 KiB), written and fsynced ahead of the writer so a
+durable append overwrites blocks the file already has and syncs with `fdatasync` (no size,
+no block allocation to journal). A frame header read there is all zeros: the end of the log.
+Zeros that do not reach such a boundary are a torn tail like any other bytes. A writer trims
+its reserve when it closes and before it seals the segment, so sealed segments never have one.
+
 The MessagePack body is an array of requests, each ``[events, idempotency_key]``: one
 request is what one caller appended at once; a frame carries one group commit. The CRC
 covers everything but the magic, length and itself, so a torn or flipped frame never passes.
@@ -50,6 +57,7 @@ __all__ = [
     "CODEC_ZSTD",
     "FRAME_HEADER",
     "FRAME_MAGIC",
+    "RESERVE_ALIGN",
     "SEGMENT_HEADER",
     "FrameError",
     "FrameHeader",
@@ -74,6 +82,8 @@ FRAME_MAGIC = b"LMGF"
 _FRAME = struct.Struct("<4sIIQIqqBBHI")
 FRAME_HEADER = _FRAME.size  # 48
 _CRC_FROM = 12
+
+RESERVE_ALIGN = 64 * 1024  # a reserve of zeros ends the file on a multiple of this
 
 CODEC_RAW = 0
 CODEC_ZSTD = 1

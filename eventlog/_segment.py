@@ -9,6 +9,9 @@ tells the two ways a frame can be bad apart:
   garbage; recovery truncates the segment there, since no fsync can have acknowledged it.
 - damage: a valid frame follows it. Bytes the log once acknowledged have changed; this is
   never repaired silently.
+
+Neither is the writer's reserve (see `_format`): zeros from the frame to a file end on a
+`RESERVE_ALIGN` boundary. `iter_frames` stops there, as at the file's end.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from typing import NamedTuple
 from ._format import (
     FRAME_HEADER,
     FRAME_MAGIC,
+    RESERVE_ALIGN,
     SEGMENT_HEADER,
     FrameError,
     FrameHeader,
@@ -31,6 +35,7 @@ from ._format import (
 __all__ = [
     "BadFrame",
     "Frame",
+    "is_reserve",
     "is_torn_tail",
     "iter_frames",
     "next_intact_frame",
@@ -61,9 +66,15 @@ def read_segment_header(fd: int) -> int:
 
 
 def iter_frames(fd: int, offset: int, end: int, lsn: int) -> Iterator[Frame]:
-    """Checked frames from `offset` (a frame boundary holding `lsn`) up to byte `end`."""
+    """Checked frames from `offset` (a frame boundary holding `lsn`) up to byte `end`, or up
+    to the writer's reserve of zeros before it."""
     while offset < end:
-        frame = read_frame(fd, offset, end, lsn)
+        try:
+            frame = read_frame(fd, offset, end, lsn)
+        except BadFrame:
+            if is_reserve(fd, offset, end):
+                return
+            raise
         yield frame
         offset += frame.head.size
         lsn = frame.head.next_lsn
@@ -101,3 +112,12 @@ def next_intact_frame(fd: int, offset: int, end: int) -> Frame | None:
 def is_torn_tail(fd: int, offset: int, end: int) -> bool:
     """True when no intact frame starts anywhere in (offset, end): the bad bytes are a tail."""
     return next_intact_frame(fd, offset, end) is None
+
+
+def is_reserve(fd: int, offset: int, end: int) -> bool:
+    """True when the bytes from `offset` to `end`, the file's end, are a writer's reserve:
+    all zeros, ending on a `RESERVE_ALIGN` boundary."""
+    if end % RESERVE_ALIGN or offset >= end:
+        return False
+    data = os.pread(fd, end - offset, offset)
+    return len(data) == end - offset and data.count(0) == len(data)

@@ -8,8 +8,12 @@ Invariants the code keeps:
    others appended since it last held the lock, and follows their rotations (an `fstat` of
    the segment and a `stat` of its successor's name tell if there are any).
 3. A frame is the unit of atomicity: one group commit of whole requests. An append is
-   acknowledged only after its frame is written and, in the default mode, fsynced; a new
-   segment's directory entry is fsynced before anything in it is acknowledged.
+   acknowledged only after its frame is written and, in the default mode, synced; a new
+   segment's directory entry is fsynced before anything in it is acknowledged. In that mode
+   the last segment keeps a reserve of zeros ahead of the writer, zero-filled and fsynced
+   before any frame is written into it, so a frame overwrites blocks the file already has
+   and `fdatasync` syncs its data alone; the reserve is trimmed before the segment is sealed
+   and when the handle closes (see `_format`).
 4. ``ts`` never decreases along the log: it is max(now, last ts) taken under the lock, or,
    for an import into a new store, the event's own, refused if before the last.
 5. A failed fsync stops the handle (`LogFailed`): it is never retried as if it had worked.
@@ -56,6 +60,7 @@ from ._files import (
 )
 from ._format import (
     FRAME_HEADER,
+    RESERVE_ALIGN,
     SEGMENT_HEADER,
     FrameError,
     FrameHeader,
@@ -98,6 +103,10 @@ _SEGMENT_FILE = re.compile(r"^(\d{20})\.seg$")
 _FULL_DISK = (errno.ENOSPC, errno.EFBIG, errno.EDQUOT)
 RECOVERY_LOG = "recovery.jsonl"
 _EVENT_CACHE = 1024  # stored events kept for event_at: templates are read on every use
+_RESERVE_STEP = 1024 * 1024  # zeros written ahead of the writer at a time (FSYNC mode)
+_RESERVE_FRAME_MAX = 64 * 1024  # larger frames append to the file instead: zero-filling
+# ahead of them would write their bytes twice, and a growing file costs them little
+_NO_FRAME = bytes(4)  # the magic of a frame header in the reserve
 
 
 class Appended(NamedTuple):
@@ -229,6 +238,9 @@ class Store:
             if self._timer is not None:
                 self._timer.cancel()
             if self._active is not None:
+                if self._failed is None:
+                    with contextlib.suppress(OSError, EventLogError):
+                        self._trim_on_close()
                 if self._dirty_since is not None and self._failed is None:
                     with contextlib.suppress(OSError):
                         os.fsync(self._active.fd)
@@ -236,6 +248,21 @@ class Store:
             self._sealed.close()
             if self._lock_fd >= 0:
                 os.close(self._lock_fd)
+
+    def _trim_on_close(self) -> None:
+        """Cut the reserve off the last segment, so a closed store ends at its last frame.
+        Only if the lock is free at once (closing never waits for another process), and not
+        synced: a reserve left, or a cut lost, reads as a reserve (see `_format`)."""
+        try:
+            fcntl.flock(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            return
+        try:
+            active = self._catch_up(index=False)
+            if os.fstat(active.fd).st_size > active.end:
+                os.ftruncate(active.fd, active.end)
+        finally:
+            fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
 
     def _check_usable(self) -> None:
         if self._closed:
@@ -556,7 +583,8 @@ class Store:
                 raise CorruptionError(
                     "segment shrank under the log", str(active.path), size, active.next_lsn
                 )
-            if size > active.end:
+            # Frames are written whole under the lock: a zero magic at the end is our reserve.
+            if size > active.end and os.pread(active.fd, 4, active.end) != _NO_FRAME:
                 self._advance(active, size, repair=True)
             successor = os.path.join(self._dir, segment_name(active.next_lsn))  # hot: no pathlib
             # Not gated on our own segment_bytes: a handle opened with a smaller one may
@@ -581,6 +609,7 @@ class Store:
         """
         self._sync_before_leaving(active)
         entries = self._ensure_entries(active)
+        self._trim(active)
         self._create_segment(active.next_lsn)
         self._sealed.seal(active.first_lsn, active.summary, entries)
         self._firsts.append(active.next_lsn)
@@ -645,6 +674,40 @@ class Store:
         active.summary.size = size
         active.summary.type_counts = dict(counts)
         return active.summary
+
+    def _trim(self, active: _Active) -> None:
+        """Cut the reserve off a segment about to be sealed, durably before its successor
+        exists (a sealed segment ends at its last frame), or before a frame that is not synced
+        at once (INTERVAL, NONE): frames written over zeros and synced together later could
+        reach the disk out of order, leaving zeros before an intact frame, which is damage."""
+        if os.fstat(active.fd).st_size > active.end:
+            try:
+                os.ftruncate(active.fd, active.end)
+                os.fsync(active.fd)
+            except OSError as exc:
+                self._failed = exc
+                raise LogFailed(f"trimming {active.path} failed ({exc}); the log stops") from exc
+
+    def _reserve(self, active: _Active, need: int) -> None:
+        """Zero-fill and fsync the file ahead of the writer, past byte `need`, so frames
+        overwrite blocks already written and `fdatasync` has no metadata to commit. Never past
+        the rotation size: near it (or in a segment smaller than `RESERVE_ALIGN`) and without
+        space for it, the frame just appends (and may find the disk full itself)."""
+        size = os.fstat(active.fd).st_size
+        limit = self.options.segment_bytes // RESERVE_ALIGN * RESERVE_ALIGN
+        end = min(-(-(need + _RESERVE_STEP) // RESERVE_ALIGN) * RESERVE_ALIGN, limit)
+        if need <= size or need > end:
+            return
+        try:
+            _pwrite_all(active.fd, bytes(end - size), size)
+            os.fsync(active.fd)
+        except OSError as exc:
+            with contextlib.suppress(OSError):
+                os.ftruncate(active.fd, size)
+            if exc.errno in _FULL_DISK:
+                return
+            self._failed = exc
+            raise LogFailed(f"zero-filling {active.path} failed ({exc}); the log stops") from exc
 
     def _sync_before_leaving(self, active: _Active) -> None:
         """INTERVAL/NONE: fsync unsynced frames of a segment this handle moves past. Later
@@ -780,6 +843,10 @@ class Store:
             level=self.options.compression_level,
         )
         offset = active.end
+        if self.options.durability is not Durability.FSYNC:
+            self._trim(active)  # left by an FSYNC handle: see `_trim`
+        elif len(frame) <= _RESERVE_FRAME_MAX:
+            self._reserve(active, offset + len(frame))
         try:
             _pwrite_all(active.fd, frame, offset)
         except OSError as exc:
@@ -811,7 +878,9 @@ class Store:
         ):
             try:
                 began = time.perf_counter()
-                os.fsync(active.fd)
+                # Data alone: the frame's blocks were in the file, or its new size is needed
+                # to read it back, which fdatasync commits too.
+                os.fdatasync(active.fd)
                 self.fsync_s = time.perf_counter() - began
             except OSError as exc:
                 self._failed = exc

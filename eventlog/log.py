@@ -64,11 +64,21 @@ class Stats(msgspec.Struct, kw_only=True):
     durability: str
 
 
+def _held_lock() -> threading.Lock:
+    lock = threading.Lock()
+    lock.acquire()
+    return lock
+
+
 @dataclass
 class _Slot:
+    """One thread's request. `wake` is a lock taken at the start and released by the leader
+    that serves it (or hands it the lead): a follower blocks acquiring it. A bare lock costs
+    a tenth of a `threading.Event` (a condition and its lock) to make, on every append."""
+
     request: PendingRequest
     result: Appended | BaseException | None = None
-    wake: threading.Event = field(default_factory=threading.Event)
+    wake: threading.Lock = field(default_factory=_held_lock)
 
 
 class _GroupCommit:
@@ -93,7 +103,7 @@ class _GroupCommit:
             lead = not self._leading
             self._leading = True
         if not lead:
-            slot.wake.wait()  # served by a leader, or handed the lead
+            slot.wake.acquire()  # served by a leader, or handed the lead
         if slot.result is None:
             self._lead()
         assert slot.result is not None
@@ -111,9 +121,9 @@ class _GroupCommit:
             successor = self._queue[0] if self._queue else None
             self._leading = successor is not None
         for s in batch:
-            s.wake.set()
+            s.wake.release()
         if successor is not None:
-            successor.wake.set()  # its result is None: it leads the next group
+            successor.wake.release()  # its result is None: it leads the next group
 
 
 def _commit(store: Store, requests: list[PendingRequest]) -> list[Appended | BaseException]:

@@ -22,6 +22,7 @@ from ._format import SEGMENT_HEADER, FrameError, decode_body, segment_name, unpa
 from ._index import IdTable, load_summary
 from ._segment import (
     BadFrame,
+    is_reserve,
     is_torn_tail,
     next_intact_frame,
     read_frame,
@@ -131,6 +132,8 @@ def _verify_segment(seg: Path, first: int, *, last: bool, problems: list[Problem
                 lsn = frame.head.next_lsn
                 continue
             except BadFrame as bad:
+                if last and is_reserve(fd, offset, size):
+                    break  # the writer's zeros ahead of it: the end of the log
                 if is_torn_tail(fd, offset, size):
                     severity: Literal["error", "warning"] = "warning" if last else "error"
                     note = (

@@ -147,7 +147,7 @@ class LogAddPrompt:
         self.texts = _Texts()
         self.log = eventlog.open(path / "log")
         self.log.append(created)
-        self.before = segment_bytes(self.log.path)
+        self.before = self.log.stats().stored_bytes  # frames: the file has zeros ahead of them
 
     def run(self, n: int) -> float:
         texts, add = self.texts.take(n), self.log.add_prompt
@@ -158,7 +158,7 @@ class LogAddPrompt:
         return t[0]
 
     def close(self) -> dict[str, float]:
-        stored = segment_bytes(self.log.path) - self.before
+        stored = self.log.stats().stored_bytes - self.before
         self.log.close()
         return {"bytes_per_event": stored / max(1, self.texts.at)}
 
@@ -466,6 +466,27 @@ class LogAppendBatches:
         return {}
 
 
+def long_conversations(total: int) -> list[ev.EventBase]:
+    """`total` events of long conversation text (`_graph_data.long_chunks`: sessions, then
+    turns of a prompt and its response of about 1 KB each), fresh ids every call."""
+    from ._graph_data import long_chunks  # noqa: PLC0415 (only this case needs it)
+
+    events: list[ev.EventBase] = []
+    for chunk in long_chunks():
+        events += chunk
+        if len(events) >= total:
+            return events[:total]
+    raise AssertionError("long_chunks never ends")
+
+
+class LogAppendLongBatches(LogAppendBatches):
+    """`append` of 1,000 prebuilt events of long conversation text per call (FSYNC)."""
+
+    def __init__(self, path: Path, total: int) -> None:
+        self.batches = batches(long_conversations(total), BATCH)
+        self.log = eventlog.open(path / "log")
+
+
 class LogPromptsBatch:
     """`add_prompts_batch` of 1,000 (session, text) pairs per call: the log builds events."""
 
@@ -506,6 +527,35 @@ class RawBatches(_RawFile):
                 os.write(fd, _LEN.pack(len(body)) + body)
                 os.fsync(fd)
         return t[0]
+
+
+class RawLongBatches(RawBatches):
+    """The raw loop of `RawBatches` over the events of `LogAppendLongBatches`."""
+
+    def __init__(self, path: Path, total: int) -> None:
+        _RawFile.__init__(self, path)
+        self.batches = batches(long_conversations(total), BATCH)
+
+
+class _GivenTexts(_Texts):
+    """Texts handed out in order from a list."""
+
+    def __init__(self, texts: list[str]) -> None:
+        super().__init__()
+        self.texts = texts
+
+    def take(self, n: int) -> list[str]:
+        self.at += n
+        return self.texts[self.at - n : self.at]
+
+
+class EsLongBulk(EsBulk):
+    """eventsourcing's `EsBulk` with the long texts: each prompt's and response's content."""
+
+    def __init__(self, path: Path, total: int) -> None:
+        super().__init__(path, total)
+        events = long_conversations(2 * total)  # sessions carry no text: enough of the rest
+        self.texts = _GivenTexts([t for e in events if (t := getattr(e, "content", ""))])
 
 
 # -- sequential reads -------------------------------------------------------------------------

@@ -217,6 +217,40 @@ BULK = Case(
 )
 
 
+def _bulk_long(plan: Plan, scale: Scale) -> CaseResult:
+    b = s.BATCH
+    sides = [
+        Side("log.append(1000)", "eventlog `append(1,000 events)`", s.LogAppendLongBatches, b),
+        Side("raw", "raw loop, fsync per batch", s.RawLongBatches, unit=b),
+        Side("eventsourcing", "eventsourcing SQLite, 1,000 events/save", s.EsLongBulk, unit=b),
+    ]
+    samples = run_sides("bulk_long", sides, plan)
+    what = "bulk appends, batches of 1,000, long text"
+    rows = rows_for(
+        "bulk_long",
+        sides,
+        samples,
+        [
+            Target("log.append(1000)", "raw", 0.8, what),
+            Target("log.append(1000)", "eventsourcing", 4.0, what),
+        ],
+    )
+    return CaseResult(rows)
+
+
+BULK_LONG = Case(
+    "bulk_long",
+    "Bulk appends in batches of 1,000, long conversation text",
+    "As `bulk`, on the events of `fold_long` (`tests/benchmarks/_graph_data.py`, "
+    "`long_chunks`): sessions, then turns of a prompt and its response of 700 to 1,300 "
+    "characters each with a few non-ASCII words, in order, 1,000 to a call; no sessions "
+    "created first (each conversation brings its own). The raw loop encodes the same events "
+    "(their `ts` still 0 and responses without `session_id`, which the log fills in: a few "
+    "bytes of 1 KB). eventsourcing: `bulk`'s aggregate given 1,000 of the same texts per save.",
+    _bulk_long,
+)
+
+
 # -- sequential read --------------------------------------------------------------------------
 
 
@@ -832,7 +866,7 @@ ERASURE = Case(
 CASES: dict[str, Case] = {
     c.name: c
     for c in (
-        SINGLE, CONCURRENT, BULK, READ, SIZE, OPEN, STARTUP, FOLD, FOLD_BATCHES, FOLD_LONG,
-        FOLLOW, READS, RSS, REPLAY, LIFECYCLE, INGEST, INSTRUMENT, SERVE, ERASURE,
+        SINGLE, CONCURRENT, BULK, BULK_LONG, READ, SIZE, OPEN, STARTUP, FOLD, FOLD_BATCHES,
+        FOLD_LONG, FOLLOW, READS, RSS, REPLAY, LIFECYCLE, INGEST, INSTRUMENT, SERVE, ERASURE,
     )
 }  # fmt: skip

@@ -360,6 +360,29 @@ def test_golden_store_opens_unchanged_and_takes_appends(
     assert index_tolerant(eventlog.verify(path)) == []
 
 
+def test_golden_store_reads_back_after_a_writer_left_its_reserve(
+    golden_store: tuple[Path, dict[str, Any]], tmp_path: Path
+) -> None:
+    """A writer of this version appends to the old store and is killed: the copy it leaves
+    has a reserve of zeros after the old frames and its own; it reads, verifies, appends."""
+    path, expected = golden_store
+    n, session = len(expected["records"]), uuid.UUID(expected["session"])
+    killed = tmp_path / "killed"
+    with eventlog.open(path) as log:
+        log.add_prompt(session, "appended by a writer that zero-fills ahead")
+        shutil.copytree(path, killed)
+    last = max(killed.glob("*.seg"))
+    assert last.stat().st_size % _format.RESERVE_ALIGN == 0
+    assert index_tolerant(eventlog.verify(killed)) == []
+    with eventlog.open(killed) as log:
+        log.add_prompt(session, "after the kill")
+        records = list(log.read())
+    assert [r.lsn for r in records] == list(range(n + 2))
+    for record, want in zip(records, expected["records"], strict=False):
+        assert_matches(want["event"], plain(record.event), f"LSN {record.lsn}")
+    assert index_tolerant(eventlog.verify(killed)) == []
+
+
 def index_tolerant(problems: list[eventlog.Problem]) -> list[eventlog.Problem]:
     """Problems but warnings about index files: those are derived, and a later release may
     change their format (they are rebuilt from the segments); segments are what is pinned."""

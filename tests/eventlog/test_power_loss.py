@@ -1,9 +1,9 @@
 """Power loss: a simulated disk that keeps only what was fsynced.
 
-`DurableDisk` replaces `os.fsync` (the store calls it on segment and index files, and on
-the directory through `_index.fsync_dir`). It remembers, per inode, the bytes a file had
-when it was last fsynced, and, per directory fsync, which names pointed at which inodes.
-A power loss drops the open log without closing it cleanly, then rewrites the store
+`DurableDisk` replaces `os.fsync` and `os.fdatasync` (the store calls them on segment and
+index files, and on the directory through `_index.fsync_dir`). It remembers, per inode, the
+bytes a file had when it was last fsynced, and, per directory fsync, which names pointed at
+which inodes. A power loss drops the open log without closing it cleanly, then rewrites the store
 directory to its durable state: a name whose directory entry was never fsynced disappears,
 and every file reverts to its last fsynced bytes (empty if never fsynced). Optionally the
 unsynced tail of a file partly survives (written back before the power went), as real disks
@@ -241,6 +241,7 @@ def test_power_loss_keeps_every_acknowledged_event(
     for cycle in range(cycles):
         disk = DurableDisk(store)
         monkeypatch.setattr(os, "fsync", disk.fsync)
+        monkeypatch.setattr(os, "fdatasync", disk.fsync)
         # After a power loss that left a partial tail, often the first fsync: the one of
         # recovery cutting that tail on open.
         disk.lose_power_at = 1 if tails and rng.random() < 0.5 else rng.randint(1, 40)
@@ -317,6 +318,7 @@ def test_power_loss_with_durability_none_may_lose_acknowledged_events(
     store.mkdir()
     disk = DurableDisk(store)
     monkeypatch.setattr(os, "fsync", disk.fsync)
+    monkeypatch.setattr(os, "fdatasync", disk.fsync)
     work = Workload(rng)
     log = eventlog.open(store, segment_bytes=SEGMENT_BYTES, durability=eventlog.Durability.NONE)
     acked: list[bytes] = []
@@ -339,6 +341,7 @@ def test_power_loss_with_durability_interval_keeps_what_an_interval_ago_acknowle
     store.mkdir()
     disk = DurableDisk(store)
     monkeypatch.setattr(os, "fsync", disk.fsync)
+    monkeypatch.setattr(os, "fdatasync", disk.fsync)
     work = Workload(rng)
     interval_ms = 20
     log = eventlog.open(
@@ -367,6 +370,7 @@ def test_power_loss_after_flush_keeps_everything(
     store.mkdir()
     disk = DurableDisk(store)
     monkeypatch.setattr(os, "fsync", disk.fsync)
+    monkeypatch.setattr(os, "fdatasync", disk.fsync)
     work = Workload(rng)
     # An interval far longer than the test: only flush() and rotations sync.
     log = eventlog.open(
@@ -392,6 +396,7 @@ def test_power_loss_after_flush_when_another_handle_sealed_the_segment(
     store.mkdir()
     disk = DurableDisk(store)
     monkeypatch.setattr(os, "fsync", disk.fsync)
+    monkeypatch.setattr(os, "fdatasync", disk.fsync)
     work = Workload(rng)
     a = eventlog.open(
         store,
