@@ -37,9 +37,10 @@ import msgspec
 from ._copy import ORIGIN_FILE, building_store, check_new_store, sync_tree
 from ._erase import JOURNAL_FILE
 from ._files import Modes, create_file, make_dir, open_file
-from ._format import segment_name
+from ._format import SEGMENT_HEADER, segment_name
 from ._index import fsync_dir, write_atomically
 from ._retention import RETENTION_FILE
+from ._segment import is_reserve, iter_frames, read_segment_header
 from .errors import CorruptionError, EventLogError
 from .log import EventLog
 from .verify import verify
@@ -161,7 +162,7 @@ def redescribe(root: Path) -> None:
         names = [segment_name(f) for f in log._store.segments()]
     segments = {}
     for name in names:
-        size = (root / name).stat().st_size
+        size = _frames_end(root / name)
         segments[name] = Segment(size, _tail_crc(root / name, size))
     info = msgspec.structs.replace(
         older,
@@ -234,11 +235,30 @@ def _copy_segments(
 
 
 def _matches(path: Path, known: Segment) -> bool:
-    """Does the backup's file at `path` hold what the manifest says (size, tail)?"""
+    """Does the backup's file at `path` hold what the manifest says (size, tail)? Past the
+    size, a writer's reserve of zeros may follow (an erasure appended its record there)."""
     try:
-        return path.stat().st_size == known.size and _tail_crc(path, known.size) == known.tail_crc
+        fd = open_file(path)
     except FileNotFoundError:
         return False
+    try:
+        size = os.fstat(fd).st_size
+        beyond = size == known.size or (size > known.size and is_reserve(fd, known.size, size))
+    finally:
+        os.close(fd)
+    return beyond and _tail_crc(path, known.size) == known.tail_crc
+
+
+def _frames_end(path: Path) -> int:
+    """Where the frames of the segment at `path` end: its size, less a writer's reserve."""
+    fd = open_file(path)
+    try:
+        end = SEGMENT_HEADER
+        for frame in iter_frames(fd, SEGMENT_HEADER, os.fstat(fd).st_size, read_segment_header(fd)):
+            end = frame.offset + frame.head.size
+        return end
+    finally:
+        os.close(fd)
 
 
 def _tail_crc(path: Path, size: int) -> int:
