@@ -41,6 +41,7 @@ from eventlog._http import ApiError, Auth, Limits, Service, service_of
 from eventlog._otlp_routes import Receiver
 from projections import _routes as graph_routes
 from projections._owner import Owner
+from projections._retention import Schedule
 from projections._routes import ServedGraph
 
 from . import _routes as replay_routes
@@ -81,10 +82,18 @@ async def metrics(request: Request) -> Response:
     return Response(service.metrics.text(), media_type="text/plain; version=0.0.4")
 
 
-def app(stores: dict[str, Path], auth: Auth | None = None, limits: Limits | None = None) -> Any:
-    """The ASGI app serving `stores` (name -> path): opened on start-up, drained on exit."""
+def app(
+    stores: dict[str, Path],
+    auth: Auth | None = None,
+    limits: Limits | None = None,
+    retention_every_s: float | None = None,
+) -> Any:
+    """The ASGI app serving `stores` (name -> path): opened on start-up, drained on exit.
+    With `retention_every_s`, each store's retention policy is applied on that schedule
+    (`projections._retention`), from start-up on."""
     service = Service(stores={}, auth=auth, limits=limits or Limits())
     otlp = Receiver(service)
+    schedule = None if retention_every_s is None else Schedule(service, retention_every_s)
 
     @contextlib.asynccontextmanager
     async def lifespan(_app: Starlette) -> AsyncIterator[None]:
@@ -101,9 +110,13 @@ def app(stores: dict[str, Path], auth: Auth | None = None, limits: Limits | None
             service.stores = opened
             otlp.start(opened)
             service.ready = True
+            if schedule is not None:
+                schedule.start()
             yield
         finally:
             service.draining = True
+            if schedule is not None:
+                await schedule.close()  # a run in progress finishes; no other starts
             await otlp.close()  # maps every trace still waiting for its root
             for served in opened.values():  # uvicorn has let every request finish
                 if served.owner is not None:
@@ -153,6 +166,21 @@ class _Server(uvicorn.Server):
                 self._captured_signals.clear()
 
 
+def _retention_notice(stores: dict[str, Path], every_s: float | None) -> str:
+    """One line saying whether the service applies retention, and to which stores: a store
+    with a policy that nothing here applies is named, so that nobody believes it is."""
+    kept = [name for name, path in stores.items() if eventlog.retention(path) is not None]
+    named = ", ".join(kept) if kept else "none yet"
+    if every_s is not None:
+        return f"lmg serve: retention every {every_s:g} s; stores with a policy: {named}"
+    if kept:
+        return (
+            f"lmg serve: retention is not applied here (no --retention-every); stores with a "
+            f"policy: {named} (apply it with lmg erase STORE --due)"
+        )
+    return "lmg serve: retention is not applied here (no --retention-every)"
+
+
 def is_loopback(host: str) -> bool:
     if host == "localhost":
         return True
@@ -180,13 +208,15 @@ def serve(
     auth: Auth | None = None,
     tls: tuple[str, str] | None = None,
     limits: Limits | None = None,
+    retention_every_s: float | None = None,
 ) -> None:
-    """Serve `stores` until SIGTERM or SIGINT; advertise the service in each store meanwhile."""
+    """Serve `stores` until SIGTERM or SIGINT; advertise the service in each store meanwhile.
+    With `retention_every_s`, apply each store's retention policy on that schedule."""
     if auth is None and not is_loopback(host):
         raise eventlog.InvalidEvent(
             f"--host {host} is not loopback: give --auth FILE to serve beyond this host"
         )
-    asgi, service = app(stores, auth, limits)
+    asgi, service = app(stores, auth, limits, retention_every_s)
     config = uvicorn.Config(
         asgi,
         host=host,
@@ -216,6 +246,7 @@ def serve(
             for name, path in stores.items():
                 advertise(path, url, name, auth is not None)
             print(f"lmg serve: {url} (pid {os.getpid()})", file=sys.stderr, flush=True)
+            print(_retention_notice(stores, retention_every_s), file=sys.stderr, flush=True)
         try:
             await task
         finally:
