@@ -176,7 +176,7 @@ def _retention_notice(stores: dict[str, Path], every_s: float | None) -> str:
     if kept:
         return (
             f"lmg serve: retention is not applied here (no --retention-every); stores with a "
-            f"policy: {named} (apply it with lmg erase STORE --due)"
+            f"policy: {named} (give --retention-every to apply it)"
         )
     return "lmg serve: retention is not applied here (no --retention-every)"
 

@@ -111,7 +111,7 @@ def test_erase_route_due_applies_the_policy_on_demand(tmp_path: Path) -> None:
     service = Service(tmp_path, [str(aged.path), "--store", f"bare={bare}"])
     try:
         notice = "retention is not applied here (no --retention-every); stores with a policy: "
-        assert notice + "default (apply it with lmg erase STORE --due)" in service.child.stderr()
+        assert notice + "default (give --retention-every to apply it)" in service.child.stderr()
         erase = "/v1/stores/{}/erase"
         listed = service.http.post(erase.format("default"), json={"due": True, "dry_run": True})
         assert [row[0] for row in listed.json()["selected"]] == [0, 1]
