@@ -18,6 +18,9 @@ service forgets what it remembered of the store), recorded in the log as by ``re
    and the schedule goes on.
 4. Draining stops the schedule: a run in progress finishes (an erasure is never cut short
    by the service's own exit), and no new one starts.
+
+``GET /v1/stores/{name}/retention`` (admin) shows a store's policy, what it makes due now,
+the schedule's period and its last run there, with or without a schedule (`status`).
 """
 
 from __future__ import annotations
@@ -30,14 +33,17 @@ import time
 
 import msgspec
 import prometheus_client as prom
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
 
 import eventlog
-from eventlog._http import Service
+from eventlog._http import Service, service_of
 
-from ._routes import ServedGraph, erase_served
+from ._routes import ServedGraph, erase_served, json_response
 from .errors import BadArgument
 
-__all__ = ["BY", "MAX_EVERY_S", "MIN_EVERY_S", "Run", "Schedule", "parse_every"]
+__all__ = ["BY", "MAX_EVERY_S", "MIN_EVERY_S", "Run", "Schedule", "parse_every", "routes"]
 
 BY = "retention"
 """Who the log records as having erased (`ErasureApplied.actor`) on the schedule."""
@@ -91,6 +97,7 @@ class Schedule:
         self.every_s = every_s
         self._stop = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self.last_runs: dict[str, Run] = {}  # store -> its last run
         r = service.metrics.registry
         self.runs = prom.Counter(
             "lmg_retention_runs",
@@ -115,10 +122,12 @@ class Schedule:
         self._task = asyncio.create_task(self._loop(), name="lmg-retention")
 
     async def close(self) -> None:
-        """Stop: a run in progress finishes first."""
+        """Stop: a run in progress finishes first. Never raises: the drain goes on to close
+        the stores whatever became of the schedule (a run's own errors are caught and
+        logged; only a failed write of its line could have ended the task)."""
         self._stop.set()
         if self._task is not None:
-            await self._task
+            await asyncio.gather(self._task, return_exceptions=True)
 
     async def _loop(self) -> None:
         while not self._stop.is_set():
@@ -156,6 +165,7 @@ class Schedule:
         return run
 
     def _record(self, run: Run) -> None:
+        self.last_runs[run.store] = run
         self.runs.labels(run.store, run.outcome).inc()
         self.erased.labels(run.store).inc(run.events)
         self.last.labels(run.store).set(run.ts)
@@ -168,3 +178,34 @@ def _due_now(served: ServedGraph) -> eventlog.Due | None:
     if eventlog.retention(served.path) is None:
         return None
     return eventlog.due(served.path)
+
+
+async def status(request: Request) -> Response:
+    """``GET .../retention`` (admin): ``{"policy", "due", "every_s", "last_run"}``; `due` is
+    what the policy makes due now (null without one), `every_s` and `last_run` null when the
+    service has no schedule (or has not run it on this store yet)."""
+    service = service_of(request)
+    served = service.store(request, request.path_params["name"], "admin")
+    assert isinstance(served, ServedGraph)
+    schedule: Schedule | None = getattr(request.app.state, "retention", None)
+    due = await asyncio.to_thread(_due_now, served)
+    return json_response(
+        {
+            "policy": await asyncio.to_thread(eventlog.retention, served.path),
+            "due": None if due is None else _shown(due),
+            "every_s": None if schedule is None else schedule.every_s,
+            "last_run": None if schedule is None else schedule.last_runs.get(served.name),
+        }
+    )
+
+
+def _shown(due: eventlog.Due) -> dict[str, object]:
+    return {
+        "content_before": due.content_before,
+        "content_events": due.content_events,
+        "sessions": len(due.sessions),
+    }
+
+
+def routes() -> list[Route]:
+    return [Route("/v1/stores/{name}/retention", status)]

@@ -39,9 +39,9 @@ from eventlog import _routes as log_routes
 from eventlog._advert import advertise, withdraw
 from eventlog._http import ApiError, Auth, Limits, Service, service_of
 from eventlog._otlp_routes import Receiver
+from projections import _retention as retention
 from projections import _routes as graph_routes
 from projections._owner import Owner
-from projections._retention import Schedule
 from projections._routes import ServedGraph
 
 from . import _routes as replay_routes
@@ -93,7 +93,7 @@ def app(
     (`projections._retention`), from start-up on."""
     service = Service(stores={}, auth=auth, limits=limits or Limits())
     otlp = Receiver(service)
-    schedule = None if retention_every_s is None else Schedule(service, retention_every_s)
+    schedule = None if retention_every_s is None else retention.Schedule(service, retention_every_s)
 
     @contextlib.asynccontextmanager
     async def lifespan(_app: Starlette) -> AsyncIterator[None]:
@@ -129,6 +129,7 @@ def app(
         Route("/metrics", metrics),
         *log_routes.routes,
         *graph_routes.routes(at=replay_routes.sql_at),
+        *retention.routes(),  # the policy, what is due, the schedule
         *replay_routes.routes(),
         *otlp.routes,  # OTLP/HTTP traces, through the span-to-event mapping of ingest
         *web_routes.routes(),  # the web view (docs/web.md) and the JSON routes it reads
@@ -140,6 +141,7 @@ def app(
     }
     starlette = Starlette(routes=routes, exception_handlers=handlers, lifespan=lifespan)
     starlette.state.service = service
+    starlette.state.retention = schedule
     return _http.access_log(starlette, service.metrics), service
 
 

@@ -11,6 +11,7 @@ import subprocess
 import time
 import uuid
 from pathlib import Path
+from unittest import mock
 
 import pytest
 
@@ -20,11 +21,14 @@ from tests._processes import LMG, WAIT_S
 from tests.projections.test_erase import scan
 
 from .test_service import Service
+from .test_service_erase import Served
 
 pytestmark = pytest.mark.slow  # a real server process
 
 DAY = 86_400 * 1_000_000_000
+ANY_INT = mock.ANY
 _SQL = "/v1/stores/default/sql"
+_STATUS = "/v1/stores/{}/retention"
 
 
 class Aged:
@@ -81,6 +85,10 @@ def test_the_schedule_erases_old_content_and_the_service_keeps_serving(tmp_path:
         assert 'lmg_retention_runs_total{outcome="erased",store="default"} 1.0' in metrics
         assert 'lmg_retention_events_erased_total{store="default"} 2.0' in metrics
         assert 'lmg_retention_last_run_timestamp_seconds{store="default"}' in metrics
+        shown = service.http.get(_STATUS.format("default")).json()
+        assert shown["policy"] == {"content_days": 30} and shown["every_s"] == 1.0
+        assert shown["due"]["content_events"] == 0 and shown["due"]["sessions"] == 0
+        assert shown["last_run"]["outcome"] == "nothing_due"
     finally:
         assert service.stop() == 0
     assert scan(aged.path, [aged.old_secret]) == []
@@ -112,6 +120,14 @@ def test_erase_route_due_applies_the_policy_on_demand(tmp_path: Path) -> None:
     try:
         notice = "retention is not applied here (no --retention-every); stores with a policy: "
         assert notice + "default (give --retention-every to apply it)" in service.child.stderr()
+        assert service.http.get(_STATUS.format("default")).json() == {
+            "policy": {"content_days": 30},
+            "due": {"content_before": ANY_INT, "content_events": 2, "sessions": 0},
+            "every_s": None,  # no schedule
+            "last_run": None,
+        }
+        bare_status = service.http.get(_STATUS.format("bare")).json()
+        assert bare_status["policy"] is None and bare_status["due"] is None
         erase = "/v1/stores/{}/erase"
         listed = service.http.post(erase.format("default"), json={"due": True, "dry_run": True})
         assert [row[0] for row in listed.json()["selected"]] == [0, 1]
@@ -131,6 +147,21 @@ def test_erase_route_due_applies_the_policy_on_demand(tmp_path: Path) -> None:
         assert service.stop() == 0
     assert scan(aged.path, [aged.old_secret]) == []
     assert [e.actor for e in _erasures(aged.path)] == ["dpo"]
+
+
+def test_the_retention_route_is_for_admin_tokens_only(tmp_path: Path) -> None:
+    served = Served(tmp_path)
+    try:
+        route = _STATUS.format("default")
+        for token, status in [(None, 401), (served.reader, 403), (served.writer, 403)]:
+            headers = {} if token is None else {"Authorization": f"Bearer {token}"}
+            assert served.service.http.get(route, headers=headers).status_code == status
+        hidden = {"Authorization": f"Bearer {served.admin}"}
+        assert served.service.http.get(_STATUS.format("other"), headers=hidden).status_code == 404
+        shown = served.service.http.get(route, headers=hidden).json()
+        assert shown == {"policy": None, "due": None, "every_s": None, "last_run": None}
+    finally:
+        assert served.service.stop() == 0
 
 
 @pytest.mark.parametrize("value", ["0s", "0.5s", "soon", "-1h", "6", "367d", "1e3s", ""])
