@@ -171,7 +171,7 @@ class _Server(uvicorn.Server):
 def _retention_notice(stores: dict[str, Path], every_s: float | None) -> str:
     """One line saying whether the service applies retention, and to which stores: a store
     with a policy that nothing here applies is named, so that nobody believes it is."""
-    kept = [name for name, path in stores.items() if eventlog.retention(path) is not None]
+    kept = [name for name, path in stores.items() if _has_policy(path)]
     named = ", ".join(kept) if kept else "none yet"
     if every_s is not None:
         return f"lmg serve: retention every {every_s:g} s; stores with a policy: {named}"
@@ -181,6 +181,15 @@ def _retention_notice(stores: dict[str, Path], every_s: float | None) -> str:
             f"policy: {named} (give --retention-every to apply it)"
         )
     return "lmg serve: retention is not applied here (no --retention-every)"
+
+
+def _has_policy(store: Path) -> bool:
+    """Has `store` a retention policy? An unreadable one counts (each run then fails and
+    says why, rather than the service failing to start)."""
+    try:
+        return eventlog.retention(store) is not None
+    except eventlog.EventLogError:
+        return True
 
 
 def is_loopback(host: str) -> bool:

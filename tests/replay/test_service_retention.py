@@ -112,6 +112,22 @@ def test_the_schedule_never_runs_over_a_running_erasure(tmp_path: Path) -> None:
         assert service is None or service.stop() == 0
 
 
+def test_a_failed_run_is_logged_without_paths_and_the_service_serves_on(tmp_path: Path) -> None:
+    store = tmp_path / "store"
+    eventlog.open(store).close()
+    (store / "RETENTION.json").write_text("{not json")
+    service = Service(tmp_path, [str(store), "--retention-every", "1s"])
+    try:
+        service.child.wait_for(lambda: len(_runs(service)) >= 2, "two runs")
+        run = _runs(service)[0]
+        assert run["outcome"] == "failed" and "is unreadable" in str(run["error"])
+        assert str(tmp_path) not in service.child.stderr()
+        assert "stores with a policy: default" in service.child.stderr()
+        assert service.http.get("/readyz").status_code == 200
+    finally:
+        assert service.stop() == 0
+
+
 def test_erase_route_due_applies_the_policy_on_demand(tmp_path: Path) -> None:
     aged = Aged(tmp_path / "store")
     bare = tmp_path / "bare"
