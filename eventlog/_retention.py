@@ -19,6 +19,7 @@ from pathlib import Path
 import msgspec
 
 from . import events as ev
+from ._erase import Selector
 from ._index import write_atomically
 from ._resolve import session_of
 from ._store import check_store
@@ -53,9 +54,24 @@ class Due(msgspec.Struct, frozen=True, kw_only=True):
     """What a policy selects at time `now` (ns)."""
 
     now: int
+    content_before: int | None  # events recorded before this time are past content_days
     content_before_lsn: int  # events before this LSN are past content_days (0: none)
     content_events: int  # of those, the events whose content is not erased yet
     sessions: list[uuid.UUID]  # idle past session_days, oldest activity first
+
+    def selector(self) -> Selector | None:
+        """The erasure that applies the policy (``lmg erase --due``, the erase route's
+        ``due``, the service's schedule): the content recorded before `content_before` and
+        the idle `sessions`. None if it can select nothing (no `content_days`, no session
+        idle); with `content_days`, an erasure that finds nothing not erased yet does nothing.
+        """
+        if self.content_before is None and not self.sessions:
+            return None
+        return Selector(sessions=list(self.sessions), before=self.content_before)
+
+    def is_empty(self) -> bool:
+        """Nothing is due: no old content left unerased, no idle session."""
+        return not self.content_events and not self.sessions
 
 
 def retention(store: str | os.PathLike[str]) -> RetentionPolicy | None:
@@ -110,4 +126,10 @@ def due(store: str | os.PathLike[str], *, now: int | None = None) -> Due:
                         kept.add(session)
     oldest_first = sorted(idle.items(), key=lambda item: item[1])
     sessions = [s for s, _ in oldest_first if s not in active and s in kept]
-    return Due(now=at, content_before_lsn=before, content_events=count, sessions=sessions)
+    return Due(
+        now=at,
+        content_before=content_cut,
+        content_before_lsn=before,
+        content_events=count,
+        sessions=sessions,
+    )

@@ -175,7 +175,6 @@ def restore_command(dest: str, store: str, *, force: bool) -> None:
     click.echo(f"restored LSN 0..{info.last_lsn} into {store}; projections snapshot: {where}")
 
 
-_DAY_NS = 86_400 * 1_000_000_000
 _OTHER_COPIES = (
     "forks, backups and databases outside the store are other copies: erase them by path "
     "(lmg erase PATH ...)"
@@ -275,10 +274,10 @@ def _selector(
         policy = eventlog.retention(store)
         if policy is None:
             raise click.ClickException(f"{store} has no retention policy (lmg retention)")
-        found = eventlog.due(store)
-        if policy.content_days is not None:
-            before = str(found.now - policy.content_days * _DAY_NS)
-        chosen_sessions += [str(s) for s in found.sessions]
+        chosen = eventlog.due(store).selector()
+        if chosen is not None:
+            before = None if chosen.before is None else str(chosen.before)
+            chosen_sessions += [str(s) for s in chosen.sessions]
         if before is None and not chosen_sessions:
             raise click.ClickException("the retention policy makes nothing due now")
     selector = eventlog.Selector.of(

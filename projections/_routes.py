@@ -17,6 +17,7 @@ import io
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, TypeVar
 
 import duckdb
@@ -40,6 +41,7 @@ __all__ = [
     "TRUNCATED",
     "EraseRequest",
     "SqlRequest",
+    "erase_served",
     "exception_handlers",
     "json_response",
     "routes",
@@ -344,6 +346,7 @@ class EraseRequest(msgspec.Struct, forbid_unknown_fields=True):
     actors: list[str] = []
     metadata: dict[str, str] = {}
     before: int | str | None = None  # ns or ISO 8601
+    due: bool = False  # what the store's retention policy makes due now (not with `before`)
     dry_run: bool = False
     by: str | None = None
 
@@ -361,12 +364,18 @@ async def erase(request: Request) -> Response:
         body = msgspec.json.decode(raw, type=EraseRequest)
     except (msgspec.DecodeError, RecursionError) as exc:
         raise ApiError(422, "bad_request", f"not an erasure request: {exc}") from None
+    sessions: list[str | uuid.UUID] = list(body.sessions)
+    before = body.before
+    if body.due:
+        due = await asyncio.to_thread(_due, served.path, before)
+        before = due.before
+        sessions += due.sessions
     selector = eventlog.Selector.of(
-        sessions=body.sessions,
+        sessions=sessions,
         nodes=body.nodes,
         actors=body.actors,
         metadata=body.metadata,
-        before=body.before,
+        before=before,
     )
     if body.dry_run:
         chosen = await asyncio.to_thread(eventlog.select, served.path, selector)
@@ -375,10 +384,34 @@ async def erase(request: Request) -> Response:
             {"selected": cut, "count": len(chosen), "truncated": len(cut) < len(chosen)}
         )
     by = body.by if body.by is not None else request.scope.get("lmg.token")
+    return json_response(await erase_served(service, served, selector, by))
+
+
+def _due(store: Path, before: int | str | None) -> eventlog.Selector:
+    """``"due": true``: what the store's retention policy makes due now, as `lmg erase
+    --due` chooses it (422 if `before` is given too, if the store has no policy, or if the
+    policy can select nothing now)."""
+    if before is not None:
+        raise ApiError(422, "bad_argument", "due and before are exclusive")
+    if eventlog.retention(store) is None:
+        raise ApiError(422, "no_retention_policy", "this store has no retention policy")
+    chosen = eventlog.due(store).selector()
+    if chosen is None:
+        raise ApiError(422, "nothing_due", "the retention policy makes nothing due now")
+    return chosen
+
+
+async def erase_served(
+    service: Service, served: ServedGraph, selector: eventlog.Selector, by: str | None
+) -> eventlog.Erasure:
+    """Erase through the service's owner of the store (`Owner.erase`), then have the service
+    forget what it keeps in memory of the store's content: the erase route's path, and the
+    retention schedule's (`projections._retention`)."""
+    assert served.owner is not None
     done = await asyncio.to_thread(served.owner.erase, selector, by)
     for forget in service.erased:
         forget(served.name)
-    return json_response(done)
+    return done
 
 
 def routes(at: SqlAt | None = None) -> list[Route]:

@@ -39,6 +39,7 @@ from eventlog import _routes as log_routes
 from eventlog._advert import advertise, withdraw
 from eventlog._http import ApiError, Auth, Limits, Service, service_of
 from eventlog._otlp_routes import Receiver
+from projections import _retention as retention
 from projections import _routes as graph_routes
 from projections._owner import Owner
 from projections._routes import ServedGraph
@@ -81,10 +82,18 @@ async def metrics(request: Request) -> Response:
     return Response(service.metrics.text(), media_type="text/plain; version=0.0.4")
 
 
-def app(stores: dict[str, Path], auth: Auth | None = None, limits: Limits | None = None) -> Any:
-    """The ASGI app serving `stores` (name -> path): opened on start-up, drained on exit."""
+def app(
+    stores: dict[str, Path],
+    auth: Auth | None = None,
+    limits: Limits | None = None,
+    retention_every_s: float | None = None,
+) -> Any:
+    """The ASGI app serving `stores` (name -> path): opened on start-up, drained on exit.
+    With `retention_every_s`, each store's retention policy is applied on that schedule
+    (`projections._retention`), from start-up on."""
     service = Service(stores={}, auth=auth, limits=limits or Limits())
     otlp = Receiver(service)
+    schedule = None if retention_every_s is None else retention.Schedule(service, retention_every_s)
 
     opened: dict[str, ServedGraph] = {}
 
@@ -113,9 +122,13 @@ def app(stores: dict[str, Path], auth: Auth | None = None, limits: Limits | None
             service.stores = opened
             otlp.start(opened)
             service.ready = True
+            if schedule is not None:
+                schedule.start()
             yield
         finally:
             service.draining = True
+            if schedule is not None:
+                await schedule.close()  # a run in progress finishes; no other starts
             await otlp.close()  # maps every trace still waiting for its root
             for served in opened.values():  # uvicorn has let every request finish
                 if served.owner is not None:
@@ -128,6 +141,7 @@ def app(stores: dict[str, Path], auth: Auth | None = None, limits: Limits | None
         Route("/metrics", metrics),
         *log_routes.routes,
         *graph_routes.routes(at=replay_routes.sql_at),
+        *retention.routes(),  # the policy, what is due, the schedule
         *replay_routes.routes(),
         *otlp.routes,  # OTLP/HTTP traces, through the span-to-event mapping of ingest
         *web_routes.routes(),  # the web view (docs/web.md) and the JSON routes it reads
@@ -140,6 +154,7 @@ def app(stores: dict[str, Path], auth: Auth | None = None, limits: Limits | None
     starlette = Starlette(routes=routes, exception_handlers=handlers, lifespan=lifespan)
     starlette.state.service = service
     starlette.state.open_store = open_store  # `replay._routes.fork` serves its new store
+    starlette.state.retention = schedule
     return _http.access_log(starlette, service.metrics), service
 
 
@@ -164,6 +179,30 @@ class _Server(uvicorn.Server):
                 yield
             finally:
                 self._captured_signals.clear()
+
+
+def _retention_notice(stores: dict[str, Path], every_s: float | None) -> str:
+    """One line saying whether the service applies retention, and to which stores: a store
+    with a policy that nothing here applies is named, so that nobody believes it is."""
+    kept = [name for name, path in stores.items() if _has_policy(path)]
+    named = ", ".join(kept) if kept else "none yet"
+    if every_s is not None:
+        return f"lmg serve: retention every {every_s:g} s; stores with a policy: {named}"
+    if kept:
+        return (
+            f"lmg serve: retention is not applied here (no --retention-every); stores with a "
+            f"policy: {named} (give --retention-every to apply it)"
+        )
+    return "lmg serve: retention is not applied here (no --retention-every)"
+
+
+def _has_policy(store: Path) -> bool:
+    """Has `store` a retention policy? An unreadable one counts (each run then fails and
+    says why, rather than the service failing to start)."""
+    try:
+        return eventlog.retention(store) is not None
+    except eventlog.EventLogError:
+        return True
 
 
 def is_loopback(host: str) -> bool:
@@ -193,13 +232,15 @@ def serve(
     auth: Auth | None = None,
     tls: tuple[str, str] | None = None,
     limits: Limits | None = None,
+    retention_every_s: float | None = None,
 ) -> None:
-    """Serve `stores` until SIGTERM or SIGINT; advertise the service in each store meanwhile."""
+    """Serve `stores` until SIGTERM or SIGINT; advertise the service in each store meanwhile.
+    With `retention_every_s`, apply each store's retention policy on that schedule."""
     if auth is None and not is_loopback(host):
         raise eventlog.InvalidEvent(
             f"--host {host} is not loopback: give --auth FILE to serve beyond this host"
         )
-    asgi, service = app(stores, auth, limits)
+    asgi, service = app(stores, auth, limits, retention_every_s)
     config = uvicorn.Config(
         asgi,
         host=host,
@@ -229,6 +270,7 @@ def serve(
             for name, path in stores.items():
                 advertise(path, url, name, auth is not None)
             print(f"lmg serve: {url} (pid {os.getpid()})", file=sys.stderr, flush=True)
+            print(_retention_notice(stores, retention_every_s), file=sys.stderr, flush=True)
         try:
             await task
         finally:

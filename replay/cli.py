@@ -338,6 +338,14 @@ def snapshot_command(*, store: str | None, point: str | None, keep: int, listing
     "replay_time_s, max_queries, max_follows, otlp_trace_timeout_s, otlp_log_wait_s "
     "(docs/service.md, Limits).",
 )
+@click.option(
+    "--retention-every",
+    "retention_every",
+    metavar="DURATION",
+    help="Apply each store's retention policy (lmg retention) at start-up and then every "
+    "DURATION (e.g. 6h; s, m, h, d; from 1s to 366d), as lmg erase --due would. "
+    "Default: never (docs/lifecycle.md, Retention).",
+)
 def serve(
     *,
     store: str,
@@ -348,6 +356,7 @@ def serve(
     tls_cert: str | None,
     tls_key: str | None,
     limits: tuple[str, ...],
+    retention_every: str | None,
 ) -> None:
     """Serve stores over HTTP: appends, the log's feed, SQL, typed reads, diff, metrics.
 
@@ -361,6 +370,8 @@ def serve(
 
     try:
         from eventlog._http import Auth, Limits
+        from projections._retention import parse_every
+        from projections.errors import BadArgument
 
         from ._service import serve as run
     except ImportError as exc:
@@ -385,7 +396,11 @@ def serve(
         chosen = msgspec.convert(changes, Limits, strict=False)
     except msgspec.ValidationError as exc:
         raise click.UsageError(f"--limit: {exc}") from None
-    run(stores, host=host, port=port, auth=auth, tls=tls, limits=chosen)
+    try:
+        every_s = None if retention_every is None else parse_every(retention_every)
+    except BadArgument as exc:
+        raise click.ClickException(str(exc)) from None
+    run(stores, host=host, port=port, auth=auth, tls=tls, limits=chosen, retention_every_s=every_s)
 
 
 @click.group()
