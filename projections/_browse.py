@@ -117,18 +117,26 @@ _FILTERS = {
 
 _SEARCH = """
 WITH c AS ({ordered} LIMIT $n OFFSET $lo)
-SELECT c.id FROM c JOIN sessions m ON m.id = c.id WHERE contains(lower(m.metadata::VARCHAR), $q)
+SELECT c.id FROM c JOIN sessions m ON m.id = c.id
+WHERE regexp_matches(m.metadata::VARCHAR, regexp_escape($q), 'i')
     OR c.id IN (SELECT session_id FROM prompts WHERE {within} deleted_ts IS NULL
-                AND (contains(lower(content), $q) OR agent_id IN
-                     (SELECT id FROM agents WHERE contains(lower(name), $q))))
+                AND (regexp_matches(content, regexp_escape($q), 'i') OR agent_id IN
+                     (SELECT id FROM agents WHERE regexp_matches(name, regexp_escape($q), 'i'))))
     OR c.id IN (SELECT session_id FROM responses WHERE {within} deleted_ts IS NULL
-                AND (contains(lower(content), $q) OR contains(lower(model), $q)))
+                AND (regexp_matches(content, regexp_escape($q), 'i')
+                     OR regexp_matches(model, regexp_escape($q), 'i')))
 ORDER BY c.k {direction} NULLS LAST, c.id
 """
 """The sessions of the list's order from `lo`, `n` of them, that hold `q`, in that order. With
 `within`, only their prompts and responses are read (DuckDB fetches the content of the
 rows whose ``session_id`` is among them, not the whole column); without, every row is (a
-plain scan: cheaper once the step holds most sessions)."""
+plain scan: cheaper once the step holds most sessions).
+
+A text holds `q` when `q`, taken literally, is in it under Unicode case folding (RE2's, with
+``'i'``). A search that few sessions hold reads every prompt's and response's text, and
+decompressing and matching that text is nearly all it costs: RE2 folds case as it reads,
+where ``contains(lower(text), ...)`` first writes a lowered copy of every text (20 to 40%
+slower at a million events; docs/benchmarks.md, "The web view")."""
 
 _WITHIN = "session_id IN (SELECT id FROM c) AND"
 
@@ -231,7 +239,7 @@ def _search(
     want = f.offset + f.limit + 1
     lo, step = 0, SEARCH_CHUNK
     while lo < count and len(found) < want:
-        chunk = params | {"q": f.q.lower(), "lo": lo, "n": step}
+        chunk = params | {"q": f.q, "lo": lo, "n": step}
         sql = some if step * 3 < count else rest
         found += [row[0] for row in cursor.execute(sql, chunk).fetchall()]
         lo += step

@@ -378,3 +378,28 @@ def test_a_search_stops_once_it_has_a_page_and_says_its_count_is_a_lower_bound(
         assert (plain["total"], plain["exact"]) == (300, True)
     finally:
         assert service.stop() == 0
+
+
+def test_a_search_takes_its_text_literally_in_any_case(tmp_path: Path) -> None:
+    """The search matches its text as written, in any case (Unicode case folding): the
+    characters a regular expression or LIKE treats specially stand for themselves, and
+    letters beyond ASCII match their other case, in content, agent names and models."""
+    store = tmp_path / "store"
+    with eventlog.open(store) as log:
+        sessions = [log.create_session().id for _ in range(4)]
+        log.add_prompts_batch([(sessions[0], "cost (a+b)*2 [est.] ^$|\\d"), (sessions[1], "ÉCOLE")])
+        prompt = log.add_prompt(sessions[2], "plain")
+        log.add_response(prompt, "ok", eventlog.TokenUsage(1, 1), model="Ünïcode-9")
+        log.assign_agent_to_prompt(log.add_prompt(sessions[3], "x"), log.add_agent("Ωmega", "w"))
+    service = Service(tmp_path, [str(store)])
+    try:
+        for q, want in [
+            ("(A+B)*2 [EST.] ^$|\\D", [0]), ("(a.b)", []), ("\\d", [0]), ("_", []),
+            ("école", [1]), ("ünïcode-9", [2]), ("ωMEGA", [3]),
+        ]:  # fmt: skip
+            params = {"q": q, "sort": "started", "order": "asc"}
+            answer = service.http.get("/v1/stores/default/sessions", params=params)
+            assert answer.status_code == 200, answer.text
+            assert _ids(answer.json()) == [str(sessions[i]) for i in want], q
+    finally:
+        assert service.stop() == 0
