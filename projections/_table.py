@@ -9,7 +9,7 @@ into batches gives the same tables (tests/projections/test_fold.py checks it).
 
 pyarrow is imported by the first fold that needs it, not with this module: the projections'
 tables are declared here, and a graph that opens a folded database only to read would
-otherwise pay its import (about 46 MB of memory and a tenth of a second).
+otherwise pay its import (about 40 MB of memory and a tenth of a second).
 """
 
 from __future__ import annotations
