@@ -4,7 +4,8 @@ Prompts, responses, tool calls, assignments, handoffs, template links, edges, ge
 and tombstones make up nearly all of a log. Their effects within a batch commute (inserts,
 last-writer-wins updates ordered by LSN, additive totals), so the fold applies them with a
 few SQL statements over these tables instead of row by row in Python. Each staged table is
-registered on the connection as ``stage_<name>`` while the fold runs.
+registered on the connection as ``stage_<name>`` while the fold runs. pyarrow is imported
+when a batch is first staged, not with this module (see `_table`).
 """
 
 from __future__ import annotations
@@ -12,16 +13,17 @@ from __future__ import annotations
 import uuid
 from collections.abc import Callable, Sequence
 from operator import attrgetter
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import duckdb
-import pyarrow as pa
-import pyarrow.compute as pc
 
 from eventlog import Record
 from eventlog import events as ev
 
 from ._table import json_text, to_arrow
+
+if TYPE_CHECKING:
+    import pyarrow as pa
 
 __all__ = ["STAGED_TYPES", "Staged"]
 
@@ -249,6 +251,8 @@ class Staged:
     """A batch's staged events, by stage name (``prompts``, ``responses``, ...)."""
 
     def __init__(self, records: Sequence[Record]) -> None:
+        import pyarrow as pa  # noqa: PLC0415 (on the first fold: reads never need it)
+
         by_type: dict[type[ev.EventBase], list[Record]] = {}
         for record in records:
             cls = record.event.__class__
@@ -280,6 +284,8 @@ class Staged:
             return False
         key = (stage, column, other)
         if key not in self._within:
+            import pyarrow.compute as pc  # noqa: PLC0415 (as in `__init__`)
+
             values = self.tables[stage][column].combine_chunks()
             ids = self.tables[other]["id"].combine_chunks()
             found = pc.is_in(_storage(values), value_set=_storage(ids))
@@ -304,6 +310,8 @@ class Staged:
 
 def _storage(values: pa.Array) -> pa.Array:
     """A UUID array as its 16-byte storage (Arrow's kernels know no extension types)."""
+    import pyarrow as pa  # noqa: PLC0415 (as in `Staged.__init__`)
+
     return values.storage if isinstance(values, pa.ExtensionArray) else values
 
 

@@ -6,17 +6,24 @@ memory as lists, then writes once per table: new rows with one ``INSERT ... SELE
 Arrow, changed rows with one ``UPDATE ... FROM`` Arrow. The same Python code applies an event
 whether its row was made in this batch or loaded from an earlier one, so any split of the log
 into batches gives the same tables (tests/projections/test_fold.py checks it).
+
+pyarrow is imported by the first fold that needs it, not with this module: the projections'
+tables are declared here, and a graph that opens a folded database only to read would
+otherwise pay its import (about 40 MB of memory and a tenth of a second).
 """
 
 from __future__ import annotations
 
+import functools
 import uuid
 from collections.abc import Callable, Iterable, Sequence
-from typing import Any, NamedTuple, TypeAlias
+from typing import TYPE_CHECKING, Any, NamedTuple, TypeAlias
 
 import duckdb
 import msgspec
-import pyarrow as pa
+
+if TYPE_CHECKING:
+    import pyarrow as pa
 
 __all__ = [
     "RECORDED",
@@ -45,18 +52,25 @@ def json_value(text: str | None) -> Any:
 Row: TypeAlias = list[Any]
 Key: TypeAlias = Any  # a column value, or a tuple of them for a composite key
 
-_ARROW: dict[str, pa.DataType] = {
-    "UUID": pa.uuid(),
-    "BIGINT": pa.int64(),
-    "DOUBLE": pa.float64(),
-    "BOOLEAN": pa.bool_(),
-    "VARCHAR": pa.string(),
-    "JSON": pa.string(),
-    "VARCHAR[]": pa.list_(pa.string()),
-    "UUID[]": pa.list_(pa.uuid()),
-}
-# Arrow builds extension types from Python values only through their storage type.
-_STORAGE: dict[str, pa.DataType] = {"UUID": pa.binary(16), "UUID[]": pa.list_(pa.binary(16))}
+
+@functools.cache
+def _arrow_types() -> tuple[dict[str, pa.DataType], dict[str, pa.DataType]]:
+    """Each DuckDB type's Arrow type, and the storage type of those Arrow builds from Python
+    values only through their storage (extension types): made on first use (see above)."""
+    import pyarrow as pa  # noqa: PLC0415 (on the first fold: reads never need it)
+
+    arrow = {
+        "UUID": pa.uuid(),
+        "BIGINT": pa.int64(),
+        "DOUBLE": pa.float64(),
+        "BOOLEAN": pa.bool_(),
+        "VARCHAR": pa.string(),
+        "JSON": pa.string(),
+        "VARCHAR[]": pa.list_(pa.string()),
+        "UUID[]": pa.list_(pa.uuid()),
+    }
+    storage = {"UUID": pa.binary(16), "UUID[]": pa.list_(pa.binary(16))}
+    return arrow, storage
 
 
 def _uuid_bytes(values: Iterable[uuid.UUID | None]) -> list[bytes | None]:
@@ -110,7 +124,6 @@ class Table:
         self.key = tuple(key)
         self.index = {n: i for i, n in enumerate(self.names)}
         self._key_at = tuple(self.index[k] for k in key)
-        self._schema = pa.schema([(c.name, _ARROW[c.sql_type]) for c in columns])
 
     def ddl(self) -> str:
         cols = ",\n  ".join(f"{c.name} {c.sql_type} {c.constraint}".rstrip() for c in self.columns)
@@ -128,7 +141,16 @@ class Table:
     def empty_row(self) -> Row:
         return [None] * len(self.columns)
 
+    @functools.cached_property
+    def _schema(self) -> pa.Schema:
+        import pyarrow as pa  # noqa: PLC0415 (on the first fold, as in `_arrow_types`)
+
+        arrow, _ = _arrow_types()
+        return pa.schema([(c.name, arrow[c.sql_type]) for c in self.columns])
+
     def arrow(self, rows: Iterable[Row]) -> pa.Table:
+        import pyarrow as pa  # noqa: PLC0415 (on the first fold, as in `_arrow_types`)
+
         columns = list(zip(*rows, strict=True)) or [() for _ in self.columns]
         arrays = []
         for column, values in zip(self.columns, columns, strict=True):
@@ -153,6 +175,8 @@ class TableChanges:
             self.wanted.setdefault(column, set()).add(value)
 
     def load(self, con: duckdb.DuckDBPyConnection) -> None:
+        import pyarrow as pa  # noqa: PLC0415 (on the first fold, as in `_arrow_types`)
+
         t = self.table
         for column, values in self.wanted.items():
             if not values:
@@ -222,7 +246,10 @@ class TableChanges:
 
 def to_arrow(values: Iterable[Any], sql_type: str) -> pa.Array:
     """An Arrow array of Python values for a column of DuckDB type `sql_type`."""
-    storage = _STORAGE.get(sql_type)
+    import pyarrow as pa  # noqa: PLC0415 (on the first fold, as in `_arrow_types`)
+
+    arrow, storages = _arrow_types()
+    storage = storages.get(sql_type)
     if storage is None:
-        return pa.array(list(values), _ARROW[sql_type])
-    return pa.array(_TO_ARROW[sql_type](values), storage).cast(_ARROW[sql_type])
+        return pa.array(list(values), arrow[sql_type])
+    return pa.array(_TO_ARROW[sql_type](values), storage).cast(arrow[sql_type])

@@ -877,7 +877,8 @@ def rss(plan: Plan, n: int) -> tuple[list[Row], list[str]]:
     notes = [
         f"Peak RSS (VmHWM of /proc/self/status) of a child process: "
         f"{folded['start_kb'] * mb:,.0f} MB at start, {folded['imported_kb'] * mb:,.0f} MB "
-        "after importing projections (duckdb, pyarrow, msgspec, eventlog); opening the folded "
+        "after importing projections (duckdb, msgspec, eventlog; pyarrow loads with the first "
+        "fold, so not in this child); opening the folded "
         f"database took {folded['open_s'] * 1e3:,.0f} ms and brought the peak to "
         f"{folded['open_kb'] * mb:,.0f} MB; {folded['reads']} reads (250 get_node, 50 "
         "context_window, 20 ancestors, 5 agent_stats) took "

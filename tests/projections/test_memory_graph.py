@@ -1269,3 +1269,32 @@ def test_embedded_graph_folds_prompts_at_the_largest_request(tmp_path: Path) -> 
             graph.add_prompt(session.id, letter * size)
         query = "SELECT left(content, 1), length(content) FROM prompts ORDER BY lsn"
         assert graph.sql(query).fetchall() == [("a", size), ("b", size)]
+
+
+_READS_ONLY = """
+import sys, uuid
+from projections import MemoryGraph
+with MemoryGraph.open({store!r}) as g:
+    session, prompt = uuid.UUID({session!r}), uuid.UUID({prompt!r})
+    assert g.get_node(prompt) is not None
+    assert len(g.context_window(session, 10)) == 1
+    assert g.ancestors(prompt, depth=5)
+    g.get_session_nodes(session)
+    g.query().session(session).node_type("prompt").limit(10).execute()
+    g.rows("SELECT * FROM agent_stats")
+    g.stats()
+print(sorted(m for m in ("pyarrow", "numpy", "pandas") if m in sys.modules))
+"""
+
+
+@pytest.mark.slow
+def test_reads_of_a_folded_database_import_no_pyarrow(tmp_path: Path) -> None:
+    """A graph that opens a database with nothing left to fold, and only reads, never imports
+    pyarrow (about 46 MB of its memory): only the fold stages batches in Arrow."""
+    with MemoryGraph.open(tmp_path) as g:
+        s = g.create_session()
+        p = g.add_prompt(s.id, "What is Rust?")
+        g.add_response(p, "A systems language.", usage=TokenUsage(5, 30))
+        assert g.get_node(p) is not None  # folded, and written back on close
+    code = _READS_ONLY.format(store=str(tmp_path), session=str(s.id), prompt=str(p))
+    assert python(code).splitlines()[-1] == "[]"
