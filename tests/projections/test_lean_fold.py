@@ -6,7 +6,9 @@ only public events."""
 from __future__ import annotations
 
 import tempfile
+import uuid
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -14,9 +16,11 @@ from hypothesis import strategies as st
 
 import eventlog
 from eventlog import Record
-from projections import Batch, fold_available
+from eventlog import events as ev
+from projections import Batch, fold_available, fold_records
 from projections._folder import commit_batch
 from projections._stage import touched_ids
+from tests.eventlog.test_golden import TS, body_of, raw_frame, segment_header
 
 from .test_fold import Op, assert_same_tables, build_log, fresh_db, histories
 
@@ -67,3 +71,35 @@ def test_batches_are_sized_by_the_events_bytes_as_stored(store: Path) -> None:
     assert lasts == [1, 2, 3, 4]  # a prompt reaches 1,001 bytes (with the session before it)
     ids = {row[0] for row in con.execute("SELECT id FROM prompts").fetchall()}
     assert ids == set(prompts)
+
+
+def test_an_old_version_of_a_staged_event_folds_upcast(tmp_path: Path) -> None:
+    """A prompt of an older version (a made-up ``prompt.added@0`` with ``text``, no
+    ``content``) is upcast before it is decoded lean, as `decode_body` does for records."""
+
+    def prompt_v0_to_v1(raw: dict[str, Any]) -> dict[str, Any]:
+        fields = {k: v for k, v in raw.items() if k != "text"}
+        return {**fields, "type": "prompt.added", "content": raw["text"]}
+
+    session, prompt = uuid.uuid4(), uuid.uuid4()
+    events = [
+        {"type": "session.created", "id": session.bytes, "ts": TS},
+        {"type": "prompt.added@0", "id": prompt.bytes, "session_id": session.bytes,
+         "text": "old words", "ts": TS},
+    ]  # fmt: skip
+    path = tmp_path / "store"
+    path.mkdir()
+    (path / "LOCK").write_bytes(b"")
+    frame = raw_frame(body_of(*events), first_lsn=0, count=2)
+    (path / f"{0:020d}.seg").write_bytes(segment_header(0) + frame)
+    ev.upcaster("prompt.added", 0)(prompt_v0_to_v1)
+    try:
+        with eventlog.open(path, readonly=True) as log:
+            public = fresh_db()
+            fold_records(public, log.read())
+            lean = fresh_db()
+            fold_available(lean, log)
+    finally:
+        ev._UPCASTERS.pop(("prompt.added", 0), None)
+    assert_same_tables(public, lean)
+    assert lean.execute("SELECT id, content FROM prompts").fetchall() == [(prompt, "old words")]
