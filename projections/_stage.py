@@ -51,7 +51,8 @@ def _props(**getters: Getter) -> Getter:
 
 
 def _bindings(e: Any) -> str | None:
-    """INSTANTIATES' properties; spelled out, as `_responds`: two of a prompt's columns."""
+    """INSTANTIATES' properties (of a prompt from a template, and of a link), spelled out
+    as `_responds` is: `_props`' dict of getters cost three times as much."""
     if getattr(e, "template_id", None) is None:
         return None
     version, variables = e.template_version, e.variables
