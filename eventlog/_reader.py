@@ -16,14 +16,15 @@ import functools
 import itertools
 import os
 import threading
-from collections.abc import AsyncIterator, Iterator
-from typing import TYPE_CHECKING, NamedTuple
+from collections.abc import AsyncIterator, Callable, Iterator
+from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
 
 import msgspec
 
 from . import events as ev
 from ._files import open_file
 from ._format import SEGMENT_HEADER, FrameError, decode_body, unpack_body
+from ._lean import lean_decoder
 from ._segment import BadFrame, Frame, is_torn_tail, read_frame
 from .errors import CorruptionError
 
@@ -42,6 +43,8 @@ class Record(NamedTuple):
     lsn: int
     event: ev.EventBase
 
+
+_T = TypeVar("_T")
 
 _record = functools.partial(tuple.__new__, Record)
 """`Record(lsn, event)` without the Python frame of a named tuple's ``__new__``: the reader
@@ -111,6 +114,18 @@ class Cursor:
 
     def records(self) -> Iterator[Record]:
         """Records from the current position to the end of the log as it is now (or `stop`)."""
+        return self._walk(self._take)
+
+    def _sized_records(self, lean: frozenset[type[ev.EventBase]]) -> Iterator[tuple[Record, int]]:
+        """`records()` for the fold, each with its size as stored (bytes of MessagePack), the
+        types in `lean` as their lean twins (`_lean`: ids as bytes). Only without time bounds.
+
+        Internal: a `Record` holding a twin never leaves the fold (`_lean.full_event`)."""
+        assert self._start_ts is None and self._stop_ts is None
+        return self._walk(functools.partial(self._take_sized, lean_decoder(lean)))
+
+    def _walk(self, take: Callable[[Frame, str], Iterator[_T]]) -> Iterator[_T]:
+        """What `take` makes of each frame, from the current position to the end of the log."""
         while not self.done:
             path = self._store.segment_path(self._segment)
             if self._fd is None:
@@ -124,7 +139,7 @@ class Cursor:
             try:
                 while self._offset < size and not self.done:
                     frame = read_frame(self._fd, self._offset, size, self._frame_lsn)
-                    yield from self._take(frame, str(path))
+                    yield from take(frame, str(path))
                     self._offset += frame.head.size
                     self.bytes_read += frame.head.size
                     self._frame_lsn = frame.head.next_lsn
@@ -203,6 +218,52 @@ class Cursor:
                 self.next_lsn = lsn + 1
                 yield _record((lsn, event))
             lsn += 1
+
+    def _take_sized(
+        self, decoder: msgspec.msgpack.Decoder[Any], frame: Frame, path: str
+    ) -> Iterator[tuple[Record, int]]:
+        """`_take` for `_sized_records`: the body split into each event's bytes (which gives
+        its size without encoding it again), and only the events wanted decoded."""
+        head = frame.head
+        if head.next_lsn <= self.next_lsn:
+            return
+        try:
+            requests = _RAW_BODY.decode(unpack_body(head, frame.body))
+        except (FrameError, msgspec.DecodeError) as exc:
+            raise CorruptionError(
+                f"frame does not decode ({exc})", path, frame.offset, head.first_lsn
+            ) from None
+        lsn = head.first_lsn
+        stop, decode = self._stop, decoder.decode
+        for raw in itertools.chain.from_iterable(r.events for r in requests):
+            if stop is not None and lsn >= stop:
+                self.done = True
+                return
+            if lsn >= self.next_lsn:
+                try:
+                    try:
+                        event = decode(raw)
+                    except msgspec.ValidationError:  # an older version: upcast, as `decode_body`
+                        event = decode(_ENCODER.encode(ev.upcast(_RAW_EVENT.decode(raw))))
+                except msgspec.DecodeError as exc:
+                    raise CorruptionError(
+                        f"frame does not decode ({exc})", path, frame.offset, head.first_lsn
+                    ) from None
+                self.next_lsn = lsn + 1
+                yield _record((lsn, event)), len(raw)
+            lsn += 1
+
+
+class _RawRequest(msgspec.Struct, array_like=True, gc=False):
+    """A `Request` whose events are left as their bytes."""
+
+    events: list[msgspec.Raw]
+    key: str | None = None
+
+
+_RAW_BODY = msgspec.msgpack.Decoder(list[_RawRequest])
+_RAW_EVENT = msgspec.msgpack.Decoder()
+_ENCODER = msgspec.msgpack.Encoder(uuid_format="bytes")
 
 
 class AsyncCursor:

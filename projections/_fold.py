@@ -31,10 +31,11 @@ from typing import Protocol, TypeAlias
 import duckdb
 
 from eventlog import Record
+from eventlog._lean import full_event
 from eventlog.events import EventBase, tag_of
 
 from ._history import record_mark
-from ._stage import STAGED_TYPES, Staged, touched_ids
+from ._stage import STAGED_CLASSES, Staged, touched_ids
 from ._table import Table, TableChanges
 from .errors import PoisonEvent
 
@@ -138,7 +139,7 @@ def fold(
     if not records:
         return batch
     _fold_rows(
-        con, projections, batch, [r for r in records if r.event.__class__ not in STAGED_TYPES]
+        con, projections, batch, [r for r in records if r.event.__class__ not in STAGED_CLASSES]
     )
     staged = Staged(records)
     staged.register(con)
@@ -161,7 +162,7 @@ def fold(
         f"UPDATE lmg_checkpoints SET lsn = {int(last.lsn)}, ts = {int(last.event.ts)} "
         f"WHERE projection IN ({names})"
     )
-    record_mark(con, last.event)  # which history: see `_history`
+    record_mark(con, full_event(last.event))  # which history: see `_history`
     batch.touched = touched_ids(records) if len(records) <= _FORGET_ALL_AFTER else None
     return batch
 

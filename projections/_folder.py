@@ -9,10 +9,12 @@ from typing import Protocol
 import duckdb
 import msgspec
 
-from eventlog import Record
+from eventlog import Cursor, Record
+from eventlog._lean import full_event
 
 from ._fold import Batch, fold
 from ._schema import PROJECTIONS, checkpoint
+from ._stage import STAGED_TYPES
 from .errors import FoldFailed, PoisonEvent, ProjectionError
 
 __all__ = [
@@ -22,6 +24,8 @@ __all__ = [
     "commit_batch",
     "fold_available",
     "fold_records",
+    "fold_sized",
+    "read_lean",
 ]
 
 BATCH_EVENTS = 20_000
@@ -114,7 +118,22 @@ def fold_available(
 
     Returns the new checkpoint. `keep_going` is asked between batches.
     """
-    records = log.read(checkpoint(con) + 1, stop_lsn)
+    start = checkpoint(con) + 1
+    make_cursor = getattr(log, "_cursor", None)  # a local log: read it lean (`read_lean`)
+    if make_cursor is not None:
+        cursor = make_cursor(start, stop_lsn, None, None)
+        try:
+            return fold_sized(
+                con,
+                read_lean(cursor),
+                batch_events=batch_events,
+                batch_bytes=batch_bytes,
+                keep_going=keep_going,
+                on_batch=on_batch,
+            )
+        finally:
+            cursor.close()
+    records = log.read(start, stop_lsn)
     try:
         return fold_records(
             con,
@@ -130,6 +149,14 @@ def fold_available(
             close()
 
 
+def read_lean(cursor: Cursor) -> Iterator[tuple[Record, int]]:
+    """What the fold reads from a local log: each record with its size as stored, the staged
+    types as their lean twins (`eventlog._lean`: ids as 16 bytes, which go into Arrow as
+    they are), so neither sizing nor staging makes a Python object per id or encodes an
+    event again. Their records never leave the fold (`on_batch` gets the public event)."""
+    return cursor._sized_records(STAGED_TYPES)
+
+
 def fold_records(
     con: duckdb.DuckDBPyConnection,
     records: Iterator[Record],
@@ -142,26 +169,49 @@ def fold_records(
     """Fold `records` (which must start just after the checkpoint) in batches of at most
     `batch_events` events and about `batch_bytes` (see `BATCH_BYTES`), one transaction each,
     while `keep_going()`; returns the checkpoint."""
+    sized = ((record, len(_ENCODER.encode(record.event))) for record in records)
+    return fold_sized(
+        con,
+        sized,
+        batch_events=batch_events,
+        batch_bytes=batch_bytes,
+        keep_going=keep_going,
+        on_batch=on_batch,
+    )
+
+
+def fold_sized(
+    con: duckdb.DuckDBPyConnection,
+    records: Iterator[tuple[Record, int]],
+    *,
+    batch_events: int = BATCH_EVENTS,
+    batch_bytes: int = BATCH_BYTES,
+    keep_going: Callable[[], bool] = lambda: True,
+    on_batch: Callable[[Batch, Record], None] | None = None,
+) -> int:
+    """`fold_records` of records with their sizes in bytes (`read_lean`)."""
     while keep_going():
         chunk = _take(records, batch_events, batch_bytes)
         if not chunk:
             break
         batch = commit_batch(con, chunk)
         if on_batch is not None:
-            on_batch(batch, chunk[-1])
+            last = chunk[-1]
+            on_batch(batch, Record(last.lsn, full_event(last.event)))
     return checkpoint(con)
 
 
-def _take(records: Iterator[Record], events: int, budget: int) -> list[Record]:
+def _take(records: Iterator[tuple[Record, int]], events: int, budget: int) -> list[Record]:
     """The next batch: up to `events` records, closed by the one that reaches `budget` bytes.
 
     It reads no record it does not return: a caller's cursor must stay where the fold is."""
     chunk: list[Record] = []
+    if events < 1 or budget < 1:
+        return chunk
     size = 0
-    while len(chunk) < events and size < budget:
-        record = next(records, None)
-        if record is None:
-            break
+    for record, bytes_ in records:
         chunk.append(record)
-        size += len(_ENCODER.encode(record.event))
+        size += bytes_
+        if len(chunk) >= events or size >= budget:
+            break
     return chunk

@@ -19,13 +19,14 @@ import duckdb
 
 from eventlog import Record
 from eventlog import events as ev
+from eventlog._lean import full_event, is_lean, lean_twin, uuid_fields
 
 from ._table import json_text, to_arrow
 
 if TYPE_CHECKING:
     import pyarrow as pa
 
-__all__ = ["STAGED_TYPES", "Staged"]
+__all__ = ["STAGED_CLASSES", "STAGED_TYPES", "Staged"]
 
 _U, _I, _F, _S, _LIST = "UUID", "BIGINT", "DOUBLE", "VARCHAR", "VARCHAR[]"  # DuckDB types
 
@@ -52,13 +53,27 @@ def _props(**getters: Getter) -> Getter:
 
 
 def _bindings(e: Any) -> str | None:
+    """INSTANTIATES' properties (of a prompt from a template, and of a link), spelled out
+    as `_responds` is: `_props`' dict of getters cost three times as much."""
     if getattr(e, "template_id", None) is None:
         return None
-    bindings: str | None = _props(
-        template_version=lambda e: e.template_version,
-        variable_bindings=lambda e: e.variables or None,
-    )(e)
-    return bindings
+    version, variables = e.template_version, e.variables
+    if version is None:
+        return json_text({"variable_bindings": variables}) if variables else None
+    if variables:
+        return json_text({"template_version": version, "variable_bindings": variables})
+    return json_text({"template_version": version})
+
+
+def _responds(e: Any) -> str | None:
+    """RESPONDS_TO's properties, as `_props(latency_ms=..., model=...)` makes them, without
+    its dict of getters: a response's costliest column to stage."""
+    latency, model = e.latency_ms, e.model
+    if latency is None:
+        return None if model is None else json_text({"model": model})
+    if model is None:
+        return json_text({"latency_ms": latency})
+    return json_text({"latency_ms": latency, "model": model})
 
 
 def _meta(field: str) -> Getter:
@@ -107,7 +122,7 @@ _COLUMNS: dict[type[ev.EventBase], tuple[str, list[tuple[str, str, Getter]]]] = 
             ("latency_ms", _F, attrgetter("latency_ms")),
             ("model", _S, attrgetter("model")),
             ("metadata", _S, _json("metadata")),
-            ("responds", _S, _props(latency_ms=lambda e: e.latency_ms, model=attrgetter("model"))),
+            ("responds", _S, _responds),
         ],
     ),
     ev.AgentAssigned: (
@@ -137,9 +152,7 @@ _COLUMNS: dict[type[ev.EventBase], tuple[str, list[tuple[str, str, Getter]]]] = 
                 _props(
                     reason=lambda e: e.reason,
                     context_summary=lambda e: e.context_summary,
-                    from_agent_id=lambda e: (
-                        None if e.from_agent_id is None else str(e.from_agent_id)
-                    ),
+                    from_agent_id=lambda e: _id_text(e.from_agent_id),
                 ),
             ),
         ],
@@ -246,6 +259,46 @@ _COLUMNS: dict[type[ev.EventBase], tuple[str, list[tuple[str, str, Getter]]]] = 
 STAGED_TYPES = frozenset(_COLUMNS)
 """The event types the fold stages and applies with SQL; the rest are applied row by row."""
 
+_PUBLIC_OF: dict[type[Any], type[ev.EventBase]] = {
+    **{lean_twin(cls): cls for cls in _COLUMNS},
+    **{cls: cls for cls in _COLUMNS},
+}
+STAGED_CLASSES = frozenset(_PUBLIC_OF)
+"""`STAGED_TYPES` and their lean twins (`eventlog._lean`), which the fold reads the log as."""
+
+
+def _id_text(value: uuid.UUID | bytes | None) -> str | None:
+    """An id as text for JSON, from a public event's `uuid.UUID` or a twin's 16 bytes."""
+    if value is None:
+        return None
+    return str(value if value.__class__ is uuid.UUID else uuid.UUID(bytes=value))  # type: ignore[arg-type]
+
+
+def _ids_to_arrow(values: list[bytes | None]) -> pa.Array:
+    """A UUID column from a twin's 16-byte ids: no `uuid.UUID` made, no bytes copied twice."""
+    import pyarrow as pa  # noqa: PLC0415 (as in `Staged.__init__`)
+
+    return pa.ExtensionArray.from_storage(pa.uuid(), pa.array(values, pa.binary(16)))
+
+
+def _by_stage(records: Sequence[Record]) -> dict[type[ev.EventBase], list[Record]]:
+    """The staged records by public type, in LSN order. A stage is all twins or all public
+    events (a caller's records mixed with the fold's own reads: twins made public)."""
+    groups: dict[type[Any], list[Record]] = {}
+    for record in records:
+        cls = record.event.__class__
+        if cls in _PUBLIC_OF:
+            groups.setdefault(cls, []).append(record)
+    by_type: dict[type[ev.EventBase], list[Record]] = {}
+    for cls, staged in groups.items():
+        public = _PUBLIC_OF[cls]
+        if public in by_type:  # both kinds in one batch
+            both = sorted([*by_type[public], *staged], key=attrgetter("lsn"))
+            by_type[public] = [Record(r.lsn, full_event(r.event)) for r in both]
+        else:
+            by_type[public] = staged
+    return by_type
+
 
 class Staged:
     """A batch's staged events, by stage name (``prompts``, ``responses``, ...)."""
@@ -253,11 +306,7 @@ class Staged:
     def __init__(self, records: Sequence[Record]) -> None:
         import pyarrow as pa  # noqa: PLC0415 (on the first fold: reads never need it)
 
-        by_type: dict[type[ev.EventBase], list[Record]] = {}
-        for record in records:
-            cls = record.event.__class__
-            if cls in _COLUMNS:
-                by_type.setdefault(cls, []).append(record)
+        by_type = _by_stage(records)
         self.tables: dict[str, pa.Table] = {}
         self.types: dict[str, str] = {}  # stage name -> event tag, for poison reports
         self.references: list[tuple[str, str, str]] = []  # (stage, column, table): `refer`
@@ -266,7 +315,15 @@ class Staged:
             name, columns = _COLUMNS[cls]
             events = [r.event for r in staged]
             arrays = [to_arrow([r.lsn for r in staged], _I)]
-            arrays += [to_arrow(map(get, events), kind) for _, kind, get in columns]
+            if is_lean(events[0]):
+                arrays += [
+                    _ids_to_arrow(list(map(get, events)))
+                    if kind == _U
+                    else to_arrow(map(get, events), kind)
+                    for _, kind, get in columns
+                ]
+            else:
+                arrays += [to_arrow(map(get, events), kind) for _, kind, get in columns]
             names = ["lsn", *(c[0] for c in columns)]
             self.tables[name] = pa.Table.from_arrays(arrays, names=names)
             self.types[name] = ev.tag_of(cls)
@@ -319,8 +376,14 @@ def touched_ids(records: Sequence[Record]) -> set[uuid.UUID]:
     """Every id any event of the batch names: what a cache must forget after it."""
     ids: set[uuid.UUID] = set()
     for record in records:
-        for value in record.event.__struct_fields__:
-            v = getattr(record.event, value)
+        event = record.event
+        if is_lean(event):
+            ids.update(
+                uuid.UUID(bytes=v) for f in uuid_fields(event.__class__) if (v := getattr(event, f))
+            )
+            continue
+        for value in event.__struct_fields__:
+            v = getattr(event, value)
             if v.__class__ is uuid.UUID:
                 ids.add(v)
     return ids

@@ -30,7 +30,7 @@ from eventlog._advert import find
 from ._database import FolderLock, Gate, database_path, open_database
 from ._erasure import apply_pending, erasure_due
 from ._fold import Batch
-from ._folder import BATCH_EVENTS, fold_records
+from ._folder import BATCH_EVENTS, fold_sized, read_lean
 from ._history import folded_history, forget_history, history_differs
 from ._schema import checkpoint, ensure_schema
 from .errors import DatabaseBusy, ProjectionError
@@ -122,7 +122,7 @@ class Projector:
                 self._snapshots.drop_other_histories(self._log)
             self._checkpoint = checkpoint(con)
         self._cursor = self._log.cursor(self._checkpoint + 1)
-        self._ahead: Record | None = None  # read from the cursor, not yet folded
+        self._ahead: tuple[Record, int] | None = None  # read from the cursor, not yet folded
         self._policy = snapshots
         taken = self._snapshots.all() if snapshots is not None else []
         self._snapshot_lsn = taken[-1].lsn if taken else -1
@@ -274,7 +274,7 @@ class Projector:
     def _peek(self) -> bool:
         """Is there a record after the checkpoint? Keeps it for the next fold."""
         if self._ahead is None:
-            self._ahead = next(self._cursor.records(), None)
+            self._ahead = next(read_lean(self._cursor), None)
         return self._ahead is not None
 
     def _fold_pending(
@@ -287,7 +287,7 @@ class Projector:
     ) -> bool:
         """Fold what the log holds until its end or the hold that `began` is over; True if the
         end was reached."""
-        source = self._cursor.records()
+        source = read_lean(self._cursor)
         if self._ahead is not None:
             source = itertools.chain([self._ahead], source)
             self._ahead = None
@@ -307,7 +307,7 @@ class Projector:
             return not held_out and not (stop and stop.is_set())
 
         try:
-            fold_records(
+            fold_sized(
                 con,
                 source,
                 batch_events=self.batch_events,
