@@ -25,7 +25,7 @@ from . import events as ev
 from ._files import open_file
 from ._format import SEGMENT_HEADER, FrameError, decode_body, unpack_body
 from ._lean import lean_decoder
-from ._segment import BadFrame, Frame, is_torn_tail, read_frame
+from ._segment import BadFrame, Frame, is_torn_tail, read_frame, written_since
 from .errors import CorruptionError
 
 if TYPE_CHECKING:
@@ -149,7 +149,10 @@ class Cursor:
                 sealed = self._sealed()
                 if sealed and os.fstat(self._fd).st_size != size:
                     continue
-                if sealed or not is_torn_tail(self._fd, bad.offset, size):
+                torn = is_torn_tail(self._fd, bad.offset, size)
+                if not sealed and written_since(self._fd, bad.offset, self._frame_lsn) is not None:
+                    continue  # a writer filled its reserve as we looked: read on
+                if sealed or not torn:
                     raise CorruptionError(
                         f"damaged frame ({bad.reason})", str(path), bad.offset, bad.lsn
                     ) from None

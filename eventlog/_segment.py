@@ -41,6 +41,7 @@ __all__ = [
     "next_intact_frame",
     "read_frame",
     "read_segment_header",
+    "written_since",
 ]
 
 
@@ -74,10 +75,24 @@ def iter_frames(fd: int, offset: int, end: int, lsn: int) -> Iterator[Frame]:
         except BadFrame:
             if is_reserve(fd, offset, end):
                 return
-            raise
+            again = written_since(fd, offset, lsn)
+            if again is None or offset + again.head.size > end:
+                raise
+            frame = again
         yield frame
         offset += frame.head.size
         lsn = frame.head.next_lsn
+
+
+def written_since(fd: int, offset: int, lsn: int | None) -> Frame | None:
+    """The frame at `offset` if it reads intact now, else None. Where a reader found the
+    writer's reserve a moment ago, a writer may since have put frames; they are written in
+    order, so a frame seen past a bad spot of the last segment means the spot was written
+    first: look at it again before calling it damage."""
+    try:
+        return read_frame(fd, offset, os.fstat(fd).st_size, lsn)
+    except BadFrame:
+        return None
 
 
 def read_frame(fd: int, offset: int, end: int, lsn: int | None) -> Frame:

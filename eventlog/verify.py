@@ -27,6 +27,7 @@ from ._segment import (
     next_intact_frame,
     read_frame,
     read_segment_header,
+    written_since,
 )
 from ._store import check_store
 
@@ -134,7 +135,11 @@ def _verify_segment(seg: Path, first: int, *, last: bool, problems: list[Problem
             except BadFrame as bad:
                 if last and is_reserve(fd, offset, size):
                     break  # the writer's zeros ahead of it: the end of the log
-                if is_torn_tail(fd, offset, size):
+                torn = is_torn_tail(fd, offset, size)
+                if last and written_since(fd, offset, lsn) is not None:
+                    size = os.fstat(fd).st_size  # a writer filled its reserve as we looked
+                    continue
+                if torn:
                     severity: Literal["error", "warning"] = "warning" if last else "error"
                     note = (
                         "torn tail: recovery on the next open truncates it"
