@@ -229,10 +229,7 @@ def _decode_logs(body: bytes, encoding: str, kind: str, limit: int) -> list[LogR
 
 def _answer_logs(kind: str, rejected: list[Malformed]) -> Response:
     """The ``ExportLogsServiceResponse``: empty when every record was accepted."""
-    message = ""
-    if rejected:
-        reasons = "; ".join(f"{m.where}: {m.reason}" for m in rejected[:_REASONS])
-        message = f"{len(rejected)} malformed log record(s) rejected: {reasons}"[:_MESSAGE_CHARS]
+    message = _rejected(rejected, "log record(s)")
     if kind == _JSON:
         partial = {"rejectedLogRecords": str(len(rejected)), "errorMessage": message}
         return Response(msgspec.json.encode({"partialSuccess": partial} if rejected else {}), 200,
@@ -273,14 +270,18 @@ def _inflate(body: bytes, encoding: str, limit: int) -> bytes:
     return b"".join(out)
 
 
+def _rejected(rejected: list[Malformed], what: str) -> str:
+    """The partial-success message: how many `what` were rejected, the first few reasons."""
+    if not rejected:
+        return ""
+    reasons = "; ".join(f"{m.where}: {m.reason}" for m in rejected[:_REASONS])
+    more = f"; and {len(rejected) - _REASONS} more" if len(rejected) > _REASONS else ""
+    return f"{len(rejected)} malformed {what} rejected: {reasons}{more}"[:_MESSAGE_CHARS]
+
+
 def _answer(kind: str, rejected: list[Malformed]) -> Response:
     """The ``ExportTraceServiceResponse``: empty when every span was accepted."""
-    message = ""
-    if rejected:
-        reasons = "; ".join(f"{m.where}: {m.reason}" for m in rejected[:_REASONS])
-        more = f"; and {len(rejected) - _REASONS} more" if len(rejected) > _REASONS else ""
-        message = f"{len(rejected)} malformed span(s) rejected: {reasons}{more}"
-        message = message[:_MESSAGE_CHARS]
+    message = _rejected(rejected, "span(s)")
     if kind == _JSON:
         partial = {"rejectedSpans": str(len(rejected)), "errorMessage": message}
         return Response(msgspec.json.encode({"partialSuccess": partial} if rejected else {}), 200,
