@@ -145,7 +145,7 @@ def _concurrent(plan: Plan, scale: Scale) -> CaseResult:
         samples,
         [
             Target("asyncio x64", "sqlite3", 8.0, "durable appends, 64 asyncio agents"),
-            Target("threads x16", "sqlite3", 2.0, "durable appends, 16 threads"),
+            Target("threads x16", "sqlite3", 2.5, "durable appends, 16 threads"),
         ],
     )
     a = _median_extra(samples["asyncio x64"], "events_per_frame")
