@@ -32,7 +32,14 @@ from .log import open as open_log
 from .options import Durability, Options
 from .verify import verify
 
-__all__ = ["PathType", "commands", "default_store", "require_store", "store_argument"]
+__all__ = [
+    "PathType",
+    "commands",
+    "default_store",
+    "durability_option",
+    "require_store",
+    "store_argument",
+]
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -78,6 +85,16 @@ def _position(value: str | None) -> tuple[int | None, str | None]:
     return (int(value), None) if re.fullmatch(r"[0-9]+", value) else (None, value)
 
 
+durability_option = click.option(
+    "--durability",
+    type=click.Choice([d.value for d in Durability]),
+    default="fsync",
+    show_default=True,
+    help="When appends are acknowledged (see docs/operations.md).",
+)
+"""The `--durability` of every command that appends."""
+
+
 @click.command()
 @store_argument
 def demo(store: str | None) -> None:
@@ -99,13 +116,7 @@ def demo(store: str | None) -> None:
 @click.command()
 @store_argument
 @click.option("--batch", is_flag=True, help="Append all lines as one all-or-nothing request.")
-@click.option(
-    "--durability",
-    type=click.Choice([d.value for d in Durability]),
-    default="fsync",
-    show_default=True,
-    help="When appends are acknowledged (see docs/operations.md).",
-)
+@durability_option
 @click.option(
     "--max-line-bytes",
     type=click.IntRange(min=1, max=Options().max_request_bytes),  # the log refuses more anyway

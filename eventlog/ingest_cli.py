@@ -17,7 +17,7 @@ from typing import IO, TYPE_CHECKING, Protocol
 import click
 
 from ._spans import Malformed, Span, decode_json_line, decode_protobuf
-from .cli import PathType
+from .cli import PathType, durability_option
 from .errors import EventLogError
 from .log import open as open_log
 from .options import Durability, Options
@@ -116,13 +116,7 @@ def _spans(
     show_default=True,
     help="OTLP JSON lines or protobuf; auto goes by the file's suffix, then its first byte.",
 )
-@click.option(
-    "--durability",
-    type=click.Choice([d.value for d in Durability]),
-    default="fsync",
-    show_default=True,
-    help="When appends are acknowledged (see docs/operations.md).",
-)
+@durability_option
 @click.option(
     "--max-line-bytes",
     type=click.IntRange(min=1),
