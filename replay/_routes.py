@@ -118,9 +118,14 @@ async def fork(request: Request) -> Response:
     as ``name`` from now on (scope ``admin``: it writes a new store on the host's disk).
 
     The name is checked first, and a directory or a served store of that name already there
-    is refused (409), so a fork never writes into, or over, anything that exists."""
+    is refused (409), so a fork never writes into, or over, anything that exists. Only a
+    token for every store may fork: the new store is one only such tokens may use, and a
+    409 would tell a token of one store the names of the others."""
     service = service_of(request)
     served = service.store(request, request.path_params["name"], "admin")
+    token = service.token(request)
+    if token is not None and "*" not in token.stores:
+        raise ApiError(403, "forbidden", "forking needs an admin token for every store ('*')")
     raw = await read_body(request, service.limits.max_body_bytes, service.limits.body_timeout_s)
     try:
         body = msgspec.json.decode(raw, type=ForkRequest)

@@ -261,8 +261,8 @@ def test_a_tool_call_of_a_deleted_response_leaves_the_session_readable(tmp_path:
         assert service.stop() == 0
 
 
-def _token(auth: Path, name: str, scopes: list[str]) -> str:
-    args = [str(LMG), "token", "add", "--auth", str(auth), "--name", name, "--store", "*"]
+def _token(auth: Path, name: str, scopes: list[str], store: str = "*") -> str:
+    args = [str(LMG), "token", "add", "--auth", str(auth), "--name", name, "--store", store]
     for scope in scopes:
         args += ["--scope", scope]
     made = subprocess.run(args, capture_output=True, text=True, check=True, timeout=WAIT_S)
@@ -323,6 +323,28 @@ def test_only_an_admin_token_forks(forking: tuple[Service, Path, str, str]) -> N
     refused = _post(service, reader, {"at": 1, "name": "mine"}, 403)
     assert refused["error"]["code"] == "forbidden"
     assert not (tmp / "mine").exists()
+
+
+def test_an_admin_token_of_one_store_may_not_fork_nor_learn_the_others(tmp_path: Path) -> None:
+    """A fork is a store only tokens of every store may use, and a 409 `name_taken` would
+    tell a token of one store the names of the others: such a token gets 403, whatever the
+    name, and nothing is written."""
+    for name in ("store", "other"):
+        with eventlog.open(tmp_path / name) as log:
+            log.create_session()
+    auth = tmp_path / "tokens.json"
+    admin = _token(auth, "one-store-admin", ["admin"], store="default")
+    args = [str(tmp_path / "store"), "--store", f"other={tmp_path / 'other'}", "--auth", str(auth)]
+    service = Service(tmp_path, args)
+    try:
+        before = sorted(p.name for p in tmp_path.iterdir())
+        for name in ("other", "fresh"):
+            refused = _post(service, admin, {"at": 0, "name": name}, 403)
+            assert refused["error"]["code"] == "forbidden"
+            assert "other" not in refused["error"]["message"]
+        assert sorted(p.name for p in tmp_path.iterdir()) == before  # no "fresh"
+    finally:
+        assert service.stop() == 0
 
 
 @pytest.mark.parametrize(
