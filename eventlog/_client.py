@@ -8,8 +8,11 @@ from out of the records the service stored (``Prefer: return=representation``). 
 returns what it returns embedded, and an error comes back as the class it is embedded: the
 service answers each with a stable code (`_wire.ERRORS`), raised here again with its fields.
 
-httpx2 (the ``serve`` extra) is imported with this module, on first use of `eventlog.connect`,
-never by ``import eventlog``.
+The transports are the ``serve`` extra's, never imported by ``import eventlog``: httpx2 for
+`RemoteLog` (imported with this module, on first use of `eventlog.connect`), aiohttp for
+`AsyncRemoteLog` (imported by its first request, so a sync agent never loads it). aiohttp
+because the async client is the one many concurrent agents share: its C HTTP parser and
+single-write requests cost a seventh of httpx2's CPU per append (docs/benchmarks.md).
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ import threading
 import uuid
 from collections.abc import AsyncIterator, Iterator, Mapping
 from types import TracebackType
-from typing import Any, Self
+from typing import TYPE_CHECKING, Any, NamedTuple, Self
 from urllib.parse import quote
 
 import httpx2
@@ -35,7 +38,10 @@ from ._wire import DETAILS, ERRORS
 from .errors import InvalidEvent, ServiceError
 from .log import Appends, AsyncAppends
 
-__all__ = ["LIMITS", "AsyncRemoteLog", "Http", "RemoteLog", "connect", "connect_async"]
+if TYPE_CHECKING:
+    import aiohttp
+
+__all__ = ["LIMITS", "AsyncRemoteLog", "Http", "RemoteLog", "Reply", "connect", "connect_async"]
 
 _JSON = msgspec.json.Encoder()
 
@@ -94,20 +100,24 @@ class Http:
 
     def check(self, response: httpx2.Response) -> httpx2.Response:
         """The response if it is a success; else the error it names, raised as its class."""
-        if response.is_success:
-            return response
+        if not response.is_success:
+            self.refuse(response.status_code, response.reason_phrase, response.read())
+        return response
+
+    def refuse(self, status: int, reason: str | None, content: bytes) -> None:
+        """Raise the error an unsuccessful answer names, as its class."""
         try:
-            error = msgspec.json.decode(response.read(), type=_ErrorBody).error
+            error = msgspec.json.decode(content, type=_ErrorBody).error
         except msgspec.DecodeError:
-            error = _Error(f"http_{response.status_code}", response.reason_phrase or "no answer")
+            error = _Error(f"http_{status}", reason or "no answer")
         cls = self.errors.get(error.code)
         if cls is None:
-            raise ServiceError(response.status_code, error.code, error.message)
+            raise ServiceError(status, error.code, error.message)
         raise rebuilt(cls, error.message, error.details)
 
     def unreachable(self, exc: Exception, appending: bool = False) -> ServiceError:
         outcome = " (the append's outcome is unknown: retry it with its idempotency_key)"
-        reason = str(exc) or type(exc).__name__  # httpx2's errors may have no message
+        reason = str(exc) or type(exc).__name__  # a transport's errors may have no message
         message = f"no answer from {self.url}: {reason}" + (outcome if appending else "")
         return ServiceError(0, "unreachable", message)
 
@@ -307,9 +317,22 @@ class RemoteLog(Appends):
                 raise self._http.unreachable(exc) from None
 
 
+class Reply(NamedTuple):
+    """A successful answer of `AsyncRemoteLog._request`: what its readers use of it."""
+
+    content: bytes
+    headers: Mapping[str, str]
+
+
+_UNSET: Any = object()
+
+
 class AsyncRemoteLog(AsyncAppends):
     """The asyncio twin of `RemoteLog`: every append helper and read is awaited. Use
-    `eventlog.connect_async`."""
+    `eventlog.connect_async`.
+
+    Its transport is aiohttp: one session (its pool of keep-alive connections) made by the
+    first request, in the event loop that makes it, and closed by `close`."""
 
     def __init__(
         self,
@@ -321,9 +344,9 @@ class AsyncRemoteLog(AsyncAppends):
         errors: Mapping[str, type[Exception]] = ERRORS,
     ) -> None:
         self._http = Http(url, store, token, errors)
-        self._client = httpx2.AsyncClient(
-            headers=self._http.headers, timeout=timeout, limits=LIMITS
-        )
+        self._timeout = timeout
+        self._aiohttp: aiohttp.ClientSession | None = None
+        self._closed = False
 
     async def __aenter__(self) -> Self:
         return self
@@ -338,16 +361,65 @@ class AsyncRemoteLog(AsyncAppends):
 
     async def close(self) -> None:
         """Close the connections. Idempotent."""
-        await self._client.aclose()
+        self._closed = True
+        if self._aiohttp is not None:
+            await self._aiohttp.close()
+
+    def _session(self) -> aiohttp.ClientSession:
+        """The session, made on first use (aiohttp makes it in the running loop). Cookies are
+        not kept (the service sets none), and idle connections go as `LIMITS` says."""
+        import aiohttp  # noqa: PLC0415 (loaded by the first async request only)
+
+        if self._closed:
+            raise self._http.unreachable(RuntimeError("the client is closed"))
+        if self._aiohttp is None:
+            keepalive = LIMITS.keepalive_expiry
+            connector = aiohttp.TCPConnector(
+                limit=LIMITS.max_connections or 0, limit_per_host=0, keepalive_timeout=keepalive
+            )
+            self._aiohttp = aiohttp.ClientSession(
+                connector=connector,
+                headers=self._http.headers,
+                cookie_jar=aiohttp.DummyCookieJar(),
+                timeout=self._limit(self._timeout),
+            )
+        return self._aiohttp
+
+    @staticmethod
+    def _limit(seconds: float | None, read: float | None = _UNSET) -> aiohttp.ClientTimeout:
+        """httpx's timeout in aiohttp's terms: each of connecting (a pooled connection
+        included) and every read bounded by `seconds` (None: unbounded), not the whole."""
+        import aiohttp  # noqa: PLC0415
+
+        read = seconds if read is _UNSET else read
+        return aiohttp.ClientTimeout(total=None, connect=seconds, sock_read=read)
 
     async def _request(
-        self, method: str, path: str, appending: bool = False, **kw: Any
-    ) -> httpx2.Response:
+        self,
+        method: str,
+        path: str,
+        appending: bool = False,
+        *,
+        params: Mapping[str, Any] | None = None,
+        content: bytes | None = None,
+        headers: Mapping[str, str] | None = None,
+        timeout: float | None = _UNSET,
+    ) -> Reply:
+        import aiohttp  # noqa: PLC0415
+
+        session = self._session()
+        url = self._http.base + path
+        limit = None if timeout is _UNSET else self._limit(timeout)
         try:
-            response = await self._client.request(method, self._http.base + path, **kw)
-        except httpx2.TransportError as exc:
+            async with session.request(
+                method, _url(url), params=params, data=content, headers=headers, timeout=limit
+            ) as response:
+                body = await response.read()
+        except (aiohttp.ClientError, TimeoutError) as exc:
             raise self._http.unreachable(exc, appending) from None
-        return self._http.check(response)
+        if response.status >= 300:
+            self._http.refuse(response.status, response.reason, body)
+        return Reply(body, response.headers)
 
     async def _submit(self, request: PendingRequest) -> Appended:
         body = _body(request)
@@ -404,20 +476,31 @@ class AsyncRemoteLog(AsyncAppends):
         return self._stream(_read_params(start, start_time, True))
 
     async def _stream(self, params: dict[str, str]) -> AsyncIterator[Record]:
-        read = None if params["follow"] == "true" else self._client.timeout.read
-        timeout = httpx2.Timeout(self._client.timeout.connect, read=read)
+        import aiohttp  # noqa: PLC0415
+
+        following = params["follow"] == "true"
+        limit = self._limit(self._timeout, None if following else self._timeout)
+        url = _url(self._http.base + "/events")
         try:
-            async with self._client.stream(
-                "GET", self._http.base + "/events", params=params, timeout=timeout
-            ) as response:
-                if not response.is_success:
-                    await response.aread()
-                    self._http.check(response)
-                async for line in response.aiter_lines():
-                    if line:
-                        yield _record(line)
-        except httpx2.TransportError as exc:
+            async with self._session().get(url, params=params, timeout=limit) as response:
+                if response.status >= 300:
+                    self._http.refuse(response.status, response.reason, await response.read())
+                rest = b""
+                async for chunk in response.content.iter_any():
+                    *lines, rest = (rest + chunk).split(b"\n")
+                    for line in lines:
+                        if line:
+                            yield _record(line)
+        except (aiohttp.ClientError, TimeoutError) as exc:
             raise self._http.unreachable(exc) from None
+
+
+def _url(url: str) -> Any:
+    """`url` as aiohttp's URL type, taken as already encoded (the store's name is quoted
+    once, by `Http`; a second quoting would change it)."""
+    from yarl import URL  # noqa: PLC0415 (aiohttp's, loaded with it)
+
+    return URL(url, encoded=True)
 
 
 def _session(session_id: uuid.UUID) -> str:

@@ -685,7 +685,7 @@ def demo_store(tmp_path: Path) -> Path:
 # -- start-up: `lmg --help` and `import eventlog` load no DuckDB ---------------------------------
 
 _HEAVY = ("duckdb", "pyarrow", "numpy", "pandas", "watchfiles")
-_WEB = ("starlette", "uvicorn", "prometheus_client", "httpx2", "uvloop")  # the serve extra
+_WEB = ("starlette", "uvicorn", "prometheus_client", "httpx2", "aiohttp", "uvloop")  # serve extra
 
 
 @pytest.mark.parametrize(

@@ -314,11 +314,12 @@ def test_readers_never_wait_while_appends_stream(served: Service) -> None:
 
 
 def test_the_appending_client_loads_no_duckdb() -> None:
-    """An agent that only appends (`eventlog.connect`) pays for httpx2, not for DuckDB."""
+    """An agent that only appends (`eventlog.connect`) pays for httpx2, not for DuckDB, nor
+    for the async client's aiohttp."""
     code = (
         "import sys, eventlog\n"
         "eventlog.connect('http://127.0.0.1:9').close()\n"
-        "heavy = ('duckdb', 'pyarrow', 'starlette', 'uvicorn')\n"
+        "heavy = ('duckdb', 'pyarrow', 'starlette', 'uvicorn', 'aiohttp')\n"
         "print(sorted(m for m in heavy if m in sys.modules))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
