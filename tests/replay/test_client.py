@@ -218,6 +218,47 @@ def test_no_answer_is_a_service_error_that_says_to_retry(tmp_path: Path) -> None
     assert none.value.status == 0 and "retry it with its idempotency_key" in str(none.value)
 
 
+def test_the_async_client_answers_and_refuses_as_the_sync_one(served: Service) -> None:
+    """The async client has a transport of its own (aiohttp): the same errors with their
+    fields, a record longer than its stream's line buffer, repeated query parameters, a
+    follow that yields new appends, and no answer as a `ServiceError` that says to retry."""
+
+    async def main() -> tuple[list[int], list[int]]:
+        async with await AsyncMemoryGraph.connect(served.url) as g:
+            session = await g.create_session()
+            long = await g.add_prompt(session.id, "x" * 300_000)  # a 300 kB NDJSON line
+            with pytest.raises(eventlog.AppendConflict) as conflict:
+                await g.add_prompt(session.id, "q2", expect_session_lsn=0)
+            assert conflict.value.actual == await g.last_lsn(session.id)
+            with pytest.raises(projections.NotFound):
+                await g.get_session(long)
+            derived = await g.add_prompt(session.id, "q3")
+            await g.add_edge(derived, long, "DERIVED_FROM")
+            hops = await g.ancestors(derived, edge_types=["DERIVED_FROM", "OTHER"])
+            assert [h.node.id for h in hops] == [long]
+            records = [r async for r in g.read()]
+            assert getattr(records[1].event, "content", "") == "x" * 300_000
+            followed: list[int] = []
+            async for record in g.follow(start=2):
+                followed.append(record.lsn)
+                if len(followed) == 2:
+                    await g.create_session()
+                if len(followed) == 3:
+                    break
+        async with await eventlog.connect_async(served.url, "elsewhere") as elsewhere:
+            with pytest.raises(eventlog.ServiceError) as unknown_store:
+                await elsewhere.create_session()
+        assert (unknown_store.value.status, unknown_store.value.code) == (404, "unknown_store")
+        async with await eventlog.connect_async("http://127.0.0.1:9") as nowhere:
+            with pytest.raises(eventlog.ServiceError) as none:
+                await nowhere.create_session(idempotency_key="k")
+        assert none.value.status == 0 and "retry it with its idempotency_key" in str(none.value)
+        return [r.lsn for r in records], followed
+
+    read, followed = asyncio.run(main())
+    assert read == [0, 1, 2, 3] and followed == [2, 3, 4]
+
+
 def test_follow_yields_new_appends_until_stopped(served: Service) -> None:
     stop = threading.Event()
     seen: list[int] = []
