@@ -235,7 +235,7 @@ def test_the_async_client_answers_and_refuses_as_the_sync_one(served: Service) -
             derived = await g.add_prompt(session.id, "q3")
             await g.add_edge(derived, long, "DERIVED_FROM")
             hops = await g.ancestors(derived, edge_types=["DERIVED_FROM", "OTHER"])
-            assert [h.node.id for h in hops] == [long]
+            assert [h.node_id for h in hops] == [long]
             records = [r async for r in g.read()]
             assert getattr(records[1].event, "content", "") == "x" * 300_000
             followed: list[int] = []
