@@ -24,7 +24,8 @@ import uuid
 from collections.abc import AsyncIterator, Iterator, Mapping
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, NamedTuple, Self
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
+from urllib.request import getproxies, proxy_bypass
 
 import httpx2
 import msgspec
@@ -346,6 +347,7 @@ class AsyncRemoteLog(AsyncAppends):
         self._http = Http(url, store, token, errors)
         self._timeout = timeout
         self._aiohttp: aiohttp.ClientSession | None = None
+        self._proxy: str | None = None
         self._closed = False
 
     async def __aenter__(self) -> Self:
@@ -367,7 +369,8 @@ class AsyncRemoteLog(AsyncAppends):
 
     def _session(self) -> aiohttp.ClientSession:
         """The session, made on first use (aiohttp makes it in the running loop). Cookies are
-        not kept (the service sets none), and idle connections go as `LIMITS` says."""
+        not kept (the service sets none), idle connections go as `LIMITS` says, and the proxy
+        is the environment's (`_env_proxy`)."""
         import aiohttp  # noqa: PLC0415 (loaded by the first async request only)
 
         if self._closed:
@@ -383,6 +386,7 @@ class AsyncRemoteLog(AsyncAppends):
                 cookie_jar=aiohttp.DummyCookieJar(),
                 timeout=self._limit(self._timeout),
             )
+            self._proxy = _env_proxy(self._http.url)
         return self._aiohttp
 
     @staticmethod
@@ -412,8 +416,9 @@ class AsyncRemoteLog(AsyncAppends):
         limit = None if timeout is _UNSET else self._limit(timeout)
         try:
             async with session.request(
-                method, _url(url), params=params, data=content, headers=headers, timeout=limit
-            ) as response:
+                method, _url(url), params=params, data=content, headers=headers, timeout=limit,
+                proxy=self._proxy,
+            ) as response:  # fmt: skip
                 body = await response.read()
         except (aiohttp.ClientError, TimeoutError) as exc:
             raise self._http.unreachable(exc, appending) from None
@@ -482,7 +487,10 @@ class AsyncRemoteLog(AsyncAppends):
         limit = self._limit(self._timeout, None if following else self._timeout)
         url = _url(self._http.base + "/events")
         try:
-            async with self._session().get(url, params=params, timeout=limit) as response:
+            session = self._session()
+            async with session.get(
+                url, params=params, timeout=limit, proxy=self._proxy
+            ) as response:
                 if response.status >= 300:
                     self._http.refuse(response.status, response.reason, await response.read())
                 rest = b""
@@ -493,6 +501,17 @@ class AsyncRemoteLog(AsyncAppends):
                             yield _record(line)
         except (aiohttp.ClientError, TimeoutError) as exc:
             raise self._http.unreachable(exc) from None
+
+
+def _env_proxy(url: str) -> str | None:
+    """The proxy the environment names for `url` (``HTTP_PROXY``, ``HTTPS_PROXY``,
+    ``NO_PROXY``), as the sync client (httpx2) honours it. Looked up once: aiohttp's own
+    ``trust_env`` looks again for every request (and reads ``~/.netrc``), which more than
+    doubled the client's CPU per append."""
+    parts = urlsplit(url)
+    if proxy_bypass(parts.hostname or ""):
+        return None
+    return getproxies().get(parts.scheme)
 
 
 def _url(url: str) -> Any:

@@ -4,6 +4,7 @@ against a real service: the same answers and the same errors as the embedded API
 from __future__ import annotations
 
 import asyncio
+import os
 import re
 import subprocess
 import sys
@@ -257,6 +258,35 @@ def test_the_async_client_answers_and_refuses_as_the_sync_one(served: Service) -
 
     read, followed = asyncio.run(main())
     assert read == [0, 1, 2, 3] and followed == [2, 3, 4]
+
+
+@pytest.mark.parametrize("opens", ["eventlog.connect", "await eventlog.connect_async"])
+def test_both_clients_go_through_the_proxy_the_environment_names(
+    served: Service, opens: str
+) -> None:
+    """``HTTP_PROXY`` is honoured, and ``NO_PROXY`` bypasses it, by the sync client (httpx2)
+    and the async one alike (aiohttp, which ignores the environment unless told)."""
+    code = (
+        "import asyncio, sys, eventlog\n"
+        "async def main():\n"
+        f"    log = {opens}(sys.argv[1])\n"
+        "    try:\n"
+        "        created = log.create_session()\n"
+        "        print(type(await created if asyncio.iscoroutine(created) else created).__name__)\n"
+        "    except eventlog.ServiceError as exc:\n"
+        "        print(exc.code)\n"
+        "asyncio.run(main())\n"
+    )
+    clean = {k: v for k, v in os.environ.items() if not k.lower().endswith("_proxy")}
+    answers = []
+    for proxies in ({"HTTP_PROXY": "http://127.0.0.1:9"}, {"HTTP_PROXY": "http://127.0.0.1:9",
+                                                           "NO_PROXY": "127.0.0.1"}):  # fmt: skip
+        out = subprocess.run(
+            [sys.executable, "-c", code, served.url], env=clean | proxies,
+            capture_output=True, text=True, timeout=WAIT_S, check=True,
+        )  # fmt: skip
+        answers.append(out.stdout.strip())
+    assert answers == ["unreachable", "SessionCreated"]
 
 
 def test_follow_yields_new_appends_until_stopped(served: Service) -> None:
