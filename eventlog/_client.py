@@ -12,7 +12,7 @@ The transports are the ``serve`` extra's, never imported by ``import eventlog``:
 `RemoteLog` (imported with this module, on first use of `eventlog.connect`), aiohttp for
 `AsyncRemoteLog` (imported by its first request, so a sync agent never loads it). aiohttp
 because the async client is the one many concurrent agents share: its C HTTP parser and
-single-write requests cost a seventh of httpx2's CPU per append (docs/benchmarks.md).
+single-write requests cost about a fifth of httpx2's CPU per append (docs/benchmarks.md).
 """
 
 from __future__ import annotations
