@@ -36,11 +36,12 @@ from ._reader import Record
 from ._store import Appended, PendingRequest
 from ._time import TimeLike, iso_time, to_ns
 from ._wire import DETAILS, ERRORS
-from .errors import InvalidEvent, ServiceError
+from .errors import InvalidEvent, LogClosed, ServiceError
 from .log import Appends, AsyncAppends
 
 if TYPE_CHECKING:
     import aiohttp
+    from yarl import URL
 
 __all__ = ["LIMITS", "AsyncRemoteLog", "Http", "RemoteLog", "Reply", "connect", "connect_async"]
 
@@ -333,7 +334,8 @@ class AsyncRemoteLog(AsyncAppends):
     `eventlog.connect_async`.
 
     Its transport is aiohttp: one session (its pool of keep-alive connections) made by the
-    first request, in the event loop that makes it, and closed by `close`."""
+    first request, in the event loop that makes it, and closed by `close`. Redirects are not
+    followed (as httpx2 does not): an answer is the service's own."""
 
     def __init__(
         self,
@@ -374,7 +376,7 @@ class AsyncRemoteLog(AsyncAppends):
         import aiohttp  # noqa: PLC0415 (loaded by the first async request only)
 
         if self._closed:
-            raise self._http.unreachable(RuntimeError("the client is closed"))
+            raise LogClosed(f"the client of {self._http.url} is closed")
         if self._aiohttp is None:
             keepalive = LIMITS.keepalive_expiry
             connector = aiohttp.TCPConnector(
@@ -417,7 +419,7 @@ class AsyncRemoteLog(AsyncAppends):
         try:
             async with session.request(
                 method, _url(url), params=params, data=content, headers=headers, timeout=limit,
-                proxy=self._proxy,
+                proxy=self._proxy, allow_redirects=False,
             ) as response:  # fmt: skip
                 body = await response.read()
         except (aiohttp.ClientError, TimeoutError) as exc:
@@ -489,7 +491,7 @@ class AsyncRemoteLog(AsyncAppends):
         try:
             session = self._session()
             async with session.get(
-                url, params=params, timeout=limit, proxy=self._proxy
+                url, params=params, timeout=limit, proxy=self._proxy, allow_redirects=False
             ) as response:
                 if response.status >= 300:
                     self._http.refuse(response.status, response.reason, await response.read())
@@ -514,7 +516,7 @@ def _env_proxy(url: str) -> str | None:
     return getproxies().get(parts.scheme)
 
 
-def _url(url: str) -> Any:
+def _url(url: str) -> URL:
     """`url` as aiohttp's URL type, taken as already encoded (the store's name is quoted
     once, by `Http`; a second quoting would change it)."""
     from yarl import URL  # noqa: PLC0415 (aiohttp's, loaded with it)

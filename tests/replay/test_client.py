@@ -222,7 +222,8 @@ def test_no_answer_is_a_service_error_that_says_to_retry(tmp_path: Path) -> None
 def test_the_async_client_answers_and_refuses_as_the_sync_one(served: Service) -> None:
     """The async client has a transport of its own (aiohttp): the same errors with their
     fields, a record longer than its stream's line buffer, repeated query parameters, a
-    follow that yields new appends, and no answer as a `ServiceError` that says to retry."""
+    follow that yields new appends, `LogClosed` once closed, and no answer as a
+    `ServiceError` that says to retry."""
 
     async def main() -> tuple[list[int], list[int]]:
         async with await AsyncMemoryGraph.connect(served.url) as g:
@@ -246,6 +247,8 @@ def test_the_async_client_answers_and_refuses_as_the_sync_one(served: Service) -
                     await g.create_session()
                 if len(followed) == 3:
                     break
+        with pytest.raises(eventlog.LogClosed):
+            await g.create_session()  # as an embedded log does once closed
         async with await eventlog.connect_async(served.url, "elsewhere") as elsewhere:
             with pytest.raises(eventlog.ServiceError) as unknown_store:
                 await elsewhere.create_session()
