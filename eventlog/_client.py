@@ -117,6 +117,10 @@ class Http:
             raise ServiceError(status, error.code, error.message)
         raise rebuilt(cls, error.message, error.details)
 
+    def closed(self) -> LogClosed:
+        """What a closed client raises, as a closed embedded log does."""
+        return LogClosed(f"the client of {self.url} is closed")
+
     def unreachable(self, exc: Exception, appending: bool = False) -> ServiceError:
         outcome = " (the append's outcome is unknown: retry it with its idempotency_key)"
         reason = str(exc) or type(exc).__name__  # a transport's errors may have no message
@@ -223,6 +227,8 @@ class RemoteLog(Appends):
     def _request(
         self, method: str, path: str, appending: bool = False, **kw: Any
     ) -> httpx2.Response:
+        if self._client.is_closed:
+            raise self._http.closed()
         try:
             response = self._client.request(method, self._http.base + path, **kw)
         except httpx2.TransportError as exc:
@@ -295,6 +301,8 @@ class RemoteLog(Appends):
     def _stream(self, params: dict[str, str], stop: threading.Event | None) -> Iterator[Record]:
         # Following with a stop to look at, a quiet stream is let go every second and
         # resumed after the last record, so `stop` is seen.
+        if self._client.is_closed:
+            raise self._http.closed()
         read = 1.0 if stop is not None else None if params["follow"] == "true" else 30.0
         timeout = httpx2.Timeout(self._client.timeout.connect, read=read)
         while stop is None or not stop.is_set():
@@ -376,7 +384,7 @@ class AsyncRemoteLog(AsyncAppends):
         import aiohttp  # noqa: PLC0415 (loaded by the first async request only)
 
         if self._closed:
-            raise LogClosed(f"the client of {self._http.url} is closed")
+            raise self._http.closed()
         if self._aiohttp is None:
             keepalive = LIMITS.keepalive_expiry
             connector = aiohttp.TCPConnector(

@@ -217,6 +217,10 @@ def test_no_answer_is_a_service_error_that_says_to_retry(tmp_path: Path) -> None
     ):
         log.create_session(idempotency_key="k")
     assert none.value.status == 0 and "retry it with its idempotency_key" in str(none.value)
+    with pytest.raises(eventlog.LogClosed):
+        log.create_session()  # closed on leaving the block, as an embedded log
+    with pytest.raises(eventlog.LogClosed):
+        list(log.read())
 
 
 def test_the_async_client_answers_and_refuses_as_the_sync_one(served: Service) -> None:
