@@ -835,7 +835,7 @@ SERVE = Case(
     "`lmg serve STORE --port 0` as a child process on a fresh store each repetition (its "
     "access log to a file), 64 sessions created first. HTTP: 64 asyncio tasks in this process, "
     "each awaiting `add_prompt(its_session, text)` in a loop through one "
-    "`eventlog.connect_async(url)` client (httpx2, a pool of keep-alive connections); the "
+    "`eventlog.connect_async(url)` client (aiohttp, a pool of keep-alive connections); the "
     "service appends each request with the default FSYNC, group-committing those in flight. "
     "In-process ceiling: the same 64 tasks on `eventlog.open_async(dir)`. Floor: sqlite3 as in "
     "`concurrent` (WAL, synchronous=FULL, INSERT + COMMIT per event, one thread). Every call is "
