@@ -1,9 +1,9 @@
 """What the web view shows, as JSON-ready dicts read from the projections on one cursor.
 
 Each function runs the project's own SQL (no user text is ever spliced into it: filters are
-bound parameters, sort columns come from a fixed map, LSNs are ints), so it needs no sandbox,
-and works the same on the live database and on a replay view. The web view's routes
-(`replay._web`) serve them; a script gets the same JSON from the same routes.
+bound parameters, sort columns come from a fixed map, LSNs and ids are the index's), so it
+needs no sandbox, and works the same on the live database and on a replay view. The web
+view's routes (`replay._web`) serve them; a script gets the same JSON from the same routes.
 """
 
 from __future__ import annotations
@@ -143,11 +143,7 @@ _WITHIN = "session_id IN (SELECT id FROM c) AND"
 
 _FOUND = """
 WITH c AS ({ordered}), t AS (
-    SELECT session_id FROM prompts WHERE {rows} AND deleted_ts IS NULL
-        AND regexp_matches(content, regexp_escape($q), 'i')
-    UNION ALL
-    SELECT session_id FROM responses WHERE {rows} AND deleted_ts IS NULL
-        AND regexp_matches(content, regexp_escape($q), 'i')
+    {rows}
 )
 SELECT c.id FROM c JOIN sessions m ON m.id = c.id
 WHERE regexp_matches(m.metadata::VARCHAR, regexp_escape($q), 'i')
@@ -158,9 +154,14 @@ WHERE regexp_matches(m.metadata::VARCHAR, regexp_escape($q), 'i')
                 AND regexp_matches(model, regexp_escape($q), 'i'))
 ORDER BY c.k {direction} NULLS LAST, c.id
 """
-"""Every session of the list that holds `q`, in its order, reading the text of only some rows
-(`rows`): those the text index names and those beyond its watermark. Metadata, agent names
-and models are matched in every session, as `_SEARCH` matches them (they are small)."""
+"""Every session of the list that holds `q`, in its order, reading the text of only some
+`rows` (`_ROWS`): those the text index names and those beyond its watermark. Metadata, agent
+names and models are matched in every session, as `_SEARCH` matches them (they are small)."""
+
+_ROWS = """SELECT session_id FROM {table} WHERE {which} AND deleted_ts IS NULL
+    AND regexp_matches(content, regexp_escape($q), 'i')"""
+"""The sessions of some rows of `table` whose text holds `q`: the rows named by id (read
+through the primary key's index), or those after an LSN (the blocks after it)."""
 
 SEARCH_CHUNK = 256
 """The sessions a search looks through first, in the list's order (and at least in each
@@ -264,10 +265,12 @@ def _search(
     ordered = f"SELECT s.id, {SORTS[f.sort]} AS k FROM sessions s {where} {order}"
     hits = index.lookup(f.q) if index is not None else None
     if hits is not None:
-        watermark, lsns = hits
-        rows = f"(lsn > {int(watermark)} OR lsn IN ({', '.join(str(int(lsn)) for lsn in lsns)}))"
-        rows = rows if lsns else f"lsn > {int(watermark)}"
-        sql = _FOUND.format(ordered=ordered, rows=rows, direction=f.order)
+        watermark, named = hits
+        which = [f"lsn > {int(watermark)}"]
+        quoted = ", ".join(f"'{node}'" for node in named)  # uuid.UUID: hex and dashes only
+        which += [f"id IN ({quoted})"] if named else []
+        rows = [_ROWS.format(table=t, which=w) for t in ("prompts", "responses") for w in which]
+        sql = _FOUND.format(ordered=ordered, rows=" UNION ALL ".join(rows), direction=f.order)
         ids = [row[0] for row in cursor.execute(sql, params | {"q": f.q}).fetchall()]
         return ids, len(ids), True
     (count,) = cursor.execute(f"SELECT count(*) FROM sessions s {where}", params).fetchone() or (0,)

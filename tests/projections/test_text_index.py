@@ -109,7 +109,7 @@ def test_a_search_finds_what_was_appended_after_the_index_caught_up(tmp_path: Pa
     store = tmp_path / "store"
     with eventlog.open(store) as log:
         first = log.create_session().id
-        log.add_prompt(first, "an old Needle")
+        old = log.add_prompt(first, "an old Needle")
     con = duckdb.connect(_fold(store))
     index = TextIndex(store / DATABASE_FILE)
     _build(index, con)
@@ -121,7 +121,7 @@ def test_a_search_finds_what_was_appended_after_the_index_caught_up(tmp_path: Pa
     con = duckdb.connect(_fold(store))
     behind = index.watermark()
     ids = [s["id"] for s in _page(con, "NEEDLE", index)["sessions"]]
-    assert ids == [second, first] and index.lookup("needle") == (behind, [behind])
+    assert ids == [second, first] and index.lookup("needle") == (behind, [old])
     _build(index, con)
     assert index.watermark() > behind
     assert [s["id"] for s in _page(con, "needle", index)["sessions"]] == [second, first]
@@ -176,12 +176,12 @@ def test_an_erasure_deletes_the_index_with_the_database(tmp_path: Path) -> None:
     secret = "Xylophonequartz-secret"
     with eventlog.open(store) as log:
         gone = log.create_session().id
-        log.add_prompt(gone, f"my {secret} words")
+        prompt = log.add_prompt(gone, f"my {secret} words")
         log.add_prompt(log.create_session().id, "kept words")
     con = duckdb.connect(_fold(store))
     index = TextIndex(store / DATABASE_FILE)
     _build(index, con)
-    assert index.lookup(secret) == (index.watermark(), [1])
+    assert index.lookup(secret) == (index.watermark(), [prompt])
     con.close()
     projections.erase(store, eventlog.Selector.of(sessions=[gone]))
     assert not index.path.exists()
