@@ -190,7 +190,8 @@ class Owner:
     def _keep_index(self) -> None:
         """Catch the text index up whenever it is wanted (a search asked, or a fold added
         to an index that exists), a batch at a time, resting as long as each batch took, so
-        it takes at most half of a core. An error is said once and retried at the next."""
+        it takes at most half of a core. An error is said once, and retried when next wanted."""
+        said = False
         while not self._stop.is_set():
             self.index.wanted.wait()
             self.index.wanted.clear()
@@ -206,9 +207,10 @@ class Owner:
                             cursor.close()
                 except DatabaseBusy:  # an erasure folds: the index is built again after it
                     more = False
-                except Exception as exc:
-                    print(f"lmg serve: the text index: {exc}", file=sys.stderr, flush=True)
-                    more = False
+                except Exception as exc:  # searches read the text meanwhile
+                    if not said:
+                        print(f"lmg serve: the text index: {exc}", file=sys.stderr, flush=True)
+                    said, more = True, False
                 self._stop.wait(time.monotonic() - began)
 
     def close(self) -> None:
