@@ -87,8 +87,8 @@ class Owner:
         self._behind_since: float | None = None
         self._wake = threading.Event()
         self._stop = threading.Event()
-        self._fold()  # ready means current: the backlog is folded before the first read
         self.index = TextIndex(db)
+        self._fold()  # ready means current: the backlog is folded before the first read
         if self.index.path.exists():
             self.index.wanted.set()
         self._thread = threading.Thread(target=self._follow, name="lmg-fold", daemon=True)
