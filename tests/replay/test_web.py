@@ -438,7 +438,7 @@ def _indexed(service: Service) -> dict[str, Any]:
         time.sleep(0.05)
         position = _get(service, "/v1/stores/default/position")
     assert position["indexed_lsn"] == position["folded_lsn"], position
-    return position
+    return dict(position)
 
 
 def test_a_search_for_rare_text_is_looked_up_in_the_text_index(tmp_path: Path) -> None:
@@ -513,3 +513,31 @@ def test_an_erasure_leaves_no_erased_text_in_the_text_index(tmp_path: Path) -> N
                 assert secret.casefold().encode() not in path.read_bytes().lower(), path
     finally:
         assert service.stop() == 0
+
+
+def test_a_damaged_or_deleted_text_index_is_built_again_while_the_service_answers(
+    tmp_path: Path,
+) -> None:
+    store = tmp_path / "store"
+    with eventlog.open(store) as log:
+        sessions = [log.create_session().id for _ in range(3)]
+        log.add_prompts_batch([(s, f"words of session {i}") for i, s in enumerate(sessions)])
+    service = Service(tmp_path, [str(store)])
+    index = store / "projections.duckdb.text"
+    try:
+        search = "/v1/stores/default/sessions?q=OF%20SESSION%201"
+        assert _ids(_get(service, search)) == [str(sessions[1])]
+        _indexed(service)
+        for damage in ("flipped", "deleted"):
+            if damage == "deleted":
+                index.unlink()
+            else:
+                data = bytearray(index.read_bytes())
+                data[:100] = bytes(b ^ 0xFF for b in data[:100])
+                index.write_bytes(bytes(data))
+            assert _ids(_get(service, search)) == [str(sessions[1])], damage
+            _indexed(service)  # the search asked for it: built again
+            assert _ids(_get(service, search)) == [str(sessions[1])], damage
+    finally:
+        assert service.stop() == 0
+    assert "Traceback" not in service.child.stderr()
