@@ -68,6 +68,7 @@ def test_a_search_through_the_index_finds_what_reading_every_text_finds(
     _build(index, con)
     rng = random.Random(len(texts))
     queries = ["", "zzz", "Kelvin", '"', '"""', "%_%"]
+    queries += [text.upper() for text in rng.sample(texts, 5)]  # long: trigrams picked
     for text in rng.sample(texts, 30):
         start = rng.randrange(len(text))
         piece = text[start : start + rng.randrange(1, 8)]
