@@ -1,9 +1,9 @@
 """What the web view shows, as JSON-ready dicts read from the projections on one cursor.
 
 Each function runs the project's own SQL (no user text is ever spliced into it: filters are
-bound parameters, sort columns come from a fixed map), so it needs no sandbox, and works the
-same on the live database and on a replay view. The web view's routes (`replay._web`) serve
-them; a script gets the same JSON from the same routes.
+bound parameters, sort columns come from a fixed map, LSNs and ids are the index's), so it
+needs no sandbox, and works the same on the live database and on a replay view. The web
+view's routes (`replay._web`) serve them; a script gets the same JSON from the same routes.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ import duckdb
 import msgspec
 
 from ._reads import GraphReader, NotFound
+from ._text_index import TextIndex
 from .errors import BadArgument
 
 __all__ = [
@@ -140,6 +141,28 @@ slower at a million events; docs/benchmarks.md, "The web view")."""
 
 _WITHIN = "session_id IN (SELECT id FROM c) AND"
 
+_FOUND = """
+WITH c AS ({ordered}), t AS (
+    {rows}
+)
+SELECT c.id FROM c JOIN sessions m ON m.id = c.id
+WHERE regexp_matches(m.metadata::VARCHAR, regexp_escape($q), 'i')
+    OR c.id IN (SELECT session_id FROM t)
+    OR c.id IN (SELECT session_id FROM prompts WHERE deleted_ts IS NULL AND agent_id IN
+                (SELECT id FROM agents WHERE regexp_matches(name, regexp_escape($q), 'i')))
+    OR c.id IN (SELECT session_id FROM responses WHERE deleted_ts IS NULL
+                AND regexp_matches(model, regexp_escape($q), 'i'))
+ORDER BY c.k {direction} NULLS LAST, c.id
+"""
+"""Every session of the list that holds `q`, in its order, reading the text of only some
+`rows` (`_ROWS`): those the text index names and those beyond its watermark. Metadata, agent
+names and models are matched in every session, as `_SEARCH` matches them (they are small)."""
+
+_ROWS = """SELECT session_id FROM {table} WHERE {which} AND deleted_ts IS NULL
+    AND regexp_matches(content, regexp_escape($q), 'i')"""
+"""The sessions of some rows of `table` whose text holds `q`: the rows named by id (read
+through the primary key's index), or those after an LSN (the blocks after it)."""
+
 SEARCH_CHUNK = 256
 """The sessions a search looks through first, in the list's order (and at least in each
 further step)."""
@@ -168,7 +191,9 @@ LEFT JOIN a ON a.session_id = s.id
 """
 
 
-def sessions_page(cursor: duckdb.DuckDBPyConnection, f: SessionFilter) -> dict[str, Any]:
+def sessions_page(
+    cursor: duckdb.DuckDBPyConnection, f: SessionFilter, index: TextIndex | None = None
+) -> dict[str, Any]:
     """One page of live sessions, filtered and sorted, with the count of all that match
     (``"exact": false`` when a search stopped early: then ``total`` is a lower bound).
 
@@ -176,7 +201,8 @@ def sessions_page(cursor: duckdb.DuckDBPyConnection, f: SessionFilter) -> dict[s
     tables are semi-joins), and only its sessions are then aggregated over responses, tool
     calls and agents: at a million events, aggregating every session for each page would
     take most of a second. A search (`q`) reads content the same way, a page's worth at a
-    time (`_search`), not every prompt and response."""
+    time (`_search`), not every prompt and response; with the store's text `index`, text
+    that few rows hold is looked up there, and only those rows are read."""
     sort_by = _SORT_BY.get(f.sort)
     order = f"ORDER BY {SORTS[f.sort]} {f.order} NULLS LAST, s.id"
     where = f"LEFT JOIN ({sort_by}) x ON x.session_id = s.id " if sort_by else ""
@@ -194,7 +220,7 @@ def sessions_page(cursor: duckdb.DuckDBPyConnection, f: SessionFilter) -> dict[s
     sql += f"s.parent_session_id, count(*) OVER () AS total FROM sessions s {where}"
     exact = True
     if f.q:
-        ids, total, exact = _search(cursor, f, where, order, params)
+        ids, total, exact = _search(cursor, f, where, order, params, index=index)
         sql += "AND list_contains($ids, s.id) "
         params = {**params, "ids": ids[f.offset : f.offset + f.limit]}
         rows = _rows(cursor, f"{sql}{order}", params)
@@ -220,6 +246,8 @@ def _search(
     where: str,
     order: str,
     params: dict[str, Any],
+    *,
+    index: TextIndex | None = None,
 ) -> tuple[list[Any], int, bool]:
     """The sessions that hold `f.q`, in the list's order, looked for in steps until one more
     than the page needs is found or every session was looked at: a common word costs a few
@@ -229,8 +257,22 @@ def _search(
     third of the sessions reads the content whole (picking the rows of that many costs
     more), so rare text costs about one plain scan, as it did before steps.
     Returns the ids found, how many (all, or the lower bound so far), and whether that
-    count is all."""
+    count is all.
+
+    When the text `index` names few rows that may hold `q` (`TextIndex.lookup`), every
+    matching session is found at once by reading only those rows and the ones it does not
+    hold yet (`_FOUND`); text that many rows hold goes by steps, which stop early."""
     ordered = f"SELECT s.id, {SORTS[f.sort]} AS k FROM sessions s {where} {order}"
+    hits = index.lookup(f.q) if index is not None else None
+    if hits is not None:
+        watermark, named = hits
+        which = [f"lsn > {int(watermark)}"]
+        quoted = ", ".join(f"'{node}'" for node in named)  # uuid.UUID: hex and dashes only
+        which += [f"id IN ({quoted})"] if named else []
+        rows = [_ROWS.format(table=t, which=w) for t in ("prompts", "responses") for w in which]
+        sql = _FOUND.format(ordered=ordered, rows=" UNION ALL ".join(rows), direction=f.order)
+        ids = [row[0] for row in cursor.execute(sql, params | {"q": f.q}).fetchall()]
+        return ids, len(ids), True
     (count,) = cursor.execute(f"SELECT count(*) FROM sessions s {where}", params).fetchone() or (0,)
     some, rest = (
         _SEARCH.format(ordered=ordered, within=w, direction=f.order) for w in (_WITHIN, "")

@@ -4,8 +4,9 @@ Updating rows would not do: DuckDB keeps the old bytes of updated and deleted ro
 freed blocks of its file, and a snapshot's chunks are copies of such files. So, once
 `eventlog.erase` has rewritten the log (its journal in phase ``projections``), whoever holds
 the store's folder lock (`FolderLock`) with the gate exclusive deletes the database file (and
-its ``.wal`` and temporary directory), drops every snapshot at or after the first erased LSN
-(older ones never folded the content) and the chunks only they used, and ends the erasure.
+its ``.wal``, temporary directory and text index, `_text_index`), drops every snapshot at or
+after the first erased LSN (older ones never folded the content) and the chunks only they
+used, and ends the erasure.
 The next fold starts from LSN 0 on a fresh file: the cost of an erasure is a full fold.
 
 A following `lmg project` or an embedded `MemoryGraph` does this itself at its next fold
@@ -24,6 +25,7 @@ from pathlib import Path
 import eventlog
 
 from ._database import FolderLock, Gate, database_path
+from ._text_index import drop_index
 from .errors import ProjectionError, ProjectorBusy
 from .snapshots import Snapshots
 
@@ -48,6 +50,7 @@ def apply_pending(store: Path, db: Path) -> bool:
         return False
     for path in (db, Path(f"{db}.wal")):
         path.unlink(missing_ok=True)
+    drop_index(db)  # the text index of its prompts and responses
     shutil.rmtree(f"{db}.tmp", ignore_errors=True)  # DuckDB's spill files
     if pending.projections_from is not None:
         Snapshots(store).drop_from(pending.projections_from)

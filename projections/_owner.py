@@ -16,17 +16,23 @@ the folder lock, the gate, one sandboxed DuckDB instance, the history check,
 
 `close` stops the thread, folds to the end of the log, and lets the database go.
 
+A second thread keeps the store's text index (`_text_index`) caught up, once a search has
+asked for it (or the file exists): after each fold, in batches read from a cursor of the
+committed projections, resting as long as each batch took. The fold never waits for it.
+
 `erase` runs an erasure through the owner (the service's admin route): the log through the
 service's own handle, then at once the projections' part, by the same fold that notices an
 erasure made by another process (`lmg erase`): the database file is closed and deleted, the
 snapshots from the first erased LSN dropped, the log folded into a new file, and reads move
 to it. While that fold runs, reads are refused as busy rather than answered from the old
-file (which held the erased text).
+file (which held the erased text), and the text index waits: the erasure deletes it (it
+held the erased text too), and it is built again from the new file.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sys
 import threading
 import time
@@ -40,6 +46,7 @@ from eventlog._erase import erase_open
 
 from ._database import database_path
 from ._erasure import erasure_due
+from ._text_index import TextIndex
 from .errors import DatabaseBusy, ProjectionError
 from .memory_graph import MEMORY_LIMIT, _Embedded
 
@@ -80,9 +87,14 @@ class Owner:
         self._behind_since: float | None = None
         self._wake = threading.Event()
         self._stop = threading.Event()
+        self.index = TextIndex(db)
         self._fold()  # ready means current: the backlog is folded before the first read
+        if self.index.path.exists():
+            self.index.wanted.set()
         self._thread = threading.Thread(target=self._follow, name="lmg-fold", daemon=True)
         self._thread.start()
+        self._indexer = threading.Thread(target=self._keep_index, name="lmg-index", daemon=True)
+        self._indexer.start()
 
     @property
     def checkpoint(self) -> int:
@@ -139,11 +151,15 @@ class Owner:
                 with self._cursors:
                     self._rebuilding = True
             try:
-                self._embedded.run(lambda _reader: None)  # folds what the log holds beyond it
-                self._reopened()
+                # an erasure waits for a batch of the index to end: it deletes the index
+                with self.index.lock if erasing else contextlib.nullcontext():
+                    self._embedded.run(lambda _reader: None)  # folds what the log holds
+                    self._reopened()
             finally:
                 with self._cursors:
                     self._rebuilding = False
+            if self.index.path.exists():
+                self.index.wanted.set()
             end = self._log_end - 1
             self._behind_since = None if end <= self.checkpoint else time.monotonic()
 
@@ -171,11 +187,39 @@ class Owner:
             self._wake.wait(rest)
             self._wake.clear()
 
+    def _keep_index(self) -> None:
+        """Catch the text index up whenever it is wanted (a search asked, or a fold added
+        to an index that exists), a batch at a time, resting as long as each batch took, so
+        it takes at most half of a core. An error is said once, and retried when next wanted."""
+        said = False
+        while not self._stop.is_set():
+            self.index.wanted.wait()
+            self.index.wanted.clear()
+            more = True
+            while more and not self._stop.is_set():
+                began = time.monotonic()
+                try:
+                    with self.index.lock:
+                        cursor = self.cursor()  # DatabaseBusy while an erasure folds
+                        try:
+                            more = self.index.catch_up(cursor)
+                        finally:
+                            cursor.close()
+                except DatabaseBusy:  # an erasure folds: the index is built again after it
+                    more = False
+                except Exception as exc:  # searches read the text meanwhile
+                    if not said:
+                        print(f"lmg serve: the text index: {exc}", file=sys.stderr, flush=True)
+                    said, more = True, False
+                self._stop.wait(time.monotonic() - began)
+
     def close(self) -> None:
         """Stop following, fold what the log holds (the drain's last step), close."""
         self._stop.set()
         self._wake.set()
+        self.index.wanted.set()
         self._thread.join()
+        self._indexer.join()
         try:
             if self.error is None:
                 self._fold()

@@ -34,6 +34,7 @@ from ._history import folded_history, forget_history, history_differs
 from ._reads import TABLE_OF_TYPE, GraphReader, Hop, Impact
 from ._sandbox import SANDBOX
 from ._schema import checkpoint, ensure_schema
+from ._text_index import drop_index
 from .errors import DatabaseBusy, ProjectionError
 from .graph_view import GraphReads, fetch, incoming, outgoing
 from .query import Query
@@ -178,6 +179,7 @@ class _Embedded:
         why = history_differs(self.log, *folded_history(con))
         if why is not None:  # the log lost what was folded: never mix two histories
             forget_history(con, why)
+            drop_index(self.db)  # it indexed the text of that history too
             ensure_schema(con)
         return checkpoint(con)
 

@@ -33,6 +33,7 @@ from ._fold import Batch
 from ._folder import BATCH_EVENTS, fold_sized, read_lean
 from ._history import folded_history, forget_history, history_differs
 from ._schema import checkpoint, ensure_schema
+from ._text_index import drop_index
 from .errors import DatabaseBusy, ProjectionError
 from .snapshots import SnapshotPolicy, Snapshots, SnapshotSkipped
 
@@ -118,6 +119,7 @@ class Projector:
             why = history_differs(self._log, *folded_history(con))
             if why is not None:  # the log lost what we folded: never mix two histories
                 forget_history(con, why)
+                drop_index(self.db)  # it indexed the text of that history too
                 ensure_schema(con)
                 self._snapshots.drop_other_histories(self._log)
             self._checkpoint = checkpoint(con)

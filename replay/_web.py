@@ -7,7 +7,8 @@ the HTML holds no data and needs no auth, the routes enforce auth as every route
 script can fetch anything the page shows. The routes added here for the page:
 
 - ``GET /v1/stores``: the stores this token may use, and its scopes.
-- ``GET /v1/stores/{name}/position``: the log's end and the fold's checkpoint (the slider).
+- ``GET /v1/stores/{name}/position``: the log's end, the fold's checkpoint (the slider) and
+  the text index's watermark.
 - ``GET /v1/stores/{name}/sessions``: the sessions list (search, filters, sort, page).
 - ``GET /v1/stores/{name}/sessions/{id}/view``: a session's turns, tools, handoffs, spans.
 - ``GET /v1/stores/{name}/nodes/{id}/lineage?depth=``: ancestors and descendants.
@@ -96,12 +97,15 @@ async def stores(request: Request) -> Response:
 
 
 async def position(request: Request) -> Response:
-    """How far the log and the fold are: the slider's range."""
+    """How far the log, the fold and the text index are: the slider's range."""
     service = service_of(request)
     served = service.store(request, request.path_params["name"], "read")
     assert isinstance(served, ServedGraph) and served.owner is not None
     end = await served.log.next_lsn()
-    return json_response({"next_lsn": end, "folded_lsn": served.owner.checkpoint})
+    indexed = await asyncio.to_thread(served.owner.index.watermark)
+    return json_response(
+        {"next_lsn": end, "folded_lsn": served.owner.checkpoint, "indexed_lsn": indexed}
+    )
 
 
 async def _on_point(request: Request, fn: Callable[[duckdb.DuckDBPyConnection], R]) -> Response:
@@ -162,7 +166,10 @@ async def sessions(request: Request) -> Response:
         limit=_int(request, "limit", 50),
         offset=_int(request, "offset", 0),
     )
-    return await _on_point(request, lambda cursor: _browse.sessions_page(cursor, spec))
+    served = service_of(request).store(request, request.path_params["name"], "read")
+    assert isinstance(served, ServedGraph) and served.owner is not None
+    index = served.owner.index  # the live store's: a search at a point reads only its rows
+    return await _on_point(request, lambda cursor: _browse.sessions_page(cursor, spec, index))
 
 
 async def session(request: Request) -> Response:

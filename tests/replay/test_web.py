@@ -4,8 +4,11 @@ it reads (public, so a script gets the same), each also at a point of history.""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
+import sqlite3
 import subprocess
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -425,3 +428,116 @@ def test_a_search_takes_its_text_literally_in_any_case(tmp_path: Path) -> None:
             assert _ids(answer.json()) == [str(sessions[i]) for i in want], q
     finally:
         assert service.stop() == 0
+
+
+def _indexed(service: Service) -> dict[str, Any]:
+    """Wait until the store's text index holds what the fold holds; the position then."""
+    deadline = time.monotonic() + WAIT_S
+    position = _get(service, "/v1/stores/default/position")
+    while position["indexed_lsn"] < position["folded_lsn"] and time.monotonic() < deadline:
+        time.sleep(0.05)
+        position = _get(service, "/v1/stores/default/position")
+    assert position["indexed_lsn"] == position["folded_lsn"], position
+    return dict(position)
+
+
+def test_a_search_for_rare_text_is_looked_up_in_the_text_index(tmp_path: Path) -> None:
+    """The first search asks for the index, the service builds it beside the database, and
+    later searches look rare text up there: found, none found, the short texts it cannot
+    index still searched; an append is found at once (before the index holds it) and after;
+    at a point before the append it is not."""
+    store = tmp_path / "store"
+    with eventlog.open(store) as log:
+        sessions = [log.create_session().id for _ in range(30)]
+        log.add_prompts_batch([(s, f"plain words, turn {i}") for i, s in enumerate(sessions)])
+        log.add_prompts_batch([(sessions[7], "a Zebra-Quartz here")])
+    service = Service(tmp_path, [str(store)])
+    try:
+        base = "/v1/stores/default/sessions?sort=started&order=asc"
+        assert _get(service, "/v1/stores/default/position")["indexed_lsn"] == -1
+        assert _ids(_get(service, f"{base}&q=zebra-quartz")) == [str(sessions[7])]  # a scan
+        before = _indexed(service)
+        assert (store / "projections.duckdb.text").stat().st_mode & 0o777 == 0o600
+        assert _ids(_get(service, f"{base}&q=ZEBRA-quartz")) == [str(sessions[7])]
+        assert _get(service, f"{base}&q=no%20such%20words")["total"] == 0
+        assert _get(service, f"{base}&q=Ze")["total"] == 1  # too short to look up: read
+        assert _get(service, f"{base}&q=z")["total"] == 1
+        appended = service.http.post(
+            "/v1/stores/default/events",
+            json={"type": "prompt.added", "session_id": str(sessions[2]), "content": "QUARTZ!"},
+        )
+        assert appended.status_code < 300, appended.text
+        assert _ids(_get(service, f"{base}&q=quartz")) == [str(sessions[2]), str(sessions[7])]
+        assert _indexed(service)["indexed_lsn"] > before["indexed_lsn"]
+        assert _ids(_get(service, f"{base}&q=quartz")) == [str(sessions[2]), str(sessions[7])]
+        past = f"{base}&q=quartz&at={before['folded_lsn']}"
+        assert _ids(_get(service, past)) == [str(sessions[7])]
+    finally:
+        assert service.stop() == 0
+
+
+def test_an_erasure_leaves_no_erased_text_in_the_text_index(tmp_path: Path) -> None:
+    """The index held which rows had the erased text's trigrams: `lmg erase`, while the
+    service holds the store, deletes it with the database; the one built again from the
+    erased projections names no row for it, and its bytes hold none of the text."""
+    store = tmp_path / "store"
+    secret = "Xylophone-Quartz-Secret"
+    with eventlog.open(store) as log:
+        gone = log.create_session().id
+        log.add_prompt(gone, f"my {secret} words")
+        log.add_prompt(log.create_session().id, "kept words")
+    service = Service(tmp_path, [str(store)])
+    index = store / "projections.duckdb.text"
+    try:
+        base = "/v1/stores/default/sessions"
+        assert _ids(_get(service, f"{base}?q={secret}")) == [str(gone)]
+        _indexed(service)
+        erased = subprocess.run(
+            [str(LMG), "erase", str(store), "--session", str(gone), "--wait", "30"],
+            capture_output=True, text=True, timeout=WAIT_S * 4, check=False,
+        )  # fmt: skip
+        assert erased.returncode == 0, erased.stderr
+        deadline = time.monotonic() + WAIT_S
+        answer = service.http.get(f"{base}?q=kept")
+        while answer.status_code == 503 and time.monotonic() < deadline:  # refolding
+            time.sleep(0.1)
+            answer = service.http.get(f"{base}?q=kept")
+        assert answer.status_code == 200 and answer.json()["total"] == 1, answer.text
+        assert _get(service, f"{base}?q={secret}")["total"] == 0
+        _indexed(service)
+        with contextlib.closing(sqlite3.connect(index)) as con:
+            match = ['"xyl" AND "uar" AND "ret"']  # trigrams of the secret
+            assert con.execute("SELECT rowid FROM text WHERE text MATCH ?", match).fetchall() == []
+        for path in store.iterdir():
+            if path.is_file():
+                assert secret.casefold().encode() not in path.read_bytes().lower(), path
+    finally:
+        assert service.stop() == 0
+
+
+def test_a_damaged_or_deleted_text_index_is_built_again_while_the_service_answers(
+    tmp_path: Path,
+) -> None:
+    store = tmp_path / "store"
+    with eventlog.open(store) as log:
+        sessions = [log.create_session().id for _ in range(3)]
+        log.add_prompts_batch([(s, f"words of session {i}") for i, s in enumerate(sessions)])
+    service = Service(tmp_path, [str(store)])
+    index = store / "projections.duckdb.text"
+    try:
+        search = "/v1/stores/default/sessions?q=OF%20SESSION%201"
+        assert _ids(_get(service, search)) == [str(sessions[1])]
+        _indexed(service)
+        for damage in ("flipped", "deleted"):
+            if damage == "deleted":
+                index.unlink()
+            else:
+                data = bytearray(index.read_bytes())
+                data[:100] = bytes(b ^ 0xFF for b in data[:100])
+                index.write_bytes(bytes(data))
+            assert _ids(_get(service, search)) == [str(sessions[1])], damage
+            _indexed(service)  # the search asked for it: built again
+            assert _ids(_get(service, search)) == [str(sessions[1])], damage
+    finally:
+        assert service.stop() == 0
+    assert "Traceback" not in service.child.stderr()
