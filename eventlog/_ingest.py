@@ -123,10 +123,24 @@ def _span_of(unit: Unit, trace: str) -> str | None:
     return unit.key[len(prefix) :].split(":", 1)[0] if unit.key.startswith(prefix) else None
 
 
+def _pieces(units: list[Unit]) -> list[Unit | list[Unit]]:
+    """A trace's units in order, the runs between sessions grouped: each run is a request,
+    each session its own."""
+    out: list[Unit | list[Unit]] = []
+    for u in units:
+        if isinstance(u.events[0], ev.SessionCreated):
+            out.append(u)
+        elif out and isinstance(out[-1], list):
+            out[-1].append(u)
+        else:
+            out.append([u])
+    return out
+
+
 def _named(unit: Unit) -> int | None:
-    """The node id (`UUID.int`) a session's or an agent's unit registers, else None."""
+    """The node id (`UUID.int`) an agent's unit registers, else None."""
     first = unit.events[0]
-    return first.id.int if isinstance(first, ev.SessionCreated | ev.AgentRegistered) else None
+    return first.id.int if isinstance(first, ev.AgentRegistered) else None
 
 
 class IngestStats(msgspec.Struct, kw_only=True):
@@ -378,8 +392,10 @@ class Ingester:
 
         Units whose keys this ingester saw stored (or sent earlier in the group) are left
         out. A trace's other units become one request keyed by the trace and its link (its
-        first request ``otel:trace:<trace>``, then one per late arrival). Looked up first, in
-        one pass: a session or agent the log holds is left out; a trace whose first span the
+        first request ``otel:trace:<trace>``, then ``:2`` and on), except a session it
+        creates, which is its own request between the units before it and those after (its
+        key then tells `_handoffs` where the session began). Looked up first, in one pass: an
+        agent the log holds is left out; a trace whose first span the
         log holds under that span's own key (written before traces were one request, or
         unit by unit after a refusal) is sent unit by unit as then; and a trace whose link
         is taken (another process, or one this ingester forgot, stored part of it) sends
@@ -407,6 +423,7 @@ class Ingester:
             if not isinstance(item, _Trace) or not fresh[i]:
                 planned += fresh[i]
                 continue
+            trace = item.trace_id
             members = []
             for u in fresh[i]:
                 named = _named(u)
@@ -415,7 +432,6 @@ class Ingester:
                     self.stats.duplicates += 1
                 else:
                     members.append(u)
-            trace = item.trace_id
             link = self._links.get(trace, 0) + 1
             first = next((u for u in members if _span_of(u, trace)), None)
             if first is not None and link == 1 and found.get(key_digest(first.key)):
@@ -424,10 +440,14 @@ class Ingester:
             if found.get(key_digest(_link_key(trace, link))) is not None:
                 link, stored = self._stored_spans(trace, link)
                 members = [u for u in members if _span_of(u, trace) not in stored]
-            if members:
-                unit = Unit(_link_key(trace, link), [e for u in members for e in u.events])
+            for piece in _pieces(members):
+                if isinstance(piece, Unit):
+                    planned.append(piece)
+                    continue
+                unit = Unit(_link_key(trace, link), [e for u in piece for e in u.events])
                 planned.append(unit)
-                parts[unit.key] = members
+                parts[unit.key] = piece
+                link += 1
         return planned, parts
 
     def _known(self, key: str, sent: set[str]) -> bool:

@@ -114,7 +114,11 @@ def test_more_of_a_trace_in_a_later_run_adds_only_its_new_spans(
     assert json_lines(rows.stdout) == [{"n": len(trace)}]
 
 
-def test_a_trace_is_one_request(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_trace_is_one_request_and_a_session_it_creates_its_own(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The session's own request keeps its key in the id index: where it began."""
+    later = genai_trace(random.Random(40), 1_760_000_100_000_000_000, conversation="keys-0")
     with eventlog.open(tmp_path / "s") as log:
         sizes: list[list[int]] = []
         commit = log._store.commit
@@ -124,6 +128,10 @@ def test_a_trace_is_one_request(tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
             return commit(requests)
 
         monkeypatch.setattr(log._store, "commit", counted)
-        Ingester(log).add(_TRACES[0])
-        # the trace's 7 spans, session, 2 agents, turns and tool call; then its handoff
-        assert sizes == [[log.next_lsn() - 1, 1]]
+        ingester = Ingester(log)
+        ingester.add(_TRACES[0])
+        ingester.add(later)
+        types = [ev.tag_of(type(e)) for _, e in log.read()]
+    # the spans before the first turn; the session; the rest of the trace; its handoff
+    assert sizes[0] == [3, 1, 14, 1] and types[3] == "session.created"
+    assert sizes[1] == [15, 1, 1]  # the later trace; the handoffs into it and within it
