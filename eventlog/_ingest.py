@@ -10,20 +10,21 @@ waited `trace_timeout` seconds. Readers of files, where a root may come first, p
 buffered, oldest trace first).
 
 A trace's events are one request, keyed ``otel:trace:<trace>`` (its first), then
-``otel:trace:<trace>:2`` and on for spans that come after it was written; the mapping's
-units (a span's events, a session, an agent, a tool call) are its parts, stored each as its
-own request keyed by the trace and span ids (``otel:<trace>:<span>``) in its place when the
-log refuses the whole, as it refuses a tool result naming an unknown call. One request
-rather than one per unit halves the log's work per span. The log keeps keys in its id index
+``otel:trace:<trace>:2`` and on for spans that come after it was written; a session it
+creates is a request of its own between them (keyed ``otel:session:...``, so the id index
+says where the session began, which `_handoffs` reads from). The mapping's units (a span's
+events, an agent, a tool call) are a trace request's parts, stored each as its own request
+keyed by the trace and span ids (``otel:<trace>:<span>``) in its place when the log refuses
+the whole, as it refuses a tool result naming an unknown call: the log checks, indexes and
+frames one keyed request per trace instead of about ten. The log keeps keys in its id index
 for good (docs/format.md), so a retried batch, a file ingested twice or a trace mapped again
-when a late span arrives adds nothing that is already stored: units this ingester stored
-are left out, sessions and agents the log holds are left out (looked up by id), a trace
-whose first span the log holds under its own key (stored unit by unit, by an older version
-or after a refusal) is stored unit by unit again, and a trace whose next key is taken (a
-later run, or a trace this ingester forgot) sends only the spans its stored requests do not
-hold. A late span of a trace already written is mapped with that trace's earlier spans as
-context (the last `remembered_traces` traces are kept for this); events already written are
-never changed.
+when a late span arrives adds nothing that is already stored: units this ingester stored are
+left out, agents the log holds are left out (looked up by id), a trace whose first span the
+log holds under its own key (stored part by part, by an older version or after a refusal) is
+stored part by part again, and a trace whose next key is taken (a later run, or a trace this
+ingester forgot) sends only the spans its stored requests do not hold. A late span of a
+trace already written is mapped with that trace's earlier spans as context (the last
+`remembered_traces` traces are kept for this); events already written are never changed.
 
 A span that cannot be decoded is counted in `stats.malformed` and logged; a request the log
 refuses (a tool result naming a call it never saw) keeps its `span.recorded` alone and is
