@@ -396,11 +396,11 @@ class Ingester:
         first request ``otel:trace:<trace>``, then ``:2`` and on), except a session it
         creates, which is its own request between the units before it and those after (its
         key then tells `_handoffs` where the session began). Looked up first, in one pass: an
-        agent the log holds is left out; a trace whose first span the
-        log holds under that span's own key (written before traces were one request, or
-        unit by unit after a refusal) is sent unit by unit as then; and a trace whose link
-        is taken (another process, or one this ingester forgot, stored part of it) sends
-        only the spans none of its stored links holds.
+        agent the log holds is left out; a trace whose first span the log holds under that
+        span's own key (written before traces were one request, or unit by unit after a
+        refusal) is sent unit by unit as then; and a trace whose link is taken (another
+        process, or one this ingester forgot, stored part of it) sends only the spans none
+        of its stored links holds.
         """
         sent: set[str] = set()
         fresh: list[list[Unit]] = []
@@ -468,7 +468,8 @@ class Ingester:
         store = self._log._store
         spans: set[str | None] = set()
         while (entry := store.entries([key_digest(_link_key(trace, link))])[0]) is not None:
-            cursor = Cursor(store, start=entry.lsn, stop=entry.lsn + (entry.aux >> 64))
+            count = entry.aux >> 64  # a key's entry: its request's event count, then a digest
+            cursor = Cursor(store, start=entry.lsn, stop=entry.lsn + count)
             try:
                 spans.update(
                     r.event.span_id

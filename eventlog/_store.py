@@ -41,7 +41,7 @@ import uuid
 import warnings
 from collections import Counter, OrderedDict
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import InitVar, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple, cast
 
@@ -131,14 +131,14 @@ class PendingRequest:
     expect_session_lsn: int | None = None
     size: int = 0  # encoded bytes, checked against max_request_bytes
     keep_ts: bool = False  # an import into a new store: each event keeps its own ts
-    parts: Callable[[], list[PendingRequest]] | None = None  # stored in its place if it is
-    # refused whole; made only then
+    # requests stored in its place if it is refused whole (made only then): `Split`
+    parts: Callable[[], list[PendingRequest]] | None = None
 
 
 class Split(EventLogError):
     """A request with `parts` was refused whole (`cause`), so its parts were stored in its
     place, each its own request: `parts` says what each became. An ingested trace is one
-    request for speed and its spans' requests when one of them is refused."""
+    request, for speed, and its spans' requests in its place when the log refuses it."""
 
     def __init__(self, cause: EventLogError, parts: list[Appended | EventLogError]) -> None:
         super().__init__(f"stored part by part: {cause}")
@@ -764,7 +764,8 @@ class Store:
         self, active: _Active, requests: list[PendingRequest]
     ) -> list[Appended | EventLogError]:
         entries = self._ensure_entries(active)
-        group = _Group(Resolver(self._lookup, self.event_at), time.time_ns(), active)
+        resolver = Resolver(self._lookup, self.event_at)
+        group = _Group(resolver, time.time_ns(), active.last_ts, active.next_lsn)
         results: list[Appended | EventLogError] = []
         for request in requests:
             result = self._take_request(group, request)
@@ -778,7 +779,7 @@ class Store:
         except EventLogError as exc:
             # Everything from this group failed, retries of its own requests included.
             unwritten = active.next_lsn
-            return [r if _written(r, unwritten) else exc for r in results]
+            return [r if _stands(r, unwritten) else exc for r in results]
         group.resolver.publish(entries)
         _count_types(active.summary.type_counts, (r.events for r in group.accepted))
         return results
@@ -982,20 +983,16 @@ class _Group:
 
     resolver: Resolver
     clock: int
-    active: InitVar[_Active]
-    last_ts: int = 0
-    next_lsn: int = 0
+    last_ts: int
+    next_lsn: int
     accepted: list[Request] = field(default_factory=list)
 
-    def __post_init__(self, active: _Active) -> None:
-        self.last_ts, self.next_lsn = active.last_ts, active.next_lsn
 
-
-def _written(result: Appended | EventLogError, unwritten: int) -> bool:
+def _stands(result: Appended | EventLogError, unwritten: int) -> bool:
     """Whether `result` stands after its group's frame failed to write: an error, or an
     idempotent retry of events stored earlier (a split request: if all its parts do)."""
     if isinstance(result, Split):
-        return all(_written(p, unwritten) for p in result.parts)
+        return all(_stands(p, unwritten) for p in result.parts)
     return not isinstance(result, Appended) or result.first_lsn < unwritten
 
 
