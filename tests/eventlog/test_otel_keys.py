@@ -135,3 +135,29 @@ def test_a_trace_is_one_request_and_a_session_it_creates_its_own(
     # the spans before the first turn; the session; the rest of the trace; its handoff
     assert sizes[0] == [3, 1, 14, 1] and types[3] == "session.created"
     assert sizes[1] == [15, 1, 1]  # the later trace; the handoffs into it and within it
+
+
+def test_a_trace_the_log_refuses_is_stored_span_by_span_and_not_again(tmp_path: Path) -> None:
+    """A tool result naming a call the log never saw refuses the trace's request: its parts
+    are stored in its place, the refused one left out (its span is stored with the turn);
+    ingesting it again adds nothing (its spans' own keys are found)."""
+    answer = '{"type": "tool_call_response", "id": "x", "response": 1}'
+    chat = Span(
+        trace_id="cd" * 16,
+        span_id="ab" * 8,
+        name="chat",
+        start_ns=10**18,
+        attributes={
+            "gen_ai.operation.name": "chat",
+            "gen_ai.input.messages": f'[{{"role": "tool", "parts": [{answer}]}}]',
+        },
+    )
+    path = _file(tmp_path, "refused.pb", [_TRACES[1], [chat]])
+    result = lmg("ingest", str(tmp_path / "s"), path)
+    assert result.exit_code == 0, result.output
+    assert "1 request(s) stored without their GenAI events" in result.stderr
+    types = _stored_types(tmp_path / "s")
+    assert types.count("span.recorded") == 8 and types.count("tool.completed") == 1  # theirs
+    before = _events(tmp_path / "s")
+    _ingest(tmp_path / "s", path)
+    assert _events(tmp_path / "s") == before
