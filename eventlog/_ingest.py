@@ -186,7 +186,8 @@ class Ingester:
         self._pending_spans = 0
         self._done: OrderedDict[str, list[Span]] = OrderedDict()
         self._stored: OrderedDict[str, None] = OrderedDict()  # keys known to be in the log
-        self._links: dict[str, int] = {}  # requests of each remembered trace stored so far
+        # of each remembered trace: its requests stored so far, and the spans they hold
+        self._links: dict[str, tuple[int, set[str | None]]] = {}  # (kept beyond `_stored`)
         self._handoffs = Handoffs(log._store)
         self._logs: dict[str, list[LogRecord]] = {}  # by trace, while pending or remembered
         self.stats = IngestStats()
@@ -363,10 +364,13 @@ class Ingester:
                     self._stored_as(part, outcome, retry)
                 continue
             if self._stored_as(unit, result, retry) and unit.key in parts:
+                trace, _, link = unit.key.removeprefix("otel:trace:").partition(":")
+                written = self._links.get(trace, (0, set()))[1]
                 for part in parts[unit.key]:
                     self._remember(part.key)
-                trace, _, link = unit.key.removeprefix("otel:trace:").partition(":")
-                self._links[trace] = int(link or 1)
+                    written.add(_span_of(part, trace))
+                written.discard(None)  # an agent's or a session's unit: no span
+                self._links[trace] = (int(link or 1), written)
         if retry:
             self._commit(retry)
 
@@ -412,7 +416,7 @@ class Ingester:
         ]
         asked: list[int] = []
         for i, item in traces:
-            link = self._links.get(item.trace_id, 0) + 1
+            link = self._links.get(item.trace_id, (0, set()))[0] + 1
             first = next((u for u in fresh[i] if _span_of(u, item.trace_id)), None)
             old = key_digest(first.key) if first is not None and link == 1 else 0
             asked += [key_digest(_link_key(item.trace_id, link)), old]
@@ -433,7 +437,10 @@ class Ingester:
                     self.stats.duplicates += 1
                 else:
                     members.append(u)
-            link = self._links.get(trace, 0) + 1
+            link, written = self._links.get(trace, (0, set()))
+            link += 1
+            if written:  # a late span: the spans of this trace's stored requests are left out
+                members = [u for u in members if _span_of(u, trace) not in written]
             first = next((u for u in members if _span_of(u, trace)), None)
             if first is not None and link == 1 and found.get(key_digest(first.key)):
                 planned += members  # stored unit by unit before: so again

@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 
 import eventlog
+from eventlog import _ingest as ingest
 from eventlog import events as ev
 from eventlog._genai import map_trace
 from eventlog._handoffs import Handoffs
@@ -161,3 +162,20 @@ def test_a_trace_the_log_refuses_is_stored_span_by_span_and_not_again(tmp_path: 
     before = _events(tmp_path / "s")
     _ingest(tmp_path / "s", path)
     assert _events(tmp_path / "s") == before
+
+
+def test_a_late_span_adds_only_itself_when_the_ingester_forgot_the_keys_it_stored(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The keys an ingester remembers are bounded (`_REMEMBERED_KEYS`); the spans each
+    remembered trace's requests hold are kept with the trace, so a late span of it is
+    mapped with its trace as context and adds only itself."""
+    monkeypatch.setattr(ingest, "_REMEMBERED_KEYS", 1)
+    trace = _TRACES[2]
+    late = next(s for s in trace if s.name.startswith("GET"))
+    with eventlog.open(tmp_path / "s") as log:
+        ingester = Ingester(log)
+        ingester.add([s for s in trace if s is not late])
+        before = log.next_lsn()
+        ingester.add([late])
+        assert [ev.tag_of(type(e)) for _, e in log.read(before)] == ["span.recorded"]
