@@ -9,10 +9,21 @@ waited `trace_timeout` seconds. Readers of files, where a root may come first, p
 ``flush_on_root=False`` and map everything on `flush()` (or when `max_pending_spans` are
 buffered, oldest trace first).
 
-Every request carries an idempotency key made of the trace and span ids. The log keeps keys
-in its id index for good (docs/format.md), so a retried batch, a file ingested twice or a
-trace mapped again when a late span arrives adds nothing that is already stored. A late span
-of a trace already written is mapped with that trace's earlier spans as context (the last
+A trace's events are one request, keyed ``otel:trace:<trace>`` (its first), then
+``otel:trace:<trace>:2`` and on for spans that come after it was written; a session it
+creates is a request of its own between them (keyed ``otel:session:...``, so the id index
+says where the session began, which `_handoffs` reads from). The mapping's units (a span's
+events, an agent, a tool call) are a trace request's parts, stored each as its own request
+keyed by the trace and span ids (``otel:<trace>:<span>``) in its place when the log refuses
+the whole, as it refuses a tool result naming an unknown call: the log checks, indexes and
+frames one keyed request per trace instead of about ten. The log keeps keys in its id index
+for good (docs/format.md), so a retried batch, a file ingested twice or a trace mapped again
+when a late span arrives adds nothing that is already stored: units this ingester stored are
+left out, agents the log holds are left out (looked up by id), a trace whose first span the
+log holds under its own key (stored part by part, by an older version or after a refusal) is
+stored part by part again, and a trace whose next key is taken (a later run, or a trace this
+ingester forgot) sends only the spans its stored requests do not hold. A late span of a
+trace already written is mapped with that trace's earlier spans as context (the last
 `remembered_traces` traces are kept for this); events already written are never changed.
 
 A span that cannot be decoded is counted in `stats.malformed` and logged; a request the log
@@ -37,8 +48,8 @@ import logging
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Iterable
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Iterable, Sequence
+from typing import TYPE_CHECKING, NamedTuple
 
 import msgspec
 
@@ -47,8 +58,9 @@ from ._commands import prepare
 from ._genai import Unit, map_trace, spans_only
 from ._handoffs import Handoffs
 from ._logs import LogRecord, log_units, with_logs
+from ._reader import Cursor
 from ._spans import Malformed, Span
-from ._store import PendingRequest
+from ._store import Appended, PendingRequest, Split, key_digest
 from .errors import EventLogError, IdempotencyKeyReused, InvalidEvent
 
 if TYPE_CHECKING:
@@ -62,7 +74,7 @@ _REMEMBERED_KEYS = 100_000  # keys known stored, skipped without asking the log
 _ENCODE = msgspec.msgpack.Encoder(uuid_format="bytes").encode  # as `_commands.prepare` does
 
 
-def _request(unit: Unit) -> PendingRequest:
+def _request(unit: Unit, parts: list[Unit] | None = None, limit: int = 0) -> PendingRequest:
     """The append request of a unit, without `prepare`'s decode and value walk.
 
     Every value of a unit is bounded when its span is decoded (`_spans.bound`: 64-bit ints,
@@ -70,13 +82,66 @@ def _request(unit: Unit) -> PendingRequest:
     values and typed fields, so the checks `prepare` runs for callers' own objects hold by
     construction; the encode below still sizes the request and refuses any value MessagePack
     cannot hold, through `prepare`'s own error.
+
+    A trace's request has its units as `parts`, stored in its place if it is refused whole
+    (made only then). While the whole is within `limit` (max_request_bytes) so is each part:
+    they are given the whole's size rather than each encoded again.
     """
     try:
         size = len(_ENCODE(unit.events))
     except (TypeError, ValueError, OverflowError):
-        prepare(unit.events, {"idempotency_key": unit.key})  # raises InvalidEvent naming it
+        for part in parts or [unit]:
+            prepare(part.events, {"idempotency_key": part.key})  # raises InvalidEvent naming it
         raise
-    return PendingRequest(list(unit.events), unit.key, None, None, size)
+    if parts is None:
+        return PendingRequest(list(unit.events), unit.key, None, None, size)
+
+    def split() -> list[PendingRequest]:
+        return [
+            _request(p) if size > limit else PendingRequest(list(p.events), p.key, size=size)
+            for p in parts
+        ]
+
+    return PendingRequest(list(unit.events), unit.key, None, None, size, parts=split)
+
+
+class _Trace(NamedTuple):
+    """The units one mapping of a trace made, appended as one request (`Ingester._plan`)."""
+
+    trace_id: str
+    units: list[Unit]
+
+
+def _link_key(trace: str, link: int) -> str:
+    """The key of a trace's `link`-th request: ``otel:trace:<trace>``, then ``...:2``, ..."""
+    return f"otel:trace:{trace}" if link == 1 else f"otel:trace:{trace}:{link}"
+
+
+def _span_of(unit: Unit, trace: str) -> str | None:
+    """The span a unit of `trace` came from (keys ``otel:<trace>:<span>[:...]``); None for a
+    session or an agent, which many traces name."""
+    prefix = f"otel:{trace}:"
+    return unit.key[len(prefix) :].split(":", 1)[0] if unit.key.startswith(prefix) else None
+
+
+def _pieces(units: list[Unit]) -> list[Unit | list[Unit]]:
+    """A trace's units in order, the runs between sessions grouped: each run is a request,
+    each session its own."""
+    out: list[Unit | list[Unit]] = []
+    for u in units:
+        if isinstance(u.events[0], ev.SessionCreated):
+            out.append(u)
+        elif out and isinstance(out[-1], list):
+            out[-1].append(u)
+        else:
+            out.append([u])
+    return out
+
+
+def _named(unit: Unit) -> int | None:
+    """The node id (`UUID.int`) an agent's unit registers, else None."""
+    first = unit.events[0]
+    return first.id.int if isinstance(first, ev.AgentRegistered) else None
 
 
 class IngestStats(msgspec.Struct, kw_only=True):
@@ -121,6 +186,8 @@ class Ingester:
         self._pending_spans = 0
         self._done: OrderedDict[str, list[Span]] = OrderedDict()
         self._stored: OrderedDict[str, None] = OrderedDict()  # keys known to be in the log
+        # of each remembered trace: its requests stored so far, and the spans they hold
+        self._links: dict[str, tuple[int, set[str | None]]] = {}  # (kept beyond `_stored`)
         self._handoffs = Handoffs(log._store)
         self._logs: dict[str, list[LogRecord]] = {}  # by trace, while pending or remembered
         self.stats = IngestStats()
@@ -157,11 +224,11 @@ class Ingester:
                 if self._pending_spans > self._max_pending:  # bound memory mid-file too
                     self._write([*ready, *self._overdue()])
                     ready = []
-            units = self._take([*ready, *self._overdue()])
+            taken = self._take([*ready, *self._overdue()])
             if self._record_first:  # in the same group commit: one fsync per call
                 waiting = [s for s in added if s.trace_id in self._pending]
-                units += [Unit(f"{u.key}:received", u.events) for u in spans_only(waiting)]
-            self._append(units)
+                taken += [Unit(f"{u.key}:received", u.events) for u in spans_only(waiting)]
+            self._append(taken)
 
     def add_logs(self, items: Iterable[LogRecord | Malformed]) -> None:
         """Buffer log records with the trace they name, to be mapped with its spans and kept
@@ -227,9 +294,10 @@ class Ingester:
     def _write(self, traces: list[str]) -> None:
         self._append(self._take(traces))
 
-    def _take(self, traces: list[str]) -> list[Unit]:
+    def _take(self, traces: list[str]) -> list[Unit | _Trace]:
         """The units of `traces`, mapped and moved from pending to done."""
-        units: list[Unit] = []
+        items: list[Unit | _Trace] = []
+        mapped: list[Unit] = []
         for trace in dict.fromkeys(traces):
             entry = self._pending.pop(trace, None)
             if entry is None:
@@ -238,17 +306,20 @@ class Ingester:
             self._pending_spans -= len(spans)
             self.stats.traces += bool(spans)  # not the log records of a trace with no span
             logs = self._logs.get(trace, [])
-            units += self._map(with_logs(spans, logs)) if spans else []
-            units += log_units(logs)
+            units = self._map(with_logs(spans, logs)) if spans else []
+            mapped += units
+            items += [_Trace(trace, units), *log_units(logs)]
             self._done[trace] = spans
             self._done.move_to_end(trace)
             while len(self._done) > self._remembered:
-                self._logs.pop(self._done.popitem(last=False)[0], None)
-        return units + self._handoffs.after(units)
+                forgotten = self._done.popitem(last=False)[0]
+                self._logs.pop(forgotten, None)
+                self._links.pop(forgotten, None)
+        return items + self._handoffs.after(mapped)
 
-    def _append(self, units: list[Unit]) -> None:
-        for start in range(0, len(units), _GROUP):
-            self._commit(units[start : start + _GROUP])
+    def _append(self, items: Sequence[Unit | _Trace]) -> None:
+        for start in range(0, len(items), _GROUP):
+            self._commit(items[start : start + _GROUP])
 
     def _map(self, spans: list[Span]) -> list[Unit]:
         """`map_trace`, and if it fails on input nobody foresaw, the spans alone: a bug in
@@ -260,43 +331,162 @@ class Ingester:
             self.stats.partial += 1
             return spans_only(spans)
 
-    def _commit(self, units: list[Unit]) -> None:
-        """Append each unit as its own keyed request, all in one group commit; a refused
-        unit is appended again as its span alone. Keys this ingester saw stored are skipped
-        (an agent or a session named by every trace costs one request, not one per trace)."""
+    def _commit(self, items: Sequence[Unit | _Trace]) -> None:
+        """Append a group in one group commit: each trace's new units as one request
+        (`_plan`), every other unit as its own keyed request. A trace's request refused whole
+        is stored unit by unit in its place; a refused unit is appended again as its span
+        alone. Keys this ingester saw stored are skipped (an agent or a session named by
+        every trace costs one request, not one per trace)."""
+        units, parts = self._plan(items)
+        limit = self._log._store.options.max_request_bytes
         requests, kept = [], []
         retry: list[Unit] = []
-        sent: set[str] = set()
         for unit in units:
-            if unit.key in self._stored or unit.key in sent:  # sent: the agent of every trace
-                if unit.key in self._stored:
-                    self._stored.move_to_end(unit.key)
-                self.stats.duplicates += 1
-                continue
-            sent.add(unit.key)
-            try:
-                requests.append(_request(unit))
-                kept.append(unit)
-            except InvalidEvent as exc:
-                self._refused(unit, exc, retry)
+            if unit.key in parts:
+                try:
+                    requests.append(_request(unit, parts[unit.key], limit))
+                    kept.append(unit)
+                    continue
+                except InvalidEvent:  # a part MessagePack cannot hold: each on its own
+                    queue = parts.pop(unit.key)
+            else:
+                queue = [unit]
+            for one in queue:
+                try:
+                    requests.append(_request(one))
+                    kept.append(one)
+                except InvalidEvent as exc:
+                    self._refused(one, exc, retry)
         results = self._log._store.commit(requests) if requests else []
         for unit, result in zip(kept, results, strict=True):
-            if isinstance(result, IdempotencyKeyReused):
-                self.stats.duplicates += 1
-            elif isinstance(result, InvalidEvent):  # unknown or deleted node, bad value
-                self._refused(unit, result, retry)
+            if isinstance(result, Split):
+                for part, outcome in zip(parts[unit.key], result.parts, strict=True):
+                    self._stored_as(part, outcome, retry)
                 continue
-            elif isinstance(result, EventLogError):
-                raise result  # the log itself failed (closed, disk full): the caller hears it
-            elif result.duplicate:
-                self.stats.duplicates += 1
-            else:
-                self.last_lsn = max(self.last_lsn, result.last_lsn)
-                self.stats.events += len(result.events)
-                self.stats.spans += sum(isinstance(e, ev.SpanRecorded) for e in result.events)
-            self._remember(unit.key)
+            if self._stored_as(unit, result, retry) and unit.key in parts:
+                trace, _, link = unit.key.removeprefix("otel:trace:").partition(":")
+                written = self._links.get(trace, (0, set()))[1]
+                for part in parts[unit.key]:
+                    self._remember(part.key)
+                    written.add(_span_of(part, trace))
+                written.discard(None)  # an agent's or a session's unit: no span
+                self._links[trace] = (int(link or 1), written)
         if retry:
             self._commit(retry)
+
+    def _stored_as(self, unit: Unit, result: Appended | EventLogError, retry: list[Unit]) -> bool:
+        """Count what one request became; False if it was refused."""
+        if isinstance(result, IdempotencyKeyReused):
+            self.stats.duplicates += 1
+        elif isinstance(result, InvalidEvent):  # unknown or deleted node, bad value
+            self._refused(unit, result, retry)
+            return False
+        elif isinstance(result, EventLogError):
+            raise result  # the log itself failed (closed, disk full): the caller hears it
+        elif result.duplicate:
+            self.stats.duplicates += 1
+        else:
+            self.last_lsn = max(self.last_lsn, result.last_lsn)
+            self.stats.events += len(result.events)
+            self.stats.spans += sum(isinstance(e, ev.SpanRecorded) for e in result.events)
+        self._remember(unit.key)
+        return True
+
+    def _plan(self, items: Sequence[Unit | _Trace]) -> tuple[list[Unit], dict[str, list[Unit]]]:
+        """The group's requests, in order, and the units each trace's request is made of.
+
+        Units whose keys this ingester saw stored (or sent earlier in the group) are left
+        out. A trace's other units become one request keyed by the trace and its link (its
+        first request ``otel:trace:<trace>``, then ``:2`` and on), except a session it
+        creates, which is its own request between the units before it and those after (its
+        key then tells `_handoffs` where the session began). Looked up first, in one pass: an
+        agent the log holds is left out; a trace whose first span the log holds under that
+        span's own key (written before traces were one request, or unit by unit after a
+        refusal) is sent unit by unit as then; and a trace whose link is taken (another
+        process, or one this ingester forgot, stored part of it) sends only the spans none
+        of its stored links holds.
+        """
+        sent: set[str] = set()
+        fresh: list[list[Unit]] = []
+        for item in items:
+            units = item.units if isinstance(item, _Trace) else [item]
+            fresh.append([u for u in units if not self._known(u.key, sent)])
+        traces = [
+            (i, item) for i, item in enumerate(items) if isinstance(item, _Trace) and fresh[i]
+        ]
+        asked: list[int] = []
+        for i, item in traces:
+            link = self._links.get(item.trace_id, (0, set()))[0] + 1
+            first = next((u for u in fresh[i] if _span_of(u, item.trace_id)), None)
+            old = key_digest(first.key) if first is not None and link == 1 else 0
+            asked += [key_digest(_link_key(item.trace_id, link)), old]
+            asked += [n for u in fresh[i] if (n := _named(u)) is not None]
+        found = dict(zip(asked, self._log._store.entries(asked), strict=True)) if asked else {}
+        planned: list[Unit] = []
+        parts: dict[str, list[Unit]] = {}
+        for i, item in enumerate(items):
+            if not isinstance(item, _Trace) or not fresh[i]:
+                planned += fresh[i]
+                continue
+            trace = item.trace_id
+            members = []
+            for u in fresh[i]:
+                named = _named(u)
+                if named is not None and found.get(named) is not None:
+                    self._remember(u.key)  # registered by another process or trace
+                    self.stats.duplicates += 1
+                else:
+                    members.append(u)
+            link, written = self._links.get(trace, (0, set()))
+            link += 1
+            if written:  # a late span: the spans of this trace's stored requests are left out
+                members = [u for u in members if _span_of(u, trace) not in written]
+            first = next((u for u in members if _span_of(u, trace)), None)
+            if first is not None and link == 1 and found.get(key_digest(first.key)):
+                planned += members  # stored unit by unit before: so again
+                continue
+            if found.get(key_digest(_link_key(trace, link))) is not None:
+                link, stored = self._stored_spans(trace, link)
+                members = [u for u in members if _span_of(u, trace) not in stored]
+            for piece in _pieces(members):
+                if isinstance(piece, Unit):
+                    planned.append(piece)
+                    continue
+                unit = Unit(_link_key(trace, link), [e for u in piece for e in u.events])
+                planned.append(unit)
+                parts[unit.key] = piece
+                link += 1
+        return planned, parts
+
+    def _known(self, key: str, sent: set[str]) -> bool:
+        """Whether a unit's key was stored or sent earlier in the group (then counted)."""
+        if key in self._stored or key in sent:  # sent: the agent of every trace
+            if key in self._stored:
+                self._stored.move_to_end(key)
+            self.stats.duplicates += 1
+            return True
+        sent.add(key)
+        return False
+
+    def _stored_spans(self, trace: str, link: int) -> tuple[int, set[str | None]]:
+        """The first free link of a trace from `link` on, and the spans its stored links
+        from `link` on hold (read back from the log: only after a restart or a forgotten
+        trace, when part of it was stored and more of it comes)."""
+        store = self._log._store
+        spans: set[str | None] = set()
+        while (entry := store.entries([key_digest(_link_key(trace, link))])[0]) is not None:
+            count = entry.aux >> 64  # a key's entry: its request's event count, then a digest
+            cursor = Cursor(store, start=entry.lsn, stop=entry.lsn + count)
+            try:
+                spans.update(
+                    r.event.span_id
+                    for r in cursor.records()
+                    if isinstance(r.event, ev.SpanRecorded)
+                )
+            finally:
+                cursor.close()
+            link += 1
+        return link, spans
 
     def _remember(self, key: str) -> None:
         self._stored[key] = None

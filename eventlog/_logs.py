@@ -136,9 +136,7 @@ def with_logs(spans: Sequence[Span], records: Sequence[LogRecord]) -> list[Span]
     return [
         msgspec.structs.replace(
             s,
-            logs=[_event(r) for r in sorted(named[s.span_id].values(), key=_order)][
-                :MAX_LIST_ITEMS
-            ],
+            logs=tuple(map(_event, sorted(named[s.span_id].values(), key=_order)))[:MAX_LIST_ITEMS],
         )
         if s.span_id in named
         else s

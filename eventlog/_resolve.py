@@ -494,7 +494,7 @@ def _record_node(r: Resolver, e: ev.NodeAdded, lsn: int) -> None:
 def _record_deleted(r: Resolver, e: ev.NodeDeleted, lsn: int) -> None:
     old = r.get(e.node_id.int)
     if old is not None:
-        r.put(e.node_id.int, old._replace(flags=old.flags | FLAG_DELETED, lsn=lsn))
+        r.put(e.node_id.int, Entry(old.kind, old.flags | FLAG_DELETED, lsn, old.aux))
 
 
 def _record_nothing(r: Resolver, e: ev.EventBase, lsn: int) -> None:

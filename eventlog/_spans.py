@@ -77,10 +77,10 @@ class Span(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     status: str = "unset"
     status_message: str | None = None
     attributes: dict[str, Any] = {}
-    events: list[SpanEvent] = []
+    events: tuple[SpanEvent, ...] = ()  # tuples, not lists: untracked by the collector too
     resource: dict[str, Any] = {}
     scope: str | None = None
-    logs: list[SpanEvent] = []  # log records naming this span (`_logs.with_logs`), not stored
+    logs: tuple[SpanEvent, ...] = ()  # log records naming this span (`_logs.with_logs`), not stored
 
     @property
     def is_root(self) -> bool:
@@ -287,10 +287,10 @@ def _from_json(raw: _JsonSpan, resource: dict[str, Any], scope: str | None) -> S
         status=_enum(status.code, _STATUSES, "status_code_"),
         status_message=bound_text(status.message) if status.message else None,
         attributes=_attributes(raw.attributes),
-        events=[
+        events=tuple(
             SpanEvent(bound_text(e.name), int(e.time_unix_nano), _attributes(e.attributes))
             for e in raw.events[:MAX_LIST_ITEMS]
-        ],
+        ),
         resource=resource,
         scope=scope,
     )
@@ -358,10 +358,10 @@ def _from_proto(raw: Any, resource: dict[str, Any], scope: str | None) -> Span:
         status=_enum(status.code, _STATUSES, "status_code_"),
         status_message=bound_text(status.message) if status.message else None,
         attributes=_proto_attributes(raw.attributes),
-        events=[
+        events=tuple(
             SpanEvent(bound_text(e.name), e.time_unix_nano, _proto_attributes(e.attributes))
             for e in raw.events[:MAX_LIST_ITEMS]
-        ],
+        ),
         resource=resource,
         scope=scope,
     )

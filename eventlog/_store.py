@@ -40,7 +40,7 @@ import time
 import uuid
 import warnings
 from collections import Counter, OrderedDict
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple, cast
@@ -97,7 +97,7 @@ from .errors import (
 )
 from .options import Durability, Options
 
-__all__ = ["Appended", "PendingRequest", "Store", "check_store"]
+__all__ = ["Appended", "PendingRequest", "Split", "Store", "check_store"]
 
 _SEGMENT_FILE = re.compile(r"^(\d{20})\.seg$")
 _FULL_DISK = (errno.ENOSPC, errno.EFBIG, errno.EDQUOT)
@@ -131,6 +131,19 @@ class PendingRequest:
     expect_session_lsn: int | None = None
     size: int = 0  # encoded bytes, checked against max_request_bytes
     keep_ts: bool = False  # an import into a new store: each event keeps its own ts
+    # requests stored in its place if it is refused whole (made only then): `Split`
+    parts: Callable[[], list[PendingRequest]] | None = None
+
+
+class Split(EventLogError):
+    """A request with `parts` was refused whole (`cause`), so its parts were stored in its
+    place, each its own request: `parts` says what each became. An ingested trace is one
+    request, for speed, and its spans' requests in its place when the log refuses it."""
+
+    def __init__(self, cause: EventLogError, parts: list[Appended | EventLogError]) -> None:
+        super().__init__(f"stored part by part: {cause}")
+        self.cause = cause
+        self.parts = parts
 
 
 @dataclass
@@ -752,37 +765,40 @@ class Store:
     ) -> list[Appended | EventLogError]:
         entries = self._ensure_entries(active)
         resolver = Resolver(self._lookup, self.event_at)
-        clock, last_ts = time.time_ns(), active.last_ts
-        next_lsn = active.next_lsn
+        group = _Group(resolver, time.time_ns(), active.last_ts, active.next_lsn)
         results: list[Appended | EventLogError] = []
-        accepted: list[Request] = []
         for request in requests:
-            try:
-                now = max(clock, last_ts)
-                result = self._resolve_request(resolver, request, next_lsn, now, last_ts)
-            except EventLogError as exc:
-                resolver.abort_request()
-                results.append(exc)
-                continue
-            resolver.commit_request()
+            result = self._take_request(group, request)
+            if isinstance(result, EventLogError) and request.parts is not None:
+                result = Split(result, [self._take_request(group, p) for p in request.parts()])
             results.append(result)
-            if not result.duplicate:
-                accepted.append(Request(cast(list[ev.Event], result.events), request.key))
-                next_lsn += len(result.events)
-                last_ts = max(last_ts, result.events[-1].ts)
-        if not accepted:
+        if not group.accepted:
             return results
         try:
-            self._write_frame(active, accepted, next_lsn)
+            self._write_frame(active, group.accepted, group.next_lsn)
         except EventLogError as exc:
             # Everything from this group failed, retries of its own requests included.
             unwritten = active.next_lsn
-            return [
-                exc if isinstance(r, Appended) and r.first_lsn >= unwritten else r for r in results
-            ]
-        resolver.publish(entries)
-        _count_types(active.summary.type_counts, (r.events for r in accepted))
+            return [r if _stands(r, unwritten) else exc for r in results]
+        group.resolver.publish(entries)
+        _count_types(active.summary.type_counts, (r.events for r in group.accepted))
         return results
+
+    def _take_request(self, group: _Group, request: PendingRequest) -> Appended | EventLogError:
+        """Check one request into the group: its result, or the error refusing it."""
+        resolver = group.resolver
+        try:
+            now = max(group.clock, group.last_ts)
+            result = self._resolve_request(resolver, request, group.next_lsn, now, group.last_ts)
+        except EventLogError as exc:
+            resolver.abort_request()
+            return exc
+        resolver.commit_request()
+        if not result.duplicate:
+            group.accepted.append(Request(cast(list[ev.Event], result.events), request.key))
+            group.next_lsn += len(result.events)
+            group.last_ts = max(group.last_ts, result.events[-1].ts)
+        return result
 
     def _resolve_request(
         self, resolver: Resolver, request: PendingRequest, first_lsn: int, now: int, last_ts: int
@@ -921,6 +937,15 @@ class Store:
             found = self._lookup(session)
             return found.lsn if found is not None and found.kind == ev.NodeKind.SESSION else None
 
+    def entries(self, keys: Sequence[int]) -> list[Entry | None]:
+        """What the id index holds for each of `keys` (a node id's `UUID.int`, or the
+        `key_digest` of an idempotency key), with what other processes appended taken in."""
+        with self._mutex:
+            self._check_usable()
+            with self._flock():
+                self._catch_up()
+            return [self._lookup(key) for key in keys]
+
     # -- facts for readers and stats ----------------------------------------------------------
 
     def active_summary(self, *, counts: bool = True) -> SegmentSummary:
@@ -950,6 +975,25 @@ class Store:
             return active.summary
         finally:
             os.close(fd)
+
+
+@dataclass
+class _Group:
+    """A group commit being checked: its resolver, clock and the requests accepted so far."""
+
+    resolver: Resolver
+    clock: int
+    last_ts: int
+    next_lsn: int
+    accepted: list[Request] = field(default_factory=list)
+
+
+def _stands(result: Appended | EventLogError, unwritten: int) -> bool:
+    """Whether `result` stands after its group's frame failed to write: an error, or an
+    idempotent retry of events stored earlier (a split request: if all its parts do)."""
+    if isinstance(result, Split):
+        return all(_stands(p, unwritten) for p in result.parts)
+    return not isinstance(result, Appended) or result.first_lsn < unwritten
 
 
 def _keep_times(events: Sequence[ev.EventBase], last_ts: int, now: int) -> None:

@@ -52,10 +52,12 @@ def from_readable(span: ReadableSpan) -> Span | Malformed:
         status=_STATUSES[status.status_code],
         status_message=bound_text(status.description) if status.description else None,
         attributes=bound_attributes(span.attributes or {}),
-        events=[
+        events=tuple(
             SpanEvent(bound_text(e.name), e.timestamp, bound_attributes(e.attributes or {}))
             for e in span.events
-        ],
+        )
+        if span.events
+        else (),
         resource=_resource(span.resource),
         scope=None
         if scope is None
