@@ -5,8 +5,8 @@ Invariants the code keeps:
 1. LSNs are dense from 0: segment ``N.seg`` starts at LSN N, where the one before it ends.
 2. Only the last segment is written, and only under an exclusive `flock` on ``LOCK``, so
    frames of several processes never interleave. Before writing, a process reads the frames
-   others appended since it last held the lock, and follows their rotations (an `fstat` of
-   the segment and a `stat` of its successor's name tell if there are any).
+   others appended since it last held the lock, and follows their rotations (the segment's
+   size, by `lseek`, and a `stat` of its successor's name tell if there are any).
 3. A frame is the unit of atomicity: one group commit of whole requests. An append is
    acknowledged only after its frame is written and, in the default mode, synced; a new
    segment's directory entry is fsynced before anything in it is acknowledged. In that mode
@@ -82,7 +82,7 @@ from ._index import (
 from ._reader import Cursor
 from ._resolve import Resolver, render_template, session_of
 from ._sealed import SealedSegments
-from ._segment import BadFrame, Frame, is_torn_tail, iter_frames, read_segment_header
+from ._segment import BadFrame, Frame, file_size, is_torn_tail, iter_frames, read_segment_header
 from .errors import (
     AppendConflict,
     CorruptionError,
@@ -259,7 +259,7 @@ class Store:
             return
         try:
             active = self._catch_up(index=False)
-            if os.fstat(active.fd).st_size > active.end:
+            if file_size(active.fd) > active.end:
                 os.ftruncate(active.fd, active.end)
         finally:
             fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
@@ -578,7 +578,7 @@ class Store:
         if index:
             self._ensure_entries(active)
         while True:
-            size = os.fstat(active.fd).st_size
+            size = file_size(active.fd)
             if size < active.end:
                 raise CorruptionError(
                     "segment shrank under the log", str(active.path), size, active.next_lsn
@@ -680,7 +680,7 @@ class Store:
         exists (a sealed segment ends at its last frame), or before a frame that is not synced
         at once (INTERVAL, NONE): frames written over zeros and synced together later could
         reach the disk out of order, leaving zeros before an intact frame, which is damage."""
-        if os.fstat(active.fd).st_size > active.end:
+        if file_size(active.fd) > active.end:
             try:
                 os.ftruncate(active.fd, active.end)
                 os.fsync(active.fd)
@@ -693,7 +693,7 @@ class Store:
         overwrite blocks already written and `fdatasync` has no metadata to commit. Never past
         the rotation size: near it (or in a segment smaller than `RESERVE_ALIGN`) and without
         space for it, the frame just appends (and may find the disk full itself)."""
-        size = os.fstat(active.fd).st_size
+        size = file_size(active.fd)
         limit = self.options.segment_bytes // RESERVE_ALIGN * RESERVE_ALIGN
         end = min(-(-(need + _RESERVE_STEP) // RESERVE_ALIGN) * RESERVE_ALIGN, limit)
         if need <= size or need > end:
