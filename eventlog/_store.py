@@ -40,7 +40,7 @@ import time
 import uuid
 import warnings
 from collections import Counter, OrderedDict
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple, cast
@@ -221,14 +221,17 @@ class Store:
 
     @contextlib.contextmanager
     def _flock(self) -> Iterator[None]:
-        try:
-            fcntl.flock(self._lock_fd, fcntl.LOCK_EX)
-        except OSError as exc:
-            raise StoreLocked(f"cannot lock {self.path / 'LOCK'}: {exc}") from exc
+        self._lock_exclusive()
         try:
             yield
         finally:
             fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
+
+    def _lock_exclusive(self) -> None:
+        try:
+            fcntl.flock(self._lock_fd, fcntl.LOCK_EX)
+        except OSError as exc:
+            raise StoreLocked(f"cannot lock {self.path / 'LOCK'}: {exc}") from exc
 
     def close(self) -> None:
         with self._mutex:
@@ -453,7 +456,7 @@ class Store:
             for event in request.events:
                 resolver.record(event, lsn)
                 lsn += 1
-        _count_types(active.summary.type_counts, (r.events for r in requests))
+        _count_types(active.summary.type_counts, [r.events for r in requests])
         resolver.commit_request()
         resolver.publish(entries)
 
@@ -562,11 +565,14 @@ class Store:
         with self._mutex:
             self._check_usable()
             self.fsync_s = None
-            with self._flock():
+            self._lock_exclusive()  # `_flock` spelled out: this runs once per append
+            try:
                 active = self._catch_up()
                 if active.end >= self.options.segment_bytes:
                     active = self._rotate(active)
                 return self._write_group(active, requests)
+            finally:
+                fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
 
     def _catch_up(self, *, index: bool = True) -> _Active:
         """Take in what other processes appended, following their rotations.
@@ -781,7 +787,7 @@ class Store:
                 exc if isinstance(r, Appended) and r.first_lsn >= unwritten else r for r in results
             ]
         resolver.publish(entries)
-        _count_types(active.summary.type_counts, (r.events for r in accepted))
+        _count_types(active.summary.type_counts, [r.events for r in accepted])
         return results
 
     def _resolve_request(
@@ -966,8 +972,13 @@ def _keep_times(events: Sequence[ev.EventBase], last_ts: int, now: int) -> None:
         last_ts = event.ts
 
 
-def _count_types(counts: dict[str, int], batches: Iterable[list[ev.Event]]) -> None:
-    """Add the events' tags to `counts` (one Counter pass over their types, in C)."""
+def _count_types(counts: dict[str, int], batches: Sequence[list[ev.Event]]) -> None:
+    """Add the events' tags to `counts` (one Counter pass over their types, in C; a lone
+    event, the commonest frame, without the Counter)."""
+    if len(batches) == 1 and len(batches[0]) == 1:
+        tag = ev.tag_of(type(batches[0][0]))
+        counts[tag] = counts.get(tag, 0) + 1
+        return
     for cls, n in Counter(map(type, itertools.chain.from_iterable(batches))).items():
         tag = ev.tag_of(cls)
         counts[tag] = counts.get(tag, 0) + n

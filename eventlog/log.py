@@ -17,7 +17,7 @@ import json
 import os
 import threading
 import uuid
-from collections.abc import AsyncIterator, Callable, Coroutine, Generator, Iterator
+from collections.abc import AsyncIterator, Callable, Coroutine, Generator, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -84,10 +84,11 @@ class _Slot:
 class _GroupCommit:
     """Leader/follower group commit for threads (see the module docstring).
 
-    A thread that finds no leader leads: it takes everything queued, commits it as one
-    frame, then wakes exactly the threads it served, and hands the lead to the first thread
-    queued meanwhile (if any). Nobody else wakes, so sixteen threads do not stampede for the
-    GIL after every fsync.
+    A thread that finds no leader leads: it commits its own request, as one frame, then
+    hands the lead to the first thread queued meanwhile (if any), which commits everything
+    queued and wakes exactly the threads it served. Nobody else wakes, so sixteen threads do
+    not stampede for the GIL after every fsync, and a lone writer makes no slot and waits on
+    no lock of its own.
     """
 
     def __init__(self, store: Store) -> None:
@@ -97,19 +98,24 @@ class _GroupCommit:
         self._leading = False
 
     def submit(self, request: PendingRequest) -> Appended:
-        slot = _Slot(request)
         with self._lock:
-            self._queue.append(slot)
-            lead = not self._leading
+            alone = not self._leading
             self._leading = True
-        if not lead:
+            if not alone:
+                slot = _Slot(request)
+                self._queue.append(slot)
+        if alone:  # a lone writer commits its own request: no slot, no wake-up lock
+            result = _commit(self._store, [request])[0]
+            self._hand_over()
+        else:
             slot.wake.acquire()  # served by a leader, or handed the lead
-        if slot.result is None:
-            self._lead()
-        assert slot.result is not None
-        if isinstance(slot.result, BaseException):
-            raise slot.result
-        return slot.result
+            if slot.result is None:
+                self._lead()
+            assert slot.result is not None
+            result = slot.result
+        if isinstance(result, BaseException):
+            raise result
+        return result
 
     def _lead(self) -> None:
         with self._lock:
@@ -117,10 +123,14 @@ class _GroupCommit:
         results = _commit(self._store, [s.request for s in batch])
         for s, result in zip(batch, results, strict=True):
             s.result = result
+        self._hand_over(batch)
+
+    def _hand_over(self, served: Sequence[_Slot] = ()) -> None:
+        """Wake the threads served, and the first thread queued meanwhile to lead next."""
         with self._lock:
             successor = self._queue[0] if self._queue else None
             self._leading = successor is not None
-        for s in batch:
+        for s in served:
             s.wake.release()
         if successor is not None:
             successor.wake.release()  # its result is None: it leads the next group
