@@ -185,7 +185,6 @@ class Store:
 
     def __init__(self, path: Path, options: Options) -> None:
         self.path = path
-        self._dir = str(path)
         self.options = options
         self._mutex = threading.RLock()
         self._closed = False
@@ -199,6 +198,7 @@ class Store:
         self._active: _Active | None = None
         self._firsts: list[int] = []  # segments known to this handle (appenders only)
         self._lock_fd = -1
+        self._dir_fd = -1  # the store's directory, to look for a successor segment by name
         self._modes = Modes()
         if options.readonly:
             check_store(path)
@@ -211,6 +211,7 @@ class Store:
         self._modes = Modes.of(path)
         self._lock_fd = open_or_create(path / "LOCK", self._modes.file)
         try:
+            self._dir_fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
             with self._flock():
                 self._recover()
         except BaseException:
@@ -251,6 +252,8 @@ class Store:
             self._sealed.close()
             if self._lock_fd >= 0:
                 os.close(self._lock_fd)
+            if self._dir_fd >= 0:
+                os.close(self._dir_fd)
 
     def _trim_on_close(self) -> None:
         """Cut the reserve off the last segment, so a closed store ends at its last frame.
@@ -592,11 +595,13 @@ class Store:
             # Frames are written whole under the lock: a zero magic at the end is our reserve.
             if size > active.end and os.pread(active.fd, 4, active.end) != _NO_FRAME:
                 self._advance(active, size, repair=True)
-            successor = os.path.join(self._dir, segment_name(active.next_lsn))  # hot: no pathlib
             # Not gated on our own segment_bytes: a handle opened with a smaller one may
             # have rotated, and writing on here would fork the LSN chain. A segment without
             # frames was never rotated from: its "successor" would be itself (an endless loop).
-            if active.next_lsn == active.first_lsn or not os.path.exists(successor):
+            # Hot: a name looked up in the open directory, not a path walked from the root.
+            if active.next_lsn == active.first_lsn or not os.access(
+                segment_name(active.next_lsn), os.F_OK, dir_fd=self._dir_fd
+            ):
                 return active
             self._sync_before_leaving(active)
             os.close(active.fd)
