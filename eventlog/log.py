@@ -430,8 +430,9 @@ class AsyncEventLog(_Reads, AsyncAppends):
     def __init__(self, store: Store) -> None:
         self._store = store
         self._queue: list[tuple[PendingRequest, asyncio.Future[Appended]]] = []
-        self._wake = threading.Condition()  # guards _queue and _stopping
+        self._wake = threading.Condition()  # guards _queue, _stopping and _idle
         self._stopping = False
+        self._idle = False  # the committer waits for a request: the next one notifies it
         self._committer: threading.Thread | None = None
         self._closed = False
         self.on_commit: Callable[[int, int, float | None], None] | None = None
@@ -486,7 +487,9 @@ class AsyncEventLog(_Reads, AsyncAppends):
                     target=self._commit_forever, name="eventlog-commit", daemon=True
                 )
                 self._committer.start()
-            self._wake.notify()
+            elif self._idle:  # a busy committer takes the queue when its commit ends
+                self._idle = False
+                self._wake.notify()
         return await future
 
     def _commit_forever(self) -> None:
@@ -495,7 +498,9 @@ class AsyncEventLog(_Reads, AsyncAppends):
         while True:
             with self._wake:
                 while not self._queue and not self._stopping:
+                    self._idle = True
                     self._wake.wait()
+                self._idle = False
                 if not self._queue:
                     return
                 batch, self._queue = self._queue, []
