@@ -8,7 +8,8 @@ on a log with its reserve (as shipped), on a log with the reserve switched off (
 appended to a growing file, `fdatasync`), the raw loop of the `single` case (encode, zstd,
 `write`, `fsync`), and a direct probe of the disk (1 KiB `pwrite` + sync: a growing file
 with `fsync`, a zero-filled file with `fdatasync`). Prints, per side, the median rate over
-the rounds with its 10th and 90th percentiles, the median sync time, and the per-round
+the rounds with its 10th and 90th percentiles, the median sync time, the time an append
+spends outside its sync (from one sync's return to the next one's start), and the per-round
 ratios of rates and of median sync times, whose spread is what tells a gain from the noise
 of a shared disk.
 """
@@ -149,12 +150,14 @@ def main(argv: list[str] | None = None) -> int:
         names = list(sides)
         rates: dict[str, list[float]] = {k: [] for k in names}
         syncs: dict[str, list[float]] = {k: [] for k in names}
+        gaps: dict[str, list[float]] = {k: [] for k in names}  # not syncing, per append
         before = os.getloadavg()
         for r in range(args.rounds):
             for name in names[r % len(names) :] + names[: r % len(names)]:
                 seconds, took = sides[name](args.appends)
                 rates[name].append(args.appends / seconds)
                 syncs[name].append(statistics.median(took) * 1e6)
+                gaps[name].append((seconds - sum(took)) / args.appends * 1e6)
         after = os.getloadavg()
     finally:
         shutil.rmtree(root, ignore_errors=True)
@@ -162,7 +165,8 @@ def main(argv: list[str] | None = None) -> int:
     for name in names:
         print(
             f"{name:24} {_spread(rates[name], '{:,.0f}')} /s; "
-            f"sync p50 {_spread(syncs[name], '{:.0f}')} µs"
+            f"sync p50 {_spread(syncs[name], '{:.0f}')} µs; "
+            f"the rest {_spread(gaps[name], '{:.0f}')} µs an append"
         )
     pairs = [
         ("log, reserve", "log, growing"),
