@@ -6,7 +6,7 @@ Invariants the code keeps:
 2. Only the last segment is written, and only under an exclusive `flock` on ``LOCK``, so
    frames of several processes never interleave. Before writing, a process reads the frames
    others appended since it last held the lock, and follows their rotations (the segment's
-   size, by `lseek`, and a `stat` of its successor's name tell if there are any).
+   size, by `lseek`, and a look-up of its successor's name tell if there are any).
 3. A frame is the unit of atomicity: one group commit of whole requests. An append is
    acknowledged only after its frame is written and, in the default mode, synced; a new
    segment's directory entry is fsynced before anything in it is acknowledged. In that mode
