@@ -72,6 +72,8 @@ def prepare(events: Sequence[ev.EventBase], opts: AppendOptions) -> PendingReque
 
 
 def _request(events: list[ev.EventBase], opts: AppendOptions, size: int) -> PendingRequest:
+    if not opts:  # the commonest request, on every append: nothing to check
+        return PendingRequest(events, None, None, None, size)
     key = opts.get("idempotency_key")
     if key is not None and (not isinstance(key, str) or not key):
         raise InvalidEvent("idempotency_key must be a non-empty str")

@@ -25,7 +25,7 @@ from . import events as ev
 from ._files import open_file
 from ._format import SEGMENT_HEADER, FrameError, decode_body, unpack_body
 from ._lean import lean_decoder
-from ._segment import BadFrame, Frame, is_torn_tail, read_frame, written_since
+from ._segment import BadFrame, Frame, file_size, is_torn_tail, read_frame, written_since
 from .errors import CorruptionError
 
 if TYPE_CHECKING:
@@ -133,7 +133,7 @@ class Cursor:
                     self._fd = open_file(path)
                 except FileNotFoundError:
                     return
-            size = os.fstat(self._fd).st_size
+            size = file_size(self._fd)
             if self._seek_size is not None and self._reseek(size):
                 continue
             try:
@@ -147,7 +147,7 @@ class Cursor:
                 # A later segment means this one is sealed: a bad frame in it is damage, even
                 # its last one. Unless it grew meanwhile (written, then sealed): read again.
                 sealed = self._sealed()
-                if sealed and os.fstat(self._fd).st_size != size:
+                if sealed and file_size(self._fd) != size:
                     continue
                 torn = is_torn_tail(self._fd, bad.offset, size)
                 if not sealed and written_since(self._fd, bad.offset, self._frame_lsn) is not None:
@@ -162,7 +162,7 @@ class Cursor:
             if not self._successor_exists():
                 if not self._sealed():
                     return  # the end of the log
-                if os.fstat(self._fd).st_size != size or self._successor_exists():
+                if file_size(self._fd) != size or self._successor_exists():
                     continue  # appended to, or its successor created, since we looked: again
                 missing = self._segment if self._frame_lsn is None else self._frame_lsn
                 raise CorruptionError(

@@ -35,6 +35,7 @@ from ._format import (
 __all__ = [
     "BadFrame",
     "Frame",
+    "file_size",
     "is_reserve",
     "is_torn_tail",
     "iter_frames",
@@ -59,6 +60,15 @@ class BadFrame(Exception):
         self.offset = offset
         self.lsn = lsn
         self.reason = reason
+
+
+def file_size(fd: int) -> int:
+    """The size of an open file, by `lseek`, not `fstat`: a stat marks the file's times as
+    seen, so the next write stamps them at fine grain and dirties the inode, and the
+    `fdatasync` after it writes the inode too (measured here: about 60 us more a sync of a
+    frame written into the reserve; see docs/benchmarks.md). Readers and writers use `pread`
+    and `pwrite`, so the offset this moves is never read."""
+    return os.lseek(fd, 0, os.SEEK_END)
 
 
 def read_segment_header(fd: int) -> int:
@@ -90,7 +100,7 @@ def written_since(fd: int, offset: int, lsn: int | None) -> Frame | None:
     order, so a frame seen past a bad spot of the last segment means the spot was written
     first: look at it again before calling it damage."""
     try:
-        return read_frame(fd, offset, os.fstat(fd).st_size, lsn)
+        return read_frame(fd, offset, file_size(fd), lsn)
     except BadFrame:
         return None
 

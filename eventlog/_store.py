@@ -5,8 +5,8 @@ Invariants the code keeps:
 1. LSNs are dense from 0: segment ``N.seg`` starts at LSN N, where the one before it ends.
 2. Only the last segment is written, and only under an exclusive `flock` on ``LOCK``, so
    frames of several processes never interleave. Before writing, a process reads the frames
-   others appended since it last held the lock, and follows their rotations (an `fstat` of
-   the segment and a `stat` of its successor's name tell if there are any).
+   others appended since it last held the lock, and follows their rotations (the segment's
+   size, by `lseek`, and a look-up of its successor's name tell if there are any).
 3. A frame is the unit of atomicity: one group commit of whole requests. An append is
    acknowledged only after its frame is written and, in the default mode, synced; a new
    segment's directory entry is fsynced before anything in it is acknowledged. In that mode
@@ -40,7 +40,7 @@ import time
 import uuid
 import warnings
 from collections import Counter, OrderedDict
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple, cast
@@ -82,7 +82,7 @@ from ._index import (
 from ._reader import Cursor
 from ._resolve import Resolver, render_template, session_of
 from ._sealed import SealedSegments
-from ._segment import BadFrame, Frame, is_torn_tail, iter_frames, read_segment_header
+from ._segment import BadFrame, Frame, file_size, is_torn_tail, iter_frames, read_segment_header
 from .errors import (
     AppendConflict,
     CorruptionError,
@@ -198,7 +198,6 @@ class Store:
 
     def __init__(self, path: Path, options: Options) -> None:
         self.path = path
-        self._dir = str(path)
         self.options = options
         self._mutex = threading.RLock()
         self._closed = False
@@ -212,6 +211,7 @@ class Store:
         self._active: _Active | None = None
         self._firsts: list[int] = []  # segments known to this handle (appenders only)
         self._lock_fd = -1
+        self._dir_fd = -1  # the store's directory, to look for a successor segment by name
         self._modes = Modes()
         if options.readonly:
             check_store(path)
@@ -224,6 +224,7 @@ class Store:
         self._modes = Modes.of(path)
         self._lock_fd = open_or_create(path / "LOCK", self._modes.file)
         try:
+            self._dir_fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
             with self._flock():
                 self._recover()
         except BaseException:
@@ -234,14 +235,17 @@ class Store:
 
     @contextlib.contextmanager
     def _flock(self) -> Iterator[None]:
-        try:
-            fcntl.flock(self._lock_fd, fcntl.LOCK_EX)
-        except OSError as exc:
-            raise StoreLocked(f"cannot lock {self.path / 'LOCK'}: {exc}") from exc
+        self._lock_exclusive()
         try:
             yield
         finally:
             fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
+
+    def _lock_exclusive(self) -> None:
+        try:
+            fcntl.flock(self._lock_fd, fcntl.LOCK_EX)
+        except OSError as exc:
+            raise StoreLocked(f"cannot lock {self.path / 'LOCK'}: {exc}") from exc
 
     def close(self) -> None:
         with self._mutex:
@@ -261,6 +265,8 @@ class Store:
             self._sealed.close()
             if self._lock_fd >= 0:
                 os.close(self._lock_fd)
+            if self._dir_fd >= 0:
+                os.close(self._dir_fd)
 
     def _trim_on_close(self) -> None:
         """Cut the reserve off the last segment, so a closed store ends at its last frame.
@@ -272,7 +278,7 @@ class Store:
             return
         try:
             active = self._catch_up(index=False)
-            if os.fstat(active.fd).st_size > active.end:
+            if file_size(active.fd) > active.end:
                 os.ftruncate(active.fd, active.end)
         finally:
             fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
@@ -466,7 +472,7 @@ class Store:
             for event in request.events:
                 resolver.record(event, lsn)
                 lsn += 1
-        _count_types(active.summary.type_counts, (r.events for r in requests))
+        _count_types(active.summary.type_counts, [r.events for r in requests])
         resolver.commit_request()
         resolver.publish(entries)
 
@@ -575,11 +581,14 @@ class Store:
         with self._mutex:
             self._check_usable()
             self.fsync_s = None
-            with self._flock():
+            self._lock_exclusive()  # `_flock` spelled out: this runs once per append
+            try:
                 active = self._catch_up()
                 if active.end >= self.options.segment_bytes:
                     active = self._rotate(active)
                 return self._write_group(active, requests)
+            finally:
+                fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
 
     def _catch_up(self, *, index: bool = True) -> _Active:
         """Take in what other processes appended, following their rotations.
@@ -591,7 +600,7 @@ class Store:
         if index:
             self._ensure_entries(active)
         while True:
-            size = os.fstat(active.fd).st_size
+            size = file_size(active.fd)
             if size < active.end:
                 raise CorruptionError(
                     "segment shrank under the log", str(active.path), size, active.next_lsn
@@ -599,11 +608,13 @@ class Store:
             # Frames are written whole under the lock: a zero magic at the end is our reserve.
             if size > active.end and os.pread(active.fd, 4, active.end) != _NO_FRAME:
                 self._advance(active, size, repair=True)
-            successor = os.path.join(self._dir, segment_name(active.next_lsn))  # hot: no pathlib
             # Not gated on our own segment_bytes: a handle opened with a smaller one may
             # have rotated, and writing on here would fork the LSN chain. A segment without
             # frames was never rotated from: its "successor" would be itself (an endless loop).
-            if active.next_lsn == active.first_lsn or not os.path.exists(successor):
+            # Hot: a name looked up in the open directory, not a path walked from the root.
+            if active.next_lsn == active.first_lsn or not os.access(
+                segment_name(active.next_lsn), os.F_OK, dir_fd=self._dir_fd
+            ):
                 return active
             self._sync_before_leaving(active)
             os.close(active.fd)
@@ -693,7 +704,7 @@ class Store:
         exists (a sealed segment ends at its last frame), or before a frame that is not synced
         at once (INTERVAL, NONE): frames written over zeros and synced together later could
         reach the disk out of order, leaving zeros before an intact frame, which is damage."""
-        if os.fstat(active.fd).st_size > active.end:
+        if file_size(active.fd) > active.end:
             try:
                 os.ftruncate(active.fd, active.end)
                 os.fsync(active.fd)
@@ -706,7 +717,7 @@ class Store:
         overwrite blocks already written and `fdatasync` has no metadata to commit. Never past
         the rotation size: near it (or in a segment smaller than `RESERVE_ALIGN`) and without
         space for it, the frame just appends (and may find the disk full itself)."""
-        size = os.fstat(active.fd).st_size
+        size = file_size(active.fd)
         limit = self.options.segment_bytes // RESERVE_ALIGN * RESERVE_ALIGN
         end = min(-(-(need + _RESERVE_STEP) // RESERVE_ALIGN) * RESERVE_ALIGN, limit)
         if need <= size or need > end:
@@ -781,7 +792,7 @@ class Store:
             unwritten = active.next_lsn
             return [r if _stands(r, unwritten) else exc for r in results]
         group.resolver.publish(entries)
-        _count_types(active.summary.type_counts, (r.events for r in group.accepted))
+        _count_types(active.summary.type_counts, [r.events for r in group.accepted])
         return results
 
     def _take_request(self, group: _Group, request: PendingRequest) -> Appended | EventLogError:
@@ -1010,8 +1021,13 @@ def _keep_times(events: Sequence[ev.EventBase], last_ts: int, now: int) -> None:
         last_ts = event.ts
 
 
-def _count_types(counts: dict[str, int], batches: Iterable[list[ev.Event]]) -> None:
-    """Add the events' tags to `counts` (one Counter pass over their types, in C)."""
+def _count_types(counts: dict[str, int], batches: Sequence[list[ev.Event]]) -> None:
+    """Add the events' tags to `counts` (one Counter pass over their types, in C; a lone
+    event, the commonest frame, without the Counter)."""
+    if len(batches) == 1 and len(batches[0]) == 1:
+        tag = ev.tag_of(type(batches[0][0]))
+        counts[tag] = counts.get(tag, 0) + 1
+        return
     for cls, n in Counter(map(type, itertools.chain.from_iterable(batches))).items():
         tag = ev.tag_of(cls)
         counts[tag] = counts.get(tag, 0) + n

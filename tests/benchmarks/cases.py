@@ -88,6 +88,7 @@ def _single(plan: Plan, scale: Scale) -> CaseResult:
         Side("log.append(event)", "eventlog `append(event)`, FSYNC", s.LogAppendOne),
         Side("raw", "raw loop, fsync per event", s.RawSingle),
         Side("eventsourcing", "eventsourcing SQLite, 1 event/save", s.EsSingle),
+        Side("sqlite3", "sqlite3 WAL FULL, 1 event/commit", s.SqlitePerEvent),
     ]
     samples = run_sides("single", sides, plan)
     rows = rows_for(
@@ -96,6 +97,7 @@ def _single(plan: Plan, scale: Scale) -> CaseResult:
         samples,
         [
             Target("log.add_prompt", "raw", 0.85, "durable single appends, one agent"),
+            Target("log.add_prompt", "sqlite3", 1.2, "durable single appends, one agent"),
             Target("log.add_prompt", "eventsourcing", 1.3, "durable single appends, one agent"),
             Target("log.append(event)", "raw", None, "same, prebuilt events"),
             Target("log.append(event)", "eventsourcing", None, "same, prebuilt events"),
@@ -124,7 +126,9 @@ SINGLE = Case(
     "4-byte length and the compressed body, `os.fsync`. eventsourcing: an `Application` with "
     "`PERSISTENCE_MODULE=eventsourcing.sqlite`, `SQLITE_DBNAME`, `SQLITE_LOCK_TIMEOUT=10`, its "
     "connections set to `synchronous=FULL` (read back), one `Aggregate` per session with a "
-    "`PromptAdded` event carrying a UUID and the text, `app.save(agg)` after every event.",
+    "`PromptAdded` event carrying a UUID and the text, `app.save(agg)` after every event. "
+    "sqlite3: as in `concurrent` below (WAL, synchronous=FULL, one INSERT and one commit per "
+    "event).",
     _single,
 )
 

@@ -526,3 +526,54 @@ def test_async_follow_sees_another_process_promptly(store: Path, rng: random.Ran
             return seen
 
     _check_followed(asyncio.run(main()), batches)
+
+
+def test_an_interrupted_thread_leaves_no_thread_of_its_group_waiting(
+    store: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The threads one commit served wake in a chain, each waking the next. A Ctrl-C in a
+    thread waiting in the middle of that chain (the main thread) is raised once it has woken
+    the next thread, so the threads after it still get their results."""
+    import signal  # noqa: PLC0415
+
+    log = eventlog.open(store)
+    session = log.create_session()
+    in_commit, release = threading.Event(), threading.Event()
+    commit = log._store.commit
+
+    def slow_commit(requests: list[Any]) -> Any:
+        in_commit.set()
+        release.wait(10)
+        return commit(requests)
+
+    monkeypatch.setattr(log._store, "commit", slow_commit)
+    results: dict[str, Any] = {}
+
+    def append(name: str) -> None:
+        results[name] = log.add_prompt(session.id, name)
+
+    threads = {n: threading.Thread(target=append, args=(n,), daemon=True) for n in "abc"}
+    main = threading.main_thread().ident
+    assert main is not None
+
+    def queue_interrupt_release() -> None:
+        time.sleep(0.3)
+        threads["c"].start()  # queued after the main thread
+        time.sleep(0.3)
+        signal.pthread_kill(main, signal.SIGINT)  # the main thread waits in the queue
+        time.sleep(0.3)
+        release.set()
+
+    threads["a"].start()  # a commits alone, held in its commit until `release`
+    assert in_commit.wait(10)
+    threads["b"].start()  # b queues first: it leads the next group and wakes the main thread
+    time.sleep(0.3)
+    helper = threading.Thread(target=queue_interrupt_release, daemon=True)
+    helper.start()
+    with pytest.raises(KeyboardInterrupt):
+        append("main")
+    for thread in (*threads.values(), helper):
+        thread.join(10)
+        assert not thread.is_alive(), "a thread still waits"
+    assert set(results) == {"a", "b", "c"}
+    log.close()

@@ -193,6 +193,34 @@ def test_an_append_not_synced_at_once_trims_the_reserve_first(tmp_path: Path) ->
         assert len(list(log.read())) == n + 1
 
 
+def test_durable_appends_never_stat_the_segment_they_write(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A stat of a file marks its times as seen, so the next write stamps them at fine grain
+    and the `fdatasync` after it writes the inode too: about 60 us more a sync into the
+    reserve (docs/benchmarks.md). The writer sizes its segment with `lseek` instead."""
+    stats: list[int | str] = []
+    fstat, stat = os.fstat, os.stat
+
+    def counted_fstat(fd: int) -> os.stat_result:
+        stats.append(fd)
+        return fstat(fd)
+
+    def counted_stat(path: object, *args: object, **kwargs: object) -> os.stat_result:
+        stats.append(str(path))
+        return stat(path, *args, **kwargs)  # type: ignore[arg-type]
+
+    with eventlog.open(tmp_path / "store") as log:
+        session = log.create_session()
+        log.add_prompt(session.id, "the first append builds what later ones reuse")
+        monkeypatch.setattr(os, "fstat", counted_fstat)
+        monkeypatch.setattr(os, "stat", counted_stat)
+        for n in range(5):
+            log.add_prompt(session.id, f"prompt {n}")
+        monkeypatch.undo()
+    assert stats == []
+
+
 _APPENDER = """
 import sys, eventlog
 with eventlog.open(sys.argv[1]) as log:
