@@ -114,6 +114,8 @@ class Handoffs:
         """Timelines of `sessions` (each with the key of the request that created it) from
         the log: empty for a session it does not hold yet, else read from the LSN its key
         names (where the session began) to the session's last, one pass for all of them."""
+        if not sessions:  # nothing to look up: a flush with nothing buffered reads no log
+            return
         for s in sessions:
             self._sessions[s] = []
         keys = [key_digest(k) for k in sessions.values() if k is not None]

@@ -179,6 +179,18 @@ def test_a_span_whose_parent_is_remote_is_a_local_root(tmp_path: Path) -> None:
         assert [(s.name, s.parent_span_id) for s in spans] == [("POST /chat", f"{0xCD:016x}")]
 
 
+def test_an_exporter_with_nothing_buffered_flushes_quietly_after_its_log_closes(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The SDK shuts its exporters down at exit, often after the app closed the log."""
+    log = eventlog.open(tmp_path / "s")
+    exporter = otel.Exporter(log)
+    log.close()
+    assert exporter.force_flush() is True
+    exporter.shutdown()
+    assert "spans not stored" not in caplog.text
+
+
 def test_an_export_into_a_closed_log_fails_and_says_so(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
