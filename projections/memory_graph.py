@@ -344,7 +344,7 @@ class MemoryGraph(EventLog, GraphReads):
             graph._embedded = _Embedded(graph, db, wait_s, memory_limit, idle_s)
             graph._embedded.open_fold()
         except BaseException:
-            EventLog.close(graph)
+            graph.close()  # the folder lock too, if taken: a failed open holds nothing
             raise
         return graph
 
@@ -422,7 +422,7 @@ class AsyncMemoryGraph(AsyncEventLog):
             )
             await asyncio.to_thread(graph._embedded.open_fold)
         except BaseException:
-            await AsyncEventLog.close(graph)
+            await graph.close()  # as in `MemoryGraph.open`
             raise
         return graph
 
