@@ -111,8 +111,8 @@ class _Embedded:
         self.idle_s = idle_s
         self.shares = shares  # False: a hold lasts until close (the service, which owns it)
         # None: `MEMORY_LIMIT`, and `FOLD_MEMORY_LIMIT` for what does not fit (`_grow`); a
-        # limit given is the limit. A hold that outlives everything (shares=False) keeps any
-        # limit it opens with, so it is given one.
+        # limit given is the limit. The service's graph (shares=False) never grows: it holds
+        # the file for good, and its cursors with it, so it is given its limit.
         self._memory_limit = memory_limit or MEMORY_LIMIT
         self._grows = memory_limit is None and shares
         self._limit = self._memory_limit  # the open file's
