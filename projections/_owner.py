@@ -48,7 +48,7 @@ from ._database import database_path
 from ._erasure import erasure_due
 from ._text_index import TextIndex
 from .errors import DatabaseBusy, ProjectionError
-from .memory_graph import MEMORY_LIMIT, _Embedded
+from .memory_graph import FOLD_MEMORY_LIMIT, _Embedded
 
 __all__ = ["Owner"]
 
@@ -67,7 +67,7 @@ class Owner:
         log: AsyncEventLog,
         database: str | Path | None = None,
         *,
-        memory_limit: str = MEMORY_LIMIT,
+        memory_limit: str = FOLD_MEMORY_LIMIT,
         wait_s: float = 10.0,
         poll_s: float = 0.1,
     ) -> None:

@@ -26,8 +26,9 @@ __all__ = [
     "ensure_schema",
 ]
 
-SCHEMA_VERSION = 2
-"""Bumped whenever a table's columns or a fold's meaning change; an older database is rebuilt."""
+SCHEMA_VERSION = 3
+"""Bumped whenever a table's columns, constraints or a fold's meaning change; an older
+database is rebuilt. 3: the large tables lost their PRIMARY KEY (see `Table`)."""
 
 PROJECTIONS: tuple[Projection, ...] = (
     Conversations(),

@@ -112,13 +112,22 @@ RECORDED = (
 
 
 class Table:
-    """A projection table: its columns, key and DDL, and its Arrow conversion."""
+    """A projection table: its columns, key and DDL, and its Arrow conversion.
+
+    `indexed` declares the key as DuckDB's PRIMARY KEY, an ART index. The large tables do
+    without: the log already makes their keys unique (an id is refused at append if any node
+    has it), the fold applies each event once (its checkpoint moves in the batch's
+    transaction), and their rows go in by LSN, so zone maps on the time-ordered ids (UUIDv7)
+    find a row without an index. An ART index costs every insert of the fold, every
+    checkpoint (which writes it out), and the memory of every node a read loads, which DuckDB
+    keeps for as long as the database is open (docs/benchmarks.md, issue 14).
+    """
 
     def __init__(
         self, name: str, columns: Sequence[Column], key: Sequence[str], *, indexed: bool = True
     ) -> None:
         self.name = name
-        self.indexed = indexed  # False: the key is the fold's, with no index in DuckDB
+        self.indexed = indexed  # False: the key is the fold's, not declared to DuckDB
         self.columns = tuple(columns)
         self.names = tuple(c.name for c in columns)
         self.key = tuple(key)

@@ -50,6 +50,7 @@ HANDOFFS = Table(
         Column("deleted_ts", "BIGINT"),
     ],
     ["id"],
+    indexed=False,  # see `Table`: unique by the log, found by zone maps
 )
 
 AGENT_STATS = """

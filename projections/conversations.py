@@ -37,6 +37,7 @@ PROMPTS = Table(
         Column("deleted_ts", "BIGINT"),
     ],
     ["id"],
+    indexed=False,  # see `Table`: unique by the log, found by zone maps
 )
 
 RESPONSES = Table(
@@ -58,6 +59,7 @@ RESPONSES = Table(
         Column("deleted_ts", "BIGINT"),
     ],
     ["id"],
+    indexed=False,  # see `Table`: unique by the log, found by zone maps
 )
 
 _INSERT_PROMPTS = """

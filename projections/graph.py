@@ -59,6 +59,7 @@ NODES = Table(
         *_COMMON,
     ],
     ["id"],
+    indexed=False,  # see `Table`: unique by the log, found by zone maps
 )
 
 LINEAGE = Table(

@@ -35,7 +35,7 @@ from ._reads import TABLE_OF_TYPE, GraphReader, Hop, Impact
 from ._sandbox import SANDBOX
 from ._schema import checkpoint, ensure_schema
 from ._text_index import drop_index
-from .errors import DatabaseBusy, ProjectionError
+from .errors import DatabaseBusy, FoldFailed, ProjectionError
 from .graph_view import GraphReads, fetch, incoming, outgoing
 from .query import Query
 
@@ -48,9 +48,17 @@ P = ParamSpec("P")
 R = TypeVar("R")
 
 
-MEMORY_LIMIT = "256MB"
-"""DuckDB's memory for an embedded graph, as for the projector: folding one of the largest events
-the log accepts (64 MiB of text) takes about three times its size."""
+MEMORY_LIMIT = "48MB"
+"""DuckDB's memory for an embedded graph on a database file: the cache of blocks its reads keep,
+which fills up to the limit. 48 MB keeps a graph of a million events under 150 MB in all
+(docs/benchmarks.md), and folds ordinary batches."""
+
+FOLD_MEMORY_LIMIT = "256MB"
+"""DuckDB's memory for what does not fit in `MEMORY_LIMIT`: a fold or a read that runs out of
+it runs again once on the file reopened with this limit, kept until the graph lets go of the
+file. Folding one of the largest events the log accepts (64 MiB of text) takes about three
+times its size; it is also the limit of an in-memory graph, whose tables live in it, and of
+the service, which holds its database for good."""
 
 
 IDLE_S = 0.5
@@ -93,7 +101,7 @@ class _Embedded:
         log: LogReader,
         db: Path,
         wait_s: float,
-        memory_limit: str,
+        memory_limit: str | None,
         idle_s: float = IDLE_S,
         *,
         shares: bool = True,
@@ -103,7 +111,12 @@ class _Embedded:
         self.wait_s = wait_s
         self.idle_s = idle_s
         self.shares = shares  # False: a hold lasts until close (the service, which owns it)
-        self._memory_limit = memory_limit
+        # None: `MEMORY_LIMIT`, and `FOLD_MEMORY_LIMIT` for what does not fit (`_grow`); a
+        # limit given is the limit. The service's graph (shares=False) never grows: it holds
+        # the file for good, and its cursors with it, so it is given its limit.
+        self._memory_limit = memory_limit or MEMORY_LIMIT
+        self._grows = memory_limit is None and shares
+        self._limit = self._memory_limit  # the open file's
         self._mutex = threading.RLock()
         self._changed = threading.Condition(self._mutex)  # a read ended, or the graph closed
         self.batch_events = BATCH_EVENTS
@@ -119,7 +132,8 @@ class _Embedded:
         # The caller's SQL runs on this instance too (`sql`, `rows`): it is sandboxed from the
         # start, since the fold needs no files (it spills to DuckDB's own temporary files).
         if str(db) == ":memory:":  # private to this handle: nobody to share with, never let go
-            self.con = duckdb.connect(config={"memory_limit": memory_limit, **SANDBOX})  # no WAL
+            limit = memory_limit or FOLD_MEMORY_LIMIT  # the tables live in it
+            self.con = duckdb.connect(config={"memory_limit": limit, **SANDBOX})  # no WAL
             ensure_schema(self.con)
             self._reader = GraphReader(self.con)
             return
@@ -147,6 +161,7 @@ class _Embedded:
                 memory_limit=self._memory_limit,
                 sandbox=True,
             )  # DuckDB's checkpoint threshold stays: data not yet checkpointed stays in memory
+            self._limit = self._memory_limit
             try:
                 folded = self._prepare(con)
             except BaseException:
@@ -225,8 +240,12 @@ class _Embedded:
                 if self.con is not None and erasure_due(self.db.parent, self.db):
                     self._let_go()  # an erasure: the file goes at the next hold (just below)
                 reader = self._hold(self.wait_s if wait_s is None else wait_s)
-                self.refresh(reader.con)
-                result = fn(reader)
+                try:
+                    result = self._fold_and_read(reader, fn)
+                except (duckdb.OutOfMemoryException, FoldFailed) as exc:
+                    if not self._may_grow(exc):
+                        raise
+                    result = self._fold_and_read(self._grow(), fn)
                 if isinstance(result, duckdb.DuckDBPyRelation):
                     self._relations.add(result)  # its cursor reads the file until it is garbage
                 return result
@@ -237,6 +256,44 @@ class _Embedded:
                 if self.shares and self._gate is not None and self._gate.readers_waiting():
                     self._let_go()  # someone waits: their turn now, ours again on the next read
                 self._changed.notify_all()
+
+    def _fold_and_read(self, reader: GraphReader, fn: Callable[[GraphReader], R]) -> R:
+        self.refresh(reader.con)
+        return fn(reader)
+
+    def _may_grow(self, exc: BaseException) -> bool:
+        """Whether `exc` is DuckDB running out of memory under `MEMORY_LIMIT`, with a limit
+        to grow to: nothing of the read is lost, and a failed batch was rolled back."""
+        cause = exc.__cause__ if isinstance(exc, FoldFailed) else exc
+        return (
+            isinstance(cause, duckdb.OutOfMemoryException)
+            and self._grows
+            and self._limit != FOLD_MEMORY_LIMIT
+            and not self._relations  # their cursors read the open file
+        )
+
+    def _grow(self) -> GraphReader:
+        """Reopen the file with `FOLD_MEMORY_LIMIT` for the rest of this hold: the sandbox
+        locks the open instance's settings, so a limit changes only with the instance. The
+        gate stays held throughout; if the file cannot be opened again, it is released."""
+        assert self.con is not None and self._reader is not None and self._gate is not None
+        self.con.close()
+        self.con = None
+        try:
+            con = open_database(
+                self.db,
+                read_only=False,
+                timeout=self.wait_s,
+                waiting=_FOREIGN,
+                memory_limit=FOLD_MEMORY_LIMIT,
+                sandbox=True,
+            )
+        except BaseException:
+            self._gate.release()
+            raise
+        self.con = self._reader.con = con
+        self._limit = FOLD_MEMORY_LIMIT
+        return self._reader
 
     def open_fold(self) -> None:
         """Fold the backlog at open if the database is free; if another process holds it,
@@ -328,7 +385,7 @@ class MemoryGraph(EventLog, GraphReads):
         *,
         database: str | os.PathLike[str] | None = None,
         wait_s: float = 10.0,
-        memory_limit: str = MEMORY_LIMIT,
+        memory_limit: str | None = None,
         idle_s: float = IDLE_S,
         **overrides: Any,
     ) -> Self:
@@ -339,14 +396,15 @@ class MemoryGraph(EventLog, GraphReads):
         The graph opens the database file only to read, and lets go of it once a reader in
         another process waits, or after `idle_s` without a read. A read waits up to `wait_s`
         for readers in other processes (`DatabaseBusy` after). `memory_limit` bounds DuckDB's
-        memory (it spills to disk beyond it); raise it for heavy analytical SQL through `sql`."""
+        memory (it spills to disk beyond it); by default `MEMORY_LIMIT`, and a fold or read
+        that does not fit runs again under `FOLD_MEMORY_LIMIT` (``":memory:"``: that one)."""
         graph = super().open(path, options, **overrides)
         try:
             db = Path(":memory:") if str(database) == ":memory:" else database_path(path, database)
             graph._embedded = _Embedded(graph, db, wait_s, memory_limit, idle_s)
             graph._embedded.open_fold()
         except BaseException:
-            EventLog.close(graph)
+            graph.close()  # the folder lock too, if taken: a failed open holds nothing
             raise
         return graph
 
@@ -410,7 +468,7 @@ class AsyncMemoryGraph(AsyncEventLog):
         *,
         database: str | os.PathLike[str] | None = None,
         wait_s: float = 10.0,
-        memory_limit: str = MEMORY_LIMIT,
+        memory_limit: str | None = None,
         idle_s: float = IDLE_S,
         **overrides: Any,
     ) -> Self:
@@ -424,7 +482,7 @@ class AsyncMemoryGraph(AsyncEventLog):
             )
             await asyncio.to_thread(graph._embedded.open_fold)
         except BaseException:
-            await AsyncEventLog.close(graph)
+            await graph.close()  # as in `MemoryGraph.open`
             raise
         return graph
 

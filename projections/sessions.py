@@ -39,6 +39,7 @@ SESSIONS = Table(
         Column("deleted_ts", "BIGINT"),
     ],
     ["id"],
+    indexed=False,  # see `Table`: unique by the log, found by zone maps
 )
 
 _S = SESSIONS.index

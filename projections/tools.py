@@ -36,6 +36,7 @@ TOOL_INVOCATIONS = Table(
         Column("retry_count", "BIGINT", "NOT NULL"),  # attempts are retry_count + 1
     ],
     ["id"],
+    indexed=False,  # see `Table`: unique by the log, found by zone maps
 )
 
 _INSERT = """

@@ -19,6 +19,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -1261,14 +1262,22 @@ def test_a_fork_reads_its_parents_history_up_to_the_fork_point(graph: MemoryGrap
 @pytest.mark.slow
 def test_embedded_graph_folds_prompts_at_the_largest_request(tmp_path: Path) -> None:
     """One prompt of the largest size the log accepts did not fit in the embedded graph's
-    64 MB of DuckDB memory: every read failed. Its default is the projector's 256 MB now."""
+    64 MB of DuckDB memory: every read failed. The graph reads under 48 MB now, and folds
+    what does not fit there again under 256 MB, until it lets go of the file."""
     size = eventlog.Options().max_request_bytes - 1024
-    with MemoryGraph.open(tmp_path / "store") as graph:
+    limit = "SELECT current_setting('memory_limit')"
+    with MemoryGraph.open(tmp_path / "store", idle_s=0.05) as graph:
         session = graph.create_session()
+        assert graph.rows(limit) == [("45.7 MiB",)]  # 48 MB
         for letter in "ab":
             graph.add_prompt(session.id, letter * size)
         query = "SELECT left(content, 1), length(content) FROM prompts ORDER BY lsn"
         assert graph.sql(query).fetchall() == [("a", size), ("b", size)]
+        assert graph.rows(limit) == [("244.1 MiB",)]  # 256 MB
+        time.sleep(0.5)  # idle: the graph lets go of the file, and reopens it under 48 MB
+        assert graph.rows(limit) == [("45.7 MiB",)]
+        assert graph.rows(query) == [("a", size), ("b", size)]  # a read runs again too
+        assert graph.rows(limit) == [("244.1 MiB",)]
 
 
 _READS_ONLY = """
