@@ -112,6 +112,25 @@ _DOWN_HINTS = {
     "INVOKES": "tool_invocations",
 }
 
+
+def _union_selects(*parts: tuple[str, type[msgspec.Struct]]) -> list[str]:
+    """One SELECT per (table, Struct), each of every Struct's fields by name (NULL where a
+    table has none) after a first column naming the part, so their UNION ALL reads rows of
+    several tables in one statement, and each row converts to its Struct (`from_row` drops
+    NULLs)."""
+    columns = [cls.__struct_fields__ for _, cls in parts]
+    names = list(dict.fromkeys(c for own in columns for c in own))
+    return [
+        f"SELECT {i} AS part, "
+        + ", ".join(c if c in own else f"NULL AS {c}" for c in names)
+        + f" FROM {table}"
+        for i, ((table, _), own) in enumerate(zip(parts, columns, strict=True))
+    ]
+
+
+_TURN_PROMPTS, _TURN_RESPONSES = _union_selects(("prompts", n.Prompt), ("responses", n.Response))
+
+
 # Lineage runs from what is derived to what it derives from. Every edge type points that way
 # (a response RESPONDS_TO its prompt) except INVOKES, which points from a response to the
 # tool call it caused.
@@ -174,17 +193,25 @@ class GraphReader:
         return node if include_deleted or node.deleted_ts is None else None
 
     def _load_node(self, node_id: uuid.UUID) -> n.Node | None:
+        table = self._table_of(node_id)
+        return None if table is None else self._load_from(table, node_id)
+
+    def _table_of(self, node_id: uuid.UUID, *, live: bool = False) -> str | None:
+        """The table holding the id (with `live`, only a live node's), in one probe of each
+        node table's key. Two statements (this, then the row) cost less than one that
+        fetches the row from whichever table has it: DuckDB plans and fetches every
+        table's columns for that (`UNION ALL BY NAME`, or a row as JSON, measured)."""
         union = " UNION ALL ".join(
             f"SELECT {i} FROM {table} WHERE id = {_sql(node_id)}"
+            + (f" AND deleted_ts IS NULL{_current(table)}" if live else "")
             for i, (table, _) in enumerate(_NODE_TABLES)
         )
         found = self.con.execute(f"{union} LIMIT 1").fetchall()
-        if not found:
-            return None
-        table, cls = _NODE_TABLES[found[0][0]]
-        current = " AND is_current" if table == "templates" else ""
-        sql = f"SELECT * FROM {table} WHERE id = {_sql(node_id)}{current}"
-        nodes = self._structs(cls, sql)
+        return _NODE_TABLES[found[0][0]][0] if found else None
+
+    def _load_from(self, table: str, node_id: uuid.UUID) -> n.Node | None:
+        sql = f"SELECT * FROM {table} WHERE id = {_sql(node_id)}{_current(table)}"
+        nodes = self._structs(_CLASS_OF_TABLE[table], sql)
         return nodes[0] if nodes else None
 
     def get_nodes_batch(self, ids: Sequence[uuid.UUID]) -> list[n.Node | None]:
@@ -214,8 +241,15 @@ class GraphReader:
     # -- sessions and templates ---------------------------------------------------------------
 
     def get_session(self, session_id: uuid.UUID) -> n.Session:
-        node = self.get_node(session_id)
-        if not isinstance(node, n.Session):
+        """The live session; read from `sessions` alone, as `get_node` would find it there
+        (no probe of the other tables: a context window's first statement)."""
+        _check_id(session_id)
+        node = self._nodes.get(session_id)
+        if node is None:
+            node = self._load_from("sessions", session_id)
+            if node is not None:
+                self._nodes.put(session_id, node)
+        if not isinstance(node, n.Session) or node.deleted_ts is not None:
             raise NotFound(f"no session {session_id}")
         return node
 
@@ -285,22 +319,31 @@ class GraphReader:
         return [*self._history(parent, need, cut), *own]
 
     def _turns(self, session_id: uuid.UUID, last: int | None, upto: int | None) -> list[n.Turn]:
-        bound = "" if upto is None else f" AND lsn <= {int(upto)}"
-        limit = "" if last is None else f" ORDER BY lsn DESC LIMIT {int(last)}"
-        session = _sql(session_id)
-        prompts = self._structs(
-            n.Prompt,
-            f"SELECT * FROM prompts WHERE session_id = {session} AND deleted_ts IS NULL"
-            f"{bound}{limit}",
+        """The session's last `last` turns (None: all) up to LSN `upto`, in two statements:
+        the window's first LSN from the narrow `(session_id, lsn)` columns, then its prompts
+        and responses together. Both are bounded by literals, so zone maps prune row groups;
+        an `ORDER BY lsn DESC LIMIT` over whole rows would instead be planned as a Top-N
+        that joins back on `rowid` and reads every column of a whole row group."""
+        live = f"session_id = {_sql(session_id)} AND deleted_ts IS NULL"
+        if upto is not None:
+            live += f" AND lsn <= {int(upto)}"
+        if last is not None:
+            found = self.con.execute(
+                f"SELECT lsn FROM prompts WHERE {live} ORDER BY lsn DESC LIMIT {int(last)}"
+            ).fetchall()
+            if not found:
+                return []
+            live += f" AND lsn >= {int(found[-1][0])}"
+        names, rows = self._rows(
+            f"{_TURN_PROMPTS} WHERE {live} UNION ALL {_TURN_RESPONSES} WHERE {live} ORDER BY lsn"
         )
-        prompts.sort(key=lambda p: p.lsn)
-        if not prompts:
-            return []
-        responses = self._structs(  # the session's, from its first prompt in the window on
-            n.Response,
-            f"SELECT * FROM responses WHERE session_id = {session} AND deleted_ts IS NULL "
-            f"AND lsn >= {int(prompts[0].lsn)}{bound} ORDER BY lsn",
-        )
+        prompts: list[n.Prompt] = []
+        responses: list[n.Response] = []
+        for row in rows:  # column 0 says which table the row is from
+            if row[0] == 0:
+                prompts.append(n.from_row(n.Prompt, names[1:], row[1:]))
+            else:
+                responses.append(n.from_row(n.Response, names[1:], row[1:]))
         by_prompt: dict[uuid.UUID, list[n.Response]] = {p.id: [] for p in prompts}
         for r in responses:
             if r.prompt_id in by_prompt:  # (a later response to an earlier prompt: not a turn here)
@@ -339,10 +382,12 @@ class GraphReader:
         self, start: uuid.UUID, depth: int, types: list[str] | None, *, up: bool
     ) -> list[Hop]:
         seen = {start}
-        first = self.get_node(start)
-        frontier: list[tuple[uuid.UUID, str | None]] = [
-            (start, None if first is None else TABLE_OF_TYPE[_type_of(first)][0])
-        ]
+        first = self._nodes.get(start)  # only its table matters: a cold walk asks only that
+        if first is not None:
+            table = None if first.deleted_ts is not None else TABLE_OF_TYPE[_type_of(first)][0]
+        else:
+            table = self._table_of(start, live=True)
+        frontier: list[tuple[uuid.UUID, str | None]] = [(start, table)]
         hints = _UP_HINTS if up else _DOWN_HINTS
         reached: list[tuple[int, uuid.UUID, n.Edge]] = []
         for level in range(1, depth + 1):
@@ -413,9 +458,8 @@ class GraphReader:
                 by_table.setdefault(table, []).append(node_id)
         for table, ids in by_table.items():
             cls = _CLASS_OF_TABLE[table]
-            current = " AND is_current" if table == "templates" else ""
             sql = " UNION ALL ".join(
-                f"SELECT * FROM {table} WHERE id = '{node_id}'{current}" for node_id in ids
+                f"SELECT * FROM {table} WHERE id = '{node_id}'{_current(table)}" for node_id in ids
             )
             for node in self._structs(cls, sql):
                 self._nodes.put(node.id, node)
@@ -445,6 +489,11 @@ class GraphReader:
             kinds.get("response", []),
             kinds.get("tool_invocation", []),
         )
+
+
+def _current(table: str) -> str:
+    """The filter that picks a template's current version (its row as a node)."""
+    return " AND is_current" if table == "templates" else ""
 
 
 def _sql(value: uuid.UUID) -> str:

@@ -1,0 +1,158 @@
+"""Context windows, threads and lineage walks answer as the statements they replaced did.
+
+`Reference` is a `GraphReader` with the earlier statements of the reads issue 14 made
+cheaper (`_turns` as a Top-N of whole prompts, then the responses; `get_session` and a
+walk's first node through `get_node`'s probe of every node table). Seeded random stores
+with the shapes those statements must agree on (forks at prompts and responses, several
+responses to a prompt, late responses to earlier prompts, tombstones of prompts,
+responses, sessions and templates, template versions, custom edges, INVOKES among them)
+are read both ways, fresh and then from the caches, and every answer must be equal.
+"""
+
+from __future__ import annotations
+
+import random
+import uuid
+from collections.abc import Callable
+from operator import methodcaller
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import eventlog
+from eventlog import TokenUsage, VariableSpec
+from projections import MemoryGraph, NotFound, Prompt, Response, Session, Turn
+from projections._reads import TABLE_OF_TYPE, GraphReader, _type_of
+
+FAST: dict[str, Any] = {"durability": eventlog.Durability.NONE}
+
+
+class Reference(GraphReader):
+    """The reads as they were before the statements were narrowed and merged."""
+
+    def get_session(self, session_id: uuid.UUID) -> Session:
+        node = self.get_node(session_id)
+        if not isinstance(node, Session):
+            raise NotFound(f"no session {session_id}")
+        return node
+
+    def _table_of(self, node_id: uuid.UUID, *, live: bool = False) -> str | None:
+        if not live:
+            return super()._table_of(node_id)
+        node = self.get_node(node_id)
+        return None if node is None else TABLE_OF_TYPE[_type_of(node)][0]
+
+    def _turns(self, session_id: uuid.UUID, last: int | None, upto: int | None) -> list[Turn]:
+        bound = "" if upto is None else f" AND lsn <= {int(upto)}"
+        limit = "" if last is None else f" ORDER BY lsn DESC LIMIT {int(last)}"
+        session = f"'{session_id}'"
+        prompts: list[Prompt] = self._structs(
+            Prompt,
+            f"SELECT * FROM prompts WHERE session_id = {session} AND deleted_ts IS NULL"
+            f"{bound}{limit}",
+        )
+        prompts.sort(key=lambda p: p.lsn)
+        if not prompts:
+            return []
+        responses: list[Response] = self._structs(
+            Response,
+            f"SELECT * FROM responses WHERE session_id = {session} AND deleted_ts IS NULL "
+            f"AND lsn >= {int(prompts[0].lsn)}{bound} ORDER BY lsn",
+        )
+        by_prompt: dict[uuid.UUID, list[Response]] = {p.id: [] for p in prompts}
+        for r in responses:
+            if r.prompt_id in by_prompt:
+                by_prompt[r.prompt_id].append(r)
+        return [Turn(p, by_prompt[p.id]) for p in prompts]
+
+
+def build(g: MemoryGraph, rng: random.Random) -> tuple[list[uuid.UUID], list[uuid.UUID]]:
+    """A random store; returns its sessions and every other node id (deleted ones too).
+    A step the log refuses (a reference to a deleted node) writes nothing and is skipped."""
+    agents = [g.add_agent(f"agent-{i}", "worker") for i in range(3)]
+    base = g.create_template("base", "Hello {name}", [VariableSpec(name="name")])
+    child = g.create_template_from_parent(base, "child", "Hi {name}!")
+    g.update_template(base, "Hello again {name}")
+    templates = [base, child]
+    sessions = [g.create_session().id for _ in range(4)]
+    nodes: list[uuid.UUID] = [*agents, *templates]
+    own: dict[uuid.UUID, list[uuid.UUID]] = {s: [] for s in sessions}  # prompts, responses
+    prompts: dict[uuid.UUID, list[uuid.UUID]] = {s: [] for s in sessions}
+    for step in range(80):
+        s = rng.choice(sessions)
+        roll = rng.random()
+        try:
+            if roll < 0.45 or not prompts[s]:
+                kw: dict[str, Any] = {}
+                if rng.random() < 0.3:
+                    kw = {"template_id": rng.choice(templates), "variables": {"name": f"n{step}"}}
+                if prompts[s] and rng.random() < 0.3:
+                    kw["parent_prompt_id"] = rng.choice(prompts[s])
+                p = g.add_prompt(s, "" if "template_id" in kw else f"q{step}", **kw)
+                prompts[s].append(p)
+                own[s].append(p)
+                nodes.append(p)
+                if rng.random() < 0.5:
+                    g.assign_agent_to_prompt(p, rng.choice(agents))
+            elif roll < 0.8:  # to the last prompt, or a late answer to an earlier one
+                p = prompts[s][-1] if rng.random() < 0.7 else rng.choice(prompts[s])
+                r = g.add_response(p, f"a{step}", TokenUsage(step, 2 * step))
+                own[s].append(r)
+                nodes.append(r)
+                if rng.random() < 0.3:
+                    nodes.append(g.add_tool_invocation(r, "search", {"q": step}))
+                if rng.random() < 0.2:
+                    g.transfer_to_agent(r, rng.choice(agents), reason="busy")
+            elif roll < 0.87:  # at a prompt, at a response, or all the parent has
+                fork = g.fork_session(s, fork_point=rng.choice([None, *own[s]])).id
+                sessions.append(fork)
+                own[fork], prompts[fork] = [], []
+            elif roll < 0.92:
+                a, b = rng.sample(nodes, 2)
+                g.add_edge(a, b, rng.choice(["INVOKES", "CITES", "FOLLOWS"]), {"step": step})
+            else:
+                g.delete_node(rng.choice([*nodes[3:], *sessions[1:]]))
+        except eventlog.EventLogError:
+            continue
+    return sessions, nodes
+
+
+def both(g: MemoryGraph, read: Callable[[GraphReader], Any]) -> tuple[Any, Any]:
+    """The answers of a fresh `GraphReader` and a fresh `Reference` on the graph's database,
+    each asked twice (the second from its caches). Fresh: a walk's `Hop.node` for a custom
+    edge of a built-in type (FOLLOWS to a response) depends on what a reader has cached,
+    before and after this change alike."""
+
+    def compare(reader: GraphReader) -> tuple[Any, Any]:
+        new, old = GraphReader(reader.con), Reference(reader.con)
+        return [answer(read, new), answer(read, new)], [answer(read, old), answer(read, old)]
+
+    return g._run(compare)
+
+
+def answer(read: Callable[[GraphReader], Any], reader: GraphReader) -> Any:
+    try:
+        return read(reader)
+    except NotFound as exc:
+        return ("NotFound", str(exc))
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_windows_threads_and_walks_answer_as_the_statements_they_replaced(
+    store: Path, seed: int
+) -> None:
+    rng = random.Random(seed)
+    with MemoryGraph.open(store, **FAST) as g:
+        sessions, nodes = build(g, rng)
+        reads: list[Callable[[GraphReader], Any]] = []
+        for s in [*sessions, nodes[-1], uuid.uuid4()]:  # a prompt and an unknown id too
+            reads.append(methodcaller("conversation_thread", s))
+            reads += [methodcaller("context_window", s, k) for k in (1, 2, 3, 10)]
+        for node in nodes:
+            for depth in (1, 3, 5):
+                reads.append(methodcaller("ancestors", node, depth))
+                reads.append(methodcaller("descendants", node, depth))
+        for read in reads:
+            new, old = both(g, read)
+            assert new == old
