@@ -526,9 +526,10 @@ class Store:
         if self._sealed_bound is None:
             self._sealed_bound = self._sealed.max_key(self._firsts[:-1])
         bound = self._sealed_bound
-        return not keys or min(keys) > bound or all(
-            self._lookup_sealed(key, active.first_lsn) is None for key in keys if key <= bound
-        )
+        if not keys or min(keys) > bound:
+            return True
+        older = (key for key in keys if key <= bound)
+        return all(self._lookup_sealed(key, active.first_lsn) is None for key in older)
 
     def _lookup_sealed(self, key: int, before: int) -> Entry | None:
         """An id's state in the sealed segments before `before`, newest first."""
