@@ -245,3 +245,38 @@ def test_a_bulk_request_takes_the_short_ways(
     assert stored[2].session_id == session  # type: ignore[attr-defined]
     log.append([ev.PromptAdded(id=uuid.uuid4(), session_id=session, content="q") for _ in "ab"])
     assert len(taken) == 2  # a small request goes the long way, as an agent's always did
+
+
+EDGES = {  # field -> (a value at the limit, one past it)
+    "metadata": (nested(64), nested(65)),
+    "occurred_at": (2**63 - 1, 2**63),
+    "latency_ms": (1e308, math.inf),
+    "usage": (ev.TokenUsage(2**63 - 1, 0), ev.TokenUsage(0, 2**63)),
+}
+
+
+@pytest.mark.parametrize("field", sorted(EDGES))
+def test_a_bulk_request_keeps_each_limit_and_its_message(
+    log: eventlog.EventLog, field: str
+) -> None:
+    """The column check's edges are the walk's: at the limit, a bulk request is stored; one
+    past it, it is refused with the message the same event gets alone."""
+    session = log.create_session().id
+    prompts = [ev.PromptAdded(id=uuid.uuid4(), session_id=session, content="q") for _ in range(20)]
+    log.append(prompts)
+
+    def batch(value: object) -> list[ev.EventBase]:
+        responses = [
+            ev.ResponseAdded(id=uuid.uuid4(), prompt_id=p.id, content="a") for p in prompts
+        ]
+        responses[7] = msgspec.structs.replace(responses[7], **{field: value})
+        return list(responses)
+
+    good, bad = EDGES[field]
+    assert len(log.append(batch(good)).events) == len(prompts)
+    with pytest.raises(eventlog.InvalidEvent) as alone:
+        log.append(batch(bad)[7])
+    with pytest.raises(eventlog.InvalidEvent) as in_bulk:
+        log.append(batch(bad))
+    assert str(in_bulk.value) == str(alone.value)
+    assert field.split("_", maxsplit=1)[0] in str(alone.value)
