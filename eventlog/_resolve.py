@@ -177,9 +177,7 @@ class Resolver:
             new = [e.id.int for e in events]  # type: ignore[attr-defined]
         except AttributeError:  # an event without an id: not one of the three
             return False
-        if len(set(new)) != len(new) or not self._request.keys().isdisjoint(new):
-            return False
-        if not self.staged.keys().isdisjoint(new) or not self._absent(new):
+        if not self._all_new(new):
             return False
         made: dict[int, Entry] = {}
         touched: dict[int, int] = {}
@@ -221,6 +219,16 @@ class Resolver:
         self._request_touched.update(touched)
         self._request_pending.update(zip(range(first_lsn, lsn), events, strict=True))
         return True
+
+    def _all_new(self, keys: list[int]) -> bool:
+        """True if `keys` are distinct and none is known, staged or in the index: what `new`
+        checks of each id, in a few set operations."""
+        return (
+            len(set(keys)) == len(keys)
+            and self._request.keys().isdisjoint(keys)
+            and self.staged.keys().isdisjoint(keys)
+            and self._absent(keys)
+        )
 
     def record(self, event: ev.EventBase, lsn: int) -> None:
         """Stage the index entries an (already valid) event implies."""
