@@ -58,9 +58,6 @@ class Known:
             ev.NodeDeleted(node_id=self.deleted_prompt),
         ]
 
-    def all(self) -> list[uuid.UUID]:
-        return [v for v in vars(self).values() if isinstance(v, uuid.UUID)]
-
 
 KNOWN = Known()
 
