@@ -40,7 +40,7 @@ import time
 import uuid
 import warnings
 from collections import Counter, OrderedDict
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple, cast
@@ -534,6 +534,22 @@ class Store:
             return found
         return self._lookup_sealed(key, active.first_lsn)
 
+    def _absent(self, keys: Collection[int]) -> bool:
+        """True if the index holds none of `keys` (`_lookup` of each is None), in one set
+        operation on the active segment's entries while every key is newer than the sealed
+        segments' (new ids are time-ordered): what a bulk append's new ids need."""
+        active = self._active
+        assert active is not None and active.entries is not None
+        if not active.entries.keys().isdisjoint(keys):
+            return False
+        if self._sealed_bound is None:
+            self._sealed_bound = self._sealed.max_key(self._firsts[:-1])
+        bound = self._sealed_bound
+        if not keys or min(keys) > bound:
+            return True
+        older = (key for key in keys if key <= bound)
+        return all(self._lookup_sealed(key, active.first_lsn) is None for key in older)
+
     def _lookup_sealed(self, key: int, before: int) -> Entry | None:
         """An id's state in the sealed segments before `before`, newest first."""
         sealed = [f for f in self._firsts if f < before]
@@ -775,7 +791,7 @@ class Store:
         self, active: _Active, requests: list[PendingRequest]
     ) -> list[Appended | EventLogError]:
         entries = self._ensure_entries(active)
-        resolver = Resolver(self._lookup, self.event_at)
+        resolver = Resolver(self._lookup, self.event_at, self._absent)
         group = _Group(resolver, time.time_ns(), active.last_ts, active.next_lsn)
         results: list[Appended | EventLogError] = []
         for request in requests:
@@ -839,10 +855,10 @@ class Store:
             resolver.put(key, Entry(KIND_KEY, 0, first_lsn, digest))
         if request.keep_ts:
             _keep_times(request.events, last_ts, now)
-        for i, event in enumerate(request.events):
-            if not request.keep_ts:
+        else:
+            for event in request.events:
                 event.ts = now
-            resolver.resolve(event, first_lsn + i)
+        resolver.resolve_all(request.events, first_lsn)
         if request.expect_session_lsn is not None:
             self._check_session(resolver, request)
         return Appended(first_lsn, request.events)
