@@ -604,14 +604,22 @@ def test_two_prompts_at_the_largest_request_fold(store: Path) -> None:
     assert done.stdout.splitlines()[1:] == [f"a,{size}", f"b,{size}"]
 
 
-def _file_size_limit(limit: int) -> Callable[[], None]:
-    """For a child: writes past `limit` bytes fail with EFBIG (a full disk, even for root)."""
+def project_under_size_limit(store: Path, limit: int) -> subprocess.CompletedProcess[str]:
+    """`lmg project` in a child whose writes past `limit` bytes fail with EFBIG (a full
+    disk, even for root)."""
 
     def apply() -> None:
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # or the kernel kills the writer
         resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
 
-    return apply
+    return subprocess.run(
+        [str(LMG), "project", str(store), "--snapshot-every", "0"],
+        capture_output=True,
+        text=True,
+        timeout=WAIT_S,
+        check=False,
+        preexec_fn=apply,
+    )
 
 
 @pytest.mark.slow
@@ -626,14 +634,7 @@ def test_failed_commit_reports_its_cause(store: Path) -> None:
         log.add_prompts_batch([(session.id, f"{n} " + "y" * 4096) for n in range(2_000)])
     database = store / projections.DATABASE_FILE
     limit = max(database.stat().st_size, 1 << 20) + 256 * 1024  # the WAL needs 8 MB
-    done = subprocess.run(
-        [str(LMG), "project", str(store), "--snapshot-every", "0"],
-        capture_output=True,
-        text=True,
-        timeout=WAIT_S,
-        check=False,
-        preexec_fn=_file_size_limit(limit),
-    )
+    done = project_under_size_limit(store, limit)
     line = one_line_error(done, "cannot commit LSNs 1..2000")
     assert "File too large" in line or "No space" in line, line
     assert "no transaction is active" not in line

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import random
 import shutil
-import subprocess
 from pathlib import Path
 
 import duckdb
@@ -19,9 +18,8 @@ import zstandard
 
 import eventlog
 import projections
-from tests._processes import LMG, WAIT_S
 
-from .test_projector import _file_size_limit, lmg, new_store, one_line_error
+from .test_projector import lmg, new_store, one_line_error, project_under_size_limit
 
 GOLDEN = Path(__file__).with_name("golden")
 GOLDEN_STORE = Path(__file__).parents[1] / "eventlog" / "golden" / "store"
@@ -102,14 +100,7 @@ def test_a_batch_whose_commit_failed_is_folded_once(tmp_path: Path) -> None:
         session = log.create_session()
         log.add_prompts_batch([(session.id, f"{n} " + "y" * 4096) for n in range(2_000)])
     limit = database.stat().st_size + 256 * 1024
-    done = subprocess.run(
-        [str(LMG), "project", str(store), "--snapshot-every", "0"],
-        capture_output=True,
-        text=True,
-        timeout=WAIT_S,
-        check=False,
-        preexec_fn=_file_size_limit(limit),
-    )
+    done = project_under_size_limit(store, limit)
     assert done.returncode != 0, done.stderr
     for attempt in range(2):  # the second one has nothing left to fold
         assert lmg("project", store, "--snapshot-every", "0").returncode == 0, attempt
