@@ -24,7 +24,7 @@ import random
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from multiprocessing.queues import Queue
 from multiprocessing.synchronize import Barrier
@@ -528,6 +528,18 @@ def test_async_follow_sees_another_process_promptly(store: Path, rng: random.Ran
     _check_followed(asyncio.run(main()), batches)
 
 
+@pytest.fixture
+def sigint_raises() -> Iterator[None]:
+    """SIGINT raises KeyboardInterrupt, also in a process a shell started in the background
+    (as CI may): such a process ignores SIGINT, and Python then installs no handler."""
+    import signal  # noqa: PLC0415
+
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
+
+
+@pytest.mark.usefixtures("sigint_raises")
 def test_an_interrupted_thread_leaves_no_thread_of_its_group_waiting(
     store: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
