@@ -81,6 +81,11 @@ class _Slot:
     result: Appended | BaseException | None = None
     wake: threading.Lock = field(default_factory=_held_lock)
     next: _Slot | None = None  # the next thread served by the same commit: this one wakes it
+    woken: bool = False  # set before `wake` is released: an interrupt after it ends the wait
+
+    def rouse(self) -> None:
+        self.woken = True
+        self.wake.release()
 
 
 class _GroupCommit:
@@ -112,9 +117,9 @@ class _GroupCommit:
             result = _commit(self._store, [request])[0]
             self._hand_over()
         else:
-            interrupted = _wait(slot.wake)  # served by a leader, or handed the lead
+            interrupted = _wait(slot)  # served by a leader, or handed the lead
             if slot.next is not None:
-                slot.next.wake.release()  # the chain of a commit's threads: see the class
+                slot.next.rouse()  # the chain of a commit's threads: see the class
             if slot.result is None:
                 self._lead(slot)
             if interrupted is not None:
@@ -145,22 +150,26 @@ class _GroupCommit:
             successor = self._queue[0] if self._queue else None
             self._leading = successor is not None
         if first is not None:
-            first.wake.release()
+            first.rouse()
         if successor is not None:
-            successor.wake.release()  # its result is None: it leads the next group
+            successor.rouse()  # its result is None: it leads the next group
 
 
-def _wait(wake: threading.Lock) -> BaseException | None:
-    """Acquire `wake`, and return the interrupt (KeyboardInterrupt) that came meanwhile, if
-    any: it is raised only once this thread has done its part, waking the next thread of its
-    chain or leading, so no other thread waits for it forever (a commit takes milliseconds)."""
+def _wait(slot: _Slot) -> BaseException | None:
+    """Wait until `slot` is roused, and return the interrupt (KeyboardInterrupt) that came
+    meanwhile, if any: it is raised only once this thread has done its part, waking the next
+    thread of its chain or leading, so no other thread waits for it forever (a commit takes
+    milliseconds). An interrupt that lands just after the lock was acquired must not make
+    the thread acquire it again (it would wait for itself): `woken` says it was roused."""
     interrupted = None
     while True:
         try:
-            wake.acquire()
+            slot.wake.acquire()
             return interrupted
         except BaseException as exc:
             interrupted = exc
+            if slot.woken:
+                return interrupted
 
 
 def _commit(store: Store, requests: list[PendingRequest]) -> list[Appended | BaseException]:

@@ -17,6 +17,7 @@ nothing with the test process but the store directory.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import itertools
 import json
 import multiprocessing
@@ -588,4 +589,71 @@ def test_an_interrupted_thread_leaves_no_thread_of_its_group_waiting(
         thread.join(10)
         assert not thread.is_alive(), "a thread still waits"
     assert set(results) == {"a", "b", "c"}
+    log.close()
+
+
+class _LockInterruptedOnceHeld:
+    """A wake-up lock whose first acquire takes the lock, then raises KeyboardInterrupt: a
+    Ctrl-C that lands just after a follower was woken."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._lock.acquire()
+        self._interrupted = False
+
+    def acquire(self) -> bool:
+        self._lock.acquire()
+        if not self._interrupted:
+            self._interrupted = True
+            raise KeyboardInterrupt
+        return True
+
+    def release(self) -> None:
+        self._lock.release()
+
+
+def test_an_interrupt_just_after_a_follower_woke_does_not_leave_it_waiting_for_itself(
+    store: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The follower must not acquire its wake-up lock a second time: it would wait forever."""
+    from eventlog import log as log_module  # noqa: PLC0415
+
+    @dataclasses.dataclass
+    class Slot(log_module._Slot):
+        wake: Any = dataclasses.field(default_factory=_LockInterruptedOnceHeld)
+
+    log = eventlog.open(store)
+    session = log.create_session()
+    in_commit, release = threading.Event(), threading.Event()
+    commit = log._store.commit
+
+    def slow_commit(requests: list[Any]) -> Any:
+        in_commit.set()
+        release.wait(10)
+        return commit(requests)
+
+    monkeypatch.setattr(log._store, "commit", slow_commit)
+    monkeypatch.setattr(log_module, "_Slot", Slot)
+    outcome: dict[str, Any] = {}
+
+    def append(name: str) -> None:
+        try:
+            outcome[name] = log.add_prompt(session.id, name)
+        except KeyboardInterrupt as exc:
+            outcome[name] = exc
+
+    first = threading.Thread(target=append, args=("a",), daemon=True)
+    first.start()  # commits alone, held until `release`
+    assert in_commit.wait(10)
+    second = threading.Thread(target=append, args=("b",), daemon=True)
+    second.start()  # queues: a slot, woken when the lead is handed over
+    deadline = time.monotonic() + 10
+    while not log._committer._queue and time.monotonic() < deadline:
+        time.sleep(0.01)
+    release.set()
+    for thread in (first, second):
+        thread.join(10)
+        assert not thread.is_alive(), "a thread waits for itself"
+    assert isinstance(outcome["b"], KeyboardInterrupt)
+    assert [e.content for _, e in log.read() if hasattr(e, "content")] == ["a", "b"]
     log.close()
