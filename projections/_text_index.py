@@ -26,10 +26,11 @@ What it keeps:
    batch took: the fold never waits for it, and a store that nobody searches through the
    service never has one.
 
-Each row is a prompt's or a response's text, its rowid the LSN of the event that added it
-(unique across both tables), with the node's id beside it (table ``node``): the search reads
-the rows it names by id, through DuckDB's index of the primary key, a few milliseconds for a
-few hundred rows, where reading them by LSN decompresses a block of 2,048 texts for each.
+Each row is a prompt's or a response's text (a deleted one's too: `_ROWS`), its rowid the
+LSN of the event that added it (unique across both tables), with the node's id beside it (table
+``node``): the search reads the rows it names by id, through DuckDB's index of the primary key,
+a few milliseconds for a few hundred rows, where reading them by LSN decompresses a block of
+2,048 texts for each.
 The watermark is the last LSN whose rows it holds.
 """
 
@@ -60,7 +61,7 @@ MAX_GRAMS = 12
 """The most trigrams of a search text a lookup asks for (spread over it): each one more
 narrows the rows less, and costs a posting list read."""
 
-_VERSION = "1"
+_VERSION = "2"  # 2: deleted rows too (a search at an earlier point reads them)
 _SCHEMA = f"""
 CREATE VIRTUAL TABLE IF NOT EXISTS text USING fts5(
     body, content='', tokenize='trigram', detail=none);
@@ -70,10 +71,13 @@ INSERT OR IGNORE INTO meta VALUES ('version', '{_VERSION}'), ('watermark', '-1')
 """
 
 _ROWS = """
-SELECT lsn, id, content FROM prompts WHERE lsn > $lo AND lsn <= $hi AND deleted_ts IS NULL
+SELECT lsn, id, content FROM prompts WHERE lsn > $lo AND lsn <= $hi
 UNION ALL
-SELECT lsn, id, content FROM responses WHERE lsn > $lo AND lsn <= $hi AND deleted_ts IS NULL
+SELECT lsn, id, content FROM responses WHERE lsn > $lo AND lsn <= $hi
 """
+"""Every row, deleted ones too: the index is the live store's, and a search at an earlier
+point (the web view's time slider) reads the rows it names there, where a row deleted since
+was live."""
 
 
 def index_path(db: str | os.PathLike[str]) -> Path:
