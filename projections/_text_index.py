@@ -16,6 +16,8 @@ What it keeps:
    of the size and of the build time of ``detail=full``, and the verification in DuckDB
    makes positions unneeded). Missing, it is built again; damaged (SQLite says so), it is
    deleted and built again; a lookup that fails answers nothing and the search reads the text.
+   A symbolic link at any of its files is never opened (nor removed: someone put it there):
+   lookups answer nothing, and the service's log says once why it is not kept.
    Backups and snapshots do not carry it.
 3. **Erased text leaves with the database.** Whoever deletes the database for an erasure
    (`_erasure.apply_pending`), or empties it for another history, deletes this file too
@@ -46,6 +48,7 @@ from pathlib import Path
 import duckdb
 
 from eventlog._files import Modes, create_file, refuse_link
+from eventlog.errors import UnsafeStore
 
 __all__ = ["BATCH_EVENTS", "MAX_CANDIDATES", "TextIndex", "drop_index", "index_path"]
 
@@ -119,7 +122,7 @@ class TextIndex:
         try:
             with closing(self._connect(create=False)) as con:
                 return max(-1, _watermark(con))
-        except (sqlite3.Error, OSError):
+        except _UNUSABLE:
             return -1
 
     def lookup(self, q: str) -> tuple[int, list[uuid.UUID]] | None:
@@ -140,7 +143,7 @@ class TextIndex:
                     "WHERE text MATCH ? LIMIT ?",
                     [match, MAX_CANDIDATES + 1],
                 ).fetchall()
-        except (sqlite3.Error, OSError) as exc:
+        except _UNUSABLE as exc:
             self._damaged |= _damage(exc)
             return None
         if mark < 0 or len(rows) > MAX_CANDIDATES:
@@ -196,7 +199,7 @@ class TextIndex:
     def _connect(self, *, create: bool) -> sqlite3.Connection:
         """A connection to the index file (autocommit: transactions are explicit),
         creating the file with the store's file modes if `create`; never through a link."""
-        for suffix in ("", "-wal", "-shm"):
+        for suffix in ("", "-wal", "-shm", "-journal"):
             refuse_link(f"{self.path}{suffix}")
         if create:
             with suppress(FileExistsError):
@@ -213,6 +216,7 @@ class TextIndex:
         return con
 
 
+_UNUSABLE = (sqlite3.Error, OSError, UnsafeStore)  # UnsafeStore: a link planted at a file
 _STALE = -2  # the watermark of an index in an older format: deleted and built again
 
 

@@ -563,3 +563,33 @@ def test_a_search_at_a_point_finds_text_deleted_after_it(tmp_path: Path) -> None
         assert _get(service, "/v1/stores/default/sessions?q=marmot-quasar")["total"] == 0
     finally:
         assert service.stop() == 0
+
+
+def test_a_link_planted_at_the_text_index_is_not_followed_and_searches_still_answer(
+    tmp_path: Path,
+) -> None:
+    """The index is derived: a symbolic link at its file or its ``-wal`` is never opened
+    (nothing is written through it), and the search reads the text instead of failing."""
+    store = tmp_path / "store"
+    with eventlog.open(store) as log:
+        session = log.create_session().id
+        log.add_prompt(session, "Zebra-Quartz words")
+    service = Service(tmp_path, [str(store)])
+    index = store / "projections.duckdb.text"
+    target = tmp_path / "elsewhere"
+    target.write_bytes(b"")
+    try:
+        search = "/v1/stores/default/sessions?q=zebra-quartz"
+        assert _ids(_get(service, search)) == [str(session)]
+        _indexed(service)
+        for suffix in ("-wal", ""):
+            planted = Path(f"{index}{suffix}")
+            planted.unlink(missing_ok=True)
+            planted.symlink_to(target)
+            assert _ids(_get(service, search)) == [str(session)], suffix
+            assert _get(service, "/v1/stores/default/position")["indexed_lsn"] == -1, suffix
+            assert planted.is_symlink() and target.read_bytes() == b"", suffix
+            planted.unlink()
+    finally:
+        assert service.stop() == 0
+    assert "Traceback" not in service.child.stderr()
