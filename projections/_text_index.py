@@ -204,9 +204,10 @@ class TextIndex:
         if create:
             with suppress(FileExistsError):
                 os.close(create_file(self.path, Modes.of(self.db.parent).file))
-        elif not self.path.exists():
-            raise FileNotFoundError(self.path)
-        con = sqlite3.connect(self.path, timeout=5.0, isolation_level=None)
+        # mode=rw: never created here (by SQLite, with the umask's modes), even when an
+        # erasure or a rebuild deletes it between a check and the open
+        uri = f"{self.path.absolute().as_uri()}?mode=rw"
+        con = sqlite3.connect(uri, timeout=5.0, isolation_level=None, uri=True)
         try:
             con.execute("PRAGMA journal_mode=WAL")
             con.execute("PRAGMA synchronous=NORMAL")  # derived: a lost tail is caught up again
