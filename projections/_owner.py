@@ -156,10 +156,12 @@ class Owner:
             if erasing:
                 with self._cursors:
                     self._rebuilding = True
-                self._settle()
             try:
-                # an erasure waits for a batch of the index to end: it deletes the index
+                # an erasure waits for a batch of the index to end (it deletes the index),
+                # then for the reads running on the database it closes
                 with self.index.lock if erasing else contextlib.nullcontext():
+                    if erasing:
+                        self._settle()
                     self._embedded.run(lambda _reader: None)  # folds what the log holds
                     self._reopened()
             finally:
