@@ -178,14 +178,9 @@ class Owner:
         erasure closes their connection, and a close under a running read fails half done,
         leaving the database closed for every later read and the fold stopped."""
         with self._cursors:
-            lent, self._lent = self._lent, []
-        for cursor in lent:
-            while True:
-                try:
-                    cursor.close()
-                    break
-                except duckdb.ResourceInUseException:  # a read runs on it
-                    time.sleep(0.01)
+            busy, self._lent = self._lent, []
+        while busy := [cursor for cursor in busy if not _closed(cursor)]:
+            time.sleep(0.01)
 
     def _reopened(self) -> None:
         """After an erasure the graph drops its database and folds into a new one: reads
@@ -250,6 +245,16 @@ class Owner:
         finally:
             self._root.close()
             self._embedded.close()
+
+
+def _closed(cursor: duckdb.DuckDBPyConnection) -> bool:
+    """Close `cursor` unless a read runs on it; True if it is closed now (an idle one at
+    once: a read still waiting for its turn then finds it closed, and is told to retry)."""
+    try:
+        cursor.close()
+    except duckdb.ResourceInUseException:
+        return False
+    return True
 
 
 def _is_open(cursor: duckdb.DuckDBPyConnection) -> bool:

@@ -183,3 +183,34 @@ def test_an_erasure_while_a_read_runs_waits_for_it_and_the_fold_goes_on(tmp_path
     finally:
         assert service.stop() == 0
     assert "the fold stopped" not in service.child.stderr()
+
+
+def test_a_read_waiting_its_turn_through_an_erasure_is_told_to_retry(tmp_path: Path) -> None:
+    """A read given its cursor while waiting for a query turn finds it closed by the
+    erasure: 503 busy (retry shortly), not an SQL error."""
+    store = tmp_path / "store"
+    with eventlog.open(store) as log:
+        gone = log.create_session(metadata={"user": "gone"})
+        log.add_prompt(gone.id, "erase me")
+    args = [str(store), "--limit", "sql_time_s=5", "--limit", "max_queries=1"]
+    service = Service(tmp_path, args)
+    try:
+        slow = {"query": "SELECT count(*) FROM range(4000000000) WHERE range % 7 = 3"}
+
+        async def three() -> list[httpx.Response]:
+            async with httpx.AsyncClient(base_url=service.url, timeout=60) as client:
+                first = asyncio.ensure_future(client.post("/v1/stores/default/sql", json=slow))
+                await asyncio.sleep(0.5)  # it holds the only turn
+                query = {"query": "SELECT count(*) FROM prompts"}
+                second = asyncio.ensure_future(client.post("/v1/stores/default/sql", json=query))
+                await asyncio.sleep(0.3)  # it waits for the turn, its cursor given
+                body = {"sessions": [str(gone.id)]}
+                erased = await client.post(_ERASE.format("default"), json=body)
+                return [await first, await second, erased]
+
+        first, second, erased = asyncio.run(three())
+        assert erased.status_code == 200, erased.text
+        assert first.status_code in (200, 422), first.text  # done, or stopped at its limit
+        assert second.status_code == 503 and second.json()["error"]["code"] == "busy", second.text
+    finally:
+        assert service.stop() == 0
