@@ -265,6 +265,15 @@ def _hex(value: str, digits: int, what: str) -> str:
     return text
 
 
+def _ns(value: int | str, what: str) -> int:
+    """A time as the log stores it, a signed 64-bit int of ns; beyond that the span is
+    malformed (rejected alone): the log would refuse its every event, even the span's own."""
+    ns = int(value)
+    if not -_INT64 <= ns < _INT64:
+        raise ValueError(f"{what} {value} is beyond a 64-bit time in ns")
+    return ns
+
+
 def _enum(value: int | str, names: tuple[str, ...], prefix: str) -> str:
     if isinstance(value, int):
         return names[value] if 0 <= value < len(names) else names[0]
@@ -282,13 +291,15 @@ def _from_json(raw: _JsonSpan, resource: dict[str, Any], scope: str | None) -> S
         parent_is_remote=raw.flags & (_REMOTE_KNOWN | _REMOTE) == _REMOTE_KNOWN | _REMOTE,
         name=bound_text(raw.name),
         kind="internal" if kind == "unspecified" else kind,
-        start_ns=int(raw.start_time_unix_nano),
-        end_ns=int(raw.end_time_unix_nano),
+        start_ns=_ns(raw.start_time_unix_nano, "startTimeUnixNano"),
+        end_ns=_ns(raw.end_time_unix_nano, "endTimeUnixNano"),
         status=_enum(status.code, _STATUSES, "status_code_"),
         status_message=bound_text(status.message) if status.message else None,
         attributes=_attributes(raw.attributes),
         events=tuple(
-            SpanEvent(bound_text(e.name), int(e.time_unix_nano), _attributes(e.attributes))
+            SpanEvent(
+                bound_text(e.name), _ns(e.time_unix_nano, "timeUnixNano"), _attributes(e.attributes)
+            )
             for e in raw.events[:MAX_LIST_ITEMS]
         ),
         resource=resource,
@@ -353,13 +364,17 @@ def _from_proto(raw: Any, resource: dict[str, Any], scope: str | None) -> Span:
         parent_is_remote=raw.flags & (_REMOTE_KNOWN | _REMOTE) == _REMOTE_KNOWN | _REMOTE,
         name=bound_text(raw.name),
         kind="internal" if kind == "unspecified" else kind,
-        start_ns=raw.start_time_unix_nano,
-        end_ns=raw.end_time_unix_nano,
+        start_ns=_ns(raw.start_time_unix_nano, "startTimeUnixNano"),
+        end_ns=_ns(raw.end_time_unix_nano, "endTimeUnixNano"),
         status=_enum(status.code, _STATUSES, "status_code_"),
         status_message=bound_text(status.message) if status.message else None,
         attributes=_proto_attributes(raw.attributes),
         events=tuple(
-            SpanEvent(bound_text(e.name), e.time_unix_nano, _proto_attributes(e.attributes))
+            SpanEvent(
+                bound_text(e.name),
+                _ns(e.time_unix_nano, "timeUnixNano"),
+                _proto_attributes(e.attributes),
+            )
             for e in raw.events[:MAX_LIST_ITEMS]
         ),
         resource=resource,

@@ -24,9 +24,11 @@ committed projections, resting as long as each batch took. The fold never waits 
 service's own handle, then at once the projections' part, by the same fold that notices an
 erasure made by another process (`lmg erase`): the database file is closed and deleted, the
 snapshots from the first erased LSN dropped, the log folded into a new file, and reads move
-to it. While that fold runs, reads are refused as busy rather than answered from the old
-file (which held the erased text), and the text index waits: the erasure deletes it (it
-held the erased text too), and it is built again from the new file.
+to it. It first waits for the reads already running on the old file to end (closing a
+connection under a running read fails half done); while it folds, reads are refused as busy
+rather than answered from the old file (which held the erased text), and the text index
+waits: the erasure deletes it (it held the erased text too), and it is built again from the
+new file.
 """
 
 from __future__ import annotations
@@ -81,6 +83,7 @@ class Owner:
         self._cursors = threading.Lock()
         self._folding = threading.Lock()  # one fold at a time: the thread's, or an erasure's
         self._rebuilding = False  # an erasure dropped the database; the new one is not folded
+        self._lent: list[duckdb.DuckDBPyConnection] = []  # cursors given out, maybe still open
         self.poll_s = poll_s
         self.error: str | None = None  # why the fold stopped (a poison event), if it did
         self._log_end = 0
@@ -107,7 +110,10 @@ class Owner:
                 raise DatabaseBusy(
                     "the projections are being folded again after an erasure; retry shortly"
                 )
-            return self._root.cursor()
+            self._lent = [c for c in self._lent if _is_open(c)]
+            cursor = self._root.cursor()
+            self._lent.append(cursor)
+            return cursor
 
     def erase(self, selector: eventlog.Selector, actor: str | None) -> eventlog.Erasure:
         """Erase what `selector` chooses from the log, the projections and the snapshots
@@ -151,8 +157,11 @@ class Owner:
                 with self._cursors:
                     self._rebuilding = True
             try:
-                # an erasure waits for a batch of the index to end: it deletes the index
+                # an erasure waits for a batch of the index to end (it deletes the index),
+                # then for the reads running on the database it closes
                 with self.index.lock if erasing else contextlib.nullcontext():
+                    if erasing:
+                        self._settle()
                     self._embedded.run(lambda _reader: None)  # folds what the log holds
                     self._reopened()
             finally:
@@ -162,6 +171,16 @@ class Owner:
                 self.index.wanted.set()
             end = self._log_end - 1
             self._behind_since = None if end <= self.checkpoint else time.monotonic()
+
+    def _settle(self) -> None:
+        """Close the cursors given out (no new one is while an erasure folds), waiting for a
+        read still running on one to end (it ends by the SQL time limit at most): the
+        erasure closes their connection, and a close under a running read fails half done,
+        leaving the database closed for every later read and the fold stopped."""
+        with self._cursors:
+            busy, self._lent = self._lent, []
+        while busy := [cursor for cursor in busy if not _closed(cursor)]:
+            time.sleep(0.01)
 
     def _reopened(self) -> None:
         """After an erasure the graph drops its database and folds into a new one: reads
@@ -226,3 +245,23 @@ class Owner:
         finally:
             self._root.close()
             self._embedded.close()
+
+
+def _closed(cursor: duckdb.DuckDBPyConnection) -> bool:
+    """Close `cursor` unless a read runs on it; True if it is closed now (an idle one at
+    once: a read still waiting for its turn then finds it closed, and is told to retry)."""
+    try:
+        cursor.close()
+    except duckdb.ResourceInUseException:
+        return False
+    return True
+
+
+def _is_open(cursor: duckdb.DuckDBPyConnection) -> bool:
+    """Is `cursor` still open (its reader has not closed it)? Cheap, and never waits for a
+    read running on it."""
+    try:
+        cursor.query_progress()
+    except duckdb.ConnectionException:
+        return False
+    return True

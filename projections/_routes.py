@@ -88,7 +88,10 @@ async def run_read(service: Service, cursor: duckdb.DuckDBPyConnection, fn: Call
                 with contextlib.suppress(Exception):
                     task.result()
                 raise ApiError(422, "time_limit", f"the query ran longer than {limit:g} s")
-            return task.result()
+            try:
+                return task.result()
+            except duckdb.ConnectionException:  # closed by an erasure while it waited a turn
+                raise DatabaseBusy("the projections were folded again; retry shortly") from None
         finally:
             if not task.done():
                 await asyncio.wait({task})

@@ -16,6 +16,8 @@ What it keeps:
    of the size and of the build time of ``detail=full``, and the verification in DuckDB
    makes positions unneeded). Missing, it is built again; damaged (SQLite says so), it is
    deleted and built again; a lookup that fails answers nothing and the search reads the text.
+   A symbolic link at any of its files is never opened (nor removed: someone put it there):
+   lookups answer nothing, and the service's log says once why it is not kept.
    Backups and snapshots do not carry it.
 3. **Erased text leaves with the database.** Whoever deletes the database for an erasure
    (`_erasure.apply_pending`), or empties it for another history, deletes this file too
@@ -26,10 +28,11 @@ What it keeps:
    batch took: the fold never waits for it, and a store that nobody searches through the
    service never has one.
 
-Each row is a prompt's or a response's text, its rowid the LSN of the event that added it
-(unique across both tables), with the node's id beside it (table ``node``): the search reads
-the rows it names by id, through DuckDB's index of the primary key, a few milliseconds for a
-few hundred rows, where reading them by LSN decompresses a block of 2,048 texts for each.
+Each row is a prompt's or a response's text (a deleted one's too: `_ROWS`), its rowid the
+LSN of the event that added it (unique across both tables), with the node's id beside it (table
+``node``): the search reads the rows it names by id, through DuckDB's index of the primary key,
+a few milliseconds for a few hundred rows, where reading them by LSN decompresses a block of
+2,048 texts for each.
 The watermark is the last LSN whose rows it holds.
 """
 
@@ -45,6 +48,7 @@ from pathlib import Path
 import duckdb
 
 from eventlog._files import Modes, create_file, refuse_link
+from eventlog.errors import UnsafeStore
 
 __all__ = ["BATCH_EVENTS", "MAX_CANDIDATES", "TextIndex", "drop_index", "index_path"]
 
@@ -60,7 +64,7 @@ MAX_GRAMS = 12
 """The most trigrams of a search text a lookup asks for (spread over it): each one more
 narrows the rows less, and costs a posting list read."""
 
-_VERSION = "1"
+_VERSION = "2"  # 2: deleted rows too (a search at an earlier point reads them)
 _SCHEMA = f"""
 CREATE VIRTUAL TABLE IF NOT EXISTS text USING fts5(
     body, content='', tokenize='trigram', detail=none);
@@ -70,10 +74,13 @@ INSERT OR IGNORE INTO meta VALUES ('version', '{_VERSION}'), ('watermark', '-1')
 """
 
 _ROWS = """
-SELECT lsn, id, content FROM prompts WHERE lsn > $lo AND lsn <= $hi AND deleted_ts IS NULL
+SELECT lsn, id, content FROM prompts WHERE lsn > $lo AND lsn <= $hi
 UNION ALL
-SELECT lsn, id, content FROM responses WHERE lsn > $lo AND lsn <= $hi AND deleted_ts IS NULL
+SELECT lsn, id, content FROM responses WHERE lsn > $lo AND lsn <= $hi
 """
+"""Every row, deleted ones too: the index is the live store's, and a search at an earlier
+point (the web view's time slider) reads the rows it names there, where a row deleted since
+was live."""
 
 
 def index_path(db: str | os.PathLike[str]) -> Path:
@@ -115,7 +122,7 @@ class TextIndex:
         try:
             with closing(self._connect(create=False)) as con:
                 return max(-1, _watermark(con))
-        except (sqlite3.Error, OSError):
+        except _UNUSABLE:
             return -1
 
     def lookup(self, q: str) -> tuple[int, list[uuid.UUID]] | None:
@@ -136,7 +143,7 @@ class TextIndex:
                     "WHERE text MATCH ? LIMIT ?",
                     [match, MAX_CANDIDATES + 1],
                 ).fetchall()
-        except (sqlite3.Error, OSError) as exc:
+        except _UNUSABLE as exc:
             self._damaged |= _damage(exc)
             return None
         if mark < 0 or len(rows) > MAX_CANDIDATES:
@@ -192,14 +199,15 @@ class TextIndex:
     def _connect(self, *, create: bool) -> sqlite3.Connection:
         """A connection to the index file (autocommit: transactions are explicit),
         creating the file with the store's file modes if `create`; never through a link."""
-        for suffix in ("", "-wal", "-shm"):
+        for suffix in ("", "-wal", "-shm", "-journal"):
             refuse_link(f"{self.path}{suffix}")
         if create:
             with suppress(FileExistsError):
                 os.close(create_file(self.path, Modes.of(self.db.parent).file))
-        elif not self.path.exists():
-            raise FileNotFoundError(self.path)
-        con = sqlite3.connect(self.path, timeout=5.0, isolation_level=None)
+        # mode=rw: never created here (by SQLite, with the umask's modes), even when an
+        # erasure or a rebuild deletes it between a check and the open
+        uri = f"{self.path.absolute().as_uri()}?mode=rw"
+        con = sqlite3.connect(uri, timeout=5.0, isolation_level=None, uri=True)
         try:
             con.execute("PRAGMA journal_mode=WAL")
             con.execute("PRAGMA synchronous=NORMAL")  # derived: a lost tail is caught up again
@@ -209,6 +217,7 @@ class TextIndex:
         return con
 
 
+_UNUSABLE = (sqlite3.Error, OSError, UnsafeStore)  # UnsafeStore: a link planted at a file
 _STALE = -2  # the watermark of an index in an older format: deleted and built again
 
 

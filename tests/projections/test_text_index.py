@@ -196,3 +196,21 @@ def test_an_erasure_deletes_the_index_with_the_database(tmp_path: Path) -> None:
             assert secret.encode() not in path.read_bytes(), path
             assert b"xylophonequartz" not in path.read_bytes(), path
     con.close()
+
+
+def test_a_lookup_never_creates_the_index_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A lookup or a watermark reads the index; if the file is deleted (an erasure, a
+    rebuild) between any check of it and the open, nothing is created there: SQLite would
+    create it with the umask's modes, and the next catch-up would keep that file."""
+    store = tmp_path / "store"
+    with eventlog.open(store) as log:
+        log.add_prompt(log.create_session().id, "some words")
+    index = TextIndex(_fold(store))
+    monkeypatch.setattr(Path, "exists", lambda _self: True)  # it was there when checked
+    assert index.lookup("some words") is None
+    assert index.watermark() == -1
+    monkeypatch.undo()
+    assert not index.path.exists()
+    assert not Path(f"{index.path}-wal").exists()

@@ -146,3 +146,71 @@ def test_bad_selectors_are_422_and_write_nothing(
     assert answer.json()["error"]["code"] == code
     assert str(tmp_path).encode() not in answer.content
     assert _events(served.store) == 1 and not (served.store / eventlog.JOURNAL_FILE).exists()
+
+
+def test_an_erasure_while_a_read_runs_waits_for_it_and_the_fold_goes_on(tmp_path: Path) -> None:
+    """The erasure closes the database the service reads: a read still running on it made
+    the close fail half done, the fold stopped, and every later read answered an error."""
+    store = tmp_path / "store"
+    with eventlog.open(store) as log:
+        gone = log.create_session(metadata={"user": "gone"})
+        log.add_prompt(gone.id, "erase me")
+        kept = log.create_session().id
+    service = Service(tmp_path, [str(store), "--limit", "sql_time_s=20"])
+    try:
+        slow = {"query": "SELECT count(*) FROM range(4000000000) WHERE range % 7 = 3"}
+
+        async def both() -> tuple[httpx.Response, httpx.Response]:
+            async with httpx.AsyncClient(base_url=service.url, timeout=60) as client:
+                read = asyncio.ensure_future(client.post("/v1/stores/default/sql", json=slow))
+                await asyncio.sleep(0.5)  # the read runs
+                body = {"sessions": [str(gone.id)]}
+                erased = await client.post(_ERASE.format("default"), json=body)
+                return await read, erased
+
+        read, erased = asyncio.run(both())
+        assert erased.status_code == 200, erased.text
+        assert read.status_code in (200, 422), read.text  # done, or stopped at its limit
+        assert service.http.get("/readyz").status_code == 200
+        appended = service.http.post(
+            "/v1/stores/default/events",
+            json={"type": "prompt.added", "session_id": str(kept), "content": "after"},
+        )
+        assert appended.status_code < 300, appended.text
+        sql = {"query": "SELECT content FROM prompts ORDER BY lsn"}
+        rows = service.http.post("/v1/stores/default/sql", json=sql).json()["rows"]
+        assert rows[0][0].startswith("[erased ") and rows[1:] == [["after"]]
+    finally:
+        assert service.stop() == 0
+    assert "the fold stopped" not in service.child.stderr()
+
+
+def test_a_read_waiting_its_turn_through_an_erasure_is_told_to_retry(tmp_path: Path) -> None:
+    """A read given its cursor while waiting for a query turn finds it closed by the
+    erasure: 503 busy (retry shortly), not an SQL error."""
+    store = tmp_path / "store"
+    with eventlog.open(store) as log:
+        gone = log.create_session(metadata={"user": "gone"})
+        log.add_prompt(gone.id, "erase me")
+    args = [str(store), "--limit", "sql_time_s=5", "--limit", "max_queries=1"]
+    service = Service(tmp_path, args)
+    try:
+        slow = {"query": "SELECT count(*) FROM range(4000000000) WHERE range % 7 = 3"}
+
+        async def three() -> list[httpx.Response]:
+            async with httpx.AsyncClient(base_url=service.url, timeout=60) as client:
+                first = asyncio.ensure_future(client.post("/v1/stores/default/sql", json=slow))
+                await asyncio.sleep(0.5)  # it holds the only turn
+                query = {"query": "SELECT count(*) FROM prompts"}
+                second = asyncio.ensure_future(client.post("/v1/stores/default/sql", json=query))
+                await asyncio.sleep(0.3)  # it waits for the turn, its cursor given
+                body = {"sessions": [str(gone.id)]}
+                erased = await client.post(_ERASE.format("default"), json=body)
+                return [await first, await second, erased]
+
+        first, second, erased = asyncio.run(three())
+        assert erased.status_code == 200, erased.text
+        assert first.status_code in (200, 422), first.text  # done, or stopped at its limit
+        assert second.status_code == 503 and second.json()["error"]["code"] == "busy", second.text
+    finally:
+        assert service.stop() == 0

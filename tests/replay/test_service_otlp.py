@@ -166,6 +166,21 @@ def test_malformed_spans_are_a_partial_success_beside_stored_ones(
     assert f'lmg_otlp_spans_received_total{{store="default"}} {len(spans) - 1}.0' in metrics
 
 
+@pytest.mark.parametrize("field", ["startTimeUnixNano", "endTimeUnixNano"])
+def test_a_span_time_beyond_64_bits_is_rejected_not_lost(
+    served: Service, store: Path, field: str
+) -> None:
+    """A time the log cannot store (beyond a signed 64-bit int) is a malformed span, rejected
+    in the partial success: it was answered as accepted and then dropped, even its span."""
+    spans = genai_trace(random.Random(4))
+    answer = served.http.post("/v1/traces", json=_body(spans, **{field: str(2**70)}))
+    assert answer.status_code == 200
+    partial = answer.json()["partialSuccess"]
+    assert partial["rejectedSpans"] == "1" and field in partial["errorMessage"], partial
+    recorded = {e.span_id for e in _stored(store) if isinstance(e, ev.SpanRecorded)}
+    assert recorded == {s.span_id for s in spans[1:]}
+
+
 def test_protobuf_partial_success_is_answered_in_protobuf(served: Service) -> None:
     pb = pytest.importorskip("opentelemetry.proto.collector.trace.v1.trace_service_pb2")
     request = pb.ExportTraceServiceRequest()

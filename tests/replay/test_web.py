@@ -541,3 +541,55 @@ def test_a_damaged_or_deleted_text_index_is_built_again_while_the_service_answer
     finally:
         assert service.stop() == 0
     assert "Traceback" not in service.child.stderr()
+
+
+def test_a_search_at_a_point_finds_text_deleted_after_it(tmp_path: Path) -> None:
+    """The index is the live store's, but a search at a point reads the rows it names there:
+    a prompt deleted later was live at the point, so its text is found at the point, with
+    the index and without it (it was left out of the index as deleted)."""
+    store = tmp_path / "store"
+    with eventlog.open(store) as log:
+        sessions = [log.create_session().id for _ in range(3)]
+        log.add_prompts_batch([(s, f"plain words, turn {i}") for i, s in enumerate(sessions)])
+        doomed = log.add_prompt(sessions[1], "a Marmot-Quasar here")
+        point = log.next_lsn() - 1
+        log.delete_node(doomed)
+    service = Service(tmp_path, [str(store)])
+    try:
+        past = f"/v1/stores/default/sessions?q=marmot-quasar&at={point}"
+        assert _ids(_get(service, past)) == [str(sessions[1])]  # read whole: no index yet
+        _indexed(service)
+        assert _ids(_get(service, past)) == [str(sessions[1])]  # through the index
+        assert _get(service, "/v1/stores/default/sessions?q=marmot-quasar")["total"] == 0
+    finally:
+        assert service.stop() == 0
+
+
+def test_a_link_planted_at_the_text_index_is_not_followed_and_searches_still_answer(
+    tmp_path: Path,
+) -> None:
+    """The index is derived: a symbolic link at its file or its ``-wal`` is never opened
+    (nothing is written through it), and the search reads the text instead of failing."""
+    store = tmp_path / "store"
+    with eventlog.open(store) as log:
+        session = log.create_session().id
+        log.add_prompt(session, "Zebra-Quartz words")
+    service = Service(tmp_path, [str(store)])
+    index = store / "projections.duckdb.text"
+    target = tmp_path / "elsewhere"
+    target.write_bytes(b"")
+    try:
+        search = "/v1/stores/default/sessions?q=zebra-quartz"
+        assert _ids(_get(service, search)) == [str(session)]
+        _indexed(service)
+        for suffix in ("-wal", ""):
+            planted = Path(f"{index}{suffix}")
+            planted.unlink(missing_ok=True)
+            planted.symlink_to(target)
+            assert _ids(_get(service, search)) == [str(session)], suffix
+            assert _get(service, "/v1/stores/default/position")["indexed_lsn"] == -1, suffix
+            assert planted.is_symlink() and target.read_bytes() == b"", suffix
+            planted.unlink()
+    finally:
+        assert service.stop() == 0
+    assert "Traceback" not in service.child.stderr()
