@@ -973,6 +973,22 @@ class Store:
                 self._catch_up()
             return [self._lookup(key) for key in keys]
 
+    def kind_of(self, key: int) -> int | None:
+        """The kind an id was created as (`NodeKind`), from what this handle's index already
+        holds: None when the id is unknown to it, or when the index is busy (an append holds
+        it, maybe through an fsync) or not built. Never waits and never reads a segment, so
+        a reader may ask before every lookup and treat None as "look everywhere"."""
+        if not self._mutex.acquire(blocking=False):
+            return None
+        try:
+            active = self._active
+            if self._closed or active is None or active.entries is None:
+                return None
+            found = self._lookup(key)
+            return None if found is None else found.kind
+        finally:
+            self._mutex.release()
+
     # -- facts for readers and stats ----------------------------------------------------------
 
     def active_summary(self, *, counts: bool = True) -> SegmentSummary:
