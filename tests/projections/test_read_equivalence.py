@@ -14,6 +14,7 @@ from __future__ import annotations
 import random
 import uuid
 from collections.abc import Callable
+from functools import partial
 from operator import methodcaller
 from pathlib import Path
 from typing import Any
@@ -214,12 +215,12 @@ def test_get_node_of_an_id_the_log_knows_runs_one_statement_on_one_table(store: 
             return con.statements
 
         for kind, node_id in first.items():
-            hinted = g._run(lambda r, i=node_id: count(r, i, True))
-            probed = g._run(lambda r, i=node_id: count(r, i, False))
+            hinted = g._run(partial(count, node_id=node_id, hint=True))
+            probed = g._run(partial(count, node_id=node_id, hint=False))
             if kind is None:  # unknown to the log: looked for everywhere, as without the hint
                 assert hinted == probed == 1
             elif kind == eventlog.NodeKind.EDGE:  # in no node table: nothing to ask
                 assert (hinted, probed) == (0, 1)
             else:
                 assert (hinted, probed) == (1, 2)
-        assert g._run(lambda r: count(r, unknown, True)) == 1
+        assert g._run(partial(count, node_id=unknown, hint=True)) == 1
