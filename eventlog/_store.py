@@ -976,7 +976,8 @@ class Store:
     def kind_of(self, key: int) -> int | None:
         """The kind an id was created as (`NodeKind`), from what this handle's index holds:
         None when the id is unknown to it, or when the index is busy (an append holds it,
-        maybe through an fsync). Never waits and never scans a segment, so a reader may ask
+        maybe through an fsync). Never waits, and reads index files only (a sealed segment's
+        that is missing or damaged is rebuilt, as for any lookup), so a reader may ask
         before every lookup and treat None as "look everywhere". An id never changes kind,
         so the sealed segments' index files answer while the active segment's index is not
         built (a handle that has only read): its ids are then unknown."""

@@ -294,7 +294,8 @@ class _Reads:
         """The kind of node (or edge) `node_id` was created as, if this handle's id index
         already holds it; None when it does not know (not in the log, appended by another
         process and not yet taken in, read-only, or an append holds the index just now).
-        Never waits and reads no segment: a hint for readers, which look everywhere on None.
+        Never waits, and reads the id index only: a hint for readers, which look everywhere
+        on None.
         Plain, not awaited, on `AsyncEventLog` too."""
         kind = self._store.kind_of(node_id.int)
         return None if kind is None or kind not in _KINDS else NodeKind(kind)
