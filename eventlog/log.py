@@ -292,11 +292,11 @@ class _Reads:
 
     def kind_of(self, node_id: uuid.UUID) -> NodeKind | None:
         """The kind of node (or edge) `node_id` was created as, if this handle's id index
-        already holds it; None when it does not know (not in the log, appended by another
-        process and not yet taken in, read-only, or an append holds the index just now).
-        Never waits, and reads the id index only: a hint for readers, which look everywhere
-        on None.
-        Plain, not awaited, on `AsyncEventLog` too."""
+        holds it; None when it does not know: not in the log, appended by another process
+        and not yet taken in, in the active segment of a handle that has only read, a
+        read-only handle, or an append holds the index just now. Never waits, and reads the
+        id index only: a hint for readers, which look everywhere on None. Plain, not
+        awaited, on `AsyncEventLog` too."""
         kind = self._store.kind_of(node_id.int)
         return None if kind is None or kind not in _KINDS else NodeKind(kind)
 
