@@ -60,6 +60,7 @@ NOT_APPENDS = frozenset(
         "cursor",
         "flush",
         "follow",
+        "kind_of",
         "last_lsn",
         "next_lsn",
         "open",
