@@ -973,6 +973,28 @@ class Store:
                 self._catch_up()
             return [self._lookup(key) for key in keys]
 
+    def kind_of(self, key: int) -> int | None:
+        """The kind an id was created as (`NodeKind`), from what this handle's index holds:
+        None when the id is unknown to it, or when the index is busy (an append holds it,
+        maybe through an fsync). Never waits, and reads index files only (a sealed segment's
+        that is missing or damaged is rebuilt, as for any lookup), so a reader may ask
+        before every lookup and treat None as "look everywhere". An id never changes kind,
+        so the sealed segments' index files answer while the active segment's index is not
+        built (a handle that has only read): its ids are then unknown."""
+        if not self._mutex.acquire(blocking=False):
+            return None
+        try:
+            active = self._active
+            if self._closed or active is None:
+                return None
+            if active.entries is None:
+                found = self._lookup_sealed(key, active.first_lsn)
+            else:
+                found = self._lookup(key)
+            return None if found is None else found.kind
+        finally:
+            self._mutex.release()
+
     # -- facts for readers and stats ----------------------------------------------------------
 
     def active_summary(self, *, counts: bool = True) -> SegmentSummary:

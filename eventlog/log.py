@@ -31,6 +31,7 @@ from ._reader import AsyncCursor, Cursor, Record, follow, follow_async
 from ._store import RECOVERY_LOG, Appended, PendingRequest, Store
 from ._time import TimeLike, to_ns
 from .errors import EventLogError, InvalidEvent, LogClosed
+from .events import NodeKind
 from .options import Options
 
 __all__ = [
@@ -267,6 +268,7 @@ class AsyncAppends:
 
 
 _VARIABLES = msgspec.msgpack.Decoder(dict[str, Any])
+_KINDS = frozenset(NodeKind)  # the id index holds idempotency keys too, of another kind
 
 
 class _Reads:
@@ -296,6 +298,16 @@ class _Reads:
             yield from cursor.records()
         finally:
             cursor.close()
+
+    def kind_of(self, node_id: uuid.UUID) -> NodeKind | None:
+        """The kind of node (or edge) `node_id` was created as, if this handle's id index
+        holds it; None when it does not know: not in the log, appended by another process
+        and not yet taken in, in the active segment of a handle that has only read, a
+        read-only handle, or an append holds the index just now. Never waits, and reads the
+        id index only: a hint for readers, which look everywhere on None. Plain, not
+        awaited, on `AsyncEventLog` too."""
+        kind = self._store.kind_of(node_id.int)
+        return None if kind is None or kind not in _KINDS else NodeKind(kind)
 
     def cursor(self, start: int = 0, *, start_time: TimeLike | None = None) -> Cursor:
         """A position in the log for a reader that polls: each `records()` call yields what

@@ -74,8 +74,11 @@ class Owner:
         poll_s: float = 0.1,
     ) -> None:
         self._reads = log.blocking()
+        self.kind_of = self._reads.kind_of  # the id index's hint for readers' `get_node`
         db = database_path(log.path, database)
-        self._embedded = _Embedded(self._reads, db, wait_s, memory_limit, shares=False)
+        self._embedded = _Embedded(
+            self._reads, db, wait_s, memory_limit, shares=False, kind_of=self._reads.kind_of
+        )
         self._embedded.run(lambda _reader: None)  # holds the database until close, and folds
         assert self._embedded.con is not None
         self._con = self._embedded.con

@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import uuid
 from collections import OrderedDict
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any, Generic, TypeVar
 
 import duckdb
 import msgspec
+
+from eventlog import NodeKind
 
 from . import nodes as n
 from ._fold import Batch
@@ -37,6 +39,19 @@ TABLE_OF_TYPE: dict[str, tuple[str, type[msgspec.Struct]]] = {
     "node": ("nodes", n.GenericNode),
 }
 _NODE_TABLES = [(t, cls) for t, cls in TABLE_OF_TYPE.values()]
+# The table a node of each kind is folded into; an edge is in no node table.
+_TABLE_OF_KIND: dict[NodeKind, str | None] = {
+    NodeKind.SESSION: "sessions",
+    NodeKind.PROMPT: "prompts",
+    NodeKind.RESPONSE: "responses",
+    NodeKind.AGENT: "agents",
+    NodeKind.TEMPLATE: "templates",
+    NodeKind.TOOL_INVOCATION: "tool_invocations",
+    NodeKind.NODE: "nodes",
+    NodeKind.EDGE: None,
+}
+KindOf = Callable[[uuid.UUID], NodeKind | None]
+"""What a log knows of an id's kind (`EventLog.kind_of`); None when it does not know."""
 
 _K = TypeVar("_K")
 _V = TypeVar("_V")
@@ -140,8 +155,15 @@ _REVERSED = "INVOKES"
 class GraphReader:
     """Typed reads over one connection; see MemoryGraph for the public face."""
 
-    def __init__(self, con: duckdb.DuckDBPyConnection, cache_size: int = 10_000) -> None:
+    def __init__(
+        self,
+        con: duckdb.DuckDBPyConnection,
+        cache_size: int = 10_000,
+        *,
+        kind_of: KindOf | None = None,
+    ) -> None:
         self.con = con
+        self._kind_of = kind_of  # from the log, when the graph has one: `_load_node`
         self._nodes: _LRU[uuid.UUID, n.Node] = _LRU(cache_size)
         self._windows: _LRU[tuple[uuid.UUID, int], list[n.Turn]] = _LRU(1_000)
         self._walks: _LRU[tuple[Any, ...], list[Hop]] = _LRU(1_000)
@@ -193,6 +215,14 @@ class GraphReader:
         return node if include_deleted or node.deleted_ts is None else None
 
     def _load_node(self, node_id: uuid.UUID) -> n.Node | None:
+        """One statement on one table when the log knows the id's kind (an id never changes
+        kind, so this holds at any fold position: a row not folded yet is not found), else
+        the probe of every node table, then the row. An id the log does not know may still
+        be in the tables (appended by another process), so it is looked for everywhere."""
+        kind = None if self._kind_of is None else self._kind_of(node_id)
+        if kind is not None and kind in _TABLE_OF_KIND:
+            known = _TABLE_OF_KIND[kind]
+            return None if known is None else self._load_from(known, node_id)
         table = self._table_of(node_id)
         return None if table is None else self._load_from(table, node_id)
 

@@ -101,7 +101,8 @@ async def run_read(service: Service, cursor: duckdb.DuckDBPyConnection, fn: Call
 async def _read(request: Request, scope: str, fn: Callable[[GraphReader], R]) -> Response:
     service, owner = await _served(request, scope)
     cursor = owner.cursor()
-    result = await run_read(service, cursor, lambda: fn(GraphReader(cursor, cache_size=0)))
+    reader = GraphReader(cursor, cache_size=0, kind_of=owner.kind_of)
+    result = await run_read(service, cursor, lambda: fn(reader))
     return json_response(result)
 
 
@@ -328,7 +329,7 @@ async def query(request: Request) -> Response:
     if not spec.count and (spec.limit is None or spec.limit > limit):
         spec = msgspec.structs.replace(spec, limit=limit)
     cursor = owner.cursor()
-    reader = GraphReader(cursor, cache_size=0)
+    reader = GraphReader(cursor, cache_size=0, kind_of=owner.kind_of)
     built = spec.build(Query(lambda fn: fn(reader)))
 
     def run() -> Any:

@@ -31,7 +31,7 @@ from ._erasure import apply_pending, erasure_due
 from ._fold import Batch
 from ._folder import BATCH_EVENTS, LogReader, fold_available
 from ._history import folded_history, forget_history, history_differs
-from ._reads import TABLE_OF_TYPE, GraphReader, Hop, Impact
+from ._reads import TABLE_OF_TYPE, GraphReader, Hop, Impact, KindOf
 from ._sandbox import SANDBOX
 from ._schema import checkpoint, ensure_schema
 from ._text_index import drop_index
@@ -105,8 +105,10 @@ class _Embedded:
         idle_s: float = IDLE_S,
         *,
         shares: bool = True,
+        kind_of: KindOf | None = None,
     ) -> None:
         self.log = log
+        self.kind_of = kind_of  # the log's id index, a hint for `get_node` (`GraphReader`)
         self.db = db
         self.wait_s = wait_s
         self.idle_s = idle_s
@@ -135,7 +137,7 @@ class _Embedded:
             limit = memory_limit or FOLD_MEMORY_LIMIT  # the tables live in it
             self.con = duckdb.connect(config={"memory_limit": limit, **SANDBOX})  # no WAL
             ensure_schema(self.con)
-            self._reader = GraphReader(self.con)
+            self._reader = GraphReader(self.con, kind_of=kind_of)
             return
         self._lock = FolderLock(db, "an embedded MemoryGraph")
         try:
@@ -171,7 +173,7 @@ class _Embedded:
             self._gate.release()
             raise
         if self._reader is None:
-            self._reader = GraphReader(con)
+            self._reader = GraphReader(con, kind_of=self.kind_of)
         else:
             self._reader.con = con
             if folded != self.checkpoint:  # not as this graph left it (deleted, rebuilt)
@@ -401,7 +403,9 @@ class MemoryGraph(EventLog, GraphReads):
         graph = super().open(path, options, **overrides)
         try:
             db = Path(":memory:") if str(database) == ":memory:" else database_path(path, database)
-            graph._embedded = _Embedded(graph, db, wait_s, memory_limit, idle_s)
+            graph._embedded = _Embedded(
+                graph, db, wait_s, memory_limit, idle_s, kind_of=graph.kind_of
+            )
             graph._embedded.open_fold()
         except BaseException:
             graph.close()  # the folder lock too, if taken: a failed open holds nothing
@@ -478,7 +482,7 @@ class AsyncMemoryGraph(AsyncEventLog):
             db = Path(":memory:") if str(database) == ":memory:" else database_path(path, database)
             reads = graph.blocking()  # folds run in worker threads: the blocking reads
             graph._embedded = await asyncio.to_thread(
-                _Embedded, reads, db, wait_s, memory_limit, idle_s
+                _Embedded, reads, db, wait_s, memory_limit, idle_s, kind_of=reads.kind_of
             )
             await asyncio.to_thread(graph._embedded.open_fold)
         except BaseException:

@@ -41,12 +41,14 @@ from eventlog import (
     EdgeType,
     InvalidEvent,
     MissingVariable,
+    NodeKind,
     TokenUsage,
     UnknownNode,
     VariableSpec,
     WrongNodeKind,
 )
 from eventlog import events as ev
+from eventlog._store import key_digest
 
 E = TypeVar("E", bound=ev.EventBase)
 AnyLog = eventlog.EventLog | eventlog.AsyncEventLog
@@ -58,6 +60,7 @@ NOT_APPENDS = frozenset(
         "cursor",
         "flush",
         "follow",
+        "kind_of",
         "last_lsn",
         "next_lsn",
         "open",
@@ -473,6 +476,40 @@ def test_delete_node(log: eventlog.EventLog) -> None:
     assert (deleted.node_id, deleted.reason, deleted.session_id) == (node, "outdated", session.id)
     # history keeps the node
     assert stored(log, ev.NodeAdded, node).content == "old"
+
+
+def test_kind_of_names_the_kind_each_id_was_created_as(store: Path) -> None:
+    """Every kind, deleted or not; None for an id the log never saw and for an idempotency
+    key. Reopened (only read since), the handle knows the sealed segments' ids without
+    scanning the active segment, whose ids it does not know until it appends."""
+    with eventlog.open(store, segment_bytes=4096, durability=eventlog.Durability.NONE) as log:
+        s = log.create_session(idempotency_key="k").id
+        p = log.add_prompt(s, "q")
+        r = log.add_response(p, "a")
+        made = {
+            s: NodeKind.SESSION,
+            p: NodeKind.PROMPT,
+            r: NodeKind.RESPONSE,
+            log.add_agent("a", "worker"): NodeKind.AGENT,
+            log.create_template("t", "x"): NodeKind.TEMPLATE,
+            log.add_tool_invocation(r, "search", {}): NodeKind.TOOL_INVOCATION,
+            log.add_edge(p, s, "ABOUT"): NodeKind.EDGE,
+            log.add_node("document", "d"): NodeKind.NODE,
+        }
+        log.delete_node(p)
+        for _ in range(40):  # past the first segments
+            log.add_node("document", uuid.uuid4().hex * 4, session_id=s)
+        newest = log.add_node("document", "new")
+        assert len(list(store.glob("*.seg"))) > 2
+        assert {i: log.kind_of(i) for i in made} == made
+        assert log.kind_of(newest) == NodeKind.NODE
+        assert log.kind_of(uuid.uuid4()) is None
+        assert log.kind_of(uuid.UUID(int=key_digest("k"))) is None
+    with eventlog.open(store, segment_bytes=4096) as log:
+        assert {i: log.kind_of(i) for i in made} == made
+        assert log.kind_of(newest) is None  # in the active segment, not indexed yet
+        log.add_node("document", "indexes the active segment")
+        assert log.kind_of(newest) == NodeKind.NODE
 
 
 def test_delete_nodes_batch(log: eventlog.EventLog) -> None:

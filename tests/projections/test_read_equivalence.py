@@ -14,6 +14,7 @@ from __future__ import annotations
 import random
 import uuid
 from collections.abc import Callable
+from functools import partial
 from operator import methodcaller
 from pathlib import Path
 from typing import Any
@@ -156,3 +157,70 @@ def test_windows_threads_and_walks_answer_as_the_statements_they_replaced(
         for read in reads:
             new, old = both(g, read)
             assert new == old
+
+
+class _Counting:
+    """A connection that counts the statements run through it."""
+
+    def __init__(self, con: Any) -> None:
+        self.con, self.statements = con, 0
+
+    def execute(self, *args: Any) -> Any:
+        self.statements += 1
+        return self.con.execute(*args)
+
+
+def _every_kind(g: MemoryGraph, rng: random.Random) -> list[uuid.UUID]:
+    """Ids of a random store: every node, generic ones and edges among them (some deleted),
+    each node table's and no table's (edges), and ids the log never saw."""
+    sessions, nodes = build(g, rng)
+    session = g.create_session().id
+    generic = [g.add_node("document", f"doc {i}", session_id=session) for i in range(3)]
+    g.delete_node(generic[0])
+    edges = [g.add_edge(nodes[-1], generic[1], "CITES"), g.add_edge(generic[1], session, "ABOUT")]
+    g.delete_node(edges[0])
+    ids = [*sessions, session, *nodes, *generic, *edges, uuid.uuid4(), uuid.uuid4()]
+    assert {g.kind_of(i) for i in ids} == {*eventlog.NodeKind, None}
+    return ids
+
+
+@pytest.mark.parametrize("seed", range(2))
+def test_get_node_with_the_logs_kind_hint_answers_as_the_probe_of_every_table(
+    store: Path, seed: int
+) -> None:
+    with MemoryGraph.open(store, **FAST) as g:
+        ids = _every_kind(g, random.Random(seed))
+
+        def compare(reader: GraphReader) -> None:
+            for deleted in (False, True):
+                hinted = GraphReader(reader.con, kind_of=g.kind_of)
+                probed = GraphReader(reader.con)
+                for i in ids:
+                    got = hinted.get_node(i, include_deleted=deleted)
+                    assert got == probed.get_node(i, include_deleted=deleted)
+
+        g._run(compare)
+
+
+def test_get_node_of_an_id_the_log_knows_runs_one_statement_on_one_table(store: Path) -> None:
+    with MemoryGraph.open(store, **FAST) as g:
+        ids = _every_kind(g, random.Random(7))
+        unknown = uuid.uuid4()
+        first = {g.kind_of(i): i for i in reversed(ids)}  # one id of each kind, and None
+
+        def count(reader: GraphReader, node_id: uuid.UUID, hint: bool) -> int:
+            con = _Counting(reader.con)
+            kind_of = g.kind_of if hint else None
+            GraphReader(con, kind_of=kind_of).get_node(node_id)  # type: ignore[arg-type]
+            return con.statements
+
+        for kind, node_id in first.items():
+            hinted = g._run(partial(count, node_id=node_id, hint=True))
+            probed = g._run(partial(count, node_id=node_id, hint=False))
+            if kind is None:  # unknown to the log: looked for everywhere, as without the hint
+                assert hinted == probed == 1
+            elif kind == eventlog.NodeKind.EDGE:  # in no node table: nothing to ask
+                assert (hinted, probed) == (0, 1)
+            else:
+                assert (hinted, probed) == (1, 2)
+        assert g._run(partial(count, node_id=unknown, hint=True)) == 1
