@@ -529,6 +529,22 @@ def test_async_follow_sees_another_process_promptly(store: Path, rng: random.Ran
     _check_followed(asyncio.run(main()), batches)
 
 
+def _hold_commits(
+    log: eventlog.EventLog, monkeypatch: pytest.MonkeyPatch
+) -> tuple[threading.Event, threading.Event]:
+    """Make each commit of `log` set the first event, then wait for the second to be set."""
+    in_commit, release = threading.Event(), threading.Event()
+    commit = log._store.commit
+
+    def slow_commit(requests: list[Any]) -> Any:
+        in_commit.set()
+        release.wait(10)
+        return commit(requests)
+
+    monkeypatch.setattr(log._store, "commit", slow_commit)
+    return in_commit, release
+
+
 @pytest.fixture
 def sigint_raises() -> Iterator[None]:
     """SIGINT raises KeyboardInterrupt, also in a process a shell started in the background
@@ -551,15 +567,7 @@ def test_an_interrupted_thread_leaves_no_thread_of_its_group_waiting(
 
     log = eventlog.open(store)
     session = log.create_session()
-    in_commit, release = threading.Event(), threading.Event()
-    commit = log._store.commit
-
-    def slow_commit(requests: list[Any]) -> Any:
-        in_commit.set()
-        release.wait(10)
-        return commit(requests)
-
-    monkeypatch.setattr(log._store, "commit", slow_commit)
+    in_commit, release = _hold_commits(log, monkeypatch)
     results: dict[str, Any] = {}
 
     def append(name: str) -> None:
@@ -624,15 +632,7 @@ def test_an_interrupt_just_after_a_follower_woke_does_not_leave_it_waiting_for_i
 
     log = eventlog.open(store)
     session = log.create_session()
-    in_commit, release = threading.Event(), threading.Event()
-    commit = log._store.commit
-
-    def slow_commit(requests: list[Any]) -> Any:
-        in_commit.set()
-        release.wait(10)
-        return commit(requests)
-
-    monkeypatch.setattr(log._store, "commit", slow_commit)
+    in_commit, release = _hold_commits(log, monkeypatch)
     monkeypatch.setattr(log_module, "_Slot", Slot)
     outcome: dict[str, Any] = {}
 
