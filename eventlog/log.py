@@ -306,6 +306,8 @@ class _Reads:
         read-only handle, or an append holds the index just now. Never waits, and reads the
         id index only: a hint for readers, which look everywhere on None. Plain, not
         awaited, on `AsyncEventLog` too."""
+        if not isinstance(node_id, uuid.UUID):
+            raise InvalidEvent(f"node_id must be a UUID, not {type(node_id).__name__}")
         kind = self._store.kind_of(node_id.int)
         return None if kind is None or kind not in _KINDS else NodeKind(kind)
 

@@ -478,6 +478,12 @@ def test_delete_node(log: eventlog.EventLog) -> None:
     assert stored(log, ev.NodeAdded, node).content == "old"
 
 
+@pytest.mark.parametrize("bad", ["01a23d76-2f50-7345-862d-b0a1ba48539d", 5, None])
+def test_kind_of_refuses_what_is_not_a_uuid(log: eventlog.EventLog, bad: object) -> None:
+    with pytest.raises(eventlog.InvalidEvent, match="node_id must be a UUID"):
+        log.kind_of(bad)  # type: ignore[arg-type]
+
+
 def test_kind_of_names_the_kind_each_id_was_created_as(store: Path) -> None:
     """Every kind, deleted or not; None for an id the log never saw and for an idempotency
     key. Reopened (only read since), the handle knows the sealed segments' ids without
