@@ -418,8 +418,9 @@ class Ingester:
         for i, item in traces:
             link = self._links.get(item.trace_id, (0, set()))[0] + 1
             first = next((u for u in fresh[i] if _span_of(u, item.trace_id)), None)
-            old = key_digest(first.key) if first is not None and link == 1 else 0
-            asked += [key_digest(_link_key(item.trace_id, link)), old]
+            asked.append(key_digest(_link_key(item.trace_id, link)))
+            if first is not None and link == 1:  # its first span's own key, stored before
+                asked.append(key_digest(first.key))
             asked += [n for u in fresh[i] if (n := _named(u)) is not None]
         found = dict(zip(asked, self._log._store.entries(asked), strict=True)) if asked else {}
         planned: list[Unit] = []
