@@ -70,6 +70,9 @@ class Cursor:
         self._fd: int | None = None
         self.done = False
         self._seek_size: int | None = None  # the size of the sealed segment the seek used
+        # (segment, offset, file size) of the tail last found torn: the zeros of a
+        # writer's reserve, which each poll at the end of the log would otherwise scan again
+        self._quiet_tail: tuple[int, int, int] | None = None
         self._segment, self._offset, self._frame_lsn = self._seek(start, start_ts)
 
     def _seek(self, lsn: int, ts: int | None) -> tuple[int, int, int | None]:
@@ -149,13 +152,17 @@ class Cursor:
                 sealed = self._sealed()
                 if sealed and file_size(self._fd) != size:
                     continue
-                torn = is_torn_tail(self._fd, bad.offset, size)
+                # Seen torn at this size before: only a frame written here can change that
+                # (writers append in order), which `written_since` sees.
+                quiet = not sealed and self._quiet_tail == (self._segment, bad.offset, size)
+                torn = quiet or is_torn_tail(self._fd, bad.offset, size)
                 if not sealed and written_since(self._fd, bad.offset, self._frame_lsn) is not None:
                     continue  # a writer filled its reserve as we looked: read on
                 if sealed or not torn:
                     raise CorruptionError(
                         f"damaged frame ({bad.reason})", str(path), bad.offset, bad.lsn
                     ) from None
+                self._quiet_tail = (self._segment, bad.offset, size)
                 return  # a frame being written, or a torn tail recovery will cut
             if self.done:
                 return

@@ -115,8 +115,10 @@ class _GroupCommit:
                 slot = _Slot(request)
                 self._queue.append(slot)
         if alone:  # a lone writer commits its own request: no slot, no wake-up lock
-            result = _commit(self._store, [request])[0]
-            self._hand_over()
+            try:
+                result = _commit(self._store, [request])[0]
+            finally:  # a Ctrl-C landing here must not leave the lead taken for good
+                self._hand_over()
         else:
             interrupted = _wait(slot)  # served by a leader, or handed the lead
             if slot.next is not None:

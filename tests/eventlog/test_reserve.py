@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 import eventlog
+from eventlog import _segment
 from eventlog._format import RESERVE_ALIGN
 
 from .test_power_loss import DurableDisk, PowerLoss, Workload, check, recording_torn_tails
@@ -136,6 +137,33 @@ def test_readers_and_a_backup_of_an_open_store_stop_at_its_reserve(tmp_path: Pat
     assert eventlog.verify(dest) == []
     with eventlog.open(dest, readonly=True) as copy:
         assert len(list(copy.read())) == 5
+
+
+def test_a_follower_polling_at_a_reserve_scans_its_zeros_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each poll at the end of the log stops at the writer's reserve: the first one looks
+    through the zeros for a frame beyond them, later ones only at the next frame's place."""
+    from eventlog import _reader  # noqa: PLC0415
+
+    scans: list[int] = []
+
+    def counted(fd: int, offset: int, end: int) -> bool:
+        scans.append(offset)
+        return _segment.is_torn_tail(fd, offset, end)
+
+    monkeypatch.setattr(_reader, "is_torn_tail", counted)
+    with eventlog.open(tmp_path / "store") as log:
+        session = log.create_session()
+        cursor = log.cursor()
+        assert len(list(cursor.records())) == 1
+        for _ in range(5):
+            assert list(cursor.records()) == []
+        log.add_prompt(session.id, "written into the reserve")
+        assert [r.lsn for r in cursor.records()] == [1]
+        assert list(cursor.records()) == []
+        cursor.close()
+    assert len(scans) == 2, scans  # once before the prompt, once after it
 
 
 @pytest.mark.slow
