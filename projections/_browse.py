@@ -160,8 +160,8 @@ names and models are matched in every session, as `_SEARCH` matches them (they a
 
 _ROWS = """SELECT session_id FROM {table} WHERE {which} AND deleted_ts IS NULL
     AND regexp_matches(content, regexp_escape($q), 'i')"""
-"""The sessions of some rows of `table` whose text holds `q`: the rows named by id (read
-through the primary key's index), or those after an LSN (the blocks after it)."""
+"""The sessions of some rows of `table` whose text holds `q`: the rows named by id (found by
+their zone maps: the table declares no key), or those after an LSN (the blocks after it)."""
 
 SEARCH_CHUNK = 256
 """The sessions a search looks through first, in the list's order (and at least in each

@@ -30,9 +30,8 @@ What it keeps:
 
 Each row is a prompt's or a response's text (a deleted one's too: `_ROWS`), its rowid the
 LSN of the event that added it (unique across both tables), with the node's id beside it (table
-``node``): the search reads the rows it names by id, through DuckDB's index of the primary key,
-a few milliseconds for a few hundred rows, where reading them by LSN decompresses a block of
-2,048 texts for each.
+``node``): the search reads the rows it names by id, as literals (the tables declare no key
+since schema 3, `Table`: DuckDB prunes row groups by the time-ordered ids' zone maps).
 The watermark is the last LSN whose rows it holds.
 """
 
