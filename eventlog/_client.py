@@ -509,6 +509,8 @@ class AsyncRemoteLog(AsyncAppends):
                     for line in lines:
                         if line:
                             yield _record(line)
+                if rest:  # a last line without its newline (httpx's aiter_lines yields it)
+                    yield _record(rest)
         except (aiohttp.ClientError, TimeoutError) as exc:
             raise self._http.unreachable(exc) from None
 

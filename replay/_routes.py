@@ -140,7 +140,12 @@ async def fork(request: Request) -> Response:
         raise ApiError(409, "name_taken", f"there is already a store or a file named {body.name}")
     assert service.queries is not None
     async with service.queries:
-        origin = await asyncio.to_thread(run_fork, served.path, body.at, target)
+        try:
+            origin = await asyncio.to_thread(run_fork, served.path, body.at, target)
+        except BadPoint:
+            raise
+        except ReplayError:  # its message names the host's paths: answer with the names
+            raise ReplayError(f"cannot fork {served.name} into {body.name}") from None
     await request.app.state.open_store(body.name, target)
     return json_response(
         {
