@@ -96,7 +96,11 @@ async def diff(request: Request) -> Response:
         value = request.query_params.get(key)
         if value is None:
             raise ApiError(422, "bad_argument", f"{key} (an LSN or an ISO 8601 time) is required")
-        points.append(int(value) if value.lstrip("-").isdigit() and len(value) < 20 else value)
+        points.append(
+            int(value)
+            if value.isascii() and value.lstrip("-").isdigit() and len(value) < 20
+            else value
+        )
     result = await _bounded(service, run_diff, served.path, points[0], points[1])
     return json_response(_diff_json(result))
 
