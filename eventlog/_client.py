@@ -423,7 +423,8 @@ class AsyncRemoteLog(AsyncAppends):
 
         session = self._session()
         url = self._http.base + path
-        limit = None if timeout is _UNSET else self._limit(timeout)
+        # aiohttp takes timeout=None as no timeout at all, so the session's is passed itself
+        limit = session.timeout if timeout is _UNSET else self._limit(timeout)
         try:
             async with session.request(
                 method, _url(url), params=params, data=content, headers=headers, timeout=limit,
@@ -509,6 +510,8 @@ class AsyncRemoteLog(AsyncAppends):
                     for line in lines:
                         if line:
                             yield _record(line)
+                if rest:  # a last line without its newline (httpx's aiter_lines yields it)
+                    yield _record(rest)
         except (aiohttp.ClientError, TimeoutError) as exc:
             raise self._http.unreachable(exc) from None
 

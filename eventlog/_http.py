@@ -329,7 +329,7 @@ async def read_body(request: Request, limit: int, timeout_s: float) -> bytes:
     """The body, refused (413) once it passes `limit` bytes and (408) if it takes longer than
     `timeout_s` to arrive; a declared Content-Length over the limit is refused unread."""
     declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
+    if declared is not None and declared.isascii() and declared.isdigit() and int(declared) > limit:
         raise _too_large(limit)
     chunks: list[bytes] = []
     size = 0

@@ -122,7 +122,7 @@ def _int(request: Request, key: str, default: int) -> int:
     value = request.query_params.get(key)
     if value is None:
         return default
-    if not value.isdigit() or len(value) > 9:
+    if not (value.isascii() and value.isdigit()) or len(value) > 9:
         raise ApiError(422, "bad_argument", f"{key} must be a non-negative int")
     return int(value)
 

@@ -96,7 +96,11 @@ async def diff(request: Request) -> Response:
         value = request.query_params.get(key)
         if value is None:
             raise ApiError(422, "bad_argument", f"{key} (an LSN or an ISO 8601 time) is required")
-        points.append(int(value) if value.lstrip("-").isdigit() and len(value) < 20 else value)
+        points.append(
+            int(value)
+            if value.isascii() and value.lstrip("-").isdigit() and len(value) < 20
+            else value
+        )
     result = await _bounded(service, run_diff, served.path, points[0], points[1])
     return json_response(_diff_json(result))
 
@@ -140,7 +144,12 @@ async def fork(request: Request) -> Response:
         raise ApiError(409, "name_taken", f"there is already a store or a file named {body.name}")
     assert service.queries is not None
     async with service.queries:
-        origin = await asyncio.to_thread(run_fork, served.path, body.at, target)
+        try:
+            origin = await asyncio.to_thread(run_fork, served.path, body.at, target)
+        except BadPoint:
+            raise
+        except ReplayError:  # its message names the host's paths: answer with the names
+            raise ReplayError(f"cannot fork {served.name} into {body.name}") from None
     await request.app.state.open_store(body.name, target)
     return json_response(
         {

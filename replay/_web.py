@@ -118,7 +118,7 @@ async def _on_point(request: Request, fn: Callable[[duckdb.DuckDBPyConnection], 
         await served.owner.reach(served.acknowledged, service.limits.sql_time_s)
         cursor = served.owner.cursor()
         return json_response(await run_read(service, cursor, lambda: fn(cursor)))
-    lsn = point.lstrip("-").isdigit() and len(point) < 20
+    lsn = point.isascii() and point.lstrip("-").isdigit() and len(point) < 20
     where: dict[str, Any] = {"lsn": int(point)} if lsn else {"time": point}
     assert service.queries is not None
     async with service.queries:
@@ -140,7 +140,7 @@ def _uuid(request: Request) -> uuid.UUID:
 
 def _int(request: Request, key: str, default: int) -> int:
     value = request.query_params.get(key) or str(default)
-    if not value.isdigit() or len(value) > 9:
+    if not (value.isascii() and value.isdigit()) or len(value) > 9:
         raise ApiError(422, "bad_argument", f"{key} must be a non-negative int")
     return int(value)
 
@@ -149,7 +149,7 @@ def _time(request: Request, key: str) -> int | None:
     value = request.query_params.get(key, "")
     if not value:
         return None
-    return int(value) if value.isdigit() else to_ns(value, key)
+    return int(value) if value.isascii() and value.isdigit() else to_ns(value, key)
 
 
 async def sessions(request: Request) -> Response:
