@@ -223,6 +223,27 @@ def test_no_answer_is_a_service_error_that_says_to_retry(tmp_path: Path) -> None
         list(log.read())
 
 
+def test_the_async_client_gives_up_on_a_service_that_never_answers() -> None:
+    """Its `timeout` bounds every request (aiohttp took a request's timeout=None for none)."""
+    import asyncio  # noqa: PLC0415
+    import socket  # noqa: PLC0415
+    import time  # noqa: PLC0415
+
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen()  # accepts connections (the kernel does), never answers
+
+        async def main() -> None:
+            url = f"http://127.0.0.1:{silent.getsockname()[1]}"
+            async with await eventlog.connect_async(url, timeout=1.0) as log:
+                with pytest.raises(eventlog.ServiceError):
+                    await log.create_session()
+
+        started = time.monotonic()
+        asyncio.run(asyncio.wait_for(main(), 20))
+        assert time.monotonic() - started < 10
+
+
 def test_the_async_client_answers_and_refuses_as_the_sync_one(served: Service) -> None:
     """The async client has a transport of its own (aiohttp): the same errors with their
     fields, a record longer than its stream's line buffer, repeated query parameters, a

@@ -128,7 +128,8 @@ def test_the_sessions_list_searches_content_and_metadata(
     ("query", "code"),
     [("sort=name", "bad_argument"), ("limit=500", "bad_argument"), ("order=up", "bad_argument"),
      ("since=yesterday", "invalid_event"), ("offset=-1", "bad_argument"),
-     (f"q={'x' * 201}", "bad_argument")],
+     (f"q={'x' * 201}", "bad_argument"), ("limit=%C2%B2", "bad_argument"),
+     ("offset=%C2%B2", "bad_argument")],
 )  # fmt: skip
 def test_a_bad_list_request_is_one_error(
     served: tuple[Service, Any], query: str, code: str
@@ -173,6 +174,8 @@ def test_every_page_route_answers_at_a_point(served: tuple[Service, list[uuid.UU
     assert _get(service, "/v1/stores/default/sessions?at=2000-01-01T00:00:00Z")["total"] == 0
     bad = _get(service, "/v1/stores/default/sessions?at=yesterday", 422)
     assert bad["error"]["code"] == "bad_point"
+    digit = _get(service, "/v1/stores/default/sessions?at=%C2%B2", 422)  # '²': isdigit, not int
+    assert digit["error"]["code"] == "bad_point"
     then = _get(service, "/v1/stores/default/sessions?at=2")  # two agents and one session
     assert _ids(then) == [str(sessions[0])] and then["sessions"][0]["turns"] == 0
     view = _get(service, f"/v1/stores/default/sessions/{sessions[0]}/view?at=3")
