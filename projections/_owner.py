@@ -156,6 +156,7 @@ class Owner:
                 return
             if self._behind_since is None:
                 self._behind_since = time.monotonic()
+            indexed = self.index.path.exists()
             if erasing:
                 with self._cursors:
                     self._rebuilding = True
@@ -170,7 +171,7 @@ class Owner:
             finally:
                 with self._cursors:
                     self._rebuilding = False
-            if self.index.path.exists():
+            if indexed or self.index.path.exists():  # an erasure deleted it: build it again
                 self.index.wanted.set()
             end = self._log_end - 1
             self._behind_since = None if end <= self.checkpoint else time.monotonic()

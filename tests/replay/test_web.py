@@ -501,6 +501,9 @@ def test_an_erasure_leaves_no_erased_text_in_the_text_index(tmp_path: Path) -> N
         )  # fmt: skip
         assert erased.returncode == 0, erased.stderr
         deadline = time.monotonic() + WAIT_S
+        while not index.exists() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert index.exists(), "the index was not built again after the erasure"
         answer = service.http.get(f"{base}?q=kept")
         while answer.status_code == 503 and time.monotonic() < deadline:  # refolding
             time.sleep(0.1)
