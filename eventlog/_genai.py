@@ -584,9 +584,9 @@ def _map_span(walk: _Walk, span: Span, trace_default: str | None) -> None:
 
 def _is_agent_turn(walk: _Walk, span: Span) -> bool:
     """An agent span that carries its own input and output and has no chat span inside: an
-    agent not instrumented by a library (`eventlog.otel.agent`), or OpenInference's AGENT."""
-    if not (messages(span, False) or messages(span, True)):
-        return False
+    agent not instrumented by a library (`eventlog.otel.agent`), or OpenInference's AGENT.
+    The chat spans are looked for first: an instrumented agent has them, and reading its
+    messages would try every convention in turn."""
     for other in walk.by_id.values():
         if (
             walk.ops.get(other.span_id) in _CHAT_OPS
@@ -594,7 +594,7 @@ def _is_agent_turn(walk: _Walk, span: Span) -> bool:
             and any(a.span_id == span.span_id for a in walk.ancestors(other))
         ):
             return False
-    return True
+    return bool(messages(span, False) or messages(span, True))
 
 
 def _schema_name(schema: Any) -> Any:

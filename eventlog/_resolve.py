@@ -164,8 +164,12 @@ class Resolver:
         """`resolve` each of a request's events, at LSNs from `first_lsn`."""
         if len(events) >= PLAIN_FROM and self._resolve_plain(events, first_lsn):
             return
+        pending = self._request_pending
         for lsn, event in enumerate(events, first_lsn):
-            self.resolve(event, lsn)
+            if type(event) is ev.SpanRecorded:  # what `resolve` does to it, inline: it names
+                pending[lsn] = event  # no node and makes no entry (half of what ingest stores)
+            else:
+                self.resolve(event, lsn)
 
     def _resolve_plain(self, events: list[ev.EventBase], first_lsn: int) -> bool:
         """What `resolve` does to each event, in one pass, for a request of only new

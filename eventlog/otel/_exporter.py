@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from opentelemetry.sdk.trace import ReadableSpan
@@ -19,8 +19,10 @@ __all__ = ["Exporter", "from_readable"]
 _LOG = logging.getLogger("eventlog.otel")
 
 
-_KINDS = {kind: kind.name.lower() for kind in SpanKind}  # an enum's .name costs a lookup
-_STATUSES = {code: code.name.lower() for code in StatusCode}
+# By an enum member's value (`_value_`, a plain attribute): hashing a member, or reading its
+# `.name` or `.value`, runs Python code, twice for every span.
+_KINDS = {kind._value_: kind.name.lower() for kind in SpanKind}
+_STATUSES = {code._value_: code.name.lower() for code in StatusCode}
 _RESOURCE: list[Any] = [None, {}]  # the last resource seen and its bounded attributes
 
 
@@ -32,6 +34,17 @@ def _resource(resource: Any) -> dict[str, Any]:
     return found
 
 
+def _attributes(attributes: Mapping[str, Any] | None) -> dict[str, Any]:
+    """Bounded attributes of an SDK span or span event. The SDK hands out a read-only view
+    of its `BoundedAttributes`, whose `copy()` is a dict copied in C; `dict(view)` would call
+    its Python `__iter__` and `__getitem__` for every key (a fifth of decoding a span)."""
+    if not attributes:
+        return {}
+    copy = getattr(attributes, "copy", None)
+    plain = copy() if copy is not None else None
+    return bound_attributes(plain if type(plain) is dict else attributes)
+
+
 def from_readable(span: ReadableSpan) -> Span | Malformed:
     """The neutral, bounded record of an SDK span."""
     context = span.context
@@ -40,23 +53,23 @@ def from_readable(span: ReadableSpan) -> Span | Malformed:
     parent = span.parent
     scope = span.instrumentation_scope
     status = span.status
+    events = span.events  # a new tuple at each read
     return Span(
         trace_id=f"{context.trace_id:032x}",
         span_id=f"{context.span_id:016x}",
         parent_span_id=None if parent is None else f"{parent.span_id:016x}",
         parent_is_remote=parent is not None and parent.is_remote,
         name=bound_text(span.name),
-        kind=_KINDS[span.kind],
+        kind=_KINDS[span.kind._value_],
         start_ns=span.start_time or 0,
         end_ns=span.end_time or span.start_time or 0,
-        status=_STATUSES[status.status_code],
+        status=_STATUSES[status.status_code._value_],
         status_message=bound_text(status.description) if status.description else None,
-        attributes=bound_attributes(span.attributes or {}),
+        attributes=_attributes(span.attributes),
         events=tuple(
-            SpanEvent(bound_text(e.name), e.timestamp, bound_attributes(e.attributes or {}))
-            for e in span.events
+            SpanEvent(bound_text(e.name), e.timestamp, _attributes(e.attributes)) for e in events
         )
-        if span.events
+        if events
         else (),
         resource=_resource(span.resource),
         scope=None

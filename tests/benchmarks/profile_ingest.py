@@ -2,6 +2,7 @@
 
     python -m tests.benchmarks.profile_ingest                      # both paths, 7,000 spans
     python -m tests.benchmarks.profile_ingest --path otlp --spans 35000 --top 40
+    python -m tests.benchmarks.profile_ingest --cpu                # `exporter`, CPU by stage
 
 `exporter`: spans made beforehand by the SDK (`tests/benchmarks/_otel.py`), exported in
 batches of 512 through `eventlog.otel.Exporter` into a store with the default FSYNC, then
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import cProfile
+import gc
 import pstats
 import random
 import tempfile
@@ -25,9 +27,10 @@ from pathlib import Path
 from typing import Any
 
 import eventlog
-from eventlog import otel
+from eventlog import _handoffs, _ingest, _store, otel
 from eventlog._ingest import Ingester
 from eventlog._spans import decode_protobuf
+from eventlog.otel import _exporter
 
 from ._otel import BATCH, SPANS_PER_TRACE, emit_trace
 
@@ -89,6 +92,64 @@ def run_otlp(bodies: list[bytes], path: Path) -> None:
     log.close()
 
 
+_TIMED: list[tuple[Any, str, str]] = [  # (owner, function, stage): nested ones indented
+    (_exporter, "from_readable", "decode and bound (from_readable)"),
+    (_ingest.Ingester, "_map", "mapping (map_trace)"),
+    (_handoffs.Handoffs, "after", "handoffs"),
+    (_ingest.Ingester, "_plan", "ingester plan (id index asked)"),
+    (_ingest, "_request", "requests made (encoded for size)"),
+    (_store.Store, "commit", "log commit (checks, index, frame)"),
+    (_store.Store, "_write_frame", "  of which the frame (encode, zstd, write, sync)"),
+]
+
+
+def cpu_by_stage(spans: list[Any], reps: int) -> None:
+    """Print the `exporter` path's CPU a span by stage (see the module docstring)."""
+    spent: dict[str, float] = {}
+    for owner, name, stage in _TIMED:
+        setattr(owner, name, _timed(getattr(owner, name), stage, spent))
+    best: dict[str, float] = {}
+    for rep in range(reps + 1):
+        spent.clear()
+        on = rep == reps  # the last run, with the collector on, times the collector
+        with tempfile.TemporaryDirectory() as tmp:
+            gc.collect()
+            if on:
+                gc.callbacks.append(lambda phase, _: _collector(phase, spent))
+            else:
+                gc.disable()
+            began = time.process_time()
+            run_exporter(spans, Path(tmp) / "s")
+            spent["total"] = time.process_time() - began
+            gc.enable()
+        if not on:
+            best = {k: min(v, best.get(k, v)) for k, v in spent.items()}
+    for stage in [*(stage for _, _, stage in _TIMED), "total"]:
+        print(f"  {stage:52} {best.get(stage, 0.0) * 1e6 / len(spans):6.1f} us a span")
+    print(f"  {'the collector, in a run with it on':52} "
+          f"{spent.get('collector', 0.0) * 1e6 / len(spans):6.1f} us a span")  # fmt: skip
+
+
+def _collector(phase: str, spent: dict[str, float]) -> None:
+    """A `gc.callbacks` hook summing the collector's CPU time into ``spent["collector"]``."""
+    now = time.process_time()
+    if phase == "start":
+        spent["gc started"] = now
+    else:
+        spent["collector"] = spent.get("collector", 0.0) + now - spent["gc started"]
+
+
+def _timed(fn: Callable[..., Any], stage: str, spent: dict[str, float]) -> Callable[..., Any]:
+    def timed(*args: Any, **kwargs: Any) -> Any:
+        began = time.process_time()
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            spent[stage] = spent.get(stage, 0.0) + time.process_time() - began
+
+    return timed
+
+
 def _stages(stats: pstats.Stats) -> dict[str, float]:
     out: dict[str, float] = {}
     for (file, _, name), (_, _, tottime, _, _) in stats.stats.items():  # type: ignore[attr-defined]
@@ -103,8 +164,13 @@ def main() -> None:
     parser.add_argument("--path", choices=["exporter", "otlp", "both"], default="both")
     parser.add_argument("--spans", type=int, default=7_000)
     parser.add_argument("--top", type=int, default=25)
+    parser.add_argument("--cpu", action="store_true", help="CPU by stage, unprofiled")
+    parser.add_argument("--reps", type=int, default=5, help="runs for --cpu (the best)")
     args = parser.parse_args()
     spans = sdk_spans(args.spans)
+    if args.cpu:
+        cpu_by_stage(spans, args.reps)
+        return
     work: dict[str, Callable[[Path], None]] = {}
     if args.path in ("exporter", "both"):
         work["exporter"] = lambda p: run_exporter(spans, p)
