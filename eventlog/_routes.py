@@ -27,6 +27,7 @@ from starlette.routing import Route
 from . import _commands as c
 from . import events as ev
 from ._http import ApiError, ServedLog, Service, log_error, read_body, service_of
+from ._limits import MAX_DEPTH
 from ._reader import Record
 from ._store import Appended
 from ._time import to_ns
@@ -121,9 +122,10 @@ async def append_batch(request: Request) -> Response:
         try:
             events, options = parse_request(decode_json(raw))
             commands.append((n, c.append(events, **options)))
-        except EventLogError as exc:
+        except Exception as exc:  # the append route's refusal of it (500 if not a log error)
             outcomes[n] = _refused(service, exc)
-    results = await served.log._submit_group([command.request for _, command in commands])
+    requests = [command.request for _, command in commands]
+    results = await served.log._submit_group(requests) if requests else []
     representation = _representation(request)
     for (n, _), result in zip(commands, results, strict=True):
         if isinstance(result, Appended):
@@ -147,7 +149,9 @@ def _batch(body: bytes, limit: int) -> list[msgspec.Raw]:
     except msgspec.DecodeError as exc:
         raise InvalidEvent(f'not a batch: {{"appends": [request, ...]}} ({exc})') from None
     except RecursionError:
-        raise InvalidEvent("nested too deeply to parse") from None
+        raise InvalidEvent(
+            f"nested too deeply to parse (the limit is {MAX_DEPTH} levels)"
+        ) from None
     if not parts:
         raise InvalidEvent("the batch holds no appends")
     if len(parts) > limit:
