@@ -527,13 +527,23 @@ class AsyncRemoteLog(AsyncAppends):
             )
         except (aiohttp.ClientError, TimeoutError) as exc:
             return [self._http.unreachable(exc, True) for _ in bodies]
-        if status == 413 and self._coalescer is not None:
-            self._coalescer.max_count = max(1, len(bodies) // 2)
-            self._coalescer.max_bytes = max(1, len(body) // 2)
-            return list(await asyncio.gather(*(_outcome(self._append(b)) for b in bodies)))
         if status >= 300:
-            return [self._http.error(status, reason, content) for _ in bodies]
+            refused = self._http.error(status, reason, content)
+            if status == 413 and self._coalescer is not None:
+                self._smaller(refused, len(bodies), len(body))
+                return list(await asyncio.gather(*(_outcome(self._append(b)) for b in bodies)))
+            return [refused, *(self._http.error(status, reason, content) for _ in bodies[1:])]
         return self._outcomes(status, content, len(bodies))
+
+    def _smaller(self, refused: Exception, count: int, size: int) -> None:
+        """After a batch refused as too large: later ones half as large, in the appends
+        (``too_many_appends``: past `max_batch_appends`) or the bytes (past `max_body_bytes`)
+        the service refused."""
+        assert self._coalescer is not None
+        if getattr(refused, "code", None) == "too_many_appends":
+            self._coalescer.max_count = max(1, count // 2)
+        else:
+            self._coalescer.max_bytes = max(1, size // 2)
 
     def _outcomes(self, status: int, content: bytes, count: int) -> list[Outcome]:
         try:

@@ -156,7 +156,7 @@ def _batch(body: bytes, limit: int) -> list[msgspec.Raw]:
         raise InvalidEvent("the batch holds no appends")
     if len(parts) > limit:
         raise ApiError(
-            413, "too_large", f"the batch holds {len(parts)} appends; the limit is {limit}"
+            413, "too_many_appends", f"the batch holds {len(parts)} appends; the limit is {limit}"
         )
     return parts
 
