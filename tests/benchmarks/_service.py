@@ -135,7 +135,7 @@ def _cpu_s(pid: int) -> float:
 
 def _metric(text: str, name: str, having: str = "") -> float:
     """The sum of the samples of `name` whose labels include the text `having`."""
-    found = re.findall(rf"^{name}{{([^}}]*)}} (\S+)$", text, re.MULTILINE)
+    found = re.findall(rf"^{name}{{(.*)}} (\S+)$", text, re.MULTILINE)
     return sum(float(value) for labels, value in found if having in labels)
 
 
