@@ -32,8 +32,6 @@ from ._store import Appended
 
 __all__ = ["Coalescer", "Outcome", "Send"]
 
-SHARE = True
-
 Outcome = Appended | Exception
 Send = Callable[[list[bytes]], Awaitable[list[Outcome]]]
 """Sends the bodies of some appends as one request; one outcome for each, in order."""
@@ -58,7 +56,6 @@ class Coalescer:
         """Bytes of append bodies in one request at most, unless one alone is larger."""
         self._queue: deque[_Waiting] = deque()
         self._flying = 0
-        self._boarding = 0  # flights started that have not taken their appends yet
         self._tasks: set[asyncio.Task[None]] = set()
 
     async def submit(self, body: bytes) -> Appended:
@@ -67,7 +64,6 @@ class Coalescer:
         self._queue.append(_Waiting(body, future))
         if self._flying < self.flights:
             self._flying += 1  # counted now: the appends of this turn wait for this flight
-            self._boarding += 1
             task = asyncio.create_task(self._fly(), name="eventlog-coalesce")
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
@@ -80,23 +76,22 @@ class Coalescer:
 
     async def _fly(self) -> None:
         try:
-            self._boarding -= 1
-            batch = self._take(self._boarding + 1 if SHARE else 1)
-            while batch:
+            while batch := self._take():
                 await self._carry(batch)
-                batch = self._take(1)
         finally:
             self._flying -= 1
 
-    def _take(self, ways: int) -> list[_Waiting]:
-        """The next request's appends, in the order they were made: its share of those
-        queued if `ways` flights are taking them together; those whose callers were
-        cancelled are dropped unsent."""
+    def _take(self) -> list[_Waiting]:
+        """The next request's appends, in the order they were made; those whose callers
+        were cancelled are dropped unsent.
+
+        A flight takes all it may, even when another starts in the same turn: splitting a
+        turn's appends between two requests, so the service parses one while it commits
+        the other, cost more CPU per append and was no faster (docs/benchmarks.md)."""
         batch: list[_Waiting] = []
         size = 0
         queue = self._queue
-        count = min(self.max_count, -(-len(queue) // ways))
-        while queue and len(batch) < count:
+        while queue and len(batch) < self.max_count:
             waiting = queue[0]
             if waiting.future.done():
                 queue.popleft()
