@@ -258,7 +258,7 @@ def test_a_transport_failure_fails_exactly_the_appends_it_carried() -> None:
     async def main() -> list[Any]:
         async with await eventlog.connect_async("http://127.0.0.1:9") as log:
             calls = [log.create_session(idempotency_key=f"k{i}") for i in range(10)]
-            return await asyncio.gather(*calls, return_exceptions=True)
+            return list(await asyncio.gather(*calls, return_exceptions=True))
 
     outcomes = asyncio.run(asyncio.wait_for(main(), WAIT_S))
     assert all(isinstance(o, eventlog.ServiceError) and o.status == 0 for o in outcomes)
@@ -277,7 +277,7 @@ def test_a_batch_too_large_for_the_service_goes_append_by_append(
             session = await log.create_session()
             calls = [log.add_prompt(session.id, f"{i}" * 20_000) for i in range(8)]
             calls.append(log.add_prompt(session.id, "x" * 70_000))
-            return await asyncio.gather(*calls, return_exceptions=True)
+            return list(await asyncio.gather(*calls, return_exceptions=True))
 
     outcomes = asyncio.run(main())
     refused = outcomes.pop()
