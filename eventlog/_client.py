@@ -24,7 +24,7 @@ import contextlib
 import os
 import threading
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Iterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, NamedTuple, Self
 from urllib.parse import quote, urlsplit
@@ -34,7 +34,7 @@ import httpx2
 import msgspec
 
 from . import events as ev
-from ._coalesce import Coalescer, Outcome
+from ._coalesce import Bounds, Coalescer, Outcome, ThreadCoalescer
 from ._erase import Erasure, ErasureRunning, Selected, Selector
 from ._reader import Record
 from ._store import Appended, PendingRequest
@@ -231,7 +231,12 @@ def _past(record: Record, stop: int | None, stop_ts: int | None) -> bool:
 class RemoteLog(Appends):
     """A store served by `lmg serve`, for appending and reading from threads: every typed
     helper of `EventLog`, `read`, `follow`, `last_lsn` and `next_lsn`. Use `eventlog.connect`.
-    """
+
+    With `coalesce` (the default), appends other threads make while requests are in flight
+    go together in one request to the batch route, as in `AsyncRemoteLog`."""
+
+    FLIGHTS = 2
+    """Coalesced requests in flight at once: while they are, appends queue for the next."""
 
     def __init__(
         self,
@@ -240,10 +245,12 @@ class RemoteLog(Appends):
         *,
         token: str | None = None,
         timeout: float = 30.0,
+        coalesce: bool = True,
         errors: Mapping[str, type[Exception]] = ERRORS,
     ) -> None:
         self._http = Http(url, store, token, errors)
         self._client = httpx2.Client(headers=self._http.headers, timeout=timeout, limits=LIMITS)
+        self._coalescer = ThreadCoalescer(self._send, flights=self.FLIGHTS) if coalesce else None
 
     def __enter__(self) -> Self:
         return self
@@ -267,9 +274,32 @@ class RemoteLog(Appends):
         return self._http.check(response)
 
     def _submit(self, request: PendingRequest) -> Appended:
-        body = _body(request)
+        if self._coalescer is None:
+            return self._append(_body(request))
+        if self._client.is_closed:
+            raise self._http.closed()
+        return self._coalescer.submit(_body(request))
+
+    def _append(self, body: bytes) -> Appended:
         response = self._request("POST", "/events", True, content=body, headers=_REPRESENTATION)
         return _appended(response.content)
+
+    def _send(self, bodies: list[bytes]) -> list[Outcome]:
+        """A flight of the coalescer, as `AsyncRemoteLog._send` (one by one after a 413)."""
+        if len(bodies) == 1:
+            return [_outcome_of(self._append, bodies[0])]
+        body = _batch_body(bodies)
+        try:
+            response = self._client.post(
+                self._http.base + "/events:batch", content=body, headers=_REPRESENTATION
+            )
+        except httpx2.TransportError as exc:
+            return [self._http.unreachable(exc, True) for _ in bodies]
+        status, reason, content = response.status_code, response.reason_phrase, response.content
+        if status == 413 and self._coalescer is not None:
+            _smaller(self._coalescer, self._http.error(status, reason, content), body, bodies)
+            return [_outcome_of(self._append, b) for b in bodies]
+        return _outcomes(self._http, status, reason, content, len(bodies))
 
     def last_lsn(self, session_id: uuid.UUID | None = None) -> int | None:
         """The last LSN of the log, or of a session's events (None: empty, or no such one)."""
@@ -527,40 +557,10 @@ class AsyncRemoteLog(AsyncAppends):
             )
         except (aiohttp.ClientError, TimeoutError) as exc:
             return [self._http.unreachable(exc, True) for _ in bodies]
-        if status >= 300:
-            refused = self._http.error(status, reason, content)
-            if status == 413 and self._coalescer is not None:
-                self._smaller(refused, len(bodies), len(body))
-                return list(await asyncio.gather(*(_outcome(self._append(b)) for b in bodies)))
-            return [refused, *(self._http.error(status, reason, content) for _ in bodies[1:])]
-        return self._outcomes(status, content, len(bodies))
-
-    def _smaller(self, refused: Exception, count: int, size: int) -> None:
-        """After a batch refused as too large: later ones half as large, in the appends
-        (``too_many_appends``: past `max_batch_appends`) or the bytes (past `max_body_bytes`)
-        the service refused."""
-        assert self._coalescer is not None
-        if getattr(refused, "code", None) == "too_many_appends":
-            self._coalescer.max_count = max(1, count // 2)
-        else:
-            self._coalescer.max_bytes = max(1, size // 2)
-
-    def _outcomes(self, status: int, content: bytes, count: int) -> list[Outcome]:
-        try:
-            answer = msgspec.json.decode(content, type=_Outcomes).appends
-        except msgspec.DecodeError as exc:
-            answer, problem = [], str(exc)
-        else:
-            problem = f"{len(answer)} outcomes for {count} appends"
-        if len(answer) != count:
-            message = f"the batch's answer is not understood ({problem})"
-            return [ServiceError(status, "bad_answer", message) for _ in range(count)]
-        return [
-            Appended(a.lsn, list(a.events), a.duplicate)
-            if a.error is None
-            else self._http.named(a.status, a.error)
-            for a in answer
-        ]
+        if status == 413 and self._coalescer is not None:
+            _smaller(self._coalescer, self._http.error(status, reason, content), body, bodies)
+            return list(await asyncio.gather(*(_outcome(self._append(b)) for b in bodies)))
+        return _outcomes(self._http, status, reason, content, len(bodies))
 
     async def last_lsn(self, session_id: uuid.UUID | None = None) -> int | None:
         """The async twin of `RemoteLog.last_lsn`."""
@@ -634,10 +634,51 @@ class AsyncRemoteLog(AsyncAppends):
             raise self._http.unreachable(exc) from None
 
 
+def _smaller(bounds: Bounds, refused: Exception, body: bytes, bodies: list[bytes]) -> None:
+    """After a batch refused as too large (413), later ones half as large in the appends
+    (``too_many_appends``: past `max_batch_appends`) or the bytes (past `max_body_bytes`)."""
+    if getattr(refused, "code", None) == "too_many_appends":
+        bounds.max_count = max(1, len(bodies) // 2)
+    else:
+        bounds.max_bytes = max(1, len(body) // 2)
+
+
+def _outcomes(
+    http: Http, status: int, reason: str | None, content: bytes, count: int
+) -> list[Outcome]:
+    """Each append's outcome from the batch route's answer: a refusal of the whole batch
+    is every append's, one exception each."""
+    if status >= 300:
+        return [http.error(status, reason, content) for _ in range(count)]
+    try:
+        answer = msgspec.json.decode(content, type=_Outcomes).appends
+    except msgspec.DecodeError as exc:
+        answer, problem = [], str(exc)
+    else:
+        problem = f"{len(answer)} outcomes for {count} appends"
+    if len(answer) != count:
+        message = f"the batch's answer is not understood ({problem})"
+        return [ServiceError(status, "bad_answer", message) for _ in range(count)]
+    return [
+        Appended(a.lsn, list(a.events), a.duplicate)
+        if a.error is None
+        else http.named(a.status, a.error)
+        for a in answer
+    ]
+
+
 async def _outcome(append: Awaitable[Appended]) -> Outcome:
     """The append's result, or the exception it raised, as a value."""
     try:
         return await append
+    except Exception as exc:
+        return exc
+
+
+def _outcome_of(append: Callable[[bytes], Appended], body: bytes) -> Outcome:
+    """`append(body)`'s result, or the exception it raised, as a value."""
+    try:
+        return append(body)
     except Exception as exc:
         return exc
 
@@ -668,14 +709,21 @@ def _session(session_id: uuid.UUID) -> str:
 
 
 def connect(
-    url: str, store: str = "default", *, token: str | None = None, timeout: float = 30.0
+    url: str,
+    store: str = "default",
+    *,
+    token: str | None = None,
+    timeout: float = 30.0,
+    coalesce: bool = True,
 ) -> RemoteLog:
     """The store `store` of the `lmg serve` at `url`, with `EventLog`'s methods over HTTP.
 
     `token` is the bearer token (default: ``$LMG_TOKEN``, if set); `timeout` bounds each
     request, in seconds. Errors are the embedded ones (`UnknownNode`, `AppendConflict`, ...);
-    the service's own refusals, and no answer, are `ServiceError`."""
-    return RemoteLog(url, store, token=token, timeout=timeout)
+    the service's own refusals, and no answer, are `ServiceError`. With `coalesce` (the
+    default), appends other threads make while requests are in flight travel together in one
+    request, each with its own outcome (docs/service.md); False sends each alone."""
+    return RemoteLog(url, store, token=token, timeout=timeout, coalesce=coalesce)
 
 
 async def connect_async(

@@ -5,8 +5,10 @@ Each append keeps its own outcome; requests are counted at the service (its metr
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import re
 import shutil
+import threading
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -299,3 +301,58 @@ def test_closing_the_client_answers_the_appends_it_queued(served: Service, store
     outcomes = asyncio.run(main())
     assert all(isinstance(o, events.SessionCreated) for o in outcomes), outcomes
     assert _events(store) == 11
+
+
+# -- the sync client ---------------------------------------------------------------------------
+
+
+def test_threads_appending_on_one_sync_client_share_requests(served: Service, store: Path) -> None:
+    """16 threads, 20 appends each, on one `eventlog.connect` client: every append stored
+    once with its own LSN, a conflict refused to its own thread alone, and fewer requests
+    than appends; with ``coalesce=False``, one request each."""
+
+    def run(coalesce: bool) -> tuple[list[uuid.UUID], list[Exception]]:
+        with eventlog.connect(served.url, coalesce=coalesce) as log:
+            session = log.create_session().id
+            made: list[uuid.UUID] = []
+            refused: list[Exception] = []
+
+            def agent(k: int) -> None:
+                for i in range(20):
+                    made.append(log.add_prompt(session, f"t{k}-{i}"))
+                try:
+                    log.add_prompt(session, "stale", expect_session_lsn=0)
+                except eventlog.AppendConflict as exc:
+                    refused.append(exc)
+
+            threads = [threading.Thread(target=agent, args=(k,)) for k in range(16)]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join(WAIT_S)
+            return made, refused
+
+    made, refused = run(True)
+    singles, batches = _requests(served, _SINGLE), _requests(served, _BATCHES)
+    assert len(set(made)) == 320 and len(refused) == 16
+    assert batches > 0 and singles + batches < 1 + 336, (singles, batches)
+    with eventlog.open(store, readonly=True) as log:
+        stored = [getattr(r.event, "id", None) for r in log.read()]
+    assert len(stored) == 322 and set(stored[2:]) == set(made)
+    made, refused = run(False)
+    assert len(set(made)) == 320 and len(refused) == 16
+    assert _requests(served, _SINGLE) >= singles + 1 + 336
+    assert _requests(served, _BATCHES) == batches
+
+
+def test_a_sync_batch_too_large_for_the_service_goes_append_by_append(
+    served: Service, store: Path
+) -> None:
+    with eventlog.connect(served.url) as log:
+        session = log.create_session().id
+        with concurrent.futures.ThreadPoolExecutor(8) as pool:
+            futures = [pool.submit(log.add_prompt, session, f"{i}" * 30_000) for i in range(16)]
+            made = [f.result(WAIT_S) for f in futures]
+    assert len(set(made)) == 16 and _events(store) == 18
+    refused = _metric(served, "lmg_request_seconds_count", route=_BATCHES, status="413")
+    assert refused >= 1  # the threads' appends met in a batch, which went again one by one
