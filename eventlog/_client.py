@@ -7,8 +7,9 @@ idempotency key and expected LSNs, and builds the `Appended` the helper reads it
 from out of the records the service stored (``Prefer: return=representation``). So a helper
 returns what it returns embedded, and an error comes back as the class it is embedded: the
 service answers each with a stable code (`_wire.ERRORS`), raised here again with its fields.
-The async client coalesces (`_coalesce`): appends its callers make while others are in
-flight go together to the batch route (``POST .../events:batch``), each with its own outcome.
+Both clients coalesce (`_coalesce`): appends their tasks or threads make while others are
+in flight go together to the batch route (``POST .../events:batch``), each with its own
+outcome.
 
 The transports are the ``serve`` extra's, never imported by ``import eventlog``: httpx2 for
 `RemoteLog` (imported with this module, on first use of `eventlog.connect`), aiohttp for
