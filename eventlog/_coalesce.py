@@ -2,12 +2,12 @@
 client's analogue of the log's group commit (`Coalescer` for asyncio, `ThreadCoalescer` for
 threads).
 
-Each append waits in a queue. A *flight* (a task of the client's, never a caller's) takes
-what waits, up to `max_count` appends and `max_bytes` of their bodies, sends it as one
-request, hands each caller its own outcome, and takes what queued meanwhile, until the queue
-is empty. At most `flights` fly at once; an append that finds fewer starts one, so a lone
-append leaves at once (one turn of the event loop later) and appends made while requests
-are in flight go together in the next. The service commits a request's appends in one group
+Each append waits in a queue. With asyncio, a *flight* (a task of the client's, never a
+caller's) takes what waits, up to `max_count` appends and `max_bytes` of their bodies, sends
+it as one request, hands each caller its own outcome, and takes what queued meanwhile, until
+the queue is empty. At most `flights` fly at once; an append that finds fewer starts one, so
+a lone append leaves at once (one turn of the event loop later) and appends made while
+requests are in flight go together in the next. The service commits a request's appends in one group
 (`POST .../events:batch`), each all-or-nothing alone.
 
 What it keeps:
