@@ -7,6 +7,9 @@ idempotency key and expected LSNs, and builds the `Appended` the helper reads it
 from out of the records the service stored (``Prefer: return=representation``). So a helper
 returns what it returns embedded, and an error comes back as the class it is embedded: the
 service answers each with a stable code (`_wire.ERRORS`), raised here again with its fields.
+Both clients coalesce (`_coalesce`): appends their tasks or threads make while others are
+in flight go together to the batch route (``POST .../events:batch``), each with its own
+outcome.
 
 The transports are the ``serve`` extra's, never imported by ``import eventlog``: httpx2 for
 `RemoteLog` (imported with this module, on first use of `eventlog.connect`), aiohttp for
@@ -17,11 +20,12 @@ single-write requests cost about a fifth of httpx2's CPU per append (docs/benchm
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import threading
 import uuid
-from collections.abc import AsyncIterator, Iterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, NamedTuple, Self
 from urllib.parse import quote, urlsplit
@@ -31,6 +35,7 @@ import httpx2
 import msgspec
 
 from . import events as ev
+from ._coalesce import Bounds, Coalescer, Outcome, ThreadCoalescer
 from ._erase import Erasure, ErasureRunning, Selected, Selector
 from ._reader import Record
 from ._store import Appended, PendingRequest
@@ -80,6 +85,20 @@ class _ErrorBody(msgspec.Struct):
     error: _Error
 
 
+class _Outcome(msgspec.Struct):
+    """One append's outcome in the batch route's answer."""
+
+    status: int
+    lsn: int = 0
+    duplicate: bool = False
+    events: list[ev.Event] = []
+    error: _Error | None = None
+
+
+class _Outcomes(msgspec.Struct):
+    appends: list[_Outcome]
+
+
 class Http:
     """What every request to one served store shares: where, who, and the errors to raise."""
 
@@ -108,14 +127,22 @@ class Http:
 
     def refuse(self, status: int, reason: str | None, content: bytes) -> None:
         """Raise the error an unsuccessful answer names, as its class."""
+        raise self.error(status, reason, content)
+
+    def error(self, status: int, reason: str | None, content: bytes) -> Exception:
+        """The error an unsuccessful answer names, as its class."""
         try:
             error = msgspec.json.decode(content, type=_ErrorBody).error
         except msgspec.DecodeError:
             error = _Error(f"http_{status}", reason or "no answer")
+        return self.named(status, error)
+
+    def named(self, status: int, error: _Error) -> Exception:
+        """The exception for an error body's code: its class, or `ServiceError`."""
         cls = self.errors.get(error.code)
         if cls is None:
-            raise ServiceError(status, error.code, error.message)
-        raise rebuilt(cls, error.message, error.details)
+            return ServiceError(status, error.code, error.message)
+        return rebuilt(cls, error.message, error.details)
 
     def closed(self) -> LogClosed:
         """What a closed client raises, as a closed embedded log does."""
@@ -174,6 +201,11 @@ def _appended(content: bytes) -> Appended:
     return Appended(answer.lsn, list(answer.events), answer.duplicate)
 
 
+def _batch_body(bodies: list[bytes]) -> bytes:
+    """The batch route's body around appends' bodies, each already JSON."""
+    return b'{"appends":[' + b",".join(bodies) + b"]}"
+
+
 def _record(line: bytes | str) -> Record:
     return Record(msgspec.json.decode(line, type=_Lsn).lsn, _EVENT.decode(line))
 
@@ -200,7 +232,12 @@ def _past(record: Record, stop: int | None, stop_ts: int | None) -> bool:
 class RemoteLog(Appends):
     """A store served by `lmg serve`, for appending and reading from threads: every typed
     helper of `EventLog`, `read`, `follow`, `last_lsn` and `next_lsn`. Use `eventlog.connect`.
-    """
+
+    With `coalesce` (the default), appends other threads make while requests are in flight
+    go together in one request to the batch route, as in `AsyncRemoteLog`."""
+
+    FLIGHTS = 2
+    """Coalesced requests in flight at once: while they are, appends queue for the next."""
 
     def __init__(
         self,
@@ -209,10 +246,12 @@ class RemoteLog(Appends):
         *,
         token: str | None = None,
         timeout: float = 30.0,
+        coalesce: bool = True,
         errors: Mapping[str, type[Exception]] = ERRORS,
     ) -> None:
         self._http = Http(url, store, token, errors)
         self._client = httpx2.Client(headers=self._http.headers, timeout=timeout, limits=LIMITS)
+        self._coalescer = ThreadCoalescer(self._send, flights=self.FLIGHTS) if coalesce else None
 
     def __enter__(self) -> Self:
         return self
@@ -236,9 +275,32 @@ class RemoteLog(Appends):
         return self._http.check(response)
 
     def _submit(self, request: PendingRequest) -> Appended:
-        body = _body(request)
+        if self._coalescer is None:
+            return self._append(_body(request))
+        if self._client.is_closed:
+            raise self._http.closed()
+        return self._coalescer.submit(_body(request))
+
+    def _append(self, body: bytes) -> Appended:
         response = self._request("POST", "/events", True, content=body, headers=_REPRESENTATION)
         return _appended(response.content)
+
+    def _send(self, bodies: list[bytes]) -> list[Outcome]:
+        """A flight of the coalescer, as `AsyncRemoteLog._send` (one by one after a 413)."""
+        if len(bodies) == 1:
+            return [_outcome_of(self._append, bodies[0])]
+        body = _batch_body(bodies)
+        try:
+            response = self._client.post(
+                self._http.base + "/events:batch", content=body, headers=_REPRESENTATION
+            )
+        except httpx2.TransportError as exc:
+            return [self._http.unreachable(exc, True) for _ in bodies]
+        status, reason, content = response.status_code, response.reason_phrase, response.content
+        if status == 413 and self._coalescer is not None:
+            _smaller(self._coalescer, self._http.error(status, reason, content), body, bodies)
+            return [_outcome_of(self._append, b) for b in bodies]
+        return _outcomes(self._http, status, reason, content, len(bodies))
 
     def last_lsn(self, session_id: uuid.UUID | None = None) -> int | None:
         """The last LSN of the log, or of a session's events (None: empty, or no such one)."""
@@ -343,7 +405,14 @@ class AsyncRemoteLog(AsyncAppends):
 
     Its transport is aiohttp: one session (its pool of keep-alive connections) made by the
     first request, in the event loop that makes it, and closed by `close`. Redirects are not
-    followed (as httpx2 does not): an answer is the service's own."""
+    followed (as httpx2 does not): an answer is the service's own.
+
+    With `coalesce` (the default), appends made while others are in flight go together in
+    one request to the batch route, at most `FLIGHTS` requests in flight (`_coalesce`): the
+    same outcome for each caller, a fraction of the requests."""
+
+    FLIGHTS = 2
+    """Coalesced requests in flight at once: while they are, appends queue for the next."""
 
     def __init__(
         self,
@@ -352,13 +421,16 @@ class AsyncRemoteLog(AsyncAppends):
         *,
         token: str | None = None,
         timeout: float = 30.0,
+        coalesce: bool = True,
         errors: Mapping[str, type[Exception]] = ERRORS,
     ) -> None:
         self._http = Http(url, store, token, errors)
         self._timeout = timeout
         self._aiohttp: aiohttp.ClientSession | None = None
         self._proxy: str | None = None
+        self._closing = False  # appends are refused; those queued still go
         self._closed = False
+        self._coalescer = Coalescer(self._send, flights=self.FLIGHTS) if coalesce else None
 
     async def __aenter__(self) -> Self:
         return self
@@ -372,7 +444,10 @@ class AsyncRemoteLog(AsyncAppends):
         await self.close()
 
     async def close(self) -> None:
-        """Close the connections. Idempotent."""
+        """Let queued appends be answered, then close the connections. Idempotent."""
+        self._closing = True
+        if self._coalescer is not None:
+            await self._coalescer.drain()
         self._closed = True
         if self._aiohttp is not None:
             await self._aiohttp.close()
@@ -421,28 +496,72 @@ class AsyncRemoteLog(AsyncAppends):
     ) -> Reply:
         import aiohttp  # noqa: PLC0415
 
+        try:
+            status, reason, body, answered = await self._exchange(
+                method, path, params=params, content=content, headers=headers, timeout=timeout
+            )
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise self._http.unreachable(exc, appending) from None
+        if status >= 300:
+            self._http.refuse(status, reason, body)
+        return Reply(body, answered)
+
+    async def _exchange(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: Mapping[str, Any] | None = None,
+        content: bytes | None = None,
+        headers: Mapping[str, str] | None = None,
+        timeout: float | None = _UNSET,
+    ) -> tuple[int, str | None, bytes, Mapping[str, str]]:
+        """One request and its whole answer, whatever its status: status, reason, body,
+        headers. A transport's failure is raised as aiohttp raises it."""
         session = self._session()
         url = self._http.base + path
         # aiohttp takes timeout=None as no timeout at all, so the session's is passed itself
         limit = session.timeout if timeout is _UNSET else self._limit(timeout)
-        try:
-            async with session.request(
-                method, _url(url), params=params, data=content, headers=headers, timeout=limit,
-                proxy=self._proxy, allow_redirects=False,
-            ) as response:  # fmt: skip
-                body = await response.read()
-        except (aiohttp.ClientError, TimeoutError) as exc:
-            raise self._http.unreachable(exc, appending) from None
-        if response.status >= 300:
-            self._http.refuse(response.status, response.reason, body)
-        return Reply(body, response.headers)
+        async with session.request(
+            method, _url(url), params=params, data=content, headers=headers, timeout=limit,
+            proxy=self._proxy, allow_redirects=False,
+        ) as response:  # fmt: skip
+            body = await response.read()
+        return response.status, response.reason, body, response.headers
 
     async def _submit(self, request: PendingRequest) -> Appended:
-        body = _body(request)
+        if self._coalescer is None:
+            return await self._append(_body(request))
+        if self._closing:
+            raise self._http.closed()
+        return await self._coalescer.submit(_body(request))
+
+    async def _append(self, body: bytes) -> Appended:
         response = await self._request(
             "POST", "/events", True, content=body, headers=_REPRESENTATION
         )
         return _appended(response.content)
+
+    async def _send(self, bodies: list[bytes]) -> list[Outcome]:
+        """A flight of the coalescer: one append alone on the append route; more on the batch
+        route, each with its own outcome; a failure of the whole request is every append's,
+        one exception each. A batch the service finds too large (a limit set lower than the
+        coalescer's) goes again append by append, and later batches are half its size."""
+        import aiohttp  # noqa: PLC0415
+
+        if len(bodies) == 1:
+            return [await _outcome(self._append(bodies[0]))]
+        body = _batch_body(bodies)
+        try:
+            status, reason, content, _ = await self._exchange(
+                "POST", "/events:batch", content=body, headers=_REPRESENTATION
+            )
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            return [self._http.unreachable(exc, True) for _ in bodies]
+        if status == 413 and self._coalescer is not None:
+            _smaller(self._coalescer, self._http.error(status, reason, content), body, bodies)
+            return list(await asyncio.gather(*(_outcome(self._append(b)) for b in bodies)))
+        return _outcomes(self._http, status, reason, content, len(bodies))
 
     async def last_lsn(self, session_id: uuid.UUID | None = None) -> int | None:
         """The async twin of `RemoteLog.last_lsn`."""
@@ -516,6 +635,55 @@ class AsyncRemoteLog(AsyncAppends):
             raise self._http.unreachable(exc) from None
 
 
+def _smaller(bounds: Bounds, refused: Exception, body: bytes, bodies: list[bytes]) -> None:
+    """After a batch refused as too large (413), later ones half as large in the appends
+    (``too_many_appends``: past `max_batch_appends`) or the bytes (past `max_body_bytes`)."""
+    if getattr(refused, "code", None) == "too_many_appends":
+        bounds.max_count = max(1, len(bodies) // 2)
+    else:
+        bounds.max_bytes = max(1, len(body) // 2)
+
+
+def _outcomes(
+    http: Http, status: int, reason: str | None, content: bytes, count: int
+) -> list[Outcome]:
+    """Each append's outcome from the batch route's answer: a refusal of the whole batch
+    is every append's, one exception each."""
+    if status >= 300:
+        return [http.error(status, reason, content) for _ in range(count)]
+    try:
+        answer = msgspec.json.decode(content, type=_Outcomes).appends
+    except msgspec.DecodeError as exc:
+        answer, problem = [], str(exc)
+    else:
+        problem = f"{len(answer)} outcomes for {count} appends"
+    if len(answer) != count:
+        message = f"the batch's answer is not understood ({problem})"
+        return [ServiceError(status, "bad_answer", message) for _ in range(count)]
+    return [
+        Appended(a.lsn, list(a.events), a.duplicate)
+        if a.error is None
+        else http.named(a.status, a.error)
+        for a in answer
+    ]
+
+
+async def _outcome(append: Awaitable[Appended]) -> Outcome:
+    """The append's result, or the exception it raised, as a value."""
+    try:
+        return await append
+    except Exception as exc:
+        return exc
+
+
+def _outcome_of(append: Callable[[bytes], Appended], body: bytes) -> Outcome:
+    """`append(body)`'s result, or the exception it raised, as a value."""
+    try:
+        return append(body)
+    except Exception as exc:
+        return exc
+
+
 def _env_proxy(url: str) -> str | None:
     """The proxy the environment names for `url` (``HTTP_PROXY``, ``HTTPS_PROXY``,
     ``NO_PROXY``), as the sync client (httpx2) honours it. Looked up once: aiohttp's own
@@ -542,18 +710,33 @@ def _session(session_id: uuid.UUID) -> str:
 
 
 def connect(
-    url: str, store: str = "default", *, token: str | None = None, timeout: float = 30.0
+    url: str,
+    store: str = "default",
+    *,
+    token: str | None = None,
+    timeout: float = 30.0,
+    coalesce: bool = True,
 ) -> RemoteLog:
     """The store `store` of the `lmg serve` at `url`, with `EventLog`'s methods over HTTP.
 
     `token` is the bearer token (default: ``$LMG_TOKEN``, if set); `timeout` bounds each
     request, in seconds. Errors are the embedded ones (`UnknownNode`, `AppendConflict`, ...);
-    the service's own refusals, and no answer, are `ServiceError`."""
-    return RemoteLog(url, store, token=token, timeout=timeout)
+    the service's own refusals, and no answer, are `ServiceError`. With `coalesce` (the
+    default), appends other threads make while requests are in flight travel together in one
+    request, each with its own outcome (docs/service.md); False sends each alone."""
+    return RemoteLog(url, store, token=token, timeout=timeout, coalesce=coalesce)
 
 
 async def connect_async(
-    url: str, store: str = "default", *, token: str | None = None, timeout: float = 30.0
+    url: str,
+    store: str = "default",
+    *,
+    token: str | None = None,
+    timeout: float = 30.0,
+    coalesce: bool = True,
 ) -> AsyncRemoteLog:
-    """The asyncio twin of `connect`: ``async with await eventlog.connect_async(url) as log``."""
-    return AsyncRemoteLog(url, store, token=token, timeout=timeout)
+    """The asyncio twin of `connect`: ``async with await eventlog.connect_async(url) as log``.
+
+    With `coalesce` (the default), appends made while others are in flight travel together
+    in one request, each with its own outcome (docs/service.md); False sends each alone."""
+    return AsyncRemoteLog(url, store, token=token, timeout=timeout, coalesce=coalesce)

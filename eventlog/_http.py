@@ -74,6 +74,9 @@ class Limits(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tr
     body_timeout_s: float = 30.0
     """A body not received in full within this time is refused (408): a slow client holds
     no worker for longer."""
+    max_batch_appends: int = 1_000
+    """Appends one body of the batch route may carry (``events:batch``); more is refused
+    (413) whole. Each append in it keeps the log's own limits."""
     max_rows: int = 10_000
     """SQL results are cut at this many rows (the response says ``"truncated": true``)."""
     sql_time_s: float = 5.0

@@ -3,6 +3,8 @@
 ``POST /v1/stores/{name}/events`` takes what `lmg append` reads (`_wire`): an event, a list of
 events, an ``{"events": [...], ...options}`` object, or JSON lines of those; all of it is one
 all-or-nothing append, committed with every other request in flight (group commit).
+``POST /v1/stores/{name}/events:batch`` carries several such appends, each independent of the
+others, into one group commit: how a client sends the appends its callers make concurrently.
 
 ``GET /v1/stores/{name}/events`` sends records as `lmg tail` prints them: NDJSON, or
 Server-Sent Events (``id:`` is the LSN, so a reconnecting client's ``Last-Event-ID`` resumes).
@@ -12,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import sys
 import uuid
 from collections.abc import AsyncIterator
 from typing import Any
@@ -21,12 +24,15 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
+from . import _commands as c
 from . import events as ev
-from ._http import ApiError, ServedLog, read_body, service_of
+from ._http import ApiError, ServedLog, Service, log_error, read_body, service_of
+from ._limits import MAX_DEPTH
 from ._reader import Record
+from ._store import Appended
 from ._time import to_ns
 from ._wire import decode_json, parse_request, record_json
-from .errors import InvalidEvent
+from .errors import EventLogError, InvalidEvent
 
 __all__ = ["routes"]
 
@@ -54,8 +60,20 @@ async def append(request: Request) -> Response:
         if name in request.query_params:
             options[name] = _int(request.query_params[name], name)
     result = await served.log.append(events, **options)
+    out = _acknowledged(service, served, len(body), result, _representation(request))
+    return Response(_JSON.encode(out), media_type="application/json")
+
+
+def _representation(request: Request) -> bool:
+    return "return=representation" in request.headers.get("prefer", "")
+
+
+def _acknowledged(
+    service: Service, served: ServedLog, size: int, result: Appended, representation: bool
+) -> dict[str, Any]:
+    """Count an acknowledged append (of a body of `size` bytes) and answer it."""
     served.acknowledged = max(served.acknowledged, result.last_lsn)
-    service.metrics.appended(served.name, len(body), map(ev.tag_of, result.events))
+    service.metrics.appended(served.name, size, map(ev.tag_of, result.events))
     ids = [str(getattr(e, "id", "")) or None for e in result.events]
     out: dict[str, Any] = {
         "lsn": result.first_lsn,
@@ -63,10 +81,99 @@ async def append(request: Request) -> Response:
         "ids": ids,
         "duplicate": result.duplicate,
     }
-    if "return=representation" in request.headers.get("prefer", ""):
+    if representation:
         records = enumerate(result.events, result.first_lsn)
         out["events"] = [msgspec.Raw(record_json(Record(*r))) for r in records]
-    return Response(_JSON.encode(out), media_type="application/json")
+    return out
+
+
+class _Batch(msgspec.Struct, forbid_unknown_fields=True):
+    appends: list[msgspec.Raw]
+
+
+_BATCH = msgspec.json.Decoder(_Batch)
+_EXPECT = {"expect_store_lsn", "expect_session_lsn"}
+
+
+async def append_batch(request: Request) -> Response:
+    """Several independent appends in one body, ``{"appends": [request, ...]}``, each a JSON
+    document the append route takes (an event, a list, or an object with its own options),
+    queued together so they join one group commit (one write, one fsync).
+
+    Each keeps the append route's meaning alone: all-or-nothing for its own events, its own
+    idempotency key and expected LSNs; a refusal of one (bad input, a conflict, a reused
+    key) leaves the others as they are. The answer, 200 once the batch itself is accepted,
+    lists each one's outcome in order: the append route's answer with ``"status": 200``, or
+    ``{"status": ..., "error": {...}}`` with the status and error body it would have had.
+    How a client coalesces its concurrent appends into one request (docs/service.md)."""
+    service = service_of(request)
+    served = service.store(request, request.path_params["name"], "append")
+    limits = service.limits
+    body = await read_body(request, limits.max_body_bytes, limits.body_timeout_s)
+    if "idempotency-key" in request.headers or _EXPECT & set(request.query_params):
+        raise InvalidEvent(  # one value for many appends: each carries its own instead
+            "on the batch route, each append carries its own idempotency_key and expected "
+            "LSNs in its body, not in a header or the query"
+        )
+    parts = _batch(body, limits.max_batch_appends)
+    outcomes: list[dict[str, Any] | None] = [None] * len(parts)
+    commands: list[tuple[int, c.Command[Appended]]] = []
+    for n, raw in enumerate(parts):
+        try:
+            events, options = parse_request(decode_json(raw))
+            commands.append((n, c.append(events, **options)))
+        except Exception as exc:  # the append route's refusal of it (500 if not a log error)
+            outcomes[n] = _refused(service, exc)
+    requests = [command.request for _, command in commands]
+    results = await served.log._submit_group(requests) if requests else []
+    representation = _representation(request)
+    for (n, _), result in zip(commands, results, strict=True):
+        if isinstance(result, Appended):
+            size = len(parts[n])
+            outcomes[n] = {"status": 200} | _acknowledged(
+                service, served, size, result, representation
+            )
+        else:
+            outcomes[n] = _refused(service, result)
+    return Response(_JSON.encode({"appends": outcomes}), media_type="application/json")
+
+
+def _batch(body: bytes, limit: int) -> list[msgspec.Raw]:
+    """The appends of a batch body, each still JSON; 413 past `limit` of them."""
+    try:
+        body.decode()
+    except UnicodeDecodeError as exc:
+        raise InvalidEvent(f"the body is not UTF-8 (byte {exc.start})") from None
+    try:
+        parts = _BATCH.decode(body).appends
+    except msgspec.DecodeError as exc:
+        raise InvalidEvent(f'not a batch: {{"appends": [request, ...]}} ({exc})') from None
+    except RecursionError:
+        raise InvalidEvent(
+            f"nested too deeply to parse (the limit is {MAX_DEPTH} levels)"
+        ) from None
+    if not parts:
+        raise InvalidEvent("the batch holds no appends")
+    if len(parts) > limit:
+        raise ApiError(
+            413, "too_many_appends", f"the batch holds {len(parts)} appends; the limit is {limit}"
+        )
+    return parts
+
+
+def _refused(service: Service, exc: BaseException) -> dict[str, Any]:
+    """One append's refusal as the append route's error body would say it, with its status."""
+    if isinstance(exc, EventLogError):
+        api = log_error(exc)
+        if api.status == 500:
+            print(f"lmg serve: {type(exc).__name__}: {exc}", file=sys.stderr)
+    else:
+        print(f"lmg serve: events:batch: {type(exc).__name__}: {exc}", file=sys.stderr)
+        api = ApiError(500, "internal", "the service could not answer (see its log)")
+    error: dict[str, Any] = {"code": api.code, "message": service.scrub(api.message)}
+    if api.details:
+        error["details"] = api.details
+    return {"status": api.status, "error": error}
 
 
 def _request(body: bytes) -> tuple[list[ev.EventBase], dict[str, Any]]:
@@ -187,5 +294,6 @@ async def position(request: Request) -> Response:
 routes = [
     Route("/v1/stores/{name}/lsn", position),
     Route("/v1/stores/{name}/events", append, methods=["POST"]),
+    Route("/v1/stores/{name}/events:batch", append_batch, methods=["POST"]),
     Route("/v1/stores/{name}/events", read, methods=["GET"]),
 ]

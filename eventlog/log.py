@@ -529,11 +529,21 @@ class AsyncEventLog(_Reads, AsyncAppends):
         await asyncio.to_thread(self._store.sync)
 
     async def _submit(self, request: PendingRequest) -> Appended:
+        return await self._enqueue([request])[0]
+
+    async def _submit_group(self, requests: list[PendingRequest]) -> list[Appended | BaseException]:
+        """Several requests queued at once, so they join one group commit (one write, one
+        fsync), each with its own outcome as `_submit` gives it: the service's batch route."""
+        return await asyncio.gather(*self._enqueue(requests), return_exceptions=True)
+
+    def _enqueue(self, requests: list[PendingRequest]) -> list[asyncio.Future[Appended]]:
+        """Queue requests for the committer (started on first use); their futures."""
         if self._closed:  # no committer would ever run: the caller would wait forever
             raise LogClosed(f"the log at {self._store.path} is closed")
-        future: asyncio.Future[Appended] = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        futures: list[asyncio.Future[Appended]] = [loop.create_future() for _ in requests]
         with self._wake:
-            self._queue.append((request, future))
+            self._queue.extend(zip(requests, futures, strict=True))
             if self._committer is None:
                 self._committer = threading.Thread(
                     target=self._commit_forever, name="eventlog-commit", daemon=True
@@ -542,7 +552,7 @@ class AsyncEventLog(_Reads, AsyncAppends):
             elif self._idle:  # a busy committer takes the queue when its commit ends
                 self._idle = False
                 self._wake.notify()
-        return await future
+        return futures
 
     def _commit_forever(self) -> None:
         """The committer thread: whatever is queued when a commit ends forms the next group,

@@ -80,8 +80,9 @@ class HttpAgents:
     `eventlog.connect_async` client (its pool of connections) to `lmg serve`.
 
     Besides latency it reports the CPU each process spent per append during the slices (the
-    service's from /proc, the client's: this process) and the requests per group commit (the
-    service's metrics): on a loaded machine the rate follows CPU per request, which the load
+    service's from /proc, the client's: this process), the appends per group commit and per
+    HTTP request (the client coalesces the appends its tasks make concurrently; the
+    service's metrics): on a loaded machine the rate follows CPU per append, which the load
     changes far less."""
 
     def __init__(self, path: Path, total: int) -> None:
@@ -110,11 +111,16 @@ class HttpAgents:
         self.loop.run_until_complete(self.log.close())
         self.loop.close()
         self.service.stop()
+        requests = sum(
+            _metric(metrics, "lmg_request_seconds_count", f'route="/v1/stores/{{name}}/{route}"')
+            for route in ("events", "events:batch")
+        )
         return latencies(self.seconds) | {
             "service_cpu_ms": self.cpu[0] / max(1, self.appended) * 1e3,
             "client_cpu_ms": self.cpu[1] / max(1, self.appended) * 1e3,
             "group": _metric(metrics, "lmg_commit_group_requests_sum")
             / max(1.0, _metric(metrics, "lmg_commit_group_requests_count")),
+            "per_request": self.appended / max(1.0, requests),
         }
 
 
@@ -127,9 +133,10 @@ def _cpu_s(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def _metric(text: str, name: str) -> float:
-    found = re.search(rf"^{name}{{[^}}]*}} (\S+)$", text, re.MULTILINE)
-    return float(found.group(1)) if found else 0.0
+def _metric(text: str, name: str, having: str = "") -> float:
+    """The sum of the samples of `name` whose labels include the text `having`."""
+    found = re.findall(rf"^{name}{{(.*)}} (\S+)$", text, re.MULTILINE)
+    return sum(float(value) for labels, value in found if having in labels)
 
 
 class LogAgentsTimed:

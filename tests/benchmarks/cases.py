@@ -815,7 +815,8 @@ def _serve(plan: Plan, scale: Scale) -> CaseResult:
     notes.append(
         f"CPU per durable append over HTTP (medians): {_median_extra(http, 'service_cpu_ms'):.2f}"
         f" ms in `lmg serve`, {_median_extra(http, 'client_cpu_ms'):.2f} ms in the client's "
-        f"process; {_median_extra(http, 'group'):.1f} requests per group commit."
+        f"process; {_median_extra(http, 'group'):.1f} appends per group commit, "
+        f"{_median_extra(http, 'per_request'):.1f} per HTTP request."
     )
     base = Path(tempfile.mkdtemp(prefix="lmg-bench-serve-reads-", dir=plan.tmp_root))
     try:
@@ -839,8 +840,10 @@ SERVE = Case(
     "`lmg serve STORE --port 0` as a child process on a fresh store each repetition (its "
     "access log to a file), 64 sessions created first. HTTP: 64 asyncio tasks in this process, "
     "each awaiting `add_prompt(its_session, text)` in a loop through one "
-    "`eventlog.connect_async(url)` client (aiohttp, a pool of keep-alive connections); the "
-    "service appends each request with the default FSYNC, group-committing those in flight. "
+    "`eventlog.connect_async(url)` client (aiohttp, a pool of keep-alive connections), which "
+    "coalesces the appends made while its requests are in flight into one request to the "
+    "batch route (at most two in flight); the service appends each append with the default "
+    "FSYNC, group-committing those in flight. "
     "In-process ceiling: the same 64 tasks on `eventlog.open_async(dir)`. Floor: sqlite3 as in "
     "`concurrent` (WAL, synchronous=FULL, INSERT + COMMIT per event, one thread). Every call is "
     "timed for the latency percentiles. Then reads: a store of 64 sessions of 12 turns (8 "

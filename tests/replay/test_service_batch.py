@@ -1,0 +1,358 @@
+"""Appends coalesced over HTTP: the batch route (``POST /v1/stores/{name}/events:batch``) on a
+real `lmg serve`, and the async client that sends its callers' concurrent appends through it.
+Each append keeps its own outcome; requests are counted at the service (its metrics)."""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import re
+import shutil
+import threading
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+import eventlog
+from eventlog import events
+from tests._processes import WAIT_S
+
+from .test_service import Service, _events, _token
+
+pytestmark = pytest.mark.slow  # a real server process
+
+_BATCH = "/v1/stores/default/events:batch"
+_SINGLE = "/v1/stores/{name}/events"
+_BATCHES = "/v1/stores/{name}/events:batch"
+_SESSION = {"type": "session.created"}
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Path:
+    path = tmp_path / "store"
+    with eventlog.open(path) as log:
+        log.create_session(metadata={"user": "ada"})
+    return path
+
+
+@pytest.fixture
+def served(tmp_path: Path, store: Path) -> Iterator[Service]:
+    service = Service(tmp_path, [str(store), "--limit", "max_body_bytes=65536"])
+    yield service
+    assert service.stop() == 0
+
+
+def _metric(service: Service, name: str, **labels: str) -> float:
+    """The sum of a metric's samples whose labels include `labels` (0 if none)."""
+    total = 0.0
+    for found in re.finditer(rf"^{name}{{(.*)}} (\S+)$", service.http.get("/metrics").text,
+                             re.MULTILINE):  # fmt: skip
+        have = dict(re.findall(r'(\w+)="([^"]*)"', found.group(1)))
+        if all(have.get(k) == v for k, v in labels.items()):
+            total += float(found.group(2))
+    return total
+
+
+def _requests(service: Service, route: str) -> int:
+    return int(_metric(service, "lmg_request_seconds_count", route=route, method="POST"))
+
+
+def _groups(service: Service) -> tuple[int, int]:
+    """Group commits so far, and the append requests they held."""
+    count = _metric(service, "lmg_commit_group_requests_count")
+    return int(count), int(_metric(service, "lmg_commit_group_requests_sum"))
+
+
+def _post(service: Service, appends: list[Any], **kw: Any) -> httpx.Response:
+    return service.http.post(_BATCH, json={"appends": appends}, **kw)
+
+
+# -- the route ---------------------------------------------------------------------------------
+
+
+def test_a_batch_commits_each_append_alone_in_one_group(served: Service, store: Path) -> None:
+    """A conflict, bad input and a reused key each refuse their own append only, with the
+    status and error body the append route gives; the others are stored, in one group."""
+    first = _post(served, [{"events": [_SESSION], "idempotency_key": "k1"}]).json()["appends"]
+    assert first[0]["status"] == 200 and first[0]["lsn"] == 1
+    groups, held = _groups(served)
+    answer = _post(
+        served,
+        [
+            [_SESSION, _SESSION],  # all-or-nothing alone: two events, LSNs 2 and 3
+            {"events": [_SESSION], "expect_store_lsn": 0},  # stale: the log is at 3 by then
+            {"type": "session.exploded"},
+            {"events": [_SESSION, _SESSION], "idempotency_key": "k1"},  # other events
+            {"events": [_SESSION], "idempotency_key": "k1"},  # the first's retry
+            {"events": [_SESSION], "expect_store_lsn": 3},
+        ],
+        headers={"Prefer": "return=representation"},
+    )
+    assert answer.status_code == 200, answer.text
+    out = answer.json()["appends"]
+    assert [o["status"] for o in out] == [200, 409, 422, 409, 200, 200]
+    assert (out[0]["lsn"], out[0]["count"], out[5]["lsn"]) == (2, 2, 4)
+    assert [e["lsn"] for e in out[0]["events"]] == [2, 3]
+    assert out[1]["error"]["code"] == "append_conflict"
+    assert out[1]["error"]["details"] == {"scope": "the store", "expected": 0, "actual": 3}
+    assert out[2]["error"]["code"] == "invalid_event" and "\n" not in out[2]["error"]["message"]
+    assert out[3]["error"]["code"] == "idempotency_key_reused"
+    assert out[4]["duplicate"] and out[4]["ids"] == first[0]["ids"]
+    assert _events(store) == 5
+    assert _groups(served) == (groups + 1, held + 5)  # the five the log saw: one fsync
+    assert _metric(served, "lmg_appends_total") == 4  # three acknowledged here, one before
+
+
+_REFUSED = {
+    "too many": (["--limit", "max_batch_appends=2"], {"appends": [_SESSION] * 3}, 413),
+    "too large": ([], {"appends": [{**_SESSION, "metadata": {"a": "x" * 70_000}}]}, 413),
+    "no appends": ([], {"appends": []}, 422),
+    "not a batch": ([], [_SESSION], 422),
+    "an unknown field": ([], {"appends": [_SESSION], "idempotency_key": "k"}, 422),
+}
+
+
+@pytest.mark.parametrize(("args", "body", "status"), _REFUSED.values(), ids=list(_REFUSED))
+def test_a_batch_past_a_limit_or_malformed_is_refused_whole(
+    tmp_path: Path, store: Path, args: list[str], body: Any, status: int
+) -> None:
+    service = Service(tmp_path, [str(store), "--limit", "max_body_bytes=65536", *args])
+    try:
+        answer = service.http.post(_BATCH, json=body)
+        assert answer.status_code == status, answer.text
+        message = answer.json()["error"]["message"]
+        assert message and "\n" not in message and str(tmp_path) not in message
+        assert _events(store) == 1
+    finally:
+        assert service.stop() == 0
+
+
+@pytest.mark.parametrize(
+    "shared",
+    [{"headers": {"Idempotency-Key": "k"}}, {"params": {"expect_store_lsn": "0"}}],
+    ids=["Idempotency-Key", "expect_store_lsn"],
+)
+def test_a_batch_refuses_one_key_or_expected_lsn_for_all(
+    served: Service, store: Path, shared: dict[str, Any]
+) -> None:
+    answer = _post(served, [_SESSION, _SESSION], **shared)
+    assert answer.status_code == 422 and "its own" in answer.json()["error"]["message"]
+    assert _events(store) == 1
+
+
+def test_the_batch_route_checks_its_token(tmp_path: Path, store: Path) -> None:
+    secret = tmp_path / "secret-store"
+    shutil.copytree(store, secret)
+    auth = tmp_path / "tokens.json"
+    reader = _token(auth, "reader", ["read"], ["default"])
+    writer = _token(auth, "writer", ["append"], ["default"])
+    service = Service(tmp_path, [str(store), "--store", f"secret={secret}", "--auth", str(auth)])
+    body = {"appends": [_SESSION]}
+
+    def post(token: str | None, name: str = "default") -> httpx.Response:
+        headers = {} if token is None else {"Authorization": f"Bearer {token}"}
+        return service.http.post(f"/v1/stores/{name}/events:batch", json=body, headers=headers)
+
+    try:
+        assert post(None).status_code == post("lmg_wrong").status_code == 401
+        assert post(reader).status_code == 403
+        hidden, unknown = post(writer, "secret"), post(writer, "nowhere")
+        assert hidden.status_code == unknown.status_code == 404
+        assert hidden.content == unknown.content and b"secret" not in hidden.content
+        assert _events(store) == _events(secret) == 1
+        assert post(writer).json()["appends"][0]["status"] == 200
+        assert _events(store) == 2 and _events(secret) == 1
+    finally:
+        assert service.stop() == 0
+
+
+# -- the async client --------------------------------------------------------------------------
+
+
+def test_concurrent_appends_travel_in_fewer_requests(served: Service, store: Path) -> None:
+    """64 concurrent appends on one client: a few requests, each append its own LSN; with
+    ``coalesce=False``, one request each."""
+
+    async def main(coalesce: bool) -> list[uuid.UUID]:
+        async with await eventlog.connect_async(served.url, coalesce=coalesce) as log:
+            session = await log.create_session()
+            return await asyncio.gather(*(log.add_prompt(session.id, f"q{i}") for i in range(64)))
+
+    prompts = asyncio.run(main(True))
+    singles, batches = _requests(served, _SINGLE), _requests(served, _BATCHES)
+    assert singles + batches <= 1 + 4, (singles, batches)  # the session, then a few
+    with eventlog.open(store, readonly=True) as log:
+        stored = [getattr(r.event, "id", None) for r in log.read()]
+    assert len(stored) == 66 and set(stored[2:]) == set(prompts)  # each once, its own LSN
+    asyncio.run(main(False))
+    assert _requests(served, _SINGLE) >= singles + 65  # eventually counted: at least
+    assert _requests(served, _BATCHES) == batches
+
+
+def test_a_conflicting_append_fails_alone_in_a_coalesced_request(served: Service) -> None:
+    async def main() -> tuple[list[Any], int | None]:
+        async with await eventlog.connect_async(served.url) as log:
+            session = await log.create_session()
+            calls = [log.add_prompt(session.id, f"q{i}") for i in range(10)]
+            calls.insert(5, log.add_prompt(session.id, "stale", expect_session_lsn=0))
+            outcomes = await asyncio.gather(*calls, return_exceptions=True)
+            return outcomes, await log.last_lsn(session.id)
+
+    before = _requests(served, _BATCHES)
+    outcomes, last = asyncio.run(main())
+    conflict = outcomes.pop(5)
+    assert isinstance(conflict, eventlog.AppendConflict) and conflict.expected == 0
+    assert all(isinstance(o, uuid.UUID) for o in outcomes)
+    assert last == 11  # the session at 1, ten prompts after it
+    assert _requests(served, _BATCHES) > before
+
+
+def test_an_idempotent_retry_of_coalesced_appends_adds_nothing(
+    served: Service, store: Path
+) -> None:
+    async def main() -> tuple[list[uuid.UUID], list[uuid.UUID]]:
+        async with await eventlog.connect_async(served.url) as log:
+            session = await log.create_session(idempotency_key="s")
+
+            def turn() -> Any:
+                return asyncio.gather(
+                    *(log.add_prompt(session.id, f"q{i}", idempotency_key=f"p{i}")
+                      for i in range(20))
+                )  # fmt: skip
+
+            return await turn(), await turn()
+
+    first, again = asyncio.run(main())
+    assert first == again and len(set(first)) == 20
+    assert _events(store) == 22
+
+
+def test_cancelling_one_caller_loses_and_duplicates_no_other_append(
+    served: Service, store: Path
+) -> None:
+    """A caller cancelled before its append is sent leaves it unsent; the appends it would
+    have travelled with are stored, each once."""
+
+    async def main() -> list[Any]:
+        async with await eventlog.connect_async(served.url) as log:
+            session = await log.create_session()
+            tasks = [asyncio.create_task(log.add_prompt(session.id, f"q{i}")) for i in range(30)]
+            await asyncio.sleep(0)  # every task has queued its append; no flight has left
+            tasks[7].cancel()
+            return await asyncio.gather(*tasks, return_exceptions=True)
+
+    outcomes = asyncio.run(main())
+    assert isinstance(outcomes.pop(7), asyncio.CancelledError)
+    with eventlog.open(store, readonly=True) as log:
+        contents = [getattr(r.event, "content", None) for r in log.read()]
+    assert sorted(c for c in contents if c) == sorted(f"q{i}" for i in range(30) if i != 7)
+    assert all(isinstance(o, uuid.UUID) for o in outcomes)
+
+
+def test_a_transport_failure_fails_exactly_the_appends_it_carried() -> None:
+    """No service: each of the coalesced appends raises its own `ServiceError` (status 0,
+    outcome unknown), as it would alone."""
+
+    async def main() -> list[Any]:
+        async with await eventlog.connect_async("http://127.0.0.1:9") as log:
+            calls = [log.create_session(idempotency_key=f"k{i}") for i in range(10)]
+            return list(await asyncio.gather(*calls, return_exceptions=True))
+
+    outcomes = asyncio.run(asyncio.wait_for(main(), WAIT_S))
+    assert all(isinstance(o, eventlog.ServiceError) and o.status == 0 for o in outcomes)
+    assert all("retry it with its idempotency_key" in str(o) for o in outcomes)
+    assert len({id(o) for o in outcomes}) == 10
+
+
+def test_a_batch_too_large_for_the_service_goes_append_by_append(
+    served: Service, store: Path
+) -> None:
+    """The service takes 64 KiB bodies here, less than the client's batches: each append
+    still gets its own outcome (the one too large alone is refused alone, 413)."""
+
+    async def main() -> list[Any]:
+        async with await eventlog.connect_async(served.url) as log:
+            session = await log.create_session()
+            calls = [log.add_prompt(session.id, f"{i}" * 20_000) for i in range(8)]
+            calls.append(log.add_prompt(session.id, "x" * 70_000))
+            return list(await asyncio.gather(*calls, return_exceptions=True))
+
+    outcomes = asyncio.run(main())
+    refused = outcomes.pop()
+    assert isinstance(refused, eventlog.ServiceError) and refused.status == 413
+    assert all(isinstance(o, uuid.UUID) for o in outcomes), outcomes
+    assert _events(store) == 10
+
+
+def test_closing_the_client_answers_the_appends_it_queued(served: Service, store: Path) -> None:
+    async def main() -> list[Any]:
+        log = await eventlog.connect_async(served.url)
+        tasks = [asyncio.create_task(log.create_session()) for _ in range(10)]
+        await asyncio.sleep(0)
+        await log.close()
+        with pytest.raises(eventlog.LogClosed):
+            await log.create_session()
+        return await asyncio.gather(*tasks, return_exceptions=True)
+
+    outcomes = asyncio.run(main())
+    assert all(isinstance(o, events.SessionCreated) for o in outcomes), outcomes
+    assert _events(store) == 11
+
+
+# -- the sync client ---------------------------------------------------------------------------
+
+
+def test_threads_appending_on_one_sync_client_share_requests(served: Service, store: Path) -> None:
+    """16 threads, 20 appends each, on one `eventlog.connect` client: every append stored
+    once with its own LSN, a conflict refused to its own thread alone, and fewer requests
+    than appends; with ``coalesce=False``, one request each."""
+
+    def run(coalesce: bool) -> tuple[list[uuid.UUID], list[Exception]]:
+        with eventlog.connect(served.url, coalesce=coalesce) as log:
+            session = log.create_session().id
+            made: list[uuid.UUID] = []
+            refused: list[Exception] = []
+
+            def agent(k: int) -> None:
+                for i in range(20):
+                    made.append(log.add_prompt(session, f"t{k}-{i}"))
+                try:
+                    log.add_prompt(session, "stale", expect_session_lsn=0)
+                except eventlog.AppendConflict as exc:
+                    refused.append(exc)
+
+            threads = [threading.Thread(target=agent, args=(k,)) for k in range(16)]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join(WAIT_S)
+            return made, refused
+
+    made, refused = run(True)
+    singles, batches = _requests(served, _SINGLE), _requests(served, _BATCHES)
+    assert len(set(made)) == 320 and len(refused) == 16
+    assert batches > 0 and singles + batches < 1 + 336, (singles, batches)
+    with eventlog.open(store, readonly=True) as log:
+        stored = [getattr(r.event, "id", None) for r in log.read()]
+    assert len(stored) == 322 and set(stored[2:]) == set(made)
+    made, refused = run(False)
+    assert len(set(made)) == 320 and len(refused) == 16
+    assert _requests(served, _SINGLE) >= singles + 1 + 336
+    assert _requests(served, _BATCHES) == batches
+
+
+def test_a_sync_batch_too_large_for_the_service_goes_append_by_append(
+    served: Service, store: Path
+) -> None:
+    with eventlog.connect(served.url) as log:
+        session = log.create_session().id
+        with concurrent.futures.ThreadPoolExecutor(8) as pool:
+            futures = [pool.submit(log.add_prompt, session, f"{i}" * 30_000) for i in range(16)]
+            made = [f.result(WAIT_S) for f in futures]
+    assert len(set(made)) == 16 and _events(store) == 18
+    refused = _metric(served, "lmg_request_seconds_count", route=_BATCHES, status="413")
+    assert refused >= 1  # the threads' appends met in a batch, which went again one by one
