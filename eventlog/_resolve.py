@@ -37,7 +37,7 @@ from .errors import (
 )
 from .events import NodeKind
 
-__all__ = ["PLAIN_FROM", "Resolver", "render_template", "session_of"]
+__all__ = ["PLAIN_FROM", "RUN_FROM", "Resolver", "render_template", "session_of"]
 
 _EDGE_TYPE = re.compile(r"^[A-Z][A-Z0-9_]{0,63}$")
 _PLACEHOLDER = re.compile(r"\{\{\s*([A-Za-z_][A-Za-z0-9_]*)\s*\}\}")
@@ -62,6 +62,9 @@ Absent = Callable[[Collection[int]], bool]  # True only if the index holds none 
 PLAIN_FROM = 16
 """Requests of this many events may take `resolve_all`'s short way (it pays from about 4 and
 saves about a third from 16, measured); smaller ones, an agent's own, keep the long way."""
+RUN_FROM = 4
+"""A group commit's plain requests of this many events in all are checked together by the
+short way (`Resolver.resolve_plain`); a check per request costs several times as much."""
 
 
 def render_template(text: str, values: dict[str, object]) -> str:
@@ -166,6 +169,12 @@ class Resolver:
             return
         for lsn, event in enumerate(events, first_lsn):
             self.resolve(event, lsn)
+
+    def resolve_plain(self, events: list[ev.EventBase], first_lsn: int) -> bool:
+        """`resolve_all`'s short way alone, for the events of several requests in a row (a
+        group commit's): True if it resolved them all, False (nothing staged, no event
+        changed) when each request must go its own way."""
+        return self._resolve_plain(events, first_lsn)
 
     def _resolve_plain(self, events: list[ev.EventBase], first_lsn: int) -> bool:
         """What `resolve` does to each event, in one pass, for a request of only new
