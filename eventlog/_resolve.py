@@ -11,7 +11,9 @@ This runs once per appended event, so it dispatches on the event's type through 
 rather than a `match`, and keys the index by `UUID.int`. A request of many events made only
 of new sessions, plain prompts and responses (what bulk loads append) takes a shorter way,
 `resolve_all`'s: its new ids are checked against the index in one set operation, and each
-event's references in one inline step; anything it does not vouch for goes the long way.
+event's references in one inline step; anything it does not vouch for goes the long way. A
+group commit's run of plain requests (many agents' single appends) takes it too, all of
+their events at once (`resolve_plain`), and each request its own way if it does not vouch.
 """
 
 from __future__ import annotations
