@@ -843,7 +843,12 @@ class Store:
         now = max(group.clock, group.last_ts)
         for event in events:
             event.ts = now
-        if not group.resolver.resolve_plain(events, group.next_lsn):
+        try:
+            vouched = group.resolver.resolve_plain(events, group.next_lsn)
+        except EventLogError:  # a damaged index file, say: each request hears it as its own
+            group.resolver.abort_request()
+            vouched = False
+        if not vouched:
             return [self._take_request(group, r) for r in run]
         group.resolver.commit_request()
         results: list[Appended | EventLogError] = []
