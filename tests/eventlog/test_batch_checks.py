@@ -29,8 +29,9 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 import eventlog
-from eventlog import _limits, _resolve
+from eventlog import _commands, _limits, _resolve
 from eventlog import events as ev
+from eventlog._store import PendingRequest
 
 NONE = eventlog.Durability.NONE  # what is compared is the decisions, not fsync
 SEGMENT = 4096  # small: the nodes of earlier batches soon sit in sealed segments
@@ -277,3 +278,64 @@ def test_a_bulk_request_keeps_each_limit_and_its_message(
         log.append(batch(bad))
     assert str(in_bulk.value) == str(alone.value)
     assert field.split("_", maxsplit=1)[0] in str(alone.value)
+
+
+def group_outcome(log: eventlog.EventLog, batch: list[ev.EventBase]) -> list[object]:
+    """Each event appended as its own request, all in one group commit (what many agents'
+    single appends become): per request, its stored event without its time, or its error's
+    class and message. A value the caller's own check refuses never reaches the group."""
+    requests: list[PendingRequest] = []
+    out: list[object] = []
+    for one in batch:
+        try:
+            requests.append(_commands.prepare([one], {}))
+        except eventlog.EventLogError as exc:
+            out.append((type(exc).__name__, str(exc)))
+    for result in log._store.commit(requests):
+        if isinstance(result, eventlog.EventLogError):
+            out.append((type(result).__name__, str(result)))
+        else:
+            out.append([msgspec.structs.replace(e, ts=0) for e in result.events])
+    return out
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(batch=batches())
+def test_a_group_of_single_appends_is_decided_as_one_by_one(
+    stores: tuple[eventlog.EventLog, eventlog.EventLog], batch: list[ev.EventBase]
+) -> None:
+    """A group commit checks a run of plain requests by the short way at once
+    (`Store._take_run`); each request must still be stored or refused alone, exactly as
+    when each goes its own way: a flawed event refuses its own request, not its group's."""
+    fast, slow = stores
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(_resolve.Resolver, "_resolve_plain", lambda self, events, first: False)
+        expected = group_outcome(slow, batch)
+    got = group_outcome(fast, batch)
+    event(f"refused {sum(isinstance(o, tuple) for o in expected)}")
+    assert got == expected
+    assert fast.next_lsn() == slow.next_lsn()
+
+
+def test_a_group_of_agents_prompts_takes_the_short_way(
+    log: eventlog.EventLog, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The property above holds trivially if a group never takes the short way: the
+    prompts of 64 agents, one each, committed as one group, must go through it at once."""
+    sessions = [s.id for s in log.create_sessions_batch(64)]
+    taken: list[int] = []
+    plain = _resolve.Resolver._resolve_plain
+
+    def spy_plain(self: _resolve.Resolver, events: list[ev.EventBase], first: int) -> bool:
+        taken.append(len(events))
+        return plain(self, events, first)
+
+    monkeypatch.setattr(_resolve.Resolver, "_resolve_plain", spy_plain)
+    requests = [
+        _commands.prepare([ev.PromptAdded(id=uuid.uuid4(), session_id=s, content="q")], {})
+        for s in sessions
+    ]
+    results = log._store.commit(requests)
+    assert taken == [64]
+    assert [r.first_lsn for r in results] == list(range(64, 128))  # type: ignore[union-attr]
+    assert log.last_lsn(sessions[5]) == 69
