@@ -32,13 +32,31 @@ from tests.benchmarks._graph_data import build_graph_store
 Call = Callable[[duckdb.DuckDBPyConnection, Any], object]
 
 
+LAYOUTS = {  # a copy of the folded database made with these ATTACH options
+    "rg16k": "ROW_GROUP_SIZE 16384",
+    "bs16k": "BLOCK_SIZE 16384",
+}
+
+
 def _store(root: Path, n: int) -> tuple[Path, Path]:
     path, db = root / f"store-{n}", root / f"folded-{n}.duckdb"
     if not db.exists():
         print(f"building and folding {n:,} events in {root}", flush=True)
         build_graph_store(path, n)
         rebuild(path, database=db, snapshots=None)
+    for name, options in LAYOUTS.items():
+        copy = _layout(db, name)
+        if not copy.exists():
+            con = duckdb.connect()
+            con.execute(f"ATTACH '{db}' AS src (READ_ONLY)")
+            con.execute(f"ATTACH '{copy}' AS dst ({options})")
+            con.execute("COPY FROM DATABASE src TO dst")
+            con.close()
     return path, db
+
+
+def _layout(db: Path, name: str) -> Path:
+    return db if name == "default" else db.with_name(f"{db.stem}-{name}.duckdb")
 
 
 def _ids(db: Path, rng: random.Random) -> dict[str, list[Any]]:
@@ -113,13 +131,54 @@ def _variants(kind_of: Callable[[uuid.UUID], Any]) -> dict[str, tuple[str, Call,
             lambda c, r: reader(c).ancestors(r[0], depth=5),
             {},
         ),
+        **{
+            f"{what} ({layout})": (which, call, {"layout": layout})
+            for layout in LAYOUTS
+            for what, which, call in (
+                ("get_node prompt", "prompts", lambda c, r: reader(c).get_node(r[0])),
+                ("context_window", "sessions", lambda c, r: reader(c).context_window(r[0], 10)),
+                ("ancestors depth 5", "walks", lambda c, r: reader(c).ancestors(r[0], depth=5)),
+            )
+        },
     }
 
 
 def _open(db: Path, extra: dict[str, Any]) -> duckdb.DuckDBPyConnection:
+    extra = dict(extra)
+    db = _layout(db, extra.pop("layout", "default"))
     if not extra:
         return open_database(db, read_only=True, timeout=5, memory_limit="48MB", sandbox=True)
     return duckdb.connect(str(db), read_only=True, config={"memory_limit": "48MB", **extra})
+
+
+def _profile(db: Path, ids: list[Any], table: str) -> None:
+    """DuckDB's own account of `SELECT * FROM table WHERE id = ...` on a fresh connection:
+    its detailed profile (phases and operators), summed over the first lookups."""
+    import json  # noqa: PLC0415
+    import tempfile  # noqa: PLC0415
+
+    out = Path(tempfile.mkdtemp()) / "profile.json"
+    con = duckdb.connect(str(db), read_only=True, config={"memory_limit": "48MB"})
+    con.execute("PRAGMA enable_profiling = 'json'")
+    con.execute("SET profiling_mode = 'detailed'")
+    con.execute(f"SET profiling_output = '{out}'")
+    totals: dict[str, float] = {}
+
+    def walk(node: dict[str, Any], prefix: str) -> None:
+        for key, value in node.items():
+            if isinstance(value, int | float) and not isinstance(value, bool):
+                name = f"{prefix}{key}"
+                totals[name] = totals.get(name, 0.0) + float(value)
+        for child in node.get("children", []):
+            walk(child, prefix + f"{child.get('operator_name', child.get('name', '?'))}.")
+
+    for row in ids:
+        con.execute(f"SELECT * FROM {table} WHERE id = '{row[0]}'").fetchall()
+        walk(json.loads(out.read_text()), "")
+    con.close()
+    for key, value in sorted(totals.items(), key=lambda kv: -kv[1]):
+        if value:
+            print(f"{key:<60} {value / len(ids):12.6f}")
 
 
 def main() -> None:
@@ -128,11 +187,15 @@ def main() -> None:
     parser.add_argument("--reps", type=int, default=4)
     parser.add_argument("--keep", type=Path, default=Path("/tmp/lmg-probe-cold"))
     parser.add_argument("--only", default="")
+    parser.add_argument("--profile", action="store_true")
     args = parser.parse_args()
     args.keep.mkdir(parents=True, exist_ok=True)
     store, db = _store(args.keep, args.events)
     rng = random.Random(5)
     ids = _ids(db, rng)
+    if args.profile:
+        _profile(db, ids["prompts"][:40], "prompts")
+        return
     variants = _variants(_kinds(store))
     if args.only:
         variants = {k: v for k, v in variants.items() if any(w in k for w in args.only.split(","))}

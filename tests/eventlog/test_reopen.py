@@ -17,7 +17,7 @@ import pytest
 import eventlog
 from eventlog import NodeKind, _store
 from eventlog._files import open_file
-from eventlog._format import SEGMENT_HEADER, Request
+from eventlog._format import SEGMENT_HEADER, Request, decode_body
 from eventlog._segment import iter_frames
 from eventlog.verify import verify
 
@@ -30,7 +30,7 @@ assert EVENTS > _store.TAIL_EVENTS
 def decoded(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     """Events decoded by the store from now on, one count per frame."""
     counts: list[int] = []
-    real = _store.decode_body
+    real = decode_body
 
     def counting(body: bytes) -> list[Request]:
         requests = real(body)
@@ -124,11 +124,11 @@ def test_sealing_the_segment_deletes_its_tail_and_opening_deletes_a_stale_one(
     assert tail.name == f"{0:020d}.tail"
     assert verify(store) == []  # a known file
     shutil.copy(tail, tmp_path / "old.tail")
-    with eventlog.open(store) as log:
-        log.seal_active()
+    with eventlog.open(store, segment_bytes=4096) as log:
+        log.add_prompt(session, "rotates: the segment is past 4096 bytes")
+        assert len(list(store.glob("*.seg"))) == 2
         assert not tail.exists()
         shutil.copy(tmp_path / "old.tail", tail)  # as a process sealing it concurrently may
-        log.add_prompt(session, "in the next segment")
     with eventlog.open(store):
         assert list(store.glob("*.tail")) == []
     assert verify(store) == []
