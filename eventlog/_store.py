@@ -76,6 +76,7 @@ from ._format import (
 from ._index import (
     KIND_KEY,
     Entry,
+    IdTable,
     SegmentSummary,
     Tail,
     fsync_dir,
@@ -165,7 +166,8 @@ class _Active:
     next_lsn: int = 0
     last_ts: int = 0
     summary: SegmentSummary = field(init=False)
-    entries: dict[int, Entry] | None = None  # built on first append
+    entries: dict[int, Entry] | None = None  # built on first append (over `base`)
+    base: IdTable | None = None  # the entries of the tail file it was built from, if any
     last_offset: int = -1  # where the last frame taken in starts
     tail_lsn: int = -1  # the next LSN after what the segment's tail file indexes (if read)
 
@@ -477,7 +479,7 @@ class Store:
         entries = active.entries
         assert entries is not None
         resolver = Resolver(
-            lambda key: entries.get(key) or self._lookup_sealed(key, active.first_lsn),
+            lambda key: self._active_get(active, key) or self._lookup_sealed(key, active.first_lsn),
             self.event_at,
         )
         lsn = frame.head.first_lsn
@@ -532,13 +534,15 @@ class Store:
 
     def _ensure_entries(self, active: _Active) -> dict[int, Entry]:
         """The id index of the last segment, built on first need: from its tail file when
-        that matches the segment, then by decoding the frames after it (all, without one)."""
+        that matches the segment, then by decoding the frames after it (all, without one).
+        The tail's entries stay a table searched by bisect (`base`), under the dict of those
+        indexed since: nothing is unpacked until looked up."""
         if active.entries is None:
             offset, lsn = SEGMENT_HEADER, active.first_lsn
             active.entries, active.summary.type_counts = {}, {}
             found = self._load_tail(active)
             if found is not None:
-                tail, active.entries = found
+                tail, active.base = found
                 active.summary.type_counts = tail.type_counts
                 last = parse_frame_header(tail.last_head)
                 offset, lsn = tail.last_offset + last.size, last.next_lsn
@@ -550,7 +554,23 @@ class Store:
     def _tail_path(self, first_lsn: int) -> Path:
         return self.path / f"{first_lsn:020d}.tail"
 
-    def _load_tail(self, active: _Active) -> tuple[Tail, dict[int, Entry]] | None:
+    @staticmethod
+    def _active_get(active: _Active, key: int) -> Entry | None:
+        """An id's entry in the last segment: indexed since its tail, else in the tail."""
+        assert active.entries is not None
+        found = active.entries.get(key)
+        if found is None and active.base is not None:
+            found = active.base.get(key)
+        return found
+
+    def _all_entries(self, active: _Active) -> dict[int, Entry]:
+        """Every entry of the last segment in one dict (to seal it or write its tail)."""
+        entries = self._ensure_entries(active)
+        if active.base is None:
+            return entries
+        return {**dict(active.base.items()), **entries}
+
+    def _load_tail(self, active: _Active) -> tuple[Tail, IdTable] | None:
         """The last segment's tail file and its entries, if the frame it ends with is where
         it says, byte for byte in its header (which holds the frame's CRC32C): frames of
         the last segment are only ever added after it, so the tail indexes all before."""
@@ -595,7 +615,7 @@ class Store:
                 last_offset=active.last_offset,
                 last_head=os.pread(active.fd, FRAME_HEADER, active.last_offset),
                 type_counts=active.summary.type_counts,
-                records=pack_records(active.entries.items()),
+                records=pack_records(self._all_entries(active).items()),
             )
             save_tail(self._tail_path(active.first_lsn), tail)
         finally:
@@ -607,7 +627,7 @@ class Store:
         """Current state of an id: the active segment first, then sealed ones, newest first."""
         active = self._active
         assert active is not None and active.entries is not None
-        found = active.entries.get(key)
+        found = self._active_get(active, key)
         bound = self._sealed_bound
         if bound is None:
             bound = self._sealed_bound = self._sealed.max_key(self._firsts[:-1])
@@ -622,6 +642,14 @@ class Store:
         active = self._active
         assert active is not None and active.entries is not None
         if not active.entries.keys().isdisjoint(keys):
+            return False
+        base = active.base  # new ids are newer than the tail's: one comparison, as a rule
+        if (
+            base is not None
+            and keys
+            and min(keys) <= base.max_key
+            and any(base.get(key) is not None for key in keys)
+        ):
             return False
         if self._sealed_bound is None:
             self._sealed_bound = self._sealed.max_key(self._firsts[:-1])
@@ -729,7 +757,7 @@ class Store:
         lost, which recovery reports; index files that fail to write are rebuilt on use.
         """
         self._sync_before_leaving(active)
-        entries = self._ensure_entries(active)
+        entries = self._all_entries(active)
         self._trim(active)
         self._create_segment(active.next_lsn)
         self._sealed.seal(active.first_lsn, active.summary, entries)

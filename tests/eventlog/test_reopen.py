@@ -63,10 +63,11 @@ def test_the_first_append_after_reopening_decodes_no_event_a_clean_close_indexed
     with eventlog.open(store) as log:
         log.add_response(prompts[0], "refers to an id indexed before the reopen")
         log.add_prompt(session, "and to the session")
+        log.add_prompts_batch([(session, "a bulk request checks its new ids at once")] * 100)
         assert log.kind_of(prompts[-1]) == NodeKind.PROMPT
         assert log.stats().events_by_type == {
             "session.created": 1,
-            "prompt.added": len(prompts) + 1,
+            "prompt.added": len(prompts) + 101,
             "response.added": 1,
         }
     assert sum(decoded) == 0
@@ -119,7 +120,7 @@ def test_a_tail_indexing_frames_the_segment_no_longer_holds_is_not_used(
 def test_sealing_the_segment_deletes_its_tail_and_opening_deletes_a_stale_one(
     store: Path, tmp_path: Path
 ) -> None:
-    session, _prompts = _fill(store)
+    session, prompts = _fill(store)
     tail = _tail(store)
     assert tail.name == f"{0:020d}.tail"
     assert verify(store) == []  # a known file
@@ -129,6 +130,7 @@ def test_sealing_the_segment_deletes_its_tail_and_opening_deletes_a_stale_one(
         assert len(list(store.glob("*.seg"))) == 2
         assert not tail.exists()
         shutil.copy(tmp_path / "old.tail", tail)  # as a process sealing it concurrently may
-    with eventlog.open(store):
+    with eventlog.open(store) as log:
         assert list(store.glob("*.tail")) == []
+        assert log.kind_of(prompts[0]) == NodeKind.PROMPT  # sealed with the tail's entries
     assert verify(store) == []
