@@ -34,6 +34,7 @@ Call = Callable[[duckdb.DuckDBPyConnection, Any], object]
 
 LAYOUTS = {  # a copy of the folded database made with these ATTACH options
     "rg16k": "ROW_GROUP_SIZE 16384",
+    "rg2k": "ROW_GROUP_SIZE 2048",
     "bs16k": "BLOCK_SIZE 16384",
 }
 
@@ -77,19 +78,37 @@ def _ids(db: Path, rng: random.Random) -> dict[str, list[Any]]:
         con.close()
 
 
-def _kinds(store: Path) -> Callable[[uuid.UUID], eventlog.NodeKind | None]:
+def _kinds(store: Path) -> tuple[Callable[[uuid.UUID], Any], Callable[[uuid.UUID], Any]]:
     """The log's hint, as a graph holds it (its first call, untimed, builds the last
-    segment's id index)."""
+    segment's id index), and the hint as it was before that: the sealed segments' only."""
     log = eventlog.open(store, durability=eventlog.Durability.NONE)
     log.kind_of(uuid.uuid4())
-    return log.kind_of
+    store_ = log._store
+    assert store_._active is not None
+    active = store_._active.first_lsn
+
+    def sealed_only(node_id: uuid.UUID) -> eventlog.NodeKind | None:
+        found = store_._lookup_sealed(node_id.int, active)
+        return None if found is None else eventlog.NodeKind(found.kind)
+
+    return log.kind_of, sealed_only
 
 
-def _variants(kind_of: Callable[[uuid.UUID], Any]) -> dict[str, tuple[str, Call, dict[str, Any]]]:
+def _variants(
+    kind_of: Callable[[uuid.UUID], Any], sealed_only: Callable[[uuid.UUID], Any]
+) -> dict[str, tuple[str, Call, dict[str, Any]]]:
     """name -> (which ids, call, extra config)."""
 
     def reader(con: duckdb.DuckDBPyConnection) -> GraphReader:
         return GraphReader(con, kind_of=kind_of)
+
+    class Bare(GraphReader):
+        def _rows(self, sql: str, params: Any = ()) -> tuple[list[str], list[tuple[Any, ...]]]:
+            cursor = self.con.execute(sql, list(params)) if params else self.con.execute(sql)
+            return [d[0] for d in cursor.description or ()], cursor.fetchall()
+
+    def bare(con: duckdb.DuckDBPyConnection) -> GraphReader:
+        return Bare(con, kind_of=kind_of)
 
     def sql(text: str) -> Call:
         return lambda con, row: con.execute(text.format(id=row[0], lsn=row[1])).fetchall()
@@ -98,6 +117,24 @@ def _variants(kind_of: Callable[[uuid.UUID], Any]) -> dict[str, tuple[str, Call,
         "select 1": ("prompts", lambda con, row: con.execute("SELECT 1").fetchall(), {}),
         "get_node prompt (as is)": ("prompts", lambda c, r: reader(c).get_node(r[0]), {}),
         "get_node response (as is)": ("responses", lambda c, r: reader(c).get_node(r[0]), {}),
+        "get_node prompt (hint: sealed only)": (
+            "prompts",
+            lambda c, r: GraphReader(c, kind_of=sealed_only).get_node(r[0]),
+            {},
+        ),
+        "ancestors depth 5 (no hint)": (
+            "walks",
+            lambda c, r: GraphReader(c).ancestors(r[0], depth=5),
+            {},
+        ),
+        "prompt: * by id, params []": (
+            "prompts",
+            lambda con, row: con.execute(
+                f"SELECT * FROM prompts WHERE id = '{row[0]}'", []
+            ).fetchall(),
+            {},
+        ),
+        "get_node prompt (no params)": ("prompts", lambda c, r: bare(c).get_node(r[0]), {}),
         "prompt: id only": ("prompts", sql("SELECT id FROM prompts WHERE id = '{id}'"), {}),
         "prompt: * by id": ("prompts", sql("SELECT * FROM prompts WHERE id = '{id}'"), {}),
         "prompt: * by lsn": ("prompts", sql("SELECT * FROM prompts WHERE lsn = {lsn}"), {}),
@@ -196,7 +233,7 @@ def main() -> None:
     if args.profile:
         _profile(db, ids["prompts"][:40], "prompts")
         return
-    variants = _variants(_kinds(store))
+    variants = _variants(*_kinds(store))
     if args.only:
         variants = {k: v for k, v in variants.items() if any(w in k for w in args.only.split(","))}
     wall: dict[str, list[tuple[float, float]]] = {k: [] for k in variants}
