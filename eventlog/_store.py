@@ -547,8 +547,12 @@ class Store:
                 last = parse_frame_header(tail.last_head)
                 offset, lsn = tail.last_offset + last.size, last.next_lsn
             active.tail_lsn = lsn
-            for frame in iter_frames(active.fd, offset, active.end, lsn):
-                self._index_frame(active, frame)
+            try:
+                for frame in iter_frames(active.fd, offset, active.end, lsn):
+                    self._index_frame(active, frame)
+            except BaseException:  # never half an index: the next need builds it again
+                active.entries = active.base = None
+                raise
         return active.entries
 
     def _tail_path(self, first_lsn: int) -> Path:
@@ -1100,7 +1104,7 @@ class Store:
                 return None
             try:
                 self._ensure_entries(active)
-            except CorruptionError:  # a hint: the first append reports it
+            except (CorruptionError, OSError):  # a hint: the first append reports it
                 return None
             found = self._lookup(key)
             return None if found is None else found.kind

@@ -17,7 +17,7 @@ import pytest
 import eventlog
 from eventlog import NodeKind, _store
 from eventlog._files import open_file
-from eventlog._format import SEGMENT_HEADER, Request, decode_body
+from eventlog._format import SEGMENT_HEADER, Request, decode_body, encode_frame
 from eventlog._segment import iter_frames
 from eventlog.verify import verify
 
@@ -134,3 +134,21 @@ def test_sealing_the_segment_deletes_its_tail_and_opening_deletes_a_stale_one(
         assert list(store.glob("*.tail")) == []
         assert log.kind_of(prompts[0]) == NodeKind.PROMPT  # sealed with the tail's entries
     assert verify(store) == []
+
+
+def test_an_id_index_that_failed_to_build_is_never_used_half_built(store: Path) -> None:
+    """A frame of the last segment whose checksum holds but whose body does not decode:
+    building the index stops there. Before, the entries read up to it stayed as the index,
+    so the next append went on after the damage; now every append reports it, and
+    `kind_of`, a hint, says it does not know."""
+    with eventlog.open(store, durability=eventlog.Durability.NONE) as log:
+        session = log.create_session().id
+    segment = next(store.glob("*.seg"))
+    frame = encode_frame(b"not MessagePack", first_lsn=1, count=1, min_ts=1, max_ts=1, level=None)
+    with segment.open("ab") as f:
+        f.write(frame)
+    with eventlog.open(store) as log:
+        assert log.kind_of(session) is None
+        for _ in range(2):
+            with pytest.raises(eventlog.CorruptionError, match="does not decode"):
+                log.add_prompt(session, "after the damage")
