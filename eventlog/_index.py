@@ -15,8 +15,15 @@ A record holds the state a node reached within the segment (created, touched, up
 deleted); the newest segment holding an id has its current state. The file is mmapped and
 searched by bisect, so its memory belongs to the page cache, not the process.
 
-Both files open with an 8-byte magic and end with a CRC32C of everything before it; a file
-that fails its check is treated as missing and rebuilt. Not thread-safe: the store guards them.
+``{first_lsn:020d}.tail``: the id index of the last (active) segment as of a frame, written
+by an appender that closes with many events not yet in it, so the next appender indexes only
+the frames after that one instead of decoding the whole segment (`Tail`). It names the frame
+it ends with (offset and raw header, which holds the frame's CRC32C), and is used only while
+that frame is still there; sealing the segment deletes it.
+
+All three files open with an 8-byte magic and end with a CRC32C of everything before it; a
+file that fails its check is treated as missing and rebuilt. Not thread-safe: the store guards
+them.
 """
 
 from __future__ import annotations
@@ -27,7 +34,7 @@ import os
 import struct
 import threading
 from bisect import bisect_left, bisect_right
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import google_crc32c
@@ -39,13 +46,18 @@ __all__ = [
     "Entry",
     "IdTable",
     "SegmentSummary",
+    "Tail",
     "load_summary",
+    "load_tail",
+    "pack_records",
     "save_summary",
+    "save_tail",
     "write_atomically",
 ]
 
 _IDX_MAGIC = b"LMGIDX\r\n"
 _IDS_MAGIC = b"LMGIDS\r\n"
+_TAIL_MAGIC = b"LMGTAIL\n"
 _IDS_HEADER = struct.Struct("<8sQQ")  # magic, record count, next_lsn of the segment
 _RECORD = struct.Struct("<16s16sQ")
 RECORD = _RECORD.size  # 40
@@ -152,6 +164,47 @@ def load_summary(path: Path) -> SegmentSummary | None:
         return None
 
 
+class Tail(msgspec.Struct, kw_only=True):
+    """The id index of the active segment up to the end of one frame, and its type counts."""
+
+    first_lsn: int  # the segment's
+    last_offset: int  # where the last frame it covers starts
+    last_head: bytes  # that frame's header as stored (its length, CRC32C and LSNs)
+    type_counts: dict[str, int]
+    records: bytes  # `.ids` records, sorted by id
+
+
+_TAIL_ENCODER = msgspec.msgpack.Encoder()
+_TAIL_DECODER = msgspec.msgpack.Decoder(Tail)
+
+
+def pack_records(entries: Iterable[tuple[int, Entry]]) -> bytes:
+    """Id entries as `.ids` records, sorted by id."""
+    items = sorted(entries, key=lambda item: item[0])
+    return b"".join(
+        _RECORD.pack(key.to_bytes(16), e.aux.to_bytes(16), e.lsn << 16 | e.kind << 8 | e.flags)
+        for key, e in items
+    )
+
+
+def save_tail(path: Path, tail: Tail) -> None:
+    write_atomically(path, _sealed(_TAIL_MAGIC, _TAIL_ENCODER.encode(tail)))
+
+
+def load_tail(path: Path) -> tuple[Tail, IdTable] | None:
+    """The tail at `path` and its entries as a table searched by bisect (nothing unpacked
+    until looked up), or None if it is missing or damaged."""
+    try:
+        payload = _unsealed(_TAIL_MAGIC, read_bytes(path))
+        tail = None if payload is None else _TAIL_DECODER.decode(payload)
+    except (OSError, msgspec.DecodeError):
+        return None
+    if tail is None or len(tail.records) % RECORD:
+        return None
+    table = IdTable(bytes(_IDS_HEADER.size) + tail.records, len(tail.records) // RECORD, -1)
+    return tail, table
+
+
 class IdTable:
     """A sealed segment's id index: sorted fixed records in an mmapped file."""
 
@@ -165,12 +218,9 @@ class IdTable:
 
     @staticmethod
     def write(path: Path, entries: Iterable[tuple[int, Entry]], next_lsn: int) -> None:
-        items = sorted(entries, key=lambda item: item[0])
-        records = b"".join(
-            _RECORD.pack(key.to_bytes(16), e.aux.to_bytes(16), e.lsn << 16 | e.kind << 8 | e.flags)
-            for key, e in items
-        )
-        header = _IDS_HEADER.pack(_IDS_MAGIC, len(items), next_lsn)[len(_IDS_MAGIC) :]
+        records = pack_records(entries)
+        header = _IDS_HEADER.pack(_IDS_MAGIC, len(records) // RECORD, next_lsn)
+        header = header[len(_IDS_MAGIC) :]
         write_atomically(path, _sealed(_IDS_MAGIC, header + records))
 
     @classmethod
@@ -209,6 +259,13 @@ class IdTable:
             return None
         _key, aux, packed = _RECORD.unpack_from(self._data, _IDS_HEADER.size + i * RECORD)
         return Entry(packed >> 8 & 0xFF, packed & 0xFF, packed >> 16, int.from_bytes(aux))
+
+    def items(self) -> Iterator[tuple[int, Entry]]:
+        """Every (key, entry), in key order."""
+        frm = int.from_bytes
+        records = memoryview(self._data)[_IDS_HEADER.size : _IDS_HEADER.size + self._count * RECORD]
+        for key, aux, packed in _RECORD.iter_unpack(records):
+            yield frm(key), Entry(packed >> 8 & 0xFF, packed & 0xFF, packed >> 16, frm(aux))
 
     def close(self) -> None:
         if isinstance(self._data, mmap.mmap):

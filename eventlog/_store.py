@@ -76,8 +76,13 @@ from ._format import (
 from ._index import (
     KIND_KEY,
     Entry,
+    IdTable,
     SegmentSummary,
+    Tail,
     fsync_dir,
+    load_tail,
+    pack_records,
+    save_tail,
 )
 from ._reader import Cursor
 from ._resolve import RUN_FROM, Resolver, render_template, session_of
@@ -107,6 +112,10 @@ _RESERVE_STEP = 1024 * 1024  # zeros written ahead of the writer at a time (FSYN
 _RESERVE_FRAME_MAX = 64 * 1024  # larger frames append to the file instead: zero-filling
 # ahead of them would write their bytes twice, and a growing file costs them little
 _NO_FRAME = bytes(4)  # the magic of a frame header in the reserve
+TAIL_EVENTS = 4096
+"""An appender that closes with at least this many events of the last segment beyond its
+tail file (``.tail``: see `_index`) writes a new one, so the next appender's first append
+decodes at most about this many events to build the id index, not the whole segment."""
 
 
 class Appended(NamedTuple):
@@ -157,7 +166,10 @@ class _Active:
     next_lsn: int = 0
     last_ts: int = 0
     summary: SegmentSummary = field(init=False)
-    entries: dict[int, Entry] | None = None  # built on first append
+    entries: dict[int, Entry] | None = None  # built on first append (over `base`)
+    base: IdTable | None = None  # the entries of the tail file it was built from, if any
+    last_offset: int = -1  # where the last frame taken in starts
+    tail_lsn: int = -1  # the next LSN after what the segment's tail file indexes (if read)
 
     def __post_init__(self) -> None:
         self.next_lsn = self.first_lsn
@@ -261,6 +273,10 @@ class Store:
                 if self._dirty_since is not None and self._failed is None:
                     with contextlib.suppress(OSError):
                         os.fsync(self._active.fd)
+                        self._dirty_since = None
+                if self._failed is None:
+                    with contextlib.suppress(OSError, EventLogError):
+                        self._save_tail()
                 os.close(self._active.fd)
             self._sealed.close()
             if self._lock_fd >= 0:
@@ -351,6 +367,9 @@ class Store:
             if name.endswith(".tmp"):
                 os.unlink(self.path / name)
         firsts = self.segments()
+        for name in os.listdir(self.path):  # a tail of a segment sealed since: stale
+            if name.endswith(".tail") and (not firsts or name != f"{firsts[-1]:020d}.tail"):
+                os.unlink(self.path / name)
         if not firsts:
             if any(name.endswith((".idx", ".ids")) for name in os.listdir(self.path)):
                 raise CorruptionError(
@@ -452,6 +471,7 @@ class Store:
         s.stored_bytes += head.size
         s.next_lsn = head.next_lsn
         s.size = offset + head.size
+        active.last_offset = offset
         active.end, active.next_lsn = s.size, head.next_lsn
         active.last_ts = max(active.last_ts, head.max_ts)
 
@@ -459,7 +479,7 @@ class Store:
         entries = active.entries
         assert entries is not None
         resolver = Resolver(
-            lambda key: entries.get(key) or self._lookup_sealed(key, active.first_lsn),
+            lambda key: self._active_get(active, key) or self._lookup_sealed(key, active.first_lsn),
             self.event_at,
         )
         lsn = frame.head.first_lsn
@@ -513,12 +533,97 @@ class Store:
         )
 
     def _ensure_entries(self, active: _Active) -> dict[int, Entry]:
+        """The id index of the last segment, built on first need: from its tail file when
+        that matches the segment, then by decoding the frames after it (all, without one).
+        The tail's entries stay a table searched by bisect (`base`), under the dict of those
+        indexed since: nothing is unpacked until looked up."""
         if active.entries is None:
-            active.entries = {}
-            active.summary.type_counts = {}
-            for frame in iter_frames(active.fd, SEGMENT_HEADER, active.end, active.first_lsn):
-                self._index_frame(active, frame)
+            offset, lsn = SEGMENT_HEADER, active.first_lsn
+            active.entries, active.summary.type_counts = {}, {}
+            found = self._load_tail(active)
+            if found is not None:
+                tail, active.base = found
+                active.summary.type_counts = tail.type_counts
+                last = parse_frame_header(tail.last_head)
+                offset, lsn = tail.last_offset + last.size, last.next_lsn
+            active.tail_lsn = lsn
+            try:
+                for frame in iter_frames(active.fd, offset, active.end, lsn):
+                    self._index_frame(active, frame)
+            except BaseException:  # never half an index: the next need builds it again
+                active.entries = active.base = None
+                raise
         return active.entries
+
+    def _tail_path(self, first_lsn: int) -> Path:
+        return self.path / f"{first_lsn:020d}.tail"
+
+    @staticmethod
+    def _active_get(active: _Active, key: int) -> Entry | None:
+        """An id's entry in the last segment: indexed since its tail, else in the tail."""
+        assert active.entries is not None
+        found = active.entries.get(key)
+        if found is None and active.base is not None:
+            found = active.base.get(key)
+        return found
+
+    def _all_entries(self, active: _Active) -> dict[int, Entry]:
+        """Every entry of the last segment in one dict (to seal it or write its tail)."""
+        entries = self._ensure_entries(active)
+        if active.base is None:
+            return entries
+        return {**dict(active.base.items()), **entries}
+
+    def _load_tail(self, active: _Active) -> tuple[Tail, IdTable] | None:
+        """The last segment's tail file and its entries, if the frame it ends with is where
+        it says, byte for byte in its header (which holds the frame's CRC32C): frames of
+        the last segment are only ever added after it, so the tail indexes all before."""
+        found = load_tail(self._tail_path(active.first_lsn))
+        if found is None:
+            return None
+        tail = found[0]
+        try:
+            head = parse_frame_header(tail.last_head)
+        except FrameError:
+            return None
+        if (
+            tail.first_lsn != active.first_lsn
+            or len(tail.last_head) != FRAME_HEADER
+            or not active.first_lsn <= head.first_lsn < active.next_lsn
+            or not SEGMENT_HEADER <= tail.last_offset <= active.end - head.size
+            or os.pread(active.fd, FRAME_HEADER, tail.last_offset) != tail.last_head
+        ):
+            return None
+        return found
+
+    def _save_tail(self) -> None:
+        """On close: write the last segment's tail file if its id index is built and at
+        least `TAIL_EVENTS` of its events are beyond the file's (under the lock, if free at
+        once: recovery deletes temp files under it). Only what is synced: the file must
+        never index a frame a crash could still take away."""
+        active = self._active
+        if (
+            active is None
+            or active.entries is None
+            or self._dirty_since is not None
+            or active.next_lsn - active.tail_lsn < TAIL_EVENTS
+        ):
+            return
+        try:
+            fcntl.flock(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            return
+        try:  # (if another process sealed the segment meanwhile, the next recovery deletes it)
+            tail = Tail(
+                first_lsn=active.first_lsn,
+                last_offset=active.last_offset,
+                last_head=os.pread(active.fd, FRAME_HEADER, active.last_offset),
+                type_counts=active.summary.type_counts,
+                records=pack_records(self._all_entries(active).items()),
+            )
+            save_tail(self._tail_path(active.first_lsn), tail)
+        finally:
+            fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
 
     # -- id lookups ---------------------------------------------------------------------------
 
@@ -526,7 +631,7 @@ class Store:
         """Current state of an id: the active segment first, then sealed ones, newest first."""
         active = self._active
         assert active is not None and active.entries is not None
-        found = active.entries.get(key)
+        found = self._active_get(active, key)
         bound = self._sealed_bound
         if bound is None:
             bound = self._sealed_bound = self._sealed.max_key(self._firsts[:-1])
@@ -541,6 +646,14 @@ class Store:
         active = self._active
         assert active is not None and active.entries is not None
         if not active.entries.keys().isdisjoint(keys):
+            return False
+        base = active.base  # new ids are newer than the tail's: one comparison, as a rule
+        if (
+            base is not None
+            and keys
+            and min(keys) <= base.max_key
+            and any(base.get(key) is not None for key in keys)
+        ):
             return False
         if self._sealed_bound is None:
             self._sealed_bound = self._sealed.max_key(self._firsts[:-1])
@@ -648,10 +761,12 @@ class Store:
         lost, which recovery reports; index files that fail to write are rebuilt on use.
         """
         self._sync_before_leaving(active)
-        entries = self._ensure_entries(active)
+        entries = self._all_entries(active)
         self._trim(active)
         self._create_segment(active.next_lsn)
         self._sealed.seal(active.first_lsn, active.summary, entries)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self._tail_path(active.first_lsn))  # sealed: its .ids will say it all
         self._firsts.append(active.next_lsn)
         self._sealed_bound = None
         os.close(active.fd)
@@ -1024,21 +1139,22 @@ class Store:
     def kind_of(self, key: int) -> int | None:
         """The kind an id was created as (`NodeKind`), from what this handle's index holds:
         None when the id is unknown to it, or when the index is busy (an append holds it,
-        maybe through an fsync). Never waits, and reads index files only (a sealed segment's
-        that is missing or damaged is rebuilt, as for any lookup), so a reader may ask
-        before every lookup and treat None as "look everywhere". An id never changes kind,
-        so the sealed segments' index files answer while the active segment's index is not
-        built (a handle that has only read): its ids are then unknown."""
+        maybe through an fsync). Never waits for the lock, and reads index files only (a
+        sealed segment's that is missing or damaged is rebuilt, as for any lookup), so a
+        reader may ask before every lookup and treat None as "look everywhere". The first
+        call builds the last segment's index as the first append would (from its tail
+        file, then the frames after it): a handle that only reads knows its newest ids too."""
         if not self._mutex.acquire(blocking=False):
             return None
         try:
             active = self._active
             if self._closed or active is None:
                 return None
-            if active.entries is None:
-                found = self._lookup_sealed(key, active.first_lsn)
-            else:
-                found = self._lookup(key)
+            try:
+                self._ensure_entries(active)
+            except (CorruptionError, OSError):  # a hint: the first append reports it
+                return None
+            found = self._lookup(key)
             return None if found is None else found.kind
         finally:
             self._mutex.release()

@@ -304,10 +304,11 @@ class _Reads:
     def kind_of(self, node_id: uuid.UUID) -> NodeKind | None:
         """The kind of node (or edge) `node_id` was created as, if this handle's id index
         holds it; None when it does not know: not in the log, appended by another process
-        and not yet taken in, in the active segment of a handle that has only read, a
-        read-only handle, or an append holds the index just now. Never waits, and reads the
-        id index only: a hint for readers, which look everywhere on None. Plain, not
-        awaited, on `AsyncEventLog` too."""
+        and not yet taken in, a read-only handle, or an append holds the index just now.
+        Never waits for an append, and reads the id index only: a hint for readers, which
+        look everywhere on None. The first call builds the last segment's index, as the
+        first append does (cheap when the last appender to close left a tail file, see
+        docs/format.md). Plain, not awaited, on `AsyncEventLog` too."""
         if not isinstance(node_id, uuid.UUID):
             raise InvalidEvent(f"node_id must be a UUID, not {type(node_id).__name__}")
         kind = self._store.kind_of(node_id.int)

@@ -33,7 +33,7 @@ from ._store import check_store
 
 __all__ = ["Problem", "verify"]
 
-_KNOWN = re.compile(r"^(\d{20}\.(seg|idx|ids)|LOCK|ORIGIN|recovery\.jsonl)$")
+_KNOWN = re.compile(r"^(\d{20}\.(seg|idx|ids|tail)|LOCK|ORIGIN|recovery\.jsonl)$")
 _SEGMENT = re.compile(r"^\d{20}\.seg$")
 _LOG_LIKE = re.compile(r"^(\d|.*\.(seg|idx|ids|tmp)$)")
 """Names the log could have written. Anything else in the directory belongs to someone else

@@ -219,12 +219,18 @@ class GraphReader:
         kind, so this holds at any fold position: a row not folded yet is not found), else
         the probe of every node table, then the row. An id the log does not know may still
         be in the tables (appended by another process), so it is looked for everywhere."""
-        kind = None if self._kind_of is None else self._kind_of(node_id)
-        if kind is not None and kind in _TABLE_OF_KIND:
-            known = _TABLE_OF_KIND[kind]
-            return None if known is None else self._load_from(known, node_id)
-        table = self._table_of(node_id)
+        known, table = self._hint(node_id)
+        if not known:
+            table = self._table_of(node_id)
         return None if table is None else self._load_from(table, node_id)
+
+    def _hint(self, node_id: uuid.UUID) -> tuple[bool, str | None]:
+        """(True, the table of the id's kind) when the log knows the id (None for an edge,
+        which is in no node table); (False, None) when it does not."""
+        kind = None if self._kind_of is None else self._kind_of(node_id)
+        if kind is None or kind not in _TABLE_OF_KIND:
+            return False, None
+        return True, _TABLE_OF_KIND[kind]
 
     def _table_of(self, node_id: uuid.UUID, *, live: bool = False) -> str | None:
         """The table holding the id (with `live`, only a live node's), in one probe of each
@@ -415,8 +421,13 @@ class GraphReader:
         first = self._nodes.get(start)  # only its table matters: a cold walk asks only that
         if first is not None:
             table = None if first.deleted_ts is not None else TABLE_OF_TYPE[_type_of(first)][0]
-        else:
-            table = self._table_of(start, live=True)
+        else:  # the log's hint, else a probe of the live rows. The table decides only whether
+            # INVOKES edges are followed the other way (`_edges_at`), and a deleted node has
+            # no live INVOKES edge (its tombstone deleted them; none may be added after), so
+            # the hint, which does not say whether a node was deleted, answers the same.
+            known, table = self._hint(start)
+            if not known:
+                table = self._table_of(start, live=True)
         frontier: list[tuple[uuid.UUID, str | None]] = [(start, table)]
         hints = _UP_HINTS if up else _DOWN_HINTS
         reached: list[tuple[int, uuid.UUID, n.Edge]] = []

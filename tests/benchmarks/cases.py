@@ -443,7 +443,8 @@ def _open(plan: Plan, scale: Scale) -> CaseResult:
             f"The store opened held {n:,} events in {segments} segments; reading them all "
             f"took {scan:.2f} s. Opening reads each sealed segment's small .idx summary and "
             "checks the last segment's frames; the first append also indexes the last "
-            "segment's ids (at most one segment's worth).",
+            "segment's ids (from the .tail file its last clean close left, then the frames "
+            "after it; the whole segment without one).",
         ],
     )
 

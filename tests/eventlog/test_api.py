@@ -486,8 +486,8 @@ def test_kind_of_refuses_what_is_not_a_uuid(log: eventlog.EventLog, bad: object)
 
 def test_kind_of_names_the_kind_each_id_was_created_as(store: Path) -> None:
     """Every kind, deleted or not; None for an id the log never saw and for an idempotency
-    key. Reopened (only read since), the handle knows the sealed segments' ids without
-    scanning the active segment, whose ids it does not know until it appends."""
+    key. Reopened, a handle that has only read knows the active segment's ids too (its
+    first call builds that index, as a first append would)."""
     with eventlog.open(store, segment_bytes=4096, durability=eventlog.Durability.NONE) as log:
         s = log.create_session(idempotency_key="k").id
         p = log.add_prompt(s, "q")
@@ -513,9 +513,7 @@ def test_kind_of_names_the_kind_each_id_was_created_as(store: Path) -> None:
         assert log.kind_of(uuid.UUID(int=key_digest("k"))) is None
     with eventlog.open(store, segment_bytes=4096) as log:
         assert {i: log.kind_of(i) for i in made} == made
-        assert log.kind_of(newest) is None  # in the active segment, not indexed yet
-        log.add_node("document", "indexes the active segment")
-        assert log.kind_of(newest) == NodeKind.NODE
+        assert log.kind_of(newest) == NodeKind.NODE  # in the active segment
 
 
 def test_delete_nodes_batch(log: eventlog.EventLog) -> None:

@@ -224,3 +224,54 @@ def test_get_node_of_an_id_the_log_knows_runs_one_statement_on_one_table(store: 
             else:
                 assert (hinted, probed) == (1, 2)
         assert g._run(partial(count, node_id=unknown, hint=True)) == 1
+
+
+def test_a_graph_that_has_only_read_reads_its_newest_node_from_one_table(store: Path) -> None:
+    """Reopened, a graph that has not appended knows the kind of the ids in the log's last
+    segment (the log builds that segment's id index on the first `kind_of`), so `get_node`
+    of the newest node is one statement, not the probe of every table and then the row."""
+    with MemoryGraph.open(store, **FAST) as g:
+        newest = g.add_prompt(g.create_session().id, "q")
+    with MemoryGraph.open(store, **FAST) as g:
+
+        def count(reader: GraphReader) -> int:
+            con = _Counting(reader.con)
+            node = GraphReader(con, kind_of=g.kind_of).get_node(newest)  # type: ignore[arg-type]
+            assert isinstance(node, Prompt) and node.id == newest
+            return con.statements
+
+        assert g._run(count) == 1
+        assert g.kind_of(newest) == eventlog.NodeKind.PROMPT
+
+
+@pytest.mark.parametrize("seed", range(2))
+def test_walks_with_the_logs_kind_hint_answer_as_the_probe_of_live_rows(
+    store: Path, seed: int
+) -> None:
+    """A cold walk takes its first node's table from the log's hint instead of a probe:
+    deleted nodes (the hint does not say a node was deleted), edges, custom INVOKES edges
+    and unknown ids included, both ways."""
+    with MemoryGraph.open(store, **FAST) as g:
+        ids = _every_kind(g, random.Random(seed))
+
+        def compare(reader: GraphReader) -> None:
+            for i in ids:
+                for walk in ("ancestors", "descendants"):
+                    hinted = GraphReader(reader.con, kind_of=g.kind_of)
+                    probed = GraphReader(reader.con)
+                    assert getattr(hinted, walk)(i, 5) == getattr(probed, walk)(i, 5)
+
+        g._run(compare)
+
+
+def test_a_cold_walk_from_a_node_the_log_knows_runs_no_probe(store: Path) -> None:
+    with MemoryGraph.open(store, **FAST) as g:
+        s = g.create_session().id
+        r = g.add_response(g.add_prompt(s, "q"), "a")
+
+        def count(reader: GraphReader, hint: bool) -> int:
+            con = _Counting(reader.con)
+            GraphReader(con, kind_of=g.kind_of if hint else None).ancestors(r, 5)  # type: ignore[arg-type]
+            return con.statements
+
+        assert g._run(partial(count, hint=True)) == g._run(partial(count, hint=False)) - 1
