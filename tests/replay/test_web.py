@@ -4,10 +4,12 @@ it reads (public, so a script gets the same), each also at a point of history.""
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import re
 import sqlite3
 import subprocess
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -379,6 +381,30 @@ def test_a_fork_never_writes_over_what_exists(forking: tuple[Service, Path, str,
     assert bad["error"]["code"] in ("bad_point", "replay_error") and not (tmp / "later").exists()
     with RemoteGraph(service.url, "default", token=admin) as graph, pytest.raises(BadArgument):
         graph.fork(0, "a.b")
+
+
+def test_forks_racing_for_one_name_make_one_store_and_the_others_are_refused_409(
+    forking: tuple[Service, Path, str, str],
+) -> None:
+    """Eight forks of one name asked at once: the name is taken at the check, before any
+    copy begins, so one makes the store and every other is `name_taken` (they used to pass
+    the check together and copy into one place, and the losers got a 422)."""
+    service, tmp, admin, _ = forking
+    start = threading.Barrier(8)
+
+    def ask(_: int) -> httpx.Response:
+        with httpx.Client(base_url=service.url, timeout=WAIT_S) as http:
+            start.wait(WAIT_S)
+            body = {"at": 1, "name": "raced"}
+            headers = {"Authorization": f"Bearer {admin}"}
+            return http.post("/v1/stores/default/fork", json=body, headers=headers)
+
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        answers = list(pool.map(ask, range(8)))
+    assert sorted(a.status_code for a in answers) == [200] + [409] * 7, [a.text for a in answers]
+    assert {a.json()["error"]["code"] for a in answers if a.status_code == 409} == {"name_taken"}
+    assert [p.name for p in tmp.glob("*raced*")] == ["raced"]  # no copy left beside it
+    assert eventlog.origin(tmp / "raced") is not None
 
 
 def test_a_search_stops_once_it_has_a_page_and_says_its_count_is_a_lower_bound(
