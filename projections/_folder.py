@@ -12,6 +12,7 @@ import msgspec
 from eventlog import Cursor, Record
 from eventlog._lean import full_event
 
+from ._database import keep_wal_private
 from ._fold import Batch, fold
 from ._schema import PROJECTIONS, checkpoint
 from ._stage import STAGED_TYPES
@@ -79,6 +80,7 @@ def commit_batch(con: duckdb.DuckDBPyConnection, records: Sequence[Record]) -> B
         con.execute("COMMIT")
     except duckdb.Error as exc:
         raise _failed("commit", records, exc) from exc
+    keep_wal_private(con)
     return batch
 
 
