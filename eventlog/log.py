@@ -135,16 +135,27 @@ class _GroupCommit:
 
     def _lead(self, own: _Slot) -> None:
         """Commit everything queued, `own` request among it, and wake the chain of the
-        other threads served."""
-        with self._lock:
-            batch, self._queue = self._queue, []
-        results = _commit(self._store, [s.request for s in batch])
-        for s, result in zip(batch, results, strict=True):
-            s.result = result
-        served = [s for s in batch if s is not own]
-        for s, following in itertools.pairwise(served):
-            s.next = following
-        self._hand_over(served[0] if served else None)
+        other threads served. What makes the commit fail is the result of every thread
+        still without one: so is an interrupt (Ctrl-C) that lands in this thread, even
+        after the commit. Either way, as for a lone writer, the threads served are woken
+        and the lead handed over, so neither they nor later appends wait for good."""
+        batch: list[_Slot] = []
+        try:
+            with self._lock:
+                batch, self._queue = self._queue, []
+            results = self._store.commit([s.request for s in batch])
+            for s, result in zip(batch, results, strict=True):
+                s.result = result
+        except BaseException as exc:
+            for s in batch:
+                if s.result is None:
+                    s.result = exc
+            raise
+        finally:
+            served = [s for s in batch if s is not own]
+            for s, following in itertools.pairwise(served):
+                s.next = following
+            self._hand_over(served[0] if served else None)
 
     def _hand_over(self, first: _Slot | None = None) -> None:
         """Wake the first thread served (it wakes the next), and hand the lead to the first
