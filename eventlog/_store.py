@@ -82,7 +82,7 @@ from ._index import (
 from ._reader import Cursor
 from ._resolve import Resolver, render_template, session_of
 from ._sealed import SealedSegments
-from ._segment import BadFrame, Frame, file_size, is_torn_tail, iter_frames, read_segment_header
+from ._segment import BadFrame, Frame, Verdict, file_size, iter_frames, read_segment_header
 from .errors import (
     AppendConflict,
     CorruptionError,
@@ -429,7 +429,7 @@ class Store:
             for frame in iter_frames(active.fd, active.end, size, active.next_lsn):
                 self._take_frame(active, frame)
         except BadFrame as bad:
-            if sealed or not is_torn_tail(active.fd, bad.offset, size):
+            if sealed or bad.verdict is not Verdict.TORN:
                 raise CorruptionError(
                     f"damaged frame ({bad.reason})", str(active.path), bad.offset, bad.lsn
                 ) from None

@@ -121,9 +121,9 @@ def fold_available(
     Returns the new checkpoint. `keep_going` is asked between batches.
     """
     start = checkpoint(con) + 1
-    make_cursor = getattr(log, "_cursor", None)  # a local log: read it lean (`read_lean`)
-    if make_cursor is not None:
-        cursor = make_cursor(start, stop_lsn, None, None)
+    opened = getattr(log, "cursor", None)  # a local log's reads: read it lean (`read_lean`)
+    cursor = None if opened is None else opened(start, stop_lsn)
+    if isinstance(cursor, Cursor):
         try:
             return fold_sized(
                 con,

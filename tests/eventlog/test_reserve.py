@@ -13,6 +13,7 @@ import random
 import shutil
 import warnings
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -144,15 +145,15 @@ def test_a_follower_polling_at_a_reserve_scans_its_zeros_once(
 ) -> None:
     """Each poll at the end of the log stops at the writer's reserve: the first one looks
     through the zeros for a frame beyond them, later ones only at the next frame's place."""
-    from eventlog import _reader  # noqa: PLC0415
-
     scans: list[int] = []
+    for name in ("is_reserve", "is_torn_tail"):
+        scan = getattr(_segment, name)
 
-    def counted(fd: int, offset: int, end: int) -> bool:
-        scans.append(offset)
-        return _segment.is_torn_tail(fd, offset, end)
+        def counted(fd: int, offset: int, end: int, scan: Any = scan) -> bool:
+            scans.append(offset)
+            return bool(scan(fd, offset, end))
 
-    monkeypatch.setattr(_reader, "is_torn_tail", counted)
+        monkeypatch.setattr(_segment, name, counted)
     with eventlog.open(tmp_path / "store") as log:
         session = log.create_session()
         cursor = log.cursor()
