@@ -547,6 +547,40 @@ def test_an_erasure_leaves_no_erased_text_in_the_text_index(tmp_path: Path) -> N
         assert service.stop() == 0
 
 
+def test_the_service_says_when_the_text_index_fails_and_when_it_is_kept_again(
+    tmp_path: Path,
+) -> None:
+    """A link planted at the index's ``-wal`` stops the index (it is never opened through a
+    link): the service's log says why, says so when the link is gone and the index is kept
+    again, and says it again when a link is planted again. It used to say the first failure
+    of the process only, and never the recovery."""
+    store = tmp_path / "store"
+    with eventlog.open(store) as log:
+        session = log.create_session().id
+        log.add_prompts_batch([(session, f"words {i}") for i in range(3)])
+    service = Service(tmp_path, [str(store)])
+    link = store / "projections.duckdb.text-wal"
+    search = "/v1/stores/default/sessions?q=words"
+
+    def said(text: str, times: int) -> None:
+        found = lambda: service.child.stderr().count(text) >= times  # noqa: E731
+        service.child.wait_for(found, f"{text!r} {times} times")
+
+    try:
+        link.symlink_to(tmp_path / "elsewhere")
+        assert _get(service, search)["total"] == 1  # the search reads the text
+        said("lmg serve: the text index: ", 1)
+        link.unlink()
+        assert _get(service, search)["total"] == 1
+        said("lmg serve: the text index is kept again", 1)
+        link.symlink_to(tmp_path / "elsewhere")
+        assert _get(service, search)["total"] == 1
+        said("lmg serve: the text index: ", 2)
+    finally:
+        link.unlink(missing_ok=True)
+        assert service.stop() == 0
+
+
 def test_a_damaged_or_deleted_text_index_is_built_again_while_the_service_answers(
     tmp_path: Path,
 ) -> None:
