@@ -50,6 +50,9 @@ __all__ = [
 ]
 
 
+_NO_FRAME = bytes(len(FRAME_MAGIC))  # what starts the reserve, where a frame's magic would
+
+
 class Frame(NamedTuple):
     offset: int
     head: FrameHeader
@@ -90,13 +93,19 @@ def read_segment_header(fd: int) -> int:
     return parse_segment_header(os.pread(fd, SEGMENT_HEADER, 0))
 
 
-def iter_frames(fd: int, offset: int, end: int, lsn: int) -> Iterator[Frame]:
+def iter_frames(
+    fd: int, offset: int, end: int, lsn: int, *, whole: bool = False
+) -> Iterator[Frame]:
     """Checked frames from `offset` (a frame boundary holding `lsn`) up to byte `end`, or up
-    to the writer's reserve of zeros before it."""
+    to the writer's reserve of zeros before it. `whole`: the caller holds the append lock,
+    under which frames are written whole (nothing is being written), so zeros where a frame
+    would start are the reserve, without reading all of it (up to 1 MiB)."""
     while offset < end:
         try:
             frame = read_frame(fd, offset, end, lsn)
         except BadFrame as bad:
+            if whole and os.pread(fd, len(_NO_FRAME), offset) == _NO_FRAME:
+                return
             verdict = judge(fd, offset, end, lsn, last=True)
             if verdict is Verdict.RESERVE:
                 return

@@ -423,10 +423,13 @@ class Store:
             )
         return earlier[-1]
 
-    def _advance(self, active: _Active, size: int, *, repair: bool, sealed: bool = False) -> None:
-        """Take in the frames between `active.end` and `size`: check, summarise, index them."""
+    def _advance(
+        self, active: _Active, size: int, *, repair: bool, sealed: bool = False, live: bool = False
+    ) -> None:
+        """Take in the frames between `active.end` and `size`: check, summarise, index them.
+        `live`: under the lock, after other writers (`iter_frames`'s `whole`)."""
         try:
-            for frame in iter_frames(active.fd, active.end, size, active.next_lsn):
+            for frame in iter_frames(active.fd, active.end, size, active.next_lsn, whole=live):
                 self._take_frame(active, frame)
         except BadFrame as bad:
             if sealed or bad.verdict is not Verdict.TORN:
@@ -623,7 +626,7 @@ class Store:
                 )
             # Frames are written whole under the lock: a zero magic at the end is our reserve.
             if size > active.end and os.pread(active.fd, 4, active.end) != _NO_FRAME:
-                self._advance(active, size, repair=True)
+                self._advance(active, size, repair=True, live=True)
             # Not gated on our own segment_bytes: a handle opened with a smaller one may
             # have rotated, and writing on here would fork the LSN chain. A segment without
             # frames was never rotated from: its "successor" would be itself (an endless loop).
