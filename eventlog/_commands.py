@@ -17,6 +17,7 @@ from typing import Any, Generic, TypedDict, TypeVar, Unpack, cast
 import msgspec
 
 from . import events as ev
+from ._format import ENCODER
 from ._ids import new_id
 from ._limits import check
 from ._store import Appended, PendingRequest
@@ -50,7 +51,6 @@ class Command(Generic[R]):
 
 
 _OPTION_NAMES = frozenset(AppendOptions.__annotations__)
-_ENCODER = msgspec.msgpack.Encoder(uuid_format="bytes")
 _DECODER = msgspec.msgpack.Decoder(list[ev.Event])
 
 
@@ -100,7 +100,7 @@ def _prepare_prompts(events: list[ev.PromptAdded], opts: AppendOptions) -> Pendi
     if not plain or not events:
         return prepare(events, opts)
     try:
-        size = len(_ENCODER.encode(events))
+        size = len(ENCODER.encode(events))
     except ValueError:  # a lone surrogate: `prepare` names the field
         return prepare(events, opts)
     return _request(cast(list[ev.EventBase], events), opts, size)
@@ -109,7 +109,7 @@ def _prepare_prompts(events: list[ev.PromptAdded], opts: AppendOptions) -> Pendi
 def _round_trip(batch: list[ev.EventBase]) -> tuple[bytes, list[ev.EventBase]]:
     """The request's bytes and its events decoded from them: fresh copies, type-checked."""
     try:
-        raw = _ENCODER.encode(batch)
+        raw = ENCODER.encode(batch)
         return raw, cast(list[ev.EventBase], _DECODER.decode(raw))
     except (TypeError, ValueError, OverflowError, RecursionError) as exc:
         error = exc

@@ -11,6 +11,7 @@ private as the store it copies (`Modes.of` its directory), whatever the umask.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import shutil
 import time
@@ -123,9 +124,14 @@ def building_store(
         old = dest.with_name(f".{dest.name}.replaced-{os.getpid()}")
         if replace and dest.exists():
             os.rename(dest, old)
-        with contextlib.suppress(FileNotFoundError):
-            dest.rmdir()
-        os.rename(building, dest)
+        try:
+            with contextlib.suppress(FileNotFoundError):
+                dest.rmdir()  # the empty directory `check_new_store` allows
+            os.rename(building, dest)
+        except OSError as exc:  # another process made `dest` since `check_new_store`
+            if exc.errno not in (errno.ENOTEMPTY, errno.EEXIST, errno.ENOTDIR, errno.EISDIR):
+                raise
+            raise EventLogError(f"{dest} already exists and is not an empty directory") from exc
         fsync_dir(dest.parent)
         shutil.rmtree(old, ignore_errors=True)
     except BaseException:

@@ -55,6 +55,7 @@ from .events import Event, upcast
 __all__ = [
     "CODEC_RAW",
     "CODEC_ZSTD",
+    "ENCODER",
     "FRAME_HEADER",
     "FRAME_MAGIC",
     "RESERVE_ALIGN",
@@ -147,13 +148,14 @@ def parse_segment_header(data: bytes) -> int:
     return int(first_lsn)
 
 
-_ENCODER = msgspec.msgpack.Encoder(uuid_format="bytes")
+ENCODER = msgspec.msgpack.Encoder(uuid_format="bytes")
+"""Events as the log stores them (ids as 16 bytes): the one encoder every module uses."""
 _BODY_DECODER = msgspec.msgpack.Decoder(list[Request])
 _RAW_DECODER = msgspec.msgpack.Decoder()
 
 
 def encode_body(requests: list[Request]) -> bytes:
-    return _ENCODER.encode(requests)
+    return ENCODER.encode(requests)
 
 
 def decode_body(raw: bytes) -> list[Request]:
@@ -168,7 +170,7 @@ def _decode_upcasting(raw: bytes) -> list[Request]:
     requests: list[Any] = _RAW_DECODER.decode(raw)
     modern = [[[upcast(e) for e in events], key] for events, key in requests]
     # Re-encode so UUID bytes and nested structs take the typed decoder's exact path.
-    return _BODY_DECODER.decode(_ENCODER.encode(modern))
+    return _BODY_DECODER.decode(ENCODER.encode(modern))
 
 
 def encode_frame(

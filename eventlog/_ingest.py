@@ -55,6 +55,7 @@ import msgspec
 
 from . import events as ev
 from ._commands import prepare
+from ._format import ENCODER
 from ._genai import Unit, map_trace, spans_only
 from ._handoffs import Handoffs
 from ._logs import LogRecord, log_units, with_logs
@@ -71,7 +72,6 @@ __all__ = ["IngestStats", "Ingester"]
 _LOG = logging.getLogger("eventlog.otel")
 _GROUP = 2_000  # requests per group commit: one frame, one fsync
 _REMEMBERED_KEYS = 100_000  # keys known stored, skipped without asking the log
-_ENCODE = msgspec.msgpack.Encoder(uuid_format="bytes").encode  # as `_commands.prepare` does
 
 
 def _request(unit: Unit, parts: list[Unit] | None = None, limit: int = 0) -> PendingRequest:
@@ -88,7 +88,7 @@ def _request(unit: Unit, parts: list[Unit] | None = None, limit: int = 0) -> Pen
     they are given the whole's size rather than each encoded again.
     """
     try:
-        size = len(_ENCODE(unit.events))
+        size = len(ENCODER.encode(unit.events))
     except (TypeError, ValueError, OverflowError):
         for part in parts or [unit]:
             prepare(part.events, {"idempotency_key": part.key})  # raises InvalidEvent naming it

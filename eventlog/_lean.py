@@ -18,6 +18,7 @@ from typing import Any, Union
 import msgspec
 
 from . import events as ev
+from ._format import ENCODER
 
 __all__ = ["full_event", "is_lean", "lean_decoder", "lean_twin", "uuid_fields"]
 
@@ -28,7 +29,6 @@ _ID_TYPES: dict[Any, Any] = {
 }
 _TWINS: dict[type[ev.EventBase], type[msgspec.Struct]] = {}
 _LEAN: set[type[msgspec.Struct]] = set()
-_ENCODER = msgspec.msgpack.Encoder(uuid_format="bytes")  # as the log stores events
 _FULL = msgspec.msgpack.Decoder(ev.Event)
 
 
@@ -86,6 +86,6 @@ def lean_decoder(lean: frozenset[type[ev.EventBase]]) -> msgspec.msgpack.Decoder
 def full_event(event: Any) -> ev.EventBase:
     """The public event a lean twin stands for (the same event as read); others as they are."""
     full: ev.EventBase = (
-        event if event.__class__ not in _LEAN else _FULL.decode(_ENCODER.encode(event))
+        event if event.__class__ not in _LEAN else _FULL.decode(ENCODER.encode(event))
     )
     return full

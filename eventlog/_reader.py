@@ -23,9 +23,9 @@ import msgspec
 
 from . import events as ev
 from ._files import open_file
-from ._format import SEGMENT_HEADER, FrameError, decode_body, unpack_body
+from ._format import ENCODER, SEGMENT_HEADER, FrameError, decode_body, unpack_body
 from ._lean import lean_decoder
-from ._segment import BadFrame, Frame, file_size, is_torn_tail, read_frame, written_since
+from ._segment import BadFrame, Frame, Verdict, file_size, judge, read_frame
 from .errors import CorruptionError
 
 if TYPE_CHECKING:
@@ -45,6 +45,7 @@ class Record(NamedTuple):
 
 
 _T = TypeVar("_T")
+_B = TypeVar("_B")  # what a frame's body decodes to
 
 _record = functools.partial(tuple.__new__, Record)
 """`Record(lsn, event)` without the Python frame of a named tuple's ``__new__``: the reader
@@ -70,9 +71,9 @@ class Cursor:
         self._fd: int | None = None
         self.done = False
         self._seek_size: int | None = None  # the size of the sealed segment the seek used
-        # (segment, offset, file size) of the tail last found torn: the zeros of a
-        # writer's reserve, which each poll at the end of the log would otherwise scan again
-        self._quiet_tail: tuple[int, int, int] | None = None
+        # (segment, offset, file size) where the log was last found to end, and how: the
+        # zeros of a writer's reserve, which each poll would otherwise scan again
+        self._quiet_tail: tuple[tuple[int, int, int] | None, Verdict | None] = (None, None)
         self._segment, self._offset, self._frame_lsn = self._seek(start, start_ts)
 
     def _seek(self, lsn: int, ts: int | None) -> tuple[int, int, int | None]:
@@ -152,18 +153,20 @@ class Cursor:
                 sealed = self._sealed()
                 if sealed and file_size(self._fd) != size:
                     continue
-                # Seen torn at this size before: only a frame written here can change that
-                # (writers append in order), which `written_since` sees.
-                quiet = not sealed and self._quiet_tail == (self._segment, bad.offset, size)
-                torn = quiet or is_torn_tail(self._fd, bad.offset, size)
-                if not sealed and written_since(self._fd, bad.offset, self._frame_lsn) is not None:
+                # Judged at this size before: not scanned again (a reserve is up to 1 MiB).
+                spot = (self._segment, bad.offset, size)
+                known = self._quiet_tail[1] if self._quiet_tail[0] == spot else None
+                verdict = judge(
+                    self._fd, bad.offset, size, self._frame_lsn, last=not sealed, known=known
+                )
+                if isinstance(verdict, Frame):
                     continue  # a writer filled its reserve as we looked: read on
-                if sealed or not torn:
+                if sealed or verdict is Verdict.DAMAGED:
                     raise CorruptionError(
                         f"damaged frame ({bad.reason})", str(path), bad.offset, bad.lsn
                     ) from None
-                self._quiet_tail = (self._segment, bad.offset, size)
-                return  # a frame being written, or a torn tail recovery will cut
+                self._quiet_tail = (spot, verdict)
+                return  # the writer's reserve, or a torn tail recovery will cut
             if self.done:
                 return
             if not self._successor_exists():
@@ -212,12 +215,7 @@ class Cursor:
             self._start_ts is not None and head.max_ts < self._start_ts
         ):
             return
-        try:
-            requests = decode_body(unpack_body(head, frame.body))
-        except (FrameError, msgspec.DecodeError) as exc:
-            raise CorruptionError(
-                f"frame does not decode ({exc})", path, frame.offset, head.first_lsn
-            ) from None
+        requests = _decoded(frame, path, decode_body)
         lsn = head.first_lsn
         stop, start_ts, stop_ts = self._stop, self._start_ts, self._stop_ts
         for event in itertools.chain.from_iterable(r.events for r in requests):
@@ -237,12 +235,7 @@ class Cursor:
         head = frame.head
         if head.next_lsn <= self.next_lsn:
             return
-        try:
-            requests = _RAW_BODY.decode(unpack_body(head, frame.body))
-        except (FrameError, msgspec.DecodeError) as exc:
-            raise CorruptionError(
-                f"frame does not decode ({exc})", path, frame.offset, head.first_lsn
-            ) from None
+        requests = _decoded(frame, path, _RAW_BODY.decode)
         lsn = head.first_lsn
         stop, decode = self._stop, decoder.decode
         for raw in itertools.chain.from_iterable(r.events for r in requests):
@@ -254,14 +247,26 @@ class Cursor:
                     try:
                         event = decode(raw)
                     except msgspec.ValidationError:  # an older version: upcast, as `decode_body`
-                        event = decode(_ENCODER.encode(ev.upcast(_RAW_EVENT.decode(raw))))
+                        event = decode(ENCODER.encode(ev.upcast(_RAW_EVENT.decode(raw))))
                 except msgspec.DecodeError as exc:
-                    raise CorruptionError(
-                        f"frame does not decode ({exc})", path, frame.offset, head.first_lsn
-                    ) from None
+                    raise _undecodable(frame, path, exc) from None
                 self.next_lsn = lsn + 1
                 yield _record((lsn, event)), len(raw)
             lsn += 1
+
+
+def _decoded(frame: Frame, path: str, decode: Callable[[bytes], _B]) -> _B:
+    """`decode` of the frame's body (`_take` and `_take_sized` decode it differently)."""
+    try:
+        return decode(unpack_body(frame.head, frame.body))
+    except (FrameError, msgspec.DecodeError) as exc:
+        raise _undecodable(frame, path, exc) from None
+
+
+def _undecodable(frame: Frame, path: str, exc: Exception) -> CorruptionError:
+    return CorruptionError(
+        f"frame does not decode ({exc})", path, frame.offset, frame.head.first_lsn
+    )
 
 
 class _RawRequest(msgspec.Struct, array_like=True, gc=False):
@@ -273,7 +278,6 @@ class _RawRequest(msgspec.Struct, array_like=True, gc=False):
 
 _RAW_BODY = msgspec.msgpack.Decoder(list[_RawRequest])
 _RAW_EVENT = msgspec.msgpack.Decoder()
-_ENCODER = msgspec.msgpack.Encoder(uuid_format="bytes")
 
 
 class AsyncCursor:

@@ -97,12 +97,18 @@ def set_retention(store: str | os.PathLike[str], policy: RetentionPolicy | None)
     write_atomically(root / RETENTION_FILE, msgspec.json.encode(policy))
 
 
-def due(store: str | os.PathLike[str], *, now: int | None = None) -> Due:
-    """What the store's policy selects at `now` (default: the present). Content already
-    erased is not due again: an erased event is not counted, and a session whose every event
-    is erased is not listed. One scan of the log (of its old part, with `content_days` alone)."""
+def due(
+    store: str | os.PathLike[str],
+    *,
+    now: int | None = None,
+    policy: RetentionPolicy | None = None,
+) -> Due:
+    """What the store's policy (or `policy`, read by the caller) selects at `now` (default:
+    the present). Content already erased is not due again: an erased event is not counted,
+    and a session whose every event is erased is not listed. One scan of the log (of its old
+    part, with `content_days` alone)."""
     at = time.time_ns() if now is None else now
-    policy = retention(store) or RetentionPolicy()
+    policy = policy or retention(store) or RetentionPolicy()
     content_cut = None if policy.content_days is None else at - policy.content_days * _DAY_NS
     session_cut = None if policy.session_days is None else at - policy.session_days * _DAY_NS
     before = count = 0

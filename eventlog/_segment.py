@@ -11,11 +11,13 @@ tells the two ways a frame can be bad apart:
   never repaired silently.
 
 Neither is the writer's reserve (see `_format`): zeros from the frame to a file end on a
-`RESERVE_ALIGN` boundary. `iter_frames` stops there, as at the file's end.
+`RESERVE_ALIGN` boundary. `iter_frames` stops there, as at the file's end. `judge` is the
+one place that tells the three apart (readers, recovery and `verify` all ask it).
 """
 
 from __future__ import annotations
 
+import enum
 import os
 from collections.abc import Iterator
 from typing import NamedTuple
@@ -35,15 +37,20 @@ from ._format import (
 __all__ = [
     "BadFrame",
     "Frame",
+    "Verdict",
     "file_size",
     "is_reserve",
     "is_torn_tail",
     "iter_frames",
+    "judge",
     "next_intact_frame",
     "read_frame",
     "read_segment_header",
     "written_since",
 ]
+
+
+_NO_FRAME = bytes(len(FRAME_MAGIC))  # what starts the reserve, where a frame's magic would
 
 
 class Frame(NamedTuple):
@@ -52,14 +59,24 @@ class Frame(NamedTuple):
     body: bytes  # as stored: checked, still compressed
 
 
+class Verdict(enum.Enum):
+    """What bytes that fail to read as a frame are (`judge`)."""
+
+    RESERVE = "reserve"  # the writer's zeros: the end of the log, nothing is wrong
+    TORN = "torn"  # no intact frame follows: a write cut short (recovery cuts it off)
+    DAMAGED = "damaged"  # an intact frame follows: bytes once acknowledged have changed
+
+
 class BadFrame(Exception):
-    """The frame at `offset`, expected to start at `lsn`, failed a check."""
+    """The frame at `offset`, expected to start at `lsn`, failed a check. Raised out of
+    `iter_frames`, it carries the `judge`'s verdict on it (else None)."""
 
     def __init__(self, offset: int, lsn: int, reason: str) -> None:
         super().__init__(f"{reason} at offset {offset} (LSN {lsn})")
         self.offset = offset
         self.lsn = lsn
         self.reason = reason
+        self.verdict: Verdict | None = None
 
 
 def file_size(fd: int) -> int:
@@ -76,22 +93,55 @@ def read_segment_header(fd: int) -> int:
     return parse_segment_header(os.pread(fd, SEGMENT_HEADER, 0))
 
 
-def iter_frames(fd: int, offset: int, end: int, lsn: int) -> Iterator[Frame]:
+def iter_frames(
+    fd: int, offset: int, end: int, lsn: int, *, whole: bool = False
+) -> Iterator[Frame]:
     """Checked frames from `offset` (a frame boundary holding `lsn`) up to byte `end`, or up
-    to the writer's reserve of zeros before it."""
+    to the writer's reserve of zeros before it. `whole`: the caller holds the append lock,
+    under which frames are written whole (nothing is being written), so zeros where a frame
+    would start are the reserve, without reading all of it (up to 1 MiB)."""
     while offset < end:
         try:
             frame = read_frame(fd, offset, end, lsn)
-        except BadFrame:
-            if is_reserve(fd, offset, end):
+        except BadFrame as bad:
+            if whole and os.pread(fd, len(_NO_FRAME), offset) == _NO_FRAME:
                 return
-            again = written_since(fd, offset, lsn)
-            if again is None or offset + again.head.size > end:
+            verdict = judge(fd, offset, end, lsn, last=True)
+            if verdict is Verdict.RESERVE:
+                return
+            if not isinstance(verdict, Frame) or offset + verdict.head.size > end:
+                bad.verdict = verdict if isinstance(verdict, Verdict) else Verdict.TORN
                 raise
-            frame = again
+            frame = verdict
         yield frame
         offset += frame.head.size
         lsn = frame.head.next_lsn
+
+
+def judge(
+    fd: int, offset: int, end: int, lsn: int | None, *, last: bool, known: Verdict | None = None
+) -> Frame | Verdict:
+    """What the bytes at `offset`, which did not read as the frame holding `lsn` in a file
+    of `end` bytes, are. `last`: the segment is the log's last, which writers may fill as we
+    look; a sealed segment never changes, and has no reserve. `known`: the verdict found at
+    this offset and size before, which only a frame written since can change.
+
+    1. In the last segment, zeros from `offset` to `end` on a `RESERVE_ALIGN` boundary are
+       the writer's `RESERVE`.
+    2. Else the bytes are `TORN` if no intact frame starts after them, `DAMAGED` if one does.
+    3. In the last segment, a writer may have put a frame at `offset` since the read failed:
+       that `Frame` is returned, to read on. Looked for after step 2, since writers append
+       in order: a frame that step 2 saw past `offset` was written after this one, so it
+       is seen here too, never taken for damage.
+    """
+    if known is None:
+        if last and is_reserve(fd, offset, end):
+            known = Verdict.RESERVE
+        else:
+            known = Verdict.TORN if is_torn_tail(fd, offset, end) else Verdict.DAMAGED
+    if last and (again := written_since(fd, offset, lsn)) is not None:
+        return again
+    return known
 
 
 def written_since(fd: int, offset: int, lsn: int | None) -> Frame | None:

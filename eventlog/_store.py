@@ -87,7 +87,7 @@ from ._index import (
 from ._reader import Cursor
 from ._resolve import RUN_FROM, Resolver, render_template, session_of
 from ._sealed import SealedSegments
-from ._segment import BadFrame, Frame, file_size, is_torn_tail, iter_frames, read_segment_header
+from ._segment import BadFrame, Frame, Verdict, file_size, iter_frames, read_segment_header
 from .errors import (
     AppendConflict,
     CorruptionError,
@@ -442,13 +442,16 @@ class Store:
             )
         return earlier[-1]
 
-    def _advance(self, active: _Active, size: int, *, repair: bool, sealed: bool = False) -> None:
-        """Take in the frames between `active.end` and `size`: check, summarise, index them."""
+    def _advance(
+        self, active: _Active, size: int, *, repair: bool, sealed: bool = False, live: bool = False
+    ) -> None:
+        """Take in the frames between `active.end` and `size`: check, summarise, index them.
+        `live`: under the lock, after other writers (`iter_frames`'s `whole`)."""
         try:
-            for frame in iter_frames(active.fd, active.end, size, active.next_lsn):
+            for frame in iter_frames(active.fd, active.end, size, active.next_lsn, whole=live):
                 self._take_frame(active, frame)
         except BadFrame as bad:
-            if sealed or not is_torn_tail(active.fd, bad.offset, size):
+            if sealed or bad.verdict is not Verdict.TORN:
                 raise CorruptionError(
                     f"damaged frame ({bad.reason})", str(active.path), bad.offset, bad.lsn
                 ) from None
@@ -736,7 +739,7 @@ class Store:
                 )
             # Frames are written whole under the lock: a zero magic at the end is our reserve.
             if size > active.end and os.pread(active.fd, 4, active.end) != _NO_FRAME:
-                self._advance(active, size, repair=True)
+                self._advance(active, size, repair=True, live=True)
             # Not gated on our own segment_bytes: a handle opened with a smaller one may
             # have rotated, and writing on here would fork the LSN chain. A segment without
             # frames was never rotated from: its "successor" would be itself (an endless loop).

@@ -27,6 +27,7 @@ from typing import Any, Concatenate, ParamSpec, Self, TypeVar
 import msgspec
 
 from . import _commands as c
+from ._format import ENCODER
 from ._reader import AsyncCursor, Cursor, Record, follow, follow_async
 from ._store import RECOVERY_LOG, Appended, PendingRequest, Store
 from ._time import TimeLike, to_ns
@@ -46,7 +47,6 @@ __all__ = [
 
 P = ParamSpec("P")
 R = TypeVar("R")
-_ENCODE_VARIABLES = msgspec.msgpack.Encoder(uuid_format="bytes").encode
 
 
 class Stats(msgspec.Struct, kw_only=True):
@@ -135,16 +135,27 @@ class _GroupCommit:
 
     def _lead(self, own: _Slot) -> None:
         """Commit everything queued, `own` request among it, and wake the chain of the
-        other threads served."""
-        with self._lock:
-            batch, self._queue = self._queue, []
-        results = _commit(self._store, [s.request for s in batch])
-        for s, result in zip(batch, results, strict=True):
-            s.result = result
-        served = [s for s in batch if s is not own]
-        for s, following in itertools.pairwise(served):
-            s.next = following
-        self._hand_over(served[0] if served else None)
+        other threads served. What makes the commit fail is the result of every thread
+        still without one: so is an interrupt (Ctrl-C) that lands in this thread, even
+        after the commit. Either way, as for a lone writer, the threads served are woken
+        and the lead handed over, so neither they nor later appends wait for good."""
+        batch: list[_Slot] = []
+        try:
+            with self._lock:
+                batch, self._queue = self._queue, []
+            results = self._store.commit([s.request for s in batch])
+            for s, result in zip(batch, results, strict=True):
+                s.result = result
+        except BaseException as exc:
+            for s in batch:
+                if s.result is None:
+                    s.result = exc
+            raise
+        finally:
+            served = [s for s in batch if s is not own]
+            for s, following in itertools.pairwise(served):
+                s.next = following
+            self._hand_over(served[0] if served else None)
 
     def _hand_over(self, first: _Slot | None = None) -> None:
         """Wake the first thread served (it wakes the next), and hand the lead to the first
@@ -314,10 +325,13 @@ class _Reads:
         kind = self._store.kind_of(node_id.int)
         return None if kind is None or kind not in _KINDS else NodeKind(kind)
 
-    def cursor(self, start: int = 0, *, start_time: TimeLike | None = None) -> Cursor:
+    def cursor(
+        self, start: int = 0, stop: int | None = None, *, start_time: TimeLike | None = None
+    ) -> Cursor:
         """A position in the log for a reader that polls: each `records()` call yields what
-        the log holds now, from where the last one stopped. Close it when done."""
-        return self._cursor(start, None, start_time, None)
+        the log holds now, from where the last one stopped, up to LSN `stop` (excluded) if
+        given. Close it when done."""
+        return self._cursor(start, stop, start_time, None)
 
     def _cursor(
         self, start: int, stop: int | None, start_time: TimeLike | None, stop_time: TimeLike | None
@@ -347,7 +361,7 @@ class _Reads:
         if not isinstance(template_id, uuid.UUID):
             raise InvalidEvent(f"template_id must be a UUID, not {type(template_id).__name__}")
         try:  # the round trip an appended prompt's bindings make, so both render alike
-            bound = _VARIABLES.decode(_ENCODE_VARIABLES(variables or {}))
+            bound = _VARIABLES.decode(ENCODER.encode(variables or {}))
         except (TypeError, ValueError, OverflowError) as exc:
             raise InvalidEvent(f"invalid variables: {exc}") from None
         return self._store.render(template_id, bound, version)
@@ -619,10 +633,10 @@ class AsyncEventLog(_Reads, AsyncAppends):
             cursor.close()
 
     def cursor(  # type: ignore[override]
-        self, start: int = 0, *, start_time: TimeLike | None = None
+        self, start: int = 0, stop: int | None = None, *, start_time: TimeLike | None = None
     ) -> AsyncCursor:
         """The async twin of `EventLog.cursor`: ``async for record in cursor.records()``."""
-        return AsyncCursor(self._cursor(start, None, start_time, None))
+        return AsyncCursor(self._cursor(start, stop, start_time, None))
 
     async def stats(self) -> Stats:  # type: ignore[override]
         """The async twin of `EventLog.stats`, in a worker thread."""

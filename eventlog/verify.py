@@ -22,12 +22,12 @@ from ._format import SEGMENT_HEADER, FrameError, decode_body, segment_name, unpa
 from ._index import IdTable, load_summary
 from ._segment import (
     BadFrame,
-    is_reserve,
-    is_torn_tail,
+    Frame,
+    Verdict,
+    judge,
     next_intact_frame,
     read_frame,
     read_segment_header,
-    written_since,
 )
 from ._store import check_store
 
@@ -133,13 +133,13 @@ def _verify_segment(seg: Path, first: int, *, last: bool, problems: list[Problem
                 lsn = frame.head.next_lsn
                 continue
             except BadFrame as bad:
-                if last and is_reserve(fd, offset, size):
+                verdict = judge(fd, offset, size, lsn, last=last)
+                if verdict is Verdict.RESERVE:
                     break  # the writer's zeros ahead of it: the end of the log
-                torn = is_torn_tail(fd, offset, size)
-                if last and written_since(fd, offset, lsn) is not None:
+                if isinstance(verdict, Frame):
                     size = os.fstat(fd).st_size  # a writer filled its reserve as we looked
                     continue
-                if torn:
+                if verdict is Verdict.TORN:
                     severity: Literal["error", "warning"] = "warning" if last else "error"
                     note = (
                         "torn tail: recovery on the next open truncates it"

@@ -116,17 +116,22 @@ _FILTERS = {
 }
 """Each filter a request may give, as a clause on `sessions s` with its value bound."""
 
-_SEARCH = """
-WITH c AS ({ordered} LIMIT $n OFFSET $lo)
+
+def _holds(text: str) -> str:
+    """SQL: `text` holds the search's ``$q`` (see `_SEARCH`)."""
+    return f"regexp_matches({text}, regexp_escape($q), 'i')"
+
+
+_SEARCH = f"""
+WITH c AS ({{ordered}} LIMIT $n OFFSET $lo)
 SELECT c.id FROM c JOIN sessions m ON m.id = c.id
-WHERE regexp_matches(m.metadata::VARCHAR, regexp_escape($q), 'i')
-    OR c.id IN (SELECT session_id FROM prompts WHERE {within} deleted_ts IS NULL
-                AND (regexp_matches(content, regexp_escape($q), 'i') OR agent_id IN
-                     (SELECT id FROM agents WHERE regexp_matches(name, regexp_escape($q), 'i'))))
-    OR c.id IN (SELECT session_id FROM responses WHERE {within} deleted_ts IS NULL
-                AND (regexp_matches(content, regexp_escape($q), 'i')
-                     OR regexp_matches(model, regexp_escape($q), 'i')))
-ORDER BY c.k {direction} NULLS LAST, c.id
+WHERE {_holds("m.metadata::VARCHAR")}
+    OR c.id IN (SELECT session_id FROM prompts WHERE {{within}} deleted_ts IS NULL
+                AND ({_holds("content")} OR agent_id IN
+                     (SELECT id FROM agents WHERE {_holds("name")})))
+    OR c.id IN (SELECT session_id FROM responses WHERE {{within}} deleted_ts IS NULL
+                AND ({_holds("content")} OR {_holds("model")}))
+ORDER BY c.k {{direction}} NULLS LAST, c.id
 """
 """The sessions of the list's order from `lo`, `n` of them, that hold `q`, in that order. With
 `within`, only their prompts and responses are read (DuckDB fetches the content of the
@@ -141,25 +146,25 @@ slower at a million events; docs/benchmarks.md, "The web view")."""
 
 _WITHIN = "session_id IN (SELECT id FROM c) AND"
 
-_FOUND = """
-WITH c AS ({ordered}), t AS (
-    {rows}
+_FOUND = f"""
+WITH c AS ({{ordered}}), t AS (
+    {{rows}}
 )
 SELECT c.id FROM c JOIN sessions m ON m.id = c.id
-WHERE regexp_matches(m.metadata::VARCHAR, regexp_escape($q), 'i')
+WHERE {_holds("m.metadata::VARCHAR")}
     OR c.id IN (SELECT session_id FROM t)
     OR c.id IN (SELECT session_id FROM prompts WHERE deleted_ts IS NULL AND agent_id IN
-                (SELECT id FROM agents WHERE regexp_matches(name, regexp_escape($q), 'i')))
+                (SELECT id FROM agents WHERE {_holds("name")}))
     OR c.id IN (SELECT session_id FROM responses WHERE deleted_ts IS NULL
-                AND regexp_matches(model, regexp_escape($q), 'i'))
-ORDER BY c.k {direction} NULLS LAST, c.id
+                AND {_holds("model")})
+ORDER BY c.k {{direction}} NULLS LAST, c.id
 """
 """Every session of the list that holds `q`, in its order, reading the text of only some
 `rows` (`_ROWS`): those the text index names and those beyond its watermark. Metadata, agent
 names and models are matched in every session, as `_SEARCH` matches them (they are small)."""
 
-_ROWS = """SELECT session_id FROM {table} WHERE {which} AND deleted_ts IS NULL
-    AND regexp_matches(content, regexp_escape($q), 'i')"""
+_ROWS = f"""SELECT session_id FROM {{table}} WHERE {{which}} AND deleted_ts IS NULL
+    AND {_holds("content")}"""
 """The sessions of some rows of `table` whose text holds `q`: the rows named by id (found by
 their zone maps: the table declares no key), or those after an LSN (the blocks after it)."""
 

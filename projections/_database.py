@@ -24,7 +24,9 @@ it does. Three rules make a folder and many readers share one file:
 
 None of these files is opened through a symbolic link, nor is the database (`open_database`
 checks it and its ``.wal`` before DuckDB opens them); each is created with the modes of the
-directory it is in (`eventlog._files`).
+directory it is in (`eventlog._files`). DuckDB makes the database's write-ahead log itself,
+with the umask's modes, at the first commit after each checkpoint (which deletes it): each
+commit of ours gives it the database file's modes (`keep_wal_private`).
 """
 
 from __future__ import annotations
@@ -33,17 +35,25 @@ import contextlib
 import fcntl
 import os
 import time
+import weakref
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import duckdb
 
-from eventlog._files import Modes, open_or_create, refuse_link
+from eventlog._files import Modes, open_file, open_or_create, refuse_link
 
 from ._sandbox import SANDBOX
 from .errors import DatabaseBusy, ProjectionError, ProjectorBusy
 
-__all__ = ["DATABASE_FILE", "FolderLock", "Gate", "database_path", "open_database"]
+__all__ = [
+    "DATABASE_FILE",
+    "FolderLock",
+    "Gate",
+    "database_path",
+    "keep_wal_private",
+    "open_database",
+]
 
 DATABASE_FILE = "projections.duckdb"
 
@@ -269,4 +279,32 @@ def open_database(
             raise ProjectionError(f"cannot open {db}: {exc}") from exc
         if created:
             os.chmod(db, Modes.of(db.parent).file)
+        _OPENED[con] = db
         return con
+
+
+def keep_wal_private(con: duckdb.DuckDBPyConnection) -> None:
+    """Give the write-ahead log of the database `con` was opened on (by `open_database`)
+    that database file's modes (the store's). DuckDB creates the log with the umask's modes
+    at the first commit after a checkpoint, and a checkpoint deletes it, so no mode set once
+    lasts: call this after each commit. Never through a link."""
+    path = _OPENED.get(con)
+    if path is None:  # not a file this module opened
+        return
+    wal = f"{path}.wal"
+    try:
+        mode = os.lstat(path).st_mode & 0o777
+        if os.lstat(wal).st_mode & 0o777 == mode:
+            return
+        fd = open_file(wal)
+    except FileNotFoundError:  # checkpointed since (or not written yet)
+        return
+    try:
+        os.fchmod(fd, mode)
+    finally:
+        os.close(fd)
+
+
+_OPENED: weakref.WeakKeyDictionary[duckdb.DuckDBPyConnection, Path] = weakref.WeakKeyDictionary()
+"""The database file of each connection `open_database` made, for `keep_wal_private` (a
+query would cost a millisecond a commit)."""

@@ -12,6 +12,7 @@ import msgspec
 from eventlog import Cursor, Record
 from eventlog._lean import full_event
 
+from ._database import keep_wal_private
 from ._fold import Batch, fold
 from ._schema import PROJECTIONS, checkpoint
 from ._stage import STAGED_TYPES
@@ -79,6 +80,7 @@ def commit_batch(con: duckdb.DuckDBPyConnection, records: Sequence[Record]) -> B
         con.execute("COMMIT")
     except duckdb.Error as exc:
         raise _failed("commit", records, exc) from exc
+    keep_wal_private(con)
     return batch
 
 
@@ -119,9 +121,9 @@ def fold_available(
     Returns the new checkpoint. `keep_going` is asked between batches.
     """
     start = checkpoint(con) + 1
-    make_cursor = getattr(log, "_cursor", None)  # a local log: read it lean (`read_lean`)
-    if make_cursor is not None:
-        cursor = make_cursor(start, stop_lsn, None, None)
+    opened = getattr(log, "cursor", None)  # a local log's reads: read it lean (`read_lean`)
+    cursor = None if opened is None else opened(start, stop_lsn)
+    if isinstance(cursor, Cursor):
         try:
             return fold_sized(
                 con,

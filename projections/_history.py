@@ -28,6 +28,8 @@ import msgspec
 
 from eventlog import EventBase
 
+from ._database import keep_wal_private
+
 if TYPE_CHECKING:
     from ._folder import LogReader
 
@@ -109,3 +111,4 @@ def forget_history(con: duckdb.DuckDBPyConnection, why: str) -> None:
     except BaseException:
         con.execute("ROLLBACK")
         raise
+    keep_wal_private(con)

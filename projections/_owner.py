@@ -213,8 +213,9 @@ class Owner:
     def _keep_index(self) -> None:
         """Catch the text index up whenever it is wanted (a search asked, or a fold added
         to an index that exists), a batch at a time, resting as long as each batch took, so
-        it takes at most half of a core. An error is said once, and retried when next wanted."""
-        said = False
+        it takes at most half of a core. An error is retried when next wanted; the log says
+        when the index fails (again, or otherwise), and when it is kept again."""
+        failing: str | None = None  # the error said last, until a batch succeeds
         while not self._stop.is_set():
             self.index.wanted.wait()
             self.index.wanted.clear()
@@ -231,9 +232,13 @@ class Owner:
                 except DatabaseBusy:  # an erasure folds: the index is built again after it
                     more = False
                 except Exception as exc:  # searches read the text meanwhile
-                    if not said:
-                        print(f"lmg serve: the text index: {exc}", file=sys.stderr, flush=True)
-                    said, more = True, False
+                    if str(exc) != failing:
+                        _say(f"the text index: {exc} (searches read the text meanwhile)")
+                    failing, more = str(exc), False
+                else:
+                    if failing is not None:
+                        _say("the text index is kept again")
+                    failing = None
                 self._stop.wait(time.monotonic() - began)
 
     def close(self) -> None:
@@ -269,3 +274,8 @@ def _is_open(cursor: duckdb.DuckDBPyConnection) -> bool:
     except duckdb.ConnectionException:
         return False
     return True
+
+
+def _say(line: str) -> None:
+    """A line in the service's log (its standard error)."""
+    print(f"lmg serve: {line}", file=sys.stderr, flush=True)

@@ -144,7 +144,7 @@ class Schedule:
         began = time.monotonic()
         run = Run(ts=0.0, store=served.name, outcome="nothing_due")
         try:
-            due = await asyncio.to_thread(_due_now, served)
+            _policy, due = await asyncio.to_thread(_due_now, served)
             selector = None if due is None or due.is_empty() else due.selector()
             if due is None:
                 run.outcome = "no_policy"
@@ -173,11 +173,12 @@ class Schedule:
         sys.stderr.flush()
 
 
-def _due_now(served: ServedGraph) -> eventlog.Due | None:
-    """What the store's policy makes due now; None if it has no policy."""
-    if eventlog.retention(served.path) is None:
-        return None
-    return eventlog.due(served.path)
+def _due_now(
+    served: ServedGraph,
+) -> tuple[eventlog.RetentionPolicy | None, eventlog.Due | None]:
+    """The store's policy, read once, and what it makes due now (None without a policy)."""
+    policy = eventlog.retention(served.path)
+    return policy, None if policy is None else eventlog.due(served.path, policy=policy)
 
 
 async def status(request: Request) -> Response:
@@ -188,10 +189,10 @@ async def status(request: Request) -> Response:
     served = service.store(request, request.path_params["name"], "admin")
     assert isinstance(served, ServedGraph)
     schedule: Schedule | None = getattr(request.app.state, "retention", None)
-    due = await asyncio.to_thread(_due_now, served)
+    policy, due = await asyncio.to_thread(_due_now, served)
     return json_response(
         {
-            "policy": await asyncio.to_thread(eventlog.retention, served.path),
+            "policy": policy,
             "due": None if due is None else _shown(due),
             "every_s": None if schedule is None else schedule.every_s,
             "last_run": None if schedule is None else schedule.last_runs.get(served.name),

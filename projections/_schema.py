@@ -6,6 +6,7 @@ import warnings
 
 import duckdb
 
+from ._database import keep_wal_private
 from ._fold import Projection
 from .agents import Agents
 from .conversations import Conversations
@@ -108,6 +109,7 @@ def ensure_schema(con: duckdb.DuckDBPyConnection) -> None:
     except BaseException:
         con.execute("ROLLBACK")
         raise
+    keep_wal_private(con)
 
 
 def _present(con: duckdb.DuckDBPyConnection) -> dict[str, str]:

@@ -17,7 +17,8 @@ What it keeps:
    makes positions unneeded). Missing, it is built again; damaged (SQLite says so), it is
    deleted and built again; a lookup that fails answers nothing and the search reads the text.
    A symbolic link at any of its files is never opened (nor removed: someone put it there):
-   lookups answer nothing, and the service's log says once why it is not kept.
+   lookups answer nothing, and the service's log says why it is not kept (once until that
+   changes), and when it is kept again.
    Backups and snapshots do not carry it.
 3. **Erased text leaves with the database.** Whoever deletes the database for an erasure
    (`_erasure.apply_pending`), or empties it for another history, deletes this file too
@@ -197,7 +198,8 @@ class TextIndex:
 
     def _connect(self, *, create: bool) -> sqlite3.Connection:
         """A connection to the index file (autocommit: transactions are explicit),
-        creating the file with the store's file modes if `create`; never through a link."""
+        creating the file with the store's file modes if `create` (the writer, which sets
+        WAL mode; a reader needs no setting); never through a link."""
         for suffix in ("", "-wal", "-shm", "-journal"):
             refuse_link(f"{self.path}{suffix}")
         if create:
@@ -207,6 +209,8 @@ class TextIndex:
         # erasure or a rebuild deletes it between a check and the open
         uri = f"{self.path.absolute().as_uri()}?mode=rw"
         con = sqlite3.connect(uri, timeout=5.0, isolation_level=None, uri=True)
+        if not create:  # a lookup: the file keeps the WAL mode its writer set
+            return con
         try:
             con.execute("PRAGMA journal_mode=WAL")
             con.execute("PRAGMA synchronous=NORMAL")  # derived: a lost tail is caught up again

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import os
 import re
+import shutil
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -22,7 +23,15 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from eventlog._http import ApiError, Service, handle_api_error, read_body, service_of
+from eventlog import Origin
+from eventlog._http import (
+    ApiError,
+    ServedLog,
+    Service,
+    handle_api_error,
+    read_body,
+    service_of,
+)
 from projections._routes import SqlRequest, json_response, run_read, sql_response
 
 from ._points import Point
@@ -140,26 +149,50 @@ async def fork(request: Request) -> Response:
             422, "bad_argument", "name must be 1 to 64 letters, digits, '-' or '_' (no dots)"
         )
     target = Path(served.path).absolute().parent / body.name
-    if body.name in service.stores or os.path.lexists(target):
-        raise ApiError(409, "name_taken", f"there is already a store or a file named {body.name}")
-    assert service.queries is not None
-    async with service.queries:
+    forking: set[str] = request.app.state.forking
+    if body.name in service.stores or body.name in forking or os.path.lexists(target):
+        raise _name_taken(body.name)
+    forking.add(body.name)  # no await since the check: a fork racing for it is a 409 too
+    try:
+        origin = await _make_fork(service, served, body, target)
         try:
-            origin = await asyncio.to_thread(run_fork, served.path, body.at, target)
-        except BadPoint:
+            await request.app.state.open_store(body.name, target)
+        except BaseException:  # the fork is not served: its directory must not keep the name
+            shutil.rmtree(target, ignore_errors=True)
             raise
-        except ReplayError:  # its message names the host's paths: answer with the names
-            raise ReplayError(f"cannot fork {served.name} into {body.name}") from None
-    await request.app.state.open_store(body.name, target)
+    finally:
+        forking.discard(body.name)
     return json_response(
         {
             "store": body.name,
             "forked_from": served.name,
             "last_lsn": origin.last_lsn,
             "last_ts": origin.last_ts,
-            "events": origin.last_lsn + 1,
+            "events": origin.last_lsn + 1,  # LSNs are dense from 0: an erasure keeps each
         }
     )
+
+
+def _name_taken(name: str) -> ApiError:
+    return ApiError(409, "name_taken", f"there is already a store or a file named {name}")
+
+
+async def _make_fork(
+    service: Service, served: ServedLog, body: ForkRequest, target: Path
+) -> Origin:
+    """`replay.fork` into `target`, in a query turn. A failure answers with the stores'
+    names, not the host's paths; one because `target` appeared meanwhile (made by another
+    process) is a 409, as if it had been there at the check."""
+    assert service.queries is not None
+    async with service.queries:
+        try:
+            return await asyncio.to_thread(run_fork, served.path, body.at, target)
+        except BadPoint:
+            raise
+        except ReplayError:
+            if os.path.lexists(target):
+                raise _name_taken(body.name) from None
+            raise ReplayError(f"cannot fork {served.name} into {body.name}") from None
 
 
 async def _handle_replay_error(request: Request, exc: Exception) -> Response:

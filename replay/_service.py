@@ -154,6 +154,7 @@ def app(
     starlette = Starlette(routes=routes, exception_handlers=handlers, lifespan=lifespan)
     starlette.state.service = service
     starlette.state.open_store = open_store  # `replay._routes.fork` serves its new store
+    starlette.state.forking = set()  # the names of the forks being made (`replay._routes`)
     starlette.state.retention = schedule
     return _http.access_log(starlette, service.metrics), service
 

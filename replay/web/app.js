@@ -5,6 +5,7 @@
 "use strict";
 
 const TOKEN_KEY = "lmg.token";
+const SCOPES_KEY = "lmg.scopes"; // the token's scopes, kept for the tab: `tokenScopes`
 const LONG = 600; // characters past which content is folded in <details>
 const SVG = "http://www.w3.org/2000/svg";
 
@@ -160,6 +161,7 @@ function signIn(main, message) {
   const form = el("form", { class: "signin", onsubmit: (event) => {
     event.preventDefault();
     sessionStorage.setItem(TOKEN_KEY, input.value.trim());
+    sessionStorage.removeItem(SCOPES_KEY);
     location.reload();
   } },
   el("h1", {}, "Sign in"),
@@ -170,12 +172,31 @@ function signIn(main, message) {
   input.focus();
 }
 
+// The token's scopes, asked of /v1/stores once a tab (and again after signing in), not at
+// every move of the time bar: each one loads the page again.
+async function tokenScopes() {
+  const kept = sessionStorage.getItem(SCOPES_KEY);
+  if (kept !== null) return JSON.parse(kept);
+  const { scopes } = await getJson("/v1/stores");
+  sessionStorage.setItem(SCOPES_KEY, JSON.stringify(scopes));
+  return scopes;
+}
+
+// A JSON body with the point `at` (none if empty): an LSN goes as its own digits, a JSON
+// number that no JavaScript number rounds on the way (above 2^53 one would); a time as text.
+function jsonAt(body, at) {
+  const json = JSON.stringify(body);
+  if (!at) return json;
+  const value = /^-?\d+$/.test(at) ? at.replace(/^(-?)0+(?=\d)/, "$1") : JSON.stringify(at);
+  return `{"at":${value}${json === "{}" ? "" : `,${json.slice(1, -1)}`}}`;
+}
+
 async function timebar() {
   const box = document.getElementById("timebar");
   if (!store) return;
   let position, scopes;
   try {
-    [position, { scopes }] = await Promise.all([getJson(`${api}/position`), getJson("/v1/stores")]);
+    [position, scopes] = await Promise.all([getJson(`${api}/position`), tokenScopes()]);
   } catch {
     return; // the page's own request says why
   }
@@ -216,12 +237,10 @@ function forkForm(point) {
   const out = el("p", { class: "fork-result", "aria-live": "polite" });
   async function fork(event) {
     event.preventDefault();
-    const raw = point();
-    const body = { at: /^-?\d+$/.test(raw) ? Number(raw) : raw, name: name.value.trim() };
     replace(out, "Forking…");
     try {
       const made = await getJson(`${api}/fork`, { method: "POST",
-        headers: headers({ "Content-Type": "application/json" }), body: JSON.stringify(body) });
+        headers: headers({ "Content-Type": "application/json" }), body: jsonAt({ name: name.value.trim() }, point()) });
       replace(out, `Forked ${num(made.events)} events (up to LSN ${made.last_lsn}) into store ${made.store}: `,
         el("a", { href: `/ui/stores/${encodeURIComponent(made.store)}/sessions` }, `open ${made.store}`));
     } catch (error) {
@@ -667,10 +686,8 @@ async function sqlPage(main) {
   async function run(event) {
     if (event) event.preventDefault();
     replace(out, el("p", {}, "Running…"));
-    const body = { query: text.value };
-    if (at) body.at = /^-?\d+$/.test(at) ? Number(at) : at;
     try {
-      const result = await getJson(`${api}/sql`, { method: "POST", headers: headers({ "Content-Type": "application/json" }), body: JSON.stringify(body) });
+      const result = await getJson(`${api}/sql`, { method: "POST", headers: headers({ "Content-Type": "application/json" }), body: jsonAt({ query: text.value }, at) });
       const blob = new Blob([csv(result.columns, result.rows)], { type: "text/csv" });
       replace(out,
         el("p", {}, `${result.rows.length} rows${result.truncated ? " (cut at the service's max_rows)" : ""} · `,

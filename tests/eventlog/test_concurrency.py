@@ -657,3 +657,62 @@ def test_an_interrupt_just_after_a_follower_woke_does_not_leave_it_waiting_for_i
     assert isinstance(outcome["b"], KeyboardInterrupt)
     assert [e.content for _, e in log.read() if hasattr(e, "content")] == ["a", "b"]
     log.close()
+
+
+def test_an_interrupt_in_a_follower_leading_after_its_commit_leaves_no_thread_waiting(
+    store: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The main thread queues behind a held commit, so it is handed the lead and commits its
+    own request and the one queued after it. An interrupt landing after that commit, as it
+    hands the results out, is raised in the main thread only once the other thread is woken
+    and the lead handed over: it used to leave that thread, and every later append, waiting
+    for good."""
+    from eventlog import log as log_module  # noqa: PLC0415
+
+    main = threading.get_ident()
+
+    @dataclasses.dataclass
+    class Slot(log_module._Slot):
+        made_by: int = dataclasses.field(default_factory=threading.get_ident)
+
+        def __setattr__(self, name: str, value: Any) -> None:
+            super().__setattr__(name, value)
+            handing_out = name == "result" and value is not None and self.made_by != main
+            if handing_out and threading.get_ident() == main:
+                raise KeyboardInterrupt  # a Ctrl-C landing just after the leader's commit
+
+    log = eventlog.open(store)
+    session = log.create_session()
+    in_commit, release = _hold_commits(log, monkeypatch)
+    monkeypatch.setattr(log_module, "_Slot", Slot)
+    results: dict[str, Any] = {}
+
+    def append(name: str) -> None:
+        results[name] = log.add_prompt(session.id, name)
+
+    def queued(count: int) -> None:
+        deadline = time.monotonic() + 10
+        while len(log._committer._queue) < count and time.monotonic() < deadline:
+            time.sleep(0.01)
+
+    def queue_then_release() -> None:
+        queued(1)  # the main thread waits first in the queue: it leads the next group
+        threads["c"].start()
+        queued(2)
+        release.set()
+
+    threads = {n: threading.Thread(target=append, args=(n,), daemon=True) for n in "acd"}
+    threads["a"].start()  # a commits alone, held in its commit until `release`
+    assert in_commit.wait(10)
+    helper = threading.Thread(target=queue_then_release, daemon=True)
+    helper.start()
+    with pytest.raises(KeyboardInterrupt):
+        append("main")
+    threads["d"].start()  # a later append: the lead was handed over
+    for thread in (*threads.values(), helper):
+        thread.join(10)
+        assert not thread.is_alive(), "a thread still waits"
+    assert set(results) == {"a", "c", "d"}
+    contents = [e.content for _, e in log.read() if isinstance(e, ev.PromptAdded)]
+    assert sorted(contents) == ["a", "c", "d", "main"]
+    log.close()

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 import eventlog
+import projections
 import replay
 from tests.conftest import VICTIM
 from tests.eventlog.test_file_safety import assert_private
@@ -81,6 +82,29 @@ def test_fork_is_private_under_umask_022(store: Path, tmp_path: Path, umask_022:
     make_store(store)
     replay.fork(store, 30, tmp_path / "fork")
     assert_private(tmp_path / "fork")
+
+
+def test_every_file_of_a_store_is_private_after_a_fold_a_snapshot_and_an_export(
+    store: Path, tmp_path: Path, umask_022: None
+) -> None:
+    """DuckDB makes the database's write-ahead log itself, with the umask's modes, at the
+    first commit after each checkpoint: ``projections.duckdb.wal`` was 0644 while a graph
+    (or a projector, or the service) held the database, beside store files all 0600."""
+    make_store(store)
+    with projections.MemoryGraph.open(store, idle_s=600) as graph:
+        assert graph.sql("SELECT count(*) FROM sessions").fetchall() == [(40,)]
+        assert (store / "projections.duckdb.wal").is_file()  # the fold's, until a checkpoint
+        assert_private(store)
+    replay.snapshot(store)
+    assert_private(store)
+    with projections.MemoryGraph.open(store, idle_s=600) as graph:
+        graph.create_session()  # a first commit after the checkpoint makes a new log
+        assert graph.sql("SELECT count(*) FROM sessions").fetchall() == [(41,)]
+        assert (store / "projections.duckdb.wal").is_file()
+        assert_private(store)
+    projections.export_parquet(store, tmp_path / "export")
+    assert_private(store)
+    assert_private(tmp_path / "export")
 
 
 @pytest.mark.slow

@@ -10,6 +10,7 @@ where it came from, continue its own history from the cut, and leave the origina
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import hashlib
 import os
@@ -20,12 +21,15 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import msgspec
 import pytest
 from click.testing import CliRunner
+from starlette.testclient import TestClient
 
 import eventlog
 import projections
@@ -34,6 +38,7 @@ from eventlog import events as ev
 from eventlog._commands import prepare
 from eventlog._format import SEGMENT_HEADER
 from eventlog._segment import iter_frames, read_segment_header
+from replay import _service as replay_service
 from replay.cli import main
 
 SEGMENT_BYTES = 8192
@@ -458,3 +463,57 @@ def test_lmg_fork_prints_the_origin(original: Original, tmp_path: Path) -> None:
     refused = runner.invoke(main, ["fork", str(original.path), "--at", "5", str(target)])
     assert refused.exit_code == 1
     assert refused.output.startswith("Error: cannot fork ") and "already exists" in refused.output
+
+
+# -- 4. the service's fork route, in this process ------------------------------------------------
+
+
+@contextlib.contextmanager
+def _serving(path: Path) -> Iterator[TestClient]:
+    """`lmg serve`'s app serving `path` as ``default``, without auth, in this process."""
+    app, _ = replay_service.app({"default": path})
+    with TestClient(app) as client:
+        yield client
+
+
+def _fork(client: TestClient, at: int, name: str) -> Any:
+    return client.post("/v1/stores/default/fork", json={"at": at, "name": name})
+
+
+def test_a_fork_the_service_cannot_open_leaves_no_folder_taking_its_name(
+    store: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The copy is made, then the service fails to open it: the answer is an error, the
+    copy is removed, and the name can be used again (it used to stay taken: a 409)."""
+    with eventlog.open(store) as log:
+        log.create_session()
+
+    def unopenable(_log: object) -> None:
+        raise projections.ProjectionError("the fork's projections cannot be opened")
+
+    with _serving(store) as client:
+        with monkeypatch.context() as patched:
+            patched.setattr(replay_service, "Owner", unopenable)
+            failed = _fork(client, 0, "try")
+        assert failed.status_code == 500, failed.text
+        assert sorted(p.name for p in store.parent.iterdir()) == ["store"]
+        made = _fork(client, 0, "try")
+        assert made.status_code == 200, made.text
+        assert client.get("/v1/stores").json()["stores"] == ["default", "try"]
+
+
+def test_a_forks_event_count_is_what_it_holds_after_an_erasure(store: Path) -> None:
+    """`events` in the route's answer is the number of events the fork holds. An erasure
+    blanks content and keeps every event and LSN (LSNs stay dense from 0), so that number
+    is ``last_lsn + 1`` also after one."""
+    with eventlog.open(store) as log:
+        sessions = [log.create_session(metadata={"user": f"u{i}"}).id for i in range(3)]
+        for session in sessions:
+            log.add_prompt(session, "words to erase")
+    projections.erase(store, eventlog.Selector(sessions=[sessions[1]]))
+    with _serving(store) as client:
+        made = _fork(client, 6, "after").json()  # the erasure's record is LSN 6
+    with eventlog.open(store.parent / "after", readonly=True) as fork:
+        held = [r.lsn for r in fork.read()]
+    assert held == list(range(7))
+    assert made["events"] == len(held) == made["last_lsn"] + 1

@@ -403,9 +403,14 @@ def test_kill_9_under_concurrent_appenders_loses_no_acknowledged_event(
                         acknowledged[answer.json()["ids"][0]] = text
 
         threads = [threading.Thread(target=append, args=(w,)) for w in range(16)]
+        before = len(acknowledged)
         for t in threads:
             t.start()
-        time.sleep(1.0)
+        # Until this round's appends flow (a fixed second was sometimes spent starting them
+        # on a loaded machine, so the kill landed before any append), then at once.
+        deadline = time.monotonic() + WAIT_S
+        while len(acknowledged) < before + 64 and time.monotonic() < deadline:
+            time.sleep(0.01)
         service.child.kill()  # SIGKILL, mid-append
         halt.set()
         for t in threads:
@@ -419,10 +424,11 @@ def test_kill_9_under_concurrent_appenders_loses_no_acknowledged_event(
     assert acknowledged and all(stored.get(k) == v for k, v in acknowledged.items())
     service = Service(tmp_path, [str(store)], name="serve-last")  # resumes folding
     try:
-        count = service.http.post(
+        answer = service.http.post(
             "/v1/stores/default/sql", json={"query": "SELECT count(*) FROM sessions"}
-        ).json()["rows"][0][0]
-        assert count == len(stored) + 1
+        )
+        assert answer.status_code == 200, answer.text
+        assert answer.json()["rows"][0][0] == len(stored) + 1
     finally:
         assert service.stop() == 0
 

@@ -4,10 +4,12 @@ it reads (public, so a script gets the same), each also at a point of history.""
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import re
 import sqlite3
 import subprocess
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -381,6 +383,30 @@ def test_a_fork_never_writes_over_what_exists(forking: tuple[Service, Path, str,
         graph.fork(0, "a.b")
 
 
+def test_forks_racing_for_one_name_make_one_store_and_the_others_are_refused_409(
+    forking: tuple[Service, Path, str, str],
+) -> None:
+    """Eight forks of one name asked at once: the name is taken at the check, before any
+    copy begins, so one makes the store and every other is `name_taken` (they used to pass
+    the check together and copy into one place, and the losers got a 422)."""
+    service, tmp, admin, _ = forking
+    start = threading.Barrier(8)
+
+    def ask(_: int) -> httpx.Response:
+        with httpx.Client(base_url=service.url, timeout=WAIT_S) as http:
+            start.wait(WAIT_S)
+            body = {"at": 1, "name": "raced"}
+            headers = {"Authorization": f"Bearer {admin}"}
+            return http.post("/v1/stores/default/fork", json=body, headers=headers)
+
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        answers = list(pool.map(ask, range(8)))
+    assert sorted(a.status_code for a in answers) == [200] + [409] * 7, [a.text for a in answers]
+    assert {a.json()["error"]["code"] for a in answers if a.status_code == 409} == {"name_taken"}
+    assert [p.name for p in tmp.glob("*raced*")] == ["raced"]  # no copy left beside it
+    assert eventlog.origin(tmp / "raced") is not None
+
+
 def test_a_search_stops_once_it_has_a_page_and_says_its_count_is_a_lower_bound(
     tmp_path: Path,
 ) -> None:
@@ -518,6 +544,40 @@ def test_an_erasure_leaves_no_erased_text_in_the_text_index(tmp_path: Path) -> N
             if path.is_file():
                 assert secret.casefold().encode() not in path.read_bytes().lower(), path
     finally:
+        assert service.stop() == 0
+
+
+def test_the_service_says_when_the_text_index_fails_and_when_it_is_kept_again(
+    tmp_path: Path,
+) -> None:
+    """A link planted at the index's ``-wal`` stops the index (it is never opened through a
+    link): the service's log says why, says so when the link is gone and the index is kept
+    again, and says it again when a link is planted again. It used to say the first failure
+    of the process only, and never the recovery."""
+    store = tmp_path / "store"
+    with eventlog.open(store) as log:
+        session = log.create_session().id
+        log.add_prompts_batch([(session, f"words {i}") for i in range(3)])
+    service = Service(tmp_path, [str(store)])
+    link = store / "projections.duckdb.text-wal"
+    search = "/v1/stores/default/sessions?q=words"
+
+    def said(text: str, times: int) -> None:
+        found = lambda: service.child.stderr().count(text) >= times  # noqa: E731
+        service.child.wait_for(found, f"{text!r} {times} times")
+
+    try:
+        link.symlink_to(tmp_path / "elsewhere")
+        assert _get(service, search)["total"] == 1  # the search reads the text
+        said("lmg serve: the text index: ", 1)
+        link.unlink()
+        assert _get(service, search)["total"] == 1
+        said("lmg serve: the text index is kept again", 1)
+        link.symlink_to(tmp_path / "elsewhere")
+        assert _get(service, search)["total"] == 1
+        said("lmg serve: the text index: ", 2)
+    finally:
+        link.unlink(missing_ok=True)
         assert service.stop() == 0
 
 

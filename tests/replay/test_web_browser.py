@@ -176,6 +176,24 @@ def test_a_sql_query_shows_a_table_and_downloads_csv(site: Site, page: Any, tmp_
     expect(page.get_by_role("alert")).to_contain_text("sql_refused")
 
 
+def test_a_point_goes_exactly_and_the_scopes_are_asked_once(site: Site, page: Any) -> None:
+    """An LSN in a JSON body (the SQL page at a point) is sent as its own digits: through a
+    JavaScript number, 9007199254740993 went as 9007199254740992. The token's scopes are
+    asked of ``/v1/stores`` once a tab, not again at each move of the time bar (each one
+    loads the page again)."""
+    asked: list[str] = []
+    page.on("request", lambda r: asked.append(r.url) if r.url.endswith("/v1/stores") else None)
+    page.goto(site.page("sql?at=9007199254740993"))
+    expect(page.locator("#timebar")).to_contain_text("LSN 9007199254740993")
+    with page.expect_request(lambda r: r.url.endswith("/sql") and r.method == "POST") as sent:
+        page.get_by_role("button", name="Run").click()
+    assert '"at":9007199254740993' in sent.value.post_data
+    expect(page.get_by_role("alert")).to_contain_text("bad_point")
+    page.goto(site.page(f"sessions?at={site.handoff_lsn}"))
+    expect(page.locator("#timebar")).to_contain_text(f"LSN {site.handoff_lsn}")
+    assert len(asked) == 1, asked
+
+
 def test_agents_and_template_versions_side_by_side(site: Site, page: Any, tmp_path: Path) -> None:
     template = site.one("SELECT id FROM templates WHERE name = 'answer'")
     site.append(
