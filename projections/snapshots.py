@@ -25,7 +25,8 @@ the store's directory, and none is opened through a symbolic link (`eventlog._fi
 
 Writers (a projector, `lmg snapshot`) serialise on ``.writer``; a restore holds ``.readers``
 shared, and pruning takes it exclusively before deleting chunks, so no restore reads a chunk
-being deleted.
+being deleted. A projector checkpoints, then saves the chunks on a thread while it folds on
+(`Snapshots.take_in_background` says why the file stays as checkpointed meanwhile).
 """
 
 from __future__ import annotations
