@@ -17,6 +17,7 @@ import threading
 import time
 import warnings
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 import duckdb
@@ -35,7 +36,7 @@ from ._history import folded_history, forget_history, history_differs
 from ._schema import checkpoint, ensure_schema
 from ._text_index import drop_index
 from .errors import DatabaseBusy, ProjectionError
-from .snapshots import SnapshotPolicy, Snapshots, SnapshotSkipped
+from .snapshots import SnapshotInfo, SnapshotPolicy, Snapshots, SnapshotSkipped
 
 __all__ = ["Progress", "Projector", "connect", "read_connection", "rebuild"]
 
@@ -106,6 +107,9 @@ class Projector:
             self._lock.release()
             raise
         self._ready = False
+        # A snapshot's chunks are saved by this thread while the fold goes on (`_saved`).
+        self._saver = ThreadPoolExecutor(1, thread_name_prefix="lmg-snapshot")
+        self._saving: tuple[int, Future[SnapshotInfo]] | None = None
         self._checkpoint = -1
         self._log_end = 0
         self._folded = 0
@@ -132,6 +136,7 @@ class Projector:
         self._ready = True
 
     def close(self) -> None:
+        self._saver.shutdown()
         self._cursor.close()
         self._log.close()
         self._gate.close()
@@ -172,7 +177,10 @@ class Projector:
                     ensure_schema(con)
                 yield con
             finally:
-                con.close()
+                try:
+                    self._saved()  # closing checkpoints: not while a snapshot reads the file
+                finally:
+                    con.close()
         finally:
             self._gate.release()
             self._released = time.monotonic()
@@ -328,10 +336,8 @@ class Projector:
         return not held_out and not (stop and stop.is_set())
 
     def _maybe_snapshot(self, con: duckdb.DuckDBPyConnection, ts: int) -> None:
-        """Take a snapshot when the policy says one is due (after a commit, between batches).
-
-        A snapshot is a cache: one that cannot be taken (a full disk) is reported with a
-        warning and the fold goes on."""
+        """Take a snapshot when the policy says one is due (after a commit, between batches):
+        checkpoint now, save its chunks while the next batches fold (`_saved`)."""
         policy = self._policy
         if policy is None:
             return
@@ -343,14 +349,35 @@ class Projector:
             and read - self._snapshot_bytes < policy.every_bytes
         ):
             return
+        self._saved()  # its checkpoint may not come before the last one's chunks are read
         try:
-            self._snapshots.take(con, self.db, ts=ts)
-            self._snapshots.prune(policy.keep)
-        except (OSError, duckdb.Error, ProjectionError) as exc:
-            warnings.warn(
-                f"no snapshot at LSN {self._checkpoint}: {exc}", SnapshotSkipped, stacklevel=2
+            saving = self._snapshots.take_in_background(
+                con, self.db, ts=ts, keep=policy.keep, pool=self._saver
             )
+        except (OSError, duckdb.Error, ProjectionError) as exc:
+            _not_taken(self._checkpoint, exc)
+        else:
+            self._saving = (self._checkpoint, saving)
         self._snapshot_lsn, self._snapshot_bytes = self._checkpoint, read
+
+    def _saved(self) -> None:
+        """Wait for the snapshot being saved, if any. Its chunks are read from the database
+        file while the fold goes on (`Snapshots.take_in_background`): nothing may checkpoint
+        the database meanwhile, neither the next snapshot nor closing the connection."""
+        if self._saving is None:
+            return
+        lsn, saving = self._saving
+        self._saving = None
+        try:
+            saving.result()
+        except (OSError, duckdb.Error, ProjectionError) as exc:
+            _not_taken(lsn, exc)
+
+
+def _not_taken(lsn: int, exc: Exception) -> None:
+    """A snapshot is a cache: one that cannot be taken (a full disk) is reported with a
+    warning and the fold goes on."""
+    warnings.warn(f"no snapshot at LSN {lsn}: {exc}", SnapshotSkipped, stacklevel=3)
 
 
 @contextlib.contextmanager

@@ -25,12 +25,14 @@ the store's directory, and none is opened through a symbolic link (`eventlog._fi
 
 Writers (a projector, `lmg snapshot`) serialise on ``.writer``; a restore holds ``.readers``
 shared, and pruning takes it exclusively before deleting chunks, so no restore reads a chunk
-being deleted.
+being deleted. A projector checkpoints, then saves the chunks on a thread while it folds on
+(`Snapshots.take_in_background` says why the file stays as checkpointed meanwhile).
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import fcntl
 import hashlib
 import itertools
@@ -39,7 +41,7 @@ import re
 import time
 import warnings
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Annotated, BinaryIO
 
@@ -190,13 +192,18 @@ class Snapshots:
         return con
 
     def _write_file(self, manifest: _Manifest, target: Path) -> None:
+        """Write the database of `manifest` to `target`, its chunks read and checked on two
+        threads (zstd and hashlib free the GIL: checking is most of a restore), 64 at a time
+        (16 MiB, so memory stays flat)."""
         fd = create_file(target, Modes.of(target.parent).file)
         try:
             offset = 0
-            for chunk in manifest.chunks:
-                data = self._read_chunk(chunk)
-                os.pwrite(fd, data, offset)
-                offset += len(data)
+            chunks = iter(manifest.chunks)
+            with ThreadPoolExecutor(2) as pool:
+                while group := list(itertools.islice(chunks, 64)):
+                    for data in pool.map(self._read_chunk, group):
+                        os.pwrite(fd, data, offset)
+                        offset += len(data)
             if offset != manifest.size:
                 raise _Damaged(f"its chunks hold {offset} bytes, not {manifest.size}")
         finally:
@@ -266,56 +273,104 @@ class Snapshots:
         """Checkpoint the database `con` has open read-write (file `db`, no transaction open,
         no other writer) and save it as the snapshot at its checkpoint LSN. `ts` is the time
         of the event at that LSN. Idempotent per LSN (and history)."""
+        return self._save(self._checkpoint(con, db, ts=ts))
+
+    def take_in_background(
+        self,
+        con: duckdb.DuckDBPyConnection,
+        db: Path,
+        *,
+        ts: int | None,
+        keep: int,
+        pool: Executor,
+    ) -> Future[SnapshotInfo]:
+        """`take`, then `prune(keep)`, with only the checkpoint done now: reading, hashing
+        and storing the file's chunks and the manifest run on `pool` while the caller goes
+        on folding into the database (a projector).
+
+        That is safe because DuckDB commits to its write-ahead log, and never writes a
+        block the last checkpoint uses before the next checkpoint has replaced it (so that
+        a crash always leaves that checkpoint whole): the file's first `size` bytes stay as
+        this checkpoint left them until the database is checkpointed again. The caller
+        must wait for the result before that: before another snapshot, and before closing
+        the connection (which checkpoints). Should a checkpoint happen all the same, the
+        file's header no longer matches when the chunks are read, and the snapshot fails
+        (`ProjectionError`) instead of being saved."""
+        point = self._checkpoint(con, db, ts=ts)
+
+        def save() -> SnapshotInfo:
+            info = self._save(point)
+            self.prune(keep)
+            return info
+
+        return pool.submit(save)
+
+    def _checkpoint(self, con: duckdb.DuckDBPyConnection, db: Path, *, ts: int | None) -> _Point:
+        """Checkpoint, and note what a snapshot of the file as it now stands needs."""
         self._make_dir(self.dir)
         self._make_dir(self.dir / "chunks")
+        con.execute("CHECKPOINT")
+        lsn, _ts, mark = folded_history(con)
+        if lsn < 0:
+            raise ProjectionError("an empty database needs no snapshot")
+        wal = Path(f"{db}.wal")
+        if wal.exists() and wal.stat().st_size > 0:
+            raise ProjectionError(f"{db} still has a write-ahead log after a checkpoint")
+        with os.fdopen(open_file(db), "rb") as file:
+            size = os.fstat(file.fileno()).st_size
+            header = file.read(_HEADER_BYTES)
+        return _Point(db=db, lsn=lsn, ts=ts, mark=mark, size=size, header=header)
+
+    def _save(self, point: _Point) -> SnapshotInfo:
+        """Save the checkpointed file of `point` as its snapshot (unless a usable one of the
+        same LSN and history exists)."""
         with self._lock(".writer", fcntl.LOCK_EX):
-            con.execute("CHECKPOINT")
-            lsn, _ts, mark = folded_history(con)
-            if lsn < 0:
-                raise ProjectionError("an empty database needs no snapshot")
-            path = self._manifest_path(lsn)
+            path = self._manifest_path(point.lsn)
             existing = self._read_manifest(path, warn=False) if path.exists() else None
-            if existing is not None and existing.mark == mark and self._usable(existing):
+            if existing is not None and existing.mark == point.mark and self._usable(existing):
                 return _info(existing, path)
-            wal = Path(f"{db}.wal")
-            if wal.exists() and wal.stat().st_size > 0:
-                raise ProjectionError(f"{db} still has a write-ahead log after a checkpoint")
-            chunks, size = self._store_chunks(db)
             manifest = _Manifest(
                 format=_FORMAT,
-                lsn=lsn,
-                ts=ts,
+                lsn=point.lsn,
+                ts=point.ts,
                 schema_version=SCHEMA_VERSION,
                 created_ns=time.time_ns(),
-                size=size,
-                chunks=chunks,
-                mark=mark,
+                size=point.size,
+                chunks=self._store_chunks(point),
+                mark=point.mark,
             )
             body = _encode(manifest)
             _write_durably(path, body + f"\n{google_crc32c.value(body):08x}\n".encode())
             return _info(manifest, path)
 
-    def _store_chunks(self, db: Path) -> tuple[list[_Chunk], int]:
+    def _store_chunks(self, point: _Point) -> list[_Chunk]:
         """Cut the file into chunks, 16 MiB at a time (a projector's memory stays flat),
         hashing them on two threads, and write those not stored yet; they are synced
-        together at the end, before the manifest names them (see `_sync_chunks`)."""
+        together at the end, before the manifest names them (see `_sync_chunks`). The
+        header is read again last: a checkpoint since `point` fails the snapshot."""
         chunks: list[_Chunk] = []
         written: list[Path] = []
-        with (
-            os.fdopen(open_file(db), "rb") as file,
-            ThreadPoolExecutor(2) as pool,  # hashlib frees the GIL
-        ):
-            pieces = _pieces(file)
-            while group := list(itertools.islice(pieces, 64)):
-                digests = pool.map(lambda b: hashlib.sha256(b).hexdigest(), group)
-                for data, digest in zip(group, digests, strict=True):
-                    chunks.append(self._store_chunk(data, digest, written))
         try:
+            with (
+                os.fdopen(open_file(point.db), "rb") as file,
+                ThreadPoolExecutor(2) as pool,  # hashlib frees the GIL
+            ):
+                file.seek(len(point.header))
+                rest = _pieces(file, point.size - len(point.header))
+                pieces = itertools.chain([point.header], rest)
+                while group := list(itertools.islice(pieces, 64)):
+                    digests = pool.map(lambda b: hashlib.sha256(b).hexdigest(), group)
+                    for data, digest in zip(group, digests, strict=True):
+                        chunks.append(self._store_chunk(data, digest, written))
+                file.seek(0)
+                header = file.read(_HEADER_BYTES)
+            if header != point.header or sum(c.length for c in chunks) != point.size:
+                raise ProjectionError(f"{point.db} was checkpointed while its snapshot was read")
             _sync_chunks(written, self.dir / "chunks")
         except BaseException:
             self._checked.difference_update(p.name for p in written)  # not known durable
             raise
-        return chunks, sum(c.length for c in chunks)
+        return chunks
 
     def _store_chunk(self, data: bytes, digest: str, written: list[Path]) -> _Chunk:
         chunk = _Chunk(digest, google_crc32c.value(data), len(data))
@@ -475,6 +530,18 @@ class _Damaged(Exception):
     pass
 
 
+@dataclasses.dataclass(frozen=True)
+class _Point:
+    """A checkpointed database file, as a snapshot of it needs it."""
+
+    db: Path
+    lsn: int  # its checkpoint
+    ts: int | None  # the time of the event at `lsn`
+    mark: int | None  # of that event (`_history`)
+    size: int  # bytes of the file
+    header: bytes  # its first `_HEADER_BYTES`: DuckDB's headers, new at every checkpoint
+
+
 def _lsn_of(path: Path) -> int:
     return int(path.stem)
 
@@ -517,10 +584,10 @@ def _contents(stored: bytes, length: int) -> Iterator[bytes]:
     yield stored
 
 
-def _pieces(file: BinaryIO) -> Iterator[bytes]:
-    if first := file.read(_HEADER_BYTES):
-        yield first
-    while piece := file.read(_CHUNK_BYTES):
+def _pieces(file: BinaryIO, length: int) -> Iterator[bytes]:
+    """The next `length` bytes of `file` in pieces of `_CHUNK_BYTES` (fewer at its end)."""
+    while length > 0 and (piece := file.read(min(_CHUNK_BYTES, length))):
+        length -= len(piece)
         yield piece
 
 

@@ -24,12 +24,15 @@ import re
 import shutil
 import subprocess
 import sys
+import threading
 import warnings
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import duckdb
 import google_crc32c
 import pytest
 
@@ -541,6 +544,32 @@ def test_unwritable_snapshot_warns_and_the_projector_folds_on(
                 t: con.execute(f"SELECT * FROM {t} ORDER BY ALL").fetchall() for t in TABLE_NAMES
             }
         assert_same(found, base.reference(base.end), "the projector's database")
+
+
+def test_snapshot_of_a_file_checkpointed_while_it_is_read_is_not_saved(
+    base: Base, tmp_path: Path
+) -> None:
+    """A projector saves a snapshot's chunks on a thread while it folds on: the file must stay
+    as checkpointed until they are read. If it is checkpointed again meanwhile, the snapshot
+    fails and no manifest names what was read."""
+    store = copy_store(base, tmp_path, snapshots=False)
+    db = tmp_path / "live.duckdb"
+    projections.rebuild(store, db, snapshots=None)
+    hold = threading.Event()
+    with (
+        duckdb.connect(str(db)) as con,
+        ThreadPoolExecutor(1) as pool,
+    ):
+        pool.submit(hold.wait)  # the saver is busy: the chunks are read only once it is let go
+        saving = projections.Snapshots(store).take_in_background(
+            con, db, ts=None, keep=64, pool=pool
+        )
+        con.execute("CREATE TABLE later AS SELECT range AS n FROM range(300000)")
+        con.execute("CHECKPOINT")  # what the projector never does before the chunks are read
+        hold.set()
+        with pytest.raises(projections.ProjectionError, match="checkpointed while its snapshot"):
+            saving.result()
+    assert replay.snapshots(store) == []
 
 
 @pytest.mark.slow
