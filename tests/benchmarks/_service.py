@@ -10,6 +10,7 @@ with its store for every repetition; its access log goes to a file, as it would 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import re
 import signal
@@ -127,6 +128,16 @@ def _cpu_s(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def _tree_cpu_s(pid: int) -> float:
+    """`_cpu_s` of process `pid` and its children (the service and its ingest process)."""
+    children = Path(f"/proc/{pid}/task/{pid}/children")
+    try:
+        kids = [int(k) for k in children.read_text().split()]
+    except OSError:
+        kids = []
+    return _cpu_s(pid) + sum(_cpu_s(k) for k in kids)
+
+
 def _metric(text: str, name: str) -> float:
     found = re.search(rf"^{name}{{[^}}]*}} (\S+)$", text, re.MULTILINE)
     return float(found.group(1)) if found else 0.0
@@ -216,13 +227,20 @@ def read_latency(
                 log.add_response(prompt, f"answer {i}", eventlog.TokenUsage(3, 5))
     service = Service(store)
     try:
-        return asyncio.run(_reads(service.url, sessions, seconds, appenders, ingest))
+        return asyncio.run(
+            _reads(service.url, sessions, seconds, appenders, ingest, service.proc.pid)
+        )
     finally:
         service.stop()
 
 
-async def _reads(
-    url: str, sessions: list[uuid.UUID], seconds: float, appenders: int, ingest: Ingest | None
+async def _reads(  # noqa: PLR0917 (one call site)
+    url: str,
+    sessions: list[uuid.UUID],
+    seconds: float,
+    appenders: int,
+    ingest: Ingest | None,
+    pid: int,
 ) -> dict[str, float]:
     out: dict[str, float] = {}
     busy = "appending" if ingest is None else "ingesting"
@@ -235,9 +253,18 @@ async def _reads(
                 for k in range(appenders if phase == "appending" else 0)
             ]
             posting = asyncio.create_task(ingest(url, stop)) if ingest and phase == busy else None
+            lags: list[tuple[float, float]] = []
+            cpu = _tree_cpu_s(pid)
+            sampling = asyncio.create_task(_lag(url, stop, lags)) if posting else None
             stats, windows = await _reader(g, sessions, seconds)
             stop.set()
             await asyncio.gather(*writers)
+            out[f"{phase} service cpu cores"] = (_tree_cpu_s(pid) - cpu) / seconds
+            if sampling is not None:
+                await sampling
+                for i, unit in ((0, "events"), (1, "s")):
+                    out[f"fold lag p50 {unit}"] = percentile([x[i] for x in lags], 0.5)
+                    out[f"fold lag p95 {unit}"] = percentile([x[i] for x in lags], 0.95)
             for name, values in (("agent_stats", stats), ("context_window", windows)):
                 out[f"{phase} {name} p50_ms"] = percentile(values, 0.5) * 1e3
                 out[f"{phase} {name} p95_ms"] = percentile(values, 0.95) * 1e3
@@ -246,6 +273,18 @@ async def _reads(
             if posting is not None:
                 out["spans_per_s"] = await posting / seconds
     return out
+
+
+async def _lag(url: str, stop: asyncio.Event, lags: list[tuple[float, float]]) -> None:
+    """Sample the fold's lag (events, seconds) from ``/metrics`` every 0.1 s until `stop`."""
+    async with httpx2.AsyncClient(timeout=30) as client:
+        while not stop.is_set():
+            text = (await client.get(f"{url}/metrics")).text
+            lags.append(
+                (_metric(text, "lmg_fold_lag_events"), _metric(text, "lmg_fold_lag_seconds"))
+            )
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), 0.1)
 
 
 async def _append(g: AsyncRemoteGraph, session: uuid.UUID, stop: asyncio.Event,
