@@ -254,12 +254,14 @@ async def _reads(  # noqa: PLR0917 (one call site)
             ]
             posting = asyncio.create_task(ingest(url, stop)) if ingest and phase == busy else None
             lags: list[tuple[float, float]] = []
-            cpu = _tree_cpu_s(pid)
+            cpu = _tree_cpu_s(pid), _cpu_s(pid)
             sampling = asyncio.create_task(_lag(url, stop, lags)) if posting else None
             stats, windows = await _reader(g, sessions, seconds)
             stop.set()
             await asyncio.gather(*writers)
-            out[f"{phase} service cpu cores"] = (_tree_cpu_s(pid) - cpu) / seconds
+            main = _cpu_s(pid) - cpu[1]
+            out[f"{phase} service cpu cores"] = main / seconds
+            out[f"{phase} ingest process cpu cores"] = (_tree_cpu_s(pid) - cpu[0] - main) / seconds
             if sampling is not None:
                 await sampling
                 for i, unit in ((0, "events"), (1, "s")):
