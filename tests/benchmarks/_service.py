@@ -210,12 +210,18 @@ Ingest = Callable[[str, asyncio.Event], Coroutine[Any, Any, int]]
 
 
 def read_latency(
-    base: Path, seconds: float, appenders: int = 16, ingest: Ingest | None = None
+    base: Path,
+    seconds: float,
+    appenders: int = 16,
+    ingest: Ingest | None = None,
+    warm: Callable[[str], Coroutine[Any, Any, None]] | None = None,
 ) -> dict[str, float]:
     """p50/p95 of `agent_stats` and a 10-turn `context_window` through the client: first on
     an idle service, then while `appenders` tasks append prompts and responses without pause
     (one reader, one request at a time); and the append rate meanwhile. With `ingest`, the
-    second phase runs while it posts OTLP traces instead (``ingesting``, and its span rate)."""
+    second phase runs while it posts OTLP traces instead (``ingesting``, and its span rate);
+    `warm` runs against the service before either phase (the OTLP ingest process starts with
+    the first request: the phases time a service already running it)."""
     store = base / "reads"
     sessions = _seeded(store)
     with eventlog.open(store) as log:  # agents, and turns for the context windows
@@ -227,6 +233,8 @@ def read_latency(
                 log.add_response(prompt, f"answer {i}", eventlog.TokenUsage(3, 5))
     service = Service(store)
     try:
+        if warm is not None:
+            asyncio.run(warm(service.url))
         return asyncio.run(
             _reads(service.url, sessions, seconds, appenders, ingest, service.proc.pid)
         )
