@@ -268,8 +268,9 @@ async def _reads(  # noqa: PLR0917 (one call site)
             stop.set()
             await asyncio.gather(*writers)
             main = _cpu_s(pid) - cpu[1]
+            child = _tree_cpu_s(pid) - cpu[0] - main
             out[f"{phase} service cpu cores"] = main / seconds
-            out[f"{phase} ingest process cpu cores"] = (_tree_cpu_s(pid) - cpu[0] - main) / seconds
+            out[f"{phase} ingest process cpu cores"] = child / seconds
             if sampling is not None:
                 await sampling
                 for i, unit in ((0, "events"), (1, "s")):
@@ -281,7 +282,10 @@ async def _reads(  # noqa: PLR0917 (one call site)
             if phase == "appending":
                 out["appends_per_s"] = appended[0] / seconds
             if posting is not None:
-                out["spans_per_s"] = await posting / seconds
+                spans = await posting
+                out["spans_per_s"] = spans / seconds
+                out["service cpu us per span"] = main / max(1, spans) * 1e6
+                out["ingest process cpu us per span"] = child / max(1, spans) * 1e6
     return out
 
 
