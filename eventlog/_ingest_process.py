@@ -1,9 +1,9 @@
 """The OTLP routes' ingest process: spans decoded, mapped and appended beside the service.
 
-`lmg serve` answers every route from one interpreter. At thousands of spans a second, decoding
-OTLP, mapping spans to events and the store's per-request checks took most of that
-interpreter, and the fold and the reads waited for it: the exporter was answered at about
-1,500 spans/s, and reads took seconds (docs/benchmarks.md, "Reads while ingesting"). The
+`lmg serve` answers every route from one interpreter. While spans streamed in, decoding OTLP,
+mapping spans to events and the store's per-request checks held that interpreter more than
+half the time, and the fold and the reads waited for it (docs/benchmarks.md, "Reads while
+ingesting, with the ingest process"). The
 OTLP routes therefore hand each body, as received, to one child process, which holds an
 `Ingester` per store on a log handle of its own and appends as any local process may (the
 log's append lock keeps frames whole and LSNs dense; idempotency keys live in the log's id
