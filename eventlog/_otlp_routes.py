@@ -7,7 +7,9 @@ and are kept as ``otel.log`` nodes, as `_logs` says).
 The third ingest source (docs/ingest.md): a body is an ``ExportTraceServiceRequest`` in
 protobuf (``application/x-protobuf``) or JSON (``application/json``), optionally gzip or
 deflate compressed, decoded by `_spans` and handed to the store's `Ingester`, the one every
-source shares. What the route keeps (docs/service.md, "OTLP"):
+source shares, both in the service's ingest process (`_ingest_process`: on the second core,
+beside the interpreter that folds and answers reads). What the route keeps (docs/service.md,
+"OTLP"):
 
 1. **A 200 means every accepted span is durable.** The store's ingester runs with
    ``record_first``: a span whose trace is complete is stored with its trace's events; one
@@ -24,9 +26,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import sys
-import zlib
 from collections.abc import Mapping
-from typing import Any
 
 import msgspec
 import prometheus_client as prom
@@ -35,28 +35,24 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from ._http import ApiError, ServedLog, Service, read_body, service_of
-from ._ingest import Ingester
-from ._logs import LogRecord, decode_logs_json_line, decode_logs_protobuf
-from ._spans import Malformed, Span, decode_json_line, decode_protobuf
-from .errors import EventLogError
+from ._ingest_process import JSON, PROTOBUF, WBITS, Body, IngestProcess, Store, failure
+from ._spans import Malformed
 
 __all__ = ["Receiver"]
 
-_PROTOBUF = "application/x-protobuf"
-_JSON = "application/json"
-_WHERE = "request"  # where a body that is no export request at all is reported
 _REASONS = 5  # the first reasons a partial success names
 _MESSAGE_CHARS = 1_000
-_WBITS = {"gzip": 16 + zlib.MAX_WBITS, "deflate": zlib.MAX_WBITS}
 
 
 class Receiver:
-    """The OTLP routes and one `Ingester` per served store, made on start-up; a periodic
-    task maps traces whose root is overdue, and `close` maps every trace still buffered."""
+    """The OTLP routes and the ingest process (`_ingest_process`) holding one `Ingester` per
+    served store; a periodic task maps traces whose root is overdue, and `close` maps every
+    trace still buffered."""
 
     def __init__(self, service: Service) -> None:
         self._service = service
-        self._ingesters: dict[str, Ingester] = {}
+        self._stores: dict[str, Store] = {}
+        self._process = IngestProcess()
         self._expiry: asyncio.Task[None] | None = None
         registry = service.metrics.registry
         self._received = prom.Counter(
@@ -93,18 +89,15 @@ class Receiver:
 
     def forget(self, name: str) -> None:
         """After an erasure on store `name`: its ingester forgets the traces it remembers."""
-        ingester = self._ingesters.get(name)
-        if ingester is not None:
-            ingester.forget()
+        store = self._stores.get(name)
+        if store is not None:
+            self._process.forget(store)
 
     def add(self, name: str, served: ServedLog) -> None:
         """Receive traces for `name` too (a store served once the service runs: a fork)."""
         limits = self._service.limits
-        self._ingesters[name] = Ingester(
-            served.log,
-            trace_timeout=limits.otlp_trace_timeout_s,
-            record_first=True,
-            log_wait=limits.otlp_log_wait_s,
+        self._stores[name] = Store(
+            name, str(served.path), limits.otlp_trace_timeout_s, limits.otlp_log_wait_s
         )
 
     async def close(self) -> None:
@@ -113,127 +106,85 @@ class Receiver:
             self._expiry.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._expiry
-        for name, ingester in self._ingesters.items():
-            await self._logged(name, ingester.flush)
+        try:
+            self._settled(await self._process.close(list(self._stores.values())))
+        except ApiError as exc:  # the process died: its traces' spans are in the log
+            print(f"lmg serve: OTLP traces not mapped: {exc.message}", file=sys.stderr)
 
     async def traces(self, request: Request) -> Response:
         """Into the store the token names: the first store of its list, else ``default``."""
-        return await self._receive(request, self._named(request))
+        return await self._receive(request, self._named(request), logs=False)
 
     async def store_traces(self, request: Request) -> Response:
-        return await self._receive(request, request.path_params["name"])
+        return await self._receive(request, request.path_params["name"], logs=False)
 
     async def logs(self, request: Request) -> Response:
         """Log records into the store the token names, as `traces`."""
-        return await self._receive_logs(request, self._named(request))
+        return await self._receive(request, self._named(request), logs=True)
 
     async def store_logs(self, request: Request) -> Response:
-        return await self._receive_logs(request, request.path_params["name"])
+        return await self._receive(request, request.path_params["name"], logs=True)
 
     def _named(self, request: Request) -> str:
         token = self._service.token(request)
         named = [s for s in token.stores if s != "*"] if token is not None else []
         return named[0] if named else "default"
 
-    async def _receive_logs(self, request: Request, name: str) -> Response:
-        kind, encoding, body = await self._body(request, name)
-        limit = service_of(request).limits.max_body_bytes
-        items = await asyncio.to_thread(_decode_logs, body, encoding, kind, limit)
-        rejected = [i for i in items if isinstance(i, Malformed)]
-        self._logs_received.labels(name).inc(len(items) - len(rejected))
-        self._logs_rejected.labels(name).inc(len(rejected))
-        await self._run(name, lambda: self._ingesters[name].add_logs(items))
-        return _answer_logs(kind, rejected)
-
-    async def _body(self, request: Request, name: str) -> tuple[str, str, bytes]:
-        """The checked request's content type, encoding and body as sent (compressed)."""
+    async def _receive(self, request: Request, name: str, *, logs: bool) -> Response:
+        """Check the request, read its body, and have the ingest process decode and store
+        it; a read after the answer waits for the fold to reach what it stored, as after an
+        append."""
         service = service_of(request)
         service.store(request, name, "append")  # 401, 403, 404 or 503 as every route
         kind = request.headers.get("content-type", "").partition(";")[0].strip().lower()
-        if kind not in (_PROTOBUF, _JSON):
-            raise ApiError(415, "unsupported_media_type", f"send {_PROTOBUF} or {_JSON}")
+        if kind not in (PROTOBUF, JSON):
+            raise ApiError(415, "unsupported_media_type", f"send {PROTOBUF} or {JSON}")
         encoding = request.headers.get("content-encoding", "identity").strip().lower()
-        if encoding not in ("identity", *_WBITS):
+        if encoding not in ("identity", *WBITS):
             raise ApiError(415, "unsupported_media_type", "Content-Encoding: gzip or deflate")
         limits = service.limits
         body = await read_body(request, limits.max_body_bytes, limits.body_timeout_s)
-        return kind, encoding, body
+        outcome = await self._process.receive(
+            self._stores[name], Body(body, kind, encoding, limits.max_body_bytes, logs)
+        )
+        received, rejected = (
+            (self._logs_received, self._logs_rejected) if logs else (self._received, self._rejected)
+        )
+        received.labels(name).inc(outcome.accepted)
+        rejected.labels(name).inc(len(outcome.rejected))
+        if outcome.failure is not None:
+            raise failure(outcome.failure)
+        self._acknowledged(name, outcome.last_lsn)
+        return _answer_logs(kind, outcome.rejected) if logs else _answer(kind, outcome.rejected)
 
-    async def _receive(self, request: Request, name: str) -> Response:
-        kind, encoding, body = await self._body(request, name)
-        limit = service_of(request).limits.max_body_bytes
-        items = await asyncio.to_thread(_decode, body, encoding, kind, limit)
-        rejected = [i for i in items if isinstance(i, Malformed)]
-        self._received.labels(name).inc(len(items) - len(rejected))
-        self._rejected.labels(name).inc(len(rejected))
-        await self._run(name, lambda: self._ingesters[name].add(items))
-        return _answer(kind, rejected)
-
-    async def _run(self, name: str, work: Any) -> None:
-        """`work` on the store's ingester, in a thread (it fsyncs); a read after it waits for
-        the fold to reach what it stored, as after an append."""
-        await asyncio.to_thread(work)
+    def _acknowledged(self, name: str, lsn: int) -> None:
         served = self._service.stores[name]
-        served.acknowledged = max(served.acknowledged, self._ingesters[name].last_lsn)
+        served.acknowledged = max(served.acknowledged, lsn)
+
+    def _settled(self, results: dict[str, tuple[int, str | None]]) -> None:
+        """After expiring or flushing: what was stored is acknowledged; a failure of the log
+        (closed, disk full) is said on stderr: no request waits for this work, and appends
+        say it to their callers too. The spans are in the log already; only their trace's
+        events are missing."""
+        for name, (lsn, error) in results.items():
+            self._acknowledged(name, lsn)
+            if error is not None:
+                print(f"lmg serve: OTLP traces of {name} not mapped: {error}", file=sys.stderr)
 
     async def _expire(self, every: float) -> None:
         while True:
             await asyncio.sleep(every)
-            for name, ingester in self._ingesters.items():
-                await self._logged(name, ingester.expire)
-
-    async def _logged(self, name: str, work: Any) -> None:
-        """`_run`, with a failure of the log (closed, disk full) said on stderr: no request
-        waits for this work, and appends say it to their callers too. The spans are in the
-        log already; only their trace's events are missing."""
-        try:
-            await self._run(name, work)
-        except EventLogError as exc:
-            print(f"lmg serve: OTLP traces of {name} not mapped: {exc}", file=sys.stderr)
-
-
-def _decode(body: bytes, encoding: str, kind: str, limit: int) -> list[Span | Malformed]:
-    """The body's spans, each decoded on its own; a body that is no export request is 400."""
-    data = _inflate(body, encoding, limit)
-    if kind == _JSON:
-        items = list(decode_json_line(data, _WHERE))
-    else:
-        try:
-            items = list(decode_protobuf(data, _WHERE, stream=False))
-        except ImportError:
-            raise ApiError(
-                415, "unsupported_media_type", f"{_PROTOBUF} needs the otel extra; send {_JSON}"
-            ) from None
-    if len(items) == 1 and isinstance(items[0], Malformed) and items[0].where == _WHERE:
-        raise ApiError(400, "bad_request", items[0].reason)
-    return items
-
-
-def _decode_logs(body: bytes, encoding: str, kind: str, limit: int) -> list[LogRecord | Malformed]:
-    """The body's log records, each decoded on its own; a body that is no export request
-    is 400."""
-    data = _inflate(body, encoding, limit)
-    if kind == _JSON:
-        items = list(decode_logs_json_line(data, _WHERE))
-    else:
-        try:
-            items = list(decode_logs_protobuf(data, _WHERE, stream=False))
-        except ImportError:
-            raise ApiError(
-                415, "unsupported_media_type", f"{_PROTOBUF} needs the otel extra; send {_JSON}"
-            ) from None
-    if len(items) == 1 and isinstance(items[0], Malformed) and items[0].where == _WHERE:
-        raise ApiError(400, "bad_request", items[0].reason)
-    return items
+            with contextlib.suppress(ApiError):  # the process died; the next request restarts it
+                self._settled(await self._process.each("expire", list(self._stores.values())))
 
 
 def _answer_logs(kind: str, rejected: list[Malformed]) -> Response:
     """The ``ExportLogsServiceResponse``: empty when every record was accepted."""
     message = _rejected(rejected, "log record(s)")
-    if kind == _JSON:
+    if kind == JSON:
         partial = {"rejectedLogRecords": str(len(rejected)), "errorMessage": message}
         return Response(msgspec.json.encode({"partialSuccess": partial} if rejected else {}), 200,
-                        media_type=_JSON)  # fmt: skip
+                        media_type=JSON)  # fmt: skip
     from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import (  # noqa: PLC0415
         ExportLogsPartialSuccess,
         ExportLogsServiceResponse,
@@ -244,30 +195,7 @@ def _answer_logs(kind: str, rejected: list[Malformed]) -> Response:
         answer.partial_success.CopyFrom(
             ExportLogsPartialSuccess(rejected_log_records=len(rejected), error_message=message)
         )
-    return Response(answer.SerializeToString(), 200, media_type=_PROTOBUF)
-
-
-def _inflate(body: bytes, encoding: str, limit: int) -> bytes:
-    """`body` decompressed, refused (413) once the output passes `limit` bytes: each member
-    is inflated at most to what is left of the limit, so a bomb costs no more than that."""
-    if encoding == "identity":
-        return body
-    out: list[bytes] = []
-    size, data = 0, body
-    while data:
-        inflater = zlib.decompressobj(_WBITS[encoding])
-        try:
-            chunk = inflater.decompress(data, limit - size + 1)
-        except zlib.error as exc:
-            raise ApiError(400, "bad_request", f"the body is not valid {encoding}: {exc}") from None
-        size += len(chunk)
-        if size > limit:
-            raise ApiError(413, "too_large", f"the body inflates past {limit} bytes")
-        if not inflater.eof:
-            raise ApiError(400, "bad_request", f"the body is cut short ({encoding})")
-        out.append(chunk)
-        data = inflater.unused_data if encoding == "gzip" else b""  # gzip members may follow
-    return b"".join(out)
+    return Response(answer.SerializeToString(), 200, media_type=PROTOBUF)
 
 
 def _rejected(rejected: list[Malformed], what: str) -> str:
@@ -282,10 +210,10 @@ def _rejected(rejected: list[Malformed], what: str) -> str:
 def _answer(kind: str, rejected: list[Malformed]) -> Response:
     """The ``ExportTraceServiceResponse``: empty when every span was accepted."""
     message = _rejected(rejected, "span(s)")
-    if kind == _JSON:
+    if kind == JSON:
         partial = {"rejectedSpans": str(len(rejected)), "errorMessage": message}
         return Response(msgspec.json.encode({"partialSuccess": partial} if rejected else {}), 200,
-                        media_type=_JSON)  # fmt: skip
+                        media_type=JSON)  # fmt: skip
     from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (  # noqa: PLC0415
         ExportTracePartialSuccess,
         ExportTraceServiceResponse,
@@ -296,4 +224,4 @@ def _answer(kind: str, rejected: list[Malformed]) -> Response:
         answer.partial_success.CopyFrom(
             ExportTracePartialSuccess(rejected_spans=len(rejected), error_message=message)
         )
-    return Response(answer.SerializeToString(), 200, media_type=_PROTOBUF)
+    return Response(answer.SerializeToString(), 200, media_type=PROTOBUF)

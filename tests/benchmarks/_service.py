@@ -10,6 +10,7 @@ with its store for every repetition; its access log goes to a file, as it would 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import re
 import signal
@@ -133,6 +134,16 @@ def _cpu_s(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def _tree_cpu_s(pid: int) -> float:
+    """`_cpu_s` of process `pid` and its children (the service and its ingest process)."""
+    children = Path(f"/proc/{pid}/task/{pid}/children")
+    try:
+        kids = [int(k) for k in children.read_text().split()]
+    except OSError:
+        kids = []
+    return _cpu_s(pid) + sum(_cpu_s(k) for k in kids)
+
+
 def _metric(text: str, name: str, having: str = "") -> float:
     """The sum of the samples of `name` whose labels include the text `having`."""
     found = re.findall(rf"^{name}{{(.*)}} (\S+)$", text, re.MULTILINE)
@@ -206,12 +217,18 @@ Ingest = Callable[[str, asyncio.Event], Coroutine[Any, Any, int]]
 
 
 def read_latency(
-    base: Path, seconds: float, appenders: int = 16, ingest: Ingest | None = None
+    base: Path,
+    seconds: float,
+    appenders: int = 16,
+    ingest: Ingest | None = None,
+    warm: Callable[[str], Coroutine[Any, Any, None]] | None = None,
 ) -> dict[str, float]:
     """p50/p95 of `agent_stats` and a 10-turn `context_window` through the client: first on
     an idle service, then while `appenders` tasks append prompts and responses without pause
     (one reader, one request at a time); and the append rate meanwhile. With `ingest`, the
-    second phase runs while it posts OTLP traces instead (``ingesting``, and its span rate)."""
+    second phase runs while it posts OTLP traces instead (``ingesting``, and its span rate);
+    `warm` runs against the service before either phase (the OTLP ingest process starts with
+    the first request: the phases time a service already running it)."""
     store = base / "reads"
     sessions = _seeded(store)
     with eventlog.open(store) as log:  # agents, and turns for the context windows
@@ -223,13 +240,22 @@ def read_latency(
                 log.add_response(prompt, f"answer {i}", eventlog.TokenUsage(3, 5))
     service = Service(store)
     try:
-        return asyncio.run(_reads(service.url, sessions, seconds, appenders, ingest))
+        if warm is not None:
+            asyncio.run(warm(service.url))
+        return asyncio.run(
+            _reads(service.url, sessions, seconds, appenders, ingest, service.proc.pid)
+        )
     finally:
         service.stop()
 
 
-async def _reads(
-    url: str, sessions: list[uuid.UUID], seconds: float, appenders: int, ingest: Ingest | None
+async def _reads(  # noqa: PLR0917 (one call site)
+    url: str,
+    sessions: list[uuid.UUID],
+    seconds: float,
+    appenders: int,
+    ingest: Ingest | None,
+    pid: int,
 ) -> dict[str, float]:
     out: dict[str, float] = {}
     busy = "appending" if ingest is None else "ingesting"
@@ -242,17 +268,44 @@ async def _reads(
                 for k in range(appenders if phase == "appending" else 0)
             ]
             posting = asyncio.create_task(ingest(url, stop)) if ingest and phase == busy else None
+            lags: list[tuple[float, float]] = []
+            cpu = _tree_cpu_s(pid), _cpu_s(pid)
+            sampling = asyncio.create_task(_lag(url, stop, lags)) if posting else None
             stats, windows = await _reader(g, sessions, seconds)
             stop.set()
             await asyncio.gather(*writers)
+            main = _cpu_s(pid) - cpu[1]
+            child = _tree_cpu_s(pid) - cpu[0] - main
+            out[f"{phase} service cpu cores"] = main / seconds
+            out[f"{phase} ingest process cpu cores"] = child / seconds
+            if sampling is not None:
+                await sampling
+                for i, unit in ((0, "events"), (1, "s")):
+                    out[f"fold lag p50 {unit}"] = percentile([x[i] for x in lags], 0.5)
+                    out[f"fold lag p95 {unit}"] = percentile([x[i] for x in lags], 0.95)
             for name, values in (("agent_stats", stats), ("context_window", windows)):
                 out[f"{phase} {name} p50_ms"] = percentile(values, 0.5) * 1e3
                 out[f"{phase} {name} p95_ms"] = percentile(values, 0.95) * 1e3
             if phase == "appending":
                 out["appends_per_s"] = appended[0] / seconds
             if posting is not None:
-                out["spans_per_s"] = await posting / seconds
+                spans = await posting
+                out["spans_per_s"] = spans / seconds
+                out["service cpu us per span"] = main / max(1, spans) * 1e6
+                out["ingest process cpu us per span"] = child / max(1, spans) * 1e6
     return out
+
+
+async def _lag(url: str, stop: asyncio.Event, lags: list[tuple[float, float]]) -> None:
+    """Sample the fold's lag (events, seconds) from ``/metrics`` every 0.1 s until `stop`."""
+    async with httpx2.AsyncClient(timeout=30) as client:
+        while not stop.is_set():
+            text = (await client.get(f"{url}/metrics")).text
+            lags.append(
+                (_metric(text, "lmg_fold_lag_events"), _metric(text, "lmg_fold_lag_seconds"))
+            )
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), 0.1)
 
 
 async def _append(g: AsyncRemoteGraph, session: uuid.UUID, stop: asyncio.Event,

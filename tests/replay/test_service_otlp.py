@@ -5,8 +5,11 @@ from __future__ import annotations
 
 import gzip
 import json
+import os
 import random
+import signal
 import subprocess
+import sys
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -329,5 +332,78 @@ def test_log_records_sent_apart_reach_their_turns_and_are_kept(tmp_path: Path, s
         reply = pb.ExportLogsServiceResponse.FromString(answer.content)
         assert (answer.status_code, reply.partial_success.rejected_log_records) == (200, 1)
         assert _sql(service, "SELECT count(*) FROM nodes WHERE kind = 'otel.log'") == [[7]]
+    finally:
+        assert service.stop() == 0
+
+
+# -- the ingest process (eventlog/_ingest_process.py) -----------------------------------------
+
+_LINUX = pytest.mark.skipif(sys.platform != "linux", reason="finds the child through /proc")
+
+
+def _ingest_process(service: Service) -> int:
+    """The pid of the service's OTLP ingest process (multiprocessing's resource tracker is a
+    child of the service too)."""
+    pid = service.child.pid
+    for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split():
+        if b"spawn_main" in Path(f"/proc/{child}/cmdline").read_bytes():
+            return int(child)
+    raise AssertionError("no ingest process")
+
+
+def _gone(pid: int) -> bool:
+    """Has process `pid` exited (a zombie nobody reaps counts: it runs no more)?"""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+    except FileNotFoundError:
+        return True
+
+
+@_LINUX
+def test_the_ingest_process_dies_with_a_killed_service(tmp_path: Path, store: Path) -> None:
+    """kill -9 of the service leaves no second writer on the store behind."""
+    spans = genai_trace(random.Random(8))
+    service = Service(tmp_path, [str(store)])
+    assert service.http.post("/v1/traces", json=_body(spans[1:])).status_code == 200
+    child = _ingest_process(service)
+    service.child.kill()
+    service.http.close()
+    deadline = time.monotonic() + WAIT_S
+    while not _gone(child):
+        assert time.monotonic() < deadline, "the ingest process outlived the service"
+        time.sleep(0.02)
+
+
+@_LINUX
+def test_sigterm_to_the_whole_group_still_maps_waiting_traces(tmp_path: Path, store: Path) -> None:
+    """A service manager signals every process of the service at once; the ingest process
+    waits for the service to drain it, so the trace waiting for its root is still mapped."""
+    service = Service(tmp_path, [str(store)])
+    spans = genai_trace(random.Random(9))
+    assert service.http.post("/v1/traces", json=_body(spans[1:])).status_code == 200
+    child = _ingest_process(service)
+    service.child.signal(signal.SIGTERM)
+    os.kill(child, signal.SIGTERM)
+    service.http.close()
+    assert service.child.wait() == 0
+    assert sum(isinstance(e, ev.PromptAdded) for e in _stored(store)) == 2
+
+
+@_LINUX
+def test_a_dead_ingest_process_is_replaced(tmp_path: Path, store: Path) -> None:
+    """A request in flight when the ingest process dies is refused (503, retry); the next
+    starts a new one, and nothing acknowledged is lost."""
+    service = Service(tmp_path, [str(store)])
+    try:
+        first, second = genai_trace(random.Random(10)), genai_trace(random.Random(11))
+        assert service.http.post("/v1/traces", json=_body(first)).status_code == 200
+        os.kill(_ingest_process(service), signal.SIGKILL)
+        answer = service.http.post("/v1/traces", json=_body(second))
+        if answer.status_code != 200:
+            assert answer.status_code == 503 and answer.json()["error"]["code"] == "ingest_stopped"
+            answer = service.http.post("/v1/traces", json=_body(second))
+        assert (answer.status_code, answer.json()) == (200, {})
+        assert _sql(service, "SELECT count(*) FROM spans") == [[len(first) + len(second)]]
+        assert _sql(service, "SELECT count(*) FROM prompts") == [[4]]
     finally:
         assert service.stop() == 0
