@@ -6,11 +6,17 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import re
 import shutil
+import signal
+import socket
+import subprocess
+import sys
 import threading
+import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +35,7 @@ _BATCH = "/v1/stores/default/events:batch"
 _SINGLE = "/v1/stores/{name}/events"
 _BATCHES = "/v1/stores/{name}/events:batch"
 _SESSION = {"type": "session.created"}
+_ROOT = Path(__file__).parents[2]
 
 
 @pytest.fixture
@@ -356,3 +363,132 @@ def test_a_sync_batch_too_large_for_the_service_goes_append_by_append(
     assert len(set(made)) == 16 and _events(store) == 18
     refused = _metric(served, "lmg_request_seconds_count", route=_BATCHES, status="413")
     assert refused >= 1  # the threads' appends met in a batch, which went again one by one
+
+
+# -- the sync client when a request gets no answer ---------------------------------------------
+
+
+class _Silent:
+    """A stand-in for a service that takes each request and answers none: every connection
+    is held until `drop` cuts it. Only a stand-in can hold a request for as long as a test
+    needs one in flight."""
+
+    def __init__(self) -> None:
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self._listener.getsockname()[1]}"
+        self.held: list[socket.socket] = []
+        self.received = threading.Semaphore(0)
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        with contextlib.suppress(OSError):
+            while True:
+                conn, _ = self._listener.accept()
+                threading.Thread(target=self._hold, args=(conn,), daemon=True).start()
+
+    def _hold(self, conn: socket.socket) -> None:
+        if conn.recv(65536):
+            self.held.append(conn)
+            self.received.release()
+
+    def wait(self, requests: int) -> None:
+        """Until `requests` more requests have arrived."""
+        for _ in range(requests):
+            assert self.received.acquire(timeout=WAIT_S)
+
+    def drop(self, n: int) -> None:
+        """Cut the `n`-th request's connection, unanswered."""
+        self.held[n].shutdown(socket.SHUT_RDWR)
+
+    def close(self) -> None:
+        self._listener.close()
+        for conn in self.held:
+            conn.close()
+
+
+def _queued_behind_two_flights(
+    log: eventlog.RemoteLog, service: _Silent, first: Callable[[], Any]
+) -> tuple[list[Any], list[threading.Thread]]:
+    """Two threads' appends in flight (held by `service`), `first` called in this thread to
+    queue behind them, then two more threads' appends: their outcomes, and their threads."""
+    outcomes: list[Any] = [None] * 4
+
+    def agent(n: int) -> None:
+        try:
+            outcomes[n] = log.create_session(idempotency_key=f"k{n}")
+        except BaseException as exc:
+            outcomes[n] = exc
+
+    threads = [threading.Thread(target=agent, args=(n,), daemon=True) for n in range(4)]
+    for thread in threads[:2]:
+        thread.start()
+    service.wait(2)
+
+    def later() -> None:
+        time.sleep(0.3)  # `first` has queued its append behind the two flights
+        for thread in threads[2:]:
+            thread.start()
+        time.sleep(0.3)  # and so have theirs: the flight `drop` frees takes all three
+        service.drop(0)
+
+    threading.Thread(target=later, daemon=True).start()
+    first()
+    return outcomes, threads
+
+
+def _interrupt_a_leader() -> None:
+    """The main thread carries a request with two other threads' appends and is interrupted
+    (SIGINT) while it waits for the answer; prints what each of them got."""
+    service = _Silent()
+    log = eventlog.connect(service.url)
+
+    def interrupt() -> None:
+        service.wait(1)  # the main thread's request, carrying the others' appends
+        signal.pthread_kill(threading.main_thread().ident or 0, signal.SIGINT)
+
+    def append_and_be_interrupted() -> None:
+        threading.Thread(target=interrupt, daemon=True).start()
+        try:
+            log.create_session(idempotency_key="main")
+        except KeyboardInterrupt:
+            print("main: KeyboardInterrupt")
+
+    outcomes, threads = _queued_behind_two_flights(log, service, append_and_be_interrupted)
+    for thread in threads[2:]:
+        thread.join(WAIT_S)
+    for outcome in outcomes[2:]:
+        print(f"{type(outcome).__name__}: {getattr(outcome, 'code', '')}")
+    service.close()
+
+
+def test_an_interrupted_thread_keeps_its_interrupt_from_the_appends_it_carried() -> None:
+    """Ctrl-C in a thread carrying other threads' appends is raised in that thread only;
+    the others get the error of a request with no answer (outcome unknown, retry with the
+    key), not a KeyboardInterrupt raised in a thread nobody interrupted."""
+    script = "import tests.replay.test_service_batch as t; t._interrupt_a_leader()"
+    args = [sys.executable, "-c", script]
+    run = subprocess.run(
+        args, check=False, capture_output=True, text=True, timeout=WAIT_S, cwd=_ROOT
+    )
+    assert run.stdout.splitlines() == [
+        "main: KeyboardInterrupt",
+        "ServiceError: unreachable",
+        "ServiceError: unreachable",
+    ], run.stdout + run.stderr
+
+
+def test_appends_queued_when_the_sync_client_closes_fail_as_closed() -> None:
+    """Appends still queued when `close` is called are refused with `LogClosed`, as an
+    append alone on a closed client is, not with the transport's own error."""
+    service = _Silent()
+    log = eventlog.connect(service.url)
+
+    def close() -> None:
+        time.sleep(0.4)  # two appends queued; the flight `drop` frees takes them after this
+        log.close()
+
+    outcomes, threads = _queued_behind_two_flights(log, service, close)
+    for thread in threads[2:]:
+        thread.join(WAIT_S)
+    service.close()
+    assert all(isinstance(o, eventlog.LogClosed) for o in outcomes[2:]), outcomes
