@@ -492,3 +492,77 @@ def test_appends_queued_when_the_sync_client_closes_fail_as_closed() -> None:
         thread.join(WAIT_S)
     service.close()
     assert all(isinstance(o, eventlog.LogClosed) for o in outcomes[2:]), outcomes
+
+
+# -- a service killed under coalesced appends --------------------------------------------------
+
+
+async def _append_until_killed(url: str, workers: int) -> dict[str, Any]:
+    """`workers` tasks on one async client, each appending keyed sessions until one fails."""
+    outcomes: dict[str, Any] = {}
+    async with await eventlog.connect_async(url) as log:
+
+        async def agent(w: int) -> None:
+            for i in range(100_000):
+                key = f"w{w}-{i}"
+                try:
+                    outcomes[key] = await log.create_session(
+                        metadata={"key": key}, idempotency_key=key
+                    )
+                except eventlog.EventLogError as exc:
+                    outcomes[key] = exc
+                    return
+
+        await asyncio.gather(*(agent(w) for w in range(workers)))
+    return outcomes
+
+
+def _append_from_threads_until_killed(url: str, workers: int) -> dict[str, Any]:
+    """The same from `workers` threads on one sync client."""
+    outcomes: dict[str, Any] = {}
+    with eventlog.connect(url) as log:
+
+        def agent(w: int) -> None:
+            for i in range(100_000):
+                key = f"w{w}-{i}"
+                try:
+                    outcomes[key] = log.create_session(metadata={"key": key}, idempotency_key=key)
+                except eventlog.EventLogError as exc:
+                    outcomes[key] = exc
+                    return
+
+        with concurrent.futures.ThreadPoolExecutor(workers) as pool:
+            list(pool.map(agent, range(workers)))
+    return outcomes
+
+
+@pytest.mark.parametrize("client", ["async", "threads"])
+def test_kill_9_under_coalesced_appends_acknowledges_only_stored_events(
+    tmp_path: Path, store: Path, client: str
+) -> None:
+    """The service is killed while 32 callers' appends travel in batches: each caller whose
+    append succeeded finds it in the log as it was sent, every other caller got an error
+    (none a success for an event not written), and retrying the failed ones with their
+    idempotency keys on the restarted service adds each exactly once."""
+    service = Service(tmp_path, [str(store)], name="serve0")
+    threading.Timer(1.5, service.child.kill).start()  # SIGKILL, mid-batch
+    if client == "async":
+        outcomes = asyncio.run(asyncio.wait_for(_append_until_killed(service.url, 32), WAIT_S))
+    else:
+        outcomes = _append_from_threads_until_killed(service.url, 32)
+    service.stop()
+    done = {k: o for k, o in outcomes.items() if isinstance(o, events.SessionCreated)}
+    failed = {k for k, o in outcomes.items() if not isinstance(o, events.SessionCreated)}
+    assert done and failed and len(failed) <= 32
+    assert all(isinstance(outcomes[k], eventlog.ServiceError) for k in failed), failed
+    with eventlog.open(store, readonly=True) as log:
+        stored = {r.event.metadata["key"]: r.event for r in log.read() if r.lsn > 0}  # type: ignore[attr-defined]
+    assert all(stored.get(k) == o for k, o in done.items())
+    service = Service(tmp_path, [str(store)], name="serve1")
+    try:
+        with eventlog.connect(service.url) as log:
+            for key in failed:
+                log.create_session(metadata={"key": key}, idempotency_key=key)
+    finally:
+        assert service.stop() == 0
+    assert _events(store) == 1 + len(done) + len(failed)
