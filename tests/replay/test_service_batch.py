@@ -177,6 +177,47 @@ def test_the_batch_route_checks_its_token(tmp_path: Path, store: Path) -> None:
         assert service.stop() == 0
 
 
+_DEEP = b'{"a":' * 100 + b"1" + b"}" * 100
+_HOSTILE_ITEMS = [
+    1,
+    "x",
+    None,
+    True,
+    [[_SESSION]],  # not an event, nor a list or an object of events
+    {**_SESSION, "metadata": {"n": 10**40}},  # past 64 bits
+    {"events": [_SESSION], "expect_store_lsn": True},
+    {"events": [_SESSION], "idempotency_key": 5},
+    {"events": []},
+]
+_HOSTILE_BODIES = [
+    b'{"appends":[' + b"[" * 5000 + b"]" * 5000 + b"]}",  # nested too deeply
+    b'{"appends":[{"type":"session.created","metadata":{"a":"\xff"}}]}',  # not UTF-8
+    b'{"appends":[{"type":"session.created","metadata":{"a":"\\ud800"}}]}',  # a lone surrogate
+    b'{"appends":[{"type":"session.created"}]} trailing',
+    b'{"appends":null}',
+]
+
+
+def test_hostile_batches_are_refused_and_the_service_keeps_serving(
+    served: Service, store: Path
+) -> None:
+    """Items of the wrong type, nested too deeply, with numbers out of range: each refused
+    alone (422, one line); bodies not UTF-8, not JSON or not a batch: refused whole. Nothing
+    is stored, and the service answers on."""
+    raw = b'{"appends":[{"type":"session.created","metadata":' + _DEEP + b"},"
+    raw += b'{"type":"session.created","metadata":{"n":1e999}}]}'  # past a float's range
+    answer = _post(served, _HOSTILE_ITEMS)
+    outcomes = answer.json()["appends"] + served.http.post(_BATCH, content=raw).json()["appends"]
+    assert len(outcomes) == len(_HOSTILE_ITEMS) + 2
+    assert all(o["status"] == 422 and "\n" not in o["error"]["message"] for o in outcomes)
+    for body in _HOSTILE_BODIES:
+        refused = served.http.post(_BATCH, content=body)
+        assert refused.status_code == 422, (body[:60], refused.text)
+        assert "\n" not in refused.json()["error"]["message"]
+    assert _events(store) == 1
+    assert served.http.get("/healthz").status_code == 200
+
+
 # -- the async client --------------------------------------------------------------------------
 
 
