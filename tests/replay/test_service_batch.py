@@ -607,3 +607,29 @@ def test_kill_9_under_coalesced_appends_acknowledges_only_stored_events(
     finally:
         assert service.stop() == 0
     assert _events(store) == 1 + len(done) + len(failed)
+
+
+def test_each_tasks_sequential_appends_land_in_the_order_awaited(
+    served: Service, store: Path
+) -> None:
+    """Eight tasks interleaved on one client, each awaiting its appends one after another:
+    in the log, each task's appends are in the order it made them (coalescing reorders
+    none a caller waited for)."""
+
+    async def main() -> None:
+        async with await eventlog.connect_async(served.url) as log:
+            session = await log.create_session()
+
+            async def agent(k: int) -> None:
+                for i in range(30):
+                    await log.add_prompt(session.id, f"{k}-{i}")
+
+            await asyncio.gather(*(agent(k) for k in range(8)))
+
+    asyncio.run(main())
+    with eventlog.open(store, readonly=True) as log:
+        contents = [getattr(r.event, "content", "") for r in log.read()]
+    for k in range(8):
+        mine = [c for c in contents if c.startswith(f"{k}-")]
+        assert mine == [f"{k}-{i}" for i in range(30)]
+    assert _requests(served, _BATCHES) > 0  # they did travel together
