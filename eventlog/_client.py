@@ -266,13 +266,19 @@ class RemoteLog(Appends):
     def _request(
         self, method: str, path: str, appending: bool = False, **kw: Any
     ) -> httpx2.Response:
+        return self._http.check(self._exchange(method, path, appending, **kw))
+
+    def _exchange(
+        self, method: str, path: str, appending: bool = False, **kw: Any
+    ) -> httpx2.Response:
+        """One request and its answer, whatever its status; `LogClosed` once closed, and
+        the ``unreachable`` `ServiceError` if no answer came."""
         if self._client.is_closed:
             raise self._http.closed()
         try:
-            response = self._client.request(method, self._http.base + path, **kw)
+            return self._client.request(method, self._http.base + path, **kw)
         except httpx2.TransportError as exc:
             raise self._http.unreachable(exc, appending) from None
-        return self._http.check(response)
 
     def _submit(self, request: PendingRequest) -> Appended:
         if self._coalescer is None:
@@ -291,11 +297,11 @@ class RemoteLog(Appends):
             return [_outcome_of(self._append, bodies[0])]
         body = _batch_body(bodies)
         try:
-            response = self._client.post(
-                self._http.base + "/events:batch", content=body, headers=_REPRESENTATION
+            response = self._exchange(
+                "POST", "/events:batch", True, content=body, headers=_REPRESENTATION
             )
-        except httpx2.TransportError as exc:
-            return [self._http.unreachable(exc, True) for _ in bodies]
+        except (LogClosed, ServiceError) as exc:  # closed, or no answer: every append's
+            return [exc] * len(bodies)
         status, reason, content = response.status_code, response.reason_phrase, response.content
         if status == 413 and self._coalescer is not None:
             _smaller(self._coalescer, self._http.error(status, reason, content), body, bodies)

@@ -26,7 +26,8 @@ commit: a thread that finds fewer than `flights` flying carries one request (its
 and those waiting), hands each thread its outcome, and hands the flight on to the first
 thread still waiting, so no caller carries more than one request for the others. A thread
 interrupted while it waits (Ctrl-C) leaves its append unsent if it was not yet taken, and
-passes on a flight it was handed.
+passes on a flight it was handed; one interrupted while it carries a request raises the
+interrupt itself, and the others it carried get the error of a request with no answer.
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ from dataclasses import dataclass, field
 from typing import NamedTuple, Protocol, TypeVar
 
 from ._store import Appended
+from .errors import ServiceError
 
 __all__ = ["Bounds", "Coalescer", "Outcome", "Send", "SendSync", "ThreadCoalescer"]
 
@@ -156,13 +158,25 @@ class _Slot:
     """One thread's append. Its fields change under the coalescer's lock."""
 
     body: bytes
-    outcome: Outcome | BaseException | None = None
+    outcome: Outcome | None = None
     lead: bool = False  # it is to carry the next request
     left: bool = False  # its thread was interrupted while it waited
     wake: threading.Event = field(default_factory=threading.Event)
 
     def gone(self) -> bool:
         return self.left
+
+
+def _interrupted() -> ServiceError:
+    """What a thread whose append rode in a request another thread's interrupt (Ctrl-C) cut
+    short gets: not the interrupt, which is that thread's alone, but the error of a request
+    that got no answer, which says to retry it with its idempotency key."""
+    return ServiceError(
+        0,
+        "unreachable",
+        "the request carrying this append was interrupted in another thread "
+        "(the append's outcome is unknown: retry it with its idempotency_key)",
+    )
 
 
 class ThreadCoalescer(Bounds):
@@ -199,7 +213,7 @@ class ThreadCoalescer(Bounds):
         except BaseException:
             self._leave(slot)
             raise
-        if isinstance(outcome, BaseException):
+        if isinstance(outcome, Exception):
             raise outcome
         return outcome
 
@@ -212,13 +226,13 @@ class ThreadCoalescer(Bounds):
                 return
         interrupted: BaseException | None = None
         try:
-            outcomes: list[Outcome | BaseException] = list(self.send([s.body for s in batch]))
+            outcomes: list[Outcome] = list(self.send([s.body for s in batch]))
             if len(outcomes) != len(batch):
                 raise RuntimeError(f"{len(outcomes)} outcomes for {len(batch)} appends")
         except Exception as exc:
             outcomes = [exc] * len(batch)
-        except BaseException as exc:  # Ctrl-C: the request's outcome is unknown to them all
-            outcomes, interrupted = [exc] * len(batch), exc
+        except BaseException as exc:  # Ctrl-C: ours to raise; the others' outcome is unknown
+            outcomes, interrupted = [_interrupted() for _ in batch], exc
         with self._lock:
             for slot, outcome in zip(batch, outcomes, strict=True):
                 slot.outcome = outcome

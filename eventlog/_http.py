@@ -119,10 +119,15 @@ class ApiError(Exception):
 def error_response(
     status: int, code: str, message: str, details: dict[str, Any] | None = None
 ) -> Response:
+    return JSONResponse(error_body(code, message, details), status_code=status)
+
+
+def error_body(code: str, message: str, details: dict[str, Any] | None = None) -> dict[str, Any]:
+    """A refusal's JSON body, the same whether it answers a request or one append of a batch."""
     error: dict[str, Any] = {"code": code, "message": message}
     if details:
         error["details"] = details
-    return JSONResponse({"error": error}, status_code=status)
+    return {"error": error}
 
 
 NOT_FOUND = ApiError(404, "unknown_store", "no such store")
@@ -373,30 +378,32 @@ def log_error(exc: EventLogError) -> ApiError:
     return ApiError(500, "internal", "the store could not answer (see the service's log)")
 
 
+def refusal(exc: BaseException, where: str) -> ApiError:
+    """How `exc` is answered: an `ApiError` as it is, the log's errors as `log_error` says,
+    anything else 500 without a word of it. What is answered 500 is logged in full on stderr
+    (`where`: the request's path), for the operator."""
+    if isinstance(exc, ApiError):
+        return exc
+    if isinstance(exc, EventLogError):
+        api = log_error(exc)
+        if api.status == 500:
+            print(f"lmg serve: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return api
+    print(f"lmg serve: {where}: {type(exc).__name__}: {exc}", file=sys.stderr)
+    return ApiError(500, "internal", "the service could not answer (see its log)")
+
+
 async def handle_api_error(request: Request, exc: Exception) -> Response:
-    assert isinstance(exc, ApiError)
-    message = service_of(request).scrub(exc.message)
-    return error_response(exc.status, exc.code, message, exc.details)
-
-
-async def handle_log_error(request: Request, exc: Exception) -> Response:
-    assert isinstance(exc, EventLogError)
-    api = log_error(exc)
-    if api.status == 500:
-        print(f"lmg serve: {type(exc).__name__}: {exc}", file=sys.stderr)
-    return await handle_api_error(request, api)
-
-
-async def handle_unexpected(request: Request, exc: Exception) -> Response:
-    """Anything else: logged in full on stderr, answered 500 without a word of it."""
-    print(f"lmg serve: {request.url.path}: {type(exc).__name__}: {exc}", file=sys.stderr)
-    return error_response(500, "internal", "the service could not answer (see its log)")
+    """Any exception a route raised, answered as `refusal` says (its message scrubbed)."""
+    api = refusal(exc, request.url.path)
+    message = service_of(request).scrub(api.message)
+    return error_response(api.status, api.code, message, api.details)
 
 
 exception_handlers: dict[Any, Callable[[Request, Exception], Awaitable[Response]]] = {
     ApiError: handle_api_error,
-    EventLogError: handle_log_error,
-    Exception: handle_unexpected,
+    EventLogError: handle_api_error,
+    Exception: handle_api_error,
 }
 """The log's errors as responses (the assembled app adds each package's)."""
 

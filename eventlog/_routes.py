@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import re
-import sys
 import uuid
 from collections.abc import AsyncIterator
 from typing import Any
@@ -26,13 +25,13 @@ from starlette.routing import Route
 
 from . import _commands as c
 from . import events as ev
-from ._http import ApiError, ServedLog, Service, log_error, read_body, service_of
+from ._http import ApiError, ServedLog, Service, error_body, read_body, refusal, service_of
 from ._limits import MAX_DEPTH
 from ._reader import Record
 from ._store import Appended
 from ._time import to_ns
 from ._wire import decode_json, parse_request, record_json
-from .errors import EventLogError, InvalidEvent
+from .errors import InvalidEvent
 
 __all__ = ["routes"]
 
@@ -123,7 +122,7 @@ async def append_batch(request: Request) -> Response:
             events, options = parse_request(decode_json(raw))
             commands.append((n, c.append(events, **options)))
         except Exception as exc:  # the append route's refusal of it (500 if not a log error)
-            outcomes[n] = _refused(service, exc)
+            outcomes[n] = _refused(service, exc, request.url.path)
     requests = [command.request for _, command in commands]
     results = await served.log._submit_group(requests) if requests else []
     representation = _representation(request)
@@ -134,7 +133,7 @@ async def append_batch(request: Request) -> Response:
                 service, served, size, result, representation
             )
         else:
-            outcomes[n] = _refused(service, result)
+            outcomes[n] = _refused(service, result, request.url.path)
     return Response(_JSON.encode({"appends": outcomes}), media_type="application/json")
 
 
@@ -161,19 +160,11 @@ def _batch(body: bytes, limit: int) -> list[msgspec.Raw]:
     return parts
 
 
-def _refused(service: Service, exc: BaseException) -> dict[str, Any]:
-    """One append's refusal as the append route's error body would say it, with its status."""
-    if isinstance(exc, EventLogError):
-        api = log_error(exc)
-        if api.status == 500:
-            print(f"lmg serve: {type(exc).__name__}: {exc}", file=sys.stderr)
-    else:
-        print(f"lmg serve: events:batch: {type(exc).__name__}: {exc}", file=sys.stderr)
-        api = ApiError(500, "internal", "the service could not answer (see its log)")
-    error: dict[str, Any] = {"code": api.code, "message": service.scrub(api.message)}
-    if api.details:
-        error["details"] = api.details
-    return {"status": api.status, "error": error}
+def _refused(service: Service, exc: BaseException, where: str) -> dict[str, Any]:
+    """One append's refusal as the append route would answer it, with its status."""
+    api = refusal(exc, where)
+    message = service.scrub(api.message)
+    return {"status": api.status} | error_body(api.code, message, api.details)
 
 
 def _request(body: bytes) -> tuple[list[ev.EventBase], dict[str, Any]]:

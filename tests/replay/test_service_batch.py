@@ -6,11 +6,17 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import re
 import shutil
+import signal
+import socket
+import subprocess
+import sys
 import threading
+import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +35,7 @@ _BATCH = "/v1/stores/default/events:batch"
 _SINGLE = "/v1/stores/{name}/events"
 _BATCHES = "/v1/stores/{name}/events:batch"
 _SESSION = {"type": "session.created"}
+_ROOT = Path(__file__).parents[2]
 
 
 @pytest.fixture
@@ -168,6 +175,47 @@ def test_the_batch_route_checks_its_token(tmp_path: Path, store: Path) -> None:
         assert _events(store) == 2 and _events(secret) == 1
     finally:
         assert service.stop() == 0
+
+
+_DEEP = b'{"a":' * 100 + b"1" + b"}" * 100
+_HOSTILE_ITEMS = [
+    1,
+    "x",
+    None,
+    True,
+    [[_SESSION]],  # not an event, nor a list or an object of events
+    {**_SESSION, "metadata": {"n": 10**40}},  # past 64 bits
+    {"events": [_SESSION], "expect_store_lsn": True},
+    {"events": [_SESSION], "idempotency_key": 5},
+    {"events": []},
+]
+_HOSTILE_BODIES = [
+    b'{"appends":[' + b"[" * 5000 + b"]" * 5000 + b"]}",  # nested too deeply
+    b'{"appends":[{"type":"session.created","metadata":{"a":"\xff"}}]}',  # not UTF-8
+    b'{"appends":[{"type":"session.created","metadata":{"a":"\\ud800"}}]}',  # a lone surrogate
+    b'{"appends":[{"type":"session.created"}]} trailing',
+    b'{"appends":null}',
+]
+
+
+def test_hostile_batches_are_refused_and_the_service_keeps_serving(
+    served: Service, store: Path
+) -> None:
+    """Items of the wrong type, nested too deeply, with numbers out of range: each refused
+    alone (422, one line); bodies not UTF-8, not JSON or not a batch: refused whole. Nothing
+    is stored, and the service answers on."""
+    raw = b'{"appends":[{"type":"session.created","metadata":' + _DEEP + b"},"
+    raw += b'{"type":"session.created","metadata":{"n":1e999}}]}'  # past a float's range
+    answer = _post(served, _HOSTILE_ITEMS)
+    outcomes = answer.json()["appends"] + served.http.post(_BATCH, content=raw).json()["appends"]
+    assert len(outcomes) == len(_HOSTILE_ITEMS) + 2
+    assert all(o["status"] == 422 and "\n" not in o["error"]["message"] for o in outcomes)
+    for body in _HOSTILE_BODIES:
+        refused = served.http.post(_BATCH, content=body)
+        assert refused.status_code == 422, (body[:60], refused.text)
+        assert "\n" not in refused.json()["error"]["message"]
+    assert _events(store) == 1
+    assert served.http.get("/healthz").status_code == 200
 
 
 # -- the async client --------------------------------------------------------------------------
@@ -356,3 +404,232 @@ def test_a_sync_batch_too_large_for_the_service_goes_append_by_append(
     assert len(set(made)) == 16 and _events(store) == 18
     refused = _metric(served, "lmg_request_seconds_count", route=_BATCHES, status="413")
     assert refused >= 1  # the threads' appends met in a batch, which went again one by one
+
+
+# -- the sync client when a request gets no answer ---------------------------------------------
+
+
+class _Silent:
+    """A stand-in for a service that takes each request and answers none: every connection
+    is held until `drop` cuts it. Only a stand-in can hold a request for as long as a test
+    needs one in flight."""
+
+    def __init__(self) -> None:
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self._listener.getsockname()[1]}"
+        self.held: list[socket.socket] = []
+        self.received = threading.Semaphore(0)
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        with contextlib.suppress(OSError):
+            while True:
+                conn, _ = self._listener.accept()
+                threading.Thread(target=self._hold, args=(conn,), daemon=True).start()
+
+    def _hold(self, conn: socket.socket) -> None:
+        if conn.recv(65536):
+            self.held.append(conn)
+            self.received.release()
+
+    def wait(self, requests: int) -> None:
+        """Until `requests` more requests have arrived."""
+        for _ in range(requests):
+            assert self.received.acquire(timeout=WAIT_S)
+
+    def drop(self, n: int) -> None:
+        """Cut the `n`-th request's connection, unanswered."""
+        self.held[n].shutdown(socket.SHUT_RDWR)
+
+    def close(self) -> None:
+        self._listener.close()
+        for conn in self.held:
+            conn.close()
+
+
+def _queued_behind_two_flights(
+    log: eventlog.RemoteLog, service: _Silent, first: Callable[[], Any]
+) -> tuple[list[Any], list[threading.Thread]]:
+    """Two threads' appends in flight (held by `service`), `first` called in this thread to
+    queue behind them, then two more threads' appends: their outcomes, and their threads."""
+    outcomes: list[Any] = [None] * 4
+
+    def agent(n: int) -> None:
+        try:
+            outcomes[n] = log.create_session(idempotency_key=f"k{n}")
+        except BaseException as exc:
+            outcomes[n] = exc
+
+    threads = [threading.Thread(target=agent, args=(n,), daemon=True) for n in range(4)]
+    for thread in threads[:2]:
+        thread.start()
+    service.wait(2)
+
+    def later() -> None:
+        time.sleep(0.3)  # `first` has queued its append behind the two flights
+        for thread in threads[2:]:
+            thread.start()
+        time.sleep(0.3)  # and so have theirs: the flight `drop` frees takes all three
+        service.drop(0)
+
+    threading.Thread(target=later, daemon=True).start()
+    first()
+    return outcomes, threads
+
+
+def _interrupt_a_leader() -> None:
+    """The main thread carries a request with two other threads' appends and is interrupted
+    (SIGINT) while it waits for the answer; prints what each of them got."""
+    service = _Silent()
+    log = eventlog.connect(service.url)
+
+    def interrupt() -> None:
+        service.wait(1)  # the main thread's request, carrying the others' appends
+        signal.pthread_kill(threading.main_thread().ident or 0, signal.SIGINT)
+
+    def append_and_be_interrupted() -> None:
+        threading.Thread(target=interrupt, daemon=True).start()
+        try:
+            log.create_session(idempotency_key="main")
+        except KeyboardInterrupt:
+            print("main: KeyboardInterrupt")
+
+    outcomes, threads = _queued_behind_two_flights(log, service, append_and_be_interrupted)
+    for thread in threads[2:]:
+        thread.join(WAIT_S)
+    for outcome in outcomes[2:]:
+        print(f"{type(outcome).__name__}: {getattr(outcome, 'code', '')}")
+    service.close()
+
+
+def test_an_interrupted_thread_keeps_its_interrupt_from_the_appends_it_carried() -> None:
+    """Ctrl-C in a thread carrying other threads' appends is raised in that thread only;
+    the others get the error of a request with no answer (outcome unknown, retry with the
+    key), not a KeyboardInterrupt raised in a thread nobody interrupted."""
+    script = "import tests.replay.test_service_batch as t; t._interrupt_a_leader()"
+    args = [sys.executable, "-c", script]
+    run = subprocess.run(
+        args, check=False, capture_output=True, text=True, timeout=WAIT_S, cwd=_ROOT
+    )
+    assert run.stdout.splitlines() == [
+        "main: KeyboardInterrupt",
+        "ServiceError: unreachable",
+        "ServiceError: unreachable",
+    ], run.stdout + run.stderr
+
+
+def test_appends_queued_when_the_sync_client_closes_fail_as_closed() -> None:
+    """Appends still queued when `close` is called are refused with `LogClosed`, as an
+    append alone on a closed client is, not with the transport's own error."""
+    service = _Silent()
+    log = eventlog.connect(service.url)
+
+    def close() -> None:
+        time.sleep(0.4)  # two appends queued; the flight `drop` frees takes them after this
+        log.close()
+
+    outcomes, threads = _queued_behind_two_flights(log, service, close)
+    for thread in threads[2:]:
+        thread.join(WAIT_S)
+    service.close()
+    assert all(isinstance(o, eventlog.LogClosed) for o in outcomes[2:]), outcomes
+
+
+# -- a service killed under coalesced appends --------------------------------------------------
+
+
+async def _append_until_killed(url: str, workers: int) -> dict[str, Any]:
+    """`workers` tasks on one async client, each appending keyed sessions until one fails."""
+    outcomes: dict[str, Any] = {}
+    async with await eventlog.connect_async(url) as log:
+
+        async def agent(w: int) -> None:
+            for i in range(100_000):
+                key = f"w{w}-{i}"
+                try:
+                    outcomes[key] = await log.create_session(
+                        metadata={"key": key}, idempotency_key=key
+                    )
+                except eventlog.EventLogError as exc:
+                    outcomes[key] = exc
+                    return
+
+        await asyncio.gather(*(agent(w) for w in range(workers)))
+    return outcomes
+
+
+def _append_from_threads_until_killed(url: str, workers: int) -> dict[str, Any]:
+    """The same from `workers` threads on one sync client."""
+    outcomes: dict[str, Any] = {}
+    with eventlog.connect(url) as log:
+
+        def agent(w: int) -> None:
+            for i in range(100_000):
+                key = f"w{w}-{i}"
+                try:
+                    outcomes[key] = log.create_session(metadata={"key": key}, idempotency_key=key)
+                except eventlog.EventLogError as exc:
+                    outcomes[key] = exc
+                    return
+
+        with concurrent.futures.ThreadPoolExecutor(workers) as pool:
+            list(pool.map(agent, range(workers)))
+    return outcomes
+
+
+@pytest.mark.parametrize("client", ["async", "threads"])
+def test_kill_9_under_coalesced_appends_acknowledges_only_stored_events(
+    tmp_path: Path, store: Path, client: str
+) -> None:
+    """The service is killed while 32 callers' appends travel in batches: each caller whose
+    append succeeded finds it in the log as it was sent, every other caller got an error
+    (none a success for an event not written), and retrying the failed ones with their
+    idempotency keys on the restarted service adds each exactly once."""
+    service = Service(tmp_path, [str(store)], name="serve0")
+    threading.Timer(1.5, service.child.kill).start()  # SIGKILL, mid-batch
+    if client == "async":
+        outcomes = asyncio.run(asyncio.wait_for(_append_until_killed(service.url, 32), WAIT_S))
+    else:
+        outcomes = _append_from_threads_until_killed(service.url, 32)
+    service.stop()
+    done = {k: o for k, o in outcomes.items() if isinstance(o, events.SessionCreated)}
+    failed = {k for k, o in outcomes.items() if not isinstance(o, events.SessionCreated)}
+    assert done and failed and len(failed) <= 32
+    assert all(isinstance(outcomes[k], eventlog.ServiceError) for k in failed), failed
+    with eventlog.open(store, readonly=True) as log:
+        stored = {r.event.metadata["key"]: r.event for r in log.read() if r.lsn > 0}  # type: ignore[attr-defined]
+    assert all(stored.get(k) == o for k, o in done.items())
+    service = Service(tmp_path, [str(store)], name="serve1")
+    try:
+        with eventlog.connect(service.url) as log:
+            for key in failed:
+                log.create_session(metadata={"key": key}, idempotency_key=key)
+    finally:
+        assert service.stop() == 0
+    assert _events(store) == 1 + len(done) + len(failed)
+
+
+def test_each_tasks_sequential_appends_land_in_the_order_awaited(
+    served: Service, store: Path
+) -> None:
+    """Eight tasks interleaved on one client, each awaiting its appends one after another:
+    in the log, each task's appends are in the order it made them (coalescing reorders
+    none a caller waited for)."""
+
+    async def main() -> None:
+        async with await eventlog.connect_async(served.url) as log:
+            session = await log.create_session()
+
+            async def agent(k: int) -> None:
+                for i in range(30):
+                    await log.add_prompt(session.id, f"{k}-{i}")
+
+            await asyncio.gather(*(agent(k) for k in range(8)))
+
+    asyncio.run(main())
+    with eventlog.open(store, readonly=True) as log:
+        contents = [getattr(r.event, "content", "") for r in log.read()]
+    for k in range(8):
+        mine = [c for c in contents if c.startswith(f"{k}-")]
+        assert mine == [f"{k}-{i}" for i in range(30)]
+    assert _requests(served, _BATCHES) > 0  # they did travel together
