@@ -129,8 +129,10 @@ def fold(
     con: duckdb.DuckDBPyConnection,
     projections: Sequence[Projection],
     records: Sequence[Record],
+    staged: Staged | None = None,
 ) -> Batch:
-    """Fold `records` into the tables through `con` (inside the caller's transaction).
+    """Fold `records` into the tables through `con` (inside the caller's transaction);
+    `staged` is `Staged(records)` when the caller made it already (`_folder._ReadAhead`).
 
     Returns the batch. Raises `PoisonEvent` naming an event that cannot be applied; the
     caller rolls back (and may fold the events before it on their own).
@@ -141,7 +143,8 @@ def fold(
     _fold_rows(
         con, projections, batch, [r for r in records if r.event.__class__ not in STAGED_CLASSES]
     )
-    staged = Staged(records)
+    if staged is None:
+        staged = Staged(records)
     staged.register(con)
     try:
         for p in projections:

@@ -138,7 +138,12 @@ class Workspace:
 
         if total > 0:
             projections.fold_available(
-                self.con, self.log, batch_events=BATCH_EVENTS, stop_lsn=lsn + 1, on_batch=report
+                self.con,
+                self.log,
+                batch_events=BATCH_EVENTS,
+                stop_lsn=lsn + 1,
+                on_batch=report,
+                read_ahead=True,
             )
 
     def read_only(self, *, keep: bool) -> duckdb.DuckDBPyConnection:
