@@ -286,8 +286,9 @@ def _ids_to_arrow(values: list[bytes | None]) -> pa.Array:
 
 def _previous_prompts(events: list[Any]) -> pa.Array:
     """Each prompt's previous prompt in its session among the batch's (NULL for the first),
-    by LSN: a dict in Python costs a tenth of DuckDB's ``lag() OVER (PARTITION BY
-    session_id ...)``, which partitions and sorts the batch (`conversations`)."""
+    by LSN: one pass over a dict, where DuckDB's ``lag() OVER (PARTITION BY session_id ...)``
+    partitioned and sorted the batch, the largest part of the prompts ``INSERT``
+    (`conversations`; docs/benchmarks.md)."""
     last: dict[Any, Any] = {}
     previous = []
     for e in events:
