@@ -129,10 +129,8 @@ def fold(
     con: duckdb.DuckDBPyConnection,
     projections: Sequence[Projection],
     records: Sequence[Record],
-    staged: Staged | None = None,
 ) -> Batch:
-    """Fold `records` into the tables through `con` (inside the caller's transaction);
-    `staged` is `Staged(records)` when the caller made it already (`_folder._ReadAhead`).
+    """Fold `records` into the tables through `con` (inside the caller's transaction).
 
     Returns the batch. Raises `PoisonEvent` naming an event that cannot be applied; the
     caller rolls back (and may fold the events before it on their own).
@@ -143,8 +141,7 @@ def fold(
     _fold_rows(
         con, projections, batch, [r for r in records if r.event.__class__ not in STAGED_CLASSES]
     )
-    if staged is None:
-        staged = Staged(records)
+    staged = Staged(records)
     staged.register(con)
     try:
         for p in projections:

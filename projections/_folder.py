@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import contextlib
-import functools
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Protocol
 
 import duckdb
@@ -16,7 +14,7 @@ from eventlog._lean import full_event
 
 from ._fold import Batch, fold
 from ._schema import PROJECTIONS, checkpoint
-from ._stage import STAGED_TYPES, Staged
+from ._stage import STAGED_TYPES
 from .errors import FoldFailed, PoisonEvent, ProjectionError
 
 __all__ = [
@@ -50,11 +48,8 @@ class LogReader(Protocol):
     def next_lsn(self) -> int: ...
 
 
-def commit_batch(
-    con: duckdb.DuckDBPyConnection, records: Sequence[Record], staged: Staged | None = None
-) -> Batch:
-    """Fold `records` (`staged`: their staged tables, if made already) and move the
-    checkpoint in one transaction.
+def commit_batch(con: duckdb.DuckDBPyConnection, records: Sequence[Record]) -> Batch:
+    """Fold `records` and move the checkpoint in one transaction.
 
     The records must start just after the checkpoint read inside that transaction, so no
     batch is ever applied twice. On a `PoisonEvent`, the events before it are committed and
@@ -67,7 +62,7 @@ def commit_batch(
             raise ProjectionError(
                 f"batch starts at LSN {records[0].lsn} but the projections expect {expected}"
             )
-        batch = fold(con, PROJECTIONS, records, staged)
+        batch = fold(con, PROJECTIONS, records)
     except PoisonEvent as poison:
         _rollback(con)
         before = [r for r in records if r.lsn < poison.lsn]
@@ -118,12 +113,10 @@ def fold_available(
     stop_lsn: int | None = None,
     keep_going: Callable[[], bool] = lambda: True,
     on_batch: Callable[[Batch, Record], None] | None = None,
-    read_ahead: bool = False,
 ) -> int:
     """Fold everything the log holds after the checkpoint (up to `stop_lsn`, excluded).
 
-    Returns the new checkpoint. `keep_going` is asked between batches. `read_ahead`: read
-    and stage the next batch of a local log on a thread while one folds (`fold_sized`).
+    Returns the new checkpoint. `keep_going` is asked between batches.
     """
     start = checkpoint(con) + 1
     make_cursor = getattr(log, "_cursor", None)  # a local log: read it lean (`read_lean`)
@@ -137,7 +130,6 @@ def fold_available(
                 batch_bytes=batch_bytes,
                 keep_going=keep_going,
                 on_batch=on_batch,
-                read_ahead=read_ahead,
             )
         finally:
             cursor.close()
@@ -196,111 +188,30 @@ def fold_sized(
     batch_bytes: int = BATCH_BYTES,
     keep_going: Callable[[], bool] = lambda: True,
     on_batch: Callable[[Batch, Record], None] | None = None,
-    read_ahead: bool = False,
-    unread: Callable[[list[tuple[Record, int]]], None] | None = None,
 ) -> int:
-    """`fold_records` of records with their sizes in bytes (`read_lean`).
-
-    With `read_ahead`, the next batch is read and staged on a thread while DuckDB folds
-    this one (see `_ReadAhead`); a batch read ahead and not folded (`keep_going` said stop)
-    goes to `unread`, so a caller whose iterator outlives the fold can fold it next time."""
-    if read_ahead:
-        with _ReadAhead(records, batch_events, batch_bytes, unread) as ahead:
-            while keep_going():
-                chunk, staged = ahead.take()
-                if not chunk:
-                    break
-                _commit(con, chunk, staged, on_batch)
-        return checkpoint(con)
+    """`fold_records` of records with their sizes in bytes (`read_lean`)."""
     while keep_going():
-        chunk = [record for record, _ in _take(records, batch_events, batch_bytes)]
+        chunk = _take(records, batch_events, batch_bytes)
         if not chunk:
             break
-        _commit(con, chunk, None, on_batch)
+        batch = commit_batch(con, chunk)
+        if on_batch is not None:
+            last = chunk[-1]
+            on_batch(batch, Record(last.lsn, full_event(last.event)))
     return checkpoint(con)
 
 
-def _commit(
-    con: duckdb.DuckDBPyConnection,
-    chunk: list[Record],
-    staged: Staged | None,
-    on_batch: Callable[[Batch, Record], None] | None,
-) -> None:
-    batch = commit_batch(con, chunk, staged)
-    if on_batch is not None:
-        last = chunk[-1]
-        on_batch(batch, Record(last.lsn, full_event(last.event)))
-
-
-class _ReadAhead:
-    """The batches of `records`, each read and staged (`Staged`) on a thread while the one
-    before it folds.
-
-    Reading the log and staging a batch is Python (about 4 µs an event); DuckDB runs the
-    fold's statements without the GIL, so on two cores the two overlap. At most one batch
-    is read ahead: memory holds two batches, not one. The records iterator is advanced by
-    the thread only, and never after `__exit__`, which waits for the thread: the caller
-    may close its cursor then. A batch read ahead and not taken goes to `unread`; one whose
-    read failed raises its error from `__exit__` unless another is on its way already."""
-
-    def __init__(
-        self,
-        records: Iterator[tuple[Record, int]],
-        events: int,
-        budget: int,
-        unread: Callable[[list[tuple[Record, int]]], None] | None,
-    ) -> None:
-        self._read = functools.partial(_take_staged, records, events, budget)
-        self._unread = unread
-        self._pool = ThreadPoolExecutor(1, thread_name_prefix="lmg-fold-read-ahead")
-        self._next: Future[tuple[list[tuple[Record, int]], Staged | None]] | None = None
-
-    def __enter__(self) -> _ReadAhead:
-        self._next = self._pool.submit(self._read)
-        return self
-
-    def take(self) -> tuple[list[Record], Staged | None]:
-        """The next batch and its staged tables (an empty list at the end of `records`)."""
-        assert self._next is not None
-        pairs, staged = self._next.result()
-        self._next = self._pool.submit(self._read) if pairs else None
-        return [record for record, _ in pairs], staged
-
-    def __exit__(self, kind: object, error: BaseException | None, tb: object) -> None:
-        pending, self._next = self._next, None
-        self._pool.shutdown(wait=True)
-        if pending is None:
-            return
-        failed = pending.exception()
-        if failed is not None:
-            if error is None:
-                raise failed
-            return
-        pairs, _ = pending.result()
-        if pairs and self._unread is not None:
-            self._unread(pairs)
-
-
-def _take_staged(
-    records: Iterator[tuple[Record, int]], events: int, budget: int
-) -> tuple[list[tuple[Record, int]], Staged | None]:
-    pairs = _take(records, events, budget)
-    return pairs, Staged([record for record, _ in pairs]) if pairs else None
-
-
-def _take(
-    records: Iterator[tuple[Record, int]], events: int, budget: int
-) -> list[tuple[Record, int]]:
+def _take(records: Iterator[tuple[Record, int]], events: int, budget: int) -> list[Record]:
     """The next batch: up to `events` records, closed by the one that reaches `budget` bytes.
 
     It reads no record it does not return: a caller's cursor must stay where the fold is."""
-    chunk: list[tuple[Record, int]] = []
+    chunk: list[Record] = []
     if events < 1 or budget < 1:
         return chunk
     size = 0
-    for pair in records:
-        chunk.append(pair)
-        size += pair[1]
+    for record, bytes_ in records:
+        chunk.append(record)
+        size += bytes_
         if len(chunk) >= events or size >= budget:
             break
     return chunk

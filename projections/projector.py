@@ -124,7 +124,7 @@ class Projector:
                 self._snapshots.drop_other_histories(self._log)
             self._checkpoint = checkpoint(con)
         self._cursor = self._log.cursor(self._checkpoint + 1)
-        self._ahead: list[tuple[Record, int]] = []  # read from the cursor, not yet folded
+        self._ahead: tuple[Record, int] | None = None  # read from the cursor, not yet folded
         self._policy = snapshots
         taken = self._snapshots.all() if snapshots is not None else []
         self._snapshot_lsn = taken[-1].lsn if taken else -1
@@ -181,7 +181,7 @@ class Projector:
         """Fold from LSN 0 into the fresh file an erasure left (it dropped the old one)."""
         self._cursor.close()
         self._cursor = self._log.cursor(0)
-        self._ahead = []
+        self._ahead = None
         self._checkpoint = -1
         taken = self._snapshots.all()
         self._snapshot_lsn = taken[-1].lsn if taken else -1
@@ -275,9 +275,9 @@ class Projector:
 
     def _peek(self) -> bool:
         """Is there a record after the checkpoint? Keeps it for the next fold."""
-        if not self._ahead:
-            self._ahead.extend(itertools.islice(read_lean(self._cursor), 1))
-        return bool(self._ahead)
+        if self._ahead is None:
+            self._ahead = next(read_lean(self._cursor), None)
+        return self._ahead is not None
 
     def _fold_pending(
         self,
@@ -289,8 +289,10 @@ class Projector:
     ) -> bool:
         """Fold what the log holds until its end or the hold that `began` is over; True if the
         end was reached."""
-        source = itertools.chain(self._ahead, read_lean(self._cursor))
-        self._ahead = []
+        source = read_lean(self._cursor)
+        if self._ahead is not None:
+            source = itertools.chain([self._ahead], source)
+            self._ahead = None
         held_out = False
 
         def record(batch: Batch, last: Record) -> None:
@@ -313,8 +315,6 @@ class Projector:
                 batch_events=self.batch_events,
                 keep_going=keep_going,
                 on_batch=record,
-                read_ahead=not following,  # a backlog: read the next batch as one folds
-                unread=self._ahead.extend,
             )
         except BaseException:
             # A poison event commits what precedes it: read back where we stand, and put the
@@ -323,7 +323,7 @@ class Projector:
                 self._checkpoint = checkpoint(con)
             self._cursor.close()
             self._cursor = self._log.cursor(self._checkpoint + 1)
-            self._ahead = []
+            self._ahead = None
             raise
         return not held_out and not (stop and stop.is_set())
 

@@ -138,12 +138,7 @@ class Workspace:
 
         if total > 0:
             projections.fold_available(
-                self.con,
-                self.log,
-                batch_events=BATCH_EVENTS,
-                stop_lsn=lsn + 1,
-                on_batch=report,
-                read_ahead=True,
+                self.con, self.log, batch_events=BATCH_EVENTS, stop_lsn=lsn + 1, on_batch=report
             )
 
     def read_only(self, *, keep: bool) -> duckdb.DuckDBPyConnection:

@@ -21,7 +21,6 @@ import resource
 import signal
 import subprocess
 import sys
-import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -642,23 +641,3 @@ def test_failed_commit_reports_its_cause(store: Path) -> None:
     assert lmg("project", store, "--snapshot-every", "0").returncode == 0
     done = lmg("sql", store, "SELECT count(*) FROM prompts", "--format", "csv")
     assert done.stdout.splitlines() == ["count_star()", "2000"], done
-
-
-# -- 8. a catch-up stopped between batches --------------------------------------------------------
-
-
-def test_a_batch_read_ahead_of_a_stop_is_folded_next(
-    tmp_path: Path, store: Path, rng: random.Random
-) -> None:
-    """A catch-up reads the next batch while one folds (`fold_sized`'s `read_ahead`). When it
-    is told to stop between batches, the batch it read ahead is kept, not lost: the next
-    catch-up folds it first, and the tables equal a fold of the whole log in one go."""
-    new_store(store, rng, 400)
-    database = tmp_path / "stopped.duckdb"
-    stop = threading.Event()
-    with projections.Projector(store, database, batch_events=50, snapshots=None) as projector:
-        assert projector.catch_up(stop=stop, on_progress=lambda _: stop.set()) == 49
-        stop.clear()
-        assert projector.catch_up() == next_lsn(store) - 1
-    expected = fresh_fold(store, tmp_path / "fresh.duckdb")
-    assert_same(tables(store, database), expected, "after a stop between batches")
