@@ -256,6 +256,9 @@ _COLUMNS: dict[type[ev.EventBase], tuple[str, list[tuple[str, str, Getter]]]] = 
     ),
 }
 
+_INSERTED_BY = {"prompts": "prompts", "responses": "responses", "tool_invocations": "tools"}
+"""Table -> the stage each of whose events inserts one of its rows, or the fold fails."""
+
 STAGED_TYPES = frozenset(_COLUMNS)
 """The event types the fold stages and applies with SQL; the rest are applied row by row."""
 
@@ -279,6 +282,21 @@ def _ids_to_arrow(values: list[bytes | None]) -> pa.Array:
     import pyarrow as pa  # noqa: PLC0415 (as in `Staged.__init__`)
 
     return pa.ExtensionArray.from_storage(pa.uuid(), pa.array(values, pa.binary(16)))
+
+
+def _previous_prompts(events: list[Any]) -> pa.Array:
+    """Each prompt's previous prompt in its session among the batch's (NULL for the first),
+    by LSN: one pass over a dict, where DuckDB's ``lag() OVER (PARTITION BY session_id ...)``
+    partitioned and sorted the batch, the largest part of the prompts ``INSERT``
+    (`conversations`; docs/benchmarks.md)."""
+    last: dict[Any, Any] = {}
+    previous = []
+    for e in events:
+        previous.append(last.get(e.session_id))
+        last[e.session_id] = e.id
+    if is_lean(events[0]):
+        return _ids_to_arrow(previous)
+    return to_arrow(previous, _U)
 
 
 def _by_stage(records: Sequence[Record]) -> dict[type[ev.EventBase], list[Record]]:
@@ -325,6 +343,9 @@ class Staged:
             else:
                 arrays += [to_arrow(map(get, events), kind) for _, kind, get in columns]
             names = ["lsn", *(c[0] for c in columns)]
+            if cls is ev.PromptAdded:
+                arrays.append(_previous_prompts(events))
+                names.append("previous")
             self.tables[name] = pa.Table.from_arrays(arrays, names=names)
             self.types[name] = ev.tag_of(cls)
 
@@ -352,8 +373,15 @@ class Staged:
     def refer(self, stage: str, column: str, table: str) -> None:
         """Have the fold check that every staged event's `column` (when not NULL) names a
         row of `table` once every projection has applied the batch: the checks of a batch
-        run as one query (`_fold.check_references`), not one statement each."""
-        if stage in self.tables:
+        run as one query (`_fold.check_references`), not one statement each.
+
+        Not when every one names an event of this batch that inserted a row of `table`
+        (`within`): its insert checked that each made its row (`_fold.insert_joined`). The
+        check scans the whole table (a million rows at a million events, every batch)."""
+        if stage not in self.tables:
+            return
+        inserter = _INSERTED_BY.get(table)
+        if inserter is None or not self.within(stage, column, inserter):
             self.references.append((stage, column, table))
 
     def register(self, con: duckdb.DuckDBPyConnection) -> None:

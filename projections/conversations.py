@@ -66,7 +66,7 @@ _INSERT_PROMPTS = """
 INSERT INTO prompts
 SELECT p.id, p.session_id, p.lsn, p.ts, p.occurred_at, p.actor, p.content, p.template_id,
        p.template_version, p.variables, p.parent_prompt_id,
-       coalesce(lag(p.id) OVER (PARTITION BY p.session_id ORDER BY p.lsn), s.last_prompt_id),
+       coalesce(p.previous, s.last_prompt_id),
        p.model, p.temperature, p.max_tokens, p.tools_available, p.metadata, {agent}, NULL
 FROM stage_prompts p JOIN sessions s ON s.id = p.session_id {assigned}
 ORDER BY p.lsn
