@@ -193,8 +193,8 @@ class Snapshots:
     def _write_file(self, manifest: _Manifest, target: Path) -> None:
         """Write the snapshot's database to `target`, each chunk at its offset, reading,
         decompressing and checking them on a few threads (zstandard and hashlib free the GIL:
-        a restore is CPU-bound on them). No fsync: `target` is a working copy, deleted after
-        use or on a crash, and DuckDB syncs whatever it checkpoints into it."""
+        a restore is CPU-bound on them). No fsync here, as before: a replay's copy is private
+        and deleted after use; DuckDB syncs what it later checkpoints into the file."""
         offsets = list(itertools.accumulate((c.length for c in manifest.chunks), initial=0))
         if offsets[-1] != manifest.size:
             raise _Damaged(f"its chunks hold {offsets[-1]} bytes, not {manifest.size}")
