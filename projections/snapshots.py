@@ -67,6 +67,7 @@ _CHUNK_BYTES = 262_144
 _FORMAT = 1
 _ZSTD_LEVEL = 3  # level 1 keeps a third more bytes; 6 and above gain nothing on DuckDB blocks
 _ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
+_RESTORE_THREADS = min(4, os.cpu_count() or 1)  # that decompress and check chunks on restore
 
 
 class SnapshotSkipped(UserWarning):
@@ -192,21 +193,24 @@ class Snapshots:
         return con
 
     def _write_file(self, manifest: _Manifest, target: Path) -> None:
-        """Write the database of `manifest` to `target`, its chunks read and checked on two
-        threads (zstd and hashlib free the GIL: checking is most of a restore), 64 at a time
-        (16 MiB, so memory stays flat)."""
+        """Write the snapshot's database to `target`, each chunk at its offset, reading,
+        decompressing and checking them on a few threads (zstandard and hashlib free the GIL:
+        a restore is CPU-bound on them). No fsync here, as before: a replay's copy is private
+        and deleted after use; DuckDB syncs what it later checkpoints into the file."""
+        offsets = list(itertools.accumulate((c.length for c in manifest.chunks), initial=0))
+        if offsets[-1] != manifest.size:
+            raise _Damaged(f"its chunks hold {offsets[-1]} bytes, not {manifest.size}")
         fd = create_file(target, Modes.of(target.parent).file)
+        pool = ThreadPoolExecutor(_RESTORE_THREADS)
         try:
-            offset = 0
-            chunks = iter(manifest.chunks)
-            with ThreadPoolExecutor(2) as pool:
-                while group := list(itertools.islice(chunks, 64)):
-                    for data in pool.map(self._read_chunk, group):
-                        os.pwrite(fd, data, offset)
-                        offset += len(data)
-            if offset != manifest.size:
-                raise _Damaged(f"its chunks hold {offset} bytes, not {manifest.size}")
+            for _ in pool.map(
+                lambda chunk, offset: os.pwrite(fd, self._read_chunk(chunk), offset),
+                manifest.chunks,
+                offsets,
+            ):
+                pass  # in order: the first damaged chunk raises, as it would alone
         finally:
+            pool.shutdown(cancel_futures=True)  # waits for those running, before the close
             os.close(fd)
 
     def _read_chunk(self, chunk: _Chunk) -> bytes:

@@ -660,6 +660,28 @@ def test_chunk_whose_bytes_do_not_hash_to_its_name_is_skipped(base: Base, tmp_pa
         assert_same(read_tables(view), base.reference(lsn), "beside a tampered chunk")
 
 
+def test_restore_names_the_first_damaged_chunk_of_several(base: Base, tmp_path: Path) -> None:
+    """Chunks are restored on several threads; a snapshot with two damaged chunks is still
+    skipped for the first in file order, and the replay is still exact."""
+    store = copy_store(base, tmp_path)
+    lsn, older = base.lsns[1], base.lsns[0]
+    older_chunks = {c[0] for c in read_manifest(manifest_path(store, older))["chunks"]}
+    own = [
+        c[0] for c in read_manifest(manifest_path(store, lsn))["chunks"] if c[0] not in older_chunks
+    ]
+    first = own[0]
+    last = next(d for d in reversed(own) if d != first)  # two chunks of its own, far apart
+    for digest in (first, last):
+        chunk_path(store, digest).write_bytes(b"damaged")
+
+    with pytest.warns(SnapshotSkipped, match=f"chunk {first} is damaged") as caught:
+        view = replay.at(store, lsn=lsn)
+    assert not any(last in str(w.message) for w in caught)
+    with view:
+        assert view.snapshot is not None and view.snapshot.lsn == older
+        assert_same(read_tables(view), base.reference(lsn), "beside two damaged chunks")
+
+
 def test_chunks_that_is_a_file_skips_every_snapshot(base: Base, tmp_path: Path) -> None:
     store = copy_store(base, tmp_path)
     shutil.rmtree(store / "snapshots" / "chunks")
