@@ -407,3 +407,27 @@ def test_a_dead_ingest_process_is_replaced(tmp_path: Path, store: Path) -> None:
         assert _sql(service, "SELECT count(*) FROM prompts") == [[4]]
     finally:
         assert service.stop() == 0
+
+
+@_LINUX
+def test_a_request_after_the_ingest_process_died_is_not_refused(
+    tmp_path: Path, store: Path
+) -> None:
+    """Only the requests the ingest process held when it died are answered 503: one that
+    comes after its death starts a new one and is answered 200 at once."""
+    service = Service(tmp_path, [str(store), "--limit", "otlp_trace_timeout_s=60"])
+    try:
+        first, second = genai_trace(random.Random(12)), genai_trace(random.Random(13))
+        assert service.http.post("/v1/traces", json=_body(first)).status_code == 200
+        child = _ingest_process(service)
+        os.kill(child, signal.SIGKILL)
+        deadline = time.monotonic() + WAIT_S
+        while not _gone(child):
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+        time.sleep(0.2)  # the service has seen it die
+        answer = service.http.post("/v1/traces", json=_body(second))
+        assert (answer.status_code, answer.json()) == (200, {})
+        assert _sql(service, "SELECT count(*) FROM spans") == [[len(first) + len(second)]]
+    finally:
+        assert service.stop() == 0
