@@ -214,6 +214,18 @@ def test_a_body_that_is_no_export_request_is_refused(served: Service, store: Pat
     assert _stored(store) == []
 
 
+@pytest.mark.parametrize("route", ["/v1/traces", "/v1/logs"])
+def test_a_body_nested_too_deep_is_refused(served: Service, store: Path, route: str) -> None:
+    """JSON nested deeper than the decoder recurses is a bad request (400), not an error
+    that drops the connection without an answer; the service keeps serving."""
+    deep = b'{"x": ' + b"[" * 5_000 + b"]" * 5_000 + b"}"  # msgspec stops near 1,000
+    answer = served.http.post(route, content=deep, headers=_JSON)
+    assert answer.status_code == 400, answer.text
+    assert answer.json()["error"]["code"] == "bad_request"
+    assert served.http.get("/readyz").status_code == 200
+    assert _stored(store) == []
+
+
 def test_a_gzip_bomb_is_cut_off(served: Service, store: Path) -> None:
     bomb = gzip.compress(b'{"resourceSpans": []' + b" " * 50_000_000 + b"}", 9)
     assert len(bomb) < 65536  # under the body limit: only inflating finds it
