@@ -216,8 +216,8 @@ def test_a_body_that_is_no_export_request_is_refused(served: Service, store: Pat
 
 @pytest.mark.parametrize("route", ["/v1/traces", "/v1/logs"])
 def test_a_body_nested_too_deep_is_refused(served: Service, store: Path, route: str) -> None:
-    """JSON nested deeper than the decoder recurses is a bad request (400), not an error
-    that drops the connection without an answer; the service keeps serving."""
+    """JSON nested deeper than the decoder recurses is a bad request (400), not a 500 (or,
+    deeper still, a connection dropped without an answer); the service keeps serving."""
     deep = b'{"x": ' + b"[" * 5_000 + b"]" * 5_000 + b"}"  # msgspec stops near 1,000
     answer = served.http.post(route, content=deep, headers=_JSON)
     assert answer.status_code == 400, answer.text
