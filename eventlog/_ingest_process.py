@@ -118,13 +118,13 @@ class IngestProcess:
     def forget(self, store: Store) -> None:
         """`each("forget")` from synchronous code on the event loop (after an erasure): the
         child runs it before any request submitted after it."""
-        if self._pool is None:
+        pool = self._pool
+        if pool is None:
             return
         try:  # submitted now: ahead of any request that follows
-            done = asyncio.get_running_loop().run_in_executor(self._pool, _each, "forget", [store])
+            done = asyncio.get_running_loop().run_in_executor(pool, _each, "forget", [store])
         except BrokenProcessPool:  # it died: the next one remembers nothing to forget
-            self._pool.shutdown(wait=False)
-            self._pool = None
+            self._discard(pool)
             return
         done.add_done_callback(_said)
 
