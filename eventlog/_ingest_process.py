@@ -113,18 +113,18 @@ class IngestProcess:
         child holds: the last LSN of each, and why the log failed, if it did."""
         if self._pool is None:
             return {}  # nothing was received: nothing is buffered
-        return await self._call(_each, op, stores)
+        return await self._call(_each, op, stores, start=False)
 
     def forget(self, store: Store) -> None:
         """`each("forget")` from synchronous code on the event loop (after an erasure): the
         child runs it before any request submitted after it."""
-        if self._pool is None:
+        pool = self._pool
+        if pool is None:
             return
         try:  # submitted now: ahead of any request that follows
-            done = asyncio.get_running_loop().run_in_executor(self._pool, _each, "forget", [store])
+            done = asyncio.get_running_loop().run_in_executor(pool, _each, "forget", [store])
         except BrokenProcessPool:  # it died: the next one remembers nothing to forget
-            self._pool.shutdown(wait=False)
-            self._pool = None
+            self._discard(pool)
             return
         done.add_done_callback(_said)
 
@@ -141,23 +141,42 @@ class IngestProcess:
                     await asyncio.get_running_loop().run_in_executor(pool, _close)
                 await asyncio.to_thread(pool.shutdown)
 
-    async def _call(self, fn: Callable[..., T], *args: Any) -> T:
+    async def _call(self, fn: Callable[..., T], *args: Any, start: bool = True) -> T:
+        """`fn(*args)` in the child. A child found dead before the call (it died between
+        requests) is replaced when `start`: only the calls it held when it died are refused
+        (503), never a request that came after."""
+        loop = asyncio.get_running_loop()
+        pool = self._started()
+        try:
+            done = loop.run_in_executor(pool, fn, *args)
+        except BrokenProcessPool:
+            self._discard(pool)
+            if not start:
+                raise _stopped() from None
+            pool = self._started()
+            done = loop.run_in_executor(pool, fn, *args)
+        try:
+            return await done
+        except BrokenProcessPool:
+            self._discard(pool)
+            raise _stopped() from None
+
+    def _started(self) -> ProcessPoolExecutor:
         if self._pool is None:
             context = multiprocessing.get_context("spawn")  # no fork of a threaded process
             self._pool = ProcessPoolExecutor(
                 1, mp_context=context, initializer=_start, initargs=(os.getpid(),)
             )
-        pool = self._pool
-        try:
-            result = await asyncio.get_running_loop().run_in_executor(pool, fn, *args)
-        except BrokenProcessPool:
-            if self._pool is pool:
-                self._pool = None
-                pool.shutdown(wait=False)
-            raise ApiError(
-                503, "ingest_stopped", "the OTLP ingest process stopped; retry the request"
-            ) from None
-        return result
+        return self._pool
+
+    def _discard(self, pool: ProcessPoolExecutor) -> None:
+        if self._pool is pool:
+            self._pool = None
+            pool.shutdown(wait=False)
+
+
+def _stopped() -> ApiError:
+    return ApiError(503, "ingest_stopped", "the OTLP ingest process stopped; retry the request")
 
 
 def _said(done: asyncio.Future[dict[str, tuple[int, str | None]]]) -> None:

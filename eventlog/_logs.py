@@ -213,7 +213,7 @@ def decode_logs_json_line(
     """The records of one OTLP JSON logs export request, each decoded on its own."""
     try:
         request = _REQUEST.decode(line)
-    except msgspec.DecodeError as exc:
+    except (msgspec.DecodeError, RecursionError) as exc:  # nested past msgspec's depth
         yield Malformed(where, f"not an OTLP JSON logs export request: {exc}")
         return
     for rl in request.resource_logs:

@@ -317,7 +317,7 @@ def decode_json_line(line: bytes | str, where: str = "line") -> Iterator[Span | 
     """The spans of one OTLP JSON export request, each decoded on its own."""
     try:
         request = _REQUEST.decode(line)
-    except msgspec.DecodeError as exc:
+    except (msgspec.DecodeError, RecursionError) as exc:  # nested past msgspec's depth
         yield Malformed(where, f"not an OTLP JSON export request: {exc}")
         return
     for rs in request.resource_spans:

@@ -214,6 +214,18 @@ def test_a_body_that_is_no_export_request_is_refused(served: Service, store: Pat
     assert _stored(store) == []
 
 
+@pytest.mark.parametrize("route", ["/v1/traces", "/v1/logs"])
+def test_a_body_nested_too_deep_is_refused(served: Service, store: Path, route: str) -> None:
+    """JSON nested deeper than the decoder recurses is a bad request (400), not a 500 (or,
+    deeper still, a connection dropped without an answer); the service keeps serving."""
+    deep = b'{"x": ' + b"[" * 5_000 + b"]" * 5_000 + b"}"  # msgspec stops near 1,000
+    answer = served.http.post(route, content=deep, headers=_JSON)
+    assert answer.status_code == 400, answer.text
+    assert answer.json()["error"]["code"] == "bad_request"
+    assert served.http.get("/readyz").status_code == 200
+    assert _stored(store) == []
+
+
 def test_a_gzip_bomb_is_cut_off(served: Service, store: Path) -> None:
     bomb = gzip.compress(b'{"resourceSpans": []' + b" " * 50_000_000 + b"}", 9)
     assert len(bomb) < 65536  # under the body limit: only inflating finds it
@@ -405,5 +417,29 @@ def test_a_dead_ingest_process_is_replaced(tmp_path: Path, store: Path) -> None:
         assert (answer.status_code, answer.json()) == (200, {})
         assert _sql(service, "SELECT count(*) FROM spans") == [[len(first) + len(second)]]
         assert _sql(service, "SELECT count(*) FROM prompts") == [[4]]
+    finally:
+        assert service.stop() == 0
+
+
+@_LINUX
+def test_a_request_after_the_ingest_process_died_is_not_refused(
+    tmp_path: Path, store: Path
+) -> None:
+    """Only the requests the ingest process held when it died are answered 503: one that
+    comes after its death starts a new one and is answered 200 at once."""
+    service = Service(tmp_path, [str(store), "--limit", "otlp_trace_timeout_s=60"])
+    try:
+        first, second = genai_trace(random.Random(12)), genai_trace(random.Random(13))
+        assert service.http.post("/v1/traces", json=_body(first)).status_code == 200
+        child = _ingest_process(service)
+        os.kill(child, signal.SIGKILL)
+        deadline = time.monotonic() + WAIT_S
+        while not _gone(child):
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+        time.sleep(0.2)  # the service has seen it die
+        answer = service.http.post("/v1/traces", json=_body(second))
+        assert (answer.status_code, answer.json()) == (200, {})
+        assert _sql(service, "SELECT count(*) FROM spans") == [[len(first) + len(second)]]
     finally:
         assert service.stop() == 0
