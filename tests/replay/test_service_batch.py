@@ -447,11 +447,27 @@ class _Silent:
             conn.close()
 
 
+def _wait_queued(log: eventlog.RemoteLog, n: int) -> None:
+    """Until `n` appends wait in `log`'s queue (a loaded machine may take its time)."""
+    coalescer = log._coalescer
+    assert coalescer is not None
+    deadline = time.monotonic() + WAIT_S
+    while len(coalescer._queue) < n:
+        assert time.monotonic() < deadline, "the appends never queued"
+        time.sleep(0.01)
+
+
 def _queued_behind_two_flights(
-    log: eventlog.RemoteLog, service: _Silent, first: Callable[[], Any]
+    log: eventlog.RemoteLog,
+    service: _Silent,
+    first: Callable[[], Any],
+    *,
+    ahead: int = 1,
+    before_drop: threading.Event | None = None,
 ) -> tuple[list[Any], list[threading.Thread]]:
-    """Two threads' appends in flight (held by `service`), `first` called in this thread to
-    queue behind them, then two more threads' appends: their outcomes, and their threads."""
+    """Two threads' appends in flight (held by `service`), `first` called in this thread
+    (queueing `ahead` appends behind them), then two more threads' appends; then the first
+    flight is cut (after `before_drop`, if given): their outcomes, and their threads."""
     outcomes: list[Any] = [None] * 4
 
     def agent(n: int) -> None:
@@ -466,10 +482,12 @@ def _queued_behind_two_flights(
     service.wait(2)
 
     def later() -> None:
-        time.sleep(0.3)  # `first` has queued its append behind the two flights
+        _wait_queued(log, ahead)  # `first` has queued behind the two flights
         for thread in threads[2:]:
             thread.start()
-        time.sleep(0.3)  # and so have theirs: the flight `drop` frees takes all three
+        _wait_queued(log, ahead + 2)  # and so have theirs: the flight freed takes them all
+        if before_drop is not None:
+            assert before_drop.wait(WAIT_S)
         service.drop(0)
 
     threading.Thread(target=later, daemon=True).start()
@@ -480,6 +498,9 @@ def _queued_behind_two_flights(
 def _interrupt_a_leader() -> None:
     """The main thread carries a request with two other threads' appends and is interrupted
     (SIGINT) while it waits for the answer; prints what each of them got."""
+    # A job started in the background by a shell has SIGINT ignored, and Python then installs
+    # no handler for it: install Python's, or the signal is lost and the request times out.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     service = _Silent()
     log = eventlog.connect(service.url)
 
@@ -524,11 +545,14 @@ def test_appends_queued_when_the_sync_client_closes_fail_as_closed() -> None:
     service = _Silent()
     log = eventlog.connect(service.url)
 
-    def close() -> None:
-        time.sleep(0.4)  # two appends queued; the flight `drop` frees takes them after this
-        log.close()
+    closed = threading.Event()
 
-    outcomes, threads = _queued_behind_two_flights(log, service, close)
+    def close() -> None:
+        _wait_queued(log, 2)  # two appends queued; the flight `drop` frees comes after this
+        log.close()
+        closed.set()
+
+    outcomes, threads = _queued_behind_two_flights(log, service, close, ahead=0, before_drop=closed)
     for thread in threads[2:]:
         thread.join(WAIT_S)
     service.close()
