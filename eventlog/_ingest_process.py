@@ -224,10 +224,7 @@ def _ingester(store: Store) -> Ingester:
 
 def _receive(store: Store, body: Body) -> Outcome:
     try:
-        items: list[Span | Malformed] | list[LogRecord | Malformed]
-        items = (_decode_logs if body.logs else _decode)(
-            body.data, body.encoding, body.kind, body.limit
-        )
+        items = _decode(body)
     except ApiError as exc:  # returned, not raised: an exception pickles by its message alone
         return Outcome(0, [], -1, refused=(exc.status, exc.code, exc.message))
     rejected = [i for i in items if isinstance(i, Malformed)]
@@ -265,32 +262,17 @@ def _close() -> None:
             _OPEN.popitem()[1][0].close()
 
 
-def _decode(body: bytes, encoding: str, kind: str, limit: int) -> list[Span | Malformed]:
-    """The body's spans, each decoded on its own; a body that is no export request is 400."""
-    data = _inflate(body, encoding, limit)
-    if kind == JSON:
-        items = list(decode_json_line(data, _WHERE))
+def _decode(body: Body) -> list[Span | LogRecord | Malformed]:
+    """The body's spans or log records, each decoded on its own; a body that is no export
+    request is 400."""
+    data = _inflate(body.data, body.encoding, body.limit)
+    items: list[Span | LogRecord | Malformed]
+    if body.kind == JSON:
+        items = list((decode_logs_json_line if body.logs else decode_json_line)(data, _WHERE))
     else:
+        protobuf = decode_logs_protobuf if body.logs else decode_protobuf
         try:
-            items = list(decode_protobuf(data, _WHERE, stream=False))
-        except ImportError:
-            raise ApiError(
-                415, "unsupported_media_type", f"{PROTOBUF} needs the otel extra; send {JSON}"
-            ) from None
-    if len(items) == 1 and isinstance(items[0], Malformed) and items[0].where == _WHERE:
-        raise ApiError(400, "bad_request", items[0].reason)
-    return items
-
-
-def _decode_logs(body: bytes, encoding: str, kind: str, limit: int) -> list[LogRecord | Malformed]:
-    """The body's log records, each decoded on its own; a body that is no export request
-    is 400."""
-    data = _inflate(body, encoding, limit)
-    if kind == JSON:
-        items = list(decode_logs_json_line(data, _WHERE))
-    else:
-        try:
-            items = list(decode_logs_protobuf(data, _WHERE, stream=False))
+            items = list(protobuf(data, _WHERE, stream=False))
         except ImportError:
             raise ApiError(
                 415, "unsupported_media_type", f"{PROTOBUF} needs the otel extra; send {JSON}"
