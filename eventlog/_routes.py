@@ -26,7 +26,6 @@ from starlette.routing import Route
 from . import _commands as c
 from . import events as ev
 from ._http import ApiError, ServedLog, Service, error_body, read_body, refusal, service_of
-from ._limits import MAX_DEPTH
 from ._reader import Record
 from ._store import Appended
 from ._time import to_ns
@@ -143,14 +142,8 @@ def _batch(body: bytes, limit: int) -> list[msgspec.Raw]:
         body.decode()
     except UnicodeDecodeError as exc:
         raise InvalidEvent(f"the body is not UTF-8 (byte {exc.start})") from None
-    try:
-        parts = _BATCH.decode(body).appends
-    except msgspec.DecodeError as exc:
-        raise InvalidEvent(f'not a batch: {{"appends": [request, ...]}} ({exc})') from None
-    except RecursionError:
-        raise InvalidEvent(
-            f"nested too deeply to parse (the limit is {MAX_DEPTH} levels)"
-        ) from None
+    batch: _Batch = decode_json(body, _BATCH, 'a batch: {"appends": [request, ...]}')
+    parts = batch.appends
     if not parts:
         raise InvalidEvent("the batch holds no appends")
     if len(parts) > limit:

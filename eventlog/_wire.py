@@ -74,12 +74,18 @@ _JSON = msgspec.json.Encoder()
 _TYPES = ev.event_types()  # built once: every request looks its events' types up here
 
 
-def decode_json(data: bytes | str) -> Any:
-    """JSON, or `InvalidEvent` saying why not (including nesting too deep to parse)."""
+_ANY = msgspec.json.Decoder()
+
+
+def decode_json(
+    data: bytes | str, decoder: msgspec.json.Decoder[Any] = _ANY, what: str = "JSON"
+) -> Any:
+    """JSON (of the type `decoder` reads), or `InvalidEvent` saying why not, `what` naming
+    what was expected (including nesting too deep to parse)."""
     try:
-        return msgspec.json.decode(data)
+        return decoder.decode(data)
     except msgspec.DecodeError as exc:
-        raise InvalidEvent(f"not JSON ({exc})") from None
+        raise InvalidEvent(f"not {what} ({exc})") from None
     except RecursionError:
         raise InvalidEvent(
             f"nested too deeply to parse (the limit is {MAX_DEPTH} levels)"
