@@ -35,6 +35,11 @@ its reserve when it closes and before it seals the segment, so sealed segments n
 The MessagePack body is an array of requests, each ``[events, idempotency_key]``: one
 request is what one caller appended at once; a frame carries one group commit. The CRC
 covers everything but the magic, length and itself, so a torn or flipped frame never passes.
+
+A bulk request's events may be encoded once, in their caller's thread, before the lock
+sets their ``ts`` and fills responses' ``session_id`` (`encode_marked`): those values are
+encoded as marks of the width the real ones take, which `Marked.stored` overwrites. The
+bytes are then those an encoding of the stored events would give, byte for byte.
 """
 
 from __future__ import annotations
@@ -43,6 +48,7 @@ import functools
 import struct
 import threading
 import time
+import uuid
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, NamedTuple
 
@@ -50,7 +56,7 @@ import google_crc32c
 import msgspec
 import zstandard
 
-from .events import Event, upcast
+from .events import Event, EventBase, upcast
 
 __all__ = [
     "CODEC_RAW",
@@ -62,11 +68,13 @@ __all__ = [
     "SEGMENT_HEADER",
     "FrameError",
     "FrameHeader",
+    "Marked",
     "Request",
     "check_frame",
     "decode_body",
     "encode_body",
     "encode_frame",
+    "encode_marked",
     "encode_segment_header",
     "parse_frame_header",
     "parse_segment_header",
@@ -103,6 +111,13 @@ class Request(msgspec.Struct, array_like=True, gc=False):
     """One caller's append: its events, stored contiguously, and its idempotency key."""
 
     events: list[Event]
+    key: str | None = None
+
+
+class _Encoded(msgspec.Struct, array_like=True, gc=False):
+    """A `Request` whose events are MessagePack already (`Marked.stored`): the same bytes."""
+
+    events: msgspec.Raw
     key: str | None = None
 
 
@@ -154,8 +169,91 @@ _BODY_DECODER = msgspec.msgpack.Decoder(list[Request])
 _RAW_DECODER = msgspec.msgpack.Decoder()
 
 
-def encode_body(requests: list[Request]) -> bytes:
-    return ENCODER.encode(requests)
+def encode_body(requests: list[Request], encoded: dict[int, bytes] | None = None) -> bytes:
+    """The body of a frame of `requests`; `encoded` holds the events of some of them (by
+    index) as their MessagePack array already, which goes in as it is."""
+    if not encoded:
+        return ENCODER.encode(requests)
+    body = [
+        _Encoded(msgspec.Raw(encoded[i]), r.key) if i in encoded else r
+        for i, r in enumerate(requests)
+    ]
+    return ENCODER.encode(body)
+
+
+# The marks `encode_marked` writes where the log sets values under its lock. Each is the
+# value's key and a value of its final width (``ts``: a uint64, as any clock reading since
+# 1970 + 4 s; a session: 16 bytes of bin), and neither can begin inside another occurrence
+# of itself (its first byte is nowhere else in it), so a count of them is exact.
+_TS_MARK_VALUE = 0x7E7E_7E7E_7E7E_7E7E
+_TS_KEY = b"\xa2ts\xcf"
+_TS_MARK = _TS_KEY + _TS_MARK_VALUE.to_bytes(8, "big")
+_SESSION_MARK_ID = uuid.UUID(bytes=b"~" * 16)
+_SESSION_KEY = b"\xaasession_id\xc4\x10"
+_SESSION_MARK = _SESSION_KEY + _SESSION_MARK_ID.bytes
+_TS_STORED = range(1 << 32, 1 << 63)  # the ts values stored at the mark's width
+_FILLED = frozenset(  # event types with a session_id the log may fill in
+    t
+    for t in Event.__args__
+    if any(f.name == "session_id" and f.default is None for f in msgspec.structs.fields(t))
+)
+
+
+class Marked(NamedTuple):
+    """A request's events encoded once, with marks where the log sets values (`stored`)."""
+
+    raw: bytes  # the events' MessagePack array, every ts and filled session a mark
+    size: int  # the length of the events' encoding as the caller gave them
+    sessions: tuple[int, ...]  # the events whose session_id is a mark
+
+    def stored(self, events: list[EventBase]) -> bytes | None:
+        """`raw` with the marks overwritten by the values `events` got under the lock: the
+        events' encoding. Every event must have the one ts the lock gave the request; None
+        if a value has no mark's width, or a mark turns up where the count did not see it."""
+        now = events[0].ts
+        if now not in _TS_STORED:
+            return None
+        raw = self.raw.replace(_TS_MARK, _TS_KEY + now.to_bytes(8, "big"))
+        if not self.sessions:
+            return raw
+        ids = [getattr(events[i], "session_id", None) for i in self.sessions]
+        pieces = raw.split(_SESSION_MARK)
+        if len(pieces) != len(ids) + 1 or not all(isinstance(s, uuid.UUID) for s in ids):
+            return None
+        joined = [_SESSION_KEY] * (2 * len(pieces) - 1)
+        joined[::2] = pieces
+        joined[1::2] = [_SESSION_KEY + s.bytes for s in ids]
+        return b"".join(joined)
+
+
+def encode_marked(events: list[EventBase]) -> Marked | None:
+    """Encode events the caller owns (copies) with a mark for each ts and each session the
+    log may fill in, leaving the events as they were; None if a ts has another width or the
+    marks are not exactly where they were put (an id or value holding a mark's bytes).
+    Raises what the encoder raises."""
+    saved = [e.ts for e in events]
+    if not all(ts == 0 or ts in _TS_STORED for ts in saved):
+        return None
+    filled = tuple(
+        i
+        for i, e in enumerate(events)
+        if type(e) in _FILLED and e.session_id is None  # type: ignore[attr-defined]
+    )
+    for e in events:
+        e.ts = _TS_MARK_VALUE
+    for i in filled:
+        events[i].session_id = _SESSION_MARK_ID  # type: ignore[attr-defined]
+    try:
+        raw = ENCODER.encode(events)
+    finally:
+        for e, ts in zip(events, saved, strict=True):
+            e.ts = ts
+        for i in filled:
+            events[i].session_id = None  # type: ignore[attr-defined]
+    if raw.count(_TS_MARK) != len(events) or raw.count(_SESSION_MARK) != len(filled):
+        return None
+    size = len(raw) - len(_TS_MARK) * saved.count(0) - len(_SESSION_MARK) * len(filled)
+    return Marked(raw, size, filled)
 
 
 def decode_body(raw: bytes) -> list[Request]:
