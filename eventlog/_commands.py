@@ -183,17 +183,20 @@ def _prepare_prompts(events: list[ev.PromptAdded], opts: AppendOptions) -> Pendi
     """`prepare` for prompts this module built from a session id and a text alone: when
     every one is exactly a `uuid.UUID` and a `str` and no option sets a field, their types
     are the schema's, so the events are encoded once (for the request's size, and to refuse
-    a string that is not valid UTF-8) and not decoded again. Otherwise, `prepare`."""
+    a string that is not valid UTF-8) and not decoded again; a bulk request's encoding,
+    with marks, is what its frame stores (`encode_marked`). Otherwise, `prepare`."""
     plain = _PLAIN_OPTIONS.issuperset(opts) and all(
         type(e.session_id) is uuid.UUID and type(e.content) is str for e in events
     )
     if not plain or not events:
         return prepare(events, opts)
+    built = cast(list[ev.EventBase], events)
     try:
-        size = len(ENCODER.encode(events))
+        marked = encode_marked(built) if len(built) >= BULK_FROM else None
+        size = len(ENCODER.encode(built)) if marked is None else marked.size
     except ValueError:  # a lone surrogate: `prepare` names the field
         return prepare(events, opts)
-    return _request(cast(list[ev.EventBase], events), opts, size)
+    return _request(built, opts, size, marked)
 
 
 def _round_trip(batch: list[ev.EventBase]) -> tuple[bytes, list[ev.EventBase]]:
