@@ -88,65 +88,73 @@ _PLAIN_TYPES = frozenset({ev.SessionCreated, ev.PromptAdded, ev.ResponseAdded})
 def _copies(batch: list[ev.EventBase]) -> list[ev.EventBase] | None:
     """Copies of a request's events, made without the round trip, if every one is a new
     session, a prompt without template or parent, or a response (what bulk loads append),
-    every field holding exactly the type the schema names, and every dict and list empty:
-    then the round trip would decode the same values, and the encoding of the copies is
-    the one it would store (`_format.encode_marked`). None for anything else: the round
-    trip decides, and names what it refuses. Each check is of the copy, not of the caller's
-    event, and the copy gets dicts and lists of its own: another thread changing the
-    caller's events changes nothing checked. (Ids, strs, ints, floats and `TokenUsage` are
-    immutable.)"""
+    every field of a fixed type holding exactly that type: then the round trip would decode
+    the same values, and the encoding of the copies is the one it would store
+    (`_format.encode_marked`). Dicts, lists and prompt metadata that are not empty make the
+    round trip alone (`_own`). None for anything else: the round trip decides, and names
+    what it refuses. Each check is of the copy, not of the caller's event, and every dict
+    and list of a copy is its own: another thread changing the caller's events changes
+    nothing checked. (Ids, strs, ints, floats and `TokenUsage` are immutable.)"""
     copies: list[ev.EventBase] = []
-    for event in batch:
-        kind = type(event)
-        if kind not in _PLAIN_TYPES:
-            return None
-        c: Any = msgspec.structs.replace(event)
-        if not (
-            type(c.id) is _ID
-            and type(c.ts) is int
-            and (c.occurred_at is None or type(c.occurred_at) is int)
-            and (c.actor is None or type(c.actor) is str)
-            and (c.erased_at is None or type(c.erased_at) is int)
-        ):
-            return None
-        if kind is ev.PromptAdded:
+    try:
+        for event in batch:
+            kind = type(event)
+            if kind not in _PLAIN_TYPES:
+                return None
+            c: Any = msgspec.structs.replace(event)
             if not (
-                type(c.session_id) is _ID
-                and type(c.content) is str
-                and c.template_id is None
-                and c.template_version is None
-                and c.parent_prompt_id is None
-                and c.metadata is None
-                and type(c.variables) is dict
-                and not c.variables
+                type(c.id) is _ID
+                and type(c.ts) is int
+                and (c.occurred_at is None or type(c.occurred_at) is int)
+                and (c.actor is None or type(c.actor) is str)
+                and (c.erased_at is None or type(c.erased_at) is int)
             ):
                 return None
-            c.variables = {}
-        elif kind is ev.ResponseAdded:
-            usage = c.usage
-            if not (
-                type(c.prompt_id) is _ID
-                and (c.session_id is None or type(c.session_id) is _ID)
-                and type(c.content) is str
-                and type(usage) is ev.TokenUsage
-                and type(usage.prompt_tokens) is int
-                and type(usage.completion_tokens) is int
-                and (c.finish_reason is None or type(c.finish_reason) is str)
-                and (c.latency_ms is None or type(c.latency_ms) is float)
-                and (c.model is None or type(c.model) is str)
-                and type(c.metadata) is dict
-                and not c.metadata
-            ):
-                return None
-            c.metadata = {}
-        else:
-            if not (
-                type(c.metadata) is dict and not c.metadata and type(c.tags) is list and not c.tags
-            ):
-                return None
-            c.metadata, c.tags = {}, []
-        copies.append(c)
+            if kind is ev.PromptAdded:
+                if not (
+                    type(c.session_id) is _ID
+                    and type(c.content) is str
+                    and c.template_id is None
+                    and c.template_version is None
+                    and c.parent_prompt_id is None
+                ):
+                    return None
+                c.variables = _own(c.variables, _JSON_DICT)
+                if c.metadata is not None:
+                    c.metadata = _METADATA.decode(ENCODER.encode(c.metadata))
+            elif kind is ev.ResponseAdded:
+                usage = c.usage
+                if not (
+                    type(c.prompt_id) is _ID
+                    and (c.session_id is None or type(c.session_id) is _ID)
+                    and type(c.content) is str
+                    and type(usage) is ev.TokenUsage
+                    and type(usage.prompt_tokens) is int
+                    and type(usage.completion_tokens) is int
+                    and (c.finish_reason is None or type(c.finish_reason) is str)
+                    and (c.latency_ms is None or type(c.latency_ms) is float)
+                    and (c.model is None or type(c.model) is str)
+                ):
+                    return None
+                c.metadata = _own(c.metadata, _JSON_DICT)
+            else:
+                c.metadata, c.tags = _own(c.metadata, _JSON_DICT), _own(c.tags, _TAGS)
+            copies.append(c)
+    except (msgspec.MsgspecError, TypeError, ValueError, OverflowError, RecursionError):
+        return None  # a value the round trip refuses: it names it
     return copies
+
+
+_JSON_DICT = msgspec.msgpack.Decoder(dict[str, Any])
+_TAGS = msgspec.msgpack.Decoder(list[str])
+_METADATA = msgspec.msgpack.Decoder(ev.PromptMetadata)
+
+
+def _own(value: Any, decoder: msgspec.msgpack.Decoder[Any]) -> Any:
+    """A copy of a dict or list field as the round trip makes it (an empty one at once)."""
+    if not value and type(value) in (dict, list):
+        return type(value)()
+    return decoder.decode(ENCODER.encode(value))
 
 
 def _encode_marked(copies: list[ev.EventBase]) -> Marked | None:

@@ -203,7 +203,9 @@ class Marked(NamedTuple):
     """A request's events encoded once, with marks where the log sets values (`stored`)."""
 
     raw: bytes  # the events' MessagePack array, every ts and filled session a mark
-    size: int  # the length of the events' encoding as the caller gave them
+    # the length of the events' encoding without what the log sets: the caller's, but for a
+    # value a field's own round trip converts (an int in a float of prompt metadata)
+    size: int
     sessions: tuple[int, ...]  # the events whose session_id is a mark
 
     def stored(self, events: list[EventBase]) -> bytes | None:

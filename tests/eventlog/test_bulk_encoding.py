@@ -41,8 +41,10 @@ def conversation(
 ) -> list[ev.EventBase]:
     """A new session, then prompts and responses as callers build them, in it and in
     `session`: some with a ts and a session, most without, some text not ASCII, some
-    optional fields set."""
-    out: list[ev.EventBase] = [ev.SessionCreated(id=new_session or uuid.uuid4())]
+    optional fields, metadata and tags set."""
+    out: list[ev.EventBase] = [
+        ev.SessionCreated(id=new_session or uuid.uuid4(), metadata={"source": "x"}, tags=["t"])
+    ]
     for i in range(turns):
         prompt = ev.PromptAdded(
             id=uuid.uuid4(),
@@ -50,6 +52,8 @@ def conversation(
             content=f"question {i} ünïcode ✓",
             ts=NOW if i % 3 == 0 else 0,
             actor="agent" if i % 4 == 0 else None,
+            variables={"n": i} if i % 4 == 1 else {},
+            metadata=ev.PromptMetadata(model="m", temperature=0.5) if i % 3 == 1 else None,
         )
         response = ev.ResponseAdded(
             id=uuid.uuid4(),
@@ -58,6 +62,7 @@ def conversation(
             usage=ev.TokenUsage(i, 2 * i),
             latency_ms=1.5 if i % 2 else None,
             model="m" if i % 3 else None,
+            metadata={"k": [1, 2.5, None]} if i % 4 == 2 else {},
             session_id=prompt.session_id if i % 5 == 0 else None,
         )
         out += [prompt, response]
@@ -113,10 +118,14 @@ def test_the_callers_events_stay_as_given(log: eventlog.EventLog) -> None:
     assert request.marked is not None
     batch[1].variables["late"] = 1  # type: ignore[attr-defined]
     batch[2].metadata["late"] = 1  # type: ignore[attr-defined]
+    batch[0].metadata["late"] = 1  # type: ignore[attr-defined]
+    batch[0].tags.append("late")  # type: ignore[attr-defined]
     (result,) = log._store.commit([request])
     assert isinstance(result, eventlog.Appended)
     assert result.events[1].variables == {}  # type: ignore[attr-defined]
     assert result.events[2].metadata == {}  # type: ignore[attr-defined]
+    assert result.events[0].metadata == {"source": "x"}  # type: ignore[attr-defined]
+    assert result.events[0].tags == ["t"]  # type: ignore[attr-defined]
     assert [e for _, e in log.read(1)] == result.events
     assert [e.ts for e in batch] == times
     assert [getattr(e, "session_id", None) for e in batch] == sessions
@@ -127,7 +136,8 @@ def test_a_value_the_round_trip_converts_is_stored_as_it_converts(
     log: eventlog.EventLog, store: Path, encoded: list[bytes | None]
 ) -> None:
     """An id given as text and an int for a float are what the round trip turns into a
-    UUID and a float: such a request takes it, and stores what it always stored."""
+    UUID and a float: such a request takes it, and stores what it always stored. An int in
+    prompt metadata is converted by that field's own round trip."""
     session = log.create_session().id
     batch = conversation(session)
     text: Any = str(session)
@@ -137,8 +147,13 @@ def test_a_value_the_round_trip_converts_is_stored_as_it_converts(
     appended = log.append(batch)
     assert encoded == []
     assert appended.events[1].session_id == session  # type: ignore[attr-defined]
-    assert appended.events[2].latency_ms == 3.0  # type: ignore[attr-defined]
     assert type(appended.events[2].latency_ms) is float  # type: ignore[attr-defined]
+    assert frame_bodies(store)[-1] == _format.ENCODER.encode([_format.Request(appended.events)])
+    batch = conversation(session)
+    batch[1].metadata = ev.PromptMetadata(temperature=1)  # type: ignore[attr-defined, arg-type]
+    appended = log.append(batch)
+    assert encoded != [] and None not in encoded
+    assert type(appended.events[1].metadata.temperature) is float  # type: ignore[attr-defined]
     assert frame_bodies(store)[-1] == _format.ENCODER.encode([_format.Request(appended.events)])
 
 
