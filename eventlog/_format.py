@@ -38,8 +38,9 @@ covers everything but the magic, length and itself, so a torn or flipped frame n
 
 A bulk request's events may be encoded once, in their caller's thread, before the lock
 sets their ``ts`` and fills responses' ``session_id`` (`encode_marked`): those values are
-encoded as marks of the width the real ones take, which `Marked.stored` overwrites. The
-bytes are then those an encoding of the stored events would give, byte for byte.
+encoded as marks of the width the real ones take, at places noted then, which
+`Marked.stored` overwrites. The bytes are then those an encoding of the stored events would
+give, byte for byte.
 """
 
 from __future__ import annotations
@@ -169,7 +170,9 @@ _BODY_DECODER = msgspec.msgpack.Decoder(list[Request])
 _RAW_DECODER = msgspec.msgpack.Decoder()
 
 
-def encode_body(requests: list[Request], encoded: dict[int, bytes] | None = None) -> bytes:
+def encode_body(
+    requests: list[Request], encoded: dict[int, bytes | bytearray] | None = None
+) -> bytes:
     """The body of a frame of `requests`; `encoded` holds the events of some of them (by
     index) as their MessagePack array already, which goes in as it is."""
     if not encoded:
@@ -181,81 +184,117 @@ def encode_body(requests: list[Request], encoded: dict[int, bytes] | None = None
     return ENCODER.encode(body)
 
 
-# The marks `encode_marked` writes where the log sets values under its lock. Each is the
-# value's key and a value of its final width (``ts``: a uint64, as any clock reading since
-# 1970 + 4 s; a session: 16 bytes of bin), and neither can begin inside another occurrence
-# of itself (its first byte is nowhere else in it), so a count of them is exact.
+# The marks `encode_marked` writes where the log sets values under its lock: each a value
+# of the width the final one takes (``ts``: a uint64, as any clock reading since 1970 + 4 s;
+# a session: 16 bytes of bin), found by position and checked to be there, never searched for.
 _TS_MARK_VALUE = 0x7E7E_7E7E_7E7E_7E7E
-_TS_KEY = b"\xa2ts\xcf"
-_TS_MARK = _TS_KEY + _TS_MARK_VALUE.to_bytes(8, "big")
+_TS_MARK = b"\xa2ts\xcf" + _TS_MARK_VALUE.to_bytes(8, "big")  # the key, then the value
 _SESSION_MARK_ID = uuid.UUID(bytes=b"~" * 16)
-_SESSION_KEY = b"\xaasession_id\xc4\x10"
-_SESSION_MARK = _SESSION_KEY + _SESSION_MARK_ID.bytes
+_SESSION_MARK = b"\xaasession_id\xc4\x10" + _SESSION_MARK_ID.bytes
 _TS_STORED = range(1 << 32, 1 << 63)  # the ts values stored at the mark's width
-_FILLED = frozenset(  # event types with a session_id the log may fill in
-    t
+
+
+def _session_before_ts(t: type[EventBase]) -> bool:
+    """Whether `session_id` is encoded just before `ts` (msgspec writes an event's own
+    fields with defaults, then its base's: ``ts``, ``occurred_at``, ``actor``, ``erased_at``)."""
+    names = t.__struct_fields__
+    return names[names.index("ts") - 1] == "session_id"
+
+
+_FILLED = {  # event types with a session_id the log may fill in: is it just before ts?
+    t: _session_before_ts(t)
     for t in Event.__args__
     if any(f.name == "session_id" and f.default is None for f in msgspec.structs.fields(t))
-)
+}
+
+
+class _Tail(msgspec.Struct, omit_defaults=True, gc=False):
+    """The fields encoded after ``ts``, to measure them (the same keys, order and values)."""
+
+    occurred_at: int | None = None
+    actor: str | None = None
+    erased_at: int | None = None
 
 
 class Marked(NamedTuple):
     """A request's events encoded once, with marks where the log sets values (`stored`)."""
 
-    raw: bytes  # the events' MessagePack array, every ts and filled session a mark
+    raw: bytearray  # the events' MessagePack array, every ts and filled session a mark
     # the length of the events' encoding without what the log sets: the caller's, but for a
     # value a field's own round trip converts (an int in a float of prompt metadata)
     size: int
-    sessions: tuple[int, ...]  # the events whose session_id is a mark
+    ts_at: list[int]  # where each event's ts value starts in `raw`
+    sessions: list[tuple[int, int]]  # (event, where its session_id's 16 bytes start)
 
-    def stored(self, events: list[EventBase]) -> bytes | None:
-        """`raw` with the marks overwritten by the values `events` got under the lock: the
-        events' encoding. Every event must have the one ts the lock gave the request; None
-        if a value has no mark's width, or a mark turns up where the count did not see it."""
+    def stored(self, events: list[EventBase]) -> bytearray | None:
+        """`raw`, its marks overwritten (in place) by the values `events` got under the lock:
+        the events' encoding. Every event must have the one ts the lock gave the request;
+        None if it has not the mark's width, or if a session was not filled in."""
         now = events[0].ts
         if now not in _TS_STORED:
             return None
-        raw = self.raw.replace(_TS_MARK, _TS_KEY + now.to_bytes(8, "big"))
-        if not self.sessions:
-            return raw
-        ids = [getattr(events[i], "session_id", None) for i in self.sessions]
-        pieces = raw.split(_SESSION_MARK)
-        if len(pieces) != len(ids) + 1 or not all(isinstance(s, uuid.UUID) for s in ids):
-            return None
-        joined = [_SESSION_KEY] * (2 * len(pieces) - 1)
-        joined[::2] = pieces
-        joined[1::2] = [_SESSION_KEY + s.bytes for s in ids]
-        return b"".join(joined)
+        raw, value = self.raw, now.to_bytes(8, "big")
+        for at in self.ts_at:
+            raw[at : at + 8] = value
+        for i, at in self.sessions:
+            session = getattr(events[i], "session_id", None)
+            if type(session) is not uuid.UUID:
+                return None
+            raw[at : at + 16] = session.bytes
+        return raw
+
+
+def _array_header(n: int) -> bytes:
+    """MessagePack's header of an array of `n` items, the shortest, as msgspec writes it."""
+    if n < 16:
+        return bytes([0x90 | n])
+    if n < 1 << 16:
+        return b"\xdc" + n.to_bytes(2, "big")
+    return b"\xdd" + n.to_bytes(4, "big")
 
 
 def encode_marked(events: list[EventBase]) -> Marked | None:
-    """Encode events the caller owns (copies) with a mark for each ts and each session the
-    log may fill in, leaving the events as they were; None if a ts has another width or the
-    marks are not exactly where they were put (an id or value holding a mark's bytes).
-    Raises what the encoder raises."""
+    """Encode events the caller owns (copies) one by one into one array, with a mark for
+    each ts and each session the log may fill in, noting where each mark is (from the end
+    of each event: ``ts`` is followed only by the three fields `_Tail` measures); the
+    events are left as they were. None if a ts has another width, or a mark is not where
+    the event's layout puts it. Raises what the encoder raises."""
     saved = [e.ts for e in events]
     if not all(ts == 0 or ts in _TS_STORED for ts in saved):
         return None
-    filled = tuple(
-        i
-        for i, e in enumerate(events)
-        if type(e) in _FILLED and e.session_id is None  # type: ignore[attr-defined]
-    )
-    for e in events:
-        e.ts = _TS_MARK_VALUE
-    for i in filled:
-        events[i].session_id = _SESSION_MARK_ID  # type: ignore[attr-defined]
+    raw = bytearray(_array_header(len(events)))
+    ts_at: list[int] = []
+    sessions: list[tuple[int, int]] = []
+    encode_into = ENCODER.encode_into
     try:
-        raw = ENCODER.encode(events)
+        for i, e in enumerate(events):
+            e.ts = _TS_MARK_VALUE
+            before = _FILLED.get(type(e))
+            fill = before is not None and e.session_id is None  # type: ignore[attr-defined]
+            if fill:
+                if not before:  # no known place for it
+                    return None
+                e.session_id = _SESSION_MARK_ID  # type: ignore[attr-defined]
+                sessions.append((i, 0))
+            encode_into(e, raw, -1)
+            at = len(raw) - len(_TS_MARK)
+            if e.occurred_at is not None or e.actor is not None or e.erased_at is not None:
+                at -= len(ENCODER.encode(_Tail(e.occurred_at, e.actor, e.erased_at))) - 1
+            if not raw.startswith(_TS_MARK, at):
+                return None
+            ts_at.append(at + 4)
+            if fill:
+                at -= len(_SESSION_MARK)
+                if not raw.startswith(_SESSION_MARK, at):
+                    return None
+                sessions[-1] = (i, at + len(_SESSION_MARK) - 16)
     finally:
         for e, ts in zip(events, saved, strict=True):
             e.ts = ts
-        for i in filled:
+        for i, _ in sessions:
             events[i].session_id = None  # type: ignore[attr-defined]
-    if raw.count(_TS_MARK) != len(events) or raw.count(_SESSION_MARK) != len(filled):
-        return None
-    size = len(raw) - len(_TS_MARK) * saved.count(0) - len(_SESSION_MARK) * len(filled)
-    return Marked(raw, size, filled)
+    size = len(raw) - len(_TS_MARK) * saved.count(0) - len(_SESSION_MARK) * len(sessions)
+    return Marked(raw, size, ts_at, sessions)
 
 
 def decode_body(raw: bytes) -> list[Request]:

@@ -1045,7 +1045,11 @@ class Store:
             raise AppendConflict(f"session {session}", request.expect_session_lsn, actual)
 
     def _write_frame(
-        self, active: _Active, accepted: list[Request], next_lsn: int, encoded: dict[int, bytes]
+        self,
+        active: _Active,
+        accepted: list[Request],
+        next_lsn: int,
+        encoded: dict[int, bytes | bytearray],
     ) -> None:
         count = next_lsn - active.next_lsn
         body = encode_body(accepted, encoded)
@@ -1208,7 +1212,7 @@ class _Group:
     last_ts: int
     next_lsn: int
     accepted: list[Request] = field(default_factory=list)
-    encoded: dict[int, bytes] = field(default_factory=dict)  # accepted[i]'s events, encoded
+    encoded: dict[int, bytes | bytearray] = field(default_factory=dict)  # accepted[i]'s events
 
     def keep_encoding(self, request: PendingRequest) -> None:
         """Keep the encoding of the request just accepted, if it came encoded (a bulk

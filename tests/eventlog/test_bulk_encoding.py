@@ -64,6 +64,8 @@ def conversation(
             model="m" if i % 3 else None,
             metadata={"k": [1, 2.5, None]} if i % 4 == 2 else {},
             session_id=prompt.session_id if i % 5 == 0 else None,
+            occurred_at=NOW - i if i % 3 == 2 else None,
+            actor="ä" * i if i % 4 == 3 else None,
         )
         out += [prompt, response]
     return out
@@ -88,7 +90,7 @@ def test_a_bulk_request_is_stored_as_its_events_encode(
 ) -> None:
     session = log.create_session().id
     first = log.append(conversation(session), idempotency_key="k")
-    second = log.append(conversation(session, turns=8))
+    second = log.append(conversation(session, turns=8), actor="importer", occurred_at=NOW)
     assert len(encoded) == 2 and None not in encoded
     bodies = frame_bodies(store)
     assert bodies[-2] == _format.ENCODER.encode([_format.Request(first.events, "k")])
@@ -160,15 +162,17 @@ def test_a_value_the_round_trip_converts_is_stored_as_it_converts(
 def test_an_id_holding_a_mark_is_stored_as_given(
     log: eventlog.EventLog, store: Path, encoded: list[bytes | None]
 ) -> None:
-    """A mark's bytes inside a caller's value are counted, and the request is encoded the
-    usual way: the value is stored as given, never overwritten."""
+    """Marks are found where the encoding put them, never searched for: a caller's id that
+    holds a mark's bytes is stored as given, never overwritten."""
     session = log.create_session().id
     marked = uuid.UUID(bytes=b"\0" * 4 + _format._TS_MARK)
     batch = conversation(session, new_session=marked)
-    assert _commands.prepare(batch, {}).marked is None
+    batch[2] = ev.ResponseAdded(
+        id=uuid.UUID(bytes=_format._SESSION_MARK[-16:]), prompt_id=batch[1].id, content="a"
+    )  # type: ignore[attr-defined]
     appended = log.append(batch)
-    assert encoded == []
-    assert appended.events[0].id == batch[0].id  # type: ignore[attr-defined]
+    assert len(encoded) == 1 and encoded[0] is not None
+    assert appended.events[0].id == marked  # type: ignore[attr-defined]
     assert frame_bodies(store)[-1] == _format.ENCODER.encode([_format.Request(appended.events)])
     assert [e for _, e in log.read(1)] == appended.events
 
