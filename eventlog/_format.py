@@ -38,14 +38,14 @@ covers everything but the magic, length and itself, so a torn or flipped frame n
 
 A bulk request's events may be encoded once, in their caller's thread, before the lock
 sets their ``ts`` and fills responses' ``session_id`` (`encode_marked`): those values are
-encoded as marks of the width the real ones take, at places noted then, which
-`Marked.stored` overwrites. The bytes are then those an encoding of the stored events would
-give, byte for byte.
+encoded as marks of the width the real ones take, which `Marked.stored` overwrites. The
+bytes are then those an encoding of the stored events would give, byte for byte.
 """
 
 from __future__ import annotations
 
 import functools
+import itertools
 import struct
 import threading
 import time
@@ -186,9 +186,12 @@ def encode_body(
 
 # The marks `encode_marked` writes where the log sets values under its lock: each a value
 # of the width the final one takes (``ts``: a uint64, as any clock reading since 1970 + 4 s;
-# a session: 16 bytes of bin), found by position and checked to be there, never searched for.
+# a session: 16 bytes of bin). The ts mark is its key and value, and cannot begin inside
+# another occurrence of itself (its first byte is nowhere else in it), so a split of the
+# encoding at it finds every occurrence: exactly one an event when no value holds its bytes.
 _TS_MARK_VALUE = 0x7E7E_7E7E_7E7E_7E7E
-_TS_MARK = b"\xa2ts\xcf" + _TS_MARK_VALUE.to_bytes(8, "big")  # the key, then the value
+_TS_KEY = b"\xa2ts\xcf"
+_TS_MARK = _TS_KEY + _TS_MARK_VALUE.to_bytes(8, "big")
 _SESSION_MARK_ID = uuid.UUID(bytes=b"~" * 16)
 _SESSION_MARK = b"\xaasession_id\xc4\x10" + _SESSION_MARK_ID.bytes
 _TS_STORED = range(1 << 32, 1 << 63)  # the ts values stored at the mark's width
@@ -208,93 +211,68 @@ _FILLED = {  # event types with a session_id the log may fill in: is it just bef
 }
 
 
-class _Tail(msgspec.Struct, omit_defaults=True, gc=False):
-    """The fields encoded after ``ts``, to measure them (the same keys, order and values)."""
-
-    occurred_at: int | None = None
-    actor: str | None = None
-    erased_at: int | None = None
-
-
 class Marked(NamedTuple):
     """A request's events encoded once, with marks where the log sets values (`stored`)."""
 
-    raw: bytearray  # the events' MessagePack array, every ts and filled session a mark
+    pieces: list[bytes]  # the events' MessagePack array cut at each ts mark (one an event)
     # the length of the events' encoding without what the log sets: the caller's, but for a
     # value a field's own round trip converts (an int in a float of prompt metadata)
     size: int
-    ts_at: list[int]  # where each event's ts value starts in `raw`
     sessions: list[tuple[int, int]]  # (event, where its session_id's 16 bytes start)
 
     def stored(self, events: list[EventBase]) -> bytearray | None:
-        """`raw`, its marks overwritten (in place) by the values `events` got under the lock:
-        the events' encoding. Every event must have the one ts the lock gave the request;
-        None if it has not the mark's width, or if a session was not filled in."""
+        """The encoding of `events`, with the values they got under the lock in place of the
+        marks. Every event must have the one ts the lock gave the request; None if it has
+        not the mark's width, or if a session was not filled in."""
         now = events[0].ts
         if now not in _TS_STORED:
             return None
-        raw, value = self.raw, now.to_bytes(8, "big")
-        for at in self.ts_at:
-            raw[at : at + 8] = value
+        raw = bytearray(_TS_KEY + now.to_bytes(8, "big")).join(self.pieces)
         for i, at in self.sessions:
             session = getattr(events[i], "session_id", None)
             if type(session) is not uuid.UUID:
                 return None
-            raw[at : at + 16] = session.bytes
+            raw[at : at + 16] = session.int.to_bytes(16, "big")
         return raw
 
 
-def _array_header(n: int) -> bytes:
-    """MessagePack's header of an array of `n` items, the shortest, as msgspec writes it."""
-    if n < 16:
-        return bytes([0x90 | n])
-    if n < 1 << 16:
-        return b"\xdc" + n.to_bytes(2, "big")
-    return b"\xdd" + n.to_bytes(4, "big")
-
-
 def encode_marked(events: list[EventBase]) -> Marked | None:
-    """Encode events the caller owns (copies) one by one into one array, with a mark for
-    each ts and each session the log may fill in, noting where each mark is (from the end
-    of each event: ``ts`` is followed only by the three fields `_Tail` measures); the
-    events are left as they were. None if a ts has another width, or a mark is not where
-    the event's layout puts it. Raises what the encoder raises."""
+    """Encode events the caller owns (copies) with a mark for each ts and each session the
+    log may fill in, and cut the encoding at the ts marks; the events are left as they
+    were. None if a ts has another width, if the marks are not one an event (a value
+    holding a mark's bytes), or if a filled session is not just before its ts mark.
+    Raises what the encoder raises."""
     saved = [e.ts for e in events]
     if not all(ts == 0 or ts in _TS_STORED for ts in saved):
         return None
-    raw = bytearray(_array_header(len(events)))
-    ts_at: list[int] = []
-    sessions: list[tuple[int, int]] = []
-    encode_into = ENCODER.encode_into
+    filled = [
+        i
+        for i, e in enumerate(events)
+        if type(e) in _FILLED and e.session_id is None  # type: ignore[attr-defined]
+    ]
     try:
-        for i, e in enumerate(events):
+        for e in events:
             e.ts = _TS_MARK_VALUE
-            before = _FILLED.get(type(e))
-            fill = before is not None and e.session_id is None  # type: ignore[attr-defined]
-            if fill:
-                if not before:  # no known place for it
-                    return None
-                e.session_id = _SESSION_MARK_ID  # type: ignore[attr-defined]
-                sessions.append((i, 0))
-            encode_into(e, raw, -1)
-            at = len(raw) - len(_TS_MARK)
-            if e.occurred_at is not None or e.actor is not None or e.erased_at is not None:
-                at -= len(ENCODER.encode(_Tail(e.occurred_at, e.actor, e.erased_at))) - 1
-            if not raw.startswith(_TS_MARK, at):
-                return None
-            ts_at.append(at + 4)
-            if fill:
-                at -= len(_SESSION_MARK)
-                if not raw.startswith(_SESSION_MARK, at):
-                    return None
-                sessions[-1] = (i, at + len(_SESSION_MARK) - 16)
+        for i in filled:
+            events[i].session_id = _SESSION_MARK_ID  # type: ignore[attr-defined]
+        raw = ENCODER.encode(events)
     finally:
         for e, ts in zip(events, saved, strict=True):
             e.ts = ts
-        for i, _ in sessions:
+        for i in filled:
             events[i].session_id = None  # type: ignore[attr-defined]
-    size = len(raw) - len(_TS_MARK) * saved.count(0) - len(_SESSION_MARK) * len(sessions)
-    return Marked(raw, size, ts_at, sessions)
+    pieces = raw.split(_TS_MARK)
+    if len(pieces) != len(events) + 1:
+        return None
+    sessions = []
+    if filled:
+        before = list(itertools.accumulate(map(len, pieces)))  # bytes before each mark, less marks
+        for i in filled:
+            if not (_FILLED[type(events[i])] and pieces[i].endswith(_SESSION_MARK)):
+                return None
+            sessions.append((i, before[i] + i * len(_TS_MARK) - 16))
+    size = len(raw) - len(_TS_MARK) * saved.count(0) - len(_SESSION_MARK) * len(filled)
+    return Marked(pieces, size, sessions)
 
 
 def decode_body(raw: bytes) -> list[Request]:

@@ -162,19 +162,25 @@ def test_a_value_the_round_trip_converts_is_stored_as_it_converts(
 def test_an_id_holding_a_mark_is_stored_as_given(
     log: eventlog.EventLog, store: Path, encoded: list[bytes | None]
 ) -> None:
-    """Marks are found where the encoding put them, never searched for: a caller's id that
-    holds a mark's bytes is stored as given, never overwritten."""
+    """A caller's id that holds the ts mark's bytes makes one mark too many: the request
+    is encoded the usual way, and the id stored as given, never overwritten. One that
+    holds the session mark's bytes is not before a ts mark: it is never taken for one."""
     session = log.create_session().id
     marked = uuid.UUID(bytes=b"\0" * 4 + _format._TS_MARK)
     batch = conversation(session, new_session=marked)
+    assert _commands.prepare(batch, {}).marked is None
+    appended = log.append(batch)
+    assert encoded == []
+    assert appended.events[0].id == marked  # type: ignore[attr-defined]
+    assert frame_bodies(store)[-1] == _format.ENCODER.encode([_format.Request(appended.events)])
+    batch = conversation(session)
     batch[2] = ev.ResponseAdded(
         id=uuid.UUID(bytes=_format._SESSION_MARK[-16:]), prompt_id=batch[1].id, content="a"
     )  # type: ignore[attr-defined]
     appended = log.append(batch)
-    assert len(encoded) == 1 and encoded[0] is not None
-    assert appended.events[0].id == marked  # type: ignore[attr-defined]
+    assert encoded != [] and None not in encoded
     assert frame_bodies(store)[-1] == _format.ENCODER.encode([_format.Request(appended.events)])
-    assert [e for _, e in log.read(1)] == appended.events
+    assert [e for _, e in log.read(appended.first_lsn)] == appended.events
 
 
 def test_batches_the_log_builds_are_stored_as_their_events_encode(
