@@ -184,16 +184,17 @@ def encode_body(
     return ENCODER.encode(body)
 
 
-# The marks `encode_marked` writes where the log sets values under its lock: each a value
-# of the width the final one takes (``ts``: a uint64, as any clock reading since 1970 + 4 s;
-# a session: 16 bytes of bin). The ts mark is its key and value, and cannot begin inside
-# another occurrence of itself (its first byte is nowhere else in it), so a split of the
-# encoding at it finds every occurrence: exactly one an event when no value holds its bytes.
-_TS_MARK_VALUE = 0x7E7E_7E7E_7E7E_7E7E
-_TS_KEY = b"\xa2ts\xcf"
-_TS_MARK = _TS_KEY + _TS_MARK_VALUE.to_bytes(8, "big")
+# The marks `encode_marked` writes where the log sets values under its lock, each of the
+# width the final value takes (``ts``: a uint64, as any clock reading since 1970 + 4 s; a
+# session: 16 bytes of bin). The ts mark's value is eight different bytes that valid UTF-8
+# never holds: a split of the encoding at it finds every occurrence (none can begin inside
+# another), exactly one an event unless an id or a number holds those bytes, and scans text
+# fast (a byte of text is never one of them).
+_TS_MARK_VALUE = 0xF8F9_FAFB_FCFD_FEFF
+_TS_MARK = _TS_MARK_VALUE.to_bytes(8, "big")
+_TS_KEY = b"\xa2ts\xcf"  # "ts", then a uint64
 _SESSION_MARK_ID = uuid.UUID(bytes=b"~" * 16)
-_SESSION_MARK = b"\xaasession_id\xc4\x10" + _SESSION_MARK_ID.bytes
+_SESSION_MARK = b"\xaasession_id\xc4\x10" + _SESSION_MARK_ID.bytes + _TS_KEY
 _TS_STORED = range(1 << 32, 1 << 63)  # the ts values stored at the mark's width
 
 
@@ -227,7 +228,7 @@ class Marked(NamedTuple):
         now = events[0].ts
         if now not in _TS_STORED:
             return None
-        raw = bytearray(_TS_KEY + now.to_bytes(8, "big")).join(self.pieces)
+        raw = bytearray(now.to_bytes(8, "big")).join(self.pieces)
         for i, at in self.sessions:
             session = getattr(events[i], "session_id", None)
             if type(session) is not uuid.UUID:
@@ -240,10 +241,10 @@ def encode_marked(events: list[EventBase]) -> Marked | None:
     """Encode events the caller owns (copies) with a mark for each ts and each session the
     log may fill in, and cut the encoding at the ts marks; the events are left as they
     were. None if a ts has another width, if the marks are not one an event (a value
-    holding a mark's bytes), or if a filled session is not just before its ts mark.
+    holding a mark's bytes), or if a filled session is not just before its ts.
     Raises what the encoder raises."""
     saved = [e.ts for e in events]
-    if not all(ts == 0 or ts in _TS_STORED for ts in saved):
+    if saved.count(0) + sum(map(_TS_STORED.__contains__, saved)) != len(saved):
         return None
     filled = [
         i
@@ -270,8 +271,12 @@ def encode_marked(events: list[EventBase]) -> Marked | None:
         for i in filled:
             if not (_FILLED[type(events[i])] and pieces[i].endswith(_SESSION_MARK)):
                 return None
-            sessions.append((i, before[i] + i * len(_TS_MARK) - 16))
-    size = len(raw) - len(_TS_MARK) * saved.count(0) - len(_SESSION_MARK) * len(filled)
+            sessions.append((i, before[i] + i * len(_TS_MARK) - len(_TS_KEY) - 16))
+    size = (
+        len(raw)
+        - (len(_TS_KEY) + 8) * saved.count(0)
+        - (len(_SESSION_MARK) - len(_TS_KEY)) * len(filled)
+    )
     return Marked(pieces, size, sessions)
 
 

@@ -92,7 +92,7 @@ def retyped(event: ev.EventBase, serial: int) -> list[dict[str, Any]]:
     """Changes to `event` that only the round trip decides: a value it converts (an id as
     text, an int for a float, a dict for a struct, a str subclass), one it refuses, a ts of
     another width, an id holding a mark's bytes, a response's session that is the mark."""
-    marked_id = uuid.UUID(bytes=serial.to_bytes(4, "big") + _format._TS_MARK)
+    marked_id = uuid.UUID(bytes=serial.to_bytes(8, "big") + _format._TS_MARK)
     common: list[dict[str, Any]] = [{"ts": 5}, {"actor": 5}, {"occurred_at": True}]
     if isinstance(event, ev.SessionCreated):
         return [*common, {"id": str(event.id)}, {"tags": ["t"]}, {"id": marked_id}]

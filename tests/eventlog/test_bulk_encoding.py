@@ -166,7 +166,7 @@ def test_an_id_holding_a_mark_is_stored_as_given(
     is encoded the usual way, and the id stored as given, never overwritten. One that
     holds the session mark's bytes is not before a ts mark: it is never taken for one."""
     session = log.create_session().id
-    marked = uuid.UUID(bytes=b"\0" * 4 + _format._TS_MARK)
+    marked = uuid.UUID(bytes=b"\0" * 8 + _format._TS_MARK)
     batch = conversation(session, new_session=marked)
     assert _commands.prepare(batch, {}).marked is None
     appended = log.append(batch)
@@ -175,7 +175,7 @@ def test_an_id_holding_a_mark_is_stored_as_given(
     assert frame_bodies(store)[-1] == _format.ENCODER.encode([_format.Request(appended.events)])
     batch = conversation(session)
     batch[2] = ev.ResponseAdded(
-        id=uuid.UUID(bytes=_format._SESSION_MARK[-16:]), prompt_id=batch[1].id, content="a"
+        id=_format._SESSION_MARK_ID, prompt_id=batch[1].id, content="a"
     )  # type: ignore[attr-defined]
     appended = log.append(batch)
     assert encoded != [] and None not in encoded
