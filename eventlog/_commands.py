@@ -17,7 +17,7 @@ from typing import Any, Generic, TypedDict, TypeVar, Unpack, cast
 import msgspec
 
 from . import events as ev
-from ._format import ENCODER, Marked, encode_marked
+from ._format import ENCODER
 from ._ids import new_id
 from ._limits import check
 from ._store import Appended, PendingRequest
@@ -56,8 +56,7 @@ _DECODER = msgspec.msgpack.Decoder(list[ev.Event])
 
 def prepare(events: Sequence[ev.EventBase], opts: AppendOptions) -> PendingRequest:
     """Check a request's values, then type-check its events by a MessagePack round trip (which
-    also copies them) and wrap them; a bulk request of plain events skips the round trip
-    (`_copies`).
+    also copies them) and wrap them.
 
     Everything a request stores is checked and encoded here, in its caller's thread, so a bad
     value fails its own caller as `InvalidEvent` and never the group it would have joined.
@@ -67,110 +66,14 @@ def prepare(events: Sequence[ev.EventBase], opts: AppendOptions) -> PendingReque
     if opts and not _OPTION_NAMES.issuperset(opts):
         raise InvalidEvent(f"unknown append options: {sorted(set(opts) - _OPTION_NAMES)}")
     batch = _with_options(events if isinstance(events, list) else list(events), opts)
-    if len(batch) >= BULK_FROM:
-        copies = _copies(batch)
-        marked = None if copies is None else _encode_marked(copies)
-        if copies is not None and marked is not None:
-            check(copies)
-            return _request(copies, opts, marked.size, marked)
     raw, checked = _round_trip(batch)
     check(checked)
     return _request(checked, opts, len(raw))
 
 
-BULK_FROM = 16
-"""Requests of this many events may skip the round trip (`_copies`); smaller ones, what
-agents append one at a time, keep it."""
-_ID = uuid.UUID
-_PLAIN_TYPES = frozenset({ev.SessionCreated, ev.PromptAdded, ev.ResponseAdded})
-
-
-def _copies(batch: list[ev.EventBase]) -> list[ev.EventBase] | None:
-    """Copies of a request's events, made without the round trip, if every one is a new
-    session, a prompt without template or parent, or a response (what bulk loads append),
-    every field of a fixed type holding exactly that type: then the round trip would decode
-    the same values, and the encoding of the copies is the one it would store
-    (`_format.encode_marked`). Dicts, lists and prompt metadata that are not empty make the
-    round trip alone (`_own`). None for anything else: the round trip decides, and names
-    what it refuses. Each check is of the copy, not of the caller's event, and every dict
-    and list of a copy is its own: another thread changing the caller's events changes
-    nothing checked. (Ids, strs, ints, floats and `TokenUsage` are immutable.)"""
-    copies: list[ev.EventBase] = []
-    try:
-        for event in batch:
-            kind = type(event)
-            if kind not in _PLAIN_TYPES:
-                return None
-            c: Any = msgspec.structs.replace(event)
-            if not (
-                type(c.id) is _ID
-                and type(c.ts) is int
-                and (c.occurred_at is None or type(c.occurred_at) is int)
-                and (c.actor is None or type(c.actor) is str)
-                and (c.erased_at is None or type(c.erased_at) is int)
-            ):
-                return None
-            if kind is ev.PromptAdded:
-                if not (
-                    type(c.session_id) is _ID
-                    and type(c.content) is str
-                    and c.template_id is None
-                    and c.template_version is None
-                    and c.parent_prompt_id is None
-                ):
-                    return None
-                c.variables = _own(c.variables, _JSON_DICT)
-                if c.metadata is not None:
-                    c.metadata = _METADATA.decode(ENCODER.encode(c.metadata))
-            elif kind is ev.ResponseAdded:
-                usage = c.usage
-                if not (
-                    type(c.prompt_id) is _ID
-                    and (c.session_id is None or type(c.session_id) is _ID)
-                    and type(c.content) is str
-                    and type(usage) is ev.TokenUsage
-                    and type(usage.prompt_tokens) is int
-                    and type(usage.completion_tokens) is int
-                    and (c.finish_reason is None or type(c.finish_reason) is str)
-                    and (c.latency_ms is None or type(c.latency_ms) is float)
-                    and (c.model is None or type(c.model) is str)
-                ):
-                    return None
-                c.metadata = _own(c.metadata, _JSON_DICT)
-            else:
-                c.metadata, c.tags = _own(c.metadata, _JSON_DICT), _own(c.tags, _TAGS)
-            copies.append(c)
-    except (msgspec.MsgspecError, TypeError, ValueError, OverflowError, RecursionError):
-        return None  # a value the round trip refuses: it names it
-    return copies
-
-
-_JSON_DICT = msgspec.msgpack.Decoder(dict[str, Any])
-_TAGS = msgspec.msgpack.Decoder(list[str])
-_METADATA = msgspec.msgpack.Decoder(ev.PromptMetadata)
-
-
-def _own(value: Any, decoder: msgspec.msgpack.Decoder[Any]) -> Any:
-    """A copy of a dict or list field as the round trip makes it (an empty one at once)."""
-    if not value and type(value) in (dict, list):
-        return type(value)()
-    return decoder.decode(ENCODER.encode(value))
-
-
-def _encode_marked(copies: list[ev.EventBase]) -> Marked | None:
-    """`encode_marked`, or None where the encoder refuses a value: the round trip then
-    refuses it with the message it always gave."""
-    try:
-        return encode_marked(copies)
-    except (TypeError, ValueError, OverflowError, RecursionError):
-        return None
-
-
-def _request(
-    events: list[ev.EventBase], opts: AppendOptions, size: int, marked: Marked | None = None
-) -> PendingRequest:
+def _request(events: list[ev.EventBase], opts: AppendOptions, size: int) -> PendingRequest:
     if not opts:  # the commonest request, on every append: nothing to check
-        return PendingRequest(events, None, None, None, size, marked=marked)
+        return PendingRequest(events, None, None, None, size)
     key = opts.get("idempotency_key")
     if key is not None and (not isinstance(key, str) or not key):
         raise InvalidEvent("idempotency_key must be a non-empty str")
@@ -180,7 +83,6 @@ def _request(
         _int_option(opts, "expect_store_lsn"),
         _int_option(opts, "expect_session_lsn"),
         size,
-        marked=marked,
     )
 
 
@@ -191,20 +93,17 @@ def _prepare_prompts(events: list[ev.PromptAdded], opts: AppendOptions) -> Pendi
     """`prepare` for prompts this module built from a session id and a text alone: when
     every one is exactly a `uuid.UUID` and a `str` and no option sets a field, their types
     are the schema's, so the events are encoded once (for the request's size, and to refuse
-    a string that is not valid UTF-8) and not decoded again; a bulk request's encoding,
-    with marks, is what its frame stores (`encode_marked`). Otherwise, `prepare`."""
+    a string that is not valid UTF-8) and not decoded again. Otherwise, `prepare`."""
     plain = _PLAIN_OPTIONS.issuperset(opts) and all(
         type(e.session_id) is uuid.UUID and type(e.content) is str for e in events
     )
     if not plain or not events:
         return prepare(events, opts)
-    built = cast(list[ev.EventBase], events)
     try:
-        marked = encode_marked(built) if len(built) >= BULK_FROM else None
-        size = len(ENCODER.encode(built)) if marked is None else marked.size
+        size = len(ENCODER.encode(events))
     except ValueError:  # a lone surrogate: `prepare` names the field
         return prepare(events, opts)
-    return _request(built, opts, size, marked)
+    return _request(cast(list[ev.EventBase], events), opts, size)
 
 
 def _round_trip(batch: list[ev.EventBase]) -> tuple[bytes, list[ev.EventBase]]:

@@ -35,21 +35,14 @@ its reserve when it closes and before it seals the segment, so sealed segments n
 The MessagePack body is an array of requests, each ``[events, idempotency_key]``: one
 request is what one caller appended at once; a frame carries one group commit. The CRC
 covers everything but the magic, length and itself, so a torn or flipped frame never passes.
-
-A bulk request's events may be encoded once, in their caller's thread, before the lock
-sets their ``ts`` and fills responses' ``session_id`` (`encode_marked`): those values are
-encoded as marks of the width the real ones take, which `Marked.stored` overwrites. The
-bytes are then those an encoding of the stored events would give, byte for byte.
 """
 
 from __future__ import annotations
 
 import functools
-import itertools
 import struct
 import threading
 import time
-import uuid
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, NamedTuple
 
@@ -57,7 +50,7 @@ import google_crc32c
 import msgspec
 import zstandard
 
-from .events import Event, EventBase, upcast
+from .events import Event, upcast
 
 __all__ = [
     "CODEC_RAW",
@@ -69,13 +62,11 @@ __all__ = [
     "SEGMENT_HEADER",
     "FrameError",
     "FrameHeader",
-    "Marked",
     "Request",
     "check_frame",
     "decode_body",
     "encode_body",
     "encode_frame",
-    "encode_marked",
     "encode_segment_header",
     "parse_frame_header",
     "parse_segment_header",
@@ -112,13 +103,6 @@ class Request(msgspec.Struct, array_like=True, gc=False):
     """One caller's append: its events, stored contiguously, and its idempotency key."""
 
     events: list[Event]
-    key: str | None = None
-
-
-class _Encoded(msgspec.Struct, array_like=True, gc=False):
-    """A `Request` whose events are MessagePack already (`Marked.stored`): the same bytes."""
-
-    events: msgspec.Raw
     key: str | None = None
 
 
@@ -170,114 +154,8 @@ _BODY_DECODER = msgspec.msgpack.Decoder(list[Request])
 _RAW_DECODER = msgspec.msgpack.Decoder()
 
 
-def encode_body(
-    requests: list[Request], encoded: dict[int, bytes | bytearray] | None = None
-) -> bytes:
-    """The body of a frame of `requests`; `encoded` holds the events of some of them (by
-    index) as their MessagePack array already, which goes in as it is."""
-    if not encoded:
-        return ENCODER.encode(requests)
-    body = [
-        _Encoded(msgspec.Raw(encoded[i]), r.key) if i in encoded else r
-        for i, r in enumerate(requests)
-    ]
-    return ENCODER.encode(body)
-
-
-# The marks `encode_marked` writes where the log sets values under its lock, each of the
-# width the final value takes (``ts``: a uint64, as any clock reading since 1970 + 4 s; a
-# session: 16 bytes of bin). The ts mark's value is eight different bytes that valid UTF-8
-# never holds: a split of the encoding at it finds every occurrence (none can begin inside
-# another), exactly one an event unless an id or a number holds those bytes, and scans text
-# fast (a byte of text is never one of them).
-_TS_MARK_VALUE = 0xF8F9_FAFB_FCFD_FEFF
-_TS_MARK = _TS_MARK_VALUE.to_bytes(8, "big")
-_TS_KEY = b"\xa2ts\xcf"  # "ts", then a uint64
-_SESSION_MARK_ID = uuid.UUID(bytes=b"~" * 16)
-_SESSION_MARK = b"\xaasession_id\xc4\x10" + _SESSION_MARK_ID.bytes + _TS_KEY
-_TS_STORED = range(1 << 32, 1 << 63)  # the ts values stored at the mark's width
-
-
-def _session_before_ts(t: type[EventBase]) -> bool:
-    """Whether `session_id` is encoded just before `ts` (msgspec writes an event's own
-    fields with defaults, then its base's: ``ts``, ``occurred_at``, ``actor``, ``erased_at``)."""
-    names = t.__struct_fields__
-    return names[names.index("ts") - 1] == "session_id"
-
-
-_FILLED = {  # event types with a session_id the log may fill in: is it just before ts?
-    t: _session_before_ts(t)
-    for t in Event.__args__
-    if any(f.name == "session_id" and f.default is None for f in msgspec.structs.fields(t))
-}
-
-
-class Marked(NamedTuple):
-    """A request's events encoded once, with marks where the log sets values (`stored`)."""
-
-    pieces: list[bytes]  # the events' MessagePack array cut at each ts mark (one an event)
-    # the length of the events' encoding without what the log sets: the caller's, but for a
-    # value a field's own round trip converts (an int in a float of prompt metadata)
-    size: int
-    sessions: list[tuple[int, int]]  # (event, where its session_id's 16 bytes start)
-
-    def stored(self, events: list[EventBase]) -> bytearray | None:
-        """The encoding of `events`, with the values they got under the lock in place of the
-        marks. Every event must have the one ts the lock gave the request; None if it has
-        not the mark's width, or if a session was not filled in."""
-        now = events[0].ts
-        if now not in _TS_STORED:
-            return None
-        raw = bytearray(now.to_bytes(8, "big")).join(self.pieces)
-        for i, at in self.sessions:
-            session = getattr(events[i], "session_id", None)
-            if type(session) is not uuid.UUID:
-                return None
-            raw[at : at + 16] = session.int.to_bytes(16, "big")
-        return raw
-
-
-def encode_marked(events: list[EventBase]) -> Marked | None:
-    """Encode events the caller owns (copies) with a mark for each ts and each session the
-    log may fill in, and cut the encoding at the ts marks; the events are left as they
-    were. None if a ts has another width, if the marks are not one an event (a value
-    holding a mark's bytes), or if a filled session is not just before its ts.
-    Raises what the encoder raises."""
-    saved = [e.ts for e in events]
-    if saved.count(0) + sum(map(_TS_STORED.__contains__, saved)) != len(saved):
-        return None
-    filled = [
-        i
-        for i, e in enumerate(events)
-        if type(e) in _FILLED and e.session_id is None  # type: ignore[attr-defined]
-    ]
-    try:
-        for e in events:
-            e.ts = _TS_MARK_VALUE
-        for i in filled:
-            events[i].session_id = _SESSION_MARK_ID  # type: ignore[attr-defined]
-        raw = ENCODER.encode(events)
-    finally:
-        for e, ts in zip(events, saved, strict=True):
-            e.ts = ts
-        for i in filled:
-            events[i].session_id = None  # type: ignore[attr-defined]
-    pieces = raw.split(_TS_MARK)
-    if len(pieces) != len(events) + 1:
-        return None
-    sessions = []
-    if filled:
-        before = list(itertools.accumulate(map(len, pieces)))  # bytes before each mark, less marks
-        for i in filled:
-            if not (_FILLED[type(events[i])] and pieces[i].endswith(_SESSION_MARK)):
-                return None
-            sessions.append((i, before[i] + i * len(_TS_MARK) - len(_TS_KEY) - 16))
-    size = (
-        len(raw)
-        - (len(_TS_KEY) + 8) * saved.count(0)
-        - (len(_SESSION_MARK) - len(_TS_KEY)) * len(filled)
-    )
-    return Marked(pieces, size, sessions)
+def encode_body(requests: list[Request]) -> bytes:
+    return ENCODER.encode(requests)
 
 
 def decode_body(raw: bytes) -> list[Request]:

@@ -64,7 +64,6 @@ from ._format import (
     SEGMENT_HEADER,
     FrameError,
     FrameHeader,
-    Marked,
     Request,
     decode_body,
     encode_body,
@@ -143,7 +142,6 @@ class PendingRequest:
     keep_ts: bool = False  # an import into a new store: each event keeps its own ts
     # requests stored in its place if it is refused whole (made only then): `Split`
     parts: Callable[[], list[PendingRequest]] | None = None
-    marked: Marked | None = None  # its events encoded already, but for what the lock sets
 
 
 class Split(EventLogError):
@@ -929,7 +927,7 @@ class Store:
         if not group.accepted:
             return results
         try:
-            self._write_frame(active, group.accepted, group.next_lsn, group.encoded)
+            self._write_frame(active, group.accepted, group.next_lsn)
         except EventLogError as exc:
             # Everything from this group failed, retries of its own requests included.
             unwritten = active.next_lsn
@@ -975,7 +973,6 @@ class Store:
         for request in run:
             results.append(Appended(group.next_lsn, request.events))
             group.accepted.append(Request(cast(list[ev.Event], request.events)))
-            group.keep_encoding(request)
             group.next_lsn += len(request.events)
         group.last_ts = max(group.last_ts, now)
         return results
@@ -992,7 +989,6 @@ class Store:
         resolver.commit_request()
         if not result.duplicate:
             group.accepted.append(Request(cast(list[ev.Event], result.events), request.key))
-            group.keep_encoding(request)
             group.next_lsn += len(result.events)
             group.last_ts = max(group.last_ts, result.events[-1].ts)
         return result
@@ -1044,15 +1040,9 @@ class Store:
         if actual != request.expect_session_lsn:
             raise AppendConflict(f"session {session}", request.expect_session_lsn, actual)
 
-    def _write_frame(
-        self,
-        active: _Active,
-        accepted: list[Request],
-        next_lsn: int,
-        encoded: dict[int, bytes | bytearray],
-    ) -> None:
+    def _write_frame(self, active: _Active, accepted: list[Request], next_lsn: int) -> None:
         count = next_lsn - active.next_lsn
-        body = encode_body(accepted, encoded)
+        body = encode_body(accepted)
         frame = encode_frame(
             body,
             first_lsn=active.next_lsn,
@@ -1212,16 +1202,6 @@ class _Group:
     last_ts: int
     next_lsn: int
     accepted: list[Request] = field(default_factory=list)
-    encoded: dict[int, bytes | bytearray] = field(default_factory=dict)  # accepted[i]'s events
-
-    def keep_encoding(self, request: PendingRequest) -> None:
-        """Keep the encoding of the request just accepted, if it came encoded (a bulk
-        request, `_commands.prepare`): its marks overwritten with the ts and sessions the
-        lock gave its events, it is the frame's bytes of them without a second encoding."""
-        if request.marked is not None and not request.keep_ts:
-            stored = request.marked.stored(request.events)
-            if stored is not None:
-                self.encoded[len(self.accepted) - 1] = stored
 
 
 def _stands(result: Appended | EventLogError, unwritten: int) -> bool:
