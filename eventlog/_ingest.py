@@ -117,13 +117,6 @@ def _link_key(trace: str, link: int) -> str:
     return f"otel:trace:{trace}" if link == 1 else f"otel:trace:{trace}:{link}"
 
 
-def _span_of(unit: Unit, trace: str) -> str | None:
-    """The span a unit of `trace` came from (keys ``otel:<trace>:<span>[:...]``); None for a
-    session or an agent, which many traces name."""
-    prefix = f"otel:{trace}:"
-    return unit.key[len(prefix) :].split(":", 1)[0] if unit.key.startswith(prefix) else None
-
-
 def _pieces(units: list[Unit]) -> list[Unit | list[Unit]]:
     """A trace's units in order, the runs between sessions grouped: each run is a request,
     each session its own."""
@@ -212,7 +205,7 @@ class Ingester:
                     earlier = self._done.pop(trace, [])
                     self._pending[trace] = (self._clock(), earlier)
                     self._pending_spans += len(earlier)
-                    if self._on_root and any(s.is_root for s in earlier):
+                    if earlier and self._on_root and any(s.is_root for s in earlier):
                         ready.append(trace)  # a late span: its trace was written already
                 self._pending[trace][1].append(item)
                 self._pending_spans += 1
@@ -305,10 +298,12 @@ class Ingester:
             spans = entry[1]
             self._pending_spans -= len(spans)
             self.stats.traces += bool(spans)  # not the log records of a trace with no span
-            logs = self._logs.get(trace, [])
-            units = self._map(with_logs(spans, logs)) if spans else []
+            logs = self._logs.get(trace)
+            units = self._map(with_logs(spans, logs) if logs else spans) if spans else []
             mapped += units
-            items += [_Trace(trace, units), *log_units(logs)]
+            items.append(_Trace(trace, units))
+            if logs:
+                items += log_units(logs)
             self._done[trace] = spans
             self._done.move_to_end(trace)
             while len(self._done) > self._remembered:
@@ -368,7 +363,7 @@ class Ingester:
                 written = self._links.get(trace, (0, set()))[1]
                 for part in parts[unit.key]:
                     self._remember(part.key)
-                    written.add(_span_of(part, trace))
+                    written.add(part.span)
                 written.discard(None)  # an agent's or a session's unit: no span
                 self._links[trace] = (int(link or 1), written)
         if retry:
@@ -417,7 +412,7 @@ class Ingester:
         asked: list[int] = []
         for i, item in traces:
             link = self._links.get(item.trace_id, (0, set()))[0] + 1
-            first = next((u for u in fresh[i] if _span_of(u, item.trace_id)), None)
+            first = next((u for u in fresh[i] if u.span), None)
             asked.append(key_digest(_link_key(item.trace_id, link)))
             if first is not None and link == 1:  # its first span's own key, stored before
                 asked.append(key_digest(first.key))
@@ -441,14 +436,14 @@ class Ingester:
             link, written = self._links.get(trace, (0, set()))
             link += 1
             if written:  # a late span: the spans of this trace's stored requests are left out
-                members = [u for u in members if _span_of(u, trace) not in written]
-            first = next((u for u in members if _span_of(u, trace)), None)
+                members = [u for u in members if u.span not in written]
+            first = next((u for u in members if u.span), None)
             if first is not None and link == 1 and found.get(key_digest(first.key)):
                 planned += members  # stored unit by unit before: so again
                 continue
             if found.get(key_digest(_link_key(trace, link))) is not None:
                 link, stored = self._stored_spans(trace, link)
-                members = [u for u in members if _span_of(u, trace) not in stored]
+                members = [u for u in members if u.span not in stored]
             for piece in _pieces(members):
                 if isinstance(piece, Unit):
                     planned.append(piece)
@@ -498,4 +493,4 @@ class Ingester:
         self.stats.partial += 1
         _LOG.info("stored without its GenAI events (%s): %s", unit.key, exc)
         if unit.span_only is not None:
-            retry.append(Unit(unit.key, [unit.span_only]))
+            retry.append(Unit(unit.key, [unit.span_only], span=unit.span))
