@@ -65,6 +65,7 @@ from ._store import Appended, PendingRequest, Split, key_digest
 from .errors import EventLogError, IdempotencyKeyReused, InvalidEvent
 
 if TYPE_CHECKING:
+    from ._index import Entry
     from .log import AsyncEventLog, EventLog
 
 __all__ = ["IngestStats", "Ingester"]
@@ -129,6 +130,9 @@ def _pieces(units: list[Unit]) -> list[Unit | list[Unit]]:
         else:
             out.append([u])
     return out
+
+
+_IS_SPAN = ev.SpanRecorded.__instancecheck__  # one C call an event (`IngestStats.spans`)
 
 
 def _named(unit: Unit) -> int | None:
@@ -361,9 +365,9 @@ class Ingester:
             if self._stored_as(unit, result, retry) and unit.key in parts:
                 trace, _, link = unit.key.removeprefix("otel:trace:").partition(":")
                 written = self._links.get(trace, (0, set()))[1]
-                for part in parts[unit.key]:
-                    self._remember(part.key)
-                    written.add(part.span)
+                members = parts[unit.key]
+                self._remember(*[part.key for part in members])
+                written.update([part.span for part in members])
                 written.discard(None)  # an agent's or a session's unit: no span
                 self._links[trace] = (int(link or 1), written)
         if retry:
@@ -383,7 +387,7 @@ class Ingester:
         else:
             self.last_lsn = max(self.last_lsn, result.last_lsn)
             self.stats.events += len(result.events)
-            self.stats.spans += sum(isinstance(e, ev.SpanRecorded) for e in result.events)
+            self.stats.spans += sum(map(_IS_SPAN, result.events))
         self._remember(unit.key)
         return True
 
@@ -410,14 +414,23 @@ class Ingester:
             (i, item) for i, item in enumerate(items) if isinstance(item, _Trace) and fresh[i]
         ]
         asked: list[int] = []
+        digests: dict[str, int] = {}  # of the keys asked, each digested once
         for i, item in traces:
             link = self._links.get(item.trace_id, (0, set()))[0] + 1
             first = next((u for u in fresh[i] if u.span), None)
-            asked.append(key_digest(_link_key(item.trace_id, link)))
+            keys = [_link_key(item.trace_id, link)]
             if first is not None and link == 1:  # its first span's own key, stored before
-                asked.append(key_digest(first.key))
+                keys.append(first.key)
+            for key in keys:
+                digests[key] = key_digest(key)
+                asked.append(digests[key])
             asked += [n for u in fresh[i] if (n := _named(u)) is not None]
         found = dict(zip(asked, self._log._store.entries(asked), strict=True)) if asked else {}
+
+        def held(key: str) -> Entry | None:
+            digest = digests.get(key)
+            return found.get(key_digest(key) if digest is None else digest)
+
         planned: list[Unit] = []
         parts: dict[str, list[Unit]] = {}
         for i, item in enumerate(items):
@@ -438,10 +451,10 @@ class Ingester:
             if written:  # a late span: the spans of this trace's stored requests are left out
                 members = [u for u in members if u.span not in written]
             first = next((u for u in members if u.span), None)
-            if first is not None and link == 1 and found.get(key_digest(first.key)):
+            if first is not None and link == 1 and held(first.key):
                 planned += members  # stored unit by unit before: so again
                 continue
-            if found.get(key_digest(_link_key(trace, link))) is not None:
+            if held(_link_key(trace, link)) is not None:
                 link, stored = self._stored_spans(trace, link)
                 members = [u for u in members if u.span not in stored]
             for piece in _pieces(members):
@@ -484,10 +497,12 @@ class Ingester:
             link += 1
         return link, spans
 
-    def _remember(self, key: str) -> None:
-        self._stored[key] = None
-        if len(self._stored) > _REMEMBERED_KEYS:
-            self._stored.popitem(last=False)
+    def _remember(self, *keys: str) -> None:
+        stored = self._stored
+        for key in keys:
+            stored[key] = None
+        while len(stored) > _REMEMBERED_KEYS:
+            stored.popitem(last=False)
 
     def _refused(self, unit: Unit, exc: EventLogError, retry: list[Unit]) -> None:
         self.stats.partial += 1
