@@ -248,7 +248,7 @@ def main() -> None:
             ours_calls, sdk_calls = calls_a_span(spans)
             print(f"  calls a span (cProfile): exporter {ours_calls:.0f}, SDK {sdk_calls:.0f}")
         return
-    work: dict[str, Callable[[Path], None]] = {}
+    work: dict[str, Callable[[Path], object]] = {}
     if args.path in ("exporter", "both"):
         work["exporter"] = lambda p: run_exporter(spans, p)
     if args.path in ("otlp", "both"):
