@@ -22,8 +22,7 @@ import operator
 import re
 import uuid
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
-from typing import Any, NamedTuple
+from typing import Any
 
 import msgspec
 
@@ -34,11 +33,15 @@ from ._spans import MAX_LIST_ITEMS, Span, bound, bound_text
 __all__ = ["Unit", "map_trace", "operation_of", "spans_only"]
 
 
-class Unit(NamedTuple):
+class Unit(msgspec.Struct, frozen=True, gc=False):
     """One append request: its idempotency key and events. `span_only` is the fallback kept
     when the request cannot be stored whole (a tool result whose call is unknown); `span` is
     the id of the span it came from (None for a session or an agent, which many traces name,
-    and for what is not a span's: a handoff, a log record)."""
+    and for what is not a span's: a handoff, a log record).
+
+    This and the mapping's other records are structs, not named tuples or dataclasses: made
+    in C (a named tuple's ``__new__`` is Python), and untracked by the collector (they hold
+    no cycle), which a trace's dozens of them would otherwise wake."""
 
     key: str
     events: list[ev.EventBase]
@@ -46,13 +49,13 @@ class Unit(NamedTuple):
     span: str | None = None
 
 
-class ToolCall(NamedTuple):
+class ToolCall(msgspec.Struct, frozen=True, gc=False):
     id: str | None
     name: str
     arguments: Any
 
 
-class Message(NamedTuple):
+class Message(msgspec.Struct, frozen=True, gc=False):
     role: str
     text: str
     tool_calls: tuple[ToolCall, ...] = ()
@@ -467,7 +470,7 @@ def _answering(inputs: list[Message]) -> list[Message]:
         if m.role == "assistant":
             calls = list(m.tool_calls)
         elif m.role == "tool" and m.tool_call_id is None and calls:
-            m = m._replace(tool_call_id=calls.pop(0).id)  # noqa: PLW2901 (the filled-in copy)
+            m = msgspec.structs.replace(m, tool_call_id=calls.pop(0).id)  # noqa: PLW2901
         out.append(m)
     return out
 
@@ -508,8 +511,7 @@ def _system(span: Span) -> str | None:
 # -- the trace walk -------------------------------------------------------------------------
 
 
-@dataclass
-class _Agent:
+class _Agent(msgspec.Struct, gc=False):
     id: uuid.UUID
     key: str
     name: str
@@ -517,33 +519,35 @@ class _Agent:
     model: str | None
 
 
-@dataclass
-class _Turn:
+class _Turn(msgspec.Struct, gc=False):
     start_ns: int
     response_id: uuid.UUID
     calls: dict[str, str]  # tool call id -> tool name
 
 
-@dataclass
-class _Session:
+_NEW_LIST: Any = msgspec.field(default_factory=list)
+_NEW_DICT: Any = msgspec.field(default_factory=dict)
+_NEW_SET: Any = msgspec.field(default_factory=set)
+
+
+class _Session(msgspec.Struct, gc=False):
     id: uuid.UUID
-    turns: list[_Turn] = field(default_factory=list)
+    turns: list[_Turn] = _NEW_LIST
 
 
-@dataclass
-class _Walk:
+class _Walk(msgspec.Struct, gc=False):
     """What mapping one trace has learned so far (in start order)."""
 
     by_id: dict[str, _Read]  # the trace's spans in start order, each read once
-    units: list[Unit] = field(default_factory=list)
-    sessions: dict[str, _Session] = field(default_factory=dict)
-    agents: dict[str, _Agent] = field(default_factory=dict)
-    tool_span_calls: set[str] = field(default_factory=set)  # call ids an execute_tool span has
-    invoked: dict[str, uuid.UUID] = field(default_factory=dict)  # call id -> invocation id
-    registered: set[str] = field(default_factory=set)  # agents this trace registered
+    units: list[Unit] = _NEW_LIST
+    sessions: dict[str, _Session] = _NEW_DICT
+    agents: dict[str, _Agent] = _NEW_DICT
+    tool_span_calls: set[str] = _NEW_SET  # call ids an execute_tool span has
+    invoked: dict[str, uuid.UUID] = _NEW_DICT  # call id -> invocation id
+    registered: set[str] = _NEW_SET  # agents this trace registered
     chat_lineage: set[str] | None = None  # the chat spans and their ancestors (when asked)
-    conversations: dict[str, Any] = field(default_factory=dict)  # by span: `_nearest`'s
-    agent_of: dict[str, _Agent | None] = field(default_factory=dict)  # by span: `_nearest`'s
+    conversations: dict[str, Any] = _NEW_DICT  # by span: `_nearest`'s answers
+    agent_of: dict[str, _Agent | None] = _NEW_DICT  # by span: `_nearest`'s answers
 
     def ancestors(self, read: _Read) -> list[_Read]:
         """`read`, then its parents up to the trace's root (as far as received). At most as
@@ -573,7 +577,9 @@ class _Walk:
         return read.span.span_id in self.chat_lineage
 
 
-def _nearest(walk: _Walk, read: _Read, known: dict[str, Any], own: Callable[[_Read], Any]) -> Any:
+def _nearest(
+    walk: _Walk, read: _Read, known: dict[str, Any], own: Callable[[_Walk, _Read], Any]
+) -> Any:
     """The first `own` that is not None of the span and its ancestors, or None; each span's
     answer is remembered in `known`, so a walk stops at the first ancestor that has one (its
     parent, usually: a parent starts first, so it is mapped first). What stops a walk that
@@ -587,7 +593,7 @@ def _nearest(walk: _Walk, read: _Read, known: dict[str, Any], own: Callable[[_Re
         if at in known:
             found = known[at]
             break
-        if (found := own(up)) is not None:
+        if (found := own(walk, up)) is not None:
             break
         parent = up.span.parent_span_id
         up = None if parent is None else walk.by_id.get(parent)
@@ -602,13 +608,13 @@ def _conversation(walk: _Walk, read: _Read, trace_default: str | None) -> str:
     return trace_default or f"trace:{read.span.trace_id}"
 
 
-def _own_conversation(read: _Read) -> Any:
+def _own_conversation(walk: _Walk, read: _Read) -> Any:
     return read.first().get("conversation")
 
 
 def _agent_of(walk: _Walk, read: _Read) -> _Agent | None:
     """The agent of the span itself or of its nearest agent ancestor."""
-    found: _Agent | None = _nearest(walk, read, walk.agent_of, functools.partial(_agent, walk))
+    found: _Agent | None = _nearest(walk, read, walk.agent_of, _agent)
     return found
 
 
@@ -646,7 +652,9 @@ def _recorded(span: Span, actor: str | None) -> ev.SpanRecorded:
         attributes=span.attributes,
         events=[
             {"name": e.name, "time_ns": e.time_ns, "attributes": e.attributes} for e in span.events
-        ],
+        ]
+        if span.events
+        else [],
         resource=span.resource,
         scope=span.scope,
         occurred_at=span.start_ns,
