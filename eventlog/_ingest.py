@@ -405,26 +405,22 @@ class Ingester:
         process, or one this ingester forgot, stored part of it) sends only the spans none
         of its stored links holds.
         """
-        sent: set[str] = set()
-        fresh: list[list[Unit]] = []
-        for item in items:
-            units = item.units if isinstance(item, _Trace) else [item]
-            fresh.append([u for u in units if not self._known(u.key, sent)])
+        fresh = self._fresh(items)
         traces = [
             (i, item) for i, item in enumerate(items) if isinstance(item, _Trace) and fresh[i]
         ]
         asked: list[int] = []
         digests: dict[str, int] = {}  # of the keys asked, each digested once
-        for i, item in traces:
-            link = self._links.get(item.trace_id, (0, set()))[0] + 1
+        for i, whole in traces:
+            link = self._links.get(whole.trace_id, (0, set()))[0] + 1
             first = next((u for u in fresh[i] if u.span), None)
-            keys = [_link_key(item.trace_id, link)]
+            keys = [_link_key(whole.trace_id, link)]
             if first is not None and link == 1:  # its first span's own key, stored before
                 keys.append(first.key)
             for key in keys:
                 digests[key] = key_digest(key)
                 asked.append(digests[key])
-            asked += [n for u in fresh[i] if (n := _named(u)) is not None]
+            asked += [n for u in fresh[i] if u.span is None and (n := _named(u)) is not None]
         found = dict(zip(asked, self._log._store.entries(asked), strict=True)) if asked else {}
 
         def held(key: str) -> Entry | None:
@@ -440,7 +436,7 @@ class Ingester:
             trace = item.trace_id
             members = []
             for u in fresh[i]:
-                named = _named(u)
+                named = _named(u) if u.span is None else None  # a span's unit names no agent
                 if named is not None and found.get(named) is not None:
                     self._remember(u.key)  # registered by another process or trace
                     self.stats.duplicates += 1
@@ -467,15 +463,26 @@ class Ingester:
                 link += 1
         return planned, parts
 
-    def _known(self, key: str, sent: set[str]) -> bool:
-        """Whether a unit's key was stored or sent earlier in the group (then counted)."""
-        if key in self._stored or key in sent:  # sent: the agent of every trace
-            if key in self._stored:
-                self._stored.move_to_end(key)
-            self.stats.duplicates += 1
-            return True
-        sent.add(key)
-        return False
+    def _fresh(self, items: Sequence[Unit | _Trace]) -> list[list[Unit]]:
+        """Each item's units whose keys were neither stored nor sent earlier in the group
+        (sent: the agent of every trace); the others are counted as duplicates."""
+        stored, sent, duplicates = self._stored, set(), 0
+        fresh: list[list[Unit]] = []
+        for item in items:
+            kept = []
+            for unit in item.units if isinstance(item, _Trace) else [item]:
+                key = unit.key
+                if key in stored:
+                    stored.move_to_end(key)
+                    duplicates += 1
+                elif key in sent:
+                    duplicates += 1
+                else:
+                    sent.add(key)
+                    kept.append(unit)
+            fresh.append(kept)
+        self.stats.duplicates += duplicates
+        return fresh
 
     def _stored_spans(self, trace: str, link: int) -> tuple[int, set[str | None]]:
         """The first free link of a trace from `link` on, and the spans its stored links
