@@ -518,3 +518,13 @@ def test_where_conventions_disagree_the_documented_one_wins_in_any_order(data: A
         _winner(attributes, "input_tokens") or 0, _winner(attributes, "output_tokens") or 0
     )
     assert response.metadata.get("response_id") == _winner(attributes, "response_id")
+
+
+def test_an_attribute_read_as_a_field_is_in_no_group_but_the_main_token_counts() -> None:
+    """`_genai._walk` gives each attribute to the fields that read it, else to its prefixed
+    group: an attribute both would lose its group entry, which only the main token counts
+    (`TokenUsage`'s own, left out of the usage details) may."""
+    from eventlog import _genai  # noqa: PLC0415
+
+    both = {name for name in _genai._SLOTS if name.startswith(_genai._FAMILIES)}
+    assert both <= _genai._USAGE_MAIN
