@@ -18,11 +18,11 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import operator
 import re
 import uuid
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
-from typing import Any, NamedTuple
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 import msgspec
 
@@ -33,22 +33,29 @@ from ._spans import MAX_LIST_ITEMS, Span, bound, bound_text
 __all__ = ["Unit", "map_trace", "operation_of", "spans_only"]
 
 
-class Unit(NamedTuple):
+class Unit(msgspec.Struct, frozen=True, gc=False):
     """One append request: its idempotency key and events. `span_only` is the fallback kept
-    when the request cannot be stored whole (a tool result whose call is unknown)."""
+    when the request cannot be stored whole (a tool result whose call is unknown); `span` is
+    the id of the span it came from (None for a session or an agent, which many traces name,
+    and for what is not a span's: a handoff, a log record).
+
+    This and the mapping's other records are structs, not named tuples or dataclasses: made
+    in C (a named tuple's ``__new__`` is Python), and untracked by the collector (they hold
+    no cycle), which a trace's dozens of them would otherwise wake."""
 
     key: str
     events: list[ev.EventBase]
     span_only: ev.SpanRecorded | None = None
+    span: str | None = None
 
 
-class ToolCall(NamedTuple):
+class ToolCall(msgspec.Struct, frozen=True, gc=False):
     id: str | None
     name: str
     arguments: Any
 
 
-class Message(NamedTuple):
+class Message(msgspec.Struct, frozen=True, gc=False):
     role: str
     text: str
     tool_calls: tuple[ToolCall, ...] = ()
@@ -59,19 +66,28 @@ class Message(NamedTuple):
 # -- ids ------------------------------------------------------------------------------------
 
 
+_BLAKE2B = hashlib.blake2b(digest_size=16)  # copied for each digest: cheaper than made anew
+
+
 def _digest(text: str) -> int:
-    return int.from_bytes(hashlib.blake2b(text.encode(), digest_size=16).digest())
+    hasher = _BLAKE2B.copy()
+    hasher.update(text.encode())
+    return int.from_bytes(hasher.digest())
 
 
 def _timed_id(start_ns: int, name: str) -> uuid.UUID:
     """A UUIDv7 whose time is `start_ns` and whose other bits hash `name`: deterministic, and
-    time-ordered like the ids the log makes."""
-    rand = _digest(name) & ((1 << 74) - 1)
-    ms = (max(start_ns, 0) // 1_000_000) & ((1 << 48) - 1)
-    return uuid_from_int(ms << 80 | 0x7 << 76 | (rand >> 62) << 64 | 0b10 << 62 | rand & _LOW62)
+    time-ordered like the ids the log makes. Its 74 bits after the time, version and variant
+    are the digest's last 74 bits: bits 62-73 shifted past the variant, bits 0-61 in place."""
+    digest = _digest(name)
+    ms = (start_ns // 1_000_000 if start_ns > 0 else 0) & _LOW48
+    return uuid_from_int(ms << 80 | _V7 | (digest & _MID12) << 2 | digest & _LOW62)
 
 
+_LOW48 = (1 << 48) - 1
 _LOW62 = (1 << 62) - 1
+_MID12 = 0xFFF << 62
+_V7 = 0x7 << 76 | 0b10 << 62  # the version and variant bits
 
 
 @functools.lru_cache(maxsize=4096)
@@ -90,14 +106,6 @@ def _call_id(call: str) -> uuid.UUID:
 
 
 # -- reading attributes ---------------------------------------------------------------------
-
-
-def _first(attrs: Mapping[str, Any], *names: str) -> Any:
-    for name in names:
-        value = attrs.get(name)
-        if value is not None and value != "":
-            return value
-    return None
 
 
 def _str(value: Any) -> str | None:
@@ -174,6 +182,135 @@ def operation_of(span: Span) -> str | None:
     ):
         return "chat"
     return None
+
+
+# -- a span's attributes, read once ---------------------------------------------------------
+
+_CONVERSATION = (
+    "gen_ai.conversation.id",
+    "session.id",
+    "traceloop.association.properties.session_id",
+    "traceloop.association.properties.conversation_id",
+)
+_FIELDS: dict[str, tuple[str, ...]] = {
+    # a field of `_Read.first`: the attributes it is read from, the first non-empty one wins
+    "conversation": _CONVERSATION,
+    "agent_name": ("gen_ai.agent.name", "agent.name"),
+    "agent_id": ("gen_ai.agent.id",),
+    "agent_description": ("gen_ai.agent.description",),
+    "agent_model": ("gen_ai.request.model", "llm.model_name"),
+    "entity_name": ("traceloop.entity.name",),
+    "call": ("gen_ai.tool.call.id", "tool_call.id"),
+    "provider": ("gen_ai.provider.name", "gen_ai.system", "llm.provider", "llm.system"),
+    "request_model": ("gen_ai.request.model", "llm.model_name", "llm.request.model"),
+    "response_model": (
+        "gen_ai.response.model",
+        "llm.model_name",
+        "llm.response.model",
+        "gen_ai.request.model",
+    ),
+    "temperature": ("gen_ai.request.temperature",),
+    "max_tokens": ("gen_ai.request.max_tokens",),
+    "input_tokens": (
+        "gen_ai.usage.input_tokens",
+        "gen_ai.usage.prompt_tokens",
+        "llm.token_count.prompt",
+    ),
+    "output_tokens": (
+        "gen_ai.usage.output_tokens",
+        "gen_ai.usage.completion_tokens",
+        "llm.token_count.completion",
+    ),
+    "response_id": ("gen_ai.response.id",),
+    "tool_name": ("gen_ai.tool.name", "tool.name", "traceloop.entity.name"),
+    "tool_arguments": (
+        "gen_ai.tool.call.arguments",
+        "tool_call.function.arguments",
+        "input.value",
+        "traceloop.entity.input",
+    ),
+    "tool_result": ("gen_ai.tool.call.result", "output.value", "traceloop.entity.output"),
+    "input": ("input.value", "traceloop.entity.input"),
+    "output": ("output.value", "traceloop.entity.output"),
+}
+_SLOTS: dict[str, tuple[tuple[str, int], ...]] = {}
+for _field, _names in _FIELDS.items():
+    for _rank, _name in enumerate(_names):
+        _SLOTS[_name] = (*_SLOTS.get(_name, ()), (_field, _rank))
+_FAMILIES = (
+    "llm.input_messages.",
+    "llm.output_messages.",
+    "gen_ai.prompt.",
+    "gen_ai.completion.",
+    "gen_ai.request.functions.",
+    "llm.request.functions.",
+    "llm.tools.",
+    "gen_ai.usage.",
+    "llm.token_count.",
+)
+"""Attributes read as a group (``prefix.N.rest``, or every count of a kind), by prefix."""
+_USAGE_MAIN = frozenset(
+    {
+        "gen_ai.usage.input_tokens",
+        "gen_ai.usage.output_tokens",
+        "gen_ai.usage.prompt_tokens",
+        "gen_ai.usage.completion_tokens",
+        "llm.token_count.prompt",
+        "llm.token_count.completion",
+        "llm.token_count.total",
+    }
+)
+"""Token counts that are `TokenUsage`'s own fields; the others go to the metadata."""
+
+
+class _Read(msgspec.Struct, gc=False):
+    """What the mapping reads of one span: its operation, and (`first`, `family`) its
+    attributes walked once, when first asked. Untracked by the collector: it holds a span
+    and plain dicts, never a cycle."""
+
+    span: Span
+    op: str | None
+    fields: dict[str, Any] | None = None  # by `_FIELDS` name, once read
+    families: dict[str, dict[str, Any]] | None = None  # by `_FAMILIES` prefix, once read
+
+    def first(self) -> dict[str, Any]:
+        """For each `_FIELDS` field present, the value of the first of its attributes
+        present and non-empty."""
+        if self.fields is None:
+            self.fields, self.families = _walk(self.span.attributes)
+        return self.fields
+
+    def family(self, prefix: str) -> dict[str, Any]:
+        """The attributes under `prefix` (one of `_FAMILIES`), the prefix removed, in the
+        span's order."""
+        if self.families is None:
+            self.fields, self.families = _walk(self.span.attributes)
+        return self.families.get(prefix, _EMPTY)
+
+
+def _walk(attributes: dict[str, Any]) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
+    """A span's attributes walked once, dispatching on the key, for every convention at once
+    (rather than each field looking up each of its names in turn): `_Read`'s two dicts."""
+    fields: dict[str, Any] = {}
+    ranks: dict[str, int] = {}
+    families: dict[str, dict[str, Any]] = {}
+    slots_of = _SLOTS.get
+    for key, value in attributes.items():
+        slots = slots_of(key)
+        if slots is not None:
+            if value is None or value == "":
+                continue
+            for field, rank in slots:
+                if field not in ranks or rank < ranks[field]:
+                    fields[field] = value
+                    ranks[field] = rank
+        elif key.startswith(_FAMILIES):
+            prefix = next(p for p in _FAMILIES if key.startswith(p))
+            families.setdefault(prefix, {})[key[len(prefix) :]] = value
+    return fields, families
+
+
+_EMPTY: dict[str, Any] = {}
 
 
 _CHAT_OPS = frozenset({"chat", "text_completion", "generate_content"})
@@ -333,7 +470,7 @@ def _answering(inputs: list[Message]) -> list[Message]:
         if m.role == "assistant":
             calls = list(m.tool_calls)
         elif m.role == "tool" and m.tool_call_id is None and calls:
-            m = m._replace(tool_call_id=calls.pop(0).id)  # noqa: PLW2901 (the filled-in copy)
+            m = msgspec.structs.replace(m, tool_call_id=calls.pop(0).id)  # noqa: PLW2901
         out.append(m)
     return out
 
@@ -347,26 +484,20 @@ def _current(attrs: Mapping[str, Any], output: bool) -> list[Message]:
     return []
 
 
-def messages(span: Span, output: bool) -> list[Message]:
+def messages(read: _Read, output: bool) -> list[Message]:
     """A span's input or output messages, from the first convention that has them."""
-    a = span.attributes
-    if found := _current(a, output):
+    span = read.span
+    if found := _current(span.attributes, output):
         return found
-    prefix = "llm.output_messages." if output else "llm.input_messages."
-    if found := [_openinference_message(m) for m in _indexed(a, prefix)]:
+    family = read.family("llm.output_messages." if output else "llm.input_messages.")
+    if found := [_openinference_message(m) for m in _indexed(family, "")]:
         return found
-    if found := [
-        _legacy_message(m)
-        for m in _indexed(a, "gen_ai.completion." if output else "gen_ai.prompt.")
-    ]:
+    family = read.family("gen_ai.completion." if output else "gen_ai.prompt.")
+    if found := [_legacy_message(m) for m in _indexed(family, "")]:
         return found
     if found := _from_events(span, output):
         return found
-    value = _first(
-        a,
-        "output.value" if output else "input.value",
-        "traceloop.entity.output" if output else "traceloop.entity.input",
-    )
+    value = read.first().get("output" if output else "input")
     return [Message("assistant" if output else "user", _text_of(_json(value)))] if value else []
 
 
@@ -380,8 +511,7 @@ def _system(span: Span) -> str | None:
 # -- the trace walk -------------------------------------------------------------------------
 
 
-@dataclass
-class _Agent:
+class _Agent(msgspec.Struct, gc=False):
     id: uuid.UUID
     key: str
     name: str
@@ -389,79 +519,123 @@ class _Agent:
     model: str | None
 
 
-@dataclass
-class _Turn:
+class _Turn(msgspec.Struct, gc=False):
     start_ns: int
     response_id: uuid.UUID
     calls: dict[str, str]  # tool call id -> tool name
 
 
-@dataclass
-class _Session:
+_NEW_LIST: Any = msgspec.field(default_factory=list)
+_NEW_DICT: Any = msgspec.field(default_factory=dict)
+_NEW_SET: Any = msgspec.field(default_factory=set)
+
+
+class _Session(msgspec.Struct, gc=False):
     id: uuid.UUID
-    turns: list[_Turn] = field(default_factory=list)
+    turns: list[_Turn] = _NEW_LIST
 
 
-@dataclass
-class _Walk:
+class _Walk(msgspec.Struct, gc=False):
     """What mapping one trace has learned so far (in start order)."""
 
-    by_id: dict[str, Span]
-    ops: dict[str, str | None]
-    units: list[Unit] = field(default_factory=list)
-    sessions: dict[str, _Session] = field(default_factory=dict)
-    agents: dict[str, _Agent] = field(default_factory=dict)
-    tool_span_calls: set[str] = field(default_factory=set)  # call ids an execute_tool span has
-    invoked: dict[str, uuid.UUID] = field(default_factory=dict)  # call id -> invocation id
-    registered: set[str] = field(default_factory=set)  # agents this trace registered
+    by_id: dict[str, _Read]  # the trace's spans in start order, each read once
+    units: list[Unit] = _NEW_LIST
+    sessions: dict[str, _Session] = _NEW_DICT
+    agents: dict[str, _Agent] = _NEW_DICT
+    tool_span_calls: set[str] = _NEW_SET  # call ids an execute_tool span has
+    invoked: dict[str, uuid.UUID] = _NEW_DICT  # call id -> invocation id
+    registered: set[str] = _NEW_SET  # agents this trace registered
+    chat_lineage: set[str] | None = None  # the chat spans and their ancestors (when asked)
+    conversations: dict[str, Any] = _NEW_DICT  # by span: `_nearest`'s answers
+    agent_of: dict[str, _Agent | None] = _NEW_DICT  # by span: `_nearest`'s answers
 
-    def ancestors(self, span: Span) -> Iterable[Span]:
-        """`span`, then its parents up to the trace's root (as far as received)."""
-        seen: set[str] = set()
-        current: Span | None = span
-        while current is not None and current.span_id not in seen:
-            seen.add(current.span_id)
-            yield current
-            parent = current.parent_span_id
-            current = self.by_id.get(parent) if parent is not None else None
+    def ancestors(self, read: _Read) -> list[_Read]:
+        """`read`, then its parents up to the trace's root (as far as received). At most as
+        many steps as the trace has spans: parents that loop back are read again, which no
+        search for the first span with something changes."""
+        out = [read]
+        by_id = self.by_id
+        parent_id = read.span.parent_span_id
+        for _ in range(len(by_id) - 1):
+            parent = None if parent_id is None else by_id.get(parent_id)
+            if parent is None:
+                break
+            out.append(parent)
+            parent_id = parent.span.parent_span_id
+        return out
+
+    def below_chat(self, read: _Read) -> bool:
+        """Whether a chat span of the trace is `read` or has it as an ancestor."""
+        if self.chat_lineage is None:
+            self.chat_lineage = set()
+            for chat in self.by_id.values():
+                if chat.op in _CHAT_OPS:
+                    for up in self.ancestors(chat):
+                        if up.span.span_id in self.chat_lineage:
+                            break  # and so are its ancestors
+                        self.chat_lineage.add(up.span.span_id)
+        return read.span.span_id in self.chat_lineage
 
 
-_CONVERSATION = (
-    "gen_ai.conversation.id",
-    "session.id",
-    "traceloop.association.properties.session_id",
-    "traceloop.association.properties.conversation_id",
-)
-_AGENT_NAME = ("gen_ai.agent.name", "agent.name")
+def _nearest(
+    walk: _Walk, read: _Read, known: dict[str, Any], own: Callable[[_Walk, _Read], Any]
+) -> Any:
+    """The first `own` that is not None of the span and its ancestors, or None; each span's
+    answer is remembered in `known`, so a walk stops at the first ancestor that has one (its
+    parent, usually: a parent starts first, so it is mapped first). What stops a walk that
+    loops back is the same whether it stops at a remembered span or goes on from it."""
+    up: _Read | None = read
+    found = None
+    for _ in range(len(walk.by_id)):
+        if up is None:
+            break
+        at = up.span.span_id
+        if at in known:
+            found = known[at]
+            break
+        if (found := own(walk, up)) is not None:
+            break
+        parent = up.span.parent_span_id
+        up = None if parent is None else walk.by_id.get(parent)
+    known[read.span.span_id] = found
+    return found
 
 
-def _conversation(walk: _Walk, span: Span, trace_default: str | None) -> str:
-    for s in walk.ancestors(span):
-        if (found := _first(s.attributes, *_CONVERSATION)) is not None:
-            return f"conversation:{found}"
-    return trace_default or f"trace:{span.trace_id}"
+def _conversation(walk: _Walk, read: _Read, trace_default: str | None) -> str:
+    found = _nearest(walk, read, walk.conversations, _own_conversation)
+    if found is not None:
+        return f"conversation:{found}"
+    return trace_default or f"trace:{read.span.trace_id}"
 
 
-def _agent_of(walk: _Walk, span: Span) -> _Agent | None:
+def _own_conversation(walk: _Walk, read: _Read) -> Any:
+    return read.first().get("conversation")
+
+
+def _agent_of(walk: _Walk, read: _Read) -> _Agent | None:
     """The agent of the span itself or of its nearest agent ancestor."""
-    for s in walk.ancestors(span):
-        a = s.attributes
-        op = walk.ops.get(s.span_id)
-        name = _first(a, *_AGENT_NAME)
-        if name is None and op in _AGENT_OPS:
-            name = _first(a, "traceloop.entity.name") or s.name.removeprefix("invoke_agent ")
-        if name is not None:
-            key = str(_first(a, "gen_ai.agent.id") or name)
-            if key not in walk.agents:
-                walk.agents[key] = _Agent(
-                    _named_id(f"agent:{key}"),
-                    key,
-                    str(name),
-                    str(_first(a, "gen_ai.agent.description") or "agent"),
-                    _str(_first(a, "gen_ai.request.model", "llm.model_name")),
-                )
-            return walk.agents[key]
-    return None
+    found: _Agent | None = _nearest(walk, read, walk.agent_of, _agent)
+    return found
+
+
+def _agent(walk: _Walk, read: _Read) -> _Agent | None:
+    """The agent a span names, if any (made the first time the trace names it)."""
+    first = read.first()
+    name = first.get("agent_name")
+    if name is None and read.op in _AGENT_OPS:
+        name = first.get("entity_name") or read.span.name.removeprefix("invoke_agent ")
+    if name is None:
+        return None
+    key = str(first.get("agent_id") or name)
+    if key not in walk.agents:
+        walk.agents[key] = _Agent(
+            _named_id(f"agent:{key}"),
+            key,
+            str(name),
+            str(first.get("agent_description") or "agent"),
+            _str(first.get("agent_model")),
+        )
+    return walk.agents[key]
 
 
 def _recorded(span: Span, actor: str | None) -> ev.SpanRecorded:
@@ -478,7 +652,9 @@ def _recorded(span: Span, actor: str | None) -> ev.SpanRecorded:
         attributes=span.attributes,
         events=[
             {"name": e.name, "time_ns": e.time_ns, "attributes": e.attributes} for e in span.events
-        ],
+        ]
+        if span.events
+        else [],
         resource=span.resource,
         scope=span.scope,
         occurred_at=span.start_ns,
@@ -489,46 +665,50 @@ def _recorded(span: Span, actor: str | None) -> ev.SpanRecorded:
 def map_trace(spans: Sequence[Span]) -> list[Unit]:
     """The append requests one trace's spans make, in order: a deterministic function of the
     set of spans, whatever order or batches they came in (duplicates are dropped)."""
-    unique: dict[str, Span] = {}
-    for span in sorted(spans, key=lambda s: (s.start_ns, s.span_id, s.end_ns)):
-        unique.setdefault(span.span_id, span)
-    ordered = list(unique.values())
-    walk = _Walk(unique, {s.span_id: operation_of(s) for s in ordered})
-    for s in ordered:
-        if walk.ops[s.span_id] == "execute_tool":
-            call = _first(s.attributes, "gen_ai.tool.call.id", "tool_call.id")
-            if call is not None:
-                walk.tool_span_calls.add(str(call))
-    trace_default = next(
-        (f"conversation:{c}" for s in ordered if (c := _first(s.attributes, *_CONVERSATION))),
-        None,
-    )
-    for span in ordered:
-        _map_span(walk, span, trace_default)
+    reads: dict[str, _Read] = {}
+    for span in sorted(spans, key=_START_ORDER):
+        if span.span_id not in reads:
+            reads[span.span_id] = _Read(span, operation_of(span))
+    walk = _Walk(reads)
+    trace_default = None
+    for read in reads.values():
+        if read.op == "execute_tool" and (call := read.first().get("call")) is not None:
+            walk.tool_span_calls.add(str(call))
+        if trace_default is None and (c := read.first().get("conversation")):
+            trace_default = f"conversation:{c}"
+    for read in reads.values():
+        _map_span(walk, read, trace_default)
     return walk.units
+
+
+_START_ORDER = operator.attrgetter("start_ns", "span_id", "end_ns")
 
 
 def spans_only(spans: Sequence[Span]) -> list[Unit]:
     """Each span's `span.recorded` alone, under the key `map_trace` gives it."""
-    unique = {s.span_id: s for s in sorted(spans, key=lambda s: (s.start_ns, s.span_id))}
-    return [Unit(f"otel:{s.trace_id}:{s.span_id}", [_recorded(s, None)]) for s in unique.values()]
+    unique = {s.span_id: s for s in sorted(spans, key=operator.attrgetter("start_ns", "span_id"))}
+    return [
+        Unit(f"otel:{s.trace_id}:{s.span_id}", [_recorded(s, None)], span=s.span_id)
+        for s in unique.values()
+    ]
 
 
-def _session(walk: _Walk, span: Span, trace_default: str | None) -> _Session:
-    key = _conversation(walk, span, trace_default)
+def _session(walk: _Walk, read: _Read, trace_default: str | None) -> _Session:
+    span = read.span
+    key = _conversation(walk, read, trace_default)
     if key not in walk.sessions:
         session = _Session(_named_id(f"session:{key}"))
         walk.sessions[key] = session
         meta: dict[str, Any] = {"source": "opentelemetry"}
         kind, _, value = key.partition(":")
         meta["conversation_id" if kind == "conversation" else "trace_id"] = value
-        for s in walk.ancestors(span):
+        for up in walk.ancestors(read):
             for name, attr in (
                 ("user_id", "user.id"),
                 ("user_id", "gen_ai.user.id"),
                 ("workflow", "traceloop.workflow.name"),
             ):
-                if name not in meta and (found := s.attributes.get(attr)) is not None:
+                if name not in meta and (found := up.span.attributes.get(attr)) is not None:
                     meta[name] = found
         if (service := span.resource.get("service.name")) is not None:
             meta["service"] = service
@@ -560,41 +740,36 @@ def _register(walk: _Walk, agent: _Agent, span: Span) -> None:
         )
 
 
-def _map_span(walk: _Walk, span: Span, trace_default: str | None) -> None:
-    op = walk.ops[span.span_id]
-    agent = _agent_of(walk, span) if op is not None else None
+def _map_span(walk: _Walk, read: _Read, trace_default: str | None) -> None:
+    span, op = read.span, read.op
+    agent = _agent_of(walk, read) if op is not None else None
     actor = agent.name if agent is not None else None
     recorded = _recorded(span, actor)
     key = f"otel:{span.trace_id}:{span.span_id}"
-    is_turn = op in _CHAT_OPS or (op in _AGENT_OPS and _is_agent_turn(walk, span))
+    is_turn = op in _CHAT_OPS or (op in _AGENT_OPS and _is_agent_turn(walk, read))
     if not is_turn and op != "execute_tool":
-        walk.units.append(Unit(key, [recorded]))
+        walk.units.append(Unit(key, [recorded], span=span.span_id))
         return
     if agent is not None:
         _register(walk, agent, span)
     events: list[ev.EventBase] = [recorded]
-    session = _session(walk, span, trace_default)
+    session = _session(walk, read, trace_default)
     if is_turn:
-        extra = _turn(walk, span, session, agent, events)
+        extra = _turn(walk, read, session, agent, events)
     else:
-        extra = _tool(walk, span, session, events)
-    walk.units.append(Unit(key, events, recorded if len(events) > 1 else None))
+        extra = _tool(walk, read, session, events)
+    walk.units.append(Unit(key, events, recorded if len(events) > 1 else None, span.span_id))
     walk.units.extend(extra)
 
 
-def _is_agent_turn(walk: _Walk, span: Span) -> bool:
+def _is_agent_turn(walk: _Walk, read: _Read) -> bool:
     """An agent span that carries its own input and output and has no chat span inside: an
     agent not instrumented by a library (`eventlog.otel.agent`), or OpenInference's AGENT.
     The chat spans are looked for first: an instrumented agent has them, and reading its
     messages would try every convention in turn."""
-    for other in walk.by_id.values():
-        if (
-            walk.ops.get(other.span_id) in _CHAT_OPS
-            and other is not span
-            and any(a.span_id == span.span_id for a in walk.ancestors(other))
-        ):
-            return False
-    return bool(messages(span, False) or messages(span, True))
+    if walk.below_chat(read):
+        return False
+    return bool(messages(read, False) or messages(read, True))
 
 
 def _schema_name(schema: Any) -> Any:
@@ -623,20 +798,19 @@ def _message_json(m: Message) -> dict[str, Any]:
 
 
 def _turn(
-    walk: _Walk, span: Span, session: _Session, agent: _Agent | None, events: list[ev.EventBase]
+    walk: _Walk, read: _Read, session: _Session, agent: _Agent | None, events: list[ev.EventBase]
 ) -> list[Unit]:
+    span, first = read.span, read.first()
     a = span.attributes
     params = _invocation(a)
-    inputs, outputs = messages(span, False), messages(span, True)
+    inputs, outputs = messages(read, False), messages(read, True)
     new = _new_input(inputs)
     tid, sid = span.trace_id, span.span_id
     prompt_id = _timed_id(span.start_ns, f"{tid}:{sid}:prompt")
     response_id = _timed_id(span.end_ns, f"{tid}:{sid}:response")
     actor = agent.name if agent else None
-    provider = _str(
-        _first(a, "gen_ai.provider.name", "gen_ai.system", "llm.provider", "llm.system")
-    )
-    request_model = _str(_first(a, "gen_ai.request.model", "llm.model_name", "llm.request.model"))
+    provider = _str(first.get("provider"))
+    request_model = _str(first.get("request_model"))
     custom: dict[str, Any] = {
         "trace_id": tid,
         "span_id": sid,
@@ -648,17 +822,17 @@ def _turn(
         custom["system"] = system
     defined = _json(a.get("gen_ai.tool.definitions"))
     tools = []
-    if "gen_ai.request.functions.0.name" in a:
-        tools += [t.get("name") for t in _indexed(a, "gen_ai.request.functions.")]
-    if "llm.request.functions.0.name" in a:  # OpenLLMetry before the current conventions
-        tools += [t.get("name") for t in _indexed(a, "llm.request.functions.")]
+    if "0.name" in (family := read.family("gen_ai.request.functions.")):
+        tools += [t.get("name") for t in _indexed(family, "")]
+    if "0.name" in (family := read.family("llm.request.functions.")):  # OpenLLMetry, older
+        tools += [t.get("name") for t in _indexed(family, "")]
     tools += [
         t.get("name") or (t.get("function") or {}).get("name")
         for t in (defined if isinstance(defined, list) else [])
         if isinstance(t, dict)
     ]
-    if "llm.tools.0.tool.json_schema" in a:
-        schemas = [_json(t.get("tool.json_schema")) for t in _indexed(a, "llm.tools.")]
+    if "0.tool.json_schema" in (family := read.family("llm.tools.")):
+        schemas = [_json(t.get("tool.json_schema")) for t in _indexed(family, "")]
         tools += [_schema_name(s) for s in schemas]
     events.append(
         ev.PromptAdded(
@@ -667,11 +841,9 @@ def _turn(
             content=bound_text("\n".join(m.text for m in new if m.text)),
             metadata=ev.PromptMetadata(
                 model=request_model,
-                temperature=_float(
-                    _first(a, "gen_ai.request.temperature") or params.get("temperature")
-                ),
+                temperature=_float(first.get("temperature") or params.get("temperature")),
                 max_tokens=_int(
-                    _first(a, "gen_ai.request.max_tokens")
+                    first.get("max_tokens")
                     or params.get("max_tokens")
                     or params.get("max_completion_tokens")
                 ),
@@ -692,7 +864,7 @@ def _turn(
                 actor=actor,
             )
         )
-    events.append(_response(span, prompt_id, response_id, outputs, a, actor))
+    events.append(_response(read, prompt_id, response_id, outputs, actor))
     turn = _Turn(span.start_ns, response_id, {})
     units: list[Unit] = []
     for i, call in enumerate(c for m in outputs for c in m.tool_calls):
@@ -705,7 +877,7 @@ def _turn(
             occurred_at=span.end_ns,
             actor=actor,
         )
-        units.append(Unit(f"otel:{tid}:{sid}:tool:{i}", [invoked]))
+        units.append(Unit(f"otel:{tid}:{sid}:tool:{i}", [invoked], span=sid))
         if call.id:
             turn.calls[call.id] = invoked.tool_name
             walk.invoked[call.id] = tool_id
@@ -721,34 +893,22 @@ def _turn(
                     actor=actor,
                 )
             ],
+            span=sid,
         )
         for m in new
         if m.tool_call_id and m.tool_call_id not in walk.tool_span_calls
     ]
 
 
-_USAGE_MAIN = frozenset(
-    {
-        "gen_ai.usage.input_tokens",
-        "gen_ai.usage.output_tokens",
-        "gen_ai.usage.prompt_tokens",
-        "gen_ai.usage.completion_tokens",
-        "llm.token_count.prompt",
-        "llm.token_count.completion",
-        "llm.token_count.total",
-    }
-)
-"""Token counts that are `TokenUsage`'s own fields; the others go to the metadata."""
-
-
-def _response(  # noqa: PLR0917 (one call site, every argument named there)
-    span: Span,
+def _response(
+    read: _Read,
     prompt_id: uuid.UUID,
     response_id: uuid.UUID,
     outputs: list[Message],
-    a: Mapping[str, Any],
     actor: str | None,
 ) -> ev.ResponseAdded:
+    span, first = read.span, read.first()
+    a = span.attributes
     reasons = a.get("gen_ai.response.finish_reasons")
     if isinstance(reasons, str):
         reasons = [reasons]
@@ -758,37 +918,16 @@ def _response(  # noqa: PLR0917 (one call site, every argument named there)
         or _str(a.get("llm.finish_reason"))
     )
     usage = ev.TokenUsage(
-        _int(
-            _first(
-                a,
-                "gen_ai.usage.input_tokens",
-                "gen_ai.usage.prompt_tokens",
-                "llm.token_count.prompt",
-            )
-        )
-        or 0,
-        _int(
-            _first(
-                a,
-                "gen_ai.usage.output_tokens",
-                "gen_ai.usage.completion_tokens",
-                "llm.token_count.completion",
-            )
-        )
-        or 0,
+        _int(first.get("input_tokens")) or 0, _int(first.get("output_tokens")) or 0
     )
-    details: dict[str, Any] = {}
-    late: dict[str, Any] = {}  # OpenInference's counts win over GenAI's of the same name
-    for k, v in a.items():
-        if k.startswith("gen_ai.usage.") and k not in _USAGE_MAIN:
-            details[k[13:]] = v
-        elif k.startswith("llm.token_count.") and k not in _USAGE_MAIN:
-            late[k[16:]] = v
-    details |= late
+    # The counts beside the main ones (read apart: `_USAGE_MAIN` are `_FIELDS`), by name;
+    # OpenInference's win over GenAI's of the same name.
+    details = dict(read.family("gen_ai.usage."))
+    details |= {k: v for k, v in read.family("llm.token_count.").items() if k != "total"}
     meta: dict[str, Any] = {"trace_id": span.trace_id, "span_id": span.span_id}
     if details:
         meta["usage"] = details
-    if (rid := _first(a, "gen_ai.response.id")) is not None:
+    if (rid := first.get("response_id")) is not None:
         meta["response_id"] = rid
     calls = [_message_json(m) for m in outputs if m.tool_calls]
     if calls:
@@ -802,15 +941,7 @@ def _response(  # noqa: PLR0917 (one call site, every argument named there)
         usage=usage,
         finish_reason=_finish_reason(finish, span),
         latency_ms=max(span.end_ns - span.start_ns, 0) / 1e6,
-        model=_str(
-            _first(
-                a,
-                "gen_ai.response.model",
-                "llm.model_name",
-                "llm.response.model",
-                "gen_ai.request.model",
-            )
-        ),
+        model=_str(first.get("response_model")),
         metadata=meta,
         occurred_at=span.end_ns,
         actor=actor,
@@ -856,24 +987,14 @@ def _unwrap(result: Any) -> Any:
     return result
 
 
-def _tool(walk: _Walk, span: Span, session: _Session, events: list[ev.EventBase]) -> list[Unit]:
+def _tool(walk: _Walk, read: _Read, session: _Session, events: list[ev.EventBase]) -> list[Unit]:
     """An ``execute_tool`` span: completes the invocation its call id names, or is itself an
     invocation of the session's latest response before it."""
-    a = span.attributes
-    call = _str(_first(a, "gen_ai.tool.call.id", "tool_call.id"))
-    name = _str(_first(a, "gen_ai.tool.name", "tool.name", "traceloop.entity.name")) or span.name
-    arguments = _json(
-        _first(
-            a,
-            "gen_ai.tool.call.arguments",
-            "tool_call.function.arguments",
-            "input.value",
-            "traceloop.entity.input",
-        )
-    )
-    result = _unwrap(
-        _json(_first(a, "gen_ai.tool.call.result", "output.value", "traceloop.entity.output"))
-    )
+    span, first = read.span, read.first()
+    call = _str(first.get("call"))
+    name = _str(first.get("tool_name")) or span.name
+    arguments = _json(first.get("tool_arguments"))
+    result = _unwrap(_json(first.get("tool_result")))
     actor = events[0].actor
     before = [t for t in session.turns if t.start_ns <= span.start_ns]
     call = call or _asked(walk, before, name)

@@ -90,7 +90,7 @@ class Handoffs:
 
     def after(self, units: Sequence[Unit]) -> list[Unit]:
         """The handoff and retraction units that the turns among `units` make."""
-        found = _turns(e for u in units for e in u.events)
+        found = _turns([e for u in units for e in u.events])
         created = {
             u.events[0].id.int: u.key for u in units if isinstance(u.events[0], ev.SessionCreated)
         }

@@ -65,6 +65,7 @@ from ._store import Appended, PendingRequest, Split, key_digest
 from .errors import EventLogError, IdempotencyKeyReused, InvalidEvent
 
 if TYPE_CHECKING:
+    from ._index import Entry
     from .log import AsyncEventLog, EventLog
 
 __all__ = ["IngestStats", "Ingester"]
@@ -117,13 +118,6 @@ def _link_key(trace: str, link: int) -> str:
     return f"otel:trace:{trace}" if link == 1 else f"otel:trace:{trace}:{link}"
 
 
-def _span_of(unit: Unit, trace: str) -> str | None:
-    """The span a unit of `trace` came from (keys ``otel:<trace>:<span>[:...]``); None for a
-    session or an agent, which many traces name."""
-    prefix = f"otel:{trace}:"
-    return unit.key[len(prefix) :].split(":", 1)[0] if unit.key.startswith(prefix) else None
-
-
 def _pieces(units: list[Unit]) -> list[Unit | list[Unit]]:
     """A trace's units in order, the runs between sessions grouped: each run is a request,
     each session its own."""
@@ -136,6 +130,9 @@ def _pieces(units: list[Unit]) -> list[Unit | list[Unit]]:
         else:
             out.append([u])
     return out
+
+
+_IS_SPAN = ev.SpanRecorded.__instancecheck__  # one C call an event (`IngestStats.spans`)
 
 
 def _named(unit: Unit) -> int | None:
@@ -212,7 +209,7 @@ class Ingester:
                     earlier = self._done.pop(trace, [])
                     self._pending[trace] = (self._clock(), earlier)
                     self._pending_spans += len(earlier)
-                    if self._on_root and any(s.is_root for s in earlier):
+                    if earlier and self._on_root and any(s.is_root for s in earlier):
                         ready.append(trace)  # a late span: its trace was written already
                 self._pending[trace][1].append(item)
                 self._pending_spans += 1
@@ -305,10 +302,12 @@ class Ingester:
             spans = entry[1]
             self._pending_spans -= len(spans)
             self.stats.traces += bool(spans)  # not the log records of a trace with no span
-            logs = self._logs.get(trace, [])
-            units = self._map(with_logs(spans, logs)) if spans else []
+            logs = self._logs.get(trace)
+            units = self._map(with_logs(spans, logs) if logs else spans) if spans else []
             mapped += units
-            items += [_Trace(trace, units), *log_units(logs)]
+            items.append(_Trace(trace, units))
+            if logs:
+                items += log_units(logs)
             self._done[trace] = spans
             self._done.move_to_end(trace)
             while len(self._done) > self._remembered:
@@ -366,9 +365,9 @@ class Ingester:
             if self._stored_as(unit, result, retry) and unit.key in parts:
                 trace, _, link = unit.key.removeprefix("otel:trace:").partition(":")
                 written = self._links.get(trace, (0, set()))[1]
-                for part in parts[unit.key]:
-                    self._remember(part.key)
-                    written.add(_span_of(part, trace))
+                members = parts[unit.key]
+                self._remember(*[part.key for part in members])
+                written.update([part.span for part in members])
                 written.discard(None)  # an agent's or a session's unit: no span
                 self._links[trace] = (int(link or 1), written)
         if retry:
@@ -388,7 +387,7 @@ class Ingester:
         else:
             self.last_lsn = max(self.last_lsn, result.last_lsn)
             self.stats.events += len(result.events)
-            self.stats.spans += sum(isinstance(e, ev.SpanRecorded) for e in result.events)
+            self.stats.spans += sum(map(_IS_SPAN, result.events))
         self._remember(unit.key)
         return True
 
@@ -406,23 +405,28 @@ class Ingester:
         process, or one this ingester forgot, stored part of it) sends only the spans none
         of its stored links holds.
         """
-        sent: set[str] = set()
-        fresh: list[list[Unit]] = []
-        for item in items:
-            units = item.units if isinstance(item, _Trace) else [item]
-            fresh.append([u for u in units if not self._known(u.key, sent)])
+        fresh = self._fresh(items)
         traces = [
             (i, item) for i, item in enumerate(items) if isinstance(item, _Trace) and fresh[i]
         ]
         asked: list[int] = []
-        for i, item in traces:
-            link = self._links.get(item.trace_id, (0, set()))[0] + 1
-            first = next((u for u in fresh[i] if _span_of(u, item.trace_id)), None)
-            asked.append(key_digest(_link_key(item.trace_id, link)))
+        digests: dict[str, int] = {}  # of the keys asked, each digested once
+        for i, whole in traces:
+            link = self._links.get(whole.trace_id, (0, set()))[0] + 1
+            first = next((u for u in fresh[i] if u.span), None)
+            keys = [_link_key(whole.trace_id, link)]
             if first is not None and link == 1:  # its first span's own key, stored before
-                asked.append(key_digest(first.key))
-            asked += [n for u in fresh[i] if (n := _named(u)) is not None]
+                keys.append(first.key)
+            for key in keys:
+                digests[key] = key_digest(key)
+                asked.append(digests[key])
+            asked += [n for u in fresh[i] if u.span is None and (n := _named(u)) is not None]
         found = dict(zip(asked, self._log._store.entries(asked), strict=True)) if asked else {}
+
+        def held(key: str) -> Entry | None:
+            digest = digests.get(key)
+            return found.get(key_digest(key) if digest is None else digest)
+
         planned: list[Unit] = []
         parts: dict[str, list[Unit]] = {}
         for i, item in enumerate(items):
@@ -432,7 +436,7 @@ class Ingester:
             trace = item.trace_id
             members = []
             for u in fresh[i]:
-                named = _named(u)
+                named = _named(u) if u.span is None else None  # a span's unit names no agent
                 if named is not None and found.get(named) is not None:
                     self._remember(u.key)  # registered by another process or trace
                     self.stats.duplicates += 1
@@ -441,14 +445,14 @@ class Ingester:
             link, written = self._links.get(trace, (0, set()))
             link += 1
             if written:  # a late span: the spans of this trace's stored requests are left out
-                members = [u for u in members if _span_of(u, trace) not in written]
-            first = next((u for u in members if _span_of(u, trace)), None)
-            if first is not None and link == 1 and found.get(key_digest(first.key)):
+                members = [u for u in members if u.span not in written]
+            first = next((u for u in members if u.span), None)
+            if first is not None and link == 1 and held(first.key):
                 planned += members  # stored unit by unit before: so again
                 continue
-            if found.get(key_digest(_link_key(trace, link))) is not None:
+            if held(_link_key(trace, link)) is not None:
                 link, stored = self._stored_spans(trace, link)
-                members = [u for u in members if _span_of(u, trace) not in stored]
+                members = [u for u in members if u.span not in stored]
             for piece in _pieces(members):
                 if isinstance(piece, Unit):
                     planned.append(piece)
@@ -459,15 +463,26 @@ class Ingester:
                 link += 1
         return planned, parts
 
-    def _known(self, key: str, sent: set[str]) -> bool:
-        """Whether a unit's key was stored or sent earlier in the group (then counted)."""
-        if key in self._stored or key in sent:  # sent: the agent of every trace
-            if key in self._stored:
-                self._stored.move_to_end(key)
-            self.stats.duplicates += 1
-            return True
-        sent.add(key)
-        return False
+    def _fresh(self, items: Sequence[Unit | _Trace]) -> list[list[Unit]]:
+        """Each item's units whose keys were neither stored nor sent earlier in the group
+        (sent: the agent of every trace); the others are counted as duplicates."""
+        stored, sent, duplicates = self._stored, set(), 0
+        fresh: list[list[Unit]] = []
+        for item in items:
+            kept = []
+            for unit in item.units if isinstance(item, _Trace) else [item]:
+                key = unit.key
+                if key in stored:
+                    stored.move_to_end(key)
+                    duplicates += 1
+                elif key in sent:
+                    duplicates += 1
+                else:
+                    sent.add(key)
+                    kept.append(unit)
+            fresh.append(kept)
+        self.stats.duplicates += duplicates
+        return fresh
 
     def _stored_spans(self, trace: str, link: int) -> tuple[int, set[str | None]]:
         """The first free link of a trace from `link` on, and the spans its stored links
@@ -489,13 +504,15 @@ class Ingester:
             link += 1
         return link, spans
 
-    def _remember(self, key: str) -> None:
-        self._stored[key] = None
-        if len(self._stored) > _REMEMBERED_KEYS:
-            self._stored.popitem(last=False)
+    def _remember(self, *keys: str) -> None:
+        stored = self._stored
+        for key in keys:
+            stored[key] = None
+        while len(stored) > _REMEMBERED_KEYS:
+            stored.popitem(last=False)
 
     def _refused(self, unit: Unit, exc: EventLogError, retry: list[Unit]) -> None:
         self.stats.partial += 1
         _LOG.info("stored without its GenAI events (%s): %s", unit.key, exc)
         if unit.span_only is not None:
-            retry.append(Unit(unit.key, [unit.span_only]))
+            retry.append(Unit(unit.key, [unit.span_only], span=unit.span))

@@ -97,7 +97,7 @@ class Exporter(SpanExporter):
 
     def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
         try:
-            self._ingester.add(from_readable(s) for s in spans)
+            self._ingester.add([from_readable(s) for s in spans])
         except EventLogError as exc:  # the log failed (closed, disk full): say so, once
             _LOG.error("spans not stored: %s", exc)
             return SpanExportResult.FAILURE

@@ -3,6 +3,7 @@
     python -m tests.benchmarks.profile_ingest                      # both paths, 7,000 spans
     python -m tests.benchmarks.profile_ingest --path otlp --spans 35000 --top 40
     python -m tests.benchmarks.profile_ingest --cpu                # `exporter`, CPU by stage
+    python -m tests.benchmarks.profile_ingest --cpu --sdk          # and the SDK's own, beside
 
 `exporter`: spans made beforehand by the SDK (`tests/benchmarks/_otel.py`), exported in
 batches of 512 through `eventlog.otel.Exporter` into a store with the default FSYNC, then
@@ -10,13 +11,19 @@ flushed. `otlp`: the same spans as OTLP protobuf export requests of 512 spans, e
 by `_spans.decode_protobuf` and handed to an `Ingester` with ``record_first`` (what the
 service's ``/v1/traces`` does, without HTTP). Prints the plain wall time of each (unprofiled),
 the time by stage (decode, mapping, the store's per-request path, the frame), then the top
-functions of the profile.
+functions of the profile. ``--cpu`` times each stage by `time.process_time` instead (no
+profiler), the best of ``--reps`` runs with the collector off, then the collector's time by
+generation in a run with it on (the spans made beforehand frozen first, `gc.freeze`, as the
+benchmark's harness does: else every full collection walks them); with ``--sdk`` it also
+times the benchmark's SDK side (`SdkInMemory`: create the same traces, each span exported to
+memory as it ends) and counts the Python calls a span of each side (one cProfile run each).
 """
 
 from __future__ import annotations
 
 import argparse
 import cProfile
+import functools
 import gc
 import pstats
 import random
@@ -74,13 +81,23 @@ def otlp_bodies(spans: list[Any]) -> list[bytes]:
     ]
 
 
-def run_exporter(spans: list[Any], path: Path) -> None:
+def run_exporter(spans: list[Any], path: Path, profile: cProfile.Profile | None = None) -> float:
+    """Export `spans` into a new store at `path`; the CPU seconds of the exports and the
+    flush (the benchmark's timed part: opening and closing the log are left out, and are
+    all `profile` does not see)."""
     log = eventlog.open(path)
     exporter = otel.Exporter(log)
+    if profile is not None:
+        profile.enable()
+    began = time.process_time()
     for i in range(0, len(spans), BATCH):
         exporter.export(spans[i : i + BATCH])
     exporter.force_flush()
+    took = time.process_time() - began
+    if profile is not None:
+        profile.disable()
     log.close()
+    return took
 
 
 def run_otlp(bodies: list[bytes], path: Path) -> None:
@@ -103,8 +120,9 @@ _TIMED: list[tuple[Any, str, str]] = [  # (owner, function, stage): nested ones 
 ]
 
 
-def cpu_by_stage(spans: list[Any], reps: int) -> None:
-    """Print the `exporter` path's CPU a span by stage (see the module docstring)."""
+def cpu_by_stage(spans: list[Any], reps: int) -> dict[str, float]:
+    """Print the `exporter` path's CPU a span by stage (see the module docstring); return
+    the best total and the collector's, in us a span."""
     spent: dict[str, float] = {}
     for owner, name, stage in _TIMED:
         setattr(owner, name, _timed(getattr(owner, name), stage, spent))
@@ -114,32 +132,82 @@ def cpu_by_stage(spans: list[Any], reps: int) -> None:
         on = rep == reps  # the last run, with the collector on, times the collector
         with tempfile.TemporaryDirectory() as tmp:
             gc.collect()
-            if on:
-                gc.callbacks.append(lambda phase, _: _collector(phase, spent))
+            if on:  # the spans made beforehand frozen, as the benchmark's harness does
+                gc.freeze()
+                gc.callbacks.append(lambda phase, info: _collector(phase, info, spent))
             else:
                 gc.disable()
-            began = time.process_time()
-            run_exporter(spans, Path(tmp) / "s")
-            spent["total"] = time.process_time() - began
+            spent["total"] = run_exporter(spans, Path(tmp) / "s")
             gc.enable()
+            if on:
+                gc.callbacks.pop()
+                gc.unfreeze()
         if not on:
             best = {k: min(v, best.get(k, v)) for k, v in spent.items()}
+    for owner, name, _ in _TIMED:  # unwrapped again: `--sdk` counts calls after this
+        setattr(owner, name, getattr(owner, name).__wrapped__)
     for stage in [*(stage for _, _, stage in _TIMED), "total"]:
         print(f"  {stage:52} {best.get(stage, 0.0) * 1e6 / len(spans):6.1f} us a span")
     print(f"  {'the collector, in a run with it on':52} "
           f"{spent.get('collector', 0.0) * 1e6 / len(spans):6.1f} us a span")  # fmt: skip
+    for generation in range(3):
+        count = spent.get(f"collections {generation}", 0)
+        took = spent.get(f"collector {generation}", 0.0) * 1e6 / len(spans)
+        print(f"    generation {generation}: {count:5.0f} collections, {took:6.1f} us a span")
+    return {"total": best["total"] * 1e6 / len(spans), "collector": spent.get("collector", 0.0)}
 
 
-def _collector(phase: str, spent: dict[str, float]) -> None:
-    """A `gc.callbacks` hook summing the collector's CPU time into ``spent["collector"]``."""
+def _collector(phase: str, info: dict[str, int], spent: dict[str, float]) -> None:
+    """A `gc.callbacks` hook summing the collector's CPU time into ``spent["collector"]``,
+    and by generation."""
     now = time.process_time()
     if phase == "start":
         spent["gc started"] = now
-    else:
-        spent["collector"] = spent.get("collector", 0.0) + now - spent["gc started"]
+        return
+    took = now - spent["gc started"]
+    generation = info["generation"]
+    spent["collector"] = spent.get("collector", 0.0) + took
+    spent[f"collector {generation}"] = spent.get(f"collector {generation}", 0.0) + took
+    spent[f"collections {generation}"] = spent.get(f"collections {generation}", 0) + 1
+
+
+def sdk_cpu(n: int, reps: int) -> float:
+    """The benchmark's SDK side (`SdkInMemory`) over `n` spans: its CPU a span (us), the best
+    of `reps` runs, the collector on (as the benchmark runs it)."""
+    from ._otel import SdkInMemory  # noqa: PLC0415
+
+    side = SdkInMemory(Path("."), n)
+    best = float("inf")
+    for _ in range(reps):
+        gc.collect()
+        gc.freeze()  # as the benchmark's harness does
+        began = time.process_time()
+        side.run(n)
+        best = min(best, time.process_time() - began)
+        gc.unfreeze()
+    side.close()
+    return best * 1e6 / n
+
+
+def calls_a_span(spans: list[Any]) -> tuple[float, float]:
+    """Python function calls a span (cProfile's count, C functions included) of the
+    `exporter` path and of the SDK side, for the same number of spans."""
+    from ._otel import SdkInMemory  # noqa: PLC0415
+
+    with tempfile.TemporaryDirectory() as tmp:
+        profile = cProfile.Profile()
+        run_exporter(spans, Path(tmp) / "s", profile)
+    ours = pstats.Stats(profile).total_calls  # type: ignore[attr-defined]
+    side = SdkInMemory(Path("."), len(spans))
+    profile = cProfile.Profile()
+    profile.runcall(side.run, len(spans))
+    side.close()
+    theirs = pstats.Stats(profile).total_calls  # type: ignore[attr-defined]
+    return ours / len(spans), theirs / len(spans)
 
 
 def _timed(fn: Callable[..., Any], stage: str, spent: dict[str, float]) -> Callable[..., Any]:
+    @functools.wraps(fn)
     def timed(*args: Any, **kwargs: Any) -> Any:
         began = time.process_time()
         try:
@@ -166,12 +234,21 @@ def main() -> None:
     parser.add_argument("--top", type=int, default=25)
     parser.add_argument("--cpu", action="store_true", help="CPU by stage, unprofiled")
     parser.add_argument("--reps", type=int, default=5, help="runs for --cpu (the best)")
+    parser.add_argument("--sdk", action="store_true", help="with --cpu: the SDK side beside")
     args = parser.parse_args()
     spans = sdk_spans(args.spans)
     if args.cpu:
-        cpu_by_stage(spans, args.reps)
+        ours = cpu_by_stage(spans, args.reps)
+        if args.sdk:
+            sdk = sdk_cpu(len(spans), args.reps)
+            with_collector = ours["total"] + ours["collector"] * 1e6 / len(spans)
+            print(f"  {'the SDK side (create, export to memory), collector on':52} "
+                  f"{sdk:6.1f} us a span")  # fmt: skip
+            print(f"  ratio, SDK / exporter (collector's time added): {sdk / with_collector:.2f}x")
+            ours_calls, sdk_calls = calls_a_span(spans)
+            print(f"  calls a span (cProfile): exporter {ours_calls:.0f}, SDK {sdk_calls:.0f}")
         return
-    work: dict[str, Callable[[Path], None]] = {}
+    work: dict[str, Callable[[Path], object]] = {}
     if args.path in ("exporter", "both"):
         work["exporter"] = lambda p: run_exporter(spans, p)
     if args.path in ("otlp", "both"):
@@ -183,7 +260,7 @@ def main() -> None:
             run(Path(tmp) / "plain")
             seconds = time.perf_counter() - began
             profile = cProfile.Profile()
-            profile.runcall(run, Path(tmp) / "profiled")
+            profile.runcall(run, Path(tmp) / "profiled")  # opening and closing the log too
         stats = pstats.Stats(profile)
         total = sum(_stages(stats).values())
         print(f"\n== {name}: {len(spans) / seconds:,.0f} spans/s unprofiled "

@@ -458,3 +458,73 @@ def test_an_otlp_request_is_stored_in_one_group_commit(
     ingester.add([*_TRACE, *waiting])
     assert len(commits) == 1
     assert ingester.stats.spans == len(_TRACE) + len(waiting)
+
+
+_WINS = {  # docs/ingest.md's order: where conventions disagree, the first non-empty wins
+    "provider": ("gen_ai.provider.name", "gen_ai.system", "llm.provider", "llm.system"),
+    "request_model": ("gen_ai.request.model", "llm.model_name", "llm.request.model"),
+    "response_model": (
+        "gen_ai.response.model",
+        "llm.model_name",
+        "llm.response.model",
+        "gen_ai.request.model",
+    ),
+    "input_tokens": (
+        "gen_ai.usage.input_tokens",
+        "gen_ai.usage.prompt_tokens",
+        "llm.token_count.prompt",
+    ),
+    "output_tokens": (
+        "gen_ai.usage.output_tokens",
+        "gen_ai.usage.completion_tokens",
+        "llm.token_count.completion",
+    ),
+    "response_id": ("gen_ai.response.id",),
+}
+_TOKENS = {"input_tokens", "output_tokens"}
+_WIN_NAMES = sorted({name for names in _WINS.values() for name in names})
+
+
+def _winner(attributes: dict[str, Any], field: str) -> Any:
+    return next((attributes[n] for n in _WINS[field] if attributes.get(n) not in (None, "")), None)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.data())
+def test_where_conventions_disagree_the_documented_one_wins_in_any_order(data: Any) -> None:
+    """A chat span naming one value in several conventions at once (the golden files have
+    each convention alone): the mapping reads each span's attributes in one pass, and which
+    convention wins must not depend on the order the attributes come in."""
+    from eventlog._genai import map_trace  # noqa: PLC0415
+
+    names = data.draw(st.lists(st.sampled_from(_WIN_NAMES), unique=True))
+    attributes: dict[str, Any] = {"gen_ai.operation.name": "chat"}
+    for name in names:  # in the drawn order: the pass must not care
+        tokens = name.startswith(("gen_ai.usage.", "llm.token_count."))
+        empty = st.none() | st.just("")
+        attributes[name] = data.draw(
+            empty | st.integers(0, 10**6) if tokens else empty | st.text(min_size=1, max_size=4)
+        )
+    span = Span(trace_id="ab" * 16, span_id="cd" * 8, name="chat", attributes=attributes)
+    (unit,) = [u for u in map_trace([span]) if len(u.events) > 1]
+    prompt, response = unit.events[1], unit.events[2]
+    assert isinstance(prompt, ev.PromptAdded)
+    assert isinstance(response, ev.ResponseAdded)
+    assert prompt.metadata is not None
+    assert prompt.metadata.model == _winner(attributes, "request_model")
+    assert prompt.metadata.custom.get("provider") == _winner(attributes, "provider")
+    assert response.model == _winner(attributes, "response_model")
+    assert response.usage == ev.TokenUsage(
+        _winner(attributes, "input_tokens") or 0, _winner(attributes, "output_tokens") or 0
+    )
+    assert response.metadata.get("response_id") == _winner(attributes, "response_id")
+
+
+def test_an_attribute_read_as_a_field_is_in_no_group_but_the_main_token_counts() -> None:
+    """`_genai._walk` gives each attribute to the fields that read it, else to its prefixed
+    group: an attribute both would lose its group entry, which only the main token counts
+    (`TokenUsage`'s own, left out of the usage details) may."""
+    from eventlog import _genai  # noqa: PLC0415
+
+    both = {name for name in _genai._SLOTS if name.startswith(_genai._FAMILIES)}
+    assert both <= _genai._USAGE_MAIN
