@@ -49,13 +49,6 @@ def store(tmp_path: Path) -> Path:
     return path
 
 
-@pytest.fixture
-def served(tmp_path: Path, store: Path) -> Iterator[Service]:
-    service = Service(tmp_path, [str(store), "--limit", "max_body_bytes=65536"])
-    yield service
-    assert service.stop() == 0
-
-
 def _value(value: Any) -> dict[str, Any]:
     if isinstance(value, str):
         return {"stringValue": value}
