@@ -21,7 +21,6 @@ single-write requests cost about a fifth of httpx2's CPU per append (docs/benchm
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import threading
 import uuid
@@ -40,7 +39,7 @@ from ._erase import Erasure, ErasureRunning, Selected, Selector
 from ._reader import Record
 from ._store import Appended, PendingRequest
 from ._time import TimeLike, iso_time, to_ns
-from ._wire import DETAILS, ERRORS
+from ._wire import ERRORS, rebuilt
 from .errors import InvalidEvent, LogClosed, ServiceError
 from .log import Appends, AsyncAppends
 
@@ -158,21 +157,6 @@ class Http:
         reason = str(exc) or type(exc).__name__  # a transport's errors may have no message
         message = f"no answer from {self.url}: {reason}" + (outcome if appending else "")
         return ServiceError(0, "unreachable", message)
-
-
-def rebuilt(cls: type[Exception], message: str, details: Mapping[str, Any]) -> Exception:
-    """An instance of `cls` with the service's message and fields (ids as UUIDs again), made
-    without its constructor: the message is already worded."""
-    exc = cls.__new__(cls)
-    Exception.__init__(exc, message)
-    for name, value in details.items():
-        if name not in DETAILS:
-            continue  # only the fields the service sends, never an attribute of its choosing
-        if name.endswith("_id") and isinstance(value, str):
-            with contextlib.suppress(ValueError):
-                value = uuid.UUID(value)  # noqa: PLW2901 (the value, typed again)
-        setattr(exc, name, value)
-    return exc
 
 
 class _DryRun(msgspec.Struct):
