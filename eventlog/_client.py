@@ -294,7 +294,7 @@ class RemoteLog(Appends):
             return [exc] * len(bodies)
         status, reason, content = response.status_code, response.reason_phrase, response.content
         if self._coalescer is not None:
-            parts = _again(self._coalescer, status, reason, content, body, bodies)
+            parts = _again(self._coalescer, status, reason, content, body=body, bodies=bodies)
             if parts is not None:
                 return [outcome for part in parts for outcome in self._send(part)]
         return _outcomes(self._http, status, reason, content, len(bodies))
@@ -557,7 +557,7 @@ class AsyncRemoteLog(AsyncAppends):
         except (aiohttp.ClientError, TimeoutError) as exc:
             return [self._http.unreachable(exc, True) for _ in bodies]
         if self._coalescer is not None:
-            parts = _again(self._coalescer, status, reason, content, body, bodies)
+            parts = _again(self._coalescer, status, reason, content, body=body, bodies=bodies)
             if parts is not None:
                 sent = await asyncio.gather(*(self._send(part) for part in parts))
                 return [outcome for part in sent for outcome in part]
@@ -636,7 +636,13 @@ class AsyncRemoteLog(AsyncAppends):
 
 
 def _again(
-    bounds: Bounds, status: int, reason: str | None, content: bytes, body: bytes, bodies: list[bytes]
+    bounds: Bounds,
+    status: int,
+    reason: str | None,
+    content: bytes,
+    *,
+    body: bytes,
+    bodies: list[bytes],
 ) -> list[list[bytes]] | None:
     """The parts in which to send a batch's appends again, and `bounds` lowered for later
     ones, when the service could not take the batch as a whole; None if its answer stands.

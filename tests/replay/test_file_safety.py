@@ -132,9 +132,7 @@ def test_duckdb_spills_into_a_directory_with_the_modes_of_the_databases(
                 spilled.update(p.name for p in spill.iterdir())
             time.sleep(0.0005)
 
-    with projections.MemoryGraph.open(
-        store, database=db, memory_limit="64MB", idle_s=600
-    ) as graph:
+    with projections.MemoryGraph.open(store, database=db, memory_limit="64MB", idle_s=600) as graph:
         running.set()
         watcher = threading.Thread(target=watch)
         watcher.start()

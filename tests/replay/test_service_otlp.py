@@ -12,7 +12,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -459,20 +459,15 @@ if os.environ.get("LMG_TEST_INGEST_RAISES"):
 '''
 
 
-@pytest.mark.parametrize(
-    ("raised", "status", "details"),
-    [
-        ("unknown_node", 422, {"node_id": str(uuid.UUID(int=7)), "expected": "session"}),
-        ("append_conflict", 409, {"scope": "the store", "expected": 1, "actual": 2}),
-    ],
-)
+_ANSWERED = {  # the status and details each injected error is answered with
+    "unknown_node": (422, {"node_id": str(uuid.UUID(int=7)), "expected": "session"}),
+    "append_conflict": (409, {"scope": "the store", "expected": 1, "actual": 2}),
+}
+
+
+@pytest.mark.parametrize("raised", list(_ANSWERED))
 def test_a_log_error_in_the_ingest_process_has_its_documented_status(
-    tmp_path: Path,
-    store: Path,
-    monkeypatch: pytest.MonkeyPatch,
-    raised: str,
-    status: int,
-    details: dict[str, Any],
+    tmp_path: Path, store: Path, monkeypatch: pytest.MonkeyPatch, raised: str
 ) -> None:
     """Any error of the log's that the ingest process meets (injected into its ingester
     here) is answered as the same error of an append is: its status, code and fields.
@@ -486,6 +481,7 @@ def test_a_log_error_in_the_ingest_process_has_its_documented_status(
     service = Service(tmp_path, [str(store)])
     try:
         answer = service.http.post("/v1/traces", json=_body(genai_trace(random.Random(14))))
+        status, details = _ANSWERED[raised]
         assert answer.status_code == status, answer.text
         assert answer.json()["error"]["code"] == raised
         assert answer.json()["error"]["details"] == details
