@@ -75,7 +75,7 @@ DETAILS = (  # the fields of an error that travel beside its message (`error_det
 )
 
 _JSON = msgspec.json.Encoder()
-E = TypeVar("E", bound=Exception)
+_E = TypeVar("_E", bound=Exception)
 _TYPES = ev.event_types()  # built once: every request looks its events' types up here
 
 
@@ -145,7 +145,7 @@ def error_details(exc: EventLogError) -> dict[str, Any]:
     return {k: v if v is None or isinstance(v, int | list) else str(v) for k, v in fields.items()}
 
 
-def rebuilt(cls: type[E], message: str, details: Mapping[str, Any]) -> E:
+def rebuilt(cls: type[_E], message: str, details: Mapping[str, Any]) -> _E:
     """An instance of `cls` with `message` and the fields `error_details` gave (ids as UUIDs
     again), made without its constructor: the message is already worded."""
     exc = cls.__new__(cls)
