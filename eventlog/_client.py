@@ -21,7 +21,6 @@ single-write requests cost about a fifth of httpx2's CPU per append (docs/benchm
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import threading
 import uuid
@@ -40,7 +39,7 @@ from ._erase import Erasure, ErasureRunning, Selected, Selector
 from ._reader import Record
 from ._store import Appended, PendingRequest
 from ._time import TimeLike, iso_time, to_ns
-from ._wire import DETAILS, ERRORS
+from ._wire import ERRORS, rebuilt
 from .errors import InvalidEvent, LogClosed, ServiceError
 from .log import Appends, AsyncAppends
 
@@ -83,6 +82,15 @@ class _Error(msgspec.Struct):
 
 class _ErrorBody(msgspec.Struct):
     error: _Error
+
+
+def _error_of(status: int, reason: str | None, content: bytes) -> _Error:
+    """The error an unsuccessful answer's body holds; ``http_{status}`` if it holds none of
+    the service's (a proxy's page, or a route the service does not have)."""
+    try:
+        return msgspec.json.decode(content, type=_ErrorBody).error
+    except msgspec.DecodeError:
+        return _Error(f"http_{status}", reason or "no answer")
 
 
 class _Outcome(msgspec.Struct):
@@ -131,11 +139,7 @@ class Http:
 
     def error(self, status: int, reason: str | None, content: bytes) -> Exception:
         """The error an unsuccessful answer names, as its class."""
-        try:
-            error = msgspec.json.decode(content, type=_ErrorBody).error
-        except msgspec.DecodeError:
-            error = _Error(f"http_{status}", reason or "no answer")
-        return self.named(status, error)
+        return self.named(status, _error_of(status, reason, content))
 
     def named(self, status: int, error: _Error) -> Exception:
         """The exception for an error body's code: its class, or `ServiceError`."""
@@ -153,21 +157,6 @@ class Http:
         reason = str(exc) or type(exc).__name__  # a transport's errors may have no message
         message = f"no answer from {self.url}: {reason}" + (outcome if appending else "")
         return ServiceError(0, "unreachable", message)
-
-
-def rebuilt(cls: type[Exception], message: str, details: Mapping[str, Any]) -> Exception:
-    """An instance of `cls` with the service's message and fields (ids as UUIDs again), made
-    without its constructor: the message is already worded."""
-    exc = cls.__new__(cls)
-    Exception.__init__(exc, message)
-    for name, value in details.items():
-        if name not in DETAILS:
-            continue  # only the fields the service sends, never an attribute of its choosing
-        if name.endswith("_id") and isinstance(value, str):
-            with contextlib.suppress(ValueError):
-                value = uuid.UUID(value)  # noqa: PLW2901 (the value, typed again)
-        setattr(exc, name, value)
-    return exc
 
 
 class _DryRun(msgspec.Struct):
@@ -281,7 +270,7 @@ class RemoteLog(Appends):
             raise self._http.unreachable(exc, appending) from None
 
     def _submit(self, request: PendingRequest) -> Appended:
-        if self._coalescer is None:
+        if self._coalescer is None or not self._coalescer.batching:
             return self._append(_body(request))
         if self._client.is_closed:
             raise self._http.closed()
@@ -292,7 +281,8 @@ class RemoteLog(Appends):
         return _appended(response.content)
 
     def _send(self, bodies: list[bytes]) -> list[Outcome]:
-        """A flight of the coalescer, as `AsyncRemoteLog._send` (one by one after a 413)."""
+        """A flight of the coalescer, as `AsyncRemoteLog._send` (the parts it sends again
+        after a 413 or a missing route, one after the other)."""
         if len(bodies) == 1:
             return [_outcome_of(self._append, bodies[0])]
         body = _batch_body(bodies)
@@ -303,9 +293,10 @@ class RemoteLog(Appends):
         except (LogClosed, ServiceError) as exc:  # closed, or no answer: every append's
             return [exc] * len(bodies)
         status, reason, content = response.status_code, response.reason_phrase, response.content
-        if status == 413 and self._coalescer is not None:
-            _smaller(self._coalescer, self._http.error(status, reason, content), body, bodies)
-            return [_outcome_of(self._append, b) for b in bodies]
+        if self._coalescer is not None:
+            parts = _again(self._coalescer, status, reason, content, body=body, bodies=bodies)
+            if parts is not None:
+                return [outcome for part in parts for outcome in self._send(part)]
         return _outcomes(self._http, status, reason, content, len(bodies))
 
     def last_lsn(self, session_id: uuid.UUID | None = None) -> int | None:
@@ -536,7 +527,7 @@ class AsyncRemoteLog(AsyncAppends):
         return response.status, response.reason, body, response.headers
 
     async def _submit(self, request: PendingRequest) -> Appended:
-        if self._coalescer is None:
+        if self._coalescer is None or not self._coalescer.batching:
             return await self._append(_body(request))
         if self._closing:
             raise self._http.closed()
@@ -552,7 +543,8 @@ class AsyncRemoteLog(AsyncAppends):
         """A flight of the coalescer: one append alone on the append route; more on the batch
         route, each with its own outcome; a failure of the whole request is every append's,
         one exception each. A batch the service finds too large (a limit set lower than the
-        coalescer's) goes again append by append, and later batches are half its size."""
+        coalescer's), or that a service without the batch route cannot take, goes again in
+        the parts `_again` says, at once."""
         import aiohttp  # noqa: PLC0415
 
         if len(bodies) == 1:
@@ -564,9 +556,11 @@ class AsyncRemoteLog(AsyncAppends):
             )
         except (aiohttp.ClientError, TimeoutError) as exc:
             return [self._http.unreachable(exc, True) for _ in bodies]
-        if status == 413 and self._coalescer is not None:
-            _smaller(self._coalescer, self._http.error(status, reason, content), body, bodies)
-            return list(await asyncio.gather(*(_outcome(self._append(b)) for b in bodies)))
+        if self._coalescer is not None:
+            parts = _again(self._coalescer, status, reason, content, body=body, bodies=bodies)
+            if parts is not None:
+                sent = await asyncio.gather(*(self._send(part) for part in parts))
+                return [outcome for part in sent for outcome in part]
         return _outcomes(self._http, status, reason, content, len(bodies))
 
     async def last_lsn(self, session_id: uuid.UUID | None = None) -> int | None:
@@ -641,13 +635,43 @@ class AsyncRemoteLog(AsyncAppends):
             raise self._http.unreachable(exc) from None
 
 
-def _smaller(bounds: Bounds, refused: Exception, body: bytes, bodies: list[bytes]) -> None:
-    """After a batch refused as too large (413), later ones half as large in the appends
-    (``too_many_appends``: past `max_batch_appends`) or the bytes (past `max_body_bytes`)."""
-    if getattr(refused, "code", None) == "too_many_appends":
-        bounds.max_count = max(1, len(bodies) // 2)
-    else:
+def _again(
+    bounds: Bounds,
+    status: int,
+    reason: str | None,
+    content: bytes,
+    *,
+    body: bytes,
+    bodies: list[bytes],
+) -> list[list[bytes]] | None:
+    """The parts in which to send a batch's appends again, and `bounds` lowered for later
+    ones, when the service could not take the batch as a whole; None if its answer stands.
+
+    - 413 ``too_many_appends`` stating the service's `limit` (``details.limit``): later
+      batches hold at most that many, and this one goes again in batches of it.
+    - 413 otherwise (past `max_body_bytes`, or a service too old to state its limit): later
+      batches half as large in the bytes or the appends, and this one goes append by append.
+    - 404 or 405 with none of the service's errors in its body: a service older than the
+      batch route. Every append goes alone from now on, as with ``coalesce=False``.
+    """
+    if status not in (404, 405, 413):
+        return None
+    error = _error_of(status, reason, content)
+    singly = [[b] for b in bodies]
+    if status != 413:
+        if error.code != f"http_{status}":
+            return None  # the service's own refusal (an unknown store): every append's
+        bounds.batching, bounds.max_count = False, 1  # what is queued goes alone too
+        return singly
+    if error.code != "too_many_appends":
         bounds.max_bytes = max(1, len(body) // 2)
+        return singly
+    limit = error.details.get("limit")
+    if isinstance(limit, int) and not isinstance(limit, bool) and 0 < limit < len(bodies):
+        bounds.max_count = limit
+        return [bodies[i : i + limit] for i in range(0, len(bodies), limit)]
+    bounds.max_count = max(1, len(bodies) // 2)
+    return singly
 
 
 def _outcomes(

@@ -70,6 +70,9 @@ class Bounds:
         """Appends in one request at most (the service refuses more than its limit)."""
         self.max_bytes = max_bytes
         """Bytes of append bodies in one request at most, unless one alone is larger."""
+        self.batching = True
+        """False once the service showed it has no batch route (it is older): each append
+        then goes alone, as without coalescing."""
 
     def _take(self, queue: deque[Q]) -> list[Q]:
         """The next request's appends, in the order they were made; those whose callers

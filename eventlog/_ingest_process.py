@@ -44,7 +44,8 @@ from ._http import ApiError
 from ._ingest import Ingester
 from ._logs import LogRecord, decode_logs_json_line, decode_logs_protobuf
 from ._spans import Malformed, Span, decode_json_line, decode_protobuf
-from .errors import EventLogError, LogClosed, LogFailed, StorageFull
+from ._wire import error_details, rebuilt
+from .errors import EventLogError
 from .log import EventLog
 from .log import open as open_log
 
@@ -54,9 +55,6 @@ PROTOBUF = "application/x-protobuf"
 JSON = "application/json"
 _WHERE = "request"  # where a body that is no export request at all is reported
 WBITS = {"gzip": 16 + zlib.MAX_WBITS, "deflate": zlib.MAX_WBITS}
-_FAILURES: dict[str, type[EventLogError]] = {
-    c.__name__: c for c in (StorageFull, LogFailed, LogClosed)
-}  # what `_http.log_error` answers with a status of its own; anything else is a 500
 _PR_SET_PDEATHSIG = 1  # prctl(2)
 T = TypeVar("T")
 
@@ -80,13 +78,26 @@ class Body(NamedTuple):
     logs: bool  # an ``ExportLogsServiceRequest``, else an ``ExportTraceServiceRequest``
 
 
+class Failure(NamedTuple):
+    """An error of the log's, as it crosses from the child: an exception pickles by its
+    message alone, and most of the log's have constructors of their own."""
+
+    cls: str  # its class: module and qualified name
+    message: str
+    details: dict[str, Any]  # its fields (`_wire.error_details`)
+
+    @classmethod
+    def of(cls, exc: EventLogError) -> Failure:
+        return cls(_name(type(exc)), str(exc), error_details(exc))
+
+
 class Outcome(NamedTuple):
     """What the child made of one OTLP body."""
 
     accepted: int  # spans or log records decoded and handed to the ingester
     rejected: list[Malformed]  # the malformed ones, each with why
     last_lsn: int  # the highest LSN the store's ingester was answered with (-1: none yet)
-    failure: tuple[str, str] | None = None  # the log's error (its class, its message)
+    failure: Failure | None = None  # the log's error, as `failure` makes it again
     refused: tuple[int, str, str] | None = None  # no export request: `ApiError`'s fields
 
 
@@ -188,11 +199,20 @@ def _said(done: asyncio.Future[dict[str, tuple[int, str | None]]]) -> None:
         print(f"lmg serve: the OTLP ingest process did not forget: {exc}", file=sys.stderr)
 
 
-def failure(outcome: tuple[str, str]) -> EventLogError:
-    """The log's error the child reported, as its class where the service answers it with a
-    status of its own (a full disk, a failed or closed log), else as `EventLogError`."""
-    name, message = outcome
-    return _FAILURES.get(name, EventLogError)(message)
+def failure(reported: Failure) -> EventLogError:
+    """The log's error the child reported, again as its class with its message and fields,
+    so the service answers it as it answers the same error of an append (`_http.log_error`:
+    each with its documented status); `EventLogError` if its class is unknown here."""
+    found = next((c for c in _subclasses(EventLogError) if _name(c) == reported.cls), None)
+    return rebuilt(found or EventLogError, reported.message, reported.details)
+
+
+def _subclasses(cls: type[EventLogError]) -> list[type[EventLogError]]:
+    return [c for sub in cls.__subclasses__() for c in (sub, *_subclasses(sub))]
+
+
+def _name(cls: type) -> str:
+    return f"{cls.__module__}.{cls.__qualname__}"
 
 
 # -- the child's side ---------------------------------------------------------------------
@@ -236,7 +256,7 @@ def _receive(store: Store, body: Body) -> Outcome:
         else:
             ingester.add(items)  # type: ignore[arg-type]
     except EventLogError as exc:
-        return Outcome(accepted, rejected, -1, (type(exc).__name__, str(exc)))
+        return Outcome(accepted, rejected, -1, Failure.of(exc))
     return Outcome(accepted, rejected, ingester.last_lsn)
 
 

@@ -147,9 +147,8 @@ def _batch(body: bytes, limit: int) -> list[msgspec.Raw]:
     if not parts:
         raise InvalidEvent("the batch holds no appends")
     if len(parts) > limit:
-        raise ApiError(
-            413, "too_many_appends", f"the batch holds {len(parts)} appends; the limit is {limit}"
-        )
+        message = f"the batch holds {len(parts)} appends; the limit is {limit}"
+        raise ApiError(413, "too_many_appends", message, {"limit": limit})
     return parts
 
 

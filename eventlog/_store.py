@@ -362,10 +362,13 @@ class Store:
     # -- recovery -----------------------------------------------------------------------------
 
     def _recover(self) -> None:
-        """Under the lock: remove temp files, check the chain of segments, repair the tail."""
-        for name in os.listdir(self.path):
-            if name.endswith(".tmp"):
-                os.unlink(self.path / name)
+        """Under the lock: remove temp files, check the chain of segments, repair the tail.
+        A directory is no temp file of the log's: DuckDB's spill directory beside the
+        projections database (``projections.duckdb.tmp``) is one."""
+        with os.scandir(self.path) as entries:
+            for entry in entries:
+                if entry.name.endswith(".tmp") and not entry.is_dir(follow_symlinks=False):
+                    os.unlink(entry.path)
         firsts = self.segments()
         for name in os.listdir(self.path):  # a tail of a segment sealed since: stale
             if name.endswith(".tail") and (not firsts or name != f"{firsts[-1]:020d}.tail"):

@@ -9,7 +9,10 @@ event's own fields, the shape a request reads (it ignores ``lsn`` and ``ts_iso``
 
 from __future__ import annotations
 
-from typing import Any
+import contextlib
+import uuid
+from collections.abc import Mapping
+from typing import Any, TypeVar
 
 import msgspec
 
@@ -40,6 +43,7 @@ __all__ = [
     "error_code",
     "error_details",
     "parse_request",
+    "rebuilt",
     "record_json",
 ]
 
@@ -71,6 +75,7 @@ DETAILS = (  # the fields of an error that travel beside its message (`error_det
 )
 
 _JSON = msgspec.json.Encoder()
+_E = TypeVar("_E", bound=Exception)
 _TYPES = ev.event_types()  # built once: every request looks its events' types up here
 
 
@@ -138,3 +143,18 @@ def error_details(exc: EventLogError) -> dict[str, Any]:
     """The error's own fields (ids, LSNs, names; never a path) as JSON values."""
     fields = {name: getattr(exc, name) for name in DETAILS if hasattr(exc, name)}
     return {k: v if v is None or isinstance(v, int | list) else str(v) for k, v in fields.items()}
+
+
+def rebuilt(cls: type[_E], message: str, details: Mapping[str, Any]) -> _E:
+    """An instance of `cls` with `message` and the fields `error_details` gave (ids as UUIDs
+    again), made without its constructor: the message is already worded."""
+    exc = cls.__new__(cls)
+    Exception.__init__(exc, message)
+    for name, value in details.items():
+        if name not in DETAILS:
+            continue  # only the fields the service sends, never an attribute of its choosing
+        if name.endswith("_id") and isinstance(value, str):
+            with contextlib.suppress(ValueError):
+                value = uuid.UUID(value)  # noqa: PLW2901 (the value, typed again)
+        setattr(exc, name, value)
+    return exc

@@ -55,13 +55,18 @@ class Problem(msgspec.Struct, frozen=True):
         return f"{self.severity}: {where}: {self.message}"
 
 
+def _directory(path: Path) -> bool:
+    """A directory is none of the log's files (``projections.duckdb.tmp`` is DuckDB's)."""
+    return path.is_dir() and not path.is_symlink()
+
+
 def verify(path: str | os.PathLike[str]) -> list[Problem]:
     """Every problem found in the store at `path`; an empty list means it is intact."""
     root = Path(path)
     check_store(root)
     problems: list[Problem] = []
     for name in sorted(os.listdir(root)):
-        if _LOG_LIKE.match(name) and not _KNOWN.match(name):
+        if _LOG_LIKE.match(name) and not _KNOWN.match(name) and not _directory(root / name):
             kind = (
                 "temporary file (removed on the next open)"
                 if name.endswith(".tmp")

@@ -10,9 +10,12 @@ projector folds the rest of the log from there; with no snapshot, it folds all o
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import eventlog
 from eventlog import BackupInfo, BackupRun
+from eventlog._files import open_file
+from eventlog._index import fsync_dir
 
 from ._database import database_path
 from .snapshots import SnapshotInfo, Snapshots
@@ -38,14 +41,26 @@ def restore(
     database: str | os.PathLike[str] | None = None,
 ) -> tuple[BackupInfo, SnapshotInfo | None]:
     """Create `store` from the backup at `dest` (see `eventlog.restore`), and its projections
-    database from the backup's snapshot, if it has one."""
+    database from the backup's snapshot, if it has one (synced, with its directory, before
+    this returns: the snapshot's restore does not sync, as a replay's private copy needs
+    not, but a store's database must survive a crash right after the restore reported it)."""
     info = eventlog.restore(dest, store, force=force)
+    target = database_path(store, database)
     with eventlog.open(store, readonly=True) as log:
-        restored = Snapshots(store).restore(
-            database_path(store, database), at_most=info.last_lsn, log=log
-        )
+        restored = Snapshots(store).restore(target, at_most=info.last_lsn, log=log)
     if restored is None:
         return info, None
     snapshot, con = restored
     con.close()
+    _sync(target)
     return info, snapshot
+
+
+def _sync(path: Path) -> None:
+    """Make the file at `path` and its name in its directory durable."""
+    fd = open_file(path)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    fsync_dir(path.parent)

@@ -26,7 +26,10 @@ None of these files is opened through a symbolic link, nor is the database (`ope
 checks it and its ``.wal`` before DuckDB opens them); each is created with the modes of the
 directory it is in (`eventlog._files`). DuckDB makes the database's write-ahead log itself,
 with the umask's modes, at the first commit after each checkpoint (which deletes it): each
-commit of ours gives it the database file's modes (`keep_wal_private`).
+commit of ours gives it the database file's modes (`keep_wal_private`). Its spill directory,
+``<db>.tmp`` (DuckDB's default temporary directory), is made by every read-write open with
+the directory modes of the database's directory, before DuckDB would make it with the
+umask's (`_spill_dir`); it then stays, empty between spills, as the lock files do.
 """
 
 from __future__ import annotations
@@ -41,7 +44,7 @@ from pathlib import Path
 
 import duckdb
 
-from eventlog._files import Modes, open_file, open_or_create, refuse_link
+from eventlog._files import Modes, make_dir, open_file, open_or_create, refuse_link
 
 from ._sandbox import SANDBOX
 from .errors import DatabaseBusy, ProjectionError, ProjectorBusy
@@ -259,6 +262,8 @@ def open_database(
         raise ProjectionError(
             f"{db} does not exist yet: build it with `lmg project` or `MemoryGraph.open`"
         )
+    if not read_only:
+        _spill_dir(db)
     deadline = None if timeout is None else time.monotonic() + timeout
     delay = 0.005
     while True:
@@ -281,6 +286,19 @@ def open_database(
             os.chmod(db, Modes.of(db.parent).file)
         _OPENED[con] = db
         return con
+
+
+def _spill_dir(db: Path) -> None:
+    """Make DuckDB's spill directory, ``<db>.tmp``, with the modes of a directory made in the
+    database's own (or give it them, if it is there already; never through a link). DuckDB
+    spills there, with the umask's modes, when a fold outgrows its memory limit; a directory
+    it makes itself gets the umask's modes too, and goes at close. One made here is used as
+    it is, and stays. It is DuckDB's default rather than a `temp_directory` setting: the
+    sandbox (``enable_external_access=false``) refuses that setting."""
+    path = Path(f"{db}.tmp")
+    mode = Modes.of(db.parent).dir
+    if not make_dir(path, mode) and os.stat(path).st_mode & 0o777 != mode:
+        os.chmod(path, mode)
 
 
 def keep_wal_private(con: duckdb.DuckDBPyConnection) -> None:

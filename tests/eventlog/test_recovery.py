@@ -452,6 +452,22 @@ def test_stray_temp_files_removed(pristine: Layout, store: Path, no_warnings: No
     assert snapshot(store).keys() == snapshot(pristine.path).keys()
 
 
+def test_a_duckdb_spill_directory_is_left_to_duckdb(
+    pristine: Layout, store: Path, no_warnings: None
+) -> None:
+    """``projections.duckdb.tmp`` is DuckDB's spill directory (kept by the projections, or
+    left by a fold killed while it spilled), not a temp file of the log's: recovery leaves
+    it. Before, it tried to unlink it, and every open of the store failed."""
+    copy_store(pristine, store)
+    spill = store / "projections.duckdb.tmp"
+    spill.mkdir()
+    (spill / "duckdb_temp_storage_DEFAULT-0.tmp").write_bytes(b"spilled")
+    assert eventlog.verify(store) == []  # nor does verify call it a temp file of the log's
+    with eventlog.open(store) as log:
+        assert list(log.read()) == pristine.records
+    assert (spill / "duckdb_temp_storage_DEFAULT-0.tmp").read_bytes() == b"spilled"
+
+
 # -- segments missing --------------------------------------------------------------------------
 
 

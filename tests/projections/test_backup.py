@@ -3,6 +3,7 @@ the projections database, and folding the rest of the log gives the source's tab
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import time
@@ -54,6 +55,34 @@ def test_restore_builds_the_projections_from_the_backed_up_snapshot(tmp_path: Pa
     with Projector(source) as projector:
         projector.catch_up()
     assert _tables(tmp_path / "restored") == _tables(source)
+
+
+@pytest.mark.slow
+def test_restore_syncs_the_projections_database_and_its_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The restored database is durable when `restore` returns: the file is fsynced, then
+    its directory (a crash right after a restore must not leave it half written)."""
+    source = tmp_path / "source"
+    with MemoryGraph.open(source) as g:
+        record_demo(g)
+    with Projector(source, snapshots=SnapshotPolicy(every_events=5)) as projector:
+        projector.catch_up()
+    backup(source, tmp_path / "bk")
+    synced: list[int] = []  # the inodes fsynced, in order
+    real_fsync = os.fsync
+
+    def spy(fd: int) -> None:
+        synced.append(os.fstat(fd).st_ino)
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", spy)
+    _info, restored = restore(tmp_path / "bk", tmp_path / "restored")
+    assert restored is not None
+    database = (tmp_path / "restored" / "projections.duckdb").stat().st_ino
+    directory = (tmp_path / "restored").stat().st_ino
+    assert database in synced
+    assert directory in synced[synced.index(database) :]
 
 
 @pytest.mark.slow

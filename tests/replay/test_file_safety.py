@@ -7,8 +7,11 @@ pointed at; with the usual umask 022, everything derived from a store was world-
 
 from __future__ import annotations
 
+import contextlib
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -105,6 +108,47 @@ def test_every_file_of_a_store_is_private_after_a_fold_a_snapshot_and_an_export(
     projections.export_parquet(store, tmp_path / "export")
     assert_private(store)
     assert_private(tmp_path / "export")
+
+
+def test_duckdb_spills_into_a_directory_with_the_modes_of_the_databases(
+    store: Path, tmp_path: Path, umask_022: None
+) -> None:
+    """A query that outgrows the memory limit spills into ``<db>.tmp``: made by the open
+    with the database directory's owner and group bits, never others' (it was DuckDB's, with
+    the umask's: 0755, its files 0644, beside a 0640 database in a directory of 0755)."""
+    make_store(store)
+    db = tmp_path / "elsewhere" / "p.duckdb"
+    db.parent.mkdir()
+    db.parent.chmod(0o755)
+    spill = Path(f"{db}.tmp")
+    spilled: set[str] = set()  # what was in the spill directory while the query ran
+    modes: set[int] = set()  # its modes, each time
+    running = threading.Event()
+
+    def watch() -> None:
+        while running.is_set():
+            with contextlib.suppress(FileNotFoundError):
+                modes.add(spill.stat().st_mode & 0o777)
+                spilled.update(p.name for p in spill.iterdir())
+            time.sleep(0.0005)
+
+    with projections.MemoryGraph.open(store, database=db, memory_limit="64MB", idle_s=600) as graph:
+        running.set()
+        watcher = threading.Thread(target=watch)
+        watcher.start()
+        try:
+            groups = graph.sql(
+                "SELECT count(*) FROM (SELECT md5(range::VARCHAR) AS s, count(*) "
+                "FROM range(1500000) GROUP BY s)"
+            ).fetchall()
+        finally:
+            running.clear()
+            watcher.join()
+    assert groups == [(1_500_000,)]
+    assert any(name.startswith("duckdb_temp") for name in spilled), spilled  # it spilled
+    assert modes == {0o750}, modes
+    assert spill.stat().st_mode & 0o777 == 0o750
+    assert db.stat().st_mode & 0o777 == 0o640
 
 
 @pytest.mark.slow

@@ -10,7 +10,6 @@ import socket
 import subprocess
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -20,9 +19,9 @@ import eventlog
 import projections
 from tests._processes import LMG, WAIT_S, Child
 
-pytestmark = (
-    pytest.mark.slow
-)  # real server or CLI processes: `make test` runs them, `make test-fast` not
+# real server or CLI processes: `make test` runs them, `make test-fast` not; each test's
+# store holds one session (conftest.py)
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("one_session")]
 
 _SESSION = {"type": "session.created"}
 _URL = re.compile(r"lmg serve: (http://127\.0\.0\.1:\d+)")
@@ -42,21 +41,6 @@ class Service:
     def stop(self) -> int:
         self.http.close()
         return self.child.stop()
-
-
-@pytest.fixture
-def store(tmp_path: Path) -> Path:
-    path = tmp_path / "store"
-    with eventlog.open(path) as log:
-        log.create_session(metadata={"user": "ada"})
-    return path
-
-
-@pytest.fixture
-def served(tmp_path: Path, store: Path) -> Iterator[Service]:
-    service = Service(tmp_path, [str(store), "--limit", "max_body_bytes=65536"])
-    yield service
-    assert service.stop() == 0
 
 
 def _events(store: Path) -> int:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import http.server
 import re
 import shutil
 import signal
@@ -16,7 +17,7 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -29,28 +30,14 @@ from tests._processes import WAIT_S
 
 from .test_service import Service, _events, _token
 
-pytestmark = pytest.mark.slow  # a real server process
+# a real server process, serving a store of one session (conftest.py)
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("one_session")]
 
 _BATCH = "/v1/stores/default/events:batch"
 _SINGLE = "/v1/stores/{name}/events"
 _BATCHES = "/v1/stores/{name}/events:batch"
 _SESSION = {"type": "session.created"}
 _ROOT = Path(__file__).parents[2]
-
-
-@pytest.fixture
-def store(tmp_path: Path) -> Path:
-    path = tmp_path / "store"
-    with eventlog.open(path) as log:
-        log.create_session(metadata={"user": "ada"})
-    return path
-
-
-@pytest.fixture
-def served(tmp_path: Path, store: Path) -> Iterator[Service]:
-    service = Service(tmp_path, [str(store), "--limit", "max_body_bytes=65536"])
-    yield service
-    assert service.stop() == 0
 
 
 def _metric(service: Service, name: str, **labels: str) -> float:
@@ -404,6 +391,140 @@ def test_a_sync_batch_too_large_for_the_service_goes_append_by_append(
     assert len(set(made)) == 16 and _events(store) == 18
     refused = _metric(served, "lmg_request_seconds_count", route=_BATCHES, status="413")
     assert refused >= 1  # the threads' appends met in a batch, which went again one by one
+
+
+# -- both clients, and the service's limit or age ---------------------------------------------
+
+
+def _refused_batches(service: Service) -> int:
+    return int(_metric(service, "lmg_request_seconds_count", route=_BATCHES, status="413"))
+
+
+def test_an_async_client_adopts_the_batch_limit_the_service_states(
+    tmp_path: Path, store: Path
+) -> None:
+    """A service taking 3 appends a batch states its limit in the 413: the client's next
+    batches hold 3 at most, and the refused one goes again in batches of 3. Before, each
+    refusal only halved the bound, and batches of 64, 32, 16, 8 and 4 were refused in turn."""
+    service = Service(tmp_path, [str(store), "--limit", "max_batch_appends=3"])
+    try:
+        refused = _post(service, [_SESSION] * 4)
+        assert refused.status_code == 413
+        assert refused.json()["error"]["details"] == {"limit": 3}
+
+        async def main() -> list[uuid.UUID]:
+            async with await eventlog.connect_async(service.url) as log:
+                session = (await log.create_session()).id
+                made: list[uuid.UUID] = []
+                for turn in range(5):
+                    calls = (log.add_prompt(session, f"{turn}-{i}") for i in range(64))
+                    made += await asyncio.gather(*calls)
+                return made
+
+        before = _refused_batches(service)
+        made = asyncio.run(main())
+        assert len(set(made)) == 320 and _events(store) == 322
+        assert _refused_batches(service) - before <= eventlog.RemoteLog.FLIGHTS
+        taken = _metric(service, "lmg_request_seconds_count", route=_BATCHES, status="200")
+        assert taken >= 5 * 21  # each turn's 64 in batches of 3 (and one alone)
+    finally:
+        assert service.stop() == 0
+
+
+def test_a_sync_client_adopts_the_batch_limit_the_service_states(
+    tmp_path: Path, store: Path
+) -> None:
+    """As for the async client: 64 threads appending, at most one refused batch a flight."""
+    service = Service(tmp_path, [str(store), "--limit", "max_batch_appends=2"])
+    try:
+        with eventlog.connect(service.url) as log:
+            session = log.create_session().id
+            with concurrent.futures.ThreadPoolExecutor(64) as pool:
+                futures = [pool.submit(log.add_prompt, session, f"{i}") for i in range(640)]
+                made = [f.result(WAIT_S) for f in futures]
+        assert len(set(made)) == 640 and _events(store) == 642
+        assert _refused_batches(service) <= eventlog.RemoteLog.FLIGHTS
+    finally:
+        assert service.stop() == 0
+
+
+class _Older:
+    """A stand-in for a service older than the batch route: it passes every request on to a
+    real service but answers the batch route as Starlette answers a route it does not have
+    (`status`, a plain-text body), and counts the batches it refused."""
+
+    def __init__(self, service: Service, status: int) -> None:
+        upstream = httpx.Client(base_url=service.url, timeout=WAIT_S)
+        self.refused = 0
+        older = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                if self.path.endswith(":batch"):
+                    older.refused += 1
+                    self._answer(status, "text/plain", b"Not Found")
+                    return
+                headers = {k: v for k, v in self.headers.items() if k.lower() != "host"}
+                answer = upstream.post(self.path, content=body, headers=headers)
+                self._answer(answer.status_code, answer.headers["content-type"], answer.content)
+
+            def _answer(self, code: int, kind: str, content: bytes) -> None:
+                self.send_response(code)
+                self.send_header("Content-Type", kind)
+                self.send_header("Content-Length", str(len(content)))
+                self.end_headers()
+                self.wfile.write(content)
+
+            def log_message(self, *args: object) -> None:
+                pass  # quiet
+
+        self._server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server.daemon_threads = True
+        self._upstream = upstream
+        self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
+        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+        self._upstream.close()
+
+
+@pytest.mark.parametrize("status", [404, 405])
+def test_both_clients_append_one_by_one_to_a_service_without_the_batch_route(
+    served: Service, store: Path, status: int
+) -> None:
+    """A service older than the batch route answers it 404 (or 405): the refused batch
+    goes again append by append, and so does every later append of that client, each with
+    its own outcome. Before, every append of a coalesced batch failed with that 404."""
+    older = _Older(served, status)
+
+    async def main() -> list[uuid.UUID]:
+        async with await eventlog.connect_async(older.url) as log:
+            session = (await log.create_session()).id
+            made: list[uuid.UUID] = []
+            for turn in range(3):
+                made += await asyncio.gather(
+                    *(log.add_prompt(session, f"{turn}-{i}") for i in range(20))
+                )
+            return made
+
+    try:
+        made = asyncio.run(main())
+        assert len(set(made)) == 60 and older.refused <= eventlog.AsyncRemoteLog.FLIGHTS
+        with eventlog.connect(older.url) as log:
+            session = log.create_session().id
+            with concurrent.futures.ThreadPoolExecutor(16) as pool:
+                futures = [pool.submit(log.add_prompt, session, f"{i}") for i in range(160)]
+                made = [f.result(WAIT_S) for f in futures]
+        assert len(set(made)) == 160 and older.refused <= 2 * eventlog.AsyncRemoteLog.FLIGHTS
+    finally:
+        older.close()
+    assert _events(store) == 1 + 61 + 161
+    assert _requests(served, _BATCHES) == 0
 
 
 # -- the sync client when a request gets no answer ---------------------------------------------

@@ -11,7 +11,8 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Sequence
+import uuid
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -47,13 +48,6 @@ def store(tmp_path: Path) -> Path:
     path = tmp_path / "store"
     eventlog.open(path).close()
     return path
-
-
-@pytest.fixture
-def served(tmp_path: Path, store: Path) -> Iterator[Service]:
-    service = Service(tmp_path, [str(store), "--limit", "max_body_bytes=65536"])
-    yield service
-    assert service.stop() == 0
 
 
 def _value(value: Any) -> dict[str, Any]:
@@ -441,5 +435,55 @@ def test_a_request_after_the_ingest_process_died_is_not_refused(
         answer = service.http.post("/v1/traces", json=_body(second))
         assert (answer.status_code, answer.json()) == (200, {})
         assert _sql(service, "SELECT count(*) FROM spans") == [[len(first) + len(second)]]
+    finally:
+        assert service.stop() == 0
+
+
+_FAULT = '''"""Injected by test_service_otlp.py: the ingester raises the log's error named by
+$LMG_TEST_INGEST_RAISES, in the ingest process (which imports this module as it starts)."""
+import os
+import uuid
+
+if os.environ.get("LMG_TEST_INGEST_RAISES"):
+    from eventlog import _ingest, errors
+
+    _RAISED = {
+        "unknown_node": errors.UnknownNode(uuid.UUID(int=7), "session"),
+        "append_conflict": errors.AppendConflict("the store", 1, 2),
+    }[os.environ["LMG_TEST_INGEST_RAISES"]]
+
+    def _add(self, items):
+        raise _RAISED
+
+    _ingest.Ingester.add = _add
+'''
+
+
+_ANSWERED = {  # the status and details each injected error is answered with
+    "unknown_node": (422, {"node_id": str(uuid.UUID(int=7)), "expected": "session"}),
+    "append_conflict": (409, {"scope": "the store", "expected": 1, "actual": 2}),
+}
+
+
+@pytest.mark.parametrize("raised", list(_ANSWERED))
+def test_a_log_error_in_the_ingest_process_has_its_documented_status(
+    tmp_path: Path, store: Path, monkeypatch: pytest.MonkeyPatch, raised: str
+) -> None:
+    """Any error of the log's that the ingest process meets (injected into its ingester
+    here) is answered as the same error of an append is: its status, code and fields.
+    Before, only a full disk and a failed or closed log had their statuses; any other
+    was a 500."""
+    inject = tmp_path / "inject"
+    inject.mkdir()
+    (inject / "sitecustomize.py").write_text(_FAULT)
+    monkeypatch.setenv("PYTHONPATH", str(inject))
+    monkeypatch.setenv("LMG_TEST_INGEST_RAISES", raised)
+    service = Service(tmp_path, [str(store)])
+    try:
+        answer = service.http.post("/v1/traces", json=_body(genai_trace(random.Random(14))))
+        status, details = _ANSWERED[raised]
+        assert answer.status_code == status, answer.text
+        assert answer.json()["error"]["code"] == raised
+        assert answer.json()["error"]["details"] == details
     finally:
         assert service.stop() == 0
