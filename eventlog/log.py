@@ -69,7 +69,7 @@ class Stats(msgspec.Struct, kw_only=True):
     durability: str
 
 
-_HALF_MIN = 8  # requests: a group is split only when this many agents or more are in each half
+_HALF_MIN = 8  # a group is split only when this many appends or more queued each half
 
 
 class _Pacing:
@@ -92,19 +92,25 @@ class _Pacing:
 
     def __init__(self) -> None:
         self.first = self.last = 0.0  # when the queue's first and latest requests came
-        self.per: float | None = None  # seconds the loop takes to build a request (average)
+        self.puts = 0  # appends that queued them (a batch of the service queues many at once)
+        self.per: float | None = None  # seconds the loop takes to build an append (average)
         self.syncs: collections.deque[float] = collections.deque(maxlen=8)  # the last ones
 
     def put(self, now: float, *, empty: bool) -> None:
         if empty:
-            self.first = now
+            self.first, self.puts = now, 0
         self.last = now
+        self.puts += 1
 
-    def measure(self, queued: int) -> None:
-        """Learn the loop's pace from how long it took to queue `queued` requests."""
-        if queued >= 4:
-            per = (self.last - self.first) / (queued - 1)
+    def measure(self) -> None:
+        """Learn the loop's pace from how long the appends queued took to queue."""
+        if self.puts >= 4:
+            per = (self.last - self.first) / (self.puts - 1)
             self.per = per if self.per is None else 0.75 * self.per + 0.25 * per
+
+    def taken(self, requests: int) -> None:
+        """The committer took `requests` of the queue (the rest, single appends, stay)."""
+        self.puts = max(0, self.puts - requests)
 
     def committed(self, sync: float | None) -> None:
         """Note a group's sync time (None: not synced, as in the other durability modes)."""
@@ -123,9 +129,10 @@ class _Pacing:
 
     def split(self, queued: int, agents: int) -> int:
         """How many of the `queued` requests the next group takes: at most half the agents
-        when building their requests takes longer than two syncs, else all."""
+        when building their requests takes longer than two syncs, else all. Requests queued
+        by one append (the service's batches) are never split: nothing builds meanwhile."""
         sync = self.sync
-        if sync is None or self.per is None or agents < 2 * _HALF_MIN:
+        if sync is None or self.per is None or self.puts < 2 * _HALF_MIN:
             return queued
         if self.per * agents <= 2 * sync:
             return queued
@@ -696,8 +703,9 @@ class AsyncEventLog(_Reads, AsyncAppends):
             return None
         take = len(self._queue)
         if deadline is None:  # a wait would have measured the disk, not the loop
-            pacing.measure(take)
+            pacing.measure()
             take = pacing.split(take, self._unanswered)
+        pacing.taken(take)
         batch, self._queue = self._queue[:take], self._queue[take:]
         return batch
 

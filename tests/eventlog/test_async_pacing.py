@@ -105,16 +105,34 @@ def test_async_agents_whose_syncs_are_long_share_one_group(
     assert len(sizes) <= ROUNDS + 3, sizes  # one group a round: cohorts would double them
 
 
+def queued(pacing: eventlog_log._Pacing, appends: int, seconds: float, at: float = 0.0) -> None:
+    """`appends` single appends queued over `seconds` from `at`, as `_enqueue` notes them."""
+    for k in range(appends):
+        pacing.put(at + seconds * k / (appends - 1), empty=k == 0)
+
+
 def test_agents_wait_for_each_other_once_a_sync_outlasts_building_all() -> None:
     pacing = eventlog_log._Pacing()
-    pacing.put(0.0, empty=True)
-    pacing.put(0.0063, empty=False)  # 64 requests queued in 6.3 ms: 0.1 ms each
-    pacing.measure(64)
+    queued(pacing, 64, 0.0063)  # 0.1 ms an append
+    pacing.measure()
     pacing.committed(0.0002)  # a sync of 0.2 ms
     assert pacing.merge(64, 64) is None and pacing.split(64, 64) == 32  # all wait on it
+    pacing.taken(32)
     assert pacing.merge(32, 64) is None and pacing.split(32, 64) == 32  # two cohorts
+    queued(pacing, 40, 0.004, at=1.0)
     assert pacing.split(40, 64) == 32  # at most half the agents
-    pacing.committed(0.01)  # now a sync of 10 ms, longer than building 64 requests
+    pacing.committed(0.01)  # now syncs of 10 ms, longer than building 64 appends
+    pacing.committed(0.01)
     deadline = pacing.merge(32, 64)
     assert deadline is not None and deadline > time.perf_counter()  # wait for the others
     assert pacing.merge(64, 64) is None and pacing.split(64, 64) == 64  # one group
+
+
+def test_a_batch_queued_by_one_append_is_never_split() -> None:
+    pacing = eventlog_log._Pacing()
+    queued(pacing, 64, 0.0063)
+    pacing.measure()
+    pacing.committed(0.0002)
+    pacing.taken(64)
+    pacing.put(1.0, empty=True)  # the service's batch route: 500 requests at once
+    assert pacing.split(500, 500) == 500
