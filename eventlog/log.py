@@ -83,7 +83,8 @@ class _Pacing:
     syncs, and each group takes what was queued meanwhile, so the cohorts last. That pays
     when building the agents' requests takes longer than two syncs (a quiet disk: a sync of
     about 0.2 ms against about 1 ms of Python for 64 requests), and so a group takes at most
-    half the agents then. When one sync takes longer than building them all, cohorts would
+    half the agents then (and while cohorts run). When one sync takes longer than building
+    them all, cohorts would
     pay a sync each where one group pays one, so the committer waits (at most one sync's
     time) for the agents still building and they merge. `agents` is the appends not yet
     answered on the loop. Neither changes what is acknowledged: every group is written and
@@ -128,13 +129,16 @@ class _Pacing:
         return sorted(self.syncs)[len(self.syncs) // 2] if self.syncs else None
 
     def split(self, queued: int, agents: int) -> int:
-        """How many of the `queued` requests the next group takes: at most half the agents
-        when building their requests takes longer than two syncs, else all. Requests queued
-        by one append (the service's batches) are never split: nothing builds meanwhile."""
+        """How many of the `queued` requests the next group takes: at most half the agents,
+        unless every agent waits on this group and building their requests takes no longer
+        than two syncs. Once in cohorts, the syncs as measured hold the wait for the loop to
+        build the other cohort (up to half the building of all): two cohorts then last
+        until `merge` finds a sync longer than building all. Requests queued by one append
+        (the service's batches) are never split: nothing builds meanwhile."""
         sync = self.sync
         if sync is None or self.per is None or self.puts < 2 * _HALF_MIN:
             return queued
-        if self.per * agents <= 2 * sync:
+        if queued >= agents and self.per * agents <= 2 * sync:
             return queued
         return min(queued, (agents + 1) // 2)
 

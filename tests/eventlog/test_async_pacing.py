@@ -86,15 +86,14 @@ def run_agents(
     return frame_sizes(store)[1:]  # the session's frame first
 
 
-def test_async_agents_slower_to_build_than_to_sync_run_in_two_cohorts(
+def test_async_appends_of_split_groups_return_only_after_their_sync(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # 64 requests take 32 ms to build; a sync, as measured with the wait for the GIL after
-    # it, at most about 5 ms (Python's switch interval): a group takes half the agents
-    sizes = run_agents(tmp_path / "store", monkeypatch, sync_s=0.0003, work_s=0.0005)
+    # syncs of 0.1 ms against 30 µs of work an append: building 64 takes longer than two
+    # syncs, so groups split (how often depends on the machine's load: not asserted here,
+    # `_Pacing`'s decisions are, below); `run_agents` checks every return against the syncs
+    sizes = run_agents(tmp_path / "store", monkeypatch, sync_s=0.0001, work_s=0.00003)
     assert sum(sizes) == AGENTS * ROUNDS
-    halves = [n for n in sizes if n <= AGENTS // 2]
-    assert len(halves) >= 0.75 * len(sizes), sizes
 
 
 def test_async_agents_whose_syncs_are_long_share_one_group(
@@ -121,6 +120,12 @@ def test_agents_wait_for_each_other_once_a_sync_outlasts_building_all() -> None:
     assert pacing.merge(32, 64) is None and pacing.split(32, 64) == 32  # two cohorts
     queued(pacing, 40, 0.004, at=1.0)
     assert pacing.split(40, 64) == 32  # at most half the agents
+    pacing.committed(0.004)
+    pacing.committed(0.004)  # syncs of 4 ms, as measured, between half and all the building
+    assert pacing.merge(32, 64) is None and pacing.split(32, 64) == 32  # cohorts last
+    assert pacing.split(64, 64) == 64  # but one group of all is not split
+    pacing.committed(0.01)
+    pacing.committed(0.01)
     pacing.committed(0.01)  # now syncs of 10 ms, longer than building 64 appends
     pacing.committed(0.01)
     deadline = pacing.merge(32, 64)
