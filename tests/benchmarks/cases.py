@@ -119,14 +119,12 @@ def _single(plan: Plan, scale: Scale) -> CaseResult:
             f"eventsourcing's SQLite connections: journal_mode={s.ES_PRAGMAS.get('journal_mode')},"
             f" synchronous={s.ES_PRAGMAS.get('synchronous')} (2 = FULL; the library leaves it at"
             f" SQLite's default, which was {s.ES_PRAGMAS.get('library_default_synchronous')}).",
-            f"sqlite3 made {sqlite_of_floor:.2f}x the floor's commits: 1.2x sqlite3 would need "
-            f"{1.2 * sqlite_of_floor:.2f}x the floor, "
-            + (
-                "more than any append that syncs once before it returns can make"
-                if 1.2 * sqlite_of_floor > 1
-                else "within the floor"
-            )
-            + " (`python -m tests.benchmarks.probe_sync_floor` tries the floor's variants).",
+            f"sqlite3 made {sqlite_of_floor:.2f}x the floor's commits (the floor: a write and a "
+            f"sync, nothing else): 1.2x sqlite3 would need {1.2 * sqlite_of_floor:.2f}x the "
+            "floor"
+            + (", more than the floor itself makes" if 1.2 * sqlite_of_floor > 1 else "")
+            + " (`python -m tests.benchmarks.probe_sync_floor` tries the floor's variants, "
+            "`--cpu` what each side spends beside its sync).",
         ],
     )
 
