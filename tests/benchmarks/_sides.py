@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import mmap
 import os
 import sqlite3
 import struct
@@ -51,6 +52,7 @@ __all__ = [
     "RawRead",
     "RawSingle",
     "SqlitePerEvent",
+    "SyncFloor",
     "build_store",
     "count_frames",
     "segment_bytes",
@@ -210,6 +212,64 @@ class RawSingle(_RawFile):
                 os.write(fd, _LEN.pack(len(body)) + body)
                 os.fsync(fd)
         return t[0]
+
+
+FLOOR_RECORD = 560  # bytes a durable single append writes (the log's frame: header + body)
+
+
+class SyncFloor:
+    """The disk's floor for one durable commit at a time: no encoding, no compression, a
+    prebuilt record of a single append's size `pwrite` at successive offsets of a file
+    zero-filled and synced beforehand (untimed), so each sync writes data blocks only, no
+    metadata; then one sync per record. `how`: ``fdatasync`` after each `pwrite` (what the
+    log and sqlite3 do), ``o_dsync`` (a file opened with `O_DSYNC`: one syscall),
+    ``rwf_dsync`` (`pwritev` with `RWF_DSYNC`: one syscall, on an ordinary descriptor), or
+    ``o_direct`` (`O_DIRECT | O_DSYNC`, past the page cache: the 4 KiB block holding the
+    record written whole, as a log padded to blocks would)."""
+
+    def __init__(self, path: Path, total: int, how: str = "fdatasync", size: int = 0) -> None:
+        self.size = size or FLOOR_RECORD
+        file = path / "floor.bin"
+        fd = os.open(file, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
+        os.pwrite(fd, bytes(total * self.size + 4096), 0)
+        os.fsync(fd)
+        if how in ("o_dsync", "o_direct"):  # the zero-fill is synced; now writes sync
+            os.close(fd)
+            direct = os.O_DIRECT if how == "o_direct" else 0
+            fd = os.open(file, os.O_RDWR | os.O_DSYNC | direct)
+        dir_fd = os.open(path, os.O_RDONLY)
+        os.fsync(dir_fd)
+        os.close(dir_fd)
+        self.fd, self.how, self.at = fd, how, 0
+        self.record = os.urandom(self.size)
+        self.block = mmap.mmap(-1, 4096)  # page-aligned, as O_DIRECT needs
+        self.block.write(os.urandom(4096))
+
+    def run(self, n: int) -> float:
+        fd, record, size, at = self.fd, self.record, self.size, self.at
+        self.at += n * size
+        with timer() as t:
+            if self.how == "fdatasync":
+                for off in range(at, at + n * size, size):
+                    os.pwrite(fd, record, off)
+                    os.fdatasync(fd)
+            elif self.how == "o_dsync":
+                for off in range(at, at + n * size, size):
+                    os.pwrite(fd, record, off)
+            elif self.how == "o_direct":
+                block = self.block
+                for off in range(at, at + n * size, size):
+                    os.pwrite(fd, block, off & ~4095)
+            else:
+                buffers, flags = [record], os.RWF_DSYNC
+                for off in range(at, at + n * size, size):
+                    os.pwritev(fd, buffers, off, flags)
+        return t[0]
+
+    def close(self) -> dict[str, float]:
+        os.close(self.fd)
+        self.block.close()
+        return {}
 
 
 # -- eventsourcing ----------------------------------------------------------------------------

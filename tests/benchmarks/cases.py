@@ -89,6 +89,7 @@ def _single(plan: Plan, scale: Scale) -> CaseResult:
         Side("raw", "raw loop, fsync per event", s.RawSingle),
         Side("eventsourcing", "eventsourcing SQLite, 1 event/save", s.EsSingle),
         Side("sqlite3", "sqlite3 WAL FULL, 1 event/commit", s.SqlitePerEvent),
+        Side("floor", "the disk's floor: 560 B `pwrite` over zeros + `fdatasync`", s.SyncFloor),
     ]
     samples = run_sides("single", sides, plan)
     rows = rows_for(
@@ -101,7 +102,13 @@ def _single(plan: Plan, scale: Scale) -> CaseResult:
             Target("log.add_prompt", "eventsourcing", 1.3, "durable single appends, one agent"),
             Target("log.append(event)", "raw", None, "same, prebuilt events"),
             Target("log.append(event)", "eventsourcing", None, "same, prebuilt events"),
+            Target("log.add_prompt", "floor", None, "one sync per commit: the physical floor"),
+            Target("sqlite3", "floor", None, "one sync per commit: the physical floor"),
+            Target("raw", "floor", None, "one sync per commit: the physical floor"),
         ],
+    )
+    sqlite_of_floor = statistics.median(
+        a.rate / b.rate for a, b in zip(samples["sqlite3"], samples["floor"], strict=True)
     )
     bpe = _median_extra(samples["log.add_prompt"], "bytes_per_event")
     return CaseResult(
@@ -112,6 +119,12 @@ def _single(plan: Plan, scale: Scale) -> CaseResult:
             f"eventsourcing's SQLite connections: journal_mode={s.ES_PRAGMAS.get('journal_mode')},"
             f" synchronous={s.ES_PRAGMAS.get('synchronous')} (2 = FULL; the library leaves it at"
             f" SQLite's default, which was {s.ES_PRAGMAS.get('library_default_synchronous')}).",
+            f"sqlite3 made {sqlite_of_floor:.2f}x the floor's commits (the floor: a write and a "
+            f"sync, nothing else): 1.2x sqlite3 would need {1.2 * sqlite_of_floor:.2f}x the "
+            "floor"
+            + (", more than the floor itself makes" if 1.2 * sqlite_of_floor > 1 else "")
+            + " (`python -m tests.benchmarks.probe_sync_floor` tries the floor's variants, "
+            "`--cpu` what each side spends beside its sync).",
         ],
     )
 
@@ -128,7 +141,10 @@ SINGLE = Case(
     "connections set to `synchronous=FULL` (read back), one `Aggregate` per session with a "
     "`PromptAdded` event carrying a UUID and the text, `app.save(agg)` after every event. "
     "sqlite3: as in `concurrent` below (WAL, synchronous=FULL, one INSERT and one commit per "
-    "event).",
+    "event). The floor: no encoding at all, a prebuilt 560-byte record (a single append's "
+    "frame) `pwrite` at successive offsets of a file zero-filled and fsynced beforehand, then "
+    "`fdatasync`: one sync per commit over blocks already written, the least any durable "
+    "append can cost here.",
     _single,
 )
 

@@ -46,7 +46,7 @@ _CATEGORIES: list[tuple[str, Callable[[str], bool]]] = [
     ("zstd compress", lambda k: "ZstdCompressor" in k or "zstd" in k.lower()),
     ("msgspec encode", lambda k: "Encoder" in k and "encode" in k),
     ("msgspec decode", lambda k: "Decoder" in k and "decode" in k),
-    ("fsync", lambda k: "fsync" in k),
+    ("fsync", lambda k: "fsync" in k or "fdatasync" in k),
     ("write", lambda k: "pwrite" in k or "posix.write" in k),
     ("other syscalls", lambda k: "posix." in k or "fcntl." in k),
     (
