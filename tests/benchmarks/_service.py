@@ -274,9 +274,11 @@ async def _reads(  # noqa: PLR0917 (one call site)
             lags: list[tuple[float, float]] = []
             cpu = _tree_cpu_s(pid), _cpu_s(pid)
             sampling = asyncio.create_task(_lag(url, stop, lags)) if posting else None
+            timed = asyncio.create_task(asyncio.sleep(seconds))  # the phase with no reader
             read = await asyncio.gather(
                 *(_reader(g, sessions[k:], seconds) for k in range(readers))
             )
+            await timed
             stats = [t for r in read for t in r[0]]
             windows = [t for r in read for t in r[1]]
             stop.set()

@@ -349,7 +349,9 @@ def main() -> None:
     parser.add_argument("--reps", type=int, default=3)
     parser.add_argument("--rate", type=int, default=5_000, help="spans/s while reading")
     parser.add_argument("--seconds", type=float, default=10.0, help="reading, each phase")
-    parser.add_argument("--readers", type=int, default=1, help="clients reading at once")
+    parser.add_argument(
+        "--readers", type=int, default=1, help="clients reading at once (0: the CPU of ingest)"
+    )
     parser.add_argument("--reads-only", action="store_true")
     parser.add_argument("--ingest-only", action="store_true")
     parser.add_argument("--tmpdir", type=Path, default=None)
