@@ -80,7 +80,7 @@ class Batch:
     def touched(self) -> set[uuid.UUID] | None:
         """Every id the batch's events name (None: too many to list, forget all), found when
         first asked: only a reader with answers cached asks (`GraphReader.forget`), and
-        finding them costs a fold of OTLP spans about a tenth of its CPU (a `uuid.UUID` made
+        finding them costs a fold of an OTLP request about 4% of its CPU (a `uuid.UUID` made
         per id; docs/benchmarks.md, "The service's fold of OTLP spans")."""
         if len(self._records) > _FORGET_ALL_AFTER:
             return None
