@@ -71,10 +71,20 @@ def implicit_edge_sql(edge_type: str, from_sql: str, to_sql: str) -> str:
 class Batch:
     """What one fold call changed: rows of the row tier by table, and the ids it touched."""
 
-    def __init__(self, tables: Sequence[Table]) -> None:
+    def __init__(self, tables: Sequence[Table], records: Sequence[Record] = ()) -> None:
         self.tables = {t.name: TableChanges(t) for t in tables}
         self.rows_written = 0
-        self.touched: set[uuid.UUID] | None = set()  # None: too many to list (forget all)
+        self._records = records
+
+    @functools.cached_property
+    def touched(self) -> set[uuid.UUID] | None:
+        """Every id the batch's events name (None: too many to list, forget all), found when
+        first asked: only a reader with answers cached asks (`GraphReader.forget`), and
+        finding them costs a fold of an OTLP request about 4% of its CPU (a `uuid.UUID` made
+        per id; docs/benchmarks.md, "Reads while ingesting 5,000 spans/s")."""
+        if len(self._records) > _FORGET_ALL_AFTER:
+            return None
+        return touched_ids(self._records)
 
     def __getitem__(self, name: str) -> TableChanges:
         return self.tables[name]
@@ -135,7 +145,7 @@ def fold(
     Returns the batch. Raises `PoisonEvent` naming an event that cannot be applied; the
     caller rolls back (and may fold the events before it on their own).
     """
-    batch = Batch([t for p in projections for t in p.tables])
+    batch = Batch([t for p in projections for t in p.tables], records)
     if not records:
         return batch
     _fold_rows(
@@ -163,7 +173,6 @@ def fold(
         f"WHERE projection IN ({names})"
     )
     record_mark(con, full_event(last.event))  # which history: see `_history`
-    batch.touched = touched_ids(records) if len(records) <= _FORGET_ALL_AFTER else None
     return batch
 
 

@@ -11,6 +11,10 @@ the folder lock, the gate, one sandboxed DuckDB instance, the history check,
    what is new, resting longer after a long fold (`REST`), so that folding takes at most a
    tenth of the time however fast appends arrive. A read that needs appends the fold does not
    hold yet wakes it at once (`reach`): reads see acknowledged writes however long it rests.
+   The thread answers such a read when its fold commits past what the read needs: one
+   wake-up of the event loop per read, and another fold at once only while a read still
+   waits for more (a read polling the checkpoint every 2 ms kept the event loop busy, and
+   woke the fold again after every fold, for the few events appended meanwhile).
 2. Reads never wait for the fold, nor for a file lock: each runs on a cursor of its own
    (`cursor`) of the same instance, and sees the last committed fold (DuckDB's MVCC).
 
@@ -91,7 +95,9 @@ class Owner:
         self.error: str | None = None  # why the fold stopped (a poison event), if it did
         self._log_end = 0
         self._behind_since: float | None = None
-        self._wake = threading.Event()
+        self._wake = threading.Event()  # a read waits (`reach`), or the service stops
+        self._waiting = threading.Lock()  # the reads waiting, and the wake for them
+        self._waiters: dict[asyncio.Future[None], tuple[int, asyncio.AbstractEventLoop]] = {}
         self._stop = threading.Event()
         self.index = TextIndex(db)
         self._fold()  # ready means current: the backlog is folded before the first read
@@ -131,15 +137,36 @@ class Owner:
 
     async def reach(self, lsn: int, timeout_s: float) -> None:
         """Wait (up to `timeout_s`) until the fold holds `lsn`: a read sees every append the
-        service acknowledged before it, as an embedded graph's reads see their writes."""
-        deadline = time.monotonic() + timeout_s
-        while self.checkpoint < lsn and self.error is None and time.monotonic() < deadline:
-            self.nudge()
-            await asyncio.sleep(0.002)
+        service acknowledged before it, as an embedded graph's reads see their writes. The
+        fold folds now rather than at its next poll, and answers when it holds `lsn`."""
+        loop = asyncio.get_running_loop()
+        reached: asyncio.Future[None] = loop.create_future()
+        with self._waiting:
+            if self.checkpoint >= lsn or self.error is not None:
+                return
+            self._waiters[reached] = (lsn, loop)
+            self._wake.set()
+        try:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(reached, timeout_s)
+        finally:
+            with self._waiting:
+                self._waiters.pop(reached, None)
 
-    def nudge(self) -> None:
-        """A read waits for the fold (`reach`): fold now rather than at the next poll."""
-        self._wake.set()
+    def _answer(self) -> None:
+        """After a fold: answer the reads it reached (all of them once the fold has stopped),
+        and leave the fold awake only while a read still waits for more (or to stop)."""
+        with self._waiting:
+            stopped = self.error is not None or self._stop.is_set()
+            for reached, (lsn, loop) in list(self._waiters.items()):
+                if stopped or lsn <= self.checkpoint:
+                    del self._waiters[reached]
+                    with contextlib.suppress(RuntimeError):  # its loop closed: nobody waits
+                        loop.call_soon_threadsafe(_settle, reached)
+            if self._waiters or self._stop.is_set():
+                self._wake.set()
+            else:
+                self._wake.clear()
 
     def lag(self) -> tuple[int, float]:
         """How far the fold is behind the log: events, and seconds it has been behind."""
@@ -148,6 +175,12 @@ class Owner:
         return events, 0.0 if since is None or not events else time.monotonic() - since
 
     def _fold(self) -> None:
+        try:
+            self._fold_new()
+        finally:
+            self._answer()
+
+    def _fold_new(self) -> None:
         with self._folding:
             self._log_end = self._reads.next_lsn()
             erasing = erasure_due(self._embedded.db.parent, self._embedded.db)
@@ -198,6 +231,7 @@ class Owner:
     def _follow(self) -> None:
         rest = self.poll_s
         while not self._stop.is_set():
+            folded = self.checkpoint
             try:
                 began = time.monotonic()
                 self._fold()
@@ -206,9 +240,11 @@ class Owner:
                 if self.error is None:
                     print(f"lmg serve: the fold stopped: {exc}", file=sys.stderr, flush=True)
                 self.error = str(exc)
+                self._answer()
                 self._stop.wait(5.0)
-            self._wake.wait(rest)
-            self._wake.clear()
+            if self.checkpoint == folded:  # a read waits for more than the log holds yet
+                self._stop.wait(0.002)
+            self._wake.wait(rest)  # `_answer` set it if a read waits, else cleared it
 
     def _keep_index(self) -> None:
         """Catch the text index up whenever it is wanted (a search asked, or a fold added
@@ -254,6 +290,12 @@ class Owner:
         finally:
             self._root.close()
             self._embedded.close()
+
+
+def _settle(reached: asyncio.Future[None]) -> None:
+    """On the read's event loop: the fold holds what it waits for (unless it timed out)."""
+    if not reached.done():
+        reached.set_result(None)
 
 
 def _closed(cursor: duckdb.DuckDBPyConnection) -> bool:

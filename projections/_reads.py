@@ -84,6 +84,9 @@ class _LRU(Generic[_K, _V]):
     def __iter__(self) -> Iterator[_K]:
         return iter(list(self._items))  # a copy: callers drop entries while iterating
 
+    def __len__(self) -> int:
+        return len(self._items)
+
 
 class Hop(msgspec.Struct, frozen=True):
     """One step of a lineage walk: the node reached, how far, and the edge that led there."""
@@ -171,7 +174,10 @@ class GraphReader:
     # -- cache upkeep -------------------------------------------------------------------------
 
     def forget(self, batch: Batch) -> None:
-        """Drop cached answers the batch may have changed: any naming an id it touched."""
+        """Drop cached answers the batch may have changed: any naming an id it touched.
+        With nothing cached (the service's graph, which never reads), nothing is asked."""
+        if not (len(self._nodes) or len(self._windows) or len(self._walks)):
+            return
         touched = batch.touched
         if touched is None:
             self.clear()

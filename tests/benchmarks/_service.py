@@ -222,13 +222,15 @@ def read_latency(
     appenders: int = 16,
     ingest: Ingest | None = None,
     warm: Callable[[str], Coroutine[Any, Any, None]] | None = None,
+    *,
+    readers: int = 1,
 ) -> dict[str, float]:
     """p50/p95 of `agent_stats` and a 10-turn `context_window` through the client: first on
     an idle service, then while `appenders` tasks append prompts and responses without pause
-    (one reader, one request at a time); and the append rate meanwhile. With `ingest`, the
-    second phase runs while it posts OTLP traces instead (``ingesting``, and its span rate);
-    `warm` runs against the service before either phase (the OTLP ingest process starts with
-    the first request: the phases time a service already running it)."""
+    (`readers` clients, each one request at a time); and the append rate meanwhile. With
+    `ingest`, the second phase runs while it posts OTLP traces instead (``ingesting``, and
+    its span rate); `warm` runs against the service before either phase (the OTLP ingest
+    process starts with the first request: the phases time a service already running it)."""
     store = base / "reads"
     sessions = _seeded(store)
     with eventlog.open(store) as log:  # agents, and turns for the context windows
@@ -243,7 +245,7 @@ def read_latency(
         if warm is not None:
             asyncio.run(warm(service.url))
         return asyncio.run(
-            _reads(service.url, sessions, seconds, appenders, ingest, service.proc.pid)
+            _reads(service.url, sessions, seconds, appenders, ingest, service.proc.pid, readers)
         )
     finally:
         service.stop()
@@ -256,6 +258,7 @@ async def _reads(  # noqa: PLR0917 (one call site)
     appenders: int,
     ingest: Ingest | None,
     pid: int,
+    readers: int,
 ) -> dict[str, float]:
     out: dict[str, float] = {}
     busy = "appending" if ingest is None else "ingesting"
@@ -271,7 +274,13 @@ async def _reads(  # noqa: PLR0917 (one call site)
             lags: list[tuple[float, float]] = []
             cpu = _tree_cpu_s(pid), _cpu_s(pid)
             sampling = asyncio.create_task(_lag(url, stop, lags)) if posting else None
-            stats, windows = await _reader(g, sessions, seconds)
+            timed = asyncio.create_task(asyncio.sleep(seconds))  # the phase with no reader
+            read = await asyncio.gather(
+                *(_reader(g, sessions[k:], seconds) for k in range(readers))
+            )
+            await timed
+            stats = [t for r in read for t in r[0]]
+            windows = [t for r in read for t in r[1]]
             stop.set()
             await asyncio.gather(*writers)
             main = _cpu_s(pid) - cpu[1]

@@ -17,8 +17,9 @@ time from the start of an export to its last whole session's spans being visible
 ?trace_id=``), polled every 10 ms by one prober beside the senders, one query at a time.
 
 **Reads while ingesting.** `lmg serve` on a store holding 64 sessions of 12 turns, while one
-exporter posts requests of 512 spans paced to `--rate` spans/s: one reader times
-``SELECT * FROM agent_stats`` and a 10-turn `context_window` through the client, idle first,
+exporter posts requests of 512 spans paced to `--rate` spans/s: `--readers` clients (1 by
+default; the issue's test has 8) each time ``SELECT * FROM agent_stats`` and a 10-turn
+`context_window` through the client in turn, one request at a time, idle first,
 then during the ingest; p50/p95 of each, and the span rate reached. One request of 512 other
 spans goes first, untimed: it starts the service's OTLP ingest process.
 
@@ -295,7 +296,7 @@ def _table(rows: dict[str, list[dict[str, float]]], spans: int, senders: int) ->
 # -- reads while ingesting ------------------------------------------------------------------
 
 
-def reads_while_ingesting(base: Path, rate: int, seconds: float) -> None:
+def reads_while_ingesting(base: Path, rate: int, seconds: float, readers: int = 1) -> None:
     bodies = [b for b, _ in requests_of(int(rate * seconds * 1.5) + BATCH)]
     warm = requests_of(BATCH, seed=1)[0][0]
 
@@ -305,7 +306,7 @@ def reads_while_ingesting(base: Path, rate: int, seconds: float) -> None:
             answer = await client.post(f"{url}/v1/traces", content=warm, headers=_PROTOBUF)
             answer.raise_for_status()
 
-    result = read_latency(base, seconds, ingest=_paced(bodies, rate), warm=warm_up)
+    result = read_latency(base, seconds, ingest=_paced(bodies, rate), warm=warm_up, readers=readers)
     for key, value in result.items():
         print(f"{key}: {value:,.1f}")
 
@@ -348,6 +349,9 @@ def main() -> None:
     parser.add_argument("--reps", type=int, default=3)
     parser.add_argument("--rate", type=int, default=5_000, help="spans/s while reading")
     parser.add_argument("--seconds", type=float, default=10.0, help="reading, each phase")
+    parser.add_argument(
+        "--readers", type=int, default=1, help="clients reading at once (0: the CPU of ingest)"
+    )
     parser.add_argument("--reads-only", action="store_true")
     parser.add_argument("--ingest-only", action="store_true")
     parser.add_argument("--tmpdir", type=Path, default=None)
@@ -360,7 +364,7 @@ def main() -> None:
                 sys.exit(f"no Phoenix at {args.phoenix}: run `make bench-phoenix` to make it")
             compare(base, args.spans, args.senders, args.phoenix, args.reps)
         if not args.ingest_only:
-            reads_while_ingesting(base, args.rate, args.seconds)
+            reads_while_ingesting(base, args.rate, args.seconds, args.readers)
     print(_uptime())
 
 

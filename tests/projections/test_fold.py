@@ -849,3 +849,23 @@ def test_the_first_poison_by_lsn_is_reported_whichever_projection_checks_it(stor
     assert str(tool) in e.value.reason and "tool_invocations" in e.value.reason
     assert checkpoint(con) == poison_at - 1
     assert con.execute("SELECT count(*) FROM prompts WHERE id = ?", [kept]).fetchall() == [(1,)]
+
+
+def test_a_span_recorded_twice_keeps_its_first_row_however_the_log_is_cut(store: Path) -> None:
+    """A span stored again (two stores merged, a hand-written copy) leaves the row of its
+    first `span.recorded` as it was, whether the copy is in the same batch or a later one:
+    the insert leaves out a span whose key is in the table or earlier in the batch."""
+    from eventlog.events import SpanRecorded  # noqa: PLC0415
+
+    trace = "ab" * 16
+    with eventlog.open(store, **FAST) as log:
+        for name, span in [("first", "01"), ("other", "02"), ("copy", "01"), ("again", "02")]:
+            log.append(SpanRecorded(trace_id=trace, span_id=span * 8, name=name, end_ns=5))
+        records = list(log.read())
+    for cuts in ([], [2], [3], [1, 2, 3]):
+        con = fold_in_batches(records, cuts)
+        assert con.execute("SELECT span_id, name, lsn FROM spans ORDER BY lsn").fetchall() == [
+            ("01" * 8, "first", 0),
+            ("02" * 8, "other", 1),
+        ], cuts
+        assert checkpoint(con) == 3
