@@ -119,7 +119,7 @@ def _row_groups(rows: int) -> None:
         con.execute("USE lmg")
         return con
 
-    projector_module.open_database = opened  # type: ignore[assignment]
+    projector_module.open_database = opened  # type: ignore[attr-defined]
 
 
 def _catch_up(store: Path, db: Path, every: int | None) -> tuple[float, float, int]:
@@ -158,10 +158,10 @@ def catch_ups(store: Path, work: Path, everies: list[int], reps: int) -> None:
     base = results[None]
     for every in everies:
         ratios = [b[0] / s[0] for s, b in zip(results[every], base, strict=True)]
-        cpu = [b[1] / s[1] for s, b in zip(results[every], base, strict=True)]
+        by_cpu = [b[1] / s[1] for s, b in zip(results[every], base, strict=True)]
         print(
             f"every {every:,}: with / without by wall {statistics.median(ratios):.2f}x "
-            f"({', '.join(f'{r:.2f}' for r in ratios)}), by CPU {statistics.median(cpu):.2f}x"
+            f"({', '.join(f'{r:.2f}' for r in ratios)}), by CPU {statistics.median(by_cpu):.2f}x"
         )
 
 
