@@ -41,6 +41,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -277,6 +278,65 @@ def reuse(store: Path, events: int, points: int) -> None:
         f"snapshots, median {statistics.median(neighbours):.0%}",
         flush=True,
     )
+    starts = [max((s for s in lsns if s <= p), default=None) for p in calls]
+    pairs = [(a, b) for a, b in itertools.pairwise(starts) if a is not None and b is not None]
+    _time_reuse(snaps, infos, pairs[:8])
+
+
+def _time_reuse(snaps: Snapshots, infos: list[Any], pairs: list[tuple[int, int]]) -> None:
+    """A restore as now against one that copies the previous restore's file and writes only
+    the chunks that differ (checked as any), for pairs of the schedule's snapshots."""
+    manifests = {}
+    for info in infos:
+        manifest = snaps._read_manifest(Path(info.path))
+        assert manifest is not None
+        manifests[info.lsn] = manifest
+    times: dict[str, list[tuple[float, float]]] = {"whole": [], "from the previous": []}
+    with tempfile.TemporaryDirectory() as tmp, ThreadPoolExecutor(4) as pool:
+        previous, target = Path(tmp) / "previous.duckdb", Path(tmp) / "target.duckdb"
+        for k, (a, b) in enumerate(pairs):
+            previous.unlink(missing_ok=True)
+            snaps._write_file(manifests[a], previous)
+            for way in (
+                ("whole", "from the previous") if k % 2 == 0 else ("from the previous", "whole")
+            ):
+                target.unlink(missing_ok=True)
+                w, c = time.perf_counter(), time.process_time()
+                if way == "whole":
+                    snaps._write_file(manifests[b], target)
+                else:
+                    _restore_over(snaps, (manifests[a], previous), manifests[b], target, pool)
+                times[way].append((time.perf_counter() - w, time.process_time() - c))
+    for way, xs in times.items():
+        print(
+            f"restore {way}: median wall {statistics.median(x[0] for x in xs) * 1e3:,.0f} ms, "
+            f"CPU {statistics.median(x[1] for x in xs) * 1e3:,.0f} ms over {len(xs)} pairs"
+            f"  [load {_load()}]",
+            flush=True,
+        )
+
+
+def _restore_over(
+    snaps: Snapshots, restored: tuple[Any, Path], after: Any, target: Path, pool: Any
+) -> None:
+    before, previous = restored
+    with open(previous, "rb") as src, open(target, "wb") as dst:
+        left = os.fstat(src.fileno()).st_size
+        while left > 0:
+            left -= os.copy_file_range(src.fileno(), dst.fileno(), left)
+        dst.truncate(after.size)
+        fd = dst.fileno()
+        offsets = list(itertools.accumulate((c.length for c in after.chunks), initial=0))
+        frames = snapshots_module._frames(after)
+        todo = [
+            (chunk, frame, offset)
+            for i, (chunk, frame, offset) in enumerate(
+                zip(after.chunks, frames, offsets, strict=False)
+            )
+            if i >= len(before.chunks) or before.chunks[i] != chunk
+        ]
+        for _ in pool.map(lambda t: os.pwrite(fd, snaps._read_chunk(t[0], t[1]), t[2]), todo):
+            pass
 
 
 def main() -> None:
