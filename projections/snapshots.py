@@ -20,7 +20,9 @@ the log still holds the history the snapshot folded (the mark of the event at it
 `_history`), then that the database's schema version, checkpoint and mark are
 what the manifest says. Anything that fails is skipped with a `SnapshotSkipped` warning, and
 the restore falls back to an older snapshot (or none): a snapshot is a cache of the log, never
-trusted over it.
+trusted over it. A restore given a `keep` file (a process's replays) leaves a copy of what it
+wrote there and starts the next restore from it, writing only the chunks that differ
+(`Snapshots.restore`).
 
 Snapshots are as private as their store: every file and directory here takes the modes of
 the store's directory, and none is opened through a symbolic link (`eventlog._files`).
@@ -496,7 +498,8 @@ class Snapshots:
 
     def drop_from(self, lsn: int) -> list[int]:
         """Drop the snapshots at `lsn` or later, and the chunks only they used (an erasure
-        from `lsn`: those folded the erased content; older ones never saw it). Returns their
+        from `lsn`: those folded the erased content; older ones never saw it), and the copies
+        restores of this store left in this process (`restore`'s `keep`). Returns their
         LSNs."""
         if not self.dir.is_dir():
             return []

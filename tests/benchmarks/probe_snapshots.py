@@ -23,7 +23,10 @@ Builds a store of `--events` mixed events (`_graph_data.build_graph_store`, unti
    alternating (wall and CPU);
 3. how much of a restore a previous one could have left in place: for the `replay` case's
    schedule of points (`_replay._pick_points`, `_schedule`), the bytes of each call's
-   snapshot whose chunk at the same offset is the one the previous call restored.
+   snapshot whose chunk at the same offset is the one the previous call restored, and the
+   time of a restore that copies the previous one's file and writes only those that differ;
+4. `replay.at` over that schedule, whole passes alternating between restores that start
+   from the copy the last one kept (as shipped) and restores that write every chunk.
 
 Prints one line per measurement and the load average beside them.
 """
@@ -339,6 +342,61 @@ def _restore_over(
             pass
 
 
+def replays(store: Path, events: int, points: int, reps: int) -> None:
+    """`replay.at` over the case's schedule (its calls with snapshots), whole passes
+    alternating between restores that start from the copy the last one kept (as shipped)
+    and restores that write every chunk (`_keeping` made to yield nothing)."""
+    import replay  # noqa: PLC0415
+
+    calls = [p for p, on, _ in _replay._schedule(_replay._pick_points(events, points)) if on]
+    shipped = snapshots_module._keeping
+
+    @contextmanager
+    def nothing(_keep: Path | None, _store: Path) -> Iterator[tuple[None, dict[int, Any]]]:
+        yield None, {}
+
+    calls_s: dict[str, list[float]] = {"kept copy": [], "every chunk": []}
+    cpu_s: dict[str, list[float]] = {"kept copy": [], "every chunk": []}
+    restore_s: list[tuple[float, float]] = []  # of the call in hand: wall, process CPU
+    restore = Snapshots.restore
+
+    @functools.wraps(restore)
+    def timed_restore(*args: Any, **kwargs: Any) -> Any:
+        w, c = time.perf_counter(), time.process_time()
+        try:
+            return restore(*args, **kwargs)
+        finally:
+            restore_s.append((time.perf_counter() - w, time.process_time() - c))
+
+    Snapshots.restore = timed_restore  # type: ignore[method-assign]
+    restores: dict[str, list[tuple[float, float]]] = {"kept copy": [], "every chunk": []}
+    for rep in range(reps):
+        modes = list(calls_s) if rep % 2 == 0 else list(calls_s)[::-1]
+        for mode in modes:
+            chosen = shipped if mode == "kept copy" else nothing
+            snapshots_module._keeping = chosen  # type: ignore[assignment]
+            for point in calls:
+                w, c = time.perf_counter(), time.process_time()
+                view = replay.at(store, lsn=point)
+                calls_s[mode].append(time.perf_counter() - w)
+                cpu_s[mode].append(time.process_time() - c)
+                view.close()
+                restores[mode] += restore_s
+                restore_s.clear()
+    snapshots_module._keeping = shipped
+    Snapshots.restore = restore  # type: ignore[method-assign]
+    for mode, xs in calls_s.items():
+        ordered = sorted(xs)
+        print(
+            f"replay.at, {mode}: {len(xs)} calls, median {statistics.median(xs) * 1e3:,.0f} ms, "
+            f"p95 {ordered[int(0.95 * (len(xs) - 1))] * 1e3:,.0f} ms, median CPU "
+            f"{statistics.median(cpu_s[mode]) * 1e3:,.0f} ms; its restore: median "
+            f"{statistics.median(r[0] for r in restores[mode]) * 1e3:,.0f} ms, CPU "
+            f"{statistics.median(r[1] for r in restores[mode]) * 1e3:,.0f} ms  [load {_load()}]",
+            flush=True,
+        )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--events", type=int, default=200_000)
@@ -347,7 +405,9 @@ def main() -> None:
     parser.add_argument("--reps", type=int, default=2)
     parser.add_argument("--points", type=int, default=25)
     parser.add_argument("--row-group-size", type=int, help="attach with this ROW_GROUP_SIZE")
-    parser.add_argument("--skip", default="", help="comma-separated: catch-up,restore,reuse")
+    parser.add_argument(
+        "--skip", default="", help="comma-separated: catch-up,restore,reuse,replays"
+    )
     args = parser.parse_args()
     skip = set(filter(None, args.skip.split(",")))
     _instrument()
@@ -367,10 +427,12 @@ def main() -> None:
             _catch_up(store, work / "probe.duckdb", SnapshotPolicy().every_events)
         if "restore" not in skip:
             restore_steps(store, args.reps)
+        with eventlog.open(store, readonly=True) as log:
+            n = log.next_lsn()
         if "reuse" not in skip:
-            with eventlog.open(store, readonly=True) as log:
-                n = log.next_lsn()
             reuse(store, n, args.points)
+        if "replays" not in skip:
+            replays(store, n, args.points, args.reps)
 
 
 if __name__ == "__main__":

@@ -566,6 +566,19 @@ def test_a_restore_starts_from_the_copy_the_last_one_kept(base: Base, tmp_path: 
         assert_same(read_tables(view), base.reference(newer + 1), "beside a damaged chunk")
 
 
+def test_an_erasure_deletes_the_copy_a_restore_kept(base: Base, tmp_path: Path) -> None:
+    """An erasure drops the snapshots from its first LSN (`Snapshots.drop_from`): the copy of
+    one that this process's replays kept may hold what it erased, so it goes too."""
+    from replay._workspace import _keep_file  # noqa: PLC0415 (where replays keep it)
+
+    store = copy_store(base, tmp_path)
+    with no_warnings(), replay.at(store, lsn=base.lsns[2]):
+        pass
+    assert _keep_file().exists()
+    projections.Snapshots(store).drop_from(base.lsns[2])
+    assert not _keep_file().exists()
+
+
 def test_uncompressed_chunks_of_older_code_still_restore(base: Base, tmp_path: Path) -> None:
     """Snapshots written before chunks were compressed hold each block as it is: they restore
     as they did, and a new snapshot shares their chunks instead of writing them again."""
