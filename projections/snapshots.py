@@ -20,9 +20,7 @@ the log still holds the history the snapshot folded (the mark of the event at it
 `_history`), then that the database's schema version, checkpoint and mark are
 what the manifest says. Anything that fails is skipped with a `SnapshotSkipped` warning, and
 the restore falls back to an older snapshot (or none): a snapshot is a cache of the log, never
-trusted over it. A restore given a `keep` file (a process's replays) leaves a copy of what it
-wrote there and starts the next restore from it, writing only the chunks that differ
-(`Snapshots.restore`).
+trusted over it.
 
 Snapshots are as private as their store: every file and directory here takes the modes of
 the store's directory, and none is opened through a symbolic link (`eventlog._files`).
@@ -42,7 +40,6 @@ import hashlib
 import itertools
 import os
 import re
-import threading
 import time
 import warnings
 from collections.abc import Iterator
@@ -146,19 +143,10 @@ class Snapshots:
         at_most: int,
         log: LogReader,
         config: dict[str, str | bool | int | float | list[str]] | None = None,
-        keep: Path | None = None,
     ) -> tuple[SnapshotInfo, duckdb.DuckDBPyConnection] | None:
         """Write the newest usable snapshot with LSN <= `at_most` to `target` and open it
         read-write; None if there is none. Damaged ones, and those that folded a history
-        `log` no longer holds, are skipped with a warning.
-
-        `keep`: a file private to the caller (a process's replays) where the restore leaves a
-        copy of the database it wrote, and from which the next restore of this store given
-        the same file starts: it copies that file, then writes only the chunks that differ
-        (a checkpoint leaves most blocks where they were, so snapshots near each other share
-        most of their chunks at the same offsets). The copy is taken for what the last
-        restore checked while its file is as that restore left it (same inode, size and
-        times); anything else starts afresh."""
+        `log` no longer holds, are skipped with a warning."""
         if not self.dir.is_dir():
             return None
         with self._lock(".readers", fcntl.LOCK_SH):
@@ -174,7 +162,7 @@ class Snapshots:
                 if why is not None:
                     _skip(path, why)
                     continue
-                con = self._materialise(path, manifest, target, config or {}, keep)
+                con = self._materialise(path, manifest, target, config or {})
                 if con is not None:
                     return _info(manifest, path), con
         return None
@@ -185,10 +173,9 @@ class Snapshots:
         manifest: _Manifest,
         target: Path,
         config: dict[str, str | bool | int | float | list[str]],
-        keep: Path | None,
     ) -> duckdb.DuckDBPyConnection | None:
         try:
-            self._write_file(manifest, target, keep)
+            self._write_file(manifest, target)
         except _Damaged as damaged:
             _remove_database(target)
             _skip(path, str(damaged))
@@ -211,47 +198,27 @@ class Snapshots:
             return None
         return con
 
-    def _write_file(self, manifest: _Manifest, target: Path, keep: Path | None = None) -> None:
+    def _write_file(self, manifest: _Manifest, target: Path) -> None:
         """Write the snapshot's database to `target`, each chunk at its offset, reading,
         decompressing and checking them on a few threads (zstandard and hashlib free the GIL:
-        a restore is CPU-bound on them); with `keep`, from the copy the last restore left
-        there, and into it too (`restore`). No fsync here, as before: a replay's copy is
-        private and deleted after use; DuckDB syncs what it later checkpoints into the file."""
+        a restore is CPU-bound on them). No fsync here, as before: a replay's copy is private
+        and deleted after use; DuckDB syncs what it later checkpoints into the file."""
         offsets = list(itertools.accumulate((c.length for c in manifest.chunks), initial=0))
         if offsets[-1] != manifest.size:
             raise _Damaged(f"its chunks hold {offsets[-1]} bytes, not {manifest.size}")
-        with _keeping(keep, self._store.absolute()) as (kept, there):
-            fds = [create_file(target, Modes.of(target.parent).file)]
-            pool = ThreadPoolExecutor(_RESTORE_THREADS)
-            try:
-                if kept is not None:
-                    fds.append(_open_kept(kept, fresh=not there))
-                    _copy(fds[1], fds[0])
-                for fd in fds:
-                    os.ftruncate(fd, manifest.size)
-                todo = [
-                    (chunk, frame, offset)
-                    for chunk, frame, offset in zip(
-                        manifest.chunks, _frames(manifest), offsets, strict=False
-                    )
-                    if there.get(offset) != chunk
-                ]
-
-                def write(chunk: _Chunk, frame: str | None, offset: int) -> None:
-                    data = self._read_chunk(chunk, frame)
-                    for fd in fds:
-                        os.pwrite(fd, data, offset)
-
-                for _ in pool.map(lambda job: write(*job), todo):
-                    pass  # in order: the first damaged chunk raises, as it would alone
-            finally:
-                pool.shutdown(cancel_futures=True)  # waits for those running, before the close
-                for fd in fds:
-                    os.close(fd)
-            if kept is not None:
-                chunks = dict(zip(offsets, manifest.chunks, strict=False))
-                with _KEEPING:
-                    _KEPT[kept] = _Kept(self._store.absolute(), chunks, _identity(kept))
+        fd = create_file(target, Modes.of(target.parent).file)
+        pool = ThreadPoolExecutor(_RESTORE_THREADS)
+        try:
+            for _ in pool.map(
+                lambda chunk, frame, offset: os.pwrite(fd, self._read_chunk(chunk, frame), offset),
+                manifest.chunks,
+                _frames(manifest),
+                offsets,
+            ):
+                pass  # in order: the first damaged chunk raises, as it would alone
+        finally:
+            pool.shutdown(cancel_futures=True)  # waits for those running, before the close
+            os.close(fd)
 
     def _read_chunk(self, chunk: _Chunk, frame: str | None = None) -> bytes:
         """A chunk's bytes, checked (`_check`); `frame`: its manifest's digest of its file."""
@@ -498,12 +465,10 @@ class Snapshots:
 
     def drop_from(self, lsn: int) -> list[int]:
         """Drop the snapshots at `lsn` or later, and the chunks only they used (an erasure
-        from `lsn`: those folded the erased content; older ones never saw it), and the copies
-        restores of this store left in this process (`restore`'s `keep`). Returns their
+        from `lsn`: those folded the erased content; older ones never saw it). Returns their
         LSNs."""
         if not self.dir.is_dir():
             return []
-        _forget_kept(self._store.absolute())  # a copy of one may hold what is erased
         with self._lock(".writer", fcntl.LOCK_EX):
             drop = [p for p in self._manifest_paths() if _lsn_of(p) >= lsn]
             with self._lock(".readers", fcntl.LOCK_EX):
@@ -583,76 +548,6 @@ class Snapshots:
 
 class _Damaged(Exception):
     pass
-
-
-@dataclasses.dataclass(frozen=True)
-class _Kept:
-    """What a restore left in its `keep` file (`Snapshots.restore`)."""
-
-    store: Path  # whose snapshot it copies
-    chunks: dict[int, _Chunk]  # by offset
-    identity: tuple[int, ...] | None  # the file's inode, size and times, as left
-
-
-_KEPT: dict[Path, _Kept] = {}  # by `keep` file, in this process
-_CLAIMED: set[Path] = set()  # `keep` files a restore is writing
-_KEEPING = threading.Lock()  # for both
-
-
-@contextlib.contextmanager
-def _keeping(keep: Path | None, store: Path) -> Iterator[tuple[Path | None, dict[int, _Chunk]]]:
-    """Claim `keep` for a restore of `store`: yields it (None if there is none, or another
-    restore has it) and, by offset, the chunks it holds if it is as the last restore of
-    `store` left it (none otherwise). The record is out while the restore runs: one that
-    fails leaves none, and deletes the file."""
-    with _KEEPING:
-        claimed = keep is not None and keep not in _CLAIMED
-        kept = _KEPT.pop(keep, None) if claimed and keep is not None else None
-        if claimed and keep is not None:
-            _CLAIMED.add(keep)
-    if not claimed or keep is None:
-        yield None, {}
-        return
-    try:
-        same = kept is not None and kept.store == store and kept.identity == _identity(keep)
-        yield keep, kept.chunks if same and kept is not None else {}
-    except BaseException:
-        keep.unlink(missing_ok=True)
-        raise
-    finally:
-        with _KEEPING:
-            _CLAIMED.discard(keep)
-
-
-def _forget_kept(store: Path) -> None:
-    """Delete the copies restores of `store` left in this process."""
-    with _KEEPING:
-        for path in [p for p, kept in _KEPT.items() if kept.store == store]:
-            del _KEPT[path]
-            path.unlink(missing_ok=True)
-
-
-def _open_kept(path: Path, *, fresh: bool) -> int:
-    """Open a `keep` file to read and write; `fresh`: as a new, empty file."""
-    if fresh:
-        path.unlink(missing_ok=True)
-        return create_file(path, Modes.of(path.parent).file, os.O_RDWR)
-    return open_file(path, os.O_RDWR)
-
-
-def _identity(path: Path) -> tuple[int, ...] | None:
-    try:
-        st = os.lstat(path)
-    except FileNotFoundError:
-        return None
-    return (st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
-
-
-def _copy(source: int, target: int) -> None:
-    """Copy the whole file `source` into `target` from its start, in the kernel."""
-    offset, left = 0, os.fstat(source).st_size
-    while left > 0 and (n := os.copy_file_range(source, target, left, offset, offset)):
-        offset, left = offset + n, left - n
 
 
 @dataclasses.dataclass(frozen=True)

@@ -13,12 +13,10 @@ place only once it is complete: a failed replay leaves no `out` behind.
 
 from __future__ import annotations
 
-import atexit
 import glob
 import os
 import shutil
 import tempfile
-import threading
 from collections.abc import Callable
 from pathlib import Path
 
@@ -57,22 +55,6 @@ def _private_directory() -> Path:
         if pid.isdigit() and not _alive(int(pid)):
             shutil.rmtree(leftover, ignore_errors=True)
     return Path(tempfile.mkdtemp(prefix=f"lmg-replay-{os.getpid()}-"))
-
-
-_KEEP_LOCK = threading.Lock()
-_keep_dir: Path | None = None
-
-
-def _keep_file() -> Path:
-    """Where this process's restores keep a copy of the last snapshot restored, to start the
-    next one from (`Snapshots.restore`): a private directory of its own, deleted when the
-    process exits (or, if it dies, by the next replay's `_private_directory`)."""
-    global _keep_dir  # noqa: PLW0603 (one per process, made on first use)
-    with _KEEP_LOCK:
-        if _keep_dir is None or not _keep_dir.is_dir():
-            _keep_dir = _private_directory()
-            atexit.register(shutil.rmtree, _keep_dir, ignore_errors=True)
-        return _keep_dir / "last-restore.duckdb"
 
 
 def _building_directory(out: Path, store: Path) -> Path:
@@ -116,9 +98,7 @@ class Workspace:
         self.snapshot: SnapshotInfo | None = None
         try:
             restored = (
-                Snapshots(log.path).restore(
-                    self.db, at_most=at_most, log=log, config=_CONFIG, keep=_keep_file()
-                )
+                Snapshots(log.path).restore(self.db, at_most=at_most, log=log, config=_CONFIG)
                 if snapshots
                 else None
             )

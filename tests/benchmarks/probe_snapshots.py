@@ -6,6 +6,8 @@
 Builds a store of `--events` mixed events (`_graph_data.build_graph_store`, untimed) unless
 `--store` names one, then:
 
+0. whether a fold could go on while a snapshot's checkpoint runs on another cursor: when a
+   write on the main connection gets through beside a `CHECKPOINT` (a table of its own);
 1. catch-ups from zero: `Projector(store, db, rebuild=True, snapshots=policy).catch_up()`
    without snapshots and with the default policy at each `--every` (events between snapshots),
    in an order that rotates each repetition, the snapshots directory emptied before each.
@@ -24,9 +26,8 @@ Builds a store of `--events` mixed events (`_graph_data.build_graph_store`, unti
 3. how much of a restore a previous one could have left in place: for the `replay` case's
    schedule of points (`_replay._pick_points`, `_schedule`), the bytes of each call's
    snapshot whose chunk at the same offset is the one the previous call restored, and the
-   time of a restore that copies the previous one's file and writes only those that differ;
-4. `replay.at` over that schedule, whole passes alternating between restores that start
-   from the copy the last one kept (as shipped) and restores that write every chunk.
+   time of a restore that copies the previous one's file and writes only those that differ
+   (a prototype of that lever: measured, not shipped; docs/benchmarks.md says why).
 
 Prints one line per measurement and the load average beside them.
 """
@@ -342,59 +343,37 @@ def _restore_over(
             pass
 
 
-def replays(store: Path, events: int, points: int, reps: int) -> None:
-    """`replay.at` over the case's schedule (its calls with snapshots), whole passes
-    alternating between restores that start from the copy the last one kept (as shipped)
-    and restores that write every chunk (`_keeping` made to yield nothing)."""
-    import replay  # noqa: PLC0415
+def write_during_checkpoint(work: Path) -> None:
+    """Can a fold go on while another cursor checkpoints (a snapshot's checkpoint off the
+    fold's path)? A table of 2M rows with 500k more in the write-ahead log; a thread runs
+    `CHECKPOINT` on a cursor while the main connection begins, inserts and commits."""
+    db = work / "checkpoint.duckdb"
+    con = duckdb.connect(str(db), config={"checkpoint_threshold": "1GB"})
+    con.execute("CREATE TABLE t AS SELECT range AS n, repeat('x', 200) AS s FROM range(2000000)")
+    con.execute("CHECKPOINT")
+    con.execute("INSERT INTO t SELECT range, repeat('y', 200) FROM range(500000)")
+    cursor = con.cursor()
+    began = time.perf_counter()
+    marks: dict[str, float] = {}
 
-    calls = [p for p, on, _ in _replay._schedule(_replay._pick_points(events, points)) if on]
-    shipped = snapshots_module._keeping
+    def checkpoint() -> None:
+        cursor.execute("CHECKPOINT")
+        marks["checkpoint done"] = time.perf_counter() - began
 
-    @contextmanager
-    def nothing(_keep: Path | None, _store: Path) -> Iterator[tuple[None, dict[int, Any]]]:
-        yield None, {}
-
-    calls_s: dict[str, list[float]] = {"kept copy": [], "every chunk": []}
-    cpu_s: dict[str, list[float]] = {"kept copy": [], "every chunk": []}
-    restore_s: list[tuple[float, float]] = []  # of the call in hand: wall, process CPU
-    restore = Snapshots.restore
-
-    @functools.wraps(restore)
-    def timed_restore(*args: Any, **kwargs: Any) -> Any:
-        w, c = time.perf_counter(), time.process_time()
-        try:
-            return restore(*args, **kwargs)
-        finally:
-            restore_s.append((time.perf_counter() - w, time.process_time() - c))
-
-    Snapshots.restore = timed_restore  # type: ignore[method-assign]
-    restores: dict[str, list[tuple[float, float]]] = {"kept copy": [], "every chunk": []}
-    for rep in range(reps):
-        modes = list(calls_s) if rep % 2 == 0 else list(calls_s)[::-1]
-        for mode in modes:
-            chosen = shipped if mode == "kept copy" else nothing
-            snapshots_module._keeping = chosen  # type: ignore[assignment]
-            for point in calls:
-                w, c = time.perf_counter(), time.process_time()
-                view = replay.at(store, lsn=point)
-                calls_s[mode].append(time.perf_counter() - w)
-                cpu_s[mode].append(time.process_time() - c)
-                view.close()
-                restores[mode] += restore_s
-                restore_s.clear()
-    snapshots_module._keeping = shipped
-    Snapshots.restore = restore  # type: ignore[method-assign]
-    for mode, xs in calls_s.items():
-        ordered = sorted(xs)
-        print(
-            f"replay.at, {mode}: {len(xs)} calls, median {statistics.median(xs) * 1e3:,.0f} ms, "
-            f"p95 {ordered[int(0.95 * (len(xs) - 1))] * 1e3:,.0f} ms, median CPU "
-            f"{statistics.median(cpu_s[mode]) * 1e3:,.0f} ms; its restore: median "
-            f"{statistics.median(r[0] for r in restores[mode]) * 1e3:,.0f} ms, CPU "
-            f"{statistics.median(r[1] for r in restores[mode]) * 1e3:,.0f} ms  [load {_load()}]",
-            flush=True,
-        )
+    thread = threading.Thread(target=checkpoint)
+    thread.start()
+    time.sleep(0.01)
+    for step in ("BEGIN", "INSERT INTO t VALUES (1, 'a')", "COMMIT"):
+        con.execute(step)
+        marks[step.split()[0].lower()] = time.perf_counter() - began
+    thread.join()
+    con.close()
+    ordered = sorted(marks.items(), key=lambda kv: kv[1])
+    print(
+        "a write beside a checkpoint on another cursor: "
+        + ", ".join(f"{k} at {v * 1e3:,.0f} ms" for k, v in ordered),
+        flush=True,
+    )
 
 
 def main() -> None:
@@ -405,9 +384,7 @@ def main() -> None:
     parser.add_argument("--reps", type=int, default=2)
     parser.add_argument("--points", type=int, default=25)
     parser.add_argument("--row-group-size", type=int, help="attach with this ROW_GROUP_SIZE")
-    parser.add_argument(
-        "--skip", default="", help="comma-separated: catch-up,restore,reuse,replays"
-    )
+    parser.add_argument("--skip", default="", help="comma-separated: catch-up,restore,reuse")
     args = parser.parse_args()
     skip = set(filter(None, args.skip.split(",")))
     _instrument()
@@ -421,6 +398,7 @@ def main() -> None:
             began = time.perf_counter()
             build_graph_store(store, args.events)
             print(f"built {args.events:,} events in {time.perf_counter() - began:.1f} s")
+        write_during_checkpoint(work)
         if "catch-up" not in skip:
             catch_ups(store, work, [int(e) for e in args.every.split(",")], args.reps)
         if not Snapshots(store).all():
@@ -431,8 +409,6 @@ def main() -> None:
             n = log.next_lsn()
         if "reuse" not in skip:
             reuse(store, n, args.points)
-        if "replays" not in skip:
-            replays(store, n, args.points, args.reps)
 
 
 if __name__ == "__main__":

@@ -527,58 +527,6 @@ def test_manifest_records_each_chunk_file_and_a_rewritten_file_is_checked_by_nam
         replay.at(store, lsn=at).close()
 
 
-def test_a_restore_starts_from_the_copy_the_last_one_kept(base: Base, tmp_path: Path) -> None:
-    """A process's replays keep a copy of the last snapshot restored, and the next restore of
-    that store writes only the chunks that differ from it: a chunk both snapshots hold at
-    the same offset is not read again (here, deleted meanwhile). A copy changed since is not
-    trusted at all; a chunk the copy lacks is read and checked as any."""
-    from replay._workspace import _keep_file  # noqa: PLC0415 (where replays keep it)
-
-    older, newer = base.lsns[1], base.lsns[2]
-    store = copy_store(base, tmp_path / "a")
-    older_chunks = read_manifest(manifest_path(store, older))["chunks"]
-    newer_chunks = read_manifest(manifest_path(store, newer))["chunks"]
-    shared = next(a[0] for a, b in zip(older_chunks[1:], newer_chunks[1:], strict=False) if a == b)
-    with no_warnings():
-        with replay.at(store, lsn=older) as view:
-            assert view.snapshot is not None and view.snapshot.lsn == older
-        chunk_path(store, shared).unlink()  # both need it, at the same offset
-        with replay.at(store, lsn=newer + 1) as view:
-            assert view.snapshot is not None and view.snapshot.lsn == newer
-            assert_same(read_tables(view), base.reference(newer + 1), "from the kept copy")
-
-    kept = _keep_file()
-    kept.write_bytes(kept.read_bytes())  # the same bytes, but not the file the restore left
-    with pytest.warns(SnapshotSkipped, match=f"chunk {shared} is missing"):
-        view = replay.at(store, lsn=newer + 1)
-    with view:
-        assert view.snapshot is None or view.snapshot.lsn < older
-        assert_same(read_tables(view), base.reference(newer + 1), "after a changed copy")
-
-    store = copy_store(base, tmp_path / "b")
-    with no_warnings(), replay.at(store, lsn=older):
-        pass
-    flip_chunk_byte(store, newer, older)  # a chunk of `newer` alone: not in the copy
-    with pytest.warns(SnapshotSkipped, match=manifest_path(store, newer).name):
-        view = replay.at(store, lsn=newer + 1)
-    with view:
-        assert view.snapshot is not None and view.snapshot.lsn == older
-        assert_same(read_tables(view), base.reference(newer + 1), "beside a damaged chunk")
-
-
-def test_an_erasure_deletes_the_copy_a_restore_kept(base: Base, tmp_path: Path) -> None:
-    """An erasure drops the snapshots from its first LSN (`Snapshots.drop_from`): the copy of
-    one that this process's replays kept may hold what it erased, so it goes too."""
-    from replay._workspace import _keep_file  # noqa: PLC0415 (where replays keep it)
-
-    store = copy_store(base, tmp_path)
-    with no_warnings(), replay.at(store, lsn=base.lsns[2]):
-        pass
-    assert _keep_file().exists()
-    projections.Snapshots(store).drop_from(base.lsns[2])
-    assert not _keep_file().exists()
-
-
 def test_uncompressed_chunks_of_older_code_still_restore(base: Base, tmp_path: Path) -> None:
     """Snapshots written before chunks were compressed hold each block as it is: they restore
     as they did, and a new snapshot shares their chunks instead of writing them again."""
