@@ -345,20 +345,30 @@ def _restore_over(
 
 def write_during_checkpoint(work: Path) -> None:
     """Can a fold go on while another cursor checkpoints (a snapshot's checkpoint off the
-    fold's path)? A table of 2M rows with 500k more in the write-ahead log; a thread runs
-    `CHECKPOINT` on a cursor while the main connection begins, inserts and commits."""
+    fold's path)? A table of 2M rows with 500k more in the write-ahead log (100 commits); a
+    thread runs `CHECKPOINT` on a cursor while the main connection begins, inserts and
+    commits."""
     db = work / "checkpoint.duckdb"
     con = duckdb.connect(str(db), config={"checkpoint_threshold": "1GB"})
     con.execute("CREATE TABLE t AS SELECT range AS n, repeat('x', 200) AS s FROM range(2000000)")
     con.execute("CHECKPOINT")
-    con.execute("INSERT INTO t SELECT range, repeat('y', 200) FROM range(500000)")
+    for k in range(100):  # small commits, so they go to the write-ahead log (a large one
+        # is written straight to the file: `auto_checkpoint_skip_wal_threshold`)
+        con.execute(
+            f"INSERT INTO t SELECT range, md5(range::VARCHAR) || repeat('y', 150) "
+            f"FROM range({k * 5000}, {(k + 1) * 5000})"
+        )
     cursor = con.cursor()
+    before = Path(f"{db}.wal").stat().st_size
     began = time.perf_counter()
     marks: dict[str, float] = {}
+    left: list[int] = []  # bytes of write-ahead log the checkpoint left
 
     def checkpoint() -> None:
         cursor.execute("CHECKPOINT")
         marks["checkpoint done"] = time.perf_counter() - began
+        wal = Path(f"{db}.wal")
+        left.append(wal.stat().st_size if wal.exists() else 0)
 
     thread = threading.Thread(target=checkpoint)
     thread.start()
@@ -371,7 +381,9 @@ def write_during_checkpoint(work: Path) -> None:
     ordered = sorted(marks.items(), key=lambda kv: kv[1])
     print(
         "a write beside a checkpoint on another cursor: "
-        + ", ".join(f"{k} at {v * 1e3:,.0f} ms" for k, v in ordered),
+        + ", ".join(f"{k} at {v * 1e3:,.0f} ms" for k, v in ordered)
+        + f"; write-ahead log {before / 1e6:,.1f} MB before the checkpoint, {left[0] / 1e6:,.1f}"
+        " MB after it",
         flush=True,
     )
 
