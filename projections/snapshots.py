@@ -270,7 +270,7 @@ class Snapshots:
             if not self._intact(chunk, frame):
                 target = self._chunk_path(chunk.sha256)
                 self._make_dir(target.parent)  # the store's modes, never the umask's
-                _replace(target, _compress(source._read_chunk(chunk)), sync=False)
+                _replace(target, _compress(source._read_chunk(chunk, frame)), sync=False)
                 written.append(target)
         _sync_chunks(written, self.dir / "chunks")
 
