@@ -13,9 +13,11 @@ hash to it; the manifest also gives each chunk's CRC32C, and carries its own. Di
 lengths are of the database's bytes; a chunk file holds them compressed as one zstd frame
 (DuckDB's own compression leaves about half to take), or, if older code wrote it, as they are:
 a file is read as zstd when it starts with zstd's magic number and what it decompresses to
-hashes to its name, and as raw bytes otherwise. A restore checks
-all of these, that the log still holds the history the snapshot folded (the mark of the event
-at its LSN, see `_history`), then that the database's schema version, checkpoint and mark are
+hashes to its name, and as raw bytes otherwise. The manifest also records the SHA-256 of each
+chunk's file as its writer stored or checked it, so a restore that finds that very file hashes
+the frame rather than what it decompresses to (`_check`). A restore checks all of these, that
+the log still holds the history the snapshot folded (the mark of the event at its LSN, see
+`_history`), then that the database's schema version, checkpoint and mark are
 what the manifest says. Anything that fails is skipped with a `SnapshotSkipped` warning, and
 the restore falls back to an older snapshot (or none): a snapshot is a cache of the log, never
 trusted over it.
@@ -93,6 +95,9 @@ class _Manifest(msgspec.Struct, frozen=True, kw_only=True):
     size: int
     chunks: list[_Chunk]
     mark: int | None = None  # of the event at `lsn` (`_history`); None: written by older code
+    # The SHA-256 of each chunk's file, a zstd frame, as this manifest's writer stored it or
+    # found it intact (None: not a frame); the list is None if older code wrote it (`_check`).
+    frames: list[Digest | None] | None = None
 
 
 class SnapshotInfo(msgspec.Struct, frozen=True, kw_only=True):
@@ -116,7 +121,8 @@ class Snapshots:
     def __init__(self, store: str | os.PathLike[str]) -> None:
         self.dir = Path(store) / SNAPSHOT_DIR
         self._store = Path(store)
-        self._checked: set[str] = set()  # chunks this object wrote or read back intact
+        # The chunks this object wrote or read back intact, with their files' SHA-256.
+        self._checked: dict[str, str | None] = {}
 
     # -- reading ------------------------------------------------------------------------------
 
@@ -204,8 +210,9 @@ class Snapshots:
         pool = ThreadPoolExecutor(_RESTORE_THREADS)
         try:
             for _ in pool.map(
-                lambda chunk, offset: os.pwrite(fd, self._read_chunk(chunk), offset),
+                lambda chunk, frame, offset: os.pwrite(fd, self._read_chunk(chunk, frame), offset),
                 manifest.chunks,
+                _frames(manifest),
                 offsets,
             ):
                 pass  # in order: the first damaged chunk raises, as it would alone
@@ -213,25 +220,21 @@ class Snapshots:
             pool.shutdown(cancel_futures=True)  # waits for those running, before the close
             os.close(fd)
 
-    def _read_chunk(self, chunk: _Chunk) -> bytes:
-        """A chunk's bytes, checked against its length, CRC32C and name (its SHA-256)."""
+    def _read_chunk(self, chunk: _Chunk, frame: str | None = None) -> bytes:
+        """A chunk's bytes, checked (`_check`); `frame`: its manifest's digest of its file."""
+        return _check(chunk, self._chunk_file(chunk), frame)
+
+    def _chunk_file(self, chunk: _Chunk) -> bytes:
+        """What the file of `chunk` holds (unchecked)."""
         path = self._chunk_path(chunk.sha256)
         try:
-            stored = read_bytes(path)
+            return read_bytes(path)
         except FileNotFoundError:
             raise _Damaged(f"chunk {path.name} is missing") from None
         except UnsafeStore:
             raise _Damaged(f"chunk {path.name} is a symbolic link") from None
         except OSError as exc:  # a file where a directory should be, a directory, no access
             raise _Damaged(f"chunk {path.name} is unreadable ({exc.strerror})") from None
-        for data in _contents(stored, chunk.length):
-            if (
-                len(data) == chunk.length
-                and google_crc32c.value(data) == chunk.crc32c
-                and hashlib.sha256(data).hexdigest() == chunk.sha256
-            ):
-                return data
-        raise _Damaged(f"chunk {path.name} is damaged (checksum mismatch)")
 
     def copy_to(self, store: str | os.PathLike[str], *, at_most: int) -> SnapshotInfo | None:
         """Copy the newest intact snapshot with LSN <= `at_most` into the snapshots of `store`
@@ -263,11 +266,11 @@ class Snapshots:
         self._make_dir(self.dir)
         self._make_dir(self.dir / "chunks")
         written: list[Path] = []
-        for chunk in manifest.chunks:
-            if not self._intact(chunk):
+        for chunk, frame in zip(manifest.chunks, _frames(manifest), strict=True):
+            if not self._intact(chunk, frame):
                 target = self._chunk_path(chunk.sha256)
                 self._make_dir(target.parent)  # the store's modes, never the umask's
-                _replace(target, _compress(source._read_chunk(chunk)), sync=False)
+                _replace(target, _compress(source._read_chunk(chunk, frame)), sync=False)
                 written.append(target)
         _sync_chunks(written, self.dir / "chunks")
 
@@ -333,6 +336,7 @@ class Snapshots:
             existing = self._read_manifest(path, warn=False) if path.exists() else None
             if existing is not None and existing.mark == point.mark and self._usable(existing):
                 return _info(existing, path)
+            stored = self._store_chunks(point)
             manifest = _Manifest(
                 format=_FORMAT,
                 lsn=point.lsn,
@@ -340,19 +344,20 @@ class Snapshots:
                 schema_version=SCHEMA_VERSION,
                 created_ns=time.time_ns(),
                 size=point.size,
-                chunks=self._store_chunks(point),
+                chunks=[chunk for chunk, _ in stored],
                 mark=point.mark,
+                frames=[frame for _, frame in stored],
             )
             body = _encode(manifest)
             _write_durably(path, body + f"\n{google_crc32c.value(body):08x}\n".encode())
             return _info(manifest, path)
 
-    def _store_chunks(self, point: _Point) -> list[_Chunk]:
+    def _store_chunks(self, point: _Point) -> list[tuple[_Chunk, str | None]]:
         """Cut the file into chunks, 16 MiB at a time (a projector's memory stays flat),
         hashing them on two threads, and write those not stored yet; they are synced
         together at the end, before the manifest names them (see `_sync_chunks`). The
         header is read again last: a checkpoint since `point` fails the snapshot."""
-        chunks: list[_Chunk] = []
+        chunks: list[tuple[_Chunk, str | None]] = []
         written: list[Path] = []
         try:
             with (
@@ -368,37 +373,48 @@ class Snapshots:
                         chunks.append(self._store_chunk(data, digest, written))
                 file.seek(0)
                 header = file.read(_HEADER_BYTES)
-            if header != point.header or sum(c.length for c in chunks) != point.size:
+            if header != point.header or sum(c.length for c, _ in chunks) != point.size:
                 raise ProjectionError(f"{point.db} was checkpointed while its snapshot was read")
             _sync_chunks(written, self.dir / "chunks")
         except BaseException:
-            self._checked.difference_update(p.name for p in written)  # not known durable
+            for path in written:  # not known durable
+                self._checked.pop(path.name, None)
             raise
         return chunks
 
-    def _store_chunk(self, data: bytes, digest: str, written: list[Path]) -> _Chunk:
+    def _store_chunk(
+        self, data: bytes, digest: str, written: list[Path]
+    ) -> tuple[_Chunk, str | None]:
+        """The chunk of `data` and the SHA-256 of its file, which is written unless an intact
+        one is there."""
         chunk = _Chunk(digest, google_crc32c.value(data), len(data))
         target = self._chunk_path(digest)
         # A chunk is read back once per object (a projector's lifetime) and rewritten if new
         # or damaged; after that, that it still exists is enough (another process may have
-        # pruned it; a restore checks every chunk anyway).
-        checked = digest in self._checked and target.exists()
-        if not checked and not self._intact(chunk):
-            self._make_dir(target.parent)
-            _replace(target, _compress(data), sync=False)
-            written.append(target)
-        self._checked.add(digest)
-        return chunk
+        # pruned it, or written it again: a restore that finds another file than the one
+        # recorded checks it against the chunk's name, as any other).
+        if digest not in self._checked or not target.exists():
+            try:
+                found = self._chunk_file(chunk)
+                raw = _check(chunk, found, None) is found  # a raw chunk of older code
+                self._checked[digest] = None if raw else hashlib.sha256(found).hexdigest()
+            except _Damaged:
+                self._make_dir(target.parent)
+                frame = _compress(data)
+                _replace(target, frame, sync=False)
+                written.append(target)
+                self._checked[digest] = hashlib.sha256(frame).hexdigest()
+        return chunk, self._checked[digest]
 
     def _usable(self, manifest: _Manifest) -> bool:
         """Is this snapshot one a restore would take (this schema, every chunk intact)?"""
         return manifest.schema_version == SCHEMA_VERSION and all(
-            self._intact(c) for c in manifest.chunks
+            self._intact(c, f) for c, f in zip(manifest.chunks, _frames(manifest), strict=True)
         )
 
-    def _intact(self, chunk: _Chunk) -> bool:
+    def _intact(self, chunk: _Chunk, frame: str | None = None) -> bool:
         try:
-            self._read_chunk(chunk)
+            self._read_chunk(chunk, frame)
         except _Damaged:
             return False
         return True
@@ -471,7 +487,7 @@ class Snapshots:
         for chunk in (self.dir / "chunks").glob("*/*"):
             if chunk.name not in live:
                 chunk.unlink(missing_ok=True)
-                self._checked.discard(chunk.name)
+                self._checked.pop(chunk.name, None)
 
     # -- files --------------------------------------------------------------------------------
 
@@ -577,6 +593,46 @@ def _compress(data: bytes) -> bytes:
     """A chunk's bytes as one zstd frame (zstandard's compressors are not thread-safe: one
     per call costs microseconds against the milliseconds of compressing 256 KiB)."""
     return zstandard.ZstdCompressor(level=_ZSTD_LEVEL).compress(data)
+
+
+def _check(chunk: _Chunk, stored: bytes, frame: str | None) -> bytes:
+    """The bytes of `chunk` from what its file holds, `stored`, checked.
+
+    A file whose SHA-256 is `frame`, what the manifest records of it, is the zstd frame the
+    manifest's writer wrote, or checked against the chunk's name: it is decompressed, and
+    only its length and CRC32C are checked again (against a faulty decompression), not its
+    name. So a restore hashes the frame (about half the bytes) instead of what it
+    decompresses to, with the same strength: SHA-256 binds the file to the one the writer
+    checked. Any other file (damaged, or written again by another version of zstd) gets
+    every check: its bytes must have the manifest's length, CRC32C and name. A manifest
+    forged along with a chunk file gets no more than it could before: it could as well name
+    new chunks of its own; a manifest of its own writer never takes another file."""
+    if (
+        frame is not None
+        and stored.startswith(_ZSTD_MAGIC)
+        and hashlib.sha256(stored).hexdigest() == frame
+    ):
+        with contextlib.suppress(zstandard.ZstdError):
+            data = zstandard.ZstdDecompressor().decompress(stored, max_output_size=chunk.length)
+            if len(data) == chunk.length and google_crc32c.value(data) == chunk.crc32c:
+                return data
+    for data in _contents(stored, chunk.length):
+        if (
+            len(data) == chunk.length
+            and google_crc32c.value(data) == chunk.crc32c
+            and hashlib.sha256(data).hexdigest() == chunk.sha256
+        ):
+            return data
+    raise _Damaged(f"chunk {chunk.sha256} is damaged (checksum mismatch)")
+
+
+def _frames(manifest: _Manifest) -> list[str | None]:
+    """What the manifest records of each chunk's file (nothing, if older code wrote it, or if
+    its lists do not pair up)."""
+    frames = manifest.frames
+    if frames is None or len(frames) != len(manifest.chunks):
+        return [None] * len(manifest.chunks)
+    return frames
 
 
 def _contents(stored: bytes, length: int) -> Iterator[bytes]:

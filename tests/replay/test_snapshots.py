@@ -489,6 +489,44 @@ def test_snapshot_chunks_are_stored_compressed(base: Base, tmp_path: Path) -> No
         assert chunk_path(store, digest).read_bytes().startswith(b"\x28\xb5\x2f\xfd")
 
 
+def test_manifest_records_each_chunk_file_and_a_rewritten_file_is_checked_by_name(
+    base: Base, tmp_path: Path
+) -> None:
+    """A manifest records the SHA-256 of each chunk's file (a restore then hashes the zstd
+    frame, not the bytes it decompresses to). A file written again differently (another
+    zstd level or version) with the right bytes still restores, checked against its name;
+    with other bytes, it is damaged (here with its CRC32C forged, in a manifest without the
+    files' digests, as older code wrote them)."""
+    import zstandard  # noqa: PLC0415 (only this test writes chunks itself)
+
+    store = copy_store(base, tmp_path, snapshots=False)
+    at = base.lsns[2]
+    info = replay.snapshot(store, at=at, keep=None)
+    manifest = read_manifest(Path(info.path))
+    chunks = manifest["chunks"]
+    for (digest, _crc, _length), frame in zip(chunks, manifest["frames"], strict=True):
+        assert frame == hashlib.sha256(chunk_path(store, digest).read_bytes()).hexdigest()
+    rewritten = chunks[len(chunks) // 2][0]
+    path = chunk_path(store, rewritten)
+    data = zstandard.ZstdDecompressor().decompress(path.read_bytes())
+    path.write_bytes(zstandard.ZstdCompressor(level=19).compress(data))
+    with no_warnings(), replay.at(store, lsn=at) as view:
+        assert view.snapshot == info
+        assert_same(read_tables(view), base.reference(at), "from a chunk written again")
+
+    other = bytearray(data)
+    other[len(other) // 2] ^= 0xFF
+    frame = zstandard.ZstdCompressor().compress(bytes(other))
+    path.write_bytes(frame)
+    for entry in manifest["chunks"]:
+        if entry[0] == rewritten:  # the CRC forged to match, the file's digest dropped
+            entry[1] = google_crc32c.value(bytes(other))
+    manifest["frames"] = None  # what older code wrote
+    write_manifest(Path(info.path), manifest)
+    with pytest.warns(SnapshotSkipped, match=f"chunk {rewritten} is damaged"):
+        replay.at(store, lsn=at).close()
+
+
 def test_uncompressed_chunks_of_older_code_still_restore(base: Base, tmp_path: Path) -> None:
     """Snapshots written before chunks were compressed hold each block as it is: they restore
     as they did, and a new snapshot shares their chunks instead of writing them again."""
