@@ -194,6 +194,7 @@ _CONVERSATION = (
 )
 _FIELDS: dict[str, tuple[str, ...]] = {
     # a field of `_Read.first`: the attributes it is read from, the first non-empty one wins
+    # (in docs/ingest.md's order: GenAI current, OpenInference, `traceloop.*`, GenAI legacy)
     "conversation": _CONVERSATION,
     "agent_name": ("gen_ai.agent.name", "agent.name"),
     "agent_id": ("gen_ai.agent.id",),
@@ -201,7 +202,7 @@ _FIELDS: dict[str, tuple[str, ...]] = {
     "agent_model": ("gen_ai.request.model", "llm.model_name"),
     "entity_name": ("traceloop.entity.name",),
     "call": ("gen_ai.tool.call.id", "tool_call.id"),
-    "provider": ("gen_ai.provider.name", "gen_ai.system", "llm.provider", "llm.system"),
+    "provider": ("gen_ai.provider.name", "llm.provider", "llm.system", "gen_ai.system"),
     "request_model": ("gen_ai.request.model", "llm.model_name", "llm.request.model"),
     "response_model": (
         "gen_ai.response.model",
@@ -213,15 +214,17 @@ _FIELDS: dict[str, tuple[str, ...]] = {
     "max_tokens": ("gen_ai.request.max_tokens",),
     "input_tokens": (
         "gen_ai.usage.input_tokens",
-        "gen_ai.usage.prompt_tokens",
         "llm.token_count.prompt",
+        "gen_ai.usage.prompt_tokens",
     ),
     "output_tokens": (
         "gen_ai.usage.output_tokens",
-        "gen_ai.usage.completion_tokens",
         "llm.token_count.completion",
+        "gen_ai.usage.completion_tokens",
     ),
     "response_id": ("gen_ai.response.id",),
+    "user_id": ("gen_ai.user.id", "user.id"),
+    "workflow": ("traceloop.workflow.name",),
     "tool_name": ("gen_ai.tool.name", "tool.name", "traceloop.entity.name"),
     "tool_arguments": (
         "gen_ai.tool.call.arguments",
@@ -702,13 +705,9 @@ def _session(walk: _Walk, read: _Read, trace_default: str | None) -> _Session:
         meta: dict[str, Any] = {"source": "opentelemetry"}
         kind, _, value = key.partition(":")
         meta["conversation_id" if kind == "conversation" else "trace_id"] = value
-        for up in walk.ancestors(read):
-            for name, attr in (
-                ("user_id", "user.id"),
-                ("user_id", "gen_ai.user.id"),
-                ("workflow", "traceloop.workflow.name"),
-            ):
-                if name not in meta and (found := up.span.attributes.get(attr)) is not None:
+        for up in walk.ancestors(read):  # the nearest span that names each wins
+            for name in ("user_id", "workflow"):
+                if name not in meta and (found := up.first().get(name)) is not None:
                     meta[name] = found
         if (service := span.resource.get("service.name")) is not None:
             meta["service"] = service
@@ -921,9 +920,11 @@ def _response(
         _int(first.get("input_tokens")) or 0, _int(first.get("output_tokens")) or 0
     )
     # The counts beside the main ones (read apart: `_USAGE_MAIN` are `_FIELDS`), by name;
-    # OpenInference's win over GenAI's of the same name.
+    # GenAI's win over OpenInference's of the same name, as every current GenAI name does.
     details = dict(read.family("gen_ai.usage."))
-    details |= {k: v for k, v in read.family("llm.token_count.").items() if k != "total"}
+    for name, count in read.family("llm.token_count.").items():
+        if name != "total":
+            details.setdefault(name, count)
     meta: dict[str, Any] = {"trace_id": span.trace_id, "span_id": span.span_id}
     if details:
         meta["usage"] = details

@@ -1,0 +1,95 @@
+"""Where conventions disagree on one span, the one docs/ingest.md names wins ("the current
+GenAI conventions, then OpenInference, then OpenLLMetry's `traceloop.*`, then the legacy
+GenAI names"), through `eventlog.otel.Exporter` and the real OpenTelemetry SDK. The golden
+files hold each convention alone, so they cannot see these cases."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+pytest.importorskip("opentelemetry.sdk")
+
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+
+import eventlog
+from eventlog import events as ev
+from eventlog import otel
+
+_CHAT = {
+    "gen_ai.operation.name": "chat",
+    "gen_ai.input.messages": '[{"role": "user", "parts": [{"type": "text", "content": "Hi"}]}]',
+    "gen_ai.output.messages": '[{"role": "assistant", "parts": [{"type":"text", "content":"Ok"}]}]',
+}
+
+
+def _mapped(store: Path, attributes: dict[str, Any]) -> list[ev.EventBase]:
+    """The events one chat span with `attributes` makes, exported through `Exporter`."""
+    with eventlog.open(store, durability=eventlog.Durability.NONE) as log:
+        provider = TracerProvider()
+        provider.add_span_processor(SimpleSpanProcessor(otel.Exporter(log)))
+        tracer = provider.get_tracer("test")
+        with tracer.start_as_current_span("chat m", attributes={**_CHAT, **attributes}):
+            pass
+        provider.shutdown()
+        return [record.event for record in log.read()]
+
+
+def _one(events: list[ev.EventBase], kind: type[Any]) -> Any:
+    (found,) = [e for e in events if isinstance(e, kind)]
+    return found
+
+
+def test_the_current_gen_ai_user_id_wins_over_openinference_user_id(tmp_path: Path) -> None:
+    events = _mapped(
+        tmp_path / "s",
+        {"user.id": "oi-user", "gen_ai.user.id": "genai-user"},
+    )
+    assert _one(events, ev.SessionCreated).metadata["user_id"] == "genai-user"
+
+
+def test_an_empty_gen_ai_user_id_does_not_hide_openinference_user_id(tmp_path: Path) -> None:
+    """As for every other field: the first convention with a non-empty value wins."""
+    events = _mapped(tmp_path / "s", {"gen_ai.user.id": "", "user.id": "u-1"})
+    assert _one(events, ev.SessionCreated).metadata["user_id"] == "u-1"
+
+
+def test_openinference_provider_wins_over_the_legacy_gen_ai_system(tmp_path: Path) -> None:
+    events = _mapped(
+        tmp_path / "s",
+        {"gen_ai.system": "openai", "llm.provider": "azure"},
+    )
+    assert _one(events, ev.PromptAdded).metadata.custom["provider"] == "azure"
+
+
+def test_openinference_token_counts_win_over_the_legacy_usage_names(tmp_path: Path) -> None:
+    events = _mapped(
+        tmp_path / "s",
+        {
+            "gen_ai.usage.prompt_tokens": 1,
+            "gen_ai.usage.completion_tokens": 2,
+            "llm.token_count.prompt": 10,
+            "llm.token_count.completion": 20,
+        },
+    )
+    assert _one(events, ev.ResponseAdded).usage == ev.TokenUsage(10, 20)
+
+
+def test_a_current_gen_ai_token_detail_wins_over_openinference_of_the_same_name(
+    tmp_path: Path,
+) -> None:
+    events = _mapped(
+        tmp_path / "s",
+        {
+            "gen_ai.usage.reasoning_tokens": 7,
+            "llm.token_count.reasoning_tokens": 70,
+            "llm.token_count.prompt_details.cache_read": 3,
+        },
+    )
+    assert _one(events, ev.ResponseAdded).metadata["usage"] == {
+        "reasoning_tokens": 7,
+        "prompt_details.cache_read": 3,
+    }
