@@ -482,7 +482,7 @@ def _current(attrs: Mapping[str, Any], output: bool) -> list[Message]:
     listed = _json(attrs.get("gen_ai.output.messages" if output else "gen_ai.input.messages"))
     if isinstance(listed, list):
         return [m for raw in listed if (m := _part_message(raw)) is not None]
-    if isinstance(listed, str):
+    if isinstance(listed, str) and listed:  # empty: absent, as for every attribute
         return [Message("assistant" if output else "user", listed)]
     return []
 
@@ -508,7 +508,7 @@ def _system(span: Span) -> str | None:
     listed = _json(span.attributes.get("gen_ai.system_instructions"))
     if isinstance(listed, list):
         return "\n".join(_text_of(p.get("content")) for p in listed if isinstance(p, dict)) or None
-    return _str(listed)
+    return _str(listed) or None
 
 
 # -- the trace walk -------------------------------------------------------------------------
@@ -915,6 +915,7 @@ def _response(
         (reasons[0] if isinstance(reasons, list | tuple) and reasons else None)
         or next((m.finish_reason for m in outputs if m.finish_reason), None)
         or _str(a.get("llm.finish_reason"))
+        or None  # an empty one is none: a failed call's is then `error`
     )
     usage = ev.TokenUsage(
         _int(first.get("input_tokens")) or 0, _int(first.get("output_tokens")) or 0

@@ -14,6 +14,7 @@ pytest.importorskip("opentelemetry.sdk")
 
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.trace import Status, StatusCode
 
 import eventlog
 from eventlog import events as ev
@@ -26,14 +27,15 @@ _CHAT = {
 }
 
 
-def _mapped(store: Path, attributes: dict[str, Any]) -> list[ev.EventBase]:
+def _mapped(store: Path, attributes: dict[str, Any], *, failed: bool = False) -> list[ev.EventBase]:
     """The events one chat span with `attributes` makes, exported through `Exporter`."""
     with eventlog.open(store, durability=eventlog.Durability.NONE) as log:
         provider = TracerProvider()
         provider.add_span_processor(SimpleSpanProcessor(otel.Exporter(log)))
         tracer = provider.get_tracer("test")
-        with tracer.start_as_current_span("chat m", attributes={**_CHAT, **attributes}):
-            pass
+        with tracer.start_as_current_span("chat m", attributes={**_CHAT, **attributes}) as span:
+            if failed:
+                span.set_status(Status(StatusCode.ERROR, "boom"))
         provider.shutdown()
         return [record.event for record in log.read()]
 
@@ -93,3 +95,31 @@ def test_a_current_gen_ai_token_detail_wins_over_openinference_of_the_same_name(
         "reasoning_tokens": 7,
         "prompt_details.cache_read": 3,
     }
+
+
+def test_empty_gen_ai_messages_do_not_hide_another_conventions_messages(tmp_path: Path) -> None:
+    """An empty string counts as absent for the messages too, not as one empty message
+    (whose prompt the log refuses: the turn was lost)."""
+    events = _mapped(
+        tmp_path / "s",
+        {
+            "gen_ai.input.messages": "",
+            "gen_ai.output.messages": "",
+            "llm.input_messages.0.message.role": "user",
+            "llm.input_messages.0.message.content": "Hello",
+            "llm.output_messages.0.message.role": "assistant",
+            "llm.output_messages.0.message.content": "Hi there",
+        },
+    )
+    assert _one(events, ev.PromptAdded).content == "Hello"
+    assert _one(events, ev.ResponseAdded).content == "Hi there"
+
+
+def test_an_empty_finish_reason_of_a_failed_call_is_error(tmp_path: Path) -> None:
+    events = _mapped(tmp_path / "s", {"llm.finish_reason": ""}, failed=True)
+    assert _one(events, ev.ResponseAdded).finish_reason == "error"
+
+
+def test_empty_system_instructions_are_no_system_prompt(tmp_path: Path) -> None:
+    events = _mapped(tmp_path / "s", {"gen_ai.system_instructions": ""})
+    assert "system" not in _one(events, ev.PromptAdded).metadata.custom
