@@ -114,6 +114,12 @@ def _str(value: Any) -> str | None:
     return value if isinstance(value, str) else str(value)
 
 
+def _given(*values: Any) -> Any:
+    """The first of `values` that is not None: unlike ``or``, it keeps 0 (a temperature of 0
+    is a deterministic call's, not an absent one)."""
+    return next((v for v in values if v is not None), None)
+
+
 def _int(value: Any) -> int | None:
     if isinstance(value, bool):
         return None
@@ -840,11 +846,13 @@ def _turn(
             content=bound_text("\n".join(m.text for m in new if m.text)),
             metadata=ev.PromptMetadata(
                 model=request_model,
-                temperature=_float(first.get("temperature") or params.get("temperature")),
+                temperature=_float(_given(first.get("temperature"), params.get("temperature"))),
                 max_tokens=_int(
-                    first.get("max_tokens")
-                    or params.get("max_tokens")
-                    or params.get("max_completion_tokens")
+                    _given(
+                        first.get("max_tokens"),
+                        params.get("max_tokens"),
+                        params.get("max_completion_tokens"),
+                    )
                 ),
                 tools_available=[str(t) for t in tools if t],
                 custom=custom,

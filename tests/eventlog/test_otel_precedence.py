@@ -123,3 +123,11 @@ def test_an_empty_finish_reason_of_a_failed_call_is_error(tmp_path: Path) -> Non
 def test_empty_system_instructions_are_no_system_prompt(tmp_path: Path) -> None:
     events = _mapped(tmp_path / "s", {"gen_ai.system_instructions": ""})
     assert "system" not in _one(events, ev.PromptAdded).metadata.custom
+
+
+def test_a_temperature_of_zero_is_kept(tmp_path: Path) -> None:
+    """0 is a value, not an absence (a deterministic call's temperature)."""
+    events = _mapped(tmp_path / "s", {"gen_ai.request.temperature": 0.0})
+    assert _one(events, ev.PromptAdded).metadata.temperature == 0.0
+    events = _mapped(tmp_path / "t", {"llm.invocation_parameters": '{"temperature": 0}'})
+    assert _one(events, ev.PromptAdded).metadata.temperature == 0.0
