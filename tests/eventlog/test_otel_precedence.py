@@ -131,3 +131,18 @@ def test_a_temperature_of_zero_is_kept(tmp_path: Path) -> None:
     assert _one(events, ev.PromptAdded).metadata.temperature == 0.0
     events = _mapped(tmp_path / "t", {"llm.invocation_parameters": '{"temperature": 0}'})
     assert _one(events, ev.PromptAdded).metadata.temperature == 0.0
+
+
+def test_indexed_messages_are_read_in_numeric_order_whatever_their_gaps(tmp_path: Path) -> None:
+    """``N`` orders the messages (10 after 2, not before), whatever order the attributes
+    come in; a missing index is skipped."""
+    attributes: dict[str, Any] = {"gen_ai.input.messages": "", "gen_ai.output.messages": ""}
+    for n, role, text in reversed(
+        [(0, "system", "Be brief."), (2, "user", "Hi"), (10, "user", "?")]
+    ):
+        attributes[f"gen_ai.prompt.{n}.role"] = role
+        attributes[f"gen_ai.prompt.{n}.content"] = text
+    attributes["gen_ai.completion.0.content"] = "Hello"
+    prompt = _one(_mapped(tmp_path / "s", attributes), ev.PromptAdded)
+    assert prompt.content == "Be brief.\nHi\n?"
+    assert [m["content"] for m in prompt.metadata.custom["messages"]] == ["Be brief.", "Hi", "?"]
