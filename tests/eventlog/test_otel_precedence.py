@@ -5,15 +5,20 @@ files hold each convention alone, so they cannot see these cases."""
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 pytest.importorskip("opentelemetry.sdk")
 
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import Status, StatusCode
 
 import eventlog
@@ -146,3 +151,60 @@ def test_indexed_messages_are_read_in_numeric_order_whatever_their_gaps(tmp_path
     prompt = _one(_mapped(tmp_path / "s", attributes), ev.PromptAdded)
     assert prompt.content == "Be brief.\nHi\n?"
     assert [m["content"] for m in prompt.metadata.custom["messages"]] == ["Be brief.", "Hi", "?"]
+
+
+def _agents_trace() -> list[Any]:
+    """A workflow naming the conversation, two agents each with a chat below it, and a tool
+    of the second: what the conversation and agent of each turn are read from lies in its
+    ancestors, which an SDK exports after it."""
+    spans = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(spans))
+    tracer = provider.get_tracer("test")
+    workflow = {"gen_ai.operation.name": "invoke_workflow", "gen_ai.conversation.id": "c-9"}
+    with tracer.start_as_current_span("workflow", attributes=workflow):
+        for agent in ("triage", "writer"):
+            named = {"gen_ai.operation.name": "invoke_agent", "gen_ai.agent.name": agent}
+            with tracer.start_as_current_span(f"invoke_agent {agent}", attributes=named):
+                with tracer.start_as_current_span("chat", attributes={**_CHAT, "user.id": agent}):
+                    pass
+                tool = {"gen_ai.operation.name": "execute_tool", "gen_ai.tool.name": "search"}
+                with tracer.start_as_current_span("execute_tool search", attributes=tool):
+                    pass
+    provider.shutdown()
+    return list(spans.get_finished_spans())
+
+
+_AGENTS_TRACE = _agents_trace()
+
+
+def _exported(store: Path, batches: list[list[Any]]) -> list[Any]:
+    with eventlog.open(store, durability=eventlog.Durability.NONE) as log:
+        exporter = otel.Exporter(log)
+        for batch in batches:
+            exporter.export(batch)
+        exporter.shutdown()
+        out = []
+        for record in log.read():
+            raw = msgspec.json.decode(msgspec.json.encode(record.event))
+            raw.pop("ts", None)
+            out.append(raw)
+        return out
+
+
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(order=st.permutations(_AGENTS_TRACE[:-1]), cuts=st.lists(st.integers(0, 10), max_size=3))
+def test_turns_read_from_ancestors_do_not_depend_on_their_order_or_batches(
+    tmp_path_factory: pytest.TempPathFactory, order: list[Any], cuts: list[int]
+) -> None:
+    """The nearest agent and conversation of a span are remembered per trace mapping: they
+    must be the same whichever order and batches the ancestors come in (the root last, as an
+    SDK sends it)."""
+    spans = [*order, _AGENTS_TRACE[-1]]
+    points = sorted({c % (len(spans) + 1) for c in cuts})
+    edges = [0, *points, len(spans)]
+    batches = [spans[a:b] for a, b in itertools.pairwise(edges) if b > a]
+    one = _exported(tmp_path_factory.mktemp("one"), [_AGENTS_TRACE])
+    assert _exported(tmp_path_factory.mktemp("split"), batches) == one
+    agents = {e.get("actor") for e in one if e["type"] == "response.added"}
+    assert agents == {"triage", "writer"}
