@@ -1,7 +1,8 @@
-"""Where conventions disagree on one span, the one docs/ingest.md names wins ("the current
-GenAI conventions, then OpenInference, then OpenLLMetry's `traceloop.*`, then the legacy
-GenAI names"), through `eventlog.otel.Exporter` and the real OpenTelemetry SDK. The golden
-files hold each convention alone, so they cannot see these cases."""
+"""What the golden files (each convention alone, well formed) cannot see, through
+`eventlog.otel.Exporter` and the real OpenTelemetry SDK: where conventions disagree on one
+span, the one docs/ingest.md names wins ("the current GenAI conventions, then OpenInference,
+then OpenLLMetry's `traceloop.*`, then the legacy GenAI names"); an empty string is absent
+and a 0 is not; indexed messages with gaps; ancestors arriving in any order and batches."""
 
 from __future__ import annotations
 
