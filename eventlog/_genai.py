@@ -307,8 +307,8 @@ def _walk(attributes: dict[str, Any]) -> tuple[dict[str, Any], dict[str, dict[st
     for key, value in attributes.items():
         slots = slots_of(key)
         if slots is not None:
-            if value is None or value == "":
-                continue
+            if value is None or value == "" or (key in _USAGE_MAIN and _int(value) is None):
+                continue  # absent, as is a token count that is no number
             for field, rank in slots:
                 if field not in ranks or rank < ranks[field]:
                     fields[field] = value

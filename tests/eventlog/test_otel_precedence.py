@@ -209,3 +209,12 @@ def test_turns_read_from_ancestors_do_not_depend_on_their_order_or_batches(
     assert _exported(tmp_path_factory.mktemp("split"), batches) == one
     agents = {e.get("actor") for e in one if e["type"] == "response.added"}
     assert agents == {"triage", "writer"}
+
+
+def test_a_token_count_that_is_no_number_does_not_hide_another_conventions(
+    tmp_path: Path,
+) -> None:
+    events = _mapped(
+        tmp_path / "s", {"gen_ai.usage.input_tokens": "n/a", "llm.token_count.prompt": 10}
+    )
+    assert _one(events, ev.ResponseAdded).usage == ev.TokenUsage(10, 0)
