@@ -114,6 +114,12 @@ def _str(value: Any) -> str | None:
     return value if isinstance(value, str) else str(value)
 
 
+def _given(*values: Any) -> Any:
+    """The first of `values` that is not None: unlike ``or``, it keeps 0 (a temperature of 0
+    is a deterministic call's, not an absent one)."""
+    return next((v for v in values if v is not None), None)
+
+
 def _int(value: Any) -> int | None:
     if isinstance(value, bool):
         return None
@@ -194,6 +200,7 @@ _CONVERSATION = (
 )
 _FIELDS: dict[str, tuple[str, ...]] = {
     # a field of `_Read.first`: the attributes it is read from, the first non-empty one wins
+    # (in docs/ingest.md's order: GenAI current, OpenInference, `traceloop.*`, GenAI legacy)
     "conversation": _CONVERSATION,
     "agent_name": ("gen_ai.agent.name", "agent.name"),
     "agent_id": ("gen_ai.agent.id",),
@@ -201,7 +208,7 @@ _FIELDS: dict[str, tuple[str, ...]] = {
     "agent_model": ("gen_ai.request.model", "llm.model_name"),
     "entity_name": ("traceloop.entity.name",),
     "call": ("gen_ai.tool.call.id", "tool_call.id"),
-    "provider": ("gen_ai.provider.name", "gen_ai.system", "llm.provider", "llm.system"),
+    "provider": ("gen_ai.provider.name", "llm.provider", "llm.system", "gen_ai.system"),
     "request_model": ("gen_ai.request.model", "llm.model_name", "llm.request.model"),
     "response_model": (
         "gen_ai.response.model",
@@ -213,15 +220,17 @@ _FIELDS: dict[str, tuple[str, ...]] = {
     "max_tokens": ("gen_ai.request.max_tokens",),
     "input_tokens": (
         "gen_ai.usage.input_tokens",
-        "gen_ai.usage.prompt_tokens",
         "llm.token_count.prompt",
+        "gen_ai.usage.prompt_tokens",
     ),
     "output_tokens": (
         "gen_ai.usage.output_tokens",
-        "gen_ai.usage.completion_tokens",
         "llm.token_count.completion",
+        "gen_ai.usage.completion_tokens",
     ),
     "response_id": ("gen_ai.response.id",),
+    "user_id": ("gen_ai.user.id", "user.id"),
+    "workflow": ("traceloop.workflow.name",),
     "tool_name": ("gen_ai.tool.name", "tool.name", "traceloop.entity.name"),
     "tool_arguments": (
         "gen_ai.tool.call.arguments",
@@ -298,8 +307,8 @@ def _walk(attributes: dict[str, Any]) -> tuple[dict[str, Any], dict[str, dict[st
     for key, value in attributes.items():
         slots = slots_of(key)
         if slots is not None:
-            if value is None or value == "":
-                continue
+            if value is None or value == "" or (key in _USAGE_MAIN and _int(value) is None):
+                continue  # absent, as is a token count that is no number
             for field, rank in slots:
                 if field not in ranks or rank < ranks[field]:
                     fields[field] = value
@@ -479,7 +488,7 @@ def _current(attrs: Mapping[str, Any], output: bool) -> list[Message]:
     listed = _json(attrs.get("gen_ai.output.messages" if output else "gen_ai.input.messages"))
     if isinstance(listed, list):
         return [m for raw in listed if (m := _part_message(raw)) is not None]
-    if isinstance(listed, str):
+    if isinstance(listed, str) and listed:  # empty: absent, as for every attribute
         return [Message("assistant" if output else "user", listed)]
     return []
 
@@ -505,7 +514,7 @@ def _system(span: Span) -> str | None:
     listed = _json(span.attributes.get("gen_ai.system_instructions"))
     if isinstance(listed, list):
         return "\n".join(_text_of(p.get("content")) for p in listed if isinstance(p, dict)) or None
-    return _str(listed)
+    return _str(listed) or None
 
 
 # -- the trace walk -------------------------------------------------------------------------
@@ -702,13 +711,9 @@ def _session(walk: _Walk, read: _Read, trace_default: str | None) -> _Session:
         meta: dict[str, Any] = {"source": "opentelemetry"}
         kind, _, value = key.partition(":")
         meta["conversation_id" if kind == "conversation" else "trace_id"] = value
-        for up in walk.ancestors(read):
-            for name, attr in (
-                ("user_id", "user.id"),
-                ("user_id", "gen_ai.user.id"),
-                ("workflow", "traceloop.workflow.name"),
-            ):
-                if name not in meta and (found := up.span.attributes.get(attr)) is not None:
+        for up in walk.ancestors(read):  # the nearest span that names each wins
+            for name in ("user_id", "workflow"):
+                if name not in meta and (found := up.first().get(name)) is not None:
                     meta[name] = found
         if (service := span.resource.get("service.name")) is not None:
             meta["service"] = service
@@ -841,11 +846,13 @@ def _turn(
             content=bound_text("\n".join(m.text for m in new if m.text)),
             metadata=ev.PromptMetadata(
                 model=request_model,
-                temperature=_float(first.get("temperature") or params.get("temperature")),
+                temperature=_float(_given(first.get("temperature"), params.get("temperature"))),
                 max_tokens=_int(
-                    first.get("max_tokens")
-                    or params.get("max_tokens")
-                    or params.get("max_completion_tokens")
+                    _given(
+                        first.get("max_tokens"),
+                        params.get("max_tokens"),
+                        params.get("max_completion_tokens"),
+                    )
                 ),
                 tools_available=[str(t) for t in tools if t],
                 custom=custom,
@@ -916,14 +923,17 @@ def _response(
         (reasons[0] if isinstance(reasons, list | tuple) and reasons else None)
         or next((m.finish_reason for m in outputs if m.finish_reason), None)
         or _str(a.get("llm.finish_reason"))
+        or None  # an empty one is none: a failed call's is then `error`
     )
     usage = ev.TokenUsage(
         _int(first.get("input_tokens")) or 0, _int(first.get("output_tokens")) or 0
     )
     # The counts beside the main ones (read apart: `_USAGE_MAIN` are `_FIELDS`), by name;
-    # OpenInference's win over GenAI's of the same name.
+    # GenAI's win over OpenInference's of the same name, as every current GenAI name does.
     details = dict(read.family("gen_ai.usage."))
-    details |= {k: v for k, v in read.family("llm.token_count.").items() if k != "total"}
+    for name, count in read.family("llm.token_count.").items():
+        if name != "total":
+            details.setdefault(name, count)
     meta: dict[str, Any] = {"trace_id": span.trace_id, "span_id": span.span_id}
     if details:
         meta["usage"] = details

@@ -461,7 +461,7 @@ def test_an_otlp_request_is_stored_in_one_group_commit(
 
 
 _WINS = {  # docs/ingest.md's order: where conventions disagree, the first non-empty wins
-    "provider": ("gen_ai.provider.name", "gen_ai.system", "llm.provider", "llm.system"),
+    "provider": ("gen_ai.provider.name", "llm.provider", "llm.system", "gen_ai.system"),
     "request_model": ("gen_ai.request.model", "llm.model_name", "llm.request.model"),
     "response_model": (
         "gen_ai.response.model",
@@ -471,13 +471,13 @@ _WINS = {  # docs/ingest.md's order: where conventions disagree, the first non-e
     ),
     "input_tokens": (
         "gen_ai.usage.input_tokens",
-        "gen_ai.usage.prompt_tokens",
         "llm.token_count.prompt",
+        "gen_ai.usage.prompt_tokens",
     ),
     "output_tokens": (
         "gen_ai.usage.output_tokens",
-        "gen_ai.usage.completion_tokens",
         "llm.token_count.completion",
+        "gen_ai.usage.completion_tokens",
     ),
     "response_id": ("gen_ai.response.id",),
 }
