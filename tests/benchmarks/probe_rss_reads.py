@@ -16,7 +16,9 @@ Sequences: each read kind alone after open, the `rss` case's whole order with it
 queries, and the same without.
 `--env` sets variables in the children (e.g. ``MALLOC_ARENA_MAX=1``), `--config` DuckDB
 settings of every instance they connect (e.g. ``threads=1``); `--no-hint` reads without the
-log's id index (`MemoryGraph.kind_of` answers None), to tell its memory apart.
+log's id index (`MemoryGraph.kind_of` answers None), to tell its memory apart;
+`--memory-limit` sets the graph's `MEMORY_LIMIT` (a read that does not fit still reopens
+under 256 MB: the last column says which limit the step ended under).
 """
 
 from __future__ import annotations
@@ -117,10 +119,21 @@ def _with_config(extra: list[str]) -> None:
 
 
 def _child(
-    store: Path, db: Path, sequence: str, ids_file: Path, config: list[str], *, hint: bool
+    store: Path,
+    db: Path,
+    sequence: str,
+    ids_file: Path,
+    config: list[str],
+    *,
+    hint: bool,
+    limit: str | None,
 ) -> None:
     if config:
         _with_config(config)
+    if limit is not None:  # the graph's read limit (it still grows to 256 MB what does not fit)
+        import projections.memory_graph  # noqa: PLC0415
+
+        projections.memory_graph.MEMORY_LIMIT = limit
     if not hint:  # reads without the log's id index: what the index's memory is
         from projections import MemoryGraph  # noqa: PLC0415
 
@@ -201,9 +214,18 @@ def main(argv: list[str]) -> int:
     p.add_argument("--env", action="append", default=[], help="K=V for the children")
     p.add_argument("--config", action="append", default=[], help="K=V: a DuckDB setting")
     p.add_argument("--no-hint", action="store_true", help="reads without the log's kind hint")
+    p.add_argument("--memory-limit", help="the graph's MEMORY_LIMIT (default 48MB)")
     args = p.parse_args(argv)
     if args.child:
-        _child(args.store, args.database, args.child, args.ids, args.config, hint=not args.no_hint)
+        _child(
+            args.store,
+            args.database,
+            args.child,
+            args.ids,
+            args.config,
+            hint=not args.no_hint,
+            limit=args.memory_limit,
+        )
         return 0
     ids_file = args.database.with_name(args.database.name + ".ids.json")
     if not ids_file.exists():
@@ -212,7 +234,7 @@ def main(argv: list[str]) -> int:
     env.update(kv.split("=", 1) for kv in args.env)
     print(
         f"load {os.getloadavg()[0]:.1f}; env {args.env}; config {args.config};"
-        f" hint {not args.no_hint}",
+        f" hint {not args.no_hint}; memory limit {args.memory_limit or 'default'}",
         flush=True,
     )
     for sequence in args.only or SEQUENCES:
@@ -220,7 +242,8 @@ def main(argv: list[str]) -> int:
             [sys.executable, "-m", "tests.benchmarks.probe_rss_reads", str(args.store)]
             + [str(args.database), "--child", sequence, "--ids", str(ids_file)]
             + [f"--config={kv}" for kv in args.config]
-            + (["--no-hint"] if args.no_hint else []),
+            + (["--no-hint"] if args.no_hint else [])
+            + ([f"--memory-limit={args.memory_limit}"] if args.memory_limit else []),
             capture_output=True,
             text=True,
             env=env,
