@@ -306,6 +306,8 @@ class IdTable:
         return cls(b"", count, next_lsn, fd=fd, firsts=firsts, bounds=bounds)
 
     def get(self, key: int) -> Entry | None:
+        if self._fd is None and not self._data:  # never "not found" from a closed file
+            raise ValueError("lookup in a closed id table")
         if not self.min_key <= key <= self.max_key:
             return None
         wanted = key.to_bytes(16)
@@ -334,6 +336,8 @@ class IdTable:
 
     def _chunks(self) -> Iterator[bytes | memoryview]:
         size = self._count * RECORD
+        if self._fd is None and not self._data:
+            raise ValueError("read of a closed id table")
         if self._fd is None:
             yield memoryview(self._data)[_IDS_HEADER.size : _IDS_HEADER.size + size]
             return
@@ -344,9 +348,7 @@ class IdTable:
     def close(self) -> None:
         fd, self._fd = self._fd, None
         if fd is not None:
-            os.close(fd)
-            self._count = 0  # a lookup after close finds nothing (it reads no other file)
-            self.min_key, self.max_key = 1, 0
+            os.close(fd)  # a lookup after raises: it must not read what reuses the number
 
 
 class _Keys:
