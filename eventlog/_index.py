@@ -12,8 +12,9 @@ raw and stored bytes) and a sparse index, one (first LSN, min ts, offset) entry 
     32  8 packed  lsn << 16 | kind << 8 | flags
 
 A record holds the state a node reached within the segment (created, touched, updated,
-deleted); the newest segment holding an id has its current state. The file is mmapped and
-searched by bisect, so its memory belongs to the page cache, not the process.
+deleted); the newest segment holding an id has its current state. The file is kept open and
+searched a block at a time (`IdTable`), so its memory belongs to the page cache, not the
+process.
 
 ``{first_lsn:020d}.tail``: the id index of the last (active) segment as of a frame, written
 by an appender that closes with many events not yet in it, so the next appender indexes only
@@ -29,7 +30,6 @@ them.
 from __future__ import annotations
 
 import contextlib
-import mmap
 import os
 import struct
 import threading
@@ -142,13 +142,28 @@ def _sealed(magic: bytes, payload: bytes) -> bytes:
     return body + struct.pack("<I", google_crc32c.value(body))
 
 
-def _unsealed(magic: bytes, data: bytes) -> bytes | None:
-    if len(data) < len(magic) + 4 or not data.startswith(magic):
+_CRC_CHUNK = 1 << 20
+
+
+def _sound(magic: bytes, data: bytes) -> bool:
+    """Whether `data` is `magic`, a payload and the CRC32C of both. The checksum is taken a
+    MiB at a time (google_crc32c takes bytes only, not a view), not over a copy of all but
+    the last four bytes: a tail file was copied three times on the way to its table."""
+    size = len(data)
+    if size < len(magic) + 4 or data[: len(magic)] != magic:
+        return False
+    (crc,) = struct.unpack_from("<I", data, size - 4)
+    found = 0
+    for start in range(0, size - 4, _CRC_CHUNK):
+        found = google_crc32c.extend(found, data[start : min(start + _CRC_CHUNK, size - 4)])
+    return bool(crc == found)
+
+
+def _unsealed(magic: bytes, data: bytes) -> memoryview | None:
+    """The payload of `data` (a view of it: no copy) if it is sound (`_sound`)."""
+    if not _sound(magic, data):
         return None
-    (crc,) = struct.unpack_from("<I", data, len(data) - 4)
-    if crc != google_crc32c.value(data[:-4]):
-        return None
-    return data[len(magic) : -4]
+    return memoryview(data)[len(magic) : -4]
 
 
 def save_summary(path: Path, summary: SegmentSummary) -> None:
@@ -205,16 +220,38 @@ def load_tail(path: Path) -> tuple[Tail, IdTable] | None:
     return tail, table
 
 
-class IdTable:
-    """A sealed segment's id index: sorted fixed records in an mmapped file."""
+_BLOCK = 102  # records a lookup in a file reads: 4,080 bytes, within a page or two
 
-    def __init__(self, mapped: mmap.mmap | bytes, count: int, next_lsn: int) -> None:
-        self._data = mapped
+
+class IdTable:
+    """A segment's id index: sorted fixed records, searched by bisect. Either in memory (a
+    tail's, `load_tail`) or in a sealed segment's file (`load`), of which it keeps the first
+    key of every block of `_BLOCK` records (16 bytes a block, 0.4% of the file) and the
+    file open: a lookup bisects those keys, reads one block with `os.pread` and bisects it.
+    The file's pages stay in the page cache and out of this process's resident set: a
+    mapping of it (as before) became resident as a whole after a few hundred lookups (the
+    kernel maps the 16 pages around each fault), 4 MiB a sealed segment, and an embedded
+    graph's peak at a million events was a fifth of it (tests/benchmarks/probe_rss_reads.py)."""
+
+    def __init__(
+        self,
+        data: bytes,
+        count: int,
+        next_lsn: int,
+        *,
+        fd: int | None = None,
+        firsts: list[bytes] | None = None,
+        bounds: tuple[int, int] | None = None,
+    ) -> None:
+        self._data = data  # the header and records (in memory), or b"" (`fd`)
+        self._fd = fd
+        self._firsts = firsts or []
         self._count = count
         self.next_lsn = next_lsn
-        self._keys = _Keys(mapped, count)
-        self.min_key = int.from_bytes(self._keys[0]) if count else 1
-        self.max_key = int.from_bytes(self._keys[count - 1]) if count else 0
+        if bounds is None:
+            keys = _Keys(data, count)
+            bounds = (int.from_bytes(keys[0]), int.from_bytes(keys[count - 1])) if count else (1, 0)
+        self.min_key, self.max_key = bounds
 
     @staticmethod
     def write(path: Path, entries: Iterable[tuple[int, Entry]], next_lsn: int) -> None:
@@ -225,64 +262,106 @@ class IdTable:
 
     @classmethod
     def load(cls, path: Path, *, verify: bool = True) -> IdTable | None:
-        """The table at `path`, or None if missing or damaged. `verify` checks its checksum,
-        which reads the whole file; a caller that verified it once may map it again without
+        """The table at `path`, or None if missing or damaged. `verify` checks its checksum;
+        either way the file is read once, a MiB at a time, for the first key of each block
         (a sealed segment's files are only ever replaced whole, by the same content)."""
         try:
             fd = open_file(path)
         except OSError:
             return None
         try:
-            mapped = mmap.mmap(fd, 0, access=mmap.ACCESS_READ)
-        except (OSError, ValueError):
-            return None
-        finally:
+            table = cls._read(fd, verify=verify)
+        except OSError:
+            table = None
+        if table is None:
             os.close(fd)
-        if verify and _unsealed(_IDS_MAGIC, mapped[:]) is None:
-            mapped.close()
+        return table
+
+    @classmethod
+    def _read(cls, fd: int, *, verify: bool) -> IdTable | None:
+        size = os.fstat(fd).st_size
+        header = os.pread(fd, _IDS_HEADER.size, 0)
+        if size < _IDS_HEADER.size + 4 or len(header) != _IDS_HEADER.size:
             return None
-        if len(mapped) < _IDS_HEADER.size + 4:
-            mapped.close()
+        magic, count, next_lsn = _IDS_HEADER.unpack(header)
+        if magic != _IDS_MAGIC or size != _IDS_HEADER.size + count * RECORD + 4:
             return None
-        magic, count, next_lsn = _IDS_HEADER.unpack_from(mapped)
-        if magic != _IDS_MAGIC or len(mapped) != _IDS_HEADER.size + count * RECORD + 4:
-            mapped.close()
-            return None
-        return cls(mapped, count, next_lsn)
+        crc = google_crc32c.value(header)
+        firsts: list[bytes] = []
+        last = b""
+        step = (_CRC_CHUNK // (_BLOCK * RECORD)) * _BLOCK * RECORD  # whole blocks
+        for offset in range(0, count * RECORD, step):
+            chunk = os.pread(fd, min(step, count * RECORD - offset), _IDS_HEADER.size + offset)
+            if len(chunk) != min(step, count * RECORD - offset):
+                return None
+            if verify:
+                crc = google_crc32c.extend(crc, chunk)
+            firsts.extend(chunk[i : i + 16] for i in range(0, len(chunk), _BLOCK * RECORD))
+            last = chunk[len(chunk) - RECORD : len(chunk) - RECORD + 16]
+        if verify:
+            (stored,) = struct.unpack("<I", os.pread(fd, 4, size - 4))
+            if stored != crc:
+                return None
+        bounds = (int.from_bytes(firsts[0]), int.from_bytes(last)) if count else (1, 0)
+        return cls(b"", count, next_lsn, fd=fd, firsts=firsts, bounds=bounds)
 
     def get(self, key: int) -> Entry | None:
+        if self._fd is None and not self._data:  # never "not found" from a closed file
+            raise ValueError("lookup in a closed id table")
         if not self.min_key <= key <= self.max_key:
             return None
         wanted = key.to_bytes(16)
-        i = bisect_left(self._keys, wanted)
-        if i == self._count or self._keys[i] != wanted:
+        data, base, count = self._data, _IDS_HEADER.size, self._count
+        if self._fd is not None:  # the one block that may hold it
+            block = bisect_right(self._firsts, wanted) - 1
+            if block < 0:
+                return None
+            first = block * _BLOCK
+            count = min(_BLOCK, self._count - first)
+            data = os.pread(self._fd, count * RECORD, _IDS_HEADER.size + first * RECORD)
+            base = 0
+        keys = _Keys(data, count, base)
+        i = bisect_left(keys, wanted)
+        if i == count or keys[i] != wanted:
             return None
-        _key, aux, packed = _RECORD.unpack_from(self._data, _IDS_HEADER.size + i * RECORD)
+        _key, aux, packed = _RECORD.unpack_from(data, base + i * RECORD)
         return Entry(packed >> 8 & 0xFF, packed & 0xFF, packed >> 16, int.from_bytes(aux))
 
     def items(self) -> Iterator[tuple[int, Entry]]:
         """Every (key, entry), in key order."""
         frm = int.from_bytes
-        records = memoryview(self._data)[_IDS_HEADER.size : _IDS_HEADER.size + self._count * RECORD]
-        for key, aux, packed in _RECORD.iter_unpack(records):
-            yield frm(key), Entry(packed >> 8 & 0xFF, packed & 0xFF, packed >> 16, frm(aux))
+        for records in self._chunks():
+            for key, aux, packed in _RECORD.iter_unpack(records):
+                yield frm(key), Entry(packed >> 8 & 0xFF, packed & 0xFF, packed >> 16, frm(aux))
+
+    def _chunks(self) -> Iterator[bytes | memoryview]:
+        size = self._count * RECORD
+        if self._fd is None and not self._data:
+            raise ValueError("read of a closed id table")
+        if self._fd is None:
+            yield memoryview(self._data)[_IDS_HEADER.size : _IDS_HEADER.size + size]
+            return
+        step = (_CRC_CHUNK // RECORD) * RECORD
+        for offset in range(0, size, step):
+            yield os.pread(self._fd, min(step, size - offset), _IDS_HEADER.size + offset)
 
     def close(self) -> None:
-        if isinstance(self._data, mmap.mmap):
-            with contextlib.suppress(BufferError):
-                self._data.close()
+        fd, self._fd = self._fd, None
+        if fd is not None:
+            os.close(fd)  # a lookup after raises: it must not read what reuses the number
 
 
 class _Keys:
     """A sequence view of the records' ids, for bisect."""
 
-    def __init__(self, data: mmap.mmap | bytes, count: int) -> None:
+    def __init__(self, data: bytes, count: int, base: int = _IDS_HEADER.size) -> None:
         self._data = data
         self._count = count
+        self._base = base
 
     def __len__(self) -> int:
         return self._count
 
     def __getitem__(self, i: int) -> bytes:
-        start = _IDS_HEADER.size + i * RECORD
+        start = self._base + i * RECORD
         return self._data[start : start + 16]

@@ -5,9 +5,10 @@ counts, sparse index) from the segment's ``.idx`` file and an id table from its 
 each rebuilt from the segment when missing, damaged or stale, and written back when the
 handle may write (they are only a cache: a full disk keeps them in memory). A segment sealed
 by this handle has its files written on a background thread; until then its entries serve
-from memory, then the mmapped file replaces them, so memory stays bounded. At most
-`MAPPED_TABLES` id files are mapped at once (the least recently used is unmapped): a mapped
-file's pages count as the process's memory once touched, and a long log has thousands. Each
+from memory, then the file replaces them, so memory stays bounded. At most `MAPPED_TABLES`
+id files are open at once (the least recently used is closed), each read a block at a time
+(`IdTable`: not mapped, whose touched pages counted as the process's memory), and a long log
+has thousands. Each
 segment's smallest and largest key are kept, so a lookup maps only the tables that may hold
 its key, and a file is checksummed once per handle, not at every mapping.
 
@@ -84,9 +85,9 @@ class SealedSegments:
         return found
 
     def table(self, first_lsn: int) -> IdTable | MemoryTable:
-        """The id table of a sealed segment: mmapped from its file, or rebuilt."""
+        """The id table of a sealed segment: read from its file, or rebuilt."""
         sealer = self._sealers.get(first_lsn)
-        if sealer is not None and not sealer.is_alive():  # its file is written: use the mmap
+        if sealer is not None and not sealer.is_alive():  # its file is written: use it
             del self._sealers[first_lsn]
             written = self._map(first_lsn, self._tables[first_lsn].next_lsn)
             if written is not None:

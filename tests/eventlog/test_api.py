@@ -19,9 +19,12 @@ against `EventLog`'s. No pytest-asyncio: async tests call `asyncio.run` themselv
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import gc
 import inspect
+import os
+import random
 import re
 import shutil
 import subprocess
@@ -1520,12 +1523,25 @@ def _mapped_id_files(store: Path) -> set[str]:
     return {line.split()[-1] for line in maps if line.endswith(".ids") and str(store) in line}
 
 
+def _open_id_files(store: Path) -> set[str]:
+    """The `.ids` files of `store` this process has open now (Linux: /proc/self/fd)."""
+    found = set()
+    for fd in Path("/proc/self/fd").iterdir():
+        with contextlib.suppress(OSError):
+            target = os.readlink(fd)
+            if target.endswith(".ids") and str(store) in target:
+                found.add(target)
+    return found
+
+
 @pytest.mark.skipif(not Path("/proc/self/maps").exists(), reason="needs /proc/self/maps")
 @pytest.mark.slow
-def test_mapped_id_files_stay_bounded(store: Path) -> None:
+def test_id_files_stay_bounded_and_unmapped(store: Path) -> None:
     """Every sealed segment's `.ids` file an append had looked into stayed mapped until close,
     and its pages, once read, counted as the process's memory: 4.4 MB per 100k events, without
-    bound. At most 8 are mapped at once now, however many segments a handle looks into."""
+    bound. Then at most 8 were mapped at once, and each of those became resident as a whole
+    after a few hundred lookups. Now none is mapped (a lookup reads one block), and at most 8
+    are open at once, however many segments a handle looks into."""
     with eventlog.open(store, segment_bytes=4096) as log:
         sessions: list[uuid.UUID] = []
         while len(sessions) < 40:  # a session in each of 40 sealed segments
@@ -1537,8 +1553,42 @@ def test_mapped_id_files_stay_bounded(store: Path) -> None:
         seen: set[str] = set()
         for session in sessions:  # each looks its session up in that session's segment
             log.add_prompt(session, "again")
-            mapped = _mapped_id_files(store)
-            assert len(mapped) <= 8, sorted(mapped)
-            seen |= mapped
+            assert _mapped_id_files(store) == set()
+            opened = _open_id_files(store)
+            assert len(opened) <= 8, sorted(opened)
+            seen |= opened
         assert len(seen) >= 30, "the lookups did look into the sealed segments' files"
-    assert _mapped_id_files(store) == set()
+    assert _open_id_files(store) == set()
+
+
+@pytest.mark.parametrize("count", [0, 1, 101, 102, 103, 204, 5_000, 52_437])
+def test_an_id_file_read_a_block_at_a_time_finds_what_it_holds(tmp_path: Path, count: int) -> None:
+    """A sealed segment's id table reads one block of records per lookup (not a mapping):
+    every id is found with its entry across block and read-chunk boundaries, no other id
+    is, a damaged file is refused, and a lookup after close raises instead of answering
+    "not found" from whatever file reuses the descriptor."""
+    from eventlog._index import Entry, IdTable  # noqa: PLC0415 (internal)
+
+    rng = random.Random(count)
+    keys = sorted({rng.getrandbits(127) | 1 for _ in range(count)})
+    entries = [(k, Entry(1, 0, i, k ^ 1)) for i, k in enumerate(keys)]
+    path = tmp_path / "0.ids"
+    IdTable.write(path, entries, 99)
+    checked, unchecked = IdTable.load(path), IdTable.load(path, verify=False)
+    assert checked is not None and unchecked is not None and checked.next_lsn == 99
+    held = dict(entries)
+    for key, entry in entries:
+        assert checked.get(key) == entry and unchecked.get(key) == entry
+    for key in (rng.getrandbits(127) for _ in range(300)):
+        if key not in held:
+            assert checked.get(key) is None
+    assert list(checked.items()) == entries
+    checked.close()
+    unchecked.close()
+    with pytest.raises(ValueError):
+        checked.get(keys[0] if keys else 1)
+    if count:
+        damaged = bytearray(path.read_bytes())
+        damaged[40] ^= 1
+        path.write_bytes(bytes(damaged))
+        assert IdTable.load(path) is None
