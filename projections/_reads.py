@@ -342,8 +342,16 @@ class GraphReader:
         return list(window)
 
     def _history(self, session: n.Session, last: int | None, upto: int | None) -> list[n.Turn]:
-        """The session's turns up to LSN `upto` (None: all), its parent's before them."""
-        own = self._turns(session.id, last, upto)
+        """The session's turns up to LSN `upto` (None: all), its parent's before them.
+
+        A session's `prompt_count` is the number of its live prompts, so when it is at most
+        `last` every one of them is in the window, and the statement that finds the window's
+        first LSN is not needed (one statement of a cold window's three). The turns are
+        trimmed to `last` either way, so an answer never rests on the count."""
+        bounded = last is not None and session.prompt_count > last
+        own = self._turns(session.id, last if bounded else None, upto)
+        if last is not None:
+            own = own[-last:]
         if session.parent_session_id is None or (last is not None and len(own) >= last):
             return own
         parent = self.get_node(session.parent_session_id, include_deleted=True)
@@ -371,11 +379,12 @@ class GraphReader:
                 return []
             live += f" AND lsn >= {int(found[-1][0])}"
         names, rows = self._rows(
-            f"{_TURN_PROMPTS} WHERE {live} UNION ALL {_TURN_RESPONSES} WHERE {live} ORDER BY lsn"
+            f"{_TURN_PROMPTS} WHERE {live} UNION ALL {_TURN_RESPONSES} WHERE {live}"
         )
+        at = names.index("lsn")  # sorted here: DuckDB's sort of these wide rows costs more
         prompts: list[n.Prompt] = []
         responses: list[n.Response] = []
-        for row in rows:  # column 0 says which table the row is from
+        for row in sorted(rows, key=lambda row: row[at]):  # column 0: which table it is from
             if row[0] == 0:
                 prompts.append(n.from_row(n.Prompt, names[1:], row[1:]))
             else:
@@ -480,8 +489,8 @@ class GraphReader:
                 f"'{_REVERSED}' AND deleted_ts IS NULL{typed}"
                 for column, op in sides
             ]
-        sql = " UNION ALL ".join(branches) + " ORDER BY lsn, edge_type, id"
-        return self._structs(n.Edge, sql, [] if types is None else [types])
+        sql = " UNION ALL ".join(branches)  # not ORDER BY: sorted here, for less (`_turns`)
+        return sorted(self._structs(n.Edge, sql, [] if types is None else [types]), key=_position)
 
     def _nodes_of(self, wanted: dict[uuid.UUID, str | None]) -> dict[uuid.UUID, n.Node]:
         """Nodes by id, cached or loaded, one query per table; `wanted` maps each id to the
@@ -542,6 +551,11 @@ def _sql(value: uuid.UUID) -> str:
     prunes row groups by their zone maps (UUIDv7 ids grow with time): about twice as fast
     on a large table. A `uuid.UUID` formats as hex and dashes only, so it is safe inline."""
     return f"'{uuid.UUID(int=value.int)}'"
+
+
+def _position(edge: n.Edge) -> tuple[int, str, uuid.UUID]:
+    """`ORDER BY lsn, edge_type, id`: a UUID orders by its bytes in DuckDB and in Python."""
+    return edge.lsn, edge.edge_type, edge.id
 
 
 def _type_of(node: n.Node) -> str:
