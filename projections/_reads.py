@@ -470,26 +470,25 @@ class GraphReader:
     ) -> list[n.Edge]:
         """Live edges leaving the frontier in the walk's direction, in one round trip.
 
-        One equality branch per node (ids are UUIDs, safe to inline as literals): DuckDB
-        prunes each branch with the column's min/max zone maps, which a join or an IN list
-        would not, so a lookup reads one row group instead of the whole table. INVOKES runs
-        the other way, so only a tool call (going up) or a response (going down), or a node
-        of unknown kind, gets the branch that follows it: for an old node such as an agent,
-        that column's zone maps prune nothing."""
+        One branch per run of ids made close together (`_matching`): DuckDB prunes each by
+        the column's min/max zone maps, which a join or a bare IN list would not, so a
+        lookup reads a row group or two instead of the whole table. INVOKES runs the other
+        way, so only a tool call (going up) or a response (going down), or a node of unknown
+        kind, is looked for on the far side: for an old node such as an agent, that column's
+        zone maps prune nothing."""
         near, far = ("from_id", "to_id") if up else ("to_id", "from_id")
         invoked = "tool_invocations" if up else "responses"
         typed = "" if types is None else " AND list_contains($1, edge_type)"
-        branches = []
-        for node_id, table in frontier:
-            sides = [(near, "<>")]
-            if table in (None, invoked):
-                sides.append((far, "="))
-            branches += [
-                f"SELECT * FROM edges WHERE {column} = '{node_id}' AND edge_type {op} "
-                f"'{_REVERSED}' AND deleted_ts IS NULL{typed}"
-                for column, op in sides
-            ]
-        sql = " UNION ALL ".join(branches)  # not ORDER BY: sorted here, for less (`_turns`)
+        sides = [(near, "<>", [node_id for node_id, _ in frontier])]
+        sides.append(
+            (far, "=", [node_id for node_id, table in frontier if table in (None, invoked)])
+        )
+        sql = " UNION ALL ".join(  # not ORDER BY: sorted here, for less (see `_turns`)
+            f"SELECT * FROM edges WHERE {match} AND edge_type {op} '{_REVERSED}' "
+            f"AND deleted_ts IS NULL{typed}"
+            for column, op, ids in sides
+            for match in _matching(column, ids)
+        )
         return sorted(self._structs(n.Edge, sql, [] if types is None else [types]), key=_position)
 
     def _nodes_of(self, wanted: dict[uuid.UUID, str | None]) -> dict[uuid.UUID, n.Node]:
@@ -509,7 +508,8 @@ class GraphReader:
         for table, ids in by_table.items():
             cls = _CLASS_OF_TABLE[table]
             sql = " UNION ALL ".join(
-                f"SELECT * FROM {table} WHERE id = '{node_id}'{_current(table)}" for node_id in ids
+                f"SELECT * FROM {table} WHERE {match}{_current(table)}"
+                for match in _matching("id", ids)
             )
             for node in self._structs(cls, sql):
                 self._nodes.put(node.id, node)
@@ -551,6 +551,39 @@ def _sql(value: uuid.UUID) -> str:
     prunes row groups by their zone maps (UUIDv7 ids grow with time): about twice as fast
     on a large table. A `uuid.UUID` formats as hex and dashes only, so it is safe inline."""
     return f"'{uuid.UUID(int=value.int)}'"
+
+
+NEAR_MS = 1_000
+"""Ids made within this many milliseconds of the first of a run are looked up by one scan."""
+
+
+def _matching(column: str, ids: Iterable[uuid.UUID]) -> list[str]:
+    """Conditions on `column`, one per scan, that together match exactly `ids`. A UUIDv7
+    begins with the millisecond it was made, and rows go in by LSN, so the ids of a run made
+    within `NEAR_MS` of each other lie in a few segments of the table: they share one scan,
+    `BETWEEN` the first and the last (which zone maps prune; an IN list alone is not) `AND
+    IN` the run. Each scan costs DuckDB about as much to plan and start as it saves to
+    widen, so fewer is cheaper (docs/benchmarks.md). Any other id is a scan of its own."""
+    runs: list[list[uuid.UUID]] = []
+    for node_id in sorted(set(ids)):
+        ms = node_id.int >> 80
+        last = runs[-1][0] if runs else None
+        if (
+            node_id.version == 7
+            and last is not None
+            and last.version == 7
+            and ms - (last.int >> 80) <= NEAR_MS
+        ):
+            runs[-1].append(node_id)
+        else:
+            runs.append([node_id])
+    return [
+        f"{column} = {_sql(run[0])}"
+        if len(run) == 1
+        else f"{column} BETWEEN {_sql(run[0])} AND {_sql(run[-1])} "
+        f"AND {column} IN ({', '.join(_sql(i) for i in run)})"
+        for run in runs
+    ]
 
 
 def _position(edge: n.Edge) -> tuple[int, str, uuid.UUID]:

@@ -238,6 +238,11 @@ def _variants(
             "context_window (before)": ("sessions", before("context_window", 10), {}),
             "ancestors depth 5 (before)": ("walks", before("ancestors", 5), {}),
         }
+        if OTHER:
+            olds |= {
+                f"{name.removesuffix(')')}, other)": (which, call, {"layout": "other"})
+                for name, (which, call, _) in olds.items()
+            }
 
     def with_(cls: type[GraphReader], method: str, *args: Any) -> Call:
         return lambda c, r: getattr(cls(c, kind_of=kind_of), method)(r[0], *args)
@@ -440,13 +445,13 @@ def _fold_rg(store: Path, root: Path, reps: int, rows: int) -> None:
             db = root / f"fold-rg-{name}.duckdb"
             for leftover in (db, Path(f"{db}.wal")):
                 leftover.unlink(missing_ok=True)
-            database.duckdb = _Attaching(rows) if name != "default" else duckdb  # type: ignore[assignment]
+            setattr(database, "duckdb", _Attaching(rows) if name != "default" else duckdb)  # noqa: B010
             try:
                 w0, c0 = time.perf_counter(), time.process_time()
                 rebuild(store, database=db, snapshots=None)
                 wall, cpu = time.perf_counter() - w0, time.process_time() - c0
             finally:
-                database.duckdb = duckdb  # type: ignore[assignment]
+                setattr(database, "duckdb", duckdb)  # noqa: B010
             con = duckdb.connect(str(db), read_only=True)
             groups = con.execute(
                 "SELECT count(DISTINCT row_group_id) FROM pragma_storage_info('prompts')"
@@ -483,8 +488,8 @@ def main() -> None:
     ids = _ids(db, rng)
     variants = _variants(*_kinds(store))
     if args.profile:
-        which, call, _extra = variants[args.profile]
-        _profile(db, ids[which][:40], call)
+        which, call, extra = variants[args.profile]
+        _profile(_layout(db, extra.get("layout", "default")), ids[which][:40], call)
         return
     if args.only:
         variants = {k: v for k, v in variants.items() if any(w in k for w in args.only.split(","))}
