@@ -466,6 +466,48 @@ def _fold_rg(store: Path, root: Path, reps: int, rows: int) -> None:
             )
 
 
+def _floor(root: Path, reps: int) -> None:
+    """DuckDB's floor for the reads' query shapes on this machine, without our tables: a
+    file of 1,000,000 rows (a time-ordered UUIDv7 `id`, as ours, and a BIGINT), each variant
+    on a fresh connection as the reads open theirs (48 MB), CPU per statement over 300
+    first lookups: `SELECT 1`, one row by `id`, and a UNION ALL of 5 such lookups."""
+    db = root / "floor-1m.duckdb"
+    if not db.exists():
+        con = duckdb.connect(str(db))
+        con.execute("CREATE TABLE t (id UUID NOT NULL, v BIGINT NOT NULL)")
+        con.execute(  # in time order, as the fold inserts rows
+            "INSERT INTO t SELECT id, row_number() OVER (ORDER BY id) FROM "
+            "(SELECT uuidv7() AS id FROM range(1000000)) ORDER BY id"
+        )
+        con.close()
+    con = duckdb.connect(str(db), read_only=True)
+    sample = [
+        r[0] for r in random.Random(7).sample(con.execute("SELECT id FROM t").fetchall(), 300)
+    ]
+    con.close()
+    shapes: dict[str, Callable[[uuid.UUID], str]] = {
+        "SELECT 1": lambda i: "SELECT 1",
+        "one row by id": lambda i: f"SELECT * FROM t WHERE id = '{i}'",
+        "5 rows by id, UNION ALL": lambda i: " UNION ALL ".join(
+            [f"SELECT * FROM t WHERE id = '{i}'"] * 5
+        ),
+    }
+    cpu: dict[str, list[float]] = {k: [] for k in shapes}
+    for rep in range(reps):
+        for name in list(shapes)[rep % 3 :] + list(shapes)[: rep % 3]:
+            con = duckdb.connect(str(db), read_only=True, config={"memory_limit": "48MB"})
+            times = []
+            for i in sample:
+                c0 = time.process_time_ns()
+                con.execute(shapes[name](i)).fetchall()
+                times.append((time.process_time_ns() - c0) / 1e6)
+            con.close()
+            cpu[name].append(statistics.median(times))
+    print(f"DuckDB {duckdb.__version__}, load {os.getloadavg()[0]:.1f}; CPU ms per statement:")
+    for name, values in cpu.items():
+        print(f"{name:<28} {statistics.median(values):6.2f}  {[round(v, 2) for v in values]}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--events", type=int, default=250_000)
@@ -476,8 +518,12 @@ def main() -> None:
     parser.add_argument("--fold-rg", type=int, default=0, help="fold A/B with these row groups")
     parser.add_argument("--other", type=Path, help="another database of the store: (other)")
     parser.add_argument("--before", type=Path, help="another `_reads.py`: (before)")
+    parser.add_argument("--floor", action="store_true", help="DuckDB's floor, no projections")
     args = parser.parse_args()
     args.keep.mkdir(parents=True, exist_ok=True)
+    if args.floor:
+        _floor(args.keep, args.reps)
+        return
     store, db = _store(args.keep, args.events)
     OTHER.extend([args.other] if args.other else [])
     BEFORE.extend([_reader_from(args.before)] if args.before else [])
