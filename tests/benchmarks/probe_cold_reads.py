@@ -1,12 +1,19 @@
 """Cold reads of a folded store, statement by statement: where a first lookup's time goes.
 
     python -m tests.benchmarks.probe_cold_reads --events 250000 --reps 4 [--keep DIR]
+        [--only NAMES] [--before READS_PY] [--other DB]
+    python -m tests.benchmarks.probe_cold_reads --profile VARIANT    # DuckDB's profile
+    python -m tests.benchmarks.probe_cold_reads --fold-rg 16384      # rebuild A/B
+    python -m tests.benchmarks.probe_cold_reads --floor              # no projections
 
 Builds the mixed store of the `reads` case (`_graph_data`) and folds it once (kept in
 `--keep` between runs), then, per repetition and per variant in a rotating order, opens a
 fresh DuckDB connection as an embedded graph does (48 MB, sandboxed unless the variant
 needs a setting) and times the first lookup of each sampled argument: wall and process CPU
-per call, p50 and p95. Variants are the statements a read runs and the levers tried on them.
+per call, p50 and p95. Variants are the statements a read runs and the levers tried on them;
+`--before` adds the reads of another `projections/_reads.py` (loaded into this process) and
+`--other` the reads of another database of the same store (one folded by other code).
+`--floor` measures DuckDB's own cost of the reads' query shapes on a plain 1M-row table.
 """
 
 from __future__ import annotations
