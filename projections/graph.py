@@ -39,7 +39,7 @@ _COMMON = (
 # whole rows; DuckDB decodes a whole vector of 2,048 values of each column to return one. Its
 # default encodings of these three (run-length or bit-packed UUIDs, dictionary and FSST for
 # the JSON) are the dearest to decode: stored plain, a cold walk's statement costs about half
-# the CPU, for about 8% more file at a million events (docs/benchmarks.md).
+# the CPU, for about 9% more file at a million events (docs/benchmarks.md).
 _PLAIN = "USING COMPRESSION uncompressed"
 
 EDGES = Table(
