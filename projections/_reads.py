@@ -348,8 +348,16 @@ class GraphReader:
         return list(window)
 
     def _history(self, session: n.Session, last: int | None, upto: int | None) -> list[n.Turn]:
-        """The session's turns up to LSN `upto` (None: all), its parent's before them."""
-        own = self._turns(session.id, last, upto)
+        """The session's turns up to LSN `upto` (None: all), its parent's before them.
+
+        A session's `prompt_count` is the number of its live prompts, so when it is at most
+        `last` every one of them is in the window, and the statement that finds the window's
+        first LSN is not needed (one statement of a cold window's three). The turns are
+        trimmed to `last` either way, so an answer never rests on the count."""
+        bounded = last is not None and session.prompt_count > last
+        own = self._turns(session.id, last if bounded else None, upto)
+        if last is not None:
+            own = own[-last:]
         if session.parent_session_id is None or (last is not None and len(own) >= last):
             return own
         parent = self.get_node(session.parent_session_id, include_deleted=True)
@@ -377,11 +385,12 @@ class GraphReader:
                 return []
             live += f" AND lsn >= {int(found[-1][0])}"
         names, rows = self._rows(
-            f"{_TURN_PROMPTS} WHERE {live} UNION ALL {_TURN_RESPONSES} WHERE {live} ORDER BY lsn"
+            f"{_TURN_PROMPTS} WHERE {live} UNION ALL {_TURN_RESPONSES} WHERE {live}"
         )
+        at = names.index("lsn")  # sorted here: DuckDB's sort of these wide rows costs more
         prompts: list[n.Prompt] = []
         responses: list[n.Response] = []
-        for row in rows:  # column 0 says which table the row is from
+        for row in sorted(rows, key=lambda row: row[at]):  # column 0: which table it is from
             if row[0] == 0:
                 prompts.append(n.from_row(n.Prompt, names[1:], row[1:]))
             else:
@@ -467,27 +476,26 @@ class GraphReader:
     ) -> list[n.Edge]:
         """Live edges leaving the frontier in the walk's direction, in one round trip.
 
-        One equality branch per node (ids are UUIDs, safe to inline as literals): DuckDB
-        prunes each branch with the column's min/max zone maps, which a join or an IN list
-        would not, so a lookup reads one row group instead of the whole table. INVOKES runs
-        the other way, so only a tool call (going up) or a response (going down), or a node
-        of unknown kind, gets the branch that follows it: for an old node such as an agent,
-        that column's zone maps prune nothing."""
+        One branch per run of ids made close together (`_matching`): DuckDB prunes each by
+        the column's min/max zone maps, which a join or a bare IN list would not, so a
+        lookup reads a row group or two instead of the whole table. INVOKES runs the other
+        way, so only a tool call (going up) or a response (going down), or a node of unknown
+        kind, is looked for on the far side: for an old node such as an agent, that column's
+        zone maps prune nothing."""
         near, far = ("from_id", "to_id") if up else ("to_id", "from_id")
         invoked = "tool_invocations" if up else "responses"
         typed = "" if types is None else " AND list_contains($1, edge_type)"
-        branches = []
-        for node_id, table in frontier:
-            sides = [(near, "<>")]
-            if table in (None, invoked):
-                sides.append((far, "="))
-            branches += [
-                f"SELECT * FROM edges WHERE {column} = '{node_id}' AND edge_type {op} "
-                f"'{_REVERSED}' AND deleted_ts IS NULL{typed}"
-                for column, op in sides
-            ]
-        sql = " UNION ALL ".join(branches) + " ORDER BY lsn, edge_type, id"
-        return self._structs(n.Edge, sql, [] if types is None else [types])
+        sides = [(near, "<>", [node_id for node_id, _ in frontier])]
+        sides.append(
+            (far, "=", [node_id for node_id, table in frontier if table in (None, invoked)])
+        )
+        sql = " UNION ALL ".join(  # not ORDER BY: sorted here, for less (see `_turns`)
+            f"SELECT * FROM edges WHERE {match} AND edge_type {op} '{_REVERSED}' "
+            f"AND deleted_ts IS NULL{typed}"
+            for column, op, ids in sides
+            for match in _matching(column, ids)
+        )
+        return sorted(self._structs(n.Edge, sql, [] if types is None else [types]), key=_position)
 
     def _nodes_of(self, wanted: dict[uuid.UUID, str | None]) -> dict[uuid.UUID, n.Node]:
         """Nodes by id, cached or loaded, one query per table; `wanted` maps each id to the
@@ -506,7 +514,8 @@ class GraphReader:
         for table, ids in by_table.items():
             cls = _CLASS_OF_TABLE[table]
             sql = " UNION ALL ".join(
-                f"SELECT * FROM {table} WHERE id = '{node_id}'{_current(table)}" for node_id in ids
+                f"SELECT * FROM {table} WHERE {match}{_current(table)}"
+                for match in _matching("id", ids)
             )
             for node in self._structs(cls, sql):
                 self._nodes.put(node.id, node)
@@ -548,6 +557,44 @@ def _sql(value: uuid.UUID) -> str:
     prunes row groups by their zone maps (UUIDv7 ids grow with time): about twice as fast
     on a large table. A `uuid.UUID` formats as hex and dashes only, so it is safe inline."""
     return f"'{uuid.UUID(int=value.int)}'"
+
+
+NEAR_MS = 1_000
+"""Ids made within this many milliseconds of the first of a run are looked up by one scan."""
+
+
+def _matching(column: str, ids: Iterable[uuid.UUID]) -> list[str]:
+    """Conditions on `column`, one per scan, that together match exactly `ids`. A UUIDv7
+    begins with the millisecond it was made, and rows go in by LSN, so the ids of a run made
+    within `NEAR_MS` of each other lie in a few segments of the table: they share one scan,
+    `BETWEEN` the first and the last (which zone maps prune; an IN list alone is not) `AND
+    IN` the run. Each scan costs DuckDB about as much to plan and start as it saves to
+    widen, so fewer is cheaper (docs/benchmarks.md). Any other id is a scan of its own."""
+    runs: list[list[uuid.UUID]] = []
+    for node_id in sorted(set(ids)):
+        ms = node_id.int >> 80
+        last = runs[-1][0] if runs else None
+        if (
+            node_id.version == 7
+            and last is not None
+            and last.version == 7
+            and ms - (last.int >> 80) <= NEAR_MS
+        ):
+            runs[-1].append(node_id)
+        else:
+            runs.append([node_id])
+    return [
+        f"{column} = {_sql(run[0])}"
+        if len(run) == 1
+        else f"{column} BETWEEN {_sql(run[0])} AND {_sql(run[-1])} "
+        f"AND {column} IN ({', '.join(_sql(i) for i in run)})"
+        for run in runs
+    ]
+
+
+def _position(edge: n.Edge) -> tuple[int, str, uuid.UUID]:
+    """`ORDER BY lsn, edge_type, id`: a UUID orders by its bytes in DuckDB and in Python."""
+    return edge.lsn, edge.edge_type, edge.id
 
 
 def _type_of(node: n.Node) -> str:

@@ -23,7 +23,7 @@ import pytest
 
 import eventlog
 from eventlog import TokenUsage, VariableSpec
-from projections import MemoryGraph, NotFound, Prompt, Response, Session, Turn
+from projections import MemoryGraph, NotFound, Prompt, Response, Session, Turn, _reads
 from projections._reads import TABLE_OF_TYPE, GraphReader, _type_of
 
 FAST: dict[str, Any] = {"durability": eventlog.Durability.NONE}
@@ -275,3 +275,72 @@ def test_a_cold_walk_from_a_node_the_log_knows_runs_no_probe(store: Path) -> Non
             return con.statements
 
         assert g._run(partial(count, hint=True)) == g._run(partial(count, hint=False)) - 1
+
+
+def test_a_cold_window_of_a_session_no_longer_than_asked_runs_two_statements(store: Path) -> None:
+    """The session's row says how many live prompts it has; when the window asks for at
+    least that many, the statement that finds the window's first LSN is skipped (the
+    session, then its prompts and responses). A longer session still runs it."""
+    with MemoryGraph.open(store, **FAST) as g:
+        short, long = g.create_session().id, g.create_session().id
+        for i in range(12):
+            g.add_response(g.add_prompt(long, f"q{i}"), f"a{i}")
+            if i < 3:
+                g.add_response(g.add_prompt(short, f"q{i}"), f"a{i}")
+        g.delete_node(g.add_prompt(short, "deleted"))
+
+        def count(reader: GraphReader, session: uuid.UUID, turns: int) -> tuple[int, Any]:
+            con = _Counting(reader.con)
+            window = GraphReader(con).context_window(session, turns)  # type: ignore[arg-type]
+            return con.statements, window
+
+        def reference(reader: GraphReader, session: uuid.UUID, turns: int) -> Any:
+            return Reference(reader.con).context_window(session, turns)
+
+        for session, turns, statements in [(short, 10, 2), (short, 3, 2), (long, 10, 3)]:
+            ran, window = g._run(partial(count, session=session, turns=turns))
+            assert ran == statements
+            assert window == g._run(partial(reference, session=session, turns=turns))
+        assert [t.prompt.content for t in g.context_window(short, 2)] == ["q1", "q2"]
+
+
+@pytest.mark.parametrize("seed", range(2))
+def test_walks_answer_the_same_whether_close_ids_share_a_scan_or_not(
+    store: Path, seed: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A walk looks up ids made close together in one scan (`BETWEEN` and `IN`), others
+    alone; with every id alone (`NEAR_MS` below zero), every answer is the same."""
+    with MemoryGraph.open(store, **FAST) as g:
+        ids = _every_kind(g, random.Random(seed))
+
+        def walks(reader: GraphReader) -> list[Any]:
+            fresh = GraphReader(reader.con, kind_of=g.kind_of)
+            return [
+                getattr(fresh, walk)(i, depth)
+                for i in ids
+                for walk in ("ancestors", "descendants")
+                for depth in (1, 5)
+            ]
+
+        shared = g._run(walks)
+        monkeypatch.setattr(_reads, "NEAR_MS", -1)
+        assert g._run(walks) == shared
+
+
+def test_ids_made_close_together_share_one_condition() -> None:
+    """UUIDv7 ids within `NEAR_MS` of the first of a run share a condition, ids further
+    apart or of another version get their own, and together they match each id once."""
+    ms = 1_700_000_000_000
+
+    def v7(at: int, tail: int) -> uuid.UUID:
+        return uuid.UUID(int=(at << 80) | (0x7 << 76) | (0b10 << 62) | tail)
+
+    near = [v7(ms, 1), v7(ms + 5, 2), v7(ms + _reads.NEAR_MS, 3)]
+    far, other = v7(ms + _reads.NEAR_MS + 1, 4), uuid.UUID(int=5, version=4)
+    assert all(i.version == 7 for i in [*near, far])
+    conditions = _reads._matching("id", [far, *near, other, near[0]])
+    assert len(conditions) == 3
+    assert conditions[0] == f"id = '{other}'"  # version 4 sorts first here
+    assert conditions[1].startswith(f"id BETWEEN '{near[0]}' AND '{near[-1]}' AND id IN (")
+    assert conditions[2] == f"id = '{far}'"
+    assert _reads._matching("id", []) == []

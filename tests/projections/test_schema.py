@@ -130,3 +130,22 @@ def test_a_graph_that_fails_to_open_leaves_the_database_to_others(tmp_path: Path
             graph.close()
     assert len(failed) == 2
     assert lmg("project", store, "--rebuild").returncode == 0
+
+
+def test_edges_store_the_columns_a_walk_looks_up_uncompressed(tmp_path: Path) -> None:
+    """A lineage walk finds edges by `from_id` or `to_id` and returns whole rows: those two
+    and `properties` are stored plain (DuckDB's default encodings of them are the dearest to
+    decode, docs/benchmarks.md); the other columns keep DuckDB's choice."""
+    store = tmp_path / "store"
+    new_store(store, random.Random(3), 400)
+    projections.rebuild(store, snapshots=None)
+    with projections.connect(store) as con:
+        found = dict(
+            con.execute(
+                "SELECT column_name, list(DISTINCT compression) FROM pragma_storage_info('edges') "
+                "WHERE segment_type <> 'VALIDITY' GROUP BY ALL"
+            ).fetchall()
+        )
+    for column in ("from_id", "to_id", "properties"):
+        assert found[column] == ["Uncompressed"], column
+    assert found["lsn"] != ["Uncompressed"]
