@@ -5,21 +5,18 @@ Appends from many threads share one write and one fsync: the first waiting threa
 the leader, takes everything queued, commits it as one frame and wakes the others (group
 commit). Asyncio appends queue for one committer thread, which commits whatever is queued when
 its last commit ends: 64 agents cost one fsync per group, the loop builds the next group
-while the disk syncs the last one, and the loop never blocks on the disk (`_Pacing` says
-how the agents are kept from all waiting on the same group).
+while the disk syncs the last one, and the loop never blocks on the disk.
 """
 
 from __future__ import annotations
 
 import asyncio
-import collections
 import contextlib
 import functools
 import itertools
 import json
 import os
 import threading
-import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Coroutine, Generator, Iterator
 from dataclasses import dataclass, field
@@ -67,89 +64,6 @@ class Stats(msgspec.Struct, kw_only=True):
     compression_ratio: float
     recovered_bytes: int  # torn-tail bytes recovery has ever dropped (recovery.jsonl)
     durability: str
-
-
-_HALF_MIN = 8  # a group is split only when this many appends or more queued each half
-
-
-class _Pacing:
-    """How the asyncio committer sizes its groups, so that the disk's sync of one group runs
-    while Python builds another (`fdatasync` and zstd release the GIL; Python does not).
-
-    With every agent waiting on the same group (64 agents, one group of 64), nothing overlaps:
-    the loop builds 64 requests while the committer waits, then the committer checks,
-    compresses and syncs them while the loop waits. In two cohorts of about half the agents
-    each, the loop builds one cohort's next requests while the other's frame compresses and
-    syncs, and each group takes what was queued meanwhile, so the cohorts last. That pays
-    when building the agents' requests takes longer than two syncs (a quiet disk: a sync of
-    about 0.2 ms against about 1 ms of Python for 64 requests), and so a group takes at most
-    half the agents then (and while cohorts run). When one sync takes longer than building
-    them all, cohorts would
-    pay a sync each where one group pays one, so the committer waits (at most one sync's
-    time) for the agents still building and they merge. `agents` is the appends not yet
-    answered on the loop. Neither changes what is acknowledged: every group is written and
-    synced before any of its appends returns.
-    """
-
-    def __init__(self) -> None:
-        self.first = self.last = 0.0  # when the queue's first and latest requests came
-        self.puts = 0  # appends that queued them (a batch of the service queues many at once)
-        self.per: float | None = None  # seconds the loop takes to build an append (average)
-        self.syncs: collections.deque[float] = collections.deque(maxlen=8)  # the last ones
-
-    def put(self, now: float, *, empty: bool) -> None:
-        if empty:
-            self.first, self.puts = now, 0
-        self.last = now
-        self.puts += 1
-
-    def measure(self) -> None:
-        """Learn the loop's pace from how long the appends queued took to queue."""
-        if self.puts >= 4:
-            per = (self.last - self.first) / (self.puts - 1)
-            self.per = per if self.per is None else 0.75 * self.per + 0.25 * per
-
-    def taken(self, requests: int) -> None:
-        """The committer took `requests` of the queue (the rest, single appends, stay)."""
-        self.puts = max(0, self.puts - requests)
-
-    def committed(self, sync: float | None) -> None:
-        """Note a group's sync time (None: not synced, as in the other durability modes)."""
-        if sync is None:
-            self.syncs.clear()
-        else:
-            self.syncs.append(sync)
-
-    @property
-    def sync(self) -> float | None:
-        """How long a sync takes: the median of the last ones. Measured, it holds the wait
-        for the GIL after it too, which the loop holds while it builds requests (the point
-        of two cohorts): at most the building of a cohort, half that of all the agents, and
-        so a merge waits for a sync longer than building all (twice that)."""
-        return sorted(self.syncs)[len(self.syncs) // 2] if self.syncs else None
-
-    def split(self, queued: int, agents: int) -> int:
-        """How many of the `queued` requests the next group takes: at most half the agents,
-        unless every agent waits on this group and building their requests takes no longer
-        than two syncs. Once in cohorts, the syncs as measured hold the wait for the loop to
-        build the other cohort (up to half the building of all): two cohorts then last
-        until `merge` finds a sync longer than building all. Requests queued by one append
-        (the service's batches) are never split: nothing builds meanwhile."""
-        sync = self.sync
-        if sync is None or self.per is None or self.puts < 2 * _HALF_MIN:
-            return queued
-        if queued >= agents and self.per * agents <= 2 * sync:
-            return queued
-        return min(queued, (agents + 1) // 2)
-
-    def merge(self, queued: int, agents: int) -> float | None:
-        """The deadline until which the next group should wait for the agents still
-        building their requests (None: it should not): until one sync from now, when a
-        sync takes longer than building all their requests."""
-        sync = self.sync
-        if sync is None or self.per is None or queued >= agents or sync <= self.per * agents:
-            return None
-        return time.perf_counter() + sync
 
 
 def _held_lock() -> threading.Lock:
@@ -583,12 +497,9 @@ class AsyncEventLog(_Reads, AsyncAppends):
     def __init__(self, store: Store) -> None:
         self._store = store
         self._queue: list[tuple[PendingRequest, asyncio.Future[Appended]]] = []
-        self._wake = threading.Condition()  # guards the queue and the fields below
+        self._wake = threading.Condition()  # guards _queue, _stopping and _idle
         self._stopping = False
-        self._idle = False  # the committer waits for requests: the `_want`th notifies it
-        self._want = 1
-        self._unanswered = 0  # appends queued and not yet answered on their loop
-        self._pacing = _Pacing()
+        self._idle = False  # the committer waits for a request: the next one notifies it
         self._committer: threading.Thread | None = None
         self._closed = False
         self.on_commit: Callable[[int, int, float | None], None] | None = None
@@ -646,32 +557,31 @@ class AsyncEventLog(_Reads, AsyncAppends):
             raise LogClosed(f"the log at {self._store.path} is closed")
         loop = asyncio.get_running_loop()
         futures: list[asyncio.Future[Appended]] = [loop.create_future() for _ in requests]
-        now = time.perf_counter()
         with self._wake:
-            self._pacing.put(now, empty=not self._queue)
             self._queue.extend(zip(requests, futures, strict=True))
-            self._unanswered += len(requests)
             if self._committer is None:
                 self._committer = threading.Thread(
                     target=self._commit_forever, name="eventlog-commit", daemon=True
                 )
                 self._committer.start()
-            elif self._idle and len(self._queue) >= self._want:  # else: when its commit ends
+            elif self._idle:  # a busy committer takes the queue when its commit ends
                 self._idle = False
                 self._wake.notify()
         return futures
 
     def _commit_forever(self) -> None:
-        """The committer thread: what is queued when a commit ends forms the next group, so
-        the loop builds requests while the disk syncs the previous frame; `_Pacing` decides
-        when a group is split in two or waits for more."""
+        """The committer thread: whatever is queued when a commit ends forms the next group,
+        so the loop builds requests while the disk syncs the previous frame."""
         while True:
             with self._wake:
-                batch = self._take()
-            if batch is None:
-                return
+                while not self._queue and not self._stopping:
+                    self._idle = True
+                    self._wake.wait()
+                self._idle = False
+                if not self._queue:
+                    return
+                batch, self._queue = self._queue, []
             results = _commit(self._store, [request for request, _ in batch])
-            self._pacing.committed(self._store.fsync_s)
             if self.on_commit is not None:
                 events = sum(len(request.events) for request, _ in batch)
                 self.on_commit(len(batch), events, self._store.fsync_s)
@@ -679,48 +589,8 @@ class AsyncEventLog(_Reads, AsyncAppends):
             for (_, future), result in zip(batch, results, strict=True):
                 by_loop.setdefault(future.get_loop(), []).append((future, result))
             for loop, settled in by_loop.items():
-                try:
-                    loop.call_soon_threadsafe(self._answer, settled)
-                except RuntimeError:  # that loop is closed: nobody waits
-                    with self._wake:
-                        self._unanswered -= len(settled)
-
-    def _take(self) -> list[tuple[PendingRequest, asyncio.Future[Appended]]] | None:
-        """The next group (None: stop), under `_wake`: the queue, or its first requests (see
-        `_Pacing.split`), or, after a wait for the agents still building theirs, all of it."""
-        pacing = self._pacing
-        deadline = pacing.merge(len(self._queue), self._unanswered)
-        if deadline is not None:
-            self._want = self._unanswered
-            while len(self._queue) < self._want and not self._stopping:
-                left = deadline - time.perf_counter()
-                if left <= 0:
-                    break
-                self._idle = True
-                self._wake.wait(left)
-            self._want = 1
-        while not self._queue and not self._stopping:
-            self._idle = True
-            self._wake.wait()
-        self._idle = False
-        if not self._queue:
-            return None
-        take = len(self._queue)
-        if deadline is None:  # a wait would have measured the disk, not the loop
-            pacing.measure()
-            take = pacing.split(take, self._unanswered)
-        pacing.taken(take)
-        batch, self._queue = self._queue[:take], self._queue[take:]
-        return batch
-
-    def _answer(
-        self, settled: list[tuple[asyncio.Future[Appended], Appended | BaseException]]
-    ) -> None:
-        """On the loop: hand each waiting append its outcome (`_settle`), and count them as
-        answered (their agents build their next requests now)."""
-        with self._wake:
-            self._unanswered -= len(settled)
-        _settle(settled)
+                with contextlib.suppress(RuntimeError):  # that loop is closed: nobody waits
+                    loop.call_soon_threadsafe(_settle, settled)
 
     async def last_lsn(self, session_id: uuid.UUID | None = None) -> int | None:
         """The async twin of `EventLog.last_lsn`."""
