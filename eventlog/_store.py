@@ -367,7 +367,10 @@ class Store:
         projections database (``projections.duckdb.tmp``) is one."""
         with os.scandir(self.path) as entries:
             for entry in entries:
-                if entry.name.endswith(".tmp") and not entry.is_dir(follow_symlinks=False):
+                name = entry.name
+                if name.endswith(".tmp") and not entry.is_dir(follow_symlinks=False):
+                    if _writer_alive(name):
+                        continue  # written outside the lock, and still being written
                     os.unlink(entry.path)
         firsts = self.segments()
         for name in os.listdir(self.path):  # a tail of a segment sealed since: stale
@@ -1246,3 +1249,26 @@ def _pwrite_all(fd: int, data: bytes, offset: int) -> None:
     while view:
         written = os.pwrite(fd, view, offset)
         view, offset = view[written:], offset + written
+
+
+_PID_TAGGED = re.compile(r"\.(\d+)(?:\.\d+)?\.tmp$")
+
+
+def _writer_alive(name: str) -> bool:
+    """Whether a temp file names a live process as its writer. Files written outside the
+    store's lock (an index a reader builds, the service's advert: ``NAME.PID[.THREAD].tmp``)
+    may be in the middle of their write when another process opens the store; only a dead
+    writer's are litter. A file without a pid is written under the lock, so never live."""
+    match = _PID_TAGGED.search(name)
+    if match is None:
+        return False
+    pid = int(match.group(1))
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's live process
+        return True
+    return True

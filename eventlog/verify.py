@@ -68,7 +68,7 @@ def verify(path: str | os.PathLike[str]) -> list[Problem]:
     for name in sorted(os.listdir(root)):
         if _LOG_LIKE.match(name) and not _KNOWN.match(name) and not _directory(root / name):
             kind = (
-                "temporary file (removed on the next open)"
+                "temporary file (removed on the next open once its writer has exited)"
                 if name.endswith(".tmp")
                 else "unexpected file"
             )

@@ -13,6 +13,8 @@ import json
 import random
 import shutil
 import struct
+import subprocess
+import sys
 import time
 import uuid
 import warnings
@@ -466,6 +468,45 @@ def test_a_duckdb_spill_directory_is_left_to_duckdb(
     with eventlog.open(store) as log:
         assert list(log.read()) == pristine.records
     assert (spill / "duckdb_temp_storage_DEFAULT-0.tmp").read_bytes() == b"spilled"
+
+
+def test_a_temp_file_a_live_process_is_writing_outside_the_lock_is_left_to_it(
+    pristine: Layout, store: Path, no_warnings: None
+) -> None:
+    """An index a reader builds (``NAME.PID.THREAD.tmp``) and the service's advert
+    (``.service.json.PID.tmp``) are written without the store's lock: a process opening
+    the store meanwhile must not unlink them mid-write (the writer's rename then failed).
+    Before, recovery removed every ``*.tmp``. A dead writer's are still litter."""
+    copy_store(pristine, store)
+    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        first = segment_files(store)[0].name
+        live = [
+            store / f"{first[:20]}.idx.{sleeper.pid}.140000000000.tmp",
+            store / f".service.json.{sleeper.pid}.tmp",
+        ]
+        dead_pid = _a_dead_pid()
+        dead = [
+            store / f"{first[:20]}.idx.{dead_pid}.140000000000.tmp",
+            store / f".service.json.{dead_pid}.tmp",
+            store / f"{first[:20]}.seg.tmp",
+        ]
+        for path in live + dead:
+            path.write_bytes(b"half written")
+        with eventlog.open(store) as log:
+            assert list(log.read()) == pristine.records
+        assert [p.read_bytes() for p in live] == [b"half written"] * 2
+        assert not any(p.exists() for p in dead)
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+
+
+def _a_dead_pid() -> int:
+    """The pid of a process that has exited (and been reaped)."""
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()
+    return child.pid
 
 
 # -- segments missing --------------------------------------------------------------------------
