@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import math
 import operator
 import re
 import uuid
@@ -30,7 +31,7 @@ from . import events as ev
 from ._ids import uuid_from_int
 from ._spans import MAX_LIST_ITEMS, Span, bound, bound_text
 
-__all__ = ["Unit", "map_trace", "operation_of", "spans_only"]
+__all__ = ["NOT_CAPTURED", "NO_NEW_INPUT", "Unit", "map_trace", "operation_of", "spans_only"]
 
 
 class Unit(msgspec.Struct, frozen=True, gc=False):
@@ -134,8 +135,16 @@ def _int(value: Any) -> int | None:
 
 
 def _float(value: Any) -> float | None:
+    """A number, or a string that spells a finite one (some instrumentations stringify
+    their request parameters)."""
     if isinstance(value, int | float) and not isinstance(value, bool):
         return float(value)
+    if isinstance(value, str):
+        try:
+            number = float(value)
+        except ValueError:
+            return None
+        return number if math.isfinite(number) else None
     return None
 
 
@@ -632,9 +641,9 @@ def _agent(walk: _Walk, read: _Read) -> _Agent | None:
     first = read.first()
     name = first.get("agent_name")
     if name is None and read.op in _AGENT_OPS:
-        name = first.get("entity_name") or read.span.name.removeprefix("invoke_agent ")
-    if name is None:
-        return None
+        name = first.get("entity_name") or _spelled(read.span.name) or first.get("agent_id")
+    if name is None or name == "":
+        return None  # an agent span that names no agent: its turns have none
     key = str(first.get("agent_id") or name)
     if key not in walk.agents:
         walk.agents[key] = _Agent(
@@ -645,6 +654,14 @@ def _agent(walk: _Walk, read: _Read) -> _Agent | None:
             _str(first.get("agent_model")),
         )
     return walk.agents[key]
+
+
+def _spelled(span_name: str) -> str:
+    """The agent an agent span's name names: ``invoke_agent {name}`` by the conventions,
+    bare ``invoke_agent`` when the agent has no name, anything else as given."""
+    if span_name == "invoke_agent":
+        return ""
+    return span_name.removeprefix("invoke_agent ").strip()
 
 
 def _recorded(span: Span, actor: str | None) -> ev.SpanRecorded:
@@ -843,7 +860,7 @@ def _turn(
         ev.PromptAdded(
             id=prompt_id,
             session_id=session.id,
-            content=bound_text("\n".join(m.text for m in new if m.text)),
+            content=bound_text("\n".join(m.text for m in new if m.text)) or _uncaptured(inputs),
             metadata=ev.PromptMetadata(
                 model=request_model,
                 temperature=_float(_given(first.get("temperature"), params.get("temperature"))),
@@ -905,6 +922,19 @@ def _turn(
         for m in new
         if m.tool_call_id and m.tool_call_id not in walk.tool_span_calls
     ]
+
+
+NOT_CAPTURED = "[input not captured]"
+"""A prompt's content when its span carries no input messages: content capture is off (the
+default of most instrumentations). The log needs a prompt's text; this one says why there is
+none, and the turn keeps its usage, model, latency and agent."""
+NO_NEW_INPUT = "[no new input]"
+"""A prompt's content when the input ends with the assistant's own message (a call that
+continues it): the full list is still in ``metadata.custom["messages"]``."""
+
+
+def _uncaptured(inputs: list[Message]) -> str:
+    return NO_NEW_INPUT if any(m.text for m in inputs) else NOT_CAPTURED
 
 
 def _response(

@@ -20,6 +20,7 @@ attributes, so it goes through the same mapping. Needs the ``otel`` extra
 docs/ingest.md has the mapping, the order and retry rules, and the limits.
 """
 
+from .._genai import NO_NEW_INPUT, NOT_CAPTURED
 from .._ingest import IngestStats
 from .._spans import MAX_ATTRIBUTES, MAX_DEPTH, MAX_LIST_ITEMS, MAX_TEXT_BYTES
 from ._exporter import Exporter, from_readable
@@ -33,6 +34,8 @@ __all__ = [
     "MAX_DEPTH",
     "MAX_LIST_ITEMS",
     "MAX_TEXT_BYTES",
+    "NOT_CAPTURED",
+    "NO_NEW_INPUT",
     "AgentRun",
     "Exporter",
     "IngestStats",

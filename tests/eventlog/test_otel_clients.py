@@ -178,6 +178,29 @@ def test_an_openai_conversation_lands_the_same_under_every_instrumentation(
         assert g.rows("SELECT count(*) FROM spans WHERE name LIKE 'invoke_workflow%'") == [(3,)]
 
 
+@pytest.mark.slow
+def test_with_content_capture_off_a_conversation_keeps_its_tokens_models_and_latencies(
+    tmp_path: Path, server: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Most instrumentations capture no message content by default, and operators turn it
+    off on purpose: the turns still land, with usage, model, finish reason and latency, and
+    a prompt that says its input was not captured. Before, the log refused a prompt without
+    content and such a call was a bare span."""
+    monkeypatch.setenv("OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT", "NO_CONTENT")
+    with MemoryGraph.open(tmp_path / "s") as g:
+        with otel.instrument(g, "openai-v2"), otel.session("dark"):
+            _openai_sync(server, stream=False)
+        assert g.rows(
+            "SELECT p.content, r.content, r.prompt_tokens, r.completion_tokens, r.finish_reason,"
+            " r.model, r.latency_ms > 0 FROM prompts p JOIN responses r ON r.prompt_id = p.id"
+            " ORDER BY p.occurred_at"
+        ) == [
+            (otel.NOT_CAPTURED, "", 20, 10, "tool_call", "gpt-4o-2024-08-06", True),
+            (otel.NOT_CAPTURED, "", 30, 8, "stop", "gpt-4o-2024-08-06", True),
+        ]
+        assert "sunny" not in json.dumps(g.rows("SELECT metadata FROM prompts"))
+
+
 @pytest.mark.parametrize("instrumentation", ["openinference-anthropic", "openllmetry-anthropic"])
 def test_an_anthropic_conversation_lands_the_same_under_every_instrumentation(
     tmp_path: Path, server: str, instrumentation: str

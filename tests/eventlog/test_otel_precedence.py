@@ -218,3 +218,84 @@ def test_a_token_count_that_is_no_number_does_not_hide_another_conventions(
         tmp_path / "s", {"gen_ai.usage.input_tokens": "n/a", "llm.token_count.prompt": 10}
     )
     assert _one(events, ev.ResponseAdded).usage == ev.TokenUsage(10, 0)
+
+
+def test_a_temperature_given_as_a_string_is_read_as_a_number(tmp_path: Path) -> None:
+    """Some instrumentations stringify request parameters; a string that is no finite
+    number is no temperature."""
+    events = _mapped(tmp_path / "s", {"gen_ai.request.temperature": "0.7"})
+    assert _one(events, ev.PromptAdded).metadata.temperature == 0.7
+    for i, bad in enumerate(["warm", "nan", "inf"]):
+        events = _mapped(tmp_path / f"bad{i}", {"gen_ai.request.temperature": bad})
+        assert _one(events, ev.PromptAdded).metadata.temperature is None
+
+
+def test_a_chat_span_without_content_is_still_a_turn_with_its_usage(tmp_path: Path) -> None:
+    """Content capture off (the default of most instrumentations): no messages on the span.
+    The turn keeps its model, usage, finish reason and latency; its prompt says why it has
+    no text."""
+    attributes = {
+        "gen_ai.input.messages": "",
+        "gen_ai.output.messages": "",
+        "gen_ai.response.model": "gpt-4o-2024-08-06",
+        "gen_ai.usage.input_tokens": 12,
+        "gen_ai.usage.output_tokens": 7,
+        "gen_ai.response.finish_reasons": ["stop"],
+    }
+    events = _mapped(tmp_path / "s", attributes)
+    prompt, response = _one(events, ev.PromptAdded), _one(events, ev.ResponseAdded)
+    assert prompt.content == otel.NOT_CAPTURED
+    assert prompt.metadata.custom["messages"] == []
+    assert (response.content, response.usage, response.model, response.finish_reason) == (
+        "",
+        ev.TokenUsage(12, 7),
+        "gpt-4o-2024-08-06",
+        "stop",
+    )
+    assert response.latency_ms is not None and response.latency_ms >= 0
+
+
+def test_an_input_that_ends_with_the_assistant_is_a_prompt_of_no_new_input(
+    tmp_path: Path,
+) -> None:
+    """A call that continues the assistant's own message adds nothing new; the messages
+    are kept whole."""
+    history = (
+        '[{"role": "user", "parts": [{"type": "text", "content": "Hi"}]},'
+        ' {"role": "assistant", "parts": [{"type": "text", "content": "Hel"}]}]'
+    )
+    prompt = _one(_mapped(tmp_path / "s", {"gen_ai.input.messages": history}), ev.PromptAdded)
+    assert prompt.content == otel.NO_NEW_INPUT
+    assert [m["content"] for m in prompt.metadata.custom["messages"]] == ["Hi", "Hel"]
+
+
+def _under_agent(store: Path, agent: dict[str, Any], span_name: str) -> list[ev.EventBase]:
+    with eventlog.open(store, durability=eventlog.Durability.NONE) as log:
+        provider = TracerProvider()
+        provider.add_span_processor(SimpleSpanProcessor(otel.Exporter(log)))
+        tracer = provider.get_tracer("test")
+        attributes = {"gen_ai.operation.name": "invoke_agent", **agent}
+        with (
+            tracer.start_as_current_span(span_name, attributes=attributes),
+            tracer.start_as_current_span("chat m", attributes=_CHAT),
+        ):
+            pass
+        provider.shutdown()
+        return [record.event for record in log.read()]
+
+
+@pytest.mark.parametrize("span_name", ["invoke_agent", "invoke_agent ", ""])
+def test_an_agent_span_that_names_no_agent_gives_its_turn_none(
+    tmp_path: Path, span_name: str
+) -> None:
+    """The conventions name such a span bare ``invoke_agent``: that is no agent's name (it
+    made an agent called "invoke_agent", or one with an empty name, before)."""
+    events = _under_agent(tmp_path / "s", {}, span_name)
+    assert not [e for e in events if isinstance(e, ev.AgentRegistered | ev.AgentAssigned)]
+    assert _one(events, ev.ResponseAdded).actor is None
+
+
+def test_an_agent_span_with_only_an_id_is_the_agent_of_that_id(tmp_path: Path) -> None:
+    events = _under_agent(tmp_path / "s", {"gen_ai.agent.id": "asst_42"}, "invoke_agent")
+    assert _one(events, ev.AgentRegistered).name == "asst_42"
+    assert _one(events, ev.ResponseAdded).actor == "asst_42"
