@@ -27,9 +27,10 @@ __all__ = [
     "ensure_schema",
 ]
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 """Bumped whenever a table's columns, constraints or a fold's meaning change; an older
-database is rebuilt. 3: the large tables lost their PRIMARY KEY (see `Table`)."""
+database is rebuilt. 3: the large tables lost their PRIMARY KEY (see `Table`). 4: so did
+`spans`, whose key is now its trace id, span id and start (`projections.spans`)."""
 
 PROJECTIONS: tuple[Projection, ...] = (
     Conversations(),

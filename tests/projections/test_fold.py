@@ -851,6 +851,25 @@ def test_the_first_poison_by_lsn_is_reported_whichever_projection_checks_it(stor
     assert con.execute("SELECT count(*) FROM prompts WHERE id = ?", [kept]).fetchall() == [(1,)]
 
 
+def test_spans_with_the_same_ids_and_different_starts_are_two_rows(store: Path) -> None:
+    """A span's identity in the table is its ids and its start (a re-export repeats all
+    three; docs/sql.md): what differs in its start is kept, not guessed away, in one batch
+    or two, and a copy of either is still left out."""
+    from eventlog.events import SpanRecorded  # noqa: PLC0415
+
+    trace, span = "cd" * 16, "03" * 8
+    with eventlog.open(store, **FAST) as log:
+        for name, start in [("early", 1), ("late", 9), ("copy", 1), ("copy", 9)]:
+            log.append(SpanRecorded(trace_id=trace, span_id=span, name=name, start_ns=start))
+        records = list(log.read())
+    for cuts in ([], [1], [2], [1, 2, 3]):
+        con = fold_in_batches(records, cuts)
+        assert con.execute("SELECT name, start_ns FROM spans ORDER BY lsn").fetchall() == [
+            ("early", 1),
+            ("late", 9),
+        ], cuts
+
+
 def test_a_span_recorded_twice_keeps_its_first_row_however_the_log_is_cut(store: Path) -> None:
     """A span stored again (two stores merged, a hand-written copy) leaves the row of its
     first `span.recorded` as it was, whether the copy is in the same batch or a later one:

@@ -24,7 +24,7 @@ from .test_projector import lmg, new_store, one_line_error, project_under_size_l
 GOLDEN = Path(__file__).with_name("golden")
 GOLDEN_STORE = Path(__file__).parents[1] / "eventlog" / "golden" / "store"
 TABLES = [t for t in projections.TABLE_NAMES if t != "agent_stats"]
-INDEXED = {"agents", "templates", "spans", "lmg_checkpoints", "lmg_meta"}  # small, or text keys
+INDEXED = {"agents", "templates", "lmg_checkpoints", "lmg_meta"}  # small tables with text keys
 
 
 def duplicate_keys(con: duckdb.DuckDBPyConnection) -> dict[str, int]:
