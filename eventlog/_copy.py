@@ -20,7 +20,15 @@ from pathlib import Path
 
 import msgspec
 
-from ._files import PRIVATE_DIR, Modes, create_file, make_dir, open_file, read_bytes
+from ._files import (
+    PRIVATE_DIR,
+    Modes,
+    create_file,
+    make_dir,
+    open_file,
+    process_alive,
+    read_bytes,
+)
 from ._format import (
     SEGMENT_HEADER,
     Request,
@@ -145,18 +153,8 @@ def _remove_abandoned(dest: Path, purpose: str) -> None:
         return
     for leftover in dest.parent.glob(f".{dest.name}.{purpose}-*"):
         pid = leftover.name.rsplit("-", 1)[-1]
-        if pid.isdigit() and not _alive(int(pid)):
+        if pid.isdigit() and not process_alive(int(pid)):
             shutil.rmtree(leftover, ignore_errors=True)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def sync_tree(directory: Path) -> None:

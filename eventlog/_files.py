@@ -34,6 +34,7 @@ __all__ = [
     "make_dir",
     "open_file",
     "open_or_create",
+    "process_alive",
     "read_bytes",
     "refuse_link",
     "refuse_linked_store",
@@ -124,3 +125,17 @@ def refuse_linked_store(path: Path) -> None:
         return
     if link is not None:
         raise _unsafe(link)
+
+
+def process_alive(pid: int) -> bool:
+    """Whether `pid` names a running process (of any user). A number no process can have
+    (0, negative, past the kernel's range) names none."""
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except (ProcessLookupError, OverflowError):
+        return False
+    except PermissionError:  # another user's
+        return True
+    return True

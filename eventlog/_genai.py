@@ -122,16 +122,21 @@ def _given(*values: Any) -> Any:
 
 
 def _int(value: Any) -> int | None:
+    """A count: an int, or a float or string that spells one within 64 bits (a larger one,
+    an infinity or NaN is none: the log stores 64-bit integers)."""
     if isinstance(value, bool):
         return None
-    if isinstance(value, int):
-        return value
-    if isinstance(value, float | str):
+    if isinstance(value, float | str) and not isinstance(value, int):
         try:
-            return int(float(value))
-        except ValueError:
+            value = int(float(value))
+        except (ValueError, OverflowError):
             return None
+    if isinstance(value, int) and -_INT64 <= value < _INT64:
+        return value
     return None
+
+
+_INT64 = 1 << 63
 
 
 def _float(value: Any) -> float | None:
@@ -359,6 +364,9 @@ def _text_of(content: Any) -> str:
     return bound_text(msgspec.json.encode(content).decode())
 
 
+_MEDIA_PARTS = frozenset({"blob", "uri", "file", "image", "audio", "video"})
+
+
 def _part_message(raw: Any, role: str | None = None) -> Message | None:
     """A message of the current conventions: ``{"role", "parts": [...], "finish_reason"}``."""
     if not isinstance(raw, dict):
@@ -382,6 +390,8 @@ def _part_message(raw: Any, role: str | None = None) -> Message | None:
         elif kind == "tool_call_response":
             answered = _str(part.get("id"))
             texts.append(_text_of(part.get("response", part.get("result"))))
+        elif kind in _MEDIA_PARTS:  # an image, audio or file: named, its bytes left out
+            texts.append(f"[{part.get('modality') or kind}]")
     return Message(
         str(raw.get("role") or role or "user"),
         "\n".join(t for t in texts if t),
@@ -417,6 +427,11 @@ def _openinference_message(flat: Mapping[str, Any]) -> Message:
         _text_of(c.get("message_content.text"))
         for c in _indexed(flat, "message.contents.")
         if c.get("message_content.text")
+    ]
+    texts += [
+        f"[{kind}]"
+        for c in _indexed(flat, "message.contents.")
+        if (kind := c.get("message_content.type")) in _MEDIA_PARTS
     ]
     calls = tuple(
         ToolCall(
@@ -912,7 +927,7 @@ def _turn(
             [
                 ev.ToolCompleted(
                     tool_id=_call_id(m.tool_call_id),
-                    result=bound(_json(m.text)),
+                    result=bound(_json(m.text)) if m.text else None,  # None: not captured
                     occurred_at=span.start_ns,
                     actor=actor,
                 )

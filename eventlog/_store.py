@@ -56,6 +56,7 @@ from ._files import (
     make_dir,
     open_file,
     open_or_create,
+    process_alive,
     refuse_linked_store,
 )
 from ._format import (
@@ -369,7 +370,7 @@ class Store:
             for entry in entries:
                 name = entry.name
                 if name.endswith(".tmp") and not entry.is_dir(follow_symlinks=False):
-                    if _writer_alive(name):
+                    if _being_written(name, entry.stat(follow_symlinks=False).st_mtime):
                         continue  # written outside the lock, and still being written
                     os.unlink(entry.path)
         firsts = self.segments()
@@ -1252,23 +1253,18 @@ def _pwrite_all(fd: int, data: bytes, offset: int) -> None:
 
 
 _PID_TAGGED = re.compile(r"\.(\d+)(?:\.\d+)?\.tmp$")
+_STALE_TEMP_S = 600.0
+"""A temp file untouched this long is litter, whoever's pid it names: its writer renames it
+within a second or two of its last write (a pid reused by another process, a writer in
+another pid namespace on a shared volume, or pid 1 must not keep litter forever)."""
 
 
-def _writer_alive(name: str) -> bool:
-    """Whether a temp file names a live process as its writer. Files written outside the
-    store's lock (an index a reader builds, the service's advert: ``NAME.PID[.THREAD].tmp``)
-    may be in the middle of their write when another process opens the store; only a dead
-    writer's are litter. A file without a pid is written under the lock, so never live."""
+def _being_written(name: str, mtime: float) -> bool:
+    """Whether a temp file may still be in the middle of its write. Files written outside
+    the store's lock (an index a reader builds, the service's advert: ``NAME.PID[.THREAD].tmp``)
+    may be when another process opens the store: those whose writer is alive and that were
+    written to recently are. A file without a pid is written under the lock: never."""
     match = _PID_TAGGED.search(name)
-    if match is None:
+    if match is None or time.time() - mtime > _STALE_TEMP_S:
         return False
-    pid = int(match.group(1))
-    if pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # another user's live process
-        return True
-    return True
+    return process_alive(int(match.group(1)))

@@ -28,9 +28,10 @@ __all__ = [
 ]
 
 SCHEMA_VERSION = 4
-"""Bumped whenever a table's columns, constraints or a fold's meaning change; an older
-database is rebuilt. 3: the large tables lost their PRIMARY KEY (see `Table`). 4: so did
-`spans`, whose key is now its trace id, span id and start (`projections.spans`)."""
+"""Bumped whenever a table's columns, constraints or a fold's meaning change; a database
+of another version is refused (`SchemaMismatch`: ``lmg project --rebuild`` makes it anew).
+3: the large tables lost their PRIMARY KEY (see `Table`). 4: so did `spans`, whose key is
+now its trace id, span id and start (`projections.spans`)."""
 
 PROJECTIONS: tuple[Projection, ...] = (
     Conversations(),

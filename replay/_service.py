@@ -43,6 +43,7 @@ from projections import _retention as retention
 from projections import _routes as graph_routes
 from projections._owner import Owner
 from projections._routes import ServedGraph
+from projections.errors import ProjectionError
 
 from . import _routes as replay_routes
 from . import _web as web_routes
@@ -87,10 +88,14 @@ def app(
     auth: Auth | None = None,
     limits: Limits | None = None,
     retention_every_s: float | None = None,
+    on_startup_error: Callable[[str], None] | None = None,
 ) -> Any:
     """The ASGI app serving `stores` (name -> path): opened on start-up, drained on exit.
     With `retention_every_s`, each store's retention policy is applied on that schedule
-    (`projections._retention`), from start-up on."""
+    (`projections._retention`), from start-up on. `on_startup_error` hears the one-line
+    message of a store that could not be opened; given, the start-up then completes with
+    nothing served and the caller stops the server (uvicorn would print a traceback and
+    exit the process), else the error is raised."""
     service = Service(stores={}, auth=auth, limits=limits or Limits())
     otlp = Receiver(service)
     schedule = None if retention_every_s is None else retention.Schedule(service, retention_every_s)
@@ -118,7 +123,14 @@ def app(
         service.queries = asyncio.Semaphore(service.limits.max_queries)
         try:
             for name, path in stores.items():
-                await open_store(name, path)
+                try:
+                    await open_store(name, path)
+                except (eventlog.EventLogError, ProjectionError) as exc:
+                    if on_startup_error is None:
+                        raise
+                    on_startup_error(str(exc))
+                    yield  # not ready: the caller stops the server at once
+                    return
             service.stores = opened
             otlp.start(opened)
             service.ready = True
@@ -241,7 +253,8 @@ def serve(
         raise eventlog.InvalidEvent(
             f"--host {host} is not loopback: give --auth FILE to serve beyond this host"
         )
-    asgi, service = app(stores, auth, limits, retention_every_s)
+    failure = _StartupFailure()
+    asgi, service = app(stores, auth, limits, retention_every_s, failure.heard)
     config = uvicorn.Config(
         asgi,
         host=host,
@@ -262,7 +275,9 @@ def serve(
         task = asyncio.create_task(server.serve())
         while not server.started and not task.done():
             await asyncio.sleep(0.01)
-        if server.started:
+        if server.started and failure.message is not None:
+            server.should_exit = True  # a store failed to open: nothing is served
+        elif server.started:
             bound = port
             for s in server.servers:
                 for sock in s.sockets:
@@ -280,5 +295,19 @@ def serve(
 
     with asyncio.Runner(loop_factory=_loop_factory()) as runner:
         runner.run(run())
+    if failure.message is not None:
+        raise eventlog.EventLogError(failure.message)
     if not server.started:
         raise eventlog.EventLogError(f"could not serve on {host}:{port} (see above)")
+
+
+class _StartupFailure:
+    """The message of a store that failed to open at start-up (its database of an older
+    schema, a lock another process holds, a damaged log): `lmg serve` says it in one line
+    and exits 1, as the other commands do, instead of uvicorn's traceback and exit 3."""
+
+    def __init__(self) -> None:
+        self.message: str | None = None
+
+    def heard(self, message: str) -> None:
+        self.message = message

@@ -299,3 +299,86 @@ def test_an_agent_span_with_only_an_id_is_the_agent_of_that_id(tmp_path: Path) -
     events = _under_agent(tmp_path / "s", {"gen_ai.agent.id": "asst_42"}, "invoke_agent")
     assert _one(events, ev.AgentRegistered).name == "asst_42"
     assert _one(events, ev.ResponseAdded).actor == "asst_42"
+
+
+def test_an_unnamed_agent_span_inside_a_named_one_is_passed_over(tmp_path: Path) -> None:
+    """Its turns are the named agent's above it: that agent ran them."""
+    with eventlog.open(tmp_path / "s", durability=eventlog.Durability.NONE) as log:
+        provider = TracerProvider()
+        provider.add_span_processor(SimpleSpanProcessor(otel.Exporter(log)))
+        tracer = provider.get_tracer("test")
+        outer = {"gen_ai.operation.name": "invoke_agent", "gen_ai.agent.name": "Supervisor"}
+        inner = {"gen_ai.operation.name": "invoke_agent"}
+        with (
+            tracer.start_as_current_span("invoke_agent Supervisor", attributes=outer),
+            tracer.start_as_current_span("invoke_agent", attributes=inner),
+            tracer.start_as_current_span("chat m", attributes=_CHAT),
+        ):
+            pass
+        provider.shutdown()
+        events = [record.event for record in log.read()]
+    assert _one(events, ev.AgentRegistered).name == "Supervisor"
+    assert _one(events, ev.ResponseAdded).actor == "Supervisor"
+
+
+def test_an_image_in_the_input_is_named_not_taken_for_uncaptured_content(
+    tmp_path: Path,
+) -> None:
+    image = (
+        '[{"role": "user", "parts": [{"type": "blob", "modality": "image",'
+        ' "mime_type": "image/png", "content": "iVBORw0KGgo="}]}]'
+    )
+    prompt = _one(_mapped(tmp_path / "s", {"gen_ai.input.messages": image}), ev.PromptAdded)
+    assert prompt.content == "[image]"
+    openinference = {
+        "gen_ai.input.messages": "",
+        "llm.input_messages.0.message.role": "user",
+        "llm.input_messages.0.message.contents.0.message_content.type": "text",
+        "llm.input_messages.0.message.contents.0.message_content.text": "What is this?",
+        "llm.input_messages.0.message.contents.1.message_content.type": "image",
+    }
+    prompt = _one(_mapped(tmp_path / "t", openinference), ev.PromptAdded)
+    assert prompt.content == "What is this?\n[image]"
+
+
+def test_a_tool_result_without_content_completes_its_call_with_no_result(
+    tmp_path: Path,
+) -> None:
+    """Content capture off: the tool message carries its call id and no text. The call is
+    completed (the model got its result) with no result, not an empty string."""
+    call = '{"role": "assistant", "parts": [{"type": "tool_call", "id": "call_1", "name": "f"}]}'
+    asked = {"gen_ai.operation.name": "chat", "gen_ai.output.messages": f"[{call}]"}
+    answered = {
+        "gen_ai.operation.name": "chat",
+        "gen_ai.input.messages": (
+            f'[{{"role": "user", "parts": []}}, {call},'
+            ' {"role": "tool", "parts": [{"type": "tool_call_response", "id": "call_1"}]}]'
+        ),
+    }
+    with eventlog.open(tmp_path / "s", durability=eventlog.Durability.NONE) as log:
+        provider = TracerProvider()
+        provider.add_span_processor(SimpleSpanProcessor(otel.Exporter(log)))
+        tracer = provider.get_tracer("test")
+        with tracer.start_as_current_span("turns"):
+            for attributes in (asked, answered):
+                with tracer.start_as_current_span("chat m", attributes=attributes):
+                    pass
+        provider.shutdown()
+        events = [record.event for record in log.read()]
+    assert _one(events, ev.ToolInvoked).tool_name == "f"
+    assert _one(events, ev.ToolCompleted).result is None
+    prompts = [e.content for e in events if isinstance(e, ev.PromptAdded)]
+    assert prompts == [otel.NOT_CAPTURED, otel.NOT_CAPTURED]
+
+
+@pytest.mark.parametrize("bad", ["inf", "-inf", "nan", "1e30", 2**70])
+def test_a_count_past_64_bits_or_no_number_is_absent_and_keeps_the_turn(
+    tmp_path: Path, bad: Any
+) -> None:
+    """Before, ``"inf"`` raised inside the mapping and ``"1e30"`` was refused by the log:
+    either lost every turn of the trace."""
+    events = _mapped(
+        tmp_path / "s", {"gen_ai.usage.output_tokens": bad, "gen_ai.request.max_tokens": bad}
+    )
+    assert _one(events, ev.PromptAdded).metadata.max_tokens is None
+    assert _one(events, ev.ResponseAdded).usage == ev.TokenUsage(0, 0)

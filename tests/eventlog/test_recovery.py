@@ -10,6 +10,7 @@ come back byte for byte, and appends must continue at the LSN after them.
 from __future__ import annotations
 
 import json
+import os
 import random
 import shutil
 import struct
@@ -476,7 +477,8 @@ def test_a_temp_file_a_live_process_is_writing_outside_the_lock_is_left_to_it(
     """An index a reader builds (``NAME.PID.THREAD.tmp``) and the service's advert
     (``.service.json.PID.tmp``) are written without the store's lock: a process opening
     the store meanwhile must not unlink them mid-write (the writer's rename then failed).
-    Before, recovery removed every ``*.tmp``. A dead writer's are still litter."""
+    Before, recovery removed every ``*.tmp``. A dead writer's are still litter, and so is
+    one untouched for long whatever its pid (reused, or another namespace's)."""
     copy_store(pristine, store)
     sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     try:
@@ -490,9 +492,13 @@ def test_a_temp_file_a_live_process_is_writing_outside_the_lock_is_left_to_it(
             store / f"{first[:20]}.idx.{dead_pid}.140000000000.tmp",
             store / f".service.json.{dead_pid}.tmp",
             store / f"{first[:20]}.seg.tmp",
+            store / "notes.1733299200123.tmp",  # no pid can be that large (os.kill overflows)
+            store / f".tokens.json.{sleeper.pid}.tmp",  # a live pid, but untouched for long
         ]
         for path in live + dead:
             path.write_bytes(b"half written")
+        long_ago = time.time() - 3600  # past `_STALE_TEMP_S`: a pid reused, a pid 1
+        os.utime(dead[-1], (long_ago, long_ago))
         with eventlog.open(store) as log:
             assert list(log.read()) == pristine.records
         assert [p.read_bytes() for p in live] == [b"half written"] * 2

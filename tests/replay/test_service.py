@@ -12,6 +12,7 @@ import threading
 import time
 from pathlib import Path
 
+import duckdb
 import httpx
 import pytest
 
@@ -280,6 +281,26 @@ def test_no_auth_refuses_a_public_address(store: Path) -> None:
     )  # fmt: skip
     assert result.returncode != 0
     assert "--auth" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_a_store_that_cannot_be_served_is_said_in_one_line(store: Path) -> None:
+    """A database of an older schema (or any store that fails to open) stops `lmg serve`
+    with the one line every other command prints; it was a traceback and exit status 3."""
+    with projections.MemoryGraph.open(store) as graph:
+        graph.rows("SELECT 1")
+    database = store / projections.DATABASE_FILE
+    with duckdb.connect(str(database)) as con:
+        con.execute("UPDATE lmg_meta SET value = '3' WHERE key = 'schema_version'")
+    result = subprocess.run(
+        [str(LMG), "serve", str(store), "--port", "0"],
+        capture_output=True, text=True, timeout=WAIT_S, check=False,
+    )  # fmt: skip
+    assert result.returncode == 1, result.stderr
+    assert result.stderr.strip().splitlines() == [
+        "Error: the projections database has schema version 3, this code writes "
+        f"{projections.SCHEMA_VERSION}: rebuild it (lmg project --rebuild)"
+    ]
+    assert not (store / "service.json").exists()
 
 
 def test_lmg_sql_and_direct_appends_go_through_the_service(served: Service, store: Path) -> None:
