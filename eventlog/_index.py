@@ -115,11 +115,16 @@ def write_atomically(path: Path, data: bytes) -> None:
         os.unlink(tmp)  # left by a killed process of the same pid, or a link: not followed
     fd = create_file(tmp, Modes.of(path.parent).file)
     try:
-        _write_all(fd, data)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
+        try:
+            _write_all(fd, data)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)  # a full disk's half file: recovery leaves a live writer's alone
+        raise
     fsync_dir(path.parent)
 
 

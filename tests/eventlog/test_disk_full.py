@@ -251,3 +251,21 @@ def test_failed_fsync_stops_the_handle_and_reopening_recovers(
         assert contents[2:] in ([], ["its fsync fails"])
         log.add_prompt(session.id, "after reopening")
     assert eventlog.verify(store) == []
+
+
+def test_a_file_written_atomically_leaves_no_temp_file_when_the_disk_fills(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Index, id and policy files are written as ``NAME.PID.THREAD.tmp`` and renamed. A
+    recovery leaves a live process's temp files alone (it may be mid-write), so the writer
+    removes its own half file when the write fails."""
+    from eventlog._index import write_atomically  # noqa: PLC0415
+
+    def full(fd: int, data: Any) -> int:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(os, "write", full)
+    with pytest.raises(OSError, match="No space left"):
+        write_atomically(tmp_path / "00000000000000000000.idx", b"x" * 10_000)
+    monkeypatch.undo()
+    assert list(tmp_path.iterdir()) == []
