@@ -391,7 +391,9 @@ def _part_message(raw: Any, role: str | None = None) -> Message | None:
             answered = _str(part.get("id"))
             texts.append(_text_of(part.get("response", part.get("result"))))
         elif kind in _MEDIA_PARTS:  # an image, audio or file: named, its bytes left out
-            texts.append(f"[{part.get('modality') or kind}]")
+            modality = part.get("modality")
+            named = modality if isinstance(modality, str) and 0 < len(modality) <= 32 else kind
+            texts.append(f"[{named}]")
     return Message(
         str(raw.get("role") or role or "user"),
         "\n".join(t for t in texts if t),
