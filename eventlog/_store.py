@@ -370,9 +370,9 @@ class Store:
             for entry in entries:
                 name = entry.name
                 if name.endswith(".tmp") and not entry.is_dir(follow_symlinks=False):
-                    if _being_written(name, entry.stat(follow_symlinks=False).st_mtime):
-                        continue  # written outside the lock, and still being written
-                    os.unlink(entry.path)
+                    with contextlib.suppress(FileNotFoundError):  # its writer renamed it
+                        if not _being_written(name, entry.stat(follow_symlinks=False).st_mtime):
+                            os.unlink(entry.path)
         firsts = self.segments()
         for name in os.listdir(self.path):  # a tail of a segment sealed since: stale
             if name.endswith(".tail") and (not firsts or name != f"{firsts[-1]:020d}.tail"):
