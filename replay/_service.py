@@ -128,7 +128,7 @@ def app(
                 except (eventlog.EventLogError, ProjectionError) as exc:
                     if on_startup_error is None:
                         raise
-                    on_startup_error(str(exc))
+                    on_startup_error(f"store {name!r}: {exc}" if len(stores) > 1 else str(exc))
                     yield  # not ready: the caller stops the server at once
                     return
             service.stores = opened

@@ -283,9 +283,10 @@ def test_no_auth_refuses_a_public_address(store: Path) -> None:
     assert "--auth" in result.stderr and "Traceback" not in result.stderr
 
 
-def test_a_store_that_cannot_be_served_is_said_in_one_line(store: Path) -> None:
+def test_a_store_that_cannot_be_served_is_said_in_one_line(store: Path, tmp_path: Path) -> None:
     """A database of an older schema (or any store that fails to open) stops `lmg serve`
-    with the one line every other command prints; it was a traceback and exit status 3."""
+    with the one line every other command prints, naming the store when it serves several;
+    it was a traceback and exit status 3."""
     with projections.MemoryGraph.open(store) as graph:
         graph.rows("SELECT 1")
     database = store / projections.DATABASE_FILE
@@ -296,11 +297,21 @@ def test_a_store_that_cannot_be_served_is_said_in_one_line(store: Path) -> None:
         capture_output=True, text=True, timeout=WAIT_S, check=False,
     )  # fmt: skip
     assert result.returncode == 1, result.stderr
-    assert result.stderr.strip().splitlines() == [
-        "Error: the projections database has schema version 3, this code writes "
+    refused = (
+        "the projections database has schema version 3, this code writes "
         f"{projections.SCHEMA_VERSION}: rebuild it (lmg project --rebuild)"
-    ]
+    )
+    assert result.stderr.strip().splitlines() == [f"Error: {refused}"]
     assert not (store / "service.json").exists()
+    other = tmp_path / "other"
+    eventlog.open(other).close()
+    result = subprocess.run(
+        [str(LMG), "serve", str(other), "--store", f"team={store}", "--port", "0"],
+        capture_output=True, text=True, timeout=WAIT_S, check=False,
+    )  # fmt: skip
+    assert result.returncode == 1, result.stderr
+    assert result.stderr.strip().splitlines() == [f"Error: store 'team': {refused}"]
+    assert not (other / "service.json").exists()
 
 
 def test_lmg_sql_and_direct_appends_go_through_the_service(served: Service, store: Path) -> None:
