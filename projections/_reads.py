@@ -84,6 +84,9 @@ class _LRU(Generic[_K, _V]):
     def __iter__(self) -> Iterator[_K]:
         return iter(list(self._items))  # a copy: callers drop entries while iterating
 
+    def values(self) -> Iterator[_V]:
+        return iter(list(self._items.values()))
+
     def __len__(self) -> int:
         return len(self._items)
 
@@ -185,6 +188,15 @@ class GraphReader:
         if touched:
             self._walks.clear()  # a new edge may lengthen any walk: no finer rule is safe
         self._nodes.drop(touched)
+        # A response's agent is its prompt's, kept in step with `agent.assigned`, which names
+        # the prompt and not the response: responses of a touched prompt go too.
+        self._nodes.drop(
+            [
+                v.id
+                for v in self._nodes.values()
+                if isinstance(v, n.Response) and v.prompt_id in touched
+            ]
+        )
         stale = [key for key in self._windows if key[0] in touched]
         self._windows.drop(stale)
 

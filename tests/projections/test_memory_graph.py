@@ -947,6 +947,22 @@ def test_updates_are_reflected(graph: MemoryGraph, world: World) -> None:
     assert ids(g.query().metadata("plan", "free").execute()) == [w.s]
 
 
+def test_a_cached_response_follows_its_prompts_new_agent(graph: MemoryGraph) -> None:
+    """A response's agent is its prompt's: `agent.assigned` names the prompt, not the
+    response, and a response read before the assignment was served stale from the cache
+    (found by `test_step_walks_one_event_at_a_time` with seed 3778919744)."""
+    g = graph
+    session = g.create_session().id
+    first, second = g.add_agent("triage", "routes"), g.add_agent("coder", "answers")
+    prompt = g.add_prompt(session, "Hello")
+    g.assign_agent_to_prompt(prompt, first)
+    response = g.add_response(prompt, "Hi")
+    assert node_of(g, response, Response).agent_id == first  # cached now
+    g.assign_agent_to_prompt(prompt, second)
+    assert node_of(g, response, Response).agent_id == second
+    assert node_of(g, prompt, Prompt).agent_id == second
+
+
 def test_appends_by_another_process_are_seen(graph: MemoryGraph, world: World) -> None:
     w, g = world, graph
     window = g.context_window(w.s, 2)  # cached now
