@@ -35,7 +35,7 @@ from eventlog._lean import full_event
 from eventlog.events import EventBase, tag_of
 
 from ._history import record_mark
-from ._stage import STAGED_CLASSES, Staged, touched_ids
+from ._stage import STAGED_CLASSES, Staged, assigned_prompts, touched_ids
 from ._table import Table, TableChanges
 from .errors import PoisonEvent
 
@@ -85,6 +85,11 @@ class Batch:
         if len(self._records) > _FORGET_ALL_AFTER:
             return None
         return touched_ids(self._records)
+
+    @functools.cached_property
+    def reassigned(self) -> set[uuid.UUID]:
+        """The prompts assigned to an agent by the batch (`assigned_prompts`)."""
+        return assigned_prompts(self._records)
 
     def __getitem__(self, name: str) -> TableChanges:
         return self.tables[name]

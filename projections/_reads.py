@@ -188,15 +188,14 @@ class GraphReader:
         if touched:
             self._walks.clear()  # a new edge may lengthen any walk: no finer rule is safe
         self._nodes.drop(touched)
-        # A response's agent is its prompt's, kept in step with `agent.assigned`, which names
-        # the prompt and not the response: responses of a touched prompt go too.
-        self._nodes.drop(
-            [
-                v.id
-                for v in self._nodes.values()
-                if isinstance(v, n.Response) and v.prompt_id in touched
-            ]
-        )
+        if reassigned := batch.reassigned:  # their responses' `agent_id` changed with them
+            self._nodes.drop(
+                [
+                    v.id
+                    for v in self._nodes.values()
+                    if isinstance(v, n.Response) and v.prompt_id in reassigned
+                ]
+            )
         stale = [key for key in self._windows if key[0] in touched]
         self._windows.drop(stale)
 

@@ -400,6 +400,21 @@ def _storage(values: pa.Array) -> pa.Array:
     return values.storage if isinstance(values, pa.ExtensionArray) else values
 
 
+def assigned_prompts(records: Sequence[Record]) -> set[uuid.UUID]:
+    """The prompts the batch's `agent.assigned` events name: the fold changes their
+    responses' `agent_id` too, though no event names those responses."""
+    lean = lean_twin(ev.AgentAssigned)
+    found: set[uuid.UUID] = set()
+    for record in records:
+        event = record.event
+        if isinstance(event, ev.AgentAssigned):
+            found.add(event.prompt_id)
+        elif event.__class__ is lean:
+            prompt: bytes = event.prompt_id  # type: ignore[attr-defined]  # a lean twin's
+            found.add(uuid.UUID(bytes=prompt))
+    return found
+
+
 def touched_ids(records: Sequence[Record]) -> set[uuid.UUID]:
     """Every id any event of the batch names: what a cache must forget after it."""
     ids: set[uuid.UUID] = set()
