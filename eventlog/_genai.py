@@ -126,14 +126,12 @@ def _int(value: Any) -> int | None:
     an infinity or NaN is none: the log stores 64-bit integers)."""
     if isinstance(value, bool):
         return None
-    if isinstance(value, float | str) and not isinstance(value, int):
+    if isinstance(value, float | str):
         try:
             value = int(float(value))
         except (ValueError, OverflowError):
             return None
-    if isinstance(value, int) and -_INT64 <= value < _INT64:
-        return value
-    return None
+    return value if isinstance(value, int) and -_INT64 <= value < _INT64 else None
 
 
 _INT64 = 1 << 63
@@ -425,16 +423,11 @@ def _plain_message(raw: Mapping[str, Any], role: str | None = None) -> Message:
 
 def _openinference_message(flat: Mapping[str, Any]) -> Message:
     texts = [_text_of(flat.get("message.content"))] if flat.get("message.content") else []
-    texts += [
-        _text_of(c.get("message_content.text"))
-        for c in _indexed(flat, "message.contents.")
-        if c.get("message_content.text")
-    ]
-    texts += [
-        f"[{kind}]"
-        for c in _indexed(flat, "message.contents.")
-        if (kind := c.get("message_content.type")) in _MEDIA_PARTS
-    ]
+    for c in _indexed(flat, "message.contents."):  # in order: text, or a medium's name
+        if c.get("message_content.text"):
+            texts.append(_text_of(c.get("message_content.text")))
+        elif (kind := c.get("message_content.type")) in _MEDIA_PARTS:
+            texts.append(f"[{kind}]")
     calls = tuple(
         ToolCall(
             _str(c.get("tool_call.id")),

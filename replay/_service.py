@@ -253,8 +253,10 @@ def serve(
         raise eventlog.InvalidEvent(
             f"--host {host} is not loopback: give --auth FILE to serve beyond this host"
         )
-    failure = _StartupFailure()
-    asgi, service = app(stores, auth, limits, retention_every_s, failure.heard)
+    # A store that fails to open (an older schema, a lock another process holds, a damaged
+    # log) is said in one line, exit 1, as other commands do, not as uvicorn's traceback.
+    failures: list[str] = []
+    asgi, service = app(stores, auth, limits, retention_every_s, failures.append)
     config = uvicorn.Config(
         asgi,
         host=host,
@@ -275,7 +277,7 @@ def serve(
         task = asyncio.create_task(server.serve())
         while not server.started and not task.done():
             await asyncio.sleep(0.01)
-        if server.started and failure.message is not None:
+        if server.started and failures:
             server.should_exit = True  # a store failed to open: nothing is served
         elif server.started:
             bound = port
@@ -295,19 +297,7 @@ def serve(
 
     with asyncio.Runner(loop_factory=_loop_factory()) as runner:
         runner.run(run())
-    if failure.message is not None:
-        raise eventlog.EventLogError(failure.message)
+    if failures:
+        raise eventlog.EventLogError(failures[0])
     if not server.started:
         raise eventlog.EventLogError(f"could not serve on {host}:{port} (see above)")
-
-
-class _StartupFailure:
-    """The message of a store that failed to open at start-up (its database of an older
-    schema, a lock another process holds, a damaged log): `lmg serve` says it in one line
-    and exits 1, as the other commands do, instead of uvicorn's traceback and exit 3."""
-
-    def __init__(self) -> None:
-        self.message: str | None = None
-
-    def heard(self, message: str) -> None:
-        self.message = message
