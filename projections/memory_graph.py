@@ -13,6 +13,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import shutil
+import tempfile
 import threading
 import time
 import weakref
@@ -32,7 +34,7 @@ from ._fold import Batch
 from ._folder import BATCH_EVENTS, LogReader, fold_available
 from ._history import folded_history, forget_history, history_differs
 from ._reads import TABLE_OF_TYPE, GraphReader, Hop, Impact, KindOf
-from ._sandbox import SANDBOX
+from ._sandbox import sandbox
 from ._schema import checkpoint, ensure_schema
 from ._text_index import drop_index
 from .errors import DatabaseBusy, FoldFailed, ProjectionError
@@ -131,11 +133,9 @@ class _Embedded:
         self._used = 0.0  # when the last read ended (monotonic)
         self.checkpoint = -1
         self._closed = False
-        # The caller's SQL runs on this instance too (`sql`, `rows`): it is sandboxed from the
-        # start, since the fold needs no files (it spills to DuckDB's own temporary files).
+        self._spill: str | None = None  # an in-memory instance's private spill directory
         if str(db) == ":memory:":  # private to this handle: nobody to share with, never let go
-            limit = memory_limit or FOLD_MEMORY_LIMIT  # the tables live in it
-            self.con = duckdb.connect(config={"memory_limit": limit, **SANDBOX})  # no WAL
+            self.con = self._in_memory(memory_limit or FOLD_MEMORY_LIMIT)  # the tables live in it
             ensure_schema(self.con)
             self._reader = GraphReader(self.con, kind_of=kind_of)
             return
@@ -145,6 +145,21 @@ class _Embedded:
         except BaseException:
             self._lock.release()
             raise
+
+    def _in_memory(self, limit: str) -> duckdb.DuckDBPyConnection:
+        """An in-memory instance (no WAL) that spills to a directory of its own, mode 0700,
+        removed at close: DuckDB's default is ``./.tmp`` under the working directory, with
+        the umask's modes, where another user could read the prompts it spills. The caller's
+        SQL runs on this instance too (`sql`, `rows`), so it is sandboxed before any use; the
+        sandbox refuses a spill directory set later, so it is set at connect."""
+        self._spill = tempfile.mkdtemp(prefix="lmg-graph-")
+        try:
+            con = duckdb.connect(config={"memory_limit": limit, "temp_directory": self._spill})
+            sandbox(con)
+        except BaseException:
+            shutil.rmtree(self._spill, ignore_errors=True)
+            raise
+        return con
 
     def _hold(self, wait_s: float) -> GraphReader:
         """The reader on an open database: opened (gate exclusive, then the file read-write)
@@ -318,6 +333,8 @@ class _Embedded:
                 self._gate.close()
             if self._lock is not None:
                 self._lock.release()
+            if self._spill is not None:
+                shutil.rmtree(self._spill, ignore_errors=True)
             self._changed.notify_all()
 
     def stats(self, base: Stats) -> GraphStats:

@@ -51,6 +51,7 @@ from projections import (
     Query,
     Response,
     Session,
+    SqlRefused,
     Template,
     ToolInvocation,
     Turn,
@@ -1059,6 +1060,30 @@ def test_in_memory_database(store: Path) -> None:
     assert (store / DATABASE_FILE).exists()
     with MemoryGraph.open(store, **FAST, database=":memory:") as g:
         assert g.get_session(s.id).prompt_count == 2  # rebuilt from the log
+
+
+def test_an_in_memory_graph_spills_to_a_private_directory_of_its_own(
+    store: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """DuckDB's in-memory default spills to ``./.tmp`` with the umask's modes, where the
+    prompts it spills are readable by others; the graph's spill directory is its own, 0700,
+    and goes at close. A sort past the memory limit makes a real spill."""
+    work = tmp_path / "cwd"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    os.umask(0o022)
+    with MemoryGraph.open(store, **FAST, database=":memory:", memory_limit="64MB") as g:
+        (spill,) = g.rows("SELECT current_setting('temp_directory')")[0]
+        assert os.stat(spill).st_mode & 0o777 == 0o700
+        rows = g.rows(
+            "SELECT count(*) FROM (SELECT hash(range)::VARCHAR || repeat('y', 40) AS s"
+            " FROM range(3000000) ORDER BY s)"
+        )
+        assert rows == [(3000000,)]
+        assert list(work.iterdir()) == []  # nothing in the working directory
+        with pytest.raises(SqlRefused):
+            g.rows("SET temp_directory = '/tmp'")
+    assert not os.path.exists(spill)
 
 
 def test_other_database_file_beside_the_default(store: Path, tmp_path: Path) -> None:
