@@ -23,6 +23,7 @@ __all__ = [
     "TABLE_KEYS",
     "TABLE_NAMES",
     "SchemaRepaired",
+    "check_version",
     "checkpoint",
     "ensure_schema",
 ]
@@ -62,6 +63,23 @@ class SchemaRepaired(UserWarning):
     than the fold changed it): it was emptied, and the fold starts again from the log."""
 
 
+def check_version(con: duckdb.DuckDBPyConnection) -> None:
+    """Raise `SchemaMismatch` unless the database is projections of this version: another
+    version's tables may have other columns, keys or meanings than the documented ones."""
+    try:
+        rows = con.execute("SELECT value FROM lmg_meta WHERE key = 'schema_version'").fetchall()
+    except duckdb.CatalogException:
+        raise SchemaMismatch(
+            "the database holds no projections (no lmg_meta table): build them with lmg project"
+        ) from None
+    found = int(rows[0][0]) if rows else None
+    if found != SCHEMA_VERSION:
+        raise SchemaMismatch(
+            f"the projections database has schema version {found}, this code writes "
+            f"{SCHEMA_VERSION}: rebuild it (lmg project --rebuild)"
+        )
+
+
 def ensure_schema(con: duckdb.DuckDBPyConnection) -> None:
     """Create every table, view and checkpoint row, or check an existing database's version.
 
@@ -74,13 +92,7 @@ def ensure_schema(con: duckdb.DuckDBPyConnection) -> None:
     ).fetchall()[0]
     missing: list[str] = []
     if exists:
-        rows = con.execute("SELECT value FROM lmg_meta WHERE key = 'schema_version'").fetchall()
-        found = int(rows[0][0]) if rows else None
-        if found != SCHEMA_VERSION:
-            raise SchemaMismatch(
-                f"the projections database has schema version {found}, this code writes "
-                f"{SCHEMA_VERSION}: rebuild it (lmg project --rebuild)"
-            )
+        check_version(con)
         missing = _missing(con)
         if not missing:
             return

@@ -33,7 +33,7 @@ from ._erasure import apply_pending, erasure_due
 from ._fold import Batch
 from ._folder import BATCH_EVENTS, fold_sized, read_lean
 from ._history import folded_history, forget_history, history_differs
-from ._schema import checkpoint, ensure_schema
+from ._schema import check_version, checkpoint, ensure_schema
 from ._text_index import drop_index
 from .errors import DatabaseBusy, ProjectionError
 from .snapshots import SnapshotInfo, SnapshotPolicy, Snapshots, SnapshotSkipped
@@ -431,6 +431,7 @@ def read_connection(
         with gate.hold(exclusive=False, timeout=wait_s):
             con = open_database(db, read_only=True, timeout=wait_s, sandbox=sandbox)
             try:
+                check_version(con)  # another version's tables are not the documented ones
                 yield con
             finally:
                 con.close()

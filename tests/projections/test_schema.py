@@ -55,6 +55,11 @@ def test_a_schema_2_database_is_refused_then_rebuilt(tmp_path: Path) -> None:
     database.write_bytes(zstandard.ZstdDecompressor().decompress(golden))
     query = "SELECT count(*) FROM prompts"
     one_line_error(lmg("sql", store, query), "schema version 2", "lmg project --rebuild")
+    # reading without a fold, too: another version's tables are not the documented ones
+    no_fold = lmg("sql", store, query, "--no-fold")
+    one_line_error(no_fold, "schema version 2", "lmg project --rebuild")
+    with pytest.raises(projections.SchemaMismatch, match="schema version 2"):
+        projections.connect(store).__enter__()
     with pytest.raises(projections.SchemaMismatch, match="schema version 2"):
         projections.MemoryGraph.open(store).close()
     assert lmg("project", store, "--rebuild").returncode == 0
@@ -149,3 +154,13 @@ def test_edges_store_the_columns_a_walk_looks_up_uncompressed(tmp_path: Path) ->
     for column in ("from_id", "to_id", "properties"):
         assert found[column] == ["Uncompressed"], column
     assert found["lsn"] != ["Uncompressed"]
+
+
+def test_a_database_that_holds_no_projections_is_refused_by_a_reader(tmp_path: Path) -> None:
+    """`projections.connect` on a DuckDB file that is not projections (another tool's, named
+    by `database`) says so in one line, rather than failing later on a missing table."""
+    other = tmp_path / "other.duckdb"
+    with duckdb.connect(str(other)) as con:
+        con.execute("CREATE TABLE t (x INTEGER)")
+    with pytest.raises(projections.SchemaMismatch, match="holds no projections"):
+        projections.connect(tmp_path / "store", other).__enter__()
