@@ -12,6 +12,7 @@ import os
 import threading
 import time
 import uuid
+from array import array
 
 __all__ = ["new_id", "uuid_from_int"]
 
@@ -19,36 +20,36 @@ _ENTROPY_BYTES = 4096
 
 
 class _Clock:
-    """The last (ms, counter) handed out, and unused random bytes."""
+    """The last (ms, counter) handed out, and unused random words."""
 
     def __init__(self) -> None:
         self.lock = threading.Lock()
         self.ms = 0
         self.counter = 0
-        self.entropy = b""
+        self.entropy = array("Q")  # 64-bit words: one index per id, no slicing or int.from_bytes
         self.used = 0
 
     def forget_entropy(self) -> None:
-        self.entropy, self.used = b"", 0
+        self.entropy, self.used = array("Q"), 0
 
     def next(self) -> int:
         """The next id's 128 bits."""
         with self.lock:
             ms = time.time_ns() // 1_000_000
             if ms > self.ms:
-                self.ms, self.counter = ms, self._random(2) & 0x3FF  # leave room to count
+                self.ms, self.counter = ms, self._random() & 0x3FF  # leave room to count
             else:
                 self.counter += 1
                 if self.counter > 0xFFF:  # 4,096 ids in one ms: borrow the next ms
                     self.ms, self.counter = self.ms + 1, 0
-            rand = self._random(8) & 0x3FFF_FFFF_FFFF_FFFF
+            rand = self._random() & 0x3FFF_FFFF_FFFF_FFFF
             return self.ms << 80 | 0x7 << 76 | self.counter << 64 | 0b10 << 62 | rand
 
-    def _random(self, size: int) -> int:
-        if self.used + size > len(self.entropy):
-            self.entropy, self.used = os.urandom(_ENTROPY_BYTES), 0
-        start, self.used = self.used, self.used + size
-        return int.from_bytes(self.entropy[start : self.used])
+    def _random(self) -> int:
+        if self.used == len(self.entropy):
+            self.entropy, self.used = array("Q", os.urandom(_ENTROPY_BYTES)), 0
+        self.used += 1
+        return self.entropy[self.used - 1]
 
 
 _CLOCK = _Clock()

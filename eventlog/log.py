@@ -18,7 +18,7 @@ import json
 import os
 import threading
 import uuid
-from collections.abc import AsyncIterator, Callable, Coroutine, Generator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Generator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -250,7 +250,9 @@ class Appends:
 class AsyncAppends:
     """The asyncio twin of `Appends`: every helper is a coroutine."""
 
-    async def _submit(self, request: PendingRequest) -> Appended:
+    def _submit(self, request: PendingRequest) -> Awaitable[Appended]:
+        """The request's outcome, to await: a coroutine, or (`AsyncEventLog`) the future
+        the committer settles, awaited directly rather than through a coroutine of its own."""
         raise NotImplementedError
 
     append = _async_method(c.append)
@@ -497,7 +499,10 @@ class AsyncEventLog(_Reads, AsyncAppends):
     def __init__(self, store: Store) -> None:
         self._store = store
         self._queue: list[tuple[PendingRequest, asyncio.Future[Appended]]] = []
-        self._wake = threading.Condition()  # guards _queue, _stopping and _idle
+        # `_lock` guards _queue, _stopping and _idle; held through it directly (a C context
+        # manager) where no wait or notify is needed, since `Condition.__enter__` is Python.
+        self._lock = threading.Lock()
+        self._wake = threading.Condition(self._lock)
         self._stopping = False
         self._idle = False  # the committer waits for a request: the next one notifies it
         self._committer: threading.Thread | None = None
@@ -543,8 +548,14 @@ class AsyncEventLog(_Reads, AsyncAppends):
             return  # close() synced everything, like EventLog.flush after close
         await asyncio.to_thread(self._store.sync)
 
-    async def _submit(self, request: PendingRequest) -> Appended:
-        return await self._enqueue([request])[0]
+    def _submit(self, request: PendingRequest) -> asyncio.Future[Appended]:
+        if self._closed:  # no committer would ever run: the caller would wait forever
+            raise LogClosed(f"the log at {self._store.path} is closed")
+        future: asyncio.Future[Appended] = asyncio.get_running_loop().create_future()
+        with self._lock:
+            self._queue.append((request, future))
+            self._notify()
+        return future
 
     async def _submit_group(self, requests: list[PendingRequest]) -> list[Appended | BaseException]:
         """Several requests queued at once, so they join one group commit (one write, one
@@ -557,17 +568,21 @@ class AsyncEventLog(_Reads, AsyncAppends):
             raise LogClosed(f"the log at {self._store.path} is closed")
         loop = asyncio.get_running_loop()
         futures: list[asyncio.Future[Appended]] = [loop.create_future() for _ in requests]
-        with self._wake:
+        with self._lock:
             self._queue.extend(zip(requests, futures, strict=True))
-            if self._committer is None:
-                self._committer = threading.Thread(
-                    target=self._commit_forever, name="eventlog-commit", daemon=True
-                )
-                self._committer.start()
-            elif self._idle:  # a busy committer takes the queue when its commit ends
-                self._idle = False
-                self._wake.notify()
+            self._notify()
         return futures
+
+    def _notify(self) -> None:
+        """With the lock held, after queueing: start the committer, or wake it if idle."""
+        if self._committer is None:
+            self._committer = threading.Thread(
+                target=self._commit_forever, name="eventlog-commit", daemon=True
+            )
+            self._committer.start()
+        elif self._idle:  # a busy committer takes the queue when its commit ends
+            self._idle = False
+            self._wake.notify()
 
     def _commit_forever(self) -> None:
         """The committer thread: whatever is queued when a commit ends forms the next group,
