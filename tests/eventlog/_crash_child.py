@@ -18,22 +18,40 @@ Modes:
   runs (sealed segments), idempotent retries and typed helpers.
 - ``diskfull``: set RLIMIT_FSIZE to LIMIT with SIGXFSZ ignored, so a write past LIMIT fails
   with EFBIG, then append small prompts until `StorageFull`; try once more, then exit 0.
+- ``shared``: one of several appenders at once (LIMIT is its worker number): `append` only,
+  so every acknowledgement has its LSN, without ``expect_store_lsn`` (others take LSNs
+  too); idempotent appends report their key (``"key"``). Until SIGKILL, or SIGTERM, on
+  which it closes the store cleanly (trim, tail file) and exits 0.
+- ``tear``: a crash in the middle of a frame's write, which SIGKILL alone never makes (a
+  frame is one `pwrite`): append one prompt (reported as ``shared`` does), then, under the
+  append lock, write the first part of the next frame where it belongs, sync it, leave the
+  temp files of a rotation and of an index file cut short, and SIGKILL itself with the
+  lock held. Whoever takes the lock next must cut the frame; the next open, the files.
+- ``reopen``: open the store (which runs recovery), read it all, close it, in a loop until
+  SIGTERM; after each pass ``{"next_lsn": N, "digest": hex, "torn": T}``, the BLAKE2b of
+  the events it read (as stored, in LSN order) and the torn tails its recovery cut; every
+  fifth pass also runs `eventlog.verify` and says its errors (``"errors"``) if any.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
 import random
 import resource
 import signal
 import sys
+import threading
 import uuid
+import warnings
 from typing import Any
 
 import msgspec
 
 import eventlog
 from eventlog import events as ev
+from eventlog._format import Request, encode_body, encode_frame
 
 _ENCODE = msgspec.msgpack.Encoder(uuid_format="bytes").encode
 
@@ -179,9 +197,137 @@ def _disk_full(log: eventlog.EventLog, rng: random.Random, limit: int, next_lsn:
     _say({"error": "none", "errno": None, "message": f"no error below {limit} bytes"})
 
 
+class _Stop:
+    """Set by SIGTERM; the loops check it between appends (never inside one)."""
+
+    def __init__(self) -> None:
+        self.asked = False
+        signal.signal(signal.SIGTERM, self._ask)
+
+    def _ask(self, _signum: int, _frame: object) -> None:
+        self.asked = True
+
+
+def _shared(
+    log: eventlog.EventLog, rng: random.Random, known: _Known, worker: int, stop: _Stop
+) -> None:
+    seq = 0
+
+    def report(appended: eventlog.Appended, key: str | None = None) -> None:
+        _say(
+            {
+                "lsn": appended.first_lsn,
+                "events": [encode(e).hex() for e in appended.events],
+                "duplicate": appended.duplicate,
+                "key": key,
+            }
+        )
+        for event in appended.events:
+            known.take_in(event)
+
+    mine = ev.SessionCreated(id=uuid.uuid4(), metadata={"worker": worker})
+    report(log.append(mine))
+    sessions = [mine.id]
+    keys: list[tuple[str, list[ev.EventBase]]] = []
+    while not stop.asked:
+        seq += 1
+        choice = rng.random()
+        # Mostly this run's sessions; some of any appender's, any run's (sealed segments).
+        s = rng.choice(sessions if rng.random() < 0.7 else known.sessions)
+        key = None
+        if choice < 0.15:
+            sid, pid = uuid.uuid4(), uuid.uuid4()
+            events: list[ev.EventBase] = [
+                ev.SessionCreated(id=sid, tags=["chain"]),
+                ev.PromptAdded(id=pid, session_id=sid, content=_text(rng)),
+                ev.ResponseAdded(id=uuid.uuid4(), prompt_id=pid, content=_text(rng)),
+            ]
+            sessions.append(sid)
+        elif choice < 0.45:
+            events = [ev.PromptAdded(id=uuid.uuid4(), session_id=s, content=_text(rng))]
+        elif choice < 0.60 and known.prompts:
+            p = rng.choice(known.prompts)
+            events = [ev.ResponseAdded(id=uuid.uuid4(), prompt_id=p, content=_text(rng))]
+        elif choice < 0.72:
+            count = rng.choice((2, 5, 30))  # 30 often makes a frame past segment_bytes
+            events = [
+                ev.PromptAdded(id=uuid.uuid4(), session_id=s, content=_text(rng))
+                for _ in range(count)
+            ]
+        elif choice < 0.80:
+            # No id of its own: `seq` makes it unique, so "stored once" can be checked.
+            events = [ev.SessionUpdated(session_id=s, metadata={"w": worker, "seq": seq})]
+        elif choice < 0.88 and keys:
+            key, original = rng.choice(keys)
+            retried = log.append(original, idempotency_key=key)
+            assert retried.duplicate, retried
+            report(retried, key)
+            continue
+        else:
+            events = [ev.PromptAdded(id=uuid.uuid4(), session_id=s, content=_text(rng))]
+            key = f"{worker}-{uuid.uuid4().hex}"
+            keys.append((key, events))
+        report(log.append(events) if key is None else log.append(events, idempotency_key=key), key)
+
+
+def _tear(log: eventlog.EventLog, rng: random.Random, known: _Known) -> None:
+    event = ev.PromptAdded(id=uuid.uuid4(), session_id=rng.choice(known.sessions), content="x")
+    appended = log.append(event)
+    _report(appended)
+    store = log._store
+    with store._flock():
+        active = store._catch_up()
+        torn = ev.PromptAdded(id=uuid.uuid4(), session_id=event.session_id, content=_text(rng))
+        torn.ts = appended.events[0].ts
+        frame = encode_frame(
+            encode_body([Request([torn])]),
+            first_lsn=active.next_lsn,
+            count=1,
+            min_ts=torn.ts,
+            max_ts=torn.ts,
+            level=3,
+        )
+        os.pwrite(active.fd, frame[: rng.randrange(1, len(frame))], active.end)
+        os.fsync(active.fd)
+        # What a kill leaves mid-rotation (under the lock) and mid-way through writing index
+        # files (outside it, named with the writer's pid): the next open removes both.
+        segment = store.segment_path(active.next_lsn)
+        segment.with_name(segment.name + ".tmp").write_bytes(b"LMGSEG")
+        ids = store.segment_path(active.first_lsn).with_suffix(".ids")
+        ids.with_name(f"{ids.name}.{os.getpid()}.{threading.get_ident()}.tmp").write_bytes(b"L")
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+def _reopen(store: str, segment_bytes: int) -> None:
+    stop = _Stop()
+    passes = 0
+    while not stop.asked:
+        passes += 1
+        digest = hashlib.blake2b()
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            with eventlog.open(store, segment_bytes=segment_bytes) as log:
+                count = 0
+                for record in log.read():
+                    assert record.lsn == count, f"read LSN {record.lsn} where {count} was due"
+                    digest.update(encode(record.event))
+                    count += 1
+        torn = [w for w in caught if issubclass(w.category, eventlog.TornTailTruncated)]
+        line: dict[str, Any] = {"next_lsn": count, "digest": digest.hexdigest(), "torn": len(torn)}
+        if passes % 5 == 0:  # it takes no lock: appenders and recoveries go on meanwhile
+            errors = [str(p) for p in eventlog.verify(store) if p.severity == "error"]
+            if errors:
+                line["errors"] = errors
+        _say(line)
+
+
 def main(argv: list[str]) -> None:
     mode, store, seed, segment_bytes = argv[0], argv[1], int(argv[2]), int(argv[3])
     rng = random.Random(seed)
+    if mode == "reopen":
+        _reopen(store, segment_bytes)
+        return
+    stop = _Stop() if mode == "shared" else None  # before "ready": a SIGTERM after it is heard
     with eventlog.open(store, segment_bytes=segment_bytes) as log:
         known = _Known()
         count = 0
@@ -193,6 +339,11 @@ def main(argv: list[str]) -> None:
             _crash(log, rng, known, count)
         elif mode == "diskfull":
             _disk_full(log, rng, int(argv[4]), count)
+        elif mode == "shared":
+            assert stop is not None
+            _shared(log, rng, known, int(argv[4]), stop)
+        elif mode == "tear":
+            _tear(log, rng, known)
         else:
             raise SystemExit(f"unknown mode {mode!r}")
 
