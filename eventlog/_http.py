@@ -18,12 +18,14 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import hmac
+import ipaddress
 import sys
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import msgspec
 import prometheus_client as prom
@@ -55,8 +57,10 @@ __all__ = [
     "Service",
     "Token",
     "access_log",
+    "browser_guard",
     "error_response",
     "hash_token",
+    "is_loopback",
     "read_body",
     "service_of",
 ]
@@ -466,5 +470,58 @@ def access_log(app: ASGIApp, metrics: Metrics) -> ASGIApp:
             if not pending:
                 asyncio.get_running_loop().call_soon(write)
             pending.append(_LINE.encode(line) + b"\n")
+
+    return middleware
+
+
+def is_loopback(host: str) -> bool:
+    """Is `host` (a name or an IP literal, IPv6 with or without brackets) this host only?"""
+    host = host.lower().removeprefix("[").removesuffix("]")
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _host_of(authority: str) -> str:
+    """The host of a ``host[:port]`` authority (``[::1]:8420`` gives ``::1``)."""
+    if authority.startswith("["):
+        return authority[1 : authority.find("]")] if "]" in authority else authority
+    return authority.rpartition(":")[0] if ":" in authority else authority
+
+
+def browser_guard(app: ASGIApp) -> ASGIApp:
+    """ASGI middleware for a service without auth, which trusts whoever can reach loopback.
+    A web browser on this host reaches it too, on behalf of any page it shows, so:
+
+    - a request whose ``Origin`` is not the service's own (any page of another site, or a
+      sandboxed one: ``null``) is refused (403 ``cross_origin``): a cross-site form or
+      ``fetch(..., {mode: "no-cors"})`` could otherwise append, erase or fork (CSRF), since
+      the routes take a body of any content type and no token is asked for;
+    - a request whose ``Host`` is no loopback name is refused (403 ``bad_host``): a page of
+      a domain its owner points at 127.0.0.1 (DNS rebinding) is the service's own origin to
+      the browser, and could otherwise read every store.
+
+    Clients other than browsers (curl, the Python clients) send no ``Origin`` and a loopback
+    ``Host``. With auth on, a page has no token to send, and this guard is not needed."""
+
+    async def middleware(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            headers = {k: v for k, v in scope["headers"] if k in (b"host", b"origin")}
+            host = headers.get(b"host", b"").decode("latin-1").lower()
+            if host and not is_loopback(_host_of(host)):
+                refused = error_response(
+                    403, "bad_host", "without --auth, Host must be 127.0.0.1, ::1 or localhost"
+                )
+                await refused(scope, receive, send)
+                return
+            origin = headers.get(b"origin")
+            if origin is not None and urlsplit(origin.decode("latin-1").lower()).netloc != host:
+                message = "without --auth, requests from another origin's web page are refused"
+                await error_response(403, "cross_origin", message)(scope, receive, send)
+                return
+        await app(scope, receive, send)
 
     return middleware

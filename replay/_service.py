@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ipaddress
 import os
 import sys
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -168,7 +167,9 @@ def app(
     starlette.state.open_store = open_store  # `replay._routes.fork` serves its new store
     starlette.state.forking = set()  # the names of the forks being made (`replay._routes`)
     starlette.state.retention = schedule
-    return _http.access_log(starlette, service.metrics), service
+    # Without auth, loopback is the only protection, and a browser's pages cross it.
+    guarded = starlette if auth is not None else _http.browser_guard(starlette)
+    return _http.access_log(guarded, service.metrics), service
 
 
 class _Server(uvicorn.Server):
@@ -218,15 +219,6 @@ def _has_policy(store: Path) -> bool:
         return True
 
 
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
 def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
     """uvloop's event loop if it is installed (the ``serve`` extra brings it, except on
     Windows): it runs the service's many small callbacks in C, asyncio's in Python."""
@@ -249,7 +241,7 @@ def serve(
 ) -> None:
     """Serve `stores` until SIGTERM or SIGINT; advertise the service in each store meanwhile.
     With `retention_every_s`, apply each store's retention policy on that schedule."""
-    if auth is None and not is_loopback(host):
+    if auth is None and not _http.is_loopback(host):
         raise eventlog.InvalidEvent(
             f"--host {host} is not loopback: give --auth FILE to serve beyond this host"
         )

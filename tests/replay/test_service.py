@@ -180,7 +180,7 @@ def test_a_slow_body_is_cut_off(tmp_path: Path, store: Path) -> None:
         host, port = service.url.removeprefix("http://").split(":")
         with socket.create_connection((host, int(port)), timeout=WAIT_S) as sock:
             sock.sendall(
-                b"POST /v1/stores/default/events HTTP/1.1\r\nHost: x\r\n"
+                b"POST /v1/stores/default/events HTTP/1.1\r\nHost: 127.0.0.1\r\n"
                 b"Content-Length: 100\r\n\r\n[{"
             )
             reply = sock.recv(4096)
@@ -516,3 +516,37 @@ def test_an_erasure_reaches_the_database_the_service_holds(served: Service, stor
     (content,) = answer.json()["rows"][0]
     assert content.startswith("[erased ")
     assert secret.encode() not in (store / projections.DATABASE_FILE).read_bytes()
+
+
+# -- attacks from a web browser on this host (no auth: loopback is the only protection) ------
+
+
+def test_a_web_page_of_another_origin_may_not_write_nor_read(served: Service, store: Path) -> None:
+    """Without --auth, any page the person's browser showed could append, erase and fork:
+    a cross-site form, or `fetch` with `mode: "no-cors"`, sends a text/plain POST without a
+    preflight, the routes take a body of any content type, and no token is asked for. A
+    domain pointed at 127.0.0.1 (DNS rebinding) was the service's own origin to the browser,
+    and read every store. Both are refused now; curl and the clients send no Origin."""
+    port = served.url.rsplit(":", 1)[1]
+    plain = {"Content-Type": "text/plain"}
+    for origin in ("http://evil.example", "null", f"http://127.0.0.1:{int(port) + 1}"):
+        cross = plain | {"Origin": origin}
+        appended = served.http.post("/v1/stores/default/events", json=_SESSION, headers=cross)
+        erased = served.http.post(
+            "/v1/stores/default/erase", content=b'{"before": "2100-01-01"}', headers=cross
+        )
+        forked = served.http.post(
+            "/v1/stores/default/fork", content=b'{"at": 0, "name": "pwned"}', headers=cross
+        )
+        for answer in (appended, erased, forked):
+            assert answer.status_code == 403, answer.text
+            assert answer.json()["error"]["code"] == "cross_origin"
+    rebound = served.http.get("/v1/stores/default/sessions", headers={"Host": f"evil:{port}"})
+    assert rebound.status_code == 403 and rebound.json()["error"]["code"] == "bad_host"
+    assert not (store.parent / "pwned").exists()
+    assert _events(store) == 1
+    # the web view's own requests (same origin) and a loopback Host by name still pass
+    own = {"Origin": served.url}
+    assert served.http.post("/v1/stores/default/events", json=_SESSION, headers=own).is_success
+    assert served.http.get("/v1/stores", headers={"Host": f"localhost:{port}"}).is_success
+    assert _events(store) == 2
