@@ -87,8 +87,9 @@ class Limits(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tr
     """A SQL statement or typed read running longer is interrupted (`interrupt`) and
     refused (422); its cursor is closed, never left running."""
     replay_time_s: float = 30.0
-    """Building the replay view of SQL's ``at``, or a diff's two views, that takes longer is
-    abandoned (checked after each folded batch; its temporary files go) and refused (422)."""
+    """Building the replay view of SQL's ``at`` (or a web view route's), or a diff's two
+    views, that takes longer is abandoned (checked after each folded batch; its temporary
+    files go) and refused (422)."""
     max_queries: int = 4
     """SQL statements and typed reads running at once; more wait their turn."""
     max_follows: int = 64

@@ -659,3 +659,18 @@ def test_a_link_planted_at_the_text_index_is_not_followed_and_searches_still_ans
     finally:
         assert service.stop() == 0
     assert "Traceback" not in service.child.stderr()
+
+
+def test_a_page_at_a_point_that_takes_too_long_to_replay_is_abandoned(tmp_path: Path) -> None:
+    """The web view's routes built the view at ``?at=`` with no time limit (SQL's ``at``
+    and a diff stop at `replay_time_s`): requests at a point of a big store held every
+    query turn for as long as their folds took. Here the limit is shorter than any fold."""
+    _store(tmp_path / "store")
+    service = Service(tmp_path, [str(tmp_path / "store"), "--limit", "replay_time_s=0.000001"])
+    try:
+        for route in ("sessions", "agents", "templates"):
+            error = _get(service, f"/v1/stores/default/{route}?at=5", 422)["error"]
+            assert error["code"] == "time_limit", route
+        assert _get(service, "/v1/stores/default/sessions")["total"] == 5
+    finally:
+        assert service.stop() == 0
