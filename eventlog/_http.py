@@ -77,7 +77,9 @@ class Limits(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tr
     """A request body larger than this is refused (413) as soon as it is known to be."""
     body_timeout_s: float = 30.0
     """A body not received in full within this time is refused (408): a slow client holds
-    no worker for longer."""
+    no worker for longer. A request's head (line and headers) has as long to arrive, from
+    the connection or its first byte (`replay._service`), else 408 and the connection is
+    closed."""
     max_batch_appends: int = 1_000
     """Appends one body of the batch route may carry (``events:batch``); more is refused
     (413) whole. Each append in it keeps the log's own limits."""

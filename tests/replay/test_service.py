@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import json
 import re
 import shutil
@@ -186,6 +187,40 @@ def test_a_slow_body_is_cut_off(tmp_path: Path, store: Path) -> None:
             reply = sock.recv(4096)
         assert reply.startswith(b"HTTP/1.1 408"), reply
         assert _events(store) == 1
+    finally:
+        assert service.stop() == 0
+
+
+def test_a_slow_or_huge_request_head_is_cut_off(tmp_path: Path, store: Path) -> None:
+    """uvicorn waited without end for a request's line and headers, and kept them whole:
+    1024 connections sending nothing, or a header byte now and then, held every connection
+    slot (everyone else was answered 503), and one 300 MB header was kept in memory. A head
+    now has `body_timeout_s` to arrive (408) and at most 64 KiB (431)."""
+    service = Service(tmp_path, [str(store), "--limit", "body_timeout_s=0.5"])
+    try:
+        host, port = service.url.removeprefix("http://").split(":")
+        began = time.monotonic()
+        with (
+            socket.create_connection((host, int(port)), timeout=WAIT_S) as idle,
+            socket.create_connection((host, int(port)), timeout=WAIT_S) as slow,
+            socket.create_connection((host, int(port)), timeout=WAIT_S) as huge,
+        ):
+            slow.sendall(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nX-a: b")
+            for _ in range(3):
+                time.sleep(0.1)
+                slow.sendall(b"b")
+            huge.sendall(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nX-a: ")
+            with contextlib.suppress(OSError):  # the service may close it while we send
+                for _ in range(64):
+                    huge.sendall(b"b" * 16384)
+            assert slow.recv(4096).startswith(b"HTTP/1.1 408")
+            assert idle.recv(4096).startswith(b"HTTP/1.1 408")
+            assert huge.recv(4096).startswith(b"HTTP/1.1 431")
+        assert time.monotonic() - began < 10
+        long = {"X-Long": "a" * 60_000}  # a head below the limit, over a keep-alive connection
+        for _ in range(2):
+            assert service.http.get("/healthz", headers=long).status_code == 200
+        assert service.http.post("/v1/stores/default/events", json=_SESSION).is_success
     finally:
         assert service.stop() == 0
 
