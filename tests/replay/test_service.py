@@ -175,6 +175,20 @@ def test_bad_reads_are_refused_with_a_reason(
     assert str(tmp_path) not in answer.text
 
 
+def test_a_bad_last_event_id_is_refused_before_the_stream_starts(
+    served: Service, tmp_path: Path
+) -> None:
+    """`Last-Event-ID: -5` was answered 200, then the stream broke (the log refused LSN
+    -4 once the answer had begun: a cut-off chunked body, a traceback in the service's log)."""
+    for resume in ("-5", "x", "1" * 20):
+        answer = served.http.get("/v1/stores/default/events", headers={"Last-Event-ID": resume})
+        assert answer.status_code == 422, answer.text
+        assert answer.json()["error"]["code"] == "invalid_event"
+    resumed = served.http.get("/v1/stores/default/events", headers={"Last-Event-ID": "0"})
+    assert resumed.status_code == 200 and resumed.text == ""
+    assert "Traceback" not in served.child.stderr()
+
+
 def test_a_slow_body_is_cut_off(tmp_path: Path, store: Path) -> None:
     service = Service(tmp_path, [str(store), "--limit", "body_timeout_s=0.5"])
     try:
