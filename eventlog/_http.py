@@ -428,11 +428,13 @@ class _Line(msgspec.Struct):
 
 
 _LINE = msgspec.json.Encoder()
+_NO_STORE = (b"cache-control", b"no-store")
 
 
 def access_log(app: ASGIApp, metrics: Metrics) -> ASGIApp:
     """ASGI middleware: one JSON line per request on stderr (time, method, route, status,
-    milliseconds, token name), and the request's latency in `metrics` by route and status.
+    milliseconds, token name), and the request's latency in `metrics` by route and status;
+    an answer that says nothing of caching is sent with ``Cache-Control: no-store``.
     The route is its template (``/v1/stores/{name}/sql``), so labels stay few: the one
     Starlette's router dispatched to (``scope["route"]``), not a second search of the routes.
 
@@ -459,6 +461,11 @@ def access_log(app: ASGIApp, metrics: Metrics) -> ASGIApp:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
+                headers = message.get("headers", [])
+                if not any(name == b"cache-control" for name, _ in headers):
+                    # The stores' content, errors too: kept by no cache, not even the
+                    # browser's own on disk after the tab (and its token) is gone.
+                    message["headers"] = [*headers, _NO_STORE]
             await send(message)
 
         try:

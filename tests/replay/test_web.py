@@ -93,6 +93,23 @@ def test_the_page_has_a_strict_content_security_policy(served: tuple[Service, An
     assert missing.status_code == 404 and missing.json()["error"]["code"] == "not_found"
 
 
+def test_the_stores_content_is_kept_by_no_cache(served: tuple[Service, list[uuid.UUID]]) -> None:
+    """The JSON routes said nothing of caching: a browser could keep a store's sessions, SQL
+    answers and errors in its cache on disk after the tab, and its token, were gone."""
+    service, sessions = served
+    for path in (
+        "/v1/stores",
+        "/v1/stores/default/sessions",
+        f"/v1/stores/default/sessions/{sessions[0]}/view",
+        "/v1/stores/default/events",
+        "/v1/stores/nowhere/sessions",
+    ):
+        assert service.http.get(path).headers["cache-control"] == "no-store", path
+    sql = service.http.post("/v1/stores/default/sql", json={"query": "SELECT 1"})
+    assert sql.headers["cache-control"] == "no-store"
+    assert service.http.get("/ui/static/app.js").headers["cache-control"] == "no-cache"
+
+
 def test_the_sessions_list_sorts_and_pages(served: tuple[Service, list[uuid.UUID]]) -> None:
     service, sessions = served
     s = [str(i) for i in sessions]
