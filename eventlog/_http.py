@@ -18,12 +18,14 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import hmac
+import ipaddress
 import sys
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import msgspec
 import prometheus_client as prom
@@ -55,8 +57,10 @@ __all__ = [
     "Service",
     "Token",
     "access_log",
+    "browser_guard",
     "error_response",
     "hash_token",
+    "is_loopback",
     "read_body",
     "service_of",
 ]
@@ -73,7 +77,9 @@ class Limits(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tr
     """A request body larger than this is refused (413) as soon as it is known to be."""
     body_timeout_s: float = 30.0
     """A body not received in full within this time is refused (408): a slow client holds
-    no worker for longer."""
+    no worker for longer. A request's head (line and headers) has as long to arrive, from
+    the connection or its first byte (`replay._service`), else 408 and the connection is
+    closed."""
     max_batch_appends: int = 1_000
     """Appends one body of the batch route may carry (``events:batch``); more is refused
     (413) whole. Each append in it keeps the log's own limits."""
@@ -83,8 +89,9 @@ class Limits(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tr
     """A SQL statement or typed read running longer is interrupted (`interrupt`) and
     refused (422); its cursor is closed, never left running."""
     replay_time_s: float = 30.0
-    """Building the replay view of SQL's ``at``, or a diff's two views, that takes longer is
-    abandoned (checked after each folded batch; its temporary files go) and refused (422)."""
+    """Building the replay view of SQL's ``at`` (or a web view route's), or a diff's two
+    views, that takes longer is abandoned (checked after each folded batch; its temporary
+    files go) and refused (422)."""
     max_queries: int = 4
     """SQL statements and typed reads running at once; more wait their turn."""
     max_follows: int = 64
@@ -421,11 +428,13 @@ class _Line(msgspec.Struct):
 
 
 _LINE = msgspec.json.Encoder()
+_NO_STORE = (b"cache-control", b"no-store")
 
 
 def access_log(app: ASGIApp, metrics: Metrics) -> ASGIApp:
     """ASGI middleware: one JSON line per request on stderr (time, method, route, status,
-    milliseconds, token name), and the request's latency in `metrics` by route and status.
+    milliseconds, token name), and the request's latency in `metrics` by route and status;
+    an answer that says nothing of caching is sent with ``Cache-Control: no-store``.
     The route is its template (``/v1/stores/{name}/sql``), so labels stay few: the one
     Starlette's router dispatched to (``scope["route"]``), not a second search of the routes.
 
@@ -452,6 +461,11 @@ def access_log(app: ASGIApp, metrics: Metrics) -> ASGIApp:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
+                headers = message.get("headers", [])
+                if not any(name == b"cache-control" for name, _ in headers):
+                    # The stores' content, errors too: kept by no cache, not even the
+                    # browser's own on disk after the tab (and its token) is gone.
+                    message["headers"] = [*headers, _NO_STORE]
             await send(message)
 
         try:
@@ -466,5 +480,58 @@ def access_log(app: ASGIApp, metrics: Metrics) -> ASGIApp:
             if not pending:
                 asyncio.get_running_loop().call_soon(write)
             pending.append(_LINE.encode(line) + b"\n")
+
+    return middleware
+
+
+def is_loopback(host: str) -> bool:
+    """Is `host` (a name or an IP literal, IPv6 with or without brackets) this host only?"""
+    host = host.lower().removeprefix("[").removesuffix("]")
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _host_of(authority: str) -> str:
+    """The host of a ``host[:port]`` authority (``[::1]:8420`` gives ``::1``)."""
+    if authority.startswith("["):
+        return authority[1 : authority.find("]")] if "]" in authority else authority
+    return authority.rpartition(":")[0] if ":" in authority else authority
+
+
+def browser_guard(app: ASGIApp) -> ASGIApp:
+    """ASGI middleware for a service without auth, which trusts whoever can reach loopback.
+    A web browser on this host reaches it too, on behalf of any page it shows, so:
+
+    - a request whose ``Origin`` is not the service's own (any page of another site, or a
+      sandboxed one: ``null``) is refused (403 ``cross_origin``): a cross-site form or
+      ``fetch(..., {mode: "no-cors"})`` could otherwise append, erase or fork (CSRF), since
+      the routes take a body of any content type and no token is asked for;
+    - a request whose ``Host`` is no loopback name is refused (403 ``bad_host``): a page of
+      a domain its owner points at 127.0.0.1 (DNS rebinding) is the service's own origin to
+      the browser, and could otherwise read every store.
+
+    Clients other than browsers (curl, the Python clients) send no ``Origin`` and a loopback
+    ``Host``. With auth on, a page has no token to send, and this guard is not needed."""
+
+    async def middleware(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            headers = {k: v for k, v in scope["headers"] if k in (b"host", b"origin")}
+            host = headers.get(b"host", b"").decode("latin-1").lower()
+            if host and not is_loopback(_host_of(host)):
+                refused = error_response(
+                    403, "bad_host", "without --auth, Host must be 127.0.0.1, ::1 or localhost"
+                )
+                await refused(scope, receive, send)
+                return
+            origin = headers.get(b"origin")
+            if origin is not None and urlsplit(origin.decode("latin-1").lower()).netloc != host:
+                message = "without --auth, requests from another origin's web page are refused"
+                await error_response(403, "cross_origin", message)(scope, receive, send)
+                return
+        await app(scope, receive, send)
 
     return middleware

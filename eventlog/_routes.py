@@ -217,8 +217,10 @@ async def read(request: Request) -> Response:
         else:
             start_time = to_ns(origin[:64], "from")  # checked here: a 422, not a broken stream
     resume = request.headers.get("last-event-id")
-    if resume is not None:
-        start, start_time = _int(resume, "Last-Event-ID") + 1, None
+    if resume is not None:  # an LSN: a negative one broke the stream after its 200 began
+        if not re.fullmatch(r"[0-9]{1,19}", resume):
+            raise InvalidEvent(f"Last-Event-ID must be an LSN, got {resume[:40]!r}")
+        start, start_time = int(resume) + 1, None
     follow = params.get("follow", "false").lower() in ("1", "true", "yes")
     sse = _SSE in request.headers.get("accept", "")
     if follow and len(service.stops) >= service.limits.max_follows:

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ipaddress
 import os
 import sys
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -32,6 +31,7 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 import eventlog
 from eventlog import _http
@@ -168,7 +168,9 @@ def app(
     starlette.state.open_store = open_store  # `replay._routes.fork` serves its new store
     starlette.state.forking = set()  # the names of the forks being made (`replay._routes`)
     starlette.state.retention = schedule
-    return _http.access_log(starlette, service.metrics), service
+    # Without auth, loopback is the only protection, and a browser's pages cross it.
+    guarded = starlette if auth is not None else _http.browser_guard(starlette)
+    return _http.access_log(guarded, service.metrics), service
 
 
 class _Server(uvicorn.Server):
@@ -192,6 +194,70 @@ class _Server(uvicorn.Server):
                 yield
             finally:
                 self._captured_signals.clear()
+
+
+MAX_HEAD_BYTES = 64 * 1024
+"""A request's line and headers; larger is refused (431) and the connection closed."""
+
+
+class _Protocol(HttpToolsProtocol):
+    """uvicorn's HTTP/1.1 protocol (httptools), with the limits it lacks on a request's head
+    (its line and headers), which it waited for without end and kept whole: 1024 connections
+    sending nothing, or a header byte now and then, held every `limit_concurrency` slot (all
+    other requests were answered 503), and a 300 MB header was kept in memory. A head must
+    now arrive within `head_timeout_s` (the service's `body_timeout_s`) of the connection or
+    of its first byte (else 408), and be at most `MAX_HEAD_BYTES` (else 431); the connection
+    is then closed."""
+
+    head_timeout_s = 30.0
+    _head_timer: asyncio.TimerHandle | None = None
+    _head_bytes = 0
+    _heads = 0  # heads received in full on this connection
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._start_head()
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        if self._head_timer is None:
+            self._start_head()
+
+    def on_headers_complete(self) -> None:
+        self._stop_head()
+        self._heads += 1
+        super().on_headers_complete()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._stop_head()
+        super().connection_lost(exc)
+
+    def data_received(self, data: bytes) -> None:
+        heads, in_head = self._heads, self._head_timer is not None
+        super().data_received(data)  # httptools keeps a header whole until it ends: count here
+        if in_head and self._heads == heads and self._head_timer is not None:
+            self._head_bytes += len(data)  # all of `data` was head: no head ended in it
+            if self._head_bytes > MAX_HEAD_BYTES:
+                self._refuse(b"431 Request Header Fields Too Large")
+
+    def _start_head(self) -> None:
+        self._head_bytes = 0
+        self._head_timer = self.loop.call_later(
+            self.head_timeout_s, self._refuse, b"408 Request Timeout"
+        )
+
+    def _stop_head(self) -> None:
+        if self._head_timer is not None:
+            self._head_timer.cancel()
+            self._head_timer = None
+
+    def _refuse(self, status: bytes) -> None:
+        self._stop_head()
+        if not self.transport.is_closing():
+            self.transport.write(
+                b"HTTP/1.1 %s\r\ncontent-length: 0\r\nconnection: close\r\n\r\n" % status
+            )
+            self.transport.close()
 
 
 def _retention_notice(stores: dict[str, Path], every_s: float | None) -> str:
@@ -218,15 +284,6 @@ def _has_policy(store: Path) -> bool:
         return True
 
 
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
 def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
     """uvloop's event loop if it is installed (the ``serve`` extra brings it, except on
     Windows): it runs the service's many small callbacks in C, asyncio's in Python."""
@@ -249,14 +306,19 @@ def serve(
 ) -> None:
     """Serve `stores` until SIGTERM or SIGINT; advertise the service in each store meanwhile.
     With `retention_every_s`, apply each store's retention policy on that schedule."""
-    if auth is None and not is_loopback(host):
+    if auth is None and not _http.is_loopback(host):
         raise eventlog.InvalidEvent(
             f"--host {host} is not loopback: give --auth FILE to serve beyond this host"
         )
     # A store that fails to open (an older schema, a lock another process holds, a damaged
     # log) is said in one line, exit 1, as other commands do, not as uvicorn's traceback.
     failures: list[str] = []
-    asgi, service = app(stores, auth, limits, retention_every_s, failures.append)
+    chosen = limits or Limits()
+    asgi, service = app(stores, auth, chosen, retention_every_s, failures.append)
+
+    class Protocol(_Protocol):
+        head_timeout_s = chosen.body_timeout_s
+
     config = uvicorn.Config(
         asgi,
         host=host,
@@ -266,6 +328,7 @@ def serve(
         lifespan="on",
         ssl_certfile=tls[0] if tls else None,
         ssl_keyfile=tls[1] if tls else None,
+        http=Protocol,  # limits on a request's head
         timeout_keep_alive=5,
         limit_concurrency=1024,
     )

@@ -37,6 +37,7 @@ from eventlog._time import to_ns
 from projections import _browse
 from projections._routes import ServedGraph, json_response, run_read
 
+from ._routes import _bounded
 from .view import at as view_at
 
 __all__ = ["SECURITY_HEADERS", "routes"]
@@ -120,9 +121,9 @@ async def _on_point(request: Request, fn: Callable[[duckdb.DuckDBPyConnection], 
         return json_response(await run_read(service, cursor, lambda: fn(cursor)))
     lsn = point.isascii() and point.lstrip("-").isdigit() and len(point) < 20
     where: dict[str, Any] = {"lsn": int(point)} if lsn else {"time": point}
-    assert service.queries is not None
-    async with service.queries:
-        view = await asyncio.to_thread(view_at, served.path, **where)
+    # Within `replay_time_s`, as SQL's `at` and a diff: this fold was not bounded, so a few
+    # requests at a point of a big store held every query turn for as long as they took.
+    view = await _bounded(service, view_at, served.path, **where)
     try:
         cursor = view.connection.cursor()
         return json_response(await run_read(service, cursor, lambda: fn(cursor)))

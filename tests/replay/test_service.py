@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import json
 import re
 import shutil
@@ -174,18 +175,66 @@ def test_bad_reads_are_refused_with_a_reason(
     assert str(tmp_path) not in answer.text
 
 
+def test_a_bad_last_event_id_is_refused_before_the_stream_starts(
+    served: Service, tmp_path: Path
+) -> None:
+    """`Last-Event-ID: -5` was answered 200, then the stream broke (the log refused LSN
+    -4 once the answer had begun: a cut-off chunked body, a traceback in the service's log)."""
+    for resume in ("-5", "x", "1" * 20):
+        answer = served.http.get("/v1/stores/default/events", headers={"Last-Event-ID": resume})
+        assert answer.status_code == 422, answer.text
+        assert answer.json()["error"]["code"] == "invalid_event"
+    resumed = served.http.get("/v1/stores/default/events", headers={"Last-Event-ID": "0"})
+    assert resumed.status_code == 200 and resumed.text == ""
+    assert "Traceback" not in served.child.stderr()
+
+
 def test_a_slow_body_is_cut_off(tmp_path: Path, store: Path) -> None:
     service = Service(tmp_path, [str(store), "--limit", "body_timeout_s=0.5"])
     try:
         host, port = service.url.removeprefix("http://").split(":")
         with socket.create_connection((host, int(port)), timeout=WAIT_S) as sock:
             sock.sendall(
-                b"POST /v1/stores/default/events HTTP/1.1\r\nHost: x\r\n"
+                b"POST /v1/stores/default/events HTTP/1.1\r\nHost: 127.0.0.1\r\n"
                 b"Content-Length: 100\r\n\r\n[{"
             )
             reply = sock.recv(4096)
         assert reply.startswith(b"HTTP/1.1 408"), reply
         assert _events(store) == 1
+    finally:
+        assert service.stop() == 0
+
+
+def test_a_slow_or_huge_request_head_is_cut_off(tmp_path: Path, store: Path) -> None:
+    """uvicorn waited without end for a request's line and headers, and kept them whole:
+    1024 connections sending nothing, or a header byte now and then, held every connection
+    slot (everyone else was answered 503), and one 300 MB header was kept in memory. A head
+    now has `body_timeout_s` to arrive (408) and at most 64 KiB (431)."""
+    service = Service(tmp_path, [str(store), "--limit", "body_timeout_s=0.5"])
+    try:
+        host, port = service.url.removeprefix("http://").split(":")
+        began = time.monotonic()
+        with (
+            socket.create_connection((host, int(port)), timeout=WAIT_S) as idle,
+            socket.create_connection((host, int(port)), timeout=WAIT_S) as slow,
+            socket.create_connection((host, int(port)), timeout=WAIT_S) as huge,
+        ):
+            slow.sendall(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nX-a: b")
+            for _ in range(3):
+                time.sleep(0.1)
+                slow.sendall(b"b")
+            huge.sendall(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nX-a: ")
+            with contextlib.suppress(OSError):  # the service may close it while we send
+                for _ in range(64):
+                    huge.sendall(b"b" * 16384)
+            assert slow.recv(4096).startswith(b"HTTP/1.1 408")
+            assert idle.recv(4096).startswith(b"HTTP/1.1 408")
+            assert huge.recv(4096).startswith(b"HTTP/1.1 431")
+        assert time.monotonic() - began < 10
+        long = {"X-Long": "a" * 60_000}  # a head below the limit, over a keep-alive connection
+        for _ in range(2):
+            assert service.http.get("/healthz", headers=long).status_code == 200
+        assert service.http.post("/v1/stores/default/events", json=_SESSION).is_success
     finally:
         assert service.stop() == 0
 
@@ -516,3 +565,37 @@ def test_an_erasure_reaches_the_database_the_service_holds(served: Service, stor
     (content,) = answer.json()["rows"][0]
     assert content.startswith("[erased ")
     assert secret.encode() not in (store / projections.DATABASE_FILE).read_bytes()
+
+
+# -- attacks from a web browser on this host (no auth: loopback is the only protection) ------
+
+
+def test_a_web_page_of_another_origin_may_not_write_nor_read(served: Service, store: Path) -> None:
+    """Without --auth, any page the person's browser showed could append, erase and fork:
+    a cross-site form, or `fetch` with `mode: "no-cors"`, sends a text/plain POST without a
+    preflight, the routes take a body of any content type, and no token is asked for. A
+    domain pointed at 127.0.0.1 (DNS rebinding) was the service's own origin to the browser,
+    and read every store. Both are refused now; curl and the clients send no Origin."""
+    port = served.url.rsplit(":", 1)[1]
+    plain = {"Content-Type": "text/plain"}
+    for origin in ("http://evil.example", "null", f"http://127.0.0.1:{int(port) + 1}"):
+        cross = plain | {"Origin": origin}
+        appended = served.http.post("/v1/stores/default/events", json=_SESSION, headers=cross)
+        erased = served.http.post(
+            "/v1/stores/default/erase", content=b'{"before": "2100-01-01"}', headers=cross
+        )
+        forked = served.http.post(
+            "/v1/stores/default/fork", content=b'{"at": 0, "name": "pwned"}', headers=cross
+        )
+        for answer in (appended, erased, forked):
+            assert answer.status_code == 403, answer.text
+            assert answer.json()["error"]["code"] == "cross_origin"
+    rebound = served.http.get("/v1/stores/default/sessions", headers={"Host": f"evil:{port}"})
+    assert rebound.status_code == 403 and rebound.json()["error"]["code"] == "bad_host"
+    assert not (store.parent / "pwned").exists()
+    assert _events(store) == 1
+    # the web view's own requests (same origin) and a loopback Host by name still pass
+    own = {"Origin": served.url}
+    assert served.http.post("/v1/stores/default/events", json=_SESSION, headers=own).is_success
+    assert served.http.get("/v1/stores", headers={"Host": f"localhost:{port}"}).is_success
+    assert _events(store) == 2

@@ -93,6 +93,23 @@ def test_the_page_has_a_strict_content_security_policy(served: tuple[Service, An
     assert missing.status_code == 404 and missing.json()["error"]["code"] == "not_found"
 
 
+def test_the_stores_content_is_kept_by_no_cache(served: tuple[Service, list[uuid.UUID]]) -> None:
+    """The JSON routes said nothing of caching: a browser could keep a store's sessions, SQL
+    answers and errors in its cache on disk after the tab, and its token, were gone."""
+    service, sessions = served
+    for path in (
+        "/v1/stores",
+        "/v1/stores/default/sessions",
+        f"/v1/stores/default/sessions/{sessions[0]}/view",
+        "/v1/stores/default/events",
+        "/v1/stores/nowhere/sessions",
+    ):
+        assert service.http.get(path).headers["cache-control"] == "no-store", path
+    sql = service.http.post("/v1/stores/default/sql", json={"query": "SELECT 1"})
+    assert sql.headers["cache-control"] == "no-store"
+    assert service.http.get("/ui/static/app.js").headers["cache-control"] == "no-cache"
+
+
 def test_the_sessions_list_sorts_and_pages(served: tuple[Service, list[uuid.UUID]]) -> None:
     service, sessions = served
     s = [str(i) for i in sessions]
@@ -659,3 +676,18 @@ def test_a_link_planted_at_the_text_index_is_not_followed_and_searches_still_ans
     finally:
         assert service.stop() == 0
     assert "Traceback" not in service.child.stderr()
+
+
+def test_a_page_at_a_point_that_takes_too_long_to_replay_is_abandoned(tmp_path: Path) -> None:
+    """The web view's routes built the view at ``?at=`` with no time limit (SQL's ``at``
+    and a diff stop at `replay_time_s`): requests at a point of a big store held every
+    query turn for as long as their folds took. Here the limit is shorter than any fold."""
+    _store(tmp_path / "store")
+    service = Service(tmp_path, [str(tmp_path / "store"), "--limit", "replay_time_s=0.000001"])
+    try:
+        for route in ("sessions", "agents", "templates"):
+            error = _get(service, f"/v1/stores/default/{route}?at=5", 422)["error"]
+            assert error["code"] == "time_limit", route
+        assert _get(service, "/v1/stores/default/sessions")["total"] == 5
+    finally:
+        assert service.stop() == 0
