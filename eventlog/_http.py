@@ -85,6 +85,11 @@ class Limits(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tr
     (413) whole. Each append in it keeps the log's own limits."""
     max_rows: int = 10_000
     """SQL results are cut at this many rows (the response says ``"truncated": true``)."""
+    max_answer_bytes: int = 64 * 1024 * 1024
+    """SQL results are cut before their rows pass this many bytes (of JSON, or of Arrow
+    buffers), as `max_rows` cuts them: rows are fetched a few hundred at a time, so an
+    answer of huge rows holds no more than about this much (one value larger than it is
+    still made whole before it is cut; `sql_time_s` bounds the time it takes)."""
     sql_time_s: float = 5.0
     """A SQL statement or typed read running longer is interrupted (`interrupt`) and
     refused (422); its cursor is closed, never left running."""

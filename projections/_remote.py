@@ -258,7 +258,7 @@ def _table(content: bytes, truncated: str | None) -> pa.Table:
         raise ServiceError(
             200,
             "too_many_rows",
-            "the answer has more rows than the service's max_rows: add a LIMIT",
+            "the answer passes the service's max_rows or max_answer_bytes: add a LIMIT",
         )
     return pa.ipc.open_stream(content).read_all()
 

@@ -28,7 +28,15 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 import eventlog
-from eventlog._http import ApiError, ServedLog, Service, handle_api_error, read_body, service_of
+from eventlog._http import (
+    ApiError,
+    Limits,
+    ServedLog,
+    Service,
+    handle_api_error,
+    read_body,
+    service_of,
+)
 
 from ._owner import Owner
 from ._reads import GraphReader, NotFound
@@ -145,39 +153,98 @@ class SqlRequest(msgspec.Struct, forbid_unknown_fields=True):
 
 
 def sql_response(
-    cursor: duckdb.DuckDBPyConnection, body: SqlRequest, max_rows: int, arrow: bool
+    cursor: duckdb.DuckDBPyConnection, body: SqlRequest, limits: Limits, arrow: bool
 ) -> Callable[[], Response]:
     """What runs in the worker thread: check and run the query on `cursor` (sandboxed, read
-    only), fetch at most `max_rows`, answer as JSON or an Arrow IPC stream."""
+    only), fetch at most `max_rows` rows and `max_answer_bytes`, answer as JSON or an Arrow
+    IPC stream."""
 
     def run() -> Response:
         if arrow:  # a relation on the cursor: DuckDB streams it as Arrow without a copy
             check(cursor, body.query)
             cursor.execute("BEGIN TRANSACTION READ ONLY")
             relation = translated(lambda: cursor.sql(body.query, params=body.params))
-            reader = relation.to_arrow_reader(min(max_rows + 1, 100_000))
-            batches, count, truncated = [], 0, False
-            for batch in reader:
-                batches.append(batch.slice(0, max_rows - count))
-                count += batches[-1].num_rows
-                if count >= max_rows:
-                    truncated = batch.num_rows > batches[-1].num_rows or any(
-                        b.num_rows for b in reader
-                    )
-                    break
-            sink = io.BytesIO()
-            with pa.ipc.new_stream(sink, reader.schema) as writer:
-                for batch in batches:
-                    writer.write_batch(batch)
-            headers = {TRUNCATED: "true" if truncated else "false"}
-            return Response(sink.getvalue(), media_type=_ARROW, headers=headers)
+            return _arrow_answer(relation, limits.max_rows, limits.max_answer_bytes)
         start(cursor, body.query, body.params)
-        rows = cursor.fetchmany(max_rows + 1)
-        columns = [d[0] for d in cursor.description or ()]
-        out = {"columns": columns, "rows": rows[:max_rows], "truncated": len(rows) > max_rows}
-        return json_response(out)
+        return _json_answer(cursor, limits.max_rows, limits.max_answer_bytes)
 
     return run
+
+
+_CHUNK_ROWS = 256
+"""Rows fetched (JSON) or streamed (Arrow) at a time, so an answer's size is known before
+much more than `max_answer_bytes` is held."""
+
+
+def _arrow_answer(relation: duckdb.DuckDBPyRelation, max_rows: int, max_bytes: int) -> Response:
+    reader = relation.to_arrow_reader(min(max_rows + 1, _CHUNK_ROWS))
+    batches: list[pa.RecordBatch] = []
+    rows = size = 0
+    truncated = False
+    for batch in reader:
+        room = max_rows - rows
+        kept = _head_within(batch.slice(0, room), max_bytes - size)
+        batches.append(kept)
+        rows, size = rows + kept.num_rows, size + kept.nbytes
+        if kept.num_rows < batch.num_rows:  # cut by rows or bytes: there is more
+            truncated = True
+            break
+        if rows >= max_rows:  # max_rows exactly: more only if the reader has more
+            truncated = any(b.num_rows for b in reader)
+            break
+    return _arrow_response(reader.schema, batches, truncated=truncated)
+
+
+def _arrow_response(
+    schema: pa.Schema, batches: list[pa.RecordBatch], *, truncated: bool
+) -> Response:
+    sink = io.BytesIO()
+    with pa.ipc.new_stream(sink, schema) as writer:
+        for batch in batches:
+            writer.write_batch(batch)
+    headers = {TRUNCATED: "true" if truncated else "false"}
+    return Response(sink.getvalue(), media_type=_ARROW, headers=headers)
+
+
+def _json_answer(cursor: duckdb.DuckDBPyConnection, max_rows: int, max_bytes: int) -> Response:
+    """``{"columns", "rows", "truncated"}``, encoded a chunk of rows at a time as they are
+    fetched, and cut where the rows would pass `max_bytes` (or `max_rows`)."""
+    columns = [d[0] for d in cursor.description or ()]
+    parts: list[bytes] = []
+    rows = size = 0
+    truncated = False
+    while not truncated:
+        chunk = cursor.fetchmany(min(_CHUNK_ROWS, max_rows + 1 - rows))
+        if not chunk:
+            break
+        if rows + len(chunk) > max_rows:  # the one row past max_rows says there are more
+            chunk, truncated = chunk[: max_rows - rows], True
+        encoded = [_JSON.encode(row) for row in chunk]
+        for k, row in enumerate(encoded):
+            size += len(row) + 1
+            if size > max_bytes:
+                encoded, truncated = encoded[:k], True
+                break
+        parts += encoded
+        rows += len(encoded)
+    body = b'{"columns":%s,"rows":[%s],"truncated":%s}' % (
+        _JSON.encode(columns),
+        b",".join(parts),
+        b"true" if truncated else b"false",
+    )
+    return Response(body, media_type="application/json")
+
+
+def _head_within(batch: pa.RecordBatch, budget: int) -> pa.RecordBatch:
+    """The longest head of `batch` of at most `budget` bytes (bisected: a slice's `nbytes`
+    counts only its own rows)."""
+    if batch.nbytes <= budget:
+        return batch
+    low, high = 0, batch.num_rows  # the head of `low` rows fits; of `high` rows, not
+    while high - low > 1:
+        middle = (low + high) // 2
+        low, high = (middle, high) if batch.slice(0, middle).nbytes <= budget else (low, middle)
+    return batch.slice(0, low)
 
 
 async def sql_body(request: Request, service: Service) -> SqlRequest:
@@ -202,7 +269,7 @@ def _sql_route(at: SqlAt | None) -> Callable[[Request], Awaitable[Response]]:
             return await at(request, service, body)
         arrow = _ARROW in request.headers.get("accept", "")
         cursor = owner.cursor()
-        run = sql_response(cursor, body, service.limits.max_rows, arrow)
+        run = sql_response(cursor, body, service.limits, arrow)
         began = asyncio.get_running_loop().time()
         try:
             return await run_read(service, cursor, run)

@@ -89,9 +89,7 @@ async def sql_at(request: Request, service: Service, body: SqlRequest) -> Respon
     try:
         cursor = view.connection.cursor()
         arrow = _ARROW in request.headers.get("accept", "")
-        return await run_read(
-            service, cursor, sql_response(cursor, body, service.limits.max_rows, arrow)
-        )
+        return await run_read(service, cursor, sql_response(cursor, body, service.limits, arrow))
     finally:
         await asyncio.to_thread(view.close)
 

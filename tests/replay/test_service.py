@@ -15,6 +15,7 @@ from pathlib import Path
 
 import duckdb
 import httpx
+import pyarrow as pa
 import pytest
 
 import eventlog
@@ -251,6 +252,48 @@ def test_a_long_query_is_interrupted(tmp_path: Path, store: Path) -> None:
         assert time.monotonic() - began < 10
         ok = service.http.post("/v1/stores/default/sql", json={"query": "SELECT 1"})
         assert ok.json()["rows"] == [[1]]
+    finally:
+        assert service.stop() == 0
+
+
+def test_an_answer_is_cut_at_max_rows_and_max_answer_bytes(tmp_path: Path, store: Path) -> None:
+    """Rows and bytes both bound a SQL answer, in JSON and in Arrow: an answer of huge rows
+    is cut before it passes `max_answer_bytes` (it held gigabytes in memory before), and
+    says so as an answer cut at `max_rows` does."""
+    limits = ["--limit", "max_rows=1000", "--limit", "max_answer_bytes=100000"]
+    service = Service(tmp_path, [str(store), *limits])
+    arrow = {"Accept": "application/vnd.apache.arrow.stream"}
+
+    def sql(query: str, **headers: str) -> httpx.Response:
+        answer = service.http.post("/v1/stores/default/sql", json={"query": query}, headers=headers)
+        assert answer.status_code == 200, answer.text
+        return answer
+
+    def table(query: str) -> tuple[pa.Table, str]:
+        answer = sql(query, **arrow)
+        return pa.ipc.open_stream(answer.content).read_all(), answer.headers["LMG-Truncated"]
+
+    try:
+        wide = "SELECT repeat('x', 1000) AS s FROM range(500)"
+        cut = sql(wide)
+        assert len(cut.content) <= 100_100 and cut.json()["truncated"] is True
+        assert 90 <= len(cut.json()["rows"]) < 100  # each row is about 1,000 bytes of JSON
+        rows, truncated = table(wide)
+        assert truncated == "true" and 90 <= rows.num_rows < 100 and rows.nbytes <= 100_000
+        for query, count, more in [
+            ("SELECT range FROM range(1000)", 1000, False),  # max_rows exactly: not cut
+            ("SELECT range FROM range(1001)", 1000, True),
+            ("SELECT repeat('x', 200000)", 0, True),  # one value past the limit
+        ]:
+            answer = sql(query).json()
+            assert (len(answer["rows"]), answer["truncated"]) == (count, more), query
+            rows, truncated = table(query)
+            assert (rows.num_rows, truncated) == (count, "true" if more else "false"), query
+        assert sql("SELECT 1 AS one").json() == {
+            "columns": ["one"],
+            "rows": [[1]],
+            "truncated": False,
+        }
     finally:
         assert service.stop() == 0
 
