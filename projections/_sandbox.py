@@ -141,11 +141,15 @@ def translated(fn: Callable[[], R]) -> R:
     try:
         return fn()
     except duckdb.PermissionException as exc:  # external access is off
-        raise SqlRefused(f"refused: {_first_line(exc)} (docs/sql.md)") from None
+        # Without the path DuckDB names: it may be the host's (the service user's home).
+        raise SqlRefused(f"refused: {_QUOTED.sub('', _first_line(exc))} (docs/sql.md)") from None
     except (duckdb.TransactionException, duckdb.InvalidInputException) as exc:
         if "read-only" not in str(exc):  # a write the parse let through (EXPLAIN ANALYZE)
             raise
         raise SqlRefused(f"refused a write: {_READ_ONLY}") from None
+
+
+_QUOTED = re.compile(r'\s*"[^"]*"')
 
 
 def _first_line(exc: Exception) -> str:

@@ -130,6 +130,7 @@ def test_graph_view_over_connect_refuses(untouched: tuple[Path, Path], attack: s
         with pytest.raises(SqlRefused, match=r"^refused") as caught:
             view.rows(query)
         assert "\n" not in str(caught.value)
+        assert str(store) not in str(caught.value) and str(other) not in str(caught.value)
         with pytest.raises(SqlRefused):
             view.sql(query)
 
@@ -237,3 +238,19 @@ def test_memory_graph_rebuilds_a_store_missing_a_checkpoint(tmp_path: Path) -> N
         assert g.rows("SELECT count(*) FROM prompts") == [(1,)]
         assert g.rows("SELECT count(*) FROM agent_stats") == [(0,)]
         assert g.rows("SELECT min(lsn) FROM lmg_checkpoints") == [(g.stats().events - 1,)]
+
+
+def test_a_refusal_names_no_path_of_the_host(untouched: tuple[Path, Path]) -> None:
+    """DuckDB names the file it refused to open: the store's, or one under the home of the
+    user running the service (its extensions and secrets); the refusal keeps neither."""
+    store, _ = untouched
+    home = str(Path.home())
+    with projections.connect(store) as con:
+        view = projections.GraphView(con)
+        for query in [
+            f"SELECT * FROM read_csv('{store / SEGMENT}')",
+            "SELECT * FROM duckdb_extensions()",
+        ]:
+            with pytest.raises(SqlRefused, match=r"^refused") as caught:
+                view.rows(query)
+            assert str(store) not in str(caught.value) and home not in str(caught.value), query
