@@ -21,7 +21,8 @@ def to_ns(value: TimeLike, name: str = "time") -> int:
         try:
             value = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
         except ValueError:
-            raise InvalidEvent(f"{name} {value!r} is not an ISO 8601 time") from None
+            shown = value if len(value) <= 64 else value[:64] + "..."  # an error is one short line
+            raise InvalidEvent(f"{name} {shown!r} is not an ISO 8601 time") from None
     if isinstance(value, dt.datetime):
         if value.tzinfo is None:
             value = value.replace(tzinfo=dt.UTC)

@@ -195,6 +195,8 @@ def test_every_page_route_answers_at_a_point(served: tuple[Service, list[uuid.UU
     assert bad["error"]["code"] == "bad_point"
     digit = _get(service, "/v1/stores/default/sessions?at=%C2%B2", 422)  # '²': isdigit, not int
     assert digit["error"]["code"] == "bad_point"
+    long = _get(service, f"/v1/stores/default/sessions?at={'y' * 60_000}", 422)
+    assert long["error"]["code"] == "bad_point" and len(long["error"]["message"]) < 200
     then = _get(service, "/v1/stores/default/sessions?at=2")  # two agents and one session
     assert _ids(then) == [str(sessions[0])] and then["sessions"][0]["turns"] == 0
     view = _get(service, f"/v1/stores/default/sessions/{sessions[0]}/view?at=3")
