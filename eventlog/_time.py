@@ -18,10 +18,11 @@ def to_ns(value: TimeLike, name: str = "time") -> int:
     if isinstance(value, int):
         return value
     if isinstance(value, str):
+        text = value
         try:
-            value = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
+            value = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
         except ValueError:
-            shown = value if len(value) <= 64 else value[:64] + "..."  # an error is one short line
+            shown = text if len(text) <= 64 else text[:64] + "..."  # an error is one short line
             raise InvalidEvent(f"{name} {shown!r} is not an ISO 8601 time") from None
     if isinstance(value, dt.datetime):
         if value.tzinfo is None:
