@@ -188,12 +188,15 @@ class GraphReader:
         if touched:
             self._walks.clear()  # a new edge may lengthen any walk: no finer rule is safe
         self._nodes.drop(touched)
-        if reassigned := batch.reassigned:  # their responses' `agent_id` changed with them
+        if reassigned := batch.reassigned:  # their responses' `agent_id` changed with them,
+            # and their tool calls': a call names only its response, which may not be cached,
+            # so every cached call goes (only after a batch that assigns prompts)
             self._nodes.drop(
                 [
                     v.id
                     for v in self._nodes.values()
-                    if isinstance(v, n.Response) and v.prompt_id in reassigned
+                    if isinstance(v, n.ToolInvocation)
+                    or (isinstance(v, n.Response) and v.prompt_id in reassigned)
                 ]
             )
         stale = [key for key in self._windows if key[0] in touched]
