@@ -188,12 +188,15 @@ class GraphReader:
         if touched:
             self._walks.clear()  # a new edge may lengthen any walk: no finer rule is safe
         self._nodes.drop(touched)
-        if reassigned := batch.reassigned:  # their responses' `agent_id` changed with them
+        if reassigned := batch.reassigned:  # their responses' `agent_id` changed with them,
+            # and their tool calls': a call names only its response, which may not be cached,
+            # so every cached call goes (only after a batch that assigns prompts)
             self._nodes.drop(
                 [
                     v.id
                     for v in self._nodes.values()
-                    if isinstance(v, n.Response) and v.prompt_id in reassigned
+                    if isinstance(v, n.ToolInvocation)
+                    or (isinstance(v, n.Response) and v.prompt_id in reassigned)
                 ]
             )
         stale = [key for key in self._windows if key[0] in touched]
@@ -531,6 +534,16 @@ class GraphReader:
             for node in self._structs(cls, sql):
                 self._nodes.put(node.id, node)
                 found[node.id] = node
+        # An edge type names the table its implicit edges reach, but a custom edge of a
+        # built-in type (`add_edge(agent, prompt, "PART_OF")`) may reach any node: one not in
+        # that table is looked for as `get_node` does. Else the answer (node None, or the
+        # node) would depend on whether it happened to be cached.
+        for ids in by_table.values():
+            for node_id in ids:
+                if node_id in found:
+                    continue
+                if (node := self.get_node(node_id, include_deleted=True)) is not None:
+                    found[node_id] = node
         return found
 
     def template_impact(self, template_id: uuid.UUID) -> Impact:

@@ -402,7 +402,7 @@ def _storage(values: pa.Array) -> pa.Array:
 
 def assigned_prompts(records: Sequence[Record]) -> set[uuid.UUID]:
     """The prompts the batch's `agent.assigned` events name: the fold changes their
-    responses' `agent_id` too, though no event names those responses."""
+    responses' and tool calls' `agent_id` too, though no event names those."""
     lean = lean_twin(ev.AgentAssigned)
     found: set[uuid.UUID] = set()
     for record in records:

@@ -121,9 +121,8 @@ def build(g: MemoryGraph, rng: random.Random) -> tuple[list[uuid.UUID], list[uui
 
 def both(g: MemoryGraph, read: Callable[[GraphReader], Any]) -> tuple[Any, Any]:
     """The answers of a fresh `GraphReader` and a fresh `Reference` on the graph's database,
-    each asked twice (the second from its caches). Fresh: a walk's `Hop.node` for a custom
-    edge of a built-in type (FOLLOWS to a response) depends on what a reader has cached,
-    before and after this change alike."""
+    each asked twice (the second from its caches). Fresh, so that both start with empty
+    caches (test_read_cache compares cached answers with fresh ones)."""
 
     def compare(reader: GraphReader) -> tuple[Any, Any]:
         new, old = GraphReader(reader.con), Reference(reader.con)
