@@ -336,8 +336,16 @@ def restore(
             _copy_file(path, building / relative, None)
         errors = [p for p in verify(building) if p.severity == "error"]
         if errors:
+            # Name the backup's damaged file, not its copy in the temporary directory (which
+            # is removed on the way out: a path the user can neither see nor act on).
+            first = errors[0]
+            inside = Path(first.path).is_relative_to(building)
+            damaged = root / Path(first.path).relative_to(building) if inside else root
             raise CorruptionError(
-                f"the restored log does not verify ({errors[0]})", str(root), None, None
+                f"the backup does not restore: {first.message}",
+                str(damaged),
+                first.offset,
+                first.lsn,
             )
     return info
 

@@ -4,6 +4,7 @@ that fail the test (not hang it), clean stops."""
 from __future__ import annotations
 
 import json
+import resource
 import signal
 import subprocess
 import sys
@@ -14,7 +15,7 @@ from typing import Any
 
 import pytest
 
-__all__ = ["LMG", "WAIT_S", "Child"]
+__all__ = ["LMG", "WAIT_S", "Child", "run_with_full_disk"]
 
 LMG = Path(sys.executable).with_name("lmg")
 """The installed entry point (`replay.cli` has no ``__main__``, so ``python -m`` won't do)."""
@@ -90,3 +91,23 @@ class Child:
         """SIGTERM, then wait; a child that does not stop is killed and fails the test."""
         self.signal(signal.SIGTERM)
         return self.wait(timeout)
+
+
+def run_with_full_disk(args: list[str], limit: int) -> subprocess.CompletedProcess[str]:
+    """Run `args` to its end as a process whose writes past `limit` bytes of any file fail
+    with EFBIG, as on a full disk (RLIMIT_FSIZE, with SIGXFSZ ignored or the kernel kills
+    it: see tests/eventlog/test_disk_full.py)."""
+
+    def full_disk() -> None:
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+    return subprocess.run(
+        args,
+        preexec_fn=full_disk,
+        capture_output=True,
+        text=True,
+        timeout=WAIT_S,
+        check=False,
+        cwd=ROOT,
+    )

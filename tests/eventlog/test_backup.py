@@ -20,7 +20,7 @@ import pytest
 
 import eventlog
 from eventlog import events as ev
-from tests._processes import LMG, Child
+from tests._processes import LMG, Child, run_with_full_disk
 
 SEGMENT_BYTES = 16_384
 CRASH_CHILD = Path(__file__).with_name("_crash_child.py")
@@ -172,6 +172,75 @@ def test_restore_of_a_changed_segment_is_refused(store: Path, tmp_path: Path) ->
     with pytest.raises(eventlog.CorruptionError, match="differs from the backup's manifest"):
         eventlog.restore(tmp_path / "bk", tmp_path / "restored")
     assert not (tmp_path / "restored").exists()
+
+
+def _assert_one_line_error(result: subprocess.CompletedProcess[str], *words: str) -> str:
+    assert result.returncode == 1, (result.stdout, result.stderr)
+    assert "Traceback" not in result.stderr and len(result.stderr.splitlines()) == 1, result.stderr
+    line = result.stderr.strip()
+    assert line.startswith("Error: "), line
+    for word in words:
+        assert word in line, (word, line)
+    return line
+
+
+def _assert_nothing_restored(tmp_path: Path, target: Path) -> None:
+    assert not target.exists()
+    assert not [p for p in os.listdir(tmp_path) if p.startswith(f".{target.name}.")]
+
+
+def _tree(root: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in root.rglob("*") if p.is_file()}
+
+
+@pytest.mark.parametrize("damage", ["flipped byte", "truncated", "missing"])
+def test_cli_restore_of_a_damaged_segment_is_one_line_and_restores_nothing(
+    store: Path, tmp_path: Path, damage: str
+) -> None:
+    """A byte flipped far from a segment's tail passes the manifest's check (size and tail
+    checksum) and is caught by verifying the copy: the error named the temporary copy
+    (``.restored.restoring-PID/...seg``, gone by then), not the backup's file."""
+    _fill(store, 300)
+    source = _tree(store)
+    backup, target = tmp_path / "bk", tmp_path / "restored"
+    eventlog.backup(store, backup)
+    segment = min(backup.glob("*.seg"))
+    data = bytearray(segment.read_bytes())
+    assert len(data) > 8192  # the flip lands before the tail's 4 KiB
+    if damage == "flipped byte":
+        data[len(data) // 3] ^= 0x10
+        segment.write_bytes(bytes(data))
+    elif damage == "truncated":
+        segment.write_bytes(bytes(data[: len(data) // 2]))
+    else:
+        segment.unlink()
+    damaged = _tree(backup)
+    line = _assert_one_line_error(
+        subprocess.run(
+            [LMG, "restore", str(backup), str(target)], capture_output=True, text=True, check=False
+        ),
+        str(segment),
+    )
+    assert "restoring" not in line, line
+    _assert_nothing_restored(tmp_path, target)
+    assert _tree(backup) == damaged  # the backup is left as it was
+    assert _tree(store) == source and eventlog.verify(store) == []
+
+
+def test_cli_restore_onto_a_full_disk_is_one_line_and_restores_nothing(
+    store: Path, tmp_path: Path
+) -> None:
+    """`lmg restore` whose writes fail past 8 KiB (a segment is ~16 KiB): a one-line error,
+    no STORE and no temporary copy left; the backup is intact and restores once there is room."""
+    _fill(store, 300)
+    backup, target = tmp_path / "bk", tmp_path / "restored"
+    eventlog.backup(store, backup)
+    before = _tree(backup)
+    full = run_with_full_disk([str(LMG), "restore", str(backup), str(target)], 8192)
+    _assert_one_line_error(full, "File too large")
+    _assert_nothing_restored(tmp_path, target)
+    assert _tree(backup) == before
+    _assert_restores_identically(backup, store, target)
 
 
 @pytest.mark.slow
