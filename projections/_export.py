@@ -15,8 +15,11 @@ reads of a document, so that its import folds into exactly the rows it shows.
 
 from __future__ import annotations
 
+import errno
 import io
 import os
+import re
+import shutil
 import uuid
 from collections.abc import Iterable
 from pathlib import Path
@@ -26,6 +29,9 @@ import duckdb
 import msgspec
 
 import eventlog
+from eventlog._copy import sync_tree
+from eventlog._files import process_alive
+from eventlog._index import fsync_dir
 from eventlog._time import TimeLike, to_ns
 
 from ._schema import TABLE_NAMES
@@ -43,6 +49,7 @@ __all__ = [
 SESSION_FORMAT = "llm-memory-graph/session@1"
 _BY_DAY = frozenset({"prompts", "responses", "tool_invocations", "handoffs", "edges", "nodes"})
 _SESSION_TABLES = ("prompts", "responses", "tool_invocations", "handoffs", "edges", "nodes")
+_BUILDING = "exporting-"  # `.DEST.exporting-PID`: an export being written, beside DEST
 
 
 def export_parquet(
@@ -61,10 +68,47 @@ def export_parquet(
     if target.exists() and (not target.is_dir() or any(target.iterdir())):
         raise BadArgument(f"{target} already exists and is not an empty directory")
     _catch_up_if_free(store, database)
-    with read_connection(store, database, sandbox=False) as con:  # COPY writes files
-        return write_parquet(
-            con, target, sessions=sessions, start_time=start_time, stop_time=stop_time
-        )
+    # Written beside `dest` and renamed into place (over the empty directory allowed): a
+    # failure or a kill midway leaves no `dest` that a reader would take for the export.
+    _remove_abandoned(target)
+    building = target.with_name(f".{target.name}.{_BUILDING}{os.getpid()}")
+    try:
+        with read_connection(store, database, sandbox=False) as con:  # COPY writes files
+            counts = write_parquet(
+                con, building, sessions=sessions, start_time=start_time, stop_time=stop_time
+            )
+        sync_tree(building)
+        try:
+            os.rename(building, target)
+        except OSError as exc:  # made since the check above
+            if exc.errno not in (errno.ENOTEMPTY, errno.EEXIST, errno.ENOTDIR, errno.EISDIR):
+                raise
+            raise BadArgument(f"{target} already exists and is not an empty directory") from None
+        fsync_dir(target.parent)
+    except duckdb.Error as exc:  # a full disk, say: DuckDB's own error, naming `dest`
+        said = _said(exc).replace(str(building), str(target))
+        raise ProjectionError(f"the Parquet export to {target} failed: {said}") from None
+    finally:
+        shutil.rmtree(building, ignore_errors=True)
+    return counts
+
+
+def _said(exc: duckdb.Error) -> str:
+    """DuckDB's message in one line; of an I/O error, the message within its JSON details
+    (`Could not write file "...": File too large`)."""
+    said = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    found = re.search(r'"exception_message":("(?:[^"\\]|\\.)*")', said)
+    return str(msgspec.json.decode(found.group(1))) if found else f"DuckDB: {said}"
+
+
+def _remove_abandoned(target: Path) -> None:
+    """Delete the half-written exports to `target` of killed processes (their pid is gone)."""
+    if not target.parent.is_dir():
+        return
+    for leftover in target.parent.glob(f".{target.name}.{_BUILDING}*"):
+        pid = leftover.name.rsplit("-", 1)[-1]
+        if pid.isdigit() and not process_alive(int(pid)):
+            shutil.rmtree(leftover, ignore_errors=True)
 
 
 def export_sessions(
@@ -113,6 +157,12 @@ def write_parquet(
     only those sessions' rows (agents, templates and agent_stats are global: whole); with a
     time range, rows whose ``ts`` is in it (tables without ``ts``: whole)."""
     ids = None if sessions is None else [str(_uuid(s)) for s in sessions]
+    if ids:  # as an events or a session export: an unknown session is an error, not no rows
+        query = "SELECT CAST(id AS VARCHAR) FROM sessions WHERE CAST(id AS VARCHAR) IN ?"
+        known = {row[0] for row in con.execute(query, [ids]).fetchall()}
+        unknown = next((i for i in ids if i not in known), None)
+        if unknown is not None:
+            raise ProjectionError(f"no session {unknown} in the projections")
     dest.mkdir(mode=0o700, parents=True, exist_ok=True)
     counts = {}
     for table in TABLE_NAMES:

@@ -7,6 +7,7 @@ document); the events themselves come from `eventlog`, which knows nothing of ta
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import sys
 from collections.abc import Iterator
@@ -16,30 +17,50 @@ from typing import BinaryIO
 import click
 
 import eventlog
-from eventlog._files import create_file
+from eventlog._files import create_file, process_alive
+from eventlog._index import fsync_dir
 from eventlog._time import iso_time as eventlog_iso
 from eventlog.cli import PathType, default_store, store_argument
-
-from .errors import ProjectionError
 
 __all__ = ["commands"]
 
 
 @contextlib.contextmanager
 def _output(path: str | None) -> Iterator[BinaryIO]:
-    """stdout, or a new private file (never over an existing one: nothing is overwritten;
-    removed again if the export fails)."""
+    """stdout, or a new private file (never over an existing one: nothing is overwritten).
+
+    The file is written as ``.NAME.exporting-PID`` beside it and linked to its name once
+    whole: written under its own name, an export killed midway was left there cut short, and
+    `lmg import` took one cut at a line's end for the whole export."""
     if path is None or path == "-":
         yield sys.stdout.buffer
         sys.stdout.buffer.flush()
         return
-    fd = create_file(path, 0o600)
+    target = Path(path)
+    if os.path.lexists(target):  # said before the export runs, not after
+        raise FileExistsError(path)
+    for leftover in target.parent.glob(f".{target.name}.exporting-*"):  # of killed exports
+        pid = leftover.name.rsplit("-", 1)[-1]
+        if pid.isdigit() and not process_alive(int(pid)):
+            leftover.unlink(missing_ok=True)
+    temp = target.with_name(f".{target.name}.exporting-{os.getpid()}")
+    fd = create_file(temp, 0o600)
     try:
         with os.fdopen(fd, "wb") as out:
             yield out
-    except BaseException:
-        os.unlink(path)  # a failed export leaves no partial file behind
-        raise
+            out.flush()
+            os.fsync(out.fileno())
+        try:
+            os.link(temp, target)  # FileExistsError if a file came there meanwhile
+        except OSError as exc:  # a file system without hard links (FAT): check, then rename
+            if exc.errno not in (errno.EPERM, errno.ENOTSUP, errno.ENOSYS):
+                raise
+            if os.path.lexists(target):
+                raise FileExistsError(path) from None
+            os.rename(temp, target)
+        fsync_dir(target.parent)
+    finally:
+        temp.unlink(missing_ok=True)
 
 
 @click.command(name="export")
@@ -104,8 +125,6 @@ def export(
             )
         if output is not None:
             click.echo(f"{count} events written to {output}")
-    except ProjectionError as exc:
-        raise click.ClickException(f"{type(exc).__name__}: {exc}") from None
     except FileExistsError:
         raise click.ClickException(f"{output} already exists: not overwritten") from None
 
@@ -167,10 +186,7 @@ def restore_command(dest: str, store: str, *, force: bool) -> None:
     """
     from ._backup import restore
 
-    try:
-        info, snapshot = restore(dest, store, force=force)
-    except ProjectionError as exc:
-        raise click.ClickException(f"{type(exc).__name__}: {exc}") from None
+    info, snapshot = restore(dest, store, force=force)
     where = "none: `lmg project` folds the log" if snapshot is None else f"LSN {snapshot.lsn}"
     click.echo(f"restored LSN 0..{info.last_lsn} into {store}; projections snapshot: {where}")
 

@@ -3,10 +3,16 @@ a session's export folds into the very same rows as the session had in its sourc
 
 from __future__ import annotations
 
+import functools
 import io
 import json
+import os
+import random
+import re
+import signal
 import subprocess
 import sys
+import time
 import uuid
 from pathlib import Path
 from typing import Any
@@ -19,12 +25,15 @@ from eventlog._demo import record_demo
 from projections import (
     TABLE_NAMES,
     MemoryGraph,
+    ProjectionError,
+    Projector,
     connect,
     export_parquet,
     export_sessions,
     rebuild,
     session_document,
 )
+from tests._processes import Child, run_with_full_disk
 
 LMG = Path(sys.executable).with_name("lmg")
 
@@ -130,6 +139,88 @@ def test_parquet_export_refuses_a_non_empty_directory(
     assert run.returncode != 0 and "not an empty directory" in run.stderr
     assert "Traceback" not in run.stderr
     assert [p.name for p in (tmp_path / "pq").iterdir()] == ["keep"]
+
+
+def _assert_one_line_error(run: subprocess.CompletedProcess[str], *words: str) -> str:
+    """Exit 1, one `Error: ...` line: no traceback, no Python class name."""
+    assert run.returncode == 1, (run.stdout, run.stderr)
+    assert len(run.stderr.splitlines()) == 1 and "Traceback" not in run.stderr, run.stderr
+    line = run.stderr.strip()
+    assert line.startswith("Error: ") and not re.search(r"[a-z](Error|Argument)\b", line), line
+    for word in words:
+        assert word in line, (word, line)
+    return line
+
+
+def _big_store(store: Path, prompts: int) -> None:
+    """Prompts of incompressible text, their projections folded."""
+    rng = random.Random(0)
+    with eventlog.open(store, durability="none") as log:
+        session = log.create_session()
+        for _ in range(prompts // 500):
+            log.add_prompts_batch([(session.id, rng.randbytes(100).hex()) for _ in range(500)])
+    with Projector(store) as projector:
+        projector.catch_up()
+
+
+def test_parquet_export_of_an_unknown_session_is_an_error(
+    source: tuple[Path, uuid.UUID], tmp_path: Path
+) -> None:
+    """It wrote the global tables and exited 0, as if the session had no rows (an events or
+    a session export of it is an error): a typo made an export that looked complete."""
+    store, session = source
+    unknown = uuid.uuid4()
+    with pytest.raises(ProjectionError, match=f"no session {unknown}"):
+        export_parquet(store, tmp_path / "pq", sessions=[session, unknown])
+    assert not (tmp_path / "pq").exists()
+    args = ["export", str(store), "--format", "parquet", "--session", str(unknown)]
+    _assert_one_line_error(_lmg(*args, "-o", str(tmp_path / "pq")), f"no session {unknown}")
+    assert os.listdir(tmp_path) == [store.name]
+
+
+def test_parquet_export_onto_a_full_disk_is_one_line_and_leaves_no_directory(
+    tmp_path: Path,
+) -> None:
+    """`lmg export --format parquet` whose writes fail past 64 KiB: DuckDB's IOException went
+    out as a traceback, and DEST was left half written (the tables before the failure, or
+    empty directories), which a reader would take for the export."""
+    store, dest = tmp_path / "store", tmp_path / "pq"
+    _big_store(store, 2000)
+    args = [str(LMG), "export", str(store), "--format", "parquet", "-o", str(dest)]
+    line = _assert_one_line_error(run_with_full_disk(args, 65536), "File too large", str(dest))
+    assert "exporting" not in line, line
+    assert not dest.exists() and os.listdir(tmp_path) == [store.name]
+    assert eventlog.verify(store) == []
+    counts = export_parquet(store, dest)  # with room, the same export is whole
+    assert counts["prompts"] == 2000
+    assert ds.dataset(dest / "prompts", partitioning="hive").count_rows() == 2000
+
+
+def _started(child: Child, folder: Path) -> bool:
+    """Has the export written some bytes (into its file, or a temporary one beside it)?"""
+    return child.proc.poll() is not None or any(
+        p.stat().st_size > 0 for p in folder.glob("*export.jsonl*")
+    )
+
+
+def test_cli_export_killed_mid_write_leaves_no_file_that_imports(tmp_path: Path) -> None:
+    """`lmg export -o FILE` killed midway left FILE holding the events up to the kill, cut
+    at any byte: cut at a line's end, `lmg import` took it for the whole export."""
+    store, out = tmp_path / "store", tmp_path / "export.jsonl"
+    _big_store(store, 8000)
+    child = Child([str(LMG), "export", str(store), "-o", str(out)], tmp_path, "export")
+    child.wait_for(functools.partial(_started, child, tmp_path), "bytes written")
+    time.sleep(random.uniform(0, 0.01))  # of the ~3.5 MB, at most some 100 KB are written
+    child.kill()
+    assert child.proc.returncode == -signal.SIGKILL, "the export ended before the kill"
+    if out.exists():  # the kill came as the process exited: the export is whole
+        assert len(out.read_bytes().splitlines()) == 8001, "a cut export under its name"
+        out.unlink()
+    assert eventlog.verify(store) == []
+    again = _lmg("export", str(store), "-o", str(out))  # and the next export is whole
+    assert again.returncode == 0, again.stderr
+    assert len(out.read_bytes().splitlines()) == 8001
+    assert not [p for p in os.listdir(tmp_path) if p.startswith(f".{out.name}")]
 
 
 @pytest.mark.slow
