@@ -241,6 +241,29 @@ def test_unknown_ids_are_one_line_errors(tmp_path: Path, flag: str) -> None:
         eventlog.erase(fx.path, eventlog.Selector.of(sessions=[fx.prompt]))  # not a session
 
 
+def test_erase_of_a_damaged_store_is_one_line_and_writes_nothing(tmp_path: Path) -> None:
+    """A flipped byte in a frame the erasure would scan (and rewrite): a one-line error naming
+    the segment, before any journal or rewrite; the damage is reported, never repaired."""
+    fx = Fixture(tmp_path / "store", turns=8, segment_bytes=4096)
+    segments = sorted(fx.path.glob("*.seg"))
+    assert len(segments) > 1  # the damage is in a sealed segment: opening the log reads it not
+    segment = segments[0]
+    original = segment.read_bytes()
+    data = bytearray(original)
+    data[40] ^= 0xFF  # inside the first frame's header; intact frames follow it
+    segment.write_bytes(bytes(data))
+    files = _digest(fx.path)
+    done = lmg("erase", str(fx.path), "--session", str(fx.alice), check=False)
+    assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1, done.stderr
+    assert "damaged frame" in done.stderr and segment.name in done.stderr
+    assert _digest(fx.path) == files and not (fx.path / "ERASURE.json").exists()
+    segment.write_bytes(original)
+    assert eventlog.verify(fx.path) == []  # the same store, the byte put back: whole
+    lmg("erase", str(fx.path), "--session", str(fx.alice))
+    assert scan(fx.path, fx.secrets) == []
+
+
 def test_erase_by_node_actor_and_age(tmp_path: Path) -> None:
     fx = Fixture(tmp_path / "store", turns=2)
     with eventlog.open(fx.path) as log:
