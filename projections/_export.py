@@ -42,6 +42,7 @@ __all__ = [
     "SESSION_FORMAT",
     "export_parquet",
     "export_sessions",
+    "remove_abandoned",
     "session_document",
     "write_parquet",
 ]
@@ -70,7 +71,7 @@ def export_parquet(
     _catch_up_if_free(store, database)
     # Written beside `dest` and renamed into place (over the empty directory allowed): a
     # failure or a kill midway leaves no `dest` that a reader would take for the export.
-    _remove_abandoned(target)
+    remove_abandoned(target)
     building = target.with_name(f".{target.name}.{_BUILDING}{os.getpid()}")
     try:
         with read_connection(store, database, sandbox=False) as con:  # COPY writes files
@@ -101,14 +102,18 @@ def _said(exc: duckdb.Error) -> str:
     return str(msgspec.json.decode(found.group(1))) if found else f"DuckDB: {said}"
 
 
-def _remove_abandoned(target: Path) -> None:
-    """Delete the half-written exports to `target` of killed processes (their pid is gone)."""
+def remove_abandoned(target: Path) -> None:
+    """Delete the half-written exports to `target` (files or Parquet directories) of killed
+    processes (their pid is gone)."""
     if not target.parent.is_dir():
         return
     for leftover in target.parent.glob(f".{target.name}.{_BUILDING}*"):
         pid = leftover.name.rsplit("-", 1)[-1]
         if pid.isdigit() and not process_alive(int(pid)):
-            shutil.rmtree(leftover, ignore_errors=True)
+            if leftover.is_dir() and not leftover.is_symlink():
+                shutil.rmtree(leftover, ignore_errors=True)
+            else:
+                leftover.unlink(missing_ok=True)
 
 
 def export_sessions(

@@ -17,7 +17,7 @@ from typing import BinaryIO
 import click
 
 import eventlog
-from eventlog._files import create_file, process_alive
+from eventlog._files import create_file
 from eventlog._index import fsync_dir
 from eventlog._time import iso_time as eventlog_iso
 from eventlog.cli import PathType, default_store, store_argument
@@ -39,10 +39,9 @@ def _output(path: str | None) -> Iterator[BinaryIO]:
     target = Path(path)
     if os.path.lexists(target):  # said before the export runs, not after
         raise FileExistsError(path)
-    for leftover in target.parent.glob(f".{target.name}.exporting-*"):  # of killed exports
-        pid = leftover.name.rsplit("-", 1)[-1]
-        if pid.isdigit() and not process_alive(int(pid)):
-            leftover.unlink(missing_ok=True)
+    from ._export import remove_abandoned  # DuckDB: imported on use, not at lmg's start
+
+    remove_abandoned(target)  # of killed exports
     temp = target.with_name(f".{target.name}.exporting-{os.getpid()}")
     fd = create_file(temp, 0o600)
     try:
