@@ -87,7 +87,8 @@ def _os_error(exc: OSError) -> str:
 def main() -> None:
     """llm-memory-graph: the memory and lineage store for LLM agents.
 
-    Every command takes a STORE directory, defaulting to $LMG_STORE or ./lmg-data.
+    Commands take a STORE directory; where it is optional ([STORE] in a command's usage),
+    it defaults to $LMG_STORE, else ./lmg-data.
     """
 
 
@@ -171,7 +172,7 @@ def replay(
     """The projections as they were at a point: query them, or save them to a file.
 
     Without --sql, it prints what the view holds: the point, and each table's row count.
-    With --sql on a store that `lmg serve` owns, the service runs it (``$LMG_TOKEN``).
+    With --sql on a store that `lmg serve` owns, the service runs it (with `$LMG_TOKEN`).
 
     Example: lmg replay ./my-store --at 1234 --sql "SELECT count(*) FROM prompts"
 
