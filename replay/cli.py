@@ -280,7 +280,13 @@ def fork_command(*, store: str | None, point: str, new: str) -> None:
 
 @click.command(name="snapshot")
 @store_argument
-@click.option("--at", "point", default=None, metavar="LSN|TIME", help="Default: now.")
+@click.option(
+    "--at",
+    "point",
+    default=None,
+    metavar="LSN|TIME",
+    help="The point: an LSN or an ISO 8601 time. Default: now.",
+)
 @click.option(
     "--keep",
     type=int,
@@ -321,7 +327,13 @@ def snapshot_command(*, store: str | None, point: str | None, keep: int, listing
     help="Serve another store under NAME (repeatable). STORE is served as `default`.",
 )
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind.")
-@click.option("--port", default=8420, show_default=True, type=click.IntRange(0, 65535))
+@click.option(
+    "--port",
+    default=8420,
+    show_default=True,
+    type=click.IntRange(0, 65535),
+    help="Port to bind (0: a free one, printed at start-up).",
+)
 @click.option(
     "--auth",
     "auth_file",
