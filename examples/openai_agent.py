@@ -7,8 +7,10 @@ talks to the real API (model $OPENAI_MODEL, default gpt-4o-mini); without it, to
 server on 127.0.0.1 that answers like the API, so it runs with no network.
 
 Run: .venv/bin/python examples/openai_agent.py [STORE]   (needs the otel extra and the openai SDK)
-(`.venv` is what `make test` installs into, with both; with `pip install
-'llm-memory-graph[otel]' openai`, run your environment's python.)
+(STORE: default, a new temporary directory.) Then, from a shell:
+  .venv/bin/lmg sql STORE "SELECT name, round(duration_ms, 1) AS ms FROM spans ORDER BY start_ns"
+(`.venv` is what `make demo` and `make test` install into, with both; with `pip install
+'.[otel]' openai` from the clone, run your environment's python and `lmg`.)
 """
 
 from __future__ import annotations
@@ -131,16 +133,21 @@ def main(path: str) -> None:
             otel.session("weather-1"),
             otel.agent("weather-agent"),
         ):
-            print(run_agent(client, model, "What's the weather in Paris?"))
+            print("The agent's answer:", run_agent(client, model, "What's the weather in Paris?"))
+        print(f"\nWhat the store {path} holds:")
+        print("(prompt, response, prompt tokens, completion tokens, latency ms):")
         for row in g.rows(
             "SELECT p.content, r.content, r.prompt_tokens, r.completion_tokens, "
             "round(r.latency_ms, 1) FROM prompts p JOIN responses r ON r.prompt_id = p.id "
             "ORDER BY p.occurred_at"
         ):
-            print(row)
-        print(g.rows("SELECT tool_name, parameters, status, result FROM tool_invocations"))
-        print(g.rows("SELECT name, responses, tool_calls FROM agent_stats"))
-        print(g.rows("SELECT name, round(duration_ms, 1) FROM spans ORDER BY start_ns"))
+            print(" ", row)
+        print("(tool, parameters, status, result):")
+        print(" ", g.rows("SELECT tool_name, parameters, status, result FROM tool_invocations"))
+        print("(agent, responses, tool calls):")
+        print(" ", g.rows("SELECT name, responses, tool_calls FROM agent_stats"))
+        print("(span, ms):")
+        print(" ", g.rows("SELECT name, round(duration_ms, 1) FROM spans ORDER BY start_ns"))
 
 
 if __name__ == "__main__":

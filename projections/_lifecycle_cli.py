@@ -94,7 +94,8 @@ def export(
     output: str | None,
 ) -> None:
     """Export a store's events (JSON lines, the shape of `lmg tail`, with LSNs), its tables
-    (Parquet, one directory per table, by day), or sessions as the Rust crate's session document.
+    (Parquet, one directory per table, by day), or sessions as session documents (the format
+    of the Rust crate llm-memory-graph).
 
     With --session (repeatable), an events export carries what those sessions refer to
     (agents, templates, sessions their forks and edges reach), so it imports on its own.

@@ -87,7 +87,8 @@ def _os_error(exc: OSError) -> str:
 def main() -> None:
     """llm-memory-graph: the memory and lineage store for LLM agents.
 
-    Every command takes a STORE directory, defaulting to $LMG_STORE or ./lmg-data.
+    Commands take a STORE directory; where it is optional ([STORE] in a command's usage),
+    it defaults to $LMG_STORE, else ./lmg-data.
     """
 
 
@@ -171,7 +172,7 @@ def replay(
     """The projections as they were at a point: query them, or save them to a file.
 
     Without --sql, it prints what the view holds: the point, and each table's row count.
-    With --sql on a store that `lmg serve` owns, the service runs it (``$LMG_TOKEN``).
+    With --sql on a store that `lmg serve` owns, the service runs it (with `$LMG_TOKEN`).
 
     Example: lmg replay ./my-store --at 1234 --sql "SELECT count(*) FROM prompts"
 
@@ -279,7 +280,13 @@ def fork_command(*, store: str | None, point: str, new: str) -> None:
 
 @click.command(name="snapshot")
 @store_argument
-@click.option("--at", "point", default=None, metavar="LSN|TIME", help="Default: now.")
+@click.option(
+    "--at",
+    "point",
+    default=None,
+    metavar="LSN|TIME",
+    help="The point: an LSN or an ISO 8601 time. Default: now.",
+)
 @click.option(
     "--keep",
     type=int,
@@ -320,7 +327,13 @@ def snapshot_command(*, store: str | None, point: str | None, keep: int, listing
     help="Serve another store under NAME (repeatable). STORE is served as `default`.",
 )
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind.")
-@click.option("--port", default=8420, show_default=True, type=click.IntRange(0, 65535))
+@click.option(
+    "--port",
+    default=8420,
+    show_default=True,
+    type=click.IntRange(0, 65535),
+    help="Port to bind (0: a free one, printed at start-up).",
+)
 @click.option(
     "--auth",
     "auth_file",
