@@ -20,6 +20,15 @@ attributes, so it goes through the same mapping. Needs the ``otel`` extra
 docs/ingest.md has the mapping, the order and retry rules, and the limits.
 """
 
+try:
+    import opentelemetry.sdk.trace  # noqa: F401 (the extra's one check, before the rest)
+except ModuleNotFoundError as exc:  # name the extra, not only the module it lacks
+    raise ModuleNotFoundError(
+        f"eventlog.otel needs the otel extra ({exc.name} is missing): "
+        "pip install 'llm-memory-graph[otel]' (from a clone: pip install '.[otel]')",
+        name=exc.name,
+    ) from None
+
 from .._genai import NO_NEW_INPUT, NOT_CAPTURED
 from .._ingest import IngestStats
 from .._spans import MAX_ATTRIBUTES, MAX_DEPTH, MAX_LIST_ITEMS, MAX_TEXT_BYTES

@@ -32,6 +32,22 @@ def test_import_eventlog_does_not_import_opentelemetry() -> None:
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
+def test_without_the_extra_the_error_names_it() -> None:
+    """Without OpenTelemetry installed (hidden here), `eventlog.otel` says which extra to
+    install, not only which module it lacks."""
+    code = (
+        "import sys\n"
+        "sys.modules['opentelemetry'] = None  # as if not installed\n"
+        "try:\n"
+        "    import eventlog.otel\n"
+        "except ModuleNotFoundError as exc:\n"
+        "    print(exc)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True)
+    said = done.stdout
+    assert "needs the otel extra" in said and "llm-memory-graph[otel]" in said, said
+
+
 def test_a_multi_agent_run_with_the_runs_shows_agents_handoffs_and_tools(tmp_path: Path) -> None:
     with MemoryGraph.open(tmp_path / "s") as g:
         with otel.instrument(g, batch=False):
