@@ -63,8 +63,8 @@ def _texts(g: MemoryGraph, lsns: list[int]) -> list[str]:
         for record in g.read(lsn, lsn + 1):
             event = record.event
             if isinstance(event, ev.PromptAdded | ev.ResponseAdded | ev.NodeAdded) and (
-                event.content
-            ):
+                event.content and not event.content.startswith("[erased ")  # (an erased
+            ):  # template's marker, rendered into a prompt made from it since)
                 texts.append(event.content)
     return texts
 
@@ -78,7 +78,8 @@ def _lsn_time(g: MemoryGraph, rng: random.Random) -> int:
 def _selector(g: MemoryGraph, s: Store, rng: random.Random) -> tuple[str, Any]:
     """A random erasure (or retention run) of what the store holds so far: its description
     and its selector (None: nothing due)."""
-    kind = rng.choice(["session", "session", "node", "metadata", "before", "retention"])
+    kinds = ["session", "session", "node", "metadata"] if s.sessions else []  # (none yet)
+    kind = rng.choice([*kinds, "before", "retention"])
     match kind:
         case "session":
             picked = rng.choice(s.sessions[-4:] if rng.random() < 0.7 else s.sessions)
