@@ -35,6 +35,7 @@ import projections
 from eventlog import events as ev
 from projections import MemoryGraph
 from projections._fold import _FORGET_ALL_AFTER
+from projections._text_index import drop_index
 from tests._processes import LMG, WAIT_S
 from tests.projections.test_read_cache import (
     FAST,
@@ -287,3 +288,46 @@ def test_cached_reads_answer_as_a_fresh_reader_after_mass_tombstones(store: Path
         _fail_on(check(g, victims, 1, watched, 0), victims, history)
         watched = [new_read(s, rng) for _ in range(WATCHED * 2)]  # some on the deleted ids
         _fail_on(check(g, victims, 2, watched, len(watched)), victims, history)
+
+
+def test_a_reader_waits_while_the_graph_makes_its_database_anew_after_an_erasure(
+    store: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A reader (`projections.connect`, as ``lmg sql`` in another process; the gate's locks
+    are per open file, so a thread here is as another process) that comes while the graph
+    drops its database for an erasure and makes it anew waits its turn: it once looked for
+    the file before the gate, found none, and failed (``does not exist yet``; seen by
+    ``lmg sql`` beside the erasures above)."""
+    dropping, go_on = threading.Event(), threading.Event()
+
+    def slowly(db: Path) -> None:  # the graph is between deleting the file and making it
+        drop_index(db)
+        dropping.set()
+        go_on.wait(WAIT_S)
+
+    monkeypatch.setattr("projections._erasure.drop_index", slowly)
+    with MemoryGraph.open(store, **FAST) as g:
+        session = g.create_session().id
+        g.add_prompt(session, "q0")
+        g.get_session(session)
+        eventlog.erase(store, eventlog.Selector.of(sessions=[session]))
+        found: list[Any] = []  # what the reader read, or its error
+        folding = threading.Thread(target=g.get_session, args=(session,))
+        folding.start()
+        assert dropping.wait(WAIT_S)
+
+        def read() -> None:
+            try:
+                with projections.connect(store, wait_s=WAIT_S) as con:
+                    found.append(con.execute("SELECT content FROM prompts").fetchall())
+            except projections.ProjectionError as exc:
+                found.append(exc)
+
+        reader = threading.Thread(target=read)
+        reader.start()
+        time.sleep(0.05)  # (the reader fails at once, or waits at the gate)
+        go_on.set()
+        folding.join(WAIT_S)
+        reader.join(WAIT_S)
+    assert len(found) == 1 and isinstance(found[0], list), found
+    assert found[0][0][0].startswith("[erased "), found
