@@ -424,11 +424,16 @@ def read_connection(
     """`connect`, for the project's own code too: without `sandbox`, the connection may
     write files (an export's Parquet), so it never runs a user's SQL."""
     db = database_path(store, database)
-    if not db.exists():
-        raise ProjectionError(f"{db} does not exist yet: build it with `lmg project {store}`")
+    missing = f"{db} does not exist yet: build it with `lmg project {store}`"
+    if not db.exists() and not Path(f"{db}.gate").exists():  # never built: no gate to wait at
+        raise ProjectionError(missing)
     gate = Gate(db)
     try:
         with gate.hold(exclusive=False, timeout=wait_s):
+            # Looked for again under the gate: a folder finishing an erasure deletes the file
+            # and makes it anew while it holds the gate, so a look before it may find none.
+            if not db.exists():
+                raise ProjectionError(missing)
             con = open_database(db, read_only=True, timeout=wait_s, sandbox=sandbox)
             try:
                 check_version(con)  # another version's tables are not the documented ones
