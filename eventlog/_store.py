@@ -26,6 +26,7 @@ Thread-safety: `commit` serialises on an in-process mutex, then the flock; reade
 
 from __future__ import annotations
 
+import bisect
 import contextlib
 import errno
 import fcntl
@@ -217,7 +218,8 @@ class Store:
         self._failed: BaseException | None = None
         self.fsync_s: float | None = None  # the last `commit`'s fsync, in seconds (if it did)
         self._sealed = SealedSegments(path, options, self._rebuild)
-        self._events: OrderedDict[int, ev.EventBase] = OrderedDict()  # event_at's cache
+        # event_at's cache: each event with the inode of the segment file it was read from
+        self._events: OrderedDict[int, tuple[ev.EventBase, int | None]] = OrderedDict()
         self._sealed_bound: int | None = None  # largest key of any sealed segment; None: unknown
         self._dirty_since: float | None = None  # unsynced writes (INTERVAL/NONE)
         self._timer: threading.Timer | None = None
@@ -680,11 +682,17 @@ class Store:
         return self._sealed.lookup(key, sealed, cached=cached)
 
     def event_at(self, lsn: int) -> ev.EventBase:
-        """The stored event at `lsn` (templates, idempotent retries), via a small LRU cache."""
-        found = self._events.get(lsn)
-        if found is not None:
+        """The stored event at `lsn` (templates, idempotent retries), via a small LRU cache.
+
+        A cached event is used while its segment file is the one it was read from: an
+        erasure by another handle (another process, `lmg erase`) renames a rewritten file
+        over it, and a template read before would otherwise render its erased text into new
+        prompts. One `stat` a use, of a name in the open directory."""
+        inode = self._inode_of(lsn)
+        cached = self._events.get(lsn)
+        if cached is not None and inode is not None and cached[1] == inode:
             self._events.move_to_end(lsn)
-            return found
+            return cached[0]
         cursor = Cursor(self, start=lsn, stop=lsn + 1)
         try:
             found = next((r.event for r in cursor.records()), None)
@@ -692,10 +700,21 @@ class Store:
             cursor.close()
         if found is None:
             raise InvalidEvent(f"LSN {lsn} is beyond the end of the log")
-        self._events[lsn] = found
+        self._events[lsn] = (found, inode)  # an inode taken before the read: safe if stale
         if len(self._events) > _EVENT_CACHE:
             self._events.popitem(last=False)
         return found
+
+    def _inode_of(self, lsn: int) -> int | None:
+        """The inode of the segment file holding `lsn`, as this handle knows the segments
+        (None if it knows of none, or the file is gone)."""
+        at = bisect.bisect_right(self._firsts, lsn) - 1
+        if at < 0:
+            return None
+        try:
+            return os.stat(segment_name(self._firsts[at]), dir_fd=self._dir_fd).st_ino
+        except OSError:  # gone (retention), or no directory open (a read-only handle)
+            return None
 
     def render(self, template_id: uuid.UUID, variables: dict[str, Any], version: int | None) -> str:
         """A template version rendered with `variables`, checked as a prompt's bindings are;

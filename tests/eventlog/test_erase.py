@@ -102,3 +102,20 @@ def test_an_empty_selector_is_refused(tmp_path: Path) -> None:
     with pytest.raises(eventlog.InvalidEvent, match="at least one criterion"):
         eventlog.erase(tmp_path, eventlog.Selector())
     assert not (tmp_path / eventlog.JOURNAL_FILE).exists()
+
+
+def test_a_handle_open_elsewhere_renders_no_erased_template_from_its_cache(
+    tmp_path: Path,
+) -> None:
+    """A handle keeps the stored events it reads for templates; an erasure made by another
+    handle (another process, `lmg erase`) rewrites their segment under it. A prompt rendered
+    afterwards from the erased template must not carry the erased text back into the log."""
+    store = tmp_path / "s"
+    with eventlog.open(store) as log:
+        session = log.create_session().id
+        template = log.create_template("t", "the secret is {{x}}", [ev.VariableSpec(name="x")])
+        log.add_prompt(session, template_id=template, variables={"x": "1"})  # cached now
+        eventlog.erase(store, eventlog.Selector.of(nodes=[template]))
+        later = log.add_prompt(session, template_id=template, variables={"x": "2"})
+        (prompt,) = [r.event for r in log.read() if getattr(r.event, "id", None) == later]
+    assert isinstance(prompt, ev.PromptAdded) and "secret" not in prompt.content
