@@ -472,7 +472,7 @@ def test_lmg_fork_prints_the_origin(original: Original, tmp_path: Path) -> None:
 def _serving(path: Path) -> Iterator[TestClient]:
     """`lmg serve`'s app serving `path` as ``default``, without auth, in this process."""
     app, _ = replay_service.app({"default": path})
-    with TestClient(app) as client:
+    with TestClient(app, base_url="http://127.0.0.1") as client:  # a loopback Host
         yield client
 
 
