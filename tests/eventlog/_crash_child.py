@@ -98,6 +98,29 @@ class _Known:
             self.prompts.append(event.id)
 
 
+def _chain(rng: random.Random, **response: Any) -> tuple[uuid.UUID, list[ev.EventBase]]:
+    """A new session's id, and one request whose events refer to each other: the session,
+    a prompt in it, a response to that prompt."""
+    sid, pid = uuid.uuid4(), uuid.uuid4()
+    return sid, [
+        ev.SessionCreated(id=sid, tags=["chain"]),
+        ev.PromptAdded(id=pid, session_id=sid, content=_text(rng)),
+        *_response(rng, pid, **response),
+    ]
+
+
+def _prompts(rng: random.Random, session: uuid.UUID, count: int) -> list[ev.EventBase]:
+    """`count` prompts in `session` (30 often makes a frame past segment_bytes)."""
+    return [
+        ev.PromptAdded(id=uuid.uuid4(), session_id=session, content=_text(rng))
+        for _ in range(count)
+    ]
+
+
+def _response(rng: random.Random, prompt: uuid.UUID, **fields: Any) -> list[ev.EventBase]:
+    return [ev.ResponseAdded(id=uuid.uuid4(), prompt_id=prompt, content=_text(rng), **fields)]
+
+
 def _crash(log: eventlog.EventLog, rng: random.Random, known: _Known, next_lsn: int) -> None:
     session = log.append(ev.SessionCreated(id=uuid.uuid4(), metadata={"run": next_lsn}))
     _report(session)
@@ -107,28 +130,16 @@ def _crash(log: eventlog.EventLog, rng: random.Random, known: _Known, next_lsn: 
     while True:
         choice = rng.random()
         s = rng.choice(known.sessions[-50:] if rng.random() < 0.8 else known.sessions)
+        events: list[ev.EventBase]
         if choice < 0.15:
-            # One request whose events refer to each other: session -> prompt -> response.
-            sid, pid = uuid.uuid4(), uuid.uuid4()
-            events: list[ev.EventBase] = [
-                ev.SessionCreated(id=sid, tags=["chain"]),
-                ev.PromptAdded(id=pid, session_id=sid, content=_text(rng)),
-                ev.ResponseAdded(
-                    id=uuid.uuid4(), prompt_id=pid, content=_text(rng), usage=ev.TokenUsage(3, 4)
-                ),
-            ]
+            _, events = _chain(rng, usage=ev.TokenUsage(3, 4))
         elif choice < 0.40:
-            events = [ev.PromptAdded(id=uuid.uuid4(), session_id=s, content=_text(rng))]
+            events = _prompts(rng, s, 1)
         elif choice < 0.55 and known.prompts:
             # A prompt from any run, often one in a sealed segment (the .ids tables).
-            p = rng.choice(known.prompts)
-            events = [ev.ResponseAdded(id=uuid.uuid4(), prompt_id=p, content=_text(rng))]
+            events = _response(rng, rng.choice(known.prompts))
         elif choice < 0.70:
-            count = rng.choice((2, 3, 5, 8, 30))  # 30 often makes a frame past segment_bytes
-            events = [
-                ev.PromptAdded(id=uuid.uuid4(), session_id=s, content=_text(rng))
-                for _ in range(count)
-            ]
+            events = _prompts(rng, s, rng.choice((2, 3, 5, 8, 30)))
         elif choice < 0.78:
             events = [ev.SessionUpdated(session_id=s, metadata={"n": rng.randrange(1000)})]
         elif choice < 0.86:
@@ -235,25 +246,16 @@ def _shared(
         # Mostly this run's sessions; some of any appender's, any run's (sealed segments).
         s = rng.choice(sessions if rng.random() < 0.7 else known.sessions)
         key = None
+        events: list[ev.EventBase]
         if choice < 0.15:
-            sid, pid = uuid.uuid4(), uuid.uuid4()
-            events: list[ev.EventBase] = [
-                ev.SessionCreated(id=sid, tags=["chain"]),
-                ev.PromptAdded(id=pid, session_id=sid, content=_text(rng)),
-                ev.ResponseAdded(id=uuid.uuid4(), prompt_id=pid, content=_text(rng)),
-            ]
+            sid, events = _chain(rng)
             sessions.append(sid)
         elif choice < 0.45:
-            events = [ev.PromptAdded(id=uuid.uuid4(), session_id=s, content=_text(rng))]
+            events = _prompts(rng, s, 1)
         elif choice < 0.60 and known.prompts:
-            p = rng.choice(known.prompts)
-            events = [ev.ResponseAdded(id=uuid.uuid4(), prompt_id=p, content=_text(rng))]
+            events = _response(rng, rng.choice(known.prompts))
         elif choice < 0.72:
-            count = rng.choice((2, 5, 30))  # 30 often makes a frame past segment_bytes
-            events = [
-                ev.PromptAdded(id=uuid.uuid4(), session_id=s, content=_text(rng))
-                for _ in range(count)
-            ]
+            events = _prompts(rng, s, rng.choice((2, 5, 30)))
         elif choice < 0.80:
             # No id of its own: `seq` makes it unique, so "stored once" can be checked.
             events = [ev.SessionUpdated(session_id=s, metadata={"w": worker, "seq": seq})]
