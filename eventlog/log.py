@@ -549,8 +549,7 @@ class AsyncEventLog(_Reads, AsyncAppends):
         await asyncio.to_thread(self._store.sync)
 
     def _submit(self, request: PendingRequest) -> asyncio.Future[Appended]:
-        if self._closed:  # no committer would ever run: the caller would wait forever
-            raise LogClosed(f"the log at {self._store.path} is closed")
+        self._refuse_if_closed()
         future: asyncio.Future[Appended] = asyncio.get_running_loop().create_future()
         with self._lock:
             self._queue.append((request, future))
@@ -564,14 +563,17 @@ class AsyncEventLog(_Reads, AsyncAppends):
 
     def _enqueue(self, requests: list[PendingRequest]) -> list[asyncio.Future[Appended]]:
         """Queue requests for the committer (started on first use); their futures."""
-        if self._closed:  # no committer would ever run: the caller would wait forever
-            raise LogClosed(f"the log at {self._store.path} is closed")
+        self._refuse_if_closed()
         loop = asyncio.get_running_loop()
         futures: list[asyncio.Future[Appended]] = [loop.create_future() for _ in requests]
         with self._lock:
             self._queue.extend(zip(requests, futures, strict=True))
             self._notify()
         return futures
+
+    def _refuse_if_closed(self) -> None:
+        if self._closed:  # no committer would ever run: the caller would wait forever
+            raise LogClosed(f"the log at {self._store.path} is closed")
 
     def _notify(self) -> None:
         """With the lock held, after queueing: start the committer, or wake it if idle."""

@@ -40,6 +40,7 @@ from .projector import Projector, connect, read_connection
 
 __all__ = [
     "SESSION_FORMAT",
+    "being_written",
     "export_parquet",
     "export_sessions",
     "remove_abandoned",
@@ -72,7 +73,7 @@ def export_parquet(
     # Written beside `dest` and renamed into place (over the empty directory allowed): a
     # failure or a kill midway leaves no `dest` that a reader would take for the export.
     remove_abandoned(target)
-    building = target.with_name(f".{target.name}.{_BUILDING}{os.getpid()}")
+    building = being_written(target)
     try:
         with read_connection(store, database, sandbox=False) as con:  # COPY writes files
             counts = write_parquet(
@@ -100,6 +101,12 @@ def _said(exc: duckdb.Error) -> str:
     said = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
     found = re.search(r'"exception_message":("(?:[^"\\]|\\.)*")', said)
     return str(msgspec.json.decode(found.group(1))) if found else f"DuckDB: {said}"
+
+
+def being_written(target: Path) -> Path:
+    """Where this process writes an export to `target` until it is whole: beside it, hidden,
+    named with the pid so that `remove_abandoned` knows a killed writer's."""
+    return target.with_name(f".{target.name}.{_BUILDING}{os.getpid()}")
 
 
 def remove_abandoned(target: Path) -> None:

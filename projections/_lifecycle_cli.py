@@ -39,10 +39,10 @@ def _output(path: str | None) -> Iterator[BinaryIO]:
     target = Path(path)
     if os.path.lexists(target):  # said before the export runs, not after
         raise FileExistsError(path)
-    from ._export import remove_abandoned  # DuckDB: imported on use, not at lmg's start
+    from ._export import being_written, remove_abandoned  # DuckDB: on use, not at lmg's start
 
     remove_abandoned(target)  # of killed exports
-    temp = target.with_name(f".{target.name}.exporting-{os.getpid()}")
+    temp = being_written(target)
     fd = create_file(temp, 0o600)
     try:
         with os.fdopen(fd, "wb") as out:
