@@ -46,6 +46,10 @@ __all__ = [
 ]
 
 P = ParamSpec("P")
+
+SETTLE_WAIT_S = 0.005
+"""How long the asyncio committer waits for a loop to run the callers its last commit
+answered, before taking what is queued without them (a loop busy with something else)."""
 R = TypeVar("R")
 
 
@@ -416,8 +420,12 @@ def _session_key(session_id: uuid.UUID | None) -> int | None:
     return session_id.int
 
 
-def _settle(settled: list[tuple[asyncio.Future[Appended], Appended | BaseException]]) -> None:
-    """On the loop: hand each waiting append its outcome."""
+def _settle(
+    settled: list[tuple[asyncio.Future[Appended], Appended | BaseException]],
+    then: Callable[[], None],
+) -> None:
+    """On the loop: hand each waiting append its outcome, then call `then` once the callers
+    woken have run (their wake-ups are queued first, so they run before it)."""
     for future, result in settled:
         if future.done():
             continue  # the caller was cancelled; the outcome stands in the log
@@ -425,6 +433,7 @@ def _settle(settled: list[tuple[asyncio.Future[Appended], Appended | BaseExcepti
             future.set_exception(result)
         else:
             future.set_result(result)
+    asyncio.get_running_loop().call_soon(then)
 
 
 def _disk_bytes(path: Path) -> int:
@@ -505,6 +514,9 @@ class AsyncEventLog(_Reads, AsyncAppends):
         self._wake = threading.Condition(self._lock)
         self._stopping = False
         self._idle = False  # the committer waits for a request: the next one notifies it
+        # Loops still running the callers a commit answered: their next appends are coming,
+        # so the committer waits for them rather than take a part and sync twice.
+        self._settling = 0
         self._committer: threading.Thread | None = None
         self._closed = False
         self.on_commit: Callable[[int, int, float | None], None] | None = None
@@ -582,18 +594,30 @@ class AsyncEventLog(_Reads, AsyncAppends):
                 target=self._commit_forever, name="eventlog-commit", daemon=True
             )
             self._committer.start()
-        elif self._idle:  # a busy committer takes the queue when its commit ends
+        elif self._idle and not self._settling:  # else `_settled` wakes it
             self._idle = False
             self._wake.notify()
 
+    def _settled(self) -> None:
+        """On a loop, once the callers a commit answered there have run: if no other loop
+        is still running its own, the committer takes what they queued, as one group."""
+        with self._lock:
+            self._settling = max(self._settling - 1, 0)
+            if self._idle and self._queue and not self._settling:
+                self._idle = False
+                self._wake.notify()
+
     def _commit_forever(self) -> None:
         """The committer thread: whatever is queued when a commit ends forms the next group,
-        so the loop builds requests while the disk syncs the previous frame."""
+        so the loop builds requests while the disk syncs the previous frame; but once the
+        loops have run the callers that commit answered, so that their next appends, which
+        they queue at once, share one frame and one sync instead of splitting into two."""
         while True:
             with self._wake:
-                while not self._queue and not self._stopping:
+                while (not self._queue or self._settling) and not self._stopping:
                     self._idle = True
-                    self._wake.wait()
+                    if not self._wake.wait(SETTLE_WAIT_S if self._settling else None):
+                        self._settling = 0  # a loop blocked or gone: wait for it no longer
                 self._idle = False
                 if not self._queue:
                     return
@@ -605,9 +629,13 @@ class AsyncEventLog(_Reads, AsyncAppends):
             by_loop: dict[asyncio.AbstractEventLoop, list[tuple[Any, Any]]] = {}
             for (_, future), result in zip(batch, results, strict=True):
                 by_loop.setdefault(future.get_loop(), []).append((future, result))
+            with self._lock:
+                self._settling += len(by_loop)
             for loop, settled in by_loop.items():
-                with contextlib.suppress(RuntimeError):  # that loop is closed: nobody waits
-                    loop.call_soon_threadsafe(_settle, settled)
+                try:
+                    loop.call_soon_threadsafe(_settle, settled, self._settled)
+                except RuntimeError:  # that loop is closed: nobody waits
+                    self._settled()
 
     async def last_lsn(self, session_id: uuid.UUID | None = None) -> int | None:
         """The async twin of `EventLog.last_lsn`."""

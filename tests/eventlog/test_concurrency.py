@@ -380,6 +380,33 @@ def test_sixty_four_tasks_share_one_async_log(store: Path, rng: random.Random) -
     check_store(store, workloads)
 
 
+@pytest.mark.parametrize("durability", [eventlog.Durability.NONE, eventlog.Durability.FSYNC])
+def test_async_agents_answered_by_one_commit_append_next_in_one_group(
+    store: Path, durability: eventlog.Durability
+) -> None:
+    """64 agents that append again as soon as an append returns: once the loop has run the
+    agents a commit answered, their next appends are one group (one frame, one sync), even
+    when the first commit took only some of them. The committer used to take whatever was
+    queued when it woke, so the agents split into cohorts that each paid a sync, for good."""
+    agents, rounds = 64, 20
+    groups: list[int] = []
+
+    async def main() -> None:
+        async with await eventlog.open_async(store, durability=durability) as log:
+            session = (await log.create_session()).id
+            log.on_commit = lambda requests, _events, _fsync_s: groups.append(requests)
+
+            async def agent() -> None:
+                for _ in range(rounds):
+                    await log.add_prompt(session, "next step")
+
+            await asyncio.gather(*(agent() for _ in range(agents)))
+
+    asyncio.run(main())
+    assert sum(groups) == agents * rounds
+    assert len(groups) <= rounds + 2, groups  # after the first two, every group holds all
+
+
 def test_handles_with_different_segment_sizes_share_a_store(store: Path) -> None:
     """A handle that rotates early and one that never would: the second must follow the first's
     rotations instead of writing on in a sealed segment."""
