@@ -95,7 +95,7 @@ durability_option = click.option(
 """The `--durability` of every command that appends."""
 
 
-@click.command()
+@click.command(short_help="Record a multi-agent conversation, then show it.")
 @store_argument
 def demo(store: str | None) -> None:
     """Record a small multi-agent conversation and show what the log holds.
@@ -113,7 +113,7 @@ def demo(store: str | None) -> None:
         click.echo(line)
 
 
-@click.command()
+@click.command(short_help="Append events given as JSON lines on stdin.")
 @store_argument
 @click.option("--batch", is_flag=True, help="Append all lines as one all-or-nothing request.")
 @durability_option
@@ -188,7 +188,7 @@ def _append_line(log: EventLog, n: int, parsed: tuple[list[ev.EventBase], dict[s
     click.echo(json.dumps(out))
 
 
-@click.command()
+@click.command(short_help="Print events as JSON lines; --follow waits for more.")
 @store_argument
 @click.option("--from", "start", metavar="LSN|TIME", help="First LSN, or ISO 8601 time.")
 @click.option("--to", "stop", metavar="LSN|TIME", help="Stop before this LSN or time.")
@@ -231,7 +231,7 @@ def _halt_when_reader_leaves(halt: threading.Event) -> None:
             halt.set()
 
 
-@click.command(name="verify")
+@click.command(name="verify", short_help="Check every frame of every segment; report damage.")
 @store_argument
 def verify_command(store: str | None) -> None:
     """Check every frame of every segment; report damage with file, offset and LSN.
@@ -251,7 +251,7 @@ def verify_command(store: str | None) -> None:
     click.echo(f"ok: {path} verified ({len(problems)} warning(s))")
 
 
-@click.command()
+@click.command(short_help="Segments, events by type, bytes, compression ratio.")
 @store_argument
 @click.option("--json", "as_json", is_flag=True, help="Print the stats as one JSON object.")
 def stats(store: str | None, as_json: bool) -> None:
@@ -283,7 +283,7 @@ def stats(store: str | None, as_json: bool) -> None:
 _DAYS = click.IntRange(min=1, max=MAX_DAYS)
 
 
-@click.command(name="retention")
+@click.command(name="retention", short_help="Set or show a store's retention policy.")
 @store_argument
 @click.option("--content-days", type=_DAYS, help="Keep content this many days.")
 @click.option("--session-days", type=_DAYS, help="Keep idle sessions this long (days).")

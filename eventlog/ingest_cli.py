@@ -105,7 +105,7 @@ def _spans(
         ) from None
 
 
-@click.command()
+@click.command(short_help="Ingest OpenTelemetry traces and logs from OTLP files.")
 @click.argument("store", type=PathType(file_okay=False))
 @click.argument("files", nargs=-1, required=True, type=PathType(exists=True, dir_okay=False))
 @click.option(

@@ -62,7 +62,9 @@ def _output(path: str | None) -> Iterator[BinaryIO]:
         temp.unlink(missing_ok=True)
 
 
-@click.command(name="export")
+@click.command(
+    name="export", short_help="Export events (JSON lines), tables (Parquet) or sessions."
+)
 @store_argument
 @click.option(
     "--format",
@@ -129,7 +131,7 @@ def export(
         raise click.ClickException(f"{output} already exists: not overwritten") from None
 
 
-@click.command(name="import")
+@click.command(name="import", short_help="Import an events export or session documents.")
 @click.argument("store", type=PathType(file_okay=False))
 @click.argument("file", type=PathType(dir_okay=False, allow_dash=True))
 def import_command(store: str, file: str) -> None:
@@ -149,7 +151,7 @@ def import_command(store: str, file: str) -> None:
     click.echo(f"{result.events} events imported into {store} ({how})")
 
 
-@click.command(name="backup")
+@click.command(name="backup", short_help="Back up a store while writers and a projector run.")
 @click.argument("store", type=PathType(file_okay=False))
 @click.argument("dest", type=PathType(file_okay=False))
 @click.option("--link", is_flag=True, help="Hard-link sealed segments (same file system).")
@@ -174,7 +176,7 @@ def backup_command(store: str, dest: str, *, link: bool) -> None:
         click.echo(f"projections: the snapshot at LSN {snapshot.lsn}")
 
 
-@click.command(name="restore")
+@click.command(name="restore", short_help="Create a store from a backup.")
 @click.argument("dest", type=PathType(file_okay=False))
 @click.argument("store", type=PathType(file_okay=False))
 @click.option("--force", is_flag=True, help="Replace STORE if it is not empty.")
@@ -197,7 +199,7 @@ _OTHER_COPIES = (
 )
 
 
-@click.command(name="erase")
+@click.command(name="erase", short_help="Erase chosen content from the log, tables and snapshots.")
 @store_argument
 @click.option("--session", "sessions", multiple=True, metavar="ID", help="A session (repeatable).")
 @click.option("--node", "nodes", multiple=True, metavar="ID", help="A node (repeatable).")

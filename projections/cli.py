@@ -88,7 +88,7 @@ def _describe(p: Progress) -> str:
     )
 
 
-@click.command()
+@click.command(short_help="Fold the log into the DuckDB projections.")
 @store_argument
 @_database_option
 @click.option(
@@ -220,7 +220,7 @@ def _fold_if_free(path: str, database: str | None) -> None:
         pass  # a projector is following: read what it has committed
 
 
-@click.command()
+@click.command(short_help="Run a read-only SQL query on the projections.")
 @click.argument("words", nargs=-1, required=True, metavar="[STORE] QUERY")
 @_database_option
 @rows_format
@@ -352,7 +352,7 @@ def _plain(row: tuple[Any, ...]) -> list[str]:
     ]
 
 
-@click.command()
+@click.command(short_help="Record a multi-agent conversation, then show it.")
 @store_argument
 def demo(store: str | None) -> None:
     """Record a small multi-agent conversation, then show what the log and projections hold.

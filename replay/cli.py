@@ -7,6 +7,7 @@ packages), so the CLI can gather commands from all of them without an upward imp
 from __future__ import annotations
 
 import errno
+import inspect
 import os
 import re
 import sys
@@ -142,7 +143,7 @@ def _when(ts: int | None) -> str:
     return datetime_of(ts).isoformat().replace("+00:00", "Z")
 
 
-@click.command()
+@click.command(short_help="Query or save the projections as they were at a point.")
 @store_argument
 @click.option(
     "--at",
@@ -213,7 +214,7 @@ def _at_kwargs(point: Point) -> dict[str, Any]:
     return {"lsn": point} if isinstance(point, int) else {"time": point}
 
 
-@click.command(name="diff")
+@click.command(name="diff", short_help="What changed between two points, table by table.")
 @store_argument
 @click.option("--from", "start", required=True, metavar="LSN|TIME", help="The earlier point.")
 @click.option("--to", "stop", required=True, metavar="LSN|TIME", help="The later point.")
@@ -258,7 +259,7 @@ def _diff_json(result: Diff) -> dict[str, Any]:
     }
 
 
-@click.command(name="fork")
+@click.command(name="fork", short_help="Start a new store from a store's history up to a point.")
 @store_argument
 @_AT
 @click.argument("new", type=PathType(file_okay=False))
@@ -278,7 +279,7 @@ def fork_command(*, store: str | None, point: str, new: str) -> None:
     )
 
 
-@click.command(name="snapshot")
+@click.command(name="snapshot", short_help="Save the projections at a point, for fast replays.")
 @store_argument
 @click.option(
     "--at",
@@ -317,7 +318,7 @@ def snapshot_command(*, store: str | None, point: str | None, keep: int, listing
     print_rows(["lsn", "time", "bytes", "schema"], rows, "table")
 
 
-@click.command()
+@click.command(short_help="Serve stores over HTTP: appends, feed, SQL, reads.")
 @click.argument("store", type=PathType(file_okay=False))
 @click.option(
     "--store",
@@ -375,7 +376,8 @@ def serve(
 
     One process owns each store's projections and folds continuously; reads never wait for
     a file lock. Without --auth it binds to loopback only. SIGTERM drains and exits 0.
-    Needs the serve extra: pip install 'llm-memory-graph[serve]' (docs/service.md).
+
+    Needs the serve extra (docs/service.md): pip install 'llm-memory-graph[serve]'
 
     Example: lmg serve ./my-store --store team=./team-store --port 8420
     """
@@ -416,7 +418,7 @@ def serve(
     run(stores, host=host, port=port, auth=auth, tls=tls, limits=chosen, retention_every_s=every_s)
 
 
-@click.group()
+@click.group(short_help="Tokens of an auth file for lmg serve --auth.")
 def token() -> None:
     """Tokens of an auth file for `lmg serve --auth` (docs/service.md, Auth).
 
@@ -424,7 +426,7 @@ def token() -> None:
     """
 
 
-@token.command(name="add")
+@token.command(name="add", short_help="Add a token to an auth file and print it, once.")
 @click.option("--auth", "auth_file", required=True, type=PathType(dir_okay=False))
 @click.option("--name", required=True, help="Who holds it (shown in the access log).")
 @click.option(
@@ -460,6 +462,21 @@ for command in [
     token,
 ]:
     main.add_command(command)
+
+
+def _keep_whole(command: click.Command) -> None:
+    """Mark the help paragraphs a user copies (an example, an install command) so click
+    prints them as written: rewrapped, they break at a hyphen or mid-command."""
+    if command.help:
+        command.help = "\n\n".join(
+            f"\b\n{p}" if p.startswith("Example:") or "pip install" in p else p
+            for p in inspect.cleandoc(command.help).split("\n\n")
+        )
+    for sub in getattr(command, "commands", {}).values():
+        _keep_whole(sub)
+
+
+_keep_whole(main)
 
 
 if __name__ == "__main__":

@@ -103,6 +103,28 @@ def test_group_help_lists_every_command() -> None:
             assert re.search(rf"^\s+{path[0]}\s", result.output, re.MULTILINE), path
 
 
+def test_group_help_summarises_every_command_whole() -> None:
+    """Each command's line in `lmg --help` is its own summary, not a first sentence cut
+    short with "..." at 80 columns."""
+    result = lmg("--help", env={"COLUMNS": "80"})
+    commands = result.output.split("Commands:", 1)[1]
+    assert "..." not in commands, commands
+    assert max(map(len, commands.splitlines())) <= 80
+
+
+def test_help_prints_examples_and_install_commands_on_one_line() -> None:
+    """A line a user copies is printed as written, at 80 columns: click's rewrapping broke
+    `pip install 'llm-memory-\ngraph[serve]'` at its hyphen and long examples mid-command."""
+    for path in walk(main):
+        output = lmg(*path, "--help", env={"COLUMNS": "80"}).output
+        lines = output.splitlines()
+        example = next(i for i, line in enumerate(lines) if "Example:" in line)
+        assert lines[example + 1 :][:1] in ([], [""]), (path, lines[example : example + 2])
+        for line in lines:
+            if "pip install" in line:
+                assert re.search(r"pip install '[^']+'", line), (path, line)
+
+
 # -- demo ----------------------------------------------------------------------------------------
 
 
