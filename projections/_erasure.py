@@ -42,7 +42,7 @@ from ._text_index import drop_index
 from .errors import ProjectionError, ProjectorBusy
 from .snapshots import Snapshots
 
-__all__ = ["apply_pending", "erase", "erasure_due", "resume_erasure"]
+__all__ = ["apply_pending", "drop_database", "erase", "erasure_due", "resume_erasure"]
 
 
 def erasure_due(store: Path, db: Path) -> bool:
@@ -61,14 +61,22 @@ def apply_pending(store: Path, db: Path) -> bool:
     pending = eventlog.pending_erasure(store) if erasure_due(store, db) else None
     if pending is None:  # (or ended meanwhile by another folder)
         return False
-    for path in (db, Path(f"{db}.wal")):
-        path.unlink(missing_ok=True)
-    drop_index(db)  # the text index of its prompts and responses
-    shutil.rmtree(f"{db}.tmp", ignore_errors=True)  # DuckDB's spill files
+    drop_database(db)
     if pending.projections_from is not None:
         Snapshots(store).drop_from(pending.projections_from)
     eventlog.end_erasure(store, pending.record.erasure_id)
     return True
+
+
+def drop_database(db: Path) -> None:
+    """Delete the database file `db` and what is derived from it: its ``.wal``, its text
+    index (`drop_index`) and DuckDB's spill files (``<db>.tmp``), all of which may hold its
+    text. The caller holds the folder lock of `db` and its gate exclusively, so no reader
+    has the file open (an erasure, `apply_pending`; a rebuild, `Projector`)."""
+    for path in (db, Path(f"{db}.wal")):
+        path.unlink(missing_ok=True)
+    drop_index(db)
+    shutil.rmtree(f"{db}.tmp", ignore_errors=True)
 
 
 def erase(

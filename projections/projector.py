@@ -29,7 +29,7 @@ from eventlog import Record
 from eventlog._advert import find
 
 from ._database import FolderLock, Gate, database_path, open_database
-from ._erasure import apply_pending, erasure_due
+from ._erasure import apply_pending, drop_database, erasure_due
 from ._fold import Batch
 from ._folder import BATCH_EVENTS, fold_sized, read_lean
 from ._history import folded_history, forget_history, history_differs
@@ -95,15 +95,19 @@ class Projector:
         holder = "a one-off catch-up" if passing else "lmg project"
         self._lock = FolderLock(self.db, holder, passing=passing, wait_turn=wait_turn)
         try:
-            if rebuild:  # under the folder lock, so no other folder starts in between
-                for path in (self.db, Path(f"{self.db}.wal")):
-                    path.unlink(missing_ok=True)
-            self._log = eventlog.open(self.store, readonly=True)
             self._gate = Gate(self.db)
+        except BaseException:
+            self._lock.release()
+            raise
+        try:
+            if rebuild:
+                self._drop(wait_s)
+            self._log = eventlog.open(self.store, readonly=True)
             if erasure_due(self.store, self.db):  # its part of an erasure, before any fold
                 with self._gate.hold(exclusive=True, timeout=wait_s):
                     apply_pending(self.store, self.db)
         except BaseException:
+            self._gate.close()
             self._lock.release()
             raise
         self._ready = False
@@ -134,6 +138,14 @@ class Projector:
         self._snapshot_lsn = taken[-1].lsn if taken else -1
         self._snapshot_bytes = 0  # the cursor's bytes_read at the newest snapshot
         self._ready = True
+
+    def _drop(self, wait_s: float | None) -> None:
+        """Delete the database for a rebuild, with what derives from it (`drop_database`):
+        under the folder lock, so no other folder starts in between, and with the gate
+        exclusive, so no reader has the file open while it goes (one may be reading it in
+        another process: this waits for it, up to `wait_s`, then `DatabaseBusy`)."""
+        with self._gate.hold(exclusive=True, timeout=wait_s):
+            drop_database(self.db)
 
     def close(self) -> None:
         self._saver.shutdown()
@@ -452,6 +464,7 @@ def rebuild(
     snapshots: SnapshotPolicy | None = DEFAULT_SNAPSHOTS,
 ) -> int:
     """Delete a store's projections and fold the whole log again (taking snapshots as it
-    goes, unless `snapshots` is None); returns the checkpoint."""
+    goes, unless `snapshots` is None); returns the checkpoint. The delete waits for readers
+    in other processes to close the file (the gate), as a fold does."""
     with Projector(store, database, rebuild=True, snapshots=snapshots) as projector:
         return projector.catch_up(on_progress=on_progress)
