@@ -93,51 +93,49 @@ class Projector:
         # `passing`: it will only catch up (another folder may wait for it); `wait_turn`:
         # wait for such a folder rather than be refused (see `FolderLock`)
         holder = "a one-off catch-up" if passing else "lmg project"
-        self._lock = FolderLock(self.db, holder, passing=passing, wait_turn=wait_turn)
-        try:
+        with contextlib.ExitStack() as undo:  # a failed open (`wait_s` past) holds nothing
+            self._lock = FolderLock(self.db, holder, passing=passing, wait_turn=wait_turn)
+            undo.callback(self._lock.release)
             self._gate = Gate(self.db)
-        except BaseException:
-            self._lock.release()
-            raise
-        try:
+            undo.callback(self._gate.close)
             if rebuild:
                 self._drop(wait_s)
             self._log = eventlog.open(self.store, readonly=True)
+            undo.callback(self._log.close)
             if erasure_due(self.store, self.db):  # its part of an erasure, before any fold
                 with self._gate.hold(exclusive=True, timeout=wait_s):
                     apply_pending(self.store, self.db)
-        except BaseException:
-            self._gate.close()
-            self._lock.release()
-            raise
-        self._ready = False
-        # A snapshot's chunks are saved by this thread while the fold goes on (`_saved`).
-        self._saver = ThreadPoolExecutor(1, thread_name_prefix="lmg-snapshot")
-        self._saving: tuple[int, Future[SnapshotInfo]] | None = None
-        self._checkpoint = -1
-        self._log_end = 0
-        self._folded = 0
-        self._started = time.monotonic()
-        self._waited = 0.0
-        self._released = 0.0  # when the gate was last released (monotonic)
-        self._last_ts: int | None = None
-        self._snapshots = Snapshots(self.store)
-        with self._open() as con:
-            ensure_schema(con)
-            why = history_differs(self._log, *folded_history(con))
-            if why is not None:  # the log lost what we folded: never mix two histories
-                forget_history(con, why)
-                drop_index(self.db)  # it indexed the text of that history too
+            self._ready = False
+            # A snapshot's chunks are saved by this thread while the fold goes on (`_saved`).
+            self._saver = ThreadPoolExecutor(1, thread_name_prefix="lmg-snapshot")
+            undo.callback(self._saver.shutdown)
+            self._saving: tuple[int, Future[SnapshotInfo]] | None = None
+            self._checkpoint = -1
+            self._log_end = 0
+            self._folded = 0
+            self._started = time.monotonic()
+            self._waited = 0.0
+            self._released = 0.0  # when the gate was last released (monotonic)
+            self._last_ts: int | None = None
+            self._snapshots = Snapshots(self.store)
+            with self._open() as con:
                 ensure_schema(con)
-                self._snapshots.drop_other_histories(self._log)
-            self._checkpoint = checkpoint(con)
-        self._cursor = self._log.cursor(self._checkpoint + 1)
-        self._ahead: tuple[Record, int] | None = None  # read from the cursor, not yet folded
-        self._policy = snapshots
-        taken = self._snapshots.all() if snapshots is not None else []
-        self._snapshot_lsn = taken[-1].lsn if taken else -1
-        self._snapshot_bytes = 0  # the cursor's bytes_read at the newest snapshot
-        self._ready = True
+                why = history_differs(self._log, *folded_history(con))
+                if why is not None:  # the log lost what we folded: never mix two histories
+                    forget_history(con, why)
+                    drop_index(self.db)  # it indexed the text of that history too
+                    ensure_schema(con)
+                    self._snapshots.drop_other_histories(self._log)
+                self._checkpoint = checkpoint(con)
+            self._cursor = self._log.cursor(self._checkpoint + 1)
+            undo.callback(self._cursor.close)
+            self._ahead: tuple[Record, int] | None = None  # read, not yet folded
+            self._policy = snapshots
+            taken = self._snapshots.all() if snapshots is not None else []
+            self._snapshot_lsn = taken[-1].lsn if taken else -1
+            self._snapshot_bytes = 0  # the cursor's bytes_read at the newest snapshot
+            self._ready = True
+            undo.pop_all()  # open: `close` lets go of it all from now on
 
     def _drop(self, wait_s: float | None) -> None:
         """Delete the database for a rebuild, with what derives from it (`drop_database`):
