@@ -9,9 +9,10 @@ it does. Three rules make a folder and many readers share one file:
    stop it, since the fold starts after the checkpoint it reads in its own transaction.
    A *passing* holder (`lmg sql` catching up, `lmg project` without ``--follow``) says so in
    the lock file; a folder that asks to (`lmg project`) waits for it to finish instead.
-2. A gate, ``<db>.gate``, is held exclusively by the folder while it has the file open and
-   shared by readers while they do. A turnstile (``<db>.turnstile``) in front of it gives a
-   waiting folder priority over readers who arrive after it, so readers cannot starve it.
+2. A gate, ``<db>.gate``, is held exclusively by the folder while it has the file open or
+   deletes it (an erasure, a rebuild) and shared by readers while they have it open. A
+   turnstile (``<db>.turnstile``) in front of it gives a waiting folder priority over
+   readers who arrive after it, so readers cannot starve it.
    A waiting reader holds ``<db>.waiting`` shared, so the folder knows to let go soon.
    `lmg project` opens the file only to fold, and ends a hold after `hold_s` when someone
    waits, so readers slip in between. An embedded `MemoryGraph` opens it only to read (fold,

@@ -11,8 +11,21 @@ The next fold starts from LSN 0 on a fresh file: the cost of an erasure is a ful
 
 A following `lmg project` or an embedded `MemoryGraph` does this itself at its next fold
 (`apply_pending`); `erase` does it when no folder runs, or waits for the one that does.
-Only the store's own database (``<store>/projections.duckdb``) is known to the erasure:
-databases kept elsewhere, forks and backups are other copies.
+
+Which databases the erasure reaches, and why:
+
+- The store's own (``<store>/projections.duckdb``), through the journal, as above.
+- A `MemoryGraph` in memory (``database=":memory:"``) through the log: it is no copy but a
+  live cache of the store, private to its handle, with nothing on disk, and a user who
+  erases someone's data expects every live reader of the store to stop showing it. The
+  journal may be gone before it reads again (whoever holds the store's database ends it),
+  so it goes by the ``erasure.applied`` record instead, which the log keeps for good and
+  its next read folds: a record naming an LSN it folded before makes it drop its tables and
+  fold again from zero (`MemoryGraph`'s `refresh`).
+- A database file elsewhere (``database=PATH``, ``lmg project --database``) is a copy the
+  user keeps, like forks and backups: the erasure cannot find it, it outlives the processes
+  that fold it (while none runs, nothing could drop it), and a projector and graphs may take
+  turns on it. Delete it, or rebuild it (``lmg project STORE --database PATH --rebuild``).
 """
 
 from __future__ import annotations
@@ -29,7 +42,7 @@ from ._text_index import drop_index
 from .errors import ProjectionError, ProjectorBusy
 from .snapshots import Snapshots
 
-__all__ = ["apply_pending", "erase", "erasure_due", "resume_erasure"]
+__all__ = ["apply_pending", "drop_database", "erase", "erasure_due", "resume_erasure"]
 
 
 def erasure_due(store: Path, db: Path) -> bool:
@@ -48,14 +61,22 @@ def apply_pending(store: Path, db: Path) -> bool:
     pending = eventlog.pending_erasure(store) if erasure_due(store, db) else None
     if pending is None:  # (or ended meanwhile by another folder)
         return False
-    for path in (db, Path(f"{db}.wal")):
-        path.unlink(missing_ok=True)
-    drop_index(db)  # the text index of its prompts and responses
-    shutil.rmtree(f"{db}.tmp", ignore_errors=True)  # DuckDB's spill files
+    drop_database(db)
     if pending.projections_from is not None:
         Snapshots(store).drop_from(pending.projections_from)
     eventlog.end_erasure(store, pending.record.erasure_id)
     return True
+
+
+def drop_database(db: Path) -> None:
+    """Delete the database file `db` and what is derived from it: its ``.wal``, its text
+    index (`drop_index`) and DuckDB's spill files (``<db>.tmp``), all of which may hold its
+    text. The caller holds the folder lock of `db` and its gate exclusively, so no reader
+    has the file open (an erasure, `apply_pending`; a rebuild, `Projector`)."""
+    for path in (db, Path(f"{db}.wal")):
+        path.unlink(missing_ok=True)
+    drop_index(db)
+    shutil.rmtree(f"{db}.tmp", ignore_errors=True)
 
 
 def erase(

@@ -32,7 +32,7 @@ import duckdb
 
 from eventlog import Record
 from eventlog._lean import full_event
-from eventlog.events import EventBase, tag_of
+from eventlog.events import ErasureApplied, EventBase, tag_of
 
 from ._history import record_mark
 from ._stage import STAGED_CLASSES, Staged, assigned_prompts, touched_ids
@@ -85,6 +85,19 @@ class Batch:
         if len(self._records) > _FORGET_ALL_AFTER:
             return None
         return touched_ids(self._records)
+
+    @functools.cached_property
+    def erased_from(self) -> int | None:
+        """The first LSN an ``erasure.applied`` record of the batch says it erased (None: the
+        batch holds none that erased anything). A fold that read that LSN before this batch
+        holds its old content; only an in-memory graph asks (`memory_graph`), since the
+        store's own database learns of an erasure from its journal (`_erasure`)."""
+        found = [
+            r.event.first_lsn
+            for r in self._records
+            if isinstance(r.event, ErasureApplied) and r.event.first_lsn is not None
+        ]
+        return min(found, default=None)
 
     @functools.cached_property
     def reassigned(self) -> set[uuid.UUID]:

@@ -6,6 +6,14 @@ reader in another process waits or when it is idle, so `lmg sql` and `projection
 turns with it. Every read first folds whatever the log holds beyond the checkpoint, so a read
 sees every write made before it, by this process or any other. `AsyncMemoryGraph` is the
 asyncio twin: appends as in `AsyncEventLog`, reads in a worker thread.
+
+An erasure reaches a graph on the store's own database through the erasure's journal (the
+graph drops the file at its next hold, `_erasure.apply_pending`), and an in-memory graph
+(``database=":memory:"``) through the log itself: it is a live cache of the store, not a
+copy, so when a read folds an ``erasure.applied`` record naming an LSN the graph folded
+before, it drops its tables and folds again from zero (`_Embedded.refresh`). A database
+file elsewhere (``database=PATH``) is a copy the user keeps, as `_erasure` says: the
+erasure does not reach it.
 """
 
 from __future__ import annotations
@@ -134,9 +142,10 @@ class _Embedded:
         self.checkpoint = -1
         self._closed = False
         self._spill: str | None = None  # an in-memory instance's private spill directory
-        if str(db) == ":memory:":  # private to this handle: nobody to share with, never let go
-            self.con = self._in_memory(memory_limit or FOLD_MEMORY_LIMIT)  # the tables live in it
-            ensure_schema(self.con)
+        self.in_memory = str(db) == ":memory:"
+        self._private_limit = memory_limit or FOLD_MEMORY_LIMIT  # an in-memory instance's
+        if self.in_memory:  # private to this handle: nobody to share with, never let go
+            self.con = self._new_instance(self._private_limit)  # the tables live in it
             self._reader = GraphReader(self.con, kind_of=kind_of)
             return
         self._lock = FolderLock(db, "an embedded MemoryGraph")
@@ -146,20 +155,38 @@ class _Embedded:
             self._lock.release()
             raise
 
-    def _in_memory(self, limit: str) -> duckdb.DuckDBPyConnection:
-        """An in-memory instance (no WAL) that spills to a directory of its own, mode 0700,
-        removed at close: DuckDB's default is ``./.tmp`` under the working directory, with
-        the umask's modes, where another user could read the prompts it spills. The caller's
-        SQL runs on this instance too (`sql`, `rows`), so it is sandboxed before any use; the
-        sandbox refuses a spill directory set later, so it is set at connect."""
-        self._spill = tempfile.mkdtemp(prefix="lmg-graph-")
+    def _new_instance(self, limit: str) -> duckdb.DuckDBPyConnection:
+        """An in-memory instance (no WAL) with the empty tables, that spills to a directory of
+        its own, mode 0700, removed at close: DuckDB's default is ``./.tmp`` under the working
+        directory, with the umask's modes, where another user could read the prompts it
+        spills. The caller's SQL runs on this instance too (`sql`, `rows`), so it is sandboxed
+        before any use; the sandbox refuses a spill directory set later, so it is set at
+        connect. `_spill` names the new directory only once the instance is made."""
+        spill = tempfile.mkdtemp(prefix="lmg-graph-")
         try:
-            con = duckdb.connect(config={"memory_limit": limit, "temp_directory": self._spill})
+            con = duckdb.connect(config={"memory_limit": limit, "temp_directory": spill})
             sandbox(con)
+            ensure_schema(con)
         except BaseException:
-            shutil.rmtree(self._spill, ignore_errors=True)
+            shutil.rmtree(spill, ignore_errors=True)
             raise
+        self._spill = spill
         return con
+
+    def _start_over(self) -> None:
+        """Replace an in-memory graph's instance with an empty one (checkpoint -1): an erasure
+        blanked events its tables hold. The old instance's spill directory goes with it
+        (spilled pages may hold the erased text), and so do the cached answers; a relation
+        from `sql` on the old instance fails from now on, as after `close`."""
+        assert self.con is not None and self._reader is not None
+        old, old_spill = self.con, self._spill
+        self.con = self._reader.con = self._new_instance(self._private_limit)
+        self._reader.clear()
+        self._relations.clear()
+        self.checkpoint = -1
+        old.close()
+        if old_spill is not None:
+            shutil.rmtree(old_spill, ignore_errors=True)
 
     def _hold(self, wait_s: float) -> GraphReader:
         """The reader on an open database: opened (gate exclusive, then the file read-write)
@@ -236,17 +263,38 @@ class _Embedded:
                 self._changed.wait(min(WATCH_S, max(self.idle_s - idle, 0.0) + 0.001))
 
     def refresh(self, con: duckdb.DuckDBPyConnection) -> None:
-        """Fold what the log holds beyond the checkpoint (read-your-writes)."""
-        if self.log.next_lsn() - 1 > self.checkpoint:
+        """Fold what the log holds beyond the checkpoint (read-your-writes).
+
+        An in-memory graph that folds an ``erasure.applied`` record naming an LSN at or
+        before the checkpoint it started from folded that event's content: it starts over
+        and folds from zero (the cost of an erasure is a full fold). The record is appended
+        only once every segment is rewritten, and the fold stops at the log's end as it was
+        when it began, so whatever this fold reads after the old checkpoint is erased
+        already: nothing more is needed. No extra file is looked at: the log's end, which
+        every read asks for anyway, moves with each record."""
+        end = self.log.next_lsn()
+        if end - 1 <= self.checkpoint:
+            return
+        before, erased = self.checkpoint, False
+
+        def on_batch(batch: Batch, _last: object) -> None:
+            nonlocal erased
+            if self._reader is not None:
+                self._reader.forget(batch)
+            first = batch.erased_from
+            erased = erased or (self.in_memory and first is not None and first <= before)
+
+        try:
             # A PoisonEvent propagates: a read cannot promise the writes before it, so it fails
             # (naming the event) until the database is rebuilt; what preceded it is folded.
             self.checkpoint = fold_available(
-                con, self.log, batch_events=self.batch_events, on_batch=self._forget
+                con, self.log, batch_events=self.batch_events, stop_lsn=end, on_batch=on_batch
             )
-
-    def _forget(self, batch: Batch, _last: object) -> None:
-        if self._reader is not None:
-            self._reader.forget(batch)
+        finally:
+            if erased:  # (also when a later batch failed: the erased content goes first)
+                self._start_over()
+        if erased and self.con is not None:
+            self.refresh(self.con)
 
     def run(self, fn: Callable[[GraphReader], R], wait_s: float | None = None) -> R:
         """Fold, then read with `fn`; waits up to `wait_s` (the graph's) for the database."""
@@ -254,7 +302,7 @@ class _Embedded:
             if self._closed:
                 raise ProjectionError(f"the graph on {self.db} is closed")
             try:
-                if self.con is not None and erasure_due(self.db.parent, self.db):
+                if self.con is not None and self._erasure_due():
                     self._let_go()  # an erasure: the file goes at the next hold (just below)
                 reader = self._hold(self.wait_s if wait_s is None else wait_s)
                 try:
@@ -273,6 +321,10 @@ class _Embedded:
                 if self.shares and self._gate is not None and self._gate.readers_waiting():
                     self._let_go()  # someone waits: their turn now, ours again on the next read
                 self._changed.notify_all()
+
+    def _erasure_due(self) -> bool:
+        """Is an erasure's part due on the file? (An in-memory graph has none: `refresh`.)"""
+        return not self.in_memory and erasure_due(self.db.parent, self.db)
 
     def _fold_and_read(self, reader: GraphReader, fn: Callable[[GraphReader], R]) -> R:
         self.refresh(reader.con)

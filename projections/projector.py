@@ -29,7 +29,7 @@ from eventlog import Record
 from eventlog._advert import find
 
 from ._database import FolderLock, Gate, database_path, open_database
-from ._erasure import apply_pending, erasure_due
+from ._erasure import apply_pending, drop_database, erasure_due
 from ._fold import Batch
 from ._folder import BATCH_EVENTS, fold_sized, read_lean
 from ._history import folded_history, forget_history, history_differs
@@ -93,47 +93,57 @@ class Projector:
         # `passing`: it will only catch up (another folder may wait for it); `wait_turn`:
         # wait for such a folder rather than be refused (see `FolderLock`)
         holder = "a one-off catch-up" if passing else "lmg project"
-        self._lock = FolderLock(self.db, holder, passing=passing, wait_turn=wait_turn)
-        try:
-            if rebuild:  # under the folder lock, so no other folder starts in between
-                for path in (self.db, Path(f"{self.db}.wal")):
-                    path.unlink(missing_ok=True)
-            self._log = eventlog.open(self.store, readonly=True)
+        with contextlib.ExitStack() as undo:  # a failed open (`wait_s` past) holds nothing
+            self._lock = FolderLock(self.db, holder, passing=passing, wait_turn=wait_turn)
+            undo.callback(self._lock.release)
             self._gate = Gate(self.db)
+            undo.callback(self._gate.close)
+            if rebuild:
+                self._drop(wait_s)
+            self._log = eventlog.open(self.store, readonly=True)
+            undo.callback(self._log.close)
             if erasure_due(self.store, self.db):  # its part of an erasure, before any fold
                 with self._gate.hold(exclusive=True, timeout=wait_s):
                     apply_pending(self.store, self.db)
-        except BaseException:
-            self._lock.release()
-            raise
-        self._ready = False
-        # A snapshot's chunks are saved by this thread while the fold goes on (`_saved`).
-        self._saver = ThreadPoolExecutor(1, thread_name_prefix="lmg-snapshot")
-        self._saving: tuple[int, Future[SnapshotInfo]] | None = None
-        self._checkpoint = -1
-        self._log_end = 0
-        self._folded = 0
-        self._started = time.monotonic()
-        self._waited = 0.0
-        self._released = 0.0  # when the gate was last released (monotonic)
-        self._last_ts: int | None = None
-        self._snapshots = Snapshots(self.store)
-        with self._open() as con:
-            ensure_schema(con)
-            why = history_differs(self._log, *folded_history(con))
-            if why is not None:  # the log lost what we folded: never mix two histories
-                forget_history(con, why)
-                drop_index(self.db)  # it indexed the text of that history too
+            self._ready = False
+            # A snapshot's chunks are saved by this thread while the fold goes on (`_saved`).
+            self._saver = ThreadPoolExecutor(1, thread_name_prefix="lmg-snapshot")
+            undo.callback(self._saver.shutdown)
+            self._saving: tuple[int, Future[SnapshotInfo]] | None = None
+            self._checkpoint = -1
+            self._log_end = 0
+            self._folded = 0
+            self._started = time.monotonic()
+            self._waited = 0.0
+            self._released = 0.0  # when the gate was last released (monotonic)
+            self._last_ts: int | None = None
+            self._snapshots = Snapshots(self.store)
+            with self._open() as con:
                 ensure_schema(con)
-                self._snapshots.drop_other_histories(self._log)
-            self._checkpoint = checkpoint(con)
-        self._cursor = self._log.cursor(self._checkpoint + 1)
-        self._ahead: tuple[Record, int] | None = None  # read from the cursor, not yet folded
-        self._policy = snapshots
-        taken = self._snapshots.all() if snapshots is not None else []
-        self._snapshot_lsn = taken[-1].lsn if taken else -1
-        self._snapshot_bytes = 0  # the cursor's bytes_read at the newest snapshot
-        self._ready = True
+                why = history_differs(self._log, *folded_history(con))
+                if why is not None:  # the log lost what we folded: never mix two histories
+                    forget_history(con, why)
+                    drop_index(self.db)  # it indexed the text of that history too
+                    ensure_schema(con)
+                    self._snapshots.drop_other_histories(self._log)
+                self._checkpoint = checkpoint(con)
+            self._cursor = self._log.cursor(self._checkpoint + 1)
+            undo.callback(self._cursor.close)
+            self._ahead: tuple[Record, int] | None = None  # read, not yet folded
+            self._policy = snapshots
+            taken = self._snapshots.all() if snapshots is not None else []
+            self._snapshot_lsn = taken[-1].lsn if taken else -1
+            self._snapshot_bytes = 0  # the cursor's bytes_read at the newest snapshot
+            self._ready = True
+            undo.pop_all()  # open: `close` lets go of it all from now on
+
+    def _drop(self, wait_s: float | None) -> None:
+        """Delete the database for a rebuild, with what derives from it (`drop_database`):
+        under the folder lock, so no other folder starts in between, and with the gate
+        exclusive, so no reader has the file open while it goes (one may be reading it in
+        another process: this waits for it, up to `wait_s`, then `DatabaseBusy`)."""
+        with self._gate.hold(exclusive=True, timeout=wait_s):
+            drop_database(self.db)
 
     def close(self) -> None:
         self._saver.shutdown()
@@ -452,6 +462,7 @@ def rebuild(
     snapshots: SnapshotPolicy | None = DEFAULT_SNAPSHOTS,
 ) -> int:
     """Delete a store's projections and fold the whole log again (taking snapshots as it
-    goes, unless `snapshots` is None); returns the checkpoint."""
+    goes, unless `snapshots` is None); returns the checkpoint. The delete waits for readers
+    in other processes to close the file (the gate), as a fold does."""
     with Projector(store, database, rebuild=True, snapshots=snapshots) as projector:
         return projector.catch_up(on_progress=on_progress)

@@ -336,6 +336,44 @@ def test_an_embedded_graph_drops_its_database_at_its_next_hold(tmp_path: Path) -
     assert not errors and eventlog.pending_erasure(fx.path) is None
 
 
+def _graph_text(g: MemoryGraph) -> str:
+    """Every row of every table the graph answers SQL from, as one text."""
+    return repr([g.rows(f"SELECT * FROM {name}") for name in projections.TABLE_NAMES])
+
+
+def test_an_in_memory_graph_folds_again_after_an_erasure(tmp_path: Path) -> None:
+    """An in-memory graph is a live cache of the store, not a copy: an erasure of events it
+    has folded and read reaches its next read, whether `projections.erase` ran in this
+    process or ``lmg erase`` in another, and what was not erased reads as before."""
+    fx = Fixture(tmp_path / "store", turns=3)
+    with MemoryGraph.open(fx.path, database=":memory:") as g:
+        prompt = g.get_node(fx.prompt)  # folded, read, and cached
+        assert isinstance(prompt, projections.Prompt) and fx.secrets[-8] in prompt.content
+        assert all(word in _graph_text(g) for word in fx.secrets + fx.kept)
+
+        projections.erase(fx.path, eventlog.Selector.of(sessions=[fx.alice]))
+        prompt = g.get_node(fx.prompt)
+        assert isinstance(prompt, projections.Prompt) and prompt.content.startswith("[erased ")
+        text = _graph_text(g)
+        assert [word for word in fx.secrets if word in text] == []
+        assert all(word in text for word in fx.kept)
+
+        ((bob_prompt, said),) = g.rows(
+            "SELECT id, content FROM prompts WHERE session_id = ? ORDER BY lsn LIMIT 1", [fx.bob]
+        )
+        assert g.context_window(fx.bob, 100)[0].prompt.content == said  # cached too
+        lmg("erase", str(fx.path), "--node", str(bob_prompt))  # another process
+        assert g.context_window(fx.bob, 100)[0].prompt.content.startswith("[erased ")
+        gone = said.split()[-1]
+        text = _graph_text(g)
+        assert gone not in text and all(w in text for w in fx.kept if w != gone)
+        node = g.get_node(bob_prompt)
+        assert isinstance(node, projections.Prompt) and node.content.startswith("[erased ")
+
+        later = g.add_prompt(fx.bob, "after the erasures")  # the graph goes on as before
+        assert g.get_session_nodes(fx.bob)[-1].id == later
+
+
 def test_retention_due_is_applied_by_erase(tmp_path: Path) -> None:
     fx = Fixture(tmp_path / "source", turns=2)
     old = time.time_ns() - 40 * 86_400 * 1_000_000_000

@@ -497,6 +497,58 @@ def test_signal_stops_a_follower_cleanly(
     assert checkpoint_of(store) == next_lsn(store) - 1
 
 
+_HOLDING_READER = """
+import json, pathlib, sys, time, projections
+with projections.connect(sys.argv[1]) as con:  # the gate shared, the file open
+    count = "SELECT count(*) FROM prompts"
+    print(json.dumps({"prompts": con.execute(count).fetchall()[0][0]}), flush=True)
+    while not pathlib.Path(sys.argv[2]).exists():  # the test's word that it may finish
+        time.sleep(0.01)
+    print(json.dumps({"prompts": con.execute(count).fetchall()[0][0]}), flush=True)
+"""
+
+
+def _inode(path: Path) -> int | None:
+    return path.stat().st_ino if path.exists() else None
+
+
+@pytest.mark.slow
+def test_a_rebuild_deletes_the_database_once_readers_let_go(
+    tmp_path: Path, store: Path, rng: random.Random
+) -> None:
+    """A rebuild deletes the database with the gate held exclusively, as an erasure does: a
+    reader in another process with the file open reads on to its end, then the rebuild goes
+    on; one given `wait_s` raises `DatabaseBusy` after it, leaves the file as it was, and
+    lets go of the folder lock (the rebuild after it is not refused)."""
+    new_store(store, rng, 300)
+    end = projections.rebuild(store)
+    db = store / projections.DATABASE_FILE
+    inode = _inode(db)
+    finish = tmp_path / "finish"
+    args = [sys.executable, "-c", _HOLDING_READER, str(store), str(finish)]
+    reader = Child(args, tmp_path, "reader")
+    try:
+        reader.wait_for(reader.said_something, "its first read")
+        for rebuild in (True, False):  # waiting to delete the file, or to open it: in vain
+            with pytest.raises(projections.DatabaseBusy):  # (and it holds nothing after)
+                projections.Projector(store, rebuild=rebuild, wait_s=0.2, snapshots=None)
+        kept_by_busy = _inode(db)
+        with concurrent.futures.ThreadPoolExecutor(1) as pool:
+            rebuilding = pool.submit(projections.rebuild, store, snapshots=None)
+            time.sleep(0.5)
+            waited, kept = not rebuilding.done(), _inode(db)
+            finish.touch()  # the reader reads once more and lets go: the rebuild goes on
+            rebuilt = rebuilding.result(timeout=WAIT_S)
+        assert reader.wait() == 0, reader.stderr()
+    finally:
+        finish.touch()
+        reader.kill()
+    assert kept_by_busy == inode and waited and kept == inode and rebuilt == end
+    first, second = reader.lines()
+    assert first == second and first["prompts"] > 0
+    assert _inode(db) is not None and checkpoint_of(store) == end
+
+
 # -- 7. the CLI ----------------------------------------------------------------------------------
 
 
