@@ -127,7 +127,8 @@ class _Embedded:
         # limit given is the limit. The service's graph (shares=False) never grows: it holds
         # the file for good, and its cursors with it, so it is given its limit.
         self._memory_limit = memory_limit or MEMORY_LIMIT
-        self._grows = memory_limit is None and shares
+        # A file grows its limit by reopening; an in-memory instance has its largest already.
+        self._grows = memory_limit is None and shares and str(db) != ":memory:"
         self._limit = self._memory_limit  # the open file's
         self._mutex = threading.RLock()
         self._changed = threading.Condition(self._mutex)  # a read ended, or the graph closed

@@ -29,6 +29,7 @@ from typing import Any, TypeVar
 import pytest
 
 import eventlog
+import projections.memory_graph
 from eventlog import LogClosed, PromptMetadata, TokenUsage, VariableSpec
 from eventlog import events as ev
 from projections import (
@@ -38,6 +39,7 @@ from projections import (
     AsyncQuery,
     BadArgument,
     Edge,
+    FoldFailed,
     GenericNode,
     GraphStats,
     Hop,
@@ -1060,6 +1062,22 @@ def test_in_memory_database(store: Path) -> None:
     assert (store / DATABASE_FILE).exists()
     with MemoryGraph.open(store, **FAST, database=":memory:") as g:
         assert g.get_session(s.id).prompt_count == 2  # rebuilt from the log
+
+
+def test_an_in_memory_graph_out_of_memory_is_a_fold_error_and_loses_nothing(
+    store: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An in-memory graph runs under the largest limit already: out of memory it raises
+    `FoldFailed` naming DuckDB's error (it used to try to reopen a file it does not have and
+    fail on an assertion), and every append stays in the log."""
+    monkeypatch.setattr(projections.memory_graph, "FOLD_MEMORY_LIMIT", "8MB")
+    with MemoryGraph.open(store, **FAST, database=":memory:") as g:
+        s = g.create_session().id
+        for _ in range(200):
+            g.add_prompts_batch([(s, f"word{j} " * 400) for j in range(100)])
+        with pytest.raises(FoldFailed, match="Out of Memory"):
+            g.rows("SELECT count(*) FROM prompts")
+        assert g.next_lsn() == 1 + 200 * 100
 
 
 def test_an_in_memory_graph_spills_to_a_private_directory_of_its_own(
