@@ -41,7 +41,8 @@ from ._format import SEGMENT_HEADER, segment_name
 from ._index import fsync_dir, write_atomically
 from ._retention import RETENTION_FILE
 from ._segment import is_reserve, iter_frames, read_segment_header
-from .errors import CorruptionError, EventLogError
+from ._store import FULL_DISK
+from .errors import CorruptionError, EventLogError, StorageFull
 from .log import EventLog
 from .verify import verify
 
@@ -269,7 +270,8 @@ def _tail_crc(path: Path, size: int) -> int:
 
 def _copy_file(source: Path, target: Path, length: int | None) -> None:
     """Copy `length` bytes (None: all) of `source` into a private new `target`. Neither may
-    be a symbolic link (a backup holding one is refused, not followed)."""
+    be a symbolic link (a backup holding one is refused, not followed). An error reading
+    or writing names the file it was reading or writing (a full disk names `target`)."""
     src = open_file(source)
     try:
         with contextlib.suppress(FileNotFoundError):
@@ -279,15 +281,36 @@ def _copy_file(source: Path, target: Path, length: int | None) -> None:
             end = os.fstat(src).st_size if length is None else length
             offset = 0
             while offset < end:
-                data = os.pread(src, min(_COPY, end - offset), offset)
+                with _naming(source):
+                    data = os.pread(src, min(_COPY, end - offset), offset)
                 if not data:
                     raise EventLogError(f"{source} ended at {offset} bytes, not {end}")
-                _write_all(out, data)
+                with _naming(target):
+                    _write_all(out, data)
                 offset += len(data)
         finally:
             os.close(out)
     finally:
         os.close(src)
+
+
+@contextlib.contextmanager
+def _naming(path: Path) -> Iterator[None]:
+    """An OSError raised within, which names no file, names `path`."""
+    try:
+        yield
+    except OSError as exc:
+        if exc.filename is not None:
+            raise
+        raise OSError(exc.errno, exc.strerror, str(path)) from None
+
+
+def _stopped(exc: OSError, message: str) -> EventLogError:
+    """The error to raise for `exc` with `message`: `StorageFull` if the disk is full (or a
+    file size limit was hit), so callers can tell it from damage."""
+    if exc.errno in FULL_DISK:
+        return StorageFull(exc.errno, message)
+    return EventLogError(message)
 
 
 def _write_all(fd: int, data: bytes) -> None:
@@ -325,7 +348,10 @@ def restore(
             )
     if not force:
         check_new_store(target)
-    with building_store(target, "restoring", replace=force) as building:
+    with (
+        building_store(target, "restoring", replace=force) as building,
+        _named_in(building, target),
+    ):
         for path in _files(root):
             relative = path.relative_to(root)
             if str(relative) in (BACKUP_FILE, _PARTIAL):
@@ -348,6 +374,22 @@ def restore(
                 first.lsn,
             )
     return info
+
+
+@contextlib.contextmanager
+def _named_in(building: Path, target: Path) -> Iterator[None]:
+    """A file that could not be written into the store being built (a full disk) is named
+    as it is in the backup, with the store restored to: the temporary directory is gone
+    when the user reads the error, and its name would only mislead."""
+    try:
+        yield
+    except OSError as exc:
+        if exc.filename is None or not Path(exc.filename).is_relative_to(building):
+            raise
+        inside = Path(exc.filename).relative_to(building)
+        raise _stopped(
+            exc, f"could not write {inside} into {target} ({exc.strerror}); nothing was restored"
+        ) from None
 
 
 def _make_dirs(root: Path, relative: Path) -> None:
