@@ -122,32 +122,43 @@ def backup(
     with EventLog.open(store, readonly=True) as log:
         older = _older(root, source)
         _mark_partial(root)
-        firsts = log._store.segments()
-        sizes = {segment_name(f): log._store.segment_path(f).stat().st_size for f in firsts[:-1]}
-        if firsts:  # the last segment: up to its last complete frame, as a reader sees it
-            last = log._store._rebuild_lenient(firsts[-1], counts=False)
-            sizes[segment_name(firsts[-1])] = last.size
-            last_lsn = last.next_lsn - 1
-        else:
-            last_lsn = -1
         reusable = dict(list(older.segments.items())[:-1]) if older else {}
-        run = _copy_segments(log, root, sizes, reusable, link=link)
-        for name in _STORE_FILES:
-            (root / name).unlink(missing_ok=True)
-            with contextlib.suppress(FileNotFoundError):  # the store has none
-                _copy_file(log.path / name, root / name, None)
-        event = next(log.read(last_lsn, last_lsn + 1), None) if last_lsn >= 0 else None
+        with _stopping(root):
+            run, last_lsn, last_ts = _copy_log(log, root, reusable, link=link)
     info = BackupInfo(
         source=source,
         created_ns=time.time_ns(),
         last_lsn=last_lsn,
-        last_ts=None if event is None else event.event.ts,
+        last_ts=last_ts,
         segments=run,
     )
-    _finish(root, info)
+    with _stopping(root):
+        _finish(root, info)
     copied = sum(1 for name in run if name not in reusable or reusable[name] != run[name])
     moved = sum(run[n].size for n in run if n not in reusable or reusable[n] != run[n])
     return BackupRun(info=info, copied=copied, reused=len(run) - copied, copied_bytes=moved)
+
+
+def _copy_log(
+    log: EventLog, root: Path, reusable: dict[str, Segment], *, link: bool
+) -> tuple[dict[str, Segment], int, int | None]:
+    """Copy the log's segments and small files into `root`; return the segments, and the
+    last LSN copied with its event's time."""
+    firsts = log._store.segments()
+    sizes = {segment_name(f): log._store.segment_path(f).stat().st_size for f in firsts[:-1]}
+    if firsts:  # the last segment: up to its last complete frame, as a reader sees it
+        last = log._store._rebuild_lenient(firsts[-1], counts=False)
+        sizes[segment_name(firsts[-1])] = last.size
+        last_lsn = last.next_lsn - 1
+    else:
+        last_lsn = -1
+    run = _copy_segments(log, root, sizes, reusable, link=link)
+    for name in _STORE_FILES:
+        (root / name).unlink(missing_ok=True)
+        with contextlib.suppress(FileNotFoundError):  # the store has none
+            _copy_file(log.path / name, root / name, None)
+    event = next(log.read(last_lsn, last_lsn + 1), None) if last_lsn >= 0 else None
+    return run, last_lsn, None if event is None else event.event.ts
 
 
 def redescribe(root: Path) -> None:
@@ -189,6 +200,23 @@ def _older(root: Path, source: str) -> BackupInfo | None:
     if (root / _PARTIAL).exists() or not any(root.iterdir()):
         return None
     raise EventLogError(f"{root} is neither empty nor a backup: not written to")
+
+
+@contextlib.contextmanager
+def _stopping(root: Path) -> Iterator[None]:
+    """A file that could not be written into the backup `root` (a full disk) is named, with
+    what it means: `root` holds no complete backup until one runs to its end (an older
+    backup there was no longer one once this one began)."""
+    try:
+        yield
+    except OSError as exc:
+        if exc.filename is None or not Path(exc.filename).is_relative_to(root):
+            raise
+        raise _stopped(
+            exc,
+            f"could not write {exc.filename} ({exc.strerror}): the backup stopped, and {root} "
+            "holds no complete backup until one runs to its end",
+        ) from None
 
 
 def _mark_partial(root: Path) -> None:

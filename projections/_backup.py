@@ -18,6 +18,7 @@ from eventlog._files import open_file
 from eventlog._index import fsync_dir
 
 from ._database import database_path
+from .errors import ProjectionError
 from .snapshots import SnapshotInfo, Snapshots
 
 __all__ = ["backup", "restore"]
@@ -30,7 +31,14 @@ def backup(
     (None if there is none). A kill while the snapshot is copied leaves a complete backup of
     the log whose snapshot is the older one, or none."""
     run = eventlog.backup(store, dest, link=link)
-    return run, Snapshots(store).copy_to(dest, at_most=run.info.last_lsn)
+    try:
+        return run, Snapshots(store).copy_to(dest, at_most=run.info.last_lsn)
+    except OSError as exc:  # a full disk: the backup of the log is whole, and says so
+        raise ProjectionError(
+            f"the backup of the log in {dest} is complete (LSN 0..{run.info.last_lsn}), but "
+            f"its snapshot could not be copied ({exc.strerror or exc}): a restore of it folds "
+            "the projections from an older snapshot, or from the whole log"
+        ) from None
 
 
 def restore(

@@ -245,6 +245,33 @@ def test_cli_restore_onto_a_full_disk_is_one_line_and_restores_nothing(
     _assert_restores_identically(backup, store, target)
 
 
+def test_cli_backup_onto_a_full_disk_is_one_line_and_leaves_no_backup(
+    store: Path, tmp_path: Path
+) -> None:
+    """`lmg backup` whose writes fail past 8 KiB: a one-line error naming the file it could
+    not write, DEST holds nothing `lmg restore` accepts, the store is untouched, and a backup
+    with room completes it."""
+    _fill(store, 300)
+    source = _tree(store)
+    backup, target = tmp_path / "bk", tmp_path / "restored"
+    full = run_with_full_disk([str(LMG), "backup", str(store), str(backup)], 8192)
+    first = min(store.glob("*.seg")).name
+    line = _assert_one_line_error(full, "File too large", str(backup / first))
+    assert "Errno" not in line, line
+    assert _tree(store) == source
+    refused = subprocess.run(
+        [LMG, "restore", str(backup), str(target)], capture_output=True, text=True, check=False
+    )
+    _assert_one_line_error(refused, "interrupted backup")
+    _assert_nothing_restored(tmp_path, target)
+    again = subprocess.run(
+        [LMG, "backup", str(store), str(backup)], capture_output=True, text=True, check=False
+    )
+    assert again.returncode == 0, again.stderr
+    _assert_restores_identically(backup, store, target)
+    assert _tree(store) == source
+
+
 @pytest.mark.slow
 def test_cli_restore_refuses_a_non_empty_store_without_force(store: Path, tmp_path: Path) -> None:
     _fill(store, 5)

@@ -4,6 +4,7 @@ the projections database, and folding the rest of the log gives the source's tab
 from __future__ import annotations
 
 import os
+import random
 import subprocess
 import sys
 import time
@@ -24,7 +25,7 @@ from projections import (
     connect,
     restore,
 )
-from tests._processes import Child
+from tests._processes import Child, run_with_full_disk
 
 LMG = Path(sys.executable).with_name("lmg")
 
@@ -144,3 +145,35 @@ def test_backups_beside_a_following_projector_restore_its_tables(tmp_path: Path)
         with Projector(tmp_path / f"expected{k}", snapshots=None) as projector:
             projector.catch_up()
         assert _tables(tmp_path / f"restored{k}") == _tables(tmp_path / f"expected{k}"), k
+
+
+@pytest.mark.slow
+def test_cli_backup_whose_snapshot_meets_a_full_disk_says_the_log_is_backed_up(
+    tmp_path: Path,
+) -> None:
+    """Writes failing past 64 KiB: every segment (16 KiB) fits, a snapshot chunk does not.
+    The error was DuckDB-free but bare (`[Errno 27] File too large`), as if nothing were
+    backed up, while DEST held a complete, verified backup of the log. It says so now."""
+    source, bk = tmp_path / "source", tmp_path / "bk"
+    rng = random.Random(0)
+    with eventlog.open(source, segment_bytes=16_384, durability="none") as log:
+        session = log.create_session()
+        for _ in range(3000):
+            log.add_prompt(session.id, rng.randbytes(100).hex())
+    with Projector(source, snapshots=SnapshotPolicy(every_events=1000)) as projector:
+        projector.catch_up()
+    full = run_with_full_disk([str(LMG), "backup", str(source), str(bk)], 65_536)
+    assert full.returncode == 1, (full.stdout, full.stderr)
+    assert len(full.stderr.splitlines()) == 1 and "Traceback" not in full.stderr, full.stderr
+    line = full.stderr.strip()
+    assert f"the backup of the log in {bk} is complete (LSN 0..3000)" in line, line
+    assert "snapshot" in line and "File too large" in line and "Errno" not in line, line
+    assert not list(bk.rglob("*.tmp"))  # no half-written chunk left in the backup
+    run = subprocess.run(
+        [LMG, "restore", str(bk), str(tmp_path / "restored")],
+        check=False,
+        capture_output=True,
+        text=True,
+    )
+    assert run.returncode == 0, run.stderr
+    assert "restored LSN 0..3000" in run.stdout and "projections snapshot: none" in run.stdout
