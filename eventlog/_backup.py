@@ -34,12 +34,12 @@ from pathlib import Path
 import google_crc32c
 import msgspec
 
-from ._copy import ORIGIN_FILE, building_store, check_new_store, sync_tree
-from ._erase import JOURNAL_FILE
-from ._files import Modes, create_file, make_dir, open_file
+from ._copy import ORIGIN_FILE, Origin, building_store, check_new_store, sync_tree
+from ._erase import JOURNAL_FILE, Erasure
+from ._files import Modes, create_file, make_dir, open_file, read_bytes
 from ._format import SEGMENT_HEADER, segment_name
 from ._index import fsync_dir, write_atomically
-from ._retention import RETENTION_FILE
+from ._retention import RETENTION_FILE, RetentionPolicy
 from ._segment import is_reserve, iter_frames, read_segment_header
 from ._store import FULL_DISK
 from .errors import CorruptionError, EventLogError, StorageFull
@@ -52,9 +52,14 @@ BACKUP_FILE = "BACKUP.json"
 _PARTIAL = "BACKUP.partial"
 _TAIL = 4096  # bytes whose checksum tells one store's segment from another's of the same size
 _COPY = 1 << 20
-# Small files of the store a backup carries: an erasure's journal too, so that a backup
-# taken while one runs is finished by `lmg erase --resume` on it (or on its restore).
-_STORE_FILES = (RETENTION_FILE, ORIGIN_FILE, JOURNAL_FILE)
+# Small files of the store a backup carries, with what they hold: an erasure's journal too,
+# so that a backup taken while one runs is finished by `lmg erase --resume` on it (or on
+# its restore).
+_STORE_FILES: dict[str, type[msgspec.Struct]] = {
+    RETENTION_FILE: RetentionPolicy,
+    ORIGIN_FILE: Origin,
+    JOURNAL_FILE: Erasure,
+}
 
 
 class Segment(msgspec.Struct, frozen=True):
@@ -120,6 +125,7 @@ def backup(
     root = Path(dest)
     source = str(Path(store).resolve())
     with EventLog.open(store, readonly=True) as log:
+        _check_store_files(log.path, "nothing was backed up")
         older = _older(root, source)
         _mark_partial(root)
         reusable = dict(list(older.segments.items())[:-1]) if older else {}
@@ -183,6 +189,21 @@ def redescribe(root: Path) -> None:
         segments=segments,
     )
     write_atomically(root / BACKUP_FILE, msgspec.json.encode(info))
+
+
+def _check_store_files(root: Path, outcome: str) -> None:
+    """Refuse a small file of the store at `root` (its retention policy, fork origin, an
+    erasure's journal) that the store itself refuses as unreadable (`lmg retention`, `lmg
+    erase`): a backup would carry it in silence, and a restore make a store of it."""
+    for name, kind in _STORE_FILES.items():
+        try:
+            data = read_bytes(root / name)
+        except FileNotFoundError:
+            continue
+        try:
+            msgspec.json.decode(data, type=kind)
+        except msgspec.DecodeError as exc:  # ValidationError too
+            raise EventLogError(f"{root / name} is unreadable: {exc}; {outcome}") from None
 
 
 def _older(root: Path, source: str) -> BackupInfo | None:
@@ -374,6 +395,7 @@ def restore(
             raise CorruptionError(
                 "segment differs from the backup's manifest", str(root / name), None, None
             )
+    _check_store_files(root, "nothing was restored")
     if not force:
         check_new_store(target)
     with (

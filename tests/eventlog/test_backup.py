@@ -272,6 +272,60 @@ def test_cli_backup_onto_a_full_disk_is_one_line_and_leaves_no_backup(
     assert _tree(store) == source
 
 
+def _damage(path: Path, how: str) -> None:
+    data = path.read_bytes()
+    if how == "flipped byte":
+        path.write_bytes(bytes([data[0] ^ 0x01]) + data[1:])  # `{` becomes `z`
+    else:
+        path.write_bytes(data[: len(data) // 2])
+
+
+@pytest.mark.parametrize("damage", ["flipped byte", "truncated"])
+def test_cli_backup_of_a_damaged_retention_policy_is_refused_and_keeps_the_older_backup(
+    store: Path, tmp_path: Path, damage: str
+) -> None:
+    """A RETENTION.json the store itself refuses (`lmg retention`, `lmg erase --due`: "is
+    unreadable") was copied into the backup as it was, without a word. The backup is refused
+    now, naming the file, before DEST is touched: the older backup there still restores."""
+    _fill(store, 30)
+    policy = eventlog.RetentionPolicy(content_days=30)
+    eventlog.set_retention(store, policy)
+    backup = tmp_path / "bk"
+    eventlog.backup(store, backup)
+    older = _tree(backup)
+    damaged = store / "RETENTION.json"
+    _damage(damaged, damage)
+    source = _tree(store)
+    shown = subprocess.run(
+        [LMG, "retention", str(store)], capture_output=True, text=True, check=False
+    )
+    _assert_one_line_error(shown, str(damaged), "unreadable")  # as the store says it
+    refused = subprocess.run(
+        [LMG, "backup", str(store), str(backup)], capture_output=True, text=True, check=False
+    )
+    _assert_one_line_error(refused, str(damaged), "unreadable")
+    assert _tree(backup) == older and _tree(store) == source
+    _assert_restores_identically(backup, store, tmp_path / "restored")
+    assert eventlog.retention(tmp_path / "restored") == policy
+
+
+def test_cli_restore_of_a_backup_with_a_damaged_retention_policy_is_refused(
+    store: Path, tmp_path: Path
+) -> None:
+    """A backup holding a policy the restored store would refuse (damaged after the backup,
+    or taken before backups checked it) is refused, naming the backup's file."""
+    _fill(store, 30)
+    eventlog.set_retention(store, eventlog.RetentionPolicy(content_days=30))
+    backup, target = tmp_path / "bk", tmp_path / "restored"
+    eventlog.backup(store, backup)
+    _damage(backup / "RETENTION.json", "flipped byte")
+    refused = subprocess.run(
+        [LMG, "restore", str(backup), str(target)], capture_output=True, text=True, check=False
+    )
+    _assert_one_line_error(refused, str(backup / "RETENTION.json"), "unreadable")
+    _assert_nothing_restored(tmp_path, target)
+
+
 @pytest.mark.slow
 def test_cli_restore_refuses_a_non_empty_store_without_force(store: Path, tmp_path: Path) -> None:
     _fill(store, 5)
