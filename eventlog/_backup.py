@@ -46,7 +46,15 @@ from .errors import CorruptionError, EventLogError, StorageFull
 from .log import EventLog
 from .verify import verify
 
-__all__ = ["BACKUP_FILE", "BackupInfo", "BackupRun", "backup", "backup_info", "restore"]
+__all__ = [
+    "BACKUP_FILE",
+    "BackupInfo",
+    "BackupRun",
+    "backup",
+    "backup_info",
+    "restore",
+    "restoring",
+]
 
 BACKUP_FILE = "BACKUP.json"
 _PARTIAL = "BACKUP.partial"
@@ -388,6 +396,18 @@ def restore(
     """Create the store `store` from the backup at `dest`: every file of the backup (the log,
     and what else it holds, such as snapshots), checked against the manifest and verified.
     `store` must be new or empty, unless `force` (then it is replaced, whole, at the end)."""
+    with restoring(dest, store, force=force) as (info, _building):
+        return info
+
+
+@contextlib.contextmanager
+def restoring(
+    dest: str | os.PathLike[str], store: str | os.PathLike[str], *, force: bool = False
+) -> Iterator[tuple[BackupInfo, Path]]:
+    """`restore`, giving the backup's manifest and the directory the store is built in,
+    copied and verified, before it is renamed into place: what the caller writes there (the
+    projections' database) appears with the store, or not at all. An error within leaves
+    no store."""
     root, target = Path(dest), Path(store)
     info = backup_info(root)
     for name, segment in info.segments.items():
@@ -423,7 +443,7 @@ def restore(
                 first.offset,
                 first.lsn,
             )
-    return info
+        yield info, building
 
 
 @contextlib.contextmanager
