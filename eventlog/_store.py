@@ -833,11 +833,20 @@ class Store:
                     os.unlink(tmp)
                 fd = create_file(tmp, self._modes.file)
                 try:
-                    _pwrite_all(fd, data, 0)
-                    os.fsync(fd)
-                finally:
-                    os.close(fd)
-                os.rename(tmp, path)
+                    try:
+                        _pwrite_all(fd, data, 0)
+                        os.fsync(fd)
+                    finally:
+                        os.close(fd)
+                    os.rename(tmp, path)
+                except OSError as exc:  # the segment is as it was; its half copy goes
+                    with contextlib.suppress(OSError):
+                        os.unlink(tmp)
+                    if exc.errno in FULL_DISK:
+                        raise StorageFull(
+                            exc.errno, f"no space to rewrite {path}: {exc.strerror}"
+                        ) from exc
+                    raise
                 fsync_dir(self.path)
             self._sealed.forget(first_lsn)
             self._events.clear()
