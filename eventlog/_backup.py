@@ -34,26 +34,40 @@ from pathlib import Path
 import google_crc32c
 import msgspec
 
-from ._copy import ORIGIN_FILE, building_store, check_new_store, sync_tree
-from ._erase import JOURNAL_FILE
-from ._files import Modes, create_file, make_dir, open_file
+from ._copy import ORIGIN_FILE, Origin, building_store, check_new_store, sync_tree
+from ._erase import JOURNAL_FILE, Erasure
+from ._files import Modes, create_file, make_dir, open_file, read_bytes
 from ._format import SEGMENT_HEADER, segment_name
 from ._index import fsync_dir, write_atomically
-from ._retention import RETENTION_FILE
+from ._retention import RETENTION_FILE, RetentionPolicy
 from ._segment import is_reserve, iter_frames, read_segment_header
-from .errors import CorruptionError, EventLogError
+from ._store import FULL_DISK
+from .errors import CorruptionError, EventLogError, StorageFull
 from .log import EventLog
 from .verify import verify
 
-__all__ = ["BACKUP_FILE", "BackupInfo", "BackupRun", "backup", "backup_info", "restore"]
+__all__ = [
+    "BACKUP_FILE",
+    "BackupInfo",
+    "BackupRun",
+    "backup",
+    "backup_info",
+    "restore",
+    "restoring",
+]
 
 BACKUP_FILE = "BACKUP.json"
 _PARTIAL = "BACKUP.partial"
 _TAIL = 4096  # bytes whose checksum tells one store's segment from another's of the same size
 _COPY = 1 << 20
-# Small files of the store a backup carries: an erasure's journal too, so that a backup
-# taken while one runs is finished by `lmg erase --resume` on it (or on its restore).
-_STORE_FILES = (RETENTION_FILE, ORIGIN_FILE, JOURNAL_FILE)
+# Small files of the store a backup carries, with what they hold: an erasure's journal too,
+# so that a backup taken while one runs is finished by `lmg erase --resume` on it (or on
+# its restore).
+_STORE_FILES: dict[str, type[msgspec.Struct]] = {
+    RETENTION_FILE: RetentionPolicy,
+    ORIGIN_FILE: Origin,
+    JOURNAL_FILE: Erasure,
+}
 
 
 class Segment(msgspec.Struct, frozen=True):
@@ -119,34 +133,46 @@ def backup(
     root = Path(dest)
     source = str(Path(store).resolve())
     with EventLog.open(store, readonly=True) as log:
+        _check_store_files(log.path, "nothing was backed up")
         older = _older(root, source)
         _mark_partial(root)
-        firsts = log._store.segments()
-        sizes = {segment_name(f): log._store.segment_path(f).stat().st_size for f in firsts[:-1]}
-        if firsts:  # the last segment: up to its last complete frame, as a reader sees it
-            last = log._store._rebuild_lenient(firsts[-1], counts=False)
-            sizes[segment_name(firsts[-1])] = last.size
-            last_lsn = last.next_lsn - 1
-        else:
-            last_lsn = -1
         reusable = dict(list(older.segments.items())[:-1]) if older else {}
-        run = _copy_segments(log, root, sizes, reusable, link=link)
-        for name in _STORE_FILES:
-            (root / name).unlink(missing_ok=True)
-            with contextlib.suppress(FileNotFoundError):  # the store has none
-                _copy_file(log.path / name, root / name, None)
-        event = next(log.read(last_lsn, last_lsn + 1), None) if last_lsn >= 0 else None
+        with _stopping(root):
+            run, last_lsn, last_ts = _copy_log(log, root, reusable, link=link)
     info = BackupInfo(
         source=source,
         created_ns=time.time_ns(),
         last_lsn=last_lsn,
-        last_ts=None if event is None else event.event.ts,
+        last_ts=last_ts,
         segments=run,
     )
-    _finish(root, info)
+    with _stopping(root):
+        _finish(root, info)
     copied = sum(1 for name in run if name not in reusable or reusable[name] != run[name])
     moved = sum(run[n].size for n in run if n not in reusable or reusable[n] != run[n])
     return BackupRun(info=info, copied=copied, reused=len(run) - copied, copied_bytes=moved)
+
+
+def _copy_log(
+    log: EventLog, root: Path, reusable: dict[str, Segment], *, link: bool
+) -> tuple[dict[str, Segment], int, int | None]:
+    """Copy the log's segments and small files into `root`; return the segments, and the
+    last LSN copied with its event's time."""
+    firsts = log._store.segments()
+    sizes = {segment_name(f): log._store.segment_path(f).stat().st_size for f in firsts[:-1]}
+    if firsts:  # the last segment: up to its last complete frame, as a reader sees it
+        last = log._store._rebuild_lenient(firsts[-1], counts=False)
+        sizes[segment_name(firsts[-1])] = last.size
+        last_lsn = last.next_lsn - 1
+    else:
+        last_lsn = -1
+    run = _copy_segments(log, root, sizes, reusable, link=link)
+    for name in _STORE_FILES:
+        (root / name).unlink(missing_ok=True)
+        with contextlib.suppress(FileNotFoundError):  # the store has none
+            _copy_file(log.path / name, root / name, None)
+    event = next(log.read(last_lsn, last_lsn + 1), None) if last_lsn >= 0 else None
+    return run, last_lsn, None if event is None else event.event.ts
 
 
 def redescribe(root: Path) -> None:
@@ -173,6 +199,21 @@ def redescribe(root: Path) -> None:
     write_atomically(root / BACKUP_FILE, msgspec.json.encode(info))
 
 
+def _check_store_files(root: Path, outcome: str) -> None:
+    """Refuse a small file of the store at `root` (its retention policy, fork origin, an
+    erasure's journal) that the store itself refuses as unreadable (`lmg retention`, `lmg
+    erase`): a backup would carry it in silence, and a restore make a store of it."""
+    for name, kind in _STORE_FILES.items():
+        try:
+            data = read_bytes(root / name)
+        except FileNotFoundError:
+            continue
+        try:
+            msgspec.json.decode(data, type=kind)
+        except msgspec.DecodeError as exc:  # ValidationError too
+            raise EventLogError(f"{root / name} is unreadable: {exc}; {outcome}") from None
+
+
 def _older(root: Path, source: str) -> BackupInfo | None:
     """The backup `root` already holds (None: it is new, empty, or an interrupted backup)."""
     if not root.exists():
@@ -188,6 +229,23 @@ def _older(root: Path, source: str) -> BackupInfo | None:
     if (root / _PARTIAL).exists() or not any(root.iterdir()):
         return None
     raise EventLogError(f"{root} is neither empty nor a backup: not written to")
+
+
+@contextlib.contextmanager
+def _stopping(root: Path) -> Iterator[None]:
+    """A file that could not be written into the backup `root` (a full disk) is named, with
+    what it means: `root` holds no complete backup until one runs to its end (an older
+    backup there was no longer one once this one began)."""
+    try:
+        yield
+    except OSError as exc:
+        if exc.filename is None or not Path(exc.filename).is_relative_to(root):
+            raise
+        raise _stopped(
+            exc,
+            f"could not write {exc.filename} ({exc.strerror}): the backup stopped, and {root} "
+            "holds no complete backup until one runs to its end",
+        ) from None
 
 
 def _mark_partial(root: Path) -> None:
@@ -269,7 +327,8 @@ def _tail_crc(path: Path, size: int) -> int:
 
 def _copy_file(source: Path, target: Path, length: int | None) -> None:
     """Copy `length` bytes (None: all) of `source` into a private new `target`. Neither may
-    be a symbolic link (a backup holding one is refused, not followed)."""
+    be a symbolic link (a backup holding one is refused, not followed). An error reading
+    or writing names the file it was reading or writing (a full disk names `target`)."""
     src = open_file(source)
     try:
         with contextlib.suppress(FileNotFoundError):
@@ -279,15 +338,36 @@ def _copy_file(source: Path, target: Path, length: int | None) -> None:
             end = os.fstat(src).st_size if length is None else length
             offset = 0
             while offset < end:
-                data = os.pread(src, min(_COPY, end - offset), offset)
+                with _naming(source):
+                    data = os.pread(src, min(_COPY, end - offset), offset)
                 if not data:
                     raise EventLogError(f"{source} ended at {offset} bytes, not {end}")
-                _write_all(out, data)
+                with _naming(target):
+                    _write_all(out, data)
                 offset += len(data)
         finally:
             os.close(out)
     finally:
         os.close(src)
+
+
+@contextlib.contextmanager
+def _naming(path: Path) -> Iterator[None]:
+    """An OSError raised within, which names no file, names `path`."""
+    try:
+        yield
+    except OSError as exc:
+        if exc.filename is not None:
+            raise
+        raise OSError(exc.errno, exc.strerror, str(path)) from None
+
+
+def _stopped(exc: OSError, message: str) -> EventLogError:
+    """The error to raise for `exc` with `message`: `StorageFull` if the disk is full (or a
+    file size limit was hit), so callers can tell it from damage."""
+    if exc.errno in FULL_DISK:
+        return StorageFull(exc.errno, message)
+    return EventLogError(message)
 
 
 def _write_all(fd: int, data: bytes) -> None:
@@ -316,6 +396,18 @@ def restore(
     """Create the store `store` from the backup at `dest`: every file of the backup (the log,
     and what else it holds, such as snapshots), checked against the manifest and verified.
     `store` must be new or empty, unless `force` (then it is replaced, whole, at the end)."""
+    with restoring(dest, store, force=force) as (info, _building):
+        return info
+
+
+@contextlib.contextmanager
+def restoring(
+    dest: str | os.PathLike[str], store: str | os.PathLike[str], *, force: bool = False
+) -> Iterator[tuple[BackupInfo, Path]]:
+    """`restore`, giving the backup's manifest and the directory the store is built in,
+    copied and verified, before it is renamed into place: what the caller writes there (the
+    projections' database) appears with the store, or not at all. An error within leaves
+    no store."""
     root, target = Path(dest), Path(store)
     info = backup_info(root)
     for name, segment in info.segments.items():
@@ -323,9 +415,13 @@ def restore(
             raise CorruptionError(
                 "segment differs from the backup's manifest", str(root / name), None, None
             )
+    _check_store_files(root, "nothing was restored")
     if not force:
         check_new_store(target)
-    with building_store(target, "restoring", replace=force) as building:
+    with (
+        building_store(target, "restoring", replace=force) as building,
+        _named_in(building, target),
+    ):
         for path in _files(root):
             relative = path.relative_to(root)
             if str(relative) in (BACKUP_FILE, _PARTIAL):
@@ -347,7 +443,23 @@ def restore(
                 first.offset,
                 first.lsn,
             )
-    return info
+        yield info, building
+
+
+@contextlib.contextmanager
+def _named_in(building: Path, target: Path) -> Iterator[None]:
+    """A file that could not be written into the store being built (a full disk) is named
+    as it is in the backup, with the store restored to: the temporary directory is gone
+    when the user reads the error, and its name would only mislead."""
+    try:
+        yield
+    except OSError as exc:
+        if exc.filename is None or not Path(exc.filename).is_relative_to(building):
+            raise
+        inside = Path(exc.filename).relative_to(building)
+        raise _stopped(
+            exc, f"could not write {inside} into {target} ({exc.strerror}); nothing was restored"
+        ) from None
 
 
 def _make_dirs(root: Path, relative: Path) -> None:

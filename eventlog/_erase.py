@@ -56,9 +56,9 @@ from ._ids import new_id
 from ._index import fsync_dir, write_atomically
 from ._resolve import session_of
 from ._segment import BadFrame, Frame, iter_frames
-from ._store import PendingRequest, Store, check_store
+from ._store import FULL_DISK, PendingRequest, Store, check_store
 from ._time import TimeLike, to_ns
-from .errors import CorruptionError, EventLogError, InvalidEvent, UnknownNode
+from .errors import CorruptionError, EventLogError, InvalidEvent, StorageFull, UnknownNode
 from .log import EventLog, _Reads
 
 __all__ = [
@@ -399,9 +399,26 @@ class _Targets:
 
 
 def _finish(log: _Reads, erasure: Erasure | None) -> Erasure | None:
-    """Steps 3 to 6 for a journaled erasure still in its log phase; others come back as is."""
+    """Steps 3 to 6 for a journaled erasure still in its log phase; others come back as is.
+    A full disk stops it where it is (each segment wholly old or new), and says how to
+    finish it: the journal holds it, and steps 3 to 6 are safe to repeat."""
     if erasure is None or erasure.phase != "log":
         return erasure
+    try:
+        return _apply(log, erasure)
+    except OSError as exc:
+        if exc.errno not in FULL_DISK:
+            raise
+        said = exc.strerror if exc.filename is None else f"{exc.filename}: {exc.strerror}"
+        raise StorageFull(
+            exc.errno,
+            f"{said}; the erasure stopped, journaled, and nothing was lost: `lmg erase "
+            "--resume` (or the same erasure again) finishes it once there is room",
+        ) from None
+
+
+def _apply(log: _Reads, erasure: Erasure) -> Erasure:
+    """Steps 3 to 6 (see `_finish`)."""
     store: Store = log._store
     store.seal_active()
     targets = _Targets(erasure.ranges)

@@ -104,10 +104,10 @@ from .errors import (
 )
 from .options import Durability, Options
 
-__all__ = ["Appended", "PendingRequest", "Split", "Store", "check_store"]
+__all__ = ["FULL_DISK", "Appended", "PendingRequest", "Split", "Store", "check_store"]
 
 _SEGMENT_FILE = re.compile(r"^(\d{20})\.seg$")
-_FULL_DISK = (errno.ENOSPC, errno.EFBIG, errno.EDQUOT)
+FULL_DISK = (errno.ENOSPC, errno.EFBIG, errno.EDQUOT)  # a full disk, or a file size limit hit
 RECOVERY_LOG = "recovery.jsonl"
 _EVENT_CACHE = 1024  # stored events kept for event_at: templates are read on every use
 _RESERVE_STEP = 1024 * 1024  # zeros written ahead of the writer at a time (FSYNC mode)
@@ -833,11 +833,20 @@ class Store:
                     os.unlink(tmp)
                 fd = create_file(tmp, self._modes.file)
                 try:
-                    _pwrite_all(fd, data, 0)
-                    os.fsync(fd)
-                finally:
-                    os.close(fd)
-                os.rename(tmp, path)
+                    try:
+                        _pwrite_all(fd, data, 0)
+                        os.fsync(fd)
+                    finally:
+                        os.close(fd)
+                    os.rename(tmp, path)
+                except OSError as exc:  # the segment is as it was; its half copy goes
+                    with contextlib.suppress(OSError):
+                        os.unlink(tmp)
+                    if exc.errno in FULL_DISK:
+                        raise StorageFull(
+                            exc.errno, f"no space to rewrite {path}: {exc.strerror}"
+                        ) from exc
+                    raise
                 fsync_dir(self.path)
             self._sealed.forget(first_lsn)
             self._events.clear()
@@ -888,7 +897,7 @@ class Store:
         except OSError as exc:
             with contextlib.suppress(OSError):
                 os.ftruncate(active.fd, size)
-            if exc.errno in _FULL_DISK:
+            if exc.errno in FULL_DISK:
                 return
             self._failed = exc
             raise LogFailed(f"zero-filling {active.path} failed ({exc}); the log stops") from exc
@@ -925,7 +934,7 @@ class Store:
         except OSError as exc:
             with contextlib.suppress(OSError):
                 os.unlink(tmp)
-            if exc.errno in _FULL_DISK:
+            if exc.errno in FULL_DISK:
                 raise StorageFull(
                     exc.errno, f"no space to start segment {path.name}: {exc}"
                 ) from exc
@@ -1097,7 +1106,7 @@ class Store:
             raise LogFailed(
                 f"write failed ({exc}) and the partial frame could not be removed ({undo})"
             ) from exc
-        if exc.errno in _FULL_DISK:
+        if exc.errno in FULL_DISK:
             raise StorageFull(
                 exc.errno, f"{active.path}: {exc.strerror}; nothing was written"
             ) from exc

@@ -14,10 +14,12 @@ from pathlib import Path
 
 import eventlog
 from eventlog import BackupInfo, BackupRun
+from eventlog._backup import restoring
 from eventlog._files import open_file
 from eventlog._index import fsync_dir
 
 from ._database import database_path
+from .errors import ProjectionError
 from .snapshots import SnapshotInfo, Snapshots
 
 __all__ = ["backup", "restore"]
@@ -30,7 +32,14 @@ def backup(
     (None if there is none). A kill while the snapshot is copied leaves a complete backup of
     the log whose snapshot is the older one, or none."""
     run = eventlog.backup(store, dest, link=link)
-    return run, Snapshots(store).copy_to(dest, at_most=run.info.last_lsn)
+    try:
+        return run, Snapshots(store).copy_to(dest, at_most=run.info.last_lsn)
+    except OSError as exc:  # a full disk: the backup of the log is whole, and says so
+        raise ProjectionError(
+            f"the backup of the log in {dest} is complete (LSN 0..{run.info.last_lsn}), but "
+            f"its snapshot could not be copied ({exc.strerror or exc}): a restore of it folds "
+            "the projections from an older snapshot, or from the whole log"
+        ) from None
 
 
 def restore(
@@ -41,19 +50,38 @@ def restore(
     database: str | os.PathLike[str] | None = None,
 ) -> tuple[BackupInfo, SnapshotInfo | None]:
     """Create `store` from the backup at `dest` (see `eventlog.restore`), and its projections
-    database from the backup's snapshot, if it has one (synced, with its directory, before
-    this returns: the snapshot's restore does not sync, as a replay's private copy needs
-    not, but a store's database must survive a crash right after the restore reported it)."""
-    info = eventlog.restore(dest, store, force=force)
-    target = database_path(store, database)
-    with eventlog.open(store, readonly=True) as log:
-        restored = Snapshots(store).restore(target, at_most=info.last_lsn, log=log)
-    if restored is None:
-        return info, None
-    snapshot, con = restored
-    con.close()
-    _sync(target)
+    database from the backup's snapshot, if it has one. The store's own database is written
+    while the store is built beside its name, so the two appear together or not at all
+    (written after the store, a kill left the whole log beside half a database, in a store
+    a second restore refused as not empty); a `database` elsewhere is written after it."""
+    snapshot = None
+    with restoring(dest, store, force=force) as (info, building):
+        if database is None:
+            snapshot = _write_database(building, database_path(building, None), info)
+    if database is not None:
+        snapshot = _write_database(Path(store), database_path(store, database), info)
     return info, snapshot
+
+
+def _write_database(store: Path, target: Path, info: BackupInfo) -> SnapshotInfo | None:
+    """Write the newest snapshot of `store` up to the backup's LSN out as the database
+    `target`; None if there is none. It is synced, with its directory: the snapshot's
+    restore does not sync, as a replay's private copy needs not, but a store's database
+    must survive a crash right after the restore reported it. An error writing it (a full
+    disk) names `target`."""
+    try:
+        with eventlog.open(store, readonly=True) as log:
+            restored = Snapshots(store).restore(target, at_most=info.last_lsn, log=log)
+        if restored is None:
+            return None
+        snapshot, con = restored
+        con.close()
+        _sync(target)
+    except OSError as exc:
+        if exc.filename is not None:
+            raise
+        raise OSError(exc.errno, exc.strerror, str(target)) from None
+    return snapshot
 
 
 def _sync(path: Path) -> None:

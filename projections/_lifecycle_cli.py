@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import io
 import os
 import sys
 from collections.abc import Iterator
 from pathlib import Path
-from typing import BinaryIO
+from typing import TYPE_CHECKING, BinaryIO
 
 import click
 
@@ -21,6 +22,9 @@ from eventlog._files import create_file
 from eventlog._index import fsync_dir
 from eventlog._time import iso_time as eventlog_iso
 from eventlog.cli import PathType, default_store, store_argument
+
+if TYPE_CHECKING:
+    from _typeshed import ReadableBuffer
 
 __all__ = ["commands"]
 
@@ -45,10 +49,11 @@ def _output(path: str | None) -> Iterator[BinaryIO]:
     temp = being_written(target)
     fd = create_file(temp, 0o600)
     try:
-        with os.fdopen(fd, "wb") as out:
+        raw = _Output(fd, path)
+        with io.BufferedWriter(raw) as out:
             yield out
             out.flush()
-            os.fsync(out.fileno())
+            raw.fsync()
         try:
             os.link(temp, target)  # FileExistsError if a file came there meanwhile
         except OSError as exc:  # a file system without hard links (FAT): check, then rename
@@ -60,6 +65,27 @@ def _output(path: str | None) -> Iterator[BinaryIO]:
         fsync_dir(target.parent)
     finally:
         temp.unlink(missing_ok=True)
+
+
+class _Output(io.FileIO):
+    """The file an export is written to under its temporary name, whose write errors (a full
+    disk) name the file the user asked for: the temporary one is gone when they read it."""
+
+    def __init__(self, fd: int, shown: str) -> None:
+        super().__init__(fd, "wb")
+        self._shown = shown
+
+    def write(self, data: ReadableBuffer, /) -> int:
+        try:
+            return super().write(data)
+        except OSError as exc:
+            raise OSError(exc.errno, exc.strerror, self._shown) from None
+
+    def fsync(self) -> None:
+        try:
+            os.fsync(self.fileno())
+        except OSError as exc:
+            raise OSError(exc.errno, exc.strerror, self._shown) from None
 
 
 @click.command(

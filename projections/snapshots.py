@@ -664,14 +664,18 @@ def _replace(path: Path, data: bytes, *, sync: bool) -> None:
         os.unlink(tmp)  # a killed writer's (writers serialise on .writer), or a link
     fd = create_file(tmp, Modes.of(path.parent).file)
     try:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view) :]
-        if sync:
-            os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view) :]
+            if sync:
+                os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)  # a full disk's half file: no litter in a backup
+        raise
 
 
 def _sync_chunks(paths: list[Path], chunks: Path) -> None:

@@ -58,7 +58,7 @@ class _Lmg(click.Group):
             try:
                 return super().invoke(ctx)
             except (EventLogError, ProjectionError, ReplayError) as exc:
-                raise click.ClickException(str(exc)) from None
+                raise click.ClickException(_said(exc)) from None
             except OSError as exc:
                 if exc.errno == errno.EPIPE:
                     _discard_stdout()
@@ -74,6 +74,14 @@ def _discard_stdout() -> None:
         os.dup2(devnull, sys.stdout.fileno())
     finally:
         os.close(devnull)
+
+
+def _said(exc: Exception) -> str:
+    """A library error's message; of one that is an OSError too (`StorageFull`: a full disk),
+    without Python's ``[Errno 28]`` before it."""
+    if isinstance(exc, OSError) and exc.strerror and exc.filename is None:
+        return exc.strerror
+    return str(exc)
 
 
 def _os_error(exc: OSError) -> str:

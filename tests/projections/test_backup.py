@@ -4,6 +4,8 @@ the projections database, and folding the rest of the log gives the source's tab
 from __future__ import annotations
 
 import os
+import random
+import signal
 import subprocess
 import sys
 import time
@@ -24,7 +26,7 @@ from projections import (
     connect,
     restore,
 )
-from tests._processes import Child
+from tests._processes import Child, run_with_full_disk
 
 LMG = Path(sys.executable).with_name("lmg")
 
@@ -144,3 +146,107 @@ def test_backups_beside_a_following_projector_restore_its_tables(tmp_path: Path)
         with Projector(tmp_path / f"expected{k}", snapshots=None) as projector:
             projector.catch_up()
         assert _tables(tmp_path / f"restored{k}") == _tables(tmp_path / f"expected{k}"), k
+
+
+def _database_begun(target: Path) -> bool:
+    """Has the restore begun to write the projections database (in its copy, or in STORE)?"""
+    name = "projections.duckdb"
+    return (target / name).exists() or any(target.parent.glob(f".{target.name}.restoring-*/{name}"))
+
+
+@pytest.mark.slow
+def test_kill_9_of_restore_while_it_writes_the_snapshot_leaves_no_half_store(
+    tmp_path: Path,
+) -> None:
+    """`lmg restore` wrote the backup's snapshot out as STORE/projections.duckdb after it
+    had renamed the log into place: killed then, STORE was left holding the whole log beside
+    a half-written database, and `lmg restore` again refused it as not empty. Now STORE is
+    absent until both are whole; a second restore completes it."""
+    source, bk, target = tmp_path / "source", tmp_path / "bk", tmp_path / "restored"
+    rng = random.Random(0)
+    with eventlog.open(source, durability="none") as log:
+        session = log.create_session()
+        for _ in range(24):
+            log.add_prompts_batch([(session.id, rng.randbytes(100).hex()) for _ in range(500)])
+    with Projector(source, snapshots=SnapshotPolicy(every_events=5000)) as projector:
+        projector.catch_up()
+    run, snapshot = backup(source, bk)
+    assert snapshot is not None
+    _info, expected = restore(bk, tmp_path / "expected")
+    assert expected is not None and expected.lsn == snapshot.lsn
+    child = Child([str(LMG), "restore", str(bk), str(target)], tmp_path, "restore")
+    child.wait_for(
+        lambda: child.proc.poll() is not None or _database_begun(target), "the database begun"
+    )
+    child.kill()
+    assert child.proc.returncode == -signal.SIGKILL, "the restore ended before the kill"
+    if not target.exists():
+        again = subprocess.run(
+            [LMG, "restore", str(bk), str(target)], check=False, capture_output=True, text=True
+        )
+        assert again.returncode == 0, again.stderr
+    assert not [p for p in eventlog.verify(target) if p.severity == "error"]
+    with eventlog.open(target, readonly=True) as a, eventlog.open(source, readonly=True) as b:
+        assert list(a.read()) == list(b.read(0, run.info.last_lsn + 1))
+    with connect(target) as con:
+        assert checkpoint(con) == snapshot.lsn
+    assert _tables(target) == _tables(tmp_path / "expected")
+    assert not [p for p in os.listdir(tmp_path) if p.startswith(f".{target.name}.")]
+
+
+@pytest.mark.slow
+def test_cli_backup_whose_snapshot_meets_a_full_disk_says_the_log_is_backed_up(
+    tmp_path: Path,
+) -> None:
+    """Writes failing past 64 KiB: every segment (16 KiB) fits, a snapshot chunk does not.
+    The error was DuckDB-free but bare (`[Errno 27] File too large`), as if nothing were
+    backed up, while DEST held a complete, verified backup of the log. It says so now."""
+    source, bk = tmp_path / "source", tmp_path / "bk"
+    rng = random.Random(0)
+    with eventlog.open(source, segment_bytes=16_384, durability="none") as log:
+        session = log.create_session()
+        for _ in range(3000):
+            log.add_prompt(session.id, rng.randbytes(100).hex())
+    with Projector(source, snapshots=SnapshotPolicy(every_events=1000)) as projector:
+        projector.catch_up()
+    full = run_with_full_disk([str(LMG), "backup", str(source), str(bk)], 65_536)
+    assert full.returncode == 1, (full.stdout, full.stderr)
+    assert len(full.stderr.splitlines()) == 1 and "Traceback" not in full.stderr, full.stderr
+    line = full.stderr.strip()
+    assert f"the backup of the log in {bk} is complete (LSN 0..3000)" in line, line
+    assert "snapshot" in line and "File too large" in line and "Errno" not in line, line
+    assert not list(bk.rglob("*.tmp"))  # no half-written chunk left in the backup
+    run = subprocess.run(
+        [LMG, "restore", str(bk), str(tmp_path / "restored")],
+        check=False,
+        capture_output=True,
+        text=True,
+    )
+    assert run.returncode == 0, run.stderr
+    assert "restored LSN 0..3000" in run.stdout and "projections snapshot: none" in run.stdout
+
+
+@pytest.mark.slow
+def test_cli_restore_whose_snapshot_meets_a_full_disk_restores_nothing(tmp_path: Path) -> None:
+    """Writes failing past 1 MB: every file of the backup fits, the 3 MB database the
+    snapshot restores to does not. The log was restored and renamed into place, then the
+    database failed half-written: STORE was left, with half a database. Now nothing is."""
+    source, bk, target = tmp_path / "source", tmp_path / "bk", tmp_path / "restored"
+    rng = random.Random(0)
+    with eventlog.open(source, segment_bytes=16_384, durability="none") as log:
+        session = log.create_session()
+        for _ in range(3000):
+            log.add_prompt(session.id, rng.randbytes(100).hex())
+    with Projector(source, snapshots=SnapshotPolicy(every_events=1000)) as projector:
+        projector.catch_up()
+    _run, snapshot = backup(source, bk)
+    assert snapshot is not None and snapshot.size > 1_000_000
+    full = run_with_full_disk([str(LMG), "restore", str(bk), str(target)], 1_000_000)
+    assert full.returncode == 1, (full.stdout, full.stderr)
+    assert len(full.stderr.splitlines()) == 1 and "Traceback" not in full.stderr, full.stderr
+    line = full.stderr.strip()
+    assert f"could not write projections.duckdb into {target} (File too large)" in line, line
+    assert not target.exists()
+    assert not [p for p in os.listdir(tmp_path) if p.startswith(f".{target.name}.")]
+    _info, restored = restore(bk, target)  # with room
+    assert restored is not None and restored.lsn == snapshot.lsn

@@ -34,7 +34,7 @@ import replay
 from eventlog import _format, _segment
 from eventlog import events as ev
 from projections import MemoryGraph, SnapshotPolicy
-from tests._processes import LMG, WAIT_S, Child
+from tests._processes import LMG, WAIT_S, Child, run_with_full_disk
 
 pytestmark = pytest.mark.slow  # real processes: in `make test`, not in `make test-fast`
 
@@ -403,7 +403,54 @@ def test_a_backup_is_erased_by_its_path_and_still_restores(tmp_path: Path) -> No
     assert scan(fx.path, fx.secrets)  # the store backed up is another store
 
 
-# -- crashes and concurrent appends ------------------------------------------------------------
+# -- crashes, full disks and concurrent appends -----------------------------------------------
+
+
+@pytest.mark.parametrize("finish", ["--resume", "again"])
+def test_erase_onto_a_full_disk_loses_nothing_and_finishes_with_room(
+    tmp_path: Path, finish: str
+) -> None:
+    """`lmg erase` whose writes fail past 8 KiB: the small segments are rewritten, the first
+    larger one is not. A one-line error saying how to finish; the store verifies with no
+    stray file, every event not selected is what it was, a selected one is whole or erased;
+    with room, `--resume` (or the same erasure again) finishes it."""
+    fx = Fixture(tmp_path / "store", turns=6, segment_bytes=4096)
+    with eventlog.open(fx.path, segment_bytes=64 * 1024) as log:  # then one big segment
+        for i in range(120):
+            log.add_prompt(fx.alice, fx._secret(f"alice again {i}"))
+            log.add_prompt(fx.bob, fx._kept(f"bob again {i}"))
+    fx.before = fx.events()
+    fx.project()
+    sizes = sorted(p.stat().st_size for p in fx.path.glob("*.seg"))
+    assert sizes[0] < 8192 < sizes[-1]
+    erase = [str(LMG), "erase", str(fx.path), "--metadata", f"user={fx.user}"]
+    full = run_with_full_disk(erase, 8192)
+    assert full.returncode == 1, (full.stdout, full.stderr)
+    assert len(full.stderr.splitlines()) == 1 and "Traceback" not in full.stderr, full.stderr
+    line = full.stderr.strip()
+    assert line.startswith("Error: ") and "File too large" in line and "--resume" in line, line
+    assert "Errno" not in line and ".tmp" not in line, line
+    checked = lmg("verify", str(fx.path))  # (it warns of index files the disk had no room for)
+    assert "temporary file" not in checked.stdout, checked.stdout  # no half copy left
+    pending = eventlog.pending_erasure(fx.path)
+    assert pending is not None and pending.phase == "log"
+    alice = _alice_lsns(fx)
+    after = fx.events()
+    assert len(after) == len(fx.before)  # no record yet
+    erased = {lsn for lsn, e in enumerate(after) if e.erased_at is not None}
+    assert erased and erased < alice  # some segments rewritten, not all
+    for lsn, (old, new) in enumerate(zip(fx.before, after, strict=True)):
+        if lsn not in erased:
+            assert _ENCODE(new) == _ENCODE(old), lsn
+    again = ["--resume"] if finish == "--resume" else ["--metadata", f"user={fx.user}"]
+    lmg("erase", str(fx.path), *again)  # (again: it finishes this one, finds nothing new)
+    assert eventlog.pending_erasure(fx.path) is None
+    assert lmg("verify", str(fx.path)).returncode == 0
+    fx.project()
+    assert scan(fx.path, fx.secrets) == []
+    assert scan(fx.path, fx.kept)
+    assert_erased_as_expected(fx, alice)
+
 
 _APPENDER = """
 import json, sys, eventlog

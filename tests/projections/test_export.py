@@ -196,6 +196,53 @@ def test_parquet_export_onto_a_full_disk_is_one_line_and_leaves_no_directory(
     assert ds.dataset(dest / "prompts", partitioning="hive").count_rows() == 2000
 
 
+def test_cli_events_export_onto_a_full_disk_is_one_line_and_leaves_no_file(
+    tmp_path: Path,
+) -> None:
+    """`lmg export -o FILE` whose writes fail past 64 KiB (the export is ~500 KB): a one-line
+    error naming FILE (not its temporary name), no FILE and no temporary file left; the
+    store is untouched and the same export with room is whole."""
+    store, out = tmp_path / "store", tmp_path / "export.jsonl"
+    _big_store(store, 2000)
+    args = [str(LMG), "export", str(store), "-o", str(out)]
+    line = _assert_one_line_error(run_with_full_disk(args, 65536), "File too large", str(out))
+    assert "exporting" not in line and "Errno" not in line, line
+    assert os.listdir(tmp_path) == [store.name]
+    assert eventlog.verify(store) == []
+    again = _lmg("export", str(store), "-o", str(out))
+    assert again.returncode == 0, again.stderr
+    assert len(out.read_bytes().splitlines()) == 2001
+
+
+def _table_written(child: Child, dest: Path) -> bool:
+    """Has the Parquet export written a file of some table (or ended)?"""
+    return child.proc.poll() is not None or any(
+        dest.parent.glob(f".{dest.name}.exporting-*/*/*.parquet")
+    )
+
+
+@pytest.mark.slow
+def test_cli_parquet_export_killed_mid_write_leaves_no_directory_that_looks_complete(
+    tmp_path: Path,
+) -> None:
+    """`lmg export --format parquet` killed once it has written a table: no DEST (the
+    tables written so far are in the hidden `.DEST.exporting-PID`), and the next export to
+    DEST removes that and is whole."""
+    store, dest = tmp_path / "store", tmp_path / "pq"
+    _big_store(store, 8000)
+    args = [str(LMG), "export", str(store), "--format", "parquet", "-o", str(dest)]
+    child = Child(args, tmp_path, "export")
+    child.wait_for(functools.partial(_table_written, child, dest), "a table written")
+    child.kill()
+    assert child.proc.returncode == -signal.SIGKILL, "the export ended before the kill"
+    assert not dest.exists()
+    assert eventlog.verify(store) == []
+    again = _lmg("export", str(store), "--format", "parquet", "-o", str(dest))
+    assert again.returncode == 0, again.stderr
+    assert ds.dataset(dest / "prompts", partitioning="hive").count_rows() == 8000
+    assert not [p for p in os.listdir(tmp_path) if p.startswith(f".{dest.name}")]
+
+
 def _started(child: Child, folder: Path) -> bool:
     """Has the export written some bytes (into its file, or a temporary one beside it)?"""
     return child.proc.poll() is not None or any(
