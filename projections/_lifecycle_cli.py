@@ -37,8 +37,9 @@ def _output(path: str | None) -> Iterator[BinaryIO]:
     whole: written under its own name, an export killed midway was left there cut short, and
     `lmg import` took one cut at a line's end for the whole export."""
     if path is None or path == "-":
-        yield sys.stdout.buffer
-        sys.stdout.buffer.flush()
+        sys.stdout.flush()
+        with io.BufferedWriter(_Output(sys.stdout.fileno(), "standard output", own=False)) as out:
+            yield out
         return
     target = Path(path)
     if os.path.lexists(target):  # said before the export runs, not after
@@ -68,11 +69,12 @@ def _output(path: str | None) -> Iterator[BinaryIO]:
 
 
 class _Output(io.FileIO):
-    """The file an export is written to under its temporary name, whose write errors (a full
-    disk) name the file the user asked for: the temporary one is gone when they read it."""
+    """The file an export is written to under its temporary name (or standard output, not
+    `own`ed: left open), whose write errors (a full disk) name the file the user asked for:
+    the temporary one is gone when they read it."""
 
-    def __init__(self, fd: int, shown: str) -> None:
-        super().__init__(fd, "wb")
+    def __init__(self, fd: int, shown: str, *, own: bool = True) -> None:
+        super().__init__(fd, "wb", closefd=own)
         self._shown = shown
 
     def write(self, data: ReadableBuffer, /) -> int:

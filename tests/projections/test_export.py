@@ -214,6 +214,19 @@ def test_cli_events_export_onto_a_full_disk_is_one_line_and_leaves_no_file(
     assert len(out.read_bytes().splitlines()) == 2001
 
 
+def test_cli_events_export_to_standard_output_onto_a_full_disk_is_one_line(
+    tmp_path: Path,
+) -> None:
+    """`lmg export STORE > FILE` whose writes fail past 64 KiB: one line naming standard
+    output (it said `[Errno 27] File too large`); the store is untouched."""
+    store, out = tmp_path / "store", tmp_path / "export.jsonl"
+    _big_store(store, 2000)
+    args = ["sh", "-c", f'exec "{LMG}" export "{store}" > "{out}"']
+    line = _assert_one_line_error(run_with_full_disk(args, 65536), "File too large")
+    assert "standard output" in line and "Errno" not in line, line
+    assert eventlog.verify(store) == []
+
+
 def _table_written(child: Child, dest: Path) -> bool:
     """Has the Parquet export written a file of some table (or ended)?"""
     return child.proc.poll() is not None or any(
