@@ -14,7 +14,8 @@ read the projections and nothing else. Two layers keep it there:
    to the database, even where the instance may write (an embedded MemoryGraph, a
    `replay.step` walk).
 
-A refusal is a `SqlRefused`, one line naming what was refused.
+A refusal is a `SqlRefused`, and any other error DuckDB raises for the caller's SQL a
+`SqlFailed`: one line naming what was refused or failed, without a path of the host.
 """
 
 from __future__ import annotations
@@ -26,11 +27,12 @@ from typing import Any, TypeVar
 
 import duckdb
 
-from .errors import SqlRefused
+from .errors import SqlFailed, SqlRefused
 
 __all__ = [
     "SANDBOX",
     "check",
+    "one_line",
     "query_rows",
     "relation",
     "sandbox",
@@ -63,7 +65,12 @@ def sandbox(con: duckdb.DuckDBPyConnection) -> None:
 
 
 def check(con: duckdb.DuckDBPyConnection, query: str) -> None:
-    """Parse `query` without running it; raise `SqlRefused` unless every statement reads."""
+    """Parse `query` without running it; raise `SqlRefused` unless every statement reads
+    (`SqlFailed` if DuckDB cannot parse it)."""
+    translated(lambda: _check(con, query))
+
+
+def _check(con: duckdb.DuckDBPyConnection, query: str) -> None:
     for statement in con.extract_statements(query):
         try:
             kind = statement.type
@@ -124,7 +131,8 @@ def relation(
     """`query` as a lazy DuckDB relation, checked, on its own cursor in a READ ONLY transaction.
 
     The relation keeps its cursor, and the transaction, until it is garbage: it reads the
-    database as it was when it was made."""
+    database as it was when it was made. It is DuckDB's: an error raised where it runs
+    (`fetchall`, `df`, ...) is DuckDB's own."""
     check(con, query)
     cursor = con.cursor()
     try:
@@ -136,21 +144,41 @@ def relation(
 
 
 def translated(fn: Callable[[], R]) -> R:
-    """Call `fn` (a caller's statement); the sandbox's refusals from DuckDB become
-    `SqlRefused` (others pass)."""
+    """Call `fn` (a caller's statement, or a fetch of its rows): DuckDB's errors become one
+    line without a path, the sandbox's refusals `SqlRefused` and the others `SqlFailed`.
+
+    A closed connection (`duckdb.ConnectionException`) passes: it is not the SQL's doing,
+    and the caller says why it was closed (the service: an erasure)."""
     try:
         return fn()
+    except duckdb.ConnectionException:
+        raise
     except duckdb.PermissionException as exc:  # external access is off
         # Without the path DuckDB names: it may be the host's (the service user's home).
         raise SqlRefused(f"refused: {_QUOTED.sub('', _first_line(exc))} (docs/sql.md)") from None
     except (duckdb.TransactionException, duckdb.InvalidInputException) as exc:
-        if "read-only" not in str(exc):  # a write the parse let through (EXPLAIN ANALYZE)
-            raise
-        raise SqlRefused(f"refused a write: {_READ_ONLY}") from None
+        if "read-only" in str(exc):  # a write the parse let through (EXPLAIN ANALYZE)
+            raise SqlRefused(f"refused a write: {_READ_ONLY}") from None
+        if "configuration has been locked" in str(exc):  # a function that sets a setting
+            raise SqlRefused(f"refused: {one_line(exc)} (docs/sql.md)") from None
+        raise SqlFailed(one_line(exc)) from exc
+    except duckdb.Error as exc:  # a syntax error, an unknown table, a cast that fails, ...
+        raise SqlFailed(one_line(exc)) from exc
 
 
 _QUOTED = re.compile(r'\s*"[^"]*"')
+_PATH = re.compile(
+    r"""\s*(?:"[^"\n]*[/\\][\w.~-][^"\n]*"|'[^'\n]*[/\\][\w.~-][^'\n]*'"""
+    r"""|(?<![\w.:/])/[\w.~-][^\s"',;:()\[\]]*)"""
+)
+"""A quoted text with a slash in it, or an unquoted absolute path: what may be a host path."""
 
 
-def _first_line(exc: Exception) -> str:
+def one_line(exc: BaseException) -> str:
+    """The first line of DuckDB's message, without what may be a path of the host (a file it
+    could not open, its temporary directory, the service user's home)."""
+    return _PATH.sub("", _first_line(exc))
+
+
+def _first_line(exc: BaseException) -> str:
     return str(exc).splitlines()[0] if str(exc) else type(exc).__name__

@@ -21,7 +21,7 @@ import duckdb
 import pytest
 
 import projections
-from projections import MemoryGraph, SchemaRepaired, SqlRefused
+from projections import MemoryGraph, SchemaRepaired, SqlFailed, SqlRefused
 from tests._processes import LMG, WAIT_S
 
 pytestmark = (
@@ -254,3 +254,62 @@ def test_a_refusal_names_no_path_of_the_host(untouched: tuple[Path, Path]) -> No
             with pytest.raises(SqlRefused, match=r"^refused") as caught:
                 view.rows(query)
             assert str(store) not in str(caught.value) and home not in str(caught.value), query
+
+
+# -- DuckDB's errors: one line, translated, no path -------------------------------------------
+
+PRIVATE = "/home/lmg-user/private"
+"""A path a message must not repeat (here the caller's own: DuckDB names few of the host's)."""
+
+FAILING = [
+    "SELEC 1",
+    "SELECT * FROM no_such_table",
+    f'SELECT * FROM "{PRIVATE}"',
+    "SELECT x::INT FROM (VALUES ('a')) t(x)",  # fails as it runs, not as it binds
+]
+
+
+def assert_one_line(exc: BaseException) -> None:
+    message = str(exc)
+    assert message and "\n" not in message and PRIVATE not in message, message
+
+
+def test_memory_graph_sql_errors_are_one_line_without_a_path(stores: tuple[Path, Path]) -> None:
+    """Every DuckDB error of the caller's SQL is a `SqlFailed` (DuckDB's error its cause);
+    `rows` raised a `ProjectionError` of DuckDB's whole message (its LINE and caret too), and
+    `sql` a relation's error, DuckDB's own. A relation that fails as it runs still does."""
+    store, _ = stores
+    with MemoryGraph.open(store) as g:
+        assert_each_fails(g.rows, g.sql)
+        with pytest.raises(duckdb.ConversionException):
+            g.sql(FAILING[-1]).fetchall()
+        assert g.rows("SELECT count(*) FROM prompts") == [(1,)]
+    with projections.connect(store) as con:
+        view = projections.GraphView(con)
+        assert_each_fails(view.rows, view.sql)
+
+
+def assert_each_fails(rows: Any, sql: Any) -> None:
+    """Each of `FAILING` raises `SqlFailed` from `rows`, and from `sql` unless it fails only
+    as it runs: one line, DuckDB's error its cause."""
+    for query in FAILING:
+        for read in [rows] if "VALUES" in query else [rows, sql]:
+            with pytest.raises(SqlFailed) as caught:
+                read(query)
+            assert_one_line(caught.value)
+            assert isinstance(caught.value.__cause__, duckdb.Error)
+
+
+@pytest.mark.parametrize("query", FAILING)
+def test_lmg_sql_errors_are_one_line_without_a_path(stores: tuple[Path, Path], query: str) -> None:
+    store, _ = stores
+    done = subprocess.run(
+        [LMG, "sql", str(store), query, "--no-fold"],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=WAIT_S,
+    )
+    assert done.returncode == 1 and done.stdout == "", done.stdout
+    assert done.stderr.startswith("Error: ") and done.stderr.count("\n") == 1, done.stderr
+    assert PRIVATE not in done.stderr, done.stderr

@@ -21,6 +21,7 @@ import pytest
 import eventlog
 import projections
 from tests._processes import LMG, WAIT_S, Child
+from tests.projections.test_sql_sandbox import FAILING, PRIVATE
 
 # real server or CLI processes: `make test` runs them, `make test-fast` not; each test's
 # store holds one session (conftest.py)
@@ -254,6 +255,23 @@ def test_a_long_query_is_interrupted(tmp_path: Path, store: Path) -> None:
         assert ok.json()["rows"] == [[1]]
     finally:
         assert service.stop() == 0
+
+
+_ARROW = {"Accept": "application/vnd.apache.arrow.stream"}
+
+
+def test_sql_errors_are_one_line_without_a_path(served: Service) -> None:
+    """DuckDB's errors of a query are one line, in JSON and Arrow (where the query runs as its
+    answer is read), without a path DuckDB names (the service removed only its stores')."""
+    for query in FAILING:
+        for headers in ({}, _ARROW):
+            answer = served.http.post(
+                "/v1/stores/default/sql", json={"query": query}, headers=headers
+            )
+            assert answer.status_code == 422, (query, answer.text)
+            error = answer.json()["error"]
+            assert error["code"] == "sql_error", (query, error)
+            assert "\n" not in error["message"] and PRIVATE not in answer.text, error
 
 
 def test_an_answer_is_cut_at_max_rows_and_max_answer_bytes(tmp_path: Path, store: Path) -> None:
