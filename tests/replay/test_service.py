@@ -21,7 +21,7 @@ import pytest
 import eventlog
 import projections
 from tests._processes import LMG, WAIT_S, Child
-from tests.projections.test_sql_sandbox import FAILING, PRIVATE
+from tests.projections.test_sql_sandbox import FAILING, PRIVATE, SERVER_STATE
 
 # real server or CLI processes: `make test` runs them, `make test-fast` not; each test's
 # store holds one session (conftest.py)
@@ -258,6 +258,28 @@ def test_a_long_query_is_interrupted(tmp_path: Path, store: Path) -> None:
 
 
 _ARROW = {"Accept": "application/vnd.apache.arrow.stream"}
+
+
+def test_sql_naming_the_servers_state_is_refused(served: Service, tmp_path: Path) -> None:
+    """A token holder learned where the server keeps its files from rows (the store's path
+    from ``duckdb_databases()``, its spill, secret and extension directories from
+    ``duckdb_settings()``) and, over Arrow, from an error: DuckDB's own, naming the home of
+    the user running the service. Each is refused, in JSON and Arrow, live and at a point."""
+    home = str(Path.home())
+    for query, name in SERVER_STATE:
+        for body, headers in [
+            ({"query": query}, {}),
+            ({"query": query}, _ARROW),
+            ({"query": query, "at": 0}, {}),
+        ]:
+            answer = served.http.post("/v1/stores/default/sql", json=body, headers=headers)
+            assert answer.status_code == 422, (query, answer.text)
+            error = answer.json()["error"]
+            assert error["code"] == "sql_refused", (query, error)
+            assert error["message"].startswith(f"refused: {name} "), error
+            assert str(tmp_path) not in answer.text and home not in answer.text
+    ok = served.http.post("/v1/stores/default/sql", json={"query": "SELECT count(*) FROM sessions"})
+    assert ok.json()["rows"] == [[1]]
 
 
 def test_sql_errors_are_one_line_without_a_path(served: Service) -> None:
