@@ -251,11 +251,16 @@ def _head_within(batch: pa.RecordBatch, budget: int) -> pa.RecordBatch:
 
 
 async def sql_body(request: Request, service: Service) -> SqlRequest:
+    """The request, its query at most `max_sql_bytes` long: a parse cannot be interrupted."""
     raw = await read_body(request, service.limits.max_body_bytes, service.limits.body_timeout_s)
     try:
-        return msgspec.json.decode(raw, type=SqlRequest)
+        body = msgspec.json.decode(raw, type=SqlRequest)
     except (msgspec.DecodeError, RecursionError) as exc:
         raise ApiError(422, "bad_request", f"not a SQL request: {exc}") from None
+    limit = service.limits.max_sql_bytes
+    if len(body.query.encode()) > limit:
+        raise ApiError(413, "too_large", f"the query is longer than {limit} bytes")
+    return body
 
 
 SqlAt = Callable[[Request, Service, SqlRequest], Awaitable[Response]]
@@ -269,6 +274,10 @@ def _sql_route(at: SqlAt | None) -> Callable[[Request], Awaitable[Response]]:
         if body.at is not None:
             if at is None:
                 raise ApiError(422, "bad_argument", "this service does not replay (no `at`)")
+            # Checked before the replay view is built, which takes a turn for up to
+            # `replay_time_s`: a refused query took it, to be refused afterwards.
+            parsing = owner.cursor()
+            await run_read(service, parsing, lambda: check(parsing, body.query))
             return await at(request, service, body)
         arrow = _ARROW in request.headers.get("accept", "")
         cursor = owner.cursor()
