@@ -90,6 +90,10 @@ class Limits(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tr
     buffers), as `max_rows` cuts them: rows are fetched a few hundred at a time, so an
     answer of huge rows holds no more than about this much (one value larger than it is
     still made whole before it is cut; `sql_time_s` bounds the time it takes)."""
+    max_sql_bytes: int = 256 * 1024
+    """A SQL text (the ``query`` of ``POST .../sql``, in UTF-8) longer than this is refused
+    (413) before it is parsed: DuckDB's parse cannot be interrupted at `sql_time_s`, and
+    takes seconds a megabyte (a 7 MB text held its query turn for 14 s)."""
     sql_time_s: float = 5.0
     """A SQL statement or typed read running longer is interrupted (`interrupt`) and
     refused (422); its cursor is closed, never left running."""

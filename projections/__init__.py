@@ -39,6 +39,7 @@ if TYPE_CHECKING:  # the names as mypy sees them; at run time, imported on first
         ProjectionError,
         ProjectorBusy,
         SchemaMismatch,
+        SqlFailed,
         SqlRefused,
     )
     from .graph_view import GraphReads, GraphView
@@ -106,6 +107,7 @@ __all__ = [
     "SnapshotPolicy",
     "SnapshotSkipped",
     "Snapshots",
+    "SqlFailed",
     "SqlRefused",
     "Template",
     "ToolInvocation",
@@ -155,6 +157,7 @@ export_lazily(
             "ProjectionError",
             "ProjectorBusy",
             "SchemaMismatch",
+            "SqlFailed",
             "SqlRefused",
         ),
         ".graph_view": ("GraphReads", "GraphView"),

@@ -40,8 +40,8 @@ from eventlog._http import (
 
 from ._owner import Owner
 from ._reads import GraphReader, NotFound
-from ._sandbox import check, start, translated
-from .errors import BadArgument, DatabaseBusy, ProjectionError, SqlRefused
+from ._sandbox import check, one_line, start, translated
+from .errors import BadArgument, DatabaseBusy, ProjectionError, SqlFailed, SqlRefused
 from .graph_view import incoming, outgoing
 from .query import Query
 
@@ -164,9 +164,12 @@ def sql_response(
             check(cursor, body.query)
             cursor.execute("BEGIN TRANSACTION READ ONLY")
             relation = translated(lambda: cursor.sql(body.query, params=body.params))
-            return _arrow_answer(relation, limits.max_rows, limits.max_answer_bytes)
+            # It runs as it is read: its errors are the query's, translated as they are.
+            return translated(
+                lambda: _arrow_answer(relation, limits.max_rows, limits.max_answer_bytes)
+            )
         start(cursor, body.query, body.params)
-        return _json_answer(cursor, limits.max_rows, limits.max_answer_bytes)
+        return translated(lambda: _json_answer(cursor, limits.max_rows, limits.max_answer_bytes))
 
     return run
 
@@ -248,11 +251,16 @@ def _head_within(batch: pa.RecordBatch, budget: int) -> pa.RecordBatch:
 
 
 async def sql_body(request: Request, service: Service) -> SqlRequest:
+    """The request, its query at most `max_sql_bytes` long: a parse cannot be interrupted."""
     raw = await read_body(request, service.limits.max_body_bytes, service.limits.body_timeout_s)
     try:
-        return msgspec.json.decode(raw, type=SqlRequest)
+        body = msgspec.json.decode(raw, type=SqlRequest)
     except (msgspec.DecodeError, RecursionError) as exc:
         raise ApiError(422, "bad_request", f"not a SQL request: {exc}") from None
+    limit = service.limits.max_sql_bytes
+    if len(body.query.encode()) > limit:
+        raise ApiError(413, "too_large", f"the query is longer than {limit} bytes")
+    return body
 
 
 SqlAt = Callable[[Request, Service, SqlRequest], Awaitable[Response]]
@@ -266,6 +274,10 @@ def _sql_route(at: SqlAt | None) -> Callable[[Request], Awaitable[Response]]:
         if body.at is not None:
             if at is None:
                 raise ApiError(422, "bad_argument", "this service does not replay (no `at`)")
+            # Checked before the replay view is built, which takes a turn for up to
+            # `replay_time_s`: a refused query took it, to be refused afterwards.
+            parsing = owner.cursor()
+            await run_read(service, parsing, lambda: check(parsing, body.query))
             return await at(request, service, body)
         arrow = _ARROW in request.headers.get("accept", "")
         cursor = owner.cursor()
@@ -507,13 +519,15 @@ def routes(at: SqlAt | None = None) -> list[Route]:
 
 
 def projection_error(exc: ProjectionError) -> ApiError:
-    """The projections' errors as HTTP: refused SQL and bad arguments 422, an unknown id 404,
-    anything else 500 without its message (it may name files)."""
+    """The projections' errors as HTTP: refused or failed SQL and bad arguments 422, an unknown
+    id 404, anything else 500 without its message (it may name files)."""
     match exc:
         case NotFound():
             return ApiError(404, "not_found", str(exc))
         case SqlRefused():
             return ApiError(422, "sql_refused", str(exc))
+        case SqlFailed():
+            return ApiError(422, "sql_error", str(exc))
         case BadArgument():
             return ApiError(422, "bad_argument", str(exc))
         case DatabaseBusy():
@@ -527,9 +541,9 @@ async def _handle_projection_error(request: Request, exc: Exception) -> Response
 
 
 async def _handle_duckdb_error(request: Request, exc: Exception) -> Response:
-    """A user's SQL that DuckDB refuses (a syntax error, an unknown table, an interrupt)."""
-    message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-    return await handle_api_error(request, ApiError(422, "sql_error", message))
+    """A DuckDB error that reached no translation (`_sandbox.translated` makes a user's
+    SQL errors `SqlFailed`): its first line, without what may be a path of the host."""
+    return await handle_api_error(request, ApiError(422, "sql_error", one_line(exc)))
 
 
 exception_handlers: dict[Any, Callable[[Request, Exception], Awaitable[Response]]] = {

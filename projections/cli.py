@@ -304,24 +304,19 @@ def run_query(
     con: duckdb.DuckDBPyConnection, query: str
 ) -> tuple[list[str], list[tuple[Any, ...]]]:
     """The column names and rows of one SQL statement (`lmg sql` and `lmg replay --sql`), run
-    in the SQL sandbox (`SqlRefused` passes on).
+    in the SQL sandbox (`SqlRefused` and `SqlFailed`, one line each, pass on).
 
     Several statements are refused rather than run with only the last one's rows shown, which
-    would hide what the others returned. DuckDB's parser and binder errors become one line."""
-    import duckdb
+    would hide what the others returned."""
+    from ._sandbox import check, translated, user_cursor
 
-    from ._sandbox import check, user_cursor
-
-    try:
-        check(con, query)  # a refused statement is named, even among several
-        statements = con.extract_statements(query)
-        if len(statements) != 1:
-            held = "no statement" if not statements else f"{len(statements)} statements"
-            raise click.ClickException(f"give one SQL statement; the query holds {held}")
-        with user_cursor(con, query) as cursor:
-            return [d[0] for d in cursor.description or ()], cursor.fetchall()
-    except duckdb.Error as exc:  # DuckDB's own errors ("Binder Error: ..."): their first line
-        raise click.ClickException(str(exc).splitlines()[0]) from None
+    check(con, query)  # a refused statement is named, even among several
+    statements = translated(lambda: con.extract_statements(query))
+    if len(statements) != 1:
+        held = "no statement" if not statements else f"{len(statements)} statements"
+        raise click.ClickException(f"give one SQL statement; the query holds {held}")
+    with user_cursor(con, query) as cursor:
+        return [d[0] for d in cursor.description or ()], translated(cursor.fetchall)
 
 
 def print_rows(names: list[str], rows: list[tuple[Any, ...]], fmt: str) -> None:

@@ -10,6 +10,7 @@ __all__ = [
     "ProjectionError",
     "ProjectorBusy",
     "SchemaMismatch",
+    "SqlFailed",
     "SqlRefused",
 ]
 
@@ -44,6 +45,12 @@ class SchemaMismatch(ProjectionError):
 class SqlRefused(ProjectionError):
     """The caller's SQL tried something the read-only SQL sandbox refuses (a write, a file,
     an extension, a setting; docs/sql.md): nothing of it ran."""
+
+
+class SqlFailed(ProjectionError):
+    """DuckDB could not run the caller's SQL (a syntax error, an unknown table or column, a
+    value it could not cast, an interrupt): DuckDB's first line, without a path of the host.
+    Its cause (`__cause__`) is DuckDB's own error."""
 
 
 class PoisonEvent(ProjectionError):

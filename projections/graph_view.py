@@ -18,7 +18,7 @@ import duckdb
 from . import nodes as n
 from ._fold import Batch
 from ._reads import GraphReader
-from ._sandbox import query_rows, relation
+from ._sandbox import one_line, query_rows, relation
 from .errors import ProjectionError
 from .query import Query
 
@@ -117,7 +117,7 @@ class GraphView(GraphReads):
             try:
                 return fn(self._reader)
             except duckdb.Error as exc:
-                raise ProjectionError(f"DuckDB: {exc}") from exc
+                raise ProjectionError(f"DuckDB: {one_line(exc)}") from exc
 
     def forget(self, batch: Batch | None = None) -> None:
         """Drop cached answers after the database changed under the view (all, if no batch)."""

@@ -42,10 +42,10 @@ from ._fold import Batch
 from ._folder import BATCH_EVENTS, LogReader, fold_available
 from ._history import folded_history, forget_history, history_differs
 from ._reads import TABLE_OF_TYPE, GraphReader, Hop, Impact, KindOf
-from ._sandbox import sandbox
+from ._sandbox import one_line, sandbox
 from ._schema import checkpoint, ensure_schema
 from ._text_index import drop_index
-from .errors import DatabaseBusy, FoldFailed, ProjectionError
+from .errors import DatabaseBusy, FoldFailed, ProjectionError, SqlFailed
 from .graph_view import GraphReads, fetch, incoming, outgoing
 from .query import Query
 
@@ -308,7 +308,7 @@ class _Embedded:
                 reader = self._hold(self.wait_s if wait_s is None else wait_s)
                 try:
                     result = self._fold_and_read(reader, fn)
-                except (duckdb.OutOfMemoryException, FoldFailed) as exc:
+                except (duckdb.OutOfMemoryException, FoldFailed, SqlFailed) as exc:
                     if not self._may_grow(exc):
                         raise
                     result = self._fold_and_read(self._grow(), fn)
@@ -316,7 +316,7 @@ class _Embedded:
                     self._relations.add(result)  # its cursor reads the file until it is garbage
                 return result
             except duckdb.Error as exc:
-                raise ProjectionError(f"DuckDB: {exc}") from exc
+                raise ProjectionError(f"DuckDB: {one_line(exc)}") from exc
             finally:
                 self._used = time.monotonic()
                 if self.shares and self._gate is not None and self._gate.readers_waiting():
@@ -334,7 +334,7 @@ class _Embedded:
     def _may_grow(self, exc: BaseException) -> bool:
         """Whether `exc` is DuckDB running out of memory under `MEMORY_LIMIT`, with a limit
         to grow to: nothing of the read is lost, and a failed batch was rolled back."""
-        cause = exc.__cause__ if isinstance(exc, FoldFailed) else exc
+        cause = exc.__cause__ if isinstance(exc, (FoldFailed, SqlFailed)) else exc
         return (
             isinstance(cause, duckdb.OutOfMemoryException)
             and self._grows

@@ -134,7 +134,10 @@ def rss(store: Path, database: Path) -> None:
             g.rows("SELECT * FROM agent_stats")
             reads += 1
         reads_s = time.perf_counter() - began
-        memory_limit = g.rows("SELECT current_setting('memory_limit')")[0][0]
+        # the instance's own setting (the caller's SQL may not read it)
+        memory_limit = g._run(
+            lambda r: r.con.execute("SELECT current_setting('memory_limit')").fetchall()[0][0]
+        )
         checkpoint = g.stats().checkpoint_lsn
     result: dict[str, Any] = {
         "start_kb": import_kb,

@@ -161,7 +161,9 @@ def _child(
                 "SELECT tag, memory_usage_bytes FROM duckdb_memory() WHERE memory_usage_bytes > 0"
             )
             row["duckdb_mb"] = {tag: round(b / 1e6, 1) for tag, b in mem}
-            row["limit"] = g.rows("SELECT current_setting('memory_limit')")[0][0]
+            row["limit"] = g._run(  # the instance's own setting (user SQL may not read it)
+                lambda r: r.con.execute("SELECT current_setting('memory_limit')").fetchall()[0][0]
+            )
         steps.append(row)
 
     mark("start", None, time.perf_counter())

@@ -11,6 +11,7 @@ Replay's surfaces are in tests/replay/test_sql_sandbox.py.
 
 from __future__ import annotations
 
+import re
 import subprocess
 import warnings
 from collections.abc import Iterator
@@ -21,7 +22,8 @@ import duckdb
 import pytest
 
 import projections
-from projections import MemoryGraph, SchemaRepaired, SqlRefused
+from projections import MemoryGraph, SchemaRepaired, SqlFailed, SqlRefused
+from projections._sandbox import _REFUSED_TABLE_FUNCTIONS, _VIEWS, MAX_CHECKED, REFUSED
 from tests._processes import LMG, WAIT_S
 
 pytestmark = (
@@ -254,3 +256,211 @@ def test_a_refusal_names_no_path_of_the_host(untouched: tuple[Path, Path]) -> No
             with pytest.raises(SqlRefused, match=r"^refused") as caught:
                 view.rows(query)
             assert str(store) not in str(caught.value) and home not in str(caught.value), query
+
+
+# -- the server's own state: settings, paths, other connections -------------------------------
+
+SERVER_STATE: list[tuple[str, str]] = [
+    ("SELECT path FROM duckdb_databases()", "duckdb_databases()"),
+    ("SELECT path FROM main.duckdb_databases", "duckdb_databases"),
+    ("SELECT file FROM pragma_database_list", "pragma_database_list"),
+    ("SELECT name, value FROM duckdb_settings()", "duckdb_settings()"),
+    ('SELECT * FROM "duckdb_settings"()', "duckdb_settings()"),
+    ("SELECT setting FROM pg_catalog.pg_settings", "pg_settings"),
+    ("SELECT current_setting('temp_directory')", "current_setting()"),
+    ("SELECT 'temp_directory'.current_setting()", "current_setting()"),
+    ("SHOW temp_directory", "SHOW temp_directory"),
+    ('SHOW "max_memory"', "SHOW max_memory"),
+    ("SELECT * FROM duckdb_extensions()", "duckdb_extensions()"),
+    ("SELECT * FROM duckdb_temporary_files()", "duckdb_temporary_files()"),
+    ("SELECT * FROM duckdb_secrets()", "duckdb_secrets()"),
+    ("SELECT * FROM which_secret('s3://bucket/key', 's3')", "which_secret()"),
+    ("SELECT getvariable('x')", "getvariable()"),
+    ("SELECT * FROM duckdb_logs", "duckdb_logs"),
+    ("SELECT * FROM checkpoint()", "checkpoint()"),
+    ("SELECT * FROM query('SELECT path FROM duckdb_databases()')", "query()"),
+    ("SELECT * FROM query_table('pragma_database_list')", "query_table()"),
+    ("FROM histogram('pragma_database_list', file)", "histogram()"),
+    ("SUMMARIZE SELECT * FROM duckdb_settings()", "duckdb_settings()"),
+    ("EXPLAIN SELECT * FROM duckdb_settings()", "duckdb_settings()"),
+    ("SELECT 1; SELECT count(*) FROM prompts, duckdb_settings()", "duckdb_settings()"),
+    ("SELECT count(*) FROM prompts WHERE content IN (SELECT value FROM duckdb_settings())",
+     "duckdb_settings()"),
+]  # fmt: skip
+"""Queries that name DuckDB's own state, and the name their refusal gives."""
+
+SERVER_STATE_BY_CLI = [0, 3, 6, 8, 12, 17]
+"""The few of them also run through ``lmg sql`` (a process each)."""
+
+
+def assert_refused_by_name(message: str, name: str, *stores: Path) -> None:
+    """One line, naming what was refused, with no path of the host in it."""
+    assert message.startswith(f"refused: {name} "), message
+    assert "\n" not in message and str(Path.home()) not in message
+    assert not [store for store in stores if str(store) in message], message
+
+
+@pytest.mark.parametrize(("query", "name"), SERVER_STATE)
+def test_memory_graph_refuses_the_servers_state(
+    untouched: tuple[Path, Path], query: str, name: str
+) -> None:
+    """`rows` and `sql` refuse before anything runs: `sql` raised DuckDB's own
+    PermissionException, naming the service user's home, once its relation ran."""
+    store, _ = untouched
+    with MemoryGraph.open(store) as g:
+        for read in (g.rows, g.sql):
+            with pytest.raises(SqlRefused) as caught:
+                read(query)
+            assert_refused_by_name(str(caught.value), name, store)
+
+
+@pytest.mark.parametrize(("query", "name"), SERVER_STATE)
+def test_graph_view_over_connect_refuses_the_servers_state(
+    untouched: tuple[Path, Path], query: str, name: str
+) -> None:
+    store, _ = untouched
+    with projections.connect(store) as con:
+        view = projections.GraphView(con)
+        for read in (view.rows, view.sql):
+            with pytest.raises(SqlRefused) as caught:
+                read(query)
+            assert_refused_by_name(str(caught.value), name, store)
+
+
+@pytest.mark.parametrize("index", SERVER_STATE_BY_CLI)
+def test_lmg_sql_refuses_the_servers_state(untouched: tuple[Path, Path], index: int) -> None:
+    store, _ = untouched
+    query, name = SERVER_STATE[index]
+    done = subprocess.run(
+        [LMG, "sql", str(store), query, "--no-fold"],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=WAIT_S,
+    )
+    assert done.returncode == 1 and done.stdout == "", done.stdout
+    assert done.stderr.startswith("Error: "), done.stderr
+    assert_refused_by_name(done.stderr.removeprefix("Error: ").rstrip("\n"), name, store)
+
+
+def test_catalog_functions_and_the_words_themselves_still_run(stores: tuple[Path, Path]) -> None:
+    """What users explore with stays, and the refused names are refused only as what they
+    name: a string, a column, an alias or a CTE that holds the same word runs."""
+    store, _ = stores
+    reads = [
+        "SELECT count(*) > 0 FROM duckdb_tables()",
+        "SELECT count(*) FROM duckdb_columns() WHERE table_name = 'prompts'",
+        "SELECT count(*) > 0 FROM information_schema.tables",
+        "SELECT count(*) FROM pragma_table_info('prompts')",
+        "SELECT count(*) > 0 FROM duckdb_functions()",
+        "SELECT count(*) > 0 FROM duckdb_memory()",
+        "SELECT 'duckdb_settings()', 'SELECT path FROM duckdb_databases()'",
+        "SELECT current_setting, pg_settings FROM (SELECT 1 AS current_setting, 2 AS pg_settings)",
+        "WITH query AS (SELECT 1 AS checkpoint) SELECT checkpoint FROM query",
+        "SELECT histogram(lsn) FROM prompts",
+        "SELECT count(*) FROM prompts WHERE content <> 'current_setting(''temp_directory'')'",
+        "SHOW prompts",
+        "SHOW TABLES",
+        "DESCRIBE SELECT 1 AS duckdb_settings",
+    ]
+    with MemoryGraph.open(store) as g:
+        for query in reads:
+            assert g.rows(query), query
+            assert g.sql(query).fetchall(), query
+
+
+def test_a_long_text_naming_such_a_word_is_refused_unchecked(stores: tuple[Path, Path]) -> None:
+    """The names are read from DuckDB's parse tree, some 30 to 100 times the size of its text
+    (in JSON): past `MAX_CHECKED` characters, a text that needs it is refused instead, however
+    many statements it holds. Without such a word, any length runs."""
+    store, _ = stores
+    values = ", ".join(["1"] * (MAX_CHECKED // 3))
+    with MemoryGraph.open(store) as g:
+        with pytest.raises(SqlRefused, match=rf"^refused: a text of more than {MAX_CHECKED} "):
+            g.rows(f"SELECT 1 AS show, {values}")
+        with pytest.raises(SqlRefused, match=r"^refused: a text of more than "):
+            g.rows("SELECT 1 AS query; " * (MAX_CHECKED // 19 + 1))
+        assert len(g.rows(f"SELECT {values}")[0]) == MAX_CHECKED // 3
+
+
+def test_no_view_or_macro_of_duckdb_reaches_a_refused_name() -> None:
+    """DuckDB's own views and macros run what they are defined as, unchecked: one that calls
+    a refused function or reads a refused view is refused too, or shows nothing of it. A
+    DuckDB upgrade that adds one fails here, as does a refused name DuckDB no longer has."""
+    con = duckdb.connect()
+    functions = {name for (name,) in con.execute("SELECT function_name FROM duckdb_functions()")
+                 .fetchall()}  # fmt: skip
+    views = {name for (name,) in con.execute("SELECT view_name FROM duckdb_views()").fetchall()}
+    assert not set(REFUSED) - functions - views
+    assert views >= _VIEWS
+    calls = re.compile(rf"\b({'|'.join(REFUSED)})\s*\(|\b({'|'.join(_VIEWS)})\b", re.I)
+    harmless = {
+        "pg_database": "database names and oids, from duckdb_databases()",
+        "get_block_size": "a block size, from pragma_database_size()",
+    }
+    definitions = con.execute(
+        "SELECT view_name, sql FROM duckdb_views() WHERE internal "
+        "UNION ALL SELECT function_name, macro_definition FROM duckdb_functions() "
+        "WHERE macro_definition IS NOT NULL"
+    ).fetchall()
+    reaching = {name for name, sql in definitions if calls.search(sql) and name not in harmless}
+    assert reaching <= set(REFUSED) | set(_REFUSED_TABLE_FUNCTIONS), reaching
+
+
+# -- DuckDB's errors: one line, translated, no path -------------------------------------------
+
+PRIVATE = "/home/lmg-user/private"
+"""A path a message must not repeat (here the caller's own: DuckDB names few of the host's)."""
+
+FAILING = [
+    "SELEC 1",
+    "SELECT * FROM no_such_table",
+    f'SELECT * FROM "{PRIVATE}"',
+    "SELECT x::INT FROM (VALUES ('a')) t(x)",  # fails as it runs, not as it binds
+]
+
+
+def assert_one_line(exc: BaseException) -> None:
+    message = str(exc)
+    assert message and "\n" not in message and PRIVATE not in message, message
+
+
+def test_memory_graph_sql_errors_are_one_line_without_a_path(stores: tuple[Path, Path]) -> None:
+    """Every DuckDB error of the caller's SQL is a `SqlFailed` (DuckDB's error its cause);
+    `rows` raised a `ProjectionError` of DuckDB's whole message (its LINE and caret too), and
+    `sql` a relation's error, DuckDB's own. A relation that fails as it runs still does."""
+    store, _ = stores
+    with MemoryGraph.open(store) as g:
+        assert_each_fails(g.rows, g.sql)
+        with pytest.raises(duckdb.ConversionException):
+            g.sql(FAILING[-1]).fetchall()
+        assert g.rows("SELECT count(*) FROM prompts") == [(1,)]
+    with projections.connect(store) as con:
+        view = projections.GraphView(con)
+        assert_each_fails(view.rows, view.sql)
+
+
+def assert_each_fails(rows: Any, sql: Any) -> None:
+    """Each of `FAILING` raises `SqlFailed` from `rows`, and from `sql` unless it fails only
+    as it runs: one line, DuckDB's error its cause."""
+    for query in FAILING:
+        for read in [rows] if "VALUES" in query else [rows, sql]:
+            with pytest.raises(SqlFailed) as caught:
+                read(query)
+            assert_one_line(caught.value)
+            assert isinstance(caught.value.__cause__, duckdb.Error)
+
+
+@pytest.mark.parametrize("query", FAILING)
+def test_lmg_sql_errors_are_one_line_without_a_path(stores: tuple[Path, Path], query: str) -> None:
+    store, _ = stores
+    done = subprocess.run(
+        [LMG, "sql", str(store), query, "--no-fold"],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=WAIT_S,
+    )
+    assert done.returncode == 1 and done.stdout == "", done.stdout
+    assert done.stderr.startswith("Error: ") and done.stderr.count("\n") == 1, done.stderr
+    assert PRIVATE not in done.stderr, done.stderr

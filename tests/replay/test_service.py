@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import concurrent.futures
 import contextlib
 import json
@@ -21,6 +22,7 @@ import pytest
 import eventlog
 import projections
 from tests._processes import LMG, WAIT_S, Child
+from tests.projections.test_sql_sandbox import FAILING, PRIVATE, SERVER_STATE
 
 # real server or CLI processes: `make test` runs them, `make test-fast` not; each test's
 # store holds one session (conftest.py)
@@ -252,6 +254,105 @@ def test_a_long_query_is_interrupted(tmp_path: Path, store: Path) -> None:
         assert time.monotonic() - began < 10
         ok = service.http.post("/v1/stores/default/sql", json={"query": "SELECT 1"})
         assert ok.json()["rows"] == [[1]]
+    finally:
+        assert service.stop() == 0
+
+
+_ARROW = {"Accept": "application/vnd.apache.arrow.stream"}
+_SQL = "/v1/stores/default/sql"
+
+
+def test_sql_naming_the_servers_state_is_refused(served: Service, tmp_path: Path) -> None:
+    """A token holder learned where the server keeps its files from rows (the store's path
+    from ``duckdb_databases()``, its spill, secret and extension directories from
+    ``duckdb_settings()``) and, over Arrow, from an error: DuckDB's own, naming the home of
+    the user running the service. Each is refused, in JSON and Arrow, live and at a point."""
+    home = str(Path.home())
+    for query, name in SERVER_STATE:
+        for body, headers in [
+            ({"query": query}, {}),
+            ({"query": query}, _ARROW),
+            ({"query": query, "at": 0}, {}),
+        ]:
+            answer = served.http.post("/v1/stores/default/sql", json=body, headers=headers)
+            assert answer.status_code == 422, (query, answer.text)
+            error = answer.json()["error"]
+            assert error["code"] == "sql_refused", (query, error)
+            assert error["message"].startswith(f"refused: {name} "), error
+            assert str(tmp_path) not in answer.text and home not in answer.text
+    ok = served.http.post("/v1/stores/default/sql", json={"query": "SELECT count(*) FROM sessions"})
+    assert ok.json()["rows"] == [[1]]
+
+
+def test_sql_errors_are_one_line_without_a_path(served: Service) -> None:
+    """DuckDB's errors of a query are one line, in JSON and Arrow (where the query runs as its
+    answer is read), without a path DuckDB names (the service removed only its stores')."""
+    for query in FAILING:
+        for headers in ({}, _ARROW):
+            answer = served.http.post(
+                "/v1/stores/default/sql", json={"query": query}, headers=headers
+            )
+            assert answer.status_code == 422, (query, answer.text)
+            error = answer.json()["error"]
+            assert error["code"] == "sql_error", (query, error)
+            assert "\n" not in error["message"] and PRIVATE not in answer.text, error
+
+
+def test_a_query_gives_its_turn_back_with_its_answer(tmp_path: Path, store: Path) -> None:
+    """With one query turn: a query interrupted at `sql_time_s` (JSON or Arrow), refused or
+    failed gives the turn back when it answers, never later; a query waiting for the turn
+    runs as soon as the first has stopped. A text too long to parse within the time limit
+    is refused before it is parsed: 7 MB of statements ending in a DELETE held the only
+    turn for 14 s (DuckDB's parse cannot be interrupted) and was answered `time_limit`."""
+    limits = ["--limit", "sql_time_s=0.5", "--limit", "max_queries=1"]
+    service = Service(tmp_path, [str(store), *limits])
+    long = "SELECT count(*) FROM range(100000000000) a, range(1000) b"
+
+    async def behind(body: dict[str, str], headers: dict[str, str]) -> tuple[httpx.Response, float]:
+        """`body`'s answer, and how long after it a `SELECT 1` sent meanwhile was answered."""
+        async with httpx.AsyncClient(base_url=service.url, timeout=WAIT_S) as client:
+            first = asyncio.ensure_future(client.post(_SQL, json=body, headers=headers))
+            await asyncio.sleep(0.2)  # the first holds the turn, or has answered
+            waiting = asyncio.ensure_future(client.post(_SQL, json={"query": "SELECT 1"}))
+            answer = await first
+            answered = time.monotonic()
+            assert (await waiting).json()["rows"] == [[1]]
+            return answer, time.monotonic() - answered
+
+    try:
+        for query, headers, code in [
+            (long, {}, "time_limit"),
+            (long, _ARROW, "time_limit"),
+            ("SELECT * FROM duckdb_settings()", {}, "sql_refused"),
+            ("DELETE FROM sessions", {}, "sql_refused"),
+            ("SELEC 1", {}, "sql_error"),
+            ("SELECT 1; " * 700_000 + "DELETE FROM sessions", {}, "too_large"),
+        ]:
+            began = time.monotonic()
+            answer, after = asyncio.run(behind({"query": query}, headers))
+            assert answer.json()["error"]["code"] == code, (query[:40], answer.text)
+            assert time.monotonic() - began < 5 and after < 1, (query[:40], after)
+        under = "SELECT 1; " * 2_000 + "DELETE FROM sessions"  # within max_sql_bytes
+        answer = service.http.post(_SQL, json={"query": under})
+        assert answer.json()["error"]["code"] == "sql_refused", answer.text
+    finally:
+        assert service.stop() == 0
+
+
+def test_a_query_at_a_point_is_refused_before_the_replay(tmp_path: Path, store: Path) -> None:
+    """SQL ``at`` a point was checked once the replay view was built, in a query turn for up
+    to `replay_time_s`: a query to refuse held the turn that long, and was answered by the
+    replay's outcome (`time_limit`, `bad_point`) instead of its refusal."""
+    service = Service(tmp_path, [str(store), "--limit", "replay_time_s=0.000001"])
+    try:
+        for at in (0, 1000):
+            body = {"query": "SELECT * FROM duckdb_settings()", "at": at}
+            answer = service.http.post(_SQL, json=body)
+            assert answer.json()["error"]["code"] == "sql_refused", answer.text
+        failed = service.http.post(_SQL, json={"query": "SELEC 1", "at": 0})
+        assert failed.json()["error"]["code"] == "sql_error", failed.text
+        slow = service.http.post(_SQL, json={"query": "SELECT 1", "at": 0})
+        assert slow.json()["error"]["code"] == "time_limit", slow.text  # the replay's limit
     finally:
         assert service.stop() == 0
 
