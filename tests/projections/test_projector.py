@@ -126,13 +126,19 @@ def checkpoint_of(store: Path) -> int | None:
     """The folded checkpoint, or None while the database (or its schema) does not exist."""
     if not (store / projections.DATABASE_FILE).exists():
         return None
-    with projections.connect(store) as con:
-        found = con.execute(
-            "SELECT count(*) FROM information_schema.tables WHERE table_name = 'lmg_checkpoints'"
-        ).fetchall()[0][0]
-        if not found:
-            return None
-        rows = con.execute("SELECT min(lsn), max(lsn) FROM lmg_checkpoints").fetchall()
+    try:
+        with projections.connect(store) as con:
+            found = con.execute(
+                "SELECT count(*) FROM information_schema.tables "
+                "WHERE table_name = 'lmg_checkpoints'"
+            ).fetchall()[0][0]
+            if not found:
+                return None
+            rows = con.execute("SELECT min(lsn), max(lsn) FROM lmg_checkpoints").fetchall()
+    except projections.SchemaMismatch as exc:  # killed after making the file, before its schema
+        if "holds no projections" not in str(exc):
+            raise
+        return None
     low, high = rows[0]
     assert low == high, f"projections stopped at different checkpoints: {low} and {high}"
     return int(low)
