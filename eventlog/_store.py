@@ -829,25 +829,8 @@ class Store:
                 if first_lsn not in self._firsts[:-1]:
                     raise EventLogError(f"segment {path.name} is not sealed")
                 counts = self.summary(first_lsn).type_counts  # the same events, the same types
-                with contextlib.suppress(FileNotFoundError):
-                    os.unlink(tmp)
-                fd = create_file(tmp, self._modes.file)
-                try:
-                    try:
-                        _pwrite_all(fd, data, 0)
-                        os.fsync(fd)
-                    finally:
-                        os.close(fd)
-                    os.rename(tmp, path)
-                except OSError as exc:  # the segment is as it was; its half copy goes
-                    with contextlib.suppress(OSError):
-                        os.unlink(tmp)
-                    if exc.errno in FULL_DISK:
-                        raise StorageFull(
-                            exc.errno, f"no space to rewrite {path}: {exc.strerror}"
-                        ) from exc
-                    raise
-                fsync_dir(self.path)
+                # (on failure the segment is as it was)
+                _write_whole(path, tmp, data, self._modes.file, f"no space to rewrite {path}")
             self._sealed.forget(first_lsn)
             self._events.clear()
             self._sealed.replace(first_lsn, self._summarise_headers(first_lsn, counts))
@@ -917,28 +900,9 @@ class Store:
 
     def _create_segment(self, first_lsn: int) -> None:
         path = self.segment_path(first_lsn)
-        tmp = path.with_name(path.name + ".tmp")
-        try:
-            try:
-                fd = create_file(tmp, self._modes.file)
-            except FileExistsError:  # a crashed rotation's (we hold the lock), or a link
-                os.unlink(tmp)
-                fd = create_file(tmp, self._modes.file)
-            try:
-                os.write(fd, encode_segment_header(first_lsn))
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-            os.rename(tmp, path)
-            fsync_dir(self.path)
-        except OSError as exc:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-            if exc.errno in FULL_DISK:
-                raise StorageFull(
-                    exc.errno, f"no space to start segment {path.name}: {exc}"
-                ) from exc
-            raise
+        tmp = path.with_name(path.name + ".tmp")  # one a crashed rotation left is replaced
+        header = encode_segment_header(first_lsn)
+        _write_whole(path, tmp, header, self._modes.file, f"no space to start segment {path.name}")
 
     def _write_group(
         self, active: _Active, requests: list[PendingRequest]
@@ -1271,6 +1235,29 @@ def _count_types(counts: dict[str, int], batches: Sequence[list[ev.Event]]) -> N
     for cls, n in Counter(map(type, itertools.chain.from_iterable(batches))).items():
         tag = ev.tag_of(cls)
         counts[tag] = counts.get(tag, 0) + n
+
+
+def _write_whole(path: Path, tmp: Path, data: bytes, mode: int, no_space: str) -> None:
+    """Write `data` as `path` with the crash safety of an append: `tmp` beside it (one left
+    by a crash replaced), fsynced, renamed over `path`, the directory fsynced. On failure the
+    half copy goes; a full disk is `StorageFull`, `no_space` and the system's reason."""
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(tmp)
+    try:
+        fd = create_file(tmp, mode)
+        try:
+            _pwrite_all(fd, data, 0)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.rename(tmp, path)
+        fsync_dir(path.parent)
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        if exc.errno in FULL_DISK:
+            raise StorageFull(exc.errno, f"{no_space}: {exc.strerror}") from exc
+        raise
 
 
 def _pwrite_all(fd: int, data: bytes, offset: int) -> None:

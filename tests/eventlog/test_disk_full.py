@@ -183,18 +183,18 @@ def test_storage_full_when_creating_the_next_segment(
 ) -> None:
     """Rotation writes the new segment as a .tmp then renames it; no space there is
     StorageFull too, leaves no temp file, and a later append rotates fine."""
-    real_write = os.write
+    real_pwrite = os.pwrite
 
-    def no_room_for_segments(fd: int, data: Any) -> int:
+    def no_room_for_segments(fd: int, data: Any, offset: int) -> int:
         if os.readlink(f"/proc/self/fd/{fd}").endswith(".seg.tmp"):
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-        return real_write(fd, data)
+        return real_pwrite(fd, data, offset)
 
     with eventlog.open(store, segment_bytes=4096) as log:
         session = log.create_session()
         while len(list(store.glob("*.seg"))) < 2:  # the first rotation works
             log.add_prompt(session.id, os.urandom(200).hex())
-        monkeypatch.setattr(os, "write", no_room_for_segments)
+        monkeypatch.setattr(os, "pwrite", no_room_for_segments)
         before = len(list(log.read()))
         with pytest.raises(eventlog.StorageFull) as raised:
             for _ in range(100):

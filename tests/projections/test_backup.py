@@ -202,13 +202,7 @@ def test_cli_backup_whose_snapshot_meets_a_full_disk_says_the_log_is_backed_up(
     The error was DuckDB-free but bare (`[Errno 27] File too large`), as if nothing were
     backed up, while DEST held a complete, verified backup of the log. It says so now."""
     source, bk = tmp_path / "source", tmp_path / "bk"
-    rng = random.Random(0)
-    with eventlog.open(source, segment_bytes=16_384, durability="none") as log:
-        session = log.create_session()
-        for _ in range(3000):
-            log.add_prompt(session.id, rng.randbytes(100).hex())
-    with Projector(source, snapshots=SnapshotPolicy(every_events=1000)) as projector:
-        projector.catch_up()
+    _segments_and_snapshots(source)
     full = run_with_full_disk([str(LMG), "backup", str(source), str(bk)], 65_536)
     assert full.returncode == 1, (full.stdout, full.stderr)
     assert len(full.stderr.splitlines()) == 1 and "Traceback" not in full.stderr, full.stderr
@@ -226,12 +220,9 @@ def test_cli_backup_whose_snapshot_meets_a_full_disk_says_the_log_is_backed_up(
     assert "restored LSN 0..3000" in run.stdout and "projections snapshot: none" in run.stdout
 
 
-@pytest.mark.slow
-def test_cli_restore_whose_snapshot_meets_a_full_disk_restores_nothing(tmp_path: Path) -> None:
-    """Writes failing past 1 MB: every file of the backup fits, the 3 MB database the
-    snapshot restores to does not. The log was restored and renamed into place, then the
-    database failed half-written: STORE was left, with half a database. Now nothing is."""
-    source, bk, target = tmp_path / "source", tmp_path / "bk", tmp_path / "restored"
+def _segments_and_snapshots(source: Path) -> None:
+    """3,000 prompts of incompressible text in 16 KiB segments, folded with a snapshot every
+    1,000 events: segments each small, a snapshot's chunks and database larger."""
     rng = random.Random(0)
     with eventlog.open(source, segment_bytes=16_384, durability="none") as log:
         session = log.create_session()
@@ -239,6 +230,15 @@ def test_cli_restore_whose_snapshot_meets_a_full_disk_restores_nothing(tmp_path:
             log.add_prompt(session.id, rng.randbytes(100).hex())
     with Projector(source, snapshots=SnapshotPolicy(every_events=1000)) as projector:
         projector.catch_up()
+
+
+@pytest.mark.slow
+def test_cli_restore_whose_snapshot_meets_a_full_disk_restores_nothing(tmp_path: Path) -> None:
+    """Writes failing past 1 MB: every file of the backup fits, the 3 MB database the
+    snapshot restores to does not. The log was restored and renamed into place, then the
+    database failed half-written: STORE was left, with half a database. Now nothing is."""
+    source, bk, target = tmp_path / "source", tmp_path / "bk", tmp_path / "restored"
+    _segments_and_snapshots(source)
     _run, snapshot = backup(source, bk)
     assert snapshot is not None and snapshot.size > 1_000_000
     full = run_with_full_disk([str(LMG), "restore", str(bk), str(target)], 1_000_000)

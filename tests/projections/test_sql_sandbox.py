@@ -104,17 +104,22 @@ def untouched(stores: tuple[Path, Path]) -> Iterator[tuple[Path, Path]]:
     assert fingerprint(*stores) == before
 
 
-@pytest.mark.parametrize("attack", NAMES)
-def test_lmg_sql_refuses(untouched: tuple[Path, Path], attack: str) -> None:
-    store, other = untouched
-    query = attacks(store, other)[attack]
-    done = subprocess.run(
+def lmg_sql(store: Path, query: str) -> subprocess.CompletedProcess[str]:
+    """`lmg sql STORE QUERY --no-fold`, run to its end."""
+    return subprocess.run(
         [LMG, "sql", str(store), query, "--no-fold"],
         check=False,
         capture_output=True,
         text=True,
         timeout=WAIT_S,
     )
+
+
+@pytest.mark.parametrize("attack", NAMES)
+def test_lmg_sql_refuses(untouched: tuple[Path, Path], attack: str) -> None:
+    store, other = untouched
+    query = attacks(store, other)[attack]
+    done = lmg_sql(store, query)
     assert done.returncode != 0, done.stdout
     lines = done.stderr.splitlines()
     assert len(lines) == 1, done.stderr
@@ -331,13 +336,7 @@ def test_graph_view_over_connect_refuses_the_servers_state(
 def test_lmg_sql_refuses_the_servers_state(untouched: tuple[Path, Path], index: int) -> None:
     store, _ = untouched
     query, name = SERVER_STATE[index]
-    done = subprocess.run(
-        [LMG, "sql", str(store), query, "--no-fold"],
-        check=False,
-        capture_output=True,
-        text=True,
-        timeout=WAIT_S,
-    )
+    done = lmg_sql(store, query)
     assert done.returncode == 1 and done.stdout == "", done.stdout
     assert done.stderr.startswith("Error: "), done.stderr
     assert_refused_by_name(done.stderr.removeprefix("Error: ").rstrip("\n"), name, store)
@@ -454,13 +453,7 @@ def assert_each_fails(rows: Any, sql: Any) -> None:
 @pytest.mark.parametrize("query", FAILING)
 def test_lmg_sql_errors_are_one_line_without_a_path(stores: tuple[Path, Path], query: str) -> None:
     store, _ = stores
-    done = subprocess.run(
-        [LMG, "sql", str(store), query, "--no-fold"],
-        check=False,
-        capture_output=True,
-        text=True,
-        timeout=WAIT_S,
-    )
+    done = lmg_sql(store, query)
     assert done.returncode == 1 and done.stdout == "", done.stdout
     assert done.stderr.startswith("Error: ") and done.stderr.count("\n") == 1, done.stderr
     assert PRIVATE not in done.stderr, done.stderr
