@@ -405,13 +405,23 @@ def test_cli_restore_refuses_a_non_empty_store_without_force(store: Path, tmp_pa
 
 @pytest.mark.slow
 def test_backups_under_load_restore_identically(store: Path, tmp_path: Path) -> None:
-    """Four processes append (rotating segments) while backups are taken into one place."""
+    """Four processes append (rotating segments) while backups are taken into one place.
+    They run the child's mode for several writers: the crash mode's appends expect to be
+    the only writer's, so there they stopped one another, and none might be left."""
     eventlog.open(store, segment_bytes=SEGMENT_BYTES).close()
     seed = random.randrange(2**32)
     print(f"seed {seed}")
     children = [
         Child(
-            [sys.executable, str(CRASH_CHILD), "crash", str(store), str(seed + i), "16384"],
+            [
+                sys.executable,
+                str(CRASH_CHILD),
+                "shared",
+                str(store),
+                str(seed + i),
+                "16384",
+                str(i),
+            ],
             tmp_path,
             f"appender{i}",
         )
