@@ -28,7 +28,7 @@ import contextlib
 import os
 import re
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import google_crc32c
@@ -231,21 +231,30 @@ def _older(root: Path, source: str) -> BackupInfo | None:
     raise EventLogError(f"{root} is neither empty nor a backup: not written to")
 
 
-@contextlib.contextmanager
-def _stopping(root: Path) -> Iterator[None]:
+def _stopping(root: Path) -> contextlib.AbstractContextManager[None]:
     """A file that could not be written into the backup `root` (a full disk) is named, with
     what it means: `root` holds no complete backup until one runs to its end (an older
     backup there was no longer one once this one began)."""
+    return _writing_into(
+        root,
+        lambda inside, why: (
+            f"could not write {root / inside} ({why}): the backup stopped, and "
+            f"{root} holds no complete backup until one runs to its end"
+        ),
+    )
+
+
+@contextlib.contextmanager
+def _writing_into(directory: Path, say: Callable[[Path, str], str]) -> Iterator[None]:
+    """An OSError on a file under `directory` (a full disk) becomes one line, `say(the file
+    relative to directory, the system's reason)`; other errors pass as they are."""
     try:
         yield
     except OSError as exc:
-        if exc.filename is None or not Path(exc.filename).is_relative_to(root):
+        if exc.filename is None or not Path(exc.filename).is_relative_to(directory):
             raise
-        raise _stopped(
-            exc,
-            f"could not write {exc.filename} ({exc.strerror}): the backup stopped, and {root} "
-            "holds no complete backup until one runs to its end",
-        ) from None
+        inside = Path(exc.filename).relative_to(directory)
+        raise _stopped(exc, say(inside, str(exc.strerror))) from None
 
 
 def _mark_partial(root: Path) -> None:
@@ -420,7 +429,12 @@ def restoring(
         check_new_store(target)
     with (
         building_store(target, "restoring", replace=force) as building,
-        _named_in(building, target),
+        _writing_into(
+            building,
+            lambda inside, why: (
+                f"could not write {inside} into {target} ({why}); nothing was restored"
+            ),
+        ),
     ):
         for path in _files(root):
             relative = path.relative_to(root)
@@ -444,22 +458,6 @@ def restoring(
                 first.lsn,
             )
         yield info, building
-
-
-@contextlib.contextmanager
-def _named_in(building: Path, target: Path) -> Iterator[None]:
-    """A file that could not be written into the store being built (a full disk) is named
-    as it is in the backup, with the store restored to: the temporary directory is gone
-    when the user reads the error, and its name would only mislead."""
-    try:
-        yield
-    except OSError as exc:
-        if exc.filename is None or not Path(exc.filename).is_relative_to(building):
-            raise
-        inside = Path(exc.filename).relative_to(building)
-        raise _stopped(
-            exc, f"could not write {inside} into {target} ({exc.strerror}); nothing was restored"
-        ) from None
 
 
 def _make_dirs(root: Path, relative: Path) -> None:

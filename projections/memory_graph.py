@@ -127,8 +127,9 @@ class _Embedded:
         # limit given is the limit. The service's graph (shares=False) never grows: it holds
         # the file for good, and its cursors with it, so it is given its limit.
         self._memory_limit = memory_limit or MEMORY_LIMIT
+        self.in_memory = str(db) == ":memory:"
         # A file grows its limit by reopening; an in-memory instance has its largest already.
-        self._grows = memory_limit is None and shares and str(db) != ":memory:"
+        self._grows = memory_limit is None and shares and not self.in_memory
         self._limit = self._memory_limit  # the open file's
         self._mutex = threading.RLock()
         self._changed = threading.Condition(self._mutex)  # a read ended, or the graph closed
@@ -143,7 +144,6 @@ class _Embedded:
         self.checkpoint = -1
         self._closed = False
         self._spill: str | None = None  # an in-memory instance's private spill directory
-        self.in_memory = str(db) == ":memory:"
         self._private_limit = memory_limit or FOLD_MEMORY_LIMIT  # an in-memory instance's
         if self.in_memory:  # private to this handle: nobody to share with, never let go
             self.con = self._new_instance(self._private_limit)  # the tables live in it
