@@ -36,7 +36,7 @@ import msgspec
 
 from ._copy import ORIGIN_FILE, Origin, building_store, check_new_store, sync_tree
 from ._erase import JOURNAL_FILE, Erasure
-from ._files import Modes, create_file, make_dir, open_file, read_bytes
+from ._files import Modes, create_file, make_dir, naming_errors, open_file, read_bytes
 from ._format import SEGMENT_HEADER, segment_name
 from ._index import fsync_dir, write_atomically
 from ._retention import RETENTION_FILE, RetentionPolicy
@@ -347,28 +347,17 @@ def _copy_file(source: Path, target: Path, length: int | None) -> None:
             end = os.fstat(src).st_size if length is None else length
             offset = 0
             while offset < end:
-                with _naming(source):
+                with naming_errors(source):
                     data = os.pread(src, min(_COPY, end - offset), offset)
                 if not data:
                     raise EventLogError(f"{source} ended at {offset} bytes, not {end}")
-                with _naming(target):
+                with naming_errors(target):
                     _write_all(out, data)
                 offset += len(data)
         finally:
             os.close(out)
     finally:
         os.close(src)
-
-
-@contextlib.contextmanager
-def _naming(path: Path) -> Iterator[None]:
-    """An OSError raised within, which names no file, names `path`."""
-    try:
-        yield
-    except OSError as exc:
-        if exc.filename is not None:
-            raise
-        raise OSError(exc.errno, exc.strerror, str(path)) from None
 
 
 def _stopped(exc: OSError, message: str) -> EventLogError:

@@ -21,8 +21,10 @@ snapshots, forks, ``lmg replay --out`` files) stays as private as the store.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import NamedTuple
 
@@ -32,6 +34,7 @@ __all__ = [
     "Modes",
     "create_file",
     "make_dir",
+    "naming_errors",
     "open_file",
     "open_or_create",
     "process_alive",
@@ -139,3 +142,15 @@ def process_alive(pid: int) -> bool:
     except PermissionError:  # another user's
         return True
     return True
+
+
+@contextlib.contextmanager
+def naming_errors(path: str | os.PathLike[str]) -> Iterator[None]:
+    """An OSError raised within that names no file (a write, an fsync) names `path`: the
+    one-line error a user reads says which file, not only `[Errno 27] File too large`."""
+    try:
+        yield
+    except OSError as exc:
+        if exc.filename is not None:
+            raise
+        raise OSError(exc.errno, exc.strerror, str(path)) from None

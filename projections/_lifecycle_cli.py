@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, BinaryIO
 import click
 
 import eventlog
-from eventlog._files import create_file
+from eventlog._files import create_file, naming_errors
 from eventlog._index import fsync_dir
 from eventlog._time import iso_time as eventlog_iso
 from eventlog.cli import PathType, default_store, store_argument
@@ -78,16 +78,12 @@ class _Output(io.FileIO):
         self._shown = shown
 
     def write(self, data: ReadableBuffer, /) -> int:
-        try:
+        with naming_errors(self._shown):
             return super().write(data)
-        except OSError as exc:
-            raise OSError(exc.errno, exc.strerror, self._shown) from None
 
     def fsync(self) -> None:
-        try:
+        with naming_errors(self._shown):
             os.fsync(self.fileno())
-        except OSError as exc:
-            raise OSError(exc.errno, exc.strerror, self._shown) from None
 
 
 @click.command(
