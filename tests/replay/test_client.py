@@ -218,6 +218,7 @@ _BAD_SQL = {
     "SELECT 'x'::INTEGER": False,  # a cast that fails as it runs
     "DELETE FROM sessions": True,  # a write, refused
     "SELECT * FROM read_csv('/etc/passwd')": True,  # a file, refused
+    " ; -- nothing": True,  # no statement
 }
 
 
