@@ -23,15 +23,21 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import io
 import os
 from collections.abc import Iterator
 from pathlib import Path
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 from .errors import UnsafeStore
 
+if TYPE_CHECKING:
+    from _typeshed import ReadableBuffer
+
 __all__ = [
+    "STDOUT",
     "Modes",
+    "NamedOutput",
     "create_file",
     "make_dir",
     "naming_errors",
@@ -154,3 +160,25 @@ def naming_errors(path: str | os.PathLike[str]) -> Iterator[None]:
         if exc.filename is not None:
             raise
         raise OSError(exc.errno, exc.strerror, str(path)) from None
+
+
+STDOUT = "standard output"
+"""What a write error of stdout names (`NamedOutput`): it has no path of its own."""
+
+
+class NamedOutput(io.FileIO):
+    """A file written for the user (or standard output, not `own`ed: left open) whose write
+    errors (a full disk) name `shown`: the file they asked for, not the temporary one that
+    is gone when they read it, or `STDOUT`."""
+
+    def __init__(self, fd: int, shown: str, *, own: bool = True) -> None:
+        super().__init__(fd, "wb", closefd=own)
+        self._shown = shown
+
+    def write(self, data: ReadableBuffer, /) -> int:
+        with naming_errors(self._shown):
+            return super().write(data)
+
+    def fsync(self) -> None:
+        with naming_errors(self._shown):
+            os.fsync(self.fileno())

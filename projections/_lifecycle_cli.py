@@ -13,18 +13,15 @@ import os
 import sys
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, BinaryIO
+from typing import BinaryIO
 
 import click
 
 import eventlog
-from eventlog._files import create_file, naming_errors
+from eventlog._files import STDOUT, NamedOutput, create_file
 from eventlog._index import fsync_dir
 from eventlog._time import iso_time as eventlog_iso
 from eventlog.cli import PathType, default_store, store_argument
-
-if TYPE_CHECKING:
-    from _typeshed import ReadableBuffer
 
 __all__ = ["commands"]
 
@@ -38,7 +35,7 @@ def _output(path: str | None) -> Iterator[BinaryIO]:
     `lmg import` took one cut at a line's end for the whole export."""
     if path is None or path == "-":
         sys.stdout.flush()
-        with io.BufferedWriter(_Output(sys.stdout.fileno(), "standard output", own=False)) as out:
+        with io.BufferedWriter(NamedOutput(sys.stdout.fileno(), STDOUT, own=False)) as out:
             yield out
         return
     target = Path(path)
@@ -50,7 +47,7 @@ def _output(path: str | None) -> Iterator[BinaryIO]:
     temp = being_written(target)
     fd = create_file(temp, 0o600)
     try:
-        raw = _Output(fd, path)
+        raw = NamedOutput(fd, path)
         with io.BufferedWriter(raw) as out:
             yield out
             out.flush()
@@ -66,24 +63,6 @@ def _output(path: str | None) -> Iterator[BinaryIO]:
         fsync_dir(target.parent)
     finally:
         temp.unlink(missing_ok=True)
-
-
-class _Output(io.FileIO):
-    """The file an export is written to under its temporary name (or standard output, not
-    `own`ed: left open), whose write errors (a full disk) name the file the user asked for:
-    the temporary one is gone when they read it."""
-
-    def __init__(self, fd: int, shown: str, *, own: bool = True) -> None:
-        super().__init__(fd, "wb", closefd=own)
-        self._shown = shown
-
-    def write(self, data: ReadableBuffer, /) -> int:
-        with naming_errors(self._shown):
-            return super().write(data)
-
-    def fsync(self) -> None:
-        with naming_errors(self._shown):
-            os.fsync(self.fileno())
 
 
 @click.command(

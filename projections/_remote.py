@@ -6,11 +6,13 @@ projections it holds and folds (a read sees every append the service acknowledge
 it). Each read is written once, as the request it makes and the type it answers (`_Read`);
 `RemoteGraph` and `AsyncRemoteGraph` send it, so the two cannot drift apart. Answers decode
 into the same msgspec types (`nodes`); errors are the embedded classes (`NotFound`,
-`BadArgument`, `SqlRefused`, DuckDB's error for SQL it cannot run).
+`BadArgument`, `SqlRefused`, `SqlFailed`), so code moving between the two catches the same.
 
 Where the embedded API cannot be matched, it says so: `sql` answers a DuckDB relation over
-the rows fetched (UUIDs arrive as text), and an answer the service cut at its ``max_rows``
-is refused (`ServiceError` ``too_many_rows``) rather than returned short.
+the rows fetched (UUIDs arrive as text), so an error met as the query runs is a `SqlFailed`
+from `sql` itself (embedded, DuckDB's own from the relation's `fetchall`); and an answer the
+service cut at its ``max_rows`` is refused (`ServiceError` ``too_many_rows``) rather than
+returned short.
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ from eventlog._wire import ERRORS
 
 from . import nodes as n
 from ._reads import Hop, Impact, NotFound, _check_id
-from .errors import BadArgument, SqlRefused
+from .errors import BadArgument, SqlFailed, SqlRefused
 from .query import Query
 
 __all__ = ["AsyncRemoteGraph", "AsyncRemoteQuery", "Forked", "RemoteGraph", "RemoteQuery"]
@@ -44,7 +46,7 @@ _ERRORS: dict[str, type[Exception]] = {
     "not_found": NotFound,
     "bad_argument": BadArgument,
     "sql_refused": SqlRefused,
-    "sql_error": duckdb.Error,
+    "sql_error": SqlFailed,
 }
 _ARROW = "application/vnd.apache.arrow.stream"
 _TRUNCATED = "lmg-truncated"  # projections._routes.TRUNCATED (that module imports Starlette)

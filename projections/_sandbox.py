@@ -153,13 +153,17 @@ def sandbox(con: duckdb.DuckDBPyConnection) -> None:
 
 def check(con: duckdb.DuckDBPyConnection, query: str) -> None:
     """Parse `query` without running it; raise `SqlRefused` unless every statement reads and
-    names nothing in `REFUSED` (`SqlFailed` if DuckDB cannot parse it)."""
+    names nothing in `REFUSED` (`SqlFailed` if DuckDB cannot parse it, or it holds none:
+    DuckDB runs nothing then, and answers no result)."""
     translated(lambda: _check(con, query))
 
 
 def _check(con: duckdb.DuckDBPyConnection, query: str) -> None:
+    statements = con.extract_statements(query)
+    if not statements:
+        raise SqlFailed("the query holds no statement")
     selects = []
-    for statement in con.extract_statements(query):
+    for statement in statements:
         try:
             kind = statement.type
         except ValueError:  # a type the Python API does not know (UPDATE EXTENSIONS)

@@ -310,11 +310,11 @@ def run_query(
     would hide what the others returned."""
     from ._sandbox import check, translated, user_cursor
 
-    check(con, query)  # a refused statement is named, even among several
+    check(con, query)  # a refused statement is named, even among several; none is SqlFailed
     statements = translated(lambda: con.extract_statements(query))
-    if len(statements) != 1:
-        held = "no statement" if not statements else f"{len(statements)} statements"
-        raise click.ClickException(f"give one SQL statement; the query holds {held}")
+    if len(statements) > 1:
+        held = len(statements)
+        raise click.ClickException(f"give one SQL statement; the query holds {held} statements")
     with user_cursor(con, query) as cursor:
         return [d[0] for d in cursor.description or ()], translated(cursor.fetchall)
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import errno
 import inspect
+import io
 import os
 import re
 import sys
@@ -15,13 +16,14 @@ import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TextIO
 
 import click
 import msgspec
 
 from eventlog import EventLogError
 from eventlog._advert import find
+from eventlog._files import STDOUT, NamedOutput
 from eventlog.cli import PathType, default_store, require_store, store_argument
 from eventlog.cli import commands as eventlog_commands
 from eventlog.ingest_cli import ingest
@@ -49,14 +51,17 @@ class _Lmg(click.Group):
     line, without a Python class name or a traceback; warnings (a skipped snapshot) are said
     on stderr. A closed pipe (`lmg tail | head`) ends every command the same way: quietly,
     with status 0, since the reader chose to stop (under `set -o pipefail` the pipeline's
-    status is then the reader's, as with ripgrep)."""
+    status is then the reader's, as with ripgrep). A stdout that cannot take the output (a
+    full disk) ends every command as `lmg export` does: one line naming standard output,
+    status 1."""
 
     def invoke(self, ctx: click.Context) -> Any:
         with warnings.catch_warnings():
             warnings.simplefilter("always")
             warnings.showwarning = _warn
             try:
-                return super().invoke(ctx)
+                with _stdout_named():
+                    return super().invoke(ctx)
             except (EventLogError, ProjectionError, ReplayError) as exc:
                 raise click.ClickException(_said(exc)) from None
             except OSError as exc:
@@ -64,6 +69,61 @@ class _Lmg(click.Group):
                     _discard_stdout()
                     ctx.exit(0)
                 raise click.ClickException(_os_error(exc)) from None
+
+
+@contextmanager
+def _stdout_named() -> Iterator[None]:
+    """The command's stdout over a file whose write errors name `STDOUT` (a full disk said
+    only ``[Errno 27] File too large``), flushed before the command ends, so that such an
+    error is the command's, not one Python's flush at exit reports again with status 120."""
+    original = sys.stdout
+    named = _named_copy(original)
+    if named is None:
+        yield
+        return
+    sys.stdout = named
+    try:
+        yield
+    except BaseException:
+        _flush(named, raising=False)  # the command's own error is the one to say
+        raise
+    else:
+        _flush(named, raising=True)
+    finally:
+        sys.stdout = original
+
+
+def _named_copy(stdout: TextIO) -> io.TextIOWrapper | None:
+    """`stdout` as it is set up, over a `NamedOutput` on its file; None if it is no text
+    file (click's test runner's)."""
+    if not isinstance(stdout, io.TextIOWrapper):
+        return None
+    try:
+        fd = stdout.fileno()
+    except (OSError, ValueError):  # io.UnsupportedOperation is both
+        return None
+    stdout.flush()
+    raw = NamedOutput(fd, STDOUT, own=False)
+    unbuffered = isinstance(stdout.buffer, io.RawIOBase)  # python -u, PYTHONUNBUFFERED
+    return io.TextIOWrapper(
+        raw if unbuffered else io.BufferedWriter(raw),
+        encoding=stdout.encoding,
+        errors=stdout.errors,
+        line_buffering=stdout.line_buffering,
+        write_through=stdout.write_through,
+    )
+
+
+def _flush(stdout: TextIO, raising: bool) -> None:
+    """Flush `stdout`; if it refuses, what it still holds goes to /dev/null instead (Python's
+    flush at exit would meet the same error)."""
+    try:
+        stdout.flush()
+    except OSError:
+        _discard_stdout()
+        stdout.flush()
+        if raising:
+            raise
 
 
 def _discard_stdout() -> None:

@@ -4,6 +4,7 @@ that fail the test (not hang it), clean stops."""
 from __future__ import annotations
 
 import json
+import os
 import resource
 import signal
 import subprocess
@@ -96,7 +97,8 @@ class Child:
 def run_with_full_disk(args: list[str], limit: int) -> subprocess.CompletedProcess[str]:
     """Run `args` to its end as a process whose writes past `limit` bytes of any file fail
     with EFBIG, as on a full disk (RLIMIT_FSIZE, with SIGXFSZ ignored or the kernel kills
-    it: see tests/eventlog/test_disk_full.py)."""
+    it: see tests/eventlog/test_disk_full.py). It writes no bytecode: Python would leave a
+    module's ``.pyc`` cut at `limit`, and every later import of it would fail."""
 
     def full_disk() -> None:
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
@@ -110,4 +112,5 @@ def run_with_full_disk(args: list[str], limit: int) -> subprocess.CompletedProce
         timeout=WAIT_S,
         check=False,
         cwd=ROOT,
+        env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1"},
     )

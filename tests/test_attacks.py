@@ -19,6 +19,7 @@ from eventlog import InvalidEvent, InvalidVariable
 from eventlog import events as ev
 from eventlog._demo import record_demo
 from projections import MemoryGraph, Projector, SnapshotPolicy, SqlRefused
+from tests._processes import run_with_full_disk
 
 LMG = Path(sys.executable).with_name("lmg")
 
@@ -131,6 +132,40 @@ def test_every_command_into_a_closed_pipe_exits_0_quietly(
         stderr = child.stderr.read().decode()
     assert child.wait(timeout=60) == 0
     assert stderr == ""
+
+
+_WIDE = "SELECT repeat('x', 99) FROM range(300000)"
+"""30 MB of CSV: more than the limit that lets a replay write its view, a few MB."""
+
+
+@pytest.mark.parametrize(
+    ("args", "limit"),
+    [
+        (["tail"], 4096),  # the demo's events: 6 kB of JSON lines
+        (["tail", "--follow"], 4096),
+        (["stats"], 256),
+        (["sql", "SELECT * FROM range(100000)"], 4096),
+        (["export"], 4096),
+        (["replay", "--at", "8", "--format", "csv", "--sql", _WIDE], 16 << 20),
+    ],
+    ids=lambda value: " ".join(value[:2]) if isinstance(value, list) else str(value),
+)
+@pytest.mark.slow
+def test_every_command_onto_a_full_disk_says_standard_output_in_one_line(
+    snapshotted: Path, args: list[str], limit: int
+) -> None:
+    """`lmg tail STORE > FILE` whose writes fail past `limit` bytes (a full disk) said
+    `Error: [Errno 27] File too large`, then Python's flush at exit said it again, with a
+    traceback's `Exception ignored` and status 120; `lmg sql` the same. Every command now
+    ends as `lmg export` did: one line naming standard output, status 1."""
+    out = snapshotted.parent / "out"
+    command = [str(LMG), args[0], str(snapshotted), *args[1:]]
+    shell = 'unset PYTHONUNBUFFERED; exec "$@" > "$0"'  # stdout buffered, as a user's is
+    result = run_with_full_disk(["sh", "-c", shell, str(out), *command], limit)
+    assert result.returncode == 1, result.stderr
+    assert_one_line_error(result, "standard output: File too large")
+    assert "Errno" not in result.stderr and "Exception" not in result.stderr, result.stderr
+    assert out.stat().st_size == limit  # written up to the full disk
 
 
 @pytest.mark.parametrize(

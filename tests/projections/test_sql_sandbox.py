@@ -419,6 +419,10 @@ FAILING = [
 ]
 
 
+NO_STATEMENT = ["", " ; -- nothing"]
+"""Queries that hold no statement: `SqlFailed` before anything runs (no DuckDB error)."""
+
+
 def assert_one_line(exc: BaseException) -> None:
     message = str(exc)
     assert message and "\n" not in message and PRIVATE not in message, message
@@ -437,6 +441,18 @@ def test_memory_graph_sql_errors_are_one_line_without_a_path(stores: tuple[Path,
     with projections.connect(store) as con:
         view = projections.GraphView(con)
         assert_each_fails(view.rows, view.sql)
+
+
+def test_a_query_of_no_statement_is_a_sql_failed(stores: tuple[Path, Path]) -> None:
+    """`sql("")` answered None (no relation: `.fetchall()` an AttributeError), `rows("")`
+    DuckDB's "No open result set", and the service an internal error (500), or a reset
+    connection for Arrow."""
+    store, _ = stores
+    with MemoryGraph.open(store) as g:
+        for query in NO_STATEMENT:
+            for read in (g.rows, g.sql):
+                with pytest.raises(SqlFailed, match=r"^the query holds no statement$"):
+                    read(query)
 
 
 def assert_each_fails(rows: Any, sql: Any) -> None:

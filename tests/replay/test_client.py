@@ -210,6 +210,52 @@ def test_errors_come_back_as_the_embedded_classes(served: Service) -> None:
     assert (unknown_store.value.status, unknown_store.value.code) == (404, "unknown_store")
 
 
+_BAD_SQL = {
+    "SELEC 1": True,  # a syntax error (True: `sql` raises it before anything runs)
+    "SELECT * FROM nope": True,  # an unknown table
+    "SELECT nope FROM sessions": True,  # an unknown column
+    "SELECT ?": True,  # a parameter not given
+    "SELECT 'x'::INTEGER": False,  # a cast that fails as it runs
+    "DELETE FROM sessions": True,  # a write, refused
+    "SELECT * FROM read_csv('/etc/passwd')": True,  # a file, refused
+    " ; -- nothing": True,  # no statement
+}
+
+
+def _raised(fn: Callable[[str], Any], query: str) -> tuple[type[BaseException], str]:
+    """What `fn(query)` raised (any class: the test compares two), and its message."""
+    with pytest.raises(Exception) as caught:
+        fn(query)
+    return type(caught.value), str(caught.value)
+
+
+def test_bad_sql_raises_what_embedded_raises(served: Service, tmp_path: Path) -> None:
+    """The same class and message for the same bad SQL, embedded or remote, sync or async:
+    moving to the service changes no ``except`` (`SqlFailed`, not DuckDB's own error)."""
+    with MemoryGraph.open(tmp_path / "embedded") as e, MemoryGraph.connect(served.url) as r:
+        for query, before_running in _BAD_SQL.items():
+            assert _raised(r.rows, query) == _raised(e.rows, query), query
+            if before_running:  # else embedded's lazy relation raises as it is fetched
+                assert _raised(r.sql, query) == _raised(e.sql, query), query
+        assert _raised(r.rows, "SELEC 1")[0] is projections.SqlFailed
+
+    async def both(query: str) -> list[tuple[type[BaseException], str]]:
+        raised: list[tuple[type[BaseException], str]] = []
+        for g in (
+            await AsyncMemoryGraph.open(tmp_path / "embedded"),
+            await AsyncMemoryGraph.connect(served.url),
+        ):
+            async with g:
+                with pytest.raises(projections.ProjectionError) as caught:
+                    await g.sql(query)
+                raised.append((type(caught.value), str(caught.value)))
+        return raised
+
+    for query in _BAD_SQL:
+        embedded, remote = asyncio.run(both(query))
+        assert remote == embedded, query
+
+
 def test_no_answer_is_a_service_error_that_says_to_retry(tmp_path: Path) -> None:
     with (
         pytest.raises(eventlog.ServiceError) as none,

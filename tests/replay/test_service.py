@@ -22,7 +22,7 @@ import pytest
 import eventlog
 import projections
 from tests._processes import LMG, WAIT_S, Child
-from tests.projections.test_sql_sandbox import FAILING, PRIVATE, SERVER_STATE
+from tests.projections.test_sql_sandbox import FAILING, NO_STATEMENT, PRIVATE, SERVER_STATE
 
 # real server or CLI processes: `make test` runs them, `make test-fast` not; each test's
 # store holds one session (conftest.py)
@@ -286,8 +286,9 @@ def test_sql_naming_the_servers_state_is_refused(served: Service, tmp_path: Path
 
 def test_sql_errors_are_one_line_without_a_path(served: Service) -> None:
     """DuckDB's errors of a query are one line, in JSON and Arrow (where the query runs as its
-    answer is read), without a path DuckDB names (the service removed only its stores')."""
-    for query in FAILING:
+    answer is read), without a path DuckDB names (the service removed only its stores'). A
+    query of no statement is one too (it was 500, or a reset connection for Arrow)."""
+    for query in [*FAILING, *NO_STATEMENT]:
         for headers in ({}, _ARROW):
             answer = served.http.post(
                 "/v1/stores/default/sql", json={"query": query}, headers=headers
