@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, BinaryIO
 import click
 
 import eventlog
+from eventlog._copy import replaced_leftovers
 from eventlog._files import create_file, naming_errors
 from eventlog._index import fsync_dir
 from eventlog._time import iso_time as eventlog_iso
@@ -212,9 +213,23 @@ def restore_command(dest: str, store: str, *, force: bool) -> None:
     """
     from ._backup import restore
 
+    _say_replaced_leftovers(store)
     info, snapshot = restore(dest, store, force=force)
     where = "none: `lmg project` folds the log" if snapshot is None else f"LSN {snapshot.lsn}"
     click.echo(f"restored LSN 0..{info.last_lsn} into {store}; projections snapshot: {where}")
+
+
+def _say_replaced_leftovers(store: str) -> None:
+    """Name, in one line, the stores an interrupted `lmg restore --force` moved aside (before
+    the swap was one step) and left with nothing naming them: the user's data, so kept."""
+    leftovers = replaced_leftovers(store)
+    if leftovers:
+        names = ", ".join(str(p) for p in leftovers)
+        click.echo(
+            f"warning: {names}: what was {store} before an interrupted `lmg restore --force`, "
+            "moved aside and kept as it was; check it, then delete it (or move it back)",
+            err=True,
+        )
 
 
 _OTHER_COPIES = (

@@ -13,6 +13,7 @@ import functools
 import os
 import random
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -460,6 +461,100 @@ def test_kill_9_of_restore_leaves_no_store_or_a_whole_one(store: Path, tmp_path:
         assert not [p for p in os.listdir(tmp_path) if p.startswith(f".{target.name}.")]
     print(f"outcomes: {outcomes}")
     assert "absent" in outcomes, "every kill came after the restore: a weak test"
+
+
+RESTORE_CHILD = [sys.executable, "-m", "tests.eventlog._restore_child"]
+
+
+def _old_and_backup(store: Path, tmp_path: Path) -> tuple[Path, Path]:
+    """A backup of `store` and another store, `target`, for `lmg restore --force` to replace."""
+    _fill(store, 300)
+    backup, target = tmp_path / "bk", tmp_path / "target"
+    eventlog.backup(store, backup)
+    _fill(target, 5, seed=2)
+    return backup, target
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="renameat2 is Linux's")
+def test_kill_9_of_restore_force_right_after_the_swap_leaves_the_whole_new_store(
+    store: Path, tmp_path: Path
+) -> None:
+    """`lmg restore --force` SIGKILLed at the first moment the old STORE has left its name.
+    It moved the old one aside, then renamed the new one in: killed between the two, it
+    left no STORE, and the old one at ``.STORE.replaced-PID`` that nothing names. The swap
+    is one step now, so the kill finds STORE whole (the new one), and the next restore
+    deletes the old one the kill left under the building's name."""
+    backup, target = _old_and_backup(store, tmp_path)
+    child = Child([*RESTORE_CHILD, str(backup), str(target)], tmp_path, "restore")
+    assert child.wait() == -signal.SIGKILL, child.stderr()
+    assert _records(target) == _records(store)
+    assert not [p for p in eventlog.verify(target) if p.severity == "error"]
+    assert not list(tmp_path.glob(".target.replaced-*"))
+    again = subprocess.run(
+        [LMG, "restore", str(backup), str(target), "--force"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert again.returncode == 0 and not again.stderr, again.stderr
+    assert _records(target) == _records(store)
+    assert not [p for p in os.listdir(tmp_path) if p.startswith(".target.")]
+
+
+@pytest.mark.slow
+def test_kill_9_of_restore_force_without_the_exchange_is_named_by_the_next_restore(
+    store: Path, tmp_path: Path
+) -> None:
+    """Where the system has no one-step exchange, `lmg restore --force` renames twice: a
+    kill between the two leaves the old store as ``.STORE.replaced-PID``. The next `lmg
+    restore` says so in one line, naming it, and keeps it: it is the user's data."""
+    backup, target = _old_and_backup(store, tmp_path)
+    old = _tree(target)
+    child = Child([*RESTORE_CHILD, str(backup), str(target), "fallback"], tmp_path, "restore")
+    assert child.wait() == -signal.SIGKILL, child.stderr()
+    assert not target.exists()
+    (leftover,) = tmp_path.glob(".target.replaced-*")
+    restored = subprocess.run(
+        [LMG, "restore", str(backup), str(target)], capture_output=True, text=True, check=False
+    )
+    assert restored.returncode == 0, restored.stderr
+    (line,) = restored.stderr.splitlines()
+    assert line.startswith("warning: ") and str(leftover) in line and "restore --force" in line
+    assert _records(target) == _records(store)
+    assert _tree(leftover) == old
+
+
+def test_restore_force_without_the_exchange_still_replaces_the_store(
+    store: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Off Linux (or on a file system without ``RENAME_EXCHANGE``) the old store is renamed
+    aside, the new one renamed in, and the old one deleted."""
+    backup, target = _old_and_backup(store, tmp_path)
+    monkeypatch.setattr(eventlog._copy, "_exchange", lambda _a, _b: False)
+    eventlog.restore(backup, target, force=True)
+    assert _records(target) == _records(store)
+    assert not [p for p in os.listdir(tmp_path) if p.startswith(".target.")]
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="renameat2 is Linux's")
+def test_restore_force_swaps_in_one_step(
+    store: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Where the exchange works, STORE is never renamed away: no moment without it."""
+    backup, target = _old_and_backup(store, tmp_path)
+    renamed: list[str] = []
+    rename = os.rename
+
+    def renaming(src: str | os.PathLike[str], dst: str | os.PathLike[str]) -> None:
+        renamed.append(os.fspath(src))
+        rename(src, dst)
+
+    monkeypatch.setattr(os, "rename", renaming)
+    eventlog.restore(backup, target, force=True)
+    assert str(target) not in renamed
+    assert _records(target) == _records(store)
+    assert not [p for p in os.listdir(tmp_path) if p.startswith(".target.")]
 
 
 @pytest.mark.slow
