@@ -290,7 +290,7 @@ def erase_command(
     path = store or default_store()
     if resume:
         done = resume_erasure(path, wait_s=wait_s)
-        click.echo("no erasure to resume" if done is None else _report(done))
+        click.echo("no erasure to resume" if done is None else f"{_RESUMED}: {_report(done)}")
         return
     selector = _selector(
         path, sessions=sessions, nodes=nodes, actors=actors, pairs=pairs, before=before, due=due
@@ -351,10 +351,23 @@ def _selector(
     return selector
 
 
+_RESUMED = "completed the interrupted erasure"
+
+
 def _report(erasure: eventlog.Erasure) -> str:
+    """What `erasure` did; first, what the interrupted one it finished first had to do."""
+    if erasure.resumed is None:
+        if not erasure.ranges:
+            return "nothing to erase: no event matches (or all were erased before)"
+        return _erased(erasure)
+    first = f"{_RESUMED}: {_erased(erasure.resumed)}"
+    if not erasure.ranges:
+        return f"{first}\nnothing else to erase: no other event matches"
+    return f"{first}\nthen {_erased(erasure)}"
+
+
+def _erased(erasure: eventlog.Erasure) -> str:
     record = erasure.record
-    if erasure.phase == "done" and not erasure.ranges:
-        return "nothing to erase: no event matches (or all were erased before)"
     return (
         f"erased the content of {record.events} event(s) (LSN {record.first_lsn}.."
         f"{record.last_lsn}), {erasure.segments_rewritten} segment(s) rewritten, recorded "
