@@ -1,22 +1,30 @@
 """Backups of a store's log, taken while writers run, and their restore.
 
 A backup is a directory laid out as a store (segments, their index files, a LOCK file) plus
-``BACKUP.json``, its manifest, written last. What it holds is the log as it was at one
-moment, up to a frame boundary:
+``BACKUP.json``, its manifest. What it holds is the log as it was at one moment, up to a
+frame boundary:
 
 1. Sealed segments are immutable: each is copied (or hard-linked), whole, with its index files.
    So are the store's retention policy and fork origin, if it has them.
 2. The last segment is copied up to its last complete frame, found from the frame headers and
    checksums as a read-only reader finds it; a frame being written is left out. It gets no
    index files (beside a last segment they would say its successor was lost).
-3. The copy is fsynced and verified (`verify`) before the manifest is written. While a backup
-   runs, ``BACKUP.partial`` marks the directory; a directory without ``BACKUP.json`` is not a
-   backup, so a backup killed midway is detected, never restored from.
-4. Incremental: when the directory holds an older backup of the same store, the sealed segments
-   it already has (same name, size, tail checksum and source file) are kept; the rest, and the
-   segment that was last then (it has grown, or been sealed since), are copied again. A
-   sealed segment rewritten in the source by replacing its file (as a future erasure would)
-   is a new file, so it is copied again.
+3. A backup is built whole in ``BACKUP.partial/`` inside the directory (a store of its own),
+   fsynced and verified (`verify`), and its manifest written there last. Until then the
+   older backup, if any, is untouched: a backup killed or stopped by a full disk midway
+   leaves the older one restorable, or, with none, a directory without ``BACKUP.json``,
+   which is refused, never restored from.
+4. Then it is put in place (`_settle`): the older backup's files it does not hold are
+   deleted, each of its files is renamed over the older one's, and its manifest last. A
+   kill midway leaves its manifest in ``BACKUP.partial/``, and whoever reads the backup
+   next (`backup_info`: a restore, the next backup) finishes the move first, so readers
+   see the older backup or the new one, never a mix.
+5. Incremental: when the directory holds an older backup of the same store, the sealed
+   segments it already has (same name, size, tail checksum and source file) are hard-linked
+   into the new one, not copied; the rest, and the segment that was last then (it has
+   grown, or been sealed since), are copied again. A sealed segment rewritten in the source
+   by replacing its file (as an erasure does) is a new file, so it is copied again. On a
+   file system without hard links they are copied.
 
 Restoring builds the store beside its target and renames it into place (see `_copy`), so the
 target is never half restored.
@@ -25,8 +33,10 @@ target is never half restored.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import re
+import shutil
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -57,7 +67,9 @@ __all__ = [
 ]
 
 BACKUP_FILE = "BACKUP.json"
-_PARTIAL = "BACKUP.partial"
+_PARTIAL = "BACKUP.partial"  # the directory a backup is built in (a file, by older versions)
+_NO_LINKS = (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.ENOSYS, errno.EMLINK, errno.EXDEV)
+_LOG_FILE = re.compile(r"[0-9]{20}\.(seg|idx|ids)|LOCK")
 _TAIL = 4096  # bytes whose checksum tells one store's segment from another's of the same size
 _COPY = 1 << 20
 # Small files of the store a backup carries, with what they hold: an erasure's journal too,
@@ -103,8 +115,10 @@ _SEGMENT_NAME = re.compile(r"[0-9]{20}\.seg")
 
 
 def backup_info(dest: str | os.PathLike[str]) -> BackupInfo:
-    """The manifest of the backup at `dest`; `EventLogError` if it holds no complete one."""
+    """The manifest of the backup at `dest`; `EventLogError` if it holds no complete one. A
+    backup killed while it was put in place is put in place first (`_settle`)."""
     root = Path(dest)
+    _settle(root)
     try:
         info = msgspec.json.decode((root / BACKUP_FILE).read_bytes(), type=BackupInfo)
     except FileNotFoundError:
@@ -135,10 +149,10 @@ def backup(
     with EventLog.open(store, readonly=True) as log:
         _check_store_files(log.path, "nothing was backed up")
         older = _older(root, source)
-        _mark_partial(root)
+        staged = _stage(root)
         reusable = dict(list(older.segments.items())[:-1]) if older else {}
-        with _stopping(root):
-            run, last_lsn, last_ts = _copy_log(log, root, reusable, link=link)
+        with _stopping(root, staged, older):
+            run, last_lsn, last_ts = _copy_log(log, root, staged, reusable, link=link)
     info = BackupInfo(
         source=source,
         created_ns=time.time_ns(),
@@ -146,18 +160,19 @@ def backup(
         last_ts=last_ts,
         segments=run,
     )
-    with _stopping(root):
-        _finish(root, info)
+    with _stopping(root, staged, older):
+        _finish(staged, info)
+    _settle(root)
     copied = sum(1 for name in run if name not in reusable or reusable[name] != run[name])
     moved = sum(run[n].size for n in run if n not in reusable or reusable[n] != run[n])
     return BackupRun(info=info, copied=copied, reused=len(run) - copied, copied_bytes=moved)
 
 
 def _copy_log(
-    log: EventLog, root: Path, reusable: dict[str, Segment], *, link: bool
+    log: EventLog, root: Path, staged: Path, reusable: dict[str, Segment], *, link: bool
 ) -> tuple[dict[str, Segment], int, int | None]:
-    """Copy the log's segments and small files into `root`; return the segments, and the
-    last LSN copied with its event's time."""
+    """Copy the log's segments and small files into `staged`, reusing the older backup's in
+    `root`; return the segments, and the last LSN copied with its event's time."""
     firsts = log._store.segments()
     sizes = {segment_name(f): log._store.segment_path(f).stat().st_size for f in firsts[:-1]}
     if firsts:  # the last segment: up to its last complete frame, as a reader sees it
@@ -166,11 +181,10 @@ def _copy_log(
         last_lsn = last.next_lsn - 1
     else:
         last_lsn = -1
-    run = _copy_segments(log, root, sizes, reusable, link=link)
+    run = _copy_segments(log, root, staged, sizes, reusable, link=link)
     for name in _STORE_FILES:
-        (root / name).unlink(missing_ok=True)
         with contextlib.suppress(FileNotFoundError):  # the store has none
-            _copy_file(log.path / name, root / name, None)
+            _copy_file(log.path / name, staged / name, None)
     event = next(log.read(last_lsn, last_lsn + 1), None) if last_lsn >= 0 else None
     return run, last_lsn, None if event is None else event.event.ts
 
@@ -221,6 +235,7 @@ def _older(root: Path, source: str) -> BackupInfo | None:
         return None
     if not root.is_dir():
         raise EventLogError(f"{root} is not a directory")
+    _settle(root)
     if (root / BACKUP_FILE).exists():
         older = backup_info(root)
         if older.source != source:
@@ -231,17 +246,26 @@ def _older(root: Path, source: str) -> BackupInfo | None:
     raise EventLogError(f"{root} is neither empty nor a backup: not written to")
 
 
-def _stopping(root: Path) -> contextlib.AbstractContextManager[None]:
-    """A file that could not be written into the backup `root` (a full disk) is named, with
-    what it means: `root` holds no complete backup until one runs to its end (an older
-    backup there was no longer one once this one began)."""
-    return _writing_into(
-        root,
-        lambda inside, why: (
-            f"could not write {root / inside} ({why}): the backup stopped, and "
-            f"{root} holds no complete backup until one runs to its end"
-        ),
-    )
+@contextlib.contextmanager
+def _stopping(root: Path, staged: Path, older: BackupInfo | None) -> Iterator[None]:
+    """A file that could not be written into the backup (a full disk) is named as it would
+    be in `root`, with what it means: the older backup there is whole, or there is none.
+    The copies made so far are deleted, to give the room they took back."""
+    if older is None:
+        left = f"{root} holds no complete backup until one runs to its end"
+    else:
+        left = f"{root} still holds the older backup (LSN 0..{older.last_lsn})"
+    try:
+        with _writing_into(
+            staged,
+            lambda inside, why: (
+                f"could not write {root / inside} ({why}): the backup stopped, and {left}"
+            ),
+        ):
+            yield
+    except BaseException:
+        _discard(staged)
+        raise
 
 
 @contextlib.contextmanager
@@ -257,47 +281,103 @@ def _writing_into(directory: Path, say: Callable[[Path, str], str]) -> Iterator[
         raise _stopped(exc, say(inside, str(exc.strerror))) from None
 
 
-def _mark_partial(root: Path) -> None:
-    """From here until `_finish`, `root` is not a backup (a kill leaves it detectably so)."""
-    write_atomically(root / _PARTIAL, str(os.getpid()).encode())
-    with contextlib.suppress(FileNotFoundError):
-        (root / BACKUP_FILE).unlink()
+def _stage(root: Path) -> Path:
+    """An empty ``BACKUP.partial`` directory in `root` to build the backup in (what a killed
+    backup left there is deleted; it never held a complete one, see `_settle`)."""
+    staged = root / _PARTIAL
+    if staged.is_dir() and not staged.is_symlink():
+        shutil.rmtree(staged)
+    else:  # the marker file of an older version, or a link: removed, not followed
+        staged.unlink(missing_ok=True)
+    make_dir(staged, Modes.of(root).dir)
     fsync_dir(root)
+    return staged
+
+
+def _discard(staged: Path) -> None:
+    """Delete the copies in `staged`, keeping the directory: it marks the backup stopped."""
+    for name in os.listdir(staged):
+        with contextlib.suppress(OSError):
+            (staged / name).unlink()
+
+
+def _settle(root: Path) -> None:
+    """Put the backup complete in ``root/BACKUP.partial`` (its manifest is there) in place
+    of the older one: delete the older one's files it lacks, rename its own over theirs,
+    its manifest last. Each step is safe to repeat, so a kill anywhere is finished by the
+    next call; the staged copy stays whole until its manifest has moved."""
+    staged = root / _PARTIAL
+    if staged.is_symlink() or not (staged / BACKUP_FILE).is_file():
+        return
+    names = {n for n in os.listdir(staged) if n != BACKUP_FILE and not n.startswith(".")}
+    for name in os.listdir(root):
+        if (_LOG_FILE.fullmatch(name) or name in _STORE_FILES) and name not in names:
+            (root / name).unlink()
+    for name in sorted(names):
+        _move_in(staged, root, name)
+    fsync_dir(root)
+    os.replace(staged / BACKUP_FILE, root / BACKUP_FILE)
+    fsync_dir(root)
+    shutil.rmtree(staged)
+
+
+def _move_in(staged: Path, root: Path, name: str) -> None:
+    """Put `staged/name` at `root/name` through a second name (a hard link, or a synced copy
+    where the file system has none), so that `staged` stays whole until the end."""
+    with contextlib.suppress(FileNotFoundError):
+        if os.path.samefile(staged / name, root / name):  # a segment reused as it was
+            return
+    moving = staged / f".{name}.moving"
+    moving.unlink(missing_ok=True)
+    _link_or_copy(staged / name, moving)
+    os.replace(moving, root / name)
+
+
+def _link_or_copy(source: Path, target: Path) -> None:
+    """Hard-link `source` as the new `target`, or copy it (synced) where links fail."""
+    try:
+        os.link(source, target)
+    except OSError as exc:
+        if exc.errno not in _NO_LINKS:
+            raise
+        _copy_file(source, target, None)
+        fd = open_file(target)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
 
 
 def _copy_segments(
-    log: EventLog, root: Path, sizes: dict[str, int], reusable: dict[str, Segment], *, link: bool
+    log: EventLog,
+    root: Path,
+    staged: Path,
+    sizes: dict[str, int],
+    reusable: dict[str, Segment],
+    *,
+    link: bool,
 ) -> dict[str, Segment]:
+    """Copy the segments `sizes` names into `staged`, with the sealed ones' index files; a
+    sealed segment the older backup in `root` holds as it is now is linked from there."""
     names = list(sizes)
     kept: dict[str, Segment] = {}
     for i, name in enumerate(names):
         source = log.path / name
-        target = root / name
         sealed = i < len(names) - 1
         known = reusable.get(name)
         stat = source.stat()
         here = Segment(sizes[name], _tail_crc(source, sizes[name]), (stat.st_ino, stat.st_mtime_ns))
-        if known == here and _matches(target, here):
-            kept[name] = known
+        if known == here and _matches(root / name, here):
+            _link_or_copy(root / name, staged / name)
         elif sealed and link:
-            with contextlib.suppress(FileNotFoundError):
-                target.unlink()
-            os.link(source, target)
-            kept[name] = here
+            os.link(source, staged / name)
         else:
-            _copy_file(source, target, sizes[name])
-            kept[name] = here
-        for suffix in (".idx", ".ids"):
+            _copy_file(source, staged / name, sizes[name])
+        kept[name] = here
+        for suffix in (".idx", ".ids") if sealed else ():
             index = Path(name).with_suffix(suffix).name
-            with contextlib.suppress(FileNotFoundError):
-                (root / index).unlink()
-            if sealed:
-                with contextlib.suppress(FileNotFoundError):  # caches: rebuilt if missing
-                    _copy_file(log.path / index, root / index, None)
-    stems = {Path(n).stem for n in names}
-    for stale in os.listdir(root):  # an older backup's files the log no longer has
-        if stale.endswith((".seg", ".idx", ".ids")) and Path(stale).stem not in stems:
-            (root / stale).unlink()
+            with contextlib.suppress(FileNotFoundError):  # caches: rebuilt if missing
+                _copy_file(log.path / index, staged / index, None)
     return kept
 
 
@@ -374,18 +454,18 @@ def _write_all(fd: int, data: bytes) -> None:
         view = view[os.write(fd, view) :]
 
 
-def _finish(root: Path, info: BackupInfo) -> None:
+def _finish(staged: Path, info: BackupInfo) -> None:
     """fsync, verify, then write the manifest: only a checked copy becomes a backup."""
-    lock = root / "LOCK"
+    lock = staged / "LOCK"
     if not lock.exists():
         os.close(os.open(lock, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW, 0o600))
-    sync_tree(root)
-    errors = [p for p in verify(root) if p.severity == "error"]
+    sync_tree(staged)
+    errors = [p for p in verify(staged) if p.severity == "error"]
     if errors:
-        raise CorruptionError(f"the backup does not verify ({errors[0]})", str(root), None, None)
-    write_atomically(root / BACKUP_FILE, msgspec.json.encode(info))
-    (root / _PARTIAL).unlink()
-    fsync_dir(root)
+        raise CorruptionError(
+            f"the backup does not verify ({errors[0]})", str(staged.parent), None, None
+        )
+    write_atomically(staged / BACKUP_FILE, msgspec.json.encode(info))
 
 
 def restore(
@@ -427,7 +507,7 @@ def restoring(
     ):
         for path in _files(root):
             relative = path.relative_to(root)
-            if str(relative) in (BACKUP_FILE, _PARTIAL):
+            if relative.parts[0] in (BACKUP_FILE, _PARTIAL):  # (a stopped backup's copies)
                 continue
             if path.is_symlink():
                 raise EventLogError(f"{path} is a symbolic link: a backup holds none")

@@ -11,11 +11,14 @@ private as the store it copies (`Modes.of` its directory), whatever the umask.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import errno
+import functools
 import os
 import shutil
+import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import msgspec
@@ -52,6 +55,7 @@ __all__ = [
     "check_new_store",
     "copy_prefix",
     "origin",
+    "replaced_leftovers",
     "sync_tree",
 ]
 
@@ -118,8 +122,8 @@ def building_store(
     """A directory beside `dest` (mode `dir_mode`, whatever the umask) to build a new store
     in; on leaving without an error it is opened once (recovery, a LOCK file), fsynced and
     renamed to `dest`, so a crash leaves either nothing or the whole store. Leftovers of
-    killed builders are removed first. With `replace`, a store at `dest` is moved aside just
-    before the rename and deleted after."""
+    killed builders are removed first. With `replace`, a store at `dest` is swapped with
+    the new one in one step, then deleted (`_replace`)."""
     _remove_abandoned(dest, purpose)
     building = dest.with_name(f".{dest.name}.{purpose}-{os.getpid()}")
     shutil.rmtree(building, ignore_errors=True)
@@ -129,9 +133,9 @@ def building_store(
         yield building
         EventLog.open(building).close()  # recovery and a LOCK file, before it appears
         sync_tree(building)
-        old = dest.with_name(f".{dest.name}.replaced-{os.getpid()}")
         if replace and dest.exists():
-            os.rename(dest, old)
+            _replace(building, dest)
+            return
         try:
             with contextlib.suppress(FileNotFoundError):
                 dest.rmdir()  # the empty directory `check_new_store` allows
@@ -141,10 +145,77 @@ def building_store(
                 raise
             raise EventLogError(f"{dest} already exists and is not an empty directory") from exc
         fsync_dir(dest.parent)
-        shutil.rmtree(old, ignore_errors=True)
     except BaseException:
         shutil.rmtree(building, ignore_errors=True)
         raise
+
+
+def _replace(building: Path, dest: Path) -> None:
+    """Put the store built in `building` at `dest` in place of the one there, and delete
+    that one. Exchanged in one step where the system can (after a kill, `dest` holds the
+    old store or the new one, and the next build deletes the other under the building's
+    name); elsewhere the old one is renamed aside first, leaving no `dest` for a moment,
+    so a kill then leaves it as ``.NAME.replaced-PID`` (`replaced_leftovers`)."""
+    if not _exchange(building, dest):
+        old = dest.with_name(f".{dest.name}.replaced-{os.getpid()}")
+        os.rename(dest, old)
+        os.rename(building, dest)
+        building = old
+    fsync_dir(dest.parent)
+    shutil.rmtree(building, ignore_errors=True)  # the old store, now
+
+
+_RENAME_EXCHANGE = 2  # <linux/fs.h>
+_AT_FDCWD = -100
+_NO_EXCHANGE = (errno.EINVAL, errno.ENOSYS, errno.ENOTSUP, errno.EOPNOTSUPP)
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Swap the names `a` and `b` atomically (Linux `renameat2` with ``RENAME_EXCHANGE``);
+    False, changing nothing, where the system or the file system cannot."""
+    renameat2 = _renameat2()
+    if renameat2 is None:
+        return False
+    if renameat2(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE) == 0:
+        return True
+    code = ctypes.get_errno()
+    if code in _NO_EXCHANGE:
+        return False
+    raise OSError(code, os.strerror(code), str(b))
+
+
+@functools.cache
+def _renameat2() -> Callable[[int, bytes, int, bytes, int], int] | None:
+    """libc's `renameat2`, or None off Linux or with a libc without it (glibc before 2.28)."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        function = ctypes.CDLL(None, use_errno=True).renameat2
+    except (OSError, AttributeError):
+        return None
+    function.argtypes = [
+        ctypes.c_int,
+        ctypes.c_char_p,
+        ctypes.c_int,
+        ctypes.c_char_p,
+        ctypes.c_uint,
+    ]
+    function.restype = ctypes.c_int
+    return function
+
+
+def replaced_leftovers(dest: str | os.PathLike[str]) -> list[Path]:
+    """Stores a killed replace left beside `dest` (``.NAME.replaced-PID``, its process gone):
+    the store that was at `dest` before, moved aside, which nothing names any more."""
+    path = Path(dest)
+    if not path.parent.is_dir():
+        return []
+    found = []
+    for leftover in sorted(path.parent.glob(f".{path.name}.replaced-*")):
+        pid = leftover.name.rsplit("-", 1)[-1]
+        if pid.isdigit() and not process_alive(int(pid)):
+            found.append(leftover)
+    return found
 
 
 def _remove_abandoned(dest: Path, purpose: str) -> None:

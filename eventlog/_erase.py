@@ -132,14 +132,19 @@ class Selector(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
 
 class Erasure(msgspec.Struct, kw_only=True):
     """One erasure, as its journal holds it: the record the log gets, the LSN ranges
-    (inclusive) to blank, the phase, and the LSN from which projections and snapshots must
-    be dropped (the smallest of every erasure whose projections' part is still due)."""
+    (inclusive) to blank, the phase, the LSN from which projections and snapshots must be
+    dropped (the smallest of every erasure whose projections' part is still due), and the
+    sealed segments it rewrote (a run a crash interrupted included: counted at the end).
+
+    `resumed` is never journaled: `erase` returns in it the erasure a crash interrupted
+    that it finished before this one, so that a caller can say so."""
 
     record: ev.ErasureApplied
     ranges: list[tuple[int, int]]
     phase: Literal["log", "projections", "done"] = "log"
     projections_from: int | None = None
     segments_rewritten: int = 0
+    resumed: Erasure | None = None
 
 
 class Selected(NamedTuple):
@@ -171,8 +176,8 @@ def erase(
     """Erase the content of the events `selector` chooses from the log (steps 1 to 6 of the
     module docstring), first finishing the log's part of an erasure a crash interrupted.
     Returns the erasure in phase ``projections`` (``done`` with nothing selected, whose
-    record is not appended): the projections' part is left to `projections.erase`, which
-    calls this."""
+    record is not appended), with the interrupted one it finished first in `resumed`: the
+    projections' part is left to `projections.erase`, which calls this."""
     root = _root(store)
     with EventLog.open(root) as log:
         return erase_open(log, selector, actor=actor, now=now)
@@ -203,7 +208,7 @@ def erase_open(
             actor=actor,
         )
         if not chosen:  # (a pending erasure's projections' part stays due)
-            return Erasure(record=record, ranges=[], phase="done")
+            return Erasure(record=record, ranges=[], phase="done", resumed=pending)
         due = [chosen[0].lsn]
         if pending is not None and pending.projections_from is not None:
             due.append(pending.projections_from)
@@ -211,7 +216,9 @@ def erase_open(
             record=record, ranges=_ranges(s.lsn for s in chosen), projections_from=min(due)
         )
         _write_journal(root, erasure)
-        return _finish(log, erasure) or erasure
+        done = _finish(log, erasure) or erasure
+        done.resumed = pending  # (after the journal's last write: it never holds one)
+        return done
 
 
 def pending_erasure(store: str | os.PathLike[str]) -> Erasure | None:
@@ -422,11 +429,12 @@ def _apply(log: _Reads, erasure: Erasure) -> Erasure:
     store: Store = log._store
     store.seal_active()
     targets = _Targets(erasure.ranges)
-    rewritten = 0
+    rewritten = 0  # each holds an event selected unerased: rewritten by now, if not here
     for first in store.segments()[:-1]:
         end = store.summary(first).next_lsn
         if targets.overlaps(first, end):
-            rewritten += _rewrite(store, first, targets, erasure.record.marked_at)
+            _rewrite(store, first, targets, erasure.record.marked_at)
+            rewritten += 1
     record = msgspec.structs.replace(erasure.record)
     request = PendingRequest([record], key=f"erasure:{record.erasure_id}")
     (result,) = store.commit([request])
@@ -434,7 +442,7 @@ def _apply(log: _Reads, erasure: Erasure) -> Erasure:
         raise result
     erasure.record = cast(ev.ErasureApplied, result.events[0])
     erasure.phase = "projections"
-    erasure.segments_rewritten += rewritten
+    erasure.segments_rewritten = rewritten
     _redescribe_backup(store.path)
     _write_journal(store.path, erasure)
     return erasure

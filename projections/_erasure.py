@@ -42,7 +42,7 @@ from ._text_index import drop_index
 from .errors import ProjectionError, ProjectorBusy
 from .snapshots import Snapshots
 
-__all__ = ["apply_pending", "drop_database", "erase", "erasure_due", "resume_erasure"]
+__all__ = ["apply_pending", "drop_database", "ended", "erase", "erasure_due", "resume_erasure"]
 
 
 def erasure_due(store: Path, db: Path) -> bool:
@@ -94,8 +94,16 @@ def erase(
     pending = eventlog.pending_erasure(store)  # this one, or an earlier one still due
     if pending is not None:
         _finish(Path(store), pending, wait_s)
-    erasure.phase = "done"
+    ended(erasure)
     return erasure
+
+
+def ended(erasure: eventlog.Erasure) -> None:
+    """Mark `erasure` done, and the interrupted one it finished first: the projections' part
+    of both is done (this one's drops from the smaller of their LSNs)."""
+    erasure.phase = "done"
+    if erasure.resumed is not None:
+        erasure.resumed.phase = "done"
 
 
 def resume_erasure(

@@ -18,6 +18,7 @@ from typing import BinaryIO
 import click
 
 import eventlog
+from eventlog._copy import replaced_leftovers
 from eventlog._files import STDOUT, NamedOutput, create_file
 from eventlog._index import fsync_dir
 from eventlog._time import iso_time as eventlog_iso
@@ -191,9 +192,23 @@ def restore_command(dest: str, store: str, *, force: bool) -> None:
     """
     from ._backup import restore
 
+    _say_replaced_leftovers(store)
     info, snapshot = restore(dest, store, force=force)
     where = "none: `lmg project` folds the log" if snapshot is None else f"LSN {snapshot.lsn}"
     click.echo(f"restored LSN 0..{info.last_lsn} into {store}; projections snapshot: {where}")
+
+
+def _say_replaced_leftovers(store: str) -> None:
+    """Name, in one line, the stores an interrupted `lmg restore --force` moved aside (before
+    the swap was one step) and left with nothing naming them: the user's data, so kept."""
+    leftovers = replaced_leftovers(store)
+    if leftovers:
+        names = ", ".join(str(p) for p in leftovers)
+        click.echo(
+            f"warning: {names}: what was {store} before an interrupted `lmg restore --force`, "
+            "moved aside and kept as it was; check it, then delete it (or move it back)",
+            err=True,
+        )
 
 
 _OTHER_COPIES = (
@@ -254,7 +269,7 @@ def erase_command(
     path = store or default_store()
     if resume:
         done = resume_erasure(path, wait_s=wait_s)
-        click.echo("no erasure to resume" if done is None else _report(done))
+        click.echo("no erasure to resume" if done is None else f"{_RESUMED}: {_report(done)}")
         return
     selector = _selector(
         path, sessions=sessions, nodes=nodes, actors=actors, pairs=pairs, before=before, due=due
@@ -315,10 +330,23 @@ def _selector(
     return selector
 
 
+_RESUMED = "completed the interrupted erasure"
+
+
 def _report(erasure: eventlog.Erasure) -> str:
+    """What `erasure` did; first, what the interrupted one it finished first had to do."""
+    if erasure.resumed is None:
+        if not erasure.ranges:
+            return "nothing to erase: no event matches (or all were erased before)"
+        return _erased(erasure)
+    first = f"{_RESUMED}: {_erased(erasure.resumed)}"
+    if not erasure.ranges:
+        return f"{first}\nnothing else to erase: no other event matches"
+    return f"{first}\nthen {_erased(erasure)}"
+
+
+def _erased(erasure: eventlog.Erasure) -> str:
     record = erasure.record
-    if erasure.phase == "done" and not erasure.ranges:
-        return "nothing to erase: no event matches (or all were erased before)"
     return (
         f"erased the content of {record.events} event(s) (LSN {record.first_lsn}.."
         f"{record.last_lsn}), {erasure.segments_rewritten} segment(s) rewritten, recorded "

@@ -51,7 +51,7 @@ from eventlog import AsyncEventLog
 from eventlog._erase import erase_open
 
 from ._database import database_path
-from ._erasure import erasure_due
+from ._erasure import ended, erasure_due
 from ._text_index import TextIndex
 from .errors import DatabaseBusy, ProjectionError
 from .memory_graph import FOLD_MEMORY_LIMIT, _Embedded
@@ -132,7 +132,7 @@ class Owner:
         self._fold()
         if erasure_due(self._embedded.db.parent, self._embedded.db):
             raise ProjectionError(f"the fold stopped before the erasure was done: {self.error}")
-        erasure.phase = "done"
+        ended(erasure)
         return erasure
 
     async def reach(self, lsn: int, timeout_s: float) -> None:

@@ -8,10 +8,12 @@ directory then either restores whole or is refused as interrupted, never restore
 from __future__ import annotations
 
 import contextlib
+import errno
 import functools
 import os
 import random
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -98,6 +100,25 @@ def test_incremental_backup_recopies_a_segment_replaced_in_the_source(
     run = eventlog.backup(store, tmp_path / "bk")
     assert run.copied == 2  # the replaced one and the last one
     _assert_restores_identically(tmp_path / "bk", store, tmp_path / "restored")
+
+
+def test_incremental_backup_without_hard_links_copies_and_restores(
+    store: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On a file system without hard links (FAT, some network mounts) the older backup's
+    segments are copied into the new one, and the new one's files copied into place."""
+    _fill(store, 300)
+    eventlog.backup(store, tmp_path / "bk")
+    _fill(store, 100, seed=1)
+
+    def no_link(src: object, dst: object) -> None:
+        raise PermissionError(errno.EPERM, "Operation not permitted", str(src))
+
+    monkeypatch.setattr(os, "link", no_link)
+    run = eventlog.backup(store, tmp_path / "bk")
+    assert run.reused > 0
+    _assert_restores_identically(tmp_path / "bk", store, tmp_path / "restored")
+    assert not (tmp_path / "bk" / "BACKUP.partial").exists()
 
 
 def test_backup_carries_the_retention_policy(store: Path, tmp_path: Path) -> None:
@@ -273,6 +294,76 @@ def test_cli_backup_onto_a_full_disk_is_one_line_and_leaves_no_backup(
     assert _tree(store) == source
 
 
+def _log_files(root: Path) -> dict[str, bytes]:
+    """The backup's or store's own files: a stopped backup's copies (``BACKUP.partial/``) aside."""
+    return {k: v for k, v in _tree(root).items() if not k.startswith("BACKUP.partial")}
+
+
+def test_cli_incremental_backup_onto_a_full_disk_keeps_the_older_backup(
+    store: Path, tmp_path: Path
+) -> None:
+    """An incremental `lmg backup` whose writes fail past 8 KiB (the first segment it copies
+    is ~16 KiB) says DEST still holds the older backup, and it does, file for file: `lmg
+    restore` gives the store that backup gave. The older manifest was removed when a backup
+    began, so a user's last good backup was lost to a full disk."""
+    _fill(store, 300)
+    backup = tmp_path / "bk"
+    older = eventlog.backup(store, backup).info
+    eventlog.restore(backup, tmp_path / "before")
+    kept = _log_files(backup)
+    _fill(store, 300, seed=1)
+    full = run_with_full_disk([str(LMG), "backup", str(store), str(backup)], 8192)
+    line = _assert_one_line_error(
+        full,
+        "File too large",
+        str(backup),
+        f"still holds the older backup (LSN 0..{older.last_lsn})",
+    )
+    assert "BACKUP.partial" not in line and "Errno" not in line, line
+    assert _log_files(backup) == kept
+    restored = subprocess.run(
+        [LMG, "restore", str(backup), str(tmp_path / "after")],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert restored.returncode == 0, restored.stderr
+    assert f"LSN 0..{older.last_lsn} " in restored.stdout
+    assert _tree(tmp_path / "after") == _tree(tmp_path / "before")
+    assert _records(tmp_path / "after") == _records(store, older.last_lsn + 1)
+    eventlog.backup(store, backup)  # with room, the next backup completes
+    _assert_restores_identically(backup, store, tmp_path / "newer")
+    assert not (backup / "BACKUP.partial").exists()
+
+
+def test_a_backup_stopped_while_put_in_place_is_finished_by_the_next_reader(
+    store: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Complete and verified, the new backup replaces the older one's files one by one: a
+    stop midway (here, after the first) leaves its manifest staged, and the next reader
+    (a restore) finishes the move before it reads, so it sees the new backup whole."""
+    _fill(store, 300)
+    backup = tmp_path / "bk"
+    eventlog.backup(store, backup)
+    _fill(store, 300, seed=1)
+    real = eventlog._backup._move_in
+    moved: list[str] = []
+
+    def stop_after_one(staged: Path, root: Path, name: str) -> None:
+        if moved:
+            raise KeyboardInterrupt  # as a kill would stop it
+        moved.append(name)
+        real(staged, root, name)
+
+    monkeypatch.setattr(eventlog._backup, "_move_in", stop_after_one)
+    with pytest.raises(KeyboardInterrupt):
+        eventlog.backup(store, backup)
+    monkeypatch.undo()
+    assert (backup / "BACKUP.partial" / "BACKUP.json").exists()
+    _assert_restores_identically(backup, store, tmp_path / "restored")
+    assert not (backup / "BACKUP.partial").exists()
+
+
 def _damage(path: Path, how: str) -> None:
     data = path.read_bytes()
     if how == "flipped byte":
@@ -370,6 +461,100 @@ def test_kill_9_of_restore_leaves_no_store_or_a_whole_one(store: Path, tmp_path:
         assert not [p for p in os.listdir(tmp_path) if p.startswith(f".{target.name}.")]
     print(f"outcomes: {outcomes}")
     assert "absent" in outcomes, "every kill came after the restore: a weak test"
+
+
+RESTORE_CHILD = [sys.executable, "-m", "tests.eventlog._restore_child"]
+
+
+def _old_and_backup(store: Path, tmp_path: Path) -> tuple[Path, Path]:
+    """A backup of `store` and another store, `target`, for `lmg restore --force` to replace."""
+    _fill(store, 300)
+    backup, target = tmp_path / "bk", tmp_path / "target"
+    eventlog.backup(store, backup)
+    _fill(target, 5, seed=2)
+    return backup, target
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="renameat2 is Linux's")
+def test_kill_9_of_restore_force_right_after_the_swap_leaves_the_whole_new_store(
+    store: Path, tmp_path: Path
+) -> None:
+    """`lmg restore --force` SIGKILLed at the first moment the old STORE has left its name.
+    It moved the old one aside, then renamed the new one in: killed between the two, it
+    left no STORE, and the old one at ``.STORE.replaced-PID`` that nothing names. The swap
+    is one step now, so the kill finds STORE whole (the new one), and the next restore
+    deletes the old one the kill left under the building's name."""
+    backup, target = _old_and_backup(store, tmp_path)
+    child = Child([*RESTORE_CHILD, str(backup), str(target)], tmp_path, "restore")
+    assert child.wait() == -signal.SIGKILL, child.stderr()
+    assert _records(target) == _records(store)
+    assert not [p for p in eventlog.verify(target) if p.severity == "error"]
+    assert not list(tmp_path.glob(".target.replaced-*"))
+    again = subprocess.run(
+        [LMG, "restore", str(backup), str(target), "--force"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert again.returncode == 0 and not again.stderr, again.stderr
+    assert _records(target) == _records(store)
+    assert not [p for p in os.listdir(tmp_path) if p.startswith(".target.")]
+
+
+@pytest.mark.slow
+def test_kill_9_of_restore_force_without_the_exchange_is_named_by_the_next_restore(
+    store: Path, tmp_path: Path
+) -> None:
+    """Where the system has no one-step exchange, `lmg restore --force` renames twice: a
+    kill between the two leaves the old store as ``.STORE.replaced-PID``. The next `lmg
+    restore` says so in one line, naming it, and keeps it: it is the user's data."""
+    backup, target = _old_and_backup(store, tmp_path)
+    old = _tree(target)
+    child = Child([*RESTORE_CHILD, str(backup), str(target), "fallback"], tmp_path, "restore")
+    assert child.wait() == -signal.SIGKILL, child.stderr()
+    assert not target.exists()
+    (leftover,) = tmp_path.glob(".target.replaced-*")
+    restored = subprocess.run(
+        [LMG, "restore", str(backup), str(target)], capture_output=True, text=True, check=False
+    )
+    assert restored.returncode == 0, restored.stderr
+    (line,) = restored.stderr.splitlines()
+    assert line.startswith("warning: ") and str(leftover) in line and "restore --force" in line
+    assert _records(target) == _records(store)
+    assert _tree(leftover) == old
+
+
+def test_restore_force_without_the_exchange_still_replaces_the_store(
+    store: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Off Linux (or on a file system without ``RENAME_EXCHANGE``) the old store is renamed
+    aside, the new one renamed in, and the old one deleted."""
+    backup, target = _old_and_backup(store, tmp_path)
+    monkeypatch.setattr(eventlog._copy, "_exchange", lambda _a, _b: False)
+    eventlog.restore(backup, target, force=True)
+    assert _records(target) == _records(store)
+    assert not [p for p in os.listdir(tmp_path) if p.startswith(".target.")]
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="renameat2 is Linux's")
+def test_restore_force_swaps_in_one_step(
+    store: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Where the exchange works, STORE is never renamed away: no moment without it."""
+    backup, target = _old_and_backup(store, tmp_path)
+    renamed: list[str] = []
+    rename = os.rename
+
+    def renaming(src: str | os.PathLike[str], dst: str | os.PathLike[str]) -> None:
+        renamed.append(os.fspath(src))
+        rename(src, dst)
+
+    monkeypatch.setattr(os, "rename", renaming)
+    eventlog.restore(backup, target, force=True)
+    assert str(target) not in renamed
+    assert _records(target) == _records(store)
+    assert not [p for p in os.listdir(tmp_path) if p.startswith(".target.")]
 
 
 @pytest.mark.slow
@@ -473,3 +658,47 @@ def test_kill_9_of_backup_leaves_a_whole_backup_or_a_refused_one(
     eventlog.backup(store, tmp_path / "bk")  # the next backup completes it
     _assert_restores_identically(tmp_path / "bk", store, tmp_path / "final")
     assert not any(name.startswith(".final") for name in os.listdir(tmp_path))
+
+
+def _copying_new_segments(child: Child, dest: Path, older: eventlog.BackupInfo) -> bool:
+    """Has the backup begun to copy segments the older backup lacks (or ended)?"""
+    if child.proc.poll() is not None:
+        return True
+    with contextlib.suppress(FileNotFoundError):  # moved meanwhile
+        return any(p.name not in older.segments for p in dest.rglob("*.seg"))
+    return False
+
+
+@pytest.mark.slow
+def test_kill_9_of_an_incremental_backup_leaves_the_older_backup_or_the_new_one(
+    store: Path, tmp_path: Path
+) -> None:
+    """`lmg backup` killed while it copies ~8 MB of new segments into DEST: DEST restores
+    exactly the older backup's store (or, killed after it was complete, the new one's).
+    The older manifest was removed when a backup began, so a kill lost the last backup."""
+    _fill(store, 1_000, size=400)
+    backup = tmp_path / "bk"
+    older = eventlog.backup(store, backup).info
+    eventlog.restore(backup, tmp_path / "before")
+    _fill(store, 20_000, size=400, seed=1)
+    rng = random.Random()
+    outcomes = set()
+    for attempt in range(3):
+        child = Child([str(LMG), "backup", str(store), str(backup)], tmp_path, f"bk{attempt}")
+        child.wait_for(
+            functools.partial(_copying_new_segments, child, backup, older), "new segments copied"
+        )
+        time.sleep(rng.uniform(0, 0.1))
+        child.kill()
+        target = tmp_path / f"restored{attempt}"
+        info = eventlog.restore(backup, target)
+        if info.last_lsn == older.last_lsn:
+            assert _tree(target) == _tree(tmp_path / "before")
+            outcomes.add("older")
+        else:
+            assert _records(target) == _records(store)
+            outcomes.add("newer")
+    print(f"outcomes: {outcomes}")
+    assert "older" in outcomes, "every kill came after the backup: a weak test"
+    eventlog.backup(store, backup)  # the next backup completes it
+    _assert_restores_identically(backup, store, tmp_path / "final")

@@ -14,7 +14,9 @@ import io
 import json
 import os
 import random
+import re
 import secrets
+import shutil
 import signal
 import subprocess
 import sys
@@ -450,6 +452,43 @@ def test_erase_onto_a_full_disk_loses_nothing_and_finishes_with_room(
     assert scan(fx.path, fx.secrets) == []
     assert scan(fx.path, fx.kept)
     assert_erased_as_expected(fx, alice)
+
+
+ERASE_CHILD = [sys.executable, "-m", "tests.projections._erase_child"]
+
+
+@pytest.mark.parametrize("finish", ["again", "--resume", "another"])
+def test_erase_run_again_after_a_kill_says_it_completed_the_interrupted_erasure(
+    tmp_path: Path, finish: str
+) -> None:
+    """`lmg erase` SIGKILLed after rewriting two of the segments it erases, then run again
+    (or with --resume, or to erase another session). Run again, it finished the erasure but
+    said "nothing to erase" (or only what it erased then), and counted only the segments
+    its own run rewrote. It says it completed the interrupted erasure, with what an erasure
+    never interrupted says it did, then what else it erased."""
+    fx = Fixture(tmp_path / "store", turns=30, segment_bytes=4096)
+    reference = tmp_path / "reference"
+    shutil.copytree(fx.path, reference)
+    chosen = ["--metadata", f"user={fx.user}"]
+    whole = lmg("erase", str(reference), *chosen).stdout
+    found = re.search(r"erased the content of .*, (\d+) segment\(s\) rewritten", whole)
+    assert found is not None and int(found.group(1)) > 2, whole
+    child = Child([*ERASE_CHILD, "2", "erase", str(fx.path), *chosen], tmp_path, "eraser")
+    assert child.wait() == -signal.SIGKILL, child.stderr()
+    pending = eventlog.pending_erasure(fx.path)
+    assert pending is not None and pending.phase == "log"
+    rerun = {"again": chosen, "--resume": ["--resume"], "another": ["--session", str(fx.bob)]}
+    out = lmg("erase", str(fx.path), *rerun[finish]).stdout
+    assert out.startswith(f"completed the interrupted erasure: {found.group(0)}"), out
+    assert "nothing to erase" not in out
+    if finish == "again":
+        assert "\nnothing else to erase: no other event matches\n" in out, out
+    if finish == "another":
+        assert "\nthen erased the content of " in out, out
+    assert eventlog.pending_erasure(fx.path) is None
+    fx.project()
+    assert scan(fx.path, fx.secrets) == []
+    assert lmg("erase", str(fx.path), *chosen).stdout.startswith("nothing to erase")
 
 
 _APPENDER = """
