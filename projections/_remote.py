@@ -235,10 +235,15 @@ class _Sql(msgspec.Struct, omit_defaults=True):
 
 
 def _sql_body(query: str, params: Sequence[Any] | dict[str, Any] | None) -> bytes:
+    """The request of `sql`: a parameter JSON cannot carry (an `object()`) is a `SqlFailed`,
+    as a parameter DuckDB cannot take is embedded, not the encoder's TypeError."""
     if not isinstance(query, str):
         raise BadArgument(f"query must be a str, not {type(query).__name__}")
     listed = params if params is None or isinstance(params, dict) else list(params)
-    return msgspec.json.encode(_Sql(query, listed))
+    try:
+        return msgspec.json.encode(_Sql(query, listed))
+    except (TypeError, ValueError, msgspec.EncodeError) as exc:
+        raise SqlFailed(f"a parameter cannot be sent to the service: {exc}") from exc
 
 
 class Forked(msgspec.Struct, frozen=True, kw_only=True):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import warnings
 
 import duckdb
@@ -121,7 +122,9 @@ def ensure_schema(con: duckdb.DuckDBPyConnection) -> None:
                 con.execute(view)
         con.execute("COMMIT")
     except BaseException:
-        con.execute("ROLLBACK")
+        # A failed COMMIT (a full disk) has ended the transaction: its error is the one to say.
+        with contextlib.suppress(duckdb.Error):
+            con.execute("ROLLBACK")
         raise
     keep_wal_private(con)
 

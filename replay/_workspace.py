@@ -9,23 +9,29 @@ The file is as private as the store (`eventlog._files.Modes`), whatever the umas
 makes its write-ahead log and spill files with the umask, so the database is built in a
 private directory (a temporary one, or one beside `out`) and an `out` file is linked into
 place only once it is complete: a failed replay leaves no `out` behind.
+
+Whatever fails in writing the view (a full disk, a file size limit, DuckDB out of memory) is
+one `ReplayError` saying why, without the private directory's path (`Workspace.writing`);
+what fails in reading the store is the store's own error.
 """
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import os
 import shutil
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import duckdb
 
 import projections
-from eventlog import EventLog, Record
+from eventlog import EventLog, EventLogError, Record
 from eventlog._files import Modes, make_dir
-from projections import SANDBOX, Batch, SnapshotInfo, Snapshots
+from projections import SANDBOX, Batch, FoldFailed, SnapshotInfo, Snapshots
+from projections._sandbox import one_line
 
 from .errors import ReplayError
 
@@ -91,30 +97,61 @@ class Workspace:
     ) -> None:
         self.log = log
         self._out = out
-        self._temp: Path | None = (
-            _private_directory() if out is None else _building_directory(out, log.path)
-        )
-        self.db = self._temp / "view.duckdb"
+        self._temp: Path | None = None
         self.snapshot: SnapshotInfo | None = None
         try:
-            restored = (
-                Snapshots(log.path).restore(self.db, at_most=at_most, log=log, config=_CONFIG)
-                if snapshots
-                else None
-            )
-            if restored is not None:
-                self.snapshot, self.con = restored
-            else:
-                self.con = duckdb.connect(str(self.db), config=_CONFIG)
-                os.chmod(self.db, Modes.of(self._temp).file)  # DuckDB created it by the umask
-                projections.ensure_schema(self.con)
-            if out is None:
-                self.con.execute("PRAGMA disable_checkpoint_on_shutdown")
-            # A walk's view (`replay.step`) runs the caller's SQL on this connection.
-            projections.sandbox(self.con)
+            with self.writing():
+                self._temp = (
+                    _private_directory() if out is None else _building_directory(out, log.path)
+                )
+                self.db = self._temp / "view.duckdb"
+                self.con = self._open(at_most, snapshots)
         except BaseException:
             self.discard()
             raise
+
+    def _open(self, at_most: int, snapshots: bool) -> duckdb.DuckDBPyConnection:
+        """The database, from the newest usable snapshot or an empty schema, writable."""
+        restored = (
+            Snapshots(self.log.path).restore(self.db, at_most=at_most, log=self.log, config=_CONFIG)
+            if snapshots
+            else None
+        )
+        if restored is not None:
+            self.snapshot, con = restored
+        else:
+            con = duckdb.connect(str(self.db), config=_CONFIG)
+            assert self._temp is not None
+            os.chmod(self.db, Modes.of(self._temp).file)  # DuckDB created it by the umask
+            projections.ensure_schema(con)
+        if self._out is None:
+            con.execute("PRAGMA disable_checkpoint_on_shutdown")
+        # A walk's view (`replay.step`) runs the caller's SQL on this connection.
+        projections.sandbox(con)
+        return con
+
+    @contextlib.contextmanager
+    def writing(self) -> Iterator[None]:
+        """Where the view is written: DuckDB's failures and the OS's (other than of the
+        store's files) become one `ReplayError` saying why, naming `out` but never the
+        private directory (a user cannot act on its name, only on the disk it is on)."""
+        try:
+            yield
+        except (duckdb.Error, FoldFailed, OSError) as exc:
+            if not self._owns(exc):
+                raise
+            what = "the temporary view" if self._out is None else str(self._out)
+            raise ReplayError(f"{what} could not be written: {_why(exc)}") from exc
+
+    def _owns(self, exc: BaseException) -> bool:
+        """Whether `exc` is a failure of the view's files, not of the store's (its log, its
+        snapshots), which the store's own errors already say."""
+        if isinstance(exc, EventLogError):
+            return False
+        if not isinstance(exc, OSError) or not isinstance(exc.filename, str | bytes):
+            return True  # DuckDB's, the fold's, or a write to a descriptor
+        named = Path(os.path.abspath(os.fsdecode(exc.filename)))
+        return not named.is_relative_to(os.path.abspath(self.log.path))
 
     @property
     def lsn(self) -> int:
@@ -137,21 +174,27 @@ class Workspace:
                 on_progress(last.lsn - start, total)
 
         if total > 0:
-            projections.fold_available(
-                self.con, self.log, batch_events=BATCH_EVENTS, stop_lsn=lsn + 1, on_batch=report
-            )
+            with self.writing():
+                projections.fold_available(
+                    self.con,
+                    self.log,
+                    batch_events=BATCH_EVENTS,
+                    stop_lsn=lsn + 1,
+                    on_batch=report,
+                )
 
     def read_only(self, *, keep: bool) -> duckdb.DuckDBPyConnection:
         """Close the writable connection and reopen the file read-only and sandboxed (its
         SQL is the caller's), for a view. With `keep`, checkpoint first, so the file stands
         alone (no write-ahead log beside it); an `out` file is then linked into place."""
-        if keep:
-            self.con.execute("CHECKPOINT")
-        self.con.close()
-        if self._out is not None:
-            self._publish(self._out)
         config: dict[str, str | bool | int | float | list[str]] = {"memory_limit": MEMORY_LIMIT}
-        self.con = duckdb.connect(str(self.db), read_only=True, config=config | SANDBOX)
+        with self.writing():
+            if keep:
+                self.con.execute("CHECKPOINT")
+            self.con.close()
+            if self._out is not None:
+                self._publish(self._out)
+            self.con = duckdb.connect(str(self.db), read_only=True, config=config | SANDBOX)
         return self.con
 
     def _publish(self, out: Path) -> None:
@@ -169,6 +212,17 @@ class Workspace:
         """Close the connection and delete the private file (an `out` file is kept)."""
         con = getattr(self, "con", None)
         if con is not None:
-            con.close()
+            # Its last checkpoint (an `out` not yet complete) may fail on the full disk that
+            # ended the replay: that error is the one to say, and the files still go.
+            with contextlib.suppress(duckdb.Error):
+                con.close()
         if self._temp is not None:
             shutil.rmtree(self._temp, ignore_errors=True)
+
+
+def _why(exc: BaseException) -> str:
+    """Why a write failed, in a few words: ``File too large``, ``No space left on device``
+    (what DuckDB says after the file it names, or the OS's own words)."""
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror
+    return one_line(exc).rsplit(": ", 1)[-1]

@@ -53,22 +53,35 @@ class _Lmg(click.Group):
     with status 0, since the reader chose to stop (under `set -o pipefail` the pipeline's
     status is then the reader's, as with ripgrep). A stdout that cannot take the output (a
     full disk) ends every command as `lmg export` does: one line naming standard output,
-    status 1."""
+    status 1. The group's own options (`--help`, `--version`) print while its arguments are
+    parsed, before any command runs: they end the same ways."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        with _as_a_command(ctx):
+            return super().parse_args(ctx, args)
 
     def invoke(self, ctx: click.Context) -> Any:
-        with warnings.catch_warnings():
-            warnings.simplefilter("always")
-            warnings.showwarning = _warn
-            try:
-                with _stdout_named():
-                    return super().invoke(ctx)
-            except (EventLogError, ProjectionError, ReplayError) as exc:
-                raise click.ClickException(_said(exc)) from None
-            except OSError as exc:
-                if exc.errno == errno.EPIPE:
-                    _discard_stdout()
-                    ctx.exit(0)
-                raise click.ClickException(_os_error(exc)) from None
+        with _as_a_command(ctx):
+            return super().invoke(ctx)
+
+
+@contextmanager
+def _as_a_command(ctx: click.Context) -> Iterator[None]:
+    """Run what `lmg` does (parse its options, or a command) as `_Lmg` says every command
+    ends: errors said in one line, a closed pipe quietly, a full stdout naming it."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("always")
+        warnings.showwarning = _warn
+        try:
+            with _stdout_named():
+                yield
+        except (EventLogError, ProjectionError, ReplayError) as exc:
+            raise click.ClickException(_said(exc)) from None
+        except OSError as exc:
+            if exc.errno == errno.EPIPE:
+                _discard_stdout()
+                ctx.exit(0)
+            raise click.ClickException(_os_error(exc)) from None
 
 
 @contextmanager

@@ -94,12 +94,14 @@ def diff(
         try:
             workspace.fold_to(low, on_progress)
             con = workspace.con
-            con.execute(f"CREATE SCHEMA {_BEFORE}")
-            for name in projections.TABLE_NAMES:
-                con.execute(f"CREATE TABLE {_BEFORE}.{name} AS SELECT * FROM main.{name}")
-            workspace.fold_to(high, on_progress)
-            tables = {name: _compare(con, name, start > stop) for name in projections.TABLE_NAMES}
-            names = dict(con.execute(_NAMES).fetchall())
+            with workspace.writing():  # the copies, and the joins' spills, are in the view
+                con.execute(f"CREATE SCHEMA {_BEFORE}")
+                for name in projections.TABLE_NAMES:
+                    con.execute(f"CREATE TABLE {_BEFORE}.{name} AS SELECT * FROM main.{name}")
+                workspace.fold_to(high, on_progress)
+                backwards = start > stop
+                tables = {name: _compare(con, name, backwards) for name in projections.TABLE_NAMES}
+                names = dict(con.execute(_NAMES).fetchall())
             events = list(log.read(low + 1, high + 1))
         finally:
             workspace.discard()

@@ -52,9 +52,10 @@ def step(
                 snapshot=workspace.snapshot,
             )
             for record in log.read(first + 1, last + 1):
-                projections.fold_records(
-                    workspace.con, iter([record]), on_batch=lambda batch, _: view.forget(batch)
-                )
+                with workspace.writing():
+                    projections.fold_records(
+                        workspace.con, iter([record]), on_batch=lambda batch, _: view.forget(batch)
+                    )
                 view.lsn, view.ts = record.lsn, record.event.ts
                 yield Step(record.lsn, record.event, view)
         finally:

@@ -158,14 +158,34 @@ def test_every_command_onto_a_full_disk_says_standard_output_in_one_line(
     `Error: [Errno 27] File too large`, then Python's flush at exit said it again, with a
     traceback's `Exception ignored` and status 120; `lmg sql` the same. Every command now
     ends as `lmg export` did: one line naming standard output, status 1."""
-    out = snapshotted.parent / "out"
     command = [str(LMG), args[0], str(snapshotted), *args[1:]]
+    assert_onto_a_full_disk(command, snapshotted.parent / "out", limit)
+
+
+@pytest.mark.parametrize("option", ["--help", "-h", "--version"])
+@pytest.mark.slow
+def test_lmg_help_and_version_onto_a_full_disk_say_standard_output_in_one_line(
+    tmp_path: Path, option: str
+) -> None:
+    """`lmg --help > FILE` and `lmg --version > FILE` on a full disk printed a traceback, then
+    Python's `Exception ignored`, status 120: the group's own options print while its
+    arguments are parsed, which only wrapped a command's run. They end as every command."""
+    result = assert_onto_a_full_disk([str(LMG), option], tmp_path / "out", 8)
+    assert result.stderr == "Error: standard output: File too large\n"
+
+
+def assert_onto_a_full_disk(
+    command: list[str], out: Path, limit: int
+) -> subprocess.CompletedProcess[str]:
+    """`command > out` whose writes fail past `limit` bytes ends in one line naming standard
+    output, status 1, having written up to the limit."""
     shell = 'unset PYTHONUNBUFFERED; exec "$@" > "$0"'  # stdout buffered, as a user's is
     result = run_with_full_disk(["sh", "-c", shell, str(out), *command], limit)
     assert result.returncode == 1, result.stderr
     assert_one_line_error(result, "standard output: File too large")
     assert "Errno" not in result.stderr and "Exception" not in result.stderr, result.stderr
     assert out.stat().st_size == limit  # written up to the full disk
+    return result
 
 
 @pytest.mark.parametrize(

@@ -256,6 +256,54 @@ def test_bad_sql_raises_what_embedded_raises(served: Service, tmp_path: Path) ->
         assert remote == embedded, query
 
 
+_UNSENDABLE: list[list[Any] | dict[str, Any]] = [[object()], {"x": object()}, [1, object()]]
+"""Parameters neither DuckDB nor JSON can carry (embedded, DuckDB cannot bind them)."""
+
+
+def _query_of(params: list[Any] | dict[str, Any]) -> str:
+    return "SELECT $x" if isinstance(params, dict) else "SELECT " + ", ".join("?" * len(params))
+
+
+def _raised_by(graph: Any, method: str, params: list[Any] | dict[str, Any]) -> type[BaseException]:
+    """The class of what `graph.method` raised for `params` (fetched, for a relation); its
+    message names the parameter's type, as DuckDB's does."""
+    with pytest.raises(Exception) as caught:
+        answer = getattr(graph, method)(_query_of(params), params)
+        if method == "sql":
+            answer.fetchall()
+    assert "object" in str(caught.value), str(caught.value)
+    return type(caught.value)
+
+
+def test_a_parameter_json_cannot_carry_raises_what_embedded_raises(
+    served: Service, tmp_path: Path
+) -> None:
+    """`RemoteGraph.sql(query, [object()])` raised the encoder's bare TypeError where an
+    embedded graph raises `SqlFailed`: the same class now, sync or async."""
+    with MemoryGraph.open(tmp_path / "embedded") as e, MemoryGraph.connect(served.url) as r:
+        for params in _UNSENDABLE:
+            for method in ("sql", "rows"):
+                embedded = _raised_by(e, method, params)
+                assert embedded is projections.SqlFailed, (method, params)
+                assert _raised_by(r, method, params) is embedded, (method, params)
+        assert r.rows("SELECT 1") == [(1,)]  # the client goes on
+
+    async def both(params: list[Any] | dict[str, Any]) -> list[type[BaseException]]:
+        raised: list[type[BaseException]] = []
+        for g in (
+            await AsyncMemoryGraph.open(tmp_path / "embedded"),
+            await AsyncMemoryGraph.connect(served.url),
+        ):
+            async with g:
+                with pytest.raises(Exception) as caught:
+                    await g.sql(_query_of(params), params)
+                raised.append(type(caught.value))
+        return raised
+
+    for params in _UNSENDABLE:
+        assert asyncio.run(both(params)) == [projections.SqlFailed] * 2, params
+
+
 def test_no_answer_is_a_service_error_that_says_to_retry(tmp_path: Path) -> None:
     with (
         pytest.raises(eventlog.ServiceError) as none,

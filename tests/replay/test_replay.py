@@ -44,6 +44,7 @@ from eventlog.events import tag_of
 from projections import NotFound, ProjectionError, SnapshotPolicy
 from replay import BadPoint, ReplayError, Time, View
 from replay.cli import main
+from tests._processes import LMG, run_with_full_disk
 from tests.projections.test_fold import FAST, OPENING, Interpreter, random_history, table_rows
 
 COMPARED = (*projections.TABLE_NAMES, "lmg_checkpoints")
@@ -875,3 +876,98 @@ def test_a_view_left_by_a_killed_process_is_cleaned_up(store: Path, private_tmp:
     with replay.at(store, lsn=1) as view:
         assert view.database is not None and view.database.exists()
         assert not left.parent.exists()
+
+
+# -- 7. a full temporary disk -------------------------------------------------------------------
+
+FULL = 1 << 20
+"""A file size limit the view's schema fits in, and its fold of `large_store` does not."""
+
+LARGE_LAST = 1500  # the last LSN of `large_store`
+
+
+@pytest.fixture
+def large_store(store: Path) -> Path:
+    """A store whose view takes a few MB, with a snapshot of it."""
+    rng = random.Random(7)
+    with eventlog.open(store, **FAST) as log:
+        session = log.create_session().id
+        for _ in range(LARGE_LAST):
+            log.add_prompt(session, rng.randbytes(1000).hex())
+        assert log.next_lsn() - 1 == LARGE_LAST
+    replay.snapshot(store, at=LARGE_LAST)
+    return store
+
+
+@pytest.mark.parametrize(
+    ("args", "limit"),
+    [
+        (["replay", "--at", "{last}", "--no-snapshots"], 8192),  # the new file's header
+        (["replay", "--at", "{last}", "--no-snapshots"], 12288),  # the schema's commit
+        (["replay", "--at", "{last}", "--no-snapshots"], FULL),  # the fold
+        (["replay", "--at", "{last}"], FULL),  # the snapshot's restore
+        (["replay", "--at", "{last}", "--out", "{tmp}/past.duckdb"], FULL),
+        (["diff", "--from", "0", "--to", "{last}", "--no-snapshots"], 8192),
+        (["diff", "--from", "0", "--to", "{last}", "--no-snapshots"], FULL),
+    ],
+    ids=lambda value: " ".join(value[:4:3]) if isinstance(value, list) else str(value),
+)
+@pytest.mark.slow
+def test_a_full_temporary_disk_is_one_line_without_the_temporary_path(
+    large_store: Path,
+    private_tmp: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    args: list[str],
+    limit: int,
+) -> None:
+    """Where the view could not be written (connect, the schema, a restore, the fold), `lmg
+    replay` and `lmg diff` printed DuckDB's traceback naming /tmp/lmg-replay-.../view.duckdb,
+    or a fold's error naming it; a restore said ``[Errno 27] File too large``."""
+    monkeypatch.setenv("TMPDIR", str(private_tmp))  # the child's; private_tmp checks it empty
+    beside = large_store.parent
+    filled = [a.format(last=LARGE_LAST, tmp=beside) for a in args]
+    result = run_with_full_disk([str(LMG), filled[0], str(large_store), *filled[1:]], limit)
+    assert result.returncode == 1, result.stderr
+    out = filled[-1] if "--out" in args else None  # the one path it may name: the user's
+    said = result.stderr.replace(out, "OUT") if out else result.stderr
+    assert "Traceback" not in said and "/tmp/" not in said, result.stderr
+    assert said.splitlines() == [
+        f"Error: {'OUT' if out else 'the temporary view'} could not be written: File too large"
+    ]
+    assert not (beside / "past.duckdb").exists()
+    assert [p.name for p in beside.iterdir() if "building" in p.name] == []
+
+
+_CALLS = """
+import sys, replay
+store, last = sys.argv[1], int(sys.argv[2])
+calls = {
+    "at": lambda: replay.at(store, lsn=last, snapshots=False).close(),
+    "at from a snapshot": lambda: replay.at(store, lsn=last).close(),
+    "diff": lambda: replay.diff(store, 0, last, snapshots=False),
+    "step": lambda: [s.lsn for s in replay.step(store, snapshots=False)],
+    "snapshot": lambda: replay.snapshot(store, at=last, keep=None),
+}
+for name, call in calls.items():
+    try:
+        call()
+    except Exception as exc:
+        print(name, type(exc).__name__, exc, sep="|")
+"""
+
+
+@pytest.mark.slow
+def test_a_full_temporary_disk_is_a_replay_error_and_leaves_no_file(
+    large_store: Path, private_tmp: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`replay.at`, `diff`, `step` and `snapshot` raised DuckDB's IOException, a FoldFailed
+    naming the temporary file, or a bare OSError (a snapshot's restore): now a `ReplayError`,
+    and the temporary directory goes (checked by `private_tmp`)."""
+    monkeypatch.setenv("TMPDIR", str(private_tmp))
+    args = [sys.executable, "-c", _CALLS, str(large_store), str(LARGE_LAST)]
+    result = run_with_full_disk(args, FULL)
+    assert result.returncode == 0, result.stderr
+    said = "ReplayError|the temporary view could not be written: File too large"
+    assert result.stdout.splitlines() == [
+        f"{name}|{said}" for name in ("at", "at from a snapshot", "diff", "step", "snapshot")
+    ]
