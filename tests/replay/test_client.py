@@ -441,22 +441,23 @@ _RAW: dict[str, tuple[dict[str, Any], str]] = {
 
 
 def test_the_service_refuses_parameters_a_raw_http_caller_sends(served: Service) -> None:
-    """An HTTP caller other than `RemoteGraph` meets the same rule: the parameters are
-    refused with the line an embedded graph says (or, for ``"types"``, one naming the
-    parameter), and a typed value is bound as it is embedded."""
+    """An HTTP caller other than `RemoteGraph` meets the same rule, with ``at`` (a replay
+    view) too: the parameters are refused with the line an embedded graph says (or, for
+    ``"types"``, one naming the parameter), and a typed value is bound as it is embedded."""
     url = "/v1/stores/default/sql"
-    for label, (body, said) in _RAW.items():
-        answer = served.http.post(url, json={"query": "SELECT 1", **body})
-        assert answer.status_code == 422, (label, answer.text)
-        error = answer.json()["error"]
-        assert error["code"] == "sql_error" and error["message"].startswith(said), label
-    typed = {
-        "query": "SELECT typeof($1), typeof($2), $2::VARCHAR, typeof($3), $3::VARCHAR",
-        "params": [str(_U), "AP8=", "-inf"],
-        "types": ["uuid", "blob", "float"],
-    }
-    answer = served.http.post(url, json=typed)
-    assert answer.json()["rows"] == [["UUID", "BLOB", "\\x00\\xFF", "DOUBLE", "-inf"]]
+    for at in ({}, {"at": -1}):
+        for label, (body, said) in _RAW.items():
+            answer = served.http.post(url, json={"query": "SELECT 1", **body, **at})
+            assert answer.status_code == 422, (label, at, answer.text)
+            error = answer.json()["error"]
+            assert error["code"] == "sql_error" and error["message"].startswith(said), label
+        typed = {
+            "query": "SELECT typeof($1), typeof($2), $2::VARCHAR, typeof($3), $3::VARCHAR",
+            "params": [str(_U), "AP8=", "-inf"],
+            "types": ["uuid", "blob", "float"],
+        }
+        answer = served.http.post(url, json={**typed, **at})
+        assert answer.json()["rows"] == [["UUID", "BLOB", "\\x00\\xFF", "DOUBLE", "-inf"]], at
 
 
 def test_no_answer_is_a_service_error_that_says_to_retry(tmp_path: Path) -> None:
