@@ -6,8 +6,10 @@ same values and refuse the same others (docs/sql.md#parameters):
 
 1. `params` is None, a list or a tuple of values (``?``, ``$1``), or a dict of str names to
    values (``$name``). Anything else (a str, a set, a generator) is refused.
-2. A value is exactly one of `TYPES` (not a subclass, such as an enum), or a list, tuple or
-   dict of str keys of such values, at most `MAX_DEPTH` deep. Anything else is refused.
+2. A value is one of `TYPES`, or a list, tuple or dict of str keys of such values, at most
+   `MAX_DEPTH` deep; an enum stands for its value, and a value of a subclass of one of them
+   (an `IntEnum`, a `bytearray`, a pandas `Timestamp`) for the value of its base type, which
+   is what DuckDB binds either way. Anything else is refused.
 3. A refusal is one `SqlFailed` line naming the parameter and its type, raised before the
    query is checked or run, so embedded and remote callers meet the same one.
 
@@ -24,6 +26,7 @@ import base64
 import binascii
 import datetime as dt
 import decimal
+import enum
 import math
 import uuid
 from collections.abc import Callable
@@ -79,49 +82,92 @@ _NAMES = ", ".join(t.__name__ for t in TYPES).replace("NoneType", "None")
 
 
 def checked(params: object) -> list[Any] | dict[str, Any] | None:
-    """`params` as DuckDB takes them (a tuple as a list), or `SqlFailed` naming the first
-    parameter this module's rules refuse, and its type."""
+    """`params` as DuckDB takes them (a tuple as a list, every value `_plain`), or
+    `SqlFailed` naming the first parameter this module's rules refuse, and its type."""
     if params is None:
         return None
     if isinstance(params, (list, tuple)):
-        for k, value in enumerate(params):
-            _check(value, _child("", k), 0)
-        return list(params)
+        return [_plain(value, _child("", k), 0) for k, value in enumerate(params)]
     if isinstance(params, dict):
-        for name, value in params.items():
+        for name in params:
             if not isinstance(name, str):
                 raise SqlFailed(f"SQL parameter names are str, not {type(name).__name__} {_DOCS}")
-            _check(value, _child("", name), 0)
-        return params
+        return {name: _plain(value, _child("", name), 0) for name, value in params.items()}
     raise SqlFailed(
         f"SQL parameters are a list, a tuple or a dict of names to values,"
         f" not {type(params).__name__} {_DOCS}"
     )
 
 
-def _check(value: Any, path: str, depth: int) -> None:
+def _plain(value: Any, path: str, depth: int) -> Any:
+    """`value` as exactly one of `TYPES`, or a list or dict of such values: an enum as its
+    value, a subclass of one of them (an `IntEnum`, a `bytearray`, a pandas `Timestamp`) as
+    the value of its base type, which is what DuckDB binds either way; `SqlFailed` if none."""
     kind = type(value)
     if kind is str and not value.isascii():
         _utf8(value, path)
     if kind in TYPES:
-        return
-    if depth >= MAX_DEPTH:
-        raise SqlFailed(f"SQL parameter {path} nests deeper than {MAX_DEPTH} {_DOCS}")
-    if kind in (list, tuple):
-        for k, item in enumerate(value):
-            _check(item, _child(path, k), depth + 1)
-    elif kind is dict:
-        for key, item in value.items():
-            if not isinstance(key, str):
-                raise SqlFailed(
-                    f"SQL parameter {path} has a key of type {type(key).__name__} {_DOCS}"
-                )
-            _check(item, _child(path, key), depth + 1)
-    else:
+        return value
+    if kind in (list, tuple) or kind is dict:
+        if depth >= MAX_DEPTH:
+            raise SqlFailed(f"SQL parameter {path} nests deeper than {MAX_DEPTH} {_DOCS}")
+        if kind is dict:
+            return {key: _plain(item, _keyed(path, key), depth + 1) for key, item in value.items()}
+        return [_plain(item, _child(path, k), depth + 1) for k, item in enumerate(value)]
+    based = _based(value)
+    if based is _NONE:
         raise SqlFailed(
             f"SQL parameter {path} is of type {kind.__name__}: a parameter is one of"
             f" {_NAMES}, or a list or dict of them {_DOCS}"
         )
+    return _plain(based, path, depth)
+
+
+_NONE = object()  # what `_based` answers for a value of no type it knows
+
+
+def _based(value: Any) -> Any:
+    """The value of `value`'s base type among `TYPES` (or its list or dict), `_NONE` if it
+    has none. An enum is its value; bool comes before int, datetime before date."""
+    if isinstance(value, enum.Enum):
+        return value.value
+    if isinstance(value, bytes | bytearray | memoryview):
+        return bytes(value)
+    for base, plain in _BASES:
+        if isinstance(value, base):
+            return plain(value)
+    return _NONE
+
+
+def _datetime(v: dt.datetime) -> dt.datetime:
+    return dt.datetime(
+        v.year, v.month, v.day, v.hour, v.minute, v.second, v.microsecond, v.tzinfo, fold=v.fold
+    )
+
+
+_BASES: tuple[tuple[type, Callable[[Any], Any]], ...] = (
+    (bool, bool),
+    (int, int),
+    (float, float),
+    (str, str.__str__),
+    (uuid.UUID, lambda v: uuid.UUID(int=v.int)),
+    (dt.datetime, _datetime),
+    (dt.date, lambda v: dt.date(v.year, v.month, v.day)),
+    (dt.time, lambda v: dt.time(v.hour, v.minute, v.second, v.microsecond, v.tzinfo, fold=v.fold)),
+    (dt.timedelta, lambda v: dt.timedelta(v.days, v.seconds, v.microseconds)),
+    (decimal.Decimal, decimal.Decimal),
+    (list, list),
+    (tuple, list),
+    (dict, dict),
+)
+"""Each base type, and how a value of a subclass of it becomes one of it."""
+
+
+def _keyed(path: str, key: object) -> str:
+    """`_child` of a dict's key, which must be a str."""
+    if not isinstance(key, str):
+        raise SqlFailed(f"SQL parameter {path} has a key of type {type(key).__name__} {_DOCS}")
+    return _child(path, key)
 
 
 def to_wire(params: object) -> tuple[Any, Any]:

@@ -268,6 +268,26 @@ class _Color(enum.IntEnum):
     RED = 1
 
 
+class _Name(enum.StrEnum):
+    ADA = "ada"
+
+
+class _Id(enum.Enum):
+    ROOT = uuid.UUID(int=7)
+
+
+class _Shape(enum.Enum):
+    SQUARE = frozenset({4})  # a value of no parameter type: refused as it
+
+
+class _Stamp(dt.datetime):
+    """A datetime of a subclass (as pandas' `Timestamp` is)."""
+
+
+class _Row(list[Any]):
+    """A list of a subclass."""
+
+
 def _nested(depth: int) -> Any:
     value: Any = 1
     for _ in range(depth):
@@ -300,6 +320,13 @@ _BOUND: dict[str, tuple[Any, str]] = {
     "tuple": ((1, 2), "INTEGER[]"),
     "dict": ({"a": b"x", "b": [decimal.Decimal("2")]}, "STRUCT(a BLOB, b DECIMAL(1,0)[])"),
     "deepest": (_nested(16), "INTEGER" + "[]" * 16),
+    "an IntEnum": (_Color.RED, "INTEGER"),
+    "a StrEnum": (_Name.ADA, "VARCHAR"),
+    "an Enum of a UUID": (_Id.ROOT, "UUID"),
+    "a bytearray": (bytearray(b"\x00x"), "BLOB"),
+    "a memoryview": (memoryview(b"y"), "BLOB"),
+    "a datetime's subclass": (_Stamp(2026, 1, 2, 3, 4, 5, 6), "TIMESTAMP"),
+    "a list's subclass": (_Row([_Color.RED, 2]), "INTEGER[]"),
 }
 """A parameter's value, and the DuckDB type an embedded graph binds it as: remote binds the
 same type and value (`typeof` and its text), where JSON alone would send text or NULL."""
@@ -315,11 +342,7 @@ _REFUSED: dict[str, tuple[Any, str]] = {
     "a set": ([{1, 2}], "SQL parameter 1 is of type set: a parameter is one of None, bool,"),
     "an object": ([1, object()], "SQL parameter 2 is of type object"),
     "a named object": ({"x": object()}, "SQL parameter $x is of type object"),
-    "a bytearray in a list": (
-        {"x": [1, bytearray(b"x")]},
-        "SQL parameter $x[1] is of type bytearray",
-    ),
-    "an enum": ([_Color.RED], "SQL parameter 1 is of type _Color"),
+    "an enum's value": ([_Shape.SQUARE], "SQL parameter 1 is of type frozenset"),
     "an int key": ([{"a": {1: 2}}], "SQL parameter 1['a'] has a key of type int"),
     "a lone surrogate": ({"x": ["a\ud800"]}, "SQL parameter $x[0] is a str that is not UTF-8"),
     "too deep": ([_nested(17)], "SQL parameter 1" + "[0]" * 16 + " nests deeper than 16"),
