@@ -32,6 +32,7 @@ from eventlog._client import AsyncRemoteLog, RemoteLog
 from eventlog._wire import ERRORS
 
 from . import nodes as n
+from ._params import Params, to_wire
 from ._reads import Hop, Impact, NotFound, _check_id
 from .errors import BadArgument, SqlFailed, SqlRefused
 from .query import Query
@@ -232,18 +233,19 @@ def _pages(query: Query, page: int) -> Iterator[dict[str, Any]]:
 class _Sql(msgspec.Struct, omit_defaults=True):
     query: str
     params: list[Any] | dict[str, Any] | None = None
+    types: list[Any] | dict[str, Any] | None = None
 
 
-def _sql_body(query: str, params: Sequence[Any] | dict[str, Any] | None) -> bytes:
-    """The request of `sql`: a parameter JSON cannot carry (an `object()`) is a `SqlFailed`,
-    as a parameter DuckDB cannot take is embedded, not the encoder's TypeError."""
+def _sql_body(query: str, params: Params) -> bytes:
+    """The request of `sql`: parameters checked before sending, as embedded (`_params`: one
+    `SqlFailed`), those JSON cannot carry as themselves encoded with their types."""
     if not isinstance(query, str):
         raise BadArgument(f"query must be a str, not {type(query).__name__}")
-    listed = params if params is None or isinstance(params, dict) else list(params)
+    values, types = to_wire(params)
     try:
-        return msgspec.json.encode(_Sql(query, listed))
-    except (TypeError, ValueError, msgspec.EncodeError) as exc:
-        raise SqlFailed(f"a parameter cannot be sent to the service: {exc}") from exc
+        return msgspec.json.encode(_Sql(query, values, types))
+    except (TypeError, ValueError, msgspec.EncodeError) as exc:  # a query of lone surrogates
+        raise SqlFailed(f"the query cannot be sent to the service: {exc}") from exc
 
 
 class Forked(msgspec.Struct, frozen=True, kw_only=True):
@@ -323,7 +325,7 @@ class RemoteGraph(RemoteLog):
         response = self._request("POST", "/query", content=msgspec.json.encode(spec))
         return msgspec.json.decode(response.content, type=answer)
 
-    def _arrow(self, query: str, params: Sequence[Any] | dict[str, Any] | None) -> pa.Table:
+    def _arrow(self, query: str, params: Params) -> pa.Table:
         body = _sql_body(query, params)
         response = self._request("POST", "/sql", content=body, headers={"Accept": _ARROW})
         return _table(response.content, response.headers.get(_TRUNCATED))
@@ -332,9 +334,7 @@ class RemoteGraph(RemoteLog):
         """A query builder: ``g.query().session(s).node_type("prompt").limit(10).execute()``."""
         return RemoteQuery(self._post_query)
 
-    def sql(
-        self, query: str, params: Sequence[Any] | dict[str, Any] | None = None
-    ) -> duckdb.DuckDBPyRelation:
+    def sql(self, query: str, params: Params = None) -> duckdb.DuckDBPyRelation:
         """Run SQL on the service's projections (read-only, sandboxed, limited as its SQL
         route is); a DuckDB relation over the rows it answered (`.fetchall()`, `.df()`)."""
         table = self._arrow(query, params)
@@ -342,9 +342,7 @@ class RemoteGraph(RemoteLog):
             self._duckdb = duckdb.connect()
         return self._duckdb.from_arrow(table)
 
-    def rows(
-        self, query: str, params: Sequence[Any] | dict[str, Any] | None = None
-    ) -> list[tuple[Any, ...]]:
+    def rows(self, query: str, params: Params = None) -> list[tuple[Any, ...]]:
         """Run SQL on the service's projections and fetch every row (as `sql`)."""
         return self.sql(query, params).fetchall()
 
@@ -400,9 +398,7 @@ class AsyncRemoteGraph(AsyncRemoteLog):
         """A query builder whose `execute`, `count` and `stream` are awaited."""
         return AsyncRemoteQuery(self._post_query)
 
-    async def sql(
-        self, query: str, params: Sequence[Any] | dict[str, Any] | None = None
-    ) -> list[tuple[Any, ...]]:
+    async def sql(self, query: str, params: Params = None) -> list[tuple[Any, ...]]:
         """Run SQL on the service's projections; returns every row (as `AsyncMemoryGraph`)."""
         body = _sql_body(query, params)
         response = await self._request("POST", "/sql", content=body, headers={"Accept": _ARROW})

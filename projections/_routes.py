@@ -39,8 +39,9 @@ from eventlog._http import (
 )
 
 from ._owner import Owner
+from ._params import from_wire
 from ._reads import GraphReader, NotFound
-from ._sandbox import check, one_line, start, translated
+from ._sandbox import check, one_line, relation_on, start, translated
 from .errors import BadArgument, DatabaseBusy, ProjectionError, SqlFailed, SqlRefused
 from .graph_view import incoming, outgoing
 from .query import Query
@@ -148,7 +149,9 @@ class SqlRequest(msgspec.Struct, forbid_unknown_fields=True):
     """The body of ``POST .../sql``."""
 
     query: str
-    params: list[Any] | dict[str, Any] | None = None
+    # Any JSON: `_params.from_wire` refuses what is not parameters as embedded (`SqlFailed`).
+    params: Any = None
+    types: Any = None  # of the params JSON cannot carry as themselves (`_params`)
     at: int | str | None = None  # an LSN or an ISO 8601 time: the replay view at that point
 
 
@@ -161,9 +164,7 @@ def sql_response(
 
     def run() -> Response:
         if arrow:  # a relation on the cursor: DuckDB streams it as Arrow without a copy
-            check(cursor, body.query)
-            cursor.execute("BEGIN TRANSACTION READ ONLY")
-            relation = translated(lambda: cursor.sql(body.query, params=body.params))
+            relation = relation_on(cursor, body.query, body.params)
             # It runs as it is read: its errors are the query's, translated as they are.
             return translated(
                 lambda: _arrow_answer(relation, limits.max_rows, limits.max_answer_bytes)
@@ -251,7 +252,8 @@ def _head_within(batch: pa.RecordBatch, budget: int) -> pa.RecordBatch:
 
 
 async def sql_body(request: Request, service: Service) -> SqlRequest:
-    """The request, its query at most `max_sql_bytes` long: a parse cannot be interrupted."""
+    """The request, its query at most `max_sql_bytes` long (a parse cannot be interrupted),
+    its parameters rebuilt from their JSON and checked as embedded (`_params`, `SqlFailed`)."""
     raw = await read_body(request, service.limits.max_body_bytes, service.limits.body_timeout_s)
     try:
         body = msgspec.json.decode(raw, type=SqlRequest)
@@ -260,7 +262,8 @@ async def sql_body(request: Request, service: Service) -> SqlRequest:
     limit = service.limits.max_sql_bytes
     if len(body.query.encode()) > limit:
         raise ApiError(413, "too_large", f"the query is longer than {limit} bytes")
-    return body
+    params = from_wire(body.params, body.types)
+    return msgspec.structs.replace(body, params=params, types=None)
 
 
 SqlAt = Callable[[Request, Service, SqlRequest], Awaitable[Response]]

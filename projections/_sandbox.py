@@ -19,19 +19,21 @@ read the projections and nothing else. Two layers keep it there:
    `replay.step` walk).
 
 A refusal is a `SqlRefused`, and any other error DuckDB raises for the caller's SQL a
-`SqlFailed`: one line naming what was refused or failed, without a path of the host.
+`SqlFailed`: one line naming what was refused or failed, without a path of the host. The
+caller's parameters are checked first (`_params.checked`: a `SqlFailed`), before the query.
 """
 
 from __future__ import annotations
 
 import contextlib
 import re
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
 import duckdb
 import msgspec
 
+from ._params import Params, checked
 from .errors import SqlFailed, SqlRefused
 
 __all__ = [
@@ -42,6 +44,7 @@ __all__ = [
     "one_line",
     "query_rows",
     "relation",
+    "relation_on",
     "sandbox",
     "start",
     "translated",
@@ -140,7 +143,6 @@ _READ_ONLY = "SQL on the projections is read-only: SELECT, WITH, EXPLAIN, DESCRI
 _SERIALIZE = "SELECT json_serialize_sql(?::VARCHAR)"
 _TREE = msgspec.json.Decoder()
 
-Params = Sequence[Any] | dict[str, Any] | None
 R = TypeVar("R")
 
 
@@ -282,9 +284,10 @@ def user_cursor(
 def start(cursor: duckdb.DuckDBPyConnection, query: str, params: Params = None) -> None:
     """Check `query` and run it on `cursor`, a cursor of its own, in a READ ONLY transaction
     (`user_cursor` makes one; the service makes its own, to `interrupt` it at its time limit)."""
+    bound = checked(params)
     check(cursor, query)
     cursor.execute("BEGIN TRANSACTION READ ONLY")
-    translated(lambda: cursor.execute(query, params))
+    translated(lambda: cursor.execute(query, bound))
 
 
 def query_rows(con: duckdb.DuckDBPyConnection, query: str, params: Params = None) -> list[Any]:
@@ -301,14 +304,22 @@ def relation(
     The relation keeps its cursor, and the transaction, until it is garbage: it reads the
     database as it was when it was made. It is DuckDB's: an error raised where it runs
     (`fetchall`, `df`, ...) is DuckDB's own."""
-    check(con, query)
     cursor = con.cursor()
     try:
-        cursor.execute("BEGIN TRANSACTION READ ONLY")
-        return translated(lambda: cursor.sql(query, params=params))
+        return relation_on(cursor, query, params)
     except BaseException:
         cursor.close()
         raise
+
+
+def relation_on(
+    cursor: duckdb.DuckDBPyConnection, query: str, params: Params = None
+) -> duckdb.DuckDBPyRelation:
+    """`relation` on `cursor`, a cursor of its own (the service's, to `interrupt` it)."""
+    bound = checked(params)
+    check(cursor, query)
+    cursor.execute("BEGIN TRANSACTION READ ONLY")
+    return translated(lambda: cursor.sql(query, params=bound))
 
 
 def translated(fn: Callable[[], R]) -> R:

@@ -50,8 +50,9 @@ class SqlRefused(ProjectionError):
 class SqlFailed(ProjectionError):
     """DuckDB could not run the caller's SQL (a syntax error, an unknown table or column, a
     value it could not cast, a parameter it cannot bind, an interrupt): DuckDB's first line,
-    without a path of the host. Its cause (`__cause__`) is DuckDB's own error; from
-    `RemoteGraph`, none, or the encoder's for a parameter JSON cannot carry."""
+    without a path of the host; or parameters refused (docs/sql.md#parameters), one line
+    naming the parameter and its type. Its cause (`__cause__`) is DuckDB's own error, or
+    none: from `RemoteGraph`, and for a refused parameter."""
 
 
 class PoisonEvent(ProjectionError):

@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import threading
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import Any, Concatenate, ParamSpec, TypeVar
 
 import duckdb
 
 from . import nodes as n
 from ._fold import Batch
+from ._params import Params
 from ._reads import GraphReader
 from ._sandbox import one_line, query_rows, relation
 from .errors import ProjectionError
@@ -46,9 +47,7 @@ def incoming(reader: GraphReader, node_id: uuid.UUID, edge_type: str | None = No
     return reader.edges(node_id, "in", edge_type)
 
 
-def fetch(
-    reader: GraphReader, query: str, params: Sequence[Any] | dict[str, Any] | None
-) -> list[tuple[Any, ...]]:
+def fetch(reader: GraphReader, query: str, params: Params) -> list[tuple[Any, ...]]:
     """Every row of the caller's SQL, run in the SQL sandbox (`_sandbox`)."""
     return query_rows(reader.con, query, params)
 
@@ -63,18 +62,14 @@ class GraphReads:
         """A query builder: ``g.query().session(s).node_type("prompt").limit(10).execute()``."""
         return Query(self._run)
 
-    def sql(
-        self, query: str, params: Sequence[Any] | dict[str, Any] | None = None
-    ) -> duckdb.DuckDBPyRelation:
+    def sql(self, query: str, params: Params = None) -> duckdb.DuckDBPyRelation:
         """Run SQL on the projections; returns a DuckDB relation (`.fetchall()`, `.df()`, ...).
 
         It runs lazily, on a cursor of its own, and reads the projections as they were when it
         was made. Read-only: anything else raises `SqlRefused` (docs/sql.md)."""
         return self._run(lambda reader: relation(reader.con, query, params))
 
-    def rows(
-        self, query: str, params: Sequence[Any] | dict[str, Any] | None = None
-    ) -> list[tuple[Any, ...]]:
+    def rows(self, query: str, params: Params = None) -> list[tuple[Any, ...]]:
         """Run SQL on the projections and fetch every row (read-only, as `sql`)."""
         return self._run(lambda reader: fetch(reader, query, params))
 

@@ -26,7 +26,7 @@ import tempfile
 import threading
 import time
 import weakref
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, Self, TypeVar
 
@@ -41,6 +41,7 @@ from ._erasure import apply_pending, erasure_due
 from ._fold import Batch
 from ._folder import BATCH_EVENTS, LogReader, fold_available
 from ._history import folded_history, forget_history, history_differs
+from ._params import Params
 from ._reads import TABLE_OF_TYPE, GraphReader, Hop, Impact, KindOf
 from ._sandbox import one_line, sandbox
 from ._schema import checkpoint, ensure_schema
@@ -578,9 +579,7 @@ class AsyncMemoryGraph(AsyncEventLog):
     def query(self) -> AsyncQuery:
         return AsyncQuery(self._embedded.run)
 
-    async def sql(
-        self, query: str, params: Sequence[Any] | dict[str, Any] | None = None
-    ) -> list[tuple[Any, ...]]:
+    async def sql(self, query: str, params: Params = None) -> list[tuple[Any, ...]]:
         """Run SQL on the projections; returns every row."""
         return await asyncio.to_thread(self._embedded.run, lambda r: fetch(r, query, params))
 

@@ -4,8 +4,13 @@ against a real service: the same answers and the same errors as the embedded API
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
+import decimal
+import enum
+import math
 import os
 import re
+import socket
 import subprocess
 import sys
 import threading
@@ -256,52 +261,226 @@ def test_bad_sql_raises_what_embedded_raises(served: Service, tmp_path: Path) ->
         assert remote == embedded, query
 
 
-_UNSENDABLE: list[list[Any] | dict[str, Any]] = [[object()], {"x": object()}, [1, object()]]
-"""Parameters neither DuckDB nor JSON can carry (embedded, DuckDB cannot bind them)."""
+_U = uuid.UUID("0192f0c1-7d1e-7c3a-8e55-2a3b4c5d6e7f")
 
 
-def _query_of(params: list[Any] | dict[str, Any]) -> str:
-    return "SELECT $x" if isinstance(params, dict) else "SELECT " + ", ".join("?" * len(params))
+class _Color(enum.IntEnum):
+    RED = 1
 
 
-def _raised_by(graph: Any, method: str, params: list[Any] | dict[str, Any]) -> type[BaseException]:
-    """The class of what `graph.method` raised for `params` (fetched, for a relation); its
-    message names the parameter's type, as DuckDB's does."""
+class _Name(enum.StrEnum):
+    ADA = "ada"
+
+
+class _Id(enum.Enum):
+    ROOT = uuid.UUID(int=7)
+
+
+class _Shape(enum.Enum):
+    SQUARE = frozenset({4})  # a value of no parameter type: refused as it
+
+
+class _Stamp(dt.datetime):
+    """A datetime of a subclass (as pandas' `Timestamp` is)."""
+
+
+class _Row(list[Any]):
+    """A list of a subclass."""
+
+
+def _nested(depth: int) -> Any:
+    value: Any = 1
+    for _ in range(depth):
+        value = [value]
+    return value
+
+
+_BOUND: dict[str, tuple[Any, str]] = {
+    "bytes": (b"\x00\xff", "BLOB"),
+    "UUID": (_U, "UUID"),
+    "datetime": (dt.datetime(2026, 1, 2, 3, 4, 5, 6), "TIMESTAMP"),
+    "aware datetime": (
+        dt.datetime(2026, 1, 2, 3, 4, 5, tzinfo=dt.timezone(dt.timedelta(hours=2))),
+        "TIMESTAMP WITH TIME ZONE",
+    ),
+    "date": (dt.date(2026, 1, 2), "DATE"),
+    "time": (dt.time(3, 4, 5, 6), "TIME"),
+    "aware time": (dt.time(3, 4, tzinfo=dt.UTC), "TIME WITH TIME ZONE"),
+    "timedelta": (dt.timedelta(days=-1, microseconds=5), "INTERVAL"),
+    "Decimal": (decimal.Decimal("1.250"), "DECIMAL(4,3)"),
+    "NaN": (math.nan, "DOUBLE"),
+    "infinity": (-math.inf, "DOUBLE"),
+    "negative zero": (-0.0, "DOUBLE"),
+    "float": (0.1, "DOUBLE"),
+    "int past 64 bits": (2**70, "HUGEINT"),
+    "bool": (True, "BOOLEAN"),
+    "None": (None, '"NULL"'),
+    "str": ("é\n'", "VARCHAR"),
+    "list of UUIDs": ([_U, _U], "UUID[]"),
+    "tuple": ((1, 2), "INTEGER[]"),
+    "dict": ({"a": b"x", "b": [decimal.Decimal("2")]}, "STRUCT(a BLOB, b DECIMAL(1,0)[])"),
+    "deepest": (_nested(16), "INTEGER" + "[]" * 16),
+    "an IntEnum": (_Color.RED, "INTEGER"),
+    "a StrEnum": (_Name.ADA, "VARCHAR"),
+    "an Enum of a UUID": (_Id.ROOT, "UUID"),
+    "a bytearray": (bytearray(b"\x00x"), "BLOB"),
+    "a memoryview": (memoryview(b"y"), "BLOB"),
+    "a datetime's subclass": (_Stamp(2026, 1, 2, 3, 4, 5, 6), "TIMESTAMP"),
+    "a list's subclass": (_Row([_Color.RED, 2]), "INTEGER[]"),
+}
+"""A parameter's value, and the DuckDB type an embedded graph binds it as: remote binds the
+same type and value (`typeof` and its text), where JSON alone would send text or NULL."""
+
+_SHAPE = "SQL parameters are a list, a tuple or a dict of names to values, not "
+_REFUSED: dict[str, tuple[Any, str]] = {
+    "object": (object(), _SHAPE + "object"),
+    "str": ("ab", _SHAPE + "str"),
+    "bytes": (b"ab", _SHAPE + "bytes"),
+    "set": ({1}, _SHAPE + "set"),
+    "range": (range(1), _SHAPE + "range"),
+    "int name": ({1: 1}, "SQL parameter names are str, not int"),
+    "a set": ([{1, 2}], "SQL parameter 1 is of type set: a parameter is one of None, bool,"),
+    "an object": ([1, object()], "SQL parameter 2 is of type object"),
+    "a named object": ({"x": object()}, "SQL parameter $x is of type object"),
+    "an enum's value": ([_Shape.SQUARE], "SQL parameter 1 is of type frozenset"),
+    "an int key": ([{"a": {1: 2}}], "SQL parameter 1['a'] has a key of type int"),
+    "a lone surrogate": ({"x": ["a\ud800"]}, "SQL parameter $x[0] is a str that is not UTF-8"),
+    "too deep": ([_nested(17)], "SQL parameter 1" + "[0]" * 16 + " nests deeper than 16"),
+}
+"""Parameters refused, and the start of the one line that says why (naming the parameter and
+its type), the same embedded and remote, from `sql` and `rows`."""
+
+
+def _typed(value: Any) -> list[tuple[str, Any]]:
+    """`value` as a positional, a tuple's and a named parameter, each with its query."""
+    query = "SELECT typeof({p}), {p}::VARCHAR"
+    return [
+        (query.format(p="$1"), [value]),
+        (query.format(p="$1"), (value,)),
+        (query.format(p="$x"), {"x": value}),
+    ]
+
+
+def _refused(fn: Callable[[str, Any], Any], params: Any) -> tuple[type[BaseException], str]:
     with pytest.raises(Exception) as caught:
-        answer = getattr(graph, method)(_query_of(params), params)
-        if method == "sql":
-            answer.fetchall()
-    assert "object" in str(caught.value), str(caught.value)
-    return type(caught.value)
+        fn("SELECT 1", params)
+    return type(caught.value), str(caught.value)
 
 
-def test_a_parameter_json_cannot_carry_raises_what_embedded_raises(
+def test_sql_parameters_bind_and_refuse_the_same_embedded_and_remote(
     served: Service, tmp_path: Path
 ) -> None:
-    """`RemoteGraph.sql(query, [object()])` raised the encoder's bare TypeError where an
-    embedded graph raises `SqlFailed`: the same class now, sync or async."""
+    """One rule for SQL parameters (docs/sql.md#parameters): remotely, bytes arrived as
+    base64 text, a UUID, a time or a Decimal as text, NaN as NULL, and a set as a list;
+    embedded, `sql` took a str as a list of characters and raised a bare TypeError for an
+    `object()`, which `rows` refused. Now each is bound or refused the same way by `sql` and
+    `rows`, embedded, remote and async, a refusal one `SqlFailed` naming the parameter."""
     with MemoryGraph.open(tmp_path / "embedded") as e, MemoryGraph.connect(served.url) as r:
-        for params in _UNSENDABLE:
+        for label, (value, duckdb_type) in _BOUND.items():
+            for query, params in _typed(value):
+                embedded = e.rows(query, params)
+                assert embedded[0][0] == duckdb_type, label
+                assert e.sql(query, params).fetchall() == embedded, label
+                assert r.rows(query, params) == embedded, label
+                assert r.sql(query, params).fetchall() == embedded, label
+        for label, (params, said) in _REFUSED.items():
             for method in ("sql", "rows"):
-                embedded = _raised_by(e, method, params)
-                assert embedded is projections.SqlFailed, (method, params)
-                assert _raised_by(r, method, params) is embedded, (method, params)
-        assert r.rows("SELECT 1") == [(1,)]  # the client goes on
+                embedded_error = _refused(getattr(e, method), params)
+                assert embedded_error[0] is projections.SqlFailed, (label, method)
+                assert embedded_error[1].startswith(said), (label, embedded_error)
+                assert "\n" not in embedded_error[1] and "docs/sql.md" in embedded_error[1]
+                remote_error = _refused(getattr(r, method), params)
+                assert remote_error == embedded_error, (label, method)
 
-    async def both(params: list[Any] | dict[str, Any]) -> list[type[BaseException]]:
-        raised: list[type[BaseException]] = []
-        for g in (
-            await AsyncMemoryGraph.open(tmp_path / "embedded"),
-            await AsyncMemoryGraph.connect(served.url),
-        ):
-            async with g:
-                with pytest.raises(Exception) as caught:
-                    await g.sql(_query_of(params), params)
-                raised.append(type(caught.value))
-        return raised
+    async def asynchronous(url: str | Path) -> list[Any]:
+        opened = (
+            await AsyncMemoryGraph.connect(url)
+            if isinstance(url, str)
+            else await AsyncMemoryGraph.open(url)
+        )
+        answers: list[Any] = []
+        async with opened as g:
+            for value, _ in _BOUND.values():
+                answers += [await g.sql(query, params) for query, params in _typed(value)]
+            for params, _ in _REFUSED.values():
+                with pytest.raises(projections.SqlFailed) as caught:
+                    await g.sql("SELECT 1", params)
+                answers.append(str(caught.value))
+        return answers
 
-    for params in _UNSENDABLE:
-        assert asyncio.run(both(params)) == [projections.SqlFailed] * 2, params
+    embedded_answers = asyncio.run(asynchronous(tmp_path / "embedded"))
+    assert asyncio.run(asynchronous(served.url)) == embedded_answers
+
+
+def test_the_client_refuses_a_parameter_before_sending_it() -> None:
+    """A refused parameter is refused by `RemoteGraph` itself: a service that does not
+    answer is never asked."""
+    with socket.socket() as unused:
+        unused.bind(("127.0.0.1", 0))
+        port = unused.getsockname()[1]
+    with MemoryGraph.connect(f"http://127.0.0.1:{port}") as r:
+        with pytest.raises(projections.SqlFailed, match="parameter 1 is of type set"):
+            r.rows("SELECT ?", [{1}])
+        with pytest.raises(eventlog.ServiceError, match="no answer"):
+            r.rows("SELECT ?", [1])
+
+
+_RAW: dict[str, tuple[dict[str, Any], str]] = {
+    "a str": ({"params": "ab"}, _SHAPE + "str"),
+    "an unknown type": (
+        {"params": [1], "types": ["set"]},
+        "SQL parameter 1 has an unknown type 'set'",
+    ),
+    "a type that is not its value's": (
+        {"params": [1], "types": ["uuid"]},
+        "SQL parameter 1 is not the JSON of a uuid",
+    ),
+    "a finite float as text": (
+        {"params": ["1.5"], "types": ["float"]},
+        "SQL parameter 1 is not the JSON of a float",
+    ),
+    "bad base64": (
+        {"params": {"x": ["%%"]}, "types": {"x": ["blob"]}},
+        "SQL parameter $x[0] is not the JSON of a blob",
+    ),
+    "types of another shape": (
+        {"params": [1], "types": {"x": "uuid"}},
+        "SQL parameters: the types do not have the shape",
+    ),
+    "a type of no parameter": (
+        {"params": {"a": 1}, "types": {"b": "uuid"}},
+        "SQL parameters: the types do not have the shape",
+    ),
+    "types that are not a list": (
+        {"params": [1], "types": "uuid"},
+        "SQL parameter types do not have the shape",
+    ),
+    "too deep": (
+        {"params": [_nested(17)]},
+        "SQL parameter 1" + "[0]" * 16 + " nests deeper than 16",
+    ),
+}
+"""Bodies of ``POST .../sql`` whose parameters the service refuses (422 ``sql_error``)."""
+
+
+def test_the_service_refuses_parameters_a_raw_http_caller_sends(served: Service) -> None:
+    """An HTTP caller other than `RemoteGraph` meets the same rule, with ``at`` (a replay
+    view) too: the parameters are refused with the line an embedded graph says (or, for
+    ``"types"``, one naming the parameter), and a typed value is bound as it is embedded."""
+    url = "/v1/stores/default/sql"
+    for at in ({}, {"at": -1}):
+        for label, (body, said) in _RAW.items():
+            answer = served.http.post(url, json={"query": "SELECT 1", **body, **at})
+            assert answer.status_code == 422, (label, at, answer.text)
+            error = answer.json()["error"]
+            assert error["code"] == "sql_error" and error["message"].startswith(said), label
+        typed = {
+            "query": "SELECT typeof($1), typeof($2), $2::VARCHAR, typeof($3), $3::VARCHAR",
+            "params": [str(_U), "AP8=", "-inf"],
+            "types": ["uuid", "blob", "float"],
+        }
+        answer = served.http.post(url, json={**typed, **at})
+        assert answer.json()["rows"] == [["UUID", "BLOB", "\\x00\\xFF", "DOUBLE", "-inf"]], at
 
 
 def test_no_answer_is_a_service_error_that_says_to_retry(tmp_path: Path) -> None:
