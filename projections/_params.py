@@ -34,7 +34,7 @@ from typing import Any
 
 from .errors import SqlFailed
 
-__all__ = ["MAX_DEPTH", "TYPES", "Params", "checked", "from_wire", "to_wire"]
+__all__ = ["MAX_DEPTH", "TYPES", "Params", "checked", "from_wire", "to_wire", "values_within"]
 
 Params = list[Any] | tuple[Any, ...] | dict[str, Any] | None
 
@@ -201,6 +201,22 @@ def from_wire(params: Any, types: Any) -> list[Any] | dict[str, Any] | None:
     if types is not None and not isinstance(types, (list, dict)):
         raise SqlFailed(f"SQL parameter types do not have the shape of the parameters {_DOCS}")
     return checked(_decode(params, types, "", 0))
+
+
+def values_within(params: Any, most: int) -> bool:
+    """Does the JSON of ``"params"`` hold at most `most` values (each item of a list or dict
+    counts, and each list or dict)? Counted without rebuilding them, and no further than
+    `most`: a service refuses more before it spends time on them (DuckDB's bind of them
+    cannot be interrupted)."""
+    count, todo = 0, [params]
+    while todo:
+        value = todo.pop()
+        if isinstance(value, list | dict):
+            count += len(value)
+            if count > most:
+                return False
+            todo.extend(value.values() if isinstance(value, dict) else value)
+    return True
 
 
 def _decode(value: Any, tag: Any, path: str, depth: int) -> Any:
