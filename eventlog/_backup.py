@@ -46,7 +46,15 @@ import msgspec
 
 from ._copy import ORIGIN_FILE, Origin, building_store, check_new_store, sync_tree
 from ._erase import JOURNAL_FILE, Erasure
-from ._files import Modes, create_file, make_dir, naming_errors, open_file, read_bytes
+from ._files import (
+    PRIVATE_DIR,
+    Modes,
+    create_file,
+    make_dir,
+    naming_errors,
+    open_file,
+    read_bytes,
+)
 from ._format import SEGMENT_HEADER, segment_name
 from ._index import fsync_dir, write_atomically
 from ._retention import RETENTION_FILE, RetentionPolicy
@@ -231,7 +239,7 @@ def _check_store_files(root: Path, outcome: str) -> None:
 def _older(root: Path, source: str) -> BackupInfo | None:
     """The backup `root` already holds (None: it is new, empty, or an interrupted backup)."""
     if not root.exists():
-        root.mkdir(mode=0o700, parents=True)
+        root.mkdir(mode=PRIVATE_DIR, parents=True)
         return None
     if not root.is_dir():
         raise EventLogError(f"{root} is not a directory")
@@ -241,7 +249,10 @@ def _older(root: Path, source: str) -> BackupInfo | None:
         if older.source != source:
             raise EventLogError(f"{root} holds a backup of another store ({older.source})")
         return older
-    if (root / _PARTIAL).exists() or not any(root.iterdir()):
+    if not any(root.iterdir()):  # made by the user (`mkdir`, by the umask): as a new one
+        os.chmod(root, PRIVATE_DIR)  # its modes are its files' and snapshots' (`Modes.of`)
+        return None
+    if (root / _PARTIAL).exists():
         return None
     raise EventLogError(f"{root} is neither empty nor a backup: not written to")
 
