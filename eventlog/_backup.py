@@ -505,8 +505,7 @@ def restoring(
                 "segment differs from the backup's manifest", str(root / name), None, None
             )
     _check_store_files(root, "nothing was restored")
-    if not force:
-        check_new_store(target)
+    _check_target(target, force=force)
     with (
         building_store(target, "restoring", replace=force) as building,
         _writing_into(
@@ -538,6 +537,21 @@ def restoring(
                 first.lsn,
             )
         yield info, building
+
+
+def _check_target(target: Path, *, force: bool) -> None:
+    """`target` may be restored into: it is new or empty, or, with `force`, a store (one
+    holding a LOCK file). A directory that is not a store is the user's (a mistyped path)."""
+    try:
+        check_new_store(target)
+    except EventLogError:
+        if not force:
+            raise
+        if not (target.is_dir() and (target / "LOCK").is_file()):
+            raise EventLogError(
+                f"{target} is not a store (no LOCK file): --force replaces a store, nothing"
+                " else; nothing was restored"
+            ) from None
 
 
 def _make_dirs(root: Path, relative: Path) -> None:

@@ -588,6 +588,30 @@ def test_cli_restore_refuses_a_non_empty_store_without_force(store: Path, tmp_pa
     assert _records(tmp_path / "other") == _records(store)
 
 
+def test_cli_restore_force_replaces_a_store_and_nothing_else(store: Path, tmp_path: Path) -> None:
+    """``lmg restore BACKUP DIR --force`` with DIR a directory of the user's that is not a
+    store (a mistyped path: a project, a home) is refused in one line, DIR untouched: it
+    was swapped out and deleted, files and all."""
+    _fill(store, 5)
+    eventlog.backup(store, tmp_path / "bk")
+    mine = tmp_path / "project"
+    (mine / "src").mkdir(parents=True)
+    (mine / "notes.txt").write_text("mine")
+    refused = subprocess.run(
+        [LMG, "restore", str(tmp_path / "bk"), str(mine), "--force"],
+        check=False,
+        capture_output=True,
+        text=True,
+    )
+    assert refused.returncode == 1, refused.stderr
+    assert refused.stderr == (
+        f"Error: {mine} is not a store (no LOCK file): --force replaces a store, nothing else;"
+        " nothing was restored\n"
+    )
+    assert (mine / "notes.txt").read_text() == "mine" and (mine / "src").is_dir()
+    assert not list(tmp_path.glob(".project.*"))
+
+
 @pytest.mark.slow
 def test_backups_under_load_restore_identically(store: Path, tmp_path: Path) -> None:
     """Four processes append (rotating segments) while backups are taken into one place.
