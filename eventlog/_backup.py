@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import fcntl
 import os
 import re
 import shutil
@@ -68,8 +69,10 @@ __all__ = [
     "BACKUP_FILE",
     "BackupInfo",
     "BackupRun",
+    "backing_up",
     "backup",
     "backup_info",
+    "backup_log",
     "restore",
     "restoring",
 ]
@@ -151,7 +154,44 @@ def backup(
     store: str | os.PathLike[str], dest: str | os.PathLike[str], *, link: bool = False
 ) -> BackupRun:
     """Back up the log of `store` into `dest` (see the module docstring); `link` hard-links
-    sealed segments instead of copying them (same file system only; they are immutable)."""
+    sealed segments instead of copying them (same file system only; they are immutable).
+    One backup runs into `dest` at a time (`backing_up`); another is refused."""
+    with backing_up(dest):
+        return backup_log(store, dest, link=link)
+
+
+@contextlib.contextmanager
+def backing_up(dest: str | os.PathLike[str], *, restoring: bool = False) -> Iterator[None]:
+    """Hold the backup directory `dest` (made if need be) for one backup: an exclusive
+    `flock` on the directory itself, so `dest` holds no file of it. A backup (or a restore,
+    with `restoring`: a shared one) finding it held is refused: two backups into one place
+    deleted each other's copies as they went, and both failed."""
+    root = Path(dest)
+    if not restoring and not root.exists():
+        root.mkdir(mode=PRIVATE_DIR, parents=True)
+    try:
+        fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY)
+    except NotADirectoryError:
+        raise EventLogError(f"{root} is not a directory") from None
+    except FileNotFoundError:
+        raise EventLogError(f"{root} holds no backup (no {BACKUP_FILE})") from None
+    try:
+        try:
+            fcntl.flock(fd, (fcntl.LOCK_SH if restoring else fcntl.LOCK_EX) | fcntl.LOCK_NB)
+        except BlockingIOError:
+            outcome = "nothing was restored" if restoring else "nothing was backed up"
+            raise EventLogError(
+                f"a backup into {root} is running; {outcome}: run this once it ends"
+            ) from None
+        yield
+    finally:
+        os.close(fd)
+
+
+def backup_log(
+    store: str | os.PathLike[str], dest: str | os.PathLike[str], *, link: bool = False
+) -> BackupRun:
+    """`backup`, by a caller that holds `dest` (`backing_up`)."""
     root = Path(dest)
     source = str(Path(store).resolve())
     with EventLog.open(store, readonly=True) as log:
@@ -498,6 +538,11 @@ def restoring(
     projections' database) appears with the store, or not at all. An error within leaves
     no store."""
     root, target = Path(dest), Path(store)
+    with backing_up(root, restoring=True):
+        yield from _restoring(root, target, force=force)
+
+
+def _restoring(root: Path, target: Path, *, force: bool) -> Iterator[tuple[BackupInfo, Path]]:
     info = backup_info(root)
     for name, segment in info.segments.items():
         if not _matches(root / name, segment):
