@@ -107,7 +107,7 @@ def _plain(value: Any, path: str, depth: int) -> Any:
     if kind is str and not value.isascii():
         _utf8(value, path)
     if kind in TYPES:
-        return value
+        return _naive(value) if kind in (dt.datetime, dt.time) else value
     if kind in (list, tuple) or kind is dict:
         if depth >= MAX_DEPTH:
             raise SqlFailed(f"SQL parameter {path} nests deeper than {MAX_DEPTH} {_DOCS}")
@@ -121,6 +121,15 @@ def _plain(value: Any, path: str, depth: int) -> Any:
             f" {_NAMES}, or a list or dict of them {_DOCS}"
         )
     return _plain(based, path, depth)
+
+
+def _naive(value: dt.datetime | dt.time) -> dt.datetime | dt.time:
+    """`value` without its tzinfo if that gives no UTC offset (a `time` in a `ZoneInfo`):
+    naive, as Python says, and as it travels (`isoformat`); DuckDB's bind of it raised a
+    bare AttributeError."""
+    if value.tzinfo is not None and value.utcoffset() is None:
+        return value.replace(tzinfo=None)
+    return value
 
 
 _NONE = object()  # what `_based` answers for a value of no type it knows

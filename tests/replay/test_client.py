@@ -19,6 +19,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import msgspec
 import pytest
@@ -288,6 +289,19 @@ class _Row(list[Any]):
     """A list of a subclass."""
 
 
+class _NoOffset(dt.tzinfo):
+    """A tzinfo that gives no UTC offset (a datetime of it is naive)."""
+
+    def utcoffset(self, _when: dt.datetime | None) -> dt.timedelta | None:
+        return None
+
+    def dst(self, _when: dt.datetime | None) -> dt.timedelta | None:
+        return None
+
+    def tzname(self, _when: dt.datetime | None) -> str | None:
+        return None
+
+
 def _nested(depth: int) -> Any:
     value: Any = 1
     for _ in range(depth):
@@ -306,6 +320,13 @@ _BOUND: dict[str, tuple[Any, str]] = {
     "date": (dt.date(2026, 1, 2), "DATE"),
     "time": (dt.time(3, 4, 5, 6), "TIME"),
     "aware time": (dt.time(3, 4, tzinfo=dt.UTC), "TIME WITH TIME ZONE"),
+    # Naive, as Python says (its tzinfo gives no UTC offset): embedded, DuckDB's bind raised
+    # a bare AttributeError ('NoneType' object has no attribute 'days'), remote bound TIME.
+    "a time in a ZoneInfo": (dt.time(3, 4, tzinfo=ZoneInfo("Europe/Paris")), "TIME"),
+    "a datetime of a tzinfo without offset": (
+        dt.datetime(2026, 1, 2, 3, 4, tzinfo=_NoOffset()),
+        "TIMESTAMP",
+    ),
     "timedelta": (dt.timedelta(days=-1, microseconds=5), "INTERVAL"),
     "Decimal": (decimal.Decimal("1.250"), "DECIMAL(4,3)"),
     "NaN": (math.nan, "DOUBLE"),
