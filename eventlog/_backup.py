@@ -38,6 +38,7 @@ import fcntl
 import os
 import re
 import shutil
+import stat
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -436,11 +437,14 @@ def _matches(path: Path, known: Segment) -> bool:
     """Does the backup's file at `path` hold what the manifest says (size, tail)? Past the
     size, a writer's reserve of zeros may follow (an erasure appended its record there)."""
     try:
-        fd = open_file(path)
+        fd = open_file(path, os.O_RDONLY | os.O_NONBLOCK)  # a FIFO's open waits for a writer
     except FileNotFoundError:
         return False
     try:
-        size = os.fstat(fd).st_size
+        found = os.fstat(fd)
+        if not stat.S_ISREG(found.st_mode):
+            return False
+        size = found.st_size
         beyond = size == known.size or (size > known.size and is_reserve(fd, known.size, size))
     finally:
         os.close(fd)
@@ -566,6 +570,8 @@ def _restoring(root: Path, target: Path, *, force: bool) -> Iterator[tuple[Backu
                 continue
             if path.is_symlink():
                 raise EventLogError(f"{path} is a symbolic link: a backup holds none")
+            if not path.is_file():  # a FIFO's open would wait for a writer, for ever
+                raise EventLogError(f"{path} is not a regular file: a backup holds none")
             _make_dirs(building, relative.parent)
             _copy_file(path, building / relative, None)
         errors = [p for p in verify(building) if p.severity == "error"]

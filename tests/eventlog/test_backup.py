@@ -623,6 +623,38 @@ def test_one_backup_into_a_dest_at_a_time(store: Path, tmp_path: Path) -> None:
     _assert_restores_identically(dest, store, tmp_path / "restored")
 
 
+def test_restore_refuses_a_fifo_in_the_backup(store: Path, tmp_path: Path) -> None:
+    """A named pipe among a backup's files: `lmg restore` waited for ever in its open. It is
+    refused in one line, as a symbolic link is, leaving no store and no copy."""
+    _fill(store, 5)
+    eventlog.backup(store, tmp_path / "bk")
+    os.mkfifo(tmp_path / "bk" / "notes")
+    run = subprocess.run(
+        [LMG, "restore", str(tmp_path / "bk"), str(tmp_path / "restored")],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert run.returncode == 1 and run.stderr == (
+        f"Error: {tmp_path / 'bk' / 'notes'} is not a regular file: a backup holds none\n"
+    )
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bk", "store"]
+    segment = next((tmp_path / "bk").glob("*.seg"))  # one the manifest names
+    segment.unlink()
+    os.mkfifo(segment)
+    run = subprocess.run(
+        [LMG, "restore", str(tmp_path / "bk"), str(tmp_path / "restored")],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert run.returncode == 1 and run.stderr.startswith(
+        f"Error: segment differs from the backup's manifest: {segment}"
+    )
+
+
 def test_cli_restore_force_replaces_a_store_and_nothing_else(store: Path, tmp_path: Path) -> None:
     """``lmg restore BACKUP DIR --force`` with DIR a directory of the user's that is not a
     store (a mistyped path: a project, a home) is refused in one line, DIR untouched: it
