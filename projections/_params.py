@@ -107,7 +107,7 @@ def _plain(value: Any, path: str, depth: int) -> Any:
     if kind is str and not value.isascii():
         _utf8(value, path)
     if kind in TYPES:
-        return _naive(value) if kind in (dt.datetime, dt.time) else value
+        return _zoned(value, path) if kind in (dt.datetime, dt.time) else value
     if kind in (list, tuple) or kind is dict:
         if depth >= MAX_DEPTH:
             raise SqlFailed(f"SQL parameter {path} nests deeper than {MAX_DEPTH} {_DOCS}")
@@ -123,12 +123,23 @@ def _plain(value: Any, path: str, depth: int) -> Any:
     return _plain(based, path, depth)
 
 
-def _naive(value: dt.datetime | dt.time) -> dt.datetime | dt.time:
+_TIME_OFFSET = dt.timedelta(hours=15, minutes=59, seconds=59)
+"""The largest UTC offset of DuckDB's TIME WITH TIME ZONE."""
+
+
+def _zoned(value: dt.datetime | dt.time, path: str) -> dt.datetime | dt.time:
     """`value` without its tzinfo if that gives no UTC offset (a `time` in a `ZoneInfo`):
     naive, as Python says, and as it travels (`isoformat`); DuckDB's bind of it raised a
-    bare AttributeError."""
-    if value.tzinfo is not None and value.utcoffset() is None:
-        return value.replace(tzinfo=None)
+    bare AttributeError. A time whose offset DuckDB cannot hold is refused: it was bound,
+    then failed as DuckDB's INTERNAL Error wherever it was read (client side, remotely)."""
+    offset = value.utcoffset()
+    if offset is None:
+        return value if value.tzinfo is None else value.replace(tzinfo=None)
+    if type(value) is dt.time and abs(offset) > _TIME_OFFSET:
+        raise SqlFailed(
+            f"SQL parameter {path} is a time whose UTC offset is past 15:59:59,"
+            f" which DuckDB's TIME WITH TIME ZONE cannot hold {_DOCS}"
+        )
     return value
 
 

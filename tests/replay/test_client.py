@@ -367,6 +367,12 @@ _REFUSED: dict[str, tuple[Any, str]] = {
     "an int key": ([{"a": {1: 2}}], "SQL parameter 1['a'] has a key of type int"),
     "a lone surrogate": ({"x": ["a\ud800"]}, "SQL parameter $x[0] is a str that is not UTF-8"),
     "too deep": ([_nested(17)], "SQL parameter 1" + "[0]" * 16 + " nests deeper than 16"),
+    # Bound, then DuckDB's INTERNAL Error where it was read: a bare InternalException from
+    # `rows` of RemoteGraph (reading the Arrow answer), SqlFailed embedded.
+    "a time 20 hours east": (
+        {"t": [dt.time(12, tzinfo=dt.timezone(dt.timedelta(hours=20)))]},
+        "SQL parameter $t[0] is a time whose UTC offset is past 15:59:59",
+    ),
 }
 """Parameters refused, and the start of the one line that says why (naming the parameter and
 its type), the same embedded and remote, from `sql` and `rows`."""
