@@ -265,7 +265,11 @@ async def sql_body(request: Request, service: Service) -> SqlRequest:
         raise ApiError(413, "too_large", f"the query is longer than {limit} bytes")
     most = service.limits.max_sql_params
     if not values_within(body.params, most):
-        raise ApiError(413, "too_large", f"the parameters hold more than {most} values")
+        raise ApiError(
+            413,
+            "too_large",
+            f"the parameters hold more than {most} values, or make STRUCTs of more fields",
+        )
     params = from_wire(body.params, body.types)
     return msgspec.structs.replace(body, params=params, types=None)
 
