@@ -291,7 +291,14 @@ def _older(root: Path, source: str) -> BackupInfo | None:
             raise EventLogError(f"{root} holds a backup of another store ({older.source})")
         return older
     if not any(root.iterdir()):  # made by the user (`mkdir`, by the umask): as a new one
-        os.chmod(root, PRIVATE_DIR)  # its modes are its files' and snapshots' (`Modes.of`)
+        try:
+            os.chmod(root, PRIVATE_DIR)  # its modes are its files' and snapshots' (`Modes.of`)
+        except PermissionError:  # another user's (a shared /backups): not made public in it
+            raise EventLogError(
+                f"{root} is another user's and cannot be made private (mode 0700): nothing"
+                " was backed up; back up into a directory of your own inside it (lmg makes"
+                " DEST if it does not exist)"
+            ) from None
         return None
     if (root / _PARTIAL).exists():
         return None
