@@ -540,6 +540,27 @@ def test_the_service_refuses_more_parameter_values_than_max_sql_params(served: S
     assert served.http.post(url, json=within).json()["rows"] == [[300]]
 
 
+def test_an_error_repeating_a_long_value_is_answered_at_once(
+    served: Service, tmp_path: Path
+) -> None:
+    """DuckDB's error repeats a value that failed a cast; its one line was scrubbed of paths
+    by a regex quadratic in it (a run of spaces, or slashes up to a newline), holding the
+    GIL: 80 KB of ``/a`` froze every route of the service 11 s, past the 5 s limit."""
+    said = "Conversion Error: Could not convert string"
+    values = ["/a" * 100_000 + "\nx", " " * 200_000 + "x", "'" + "/a" * 100_000]
+    with MemoryGraph.open(tmp_path / "embedded") as g:
+        for value in values:
+            began = time.monotonic()
+            answer = served.http.post(
+                "/v1/stores/default/sql", json={"query": "SELECT ?::INT", "params": [value]}
+            )
+            assert answer.status_code == 422, answer.text[:200]
+            assert answer.json()["error"]["message"].startswith(said)
+            with pytest.raises(projections.SqlFailed, match=f"^{said}"):
+                g.rows("SELECT ?::INT", [value])
+            assert time.monotonic() - began < 2.0
+
+
 def test_no_answer_is_a_service_error_that_says_to_retry(tmp_path: Path) -> None:
     with (
         pytest.raises(eventlog.ServiceError) as none,
