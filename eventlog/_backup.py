@@ -34,9 +34,11 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import fcntl
 import os
 import re
 import shutil
+import stat
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -46,7 +48,15 @@ import msgspec
 
 from ._copy import ORIGIN_FILE, Origin, building_store, check_new_store, sync_tree
 from ._erase import JOURNAL_FILE, Erasure
-from ._files import Modes, create_file, make_dir, naming_errors, open_file, read_bytes
+from ._files import (
+    PRIVATE_DIR,
+    Modes,
+    create_file,
+    make_dir,
+    naming_errors,
+    open_file,
+    read_bytes,
+)
 from ._format import SEGMENT_HEADER, segment_name
 from ._index import fsync_dir, write_atomically
 from ._retention import RETENTION_FILE, RetentionPolicy
@@ -60,8 +70,10 @@ __all__ = [
     "BACKUP_FILE",
     "BackupInfo",
     "BackupRun",
+    "backing_up",
     "backup",
     "backup_info",
+    "backup_log",
     "restore",
     "restoring",
 ]
@@ -143,7 +155,44 @@ def backup(
     store: str | os.PathLike[str], dest: str | os.PathLike[str], *, link: bool = False
 ) -> BackupRun:
     """Back up the log of `store` into `dest` (see the module docstring); `link` hard-links
-    sealed segments instead of copying them (same file system only; they are immutable)."""
+    sealed segments instead of copying them (same file system only; they are immutable).
+    One backup runs into `dest` at a time (`backing_up`); another is refused."""
+    with backing_up(dest):
+        return backup_log(store, dest, link=link)
+
+
+@contextlib.contextmanager
+def backing_up(dest: str | os.PathLike[str], *, restoring: bool = False) -> Iterator[None]:
+    """Hold the backup directory `dest` (made if need be) for one backup: an exclusive
+    `flock` on the directory itself, so `dest` holds no file of it. A backup (or a restore,
+    with `restoring`: a shared one) finding it held is refused: two backups into one place
+    deleted each other's copies as they went, and both failed."""
+    root = Path(dest)
+    if not restoring and not root.exists():
+        root.mkdir(mode=PRIVATE_DIR, parents=True)
+    try:
+        fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY)
+    except NotADirectoryError:
+        raise EventLogError(f"{root} is not a directory") from None
+    except FileNotFoundError:
+        raise EventLogError(f"{root} holds no backup (no {BACKUP_FILE})") from None
+    try:
+        try:
+            fcntl.flock(fd, (fcntl.LOCK_SH if restoring else fcntl.LOCK_EX) | fcntl.LOCK_NB)
+        except BlockingIOError:
+            outcome = "nothing was restored" if restoring else "nothing was backed up"
+            raise EventLogError(
+                f"a backup into {root} is running; {outcome}: run this once it ends"
+            ) from None
+        yield
+    finally:
+        os.close(fd)
+
+
+def backup_log(
+    store: str | os.PathLike[str], dest: str | os.PathLike[str], *, link: bool = False
+) -> BackupRun:
+    """`backup`, by a caller that holds `dest` (`backing_up`)."""
     root = Path(dest)
     source = str(Path(store).resolve())
     with EventLog.open(store, readonly=True) as log:
@@ -231,7 +280,7 @@ def _check_store_files(root: Path, outcome: str) -> None:
 def _older(root: Path, source: str) -> BackupInfo | None:
     """The backup `root` already holds (None: it is new, empty, or an interrupted backup)."""
     if not root.exists():
-        root.mkdir(mode=0o700, parents=True)
+        root.mkdir(mode=PRIVATE_DIR, parents=True)
         return None
     if not root.is_dir():
         raise EventLogError(f"{root} is not a directory")
@@ -241,7 +290,17 @@ def _older(root: Path, source: str) -> BackupInfo | None:
         if older.source != source:
             raise EventLogError(f"{root} holds a backup of another store ({older.source})")
         return older
-    if (root / _PARTIAL).exists() or not any(root.iterdir()):
+    if not any(root.iterdir()):  # made by the user (`mkdir`, by the umask): as a new one
+        try:
+            os.chmod(root, PRIVATE_DIR)  # its modes are its files' and snapshots' (`Modes.of`)
+        except PermissionError:  # another user's (a shared /backups): not made public in it
+            raise EventLogError(
+                f"{root} is another user's and cannot be made private (mode 0700): nothing"
+                " was backed up; back up into a directory of your own inside it (lmg makes"
+                " DEST if it does not exist)"
+            ) from None
+        return None
+    if (root / _PARTIAL).exists():
         return None
     raise EventLogError(f"{root} is neither empty nor a backup: not written to")
 
@@ -385,11 +444,14 @@ def _matches(path: Path, known: Segment) -> bool:
     """Does the backup's file at `path` hold what the manifest says (size, tail)? Past the
     size, a writer's reserve of zeros may follow (an erasure appended its record there)."""
     try:
-        fd = open_file(path)
+        fd = open_file(path, os.O_RDONLY | os.O_NONBLOCK)  # a FIFO's open waits for a writer
     except FileNotFoundError:
         return False
     try:
-        size = os.fstat(fd).st_size
+        found = os.fstat(fd)
+        if not stat.S_ISREG(found.st_mode):
+            return False
+        size = found.st_size
         beyond = size == known.size or (size > known.size and is_reserve(fd, known.size, size))
     finally:
         os.close(fd)
@@ -487,6 +549,11 @@ def restoring(
     projections' database) appears with the store, or not at all. An error within leaves
     no store."""
     root, target = Path(dest), Path(store)
+    with backing_up(root, restoring=True):
+        yield from _restoring(root, target, force=force)
+
+
+def _restoring(root: Path, target: Path, *, force: bool) -> Iterator[tuple[BackupInfo, Path]]:
     info = backup_info(root)
     for name, segment in info.segments.items():
         if not _matches(root / name, segment):
@@ -494,8 +561,7 @@ def restoring(
                 "segment differs from the backup's manifest", str(root / name), None, None
             )
     _check_store_files(root, "nothing was restored")
-    if not force:
-        check_new_store(target)
+    _check_target(target, force=force)
     with (
         building_store(target, "restoring", replace=force) as building,
         _writing_into(
@@ -511,6 +577,8 @@ def restoring(
                 continue
             if path.is_symlink():
                 raise EventLogError(f"{path} is a symbolic link: a backup holds none")
+            if not path.is_file():  # a FIFO's open would wait for a writer, for ever
+                raise EventLogError(f"{path} is not a regular file: a backup holds none")
             _make_dirs(building, relative.parent)
             _copy_file(path, building / relative, None)
         errors = [p for p in verify(building) if p.severity == "error"]
@@ -527,6 +595,21 @@ def restoring(
                 first.lsn,
             )
         yield info, building
+
+
+def _check_target(target: Path, *, force: bool) -> None:
+    """`target` may be restored into: it is new or empty, or, with `force`, a store (one
+    holding a LOCK file). A directory that is not a store is the user's (a mistyped path)."""
+    try:
+        check_new_store(target)
+    except EventLogError:
+        if not force:
+            raise
+        if not (target.is_dir() and (target / "LOCK").is_file()):
+            raise EventLogError(
+                f"{target} is not a store (no LOCK file): --force replaces a store, nothing"
+                " else; nothing was restored"
+            ) from None
 
 
 def _make_dirs(root: Path, relative: Path) -> None:

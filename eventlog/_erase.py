@@ -385,6 +385,17 @@ def _ranges(lsns: Iterator[int] | Any) -> list[tuple[int, int]]:
     return ranges
 
 
+def _merged(ranges: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    """Inclusive ranges sorted, those that overlap or touch merged (an empty one dropped)."""
+    merged: list[tuple[int, int]] = []
+    for first, last in sorted(r for r in ranges if r[0] <= r[1]):
+        if merged and first <= merged[-1][1] + 1:
+            merged[-1] = (merged[-1][0], max(merged[-1][1], last))
+        else:
+            merged.append((first, last))
+    return merged
+
+
 class _Targets:
     """Membership in sorted inclusive LSN ranges, by bisect."""
 
@@ -428,6 +439,13 @@ def _apply(log: _Reads, erasure: Erasure) -> Erasure:
     """Steps 3 to 6 (see `_finish`)."""
     store: Store = log._store
     store.seal_active()
+    # A journal is ours, but may have been edited by hand: erase every LSN it names (the
+    # ranges in order, merged), and drop the snapshots from the first of them at least.
+    erasure.ranges = _merged(erasure.ranges)
+    if erasure.ranges:
+        first = erasure.ranges[0][0]
+        due = erasure.projections_from
+        erasure.projections_from = first if due is None else min(due, first)
     targets = _Targets(erasure.ranges)
     rewritten = 0  # each holds an event selected unerased: rewritten by now, if not here
     for first in store.segments()[:-1]:

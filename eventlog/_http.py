@@ -94,6 +94,13 @@ class Limits(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tr
     """A SQL text (the ``query`` of ``POST .../sql``, in UTF-8) longer than this is refused
     (413) before it is parsed: DuckDB's parse cannot be interrupted at `sql_time_s`, and
     takes seconds a megabyte (a 7 MB text held its query turn for 14 s)."""
+    max_sql_params: int = 100_000
+    """SQL parameter values a request may carry (``params`` of ``POST .../sql``: each item of
+    a list or dict counts, and each list or dict), and fields of the STRUCTs DuckDB makes of
+    its dicts (each dict of a list gets the keys of all of them); more is refused (413)
+    before they are rebuilt or bound: DuckDB cannot interrupt a bind, and 8 MB of ``[{},
+    {}, ...]`` held its query turn for 14 s and the service's event loop for 7 s, a list
+    of 8,000 dicts of one key each, all different, its turn for 55 s."""
     sql_time_s: float = 5.0
     """A SQL statement or typed read running longer is interrupted (`interrupt`) and
     refused (422); its cursor is closed, never left running."""

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import eventlog
 from eventlog import BackupInfo, BackupRun
-from eventlog._backup import restoring
+from eventlog._backup import backing_up, backup_log, restoring
 from eventlog._files import open_file
 from eventlog._index import fsync_dir
 
@@ -31,15 +31,16 @@ def backup(
     """Back up `store` into `dest`: its log, then the newest snapshot up to the log's copy
     (None if there is none). A kill while the snapshot is copied leaves a complete backup of
     the log whose snapshot is the older one, or none."""
-    run = eventlog.backup(store, dest, link=link)
-    try:
-        return run, Snapshots(store).copy_to(dest, at_most=run.info.last_lsn)
-    except OSError as exc:  # a full disk: the backup of the log is whole, and says so
-        raise ProjectionError(
-            f"the backup of the log in {dest} is complete (LSN 0..{run.info.last_lsn}), but "
-            f"its snapshot could not be copied ({exc.strerror or exc}): a restore of it folds "
-            "the projections from an older snapshot, or from the whole log"
-        ) from None
+    with backing_up(dest):  # its snapshot too: one backup into `dest` at a time
+        run = backup_log(store, dest, link=link)
+        try:
+            return run, Snapshots(store).copy_to(dest, at_most=run.info.last_lsn)
+        except OSError as exc:  # a full disk: the backup of the log is whole, and says so
+            raise ProjectionError(
+                f"the backup of the log in {dest} is complete (LSN 0..{run.info.last_lsn}), "
+                f"but its snapshot could not be copied ({exc.strerror or exc}): a restore of "
+                "it folds the projections from an older snapshot, or from the whole log"
+            ) from None
 
 
 def restore(

@@ -183,7 +183,7 @@ def backup_command(store: str, dest: str, *, link: bool) -> None:
 @click.command(name="restore", short_help="Create a store from a backup.")
 @click.argument("dest", type=PathType(file_okay=False))
 @click.argument("store", type=PathType(file_okay=False))
-@click.option("--force", is_flag=True, help="Replace STORE if it is not empty.")
+@click.option("--force", is_flag=True, help="Replace STORE if it is a store, not empty.")
 def restore_command(dest: str, store: str, *, force: bool) -> None:
     """Create STORE from the backup in DEST: the log as backed up (verified), and the
     projections from the backup's snapshot. Refuses a non-empty STORE unless --force.

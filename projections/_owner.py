@@ -236,6 +236,9 @@ class Owner:
                 began = time.monotonic()
                 self._fold()
                 rest = max(self.poll_s, REST * (time.monotonic() - began))
+                if self.error is not None:  # what stopped it is gone (a journal repaired)
+                    print("lmg serve: the fold goes on again", file=sys.stderr, flush=True)
+                    self.error = None
             except Exception as exc:  # a poison event: reads go on, /readyz says why
                 if self.error is None:
                     print(f"lmg serve: the fold stopped: {exc}", file=sys.stderr, flush=True)

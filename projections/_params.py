@@ -34,7 +34,7 @@ from typing import Any
 
 from .errors import SqlFailed
 
-__all__ = ["MAX_DEPTH", "TYPES", "Params", "checked", "from_wire", "to_wire"]
+__all__ = ["MAX_DEPTH", "TYPES", "Params", "checked", "from_wire", "to_wire", "values_within"]
 
 Params = list[Any] | tuple[Any, ...] | dict[str, Any] | None
 
@@ -107,7 +107,7 @@ def _plain(value: Any, path: str, depth: int) -> Any:
     if kind is str and not value.isascii():
         _utf8(value, path)
     if kind in TYPES:
-        return value
+        return _zoned(value, path) if kind in (dt.datetime, dt.time) else value
     if kind in (list, tuple) or kind is dict:
         if depth >= MAX_DEPTH:
             raise SqlFailed(f"SQL parameter {path} nests deeper than {MAX_DEPTH} {_DOCS}")
@@ -121,6 +121,26 @@ def _plain(value: Any, path: str, depth: int) -> Any:
             f" {_NAMES}, or a list or dict of them {_DOCS}"
         )
     return _plain(based, path, depth)
+
+
+_TIME_OFFSET = dt.timedelta(hours=15, minutes=59, seconds=59)
+"""The largest UTC offset of DuckDB's TIME WITH TIME ZONE."""
+
+
+def _zoned(value: dt.datetime | dt.time, path: str) -> dt.datetime | dt.time:
+    """`value` without its tzinfo if that gives no UTC offset (a `time` in a `ZoneInfo`):
+    naive, as Python says, and as it travels (`isoformat`); DuckDB's bind of it raised a
+    bare AttributeError. A time whose offset DuckDB cannot hold is refused: it was bound,
+    then failed as DuckDB's INTERNAL Error wherever it was read (client side, remotely)."""
+    offset = value.utcoffset()
+    if offset is None:
+        return value if value.tzinfo is None else value.replace(tzinfo=None)
+    if type(value) is dt.time and abs(offset) > _TIME_OFFSET:
+        raise SqlFailed(
+            f"SQL parameter {path} is a time whose UTC offset is past 15:59:59,"
+            f" which DuckDB's TIME WITH TIME ZONE cannot hold {_DOCS}"
+        )
+    return value
 
 
 _NONE = object()  # what `_based` answers for a value of no type it knows
@@ -201,6 +221,41 @@ def from_wire(params: Any, types: Any) -> list[Any] | dict[str, Any] | None:
     if types is not None and not isinstance(types, (list, dict)):
         raise SqlFailed(f"SQL parameter types do not have the shape of the parameters {_DOCS}")
     return checked(_decode(params, types, "", 0))
+
+
+def values_within(params: Any, most: int) -> bool:
+    """Does the JSON of ``"params"`` hold at most `most` values (each item of a list or dict
+    counts, and each list or dict), and make STRUCTs of at most `most` fields in all?
+    DuckDB gives each dict of a list (at any depth of one parameter) the fields of every
+    dict there: 8,000 dicts of one key each, all different, are 64 million fields, bound
+    in 55 s. Counted without rebuilding them, and no further than `most`: a service refuses
+    more before it spends time on them (DuckDB's bind of them cannot be interrupted)."""
+    if not isinstance(params, list | dict):
+        return True  # not parameters at all: `from_wire` says so
+    if len(params) > most:
+        return False
+    items = params.items() if isinstance(params, dict) else enumerate(params)
+    todo: list[tuple[Any, tuple[Any, ...]]] = [(value, (key,)) for key, value in items]
+    count, fields = len(params), 0
+    dicts: dict[tuple[Any, ...], tuple[int, set[str]]] = {}  # where: how many, their keys
+    while todo and count <= most and fields <= most:
+        value, where = todo.pop()
+        if not isinstance(value, list | dict):
+            continue
+        count += len(value)
+        if count > most:
+            break
+        if isinstance(value, list):
+            inside = (*where, None)  # the items of a list make one column
+            todo.extend((item, inside) for item in value)
+            continue
+        seen, keys = dicts.setdefault(where, (0, set()))
+        fields -= seen * len(keys)
+        keys.update(value)
+        dicts[where] = (seen + 1, keys)
+        fields += (seen + 1) * len(keys)
+        todo.extend((item, (*where, key)) for key, item in value.items())
+    return count <= most and fields <= most
 
 
 def _decode(value: Any, tag: Any, path: str, depth: int) -> Any:

@@ -39,7 +39,7 @@ from eventlog._http import (
 )
 
 from ._owner import Owner
-from ._params import from_wire
+from ._params import from_wire, values_within
 from ._reads import GraphReader, NotFound
 from ._sandbox import check, one_line, relation_on, start, translated
 from .errors import BadArgument, DatabaseBusy, ProjectionError, SqlFailed, SqlRefused
@@ -253,7 +253,8 @@ def _head_within(batch: pa.RecordBatch, budget: int) -> pa.RecordBatch:
 
 async def sql_body(request: Request, service: Service) -> SqlRequest:
     """The request, its query at most `max_sql_bytes` long (a parse cannot be interrupted),
-    its parameters rebuilt from their JSON and checked as embedded (`_params`, `SqlFailed`)."""
+    its parameters at most `max_sql_params` values (nor a bind), rebuilt from their JSON and
+    checked as embedded (`_params`, `SqlFailed`)."""
     raw = await read_body(request, service.limits.max_body_bytes, service.limits.body_timeout_s)
     try:
         body = msgspec.json.decode(raw, type=SqlRequest)
@@ -262,6 +263,13 @@ async def sql_body(request: Request, service: Service) -> SqlRequest:
     limit = service.limits.max_sql_bytes
     if len(body.query.encode()) > limit:
         raise ApiError(413, "too_large", f"the query is longer than {limit} bytes")
+    most = service.limits.max_sql_params
+    if not values_within(body.params, most):
+        raise ApiError(
+            413,
+            "too_large",
+            f"the parameters hold more than {most} values, or make STRUCTs of more fields",
+        )
     params = from_wire(body.params, body.types)
     return msgspec.structs.replace(body, params=params, types=None)
 

@@ -345,18 +345,29 @@ def translated(fn: Callable[[], R]) -> R:
         raise SqlFailed(one_line(exc)) from exc
 
 
-_QUOTED = re.compile(r'\s*"[^"]*"')
-_PATH = re.compile(
-    r"""\s*(?:"[^"\n]*[/\\][\w.~-][^"\n]*"|'[^'\n]*[/\\][\w.~-][^'\n]*'"""
-    r"""|(?<![\w.:/])/[\w.~-][^\s"',;:()\[\]]*)"""
-)
-"""A quoted text with a slash in it, or an unquoted absolute path: what may be a host path."""
+# Each match starts where no space precedes it, and a quoted text ends at its quote: linear
+# in the message, which may repeat the caller's text (a value that failed a cast). A space
+# led each start of a run of them, and a text with a slash searched on past every slash for
+# a quote the line did not hold (cut at a newline the value had): quadratic, holding the
+# GIL, so 80 KB of '/a' froze the service 11 s and a 256 KiB query for minutes.
+_QUOTED = re.compile(r'(?<!\s)\s*"[^"]*"')
+_PATH = re.compile(r"""(?<!\s)\s*(?:"[^"\n]*"|'[^'\n]*'|(?<![\w.:/])/[\w.~-][^\s"',;:()\[\]]*)""")
+"""A quoted text, or an unquoted absolute path: what may be a host path (`_unpathed`)."""
+_SLASHED = re.compile(r"[/\\][\w.~-]")
 
 
 def one_line(exc: BaseException) -> str:
     """The first line of DuckDB's message, without what may be a path of the host (a file it
     could not open, its temporary directory, the service user's home)."""
-    return _PATH.sub("", _first_line(exc))
+    return _PATH.sub(_unpathed, _first_line(exc))
+
+
+def _unpathed(found: re.Match[str]) -> str:
+    """What `_PATH` found, less a path: a quoted text with a slash in it, or an absolute
+    path, goes with the space before it; a quoted text without one stays."""
+    text = found.group()
+    quoted = text.lstrip()[:1] in ("'", '"')
+    return text if quoted and _SLASHED.search(text) is None else ""
 
 
 def _first_line(exc: BaseException) -> str:

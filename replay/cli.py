@@ -430,8 +430,8 @@ def snapshot_command(*, store: str | None, point: str | None, keep: int, listing
     multiple=True,
     metavar="NAME=VALUE",
     help="Change a limit (repeatable): max_body_bytes, body_timeout_s, max_batch_appends, "
-    "max_rows, max_answer_bytes, max_sql_bytes, sql_time_s, replay_time_s, max_queries, "
-    "max_follows, otlp_trace_timeout_s, otlp_log_wait_s (docs/service.md, Limits).",
+    "max_rows, max_answer_bytes, max_sql_bytes, max_sql_params, sql_time_s, replay_time_s, "
+    "max_queries, max_follows, otlp_trace_timeout_s, otlp_log_wait_s (docs/service.md, Limits).",
 )
 @click.option(
     "--retention-every",

@@ -23,6 +23,7 @@ import pytest
 
 import eventlog
 from eventlog import events as ev
+from eventlog._backup import backing_up
 from tests._processes import LMG, Child, run_with_full_disk
 
 SEGMENT_BYTES = 16_384
@@ -586,6 +587,96 @@ def test_cli_restore_refuses_a_non_empty_store_without_force(store: Path, tmp_pa
     )
     assert forced.returncode == 0, forced.stderr
     assert _records(tmp_path / "other") == _records(store)
+
+
+def test_one_backup_into_a_dest_at_a_time(store: Path, tmp_path: Path) -> None:
+    """Two ``lmg backup`` into one DEST at once deleted each other's copies as they went:
+    both failed, with lines that named a missing file or a segment that "starts at LSN
+    5359, expected 0". While one runs, another (or a restore from DEST) is refused in one
+    line and the one running completes."""
+    _fill(store, 300)
+    dest = tmp_path / "bk"
+    eventlog.backup(store, dest)
+    _fill(store, 300, seed=1)
+
+    def lmg(*args: Path) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([LMG, *map(str, args)], check=False, capture_output=True, text=True)
+
+    with backing_up(dest):  # a backup running
+        refused = lmg(Path("backup"), store, dest)
+        assert refused.returncode == 1 and refused.stderr == (
+            f"Error: a backup into {dest} is running; nothing was backed up: run this once it"
+            " ends\n"
+        )
+        refused = lmg(Path("restore"), dest, tmp_path / "restored")
+        assert refused.returncode == 1 and refused.stderr == (
+            f"Error: a backup into {dest} is running; nothing was restored: run this once it ends\n"
+        )
+    assert eventlog.backup_info(dest).last_lsn == 300
+    both = [
+        subprocess.Popen([LMG, "backup", str(store), str(dest)], stderr=subprocess.PIPE, text=True)
+        for _ in range(2)
+    ]
+    said = [child.communicate(timeout=60)[1] for child in both]
+    assert 0 in [child.returncode for child in both], said
+    assert all(not line or "a backup into" in line for line in said), said
+    _assert_restores_identically(dest, store, tmp_path / "restored")
+
+
+def test_restore_refuses_a_fifo_in_the_backup(store: Path, tmp_path: Path) -> None:
+    """A named pipe among a backup's files: `lmg restore` waited for ever in its open. It is
+    refused in one line, as a symbolic link is, leaving no store and no copy."""
+    _fill(store, 5)
+    eventlog.backup(store, tmp_path / "bk")
+    os.mkfifo(tmp_path / "bk" / "notes")
+    run = subprocess.run(
+        [LMG, "restore", str(tmp_path / "bk"), str(tmp_path / "restored")],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert run.returncode == 1 and run.stderr == (
+        f"Error: {tmp_path / 'bk' / 'notes'} is not a regular file: a backup holds none\n"
+    )
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bk", "store"]
+    segment = next((tmp_path / "bk").glob("*.seg"))  # one the manifest names
+    segment.unlink()
+    os.mkfifo(segment)
+    run = subprocess.run(
+        [LMG, "restore", str(tmp_path / "bk"), str(tmp_path / "restored")],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert run.returncode == 1 and run.stderr.startswith(
+        f"Error: segment differs from the backup's manifest: {segment}"
+    )
+
+
+def test_cli_restore_force_replaces_a_store_and_nothing_else(store: Path, tmp_path: Path) -> None:
+    """``lmg restore BACKUP DIR --force`` with DIR a directory of the user's that is not a
+    store (a mistyped path: a project, a home) is refused in one line, DIR untouched: it
+    was swapped out and deleted, files and all."""
+    _fill(store, 5)
+    eventlog.backup(store, tmp_path / "bk")
+    mine = tmp_path / "project"
+    (mine / "src").mkdir(parents=True)
+    (mine / "notes.txt").write_text("mine")
+    refused = subprocess.run(
+        [LMG, "restore", str(tmp_path / "bk"), str(mine), "--force"],
+        check=False,
+        capture_output=True,
+        text=True,
+    )
+    assert refused.returncode == 1, refused.stderr
+    assert refused.stderr == (
+        f"Error: {mine} is not a store (no LOCK file): --force replaces a store, nothing else;"
+        " nothing was restored\n"
+    )
+    assert (mine / "notes.txt").read_text() == "mine" and (mine / "src").is_dir()
+    assert not list(tmp_path.glob(".project.*"))
 
 
 @pytest.mark.slow

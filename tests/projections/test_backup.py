@@ -110,6 +110,35 @@ def test_backup_without_a_snapshot_says_so(tmp_path: Path) -> None:
     assert not (tmp_path / "restored" / "projections.duckdb").exists()
 
 
+def test_a_backup_into_a_directory_made_beforehand_is_private(tmp_path: Path) -> None:
+    """``mkdir DEST`` (0755 by the usual umask), then ``lmg backup STORE DEST``: the backup's
+    files, its manifest and its snapshot's are 0600 and its directories 0700, as in a DEST
+    the backup makes (they were 0640 and 0750: the store's content readable by its group)."""
+    source = tmp_path / "source"
+    with MemoryGraph.open(source) as g:
+        record_demo(g)
+    with Projector(source, snapshots=SnapshotPolicy(every_events=5)) as projector:
+        projector.catch_up()
+    dest = tmp_path / "bk"
+    old = os.umask(0o022)
+    try:
+        dest.mkdir()
+    finally:
+        os.umask(old)
+    run = subprocess.run(
+        [LMG, "backup", str(source), str(dest)], check=False, capture_output=True, text=True
+    )
+    assert run.returncode == 0, run.stderr
+    assert "projections: the snapshot at LSN" in run.stdout
+    modes = {
+        str(p.relative_to(tmp_path)): oct(p.stat().st_mode & 0o777)
+        for p in [dest, *dest.rglob("*")]
+        if not p.is_symlink()
+    }
+    wanted = {path: oct(0o700 if (tmp_path / path).is_dir() else 0o600) for path in modes}
+    assert modes == wanted
+
+
 @pytest.mark.slow
 def test_backups_beside_a_following_projector_restore_its_tables(tmp_path: Path) -> None:
     """A projector follows the log and takes snapshots (pruning as it goes) while backups

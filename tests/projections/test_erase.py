@@ -454,6 +454,37 @@ def test_erase_onto_a_full_disk_loses_nothing_and_finishes_with_room(
     assert_erased_as_expected(fx, alice)
 
 
+def test_a_hand_edited_journal_is_resumed_whole(tmp_path: Path) -> None:
+    """A journal edited by hand (its ranges out of order, no ``projections_from``):
+    ``--resume`` erased the first range it met and skipped those before it, kept the
+    snapshots that held the content, and reported every event erased. It now erases every
+    LSN the journal names and drops the snapshots from the first."""
+    fx = Fixture(tmp_path / "store")
+    fx.project()
+    alice = sorted(_alice_lsns(fx))
+    first_half = [lsn for lsn in alice if lsn < alice[len(alice) // 2]]
+    ranges = [(a, a) for a in alice if a not in first_half] + [(a, a) for a in first_half]
+    record = ev.ErasureApplied(
+        erasure_id=uuid.uuid4(),
+        marked_at=time.time_ns(),
+        events=len(alice),
+        first_lsn=alice[0],
+        last_lsn=alice[-1],
+        metadata_keys=["user"],
+        actor="dpo",
+    )
+    journal = json.loads(msgspec.json.encode(eventlog.Erasure(record=record, ranges=ranges)))
+    del journal["projections_from"]
+    (fx.path / eventlog.JOURNAL_FILE).write_text(json.dumps(journal))
+    done = lmg("erase", str(fx.path), "--resume")
+    assert f"snapshots from LSN {alice[0]} were dropped" in done.stdout, done.stdout
+    assert eventlog.pending_erasure(fx.path) is None
+    fx.project()
+    assert scan(fx.path, fx.secrets) == []
+    assert scan(fx.path, fx.kept)
+    assert_erased_as_expected(fx, set(alice))
+
+
 ERASE_CHILD = [sys.executable, "-m", "tests.projections._erase_child"]
 
 

@@ -19,6 +19,8 @@ from projections._params import checked, from_wire, to_wire
 _OFFSETS = st.builds(
     dt.timezone, st.timedeltas(min_value=dt.timedelta(hours=-23), max_value=dt.timedelta(hours=23))
 )
+_LARGEST = dt.timedelta(hours=15, minutes=59, seconds=59)  # a time's (DuckDB's TIMETZ)
+_TIME_OFFSETS = st.builds(dt.timezone, st.timedeltas(min_value=-_LARGEST, max_value=_LARGEST))
 _SCALARS = st.one_of(
     st.none(),
     st.booleans(),
@@ -29,7 +31,7 @@ _SCALARS = st.one_of(
     st.uuids(),
     st.datetimes(timezones=st.none() | _OFFSETS),
     st.dates(),
-    st.times(timezones=st.none() | _OFFSETS),
+    st.times(timezones=st.none() | _TIME_OFFSETS),
     st.timedeltas(),
     st.decimals(places=3, max_value=10**20, min_value=-(10**20)) | st.decimals(),
 )

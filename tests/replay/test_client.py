@@ -19,6 +19,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import msgspec
 import pytest
@@ -288,6 +289,19 @@ class _Row(list[Any]):
     """A list of a subclass."""
 
 
+class _NoOffset(dt.tzinfo):
+    """A tzinfo that gives no UTC offset (a datetime of it is naive)."""
+
+    def utcoffset(self, _when: dt.datetime | None) -> dt.timedelta | None:
+        return None
+
+    def dst(self, _when: dt.datetime | None) -> dt.timedelta | None:
+        return None
+
+    def tzname(self, _when: dt.datetime | None) -> str | None:
+        return None
+
+
 def _nested(depth: int) -> Any:
     value: Any = 1
     for _ in range(depth):
@@ -306,6 +320,13 @@ _BOUND: dict[str, tuple[Any, str]] = {
     "date": (dt.date(2026, 1, 2), "DATE"),
     "time": (dt.time(3, 4, 5, 6), "TIME"),
     "aware time": (dt.time(3, 4, tzinfo=dt.UTC), "TIME WITH TIME ZONE"),
+    # Naive, as Python says (its tzinfo gives no UTC offset): embedded, DuckDB's bind raised
+    # a bare AttributeError ('NoneType' object has no attribute 'days'), remote bound TIME.
+    "a time in a ZoneInfo": (dt.time(3, 4, tzinfo=ZoneInfo("Europe/Paris")), "TIME"),
+    "a datetime of a tzinfo without offset": (
+        dt.datetime(2026, 1, 2, 3, 4, tzinfo=_NoOffset()),
+        "TIMESTAMP",
+    ),
     "timedelta": (dt.timedelta(days=-1, microseconds=5), "INTERVAL"),
     "Decimal": (decimal.Decimal("1.250"), "DECIMAL(4,3)"),
     "NaN": (math.nan, "DOUBLE"),
@@ -346,6 +367,12 @@ _REFUSED: dict[str, tuple[Any, str]] = {
     "an int key": ([{"a": {1: 2}}], "SQL parameter 1['a'] has a key of type int"),
     "a lone surrogate": ({"x": ["a\ud800"]}, "SQL parameter $x[0] is a str that is not UTF-8"),
     "too deep": ([_nested(17)], "SQL parameter 1" + "[0]" * 16 + " nests deeper than 16"),
+    # Bound, then DuckDB's INTERNAL Error where it was read: a bare InternalException from
+    # `rows` of RemoteGraph (reading the Arrow answer), SqlFailed embedded.
+    "a time 20 hours east": (
+        {"t": [dt.time(12, tzinfo=dt.timezone(dt.timedelta(hours=20)))]},
+        "SQL parameter $t[0] is a time whose UTC offset is past 15:59:59",
+    ),
 }
 """Parameters refused, and the start of the one line that says why (naming the parameter and
 its type), the same embedded and remote, from `sql` and `rows`."""
@@ -481,6 +508,57 @@ def test_the_service_refuses_parameters_a_raw_http_caller_sends(served: Service)
         }
         answer = served.http.post(url, json={**typed, **at})
         assert answer.json()["rows"] == [["UUID", "BLOB", "\\x00\\xFF", "DOUBLE", "-inf"]], at
+
+
+def test_the_service_refuses_more_parameter_values_than_max_sql_params(served: Service) -> None:
+    """A body of many small values (a DuckDB bind cannot be interrupted: 8 MB of ``{}`` held
+    the service 14 s past a 5 s limit), or of dicts DuckDB makes STRUCTs of many fields (each
+    dict of a list gets the keys of all: 8,000 dicts of one key each, all different, held it
+    55 s), is 413 before it is rebuilt; at the limit it binds."""
+    url = "/v1/stores/default/sql"
+    many: list[Any] = [
+        [[{}] * 100_000],
+        [0] * 100_001,
+        {"a": [[0] * 50_000, [0] * 50_000]},
+        [[{f"k{i}": 1} for i in range(400)]],  # 160,000 fields
+        [[{"x": [{f"k{i}": 1}]} for i in range(400)]],
+    ]
+    for params in many:
+        began = time.monotonic()
+        answer = served.http.post(url, json={"query": "SELECT 1", "params": params})
+        assert answer.status_code == 413, answer.text
+        assert answer.json()["error"] == {
+            "code": "too_large",
+            "message": "the parameters hold more than 100000 values, or make STRUCTs of more"
+            " fields",
+        }
+        assert time.monotonic() - began < 2.0
+    within = {"query": "SELECT len(?)", "params": [[0] * 99_999]}
+    assert served.http.post(url, json=within).json()["rows"] == [[99_999]]
+    structs = [[{f"k{i}": 1} for i in range(300)]]  # 90,000 fields
+    within = {"query": "SELECT len(?)", "params": structs}
+    assert served.http.post(url, json=within).json()["rows"] == [[300]]
+
+
+def test_an_error_repeating_a_long_value_is_answered_at_once(
+    served: Service, tmp_path: Path
+) -> None:
+    """DuckDB's error repeats a value that failed a cast; its one line was scrubbed of paths
+    by a regex quadratic in it (a run of spaces, or slashes up to a newline), holding the
+    GIL: 80 KB of ``/a`` froze every route of the service 11 s, past the 5 s limit."""
+    said = "Conversion Error: Could not convert string"
+    values = ["/a" * 100_000 + "\nx", " " * 200_000 + "x", "'" + "/a" * 100_000]
+    with MemoryGraph.open(tmp_path / "embedded") as g:
+        for value in values:
+            began = time.monotonic()
+            answer = served.http.post(
+                "/v1/stores/default/sql", json={"query": "SELECT ?::INT", "params": [value]}
+            )
+            assert answer.status_code == 422, answer.text[:200]
+            assert answer.json()["error"]["message"].startswith(said)
+            with pytest.raises(projections.SqlFailed, match=f"^{said}"):
+                g.rows("SELECT ?::INT", [value])
+            assert time.monotonic() - began < 2.0
 
 
 def test_no_answer_is_a_service_error_that_says_to_retry(tmp_path: Path) -> None:

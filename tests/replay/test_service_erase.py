@@ -214,3 +214,29 @@ def test_a_read_waiting_its_turn_through_an_erasure_is_told_to_retry(tmp_path: P
         assert second.status_code == 503 and second.json()["error"]["code"] == "busy", second.text
     finally:
         assert service.stop() == 0
+
+
+def test_a_fold_stopped_by_a_damaged_journal_goes_on_once_it_is_repaired(
+    served: Served,
+) -> None:
+    """A damaged ``ERASURE.json`` stops the fold (/readyz 503 ``fold_stopped``); once it is
+    repaired the fold goes on and says so: /readyz was 503 until a restart, and reads no
+    longer waited for the appends acknowledged before them (they answered stale rows)."""
+    journal = served.store / eventlog.JOURNAL_FILE
+    journal.write_text('{"record": 5')
+    auth = {"Authorization": f"Bearer {served.writer}"}
+    with eventlog.connect(served.url, token=served.writer) as log:
+        log.create_session()
+        served.service.child.wait_for(
+            lambda: served.service.http.get("/readyz").status_code == 503, "the fold to stop"
+        )
+        journal.unlink()
+        served.service.child.wait_for(
+            lambda: served.service.http.get("/readyz").status_code == 200, "the fold to go on"
+        )
+        assert "the fold goes on again" in served.service.child.stderr()
+        sql = {"query": "SELECT count(*) FROM sessions"}
+        for sessions in (3, 4, 5):
+            log.create_session()
+            answer = served.service.http.post("/v1/stores/default/sql", json=sql, headers=auth)
+            assert answer.json()["rows"] == [[sessions]]
