@@ -46,7 +46,14 @@ from pathlib import Path
 import google_crc32c
 import msgspec
 
-from ._copy import ORIGIN_FILE, Origin, building_store, check_new_store, sync_tree
+from ._copy import (
+    ORIGIN_FILE,
+    Origin,
+    building_store,
+    check_new_store,
+    fsync_file,
+    sync_tree,
+)
 from ._erase import JOURNAL_FILE, Erasure
 from ._files import (
     PRIVATE_DIR,
@@ -400,11 +407,7 @@ def _link_or_copy(source: Path, target: Path) -> None:
         if exc.errno not in _NO_LINKS:
             raise
         _copy_file(source, target, None)
-        fd = open_file(target)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        fsync_file(target)
 
 
 def _copy_segments(

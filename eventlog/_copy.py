@@ -54,6 +54,7 @@ __all__ = [
     "building_store",
     "check_new_store",
     "copy_prefix",
+    "fsync_file",
     "origin",
     "replaced_leftovers",
     "sync_tree",
@@ -234,13 +235,18 @@ def sync_tree(directory: Path) -> None:
     for path in directory.iterdir():
         if path.is_dir():
             sync_tree(path)
-            continue
-        fd = open_file(path)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        else:
+            fsync_file(path)
     fsync_dir(directory)
+
+
+def fsync_file(path: Path) -> None:
+    """fsync one file (never through a link)."""
+    fd = open_file(path)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def _write_new(path: Path, data: bytes, mode: int) -> None:
