@@ -49,7 +49,10 @@ def _iso(value: dt.date | dt.time) -> str:
 
 
 def _float(value: float) -> str | None:
-    return None if math.isfinite(value) else repr(value)  # "nan", "inf", "-inf"
+    """JSON's text for a float it has no number for; a NaN keeps its sign ("-nan")."""
+    if math.isfinite(value):
+        return None
+    return "-nan" if math.isnan(value) and math.copysign(1.0, value) < 0 else repr(value)
 
 
 _ENCODE: dict[type, tuple[str, Callable[[Any], Any]]] = {

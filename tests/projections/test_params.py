@@ -71,6 +71,16 @@ def test_parameters_sent_bind_as_the_callers_own(
     assert _bound(con, from_wire(sent["params"], sent["types"])) == _bound(con, checked(params))
 
 
+@pytest.mark.parametrize("value", [float("nan"), -float("nan"), float("inf"), -float("inf")])
+def test_floats_json_has_no_number_for_travel_whole(
+    con: duckdb.DuckDBPyConnection, value: float
+) -> None:
+    """A NaN keeps its sign over the wire (DuckDB shows ``-nan``), infinities theirs."""
+    values, types = to_wire([value])
+    sent = msgspec.json.decode(msgspec.json.encode({"params": values, "types": types}))
+    assert _bound(con, from_wire(sent["params"], sent["types"])) == _bound(con, [value])
+
+
 def test_plain_json_parameters_travel_without_types() -> None:
     """A request of JSON values only has no ``"types"``: raw callers' bodies are unchanged."""
     assert to_wire([1, 0.5, "a", None, True, [1], {"k": "v"}]) == (
