@@ -134,14 +134,15 @@ def _zoned(value: dt.datetime | dt.time, path: str) -> dt.datetime | dt.time:
     """`value` without its tzinfo if that gives no UTC offset (a `time` in a `ZoneInfo`):
     naive, as Python says, and as it travels (`isoformat`); DuckDB's bind of it raised a
     bare AttributeError. A time whose offset DuckDB cannot hold is refused: it was bound,
-    then failed as DuckDB's INTERNAL Error wherever it was read (client side, remotely)."""
+    then failed as DuckDB's INTERNAL Error wherever it was read (client side, remotely), or
+    (an offset with microseconds) refused embedded but bound, rounded, over HTTP."""
     offset = value.utcoffset()
     if offset is None:
         return value if value.tzinfo is None else value.replace(tzinfo=None)
-    if type(value) is dt.time and abs(offset) > _TIME_OFFSET:
+    if type(value) is dt.time and (abs(offset) > _TIME_OFFSET or offset.microseconds):
         raise SqlFailed(
-            f"SQL parameter {path} is a time whose UTC offset is past 15:59:59,"
-            f" which DuckDB's TIME WITH TIME ZONE cannot hold {_DOCS}"
+            f"SQL parameter {path} is a time whose UTC offset is past 15:59:59 or has a"
+            f" fraction of a second, which DuckDB's TIME WITH TIME ZONE cannot hold {_DOCS}"
         )
     return value
 
