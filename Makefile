@@ -20,7 +20,7 @@ test: $(VENV)/.installed  ## lint, type-check, then every test (crash and concur
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
-	HYPOTHESIS_PROFILE=gate $(BIN)/pytest -q
+	LMG_TEST_GATE=1 $(BIN)/pytest -q
 
 test-fast: $(VENV)/.installed  ## the quick loop: lint, type-check, every test but the slow ones, on every core
 	$(BIN)/ruff check .

@@ -28,6 +28,7 @@ import datetime as dt
 import decimal
 import enum
 import math
+import re
 import uuid
 from collections.abc import Callable
 from typing import Any
@@ -66,10 +67,25 @@ _ENCODE: dict[type, tuple[str, Callable[[Any], Any]]] = {
 }
 """The value types JSON cannot carry as themselves: their tag and their JSON form."""
 
+_FRACTION_OFFSET = re.compile(r"([+-])00:00:00\.(\d{6})$")
+
+
+def _timestamp(text: str) -> dt.datetime:
+    """`datetime.fromisoformat`, but for Python 3.11's, which reads an offset of under a
+    second (``+00:00:00.000001``) as UTC."""
+    value = dt.datetime.fromisoformat(text)
+    under_a_second = _FRACTION_OFFSET.search(text)
+    if under_a_second is None or value.tzinfo is None:
+        return value
+    sign, micros = under_a_second.groups()
+    offset = dt.timedelta(microseconds=int(micros))
+    return value.replace(tzinfo=dt.timezone(-offset if sign == "-" else offset))
+
+
 _DECODE: dict[str, Callable[[Any], Any]] = {
     "blob": lambda v: base64.b64decode(v, validate=True),
     "uuid": uuid.UUID,
-    "timestamp": dt.datetime.fromisoformat,
+    "timestamp": _timestamp,
     "date": dt.date.fromisoformat,
     "time": dt.time.fromisoformat,
     "interval": lambda v: dt.timedelta(microseconds=v),

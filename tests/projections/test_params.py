@@ -83,6 +83,18 @@ def test_floats_json_has_no_number_for_travel_whole(
     assert _bound(con, from_wire(sent["params"], sent["types"])) == _bound(con, [value])
 
 
+@pytest.mark.parametrize("micros", [1, -1, 500_000])
+def test_a_timestamps_offset_under_a_second_travels(
+    con: duckdb.DuckDBPyConnection, micros: int
+) -> None:
+    """Python 3.11's `fromisoformat` reads ``+00:00:00.000001`` as UTC: the instant moved."""
+    offset = dt.timezone(dt.timedelta(microseconds=micros))
+    value = [dt.datetime(2000, 1, 1, tzinfo=offset)]
+    values, types = to_wire(value)
+    sent = msgspec.json.decode(msgspec.json.encode({"params": values, "types": types}))
+    assert _bound(con, from_wire(sent["params"], sent["types"])) == _bound(con, value)
+
+
 def test_plain_json_parameters_travel_without_types() -> None:
     """A request of JSON values only has no ``"types"``: raw callers' bodies are unchanged."""
     assert to_wire([1, 0.5, "a", None, True, [1], {"k": "v"}]) == (
