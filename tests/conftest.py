@@ -37,15 +37,19 @@ def log(store: Path) -> Iterator[eventlog.EventLog]:
 
 
 @pytest.fixture
-def rng(request: pytest.FixtureRequest) -> random.Random:
-    """A seeded RNG; the seed is printed so a failing random test can be replayed.
-
-    Set LMG_TEST_SEED to replay one. The gate's seed is the test's own (its id's CRC-32).
-    """
+def drawn_seed(request: pytest.FixtureRequest) -> int:
+    """A random test's seed, printed so a failing run can be replayed (LMG_TEST_SEED=N).
+    New on each run; the gate's is the test's own (its id's CRC-32)."""
     drawn = zlib.crc32(request.node.nodeid.encode()) if GATE else random.randrange(2**32)
     seed = int(os.environ.get("LMG_TEST_SEED", drawn))
     print(f"{request.node.nodeid}: random seed {seed} (LMG_TEST_SEED={seed} to replay)")
-    return random.Random(seed)
+    return seed
+
+
+@pytest.fixture
+def rng(drawn_seed: int) -> random.Random:
+    """A random.Random of `drawn_seed`."""
+    return random.Random(drawn_seed)
 
 
 VICTIM = b"the victim's own bytes\n"

@@ -680,13 +680,14 @@ def test_cli_restore_force_replaces_a_store_and_nothing_else(store: Path, tmp_pa
 
 
 @pytest.mark.slow
-def test_backups_under_load_restore_identically(store: Path, tmp_path: Path) -> None:
+def test_backups_under_load_restore_identically(
+    store: Path, tmp_path: Path, drawn_seed: int
+) -> None:
     """Four processes append (rotating segments) while backups are taken into one place.
     They run the child's mode for several writers: the crash mode's appends expect to be
     the only writer's, so there they stopped one another, and none might be left."""
     eventlog.open(store, segment_bytes=SEGMENT_BYTES).close()
-    seed = random.randrange(2**32)
-    print(f"seed {seed}")
+    seed = drawn_seed
     children = [
         Child(
             [

@@ -15,7 +15,6 @@ A mismatch names the seed and the step; ``LMG_TEST_SEED=<seed>`` replays a seed.
 
 from __future__ import annotations
 
-import os
 import random
 import uuid
 from collections.abc import Callable
@@ -404,8 +403,6 @@ def test_cached_reads_answer_as_a_fresh_reader_after_any_appends(store: Path, se
     run(store, seed)
 
 
-def test_cached_reads_answer_as_a_fresh_reader_random_seed(store: Path) -> None:
+def test_cached_reads_answer_as_a_fresh_reader_random_seed(store: Path, drawn_seed: int) -> None:
     """One more seed, new on each run (printed; ``LMG_TEST_SEED`` replays it)."""
-    seed = int(os.environ.get("LMG_TEST_SEED", random.randrange(2**32)))
-    print(f"random seed {seed} (LMG_TEST_SEED={seed} to replay)")
-    run(store, seed)
+    run(store, drawn_seed)

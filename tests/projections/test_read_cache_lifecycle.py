@@ -19,7 +19,6 @@ once. A mismatch names the seed and the step; ``LMG_TEST_SEED=<seed>`` replays a
 
 from __future__ import annotations
 
-import os
 import random
 import subprocess
 import threading
@@ -250,12 +249,10 @@ def test_cached_reads_answer_as_a_fresh_reader_after_erasures(
 
 
 def test_cached_reads_answer_as_a_fresh_reader_after_erasures_random_seed(
-    tmp_path: Path, store: Path
+    tmp_path: Path, store: Path, drawn_seed: int
 ) -> None:
     """One more seed, new on each run (printed; ``LMG_TEST_SEED`` replays it)."""
-    seed = int(os.environ.get("LMG_TEST_SEED", random.randrange(2**32)))
-    print(f"random seed {seed} (LMG_TEST_SEED={seed} to replay)")
-    run(store, tmp_path, seed)
+    run(store, tmp_path, drawn_seed)
 
 
 def test_cached_reads_answer_as_a_fresh_reader_after_mass_tombstones(store: Path) -> None:

@@ -30,11 +30,10 @@ def _fold(store: Path) -> Path:
 
 
 @pytest.fixture
-def corpus(tmp_path: Path) -> Iterator[tuple[Path, duckdb.DuckDBPyConnection, list[str]]]:
+def corpus(
+    tmp_path: Path, rng: random.Random
+) -> Iterator[tuple[Path, duckdb.DuckDBPyConnection, list[str]]]:
     """A store of 40 sessions of random text (seed printed), folded; its texts."""
-    seed = random.randrange(2**32)
-    print(f"seed {seed}")
-    rng = random.Random(seed)
     texts: list[str] = []
     store = tmp_path / "store"
     with eventlog.open(store) as log:
