@@ -289,7 +289,8 @@ def _decode(value: Any, tag: Any, path: str, depth: int) -> Any:
         try:
             return _decode_one(value, tag)
         except (TypeError, ValueError, ArithmeticError, binascii.Error):
-            raise SqlFailed(f"SQL parameter {path} is not the JSON of a {tag} {_DOCS}") from None
+            said = f"SQL parameter {path} is not the JSON of type {tag!r} {_DOCS}"
+            raise SqlFailed(said) from None
     if isinstance(value, list) and isinstance(tag, list) and len(tag) == len(value):
         return [_decode(v, tag[k], _child(path, k), depth + 1) for k, v in enumerate(value)]
     if isinstance(value, dict) and isinstance(tag, dict) and tag.keys() <= value.keys():
