@@ -22,7 +22,7 @@ if TYPE_CHECKING:  # the names as mypy sees them; at run time, imported on first
     from ._points import Point, Time
     from ._workspace import Progress
     from .diff import Diff, RowChange, TableDiff, diff
-    from .errors import BadPoint, ReplayError
+    from .errors import BadPoint, ReplayError, ViewStorageFull
     from .fork import fork, origin
     from .snapshot import prune, snapshot, snapshots
     from .step import Step, step
@@ -43,6 +43,7 @@ __all__ = [
     "TableDiff",
     "Time",
     "View",
+    "ViewStorageFull",
     "at",
     "diff",
     "fork",
@@ -61,7 +62,7 @@ export_lazily(
         "._points": ("Point", "Time"),
         "._workspace": ("Progress",),
         ".diff": ("Diff", "RowChange", "TableDiff", "diff"),
-        ".errors": ("BadPoint", "ReplayError"),
+        ".errors": ("BadPoint", "ReplayError", "ViewStorageFull"),
         ".fork": ("fork", "origin"),
         ".snapshot": ("prune", "snapshot", "snapshots"),
         ".step": ("Step", "step"),

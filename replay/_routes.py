@@ -37,7 +37,7 @@ from projections._routes import SqlRequest, json_response, run_read, sql_respons
 from ._points import Point
 from .cli import _diff_json
 from .diff import diff as run_diff
-from .errors import BadPoint, ReplayError
+from .errors import BadPoint, ReplayError, ViewStorageFull
 from .fork import fork as run_fork
 from .view import at
 
@@ -194,6 +194,10 @@ async def _make_fork(
 
 
 async def _handle_replay_error(request: Request, exc: Exception) -> Response:
+    """422 (`bad_point`, `replay_error`); 507 `storage_full` for a server disk with no room
+    for the view, as for the store's own."""
+    if isinstance(exc, ViewStorageFull):
+        return await handle_api_error(request, ApiError(507, "storage_full", str(exc)))
     code = "bad_point" if isinstance(exc, BadPoint) else "replay_error"
     return await handle_api_error(request, ApiError(422, code, str(exc)))
 

@@ -18,6 +18,7 @@ what fails in reading the store is the store's own error.
 from __future__ import annotations
 
 import contextlib
+import errno
 import glob
 import os
 import shutil
@@ -33,7 +34,7 @@ from eventlog._files import Modes, make_dir
 from projections import SANDBOX, Batch, FoldFailed, SnapshotInfo, Snapshots
 from projections._sandbox import one_line
 
-from .errors import ReplayError
+from .errors import ReplayError, ViewStorageFull
 
 __all__ = ["Progress", "Workspace"]
 
@@ -141,7 +142,9 @@ class Workspace:
             if not self._owns(exc):
                 raise
             what = "the temporary view" if self._out is None else str(self._out)
-            raise ReplayError(f"{what} could not be written: {_why(exc)}") from exc
+            why = _why(exc)
+            error = ViewStorageFull if _is_full(exc, why) else ReplayError
+            raise error(f"{what} could not be written: {why}") from exc
 
     def _owns(self, exc: BaseException) -> bool:
         """Whether `exc` is a failure of the view's files, not of the store's (its log, its
@@ -218,6 +221,17 @@ class Workspace:
                 con.close()
         if self._temp is not None:
             shutil.rmtree(self._temp, ignore_errors=True)
+
+
+_FULL = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})
+"""The errors of a disk with no room: full, over quota, or refusing a file that large."""
+
+
+def _is_full(exc: BaseException, why: str) -> bool:
+    """Whether `exc` (the OS's, or DuckDB's, which says the OS's words) is `_FULL`'s."""
+    if isinstance(exc, OSError) and exc.errno is not None:
+        return exc.errno in _FULL
+    return any(os.strerror(code) in why for code in _FULL)
 
 
 def _why(exc: BaseException) -> str:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-__all__ = ["BadPoint", "ReplayError"]
+__all__ = ["BadPoint", "ReplayError", "ViewStorageFull"]
 
 
 class ReplayError(Exception):
@@ -11,3 +11,9 @@ class ReplayError(Exception):
 
 class BadPoint(ReplayError, ValueError):
     """A point in history that is malformed, or not in the log (an LSN past its end)."""
+
+
+class ViewStorageFull(ReplayError):
+    """The disk a view is written to (the temporary directory, or `out`'s) is full, or
+    refuses a file that large: the store is untouched, and a retry may succeed once there
+    is room (`lmg serve` answers it 507, as it answers the store's own full disk)."""

@@ -29,12 +29,19 @@ WAIT_S = 60.0  # the longest any child may take to answer; a hang fails, it does
 class Child:
     """A child process whose stdout and stderr go to files (no pipe to fill and block)."""
 
-    def __init__(self, args: list[str], tmp: Path, name: str) -> None:
+    def __init__(
+        self, args: list[str], tmp: Path, name: str, *, file_size_limit: int | None = None
+    ) -> None:
+        """`file_size_limit`: once started, the child's writes past it fail with EFBIG, as
+        on a full disk (a Python child ignores SIGXFSZ; see `run_with_full_disk`)."""
         self.args = args
         self.out, self.err = tmp / f"{name}.out", tmp / f"{name}.err"
         with self.out.open("wb") as stdout, self.err.open("wb") as stderr:
             # From the repository's root, so ``python -m tests....`` children find `tests`.
             self.proc = subprocess.Popen(args, stdout=stdout, stderr=stderr, cwd=ROOT)
+        if file_size_limit is not None:
+            limit = (file_size_limit, file_size_limit)
+            resource.prlimit(self.proc.pid, resource.RLIMIT_FSIZE, limit)
 
     @property
     def pid(self) -> int:

@@ -46,6 +46,7 @@ from replay import BadPoint, ReplayError, Time, View
 from replay.cli import main
 from tests._processes import LMG, run_with_full_disk
 from tests.projections.test_fold import FAST, OPENING, Interpreter, random_history, table_rows
+from tests.replay.test_service import Service
 
 COMPARED = (*projections.TABLE_NAMES, "lmg_checkpoints")
 """Every table and view a replay builds, and the checkpoints (LSN and ts per projection)."""
@@ -952,7 +953,7 @@ for name, call in calls.items():
     try:
         call()
     except Exception as exc:
-        print(name, type(exc).__name__, exc, sep="|")
+        print(name, type(exc).__name__, isinstance(exc, replay.ReplayError), exc, sep="|")
 """
 
 
@@ -967,7 +968,35 @@ def test_a_full_temporary_disk_is_a_replay_error_and_leaves_no_file(
     args = [sys.executable, "-c", _CALLS, str(large_store), str(LARGE_LAST)]
     result = run_with_full_disk(args, FULL)
     assert result.returncode == 0, result.stderr
-    said = "ReplayError|the temporary view could not be written: File too large"
+    said = "ViewStorageFull|True|the temporary view could not be written: File too large"
     assert result.stdout.splitlines() == [
         f"{name}|{said}" for name in ("at", "at from a snapshot", "diff", "step", "snapshot")
     ]
+
+
+@pytest.mark.slow
+def test_a_full_temporary_disk_is_507_storage_full_from_lmg_serve(
+    large_store: Path, private_tmp: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """A diff or a SQL query `at` a point whose view the server's disk has no room for was
+    422 `replay_error`, as if the request were wrong; it is the server's disk, as a full
+    store's is 507 `storage_full`. The service goes on: a request that fits answers."""
+    with projections.MemoryGraph.open(large_store) as graph:
+        graph.rows("SELECT 1")  # folded now: the service has no large file of its own to write
+    monkeypatch.setenv("TMPDIR", str(private_tmp))
+    served = Service(tmp_path, [str(large_store)], file_size_limit=FULL)
+    try:
+        requests = [
+            ("GET", f"/diff?from=0&to={LARGE_LAST}", None),
+            ("POST", "/sql", {"query": "SELECT count(*) FROM prompts", "at": LARGE_LAST}),
+        ]
+        for method, route, body in requests:
+            answer = served.http.request(method, f"/v1/stores/default{route}", json=body)
+            assert answer.status_code == 507, answer.text
+            error = answer.json()["error"]
+            assert error["code"] == "storage_full"
+            assert error["message"] == "the temporary view could not be written: File too large"
+        small = {"query": "SELECT count(*) FROM prompts", "at": 3}
+        assert served.http.post("/v1/stores/default/sql", json=small).json()["rows"] == [[3]]
+    finally:
+        assert served.stop() == 0

@@ -35,8 +35,11 @@ _URL = re.compile(r"lmg serve: (http://127\.0\.0\.1:\d+)")
 class Service:
     """A running `lmg serve` child and its URL."""
 
-    def __init__(self, tmp: Path, args: list[str], name: str = "serve") -> None:
-        self.child = Child([str(LMG), "serve", *args, "--port", "0"], tmp, name)
+    def __init__(
+        self, tmp: Path, args: list[str], name: str = "serve", file_size_limit: int | None = None
+    ) -> None:
+        command = [str(LMG), "serve", *args, "--port", "0"]
+        self.child = Child(command, tmp, name, file_size_limit=file_size_limit)
         self.child.wait_for(lambda: _URL.search(self.child.stderr()) is not None, "its URL")
         found = _URL.search(self.child.stderr())
         assert found is not None
