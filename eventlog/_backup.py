@@ -602,7 +602,14 @@ def _restoring(root: Path, target: Path, *, force: bool) -> Iterator[tuple[Backu
 
 def _check_target(target: Path, *, force: bool) -> None:
     """`target` may be restored into: it is new or empty, or, with `force`, a store (one
-    holding a LOCK file). A directory that is not a store is the user's (a mistyped path)."""
+    holding a LOCK file). A directory that is not a store is the user's (a mistyped path).
+    A symbolic link is refused: `--force` replaced the link with the restored store, and
+    left the link beside it as an interrupted restore's leftover."""
+    if target.is_symlink():
+        raise EventLogError(
+            f"{target} is a symbolic link: a restore makes the store's own directory (name the"
+            " directory it points to); nothing was restored"
+        )
     try:
         check_new_store(target)
     except EventLogError:

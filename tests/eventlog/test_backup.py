@@ -679,6 +679,31 @@ def test_cli_restore_force_replaces_a_store_and_nothing_else(store: Path, tmp_pa
     assert not list(tmp_path.glob(".project.*"))
 
 
+@pytest.mark.parametrize("force", [[], ["--force"]], ids=["", "--force"])
+def test_cli_restore_refuses_a_symbolic_link_to_a_store(
+    store: Path, tmp_path: Path, force: list[str]
+) -> None:
+    """With --force, a link to a store was replaced by the restored store (the store it
+    pointed to untouched) and left beside it as ``.link.restoring-PID``, as if a restore had
+    been interrupted; without, it was "not an empty directory". Now one line says why."""
+    _fill(store, 5)
+    eventlog.backup(store, tmp_path / "bk")
+    link = tmp_path / "link"
+    link.symlink_to(store)
+    refused = subprocess.run(
+        [LMG, "restore", str(tmp_path / "bk"), str(link), *force],
+        check=False,
+        capture_output=True,
+        text=True,
+    )
+    assert refused.returncode == 1, refused.stderr
+    assert refused.stderr == (
+        f"Error: {link} is a symbolic link: a restore makes the store's own directory (name"
+        " the directory it points to); nothing was restored\n"
+    )
+    assert link.is_symlink() and not list(tmp_path.glob(".link.*"))
+
+
 @pytest.mark.slow
 def test_backups_under_load_restore_identically(
     store: Path, tmp_path: Path, drawn_seed: int
