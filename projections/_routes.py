@@ -14,6 +14,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import io
+import math
+import re
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -214,6 +216,7 @@ def _json_answer(cursor: duckdb.DuckDBPyConnection, max_rows: int, max_bytes: in
     """``{"columns", "rows", "truncated"}``, encoded a chunk of rows at a time as they are
     fetched, and cut where the rows would pass `max_bytes` (or `max_rows`)."""
     columns = [d[0] for d in cursor.description or ()]
+    floats = [k for k, d in enumerate(cursor.description or ()) if _FLOATS.search(str(d[1]))]
     parts: list[bytes] = []
     rows = size = 0
     truncated = False
@@ -223,7 +226,8 @@ def _json_answer(cursor: duckdb.DuckDBPyConnection, max_rows: int, max_bytes: in
             break
         if rows + len(chunk) > max_rows:  # the one row past max_rows says there are more
             chunk, truncated = chunk[: max_rows - rows], True
-        encoded = [_JSON.encode(row) for row in chunk]
+        spelled = [_spelled(row, floats) for row in chunk] if floats else chunk
+        encoded = [_JSON.encode(row) for row in spelled]
         for k, row in enumerate(encoded):
             size += len(row) + 1
             if size > max_bytes:
@@ -237,6 +241,31 @@ def _json_answer(cursor: duckdb.DuckDBPyConnection, max_rows: int, max_bytes: in
         b"true" if truncated else b"false",
     )
     return Response(body, media_type="application/json")
+
+
+_FLOATS = re.compile(r"\b(DOUBLE|FLOAT)\b")
+"""A column type that holds floats, alone or within a list, struct or map."""
+
+_NON_FINITE = {"nan": "NaN", "inf": "Infinity", "-inf": "-Infinity"}
+"""JSON's words for the floats it has no number for (PostgreSQL's): msgspec writes null."""
+
+
+def _spelled(row: tuple[Any, ...], floats: list[int]) -> list[Any]:
+    """`row` with each non-finite float in the columns `floats` as its `_NON_FINITE` word."""
+    spelled = list(row)
+    for k in floats:
+        spelled[k] = _finite(spelled[k])
+    return spelled
+
+
+def _finite(value: Any) -> Any:
+    if type(value) is float:
+        return value if math.isfinite(value) else _NON_FINITE[repr(value)]  # -nan's is "nan"
+    if type(value) is list or type(value) is tuple:
+        return [_finite(v) for v in value]
+    if type(value) is dict:
+        return {k: _finite(v) for k, v in value.items()}
+    return value
 
 
 def _head_within(batch: pa.RecordBatch, budget: int) -> pa.RecordBatch:

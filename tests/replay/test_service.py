@@ -265,6 +265,33 @@ _ARROW = {"Accept": "application/vnd.apache.arrow.stream"}
 _SQL = "/v1/stores/default/sql"
 
 
+def test_a_json_answer_spells_the_floats_json_has_no_number_for(served: Service) -> None:
+    """NaN and the infinities were null in a JSON answer, as if SQL's NULL; they are
+    PostgreSQL's words now, in a column, a list, a struct or a map; a NULL stays null."""
+    query = (
+        "SELECT 'nan'::DOUBLE AS a, '-inf'::FLOAT AS b, ['inf'::DOUBLE, 1.5, NULL] AS c,"
+        " {'n': 'nan'::DOUBLE, 's': 'NaN'} AS d, MAP {'k': 'inf'::DOUBLE} AS e,"
+        " NULL::DOUBLE AS f, -0.0::DOUBLE AS g, 'inf' AS h"
+    )
+    answered = subprocess.run(
+        ["curl", "-sf", "-X", "POST", f"{served.url}/v1/stores/default/sql",
+         "-d", json.dumps({"query": query})],
+        capture_output=True, check=True, timeout=WAIT_S,
+    )  # fmt: skip
+    assert json.loads(answered.stdout)["rows"] == [
+        [
+            "NaN",
+            "-Infinity",
+            ["Infinity", 1.5, None],
+            {"n": "NaN", "s": "NaN"},
+            {"k": "Infinity"},
+            None,
+            -0.0,
+            "inf",
+        ]
+    ]
+
+
 def test_sql_naming_the_servers_state_is_refused(served: Service, tmp_path: Path) -> None:
     """A token holder learned where the server keeps its files from rows (the store's path
     from ``duckdb_databases()``, its spill, secret and extension directories from
