@@ -32,6 +32,7 @@ from eventlog._client import AsyncRemoteLog, RemoteLog
 from eventlog._wire import ERRORS
 
 from . import nodes as n
+from ._answer_types import restored
 from ._params import Params, to_wire
 from ._reads import Hop, Impact, NotFound, _check_id
 from .errors import BadArgument, SqlFailed, SqlRefused
@@ -340,7 +341,7 @@ class RemoteGraph(RemoteLog):
         table = self._arrow(query, params)
         if self._duckdb is None:
             self._duckdb = duckdb.connect()
-        return self._duckdb.from_arrow(table)
+        return restored(self._duckdb, table)
 
     def rows(self, query: str, params: Params = None) -> list[tuple[Any, ...]]:
         """Run SQL on the service's projections and fetch every row (as `sql`)."""
@@ -404,7 +405,7 @@ class AsyncRemoteGraph(AsyncRemoteLog):
         response = await self._request("POST", "/sql", content=body, headers={"Accept": _ARROW})
         table = _table(response.content, response.headers.get(_TRUNCATED))
         with duckdb.connect() as con:
-            return con.from_arrow(table).fetchall()
+            return restored(con, table).fetchall()
 
     async def fork(self, at: int | str, name: str) -> Forked:
         """As `RemoteGraph.fork`, awaited."""

@@ -40,6 +40,7 @@ from eventlog._http import (
     service_of,
 )
 
+from ._answer_types import DUCKDB_TYPES, exported
 from ._owner import Owner
 from ._params import from_wire, values_within
 from ._reads import GraphReader, NotFound
@@ -183,6 +184,7 @@ much more than `max_answer_bytes` is held."""
 
 
 def _arrow_answer(relation: duckdb.DuckDBPyRelation, max_rows: int, max_bytes: int) -> Response:
+    relation, types = exported(relation)
     reader = relation.to_arrow_reader(min(max_rows + 1, _CHUNK_ROWS))
     batches: list[pa.RecordBatch] = []
     rows = size = 0
@@ -198,7 +200,8 @@ def _arrow_answer(relation: duckdb.DuckDBPyRelation, max_rows: int, max_bytes: i
         if rows >= max_rows:  # max_rows exactly: more only if the reader has more
             truncated = any(b.num_rows for b in reader)
             break
-    return _arrow_response(reader.schema, batches, truncated=truncated)
+    schema = reader.schema.with_metadata({**(reader.schema.metadata or {}), DUCKDB_TYPES: types})
+    return _arrow_response(schema, batches, truncated=truncated)
 
 
 def _arrow_response(

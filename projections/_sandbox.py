@@ -56,10 +56,6 @@ SANDBOX: dict[str, str | bool | int | float | list[str]] = {
     "autoinstall_known_extensions": False,
     "autoload_known_extensions": False,
     "allow_community_extensions": False,
-    # Arrow answers carry every type whole: by default DuckDB exported UHUGEINT as a
-    # decimal128 (its largest values came back as -1), a UUID as text, TIMETZ without its
-    # offset, BIT as bytes. DuckDB reads its own extension types back as the same types.
-    "arrow_lossless_conversion": True,
     "lock_configuration": True,  # last: no SET, RESET or PRAGMA may change the above
 }
 """DuckDB's configuration of an instance that runs user SQL (given at connect)."""

@@ -21,12 +21,15 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
+import duckdb
 import msgspec
+import pyarrow as pa
 import pytest
 
 import eventlog
 import projections
 from projections import AsyncMemoryGraph, MemoryGraph
+from projections._answer_types import DUCKDB_TYPES, restored
 from tests._processes import LMG, WAIT_S
 from tests.replay.test_service import Service
 
@@ -454,6 +457,9 @@ _ANSWERED = {
     "a JSON": """'{"a": 1}'::JSON""",
     "a VARINT past 38 digits": "123456789012345678901234567890123456789012::VARINT",
     "a DECIMAL": "1.5::DECIMAL(10,2)",
+    "an ENUM": "'e'::ENUM('e', 'f')",
+    "a struct of them": "{'t': TIMETZ '01:00:00+02', 's': 'it''s, {a}: [b]', 'u': 1::UHUGEINT}",
+    "a list of TIMETZs": "[TIMETZ '01:00:00+02', NULL]",
     "a MAP": "MAP {'k': 1}",
     "a UNION": "union_value(k := 1)",
     "an ARRAY": "[1, 2]::INTEGER[2]",
@@ -476,9 +482,32 @@ def test_remote_sql_answers_the_values_and_types_embedded_answers(
             assert (remote.types, remote.fetchall()) == (embedded.types, want), label
             assert [type(v) for v in r.rows(query)[0]] == [type(v) for v in want[0]], label
             assert r.rows(query) == want, label
-        # An ENUM travels as Arrow's dictionary, which DuckDB reads back as VARCHAR.
-        enum = "SELECT 'e'::ENUM('e', 'f') AS x"
-        assert r.sql(enum).fetchall() == r.rows(enum) == e.rows(enum) == [("e",)]
+        many = "SELECT 1::UHUGEINT AS a, '101'::BIT AS a, 'x' AS \"q\"\"x\""
+        assert r.sql(many).columns == e.sql(many).columns == ["a", "a", 'q"x']
+        assert r.rows(many) == e.rows(many)
+        # An embedded relation's Arrow keeps DuckDB's plain types (a sum is a decimal128).
+        assert (
+            str(e.sql("SELECT sum(1) AS s").arrow().schema.field("s").type) == "decimal128(38, 0)"
+        )
+
+    async def asynchronous() -> list[Any]:
+        async with await AsyncMemoryGraph.connect(served.url) as g:
+            return [await g.sql(f"SELECT {column} AS x") for column in _ANSWERED.values()]
+
+    with MemoryGraph.open(tmp_path / "embedded") as e:
+        wanted = [e.rows(f"SELECT {column} AS x") for column in _ANSWERED.values()]
+    assert asyncio.run(asynchronous()) == wanted
+
+
+def test_a_services_column_types_are_parsed_never_pasted_into_sql() -> None:
+    """`RemoteGraph` casts an answer's columns to the types its metadata says: a type that
+    does not parse as one (a hostile service's SQL) leaves its column as it arrived."""
+    table = pa.table({"a": ["1"], "b": ["x"]}).replace_schema_metadata(
+        {DUCKDB_TYPES: b'["INTEGER", "VARCHAR) AS b, (SELECT 42) AS c --"]'}
+    )
+    with duckdb.connect() as con:
+        relation = restored(con, table)
+        assert (relation.columns, relation.fetchall()) == (["a", "b"], [(1, "x")])
 
 
 def test_the_client_refuses_a_parameter_before_sending_it() -> None:
