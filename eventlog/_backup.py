@@ -46,6 +46,7 @@ from pathlib import Path
 import google_crc32c
 import msgspec
 
+from . import _advert as advert
 from ._copy import (
     ORIGIN_FILE,
     Origin,
@@ -619,6 +620,13 @@ def _check_target(target: Path, *, force: bool) -> None:
             raise EventLogError(
                 f"{target} is not a store (no LOCK file): --force replaces a store, nothing"
                 " else; nothing was restored"
+            ) from None
+        served = advert.find(target)
+        if served is not None:
+            raise EventLogError(
+                f"{target} is served by lmg serve (pid {served['pid']}, {served['url']}): stop"
+                " it first, or the appends it acknowledges go into the store this replaces;"
+                " nothing was restored"
             ) from None
 
 

@@ -774,3 +774,24 @@ def test_a_web_page_of_another_origin_may_not_write_nor_read(served: Service, st
     assert served.http.post("/v1/stores/default/events", json=_SESSION, headers=own).is_success
     assert served.http.get("/v1/stores", headers={"Host": f"localhost:{port}"}).is_success
     assert _events(store) == 2
+
+
+def test_restore_force_refuses_a_store_lmg_serve_holds(
+    served: Service, store: Path, tmp_path: Path
+) -> None:
+    """`lmg restore --force` swapped a backup in under a running service, which went on
+    appending into the store it replaced: the appends it acknowledged were lost. Now it is
+    refused in one line naming the service, and the store and the service go on."""
+    served.http.post("/v1/stores/default/events", json={"type": "session.created"})
+    eventlog.backup(store, tmp_path / "bk")
+    refused = subprocess.run(
+        [LMG, "restore", str(tmp_path / "bk"), str(store), "--force"],
+        check=False, capture_output=True, text=True, timeout=WAIT_S,
+    )  # fmt: skip
+    assert refused.returncode == 1, refused.stderr
+    assert refused.stderr.startswith(f"Error: {store} is served by lmg serve (pid ")
+    assert refused.stderr.endswith("stop it first, or the appends it acknowledges go into the"
+                                   " store this replaces; nothing was restored\n")  # fmt: skip
+    answer = served.http.post("/v1/stores/default/events", json={"type": "session.created"})
+    assert answer.status_code == 200 and _events(store) == answer.json()["lsn"] + 1
+    assert not list(tmp_path.glob(f".{store.name}.*"))
