@@ -41,16 +41,16 @@ def restored(con: duckdb.DuckDBPyConnection, table: pa.Table) -> duckdb.DuckDBPy
     said = (table.schema.metadata or {}).get(DUCKDB_TYPES)
     types = [] if said is None else msgspec.json.decode(said, type=list[str])
     arrived = [str(t) for t in relation.types]
-    wanted = [_parsed(t) for t in types] if len(types) == len(arrived) else arrived
+    wanted = [_parsed(con, t) for t in types] if len(types) == len(arrived) else arrived
     casts = [None if w == a else w for w, a in zip(wanted, arrived, strict=True)]
     return _cast(relation, casts, table.column_names)
 
 
-def _parsed(said: str) -> str | None:
+def _parsed(con: duckdb.DuckDBPyConnection, said: str) -> str | None:
     """DuckDB's own spelling of a type the service said, parsed here (the service's text is
     never pasted into SQL), or None for one this DuckDB does not know."""
     try:
-        return str(duckdb.sqltype(said))
+        return str(con.sqltype(said))
     except duckdb.Error:
         return None
 
