@@ -565,6 +565,7 @@ def _restoring(root: Path, target: Path, *, force: bool) -> Iterator[tuple[Backu
                 "segment differs from the backup's manifest", str(root / name), None, None
             )
     _check_store_files(root, "nothing was restored")
+    _check_apart(root, target)
     _check_target(target, force=force)
     with (
         building_store(target, "restoring", replace=force) as building,
@@ -599,6 +600,21 @@ def _restoring(root: Path, target: Path, *, force: bool) -> Iterator[tuple[Backu
                 first.lsn,
             )
         yield info, building
+
+
+def _check_apart(root: Path, target: Path) -> None:
+    """The backup and the store it is restored into are apart: with `--force`, a backup
+    restored onto itself was replaced (it has a LOCK file) by the store, and a backup inside
+    the store went with the store it replaced; a store inside the backup became part of it."""
+    backup, store = root.resolve(), target.resolve()
+    if backup == store or backup.is_relative_to(store) or store.is_relative_to(backup):
+        where = (
+            "is" if backup == store else "is inside" if backup.is_relative_to(store) else "holds"
+        )
+        raise EventLogError(
+            f"the backup {root} {where} {target}: restore into a store apart from its backup;"
+            " nothing was restored"
+        )
 
 
 def _check_target(target: Path, *, force: bool) -> None:

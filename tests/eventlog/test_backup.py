@@ -679,6 +679,31 @@ def test_cli_restore_force_replaces_a_store_and_nothing_else(store: Path, tmp_pa
     assert not list(tmp_path.glob(".project.*"))
 
 
+@pytest.mark.parametrize(
+    ("backup", "target", "where"),
+    [("bk", "bk", "is"), ("store/bk", "store", "is inside"), ("bk", "bk/store", "holds")],
+)
+def test_cli_restore_refuses_a_store_that_is_or_holds_its_backup(
+    store: Path, tmp_path: Path, backup: str, target: str, where: str
+) -> None:
+    """``lmg restore bk bk --force`` replaced the backup (it has a LOCK file) with the
+    restored store: the only copy, gone on a typo. A backup inside the store went with it."""
+    _fill(store, 5)
+    eventlog.backup(store, tmp_path / backup)
+    before = sorted(p.name for p in (tmp_path / backup).iterdir())
+    refused = subprocess.run(
+        [LMG, "restore", backup, target, "--force"],
+        check=False, capture_output=True, text=True, cwd=tmp_path,
+    )  # fmt: skip
+    assert refused.returncode == 1, refused.stderr
+    assert refused.stderr == (
+        f"Error: the backup {backup} {where} {target}: restore into a store apart from its"
+        " backup; nothing was restored\n"
+    )
+    assert sorted(p.name for p in (tmp_path / backup).iterdir()) == before
+    eventlog.restore(tmp_path / backup, tmp_path / "apart")  # the backup is whole
+
+
 @pytest.mark.parametrize("force", [[], ["--force"]], ids=["", "--force"])
 def test_cli_restore_refuses_a_symbolic_link_to_a_store(
     store: Path, tmp_path: Path, force: list[str]
