@@ -284,6 +284,7 @@ class GraphReader:
         self, node_id: uuid.UUID, direction: str, edge_type: str | None = None
     ) -> list[n.Edge]:
         _check_id(node_id)
+        _check_edge_type(edge_type)
         column = "from_id" if direction == "out" else "to_id"
         typed = "" if edge_type is None else " AND edge_type = $1"
         params: list[Any] = [] if edge_type is None else [edge_type]
@@ -327,6 +328,7 @@ class GraphReader:
 
     def get_template(self, template_id: uuid.UUID, version: int | None = None) -> n.Template:
         _check_id(template_id)
+        _check_version(version)
         which = "is_current" if version is None else "version = $1"
         params: list[Any] = [] if version is None else [version]
         found = self._structs(
@@ -350,8 +352,7 @@ class GraphReader:
     def context_window(self, session_id: uuid.UUID, turns: int = 10) -> list[n.Turn]:
         """The last `turns` prompt-and-responses pairs of a session (a fork's inherited turns
         included), oldest first."""
-        if not isinstance(turns, int) or isinstance(turns, bool) or turns < 1:
-            raise BadArgument(f"turns must be a positive int, got {turns!r}")
+        _check_positive(turns, "turns")
         cached = self._windows.get((session_id, turns))
         if cached is not None:
             return list(cached)  # a copy: the caller may reorder or trim it
@@ -433,8 +434,7 @@ class GraphReader:
         self, start: uuid.UUID, depth: int, edge_types: Sequence[str] | None, *, up: bool
     ) -> list[Hop]:
         _check_id(start)
-        if not isinstance(depth, int) or isinstance(depth, bool) or depth < 1:
-            raise BadArgument(f"depth must be a positive int, got {depth!r}")
+        _check_positive(depth, "depth")
         types = None if edge_types is None else [str(t) for t in edge_types]
         key = (start, depth, None if types is None else tuple(types), up)
         cached = self._walks.get(key)
@@ -628,3 +628,21 @@ def _type_of(node: n.Node) -> str:
 def _check_id(value: object) -> None:
     if not isinstance(value, uuid.UUID):
         raise BadArgument(f"an id must be a uuid.UUID, not {type(value).__name__}")
+
+
+def _check_positive(value: object, name: str) -> None:
+    """`turns` and `depth`: checked here and by the client (`_remote`) alike."""
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise BadArgument(f"{name} must be a positive int, got {value!r}")
+
+
+def _check_edge_type(value: object) -> None:
+    """An edge type to match is a str (or None: any); DuckDB would cast a number to compare."""
+    if value is not None and not isinstance(value, str):
+        raise BadArgument(f"an edge type must be a str, not {type(value).__name__}")
+
+
+def _check_version(value: object) -> None:
+    """A template version is an int (or None: the current one); True is no version 1."""
+    if value is not None and (not isinstance(value, int) or isinstance(value, bool)):
+        raise BadArgument(f"version must be an int, not {type(value).__name__}")

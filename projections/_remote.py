@@ -34,9 +34,17 @@ from eventlog._wire import ERRORS
 from . import nodes as n
 from ._answer_types import restored
 from ._params import Params, to_wire
-from ._reads import Hop, Impact, NotFound, _check_id
+from ._reads import (
+    Hop,
+    Impact,
+    NotFound,
+    _check_edge_type,
+    _check_id,
+    _check_positive,
+    _check_version,
+)
 from .errors import BadArgument, SqlFailed, SqlRefused
-from .query import Query
+from .query import Query, _page_size
 
 __all__ = ["AsyncRemoteGraph", "AsyncRemoteQuery", "Forked", "RemoteGraph", "RemoteQuery"]
 
@@ -52,6 +60,10 @@ _ERRORS: dict[str, type[Exception]] = {
 }
 _ARROW = "application/vnd.apache.arrow.stream"
 _TRUNCATED = "lmg-truncated"  # projections._routes.TRUNCATED (that module imports Starlette)
+_MOST = 10**18 - 1
+"""The largest `turns` or `depth` the service reads (`_routes._int`): a larger one answers as
+this one does, as no session has this many turns and no walk this many levels."""
+_ASK = object()
 
 
 @dataclass(frozen=True)
@@ -61,8 +73,9 @@ class _Read(Generic[R]):
 
     path: str
     type: Any
-    params: dict[str, str] = field(default_factory=dict)
+    params: dict[str, Any] = field(default_factory=dict)  # a list: the name repeated
     none_if_missing: bool = False
+    known: Any = _ASK  # the answer, when the arguments decide it without asking (`_walk`)
 
 
 def _id(value: uuid.UUID) -> str:
@@ -70,11 +83,14 @@ def _id(value: uuid.UUID) -> str:
     return str(value)
 
 
-def _depth(depth: int, edge_types: Sequence[str] | None) -> dict[str, Any]:
-    if not isinstance(depth, int) or isinstance(depth, bool) or depth < 1:
-        raise BadArgument(f"depth must be a positive int, got {depth!r}")
-    types = [] if edge_types is None else [str(t) for t in edge_types]
-    return {"depth": str(depth), "edge_type": types}
+def _walk(path: str, depth: int, edge_types: Sequence[str] | None) -> _Read[list[Hop]]:
+    """A lineage walk's request. No edge type given is any; an empty list of them matches
+    no edge, so the walk reaches nothing (embedded too), which HTTP's repeated `edge_type`
+    cannot say: it is answered here."""
+    _check_positive(depth, "depth")
+    types = None if edge_types is None else [str(t) for t in edge_types]
+    params = {"depth": str(min(depth, _MOST)), "edge_type": types or []}
+    return _Read(path, list[Hop], params, known=_ASK if types != [] else [])
 
 
 def get_node(node_id: uuid.UUID, *, include_deleted: bool = False) -> _Read[n.Node | None]:
@@ -90,12 +106,14 @@ def get_edge(edge_id: uuid.UUID) -> _Read[n.Edge | None]:
 
 def get_outgoing_edges(node_id: uuid.UUID, edge_type: str | None = None) -> _Read[list[n.Edge]]:
     """Live edges leaving a node (optionally of one type), in log order."""
+    _check_edge_type(edge_type)
     params = {"direction": "out"} | ({} if edge_type is None else {"type": str(edge_type)})
     return _Read(f"/nodes/{_id(node_id)}/edges", list[n.Edge], params)
 
 
 def get_incoming_edges(node_id: uuid.UUID, edge_type: str | None = None) -> _Read[list[n.Edge]]:
     """Live edges reaching a node (optionally of one type), in log order."""
+    _check_edge_type(edge_type)
     params = {"direction": "in"} | ({} if edge_type is None else {"type": str(edge_type)})
     return _Read(f"/nodes/{_id(node_id)}/edges", list[n.Edge], params)
 
@@ -112,6 +130,7 @@ def get_session_nodes(session_id: uuid.UUID) -> _Read[list[n.Node]]:
 
 def get_template(template_id: uuid.UUID, version: int | None = None) -> _Read[n.Template]:
     """A template, at `version` (None: its current one)."""
+    _check_version(version)
     params = {} if version is None else {"version": str(version)}
     return _Read(f"/templates/{_id(template_id)}", n.Template, params)
 
@@ -123,23 +142,23 @@ def conversation_thread(session_id: uuid.UUID) -> _Read[list[n.Turn]]:
 
 def context_window(session_id: uuid.UUID, turns: int = 10) -> _Read[list[n.Turn]]:
     """The last `turns` turns of a session, oldest first."""
-    if not isinstance(turns, int) or isinstance(turns, bool) or turns < 0:
-        raise BadArgument(f"turns must be a non-negative int, got {turns!r}")
-    return _Read(f"/sessions/{_id(session_id)}/context", list[n.Turn], {"turns": str(turns)})
+    _check_positive(turns, "turns")
+    params = {"turns": str(min(turns, _MOST))}
+    return _Read(f"/sessions/{_id(session_id)}/context", list[n.Turn], params)
 
 
 def ancestors(
     node_id: uuid.UUID, depth: int = 5, edge_types: Sequence[str] | None = None
 ) -> _Read[list[Hop]]:
     """What a node derives from, breadth first, up to `depth` edges away."""
-    return _Read(f"/nodes/{_id(node_id)}/ancestors", list[Hop], _depth(depth, edge_types))
+    return _walk(f"/nodes/{_id(node_id)}/ancestors", depth, edge_types)
 
 
 def descendants(
     node_id: uuid.UUID, depth: int = 5, edge_types: Sequence[str] | None = None
 ) -> _Read[list[Hop]]:
     """What derives from a node, breadth first, up to `depth` edges away."""
-    return _Read(f"/nodes/{_id(node_id)}/descendants", list[Hop], _depth(depth, edge_types))
+    return _walk(f"/nodes/{_id(node_id)}/descendants", depth, edge_types)
 
 
 def template_impact(template_id: uuid.UUID) -> _Read[Impact]:
@@ -221,8 +240,7 @@ class _Count(msgspec.Struct):
 
 def _pages(query: Query, page: int) -> Iterator[dict[str, Any]]:
     """The specs of `query`'s pages of `page` nodes, up to its limit (if any)."""
-    if not isinstance(page, int) or isinstance(page, bool) or page < 1:
-        raise BadArgument(f"page must be a positive int, got {page!r}")
+    page = _page_size(page)
     spec = _spec(query, False)
     limit, offset, taken = spec["limit"], spec["offset"], 0
     while limit is None or taken < limit:
@@ -314,6 +332,8 @@ class RemoteGraph(RemoteLog):
         super().close()
 
     def _get(self, read: _Read[R]) -> R:
+        if read.known is not _ASK:
+            return read.known  # type: ignore[no-any-return]
         try:
             content = self._request("GET", read.path, params=read.params).content
         except NotFound:
@@ -383,6 +403,8 @@ class AsyncRemoteGraph(AsyncRemoteLog):
         super().__init__(url, store, token=token, timeout=timeout, errors=_ERRORS)
 
     async def _get(self, read: _Read[R]) -> R:
+        if read.known is not _ASK:
+            return read.known  # type: ignore[no-any-return]
         try:
             response = await self._request("GET", read.path, params=read.params)
         except NotFound:

@@ -131,11 +131,14 @@ def _id(request: Request, key: str = "id") -> uuid.UUID:
 
 
 def _int(request: Request, key: str, default: int) -> int:
+    """A query parameter's int (an int64: at most 18 digits, signed). The reader checks the
+    rest (`turns` positive, ...) and says it as embedded; a version -1 is not found."""
     value = request.query_params.get(key)
     if value is None:
         return default
-    if not (value.isascii() and value.isdigit()) or len(value) > 9:
-        raise ApiError(422, "bad_argument", f"{key} must be a non-negative int")
+    digits = value.removeprefix("-")
+    if not (digits.isascii() and digits.isdigit()) or len(digits) > 18:
+        raise ApiError(422, "bad_argument", f"{key} must be an int of at most 18 digits")
     return int(value)
 
 

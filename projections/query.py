@@ -187,7 +187,7 @@ class Query:
     def stream(self, page: int = 1_000) -> Iterator[n.Node]:
         """The same nodes as `execute`, loaded `page` at a time (pages are taken between
         folds, so a fold between pages may add nodes at the end)."""
-        page = _non_negative(page, "page") or 1
+        page = _page_size(page)
         limit, offset = self._limit, self._offset
         taken = 0
         while limit is None or taken < limit:
@@ -237,6 +237,11 @@ def _type_name(name: str) -> str:
     if key not in TABLE_OF_TYPE:
         raise BadArgument(f"unknown node type {name!r}; one of {', '.join(TABLE_OF_TYPE)}")
     return key
+
+
+def _page_size(page: int) -> int:
+    """A stream's page, of at least one node (page 0 is one): the client pages as this does."""
+    return _non_negative(page, "page") or 1
 
 
 def _non_negative(value: int, name: str) -> int:

@@ -849,3 +849,51 @@ def test_the_appending_client_loads_no_duckdb() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def _outcome(fn: Callable[..., Any], *args: Any) -> tuple[str, Any]:
+    """What `fn(*args)` answered, or the class and message of what it raised."""
+    try:
+        return "answered", fn(*args)
+    except Exception as exc:
+        return type(exc).__name__, str(exc)
+
+
+@pytest.fixture
+def both(served: Service, tmp_path: Path) -> Iterator[tuple[MemoryGraph, Any]]:
+    """An embedded graph (in memory) and a client, on the one store `served` serves: the
+    same ids, so the two answers compare whole."""
+    remote = MemoryGraph.connect(served.url)
+    embedded = MemoryGraph.open(tmp_path / "store", database=":memory:")
+    yield embedded, remote
+    embedded.close()
+    remote.close()
+
+
+def test_typed_reads_take_and_refuse_arguments_as_embedded(
+    both: tuple[MemoryGraph, Any],
+) -> None:
+    """Each argument a typed read takes embedded, the client takes, with the same answer;
+    each it refuses, the client refuses, with the same class and message: a turns or depth
+    past 9 digits, a version that no template has (or of the wrong type), an edge type that
+    is not a str, an empty list of edge types (which matches no edge), page 0 of a stream."""
+    embedded, remote = both
+    s = remote.create_session()
+    t = remote.create_template("t", "Hello {{who}}", [eventlog.VariableSpec(name="who")])
+    p = remote.add_prompt(s.id, template_id=t, variables={"who": "Ada"})
+    r = remote.add_response(p, "a")
+    reads: dict[str, Callable[[Any], Any]] = {
+        "turns -1": lambda g: g.context_window(s.id, -1),
+        "turns True": lambda g: g.context_window(s.id, True),
+        "turns 10**10": lambda g: g.context_window(s.id, 10**10),
+        "depth 10**10": lambda g: g.ancestors(r, 10**10),
+        "no edge type": lambda g: g.ancestors(r, 3, []),
+        "edge type 1": lambda g: g.get_outgoing_edges(p, 1),
+        "version -1": lambda g: g.get_template(t, -1),
+        "version True": lambda g: g.get_template(t, True),
+        "version '1'": lambda g: g.get_template(t, "1"),
+        "page 0": lambda g: list(g.query().stream(0)),
+        "page -1": lambda g: list(g.query().stream(-1)),
+    }
+    for name, read in reads.items():
+        assert _outcome(read, remote) == _outcome(read, embedded), name
