@@ -175,7 +175,7 @@ def _spec(query: Query, count: bool) -> dict[str, Any]:
         "offset": query._offset,
         "include_deleted": query._deleted,
         "count": count,
-        "metadata": dict(query._metadata),
+        "metadata": query._metadata,  # pairs: a key filtered twice must match both
         "limit": query._limit,
         "session": query._session,
         "agent": query._agent,

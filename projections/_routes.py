@@ -418,7 +418,8 @@ class QueryRequest(msgspec.Struct, forbid_unknown_fields=True):
     agent: uuid.UUID | None = None
     between: tuple[int | str | None, int | str | None] | None = None  # ns or ISO 8601
     on: str = "ts"
-    metadata: dict[str, Any] = {}
+    # {KEY: VALUE}, or [[KEY, VALUE], ...]: one key may be filtered on twice (both must hold)
+    metadata: dict[str, Any] | list[tuple[str, Any]] = {}
     order_by: str = "lsn"
     direction: str = "ASC"
     limit: int | None = None
@@ -435,7 +436,8 @@ class QueryRequest(msgspec.Struct, forbid_unknown_fields=True):
             query.agent(self.agent)
         if self.between is not None:
             query.between(*self.between, on=self.on)
-        for key, value in self.metadata.items():
+        pairs = self.metadata.items() if isinstance(self.metadata, dict) else self.metadata
+        for key, value in pairs:
             query.metadata(key, value)
         query.order_by(self.order_by, self.direction)
         if self.limit is not None:

@@ -122,7 +122,7 @@ class Query:
         return self
 
     def include_deleted(self, include: bool = True) -> Self:
-        self._deleted = include
+        self._deleted = bool(include)  # any truth value, as `if` reads it
         return self
 
     # -- running ------------------------------------------------------------------------------

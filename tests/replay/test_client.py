@@ -897,3 +897,22 @@ def test_typed_reads_take_and_refuse_arguments_as_embedded(
     }
     for name, read in reads.items():
         assert _outcome(read, remote) == _outcome(read, embedded), name
+
+
+def test_the_query_builder_sends_every_call_as_embedded(
+    both: tuple[MemoryGraph, Any],
+) -> None:
+    """Two filters on one metadata key both hold (none of the last alone), and
+    `include_deleted` takes any truth value, as embedded."""
+    embedded, remote = both
+    remote.create_session(metadata={"user": "ada"})
+    gone = remote.create_session(metadata={"user": "bob"})
+    remote.delete_node(gone.id)
+    queries: dict[str, Callable[[Any], Any]] = {
+        "one key twice": lambda g: g.query().metadata("user", "bob").metadata("user", "ada"),
+        "include 1": lambda g: g.query().include_deleted(1),
+    }
+    for name, query in queries.items():
+        answers = [_outcome(query(g).execute) for g in (remote, embedded)]
+        assert answers[0] == answers[1], name
+        assert answers[0][0] == "answered", name
