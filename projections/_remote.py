@@ -190,63 +190,97 @@ def _no_reader(_fn: Callable[[Any], Any]) -> Any:
     raise AssertionError("a remote query runs on the service")
 
 
-class RemoteQuery(Query):
-    """`Query` over HTTP: the same builder, run by the service (at most its ``max_rows``
-    nodes per `execute`; `stream` pages through more)."""
-
-    def __init__(self, post: Callable[[dict[str, Any], Any], Any]) -> None:
-        super().__init__(_no_reader)
-        self._post = post
-
-    def execute(self) -> list[n.Node]:
-        return self._post(_spec(self, False), list[n.Node])  # type: ignore[no-any-return]
-
-    def count(self) -> int:
-        return int(self._post(_spec(self, True), _Count).count)
-
-    def stream(self, page: int = 1_000) -> Iterator[n.Node]:
-        for spec in _pages(self, page):
-            chunk: list[n.Node] = self._post(spec, list[n.Node])
-            yield from chunk
-            if len(chunk) < spec["limit"]:
-                return
-
-
-class AsyncRemoteQuery(Query):
-    """`RemoteQuery` for `AsyncRemoteGraph`: `execute`, `count` and `stream` are awaited."""
-
-    def __init__(self, post: Callable[[dict[str, Any], Any], Coroutine[Any, Any, Any]]) -> None:
-        super().__init__(_no_reader)
-        self._post = post
-
-    async def execute(self) -> list[n.Node]:  # type: ignore[override]
-        return await self._post(_spec(self, False), list[n.Node])  # type: ignore[no-any-return]
-
-    async def count(self) -> int:  # type: ignore[override]
-        return int((await self._post(_spec(self, True), _Count)).count)
-
-    async def stream(self, page: int = 1_000) -> AsyncIterator[n.Node]:  # type: ignore[override]
-        for spec in _pages(self, page):
-            chunk: list[n.Node] = await self._post(spec, list[n.Node])
-            for node in chunk:
-                yield node
-            if len(chunk) < spec["limit"]:
-                return
+_Post = Callable[[dict[str, Any]], tuple[bytes, bool]]
+"""Send a query's spec: the answer's body, and whether the service cut it at `max_rows`."""
 
 
 class _Count(msgspec.Struct):
     count: int
 
 
-def _pages(query: Query, page: int) -> Iterator[dict[str, Any]]:
-    """The specs of `query`'s pages of `page` nodes, up to its limit (if any)."""
-    page = _page_size(page)
-    spec = _spec(query, False)
-    limit, offset, taken = spec["limit"], spec["offset"], 0
-    while limit is None or taken < limit:
-        want = page if limit is None else min(page, limit - taken)
-        yield {**spec, "limit": want, "offset": offset + taken}
-        taken += want
+_NODES = msgspec.json.Decoder(list[n.Node])
+_COUNT = msgspec.json.Decoder(_Count)
+
+
+def _too_many(what: str) -> ServiceError:
+    """An answer the service cut at a limit: refused, never returned short."""
+    return ServiceError(200, "too_many_rows", f"the answer passes the service's {what}")
+
+
+def _whole(content: bytes, cut: bool) -> list[n.Node]:
+    """An `execute`'s nodes: all of them, as embedded, or `_too_many`."""
+    if cut:
+        raise _too_many("max_rows: add a limit, or stream the nodes")
+    return _NODES.decode(content)
+
+
+class _Pages:
+    """A stream's requests: each asks for the next `page` nodes from where the last answer
+    ended. A page the service cut at its `max_rows` (shorter than `page`) is not the end."""
+
+    def __init__(self, query: Query, page: int) -> None:
+        self._page = _page_size(page)
+        self._spec = _spec(query, False)
+        self._taken = self._want = 0
+        self._done = False
+
+    def next(self) -> dict[str, Any] | None:
+        """The next page's spec; None once the stream has every node."""
+        limit = self._spec["limit"]
+        if self._done or (limit is not None and self._taken >= limit):
+            return None
+        self._want = self._page if limit is None else min(self._page, limit - self._taken)
+        return {**self._spec, "limit": self._want, "offset": self._spec["offset"] + self._taken}
+
+    def took(self, content: bytes, cut: bool) -> list[n.Node]:
+        """The nodes of the page asked for last."""
+        chunk = _NODES.decode(content)
+        self._taken += len(chunk)
+        self._done = not chunk or (len(chunk) < self._want and not cut)
+        return chunk
+
+
+class RemoteQuery(Query):
+    """`Query` over HTTP: the same builder, run by the service. An `execute` of more than its
+    ``max_rows`` nodes is refused (`ServiceError` ``too_many_rows``); `stream` pages
+    through any number."""
+
+    def __init__(self, post: _Post) -> None:
+        super().__init__(_no_reader)
+        self._post = post
+
+    def execute(self) -> list[n.Node]:
+        return _whole(*self._post(_spec(self, False)))
+
+    def count(self) -> int:
+        return _COUNT.decode(self._post(_spec(self, True))[0]).count
+
+    def stream(self, page: int = 1_000) -> Iterator[n.Node]:
+        pages = _Pages(self, page)
+        while (spec := pages.next()) is not None:
+            yield from pages.took(*self._post(spec))
+
+
+class AsyncRemoteQuery(Query):
+    """`RemoteQuery` for `AsyncRemoteGraph`: `execute`, `count` and `stream` are awaited."""
+
+    def __init__(
+        self, post: Callable[[dict[str, Any]], Coroutine[Any, Any, tuple[bytes, bool]]]
+    ) -> None:
+        super().__init__(_no_reader)
+        self._post = post
+
+    async def execute(self) -> list[n.Node]:  # type: ignore[override]
+        return _whole(*await self._post(_spec(self, False)))
+
+    async def count(self) -> int:  # type: ignore[override]
+        return _COUNT.decode((await self._post(_spec(self, True)))[0]).count
+
+    async def stream(self, page: int = 1_000) -> AsyncIterator[n.Node]:  # type: ignore[override]
+        pages = _Pages(self, page)
+        while (spec := pages.next()) is not None:
+            for node in pages.took(*await self._post(spec)):
+                yield node
 
 
 class _Sql(msgspec.Struct, omit_defaults=True):
@@ -283,11 +317,7 @@ def _fork_body(at: int | str, name: str) -> bytes:
 
 def _table(content: bytes, truncated: str | None) -> pa.Table:
     if truncated == "true":
-        raise ServiceError(
-            200,
-            "too_many_rows",
-            "the answer passes the service's max_rows or max_answer_bytes: add a LIMIT",
-        )
+        raise _too_many("max_rows or max_answer_bytes: add a LIMIT")
     return pa.ipc.open_stream(content).read_all()
 
 
@@ -342,9 +372,9 @@ class RemoteGraph(RemoteLog):
             raise
         return msgspec.json.decode(content, type=read.type)  # type: ignore[no-any-return]
 
-    def _post_query(self, spec: dict[str, Any], answer: Any) -> Any:
+    def _post_query(self, spec: dict[str, Any]) -> tuple[bytes, bool]:
         response = self._request("POST", "/query", content=msgspec.json.encode(spec))
-        return msgspec.json.decode(response.content, type=answer)
+        return response.content, response.headers.get(_TRUNCATED) == "true"
 
     def _arrow(self, query: str, params: Params) -> pa.Table:
         body = _sql_body(query, params)
@@ -413,9 +443,9 @@ class AsyncRemoteGraph(AsyncRemoteLog):
             raise
         return msgspec.json.decode(response.content, type=read.type)  # type: ignore[no-any-return]
 
-    async def _post_query(self, spec: dict[str, Any], answer: Any) -> Any:
+    async def _post_query(self, spec: dict[str, Any]) -> tuple[bytes, bool]:
         response = await self._request("POST", "/query", content=msgspec.json.encode(spec))
-        return msgspec.json.decode(response.content, type=answer)
+        return response.content, response.headers.get(_TRUNCATED) == "true"
 
     def query(self) -> AsyncRemoteQuery:
         """A query builder whose `execute`, `count` and `stream` are awaited."""

@@ -65,7 +65,8 @@ R = TypeVar("R")
 _JSON = msgspec.json.Encoder(enc_hook=str)  # DuckDB's odd values (intervals, ...) as text
 _ARROW = "application/vnd.apache.arrow.stream"
 TRUNCATED = "LMG-Truncated"
-"""The header of an Arrow answer saying whether `max_rows` cut it (JSON says it in its body)."""
+"""The header of an Arrow answer (JSON says it in its body) or of a query's nodes saying
+whether `max_rows` cut it."""
 
 
 @dataclass
@@ -118,8 +119,8 @@ async def _read(request: Request, scope: str, fn: Callable[[GraphReader], R]) ->
     return json_response(result)
 
 
-def json_response(value: Any, status: int = 200) -> Response:
-    return Response(_JSON.encode(value), status, media_type="application/json")
+def json_response(value: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+    return Response(_JSON.encode(value), status, headers, media_type="application/json")
 
 
 def _id(request: Request, key: str = "id") -> uuid.UUID:
@@ -446,15 +447,19 @@ class QueryRequest(msgspec.Struct, forbid_unknown_fields=True):
 
 
 async def query(request: Request) -> Response:
+    """The builder's nodes, at most `max_rows` of them: one more is fetched, so the header
+    `TRUNCATED` says whether the limit cut the answer (the client refuses a cut `execute`
+    and pages a `stream` on from where the cut was), or ``{"count": n}``."""
     service, owner = await _served(request, "read")
     raw = await read_body(request, service.limits.max_body_bytes, service.limits.body_timeout_s)
     try:
         spec = msgspec.json.decode(raw, type=QueryRequest)
     except (msgspec.DecodeError, RecursionError) as exc:
         raise ApiError(422, "bad_request", f"not a query: {exc}") from None
-    limit = service.limits.max_rows
-    if not spec.count and (spec.limit is None or spec.limit > limit):
-        spec = msgspec.structs.replace(spec, limit=limit)
+    most = service.limits.max_rows
+    capped = not spec.count and (spec.limit is None or spec.limit > most)
+    if capped:
+        spec = msgspec.structs.replace(spec, limit=most + 1)
     cursor = owner.cursor()
     reader = GraphReader(cursor, cache_size=0, kind_of=owner.kind_of)
     built = spec.build(Query(lambda fn: fn(reader)))
@@ -462,7 +467,11 @@ async def query(request: Request) -> Response:
     def run() -> Any:
         return {"count": built.count()} if spec.count else built.execute()
 
-    return json_response(await run_read(service, cursor, run))
+    answer = await run_read(service, cursor, run)
+    if spec.count:
+        return json_response(answer)
+    cut = capped and len(answer) > most
+    return json_response(answer[:most], headers={TRUNCATED: "true" if cut else "false"})
 
 
 # -- erasure ----------------------------------------------------------------------------------

@@ -916,3 +916,32 @@ def test_the_query_builder_sends_every_call_as_embedded(
         answers = [_outcome(query(g).execute) for g in (remote, embedded)]
         assert answers[0] == answers[1], name
         assert answers[0][0] == "answered", name
+
+
+def test_a_query_past_max_rows_streams_whole_and_is_never_short(
+    served: Service, both: tuple[MemoryGraph, Any]
+) -> None:
+    """`stream` pages through every node whatever its page is beside the service's
+    `max_rows` (50 here); an `execute` the service would cut is refused (`too_many_rows`),
+    as SQL is, never answered short."""
+    embedded, remote = both
+    s = remote.create_session()
+    remote.add_prompts_batch([(s.id, f"q{i}") for i in range(60)])
+    everything = embedded.query().execute()
+    assert len(everything) == 61
+    for page in (7, 50, 100, 1_000):
+        assert list(remote.query().stream(page)) == everything, page
+    assert list(remote.query().limit(55).stream(100)) == everything[:55]
+    assert remote.query().limit(50).execute() == everything[:50]  # max_rows exactly: whole
+    for query in (remote.query(), remote.query().limit(51)):
+        with pytest.raises(eventlog.ServiceError) as cut:
+            query.execute()
+        assert cut.value.code == "too_many_rows"
+
+    async def streamed() -> list[Any]:
+        async with await AsyncMemoryGraph.connect(served.url) as g:
+            with pytest.raises(eventlog.ServiceError, match="max_rows"):
+                await g.query().execute()
+            return [node async for node in g.query().stream(100)]
+
+    assert asyncio.run(streamed()) == everything
