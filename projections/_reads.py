@@ -643,6 +643,8 @@ def _check_edge_type(value: object) -> None:
 
 
 def _check_version(value: object) -> None:
-    """A template version is an int (or None: the current one); True is no version 1."""
+    """A template version is an int64 (or None: the current one); True is no version 1."""
     if value is not None and (not isinstance(value, int) or isinstance(value, bool)):
         raise BadArgument(f"version must be an int, not {type(value).__name__}")
+    if value is not None and not -(2**63) <= value < 2**63:
+        raise BadArgument(f"version must be an int64, got {value!r}")

@@ -60,9 +60,9 @@ _ERRORS: dict[str, type[Exception]] = {
 }
 _ARROW = "application/vnd.apache.arrow.stream"
 _TRUNCATED = "lmg-truncated"  # projections._routes.TRUNCATED (that module imports Starlette)
-_MOST = 10**18 - 1
-"""The largest `turns` or `depth` the service reads (`_routes._int`): a larger one answers as
-this one does, as no session has this many turns and no walk this many levels."""
+_MOST = 2**63 - 1
+"""The largest `turns` or `depth` the service reads (an int64, `_routes._int`): a larger one
+answers as this one does, as no session has this many turns and no walk this many levels."""
 _ASK = object()
 
 

@@ -132,15 +132,16 @@ def _id(request: Request, key: str = "id") -> uuid.UUID:
 
 
 def _int(request: Request, key: str, default: int) -> int:
-    """A query parameter's int (an int64: at most 18 digits, signed). The reader checks the
-    rest (`turns` positive, ...) and says it as embedded; a version -1 is not found."""
+    """A query parameter's int64 (signed). The reader checks the rest (`turns` positive,
+    ...) and says it as embedded; a version -1 is not found."""
     value = request.query_params.get(key)
     if value is None:
         return default
     digits = value.removeprefix("-")
-    if not (digits.isascii() and digits.isdigit()) or len(digits) > 18:
-        raise ApiError(422, "bad_argument", f"{key} must be an int of at most 18 digits")
-    return int(value)
+    number = int(value) if digits.isascii() and digits.isdigit() and len(digits) <= 19 else None
+    if number is None or not -(2**63) <= number < 2**63:
+        raise ApiError(422, "bad_argument", f"{key} must be an int64")
+    return number
 
 
 def _found(value: R | None, what: str) -> R:

@@ -245,6 +245,7 @@ def _page_size(page: int) -> int:
 
 
 def _non_negative(value: int, name: str) -> int:
-    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-        raise BadArgument(f"{name} must be a non-negative int, got {value!r}")
+    """A limit, offset or page: an int64 (DuckDB's LIMIT and OFFSET), refused here beyond."""
+    if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value < 2**63:
+        raise BadArgument(f"{name} must be a non-negative int64, got {value!r}")
     return value

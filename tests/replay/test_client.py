@@ -945,3 +945,29 @@ def test_a_query_past_max_rows_streams_whole_and_is_never_short(
             return [node async for node in g.query().stream(100)]
 
     assert asyncio.run(streamed()) == everything
+
+
+def test_numbers_past_int64_answer_or_refuse_as_embedded(
+    both: tuple[MemoryGraph, Any],
+) -> None:
+    """A limit, offset, page or version past an int64 is `BadArgument` on both (embedded,
+    DuckDB's cast error; remote, a capped answer, `SqlFailed`, or a refusal of its digits);
+    a turns or depth past it answers as the largest does."""
+    embedded, remote = both
+    s = remote.create_session()
+    t = remote.create_template("t", "x")
+    p = remote.add_prompt(s.id, "q")
+    reads: dict[str, Callable[[Any], Any]] = {
+        "limit": lambda g: g.query().limit(2**63).execute(),
+        "offset": lambda g: g.query().offset(2**63).execute(),
+        "count": lambda g: g.query().limit(2**64).count(),
+        "page": lambda g: list(g.query().stream(2**63)),
+        "version": lambda g: g.get_template(t, 2**63),
+        "version 2**63 - 1": lambda g: g.get_template(t, 2**63 - 1),
+        "turns": lambda g: g.context_window(s.id, 2**70),
+        "depth": lambda g: g.ancestors(p, 2**70),
+    }
+    for name, read in reads.items():
+        answer = _outcome(read, embedded)
+        assert _outcome(read, remote) == answer, name
+        assert answer[0] in ("answered", "BadArgument", "NotFound"), name
