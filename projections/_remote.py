@@ -27,7 +27,7 @@ import duckdb
 import msgspec
 import pyarrow as pa
 
-from eventlog import ServiceError
+from eventlog import LogClosed, ServiceError
 from eventlog._client import AsyncRemoteLog, RemoteLog
 from eventlog._wire import ERRORS
 
@@ -43,7 +43,7 @@ from ._reads import (
     _check_positive,
     _check_version,
 )
-from .errors import BadArgument, SqlFailed, SqlRefused
+from .errors import BadArgument, GraphClosed, SqlFailed, SqlRefused
 from .query import Query, _page_size
 
 __all__ = ["AsyncRemoteGraph", "AsyncRemoteQuery", "Forked", "RemoteGraph", "RemoteQuery"]
@@ -361,11 +361,18 @@ class RemoteGraph(RemoteLog):
             self._duckdb.close()
         super().close()
 
+    def _read(self, method: str, path: str, **kw: Any) -> Any:
+        """A read's request; once closed, `GraphClosed`, as an embedded graph's read."""
+        try:
+            return self._request(method, path, **kw)
+        except LogClosed as exc:
+            raise GraphClosed(str(exc)) from None
+
     def _get(self, read: _Read[R]) -> R:
         if read.known is not _ASK:
             return read.known  # type: ignore[no-any-return]
         try:
-            content = self._request("GET", read.path, params=read.params).content
+            content = self._read("GET", read.path, params=read.params).content
         except NotFound:
             if read.none_if_missing:
                 return None  # type: ignore[return-value]
@@ -373,12 +380,12 @@ class RemoteGraph(RemoteLog):
         return msgspec.json.decode(content, type=read.type)  # type: ignore[no-any-return]
 
     def _post_query(self, spec: dict[str, Any]) -> tuple[bytes, bool]:
-        response = self._request("POST", "/query", content=msgspec.json.encode(spec))
+        response = self._read("POST", "/query", content=msgspec.json.encode(spec))
         return response.content, response.headers.get(_TRUNCATED) == "true"
 
     def _arrow(self, query: str, params: Params) -> pa.Table:
         body = _sql_body(query, params)
-        response = self._request("POST", "/sql", content=body, headers={"Accept": _ARROW})
+        response = self._read("POST", "/sql", content=body, headers={"Accept": _ARROW})
         return _table(response.content, response.headers.get(_TRUNCATED))
 
     def query(self) -> RemoteQuery:
@@ -432,11 +439,18 @@ class AsyncRemoteGraph(AsyncRemoteLog):
     ) -> None:
         super().__init__(url, store, token=token, timeout=timeout, errors=_ERRORS)
 
+    async def _read(self, method: str, path: str, **kw: Any) -> Any:
+        """A read's request; once closed, `GraphClosed`, as an embedded graph's read."""
+        try:
+            return await self._request(method, path, **kw)
+        except LogClosed as exc:
+            raise GraphClosed(str(exc)) from None
+
     async def _get(self, read: _Read[R]) -> R:
         if read.known is not _ASK:
             return read.known  # type: ignore[no-any-return]
         try:
-            response = await self._request("GET", read.path, params=read.params)
+            response = await self._read("GET", read.path, params=read.params)
         except NotFound:
             if read.none_if_missing:
                 return None  # type: ignore[return-value]
@@ -444,7 +458,7 @@ class AsyncRemoteGraph(AsyncRemoteLog):
         return msgspec.json.decode(response.content, type=read.type)  # type: ignore[no-any-return]
 
     async def _post_query(self, spec: dict[str, Any]) -> tuple[bytes, bool]:
-        response = await self._request("POST", "/query", content=msgspec.json.encode(spec))
+        response = await self._read("POST", "/query", content=msgspec.json.encode(spec))
         return response.content, response.headers.get(_TRUNCATED) == "true"
 
     def query(self) -> AsyncRemoteQuery:
@@ -454,7 +468,7 @@ class AsyncRemoteGraph(AsyncRemoteLog):
     async def sql(self, query: str, params: Params = None) -> list[tuple[Any, ...]]:
         """Run SQL on the service's projections; returns every row (as `AsyncMemoryGraph`)."""
         body = _sql_body(query, params)
-        response = await self._request("POST", "/sql", content=body, headers={"Accept": _ARROW})
+        response = await self._read("POST", "/sql", content=body, headers={"Accept": _ARROW})
         table = _table(response.content, response.headers.get(_TRUNCATED))
         with duckdb.connect() as con:
             return restored(con, table).fetchall()

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from eventlog import LogClosed
+
 __all__ = [
     "BadArgument",
     "DatabaseBusy",
     "FoldFailed",
+    "GraphClosed",
     "PoisonEvent",
     "ProjectionError",
     "ProjectorBusy",
@@ -23,6 +26,11 @@ class BadArgument(ProjectionError, ValueError, TypeError):
     """A read was called with a value of the wrong type or out of range (nothing was read).
 
     It is also a ValueError and a TypeError, so code written for either keeps working."""
+
+
+class GraphClosed(ProjectionError, LogClosed):
+    """A read of a graph after `close`, embedded or through `MemoryGraph.connect`. Also a
+    `LogClosed`, which the graph's appends raise after `close`."""
 
 
 class ProjectorBusy(ProjectionError):

@@ -46,7 +46,7 @@ from ._reads import TABLE_OF_TYPE, GraphReader, Hop, Impact, KindOf
 from ._sandbox import one_line, sandbox
 from ._schema import checkpoint, ensure_schema
 from ._text_index import drop_index
-from .errors import DatabaseBusy, FoldFailed, ProjectionError, SqlFailed
+from .errors import DatabaseBusy, FoldFailed, GraphClosed, ProjectionError, SqlFailed
 from .graph_view import GraphReads, fetch, incoming, outgoing
 from .query import Query
 
@@ -302,7 +302,7 @@ class _Embedded:
         """Fold, then read with `fn`; waits up to `wait_s` (the graph's) for the database."""
         with self._mutex:
             if self._closed:
-                raise ProjectionError(f"the graph on {self.db} is closed")
+                raise GraphClosed(f"the graph on {self.db} is closed")
             try:
                 if self.con is not None and self._erasure_due():
                     self._let_go()  # an erasure: the file goes at the next hold (just below)

@@ -971,3 +971,37 @@ def test_numbers_past_int64_answer_or_refuse_as_embedded(
         answer = _outcome(read, embedded)
         assert _outcome(read, remote) == answer, name
         assert answer[0] in ("answered", "BadArgument", "NotFound"), name
+
+
+def test_a_read_after_close_raises_graph_closed_embedded_and_remote(
+    served: Service, tmp_path: Path
+) -> None:
+    """A read of a closed graph is `GraphClosed` (a `ProjectionError`, and a `LogClosed`
+    as its appends raise), embedded or remote, sync or async: not `LogClosed` alone
+    remotely, which an ``except ProjectionError`` around reads would miss."""
+    graphs: list[Any] = [MemoryGraph.open(tmp_path / "embedded"), MemoryGraph.connect(served.url)]
+    reads: list[Callable[[Any], Any]] = [
+        lambda g: g.get_node(uuid.uuid4()),
+        lambda g: g.query().count(),
+        lambda g: g.rows("SELECT 1"),
+    ]
+    for graph in graphs:
+        graph.close()
+        for read in reads:
+            with pytest.raises(projections.GraphClosed) as closed:
+                read(graph)
+            assert isinstance(closed.value, eventlog.LogClosed)
+
+    async def main() -> None:
+        opened: list[Any] = [
+            await AsyncMemoryGraph.open(tmp_path / "async"),
+            await AsyncMemoryGraph.connect(served.url),
+        ]
+        for g in opened:
+            await g.close()
+            with pytest.raises(projections.GraphClosed):
+                await g.get_session(uuid.uuid4())
+            with pytest.raises(projections.GraphClosed):
+                await g.sql("SELECT 1")
+
+    asyncio.run(main())
