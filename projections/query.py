@@ -159,7 +159,7 @@ class Query:
                     continue
                 column = _METADATA_COLUMN[table]
                 where.append(f"json_extract({column}, $key{j}) = $value{j}::JSON")
-                params[f"key{j}"] = "$." + msgspec.json.encode(key).decode()
+                params[f"key{j}"] = _pointer(key)
                 params[f"value{j}"] = msgspec.json.encode(value).decode()
             parts.append(f"SELECT {i} AS t, id, lsn FROM {table} WHERE {' AND '.join(where)}")
         if not parts:
@@ -237,6 +237,12 @@ def _type_name(name: str) -> str:
     if key not in TABLE_OF_TYPE:
         raise BadArgument(f"unknown node type {name!r}; one of {', '.join(TABLE_OF_TYPE)}")
     return key
+
+
+def _pointer(key: str) -> str:
+    """The JSON Pointer (RFC 6901) of a top-level key: any str, where a JSONPath (``$."k"``)
+    is a binder error for the empty key and finds nothing for one holding NUL."""
+    return "/" + key.replace("~", "~0").replace("/", "~1")
 
 
 def _page_size(page: int) -> int:

@@ -1005,3 +1005,17 @@ def test_a_read_after_close_raises_graph_closed_embedded_and_remote(
                 await g.sql("SELECT 1")
 
     asyncio.run(main())
+
+
+def test_a_metadata_filter_finds_any_key_embedded_and_remote(
+    both: tuple[MemoryGraph, Any],
+) -> None:
+    """A metadata key is any str: the empty one (a DuckDB binder error embedded, `SqlFailed`
+    remote) and one holding NUL (found by neither) match as any other."""
+    embedded, remote = both
+    keys = ["", "\x00", "a/b", "a~1b", 'a"b', "a.b", "$", "[0]"]
+    session = remote.create_session(metadata={key: k for k, key in enumerate(keys)})
+    for k, key in enumerate(keys):
+        for g in (remote, embedded):
+            answer = _outcome(g.query().metadata(key, k).execute)
+            assert answer == ("answered", [g.get_session(session.id)]), (key, g)
