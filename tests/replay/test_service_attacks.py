@@ -58,3 +58,37 @@ async def _follow_at_once(url: str, n: int) -> list[int]:
                 return answer.status_code
 
         return sorted(await asyncio.gather(*(follow() for _ in range(n))))
+
+
+def _memory_kib(pid: int, field: str) -> int:
+    """A line of /proc/PID/status, in KiB (VmRSS: now; VmHWM: the most it ever held)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(f"{field}:"):
+            return int(line.split()[1])
+    raise AssertionError(f"no {field} in /proc/{pid}/status")
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads /proc (Linux)")
+def test_a_sql_answer_of_big_rows_is_not_fetched_whole(tmp_path: Path, store: Path) -> None:
+    """256 rows of 1 MB each, answered in JSON with `max_answer_bytes` of 4 MiB: the service
+    fetched the rows 256 at a time and encoded them all before it counted their bytes, so it
+    held three times the 256 MB DuckDB made (the rows as Python strings, then as JSON). It
+    now fetches rows a few at a time until it knows their size, and stops at the limit:
+    what it holds beyond DuckDB's own vector of rows is about the answer."""
+    limit = 4 * 1024 * 1024
+    service = Service(tmp_path, [str(store), "--limit", f"max_answer_bytes={limit}"])
+    try:
+        pid = service.child.proc.pid
+        query = {"query": "SELECT repeat('x', 1000000) AS x FROM range(256)"}
+        warm = service.http.post("/v1/stores/default/sql", json={"query": "SELECT 1"})
+        assert warm.status_code == 200
+        before = _memory_kib(pid, "VmRSS")
+        answer = service.http.post("/v1/stores/default/sql", json=query)
+        assert answer.status_code == 200, answer.text
+        body = answer.json()
+        assert body["truncated"] and len(body["rows"]) == 4  # each row is 1 MB and 3 bytes
+        made_kib = 256 * 1_000_000 // 1024  # what DuckDB makes: its vector of 256 rows
+        grew = _memory_kib(pid, "VmHWM") - before
+        assert grew < made_kib * 1.5, f"held {grew} KiB past {before} for {made_kib} KiB of rows"
+    finally:
+        assert service.stop() == 0
