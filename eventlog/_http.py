@@ -145,9 +145,26 @@ def error_response(
     return JSONResponse(error_body(code, message, details), status_code=status)
 
 
+MAX_MESSAGE_CHARS = 1_000
+"""An error message longer than this keeps its head and its end, and says how much of it was
+cut between them: messages quote what a request sent (a value that is not a UUID, an unknown
+node type, a SQL text DuckDB could not bind), which was echoed whole, up to `max_body_bytes`
+(8 MB of a session id answered 8 MB of error)."""
+
+
+def bounded_message(message: str) -> str:
+    """`message`, of at most about `MAX_MESSAGE_CHARS` characters."""
+    if len(message) <= MAX_MESSAGE_CHARS:
+        return message
+    head, tail = MAX_MESSAGE_CHARS * 6 // 10, MAX_MESSAGE_CHARS * 3 // 10
+    cut = len(message) - head - tail
+    return f"{message[:head]}...[{cut} characters cut]...{message[-tail:]}"
+
+
 def error_body(code: str, message: str, details: dict[str, Any] | None = None) -> dict[str, Any]:
-    """A refusal's JSON body, the same whether it answers a request or one append of a batch."""
-    error: dict[str, Any] = {"code": code, "message": message}
+    """A refusal's JSON body, the same whether it answers a request or one append of a batch;
+    its message bounded (`bounded_message`)."""
+    error: dict[str, Any] = {"code": code, "message": bounded_message(message)}
     if details:
         error["details"] = details
     return {"error": error}

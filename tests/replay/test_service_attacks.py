@@ -92,3 +92,27 @@ def test_a_sql_answer_of_big_rows_is_not_fetched_whole(tmp_path: Path, store: Pa
         assert grew < made_kib * 1.5, f"held {grew} KiB past {before} for {made_kib} KiB of rows"
     finally:
         assert service.stop() == 0
+
+
+def test_error_messages_do_not_echo_a_request_whole(served: Service) -> None:
+    """Errors quote what a request sent (a value that is no UUID, an unknown node type, the
+    SQL DuckDB could not bind): each was answered whole, up to `max_body_bytes`. A message
+    now keeps its head and its end, with how much was cut between them."""
+    big = "Z" * 50_000
+    refused = [
+        served.http.post("/v1/stores/default/erase", json={"sessions": [big], "dry_run": True}),
+        served.http.post("/v1/stores/default/query", json={"node_type": [big]}),
+        served.http.post("/v1/stores/default/query", json={"order_by": big}),
+        served.http.post("/v1/stores/default/sql", json={"query": f'SELECT "{big}"'}),
+        served.http.post("/v1/stores/default/events", json=[{"type": big}]),
+    ]
+    for answer in refused:
+        assert answer.status_code == 422, answer.text[:200]
+        message = answer.json()["error"]["message"]
+        assert len(message) < 1_100 and "characters cut]..." in message, message[:200]
+    batch = served.http.post("/v1/stores/default/events:batch", json={"appends": [{"type": big}]})
+    (item,) = batch.json()["appends"]
+    assert item["status"] == 422 and len(item["error"]["message"]) < 1_100
+    # a message of its own length is kept whole
+    short = served.http.post("/v1/stores/default/query", json={"node_type": ["nope"]})
+    assert short.json()["error"]["message"].startswith("unknown node type 'nope'; one of ")
