@@ -16,12 +16,13 @@ Rules every route keeps (docs/service.md):
 from __future__ import annotations
 
 import asyncio
+import copy
 import hashlib
 import hmac
 import ipaddress
 import sys
 import time
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -296,8 +297,29 @@ class Metrics:
 
         return observe
 
-    def text(self) -> bytes:
-        return prom.generate_latest(self.registry)
+    def text(self, shown: Callable[[str], bool] | None = None) -> bytes:
+        """The Prometheus text; with `shown`, only the samples of the stores it allows (and
+        those of no store): a token of some stores never reads another's name."""
+        if shown is None:
+            return prom.generate_latest(self.registry)
+        return prom.generate_latest(_Shown(self.registry, shown))
+
+
+class _Shown:
+    """A registry's metrics without the samples labelled with a store `shown` refuses."""
+
+    def __init__(self, registry: prom.CollectorRegistry, shown: Callable[[str], bool]) -> None:
+        self._registry, self._shown = registry, shown
+
+    def collect(self) -> Iterator[Any]:
+        for metric in self._registry.collect():
+            kept = copy.copy(metric)
+            kept.samples = [
+                s
+                for s in metric.samples
+                if "store" not in s.labels or self._shown(s.labels["store"])
+            ]
+            yield kept
 
 
 @dataclass

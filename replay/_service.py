@@ -70,7 +70,8 @@ async def readyz(request: Request) -> Response:
 
 
 async def metrics(request: Request) -> Response:
-    """Prometheus text; with auth on, an admin token is needed (it names the stores)."""
+    """Prometheus text; with auth on, an admin token is needed, and it reads the samples of
+    the stores it may use only (they name their store)."""
     service = service_of(request)
     token = service.token(request)
     if token is not None and not token.can("admin"):
@@ -80,7 +81,8 @@ async def metrics(request: Request) -> Response:
             events, seconds = served.lag()
             service.metrics.lag_events.labels(served.name).set(events)
             service.metrics.lag_seconds.labels(served.name).set(seconds)
-    return Response(service.metrics.text(), media_type="text/plain; version=0.0.4")
+    shown = None if token is None else token.allows
+    return Response(service.metrics.text(shown), media_type="text/plain; version=0.0.4")
 
 
 def app(

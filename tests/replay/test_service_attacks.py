@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+import shutil
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -13,7 +14,7 @@ import pytest
 
 from tests._processes import WAIT_S
 
-from .test_service import Service
+from .test_service import Service, _token
 
 # real server processes: `make test` runs them, `make test-fast` not
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("one_session")]
@@ -116,3 +117,30 @@ def test_error_messages_do_not_echo_a_request_whole(served: Service) -> None:
     # a message of its own length is kept whole
     short = served.http.post("/v1/stores/default/query", json={"node_type": ["nope"]})
     assert short.json()["error"]["message"].startswith("unknown node type 'nope'; one of ")
+
+
+def test_metrics_name_only_the_stores_the_token_may_use(tmp_path: Path, store: Path) -> None:
+    """An admin token of one store read `/metrics`, whose samples are labelled with every
+    served store's name: it learned the others exist. It now reads the samples of its own
+    stores (and those of no store); a token of every store (``*``) reads them all."""
+    secret = tmp_path / "secret-store"
+    shutil.copytree(store, secret)
+    auth = tmp_path / "tokens.json"
+    mine = _token(auth, "mine", ["admin"], ["default"])
+    every = _token(auth, "every", ["admin"], ["*"])
+    service = Service(tmp_path, [str(store), "--store", f"secret={secret}", "--auth", str(auth)])
+    try:
+        for name in ("default", "secret"):  # samples of both stores, and of a request
+            headers = {"Authorization": f"Bearer {every}"}
+            answer = service.http.get(f"/v1/stores/{name}/lsn", headers=headers)
+            assert answer.status_code == 200
+        seen = service.http.get("/metrics", headers={"Authorization": f"Bearer {mine}"})
+        assert seen.status_code == 200
+        assert 'lmg_fold_lag_events{store="default"}' in seen.text
+        assert "lmg_request_seconds_count{" in seen.text  # a metric of no store is kept
+        assert "secret" not in seen.text
+        whole = service.http.get("/metrics", headers={"Authorization": f"Bearer {every}"})
+        assert 'lmg_fold_lag_events{store="secret"}' in whole.text
+        assert 'lmg_fold_lag_events{store="default"}' in whole.text
+    finally:
+        assert service.stop() == 0
