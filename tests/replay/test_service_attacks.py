@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import shutil
+import socket
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -143,4 +144,39 @@ def test_metrics_name_only_the_stores_the_token_may_use(tmp_path: Path, store: P
         assert 'lmg_fold_lag_events{store="secret"}' in whole.text
         assert 'lmg_fold_lag_events{store="default"}' in whole.text
     finally:
+        assert service.stop() == 0
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads /proc (Linux)")
+def test_a_feed_reader_that_stalls_holds_a_few_frames(tmp_path: Path, store: Path) -> None:
+    """The feed read the log 4096 records at a time, whatever their size, and a reader that
+    reads nothing holds its chunk: ten of them on a log of 48 MB of events held 480 MB. A
+    chunk now ends once the frames decoded for it pass a few MiB."""
+    service = Service(tmp_path, [str(store)])
+    readers: list[socket.socket] = []
+    try:
+        pid = service.child.proc.pid
+        frame = [{"type": "session.created", "metadata": {"blob": "y" * 60_000}}] * 100
+        for _ in range(8):  # 8 frames of 100 events of 60 KB
+            appended = service.http.post("/v1/stores/default/events", json=frame)
+            assert appended.status_code == 200
+        before = _memory_kib(pid, "VmRSS")
+        for _ in range(10):
+            reader = socket.socket()
+            reader.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            reader.settimeout(WAIT_S)
+            reader.connect(("127.0.0.1", int(service.url.rsplit(":", 1)[1])))
+            reader.sendall(b"GET /v1/stores/default/events HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+            readers.append(reader)
+        for reader in readers:  # each has sent its first record: its first chunk is read
+            seen = b""
+            while b'"lsn"' not in seen:
+                more = reader.recv(1024)
+                assert more, seen[-200:]
+                seen += more
+        grew = _memory_kib(pid, "VmHWM") - before
+        assert grew < 10 * 24_000, f"ten stalled readers held {grew} KiB"
+    finally:
+        for reader in readers:
+            reader.close()
         assert service.stop() == 0
