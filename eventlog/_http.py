@@ -81,6 +81,11 @@ class Limits(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tr
     no worker for longer. A request's head (line and headers) has as long to arrive, from
     the connection or its first byte (`replay._service`), else 408 and the connection is
     closed."""
+    max_bodies_bytes: int = 256 * 1024 * 1024
+    """Bytes of request bodies the service holds at once, over every request in flight (a
+    body is held until its request is answered); a body that would pass it is refused (503
+    ``busy``, which clients and OTLP exporters retry): 1024 connections, each sending 8 MB of
+    a body a little larger and then nothing, held 8 GB for `body_timeout_s`."""
     max_batch_appends: int = 1_000
     """Appends one body of the batch route may carry (``events:batch``); more is refused
     (413) whole. Each append in it keeps the log's own limits."""
@@ -252,6 +257,9 @@ class Metrics:
         self.follows = prom.Gauge(
             "lmg_follow_streams", "Open follow streams", ["store"], registry=r
         )
+        self.bodies = prom.Gauge(
+            "lmg_request_body_bytes", "Bytes of request bodies held now", registry=r
+        )
         self.lag_events = prom.Gauge(
             "lmg_fold_lag_events", "Events in the log not yet folded", ["store"], registry=r
         )
@@ -345,6 +353,7 @@ class Service:
     draining: bool = False
     ready: bool = False
     stops: set[asyncio.Event] = field(default_factory=set)  # one per open follow stream
+    bodies: int = 0  # bytes of request bodies held now (`read_body`; `Limits.max_bodies_bytes`)
     queries: asyncio.Semaphore | None = None
     erased: list[Callable[[str], None]] = field(default_factory=list)
     """Called with a store's name after an erasure on it: each drops what the service keeps
@@ -397,10 +406,14 @@ def service_of(request: Request) -> Service:
 
 async def read_body(request: Request, limit: int, timeout_s: float) -> bytes:
     """The body, refused (413) once it passes `limit` bytes and (408) if it takes longer than
-    `timeout_s` to arrive; a declared Content-Length over the limit is refused unread."""
+    `timeout_s` to arrive; a declared Content-Length over the limit is refused unread. Its
+    bytes count in `Service.bodies` until the request is answered (`access_log` gives them
+    back), and one that would pass `Limits.max_bodies_bytes` is refused (503)."""
     declared = request.headers.get("content-length")
     if declared is not None and declared.isascii() and declared.isdigit() and int(declared) > limit:
         raise _too_large(limit)
+    service = service_of(request)
+    budget = service.limits.max_bodies_bytes
     chunks: list[bytes] = []
     size = 0
     try:
@@ -409,10 +422,19 @@ async def read_body(request: Request, limit: int, timeout_s: float) -> bytes:
                 size += len(chunk)
                 if size > limit:
                     raise _too_large(limit)
+                if service.bodies + len(chunk) > budget:
+                    raise ApiError(503, "busy", _BUSY)
+                service.bodies += len(chunk)
+                service.metrics.bodies.set(service.bodies)
+                request.scope[_HELD] = request.scope.get(_HELD, 0) + len(chunk)
                 chunks.append(chunk)
     except TimeoutError:
         raise ApiError(408, "body_timeout", f"the body took longer than {timeout_s:g} s") from None
     return b"".join(chunks)
+
+
+_HELD = "lmg.body_bytes"  # the bytes of its body a request holds in `Service.bodies`
+_BUSY = "the service holds as many request bodies as it may (max_bodies_bytes); retry shortly"
 
 
 def _too_large(limit: int) -> ApiError:
@@ -486,10 +508,11 @@ _LINE = msgspec.json.Encoder()
 _NO_STORE = (b"cache-control", b"no-store")
 
 
-def access_log(app: ASGIApp, metrics: Metrics) -> ASGIApp:
+def access_log(app: ASGIApp, metrics: Metrics, service: Service | None = None) -> ASGIApp:
     """ASGI middleware: one JSON line per request on stderr (time, method, route, status,
     milliseconds, token name), and the request's latency in `metrics` by route and status;
-    an answer that says nothing of caching is sent with ``Cache-Control: no-store``.
+    an answer that says nothing of caching is sent with ``Cache-Control: no-store``. Once a
+    request is answered, the bytes of its body go out of `service`'s count (`read_body`).
     The route is its template (``/v1/stores/{name}/sql``), so labels stay few: the one
     Starlette's router dispatched to (``scope["route"]``), not a second search of the routes.
 
@@ -526,6 +549,10 @@ def access_log(app: ASGIApp, metrics: Metrics) -> ASGIApp:
         try:
             await app(scope, receive, sending)
         finally:
+            held = scope.get(_HELD, 0)
+            if held and service is not None:
+                service.bodies -= held
+                metrics.bodies.set(service.bodies)
             elapsed = time.monotonic() - began
             route = getattr(scope.get("route"), "path", "<unknown>")
             method = scope["method"]

@@ -172,7 +172,7 @@ def app(
     starlette.state.retention = schedule
     # Without auth, loopback is the only protection, and a browser's pages cross it.
     guarded = starlette if auth is not None else _http.browser_guard(starlette)
-    return _http.access_log(guarded, service.metrics), service
+    return _http.access_log(guarded, service.metrics, service), service
 
 
 class _Server(uvicorn.Server):

@@ -180,3 +180,40 @@ def test_a_feed_reader_that_stalls_holds_a_few_frames(tmp_path: Path, store: Pat
         for reader in readers:
             reader.close()
         assert service.stop() == 0
+
+
+def test_bodies_held_at_once_have_a_limit(tmp_path: Path, store: Path) -> None:
+    """Each body had a limit, all of them together none: 1024 connections, each sending 8 MB
+    of a body a little larger and then nothing, held 8 GB for `body_timeout_s`. Bodies are
+    now counted until their request is answered, and one that would pass
+    `max_bodies_bytes` is refused (503 ``busy``), for as long as the others hold theirs."""
+    args = ["--limit", "max_bodies_bytes=1000000", "--limit", "max_body_bytes=800000"]
+    service = Service(tmp_path, [str(store), *args])
+    port = int(service.url.rsplit(":", 1)[1])
+    slow = socket.create_connection(("127.0.0.1", port), timeout=WAIT_S)
+    try:
+        head = "POST /v1/stores/default/events HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+        slow.sendall(f"{head}Content-Length: 700000\r\n\r\n".encode() + b" " * 600_000)
+        _wait_for(lambda: _body_bytes(service) == 600_000)  # held by the service
+        event = [{"type": "session.created", "metadata": {"pad": "x" * 500_000}}]
+        refused = service.http.post("/v1/stores/default/events", json=event)
+        assert refused.status_code == 503 and refused.json()["error"]["code"] == "busy"
+        small = service.http.post("/v1/stores/default/events", json={"type": "session.created"})
+        assert small.status_code == 200  # within what is left
+        slow.sendall(b" " * 99_999 + b"{")  # the slow body ends (not JSON: refused, 422)
+        assert slow.recv(64).startswith(b"HTTP/1.1 422")
+        _wait_for(lambda: _body_bytes(service) == 0)  # every body given back
+        stored = service.http.post("/v1/stores/default/events", json=event)
+        assert stored.status_code == 200
+    finally:
+        slow.close()
+        assert service.stop() == 0
+
+
+def _body_bytes(service: Service) -> float:
+    (line,) = [
+        line
+        for line in service.http.get("/metrics").text.splitlines()
+        if line.startswith("lmg_request_body_bytes ")
+    ]
+    return float(line.split()[1])
