@@ -80,7 +80,8 @@ class Limits(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tr
     """A body not received in full within this time is refused (408): a slow client holds
     no worker for longer. A request's head (line and headers) has as long to arrive, from
     the connection or its first byte (`replay._service`), else 408 and the connection is
-    closed."""
+    closed. An answer, too: a client that takes none of the bytes waiting to be sent (past
+    64 KiB) for this long has its connection closed."""
     max_bodies_bytes: int = 256 * 1024 * 1024
     """Bytes of request bodies the service holds at once, over every request in flight (a
     body is held until its request is answered); a body that would pass it is refused (503

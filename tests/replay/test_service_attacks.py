@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import shutil
 import socket
 import time
@@ -217,3 +218,31 @@ def _body_bytes(service: Service) -> float:
         if line.startswith("lmg_request_body_bytes ")
     ]
     return float(line.split()[1])
+
+
+def test_an_answer_nobody_takes_is_dropped(tmp_path: Path, store: Path) -> None:
+    """An answer is written whole to the connection (a SQL answer up to `max_answer_bytes`),
+    and a client that took nothing of it kept it in the service's memory for as long as it
+    kept the connection: ten such answers of 60 MB held 830 MB, without end. A connection
+    whose answer has waited `body_timeout_s` without a byte of it taken is now closed."""
+    service = Service(tmp_path, [str(store), "--limit", "body_timeout_s=0.5"])
+    port = int(service.url.rsplit(":", 1)[1])
+    reader = socket.socket()
+    try:
+        reader.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        reader.settimeout(WAIT_S)
+        reader.connect(("127.0.0.1", port))
+        body = b'{"query": "SELECT repeat(\'x\', 1000000) FROM range(30)"}'
+        head = b"POST /v1/stores/default/sql HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+        reader.sendall(head + b"Content-Length: %d\r\n\r\n" % len(body) + body)
+        assert reader.recv(12) == b"HTTP/1.1 200"  # the answer is being sent
+        time.sleep(3)  # taking nothing, for six times body_timeout_s
+        taken = 12
+        with contextlib.suppress(ConnectionResetError):
+            while more := reader.recv(1 << 20):
+                taken += len(more)
+        assert taken < 30_000_000, "the whole answer waited for a reader that took nothing"
+        assert service.http.get("/healthz").status_code == 200
+    finally:
+        reader.close()
+        assert service.stop() == 0
