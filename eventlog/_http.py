@@ -16,12 +16,13 @@ Rules every route keeps (docs/service.md):
 from __future__ import annotations
 
 import asyncio
+import copy
 import hashlib
 import hmac
 import ipaddress
 import sys
 import time
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -79,7 +80,13 @@ class Limits(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tr
     """A body not received in full within this time is refused (408): a slow client holds
     no worker for longer. A request's head (line and headers) has as long to arrive, from
     the connection or its first byte (`replay._service`), else 408 and the connection is
-    closed."""
+    closed. An answer, too: a client that takes none of the bytes waiting to be sent (past
+    64 KiB) for this long has its connection closed."""
+    max_bodies_bytes: int = 256 * 1024 * 1024
+    """Bytes of request bodies the service holds at once, over every request in flight (a
+    body is held until its request is answered); a body that would pass it is refused (503
+    ``busy``, which clients and OTLP exporters retry): 1024 connections, each sending 8 MB of
+    a body a little larger and then nothing, held 8 GB for `body_timeout_s`."""
     max_batch_appends: int = 1_000
     """Appends one body of the batch route may carry (``events:batch``); more is refused
     (413) whole. Each append in it keeps the log's own limits."""
@@ -145,9 +152,26 @@ def error_response(
     return JSONResponse(error_body(code, message, details), status_code=status)
 
 
+MAX_MESSAGE_CHARS = 1_000
+"""An error message longer than this keeps its head and its end, and says how much of it was
+cut between them: messages quote what a request sent (a value that is not a UUID, an unknown
+node type, a SQL text DuckDB could not bind), which was echoed whole, up to `max_body_bytes`
+(8 MB of a session id answered 8 MB of error)."""
+
+
+def bounded_message(message: str) -> str:
+    """`message`, of at most about `MAX_MESSAGE_CHARS` characters."""
+    if len(message) <= MAX_MESSAGE_CHARS:
+        return message
+    head, tail = MAX_MESSAGE_CHARS * 6 // 10, MAX_MESSAGE_CHARS * 3 // 10
+    cut = len(message) - head - tail
+    return f"{message[:head]}...[{cut} characters cut]...{message[-tail:]}"
+
+
 def error_body(code: str, message: str, details: dict[str, Any] | None = None) -> dict[str, Any]:
-    """A refusal's JSON body, the same whether it answers a request or one append of a batch."""
-    error: dict[str, Any] = {"code": code, "message": message}
+    """A refusal's JSON body, the same whether it answers a request or one append of a batch;
+    its message bounded (`bounded_message`)."""
+    error: dict[str, Any] = {"code": code, "message": bounded_message(message)}
     if details:
         error["details"] = details
     return {"error": error}
@@ -234,6 +258,9 @@ class Metrics:
         self.follows = prom.Gauge(
             "lmg_follow_streams", "Open follow streams", ["store"], registry=r
         )
+        self.bodies = prom.Gauge(
+            "lmg_request_body_bytes", "Bytes of request bodies held now", registry=r
+        )
         self.lag_events = prom.Gauge(
             "lmg_fold_lag_events", "Events in the log not yet folded", ["store"], registry=r
         )
@@ -279,8 +306,29 @@ class Metrics:
 
         return observe
 
-    def text(self) -> bytes:
-        return prom.generate_latest(self.registry)
+    def text(self, shown: Callable[[str], bool] | None = None) -> bytes:
+        """The Prometheus text; with `shown`, only the samples of the stores it allows (and
+        those of no store): a token of some stores never reads another's name."""
+        if shown is None:
+            return prom.generate_latest(self.registry)
+        return prom.generate_latest(_Shown(self.registry, shown))
+
+
+class _Shown:
+    """A registry's metrics without the samples labelled with a store `shown` refuses."""
+
+    def __init__(self, registry: prom.CollectorRegistry, shown: Callable[[str], bool]) -> None:
+        self._registry, self._shown = registry, shown
+
+    def collect(self) -> Iterator[Any]:
+        for metric in self._registry.collect():
+            kept = copy.copy(metric)
+            kept.samples = [
+                s
+                for s in metric.samples
+                if "store" not in s.labels or self._shown(s.labels["store"])
+            ]
+            yield kept
 
 
 @dataclass
@@ -306,6 +354,7 @@ class Service:
     draining: bool = False
     ready: bool = False
     stops: set[asyncio.Event] = field(default_factory=set)  # one per open follow stream
+    bodies: int = 0  # bytes of request bodies held now (`read_body`; `Limits.max_bodies_bytes`)
     queries: asyncio.Semaphore | None = None
     erased: list[Callable[[str], None]] = field(default_factory=list)
     """Called with a store's name after an erasure on it: each drops what the service keeps
@@ -358,10 +407,14 @@ def service_of(request: Request) -> Service:
 
 async def read_body(request: Request, limit: int, timeout_s: float) -> bytes:
     """The body, refused (413) once it passes `limit` bytes and (408) if it takes longer than
-    `timeout_s` to arrive; a declared Content-Length over the limit is refused unread."""
+    `timeout_s` to arrive; a declared Content-Length over the limit is refused unread. Its
+    bytes count in `Service.bodies` until the request is answered (`access_log` gives them
+    back), and one that would pass `Limits.max_bodies_bytes` is refused (503)."""
     declared = request.headers.get("content-length")
     if declared is not None and declared.isascii() and declared.isdigit() and int(declared) > limit:
         raise _too_large(limit)
+    service = service_of(request)
+    budget = service.limits.max_bodies_bytes
     chunks: list[bytes] = []
     size = 0
     try:
@@ -370,10 +423,19 @@ async def read_body(request: Request, limit: int, timeout_s: float) -> bytes:
                 size += len(chunk)
                 if size > limit:
                     raise _too_large(limit)
+                if service.bodies + len(chunk) > budget:
+                    raise ApiError(503, "busy", _BUSY)
+                service.bodies += len(chunk)
+                service.metrics.bodies.set(service.bodies)
+                request.scope[_HELD] = request.scope.get(_HELD, 0) + len(chunk)
                 chunks.append(chunk)
     except TimeoutError:
         raise ApiError(408, "body_timeout", f"the body took longer than {timeout_s:g} s") from None
     return b"".join(chunks)
+
+
+_HELD = "lmg.body_bytes"  # the bytes of its body a request holds in `Service.bodies`
+_BUSY = "the service holds as many request bodies as it may (max_bodies_bytes); retry shortly"
 
 
 def _too_large(limit: int) -> ApiError:
@@ -447,10 +509,11 @@ _LINE = msgspec.json.Encoder()
 _NO_STORE = (b"cache-control", b"no-store")
 
 
-def access_log(app: ASGIApp, metrics: Metrics) -> ASGIApp:
+def access_log(app: ASGIApp, metrics: Metrics, service: Service | None = None) -> ASGIApp:
     """ASGI middleware: one JSON line per request on stderr (time, method, route, status,
     milliseconds, token name), and the request's latency in `metrics` by route and status;
-    an answer that says nothing of caching is sent with ``Cache-Control: no-store``.
+    an answer that says nothing of caching is sent with ``Cache-Control: no-store``. Once a
+    request is answered, the bytes of its body go out of `service`'s count (`read_body`).
     The route is its template (``/v1/stores/{name}/sql``), so labels stay few: the one
     Starlette's router dispatched to (``scope["route"]``), not a second search of the routes.
 
@@ -487,6 +550,10 @@ def access_log(app: ASGIApp, metrics: Metrics) -> ASGIApp:
         try:
             await app(scope, receive, sending)
         finally:
+            held = scope.get(_HELD, 0)
+            if held and service is not None:
+                service.bodies -= held
+                metrics.bodies.set(service.bodies)
             elapsed = time.monotonic() - began
             route = getattr(scope.get("route"), "path", "<unknown>")
             method = scope["method"]

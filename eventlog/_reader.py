@@ -68,6 +68,7 @@ class Cursor:
         self._stop, self._start_ts, self._stop_ts = stop, start_ts, stop_ts
         self.next_lsn = start  # the next record wanted
         self.bytes_read = 0  # frames read whole so far, in bytes as stored (size triggers)
+        self.bytes_decoded = 0  # frame bodies decoded so far, as MessagePack (`CHUNK_BYTES`)
         self._fd: int | None = None
         self.done = False
         self._seek_size: int | None = None  # the size of the sealed segment the seek used
@@ -216,6 +217,7 @@ class Cursor:
         ):
             return
         requests = _decoded(frame, path, decode_body)
+        self.bytes_decoded += head.raw_length
         lsn = head.first_lsn
         stop, start_ts, stop_ts = self._stop, self._start_ts, self._stop_ts
         for event in itertools.chain.from_iterable(r.events for r in requests):
@@ -296,7 +298,7 @@ class AsyncCursor:
     async def records(self) -> AsyncIterator[Record]:
         """What the log holds now from where the last call stopped, like `Cursor.records`."""
         source = self._cursor.records()
-        while batch := await asyncio.to_thread(_take_some, source, self._chunk):
+        while batch := await asyncio.to_thread(_take_some, source, self._chunk, self._cursor):
             for record in batch:
                 yield record
 
@@ -362,7 +364,7 @@ async def follow_async(
     source = cursor.records()
     try:
         while not cursor.done and not (stop is not None and stop.is_set()):
-            batch = await asyncio.to_thread(_take_some, source, chunk)
+            batch = await asyncio.to_thread(_take_some, source, chunk, cursor)
             for record in batch:
                 yield record
             if len(batch) < chunk and not cursor.done:
@@ -374,5 +376,21 @@ async def follow_async(
             await watcher.aclose()
 
 
-def _take_some(source: Iterator[Record], count: int) -> list[Record]:
-    return list(itertools.islice(source, count))
+CHUNK_BYTES = 4 * 1024 * 1024
+"""An async read's chunk (`AsyncCursor`, `follow_async`) ends at its `count` of records, or
+once the frames decoded for it pass this many bytes (as MessagePack): what a reader holds
+while its consumer is slow, whatever the size of its events (a chunk of 4096 records of
+60 KB was 240 MB, and `lmg serve` keeps one for each reader of its feed that reads slowly
+or not at all). It stops after the record that passed it, so one frame's records may be
+left to the next chunk, still decoded: a reader holds about this and one frame."""
+
+
+def _take_some(source: Iterator[Record], count: int, cursor: Cursor) -> list[Record]:
+    """Up to `count` records of `source` (`cursor`'s), within `CHUNK_BYTES`."""
+    began = cursor.bytes_decoded
+    taken: list[Record] = []
+    for record in source:
+        taken.append(record)
+        if len(taken) >= count or cursor.bytes_decoded - began >= CHUNK_BYTES:
+            break
+    return taken

@@ -22,6 +22,7 @@ import msgspec
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
+from starlette.types import Receive, Scope, Send
 
 from . import _commands as c
 from . import events as ev
@@ -223,37 +224,51 @@ async def read(request: Request) -> Response:
         start, start_time = int(resume) + 1, None
     follow = params.get("follow", "false").lower() in ("1", "true", "yes")
     sse = _SSE in request.headers.get("accept", "")
-    if follow and len(service.stops) >= service.limits.max_follows:
-        raise ApiError(429, "too_many_follows", "too many follow streams are open; retry later")
-    if follow:
-        stop = asyncio.Event()
-        records = served.log.follow(start, start_time=start_time, stop=stop)
-    else:
-        stop = None
+    media = _SSE if sse else _NDJSON
+    if not follow:
         records = served.log.read(start, start_time=start_time)
-    body = _stream(served, request, records, stop, sse)
-    return StreamingResponse(body, media_type=_SSE if sse else _NDJSON)
+        return StreamingResponse(_stream(records, sse), media_type=media)
+    if len(service.stops) >= service.limits.max_follows:
+        raise ApiError(429, "too_many_follows", "too many follow streams are open; retry later")
+    # Counted here, in the turn that checked the limit: counted once the stream began to
+    # send (an await later), 20 follows requested together all passed a limit of 2.
+    stop = asyncio.Event()
+    records = served.log.follow(start, start_time=start_time, stop=stop)
+    return _Follow(_stream(records, sse), service, served, stop, media_type=media)
 
 
-async def _stream(
-    served: ServedLog,
-    request: Request,
-    records: AsyncIterator[Record],
-    stop: asyncio.Event | None,
-    sse: bool,
-) -> AsyncIterator[bytes]:
-    service = service_of(request)
-    gauge = service.metrics.follows.labels(served.name)
-    if stop is not None:
-        service.stops.add(stop)
-        gauge.inc()
+class _Follow(StreamingResponse):
+    """A follow stream, counted in `Service.stops` (and the gauge) from when it is admitted
+    until its response ends, however it ends: its body may never start (the client left
+    first), so the body's own ``finally`` cannot give the place back."""
+
+    def __init__(
+        self,
+        body: AsyncIterator[bytes],
+        service: Service,
+        served: ServedLog,
+        stop: asyncio.Event,
+        media_type: str,
+    ) -> None:
+        super().__init__(body, media_type=media_type)
+        self._stops, self._stop = service.stops, stop
+        self._gauge = service.metrics.follows.labels(served.name)
+        self._stops.add(stop)
+        self._gauge.inc()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            self._stops.discard(self._stop)
+            self._gauge.dec()
+
+
+async def _stream(records: AsyncIterator[Record], sse: bool) -> AsyncIterator[bytes]:
     try:
         async for record in records:
             yield _frame(record, sse)
     finally:
-        if stop is not None:
-            service.stops.discard(stop)
-            gauge.dec()
         close = getattr(records, "aclose", None)
         if close is not None:
             await close()

@@ -184,8 +184,8 @@ def sql_response(
 
 
 _CHUNK_ROWS = 256
-"""Rows fetched (JSON) or streamed (Arrow) at a time, so an answer's size is known before
-much more than `max_answer_bytes` is held."""
+"""Rows fetched (JSON, at most: `_json_answer`) or streamed (Arrow) at a time, so an answer's
+size is known before much more than `max_answer_bytes` is held."""
 
 
 def _arrow_answer(relation: duckdb.DuckDBPyRelation, max_rows: int, max_bytes: int) -> Response:
@@ -221,28 +221,36 @@ def _arrow_response(
 
 
 def _json_answer(cursor: duckdb.DuckDBPyConnection, max_rows: int, max_bytes: int) -> Response:
-    """``{"columns", "rows", "truncated"}``, encoded a chunk of rows at a time as they are
-    fetched, and cut where the rows would pass `max_bytes` (or `max_rows`)."""
+    """``{"columns", "rows", "truncated"}``, encoded a row at a time as they are fetched, and
+    cut where the rows would pass `max_bytes` (or `max_rows`).
+
+    Rows are fetched one first, then twice as many each time (at most `_CHUNK_ROWS`), but
+    never more than the room left holds at the size of the rows fetched so far: a chunk of
+    256 rows of 1 MB was made into Python strings and JSON whole before its size was
+    counted, three times what DuckDB made, for an answer of a few of them."""
     columns = [d[0] for d in cursor.description or ()]
     floats = [k for k, d in enumerate(cursor.description or ()) if _FLOATS.search(str(d[1]))]
     parts: list[bytes] = []
     rows = size = 0
     truncated = False
+    want = 1
     while not truncated:
-        chunk = cursor.fetchmany(min(_CHUNK_ROWS, max_rows + 1 - rows))
+        chunk = cursor.fetchmany(min(want, max_rows + 1 - rows))
         if not chunk:
             break
         if rows + len(chunk) > max_rows:  # the one row past max_rows says there are more
             chunk, truncated = chunk[: max_rows - rows], True
-        spelled = [_spelled(row, floats) for row in chunk] if floats else chunk
-        encoded = [_JSON.encode(row) for row in spelled]
-        for k, row in enumerate(encoded):
-            size += len(row) + 1
+        began = size
+        for row in chunk:
+            encoded = _JSON.encode(_spelled(row, floats) if floats else row)
+            size += len(encoded) + 1
             if size > max_bytes:
-                encoded, truncated = encoded[:k], True
+                truncated = True
                 break
-        parts += encoded
-        rows += len(encoded)
+            parts.append(encoded)
+            rows += 1
+        each = max(1, (size - began) // max(1, len(chunk)))  # bytes a row, so far
+        want = max(1, min(_CHUNK_ROWS, want * 2, (max_bytes - size) // each))
     body = b'{"columns":%s,"rows":[%s],"truncated":%s}' % (
         _JSON.encode(columns),
         b",".join(parts),

@@ -70,7 +70,8 @@ async def readyz(request: Request) -> Response:
 
 
 async def metrics(request: Request) -> Response:
-    """Prometheus text; with auth on, an admin token is needed (it names the stores)."""
+    """Prometheus text; with auth on, an admin token is needed, and it reads the samples of
+    the stores it may use only (they name their store)."""
     service = service_of(request)
     token = service.token(request)
     if token is not None and not token.can("admin"):
@@ -80,7 +81,8 @@ async def metrics(request: Request) -> Response:
             events, seconds = served.lag()
             service.metrics.lag_events.labels(served.name).set(events)
             service.metrics.lag_seconds.labels(served.name).set(seconds)
-    return Response(service.metrics.text(), media_type="text/plain; version=0.0.4")
+    shown = None if token is None else token.allows
+    return Response(service.metrics.text(shown), media_type="text/plain; version=0.0.4")
 
 
 def app(
@@ -170,7 +172,7 @@ def app(
     starlette.state.retention = schedule
     # Without auth, loopback is the only protection, and a browser's pages cross it.
     guarded = starlette if auth is not None else _http.browser_guard(starlette)
-    return _http.access_log(guarded, service.metrics), service
+    return _http.access_log(guarded, service.metrics, service), service
 
 
 class _Server(uvicorn.Server):
@@ -207,12 +209,19 @@ class _Protocol(HttpToolsProtocol):
     other requests were answered 503), and a 300 MB header was kept in memory. A head must
     now arrive within `head_timeout_s` (the service's `body_timeout_s`) of the connection or
     of its first byte (else 408), and be at most `MAX_HEAD_BYTES` (else 431); the connection
-    is then closed."""
+    is then closed.
+
+    An answer has the same time to be taken: once the connection's unsent bytes pass its
+    high-water mark (64 KiB), a client that takes none of them for `head_timeout_s` has the
+    connection closed (an answer is written whole: ten SQL answers of 60 MB that nobody read
+    held 830 MB for as long as their connections stayed open)."""
 
     head_timeout_s = 30.0
     _head_timer: asyncio.TimerHandle | None = None
     _head_bytes = 0
     _heads = 0  # heads received in full on this connection
+    _send_timer: asyncio.TimerHandle | None = None
+    _unsent = 0  # bytes waiting to be sent when the send timer was set
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
@@ -230,7 +239,34 @@ class _Protocol(HttpToolsProtocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._stop_head()
+        self._stop_send()
         super().connection_lost(exc)
+
+    def pause_writing(self) -> None:
+        super().pause_writing()
+        if self._send_timer is None:
+            self._watch_send()
+
+    def resume_writing(self) -> None:
+        self._stop_send()
+        super().resume_writing()
+
+    def _watch_send(self) -> None:
+        self._unsent = self.transport.get_write_buffer_size()
+        self._send_timer = self.loop.call_later(self.head_timeout_s, self._check_send)
+
+    def _check_send(self) -> None:
+        """Close the connection if its client took nothing since the last look."""
+        self._send_timer = None
+        if self.transport.get_write_buffer_size() >= self._unsent:
+            self.transport.abort()
+        else:
+            self._watch_send()
+
+    def _stop_send(self) -> None:
+        if self._send_timer is not None:
+            self._send_timer.cancel()
+            self._send_timer = None
 
     def data_received(self, data: bytes) -> None:
         heads, in_head = self._heads, self._head_timer is not None

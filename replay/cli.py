@@ -429,9 +429,10 @@ def snapshot_command(*, store: str | None, point: str | None, keep: int, listing
     "limits",
     multiple=True,
     metavar="NAME=VALUE",
-    help="Change a limit (repeatable): max_body_bytes, body_timeout_s, max_batch_appends, "
-    "max_rows, max_answer_bytes, max_sql_bytes, max_sql_params, sql_time_s, replay_time_s, "
-    "max_queries, max_follows, otlp_trace_timeout_s, otlp_log_wait_s (docs/service.md, Limits).",
+    help="Change a limit (repeatable): max_body_bytes, max_bodies_bytes, body_timeout_s, "
+    "max_batch_appends, max_rows, max_answer_bytes, max_sql_bytes, max_sql_params, sql_time_s, "
+    "replay_time_s, max_queries, max_follows, otlp_trace_timeout_s, otlp_log_wait_s "
+    "(docs/service.md, Limits).",
 )
 @click.option(
     "--retention-every",

@@ -670,9 +670,15 @@ async function templatesPage(main) {
   replace(main, el("h1", {}, "Templates"), sections.length ? sections : el("p", {}, "No templates."));
 }
 
+// A text cell beginning with =, +, -, @, a tab or a carriage return is written with a ' before
+// it: stored text is anyone's (users' prompts), and a spreadsheet opening the file would run
+// it as a formula (CSV injection). Numbers are written as they are, and so is a text that is
+// a number and nothing else (a Decimal's "-1.50", "-Infinity").
+const NUMBER = /^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$|^-Infinity$/;
 function csv(columns, rows) {
   const cell = (v) => {
-    const text = v === null || v === undefined ? "" : typeof v === "object" ? JSON.stringify(v) : String(v);
+    let text = v === null || v === undefined ? "" : typeof v === "object" ? JSON.stringify(v) : String(v);
+    if (typeof v === "string" && /^[=+\-@\t\r]/.test(text) && !NUMBER.test(text)) text = `'${text}`;
     return /[",\n\r]/.test(text) ? `"${text.replace(/"/g, '""')}"` : text;
   };
   return [columns, ...rows].map((row) => row.map(cell).join(",")).join("\r\n") + "\r\n";

@@ -176,6 +176,30 @@ def test_a_sql_query_shows_a_table_and_downloads_csv(site: Site, page: Any, tmp_
     expect(page.get_by_role("alert")).to_contain_text("sql_refused")
 
 
+def test_a_csv_download_keeps_stored_text_from_running_as_a_formula(site: Site, page: Any) -> None:
+    """Stored text is anyone's (an agent records its users' prompts): a prompt written as
+    ``=HYPERLINK(...)`` went into the downloaded CSV as it was, and a spreadsheet opening
+    the file runs it as a formula (CSV injection). A text cell that begins with ``=``,
+    ``+``, ``-``, ``@``, a tab or a carriage return now begins with ``'``; numbers stay, and
+    text that is a number and nothing else."""
+    texts = ['=HYPERLINK("http://127.0.0.1/x","y")', "+1+1", "-1+1", "@SUM(A1)", "\t=1", "-1.50"]
+    site.append([{"type": "prompt.added", "session_id": site.session, "content": t} for t in texts])
+    page.goto(site.page("sql"))
+    query = "SELECT content, -5 AS n FROM prompts WHERE content IN ({}) ORDER BY lsn"
+    listed = ", ".join("'" + t.replace("'", "''") + "'" for t in texts)
+    page.get_by_label("Query").fill(query.format(listed))
+    page.get_by_role("button", name="Run").click()
+    expect(page.locator("main table").get_by_role("row")).to_have_count(len(texts) + 1)
+    with page.expect_download() as download:
+        page.get_by_role("link", name="Download CSV").click()
+    csv = Path(download.value.path()).read_bytes()
+    assert csv == (
+        b"content,n\r\n"
+        b'"\'=HYPERLINK(""http://127.0.0.1/x"",""y"")",-5\r\n'
+        b"'+1+1,-5\r\n'-1+1,-5\r\n'@SUM(A1),-5\r\n'\t=1,-5\r\n-1.50,-5\r\n"
+    )
+
+
 def test_a_point_goes_exactly_and_the_scopes_are_asked_once(site: Site, page: Any) -> None:
     """An LSN in a JSON body (the SQL page at a point) is sent as its own digits: through a
     JavaScript number, 9007199254740993 went as 9007199254740992. The token's scopes are
