@@ -298,7 +298,9 @@ class AsyncCursor:
     async def records(self) -> AsyncIterator[Record]:
         """What the log holds now from where the last call stopped, like `Cursor.records`."""
         source = self._cursor.records()
-        while batch := await asyncio.to_thread(_take_some, source, self._chunk, self._cursor):
+        more = True
+        while more:
+            batch, more = await asyncio.to_thread(_take_some, source, self._chunk, self._cursor)
             for record in batch:
                 yield record
 
@@ -364,10 +366,10 @@ async def follow_async(
     source = cursor.records()
     try:
         while not cursor.done and not (stop is not None and stop.is_set()):
-            batch = await asyncio.to_thread(_take_some, source, chunk, cursor)
+            batch, more = await asyncio.to_thread(_take_some, source, chunk, cursor)
             for record in batch:
                 yield record
-            if len(batch) < chunk and not cursor.done:
+            if not more and not cursor.done:  # the log's end: wait for more
                 source = cursor.records()
                 await anext(watcher, None)
     finally:
@@ -385,12 +387,16 @@ or not at all). It stops after the record that passed it, so one frame's records
 left to the next chunk, still decoded: a reader holds about this and one frame."""
 
 
-def _take_some(source: Iterator[Record], count: int, cursor: Cursor) -> list[Record]:
-    """Up to `count` records of `source` (`cursor`'s), within `CHUNK_BYTES`."""
+def _take_some(
+    source: Iterator[Record], count: int, cursor: Cursor
+) -> tuple[list[Record], bool]:
+    """Up to `count` records of `source` (`cursor`'s), within `CHUNK_BYTES`, and whether it
+    stopped before `source` ended (there may be more now: a follower must not wait for a
+    write to read them; it did, up to a second a chunk)."""
     began = cursor.bytes_decoded
     taken: list[Record] = []
     for record in source:
         taken.append(record)
         if len(taken) >= count or cursor.bytes_decoded - began >= CHUNK_BYTES:
-            break
-    return taken
+            return taken, True
+    return taken, False

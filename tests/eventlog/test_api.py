@@ -1592,3 +1592,34 @@ def test_an_id_file_read_a_block_at_a_time_finds_what_it_holds(tmp_path: Path, c
         damaged[40] ^= 1
         path.write_bytes(bytes(damaged))
         assert IdTable.load(path) is None
+
+
+def test_async_follow_reads_a_backlog_of_large_events_without_waiting_for_a_write(
+    store: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A follower's chunk ends once its frames pass a few MiB (`_reader.CHUNK_BYTES`); a
+    chunk cut so was taken for the log's end, and the follower waited for the next write
+    (or a second) before each of the next: here, a watcher that never wakes, for ever."""
+    import watchfiles  # noqa: PLC0415 (the follower's own import)
+
+    async def never_wakes(*_args: Any, **_kwargs: Any) -> Any:
+        await asyncio.Event().wait()
+        yield set()  # pragma: no cover
+
+    monkeypatch.setattr(watchfiles, "awatch", never_wakes)
+    with eventlog.open(store) as log:
+        session = log.create_session().id
+        for _ in range(12):  # 12 frames of ~1 MB: three chunks of 4 MiB
+            log.add_prompts_batch([(session, "y" * 100_000)] * 10)
+        total = log.next_lsn()
+
+    async def backlog() -> int:
+        seen = 0
+        async with await eventlog.open_async(store) as alog:
+            async for _record in alog.follow(0):
+                seen += 1
+                if seen == total:
+                    break
+        return seen
+
+    assert asyncio.run(asyncio.wait_for(backlog(), 120)) == total
