@@ -598,10 +598,17 @@ def browser_guard(app: ASGIApp) -> ASGIApp:
       the browser, and could otherwise read every store.
 
     Clients other than browsers (curl, the Python clients) send no ``Origin`` and a loopback
-    ``Host``. With auth on, a page has no token to send, and this guard is not needed."""
+    ``Host``. With auth on, a page has no token to send, and this guard is not needed. A
+    request with two ``Host`` (or ``Origin``) headers is refused (400): this guard read the
+    last, Starlette the first."""
 
     async def middleware(scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
+            named = [k for k, _ in scope["headers"] if k in (b"host", b"origin")]
+            if len(named) != len(set(named)):
+                message = "a request has at most one Host and one Origin header"
+                await error_response(400, "bad_request", message)(scope, receive, send)
+                return
             headers = {k: v for k, v in scope["headers"] if k in (b"host", b"origin")}
             host = headers.get(b"host", b"").decode("latin-1").lower()
             if host and not is_loopback(_host_of(host)):

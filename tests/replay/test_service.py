@@ -776,6 +776,24 @@ def test_a_web_page_of_another_origin_may_not_write_nor_read(served: Service, st
     assert _events(store) == 2
 
 
+def test_a_request_with_two_host_headers_is_refused(served: Service) -> None:
+    """The browser guard read the last ``Host``, Starlette the first: ``evil`` then
+    ``127.0.0.1`` passed the guard. No client sends two (RFC 9110: answer 400)."""
+    port = int(served.url.rsplit(":", 1)[1])
+    for headers in (
+        f"Host: evil:{port}\r\nHost: 127.0.0.1:{port}",
+        f"Host: 127.0.0.1:{port}\r\nOrigin: http://evil\r\nOrigin: {served.url}",
+    ):
+        with socket.create_connection(("127.0.0.1", port), timeout=WAIT_S) as raw:
+            raw.sendall(
+                f"GET /v1/stores HTTP/1.1\r\n{headers}\r\nConnection: close\r\n\r\n".encode()
+            )
+            answer = b"".join(iter(lambda: raw.recv(65536), b"")).decode()
+        assert answer.startswith("HTTP/1.1 400 "), answer[:200]
+        assert '"code":"bad_request"' in answer
+    assert served.http.get("/v1/stores").is_success
+
+
 def test_restore_force_refuses_a_store_lmg_serve_holds(
     served: Service, store: Path, tmp_path: Path
 ) -> None:
