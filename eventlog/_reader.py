@@ -387,9 +387,7 @@ or not at all). It stops after the record that passed it, so one frame's records
 left to the next chunk, still decoded: a reader holds about this and one frame."""
 
 
-def _take_some(
-    source: Iterator[Record], count: int, cursor: Cursor
-) -> tuple[list[Record], bool]:
+def _take_some(source: Iterator[Record], count: int, cursor: Cursor) -> tuple[list[Record], bool]:
     """Up to `count` records of `source` (`cursor`'s), within `CHUNK_BYTES`, and whether it
     stopped before `source` ended (there may be more now: a follower must not wait for a
     write to read them; it did, up to a second a chunk)."""
