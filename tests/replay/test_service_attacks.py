@@ -280,3 +280,18 @@ def test_an_answer_taken_slowly_is_not_dropped(tmp_path: Path, store: Path) -> N
     finally:
         reader.close()
         assert service.stop() == 0
+
+
+def test_a_body_within_max_body_bytes_is_never_always_busy(tmp_path: Path, store: Path) -> None:
+    """A `max_body_bytes` raised past `max_bodies_bytes` (256 MiB: a bulk import of larger
+    bodies) made every body between the two 503 ``busy`` forever, even alone, which clients
+    retry: the bodies held at once may always hold one body of `max_body_bytes`."""
+    args = ["--limit", "max_bodies_bytes=1000000", "--limit", "max_body_bytes=2000000"]
+    service = Service(tmp_path, [str(store), *args])
+    try:
+        event = [{"type": "session.created", "metadata": {"pad": "x" * 1_500_000}}]
+        stored = service.http.post("/v1/stores/default/events", json=event)
+        assert stored.status_code == 200, stored.text
+        assert _body_bytes(service) == 0
+    finally:
+        assert service.stop() == 0
