@@ -86,7 +86,8 @@ class Limits(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tr
     """Bytes of request bodies the service holds at once, over every request in flight (a
     body is held until its request is answered); a body that would pass it is refused (503
     ``busy``, which clients and OTLP exporters retry): 1024 connections, each sending 8 MB of
-    a body a little larger and then nothing, held 8 GB for `body_timeout_s`."""
+    a body a little larger and then nothing, held 8 GB for `body_timeout_s`. It is at least
+    `max_body_bytes`: a body alone is never busy."""
     max_batch_appends: int = 1_000
     """Appends one body of the batch route may carry (``events:batch``); more is refused
     (413) whole. Each append in it keeps the log's own limits."""
@@ -414,7 +415,9 @@ async def read_body(request: Request, limit: int, timeout_s: float) -> bytes:
     if declared is not None and declared.isascii() and declared.isdigit() and int(declared) > limit:
         raise _too_large(limit)
     service = service_of(request)
-    budget = service.limits.max_bodies_bytes
+    # Room for one body of `max_body_bytes` at least: one raised past `max_bodies_bytes` (a
+    # bulk import) made every body between the two 503 busy forever, alone too.
+    budget = max(service.limits.max_bodies_bytes, service.limits.max_body_bytes)
     chunks: list[bytes] = []
     size = 0
     try:

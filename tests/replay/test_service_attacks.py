@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import shutil
 import socket
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -245,4 +246,52 @@ def test_an_answer_nobody_takes_is_dropped(tmp_path: Path, store: Path) -> None:
         assert service.http.get("/healthz").status_code == 200
     finally:
         reader.close()
+        assert service.stop() == 0
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="the kernel's send queue is read on Linux")
+def test_an_answer_taken_slowly_is_not_dropped(tmp_path: Path, store: Path) -> None:
+    """A client that takes its answer slowly but steadily keeps its connection (a follower
+    whose consumer slowed down, a slow link). The send timer looked only at the bytes the
+    service's own buffer holds, and those move only once the kernel's send buffer (up to
+    4 MB once a connection ran fast) drained by a third: a client taking 160 KB/s after a
+    fast start was cut off within a `body_timeout_s` of 4 s (at the default 30 s: under
+    45 KB/s). What the kernel holds unacknowledged now counts as waiting too."""
+    service = Service(tmp_path, [str(store), "--limit", "body_timeout_s=4"])
+    port = int(service.url.rsplit(":", 1)[1])
+    reader = socket.create_connection(("127.0.0.1", port), timeout=WAIT_S)
+    try:
+        body = b'{"query": "SELECT repeat(\'x\', 1000000) FROM range(40)"}'
+        head = b"POST /v1/stores/default/sql HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n"
+        reader.sendall(head + b"Content-Length: %d\r\n\r\n" % len(body) + body)
+        answer = bytearray()
+        while len(answer) < 20_000_000:  # fast: the kernel's buffers grow
+            more = reader.recv(1 << 20)
+            assert more, f"cut off after {len(answer)} bytes"
+            answer += more
+        for _ in range(120):  # then 16 KB every 0.1 s, for three times body_timeout_s
+            more = reader.recv(16_384)
+            assert more, f"cut off after {len(answer)} bytes"
+            answer += more
+            time.sleep(0.1)
+        while more := reader.recv(1 << 20):
+            answer += more
+        assert answer.endswith(b'"truncated":false}'), bytes(answer[-100:])
+    finally:
+        reader.close()
+        assert service.stop() == 0
+
+
+def test_a_body_within_max_body_bytes_is_never_always_busy(tmp_path: Path, store: Path) -> None:
+    """A `max_body_bytes` raised past `max_bodies_bytes` (256 MiB: a bulk import of larger
+    bodies) made every body between the two 503 ``busy`` forever, even alone, which clients
+    retry: the bodies held at once may always hold one body of `max_body_bytes`."""
+    args = ["--limit", "max_bodies_bytes=1000000", "--limit", "max_body_bytes=2000000"]
+    service = Service(tmp_path, [str(store), *args])
+    try:
+        event = [{"type": "session.created", "metadata": {"pad": "x" * 1_500_000}}]
+        stored = service.http.post("/v1/stores/default/events", json=event)
+        assert stored.status_code == 200, stored.text
+        assert _body_bytes(service) == 0
+    finally:
         assert service.stop() == 0
