@@ -12,6 +12,7 @@ import tomllib
 from collections.abc import Iterator
 from pathlib import Path
 
+import click
 import msgspec
 import pytest
 
@@ -20,6 +21,7 @@ import projections
 from eventlog._demo import record_demo
 from eventlog.events import event_types
 from projections import MemoryGraph
+from replay.cli import main as lmg
 
 ROOT = Path(__file__).resolve().parent.parent
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
@@ -309,3 +311,98 @@ def test_sql_reference_documents_every_column(demo_graph: MemoryGraph) -> None:
         stale = documented.keys() - {column for column, _ in columns[table]}
         problems.extend(f"{table}.{column} is documented but does not exist" for column in stale)
     assert not problems, "docs/sql.md is out of date:\n" + "\n".join(problems)
+
+
+# -- links and the CLI's synopses -----------------------------------------------------------------
+
+
+def _slug(heading: str) -> str:
+    """GitHub's anchor for a heading: lower case, punctuation dropped, spaces as hyphens."""
+    return re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
+
+
+def _prose(page: Path) -> str:
+    return re.sub(r"```.*?```", "", page.read_text(), flags=re.S)
+
+
+def _anchors(page: Path) -> set[str]:
+    seen: dict[str, int] = {}
+    anchors = set()
+    for heading in re.findall(r"^#{1,6} (.*)$", _prose(page), flags=re.M):
+        slug = _slug(heading)
+        n = seen.get(slug, 0)
+        seen[slug] = n + 1
+        anchors.add(slug if n == 0 else f"{slug}-{n}")
+    return anchors
+
+
+def test_links_between_pages_reach_a_file_and_heading() -> None:
+    broken = []
+    for page in PAGES:
+        for target in re.findall(r"\]\(([^)\s]+)\)", _prose(page)):
+            if re.match(r"[a-z]+:", target):
+                continue
+            path, _, anchor = target.partition("#")
+            dest = (page.parent / path).resolve() if path else page
+            if not dest.exists():
+                broken.append(f"{page.name}: {target} (no such file)")
+            elif anchor and dest.suffix == ".md" and anchor not in _anchors(dest):
+                broken.append(f"{page.name}: {target} (no such heading)")
+    assert not broken, "broken links:\n" + "\n".join(broken)
+
+
+def _cli_options() -> dict[str, set[str]]:
+    """Every `lmg` command's option names, as `lmg COMMAND --help` lists them."""
+    ctx = click.Context(lmg)
+    commands = {name: lmg.get_command(ctx, name) for name in lmg.list_commands(ctx)}
+    return {
+        name: {opt for p in c.params for opt in [*p.opts, *p.secondary_opts] if opt[0] == "-"}
+        for name, c in commands.items()
+        if c is not None and not isinstance(c, click.Group)
+    }
+
+
+def _synopses(page: Path) -> dict[str, str]:
+    """The `lmg COMMAND [...]` lines in a page's plain code blocks, with their continuations."""
+    blocks: list[list[str]] = []
+    language = None  # outside a block
+    for line in page.read_text().splitlines():
+        if line.startswith("```"):
+            language = line[3:].strip() if language is None else None
+            if language == "":
+                blocks.append([])
+        elif language == "":
+            blocks[-1].append(line)
+    found: dict[str, str] = {}
+    for block in blocks:
+        command = None
+        for line in block:
+            if match := re.match(r"lmg ([a-z]+)\b", line):
+                command = match[1]
+                found[command] = found.get(command, "") + line
+            elif command and re.match(r"\s+\[", line):
+                found[command] += line
+            else:
+                command = None
+    return found
+
+
+def test_cli_synopses_name_each_commands_real_options() -> None:
+    options = _cli_options()
+    wrong = []
+    for page in PAGES:
+        for command, synopsis in _synopses(page).items():
+            named = set(re.findall(r"(?<![\w-])--?[a-z][\w-]*", synopsis))
+            wrong += [f"{page.name}: lmg {command} has no {o}" for o in named - options[command]]
+    assert not wrong, "\n".join(wrong)
+
+
+def test_operations_cli_summary_lists_every_option() -> None:
+    """docs/operations.md's CLI block is the one place a reader sees every command's options."""
+    options = _cli_options()
+    missing = []
+    for command, synopsis in _synopses(ROOT / "docs" / "operations.md").items():
+        named = set(re.findall(r"(?<![\w-])--?[a-z][\w-]*", synopsis))
+        long = {o for o in options[command] if o.startswith("--") and o != "--output"}
+        missing += [f"lmg {command} {o}" for o in sorted(long - named)]
+    assert not missing, "docs/operations.md's CLI block lacks:\n" + "\n".join(missing)
