@@ -19,6 +19,7 @@ import pytest
 import eventlog
 import projections
 from eventlog._demo import record_demo
+from eventlog._http import Limits
 from eventlog.events import event_types
 from projections import MemoryGraph
 from replay.cli import main as lmg
@@ -239,7 +240,44 @@ def test_every_log_option_is_documented() -> None:
     fields = eventlog.Options.__struct_fields__
     assert not [f for f in fields if f not in table], f"undocumented options: {fields}"
     defaults = msgspec.structs.asdict(eventlog.Options())
-    assert table["compression_level"].strip() == str(defaults["compression_level"])
+    wrong = [
+        f"{f}: {table[f]} documented, {v!r} in code"
+        for f, v in defaults.items()
+        if _documented_value(table[f]) != _value(v)
+    ]
+    assert not wrong, "docs/operations.md's option defaults:\n" + "\n".join(wrong)
+
+
+def _documented_value(cell: str) -> str:
+    """A default as a table cell prints it (`FSYNC`, 16 MiB, 65,536), as a plain number or name."""
+    cell = cell.strip().strip("`").replace(",", "")
+    units = {"KiB": 1 << 10, "MiB": 1 << 20}
+    if match := re.fullmatch(r"(\d+) (KiB|MiB)", cell):
+        return str(int(match[1]) * units[match[2]])
+    return re.sub(r" \(.*\)$", "", cell)  # 8388608 (8 MiB): the number
+
+
+def _value(value: object) -> str:
+    if isinstance(value, eventlog.Durability):
+        return value.name
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
+
+
+def test_every_service_limit_is_documented_with_its_default() -> None:
+    page = (ROOT / "docs" / "service.md").read_text()
+    section = page[page.index("\n## Limits\n") :].split("\n## ")[1]
+    table = dict(re.findall(r"^\| `(\w+)` \| ([^|]+) \|", section, flags=re.M))
+    defaults = msgspec.structs.asdict(Limits())
+    assert not defaults.keys() - table.keys(), "undocumented limits"
+    assert not table.keys() - defaults.keys(), "documented limits that do not exist"
+    wrong = [
+        f"{f}: {table[f]} documented, {v!r} in code"
+        for f, v in defaults.items()
+        if _documented_value(table[f]) != _value(v)
+    ]
+    assert not wrong, "docs/service.md's limit defaults:\n" + "\n".join(wrong)
 
 
 def test_license_and_changelog() -> None:
