@@ -18,6 +18,7 @@ returned short.
 from __future__ import annotations
 
 import functools
+import inspect
 import uuid
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -321,11 +322,22 @@ def _table(content: bytes, truncated: str | None) -> pa.Table:
     return pa.ipc.open_stream(content).read_all()
 
 
+def _as_method(spec: Callable[..., Any]) -> inspect.Signature:
+    """The spec's parameters after a `self`, for help(): a bound method drops the first one."""
+    signature = inspect.signature(spec)
+    receiver = inspect.Parameter("self", inspect.Parameter.POSITIONAL_ONLY)
+    return signature.replace(
+        parameters=[receiver, *signature.parameters.values()],
+        return_annotation=inspect.Signature.empty,  # the spec's is the request, not the answer
+    )
+
+
 def _sync_read(spec: Callable[P, _Read[R]]) -> Callable[Concatenate[RemoteGraph, P], R]:
     @functools.wraps(spec)
     def method(self: RemoteGraph, /, *args: P.args, **kwargs: P.kwargs) -> R:
         return self._get(spec(*args, **kwargs))
 
+    method.__signature__ = _as_method(spec)  # type: ignore[attr-defined]
     return method
 
 
@@ -336,6 +348,7 @@ def _async_read(
     async def method(self: AsyncRemoteGraph, /, *args: P.args, **kwargs: P.kwargs) -> R:
         return await self._get(spec(*args, **kwargs))
 
+    method.__signature__ = _as_method(spec)  # type: ignore[attr-defined]
     return method
 
 

@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import ast
+import contextlib
+import inspect
 import itertools
 import os
 import re
 import subprocess
 import sys
+import tempfile
 import tomllib
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import click
 import msgspec
@@ -444,3 +448,50 @@ def test_operations_cli_summary_lists_every_option() -> None:
         long = {o for o in options[command] if o.startswith("--") and o != "--output"}
         missing += [f"lmg {command} {o}" for o in sorted(long - named)]
     assert not missing, "docs/operations.md's CLI block lacks:\n" + "\n".join(missing)
+
+
+def _documented_signatures(heading: str) -> dict[str, str]:
+    """`name(params)` of each row of the method table under a docs/projections.md heading."""
+    text = (ROOT / "docs" / "projections.md").read_text()
+    section = text[text.index(heading) :].split("\n#")[0]
+    rows = re.findall(r"^\| `(\w+)\(([^)]*)\)`", section, flags=re.M)
+    return {name: params.replace('"', "'") for name, params in rows}  # as repr() quotes
+
+
+def _params(signature: inspect.Signature) -> str:
+    """A signature as the docs write it: names, `*`, `/` and defaults, no annotations."""
+    bare = [p.replace(annotation=inspect.Parameter.empty) for p in signature.parameters.values()]
+    return str(signature.replace(parameters=bare, return_annotation=inspect.Signature.empty))[1:-1]
+
+
+EMBEDDED_ONLY = {"get_nodes_batch", "stats", "render", "cursor"}
+"""Reads docs/service.md says stay embedded-only."""
+
+
+@pytest.mark.parametrize("graph", ["embedded", "served"])
+@pytest.mark.parametrize(
+    ("heading", "of"),
+    [("| method | returns | example |", "graph"), ("### The query builder", "query")],
+    ids=["MemoryGraph", "Query"],
+)
+def test_read_api_tables_give_each_methods_real_signature(
+    heading: str, of: str, graph: str
+) -> None:
+    """What `help(g.get_node)` shows is what docs/projections.md says, keywords included, for
+    `MemoryGraph.open` and `MemoryGraph.connect` alike (a client needs no service to exist)."""
+    documented = _documented_signatures(heading)
+    assert len(documented) > 5
+    opened: contextlib.AbstractContextManager[Any]
+    if graph == "embedded":
+        opened = MemoryGraph.open(tempfile.mkdtemp(), durability=eventlog.Durability.NONE)
+    else:
+        opened = MemoryGraph.connect("http://127.0.0.1:9")  # never asked anything
+        documented = {k: v for k, v in documented.items() if k not in EMBEDDED_ONLY}
+    with opened as g:
+        target = g if of == "graph" else g.query()
+        wrong = [
+            f"{name}({params}): it is {name}({_params(inspect.signature(getattr(target, name)))})"
+            for name, params in documented.items()
+            if _params(inspect.signature(getattr(target, name))) != params
+        ]
+    assert not wrong, f"docs/projections.md ({graph}):\n" + "\n".join(wrong)
