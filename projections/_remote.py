@@ -18,7 +18,6 @@ returned short.
 from __future__ import annotations
 
 import functools
-import inspect
 import uuid
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -31,6 +30,7 @@ import pyarrow as pa
 from eventlog import LogClosed, ServiceError
 from eventlog._client import AsyncRemoteLog, RemoteLog
 from eventlog._wire import ERRORS
+from eventlog.log import as_method
 
 from . import nodes as n
 from ._answer_types import restored
@@ -322,22 +322,12 @@ def _table(content: bytes, truncated: str | None) -> pa.Table:
     return pa.ipc.open_stream(content).read_all()
 
 
-def _as_method(spec: Callable[..., Any]) -> inspect.Signature:
-    """The spec's parameters after a `self`, for help(): a bound method drops the first one."""
-    signature = inspect.signature(spec)
-    receiver = inspect.Parameter("self", inspect.Parameter.POSITIONAL_ONLY)
-    return signature.replace(
-        parameters=[receiver, *signature.parameters.values()],
-        return_annotation=inspect.Signature.empty,  # the spec's is the request, not the answer
-    )
-
-
 def _sync_read(spec: Callable[P, _Read[R]]) -> Callable[Concatenate[RemoteGraph, P], R]:
     @functools.wraps(spec)
     def method(self: RemoteGraph, /, *args: P.args, **kwargs: P.kwargs) -> R:
         return self._get(spec(*args, **kwargs))
 
-    method.__signature__ = _as_method(spec)  # type: ignore[attr-defined]
+    method.__signature__ = as_method(spec)  # type: ignore[attr-defined]
     return method
 
 
@@ -348,7 +338,7 @@ def _async_read(
     async def method(self: AsyncRemoteGraph, /, *args: P.args, **kwargs: P.kwargs) -> R:
         return await self._get(spec(*args, **kwargs))
 
-    method.__signature__ = _as_method(spec)  # type: ignore[attr-defined]
+    method.__signature__ = as_method(spec)  # type: ignore[attr-defined]
     return method
 
 

@@ -495,3 +495,27 @@ def test_read_api_tables_give_each_methods_real_signature(
             if _params(inspect.signature(getattr(target, name))) != params
         ]
     assert not wrong, f"docs/projections.md ({graph}):\n" + "\n".join(wrong)
+
+
+def test_event_helpers_are_documented_with_their_real_parameters(tmp_path: Path) -> None:
+    """docs/events.md's `helper(params)` name each parameter as `help(log.helper)` shows it, in
+    order, with its default (the page leaves out `*` and the append options, `**opts`)."""
+    text = (ROOT / "docs" / "events.md").read_text()
+    wrong = []
+    with eventlog.open(tmp_path / "store") as log:
+        for name, params in re.findall(r"`([a-z_]+)\(([^`]*)\)`", text):
+            if "[" in params or name == "help":  # a batch helper's rows; help(log.helper)
+                continue
+            shown = inspect.signature(getattr(log, name)).parameters.values()
+            plain = inspect.Parameter.POSITIONAL_OR_KEYWORD
+            real = [
+                str(p.replace(annotation=inspect.Parameter.empty, kind=plain))
+                for p in shown
+                if p.kind != p.VAR_KEYWORD
+            ]
+            documented = [x.strip().replace('"', "'") for x in params.split(",") if x.strip()]
+            if documented[-1] == "...":
+                documented, real = documented[:-1], real[: len(documented) - 1]
+            if documented != real:
+                wrong.append(f"{name}({params}): it is {name}({', '.join(real)})")
+    assert not wrong, "docs/events.md:\n" + "\n".join(wrong)
