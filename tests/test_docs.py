@@ -27,6 +27,7 @@ from eventlog._http import Limits
 from eventlog.events import event_types
 from projections import MemoryGraph
 from replay.cli import main as lmg
+from tests.replay.test_service import Service
 
 ROOT = Path(__file__).resolve().parent.parent
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
@@ -519,3 +520,41 @@ def test_event_helpers_are_documented_with_their_real_parameters(tmp_path: Path)
             if documented != real:
                 wrong.append(f"{name}({params}): it is {name}({', '.join(real)})")
     assert not wrong, "docs/events.md:\n" + "\n".join(wrong)
+
+
+# -- the examples that need `lmg serve` ----------------------------------------------------------
+
+
+def served_examples() -> list[tuple[str, str]]:
+    """Code blocks that talk to `lmg serve` at its documented address (README's `py` blocks)."""
+    found = []
+    for page in PAGES:
+        blocks = re.findall(r"```(?:py|python)\n(.*?)```", page.read_text(), flags=re.S)
+        found += [(page.name, code) for code in blocks if "http://127.0.0.1:8420" in code]
+    return found
+
+
+@pytest.mark.slow
+def test_code_written_against_lmg_serve_runs_against_it(tmp_path: Path) -> None:
+    """README's `MemoryGraph.connect` block and service.md's `eventlog.connect` block, run as
+    printed against `lmg serve` (on a free port instead of 8420) on the demo's store."""
+    examples = served_examples()
+    assert {name for name, _ in examples} >= {"README.md", "service.md"}
+    store = tmp_path / "lmg-data"
+    shell(f"{BIN}/lmg demo {store}", tmp_path, FRESH_SHELL)
+    service = Service(tmp_path, [str(store)])
+    try:
+        for name, code in examples:
+            result = subprocess.run(
+                [sys.executable, "-c", code.replace("http://127.0.0.1:8420", service.url)],
+                cwd=tmp_path,
+                env={k: v for k, v in os.environ.items() if k != "LMG_TOKEN"},
+                capture_output=True,
+                text=True,
+                timeout=60,
+                check=False,
+            )
+            assert result.returncode == 0, f"{name}:\n{code}\n{result.stderr}"
+            assert result.stdout.strip(), f"{name} printed nothing"
+    finally:
+        assert service.stop() == 0
