@@ -65,6 +65,9 @@ class Imported(msgspec.Struct, frozen=True, kw_only=True):
     events: int
     first_lsn: int  # of the first imported event in the target (-1: none imported)
     new_store: bool  # True: ids, ts and occurred_at kept; False: appended as new events
+    stored_before: int = 0
+    """Of `events`, those an earlier run of the same import into this store had stored (a rerun
+    after a failure, or of an import that completed): not stored again."""
 
 
 def export_events(
@@ -304,7 +307,7 @@ def _import_existing(
         # JSON bytes; their MessagePack, what max_request_bytes limits, is smaller
         limit = part_bytes or log._store.options.max_request_bytes // 2
         digest = hashlib.sha256()
-        count, first = 0, -1
+        count, first, before = 0, -1, 0
         for i, chunk in enumerate(_chunks(events, None, limit)):
             for event in chunk:
                 digest.update(_JSON.encode(event))
@@ -315,7 +318,8 @@ def _import_existing(
             result = log.append(fresh, idempotency_key=f"import:{digest.hexdigest()}:{i}")
             first = result.first_lsn if first < 0 else first
             count += len(chunk)
-    return Imported(events=count, first_lsn=first, new_store=False)
+            before += len(chunk) if result.duplicate else 0
+    return Imported(events=count, first_lsn=first, new_store=False, stored_before=before)
 
 
 def _chunks(

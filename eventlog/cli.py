@@ -11,6 +11,7 @@ import json
 import os
 import re
 import select
+import shlex
 import sys
 import threading
 from collections.abc import Callable, Iterator
@@ -21,7 +22,7 @@ import click
 import msgspec
 
 from . import events as ev
-from ._demo import next_steps, run_demo
+from ._demo import lmg_command, next_steps, run_demo
 from ._retention import MAX_DAYS, RetentionPolicy, due, retention, set_retention
 from ._store import check_store
 from ._time import iso_time
@@ -311,7 +312,7 @@ def retention_command(
         f"due now: the content of {found.content_events} event(s) (of the LSNs before "
         f"{found.content_before_lsn}; content already erased is not counted) and "
         f"{len(found.sessions)} idle session(s); "
-        "apply with: lmg erase STORE --due"
+        f"apply with: {lmg_command()} erase {shlex.quote(path)} --due"
     )
 
 

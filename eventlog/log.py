@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import inspect
 import itertools
 import json
 import os
@@ -197,12 +198,25 @@ def _commit(store: Store, requests: list[PendingRequest]) -> list[Appended | Bas
         return [exc] * len(requests)
 
 
+def as_method(spec: Callable[..., Any]) -> inspect.Signature:
+    """A request builder's parameters after a `self`, for help() and inspect of the method
+    made of it (a bound method drops the first parameter); its return annotation is the
+    request's, not the answer's, so it goes."""
+    signature = inspect.signature(spec)
+    receiver = inspect.Parameter("self", inspect.Parameter.POSITIONAL_ONLY)
+    return signature.replace(
+        parameters=[receiver, *signature.parameters.values()],
+        return_annotation=inspect.Signature.empty,
+    )
+
+
 def _sync_method(build: Callable[P, c.Command[R]]) -> Callable[Concatenate[Appends, P], R]:
     @functools.wraps(build)
     def method(self: Appends, /, *args: P.args, **kwargs: P.kwargs) -> R:
         command = build(*args, **kwargs)
         return command.result(self._submit(command.request))
 
+    method.__signature__ = as_method(build)  # type: ignore[attr-defined]
     return method
 
 
@@ -214,6 +228,7 @@ def _async_method(
         command = build(*args, **kwargs)
         return command.result(await self._submit(command.request))
 
+    method.__signature__ = as_method(build)  # type: ignore[attr-defined]
     return method
 
 

@@ -152,7 +152,19 @@ def import_command(store: str, file: str) -> None:
         source = sys.stdin.buffer if file == "-" else stack.enter_context(Path(file).open("rb"))
         result = eventlog.import_events(store, source)
     how = "ids and times kept" if result.new_store else "appended as new events"
-    click.echo(f"{result.events} events imported into {store} ({how})")
+    new, before = result.events - result.stored_before, result.stored_before
+    if not before:
+        click.echo(f"{new} events imported into {store} ({how})")
+    elif not new:
+        click.echo(
+            f"0 events imported into {store}: all {before} were stored by an earlier run of "
+            "this import, and not again"
+        )
+    else:
+        click.echo(
+            f"{new} events imported into {store} ({how}); {before} more were stored by an "
+            "earlier run of this import, and not again"
+        )
 
 
 @click.command(name="backup", short_help="Back up a store while writers and a projector run.")

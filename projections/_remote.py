@@ -30,6 +30,7 @@ import pyarrow as pa
 from eventlog import LogClosed, ServiceError
 from eventlog._client import AsyncRemoteLog, RemoteLog
 from eventlog._wire import ERRORS
+from eventlog.log import as_method
 
 from . import nodes as n
 from ._answer_types import restored
@@ -326,6 +327,7 @@ def _sync_read(spec: Callable[P, _Read[R]]) -> Callable[Concatenate[RemoteGraph,
     def method(self: RemoteGraph, /, *args: P.args, **kwargs: P.kwargs) -> R:
         return self._get(spec(*args, **kwargs))
 
+    method.__signature__ = as_method(spec)  # type: ignore[attr-defined]
     return method
 
 
@@ -336,6 +338,7 @@ def _async_read(
     async def method(self: AsyncRemoteGraph, /, *args: P.args, **kwargs: P.kwargs) -> R:
         return await self._get(spec(*args, **kwargs))
 
+    method.__signature__ = as_method(spec)  # type: ignore[attr-defined]
     return method
 
 

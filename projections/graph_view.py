@@ -8,6 +8,7 @@ lineage, threads, context windows and SQL. A subclass says how to reach a `Graph
 
 from __future__ import annotations
 
+import inspect
 import threading
 import uuid
 from collections.abc import Callable
@@ -34,6 +35,7 @@ def _read(fn: Callable[Concatenate[GraphReader, P], R]) -> Callable[Concatenate[
         return self._run(lambda reader: fn(reader, *args, **kwargs))
 
     method.__name__, method.__doc__ = fn.__name__, fn.__doc__
+    method.__signature__ = inspect.signature(fn)  # type: ignore[attr-defined]  # for help()
     return method
 
 

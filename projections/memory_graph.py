@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import os
 import shutil
 import tempfile
@@ -439,6 +440,7 @@ def _aread(
         )
 
     method.__name__, method.__doc__ = fn.__name__, fn.__doc__
+    method.__signature__ = inspect.signature(fn)  # type: ignore[attr-defined]  # for help()
     return method
 
 

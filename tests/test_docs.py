@@ -3,23 +3,31 @@
 from __future__ import annotations
 
 import ast
+import contextlib
+import inspect
 import itertools
 import os
 import re
 import subprocess
 import sys
+import tempfile
 import tomllib
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
+import click
 import msgspec
 import pytest
 
 import eventlog
 import projections
 from eventlog._demo import record_demo
+from eventlog._http import Limits
 from eventlog.events import event_types
 from projections import MemoryGraph
+from replay.cli import main as lmg
+from tests.replay.test_service import Service
 
 ROOT = Path(__file__).resolve().parent.parent
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
@@ -237,7 +245,44 @@ def test_every_log_option_is_documented() -> None:
     fields = eventlog.Options.__struct_fields__
     assert not [f for f in fields if f not in table], f"undocumented options: {fields}"
     defaults = msgspec.structs.asdict(eventlog.Options())
-    assert table["compression_level"].strip() == str(defaults["compression_level"])
+    wrong = [
+        f"{f}: {table[f]} documented, {v!r} in code"
+        for f, v in defaults.items()
+        if _documented_value(table[f]) != _value(v)
+    ]
+    assert not wrong, "docs/operations.md's option defaults:\n" + "\n".join(wrong)
+
+
+def _documented_value(cell: str) -> str:
+    """A default as a table cell prints it (`FSYNC`, 16 MiB, 65,536), as a plain number or name."""
+    cell = cell.strip().strip("`").replace(",", "")
+    units = {"KiB": 1 << 10, "MiB": 1 << 20}
+    if match := re.fullmatch(r"(\d+) (KiB|MiB)", cell):
+        return str(int(match[1]) * units[match[2]])
+    return re.sub(r" \(.*\)$", "", cell)  # 8388608 (8 MiB): the number
+
+
+def _value(value: object) -> str:
+    if isinstance(value, eventlog.Durability):
+        return value.name
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
+
+
+def test_every_service_limit_is_documented_with_its_default() -> None:
+    page = (ROOT / "docs" / "service.md").read_text()
+    section = page[page.index("\n## Limits\n") :].split("\n## ")[1]
+    table = dict(re.findall(r"^\| `(\w+)` \| ([^|]+) \|", section, flags=re.M))
+    defaults = msgspec.structs.asdict(Limits())
+    assert not defaults.keys() - table.keys(), "undocumented limits"
+    assert not table.keys() - defaults.keys(), "documented limits that do not exist"
+    wrong = [
+        f"{f}: {table[f]} documented, {v!r} in code"
+        for f, v in defaults.items()
+        if _documented_value(table[f]) != _value(v)
+    ]
+    assert not wrong, "docs/service.md's limit defaults:\n" + "\n".join(wrong)
 
 
 def test_license_and_changelog() -> None:
@@ -309,3 +354,207 @@ def test_sql_reference_documents_every_column(demo_graph: MemoryGraph) -> None:
         stale = documented.keys() - {column for column, _ in columns[table]}
         problems.extend(f"{table}.{column} is documented but does not exist" for column in stale)
     assert not problems, "docs/sql.md is out of date:\n" + "\n".join(problems)
+
+
+# -- links and the CLI's synopses -----------------------------------------------------------------
+
+
+def _slug(heading: str) -> str:
+    """GitHub's anchor for a heading: lower case, punctuation dropped, spaces as hyphens."""
+    return re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
+
+
+def _prose(page: Path) -> str:
+    return re.sub(r"```.*?```", "", page.read_text(), flags=re.S)
+
+
+def _anchors(page: Path) -> set[str]:
+    seen: dict[str, int] = {}
+    anchors = set()
+    for heading in re.findall(r"^#{1,6} (.*)$", _prose(page), flags=re.M):
+        slug = _slug(heading)
+        n = seen.get(slug, 0)
+        seen[slug] = n + 1
+        anchors.add(slug if n == 0 else f"{slug}-{n}")
+    return anchors
+
+
+def test_links_between_pages_reach_a_file_and_heading() -> None:
+    broken = []
+    for page in PAGES:
+        for target in re.findall(r"\]\(([^)\s]+)\)", _prose(page)):
+            if re.match(r"[a-z]+:", target):
+                continue
+            path, _, anchor = target.partition("#")
+            dest = (page.parent / path).resolve() if path else page
+            if not dest.exists():
+                broken.append(f"{page.name}: {target} (no such file)")
+            elif anchor and dest.suffix == ".md" and anchor not in _anchors(dest):
+                broken.append(f"{page.name}: {target} (no such heading)")
+    assert not broken, "broken links:\n" + "\n".join(broken)
+
+
+def _cli_options() -> dict[str, set[str]]:
+    """Every `lmg` command's option names, as `lmg COMMAND --help` lists them."""
+    ctx = click.Context(lmg)
+    commands = {name: lmg.get_command(ctx, name) for name in lmg.list_commands(ctx)}
+    return {
+        name: {opt for p in c.params for opt in [*p.opts, *p.secondary_opts] if opt[0] == "-"}
+        for name, c in commands.items()
+        if c is not None and not isinstance(c, click.Group)
+    }
+
+
+def _synopses(page: Path) -> dict[str, str]:
+    """The `lmg COMMAND [...]` lines in a page's plain code blocks, with their continuations."""
+    blocks: list[list[str]] = []
+    language = None  # outside a block
+    for line in page.read_text().splitlines():
+        if line.startswith("```"):
+            language = line[3:].strip() if language is None else None
+            if language == "":
+                blocks.append([])
+        elif language == "":
+            blocks[-1].append(line)
+    found: dict[str, str] = {}
+    for block in blocks:
+        command = None
+        for line in block:
+            if match := re.match(r"lmg ([a-z]+)\b", line):
+                command = match[1]
+                found[command] = found.get(command, "") + line
+            elif command and re.match(r"\s+\[", line):
+                found[command] += line
+            else:
+                command = None
+    return found
+
+
+def test_cli_synopses_name_each_commands_real_options() -> None:
+    options = _cli_options()
+    wrong = []
+    for page in PAGES:
+        for command, synopsis in _synopses(page).items():
+            named = set(re.findall(r"(?<![\w-])--?[a-z][\w-]*", synopsis))
+            wrong += [f"{page.name}: lmg {command} has no {o}" for o in named - options[command]]
+    assert not wrong, "\n".join(wrong)
+
+
+def test_operations_cli_summary_lists_every_option() -> None:
+    """docs/operations.md's CLI block is the one place a reader sees every command's options."""
+    options = _cli_options()
+    missing = []
+    for command, synopsis in _synopses(ROOT / "docs" / "operations.md").items():
+        named = set(re.findall(r"(?<![\w-])--?[a-z][\w-]*", synopsis))
+        long = {o for o in options[command] if o.startswith("--") and o != "--output"}
+        missing += [f"lmg {command} {o}" for o in sorted(long - named)]
+    assert not missing, "docs/operations.md's CLI block lacks:\n" + "\n".join(missing)
+
+
+def _documented_signatures(heading: str) -> dict[str, str]:
+    """`name(params)` of each row of the method table under a docs/projections.md heading."""
+    text = (ROOT / "docs" / "projections.md").read_text()
+    section = text[text.index(heading) :].split("\n#")[0]
+    rows = re.findall(r"^\| `(\w+)\(([^)]*)\)`", section, flags=re.M)
+    return {name: params.replace('"', "'") for name, params in rows}  # as repr() quotes
+
+
+def _params(signature: inspect.Signature) -> str:
+    """A signature as the docs write it: names, `*`, `/` and defaults, no annotations."""
+    bare = [p.replace(annotation=inspect.Parameter.empty) for p in signature.parameters.values()]
+    return str(signature.replace(parameters=bare, return_annotation=inspect.Signature.empty))[1:-1]
+
+
+EMBEDDED_ONLY = {"get_nodes_batch", "stats", "render", "cursor"}
+"""Reads docs/service.md says stay embedded-only."""
+
+
+@pytest.mark.parametrize("graph", ["embedded", "served"])
+@pytest.mark.parametrize(
+    ("heading", "of"),
+    [("| method | returns | example |", "graph"), ("### The query builder", "query")],
+    ids=["MemoryGraph", "Query"],
+)
+def test_read_api_tables_give_each_methods_real_signature(
+    heading: str, of: str, graph: str
+) -> None:
+    """What `help(g.get_node)` shows is what docs/projections.md says, keywords included, for
+    `MemoryGraph.open` and `MemoryGraph.connect` alike (a client needs no service to exist)."""
+    documented = _documented_signatures(heading)
+    assert len(documented) > 5
+    opened: contextlib.AbstractContextManager[Any]
+    if graph == "embedded":
+        opened = MemoryGraph.open(tempfile.mkdtemp(), durability=eventlog.Durability.NONE)
+    else:
+        opened = MemoryGraph.connect("http://127.0.0.1:9")  # never asked anything
+        documented = {k: v for k, v in documented.items() if k not in EMBEDDED_ONLY}
+    with opened as g:
+        target = g if of == "graph" else g.query()
+        wrong = [
+            f"{name}({params}): it is {name}({_params(inspect.signature(getattr(target, name)))})"
+            for name, params in documented.items()
+            if _params(inspect.signature(getattr(target, name))) != params
+        ]
+    assert not wrong, f"docs/projections.md ({graph}):\n" + "\n".join(wrong)
+
+
+def test_event_helpers_are_documented_with_their_real_parameters(tmp_path: Path) -> None:
+    """docs/events.md's `helper(params)` name each parameter as `help(log.helper)` shows it, in
+    order, with its default (the page leaves out `*` and the append options, `**opts`)."""
+    text = (ROOT / "docs" / "events.md").read_text()
+    wrong = []
+    with eventlog.open(tmp_path / "store") as log:
+        for name, params in re.findall(r"`([a-z_]+)\(([^`]*)\)`", text):
+            if "[" in params or name == "help":  # a batch helper's rows; help(log.helper)
+                continue
+            shown = inspect.signature(getattr(log, name)).parameters.values()
+            plain = inspect.Parameter.POSITIONAL_OR_KEYWORD
+            real = [
+                str(p.replace(annotation=inspect.Parameter.empty, kind=plain))
+                for p in shown
+                if p.kind != p.VAR_KEYWORD
+            ]
+            documented = [x.strip().replace('"', "'") for x in params.split(",") if x.strip()]
+            if documented[-1] == "...":
+                documented, real = documented[:-1], real[: len(documented) - 1]
+            if documented != real:
+                wrong.append(f"{name}({params}): it is {name}({', '.join(real)})")
+    assert not wrong, "docs/events.md:\n" + "\n".join(wrong)
+
+
+# -- the examples that need `lmg serve` ----------------------------------------------------------
+
+
+def served_examples() -> list[tuple[str, str]]:
+    """Code blocks that talk to `lmg serve` at its documented address (README's `py` blocks)."""
+    found = []
+    for page in PAGES:
+        blocks = re.findall(r"```(?:py|python)\n(.*?)```", page.read_text(), flags=re.S)
+        found += [(page.name, code) for code in blocks if "http://127.0.0.1:8420" in code]
+    return found
+
+
+@pytest.mark.slow
+def test_code_written_against_lmg_serve_runs_against_it(tmp_path: Path) -> None:
+    """README's `MemoryGraph.connect` block and service.md's `eventlog.connect` block, run as
+    printed against `lmg serve` (on a free port instead of 8420) on the demo's store."""
+    examples = served_examples()
+    assert {name for name, _ in examples} >= {"README.md", "service.md"}
+    store = tmp_path / "lmg-data"
+    shell(f"{BIN}/lmg demo {store}", tmp_path, FRESH_SHELL)
+    service = Service(tmp_path, [str(store)])
+    try:
+        for name, code in examples:
+            result = subprocess.run(
+                [sys.executable, "-c", code.replace("http://127.0.0.1:8420", service.url)],
+                cwd=tmp_path,
+                env={k: v for k, v in os.environ.items() if k != "LMG_TOKEN"},
+                capture_output=True,
+                text=True,
+                timeout=60,
+                check=False,
+            )
+            assert result.returncode == 0, f"{name}:\n{code}\n{result.stderr}"
+            assert result.stdout.strip(), f"{name} printed nothing"
+    finally:
+        assert service.stop() == 0

@@ -160,6 +160,7 @@ def test_import_in_parts_completes_when_run_again_after_a_failure(
     assert len(_records(target)) == 10  # one part per event: the ten before it are stored
     result = eventlog.import_events(target, good, part_bytes=1)
     assert result.events == len(good)
+    assert result.stored_before == 10  # by the failed run
     imported = [e for _, e in _records(target)]
     assert len(imported) == len(good)  # nothing twice
     ids = [getattr(e, "id", None) for e in imported]
@@ -214,6 +215,31 @@ def test_cli_export_then_import_round_trip(demo: tuple[Path, ...], tmp_path: Pat
     assert run.returncode == 0, run.stderr
     assert "ids and times kept" in run.stdout
     assert _records(tmp_path / "copy") == _records(store)
+
+
+def test_cli_import_run_again_says_it_stored_nothing_twice(
+    demo: tuple[Path, ...], tmp_path: Path
+) -> None:
+    """Into an existing store, a rerun of the same import completes it (docs/lifecycle.md):
+    the parts an earlier run stored are not stored again, and `lmg import` says so rather than
+    report them imported anew."""
+    exported = tmp_path / "all.jsonl"
+    exported.write_bytes(_export(demo[0]))
+    target = tmp_path / "target"
+    eventlog.open(target).close()
+    first = _lmg("import", str(target), str(exported))
+    assert first.returncode == 0, first.stderr
+    stored = len(_records(target))
+    assert f"{stored} events imported into {target} (appended as new events)\n" == first.stdout
+    again = _lmg("import", str(target), str(exported))
+    assert again.returncode == 0, again.stderr
+    assert len(_records(target)) == stored
+    assert again.stdout == (
+        f"0 events imported into {target}: all {stored} were stored by an earlier run of this "
+        "import, and not again\n"
+    )
+    result = eventlog.import_events(target, exported.read_bytes().splitlines())
+    assert (result.events, result.stored_before) == (stored, stored)
 
 
 def test_cli_import_reads_stdin(demo: tuple[Path, ...], tmp_path: Path) -> None:

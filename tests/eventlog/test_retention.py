@@ -4,6 +4,7 @@ applies it; content already erased is not due again)."""
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 import time
@@ -71,7 +72,8 @@ def test_cli_retention_sets_reports_and_erases_nothing(store: Path) -> None:
     assert run.returncode == 0, run.stderr
     assert '"content_days":30' in run.stdout
     assert "the content of 3 event(s)" in run.stdout and "1 idle session(s)" in run.stdout
-    assert "apply with: lmg erase STORE --due" in run.stdout
+    hint = re.search(r"apply with: (\S*lmg) erase (\S+) --due$", run.stdout, flags=re.M)
+    assert hint is not None and hint[2] == str(store), run.stdout  # to paste, as printed
     assert (store / "00000000000000000000.seg").read_bytes() == before
     bad = subprocess.run(
         [LMG, "retention", str(store), "--content-days", "0"],
