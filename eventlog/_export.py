@@ -218,7 +218,7 @@ def read_export(lines: Iterable[bytes]) -> Iterator[ev.EventBase]:
             found = _document_events(line, n, exc)
             if last >= 0:
                 raise InvalidEvent(f"line {n}: a session document among events") from None
-            documents.update(found)
+            _merge_documents(documents, found, n)
             continue
         if documents:
             raise InvalidEvent(f"line {n}: an event among session documents")
@@ -229,6 +229,24 @@ def read_export(lines: Iterable[bytes]) -> Iterator[ev.EventBase]:
         yield event
     for lsn in sorted(documents):
         yield _EVENT.decode(documents[lsn])
+
+
+def _merge_documents(documents: dict[int, bytes], found: dict[int, bytes], n: int) -> None:
+    """Add the events of the document on line `n` to those of the documents before it.
+
+    An LSN that two documents carry is one event of the source (an agent or template they
+    share), so it must be the same event in both; `InvalidEvent` if not. Documents of two
+    stores, concatenated, carry different events at the same LSNs: merged by LSN, the later
+    replaced the earlier, and one store's sessions were silently left out of the import."""
+    for lsn, raw in found.items():
+        known = documents.get(lsn)
+        if known is not None and known != raw and _EVENT.decode(known) != _EVENT.decode(raw):
+            raise InvalidEvent(
+                f"line {n}: LSN {lsn} is another event than an earlier document's at that LSN: "
+                "documents of different stores (or exports of a store since erased)? import "
+                "each file on its own"
+            )
+        documents[lsn] = raw
 
 
 def _document_events(line: bytes, n: int, error: Exception) -> dict[int, bytes]:

@@ -341,6 +341,28 @@ def test_documents_of_two_sessions_import_their_shared_events_once(
                 assert _rows(tmp_path / "b", table, chosen) == _rows(store, table, chosen)
 
 
+def test_documents_of_two_stores_concatenated_are_refused_not_half_imported(
+    source: tuple[Path, uuid.UUID], tmp_path: Path
+) -> None:
+    """Documents of two stores, concatenated (`cat a.jsonl b.jsonl`), carry different events
+    at the same source LSNs: the import kept the later and dropped the other store's whole
+    session, reporting success."""
+    store, session = source
+    other_store = tmp_path / "other"
+    with MemoryGraph.open(other_store) as g:
+        other = record_demo(g)
+    both = tmp_path / "both.jsonl"
+    for path, chosen in ((store, session), (other_store, other)):
+        out = io.BytesIO()
+        export_sessions(path, out, [chosen])
+        with both.open("ab") as f:
+            f.write(out.getvalue())
+    run = _lmg("import", str(tmp_path / "b"), str(both))
+    assert run.returncode != 0 and "Traceback" not in run.stderr
+    assert "line 2" in run.stderr and len(run.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "b").exists()
+
+
 def test_a_session_document_without_events_is_refused(
     source: tuple[Path, uuid.UUID], tmp_path: Path
 ) -> None:
