@@ -29,6 +29,7 @@ from ._files import (
     create_file,
     make_dir,
     open_file,
+    owned,
     process_alive,
     read_bytes,
 )
@@ -220,12 +221,13 @@ def replaced_leftovers(dest: str | os.PathLike[str]) -> list[Path]:
 
 
 def _remove_abandoned(dest: Path, purpose: str) -> None:
-    """Delete builds of `dest` left by killed processes (their pid is gone)."""
+    """Delete builds of `dest` left by killed processes (their pid is gone), of this user
+    only (`owned`): in a shared directory, run as root, another user's was deleted."""
     if not dest.parent.is_dir():
         return
     for leftover in dest.parent.glob(f".{dest.name}.{purpose}-*"):
         pid = leftover.name.rsplit("-", 1)[-1]
-        if pid.isdigit() and not process_alive(int(pid)):
+        if pid.isdigit() and not process_alive(int(pid)) and owned(leftover):
             shutil.rmtree(leftover, ignore_errors=True)
 
 

@@ -156,6 +156,15 @@ def refuse_linked_store(path: Path) -> None:
         raise _unsafe(link)
 
 
+def owned(path: str | os.PathLike[str]) -> bool:
+    """Whether `path` (not followed if a link) is this user's: what a command may delete as
+    a leftover of its own killed run."""
+    try:
+        return os.lstat(path).st_uid == os.geteuid()
+    except FileNotFoundError:
+        return False
+
+
 def process_alive(pid: int) -> bool:
     """Whether `pid` names a running process (of any user). A number no process can have
     (0, negative, past the kernel's range) names none."""

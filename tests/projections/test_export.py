@@ -284,6 +284,31 @@ def test_cli_export_killed_mid_write_leaves_no_file_that_imports(tmp_path: Path)
 
 
 @pytest.mark.slow
+@pytest.mark.skipif(os.geteuid() != 0, reason="gives a file to another user: needs root")
+def test_leftovers_of_another_user_are_not_deleted_by_export_or_import(tmp_path: Path) -> None:
+    """A shared directory (a sticky /tmp) may hold another user's `.NAME.exporting-PID`
+    (or one planted under that name): removing it as a killed export's failed the export
+    ("Operation not permitted", naming the temporary file) and, run as root, deleted it."""
+    store = tmp_path / "a"
+    with eventlog.open(store) as log:
+        log.create_session()
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    export_leftover = tmp_path / f".out.jsonl.exporting-{dead.pid}"
+    export_leftover.write_bytes(b"theirs")
+    import_leftover = tmp_path / f".b.importing-{dead.pid}"
+    import_leftover.mkdir()
+    (import_leftover / "x").write_bytes(b"theirs")
+    for path in (export_leftover, import_leftover, import_leftover / "x"):
+        os.chown(path, 65534, 65534)
+    run = _lmg("export", str(store), "-o", str(tmp_path / "out.jsonl"))
+    assert run.returncode == 0, run.stderr
+    run = _lmg("import", str(tmp_path / "b"), str(tmp_path / "out.jsonl"))
+    assert run.returncode == 0, run.stderr
+    assert export_leftover.read_bytes() == b"theirs"
+    assert (import_leftover / "x").read_bytes() == b"theirs"
+
+
 def test_session_document_holds_the_session_and_its_nodes(
     source: tuple[Path, uuid.UUID],
 ) -> None:
