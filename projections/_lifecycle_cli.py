@@ -46,7 +46,12 @@ def _output(path: str | None) -> Iterator[BinaryIO]:
 
     remove_abandoned(target)  # of killed exports
     temp = being_written(target)
-    fd = create_file(temp, 0o600)
+    try:
+        fd = create_file(temp, 0o600)
+    except FileExistsError:
+        raise
+    except OSError as exc:  # no such directory, no permission: said of FILE, not of temp
+        raise OSError(exc.errno, exc.strerror, path) from None
     try:
         raw = NamedOutput(fd, path)
         with io.BufferedWriter(raw) as out:

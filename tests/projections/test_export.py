@@ -309,6 +309,20 @@ def test_leftovers_of_another_user_are_not_deleted_by_export_or_import(tmp_path:
     assert (import_leftover / "x").read_bytes() == b"theirs"
 
 
+def test_cli_export_into_a_missing_directory_names_the_file_not_its_temporary(
+    tmp_path: Path,
+) -> None:
+    """The error named ``.x.jsonl.exporting-PID``, a file the user never asked for."""
+    store = tmp_path / "a"
+    with eventlog.open(store) as log:
+        log.create_session()
+    target = tmp_path / "missing" / "x.jsonl"
+    run = _lmg("export", str(store), "-o", str(target))
+    assert run.returncode != 0 and "Traceback" not in run.stderr
+    assert len(run.stderr.strip().splitlines()) == 1
+    assert str(target) in run.stderr and "exporting" not in run.stderr
+
+
 def test_session_document_holds_the_session_and_its_nodes(
     source: tuple[Path, uuid.UUID],
 ) -> None:
