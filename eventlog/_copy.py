@@ -112,7 +112,16 @@ def copy_prefix(
 
 
 def check_new_store(dest: Path) -> None:
-    """`dest` may become a new store: it does not exist, or is an empty directory."""
+    """`dest` may become a new store: it does not exist, or is an empty directory.
+
+    A symbolic link (to an empty directory, or to nothing) is refused, saying so: the store
+    is built beside `dest` and renamed onto it, which a link stops, so the import or fork
+    ran to its end, then failed as "already exists and is not an empty directory"."""
+    if dest.is_symlink():
+        raise EventLogError(
+            f"{dest} is a symbolic link: a new store is made as its own directory (name the "
+            "directory it points to)"
+        )
     if dest.exists() and (not dest.is_dir() or any(dest.iterdir())):
         raise EventLogError(f"{dest} already exists and is not an empty directory")
 
