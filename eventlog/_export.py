@@ -231,26 +231,27 @@ def read_export(lines: Iterable[bytes]) -> Iterator[ev.EventBase]:
         yield _EVENT.decode(documents[lsn])
 
 
-def _merge_documents(documents: dict[int, bytes], found: dict[int, bytes], n: int) -> None:
+def _merge_documents(documents: dict[int, bytes], found: list[tuple[int, bytes]], n: int) -> None:
     """Add the events of the document on line `n` to those of the documents before it.
 
     An LSN that two documents carry is one event of the source (an agent or template they
-    share), so it must be the same event in both; `InvalidEvent` if not. Documents of two
-    stores, concatenated, carry different events at the same LSNs: merged by LSN, the later
-    replaced the earlier, and one store's sessions were silently left out of the import."""
-    for lsn, raw in found.items():
+    share), so it must be the same event in both (and in one document, at most once);
+    `InvalidEvent` if not. Documents of two stores, concatenated, carry different events at
+    the same LSNs: merged by LSN, the later replaced the earlier, and one store's sessions
+    were silently left out of the import."""
+    for lsn, raw in found:
         known = documents.get(lsn)
         if known is not None and known != raw and _EVENT.decode(known) != _EVENT.decode(raw):
             raise InvalidEvent(
-                f"line {n}: LSN {lsn} is another event than an earlier document's at that LSN: "
+                f"line {n}: LSN {lsn} is carried twice, as two different events: "
                 "documents of different stores (or exports of a store since erased)? import "
                 "each file on its own"
             )
         documents[lsn] = raw
 
 
-def _document_events(line: bytes, n: int, error: Exception) -> dict[int, bytes]:
-    """The events of the session document on line `n`, by LSN; `InvalidEvent` with `error`
+def _document_events(line: bytes, n: int, error: Exception) -> list[tuple[int, bytes]]:
+    """The events of the session document on line `n`, with their LSNs; `InvalidEvent` with `error`
     (why the line is no event) if it is no session document either."""
     try:
         document = msgspec.json.decode(line, type=_Document)
@@ -263,7 +264,7 @@ def _document_events(line: bytes, n: int, error: Exception) -> dict[int, bytes]:
             f"line {n}: this session document carries no events (written before they were "
             "added): export the session again"
         )
-    found: dict[int, bytes] = {}
+    found: list[tuple[int, bytes]] = []
     for raw in document.events:
         try:
             _EVENT.decode(raw)
@@ -272,7 +273,7 @@ def _document_events(line: bytes, n: int, error: Exception) -> dict[int, bytes]:
             raise InvalidEvent(f"line {n}: an event of the document is bad ({exc})") from None
         if lsn is None:
             raise InvalidEvent(f"line {n}: an event of the document has no lsn")
-        found[lsn] = bytes(raw)
+        found.append((lsn, bytes(raw)))
     return found
 
 

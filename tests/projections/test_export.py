@@ -402,6 +402,24 @@ def test_documents_of_two_stores_concatenated_are_refused_not_half_imported(
     assert not (tmp_path / "b").exists()
 
 
+def test_a_document_carrying_two_events_at_one_lsn_is_refused(
+    source: tuple[Path, uuid.UUID], tmp_path: Path
+) -> None:
+    """A damaged (or hostile) document with two different events at one LSN: one was
+    silently left out."""
+    store, session = source
+    out = io.BytesIO()
+    export_sessions(store, out, [session])
+    document = json.loads(out.getvalue())
+    twin = dict(document["events"][-1], id=str(uuid.uuid4()))
+    document["events"].append(twin)
+    (tmp_path / "doc.json").write_text(json.dumps(document) + "\n")
+    run = _lmg("import", str(tmp_path / "b"), str(tmp_path / "doc.json"))
+    assert run.returncode != 0 and "Traceback" not in run.stderr
+    assert "carried twice" in run.stderr and len(run.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "b").exists()
+
+
 def test_a_session_document_without_events_is_refused(
     source: tuple[Path, uuid.UUID], tmp_path: Path
 ) -> None:
