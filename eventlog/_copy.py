@@ -29,6 +29,7 @@ from ._files import (
     create_file,
     make_dir,
     open_file,
+    owned,
     process_alive,
     read_bytes,
 )
@@ -111,7 +112,16 @@ def copy_prefix(
 
 
 def check_new_store(dest: Path) -> None:
-    """`dest` may become a new store: it does not exist, or is an empty directory."""
+    """`dest` may become a new store: it does not exist, or is an empty directory.
+
+    A symbolic link (to an empty directory, or to nothing) is refused, saying so: the store
+    is built beside `dest` and renamed onto it, which a link stops, so the import or fork
+    ran to its end, then failed as "already exists and is not an empty directory"."""
+    if dest.is_symlink():
+        raise EventLogError(
+            f"{dest} is a symbolic link: a new store is made as its own directory (name the "
+            "directory it points to)"
+        )
     if dest.exists() and (not dest.is_dir() or any(dest.iterdir())):
         raise EventLogError(f"{dest} already exists and is not an empty directory")
 
@@ -220,12 +230,13 @@ def replaced_leftovers(dest: str | os.PathLike[str]) -> list[Path]:
 
 
 def _remove_abandoned(dest: Path, purpose: str) -> None:
-    """Delete builds of `dest` left by killed processes (their pid is gone)."""
+    """Delete builds of `dest` left by killed processes (their pid is gone), of this user
+    only (`owned`): in a shared directory, run as root, another user's was deleted."""
     if not dest.parent.is_dir():
         return
     for leftover in dest.parent.glob(f".{dest.name}.{purpose}-*"):
         pid = leftover.name.rsplit("-", 1)[-1]
-        if pid.isdigit() and not process_alive(int(pid)):
+        if pid.isdigit() and not process_alive(int(pid)) and owned(leftover):
             shutil.rmtree(leftover, ignore_errors=True)
 
 

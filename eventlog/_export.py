@@ -221,7 +221,7 @@ def read_export(lines: Iterable[bytes]) -> Iterator[ev.EventBase]:
             found = _document_events(line, n, exc)
             if last >= 0:
                 raise InvalidEvent(f"line {n}: a session document among events") from None
-            documents.update(found)
+            _merge_documents(documents, found, n)
             continue
         if documents:
             raise InvalidEvent(f"line {n}: an event among session documents")
@@ -234,8 +234,27 @@ def read_export(lines: Iterable[bytes]) -> Iterator[ev.EventBase]:
         yield _EVENT.decode(documents[lsn])
 
 
-def _document_events(line: bytes, n: int, error: Exception) -> dict[int, bytes]:
-    """The events of the session document on line `n`, by LSN; `InvalidEvent` with `error`
+def _merge_documents(documents: dict[int, bytes], found: list[tuple[int, bytes]], n: int) -> None:
+    """Add the events of the document on line `n` to those of the documents before it.
+
+    An LSN that two documents carry is one event of the source (an agent or template they
+    share), so it must be the same event in both (and in one document, at most once);
+    `InvalidEvent` if not. Documents of two stores, concatenated, carry different events at
+    the same LSNs: merged by LSN, the later replaced the earlier, and one store's sessions
+    were silently left out of the import."""
+    for lsn, raw in found:
+        known = documents.get(lsn)
+        if known is not None and known != raw and _EVENT.decode(known) != _EVENT.decode(raw):
+            raise InvalidEvent(
+                f"line {n}: LSN {lsn} is carried twice, as two different events: "
+                "documents of different stores (or exports of a store since erased)? import "
+                "each file on its own"
+            )
+        documents[lsn] = raw
+
+
+def _document_events(line: bytes, n: int, error: Exception) -> list[tuple[int, bytes]]:
+    """The events of the session document on line `n`, with their LSNs; `InvalidEvent` with `error`
     (why the line is no event) if it is no session document either."""
     try:
         document = msgspec.json.decode(line, type=_Document)
@@ -248,7 +267,7 @@ def _document_events(line: bytes, n: int, error: Exception) -> dict[int, bytes]:
             f"line {n}: this session document carries no events (written before they were "
             "added): export the session again"
         )
-    found: dict[int, bytes] = {}
+    found: list[tuple[int, bytes]] = []
     for raw in document.events:
         try:
             _EVENT.decode(raw)
@@ -257,7 +276,7 @@ def _document_events(line: bytes, n: int, error: Exception) -> dict[int, bytes]:
             raise InvalidEvent(f"line {n}: an event of the document is bad ({exc})") from None
         if lsn is None:
             raise InvalidEvent(f"line {n}: an event of the document has no lsn")
-        found[lsn] = bytes(raw)
+        found.append((lsn, bytes(raw)))
     return found
 
 

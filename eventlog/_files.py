@@ -5,7 +5,8 @@ Whoever can create a symbolic link where a store file is expected could otherwis
 log, a projector or a replay write to any file its user may write (a lock file is truncated
 when taken, a segment is written when rotated). So:
 
-1. An existing store file is opened with ``O_NOFOLLOW``: a link is an `UnsafeStore` error.
+1. An existing store file is opened with ``O_NOFOLLOW``: a link is an `UnsafeStore` error,
+   and so is a FIFO, device or directory where a file belongs (opened without waiting).
 2. A new file is created with ``O_CREAT | O_EXCL | O_NOFOLLOW``: a link, or anything else
    already at a temporary name, is never written through.
 3. Opening a store refuses it if any entry of its directory is a link (`refuse_linked_store`):
@@ -25,6 +26,7 @@ import contextlib
 import errno
 import io
 import os
+import stat
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple
@@ -72,13 +74,31 @@ def _unsafe(path: str | os.PathLike[str]) -> UnsafeStore:
 
 
 def open_file(path: str | os.PathLike[str], flags: int = os.O_RDONLY) -> int:
-    """Open an existing store file, refusing a symbolic link."""
+    """Open an existing store file, refusing a symbolic link, and anything but a regular file.
+
+    Opened without blocking, then checked: a FIFO where a segment belongs made the open wait
+    for a writer, so `lmg verify` (the command to run on a damaged store), `lmg tail` and
+    `lmg backup` hung for ever. A caller that passes ``O_NONBLOCK`` itself checks what it
+    opened (and keeps the flag)."""
     try:
-        return os.open(path, flags | _NOFOLLOW)
+        fd = os.open(path, flags | _NOFOLLOW | os.O_NONBLOCK)
     except OSError as exc:
         if exc.errno == errno.ELOOP:
             raise _unsafe(path) from None
         raise
+    if flags & os.O_NONBLOCK:
+        return fd
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise UnsafeStore(
+                f"{path} is not a regular file (a FIFO, device or directory): a store's files "
+                "are plain files"
+            )
+        os.set_blocking(fd, True)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
 
 
 def create_file(path: str | os.PathLike[str], mode: int, flags: int = os.O_WRONLY) -> int:
@@ -134,6 +154,15 @@ def refuse_linked_store(path: Path) -> None:
         return
     if link is not None:
         raise _unsafe(link)
+
+
+def owned(path: str | os.PathLike[str]) -> bool:
+    """Whether `path` (not followed if a link) is this user's: what a command may delete as
+    a leftover of its own killed run."""
+    try:
+        return os.lstat(path).st_uid == os.geteuid()
+    except FileNotFoundError:
+        return False
 
 
 def process_alive(pid: int) -> bool:

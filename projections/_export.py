@@ -30,7 +30,7 @@ import msgspec
 
 import eventlog
 from eventlog._copy import sync_tree
-from eventlog._files import process_alive
+from eventlog._files import owned, process_alive
 from eventlog._index import fsync_dir
 from eventlog._time import TimeLike, to_ns
 
@@ -111,12 +111,14 @@ def being_written(target: Path) -> Path:
 
 def remove_abandoned(target: Path) -> None:
     """Delete the half-written exports to `target` (files or Parquet directories) of killed
-    processes (their pid is gone)."""
+    processes (their pid is gone), of this user only (`owned`): in a shared directory (a
+    sticky ``/tmp``) another user's, or one planted under that name, failed the export
+    ("Operation not permitted"), and run as root the export deleted it."""
     if not target.parent.is_dir():
         return
     for leftover in target.parent.glob(f".{target.name}.{_BUILDING}*"):
         pid = leftover.name.rsplit("-", 1)[-1]
-        if pid.isdigit() and not process_alive(int(pid)):
+        if pid.isdigit() and not process_alive(int(pid)) and owned(leftover):
             if leftover.is_dir() and not leftover.is_symlink():
                 shutil.rmtree(leftover, ignore_errors=True)
             else:

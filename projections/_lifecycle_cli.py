@@ -46,7 +46,12 @@ def _output(path: str | None) -> Iterator[BinaryIO]:
 
     remove_abandoned(target)  # of killed exports
     temp = being_written(target)
-    fd = create_file(temp, 0o600)
+    try:
+        fd = create_file(temp, 0o600)
+    except FileExistsError:
+        raise
+    except OSError as exc:  # no such directory, no permission: said of FILE, not of temp
+        raise OSError(exc.errno, exc.strerror, path) from None
     try:
         raw = NamedOutput(fd, path)
         with io.BufferedWriter(raw) as out:
@@ -316,6 +321,7 @@ def _selector(
             raise click.UsageError(f"--metadata {pair!r}: expected KEY=VALUE")
         metadata[key] = value
     chosen_sessions = list(sessions)
+    cutoff: int | str | None = before
     if due:
         if before is not None:
             raise click.UsageError("--due and --before are exclusive")
@@ -324,16 +330,18 @@ def _selector(
             raise click.ClickException(f"{store} has no retention policy (lmg retention)")
         chosen = eventlog.due(store).selector()
         if chosen is not None:
-            before = None if chosen.before is None else str(chosen.before)
+            # kept as int ns, not passed on as text: a policy longer than since 1970 puts
+            # the cutoff before 0, and "-795..." read as text was "not an ISO 8601 time"
+            cutoff = chosen.before
             chosen_sessions += [str(s) for s in chosen.sessions]
-        if before is None and not chosen_sessions:
+        if cutoff is None and not chosen_sessions:
             raise click.ClickException("the retention policy makes nothing due now")
     selector = eventlog.Selector.of(
         sessions=chosen_sessions,
         nodes=nodes,
         actors=actors,
         metadata=metadata,
-        before=int(before) if before is not None and before.isdigit() else before,
+        before=int(cutoff) if isinstance(cutoff, str) and cutoff.isdigit() else cutoff,
     )
     if selector.is_empty():
         raise click.UsageError(

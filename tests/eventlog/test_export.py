@@ -201,6 +201,32 @@ def test_import_of_an_event_with_a_dangling_reference_creates_no_store(
     assert not (tmp_path / "new").exists()
 
 
+@pytest.mark.parametrize("points_to", ["empty", "nothing"])
+def test_cli_import_and_fork_into_a_symlink_say_so_and_make_nothing(
+    store: Path, tmp_path: Path, points_to: str
+) -> None:
+    """A symbolic link as the new store: the import (or fork) ran to its end, then failed
+    as "already exists and is not an empty directory", of a link to an empty directory."""
+    with eventlog.open(store) as log:
+        log.create_session()
+    exported = tmp_path / "all.jsonl"
+    assert _lmg("export", str(store), "-o", str(exported)).returncode == 0
+    target = tmp_path / "target"
+    if points_to == "empty":
+        target.mkdir()
+    link = tmp_path / "link"
+    link.symlink_to(target)
+    for args in (
+        ("import", str(link), str(exported)),
+        ("fork", str(store), "--at", "0", str(link)),
+    ):
+        run = _lmg(*args)
+        assert run.returncode != 0 and "Traceback" not in run.stderr
+        assert "symbolic link" in run.stderr and len(run.stderr.strip().splitlines()) == 1
+        assert link.is_symlink() and (not target.exists() or not any(target.iterdir()))
+        assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+
+
 @pytest.mark.slow
 def test_cli_export_then_import_round_trip(demo: tuple[Path, ...], tmp_path: Path) -> None:
     store = demo[0]

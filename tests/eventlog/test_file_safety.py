@@ -97,6 +97,27 @@ def test_cli_refuses_a_store_whose_segment_is_a_symlink(store: Path, tmp_path: P
     assert "symbolic link" in result.stderr and "UnsafeStore" not in result.stderr
 
 
+@pytest.mark.parametrize("command", ["verify", "stats", "tail", "backup"])
+def test_cli_refuses_a_store_whose_segment_is_a_fifo_rather_than_hang(
+    store: Path, tmp_path: Path, command: str
+) -> None:
+    """A FIFO where a segment belongs: opening it waited for a writer, so `lmg verify` (the
+    command to run on a damaged store), `lmg stats`, `lmg tail` and `lmg backup` hung."""
+    with eventlog.open(store) as log:
+        log.create_session()
+    segment = store / f"{0:020d}.seg"
+    segment.unlink()
+    os.mkfifo(segment, 0o600)
+    args = [str(store)] + ([str(tmp_path / "backup")] if command == "backup" else [])
+    result = subprocess.run(
+        [LMG, command, *args], check=False, capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode != 0
+    assert "Traceback" not in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert "not a regular file" in result.stderr
+
+
 def test_new_store_is_private_under_umask_022(store: Path, umask_022: None) -> None:
     with eventlog.open(store, segment_bytes=4096) as log:
         fill_segments(log, 3)

@@ -376,6 +376,19 @@ def test_an_in_memory_graph_folds_again_after_an_erasure(tmp_path: Path) -> None
         assert g.get_session_nodes(fx.bob)[-1].id == later
 
 
+def test_retention_longer_than_the_epoch_is_due_nothing_not_an_error(tmp_path: Path) -> None:
+    """A policy of more days than since 1970 (up to the 106,751 `lmg retention` takes) puts
+    the cutoff at negative ns: `lmg erase --due` passed it on as text, read it as an ISO time
+    and failed ("before '-795...' is not an ISO 8601 time") instead of erasing nothing."""
+    fx = Fixture(tmp_path / "store", turns=1)
+    for days in ("30000", "106751"):
+        lmg("retention", str(fx.path), "--content-days", days)
+        for dry in ((), ("--dry-run",)):
+            done = lmg("erase", str(fx.path), "--due", *dry, check=False)
+            assert done.returncode == 0, done.stderr
+            assert "0 event(s)" in done.stdout or "nothing to erase" in done.stdout
+
+
 def test_retention_due_is_applied_by_erase(tmp_path: Path) -> None:
     fx = Fixture(tmp_path / "source", turns=2)
     old = time.time_ns() - 40 * 86_400 * 1_000_000_000

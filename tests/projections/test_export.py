@@ -284,6 +284,45 @@ def test_cli_export_killed_mid_write_leaves_no_file_that_imports(tmp_path: Path)
 
 
 @pytest.mark.slow
+@pytest.mark.skipif(os.geteuid() != 0, reason="gives a file to another user: needs root")
+def test_leftovers_of_another_user_are_not_deleted_by_export_or_import(tmp_path: Path) -> None:
+    """A shared directory (a sticky /tmp) may hold another user's `.NAME.exporting-PID`
+    (or one planted under that name): removing it as a killed export's failed the export
+    ("Operation not permitted", naming the temporary file) and, run as root, deleted it."""
+    store = tmp_path / "a"
+    with eventlog.open(store) as log:
+        log.create_session()
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    export_leftover = tmp_path / f".out.jsonl.exporting-{dead.pid}"
+    export_leftover.write_bytes(b"theirs")
+    import_leftover = tmp_path / f".b.importing-{dead.pid}"
+    import_leftover.mkdir()
+    (import_leftover / "x").write_bytes(b"theirs")
+    for path in (export_leftover, import_leftover, import_leftover / "x"):
+        os.chown(path, 65534, 65534)
+    run = _lmg("export", str(store), "-o", str(tmp_path / "out.jsonl"))
+    assert run.returncode == 0, run.stderr
+    run = _lmg("import", str(tmp_path / "b"), str(tmp_path / "out.jsonl"))
+    assert run.returncode == 0, run.stderr
+    assert export_leftover.read_bytes() == b"theirs"
+    assert (import_leftover / "x").read_bytes() == b"theirs"
+
+
+def test_cli_export_into_a_missing_directory_names_the_file_not_its_temporary(
+    tmp_path: Path,
+) -> None:
+    """The error named ``.x.jsonl.exporting-PID``, a file the user never asked for."""
+    store = tmp_path / "a"
+    with eventlog.open(store) as log:
+        log.create_session()
+    target = tmp_path / "missing" / "x.jsonl"
+    run = _lmg("export", str(store), "-o", str(target))
+    assert run.returncode != 0 and "Traceback" not in run.stderr
+    assert len(run.stderr.strip().splitlines()) == 1
+    assert str(target) in run.stderr and "exporting" not in run.stderr
+
+
 def test_session_document_holds_the_session_and_its_nodes(
     source: tuple[Path, uuid.UUID],
 ) -> None:
@@ -339,6 +378,46 @@ def test_documents_of_two_sessions_import_their_shared_events_once(
         for table in TABLE_NAMES:
             if table != "agent_stats":  # global: the source has a third session's too
                 assert _rows(tmp_path / "b", table, chosen) == _rows(store, table, chosen)
+
+
+def test_documents_of_two_stores_concatenated_are_refused_not_half_imported(
+    source: tuple[Path, uuid.UUID], tmp_path: Path
+) -> None:
+    """Documents of two stores, concatenated (`cat a.jsonl b.jsonl`), carry different events
+    at the same source LSNs: the import kept the later and dropped the other store's whole
+    session, reporting success."""
+    store, session = source
+    other_store = tmp_path / "other"
+    with MemoryGraph.open(other_store) as g:
+        other = record_demo(g)
+    both = tmp_path / "both.jsonl"
+    for path, chosen in ((store, session), (other_store, other)):
+        out = io.BytesIO()
+        export_sessions(path, out, [chosen])
+        with both.open("ab") as f:
+            f.write(out.getvalue())
+    run = _lmg("import", str(tmp_path / "b"), str(both))
+    assert run.returncode != 0 and "Traceback" not in run.stderr
+    assert "line 2" in run.stderr and len(run.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "b").exists()
+
+
+def test_a_document_carrying_two_events_at_one_lsn_is_refused(
+    source: tuple[Path, uuid.UUID], tmp_path: Path
+) -> None:
+    """A damaged (or hostile) document with two different events at one LSN: one was
+    silently left out."""
+    store, session = source
+    out = io.BytesIO()
+    export_sessions(store, out, [session])
+    document = json.loads(out.getvalue())
+    twin = dict(document["events"][-1], id=str(uuid.uuid4()))
+    document["events"].append(twin)
+    (tmp_path / "doc.json").write_text(json.dumps(document) + "\n")
+    run = _lmg("import", str(tmp_path / "b"), str(tmp_path / "doc.json"))
+    assert run.returncode != 0 and "Traceback" not in run.stderr
+    assert "carried twice" in run.stderr and len(run.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "b").exists()
 
 
 def test_a_session_document_without_events_is_refused(
