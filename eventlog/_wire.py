@@ -77,6 +77,7 @@ DETAILS = (  # the fields of an error that travel beside its message (`error_det
 _JSON = msgspec.json.Encoder()
 _E = TypeVar("_E", bound=Exception)
 _TYPES = ev.event_types()  # built once: every request looks its events' types up here
+_ERASURE = ev.tag_of(ev.ErasureApplied)
 
 
 _ANY = msgspec.json.Decoder()
@@ -98,9 +99,14 @@ def decode_json(
 
 
 def parse_request(data: Any) -> tuple[list[ev.EventBase], dict[str, Any]]:
-    """The events and append options of one decoded request; `InvalidEvent` if it is none."""
+    """The events and append options of one decoded request; `InvalidEvent` if it is none.
+
+    An object with ``"events"`` is the wrapper of a request's options unless it has a
+    ``"type"``: a `span.recorded` line of `lmg tail` (whose span events are ``"events"``)
+    was read as a wrapper, and refused as 'no "type"'. An `erasure.applied` is written by
+    an erasure only: appended, it would claim an erasure that never ran."""
     options: dict[str, Any] = {}
-    if isinstance(data, dict) and "events" in data:
+    if isinstance(data, dict) and "events" in data and "type" not in data:
         options = {k: v for k, v in data.items() if k != "events"}
         data = data["events"]
     items = data if isinstance(data, list) else [data]
@@ -113,6 +119,11 @@ def parse_request(data: Any) -> tuple[list[ev.EventBase], dict[str, Any]]:
                 "not an event: "
                 + (f"unknown type {given!r}" if given else 'no "type"')
                 + f"; known types: {', '.join(sorted(types))}"
+            )
+        if item["type"] == _ERASURE:
+            raise InvalidEvent(
+                f"{_ERASURE} is recorded by an erasure (lmg erase), never appended: an appended"
+                " one would claim an erasure that did not run"
             )
         cls = types[item["type"]]
         fields = {**item, "id": str(new_id())} if _needs_id(cls, item) else item

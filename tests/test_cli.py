@@ -398,6 +398,31 @@ def test_tail_output_is_what_append_reads(
         assert msgspec_fields(mine, skip="ts") == msgspec_fields(theirs, skip="ts")
 
 
+def test_tail_of_a_span_appends_and_an_erasure_is_refused_by_name(
+    store: Path, tmp_path: Path
+) -> None:
+    """A `span.recorded` line (its span events are ``"events"``) was read as a request's
+    wrapper and refused as 'no "type"'; so was an `erasure.applied`, which is now refused
+    for what it is: appended, it would claim an erasure that never ran."""
+    span = {
+        "type": "span.recorded",
+        "trace_id": "ab" * 16,
+        "span_id": "cd" * 8,
+        "name": "chat",
+        "events": [{"name": "gen_ai.choice", "attributes": {"index": 0}}],
+    }
+    assert lmg("append", str(store), stdin=json.dumps(span) + "\n").exit_code == 0
+    copy = tmp_path / "copy"
+    appended = lmg("append", str(copy), stdin=lmg("tail", str(store)).stdout)
+    assert appended.exit_code == 0, appended.output
+    with eventlog.open(copy, readonly=True) as log:
+        [copied] = [r.event for r in log.read()]
+    assert isinstance(copied, ev.SpanRecorded) and copied.events == span["events"]
+    erasure = {"type": "erasure.applied", "erasure_id": str(uuid.uuid4()), "marked_at": 1}
+    refused = lmg("append", str(copy), stdin=json.dumps({**erasure, "events": 0}) + "\n")
+    assert_one_line_error(refused, "erasure.applied is recorded by an erasure (lmg erase)")
+
+
 def msgspec_fields(event: ev.EventBase, skip: str) -> dict[str, object]:
     return {f: getattr(event, f) for f in event.__struct_fields__ if f != skip}
 
