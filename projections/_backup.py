@@ -15,7 +15,7 @@ from pathlib import Path
 import eventlog
 from eventlog import BackupInfo, BackupRun
 from eventlog._backup import backing_up, backup_log, restoring
-from eventlog._files import open_file
+from eventlog._copy import fsync_file
 from eventlog._index import fsync_dir
 
 from ._database import database_path
@@ -87,9 +87,5 @@ def _write_database(store: Path, target: Path, info: BackupInfo) -> SnapshotInfo
 
 def _sync(path: Path) -> None:
     """Make the file at `path` and its name in its directory durable."""
-    fd = open_file(path)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    fsync_file(path)
     fsync_dir(path.parent)
